@@ -1,0 +1,37 @@
+# stripe_billing — the two commands a newcomer needs:
+#   make demo   set up, build, and run the product end to end on a throwaway cluster
+#   make test   set up, build, and run every test tier
+SHELL := /bin/bash
+PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
+
+.PHONY: setup install install-release test test-unit test-pg test-integration lint demo bench clean-clusters
+
+setup:
+	@scripts/setup.sh
+
+install: setup
+	cargo pgrx install --pg-config $(PG_CONFIG) -p stripe_billing
+
+install-release: setup
+	cargo pgrx install --release --pg-config $(PG_CONFIG) -p stripe_billing
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+test-unit:
+	cargo test -p stripe-billing-core
+
+test-pg: setup
+	scripts/pg-test.sh
+
+test-integration: install
+	scripts/integration-test.sh
+
+test: setup lint test-unit test-pg test-integration
+
+demo: install
+	scripts/demo.sh
+
+bench: install-release
+	scripts/bench.sh

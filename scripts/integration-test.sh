@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Tier 3 and up: integration tests through real clients against a throwaway cluster with the
+# installed extension (run `make install` first; `make test` does). Extra arguments go to
+# `cargo test`, e.g. scripts/integration-test.sh --test ledger.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+dir="$(mktemp -d /tmp/stripe_billing_it.XXXXXX)"
+trap '"$root/scripts/pg.sh" stop "$dir" || true; rm -rf "$dir"' EXIT
+# Durability is irrelevant for a cluster that is deleted afterwards.
+STRIPE_BILLING_PG="$(PG_OPTS="-c fsync=off -c synchronous_commit=off -c full_page_writes=off" "$root/scripts/pg.sh" start "$dir")"
+export STRIPE_BILLING_PG
+cd "$root"
+cargo test -p stripe-billing-tests "$@"

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Installs everything `make test` / `make demo` need on a fresh Debian/Ubuntu machine,
+# skipping whatever is already present so a second run costs seconds.
+set -euo pipefail
+
+PG_MAJOR="${PG_MAJOR:-15}"
+PGRX_VERSION="0.18.1"
+PG_CONFIG="/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config"
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+# Run a command as root: directly when we are root, through sudo otherwise.
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+need_packages() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    printf '%s\n' "${missing[@]}"
+}
+
+install_system_packages() {
+    local wanted=(build-essential pkg-config libclang-dev clang sudo openssl
+        "postgresql-${PG_MAJOR}" "postgresql-server-dev-${PG_MAJOR}" "postgresql-contrib")
+    local missing
+    missing=$(need_packages "${wanted[@]}")
+    if [ -z "$missing" ]; then
+        log "system packages already installed"
+        return
+    fi
+    log "installing system packages: $(echo "$missing" | tr '\n' ' ')"
+    as_root apt-get update -qq
+    # shellcheck disable=SC2086
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
+}
+
+install_cargo_pgrx() {
+    if cargo pgrx --version 2>/dev/null | grep -q " ${PGRX_VERSION}\$"; then
+        log "cargo-pgrx ${PGRX_VERSION} already installed"
+    else
+        log "installing cargo-pgrx ${PGRX_VERSION} (several minutes on 2 cores)"
+        cargo install cargo-pgrx --version "${PGRX_VERSION}" --locked
+    fi
+    local pgrx_home="${PGRX_HOME:-$HOME/.pgrx}"
+    if ! grep -qs "pg${PG_MAJOR}" "${pgrx_home}/config.toml"; then
+        log "registering system PostgreSQL ${PG_MAJOR} with pgrx"
+        cargo pgrx init "--pg${PG_MAJOR}" "${PG_CONFIG}"
+    fi
+}
+
+install_system_packages
+install_cargo_pgrx
+log "set-up complete"

@@ -1,0 +1,111 @@
+-- stripe_billing: who is calling. PostgREST and Supabase put the verified JWT claims in the
+-- setting request.jwt.claims; the user id is its "sub" claim (what auth.uid() reads).
+
+CREATE FUNCTION billing.current_user_id() RETURNS uuid
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    claims text := current_setting('request.jwt.claims', true);
+    sub text;
+BEGIN
+    IF claims IS NOT NULL AND claims <> '' THEN
+        BEGIN
+            sub := claims::jsonb ->> 'sub';
+        EXCEPTION WHEN invalid_text_representation THEN
+            RAISE EXCEPTION 'request.jwt.claims is not valid JSON'
+                USING ERRCODE = 'invalid_text_representation',
+                      HINT = 'Set it to the verified JWT payload, e.g. {"sub":"<user uuid>","role":"authenticated"}.';
+        END;
+    END IF;
+    -- Older PostgREST versions set one setting per claim.
+    sub := coalesce(sub, nullif(current_setting('request.jwt.claim.sub', true), ''));
+    IF sub IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF sub !~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
+        RAISE EXCEPTION 'the JWT sub claim is not a user id (uuid)'
+            USING ERRCODE = 'invalid_text_representation',
+                  HINT = 'stripe_billing keys users by uuid, as Supabase auth.users.id.';
+    END IF;
+    RETURN sub::uuid;
+END
+$$;
+COMMENT ON FUNCTION billing.current_user_id() IS 'The calling user''s id: the sub claim of request.jwt.claims (as auth.uid() in Supabase), NULL when there is none.';
+
+CREATE FUNCTION billing.require_user() RETURNS uuid
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    uid uuid := billing.current_user_id();
+BEGIN
+    IF uid IS NULL THEN
+        RAISE EXCEPTION 'not authenticated: no user id in request.jwt.claims'
+            USING ERRCODE = 'invalid_authorization_specification',
+                  HINT = 'Call this as a signed-in user (role authenticated with a JWT whose sub is the user id).';
+    END IF;
+    RETURN uid;
+END
+$$;
+COMMENT ON FUNCTION billing.require_user() IS 'billing.current_user_id(), or an error (SQLSTATE 28000) when the caller is not signed in.';
+
+CREATE FUNCTION billing.is_privileged() RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+    SELECT r.rolsuper
+        OR r.rolbypassrls
+        OR pg_has_role(current_user, (SELECT nspowner FROM pg_namespace WHERE nspname = 'billing'), 'MEMBER')
+        OR (EXISTS (SELECT FROM pg_roles WHERE rolname = 'service_role')
+            AND pg_has_role(current_user, 'service_role', 'MEMBER'))
+    FROM pg_roles r WHERE r.rolname = current_user
+$$;
+COMMENT ON FUNCTION billing.is_privileged() IS 'True when the current role may act for any user: a superuser, a BYPASSRLS role, the schema owner, or a member of service_role.';
+
+-- Validation helpers: one place for the wording and SQLSTATE of common argument errors.
+CREATE FUNCTION billing.check_not_null(value anyelement, name text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF value IS NULL THEN
+        RAISE EXCEPTION '% must not be NULL', name USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION billing.check_not_null(anyelement, text) IS 'Raises 22004 "<name> must not be NULL" when value is NULL.';
+
+CREATE FUNCTION billing.check_user_exists(user_id uuid) RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    present boolean;
+BEGIN
+    PERFORM billing.check_not_null(user_id, 'user_id');
+    -- On Supabase the users live in auth.users; elsewhere any uuid is a user.
+    IF to_regclass('auth.users') IS NOT NULL THEN
+        EXECUTE 'SELECT EXISTS (SELECT FROM auth.users WHERE id = $1)' INTO present USING user_id;
+        IF NOT present THEN
+            RAISE EXCEPTION 'unknown user %', user_id
+                USING ERRCODE = 'no_data_found', HINT = 'The id is not in auth.users.';
+        END IF;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION billing.check_user_exists(uuid) IS 'Raises P0002 when auth.users exists (Supabase) and has no such user.';
+
+CREATE FUNCTION billing.check_project(user_id uuid, project_id uuid) RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    owner uuid;
+BEGIN
+    IF project_id IS NULL THEN
+        RETURN;
+    END IF;
+    SELECT p.user_id INTO owner FROM billing.projects p WHERE p.id = check_project.project_id;
+    IF NOT FOUND OR owner IS DISTINCT FROM check_project.user_id THEN
+        RAISE EXCEPTION 'unknown project % for user %', project_id, user_id
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'Create it first: INSERT INTO billing.projects (id, user_id, name) ...';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION billing.check_project(uuid, uuid) IS 'Raises P0002 unless project_id is NULL or a project owned by user_id.';

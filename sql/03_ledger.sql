@@ -1,0 +1,197 @@
+-- stripe_billing: the token ledger (ARCHITECTURE.md §5).
+-- Balance = sum(remaining) over unexpired grants. A spend takes from grants soonest-expiring
+-- first, never-expiring last, then oldest, locking each grant row it takes from, so concurrent
+-- spends for one user serialise and can never overspend.
+
+CREATE FUNCTION billing.grant_json(g billing.token_grants, duplicate boolean) RETURNS jsonb
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp AS $$
+    SELECT jsonb_build_object('grant_id', g.id, 'user_id', g.user_id, 'project_id', g.project_id,
+        'source', g.source, 'tokens', g.tokens, 'remaining', g.remaining,
+        'expires_at', g.expires_at, 'grant_key', g.grant_key, 'duplicate', duplicate)
+$$;
+COMMENT ON FUNCTION billing.grant_json(billing.token_grants, boolean) IS 'The JSON shape grant functions return.';
+
+-- Inserts a grant without argument checks; callers validate. A repeated grant_key returns the
+-- existing grant (duplicate = true) when it describes the same grant, and fails otherwise.
+CREATE FUNCTION billing.insert_grant(user_id uuid, tokens bigint, source text, expires_at timestamptz,
+                                     project_id uuid, grant_key text, metadata jsonb) RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    g billing.token_grants;
+BEGIN
+    INSERT INTO billing.token_grants AS t (user_id, project_id, source, tokens, remaining, expires_at, grant_key, metadata)
+    VALUES (insert_grant.user_id, insert_grant.project_id, insert_grant.source, insert_grant.tokens,
+            insert_grant.tokens, insert_grant.expires_at, insert_grant.grant_key, coalesce(insert_grant.metadata, '{}'))
+    ON CONFLICT (grant_key) DO NOTHING
+    RETURNING * INTO g;
+    IF FOUND THEN
+        RETURN billing.grant_json(g, false);
+    END IF;
+    SELECT * INTO STRICT g FROM billing.token_grants t WHERE t.grant_key = insert_grant.grant_key;
+    IF g.user_id IS DISTINCT FROM insert_grant.user_id OR g.project_id IS DISTINCT FROM insert_grant.project_id
+       OR g.tokens <> insert_grant.tokens THEN
+        RAISE EXCEPTION 'grant_key % was already used for a different grant', grant_key
+            USING ERRCODE = 'BL004',
+                  DETAIL = format('existing grant %s: %s tokens for user %s', g.id, g.tokens, g.user_id),
+                  HINT = 'A grant key identifies one grant (e.g. one Stripe invoice); use a new key for a new grant.';
+    END IF;
+    RETURN billing.grant_json(g, true);
+END
+$$;
+COMMENT ON FUNCTION billing.insert_grant(uuid, bigint, text, timestamptz, uuid, text, jsonb) IS 'Internal: inserts a grant, idempotent on grant_key. Use billing.grant_tokens.';
+
+CREATE FUNCTION billing.grant_tokens(user_id uuid, tokens bigint, source text DEFAULT 'manual',
+                                     expires_at timestamptz DEFAULT NULL, project_id uuid DEFAULT NULL,
+                                     grant_key text DEFAULT NULL, metadata jsonb DEFAULT '{}')
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM billing.check_user_exists(user_id);
+    PERFORM billing.check_not_null(tokens, 'tokens');
+    IF tokens <= 0 OR tokens > 1000000000000 THEN
+        RAISE EXCEPTION 'tokens must be between 1 and 1000000000000, got %', tokens
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM billing.check_not_null(source, 'source');
+    IF source !~ '^[a-z][a-z0-9_]{0,39}$' THEN
+        RAISE EXCEPTION 'source must be a short lower-case identifier such as manual or promo, got %', quote_literal(left(source, 60))
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF expires_at IS NOT NULL AND (NOT isfinite(expires_at) OR expires_at <= now()) THEN
+        RAISE EXCEPTION 'expires_at must be a finite time in the future, got %', expires_at
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass NULL for tokens that never expire.';
+    END IF;
+    IF grant_key IS NOT NULL AND (length(grant_key) = 0 OR length(grant_key) > 255) THEN
+        RAISE EXCEPTION 'grant_key must be 1 to 255 characters' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF metadata IS NOT NULL AND jsonb_typeof(metadata) <> 'object' THEN
+        RAISE EXCEPTION 'metadata must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM billing.check_project(user_id, project_id);
+    RETURN billing.insert_grant(user_id, tokens, source, expires_at, project_id, grant_key, metadata);
+END
+$$;
+COMMENT ON FUNCTION billing.grant_tokens(uuid, bigint, text, timestamptz, uuid, text, jsonb) IS 'Privileged: gives tokens to a user (or one of their projects). A repeated grant_key returns the existing grant with duplicate = true and grants nothing.';
+
+-- The shared core of spend_tokens and spend_my_tokens.
+CREATE FUNCTION billing.spend(user_id uuid, amount bigint, project_id uuid, reason text, idempotency_key text)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    new_spend_id bigint;
+    existing billing.token_spends;
+    left_to_take bigint := amount;
+    take bigint;
+    g record;
+BEGIN
+    PERFORM billing.check_not_null(user_id, 'user_id');
+    PERFORM billing.check_not_null(amount, 'amount');
+    IF amount <= 0 OR amount > 1000000000000 THEN
+        RAISE EXCEPTION 'amount must be between 1 and 1000000000000, got %', amount
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF reason IS NOT NULL AND length(reason) > 500 THEN
+        RAISE EXCEPTION 'reason must be at most 500 characters' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF idempotency_key IS NOT NULL AND (length(idempotency_key) = 0 OR length(idempotency_key) > 255) THEN
+        RAISE EXCEPTION 'idempotency_key must be 1 to 255 characters' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM billing.check_project(user_id, project_id);
+
+    -- Claim the idempotency key first: a concurrent spend with the same key waits here for the
+    -- first one to commit and then finds its row.
+    INSERT INTO billing.token_spends AS s (user_id, project_id, amount, reason, idempotency_key)
+    VALUES (spend.user_id, spend.project_id, spend.amount, spend.reason, spend.idempotency_key)
+    ON CONFLICT ON CONSTRAINT token_spends_idempotency_key DO NOTHING
+    RETURNING s.id INTO new_spend_id;
+    IF new_spend_id IS NULL THEN
+        SELECT * INTO STRICT existing FROM billing.token_spends s
+        WHERE s.user_id = spend.user_id AND s.idempotency_key = spend.idempotency_key;
+        IF existing.amount <> amount OR existing.project_id IS DISTINCT FROM project_id THEN
+            RAISE EXCEPTION 'idempotency_key % was already used for a different spend', idempotency_key
+                USING ERRCODE = 'BL004',
+                      DETAIL = format('the first spend took %s tokens', existing.amount);
+        END IF;
+        RETURN jsonb_build_object('spend_id', existing.id, 'amount', existing.amount,
+            'balance', billing.live_balance(user_id, project_id), 'duplicate', true);
+    END IF;
+
+    FOR g IN
+        SELECT t.id, t.remaining FROM billing.token_grants t
+        WHERE t.user_id = spend.user_id
+          AND coalesce(t.project_id, billing.no_project()) = coalesce(spend.project_id, billing.no_project())
+          AND t.remaining > 0 AND (t.expires_at > now() OR t.expires_at IS NULL)
+        ORDER BY t.expires_at NULLS LAST, t.created_at, t.id
+        FOR UPDATE
+    LOOP
+        take := least(g.remaining, left_to_take);
+        UPDATE billing.token_grants t SET remaining = t.remaining - take WHERE t.id = g.id;
+        INSERT INTO billing.token_spend_allocations (spend_id, grant_id, user_id, tokens)
+        VALUES (new_spend_id, g.id, spend.user_id, take);
+        left_to_take := left_to_take - take;
+        EXIT WHEN left_to_take = 0;
+    END LOOP;
+    IF left_to_take > 0 THEN
+        RAISE EXCEPTION 'insufficient tokens: balance %, requested %', amount - left_to_take, amount
+            USING ERRCODE = 'BL001',
+                  HINT = 'Buy a token pack or wait for the next plan period.';
+    END IF;
+    RETURN jsonb_build_object('spend_id', new_spend_id, 'amount', amount,
+        'balance', billing.live_balance(user_id, project_id), 'duplicate', false);
+END
+$$;
+COMMENT ON FUNCTION billing.spend(uuid, bigint, uuid, text, text) IS 'Internal: the spend algorithm behind billing.spend_tokens and billing.spend_my_tokens.';
+
+CREATE FUNCTION billing.spend_tokens(user_id uuid, amount bigint, project_id uuid DEFAULT NULL,
+                                     reason text DEFAULT NULL, idempotency_key text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE sql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+    SELECT billing.spend(user_id, amount, project_id, reason, idempotency_key)
+$$;
+COMMENT ON FUNCTION billing.spend_tokens(uuid, bigint, uuid, text, text) IS 'Privileged: spends a user''s tokens, soonest-expiring grants first. Fails with BL001 and changes nothing when the balance is short; a repeated idempotency_key returns the first result with duplicate = true.';
+
+CREATE FUNCTION billing.spend_my_tokens(amount bigint, project_id uuid DEFAULT NULL,
+                                        reason text DEFAULT NULL, idempotency_key text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE sql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+    SELECT billing.spend(billing.require_user(), amount, project_id, reason, idempotency_key)
+$$;
+COMMENT ON FUNCTION billing.spend_my_tokens(bigint, uuid, text, text) IS 'For signed-in users: billing.spend_tokens on the caller''s own tokens.';
+
+CREATE FUNCTION billing.live_balance(user_id uuid, project_id uuid) RETURNS bigint
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce(sum(t.remaining), 0)::bigint FROM billing.token_grants t
+    WHERE t.user_id = live_balance.user_id
+      AND coalesce(t.project_id, billing.no_project()) = coalesce(live_balance.project_id, billing.no_project())
+      AND t.remaining > 0 AND (t.expires_at > now() OR t.expires_at IS NULL)
+$$;
+COMMENT ON FUNCTION billing.live_balance(uuid, uuid) IS 'Internal: spendable tokens of a (user, project) as the current role can see them.';
+
+CREATE FUNCTION billing.token_balance(user_id uuid DEFAULT NULL, project_id uuid DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    who uuid := coalesce(user_id, billing.current_user_id());
+BEGIN
+    IF who IS NULL THEN
+        RAISE EXCEPTION 'user_id must not be NULL when the caller is not signed in'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF who IS DISTINCT FROM billing.current_user_id() AND NOT billing.is_privileged() THEN
+        RAISE EXCEPTION 'permission denied: you can only read your own balance'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN billing.live_balance(who, project_id);
+END
+$$;
+COMMENT ON FUNCTION billing.token_balance(uuid, uuid) IS 'Spendable tokens of a user (default: the caller), for their own balance (project_id NULL) or one project. Expired grants stop counting at expires_at.';

@@ -126,4 +126,41 @@ mod tests {
         .unwrap();
         assert_eq!(position, Some(3));
     }
+
+    /// The pgrx test cluster has none of Supabase's roles: the extension must install cleanly
+    /// there, and `apply_grants` must pick the roles up once they are created.
+    #[pg_test]
+    fn installs_without_client_roles_and_grants_when_they_appear() {
+        let count = |sql: &str| Spi::get_one::<i64>(sql).unwrap().unwrap();
+        assert_eq!(
+            count("SELECT count(*) FROM pg_roles WHERE rolname IN ('anon', 'authenticated', 'service_role')"),
+            0
+        );
+        assert_eq!(count("SELECT count(*) FROM billing.security_report()"), 0);
+        let before = Spi::get_one::<String>("SELECT billing.apply_grants()")
+            .unwrap()
+            .unwrap();
+        assert!(before.contains("no client roles"), "{before}");
+
+        Spi::run("CREATE ROLE authenticated NOLOGIN; CREATE ROLE anon NOLOGIN").unwrap();
+        let after = Spi::get_one::<String>("SELECT billing.apply_grants()")
+            .unwrap()
+            .unwrap();
+        assert_eq!(after, "granted to: anon, authenticated");
+        assert_eq!(count("SELECT count(*) FROM billing.security_report()"), 0);
+        let can = |role: &str, function: &str| {
+            Spi::get_one::<bool>(&format!(
+                "SELECT has_function_privilege('{role}', '{function}', 'EXECUTE')"
+            ))
+            .unwrap()
+            .unwrap()
+        };
+        assert!(can("authenticated", "billing.token_balance(uuid,uuid)"));
+        assert!(!can(
+            "authenticated",
+            "billing.grant_tokens(uuid,bigint,text,timestamptz,uuid,text,jsonb)"
+        ));
+        assert!(can("anon", "billing.stripe_webhook(json)"));
+        assert!(!can("anon", "billing.token_balance(uuid,uuid)"));
+    }
 }

@@ -101,26 +101,27 @@ pub fn verify_webhook_signature(
     secrets: Option<Vec<Option<String>>>,
     tolerance_seconds: default!(Option<i32>, 300),
 ) -> i32 {
-    let secrets: Vec<String> = secrets.unwrap_or_default().into_iter().flatten().collect();
+    let secrets = secrets.unwrap_or_default();
     let body = payload.unwrap_or_default().as_bytes();
     let now = unix_seconds(None);
+    let mut any_secret = false;
+    // Positions refer to the caller's array (NULL and empty entries included), so the caller
+    // can look up what it knows about the secret that matched.
     for (i, secret) in secrets.iter().enumerate() {
-        match signature::verify(
-            body,
-            header,
-            [secret.as_str()],
-            tolerance(tolerance_seconds),
-            now,
-        ) {
-            Ok(_) => return i as i32 + 1,
+        let Some(secret) = secret.as_deref().filter(|s| !s.is_empty()) else {
+            continue;
+        };
+        any_secret = true;
+        match signature::verify(body, header, [secret], tolerance(tolerance_seconds), now) {
+            Ok(_) => return i32::try_from(i + 1).unwrap_or(i32::MAX),
             Err(signature::SignatureError::NoMatchingSignature) => continue,
             Err(e) => raise_signature_error(&e),
         }
     }
-    let err = if secrets.iter().all(|s| s.is_empty()) {
-        signature::SignatureError::NoSecret
-    } else {
+    let err = if any_secret {
         signature::SignatureError::NoMatchingSignature
+    } else {
+        signature::SignatureError::NoSecret
     };
     raise_signature_error(&err)
 }

@@ -1,0 +1,477 @@
+//! Rendering of stored records into Stripe JSON, in the API shape of a given version, and
+//! `expand[]` handling.
+//!
+//! Each object starts from a template derived from Stripe's own fixtures
+//! (`tests/fixtures/stripe/templates_*.json`), so fields the emulator does not model still
+//! appear with realistic values. The shapes differ where the 2025-03-31 "basil" release
+//! moved things: periods (`subscription.current_period_*` before, `items.data[].current_period_*`
+//! after), invoice → subscription (`invoice.subscription` + `subscription_details` before,
+//! `invoice.parent.subscription_details` after) and an invoice line's price (`price` object
+//! before, `pricing.price_details.price` after).
+
+use serde_json::{json, Map, Value};
+
+use super::error::ApiError;
+use super::store::{
+    Customer, Invoice, InvoiceLine, PortalSession, PriceKind, Session, Store, Subscription,
+};
+
+const LEGACY: &str = include_str!("../../fixtures/stripe/templates_v2023-08-16.json");
+const BASIL: &str = include_str!("../../fixtures/stripe/templates_v2025-03-31.basil.json");
+
+/// The first version with the "basil" shapes.
+pub const BASIL_VERSION: &str = "2025-03-31";
+
+/// The payload shape of an API version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// 2023-08-16 and every version before basil.
+    Legacy,
+    /// 2025-03-31.basil and later (later releases are rendered like basil).
+    Basil,
+}
+
+impl Shape {
+    pub fn of(version: &str) -> Self {
+        // Versions are ISO dates (plus a release name), so string order is release order.
+        if version < BASIL_VERSION {
+            Shape::Legacy
+        } else {
+            Shape::Basil
+        }
+    }
+}
+
+pub struct Templates {
+    legacy: Value,
+    basil: Value,
+}
+
+impl Templates {
+    pub fn load() -> Self {
+        Self {
+            legacy: serde_json::from_str(LEGACY).expect("legacy templates are JSON"),
+            basil: serde_json::from_str(BASIL).expect("basil templates are JSON"),
+        }
+    }
+
+    fn get(&self, shape: Shape, name: &str) -> Value {
+        let set = match shape {
+            Shape::Legacy => &self.legacy,
+            Shape::Basil => &self.basil,
+        };
+        let t = set[name].clone();
+        assert!(t.is_object(), "template {name} exists");
+        t
+    }
+}
+
+fn map(m: &Map<String, Value>) -> Value {
+    Value::Object(m.clone())
+}
+
+/// Renders records of one store in one shape.
+pub struct Renderer<'a> {
+    pub templates: &'a Templates,
+    pub store: &'a Store,
+    pub shape: Shape,
+}
+
+impl Renderer<'_> {
+    pub fn price(&self, id: &str) -> Value {
+        let mut v = self.templates.get(self.shape, "price");
+        let Some(p) = self.store.prices.get(id) else {
+            v["id"] = json!(id);
+            return v;
+        };
+        v["id"] = json!(p.id);
+        v["product"] = json!(p.product);
+        v["created"] = json!(p.created);
+        v["currency"] = json!(p.currency);
+        v["unit_amount"] = json!(p.unit_amount);
+        v["unit_amount_decimal"] = json!(p.unit_amount.to_string());
+        match p.kind {
+            PriceKind::Recurring => v["type"] = json!("recurring"),
+            PriceKind::OneTime => {
+                v["type"] = json!("one_time");
+                v["recurring"] = Value::Null;
+            }
+        }
+        v
+    }
+
+    pub fn customer(&self, c: &Customer) -> Value {
+        let mut v = self.templates.get(self.shape, "customer");
+        v["id"] = json!(c.id);
+        v["created"] = json!(c.created);
+        v["email"] = json!(c.email);
+        v["name"] = json!(c.name);
+        v["description"] = json!(c.description);
+        v["phone"] = json!(c.phone);
+        v["metadata"] = map(&c.metadata);
+        v["address"] = c.address.clone();
+        v["preferred_locales"] = json!(c.preferred_locales);
+        v["invoice_prefix"] = json!(c.invoice_prefix);
+        v
+    }
+
+    pub fn session(&self, s: &Session) -> Value {
+        let mut v = self.templates.get(self.shape, "checkout.session");
+        for (key, value) in [
+            ("id", json!(s.id)),
+            ("created", json!(s.created)),
+            ("expires_at", json!(s.expires_at)),
+            ("mode", json!(s.mode)),
+            ("status", json!(s.status)),
+            ("payment_status", json!(s.payment_status)),
+            ("customer", json!(s.customer)),
+            ("customer_email", json!(s.customer_email)),
+            ("customer_creation", json!(s.customer_creation)),
+            ("client_reference_id", json!(s.client_reference_id)),
+            ("metadata", map(&s.metadata)),
+            ("success_url", json!(s.success_url)),
+            ("cancel_url", json!(s.cancel_url)),
+            ("currency", json!(s.currency)),
+            ("subscription", json!(s.subscription)),
+            ("invoice", json!(s.invoice)),
+            ("payment_intent", json!(s.payment_intent)),
+            ("setup_intent", json!(s.setup_intent)),
+        ] {
+            v[key] = value;
+        }
+        // Stripe clears the URL once the session is no longer open.
+        v["url"] = if s.status == "open" {
+            json!(s.url)
+        } else {
+            Value::Null
+        };
+        let has_amounts = s.mode != "setup";
+        v["amount_subtotal"] = if has_amounts {
+            json!(s.amount_subtotal)
+        } else {
+            Value::Null
+        };
+        v["amount_total"] = if has_amounts {
+            json!(s.amount_subtotal - s.amount_discount)
+        } else {
+            Value::Null
+        };
+        v["total_details"] = if has_amounts {
+            json!({"amount_discount": s.amount_discount, "amount_shipping": 0, "amount_tax": 0})
+        } else {
+            Value::Null
+        };
+        v["payment_method_types"] = json!(["card"]);
+        v["allow_promotion_codes"] = s
+            .params
+            .get("allow_promotion_codes")
+            .cloned()
+            .unwrap_or(Value::Null);
+        v["tax_id_collection"] = s
+            .params
+            .get("tax_id_collection")
+            .map(|t| json!({"enabled": t["enabled"]}))
+            .unwrap_or(json!({"enabled": false}));
+        for key in [
+            "locale",
+            "billing_address_collection",
+            "submit_type",
+            "payment_method_collection",
+        ] {
+            if let Some(p) = s.params.get(key) {
+                v[key] = p.clone();
+            }
+        }
+        if s.mode == "payment" {
+            let enabled = s
+                .params
+                .get("invoice_creation")
+                .is_some_and(|i| i["enabled"] == true);
+            v["invoice_creation"] = json!({"enabled": enabled, "invoice_data": {
+                "account_tax_ids": null, "custom_fields": null, "description": null,
+                "footer": null, "metadata": {}, "rendering_options": null}});
+        }
+        if self.shape == Shape::Basil {
+            v["discounts"] = json!(s
+                .coupon
+                .iter()
+                .map(|c| json!({"coupon": c, "promotion_code": null}))
+                .collect::<Vec<_>>());
+        }
+        if s.status == "complete" {
+            let email = s.customer_email.clone().or_else(|| {
+                s.customer
+                    .as_ref()
+                    .and_then(|c| self.store.customers.get(c))
+                    .and_then(|c| c.email.clone())
+            });
+            v["customer_details"] = json!({"address": null, "email": email, "name": null,
+                "phone": null, "tax_exempt": "none", "tax_ids": []});
+        }
+        v
+    }
+
+    /// The `line_items` list Stripe returns only when expanded.
+    pub fn session_line_items(&self, s: &Session) -> Value {
+        let data: Vec<Value> = s
+            .lines
+            .iter()
+            .map(|line| {
+                let mut item = self.templates.get(self.shape, "item");
+                let amount = self
+                    .store
+                    .prices
+                    .get(&line.price)
+                    .map_or(0, |p| p.unit_amount)
+                    * line.quantity;
+                item["id"] = json!(line.id);
+                item["price"] = self.price(&line.price);
+                item["quantity"] = json!(line.quantity);
+                item["amount_subtotal"] = json!(amount);
+                item["amount_total"] = json!(amount);
+                item["description"] = json!(format!("Emulator product for {}", line.price));
+                item
+            })
+            .collect();
+        json!({"object": "list", "data": data, "has_more": false,
+               "url": format!("/v1/checkout/sessions/{}/line_items", s.id)})
+    }
+
+    pub fn portal(&self, p: &PortalSession) -> Value {
+        let mut v = self.templates.get(self.shape, "billing_portal.session");
+        v["id"] = json!(p.id);
+        v["created"] = json!(p.created);
+        v["customer"] = json!(p.customer);
+        v["configuration"] = json!(p.configuration);
+        v["return_url"] = json!(p.return_url);
+        v["url"] = json!(p.url);
+        v["locale"] = json!(p.locale);
+        v["flow"] = p.flow.clone().unwrap_or(Value::Null);
+        v["livemode"] = json!(false);
+        v
+    }
+
+    pub fn subscription(&self, s: &Subscription) -> Value {
+        let mut v = self.templates.get(self.shape, "subscription");
+        let items: Vec<Value> = s
+            .items
+            .iter()
+            .map(|item| {
+                let mut i = self.templates.get(self.shape, "subscription_item");
+                i["id"] = json!(item.id);
+                i["subscription"] = json!(s.id);
+                i["created"] = json!(item.created);
+                i["price"] = self.price(&item.price);
+                i["quantity"] = json!(item.quantity);
+                if self.shape == Shape::Basil {
+                    i["current_period_start"] = json!(item.period_start);
+                    i["current_period_end"] = json!(item.period_end);
+                }
+                i
+            })
+            .collect();
+        v["items"] = json!({"object": "list", "data": items, "has_more": false,
+            "total_count": s.items.len(), "url": format!("/v1/subscription_items?subscription={}", s.id)});
+        if self.shape == Shape::Legacy {
+            let (start, end) = s.period();
+            v["current_period_start"] = json!(start);
+            v["current_period_end"] = json!(end);
+        }
+        for (key, value) in [
+            ("id", json!(s.id)),
+            ("customer", json!(s.customer)),
+            ("status", json!(s.status)),
+            ("metadata", map(&s.metadata)),
+            ("created", json!(s.created)),
+            ("start_date", json!(s.created)),
+            ("billing_cycle_anchor", json!(s.billing_cycle_anchor)),
+            ("cancel_at_period_end", json!(s.cancel_at_period_end)),
+            ("cancel_at", json!(s.cancel_at)),
+            ("canceled_at", json!(s.canceled_at)),
+            ("ended_at", json!(s.ended_at)),
+            ("latest_invoice", json!(s.latest_invoice)),
+            ("currency", json!(s.currency)),
+        ] {
+            v[key] = value;
+        }
+        if s.canceled_at.is_some() {
+            v["cancellation_details"]["reason"] = json!("cancellation_requested");
+        }
+        v
+    }
+
+    fn invoice_line(&self, inv: &Invoice, line: &InvoiceLine) -> Value {
+        let mut v = self.templates.get(self.shape, "line_item");
+        v["id"] = json!(line.id);
+        v["amount"] = json!(line.amount);
+        v["currency"] = json!(inv.currency);
+        v["description"] = json!(line.description);
+        v["period"] = json!({"start": line.period_start, "end": line.period_end});
+        v["quantity"] = json!(line.quantity);
+        v["subscription"] = json!(inv.subscription);
+        let product = self
+            .store
+            .prices
+            .get(&line.price)
+            .map(|p| p.product.clone());
+        let unit = self
+            .store
+            .prices
+            .get(&line.price)
+            .map(|p| p.unit_amount.to_string());
+        match self.shape {
+            Shape::Legacy => {
+                v["price"] = self.price(&line.price);
+                v["proration"] = json!(line.proration);
+                v["type"] = json!(if line.invoice_item.is_some() {
+                    "invoiceitem"
+                } else {
+                    "subscription"
+                });
+                v["invoice_item"] = json!(line.invoice_item);
+                v["subscription_item"] = json!(line.subscription_item);
+                v["amount_excluding_tax"] = json!(line.amount);
+                v["unit_amount_excluding_tax"] = json!(unit);
+            }
+            Shape::Basil => {
+                v["invoice"] = json!(inv.id);
+                v["subtotal"] = json!(line.amount);
+                v["parent"]["subscription_item_details"] = json!({
+                    "invoice_item": line.invoice_item, "proration": line.proration,
+                    "proration_details": {"credited_items": null},
+                    "subscription": inv.subscription, "subscription_item": line.subscription_item});
+                v["pricing"] = json!({"type": "price_details", "unit_amount_decimal": unit,
+                    "price_details": {"price": line.price, "product": product}});
+            }
+        }
+        v
+    }
+
+    pub fn invoice(&self, inv: &Invoice) -> Value {
+        let mut v = self.templates.get(self.shape, "invoice");
+        let lines: Vec<Value> = inv
+            .lines
+            .iter()
+            .map(|l| self.invoice_line(inv, l))
+            .collect();
+        let finalized = Some(inv.created);
+        for (key, value) in [
+            ("id", json!(inv.id)),
+            ("number", json!(inv.number)),
+            ("customer", json!(inv.customer)),
+            ("customer_email", json!(inv.customer_email)),
+            ("billing_reason", json!(inv.billing_reason)),
+            ("status", json!(inv.status)),
+            ("created", json!(inv.created)),
+            ("effective_at", json!(finalized)),
+            ("period_start", json!(inv.period_start)),
+            ("period_end", json!(inv.period_end)),
+            ("currency", json!(inv.currency)),
+            ("subtotal", json!(inv.subtotal)),
+            ("subtotal_excluding_tax", json!(inv.subtotal)),
+            ("total", json!(inv.total())),
+            ("total_excluding_tax", json!(inv.total())),
+            ("amount_due", json!(inv.amount_due())),
+            ("amount_paid", json!(inv.amount_paid())),
+            (
+                "amount_remaining",
+                json!(inv.amount_due() - inv.amount_paid()),
+            ),
+            ("attempt_count", json!(inv.attempt_count)),
+            ("attempted", json!(inv.attempt_count > 0)),
+            ("starting_balance", json!(0)),
+            ("ending_balance", json!(0)),
+            (
+                "total_discount_amounts",
+                json!(if inv.discount > 0 {
+                    vec![json!({"amount": inv.discount, "discount": "di_emulator"})]
+                } else {
+                    vec![]
+                }),
+            ),
+        ] {
+            v[key] = value;
+        }
+        v["status_transitions"] = json!({"finalized_at": finalized, "marked_uncollectible_at": null,
+            "paid_at": inv.paid_at, "voided_at": null});
+        v["next_payment_attempt"] = if inv.status == "open" {
+            json!(inv.created + 3 * 86_400)
+        } else {
+            Value::Null
+        };
+        v["lines"] = json!({"object": "list", "data": lines, "has_more": false,
+            "total_count": inv.lines.len(), "url": format!("/v1/invoices/{}/lines", inv.id)});
+        let sub_metadata = inv.subscription_metadata.as_ref().map(map);
+        match self.shape {
+            Shape::Legacy => {
+                v["subscription"] = json!(inv.subscription);
+                v["subscription_details"] = json!({"metadata": sub_metadata});
+                v["paid"] = json!(inv.status == "paid");
+                v["payment_intent"] = json!(inv.payment_intent);
+            }
+            Shape::Basil => {
+                v["parent"] = match &inv.subscription {
+                    Some(sub) => json!({"type": "subscription_details", "quote_details": null,
+                        "subscription_details": {"metadata": sub_metadata, "subscription": sub}}),
+                    None => Value::Null,
+                };
+            }
+        }
+        v
+    }
+
+    /// Renders any stored object by id (used by `expand[]`).
+    pub fn by_id(&self, id: &str) -> Option<Value> {
+        let s = self.store;
+        s.customers
+            .get(id)
+            .map(|c| self.customer(c))
+            .or_else(|| s.subscriptions.get(id).map(|x| self.subscription(x)))
+            .or_else(|| s.invoices.get(id).map(|x| self.invoice(x)))
+            .or_else(|| s.sessions.get(id).map(|x| self.session(x)))
+    }
+
+    /// Applies `expand[]` paths like `subscription` or `subscription.latest_invoice`.
+    pub fn expand(&self, obj: &mut Value, paths: &[String]) -> Result<(), ApiError> {
+        for path in paths {
+            self.expand_one(obj, path, path)?;
+        }
+        Ok(())
+    }
+
+    fn expand_one(&self, obj: &mut Value, path: &str, full: &str) -> Result<(), ApiError> {
+        let (head, rest) = path
+            .split_once('.')
+            .map_or((path, None), |(h, r)| (h, Some(r)));
+        let object_type = obj["object"].as_str().unwrap_or_default().to_string();
+        let allowed: &[&str] = match (object_type.as_str(), self.shape) {
+            ("checkout.session", _) => &["customer", "subscription", "invoice", "line_items"],
+            ("subscription", _) => &["customer", "latest_invoice"],
+            ("invoice", Shape::Legacy) => &["customer", "subscription"],
+            ("invoice", Shape::Basil) => &["customer"],
+            _ => &[],
+        };
+        if !allowed.contains(&head) {
+            return Err(ApiError::invalid(
+                "expand",
+                format!("This property cannot be expanded ({full})."),
+            ));
+        }
+        if head == "line_items" && object_type == "checkout.session" {
+            if let Some(s) = obj["id"]
+                .as_str()
+                .and_then(|id| self.store.sessions.get(id))
+            {
+                obj["line_items"] = self.session_line_items(s);
+            }
+        } else if let Some(id) = obj[head].as_str() {
+            if let Some(expanded) = self.by_id(id) {
+                obj[head] = expanded;
+            }
+        }
+        match rest {
+            Some(rest) if obj[head].is_object() => self.expand_one(&mut obj[head], rest, full),
+            _ => Ok(()),
+        }
+    }
+}

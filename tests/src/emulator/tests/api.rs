@@ -1,0 +1,311 @@
+//! The API surface: round trip, auth, idempotency, faults, checkout rules.
+
+use serde_json::json;
+
+use super::*;
+
+#[tokio::test]
+async fn http_round_trip_customer_checkout_and_log() {
+    let running = emulator(&[]).await;
+    let api = Api::new(&running);
+    let customer = api.customer().await;
+    assert!(customer.starts_with("cus_"));
+    let (status, c) = status_and_json(api.get(&format!("/v1/customers/{customer}"))).await;
+    assert_eq!(
+        (
+            status,
+            c["object"].as_str(),
+            c["metadata"]["user_id"].as_str()
+        ),
+        (200, Some("customer"), Some("u1"))
+    );
+
+    let body = format!(
+        "mode=subscription&customer={customer}&success_url=https%3A%2F%2Fapp%2Fok&cancel_url=https%3A%2F%2Fapp%2Fno\
+         &line_items[0][price]=price_basic&line_items[0][quantity]=1&client_reference_id=u1\
+         &subscription_data[metadata][user_id]=u1&tax_id_collection[enabled]=true&customer_update[name]=auto"
+    );
+    let (status, s) = status_and_json(api.post("/v1/checkout/sessions", &body)).await;
+    assert_eq!(status, 200, "{s}");
+    let id = s["id"].as_str().unwrap();
+    assert!(id.starts_with("cs_test_"));
+    assert_eq!(s["url"], format!("{}/pay/{id}", running.base_url));
+    assert_eq!(
+        (s["status"].as_str(), s["amount_total"].as_i64()),
+        (Some("open"), Some(1000))
+    );
+    let (_, again) = status_and_json(api.get(&format!(
+        "/v1/checkout/sessions/{id}?expand[]=customer&expand[]=line_items"
+    )))
+    .await;
+    assert_eq!(again["customer"]["id"], customer);
+    assert_eq!(again["line_items"]["data"][0]["price"]["id"], "price_basic");
+
+    let (status, portal) = status_and_json(api.post(
+        "/v1/billing_portal/sessions",
+        &format!("customer={customer}&return_url=https://app/account"),
+    ))
+    .await;
+    assert_eq!(status, 200);
+    assert!(portal["id"].as_str().unwrap().starts_with("bps_"));
+    assert!(portal["url"]
+        .as_str()
+        .unwrap()
+        .starts_with(&running.base_url));
+
+    let (status, e) = status_and_json(api.get("/v1/nothing")).await;
+    assert_eq!(
+        (status, e["error"]["type"].as_str()),
+        (404, Some("invalid_request_error"))
+    );
+    let (status, e) = status_and_json(api.get("/v1/subscriptions/sub_missing")).await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (404, Some("resource_missing"))
+    );
+
+    let log: Value = json_of(
+        api.http
+            .get(format!("{}/_emulator/requests", api.base))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let create = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["path"] == "/v1/checkout/sessions")
+        .unwrap();
+    assert_eq!(create["params"]["line_items"][0]["quantity"], 1);
+    assert_eq!(create["status"], 200);
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn authentication() {
+    let running = emulator(&[]).await;
+    let api = Api::new(&running);
+    let url = format!("{}/v1/customers", api.base);
+    let (status, e) = status_and_json(api.http.post(&url)).await;
+    assert_eq!(
+        (status, e["error"]["type"].as_str()),
+        (401, Some("invalid_request_error"))
+    );
+    let (status, e) =
+        status_and_json(api.http.post(&url).bearer_auth("sk_test_wrong_key_1234")).await;
+    assert_eq!(status, 401);
+    assert!(e["error"]["message"].as_str().unwrap().contains("1234"));
+    let (status, _) = status_and_json(api.http.post(&url).basic_auth(KEY, Some(""))).await;
+    assert_eq!(status, 200);
+    let (status, e) = status_and_json(
+        api.post("/v1/customers", "")
+            .header("Stripe-Version", "2099-01-01"),
+    )
+    .await;
+    assert_eq!(
+        (status, e["error"]["type"].as_str()),
+        (400, Some("invalid_request_error"))
+    );
+}
+
+#[tokio::test]
+async fn idempotency_replays_and_rejects_changed_params() {
+    let running = emulator(&[]).await;
+    let api = Api::new(&running);
+    let first = api
+        .post("/v1/customers", "email=x%40y.z")
+        .header("Idempotency-Key", "k1")
+        .send()
+        .await
+        .unwrap();
+    assert!(first.headers().get("Idempotent-Replayed").is_none());
+    let first = json_of(first).await;
+    let second = api
+        .post("/v1/customers", "email=x%40y.z")
+        .header("Idempotency-Key", "k1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.headers()["Idempotent-Replayed"], "true");
+    assert_eq!(json_of(second).await, first);
+    let (status, e) = status_and_json(
+        api.post("/v1/customers", "email=other%40y.z")
+            .header("Idempotency-Key", "k1"),
+    )
+    .await;
+    assert_eq!(
+        (status, e["error"]["type"].as_str()),
+        (400, Some("idempotency_error"))
+    );
+    // Validation errors are not stored: the key can still be used once the request is fixed.
+    let (status, _) = status_and_json(
+        api.post("/v1/customers", "emial=x")
+            .header("Idempotency-Key", "k2"),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _) = status_and_json(
+        api.post("/v1/customers", "email=x%40y.z")
+            .header("Idempotency-Key", "k2"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let state = json_of(
+        api.http
+            .get(format!("{}/_emulator/state", api.base))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(state["counts"]["customers"], 2);
+    let log = json_of(
+        api.http
+            .get(format!("{}/_emulator/requests", api.base))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        log.as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["replayed"] == true)
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn injected_failures_are_not_cached() {
+    let running = emulator(&[]).await;
+    let api = Api::new(&running);
+    api.control(
+        "/faults",
+        json!({"path": "/v1/customers", "status": 500, "count": 1, "should_retry": true}),
+    )
+    .await;
+    api.control(
+        "/faults",
+        json!({"path": "/v1/*", "status": 429, "count": 1, "method": "GET"}),
+    )
+    .await;
+    let r = api
+        .post("/v1/customers", "email=a%40b.co")
+        .header("Idempotency-Key", "same")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 500);
+    assert_eq!(r.headers()["Stripe-Should-Retry"], "true");
+    assert_eq!(json_of(r).await["error"]["type"], "api_error");
+    let r = api
+        .post("/v1/customers", "email=a%40b.co")
+        .header("Idempotency-Key", "same")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.headers().get("Idempotent-Replayed").is_none());
+    let (status, e) = status_and_json(api.get("/v1/customers/cus_x")).await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (429, Some("rate_limit"))
+    );
+    api.control("/faults", json!({"path": "/v1/customers", "delay_ms": 50}))
+        .await;
+    let started = std::time::Instant::now();
+    let (status, _) = status_and_json(api.post("/v1/customers", "")).await;
+    assert!(status == 200 && started.elapsed().as_millis() >= 50);
+}
+
+#[tokio::test]
+async fn checkout_rules_like_stripe() {
+    let running = emulator(&[]).await;
+    let api = Api::new(&running);
+    let customer = api.customer().await;
+    let ok = "success_url=https://a/ok";
+    let cases: Vec<(String, &str, Option<&str>)> = vec![
+        (format!("{ok}&line_items[0][price]=price_basic"), "parameter_missing", Some("mode")),
+        (format!("{ok}&mode=payment&line_items[0][price]=price_nope"), "resource_missing", Some("line_items[0][price]")),
+        (format!("{ok}&mode=payment&line_items[0][pricee]=price_pack"), "parameter_unknown", Some("line_items[0][pricee]")),
+        (format!("{ok}&mode=payment&line_items[0][price]=price_basic"), "", Some("line_items[0][price]")),
+        (format!("{ok}&mode=subscription&line_items[0][price]=price_pack"), "", Some("line_items")),
+        (format!("{ok}&mode=payment&line_items[0][price]=price_pack&subscription_data[metadata][a]=b"), "", Some("subscription_data")),
+        (format!("{ok}&mode=subscription&line_items[0][price]=price_basic&payment_intent_data[setup_future_usage]=off_session"), "", Some("payment_intent_data")),
+        (format!("{ok}&mode=subscription&line_items[0][price]=price_basic&customer_creation=always"), "", Some("customer_creation")),
+        (format!("{ok}&mode=payment&line_items[0][price]=price_pack&customer={customer}&customer_creation=always"), "parameters_exclusive", Some("customer")),
+        (format!("{ok}&mode=payment&line_items[0][price]=price_pack&customer={customer}&customer_email=a%40b.co"), "parameters_exclusive", Some("customer")),
+        (format!("{ok}&mode=payment&line_items[0][price]=price_pack&customer_update[name]=auto"), "", Some("customer_update")),
+        (format!("{ok}&mode=payment&line_items[0][price]=price_pack&customer=cus_missing"), "resource_missing", Some("customer")),
+        (format!("{ok}&mode=payment&line_items[0][price]=price_pack&allow_promotion_codes=true&discounts[0][coupon]=half"), "parameters_exclusive", Some("allow_promotion_codes")),
+        (format!("{ok}&mode=payment&line_items[0][price]=price_pack&discounts[0][coupon]=nope"), "resource_missing", Some("discounts[0][coupon]")),
+        (format!("{ok}&mode=subscription&line_items[0][price]=price_basic&customer={customer}&tax_id_collection[enabled]=true"), "", Some("customer_update[name]")),
+        (format!("{ok}&mode=setup&line_items[0][price]=price_pack"), "", Some("line_items")),
+        (format!("{ok}&mode=sub&line_items[0][price]=price_basic"), "parameter_invalid_string", Some("mode")),
+        ("mode=payment&line_items[0][price]=price_pack".to_string(), "parameter_missing", Some("success_url")),
+    ];
+    for (body, code, param) in cases {
+        let (status, e) = status_and_json(api.post("/v1/checkout/sessions", &body)).await;
+        assert_eq!(status, 400, "{body}: {e}");
+        assert_eq!(e["error"]["type"], "invalid_request_error", "{body}");
+        assert_eq!(
+            e["error"]["code"].as_str().unwrap_or(""),
+            code,
+            "{body}: {e}"
+        );
+        assert_eq!(e["error"]["param"].as_str(), param, "{body}: {e}");
+    }
+    let (status, s) = status_and_json(api.post("/v1/checkout/sessions", &format!("{ok}&mode=payment&line_items[0][price]=price_pack&discounts[0][coupon]=half&customer_creation=always&payment_intent_data[setup_future_usage]=off_session"))).await;
+    assert_eq!(
+        (status, s["amount_total"].as_i64()),
+        (200, Some(250)),
+        "{s}"
+    );
+    let (status, e) =
+        status_and_json(api.post("/v1/billing_portal/sessions", "return_url=https://a")).await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (400, Some("parameter_missing"))
+    );
+    let (status, e) =
+        status_and_json(api.post("/v1/billing_portal/sessions", "customer=cus_nope")).await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (400, Some("resource_missing"))
+    );
+}
+
+#[tokio::test]
+async fn concurrent_duplicate_gets_409_and_the_key_stays_usable() {
+    let running = emulator(&[]).await;
+    let api = Api::new(&running);
+    api.control("/faults", json!({"path": "/v1/customers", "delay_ms": 300}))
+        .await;
+    let slow = api
+        .post("/v1/customers", "email=a%40b.co")
+        .header("Idempotency-Key", "dup")
+        .send();
+    let fast = async {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        api.post("/v1/customers", "email=a%40b.co")
+            .header("Idempotency-Key", "dup")
+            .send()
+            .await
+    };
+    let (slow, fast) = tokio::join!(slow, fast);
+    assert_eq!(slow.unwrap().status().as_u16(), 200);
+    let fast = fast.unwrap();
+    assert_eq!(fast.status().as_u16(), 409);
+    assert_eq!(json_of(fast).await["error"]["type"], "idempotency_error");
+    let again = api
+        .post("/v1/customers", "email=a%40b.co")
+        .header("Idempotency-Key", "dup")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.headers()["Idempotent-Replayed"], "true");
+}

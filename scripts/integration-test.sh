@@ -10,4 +10,6 @@ trap '"$root/scripts/pg.sh" stop "$dir" || true; rm -rf "$dir"' EXIT
 STRIPE_BILLING_PG="$(PG_OPTS="-c fsync=off -c synchronous_commit=off -c full_page_writes=off" "$root/scripts/pg.sh" start "$dir")"
 export STRIPE_BILLING_PG
 cd "$root"
+# The end-to-end tests start these binaries as real processes.
+cargo build -p stripe-billing-worker -p stripe-billing-tests --bins
 cargo test -p stripe-billing-tests "$@"

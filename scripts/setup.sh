@@ -23,7 +23,7 @@ need_packages() {
 }
 
 install_system_packages() {
-    local wanted=(build-essential pkg-config libclang-dev clang sudo openssl
+    local wanted=(build-essential pkg-config libclang-dev clang sudo openssl curl ca-certificates
         "postgresql-${PG_MAJOR}" "postgresql-server-dev-${PG_MAJOR}" "postgresql-contrib")
     local missing
     missing=$(need_packages "${wanted[@]}")

@@ -1,0 +1,70 @@
+//! `make bench`: throughput figures printed as ratios against baselines measured in the same
+//! run (never timed assertions). Each benchmark gets a fresh database on the cluster that
+//! `scripts/bench.sh` starts; see README "Benchmarks".
+use std::time::{Duration, Instant};
+use tokio_postgres::Client;
+
+mod ledger;
+mod signature;
+mod webhook;
+
+/// How long each throughput measurement runs.
+pub const RUN: Duration = Duration::from_secs(3);
+
+/// Runs the benchmarks named in `which` (all when empty).
+pub async fn main(which: &[String]) {
+    let wants = |name: &str| which.is_empty() || which.iter().any(|w| w == name);
+    if wants("signature") {
+        signature::run().await;
+    }
+    if wants("ledger") {
+        ledger::run().await;
+    }
+    if wants("webhook") {
+        webhook::run().await;
+    }
+}
+
+/// Runs `op` in a loop on each client concurrently for [`RUN`] and returns operations/s.
+/// `op` gets the client, the client's index and a per-client counter.
+pub async fn throughput<F>(clients: &[Client], op: F) -> f64
+where
+    F: AsyncFn(&Client, usize, u64),
+{
+    let start = Instant::now();
+    let per_client = clients.iter().enumerate().map(|(i, client)| {
+        let op = &op;
+        async move {
+            let mut done = 0u64;
+            while start.elapsed() < RUN {
+                op(client, i, done).await;
+                done += 1;
+            }
+            done
+        }
+    });
+    let total: u64 = futures_util::future::join_all(per_client).await.into_iter().sum();
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+/// `n` connections to the database at `dsn`.
+pub async fn clients(dsn: &str, n: usize) -> Vec<Client> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(crate::pg::connect(dsn).await);
+    }
+    out
+}
+
+/// Formats a rate with thousands separators.
+pub fn rate(v: f64) -> String {
+    let s = format!("{:.0}", v);
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

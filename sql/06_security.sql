@@ -88,6 +88,12 @@ BEGIN
     REVOKE ALL ON ALL TABLES IN SCHEMA billing FROM PUBLIC;
     REVOKE ALL ON ALL SEQUENCES IN SCHEMA billing FROM PUBLIC;
     REVOKE ALL ON ALL FUNCTIONS IN SCHEMA billing FROM PUBLIC;
+    -- Start the client roles from nothing, so a stray grant made by hand does not survive.
+    FOR a IN SELECT r.rolname FROM pg_roles r WHERE r.rolname IN ('anon', 'authenticated') LOOP
+        EXECUTE format('REVOKE ALL ON ALL TABLES IN SCHEMA billing FROM %I', a.rolname);
+        EXECUTE format('REVOKE ALL ON ALL SEQUENCES IN SCHEMA billing FROM %I', a.rolname);
+        EXECUTE format('REVOKE ALL ON ALL FUNCTIONS IN SCHEMA billing FROM %I', a.rolname);
+    END LOOP;
     FOR a IN SELECT c.role_name, c.object_name, c.privilege FROM billing.client_api() c
              WHERE EXISTS (SELECT FROM pg_roles r WHERE r.rolname = c.role_name) LOOP
         EXECUTE format('GRANT USAGE ON SCHEMA billing TO %I', a.role_name);

@@ -26,7 +26,7 @@ $$;
 
 /// Calls/s of `function` over `n` calls inside one statement (no client round trips).
 async fn calls_per_second(client: &tokio_postgres::Client, function: &str, payload: &str, header: &str, n: i64) -> f64 {
-    let sql = format!("SELECT sum({function}($1, $2, $3)::int) FROM generate_series(1, $4)");
+    let sql = format!("SELECT sum({function}($1, $2, $3)::int) FROM generate_series(1, $4::bigint)");
     let start = Instant::now();
     let valid: i64 = client.query_one(&sql, &[&payload, &header, &SECRET, &n]).await.unwrap().get(0);
     let elapsed = start.elapsed().as_secs_f64();

@@ -1,0 +1,490 @@
+//! The worker end to end: real `stripe-billing-worker` processes against a test database and
+//! the local Stripe emulator. Needs `cargo build -p stripe-billing-worker` first (the
+//! worker is another package's binary) and the cluster of scripts/integration-test.sh.
+//! Crashes, races and database restarts are in worker_resilience.rs.
+mod worker_support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use stripe_billing_tests::pg::{db_error, TestDb};
+use uuid::Uuid;
+use worker_support::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A database seeded with the emulator's catalog, an emulator and one worker.
+struct Setup {
+    db: TestDb,
+    owner: tokio_postgres::Client,
+    emulator: Emulator,
+    worker: Worker,
+}
+
+async fn setup(extra: &[&str]) -> Setup {
+    let db = TestDb::new().await;
+    let owner = db.owner().await;
+    seed(&owner, true).await;
+    let port = free_port();
+    let hook = format!("http://127.0.0.1:{port}/api/stripe/webhook");
+    let emulator = Emulator::start(Some(&hook)).await;
+    let worker = Worker::start_on(port, &db.dsn, Some(&emulator.url), extra).await;
+    Setup {
+        db,
+        owner,
+        emulator,
+        worker,
+    }
+}
+
+fn param<'a>(call: &'a Value, pointer: &str) -> &'a Value {
+    call["params"].pointer(pointer).unwrap_or(&Value::Null)
+}
+
+/// A logged parameter as the form text the worker sent (the emulator logs typed values).
+fn text(call: &Value, pointer: &str) -> String {
+    match param(call, pointer) {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn cli_help_and_bad_configuration() {
+    let run = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(worker_binary());
+        cmd.env_remove("DATABASE_URL").args(args);
+        cmd.output().expect("run the worker")
+    };
+    let help = run(&["--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--database-url",
+        "--stripe-secret-key",
+        "--no-listen-notify",
+        "--rate-limit",
+    ] {
+        assert!(text.contains(flag), "--help lacks {flag}");
+    }
+    for (args, needle) in [
+        (
+            &["--database-url", "host=/tmp", "--concurrency", "0"][..],
+            "--concurrency",
+        ),
+        (
+            &["--database-url", "host=/tmp", "--listen", "nowhere"][..],
+            "--listen",
+        ),
+        (
+            &["--database-url", "postgres://u@h:port/db"][..],
+            "--database-url",
+        ),
+        (
+            &[
+                "--database-url",
+                "host=/tmp",
+                "--stripe-api-base",
+                "mailto:x",
+            ][..],
+            "--stripe-api-base",
+        ),
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(err.contains(needle), "{err}");
+    }
+    // clap's own usage errors exit with 2 as well.
+    assert_eq!(run(&[]).status.code(), Some(2));
+    assert_eq!(
+        run(&["--database-url", "host=/tmp", "--bogus"])
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+#[tokio::test]
+async fn checkouts_in_both_modes_and_the_portal_then_webhooks_close_the_loop() {
+    let s = setup(&[]).await;
+    let mut api = s.db.api().await;
+    let user = Uuid::new_v4();
+
+    let sub = request_checkout(
+        &mut api,
+        user,
+        "price_pro",
+        ", allow_promotion_codes => true",
+    )
+    .await;
+    let done = finished(&s.owner, sub, WAIT).await;
+    assert_eq!(done.status, "succeeded", "{done:?}\n{}", s.worker.logs());
+    let result = done.result.expect("result");
+    let session = result["session_id"]
+        .as_str()
+        .expect("session id")
+        .to_string();
+    let customer = result["customer"].as_str().expect("customer").to_string();
+    assert!(result["url"]
+        .as_str()
+        .is_some_and(|u| u.starts_with("http")));
+
+    // Exactly the parameters ARCHITECTURE.md §7 asks for, as Stripe received them.
+    let calls = s
+        .emulator
+        .calls("/v1/checkout/sessions", &format!("checkout-{sub}"))
+        .await;
+    assert_eq!(calls.len(), 1);
+    let call = &calls[0];
+    assert_eq!(call["stripe_version"], "2025-03-31.basil");
+    assert_eq!(text(call, "/mode"), "subscription");
+    assert_eq!(text(call, "/customer"), customer.as_str());
+    assert_eq!(
+        text(call, "/client_reference_id"),
+        user.to_string().as_str()
+    );
+    assert_eq!(text(call, "/line_items/0/price"), "price_pro");
+    assert_eq!(text(call, "/metadata/request_id"), sub.to_string().as_str());
+    assert_eq!(text(call, "/metadata/plan_id"), "pro");
+    assert_eq!(
+        text(call, "/subscription_data/metadata/user_id"),
+        user.to_string().as_str()
+    );
+    assert_eq!(text(call, "/allow_promotion_codes"), "true");
+    assert_eq!(text(call, "/tax_id_collection/enabled"), "true");
+    assert_eq!(text(call, "/customer_update/name"), "auto");
+    assert!(param(call, "/discounts").is_null() && param(call, "/customer_creation").is_null());
+    let customers = s.emulator.created("/v1/customers").await;
+    assert_eq!(customers.len(), 1);
+    assert_eq!(customers[0]["idempotency_key"], format!("customer-{user}"));
+    assert_eq!(
+        text(&customers[0], "/metadata/user_id"),
+        user.to_string().as_str()
+    );
+    assert_eq!(
+        text(&customers[0], "/email"),
+        format!("{user}@example.test").as_str()
+    );
+
+    // The user pays: the emulator's signed webhooks reach the worker and grant the tokens.
+    let report = s.emulator.complete_checkout(&session).await;
+    for event in report["events"].as_array().expect("events") {
+        assert_eq!(event["delivery"]["status"], 200, "{event}");
+    }
+    let balance: i64 = s
+        .owner
+        .query_one("SELECT billing.token_balance($1)", &[&user])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(balance, 1000);
+
+    // A token pack in payment mode with a coupon reuses the customer.
+    let pack = request_checkout(
+        &mut api,
+        user,
+        "price_pack",
+        ", quantity => 2, coupon => 'SPRING'",
+    )
+    .await;
+    let done = finished(&s.owner, pack, WAIT).await;
+    assert_eq!(done.status, "succeeded", "{done:?}");
+    assert_eq!(done.result.as_ref().unwrap()["customer"], customer.as_str());
+    let call = &s
+        .emulator
+        .calls("/v1/checkout/sessions", &format!("checkout-{pack}"))
+        .await[0];
+    assert_eq!(text(call, "/mode"), "payment");
+    assert_eq!(text(call, "/line_items/0/quantity"), "2");
+    assert_eq!(text(call, "/metadata/tokens"), "1000");
+    assert!(param(call, "/subscription_data").is_null());
+    assert_eq!(text(call, "/discounts/0/coupon"), "SPRING");
+    assert!(param(call, "/allow_promotion_codes").is_null());
+    assert_eq!(
+        s.emulator.created("/v1/customers").await.len(),
+        1,
+        "one customer per user"
+    );
+
+    // The portal for the now-known customer.
+    let portal = request_portal(&mut api, user)
+        .await
+        .expect("portal request");
+    let done = finished(&s.owner, portal, WAIT).await;
+    assert_eq!(done.status, "succeeded", "{done:?}");
+    let result = done.result.unwrap();
+    assert!(result["url"].as_str().is_some() && result["session_id"].as_str().is_some());
+    let call = &s
+        .emulator
+        .calls("/v1/billing_portal/sessions", &format!("portal-{portal}"))
+        .await[0];
+    assert_eq!(text(call, "/customer"), customer.as_str());
+    assert_eq!(text(call, "/return_url"), RETURN_URL);
+}
+
+#[tokio::test]
+async fn a_portal_without_a_customer_is_refused_by_sql() {
+    let db = TestDb::new().await;
+    let mut api = db.api().await;
+    let err = request_portal(&mut api, Uuid::new_v4())
+        .await
+        .expect_err("no customer");
+    let (code, message) = db_error(&err);
+    assert_eq!(code, "BL002");
+    assert!(message.contains("no billing account"), "{message}");
+}
+
+#[tokio::test]
+async fn an_unknown_price_fails_at_once_with_stripes_message() {
+    let s = setup(&[]).await;
+    let mut api = s.db.api().await;
+    let id = request_checkout(&mut api, Uuid::new_v4(), "price_ghost", "").await;
+    let done = finished(&s.owner, id, WAIT).await;
+    assert_eq!(done.status, "failed");
+    assert_eq!(done.attempts, 1);
+    let error = done.error.unwrap();
+    assert!(
+        error.contains("No such price") && error.contains("price_ghost"),
+        "{error}"
+    );
+    assert_eq!(
+        s.emulator
+            .calls("/v1/checkout/sessions", &format!("checkout-{id}"))
+            .await
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_and_create_one_session() {
+    let s = setup(&[]).await;
+    s.emulator
+        .fault(json!({"path": "/v1/checkout/sessions", "status": 500, "count": 2}))
+        .await;
+    let mut api = s.db.api().await;
+    let id = request_checkout(&mut api, Uuid::new_v4(), "price_pack", "").await;
+    let done = finished(&s.owner, id, WAIT).await;
+    assert_eq!(done.status, "succeeded", "{done:?}");
+    assert_eq!(done.attempts, 1, "retried within one claim");
+    let calls = s
+        .emulator
+        .calls("/v1/checkout/sessions", &format!("checkout-{id}"))
+        .await;
+    assert_eq!(calls.len(), 3, "two failures, then success: {calls:?}");
+    assert_eq!(s.emulator.created("/v1/checkout/sessions").await.len(), 1);
+}
+
+#[tokio::test]
+async fn rate_limits_with_should_retry_are_retried() {
+    let s = setup(&[]).await;
+    s.emulator
+        .fault(json!({"path": "/v1/*", "status": 429, "count": 2, "should_retry": true}))
+        .await;
+    let mut api = s.db.api().await;
+    let id = request_checkout(&mut api, Uuid::new_v4(), "price_pack", "").await;
+    let done = finished(&s.owner, id, WAIT).await;
+    assert_eq!(done.status, "succeeded", "{done:?}");
+    assert_eq!(s.emulator.created("/v1/checkout/sessions").await.len(), 1);
+}
+
+#[tokio::test]
+async fn should_retry_false_fails_even_a_server_error() {
+    let s = setup(&[]).await;
+    s.emulator
+        .fault(
+            json!({"path": "/v1/checkout/sessions", "status": 503, "should_retry": false,
+                      "message": "Do not repeat this"}),
+        )
+        .await;
+    let mut api = s.db.api().await;
+    let id = request_checkout(&mut api, Uuid::new_v4(), "price_pack", "").await;
+    let done = finished(&s.owner, id, WAIT).await;
+    assert_eq!(done.status, "failed");
+    assert_eq!(done.error.as_deref(), Some("Do not repeat this"));
+    assert_eq!(
+        s.emulator
+            .calls("/v1/checkout/sessions", &format!("checkout-{id}"))
+            .await
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn retries_give_up_after_the_databases_max_attempts() {
+    let s = setup(&[]).await;
+    s.owner
+        .batch_execute(
+            "INSERT INTO billing.config (id) VALUES (true) ON CONFLICT DO NOTHING;
+             UPDATE billing.config SET request_max_attempts = 2",
+        )
+        .await
+        .unwrap();
+    s.emulator
+        .fault(json!({"path": "/v1/checkout/sessions", "status": 502, "count": 1000}))
+        .await;
+    let mut api = s.db.api().await;
+    let id = request_checkout(&mut api, Uuid::new_v4(), "price_pack", "").await;
+    let done = finished(&s.owner, id, WAIT).await;
+    assert_eq!(done.status, "failed");
+    assert_eq!(done.attempts, 2);
+    assert!(
+        done.error.as_deref().unwrap().contains("HTTP 502"),
+        "{done:?}"
+    );
+    // Three tries in each of the two claims, all with the request's one idempotency key.
+    let calls = s
+        .emulator
+        .calls("/v1/checkout/sessions", &format!("checkout-{id}"))
+        .await;
+    assert_eq!(calls.len(), 6);
+}
+
+#[tokio::test]
+async fn without_a_secret_key_requests_fail_clearly_and_webhooks_still_work() {
+    let db = TestDb::new().await;
+    let owner = db.owner().await;
+    seed(&owner, true).await;
+    let worker = Worker::start(&db.dsn, None, &[]).await;
+    let mut api = db.api().await;
+    let id = request_checkout(&mut api, Uuid::new_v4(), "price_pack", "").await;
+    let done = finished(&owner, id, WAIT).await;
+    assert_eq!(done.status, "failed");
+    assert_eq!(done.attempts, 1, "not retried");
+    assert_eq!(
+        done.error.as_deref(),
+        Some("billing is not configured: STRIPE_SECRET_KEY is not set")
+    );
+    let body = event_body("evt_nokey_1");
+    let header = sign(&owner, &body, WEBHOOK_SECRET, now()).await;
+    let (status, answer) = post_webhook(&worker, body.into_bytes(), Some(&header)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["received"], true);
+}
+
+fn event_body(id: &str) -> String {
+    json!({
+        "id": id, "object": "event", "type": "customer.created", "api_version": "2025-03-31.basil",
+        "created": now(), "livemode": false, "pending_webhooks": 1,
+        "request": {"id": null, "idempotency_key": null},
+        "data": {"object": {"id": "cus_e2e", "object": "customer"}}
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn webhook_endpoint_answers_per_outcome() {
+    let db = TestDb::new().await;
+    let owner = db.owner().await;
+    seed(&owner, false).await;
+    let worker = Worker::start(&db.dsn, None, &["--max-body-bytes", "4096"]).await;
+    let body = event_body("evt_hook_1");
+    let header = sign(&owner, &body, WEBHOOK_SECRET, now()).await;
+
+    // No secret configured yet: 503, so Stripe retries once it is.
+    let (status, answer) = post_webhook(&worker, body.clone().into_bytes(), Some(&header)).await;
+    assert_eq!(status, 503, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("not configured"));
+    owner
+        .execute(
+            "INSERT INTO billing.webhook_secrets (secret, livemode) VALUES ($1, false)",
+            &[&WEBHOOK_SECRET],
+        )
+        .await
+        .unwrap();
+
+    let (status, answer) = post_webhook(&worker, body.clone().into_bytes(), None).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (400, Some("missing Stripe-Signature header"))
+    );
+    let forged = sign(&owner, &body, "whsec_someone_else", now()).await;
+    let (status, answer) = post_webhook(&worker, body.clone().into_bytes(), Some(&forged)).await;
+    assert_eq!(status, 400);
+    assert!(
+        answer["error"].as_str().unwrap().contains("signature"),
+        "{answer}"
+    );
+    let stale = sign(&owner, &body, WEBHOOK_SECRET, now() - 3600).await;
+    let (status, answer) = post_webhook(&worker, body.clone().into_bytes(), Some(&stale)).await;
+    assert_eq!(status, 400, "{answer}");
+    let (status, _) = post_webhook(&worker, body.clone().into_bytes(), Some("garbage")).await;
+    assert_eq!(status, 400);
+    let (status, answer) = post_webhook(&worker, vec![0xff, 0xfe, b'{'], Some(&header)).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (400, Some("the body is not valid UTF-8"))
+    );
+    let (status, _) = post_webhook(&worker, vec![b' '; 5000], Some(&header)).await;
+    assert_eq!(status, 413);
+    let stored: i64 = owner
+        .query_one("SELECT count(*) FROM billing.stripe_events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 0, "refused deliveries store nothing");
+
+    let (status, answer) = post_webhook(&worker, body.clone().into_bytes(), Some(&header)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["received"], true);
+    assert_eq!(answer["event_id"], "evt_hook_1");
+    assert_eq!(answer["duplicate"], false);
+    let (status, answer) = post_webhook(&worker, body.into_bytes(), Some(&header)).await;
+    assert_eq!((status, &answer["duplicate"]), (200, &json!(true)));
+
+    let health: Value = reqwest::get(format!("{}/healthz", worker.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health, json!({"ok": true, "database": true}));
+}
+
+#[tokio::test]
+async fn an_event_that_fails_to_apply_is_still_acknowledged() {
+    let s = setup(&[]).await;
+    let mut api = s.db.api().await;
+    let id = request_checkout(&mut api, Uuid::new_v4(), "price_pack", "").await;
+    let done = finished(&s.owner, id, WAIT).await;
+    let session = done.result.expect("result")["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The catalog loses the price before the payment arrives: the event cannot be applied.
+    s.owner
+        .batch_execute(
+            "UPDATE billing.plans SET stripe_price_id = 'price_renamed' WHERE id = 'pack'",
+        )
+        .await
+        .unwrap();
+    let report = s.emulator.complete_checkout(&session).await;
+    let delivery = &report["events"][0]["delivery"];
+    assert_eq!(delivery["status"], 200, "{report}");
+    let answer: Value = serde_json::from_str(delivery["response_body"].as_str().unwrap()).unwrap();
+    assert_eq!(answer["received"], true);
+    assert_eq!(answer["processed"], false);
+    assert!(answer["error"].is_string(), "{answer}");
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_requests_finish_then_exits_0() {
+    let mut s = setup(&["--shutdown-timeout-ms", "15000"]).await;
+    s.emulator
+        .fault(json!({"path": "/v1/checkout/sessions", "delay_ms": 1500}))
+        .await;
+    let mut api = s.db.api().await;
+    let id = request_checkout(&mut api, Uuid::new_v4(), "price_pack", "").await;
+    wait_row(&s.owner, id, WAIT, |r| r.status == "running").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.worker.signal("TERM");
+    let code = s.worker.wait_exit(Duration::from_secs(20)).await;
+    assert_eq!(code, Some(0), "{}", s.worker.logs());
+    let r = row(&s.owner, id).await;
+    assert_eq!(r.status, "succeeded", "{r:?}\n{}", s.worker.logs());
+    assert!(s.worker.logs().contains("waiting for in-flight requests"));
+}

@@ -1,0 +1,369 @@
+//! The worker under stress: two workers on one queue, a worker killed mid-request, and a
+//! Postgres restart underneath a running worker. Like worker_e2e.rs, these need
+//! `cargo build -p stripe-billing-worker` first and the cluster of scripts/integration-test.sh
+//! (the restart test starts its own cluster with scripts/pg.sh).
+mod worker_support;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use stripe_billing_tests::pg::{connect, ensure_roles, TestDb};
+use uuid::Uuid;
+use worker_support::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Waits until every request in `ids` is finished; returns their rows.
+async fn all_finished(owner: &tokio_postgres::Client, ids: &[Uuid], within: Duration) -> Vec<Row> {
+    let deadline = Instant::now() + within;
+    loop {
+        let done: i64 = owner
+            .query_one(
+                "SELECT count(*) FROM billing.stripe_requests WHERE id = ANY($1) AND status IN ('succeeded', 'failed')",
+                &[&ids],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if done as usize == ids.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{done} of {} finished",
+            ids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut rows = Vec::new();
+    for id in ids {
+        rows.push(row(owner, *id).await);
+    }
+    rows
+}
+
+/// Checkout sessions the emulator holds for request `id` (by the metadata the worker sets).
+async fn sessions_for(emulator: &Emulator, id: Uuid) -> Vec<String> {
+    let state: Value = reqwest::get(format!("{}/_emulator/state", emulator.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    state["checkout_sessions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["metadata"]["request_id"] == id.to_string().as_str())
+        .filter_map(|s| s["id"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test]
+async fn two_workers_on_one_queue_do_each_request_once() {
+    let db = TestDb::new().await;
+    let owner = db.owner().await;
+    seed(&owner, false).await;
+    let emulator = Emulator::start(None).await;
+    let w1 = Worker::start(&db.dsn, Some(&emulator.url), &["--worker-id", "w1"]).await;
+    let w2 = Worker::start(&db.dsn, Some(&emulator.url), &["--worker-id", "w2"]).await;
+    let mut api = db.api().await;
+    let users: Vec<Uuid> = (0..8).map(|_| Uuid::new_v4()).collect();
+    let mut ids = Vec::new();
+    for round in 0..5 {
+        for user in &users {
+            let extra = format!(", quantity => {}", round + 1);
+            ids.push(request_checkout(&mut api, *user, "price_pack", &extra).await);
+        }
+    }
+    let rows = all_finished(&owner, &ids, WAIT).await;
+    for (id, r) in ids.iter().zip(&rows) {
+        assert_eq!(r.status, "succeeded", "{id}: {r:?}");
+    }
+    let session_ids: HashSet<&str> = rows
+        .iter()
+        .map(|r| r.result.as_ref().unwrap()["session_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        session_ids.len(),
+        ids.len(),
+        "one distinct session per request"
+    );
+
+    // Stripe saw one creation per request and one customer per user.
+    let created = emulator.created("/v1/checkout/sessions").await;
+    assert_eq!(created.len(), ids.len());
+    let mut per_key: HashMap<String, usize> = HashMap::new();
+    for call in &created {
+        *per_key
+            .entry(call["idempotency_key"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    for id in &ids {
+        assert_eq!(per_key.get(&format!("checkout-{id}")), Some(&1), "{id}");
+    }
+    assert_eq!(emulator.created("/v1/customers").await.len(), users.len());
+
+    // And each request was finished by exactly one of the workers.
+    let (log1, log2) = (w1.logs(), w2.logs());
+    let finished_in = |log: &str, id: &Uuid| {
+        log.lines()
+            .filter(|l| l.contains("request succeeded") && l.contains(&id.to_string()))
+            .count()
+    };
+    let mut by_w1 = 0;
+    for id in &ids {
+        let (a, b) = (finished_in(&log1, id), finished_in(&log2, id));
+        assert_eq!(
+            a + b,
+            1,
+            "{id} finished {a} times by w1 and {b} times by w2"
+        );
+        by_w1 += a;
+    }
+    eprintln!("w1 finished {by_w1} of {}, w2 the rest", ids.len());
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_request_is_replaced_without_a_duplicate_session() {
+    let db = TestDb::new().await;
+    let owner = db.owner().await;
+    seed(&owner, false).await;
+    let emulator = Emulator::start(None).await;
+    let lease = ["--lease-seconds", "2"];
+    let mut doomed = Worker::start(
+        &db.dsn,
+        Some(&emulator.url),
+        &[&lease[..], &["--worker-id", "doomed"]].concat(),
+    )
+    .await;
+    // The session call hangs for a while: the worker dies waiting for it.
+    emulator
+        .fault(json!({"path": "/v1/checkout/sessions", "delay_ms": 3000}))
+        .await;
+    let mut api = db.api().await;
+    let user = Uuid::new_v4();
+    let id = request_checkout(&mut api, user, "price_pack", "").await;
+    let deadline = Instant::now() + WAIT;
+    while emulator
+        .calls("/v1/customers", &format!("customer-{user}"))
+        .await
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "the customer was never created");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    doomed.signal("KILL");
+    doomed.wait_exit(Duration::from_secs(10)).await;
+    let orphan = row(&owner, id).await;
+    assert_eq!(
+        (orphan.status.as_str(), orphan.locked_by.as_deref()),
+        ("running", Some("doomed"))
+    );
+
+    // A new worker takes the row over once the lease has run out.
+    let rescuer = Worker::start(
+        &db.dsn,
+        Some(&emulator.url),
+        &[&lease[..], &["--worker-id", "rescuer"]].concat(),
+    )
+    .await;
+    let done = finished(&owner, id, WAIT).await;
+    assert_eq!(done.status, "succeeded", "{done:?}\n{}", rescuer.logs());
+    assert!(done.attempts >= 2, "{done:?}");
+    let sessions = sessions_for(&emulator, id).await;
+    assert_eq!(
+        sessions.len(),
+        1,
+        "one session despite the crash: {sessions:?}"
+    );
+    assert_eq!(done.result.unwrap()["session_id"], sessions[0].as_str());
+    assert_eq!(emulator.created("/v1/customers").await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_lease_that_runs_out_mid_call_gets_the_first_session_back() {
+    let db = TestDb::new().await;
+    let owner = db.owner().await;
+    seed(&owner, false).await;
+    let emulator = Emulator::start(None).await;
+    // The call outlives the 1 s lease: another claim of the row sends the same key while the
+    // first is in flight (Stripe answers 409) and after it completed (Stripe replays it).
+    emulator
+        .fault(json!({"path": "/v1/checkout/sessions", "delay_ms": 2500}))
+        .await;
+    let flags = |id: &'static str| ["--lease-seconds", "1", "--worker-id", id];
+    let a = Worker::start(&db.dsn, Some(&emulator.url), &flags("a")).await;
+    let b = Worker::start(&db.dsn, Some(&emulator.url), &flags("b")).await;
+    let mut api = db.api().await;
+    let id = request_checkout(&mut api, Uuid::new_v4(), "price_pack", "").await;
+    let done = finished(&owner, id, WAIT).await;
+    assert_eq!(
+        done.status,
+        "succeeded",
+        "{done:?}\n{}\n{}",
+        a.logs(),
+        b.logs()
+    );
+    let sessions = sessions_for(&emulator, id).await;
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(done.result.unwrap()["session_id"], sessions[0].as_str());
+    let calls = emulator
+        .calls("/v1/checkout/sessions", &format!("checkout-{id}"))
+        .await;
+    let created = calls
+        .iter()
+        .filter(|c| c["status"] == 200 && c["replayed"] != true)
+        .count();
+    let replayed = calls.iter().filter(|c| c["replayed"] == true).count();
+    assert_eq!(created, 1, "{calls:?}");
+    assert!(
+        replayed >= 1,
+        "the later claim got the stored session: {calls:?}"
+    );
+}
+
+/// A private cluster (scripts/pg.sh), stopped and removed when dropped.
+struct Cluster {
+    dir: PathBuf,
+    dsn: String,
+}
+
+impl Cluster {
+    fn script() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/pg.sh")
+    }
+
+    fn run(&self, action: &str) -> String {
+        let out = std::process::Command::new(Cluster::script())
+            .args([action, self.dir.to_str().unwrap()])
+            .output()
+            .expect("run scripts/pg.sh");
+        assert!(
+            out.status.success(),
+            "pg.sh {action}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn start() -> Cluster {
+        let dir = std::env::temp_dir().join(format!("sb_worker_pg_{}", std::process::id()));
+        let mut cluster = Cluster {
+            dir,
+            dsn: String::new(),
+        };
+        cluster.dsn = cluster.run("start");
+        cluster
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(Cluster::script())
+            .args(["stop", self.dir.to_str().unwrap()])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn health(worker: &Worker) -> Value {
+    reqwest::get(format!("{}/healthz", worker.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_worker_survives_a_postgres_restart_and_finishes_the_backlog() {
+    let cluster = Cluster::start();
+    let admin = connect(&cluster.dsn).await;
+    ensure_roles(&admin).await;
+    admin
+        .batch_execute("CREATE EXTENSION stripe_billing; SELECT billing.apply_grants();")
+        .await
+        .expect("install the extension");
+    seed(&admin, false).await;
+    drop(admin);
+    let emulator = Emulator::start(None).await;
+    // A 10-minute poll: after the outage only re-LISTEN's catch-up can find new work.
+    let worker = Worker::start(
+        &cluster.dsn,
+        Some(&emulator.url),
+        &["--poll-interval-ms", "600000"],
+    )
+    .await;
+
+    let user = Uuid::new_v4();
+    let new_api = || async {
+        stripe_billing_tests::pg::Api {
+            client: connect(&cluster.dsn).await,
+        }
+    };
+    let owner = connect(&cluster.dsn).await;
+    let mut api = new_api().await;
+    let first = request_checkout(&mut api, user, "price_pack", "").await;
+    assert_eq!(
+        finished(&owner, first, WAIT).await.status,
+        "succeeded",
+        "{}",
+        worker.logs()
+    );
+
+    // Three requests are in flight at Stripe when the database goes away: their outcomes
+    // are written once it is back.
+    emulator
+        .fault(json!({"path": "/v1/checkout/sessions", "delay_ms": 2500, "count": 3}))
+        .await;
+    let mut in_flight = Vec::new();
+    for _ in 0..3 {
+        in_flight.push(request_checkout(&mut api, user, "price_pack", "").await);
+    }
+    for id in &in_flight {
+        wait_row(&owner, *id, WAIT, |r| r.status == "running").await;
+    }
+    drop((owner, api));
+    cluster.run("stop");
+    assert_eq!(
+        health(&worker).await,
+        json!({"ok": true, "database": false})
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cluster.run("start");
+    let owner = connect(&cluster.dsn).await;
+    let rows = all_finished(&owner, &in_flight, WAIT).await;
+    for (id, r) in in_flight.iter().zip(&rows) {
+        assert_eq!(r.status, "succeeded", "{id}: {r:?}\n{}", worker.logs());
+        assert_eq!(sessions_for(&emulator, *id).await.len(), 1);
+    }
+
+    // Nothing in flight now. A backlog queued while the worker is still reconnecting is
+    // found by the catch-up claim after re-LISTEN: there is no poll tick to find it.
+    drop(owner);
+    cluster.run("stop");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cluster.run("start");
+    let owner = connect(&cluster.dsn).await;
+    let mut api = new_api().await;
+    let mut backlog = Vec::new();
+    for _ in 0..3 {
+        backlog.push(request_checkout(&mut api, user, "price_pack", "").await);
+    }
+    let rows = all_finished(&owner, &backlog, WAIT).await;
+    for (id, r) in backlog.iter().zip(&rows) {
+        assert_eq!(r.status, "succeeded", "{id}: {r:?}\n{}", worker.logs());
+    }
+    assert_eq!(health(&worker).await, json!({"ok": true, "database": true}));
+    let logs = worker.logs();
+    assert!(logs.contains("LISTEN connection lost"), "{logs}");
+    // At least one re-LISTEN (both outages may fall into one reconnect backoff).
+    assert!(
+        logs.matches("listening for queued requests").count() >= 2,
+        "{logs}"
+    );
+}

@@ -1,0 +1,469 @@
+//! Command-line flags (with environment fallbacks) and the typed configuration validated from
+//! them at start-up. Anything wrong here is reported as one line and exit code 2, before the
+//! worker touches the database or the network.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use thiserror::Error;
+
+/// The Stripe API version the worker speaks; pinned so a dashboard upgrade cannot change the
+/// shape of the responses it reads.
+pub const DEFAULT_STRIPE_VERSION: &str = "2025-03-31.basil";
+
+/// Stripe's API, used unless `--stripe-api-base` points elsewhere (the emulator in tests).
+pub const DEFAULT_STRIPE_API_BASE: &str = "https://api.stripe.com";
+
+/// `claim_requests` refuses to hand out more rows than this at once.
+const MAX_CONCURRENCY: u32 = 1000;
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Flags as given; see [`Config`] for the validated form.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "stripe-billing-worker",
+    version,
+    about = "Serves the stripe_billing request queue against the Stripe API and receives Stripe webhooks."
+)]
+pub struct Args {
+    /// Postgres connection string (URL or key=value) of the database with the extension.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+
+    /// Stripe secret (or restricted) key. Without it requests fail with a clear error; the
+    /// webhook endpoint still works.
+    #[arg(long, env = "STRIPE_SECRET_KEY", hide_env_values = true)]
+    pub stripe_secret_key: Option<String>,
+
+    /// Base URL of the Stripe API (the local emulator in tests).
+    #[arg(long, env = "STRIPE_API_BASE", default_value = DEFAULT_STRIPE_API_BASE)]
+    pub stripe_api_base: String,
+
+    /// Stripe API version sent as the Stripe-Version header.
+    #[arg(long, env = "STRIPE_VERSION", default_value = DEFAULT_STRIPE_VERSION)]
+    pub stripe_version: String,
+
+    /// Requests processed at the same time.
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 4)]
+    pub concurrency: u32,
+
+    /// How often to look for work without a notification, in milliseconds.
+    #[arg(long, env = "WORKER_POLL_INTERVAL_MS", default_value_t = 1000)]
+    pub poll_interval_ms: u64,
+
+    /// Address of the HTTP server (webhook endpoint and health check).
+    #[arg(long, env = "WORKER_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT, in milliseconds.
+    #[arg(long, env = "WORKER_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
+    pub shutdown_timeout_ms: u64,
+
+    /// How long a claimed request stays ours; after that another worker may take it over.
+    #[arg(long, env = "WORKER_LEASE_SECONDS", default_value_t = 60)]
+    pub lease_seconds: u32,
+
+    /// Largest webhook body accepted, in bytes (larger ones get 413).
+    #[arg(long, env = "WORKER_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Stripe API calls per second (token bucket); Stripe allows 25/s in test mode.
+    #[arg(long, env = "STRIPE_RATE_LIMIT", default_value_t = 25.0)]
+    pub rate_limit: f64,
+
+    /// Do not LISTEN for notifications; find work by polling only.
+    #[arg(long, env = "WORKER_NO_LISTEN_NOTIFY")]
+    pub no_listen_notify: bool,
+
+    /// Log format.
+    #[arg(long, env = "WORKER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Name this worker writes into claimed rows [default: HOSTNAME-PID].
+    #[arg(long, env = "WORKER_ID")]
+    pub worker_id: Option<String>,
+}
+
+/// A configuration problem, reported as one line before exiting with code 2.
+#[derive(Debug, Error, PartialEq)]
+pub enum ConfigError {
+    #[error("invalid --database-url: {0}")]
+    DatabaseUrl(String),
+    #[error("invalid --stripe-secret-key: {0}")]
+    SecretKey(&'static str),
+    #[error("invalid --stripe-api-base {value:?}: {reason}")]
+    ApiBase { value: String, reason: String },
+    #[error("invalid --stripe-version {0:?}: expected a version such as {DEFAULT_STRIPE_VERSION}")]
+    StripeVersion(String),
+    #[error("invalid --listen {0:?}: expected IP:PORT, e.g. 127.0.0.1:8080")]
+    Listen(String),
+    #[error("invalid --{flag}: {reason}")]
+    Range { flag: &'static str, reason: String },
+    #[error("invalid --worker-id: must be 1 to 200 printable characters")]
+    WorkerId,
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub database: tokio_postgres::Config,
+    pub stripe_secret_key: Option<String>,
+    /// Without a trailing slash, so paths like `/v1/customers` can be appended.
+    pub stripe_api_base: String,
+    pub stripe_version: String,
+    pub concurrency: usize,
+    pub poll_interval: Duration,
+    pub listen: SocketAddr,
+    pub shutdown_timeout: Duration,
+    pub lease_seconds: u32,
+    pub max_body_bytes: usize,
+    pub rate_limit: f64,
+    pub listen_notify: bool,
+    pub log_format: LogFormat,
+    pub worker_id: String,
+}
+
+impl Config {
+    /// Validates `args`; the first problem found is returned.
+    pub fn from_args(args: Args) -> Result<Config, ConfigError> {
+        let database = database_config(&args.database_url)?;
+        let stripe_secret_key = secret_key(args.stripe_secret_key)?;
+        let stripe_api_base = api_base(&args.stripe_api_base)?;
+        if args.stripe_version.is_empty()
+            || args.stripe_version.len() > 100
+            || !args.stripe_version.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(ConfigError::StripeVersion(args.stripe_version));
+        }
+        if args.concurrency == 0 || args.concurrency > MAX_CONCURRENCY {
+            return Err(range(
+                "concurrency",
+                format!("must be 1 to {MAX_CONCURRENCY}, got {}", args.concurrency),
+            ));
+        }
+        if args.poll_interval_ms == 0 || args.poll_interval_ms > 3_600_000 {
+            return Err(range(
+                "poll-interval-ms",
+                format!("must be 1 to 3600000, got {}", args.poll_interval_ms),
+            ));
+        }
+        let listen = SocketAddr::from_str(args.listen.trim())
+            .map_err(|_| ConfigError::Listen(args.listen.clone()))?;
+        if args.shutdown_timeout_ms > 3_600_000 {
+            return Err(range(
+                "shutdown-timeout-ms",
+                format!("must be at most 3600000, got {}", args.shutdown_timeout_ms),
+            ));
+        }
+        if args.lease_seconds == 0 || args.lease_seconds > 86_400 {
+            return Err(range(
+                "lease-seconds",
+                format!("must be 1 to 86400, got {}", args.lease_seconds),
+            ));
+        }
+        if args.max_body_bytes == 0 {
+            return Err(range("max-body-bytes", "must be positive".into()));
+        }
+        if !args.rate_limit.is_finite() || args.rate_limit <= 0.0 || args.rate_limit > 10_000.0 {
+            return Err(range(
+                "rate-limit",
+                format!(
+                    "must be a number of requests per second above 0 and at most 10000, got {}",
+                    args.rate_limit
+                ),
+            ));
+        }
+        let worker_id = match args.worker_id {
+            Some(id) => id,
+            None => format!("{}-{}", hostname(), std::process::id()),
+        };
+        if worker_id.is_empty()
+            || worker_id.chars().count() > 200
+            || worker_id.chars().any(char::is_control)
+        {
+            return Err(ConfigError::WorkerId);
+        }
+        Ok(Config {
+            database,
+            stripe_secret_key,
+            stripe_api_base,
+            stripe_version: args.stripe_version,
+            concurrency: args.concurrency as usize,
+            poll_interval: Duration::from_millis(args.poll_interval_ms),
+            listen,
+            shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
+            lease_seconds: args.lease_seconds,
+            max_body_bytes: args.max_body_bytes,
+            rate_limit: args.rate_limit,
+            listen_notify: !args.no_listen_notify,
+            log_format: args.log_format,
+            worker_id,
+        })
+    }
+}
+
+fn range(flag: &'static str, reason: String) -> ConfigError {
+    ConfigError::Range { flag, reason }
+}
+
+/// Parses the connection string and fills in what a daemon needs but libpq leaves open.
+fn database_config(url: &str) -> Result<tokio_postgres::Config, ConfigError> {
+    // The parser's messages never echo the input, so a password cannot leak into the log.
+    let mut config = tokio_postgres::Config::from_str(url.trim())
+        .map_err(|e| {
+            ConfigError::DatabaseUrl(format!(
+                "{e} (expected postgres://USER@HOST:PORT/DB or key=value pairs such as host=... dbname=...)"
+            ))
+        })?;
+    if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
+        return Err(ConfigError::DatabaseUrl(
+            "no host given (add host=... or postgres://HOST/...)".into(),
+        ));
+    }
+    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+        return Err(ConfigError::DatabaseUrl(
+            "sslmode=require is not supported: this worker connects without TLS (use a local or private-network connection)".into(),
+        ));
+    }
+    if config.get_connect_timeout().is_none() {
+        // A dead host must not stall a claim or a health check for the OS default (minutes).
+        config.connect_timeout(Duration::from_secs(5));
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("stripe-billing-worker");
+    }
+    // Notice a silently vanished server on the otherwise idle LISTEN connection.
+    config.keepalives(true);
+    config.keepalives_idle(Duration::from_secs(30));
+    Ok(config)
+}
+
+/// An empty key (e.g. `STRIPE_SECRET_KEY=` in a .env file) means "not configured".
+fn secret_key(key: Option<String>) -> Result<Option<String>, ConfigError> {
+    let Some(key) = key.filter(|k| !k.trim().is_empty()) else {
+        return Ok(None);
+    };
+    if !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ConfigError::SecretKey(
+            "must not contain spaces or control characters",
+        ));
+    }
+    if key.starts_with("pk_") {
+        return Err(ConfigError::SecretKey(
+            "this is a publishable key (pk_...); the worker needs a secret key (sk_... or rk_...)",
+        ));
+    }
+    Ok(Some(key))
+}
+
+fn api_base(value: &str) -> Result<String, ConfigError> {
+    let bad = |reason: &str| ConfigError::ApiBase {
+        value: value.to_string(),
+        reason: reason.to_string(),
+    };
+    let url = reqwest::Url::parse(value.trim()).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("the scheme must be http or https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("no query or fragment allowed"));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
+/// The machine's name for the default worker id; "worker" when it cannot be read.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &[&str]) -> Result<Config, ConfigError> {
+        let mut argv = vec![
+            "stripe-billing-worker",
+            "--database-url",
+            "postgres://billing@localhost/app",
+        ];
+        argv.extend_from_slice(extra);
+        Config::from_args(Args::try_parse_from(argv).expect("clap accepts the flags"))
+    }
+
+    /// Variables that would override the defaults when set in the test's environment.
+    const ENV: [&str; 14] = [
+        "STRIPE_SECRET_KEY",
+        "STRIPE_API_BASE",
+        "STRIPE_VERSION",
+        "STRIPE_RATE_LIMIT",
+        "WORKER_CONCURRENCY",
+        "WORKER_POLL_INTERVAL_MS",
+        "WORKER_LISTEN",
+        "WORKER_SHUTDOWN_TIMEOUT_MS",
+        "WORKER_LEASE_SECONDS",
+        "WORKER_MAX_BODY_BYTES",
+        "WORKER_NO_LISTEN_NOTIFY",
+        "WORKER_LOG_FORMAT",
+        "WORKER_ID",
+        "DATABASE_URL",
+    ];
+
+    #[test]
+    fn defaults() {
+        if ENV.iter().any(|v| std::env::var_os(v).is_some()) {
+            eprintln!("skipped: the environment sets worker variables");
+            return;
+        }
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.stripe_api_base, "https://api.stripe.com");
+        assert_eq!(c.stripe_version, "2025-03-31.basil");
+        assert_eq!(c.concurrency, 4);
+        assert_eq!(c.poll_interval, Duration::from_secs(1));
+        assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(10));
+        assert_eq!(c.lease_seconds, 60);
+        assert_eq!(c.max_body_bytes, 1 << 20);
+        assert_eq!(c.rate_limit, 25.0);
+        assert!(c.listen_notify);
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert!(c.worker_id.ends_with(&format!("-{}", std::process::id())));
+        assert_eq!(
+            c.database.get_connect_timeout(),
+            Some(&Duration::from_secs(5))
+        );
+    }
+
+    #[test]
+    fn flags_override_defaults() {
+        let c = parse(&[
+            "--stripe-api-base",
+            "http://127.0.0.1:12111/",
+            "--stripe-secret-key",
+            "sk_test_x",
+            "--concurrency",
+            "16",
+            "--no-listen-notify",
+            "--log-format",
+            "json",
+            "--worker-id",
+            "w1",
+            "--listen",
+            "[::1]:9000",
+        ])
+        .unwrap();
+        assert_eq!(c.stripe_api_base, "http://127.0.0.1:12111");
+        assert_eq!(c.stripe_secret_key.as_deref(), Some("sk_test_x"));
+        assert_eq!(c.concurrency, 16);
+        assert!(!c.listen_notify);
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.worker_id, "w1");
+        assert_eq!(c.listen.port(), 9000);
+    }
+
+    #[test]
+    fn key_value_connection_strings_work() {
+        let c = Config::from_args(
+            Args::try_parse_from([
+                "w",
+                "--database-url",
+                "host=/tmp/pg port=5432 user=postgres dbname=postgres",
+            ])
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(c.database.get_dbname(), Some("postgres"));
+    }
+
+    #[test]
+    fn empty_secret_key_means_not_configured() {
+        assert_eq!(
+            parse(&["--stripe-secret-key", ""])
+                .unwrap()
+                .stripe_secret_key,
+            None
+        );
+        assert!(matches!(
+            parse(&["--stripe-secret-key", "pk_test_1"]),
+            Err(ConfigError::SecretKey(_))
+        ));
+        assert!(matches!(
+            parse(&["--stripe-secret-key", "sk test"]),
+            Err(ConfigError::SecretKey(_))
+        ));
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_the_flag_name() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--concurrency", "0"], "--concurrency"),
+            (&["--concurrency", "1001"], "--concurrency"),
+            (&["--poll-interval-ms", "0"], "--poll-interval-ms"),
+            (&["--listen", "localhost"], "--listen"),
+            (&["--listen", "8080"], "--listen"),
+            (&["--lease-seconds", "0"], "--lease-seconds"),
+            (&["--max-body-bytes", "0"], "--max-body-bytes"),
+            (&["--rate-limit", "0"], "--rate-limit"),
+            (&["--rate-limit", "NaN"], "--rate-limit"),
+            (&["--stripe-api-base", "not a url"], "--stripe-api-base"),
+            (&["--stripe-api-base", "ftp://x"], "--stripe-api-base"),
+            (&["--stripe-api-base", "http://x/?a=b"], "--stripe-api-base"),
+            (&["--stripe-version", ""], "--stripe-version"),
+            (&["--stripe-version", "a b"], "--stripe-version"),
+            (&["--worker-id", ""], "--worker-id"),
+        ];
+        for (flags, needle) in cases {
+            let err = parse(flags).expect_err(&format!("{flags:?} must be rejected"));
+            let line = err.to_string();
+            assert!(line.contains(needle), "{line:?} lacks {needle}");
+            assert!(!line.contains('\n'), "one line: {line:?}");
+        }
+    }
+
+    #[test]
+    fn bad_database_urls_are_rejected_without_echoing_secrets() {
+        for url in [
+            "postgres://u:hunter2@host:notaport/db",
+            "dbname=x",
+            "host=h sslmode=require",
+            "host=h port=",
+        ] {
+            let err =
+                Config::from_args(Args::try_parse_from(["w", "--database-url", url]).unwrap())
+                    .expect_err(url);
+            assert!(matches!(err, ConfigError::DatabaseUrl(_)), "{url}: {err}");
+            assert!(!err.to_string().contains("hunter2"));
+        }
+    }
+
+    #[test]
+    fn clap_requires_a_database_url_and_numbers() {
+        // Only when DATABASE_URL is not in the environment of the test run.
+        if std::env::var_os("DATABASE_URL").is_none() {
+            assert!(Args::try_parse_from(["w"]).is_err());
+        }
+        assert!(
+            Args::try_parse_from(["w", "--database-url", "host=h", "--concurrency", "x"]).is_err()
+        );
+        assert!(
+            Args::try_parse_from(["w", "--database-url", "host=h", "--log-format", "xml"]).is_err()
+        );
+    }
+}

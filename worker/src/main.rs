@@ -1,0 +1,86 @@
+//! `stripe-billing-worker`: serves the `billing.stripe_requests` queue against the Stripe API
+//! (Checkout and Portal sessions, customers) and receives Stripe webhooks over HTTP.
+//!
+//! Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 1 on a runtime failure (e.g. the
+//! listen address is taken), 2 on bad configuration.
+#![forbid(unsafe_code)]
+
+mod app;
+mod checkout;
+mod claim;
+mod config;
+mod db;
+mod form;
+mod http;
+mod listen;
+mod process;
+mod queue;
+mod ratelimit;
+mod retry;
+mod shutdown;
+mod stripe;
+mod webhook;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use config::{Args, Config, LogFormat};
+
+fn main() -> ExitCode {
+    // clap prints usage errors and exits with 2 itself (0 for --help and --version).
+    let args = Args::try_parse().unwrap_or_else(|e| e.exit());
+    let config = match Config::from_args(args) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("stripe-billing-worker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("stripe-billing-worker: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(app::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error with its causes, `top: cause: cause`. Library errors put the useful part in the
+/// source ("db error" / "error sending request" alone say little).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Logs go to stderr; `RUST_LOG` filters them (default `info`).
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,153 @@
+//! Which failures are worth another try, and how long to wait before it.
+//!
+//! Stripe's guidance: retry network errors, 409 (a concurrent request with the same
+//! idempotency key), 429 and 5xx, and let the `Stripe-Should-Retry` header override that in
+//! both directions. Waits grow exponentially up to a cap, with jitter so that workers that
+//! failed together do not retry together.
+
+use std::time::Duration;
+
+use rand::Rng;
+
+/// Tries of one Stripe call within one claim; after that the row goes back to the queue.
+pub const TRIES_PER_CLAIM: u32 = 3;
+
+/// Between tries of one Stripe call.
+pub const STRIPE_BACKOFF: Backoff = Backoff {
+    base: Duration::from_millis(200),
+    cap: Duration::from_secs(5),
+};
+
+/// Before a requeued row may be claimed again (the `retry_after_ms` of `fail_request`).
+pub const REQUEUE_BACKOFF: Backoff = Backoff {
+    base: Duration::from_secs(1),
+    cap: Duration::from_secs(60),
+};
+
+/// Between attempts to reach Postgres.
+pub const DB_BACKOFF: Backoff = Backoff {
+    base: Duration::from_millis(100),
+    cap: Duration::from_secs(5),
+};
+
+/// What to do after a failed call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Transient: the same call may succeed later.
+    Retry,
+    /// The request itself is wrong; repeating it cannot help.
+    Fail,
+}
+
+/// Classifies an HTTP error answer from Stripe. `should_retry` is the `Stripe-Should-Retry`
+/// header when present: Stripe knows better than the status code (e.g. a 500 that must not
+/// be repeated, or a 400 caused by a lock timeout).
+pub fn classify(status: u16, should_retry: Option<bool>) -> Verdict {
+    match should_retry {
+        Some(true) => Verdict::Retry,
+        Some(false) => Verdict::Fail,
+        None if status == 409 || status == 429 || status >= 500 => Verdict::Retry,
+        None => Verdict::Fail,
+    }
+}
+
+/// Parses a `Stripe-Should-Retry` header value; anything but true/false counts as absent.
+pub fn parse_should_retry(value: &str) -> Option<bool> {
+    match value.trim() {
+        v if v.eq_ignore_ascii_case("true") => Some(true),
+        v if v.eq_ignore_ascii_case("false") => Some(false),
+        _ => None,
+    }
+}
+
+/// Capped exponential backoff.
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+impl Backoff {
+    /// The longest wait after `failures` failures (1 = the first): `base * 2^(failures-1)`,
+    /// never above the cap.
+    pub fn ceiling(&self, failures: u32) -> Duration {
+        let exponent = failures.saturating_sub(1).min(30);
+        self.base.saturating_mul(1 << exponent).min(self.cap)
+    }
+
+    /// "Full jitter": uniformly random in `[0, ceiling]`.
+    pub fn full_jitter(&self, failures: u32, rng: &mut impl Rng) -> Duration {
+        let ceiling = self.ceiling(failures);
+        ceiling.mul_f64(rng.random::<f64>())
+    }
+
+    /// "Equal jitter": uniformly random in `[ceiling/2, ceiling]`, for waits that must not be
+    /// close to zero (a requeued row should not come straight back).
+    pub fn equal_jitter(&self, failures: u32, rng: &mut impl Rng) -> Duration {
+        let half = self.ceiling(failures) / 2;
+        half + half.mul_f64(rng.random::<f64>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_follows_stripe() {
+        for status in [409, 429, 500, 502, 503, 504] {
+            assert_eq!(classify(status, None), Verdict::Retry, "{status}");
+        }
+        for status in [400, 401, 402, 403, 404] {
+            assert_eq!(classify(status, None), Verdict::Fail, "{status}");
+        }
+        // The header wins in both directions.
+        assert_eq!(classify(500, Some(false)), Verdict::Fail);
+        assert_eq!(classify(429, Some(false)), Verdict::Fail);
+        assert_eq!(classify(400, Some(true)), Verdict::Retry);
+    }
+
+    #[test]
+    fn should_retry_header_values() {
+        assert_eq!(parse_should_retry("true"), Some(true));
+        assert_eq!(parse_should_retry(" False "), Some(false));
+        assert_eq!(parse_should_retry("maybe"), None);
+        assert_eq!(parse_should_retry(""), None);
+    }
+
+    #[test]
+    fn ceiling_doubles_up_to_the_cap() {
+        let b = STRIPE_BACKOFF;
+        assert_eq!(b.ceiling(0), Duration::from_millis(200));
+        assert_eq!(b.ceiling(1), Duration::from_millis(200));
+        assert_eq!(b.ceiling(2), Duration::from_millis(400));
+        assert_eq!(b.ceiling(3), Duration::from_millis(800));
+        assert_eq!(b.ceiling(6), Duration::from_millis(5000));
+        assert_eq!(b.ceiling(u32::MAX), Duration::from_millis(5000));
+        assert_eq!(REQUEUE_BACKOFF.ceiling(100), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn jitter_stays_within_bounds() {
+        let mut rng = rand::rng();
+        for failures in 0..40 {
+            for _ in 0..50 {
+                let ceiling = STRIPE_BACKOFF.ceiling(failures);
+                let full = STRIPE_BACKOFF.full_jitter(failures, &mut rng);
+                assert!(full <= ceiling, "{full:?} > {ceiling:?}");
+                let equal = REQUEUE_BACKOFF.equal_jitter(failures, &mut rng);
+                let ceiling = REQUEUE_BACKOFF.ceiling(failures);
+                assert!(equal >= ceiling / 2 && equal <= ceiling, "{equal:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn jitter_spreads() {
+        let mut rng = rand::rng();
+        let waits: std::collections::HashSet<Duration> = (0..20)
+            .map(|_| STRIPE_BACKOFF.full_jitter(5, &mut rng))
+            .collect();
+        assert!(waits.len() > 10, "jitter must actually vary: {waits:?}");
+    }
+}

@@ -4,20 +4,23 @@
 -- spends for one user serialise and can never overspend.
 
 CREATE FUNCTION billing.grant_json(g billing.token_grants, duplicate boolean) RETURNS jsonb
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp AS $$
-    SELECT jsonb_build_object('grant_id', g.id, 'user_id', g.user_id, 'project_id', g.project_id,
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+    RETURN jsonb_build_object('grant_id', g.id, 'user_id', g.user_id, 'project_id', g.project_id,
         'source', g.source, 'tokens', g.tokens, 'remaining', g.remaining,
-        'expires_at', g.expires_at, 'grant_key', g.grant_key, 'duplicate', duplicate)
+        'expires_at', g.expires_at, 'grant_key', g.grant_key, 'duplicate', duplicate);
+END
 $$;
 COMMENT ON FUNCTION billing.grant_json(billing.token_grants, boolean) IS 'The JSON shape grant functions return.';
 
--- Inserts a grant without argument checks; callers validate. A repeated grant_key returns the
+-- Inserts a grant without argument checks; callers validate. Internal (no SET clause: it runs
+-- inside SECURITY DEFINER callers and inherits their pinned search_path). A repeated grant_key returns the
 -- existing grant (duplicate = true) when it describes the same grant, and fails otherwise.
 CREATE FUNCTION billing.insert_grant(user_id uuid, tokens bigint, source text, expires_at timestamptz,
                                      project_id uuid, grant_key text, metadata jsonb) RETURNS jsonb
 LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp AS $$
+AS $$
 #variable_conflict use_column
 DECLARE
     g billing.token_grants;

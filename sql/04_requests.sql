@@ -2,12 +2,19 @@
 -- worker claims rows with FOR UPDATE SKIP LOCKED, calls Stripe and writes the result back.
 
 CREATE FUNCTION billing.settings() RETURNS billing.config
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    c billing.config;
+BEGIN
+    -- PL/pgSQL rather than SQL: its plan is cached, and this runs on every webhook.
+    SELECT * INTO c FROM billing.config;
     -- The one place the defaults live: NULL (or no row) means the default.
-    SELECT ROW(true, c.checkout_success_url, c.checkout_cancel_url, c.portal_return_url,
-               coalesce(c.webhook_tolerance_seconds, 300), coalesce(c.request_max_attempts, 5))::billing.config
-    FROM (SELECT NULL) AS one LEFT JOIN billing.config c ON true
+    c.id := true;
+    c.webhook_tolerance_seconds := coalesce(c.webhook_tolerance_seconds, 300);
+    c.request_max_attempts := coalesce(c.request_max_attempts, 5);
+    RETURN c;
+END
 $$;
 COMMENT ON FUNCTION billing.settings() IS 'Internal: the billing.config row, or defaults when none was inserted.';
 

@@ -3,31 +3,36 @@
 -- effects. A failure while applying is stored with the event (and can be re-applied with
 -- billing.reprocess_events()); the delivery is still acknowledged so Stripe stops retrying.
 -- Effects read billing.normalize_event(), which hides the differences between API versions.
+--
+-- Only the SECURITY DEFINER entry points pin search_path. The internal functions run inside
+-- them and inherit it; they are executable by privileged roles only and qualify every name,
+-- and without a SET clause the small SQL ones are inlined and the others skip a settings
+-- switch per call, which matters on the webhook hot path.
 
 CREATE FUNCTION billing.unix_time(value jsonb) RETURNS timestamptz
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $$
+AS $$
     SELECT CASE WHEN jsonb_typeof(value) = 'number' THEN to_timestamp(value::text::double precision) END
 $$;
 COMMENT ON FUNCTION billing.unix_time(jsonb) IS 'Internal: a Stripe Unix timestamp (JSON number) as timestamptz; NULL for anything else.';
 
 CREATE FUNCTION billing.event_version(ev jsonb, rank smallint) RETURNS billing.event_version
 LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp AS $$
+AS $$
     SELECT ROW(billing.unix_time(ev -> 'created'), rank, ev ->> 'id')::billing.event_version
 $$;
 COMMENT ON FUNCTION billing.event_version(jsonb, smallint) IS 'Internal: the (created, rank, id) position of a normalised event; subscription objects rank 1, invoices 0.';
 
 CREATE FUNCTION billing.is_newer(candidate billing.event_version, current billing.event_version) RETURNS boolean
 LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp AS $$
+AS $$
     SELECT current IS NULL OR (current).created IS NULL OR candidate > current
 $$;
 COMMENT ON FUNCTION billing.is_newer(billing.event_version, billing.event_version) IS 'Internal: whether an event may overwrite a field group last set by the event at current.';
 
 CREATE FUNCTION billing.plan_for_price(price_id text) RETURNS billing.plans
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp AS $$
+AS $$
 DECLARE
     p billing.plans;
 BEGIN
@@ -44,7 +49,7 @@ COMMENT ON FUNCTION billing.plan_for_price(text) IS 'Internal: the catalog row f
 
 CREATE FUNCTION billing.uuid_or_null(value text) RETURNS uuid
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $$
+AS $$
     SELECT CASE WHEN value ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN value::uuid END
 $$;
 COMMENT ON FUNCTION billing.uuid_or_null(text) IS 'Internal: value as uuid when it is one, else NULL.';
@@ -54,7 +59,7 @@ COMMENT ON FUNCTION billing.uuid_or_null(text) IS 'Internal: value as uuid when 
 -- the owner of the subscription row.
 CREATE FUNCTION billing.resolve_user(explicit_user text, customer text, subscription_id text) RETURNS uuid
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp AS $$
+AS $$
 DECLARE
     uid uuid := billing.uuid_or_null(explicit_user);
 BEGIN
@@ -79,8 +84,8 @@ COMMENT ON FUNCTION billing.resolve_user(text, text, text) IS 'Internal: the use
 -- subtransaction rolls back with everything else.
 CREATE FUNCTION billing.is_being_applied(event_id text) RETURNS boolean
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp AS $$
-    SELECT event_id = ANY (string_to_array(nullif(current_setting('billing.applying_events', true), ''), ','))
+AS $$
+    SELECT coalesce(event_id = ANY (string_to_array(nullif(current_setting('billing.applying_events', true), ''), ',')), false)
 $$;
 COMMENT ON FUNCTION billing.is_being_applied(text) IS 'Internal: whether the event is being applied further up this call chain.';
 
@@ -125,17 +130,18 @@ COMMENT ON FUNCTION billing.link_customer(uuid, text, text) IS 'Privileged (work
 
 CREATE FUNCTION billing.upsert_subscription_link(sub_id text, uid uuid, customer text) RETURNS void
 LANGUAGE sql
-SET search_path = pg_catalog, pg_temp AS $$
+AS $$
     INSERT INTO billing.subscriptions AS s (stripe_subscription_id, user_id, stripe_customer_id)
     VALUES (sub_id, uid, customer)
     ON CONFLICT (stripe_subscription_id) DO UPDATE
-        SET stripe_customer_id = coalesce(s.stripe_customer_id, excluded.stripe_customer_id)
+        SET stripe_customer_id = excluded.stripe_customer_id
+        WHERE s.stripe_customer_id IS NULL AND excluded.stripe_customer_id IS NOT NULL
 $$;
 COMMENT ON FUNCTION billing.upsert_subscription_link(text, uuid, text) IS 'Internal: makes sure a subscription row exists for its user before other events fill it in.';
 
 CREATE FUNCTION billing.apply_checkout_session(ev jsonb) RETURNS void
 LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp AS $$
+AS $$
 DECLARE
     s jsonb := ev -> 'data';
     uid uuid;
@@ -176,7 +182,7 @@ COMMENT ON FUNCTION billing.apply_checkout_session(jsonb) IS 'Internal: checkout
 
 CREATE FUNCTION billing.apply_subscription(ev jsonb) RETURNS void
 LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp AS $$
+AS $$
 DECLARE
     s jsonb := ev -> 'data';
     uid uuid := billing.resolve_user(s -> 'metadata' ->> 'user_id', ev ->> 'customer', s ->> 'id');
@@ -218,25 +224,22 @@ COMMENT ON FUNCTION billing.apply_subscription(jsonb) IS 'Internal: customer.sub
 CREATE FUNCTION billing.invoice_grant(inv jsonb, OUT tokens bigint, OUT source text, OUT plan billing.plans,
                                       OUT period_end timestamptz)
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp AS $$
+AS $$
 DECLARE
     line jsonb;
-    old_plan billing.plans;
+    old_tokens bigint;
 BEGIN
+    -- main_line, upgrade_line and replaced_price_id come from billing.normalize_event.
     IF inv ->> 'billing_reason' IN ('subscription_create', 'subscription_cycle') THEN
-        SELECT l INTO line FROM jsonb_array_elements(inv -> 'lines') l
-        WHERE NOT (l ->> 'proration')::boolean AND l ->> 'price_id' IS NOT NULL LIMIT 1;
+        line := inv -> 'main_line';
         plan := billing.plan_for_price(line ->> 'price_id');
         tokens := plan.monthly_tokens * greatest(coalesce((line ->> 'quantity')::bigint, 1), 1);
         source := CASE inv ->> 'billing_reason' WHEN 'subscription_create' THEN 'subscription_start' ELSE 'plan' END;
     ELSIF inv ->> 'billing_reason' = 'subscription_update' AND coalesce((inv ->> 'amount_paid')::bigint, 0) > 0 THEN
-        SELECT l INTO line FROM jsonb_array_elements(inv -> 'lines') l
-        WHERE (l ->> 'amount')::bigint > 0 AND l ->> 'price_id' IS NOT NULL ORDER BY (l ->> 'amount')::bigint DESC LIMIT 1;
+        line := inv -> 'upgrade_line';
         plan := billing.plan_for_price(line ->> 'price_id');
-        SELECT p.* INTO old_plan FROM jsonb_array_elements(inv -> 'lines') l
-        JOIN billing.plans p ON p.stripe_price_id = l ->> 'price_id'
-        WHERE (l ->> 'amount')::bigint < 0 LIMIT 1;
-        tokens := greatest(plan.monthly_tokens - coalesce(old_plan.monthly_tokens, plan.monthly_tokens), 0);
+        SELECT p.monthly_tokens INTO old_tokens FROM billing.plans p WHERE p.stripe_price_id = inv ->> 'replaced_price_id';
+        tokens := greatest(plan.monthly_tokens - coalesce(old_tokens, plan.monthly_tokens), 0);
         source := 'plan_upgrade';
     END IF;
     IF tokens IS NOT NULL AND NOT plan.rollover THEN
@@ -246,9 +249,30 @@ END
 $$;
 COMMENT ON FUNCTION billing.invoice_grant(jsonb) IS 'Internal: tokens, source, plan and expiry a paid subscription invoice grants (the documented proration rule lives here).';
 
+CREATE FUNCTION billing.update_subscription_from_invoice(sub_id text, v billing.event_version, period_start timestamptz,
+                                                         period_end timestamptz, customer text) RETURNS boolean
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    UPDATE billing.subscriptions s SET
+        stripe_customer_id = coalesce(s.stripe_customer_id, customer),
+        status = CASE WHEN billing.is_newer(v, s.status_version) THEN 'active' ELSE s.status END,
+        status_version = CASE WHEN billing.is_newer(v, s.status_version) THEN v ELSE s.status_version END,
+        current_period_start = CASE WHEN period_end IS NOT NULL AND billing.is_newer(v, s.period_version) THEN period_start ELSE s.current_period_start END,
+        current_period_end = CASE WHEN period_end IS NOT NULL AND billing.is_newer(v, s.period_version) THEN period_end ELSE s.current_period_end END,
+        period_version = CASE WHEN period_end IS NOT NULL AND billing.is_newer(v, s.period_version) THEN v ELSE s.period_version END,
+        updated_at = now()
+    WHERE s.stripe_subscription_id = sub_id
+      AND (billing.is_newer(v, s.status_version) OR (period_end IS NOT NULL AND billing.is_newer(v, s.period_version))
+           OR (s.stripe_customer_id IS NULL AND customer IS NOT NULL));
+    RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION billing.update_subscription_from_invoice(text, billing.event_version, timestamptz, timestamptz, text) IS 'Internal: a paid invoice reports its subscription active for the period it paid, where that is newer than what the row holds; true when a row changed.';
+
 CREATE FUNCTION billing.apply_invoice(ev jsonb) RETURNS void
 LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp AS $$
+AS $$
 DECLARE
     inv jsonb := ev -> 'data';
     sub_id text := inv ->> 'subscription';
@@ -262,8 +286,8 @@ BEGIN
         RETURN;  -- a one-off invoice: nothing of ours
     END IF;
     uid := billing.resolve_user(inv -> 'subscription_metadata' ->> 'user_id', ev ->> 'customer', sub_id);
-    PERFORM billing.upsert_subscription_link(sub_id, uid, ev ->> 'customer');
     IF ev ->> 'type' = 'invoice.payment_failed' THEN
+        PERFORM billing.upsert_subscription_link(sub_id, uid, ev ->> 'customer');
         -- A failed first invoice leaves the subscription incomplete (Stripe reports that itself).
         IF inv ->> 'billing_reason' IS DISTINCT FROM 'subscription_create' THEN
             UPDATE billing.subscriptions s SET status = 'past_due', status_version = v, updated_at = now()
@@ -274,18 +298,22 @@ BEGIN
     END IF;
 
     -- invoice.paid: the period it paid for is current, and the subscription is active.
-    SELECT billing.unix_time(l -> 'period_start'), billing.unix_time(l -> 'period_end')
-    INTO period_start, period_end
-    FROM jsonb_array_elements(inv -> 'lines') l WHERE NOT (l ->> 'proration')::boolean
-    ORDER BY (l ->> 'period_end')::bigint DESC NULLS LAST LIMIT 1;
-    UPDATE billing.subscriptions s SET
-        status = CASE WHEN billing.is_newer(v, s.status_version) THEN 'active' ELSE s.status END,
-        status_version = CASE WHEN billing.is_newer(v, s.status_version) THEN v ELSE s.status_version END,
-        current_period_start = CASE WHEN period_end IS NOT NULL AND billing.is_newer(v, s.period_version) THEN period_start ELSE s.current_period_start END,
-        current_period_end = CASE WHEN period_end IS NOT NULL AND billing.is_newer(v, s.period_version) THEN period_end ELSE s.current_period_end END,
-        period_version = CASE WHEN period_end IS NOT NULL AND billing.is_newer(v, s.period_version) THEN v ELSE s.period_version END,
-        updated_at = now()
-    WHERE s.stripe_subscription_id = sub_id;
+    period_start := billing.unix_time(inv -> 'main_line' -> 'period_start');
+    period_end := billing.unix_time(inv -> 'main_line' -> 'period_end');
+    -- Usually the row exists and this event changes nothing (the subscription event of the same
+    -- second outranks it): then nothing is written.
+    IF NOT billing.update_subscription_from_invoice(sub_id, v, period_start, period_end, ev ->> 'customer')
+       AND NOT EXISTS (SELECT FROM billing.subscriptions s WHERE s.stripe_subscription_id = sub_id) THEN
+        INSERT INTO billing.subscriptions (stripe_subscription_id, user_id, stripe_customer_id, status,
+            status_version, current_period_start, current_period_end, period_version)
+        VALUES (sub_id, uid, ev ->> 'customer', 'active', v, period_start, period_end,
+                CASE WHEN period_end IS NOT NULL THEN v END)
+        ON CONFLICT (stripe_subscription_id) DO NOTHING;
+        IF NOT FOUND THEN
+            -- A concurrent event created the row first; it is visible now.
+            PERFORM billing.update_subscription_from_invoice(sub_id, v, period_start, period_end, ev ->> 'customer');
+        END IF;
+    END IF;
 
     SELECT * INTO g FROM billing.invoice_grant(inv);
     IF coalesce(g.tokens, 0) > 0 THEN
@@ -298,9 +326,11 @@ END
 $$;
 COMMENT ON FUNCTION billing.apply_invoice(jsonb) IS 'Internal: invoice.paid grants the period''s tokens once per invoice (keyed by its id) and updates the period; invoice.payment_failed marks the subscription past_due and NOTIFYs billing_payment_failed with the user id.';
 
-CREATE FUNCTION billing.apply_event(ev jsonb) RETURNS void
+CREATE FUNCTION billing.apply_in_subtransaction(ev jsonb) RETURNS text
 LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp AS $$
+AS $$
+DECLARE
+    failure text;
 BEGIN
     CASE
         WHEN ev ->> 'type' IN ('checkout.session.completed', 'checkout.session.async_payment_succeeded',
@@ -313,32 +343,31 @@ BEGIN
         ELSE
             NULL;  -- stored and acknowledged, no effect
     END CASE;
+    RETURN NULL;
+EXCEPTION WHEN OTHERS THEN
+    -- Everything the effects did is rolled back; the caller stores the reason with the event.
+    GET STACKED DIAGNOSTICS failure = MESSAGE_TEXT;
+    RETURN coalesce(failure, 'unknown error');
 END
 $$;
-COMMENT ON FUNCTION billing.apply_event(jsonb) IS 'Internal: dispatches a normalised event to its effects; unknown types have none.';
+COMMENT ON FUNCTION billing.apply_in_subtransaction(jsonb) IS 'Internal: dispatches a normalised event to its effects (unknown types have none) in a subtransaction; returns the error message, or NULL on success.';
 
 CREATE FUNCTION billing.apply_stored_event(event_id text) RETURNS text
 LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp AS $$
+AS $$
 DECLARE
     e billing.stripe_events;
     failure text;
-    outer_chain text;
+    outer_chain text := nullif(current_setting('billing.applying_events', true), '');
 BEGIN
     -- The row lock makes concurrent deliveries and reprocess runs apply an event once.
     SELECT * INTO e FROM billing.stripe_events s WHERE s.id = event_id FOR UPDATE;
     IF NOT FOUND OR e.processed_at IS NOT NULL THEN
         RETURN NULL;
     END IF;
-    outer_chain := nullif(current_setting('billing.applying_events', true), '');
-    BEGIN
-        PERFORM set_config('billing.applying_events', concat_ws(',', outer_chain, event_id), true);
-        PERFORM billing.apply_event(billing.normalize_event(e.payload::text));
-        PERFORM set_config('billing.applying_events', coalesce(outer_chain, ''), true);
-    EXCEPTION WHEN OTHERS THEN
-        GET STACKED DIAGNOSTICS failure = MESSAGE_TEXT;
-        failure := coalesce(failure, 'unknown error');
-    END;
+    PERFORM set_config('billing.applying_events', concat_ws(',', outer_chain, event_id), true);
+    failure := billing.apply_in_subtransaction(billing.normalize_event(e.payload::text));
+    PERFORM set_config('billing.applying_events', coalesce(outer_chain, ''), true);
     UPDATE billing.stripe_events s
     SET attempts = s.attempts + 1, error = failure,
         processed_at = CASE WHEN failure IS NULL THEN clock_timestamp() END
@@ -346,7 +375,7 @@ BEGIN
     RETURN failure;
 END
 $$;
-COMMENT ON FUNCTION billing.apply_stored_event(text) IS 'Internal: applies a stored, not yet processed event in a subtransaction and records the outcome; returns the error or NULL.';
+COMMENT ON FUNCTION billing.apply_stored_event(text) IS 'Internal: applies a stored event that is not processed yet (a redelivery of a failed event, a held event, reprocess) and records the outcome; returns the error or NULL.';
 
 CREATE FUNCTION billing.handle_stripe_webhook(payload text, header text) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
@@ -376,16 +405,27 @@ BEGIN
                   HINT = 'Each webhook_secrets row says which mode it signs; add the secret of this mode''s endpoint.';
     END IF;
 
-    INSERT INTO billing.stripe_events (id, type, api_version, livemode, created, payload, stripe_customer_id)
+    -- Stored as processed up front: if the effects fail, the row is corrected below. A new
+    -- event thus needs one write, and a customer link made while applying it does not re-enter it.
+    INSERT INTO billing.stripe_events (id, type, api_version, livemode, created, payload, stripe_customer_id,
+                                       processed_at, attempts)
     VALUES (ev ->> 'id', ev ->> 'type', ev ->> 'api_version', (ev ->> 'livemode')::boolean,
-            billing.unix_time(ev -> 'created'), payload::jsonb, ev ->> 'customer')
+            billing.unix_time(ev -> 'created'), payload::jsonb, ev ->> 'customer', clock_timestamp(), 1)
     ON CONFLICT (id) DO NOTHING
     RETURNING id INTO inserted;
+    IF inserted IS NOT NULL THEN
+        failure := billing.apply_in_subtransaction(ev);
+        IF failure IS NOT NULL THEN
+            UPDATE billing.stripe_events s SET processed_at = NULL, error = failure WHERE s.id = inserted;
+        END IF;
+        RETURN jsonb_build_object('received', true, 'event_id', inserted, 'type', ev ->> 'type',
+            'duplicate', false, 'processed', failure IS NULL, 'error', failure);
+    END IF;
     -- A redelivery of an event that failed before gets another chance; one that succeeded is a no-op.
-    failure := billing.apply_stored_event(ev ->> 'id');
+    PERFORM billing.apply_stored_event(ev ->> 'id');
     SELECT * INTO e FROM billing.stripe_events s WHERE s.id = ev ->> 'id';
     RETURN jsonb_build_object('received', true, 'event_id', e.id, 'type', e.type,
-        'duplicate', inserted IS NULL, 'processed', e.processed_at IS NOT NULL, 'error', e.error);
+        'duplicate', true, 'processed', e.processed_at IS NOT NULL, 'error', e.error);
 END
 $$;
 COMMENT ON FUNCTION billing.handle_stripe_webhook(text, text) IS 'Privileged: verifies a Stripe webhook (raw body, Stripe-Signature header) against billing.webhook_secrets, stores the event once and applies its effects, all in the caller''s transaction. Returns {received, event_id, type, duplicate, processed, error}. Raises for bad signatures (nothing stored) and BL003 when no secret is configured.';

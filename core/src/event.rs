@@ -9,8 +9,13 @@
 //! - line proration flag: `lines.data[].proration` before, `parent.subscription_item_details.proration` after.
 //!
 //! Expandable fields may arrive as an id string or as an expanded object; both are accepted.
-//! Unknown fields are ignored.
+//! Parsing is typed: only the fields read here are materialised and everything else is
+//! skipped without allocating, which keeps webhook ingestion cheap (it runs on every event).
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
+use std::borrow::Cow;
 
 /// Why a verified body is not a usable Stripe event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -21,182 +26,402 @@ pub enum EventError {
     NotAnEvent(&'static str),
 }
 
+/// An expandable reference: an id string, or an expanded object of which only `id` is kept.
+#[derive(Debug, Default)]
+struct Expandable(Option<String>);
+
+impl<'de> Deserialize<'de> for Expandable {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Expandable;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an id or an object with an id")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Expandable, E> {
+                Ok(Expandable((!s.is_empty()).then(|| s.to_owned())))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Expandable, E> {
+                Ok(Expandable(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Expandable, A::Error> {
+                let mut id = None;
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    if key == "id" {
+                        id = map.next_value::<Option<String>>()?;
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(Expandable(id))
+            }
+            // Anything else (numbers, arrays) is not a reference.
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Expandable, E> {
+                Ok(Expandable(None))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Expandable, E> {
+                Ok(Expandable(None))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Expandable, E> {
+                Ok(Expandable(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Keeps a value only when it has the expected JSON type, so that a surprising field never
+/// makes a whole event unreadable.
+#[derive(Debug, Default)]
+struct Lenient<T>(Option<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Lenient<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = <&RawValue>::deserialize(d)?;
+        Ok(Lenient(serde_json::from_str(raw.get()).ok()))
+    }
+}
+
+type Text<'a> = Lenient<Cow<'a, str>>;
+
+fn text(t: &Text) -> Value {
+    t.0.as_deref().map_or(Value::Null, |s| Value::String(s.to_owned()))
+}
+
+fn int(t: &Lenient<i64>) -> Value {
+    t.0.map_or(Value::Null, Value::from)
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    object: Text<'a>,
+    #[serde(borrow, default)]
+    id: Text<'a>,
+    #[serde(rename = "type", borrow, default)]
+    event_type: Text<'a>,
+    #[serde(default)]
+    created: Lenient<i64>,
+    #[serde(default)]
+    livemode: Lenient<bool>,
+    #[serde(borrow, default)]
+    api_version: Text<'a>,
+    #[serde(borrow, default)]
+    data: Option<Data<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Data<'a> {
+    #[serde(borrow)]
+    object: Option<&'a RawValue>,
+}
+
+/// Just enough of `data.object` to pick its type.
+#[derive(Deserialize)]
+struct Kind<'a> {
+    #[serde(borrow, default)]
+    object: Text<'a>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Session<'a> {
+    #[serde(borrow)]
+    id: Text<'a>,
+    #[serde(borrow)]
+    mode: Text<'a>,
+    #[serde(borrow)]
+    status: Text<'a>,
+    #[serde(borrow)]
+    payment_status: Text<'a>,
+    #[serde(borrow)]
+    client_reference_id: Text<'a>,
+    customer: Expandable,
+    subscription: Expandable,
+    invoice: Expandable,
+    amount_total: Lenient<i64>,
+    #[serde(borrow)]
+    currency: Text<'a>,
+    metadata: Lenient<Map<String, Value>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct List<T> {
+    data: Lenient<Vec<T>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Item {
+    price: Expandable,
+    quantity: Lenient<i64>,
+    current_period_start: Lenient<i64>,
+    current_period_end: Lenient<i64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Subscription<'a> {
+    #[serde(borrow)]
+    id: Text<'a>,
+    #[serde(borrow)]
+    status: Text<'a>,
+    customer: Expandable,
+    plan: Expandable,
+    quantity: Lenient<i64>,
+    items: Lenient<List<Item>>,
+    current_period_start: Lenient<i64>,
+    current_period_end: Lenient<i64>,
+    cancel_at_period_end: Lenient<bool>,
+    cancel_at: Lenient<i64>,
+    canceled_at: Lenient<i64>,
+    ended_at: Lenient<i64>,
+    metadata: Lenient<Map<String, Value>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SubscriptionDetails {
+    subscription: Expandable,
+    metadata: Lenient<Map<String, Value>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct InvoiceParent {
+    subscription_details: Lenient<SubscriptionDetails>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Invoice<'a> {
+    #[serde(borrow)]
+    id: Text<'a>,
+    #[serde(borrow)]
+    status: Text<'a>,
+    #[serde(borrow)]
+    billing_reason: Text<'a>,
+    amount_paid: Lenient<i64>,
+    #[serde(borrow)]
+    currency: Text<'a>,
+    customer: Expandable,
+    subscription: Expandable,
+    subscription_details: Lenient<SubscriptionDetails>,
+    parent: Lenient<InvoiceParent>,
+    lines: Lenient<List<Line>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PriceDetails {
+    price: Expandable,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Pricing {
+    price_details: Lenient<PriceDetails>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ItemDetails {
+    proration: Lenient<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct LineParent {
+    subscription_item_details: Lenient<ItemDetails>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct LinePeriod {
+    start: Lenient<i64>,
+    end: Lenient<i64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Line {
+    amount: Lenient<i64>,
+    quantity: Lenient<i64>,
+    proration: Lenient<bool>,
+    price: Expandable,
+    plan: Expandable,
+    pricing: Lenient<Pricing>,
+    parent: Lenient<LineParent>,
+    period: Lenient<LinePeriod>,
+}
+
 /// Parses a raw event body and returns its normalised form (see the module docs).
 pub fn normalize(payload: &str) -> Result<Value, EventError> {
-    let event: Value =
-        serde_json::from_str(payload).map_err(|e| EventError::NotJson(e.to_string()))?;
-    normalize_value(&event)
-}
-
-/// Normalises an already parsed event.
-pub fn normalize_value(event: &Value) -> Result<Value, EventError> {
-    let root = event
-        .as_object()
-        .ok_or(EventError::NotAnEvent("it is not a JSON object"))?;
-    if root.get("object").and_then(Value::as_str) != Some("event") {
+    let envelope: Envelope = serde_json::from_str(payload).map_err(|e| {
+        if e.is_data() {
+            EventError::NotAnEvent("it is not a JSON object")
+        } else {
+            EventError::NotJson(e.to_string())
+        }
+    })?;
+    // Serde would also read a JSON array into the envelope, field by position.
+    if !payload.trim_start().starts_with('{') {
+        return Err(EventError::NotAnEvent("it is not a JSON object"));
+    }
+    if envelope.object.0.as_deref() != Some("event") {
         return Err(EventError::NotAnEvent("its \"object\" is not \"event\""));
     }
-    let id = str_field(event, "id")
+    let id = envelope
+        .id
+        .0
         .filter(|id| {
-            id.starts_with("evt_")
-                && id.len() <= 255
-                && id[4..]
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            id.len() <= 255
+                && id.strip_prefix("evt_").is_some_and(|rest| {
+                    !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                })
         })
         .ok_or(EventError::NotAnEvent("it has no valid evt_ id"))?;
-    let event_type = str_field(event, "type")
+    let event_type = envelope
+        .event_type
+        .0
         .filter(|t| !t.is_empty() && t.len() <= 255)
         .ok_or(EventError::NotAnEvent("it has no type"))?;
-    let created = event
-        .get("created")
-        .and_then(Value::as_i64)
+    let created = envelope
+        .created
+        .0
         .ok_or(EventError::NotAnEvent("it has no integer created time"))?;
-    let object = event
-        .pointer("/data/object")
-        .filter(|o| o.is_object())
+    let object = envelope
+        .data
+        .and_then(|d| d.object)
+        .filter(|o| o.get().trim_start().starts_with('{'))
         .ok_or(EventError::NotAnEvent("it has no data.object"))?;
-    let normalized = match object.get("object").and_then(Value::as_str) {
-        Some("checkout.session") => checkout_session(object),
-        Some("subscription") => subscription(object),
-        Some("invoice") => invoice(object),
-        _ => json!({}),
+    let kind: Kind = serde_json::from_str(object.get()).unwrap_or(Kind { object: Lenient(None) });
+    let unreadable = |_| EventError::NotAnEvent("its data.object cannot be read");
+    let (customer, data) = match kind.object.0.as_deref() {
+        Some("checkout.session") => checkout_session(serde_json::from_str(object.get()).map_err(unreadable)?),
+        Some("subscription") => subscription(serde_json::from_str(object.get()).map_err(unreadable)?),
+        Some("invoice") => invoice(serde_json::from_str(object.get()).map_err(unreadable)?),
+        _ => (None, json!({})),
     };
-    let mut out = Map::new();
-    out.insert("id".into(), id.into());
-    out.insert("type".into(), event_type.into());
-    out.insert("created".into(), created.into());
-    out.insert(
-        "livemode".into(),
-        event
-            .get("livemode")
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
-            .into(),
-    );
-    out.insert(
-        "api_version".into(),
-        event.get("api_version").cloned().unwrap_or(Value::Null),
-    );
-    out.insert(
-        "object_type".into(),
-        object.get("object").cloned().unwrap_or(Value::Null),
-    );
-    out.insert(
-        "customer".into(),
-        expandable_id(object.get("customer")).into(),
-    );
-    out.insert("data".into(), normalized);
-    Ok(Value::Object(out))
+    Ok(json!({
+        "id": id,
+        "type": event_type,
+        "created": created,
+        "livemode": envelope.livemode.0.unwrap_or(false),
+        "api_version": text(&envelope.api_version),
+        "object_type": text(&kind.object),
+        "customer": customer,
+        "data": data,
+    }))
 }
 
-fn str_field<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    v.get(key).and_then(Value::as_str)
+fn metadata(m: Lenient<Map<String, Value>>) -> Value {
+    Value::Object(m.0.unwrap_or_default())
 }
 
-/// An expandable reference: an id string, or an expanded object with an `id`.
-fn expandable_id(v: Option<&Value>) -> Option<String> {
-    match v? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Object(o) => o.get("id").and_then(Value::as_str).map(str::to_owned),
-        _ => None,
-    }
+fn checkout_session(s: Session) -> (Option<String>, Value) {
+    let data = json!({
+        "id": text(&s.id),
+        "mode": text(&s.mode),
+        "status": text(&s.status),
+        "payment_status": text(&s.payment_status),
+        "client_reference_id": text(&s.client_reference_id),
+        "subscription": s.subscription.0,
+        "invoice": s.invoice.0,
+        "amount_total": int(&s.amount_total),
+        "currency": text(&s.currency),
+        "metadata": metadata(s.metadata),
+    });
+    (s.customer.0, data)
 }
 
-fn metadata(v: Option<&Value>) -> Value {
-    match v {
-        Some(Value::Object(m)) => Value::Object(m.clone()),
-        _ => json!({}),
-    }
-}
-
-fn checkout_session(s: &Value) -> Value {
-    json!({
-        "id": s.get("id"),
-        "mode": s.get("mode"),
-        "status": s.get("status"),
-        "payment_status": s.get("payment_status"),
-        "client_reference_id": s.get("client_reference_id"),
-        "subscription": expandable_id(s.get("subscription")),
-        "invoice": expandable_id(s.get("invoice")),
-        "amount_total": s.get("amount_total"),
-        "currency": s.get("currency"),
-        "metadata": metadata(s.get("metadata")),
-    })
-}
-
-fn subscription(s: &Value) -> Value {
-    let first_item = s.pointer("/items/data/0");
-    let item_field = |key: &str| first_item.and_then(|i| i.get(key)).cloned();
+fn subscription(s: Subscription) -> (Option<String>, Value) {
+    let items = s.items.0.and_then(|l| l.data.0).unwrap_or_default();
+    let first = items.into_iter().next().unwrap_or_default();
     // Before basil the period is on the subscription; from basil on each item.
-    let period = |key: &str| {
-        s.get(key)
-            .filter(|v| v.is_i64())
-            .cloned()
-            .or_else(|| item_field(key))
-            .unwrap_or(Value::Null)
-    };
-    let price = first_item
-        .and_then(|i| expandable_id(i.get("price")))
-        .or_else(|| expandable_id(s.get("plan")));
-    json!({
-        "id": s.get("id"),
-        "status": s.get("status"),
-        "price_id": price,
-        "quantity": item_field("quantity").or_else(|| s.get("quantity").cloned()),
-        "current_period_start": period("current_period_start"),
-        "current_period_end": period("current_period_end"),
-        "cancel_at_period_end": s.get("cancel_at_period_end").and_then(Value::as_bool).unwrap_or(false),
-        "cancel_at": s.get("cancel_at"),
-        "canceled_at": s.get("canceled_at"),
-        "ended_at": s.get("ended_at"),
-        "metadata": metadata(s.get("metadata")),
-    })
+    let start = s.current_period_start.0.or(first.current_period_start.0);
+    let end = s.current_period_end.0.or(first.current_period_end.0);
+    let data = json!({
+        "id": text(&s.id),
+        "status": text(&s.status),
+        "price_id": first.price.0.or(s.plan.0),
+        "quantity": first.quantity.0.or(s.quantity.0),
+        "current_period_start": start,
+        "current_period_end": end,
+        "cancel_at_period_end": s.cancel_at_period_end.0.unwrap_or(false),
+        "cancel_at": int(&s.cancel_at),
+        "canceled_at": int(&s.canceled_at),
+        "ended_at": int(&s.ended_at),
+        "metadata": metadata(s.metadata),
+    });
+    (s.customer.0, data)
 }
 
-fn invoice(inv: &Value) -> Value {
-    let parent_details = inv.pointer("/parent/subscription_details");
-    let subscription_id = parent_details
-        .and_then(|d| expandable_id(d.get("subscription")))
-        .or_else(|| expandable_id(inv.get("subscription")));
-    let sub_metadata = parent_details
-        .and_then(|d| d.get("metadata"))
-        .or_else(|| inv.pointer("/subscription_details/metadata"));
+fn invoice(inv: Invoice) -> (Option<String>, Value) {
+    let from_parent = inv.parent.0.and_then(|p| p.subscription_details.0).unwrap_or_default();
+    let legacy = inv.subscription_details.0.unwrap_or_default();
+    let subscription = from_parent.subscription.0.or(inv.subscription.0);
+    let sub_metadata = from_parent.metadata.0.or(legacy.metadata.0).unwrap_or_default();
     let lines: Vec<Value> = inv
-        .pointer("/lines/data")
-        .and_then(Value::as_array)
-        .map(|lines| lines.iter().map(invoice_line).collect())
-        .unwrap_or_default();
-    json!({
-        "id": inv.get("id"),
-        "status": inv.get("status"),
-        "billing_reason": inv.get("billing_reason"),
-        "amount_paid": inv.get("amount_paid"),
-        "currency": inv.get("currency"),
-        "subscription": subscription_id,
-        "subscription_metadata": metadata(sub_metadata),
+        .lines
+        .0
+        .and_then(|l| l.data.0)
+        .unwrap_or_default()
+        .into_iter()
+        .map(invoice_line)
+        .collect();
+    let priced = |l: &&Value| l["price_id"].is_string();
+    let amount = |l: &Value| l["amount"].as_i64().unwrap_or(0);
+    // The line the subscription period is billed on: not a proration, latest period end.
+    let main_line = lines
+        .iter()
+        .filter(priced)
+        .filter(|l| l["proration"] == false)
+        .max_by_key(|l| l["period_end"].as_i64().unwrap_or(i64::MIN))
+        .cloned();
+    // After a plan change: the plan charged for (largest positive line) and the one credited.
+    let upgrade_line = lines.iter().filter(priced).filter(|l| amount(l) > 0).max_by_key(|l| amount(l)).cloned();
+    let replaced_price = lines.iter().filter(priced).find(|l| amount(l) < 0).map(|l| l["price_id"].clone());
+    let data = json!({
+        "main_line": main_line,
+        "upgrade_line": upgrade_line,
+        "replaced_price_id": replaced_price,
+        "id": text(&inv.id),
+        "status": text(&inv.status),
+        "billing_reason": text(&inv.billing_reason),
+        "amount_paid": int(&inv.amount_paid),
+        "currency": text(&inv.currency),
+        "subscription": subscription,
+        "subscription_metadata": Value::Object(sub_metadata),
         "lines": lines,
-    })
+    });
+    (inv.customer.0, data)
 }
 
-fn invoice_line(line: &Value) -> Value {
+fn invoice_line(line: Line) -> Value {
     let price = line
-        .pointer("/pricing/price_details/price")
-        .and_then(|p| expandable_id(Some(p)))
-        .or_else(|| expandable_id(line.get("price")))
-        .or_else(|| expandable_id(line.get("plan")));
+        .pricing
+        .0
+        .and_then(|p| p.price_details.0)
+        .and_then(|d| d.price.0)
+        .or(line.price.0)
+        .or(line.plan.0);
     let proration = line
-        .pointer("/parent/subscription_item_details/proration")
-        .and_then(Value::as_bool)
-        .or_else(|| line.get("proration").and_then(Value::as_bool))
+        .parent
+        .0
+        .and_then(|p| p.subscription_item_details.0)
+        .and_then(|d| d.proration.0)
+        .or(line.proration.0)
         .unwrap_or(false);
+    let period = line.period.0.unwrap_or_default();
     json!({
         "price_id": price,
-        "amount": line.get("amount"),
-        "quantity": line.get("quantity"),
+        "amount": int(&line.amount),
+        "quantity": int(&line.quantity),
         "proration": proration,
-        "period_start": line.pointer("/period/start"),
-        "period_end": line.pointer("/period/end"),
+        "period_start": int(&period.start),
+        "period_end": int(&period.end),
     })
 }
 

@@ -63,6 +63,10 @@ fn invoice_before_basil() {
     assert_eq!(d["lines"][0]["price_id"], "price_pro");
     assert_eq!(d["lines"][0]["period_end"], 300);
     assert_eq!(d["lines"][0]["proration"], false);
+    assert_eq!(d["main_line"]["price_id"], "price_pro");
+    assert_eq!(d["main_line"]["period_end"], 300);
+    assert_eq!(d["upgrade_line"]["price_id"], "price_pro");
+    assert_eq!(d["replaced_price_id"], Value::Null);
 }
 
 #[test]
@@ -89,6 +93,9 @@ fn invoice_from_basil() {
     assert_eq!(d["lines"][0]["proration"], true);
     assert_eq!(d["lines"][1]["price_id"], "price_pro");
     assert_eq!(d["lines"][1]["amount"], 1500);
+    assert_eq!(d["upgrade_line"]["price_id"], "price_pro");
+    assert_eq!(d["replaced_price_id"], "price_basic");
+    assert_eq!(d["main_line"], Value::Null, "only proration lines");
 }
 
 #[test]
@@ -130,6 +137,8 @@ fn non_events_are_rejected_with_a_reason() {
     let cases = [
         ("not json", "not valid JSON"),
         ("[1,2]", "not a JSON object"),
+        (r#"["event","evt_1","a",1,{"object":{}}]"#, "not a JSON object"),
+        ("\"evt_1\"", "not a JSON object"),
         (
             r#"{"object":"customer","id":"cus_1"}"#,
             "\"object\" is not \"event\"",
@@ -159,4 +168,21 @@ fn non_events_are_rejected_with_a_reason() {
         let err = normalize(body).unwrap_err().to_string();
         assert!(err.contains(needle), "{body}: {err}");
     }
+}
+
+#[test]
+fn fields_of_unexpected_types_are_ignored_not_fatal() {
+    let inv = json!({
+        "id": "in_4", "object": "invoice", "customer": 42, "amount_paid": "lots",
+        "subscription": {"id": "sub_9", "object": "subscription", "items": {"data": [1, 2]}},
+        "subscription_details": "nope", "lines": {"data": [{"amount": 5, "period": "x", "proration": "yes"}]}
+    });
+    let n = normalize(&event(inv, "invoice.paid")).unwrap();
+    assert_eq!(n["customer"], Value::Null);
+    assert_eq!(n["data"]["amount_paid"], Value::Null);
+    assert_eq!(n["data"]["subscription"], "sub_9", "expanded subscription object");
+    assert_eq!(n["data"]["subscription_metadata"], json!({}));
+    assert_eq!(n["data"]["lines"][0]["amount"], 5);
+    assert_eq!(n["data"]["lines"][0]["proration"], false);
+    assert_eq!(n["data"]["lines"][0]["period_end"], Value::Null);
 }

@@ -31,20 +31,48 @@ pub async fn throughput<F>(clients: &[Client], op: F) -> f64
 where
     F: AsyncFn(&Client, usize, u64),
 {
+    let (done, secs) = run_for(clients, &op, RUN, 0).await;
+    done as f64 / secs
+}
+
+/// Measures two workloads in alternating slices (6 of each, [`RUN`] in all per workload), so
+/// that a noisy neighbour or a frequency change hits both alike. Returns (a/s, b/s).
+pub async fn paired<A, B>(clients: &[Client], a: A, b: B) -> (f64, f64)
+where
+    A: AsyncFn(&Client, usize, u64),
+    B: AsyncFn(&Client, usize, u64),
+{
+    const SLICES: u32 = 6;
+    let slice = RUN / SLICES;
+    let (mut a_done, mut a_secs, mut b_done, mut b_secs) = (0u64, 0f64, 0u64, 0f64);
+    for _ in 0..SLICES {
+        let (n, t) = run_for(clients, &a, slice, a_done).await;
+        a_done += n;
+        a_secs += t;
+        let (n, t) = run_for(clients, &b, slice, b_done).await;
+        b_done += n;
+        b_secs += t;
+    }
+    (a_done as f64 / a_secs, b_done as f64 / b_secs)
+}
+
+/// Runs `op` on every client for `duration`; counters continue from `first`. Returns the
+/// operations done and the seconds taken.
+async fn run_for<F>(clients: &[Client], op: &F, duration: Duration, first: u64) -> (u64, f64)
+where
+    F: AsyncFn(&Client, usize, u64),
+{
     let start = Instant::now();
-    let per_client = clients.iter().enumerate().map(|(i, client)| {
-        let op = &op;
-        async move {
-            let mut done = 0u64;
-            while start.elapsed() < RUN {
-                op(client, i, done).await;
-                done += 1;
-            }
-            done
+    let per_client = clients.iter().enumerate().map(|(i, client)| async move {
+        let mut done = 0u64;
+        while start.elapsed() < duration {
+            op(client, i, first + done).await;
+            done += 1;
         }
+        done
     });
     let total: u64 = futures_util::future::join_all(per_client).await.into_iter().sum();
-    total as f64 / start.elapsed().as_secs_f64()
+    (total, start.elapsed().as_secs_f64())
 }
 
 /// `n` connections to the database at `dsn`.

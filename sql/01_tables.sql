@@ -148,10 +148,12 @@ CREATE TABLE billing.token_grants (
     created_at timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT token_grants_remaining_le_tokens CHECK (remaining <= tokens)
 );
--- The live set only: spent-out grants leave this index, and expired ones are skipped by the
--- expires_at range, so balances and spends cost the same however long the history grows.
+-- The live set only: spent-out grants leave this index, and expired ones sit before now() in
+-- it, so one range scan (expiry > now(), never-expiring sorted last as infinity) reads only
+-- spendable grants, in spend order: balances and spends cost the same however long the
+-- history grows.
 CREATE INDEX token_grants_live_idx ON billing.token_grants
-    (user_id, coalesce(project_id, billing.no_project()), expires_at)
+    (user_id, coalesce(project_id, billing.no_project()), coalesce(expires_at, 'infinity'::timestamptz))
     WHERE remaining > 0;
 CREATE INDEX token_grants_user_idx ON billing.token_grants (user_id, created_at);
 COMMENT ON TABLE billing.token_grants IS 'Tokens given to a user (optionally per project): plan periods, token pack purchases, manual grants. remaining is what spends have not taken yet.';
@@ -248,6 +250,7 @@ CREATE TABLE billing.stripe_requests (
     run_after timestamptz NOT NULL DEFAULT now(),
     locked_by text,
     locked_until timestamptz,
+    claimed_at timestamptz,
     result jsonb,
     error text,
     created_at timestamptz NOT NULL DEFAULT now(),
@@ -266,6 +269,7 @@ COMMENT ON COLUMN billing.stripe_requests.attempts IS 'How many times a worker h
 COMMENT ON COLUMN billing.stripe_requests.run_after IS 'Not claimed before this time (retry backoff).';
 COMMENT ON COLUMN billing.stripe_requests.locked_by IS 'The worker holding the claim.';
 COMMENT ON COLUMN billing.stripe_requests.locked_until IS 'Lease end: a running row past it is claimed again (its worker died).';
+COMMENT ON COLUMN billing.stripe_requests.claimed_at IS 'When a worker last claimed it (claimed_at - created_at is the queue wait).';
 COMMENT ON COLUMN billing.stripe_requests.result IS 'On success: url, session_id and other results.';
 COMMENT ON COLUMN billing.stripe_requests.error IS 'On failure: Stripe''s or our message.';
 COMMENT ON COLUMN billing.stripe_requests.created_at IS 'When it was requested.';

@@ -49,14 +49,15 @@ $$;
 COMMENT ON FUNCTION billing.require_user() IS 'billing.current_user_id(), or an error (SQLSTATE 28000) when the caller is not signed in.';
 
 CREATE FUNCTION billing.is_privileged() RETURNS boolean
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp AS $$
-    SELECT r.rolsuper
-        OR r.rolbypassrls
+BEGIN
+    -- PL/pgSQL so the catalog lookups are planned once per session, not on every call.
+    RETURN (SELECT r.rolsuper OR r.rolbypassrls FROM pg_roles r WHERE r.rolname = current_user)
         OR pg_has_role(current_user, (SELECT nspowner FROM pg_namespace WHERE nspname = 'billing'), 'MEMBER')
         OR (EXISTS (SELECT FROM pg_roles WHERE rolname = 'service_role')
-            AND pg_has_role(current_user, 'service_role', 'MEMBER'))
-    FROM pg_roles r WHERE r.rolname = current_user
+            AND pg_has_role(current_user, 'service_role', 'MEMBER'));
+END
 $$;
 COMMENT ON FUNCTION billing.is_privileged() IS 'True when the current role may act for any user: a superuser, a BYPASSRLS role, the schema owner, or a member of service_role.';
 

@@ -130,8 +130,8 @@ BEGIN
         SELECT t.id, t.remaining FROM billing.token_grants t
         WHERE t.user_id = spend.user_id
           AND coalesce(t.project_id, billing.no_project()) = coalesce(spend.project_id, billing.no_project())
-          AND t.remaining > 0 AND (t.expires_at > now() OR t.expires_at IS NULL)
-        ORDER BY t.expires_at NULLS LAST, t.created_at, t.id
+          AND t.remaining > 0 AND coalesce(t.expires_at, 'infinity'::timestamptz) > now()
+        ORDER BY coalesce(t.expires_at, 'infinity'::timestamptz), t.created_at, t.id
         FOR UPDATE
     LOOP
         take := least(g.remaining, left_to_take);
@@ -155,30 +155,41 @@ COMMENT ON FUNCTION billing.spend(uuid, bigint, uuid, text, text) IS 'Internal: 
 CREATE FUNCTION billing.spend_tokens(user_id uuid, amount bigint, project_id uuid DEFAULT NULL,
                                      reason text DEFAULT NULL, idempotency_key text DEFAULT NULL)
 RETURNS jsonb
-LANGUAGE sql SECURITY DEFINER
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
-    SELECT billing.spend(user_id, amount, project_id, reason, idempotency_key)
+BEGIN
+    RETURN billing.spend(user_id, amount, project_id, reason, idempotency_key);
+END
 $$;
 COMMENT ON FUNCTION billing.spend_tokens(uuid, bigint, uuid, text, text) IS 'Privileged: spends a user''s tokens, soonest-expiring grants first. Fails with BL001 and changes nothing when the balance is short; a repeated idempotency_key returns the first result with duplicate = true.';
 
 CREATE FUNCTION billing.spend_my_tokens(amount bigint, project_id uuid DEFAULT NULL,
                                         reason text DEFAULT NULL, idempotency_key text DEFAULT NULL)
 RETURNS jsonb
-LANGUAGE sql SECURITY DEFINER
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
-    SELECT billing.spend(billing.require_user(), amount, project_id, reason, idempotency_key)
+BEGIN
+    RETURN billing.spend(billing.require_user(), amount, project_id, reason, idempotency_key);
+END
 $$;
 COMMENT ON FUNCTION billing.spend_my_tokens(bigint, uuid, text, text) IS 'For signed-in users: billing.spend_tokens on the caller''s own tokens.';
 
 CREATE FUNCTION billing.live_balance(user_id uuid, project_id uuid) RETURNS bigint
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp AS $$
-    SELECT coalesce(sum(t.remaining), 0)::bigint FROM billing.token_grants t
+LANGUAGE plpgsql STABLE
+AS $$
+#variable_conflict use_column
+DECLARE
+    total bigint;
+BEGIN
+    -- One range scan of token_grants_live_idx: expired grants are never visited.
+    SELECT coalesce(sum(t.remaining), 0) INTO total FROM billing.token_grants t
     WHERE t.user_id = live_balance.user_id
       AND coalesce(t.project_id, billing.no_project()) = coalesce(live_balance.project_id, billing.no_project())
-      AND t.remaining > 0 AND (t.expires_at > now() OR t.expires_at IS NULL)
+      AND t.remaining > 0 AND coalesce(t.expires_at, 'infinity'::timestamptz) > now();
+    RETURN total;
+END
 $$;
-COMMENT ON FUNCTION billing.live_balance(uuid, uuid) IS 'Internal: spendable tokens of a (user, project) as the current role can see them.';
+COMMENT ON FUNCTION billing.live_balance(uuid, uuid) IS 'Internal: spendable tokens of a (user, project) as the current role can see them (row-level security applies; it runs as the caller).';
 
 CREATE FUNCTION billing.token_balance(user_id uuid DEFAULT NULL, project_id uuid DEFAULT NULL) RETURNS bigint
 LANGUAGE plpgsql STABLE

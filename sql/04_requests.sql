@@ -126,10 +126,12 @@ $$;
 COMMENT ON FUNCTION billing.request_portal(text) IS 'For signed-in users: queues a Stripe Customer Portal session; fails with BL002 when the caller has no Stripe customer yet.';
 
 CREATE FUNCTION billing.request_json(r billing.stripe_requests) RETURNS jsonb
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp AS $$
-    SELECT jsonb_build_object('id', r.id, 'kind', r.kind, 'status', r.status,
-        'url', r.result ->> 'url', 'session_id', r.result ->> 'session_id', 'error', r.error)
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+    RETURN jsonb_build_object('id', r.id, 'kind', r.kind, 'status', r.status,
+        'url', r.result ->> 'url', 'session_id', r.result ->> 'session_id', 'error', r.error);
+END
 $$;
 COMMENT ON FUNCTION billing.request_json(billing.stripe_requests) IS 'The JSON shape billing.await_request returns.';
 
@@ -195,7 +197,7 @@ BEGIN
         LIMIT max_count
         FOR UPDATE SKIP LOCKED)
     UPDATE billing.stripe_requests r
-    SET status = 'running', attempts = r.attempts + 1, locked_by = worker,
+    SET status = 'running', attempts = r.attempts + 1, locked_by = worker, claimed_at = clock_timestamp(),
         locked_until = clock_timestamp() + make_interval(secs => lease_seconds)
     FROM ready WHERE r.id = ready.id
     RETURNING r.id, r.kind, r.user_id, r.params, r.attempts,

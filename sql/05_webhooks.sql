@@ -129,13 +129,15 @@ $$;
 COMMENT ON FUNCTION billing.link_customer(uuid, text, text) IS 'Privileged (worker, webhooks): links a user to their Stripe customer, one to one; idempotent. A new link applies events held back because their customer was unknown.';
 
 CREATE FUNCTION billing.upsert_subscription_link(sub_id text, uid uuid, customer text) RETURNS void
-LANGUAGE sql
+LANGUAGE plpgsql
 AS $$
+BEGIN
     INSERT INTO billing.subscriptions AS s (stripe_subscription_id, user_id, stripe_customer_id)
     VALUES (sub_id, uid, customer)
     ON CONFLICT (stripe_subscription_id) DO UPDATE
         SET stripe_customer_id = excluded.stripe_customer_id
-        WHERE s.stripe_customer_id IS NULL AND excluded.stripe_customer_id IS NOT NULL
+        WHERE s.stripe_customer_id IS NULL AND excluded.stripe_customer_id IS NOT NULL;
+END
 $$;
 COMMENT ON FUNCTION billing.upsert_subscription_link(text, uuid, text) IS 'Internal: makes sure a subscription row exists for its user before other events fill it in.';
 

@@ -2,7 +2,7 @@
 //! hot user and for 10,000 users, with 10,000 and 1,000,000 grants in the table, beside a naive
 //! baseline that sums all of a user's grant and spend rows. The large table holds the same live
 //! grants plus 99 spent-out or expired grants per user: the history a real ledger accumulates.
-use super::{clients, rate, throughput};
+use super::{clients, paired_on, rate};
 use crate::pg::TestDb;
 use tokio_postgres::Client;
 
@@ -28,46 +28,43 @@ async fn load(client: &tokio_postgres::Client, history: i64) {
          INSERT INTO naive_grants SELECT user_id, tokens, expires_at FROM billing.token_grants;
          INSERT INTO naive_spends SELECT user_id, tokens - remaining FROM billing.token_grants WHERE remaining < tokens;
          CREATE INDEX ON naive_grants (user_id);
-         CREATE INDEX ON naive_spends (user_id);
-         VACUUM ANALYZE;"
+         CREATE INDEX ON naive_spends (user_id);"
     );
     client.batch_execute(&sql).await.unwrap();
+    // A multi-statement batch runs as one transaction, which VACUUM refuses.
+    client.batch_execute("VACUUM ANALYZE").await.unwrap();
 }
 
 const NAIVE_BALANCE: &str = "SELECT (SELECT coalesce(sum(tokens), 0) FROM naive_grants
                                      WHERE user_id = $1 AND (expires_at IS NULL OR expires_at > now()))
                                   - (SELECT coalesce(sum(amount), 0) FROM naive_spends WHERE user_id = $1)";
 
-/// One row of results: name → (small table, large table) ops/s.
+/// One row of results: ops/s on the small and the large table.
 struct Row {
     name: String,
     small: f64,
     large: f64,
 }
 
-async fn measure_all(dsn: &str) -> Vec<(String, f64)> {
+/// Every workload on both tables, measured in alternating slices.
+async fn measure_all(small_dsn: &str, large_dsn: &str) -> Vec<Row> {
     let mut out = Vec::new();
     for conns in [1usize, 2] {
-        let cs = clients(dsn, conns).await;
-        let stmt_balance = "SELECT billing.token_balance($1)";
-        let stmt_spend = "SELECT billing.spend_tokens($1, 1)";
+        let small = clients(small_dsn, conns).await;
+        let large = clients(large_dsn, conns).await;
         for (label, hot) in [("hot user", true), ("10k users", false)] {
             let pick = |i: usize, n: u64| if hot { user(0) } else { user(((n as i64) * 7919 + i as i64 * 4999) % USERS) };
-            let b = throughput(&cs, async |c: &Client, i, n| {
-                c.query_one(stmt_balance, &[&pick(i, n)]).await.unwrap();
-            })
-            .await;
-            out.push((format!("token_balance, {label}, {conns} conn"), b));
-            let s = throughput(&cs, async |c: &Client, i, n| {
-                c.query_one(stmt_spend, &[&pick(i, n)]).await.unwrap();
-            })
-            .await;
-            out.push((format!("spend_tokens, {label}, {conns} conn"), s));
-            let naive = throughput(&cs, async |c: &Client, i, n| {
-                c.query_one(NAIVE_BALANCE, &[&pick(i, n)]).await.unwrap();
-            })
-            .await;
-            out.push((format!("naive sum() balance, {label}, {conns} conn"), naive));
+            for (name, sql) in [
+                ("token_balance", "SELECT billing.token_balance($1)"),
+                ("spend_tokens", "SELECT billing.spend_tokens($1, 1)"),
+                ("naive sum() balance", NAIVE_BALANCE),
+            ] {
+                let op = async |c: &Client, i, n| {
+                    c.query_one(sql, &[&pick(i, n)]).await.unwrap();
+                };
+                let (s, l) = paired_on(&small, op, &large, op).await;
+                out.push(Row { name: format!("{name}, {label}, {conns} conn"), small: s, large: l });
+            }
         }
     }
     out
@@ -78,13 +75,7 @@ pub async fn run() {
     load(&small_db.owner().await, 0).await;
     let large_db = TestDb::new().await;
     load(&large_db.owner().await, 99).await;
-    let small = measure_all(&small_db.dsn).await;
-    let large = measure_all(&large_db.dsn).await;
-    let rows: Vec<Row> = small
-        .into_iter()
-        .zip(large)
-        .map(|((name, s), (_, l))| Row { name, small: s, large: l })
-        .collect();
+    let rows = measure_all(&small_db.dsn, &large_db.dsn).await;
     println!("\n## Ledger (transactions/s; 10,000 users; small = 10,000 grants, large = 1,000,000 grants)\n");
     println!("| workload | small table | large table | large/small |");
     println!("|---|---|---|---|");

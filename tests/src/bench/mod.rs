@@ -7,6 +7,7 @@ use tokio_postgres::Client;
 mod ledger;
 mod signature;
 mod webhook;
+mod worker;
 
 /// How long each throughput measurement runs.
 pub const RUN: Duration = Duration::from_secs(3);
@@ -22,6 +23,9 @@ pub async fn main(which: &[String]) {
     }
     if wants("webhook") {
         webhook::run().await;
+    }
+    if wants("worker") {
+        worker::run().await;
     }
 }
 
@@ -42,14 +46,23 @@ where
     A: AsyncFn(&Client, usize, u64),
     B: AsyncFn(&Client, usize, u64),
 {
+    paired_on(clients, a, clients, b).await
+}
+
+/// [`paired`] with separate connections (e.g. to two databases) for each workload.
+pub async fn paired_on<A, B>(a_clients: &[Client], a: A, b_clients: &[Client], b: B) -> (f64, f64)
+where
+    A: AsyncFn(&Client, usize, u64),
+    B: AsyncFn(&Client, usize, u64),
+{
     const SLICES: u32 = 6;
     let slice = RUN / SLICES;
     let (mut a_done, mut a_secs, mut b_done, mut b_secs) = (0u64, 0f64, 0u64, 0f64);
     for _ in 0..SLICES {
-        let (n, t) = run_for(clients, &a, slice, a_done).await;
+        let (n, t) = run_for(a_clients, &a, slice, a_done).await;
         a_done += n;
         a_secs += t;
-        let (n, t) = run_for(clients, &b, slice, b_done).await;
+        let (n, t) = run_for(b_clients, &b, slice, b_done).await;
         b_done += n;
         b_secs += t;
     }

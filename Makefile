@@ -3,6 +3,8 @@
 #   make test   set up, build, and run every test tier
 SHELL := /bin/bash
 PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
+# Installing into the system PostgreSQL needs root; a sudo user gets --sudo.
+PGRX_INSTALL := cargo pgrx install --pg-config $(PG_CONFIG) -p stripe_billing $(if $(filter 0,$(shell id -u)),,--sudo)
 
 .PHONY: setup install install-release test test-unit test-pg test-integration lint demo bench clean-clusters
 
@@ -10,17 +12,17 @@ setup:
 	@scripts/setup.sh
 
 install: setup
-	cargo pgrx install --pg-config $(PG_CONFIG) -p stripe_billing
+	$(PGRX_INSTALL)
 
 install-release: setup
-	cargo pgrx install --release --pg-config $(PG_CONFIG) -p stripe_billing
+	$(PGRX_INSTALL) --release
 
-lint:
+lint: setup
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
 test-unit:
-	cargo test -p stripe-billing-core
+	cargo test -p stripe-billing-core -p stripe-billing-worker
 
 test-pg: setup
 	scripts/pg-test.sh

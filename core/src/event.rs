@@ -85,7 +85,8 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Lenient<T> {
 type Text<'a> = Lenient<Cow<'a, str>>;
 
 fn text(t: &Text) -> Value {
-    t.0.as_deref().map_or(Value::Null, |s| Value::String(s.to_owned()))
+    t.0.as_deref()
+        .map_or(Value::Null, |s| Value::String(s.to_owned()))
 }
 
 fn int(t: &Lenient<i64>) -> Value {
@@ -296,11 +297,17 @@ pub fn normalize(payload: &str) -> Result<Value, EventError> {
         .and_then(|d| d.object)
         .filter(|o| o.get().trim_start().starts_with('{'))
         .ok_or(EventError::NotAnEvent("it has no data.object"))?;
-    let kind: Kind = serde_json::from_str(object.get()).unwrap_or(Kind { object: Lenient(None) });
+    let kind: Kind = serde_json::from_str(object.get()).unwrap_or(Kind {
+        object: Lenient(None),
+    });
     let unreadable = |_| EventError::NotAnEvent("its data.object cannot be read");
     let (customer, data) = match kind.object.0.as_deref() {
-        Some("checkout.session") => checkout_session(serde_json::from_str(object.get()).map_err(unreadable)?),
-        Some("subscription") => subscription(serde_json::from_str(object.get()).map_err(unreadable)?),
+        Some("checkout.session") => {
+            checkout_session(serde_json::from_str(object.get()).map_err(unreadable)?)
+        }
+        Some("subscription") => {
+            subscription(serde_json::from_str(object.get()).map_err(unreadable)?)
+        }
         Some("invoice") => invoice(serde_json::from_str(object.get()).map_err(unreadable)?),
         _ => (None, json!({})),
     };
@@ -359,10 +366,18 @@ fn subscription(s: Subscription) -> (Option<String>, Value) {
 }
 
 fn invoice(inv: Invoice) -> (Option<String>, Value) {
-    let from_parent = inv.parent.0.and_then(|p| p.subscription_details.0).unwrap_or_default();
+    let from_parent = inv
+        .parent
+        .0
+        .and_then(|p| p.subscription_details.0)
+        .unwrap_or_default();
     let legacy = inv.subscription_details.0.unwrap_or_default();
     let subscription = from_parent.subscription.0.or(inv.subscription.0);
-    let sub_metadata = from_parent.metadata.0.or(legacy.metadata.0).unwrap_or_default();
+    let sub_metadata = from_parent
+        .metadata
+        .0
+        .or(legacy.metadata.0)
+        .unwrap_or_default();
     let lines: Vec<Value> = inv
         .lines
         .0
@@ -381,8 +396,17 @@ fn invoice(inv: Invoice) -> (Option<String>, Value) {
         .max_by_key(|l| l["period_end"].as_i64().unwrap_or(i64::MIN))
         .cloned();
     // After a plan change: the plan charged for (largest positive line) and the one credited.
-    let upgrade_line = lines.iter().filter(priced).filter(|l| amount(l) > 0).max_by_key(|l| amount(l)).cloned();
-    let replaced_price = lines.iter().filter(priced).find(|l| amount(l) < 0).map(|l| l["price_id"].clone());
+    let upgrade_line = lines
+        .iter()
+        .filter(priced)
+        .filter(|l| amount(l) > 0)
+        .max_by_key(|l| amount(l))
+        .cloned();
+    let replaced_price = lines
+        .iter()
+        .filter(priced)
+        .find(|l| amount(l) < 0)
+        .map(|l| l["price_id"].clone());
     let data = json!({
         "main_line": main_line,
         "upgrade_line": upgrade_line,

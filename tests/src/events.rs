@@ -258,7 +258,10 @@ pub async fn deliver(
 ) -> Result<Value, tokio_postgres::Error> {
     let (body, header) = signed(event, TEST_SECRET);
     let row = client
-        .query_one("SELECT billing.handle_stripe_webhook($1, $2)", &[&body, &header])
+        .query_one(
+            "SELECT billing.handle_stripe_webhook($1, $2)",
+            &[&body, &header],
+        )
         .await?;
     Ok(row.get(0))
 }

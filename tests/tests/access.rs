@@ -583,7 +583,10 @@ async fn apply_grants_takes_back_stray_grants_to_client_roles() {
         .unwrap();
     let before = report_rows(owner.query(REPORT, &[]).await.unwrap());
     assert_eq!(before.len(), 2, "{before:?}");
-    owner.batch_execute("SELECT billing.apply_grants()").await.unwrap();
+    owner
+        .batch_execute("SELECT billing.apply_grants()")
+        .await
+        .unwrap();
     let after = report_rows(owner.query(REPORT, &[]).await.unwrap());
     assert!(after.is_empty(), "{after:?}");
 }

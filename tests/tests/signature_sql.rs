@@ -14,22 +14,36 @@ async fn client() -> (TestDb, Client) {
 
 async fn header(client: &Client, payload: &str, t: i64) -> String {
     client
-        .query_one("SELECT billing.stripe_signature_header($1, $2, $3)", &[&payload, &SECRET, &t])
+        .query_one(
+            "SELECT billing.stripe_signature_header($1, $2, $3)",
+            &[&payload, &SECRET, &t],
+        )
         .await
         .unwrap()
         .get(0)
 }
 
-async fn is_valid(client: &Client, payload: Option<&str>, header: Option<&str>, secret: Option<&str>) -> bool {
+async fn is_valid(
+    client: &Client,
+    payload: Option<&str>,
+    header: Option<&str>,
+    secret: Option<&str>,
+) -> bool {
     client
-        .query_one("SELECT billing.stripe_signature_is_valid($1, $2, $3, 0)", &[&payload, &header, &secret])
+        .query_one(
+            "SELECT billing.stripe_signature_is_valid($1, $2, $3, 0)",
+            &[&payload, &header, &secret],
+        )
         .await
         .unwrap()
         .get(0)
 }
 
 fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 #[tokio::test]
@@ -47,12 +61,21 @@ async fn raw_bodies_verify_byte_for_byte() {
         let t = now();
         let h = header(&client, body, t).await;
         // The SQL function and the Rust library sign alike.
-        assert_eq!(h, stripe_billing_core::signature::signature_header(body.as_bytes(), SECRET, t));
+        assert_eq!(
+            h,
+            stripe_billing_core::signature::signature_header(body.as_bytes(), SECRET, t)
+        );
         assert!(is_valid(&client, Some(body), Some(&h), Some(SECRET)).await);
         let changed = format!("{body}\n");
-        assert!(!is_valid(&client, Some(&changed), Some(&h), Some(SECRET)).await, "a trailing newline changes the bytes");
+        assert!(
+            !is_valid(&client, Some(&changed), Some(&h), Some(SECRET)).await,
+            "a trailing newline changes the bytes"
+        );
         let event: serde_json::Value = client
-            .query_one("SELECT billing.construct_event($1, $2, $3)::json", &[body, &h, &SECRET])
+            .query_one(
+                "SELECT billing.construct_event($1, $2, $3)::json",
+                &[body, &h, &SECRET],
+            )
             .await
             .unwrap()
             .get(0);
@@ -71,39 +94,114 @@ async fn each_failure_has_its_sqlstate_and_message() {
         let client = &client;
         async move {
             client
-                .query_one("SELECT billing.construct_event($1, $2, $3)", &[&body, &h, &s])
+                .query_one(
+                    "SELECT billing.construct_event($1, $2, $3)",
+                    &[&body, &h, &s],
+                )
                 .await
         }
     };
-    assert_error(construct(None, Some(SECRET)).await, "28000", "no Stripe-Signature header was provided");
-    assert_error(construct(Some("   ".into()), Some(SECRET)).await, "28000", "no Stripe-Signature header");
-    assert_error(construct(Some("v1=abc".into()), Some(SECRET)).await, "22P02", "malformed: it has no t= timestamp");
-    assert_error(construct(Some("t=12x,v1=ab".into()), Some(SECRET)).await, "22P02", "not an integer");
-    assert_error(construct(Some("t=99999999999999999999,v1=ab".into()), Some(SECRET)).await, "22P02", "out of range");
-    assert_error(construct(Some("t=1,t=2,v1=ab".into()), Some(SECRET)).await, "22P02", "two different t=");
-    assert_error(construct(Some(format!("t={}", now())), Some(SECRET)).await, "22023", "no v1 signatures");
-    assert_error(construct(Some(good.replace("v1=", "v0=")), Some(SECRET)).await, "22023", "no v1 signatures");
-    assert_error(construct(Some(good.clone()), Some("whsec_other")).await, "28P01", "no signature in the Stripe-Signature header matches");
-    assert_error(construct(Some(format!("t={},v1=zz", now())), Some(SECRET)).await, "28P01", "matches");
-    assert_error(construct(Some(format!("t={},v1=abc", now())), Some(SECRET)).await, "28P01", "matches");
-    assert_error(construct(Some(stale), Some(SECRET)).await, "22008", "outside the tolerance zone");
-    assert_error(construct(Some(future), Some(SECRET)).await, "22008", "outside the tolerance zone");
-    assert_error(construct(Some(good.clone()), None).await, "55000", "no webhook signing secret is configured");
-    assert_error(construct(Some(good.clone()), Some("")).await, "55000", "no webhook signing secret");
+    assert_error(
+        construct(None, Some(SECRET)).await,
+        "28000",
+        "no Stripe-Signature header was provided",
+    );
+    assert_error(
+        construct(Some("   ".into()), Some(SECRET)).await,
+        "28000",
+        "no Stripe-Signature header",
+    );
+    assert_error(
+        construct(Some("v1=abc".into()), Some(SECRET)).await,
+        "22P02",
+        "malformed: it has no t= timestamp",
+    );
+    assert_error(
+        construct(Some("t=12x,v1=ab".into()), Some(SECRET)).await,
+        "22P02",
+        "not an integer",
+    );
+    assert_error(
+        construct(Some("t=99999999999999999999,v1=ab".into()), Some(SECRET)).await,
+        "22P02",
+        "out of range",
+    );
+    assert_error(
+        construct(Some("t=1,t=2,v1=ab".into()), Some(SECRET)).await,
+        "22P02",
+        "two different t=",
+    );
+    assert_error(
+        construct(Some(format!("t={}", now())), Some(SECRET)).await,
+        "22023",
+        "no v1 signatures",
+    );
+    assert_error(
+        construct(Some(good.replace("v1=", "v0=")), Some(SECRET)).await,
+        "22023",
+        "no v1 signatures",
+    );
+    assert_error(
+        construct(Some(good.clone()), Some("whsec_other")).await,
+        "28P01",
+        "no signature in the Stripe-Signature header matches",
+    );
+    assert_error(
+        construct(Some(format!("t={},v1=zz", now())), Some(SECRET)).await,
+        "28P01",
+        "matches",
+    );
+    assert_error(
+        construct(Some(format!("t={},v1=abc", now())), Some(SECRET)).await,
+        "28P01",
+        "matches",
+    );
+    assert_error(
+        construct(Some(stale), Some(SECRET)).await,
+        "22008",
+        "outside the tolerance zone",
+    );
+    assert_error(
+        construct(Some(future), Some(SECRET)).await,
+        "22008",
+        "outside the tolerance zone",
+    );
+    assert_error(
+        construct(Some(good.clone()), None).await,
+        "55000",
+        "no webhook signing secret is configured",
+    );
+    assert_error(
+        construct(Some(good.clone()), Some("")).await,
+        "55000",
+        "no webhook signing secret",
+    );
     let not_json = "definitely not json";
     let h = header(&client, not_json, now()).await;
     assert_error(
-        client.query_one("SELECT billing.construct_event($1, $2, $3)", &[&not_json, &h, &SECRET]).await,
+        client
+            .query_one(
+                "SELECT billing.construct_event($1, $2, $3)",
+                &[&not_json, &h, &SECRET],
+            )
+            .await,
         "22032",
         "not valid JSON",
     );
     assert_error(
-        client.query_one("SELECT billing.construct_event(NULL, $1, $2)", &[&good, &SECRET]).await,
+        client
+            .query_one(
+                "SELECT billing.construct_event(NULL, $1, $2)",
+                &[&good, &SECRET],
+            )
+            .await,
         "22004",
         "payload is NULL",
     );
     assert_error(
-        client.query_one("SELECT billing.stripe_signature_header('{}', '', 1)", &[]).await,
+        client
+            .query_one("SELECT billing.stripe_signature_header('{}', '', 1)", &[])
+            .await,
         "55000",
         "no webhook signing secret",
     );
@@ -116,23 +214,42 @@ async fn hostile_input_never_crashes_the_backend_or_leaks_the_secret() {
     let huge = format!("t={},{}", now(), "v1=".to_string() + &"a".repeat(2_000_000));
     let many = (0..5000).map(|_| "v1=00,").collect::<String>() + "t=1";
     // (A NUL byte cannot even reach the function: Postgres text refuses it.)
-    let headers = [huge.as_str(), many.as_str(), "t=\u{1F680}", ",,,,", "=", "t=", "t=-", "t=-9223372036854775808,v1="];
+    let headers = [
+        huge.as_str(),
+        many.as_str(),
+        "t=\u{1F680}",
+        ",,,,",
+        "=",
+        "t=",
+        "t=-",
+        "t=-9223372036854775808,v1=",
+    ];
     for h in headers {
         assert!(!is_valid(&client, Some(body), Some(h), Some(SECRET)).await);
         let err = client
-            .query_one("SELECT billing.construct_event($1, $2, $3)", &[&body, &h, &SECRET])
+            .query_one(
+                "SELECT billing.construct_event($1, $2, $3)",
+                &[&body, &h, &SECRET],
+            )
             .await;
         if let Err(e) = &err {
             if e.as_db_error().is_some() {
                 let (code, message) = db_error(e);
                 assert!(!message.contains(SECRET), "{message}");
-                assert!(["28000", "22P02", "22023", "28P01", "22008"].contains(&code.as_str()), "{code} {message}");
+                assert!(
+                    ["28000", "22P02", "22023", "28P01", "22008"].contains(&code.as_str()),
+                    "{code} {message}"
+                );
             }
         } else {
             panic!("{h:?} was accepted");
         }
     }
-    for (p, h, s) in [(None, Some("t=1,v1=00"), Some(SECRET)), (Some(body), None, Some(SECRET)), (Some(body), Some("t=1"), None)] {
+    for (p, h, s) in [
+        (None, Some("t=1,v1=00"), Some(SECRET)),
+        (Some(body), None, Some(SECRET)),
+        (Some(body), Some("t=1"), None),
+    ] {
         assert!(!is_valid(&client, p, h, s).await);
     }
     // The backend is still alive and verification still works.

@@ -39,50 +39,173 @@ fn now() -> i64 {
 /// subscription and invoices carry our user id (they do when the worker created the checkout);
 /// without it, events wait until checkout links the customer.
 fn lifecycle(shape: Shape, with_metadata: bool, start: i64) -> Vec<Value> {
-    let p = |n: i64| Period { start: start + n * 30 * DAY, end: start + (n + 1) * 30 * DAY };
+    let p = |n: i64| Period {
+        start: start + n * 30 * DAY,
+        end: start + (n + 1) * 30 * DAY,
+    };
     let user = with_metadata.then_some(USER);
     let t0 = start;
     let sub = |status: &str, price: &str, period: Period, cancel: bool, ended: Option<i64>| {
-        events::subscription(shape, &Sub {
-            id: "sub_life1", customer: "cus_life1", status, price_id: price, period,
-            cancel_at_period_end: cancel, ended_at: ended, user_id: user,
-        })
+        events::subscription(
+            shape,
+            &Sub {
+                id: "sub_life1",
+                customer: "cus_life1",
+                status,
+                price_id: price,
+                period,
+                cancel_at_period_end: cancel,
+                ended_at: ended,
+                user_id: user,
+            },
+        )
     };
     let inv = |id: &str, reason: &str, paid: bool, lines: Vec<Line>| {
-        events::invoice(shape, &Invoice {
-            id, subscription: "sub_life1", customer: "cus_life1", billing_reason: reason, paid, lines,
-            user_id: user,
-        })
+        events::invoice(
+            shape,
+            &Invoice {
+                id,
+                subscription: "sub_life1",
+                customer: "cus_life1",
+                billing_reason: reason,
+                paid,
+                lines,
+                user_id: user,
+            },
+        )
     };
     let line = |price: &'static str, amount: i64, proration: bool, period: Period| Line {
-        price_id: price, amount, proration, period,
+        price_id: price,
+        amount,
+        proration,
+        period,
     };
     let change_at = p(1).start + 10 * DAY;
-    let prorated = Period { start: change_at, end: p(1).end };
+    let prorated = Period {
+        start: change_at,
+        end: p(1).end,
+    };
     let e = |id: &str, ty: &str, t: i64, obj: Value| events::envelope(shape, id, ty, t, obj);
     vec![
-        e("evt_l01", "checkout.session.completed", t0, events::checkout_session(shape, &Session {
-            id: "cs_life1", mode: "subscription", payment_status: "paid", customer: "cus_life1",
-            user_id: Some(USER), price_id: "price_basic", subscription: Some("sub_life1"),
-            invoice: Some("in_l1"), amount_total: 1000,
-        })),
-        e("evt_l02", "customer.subscription.created", t0, sub("active", "price_basic", p(0), false, None)),
-        e("evt_l03", "invoice.paid", t0, inv("in_l1", "subscription_create", true,
-            vec![line("price_basic", 1000, false, p(0))])),
-        e("evt_l04", "invoice.paid", p(1).start, inv("in_l2", "subscription_cycle", true,
-            vec![line("price_basic", 1000, false, p(1))])),
-        e("evt_l05", "customer.subscription.updated", p(1).start, sub("active", "price_basic", p(1), false, None)),
-        e("evt_l06", "customer.subscription.updated", change_at, sub("active", "price_pro", p(1), false, None)),
-        e("evt_l07", "invoice.paid", change_at, inv("in_l3", "subscription_update", true, vec![
-            line("price_basic", -600, true, prorated), line("price_pro", 3000, true, prorated)])),
-        e("evt_l08", "invoice.payment_failed", p(2).start, inv("in_l4", "subscription_cycle", false,
-            vec![line("price_pro", 5000, false, p(2))])),
-        e("evt_l09", "customer.subscription.updated", p(2).start, sub("past_due", "price_pro", p(2), false, None)),
-        e("evt_l10", "invoice.paid", p(2).start + DAY, inv("in_l4", "subscription_cycle", true,
-            vec![line("price_pro", 5000, false, p(2))])),
-        e("evt_l11", "customer.subscription.updated", p(2).start + DAY, sub("active", "price_pro", p(2), false, None)),
-        e("evt_l12", "customer.subscription.updated", p(2).start + 2 * DAY, sub("active", "price_pro", p(2), true, None)),
-        e("evt_l13", "customer.subscription.deleted", p(2).end, sub("canceled", "price_pro", p(2), true, Some(p(2).end))),
+        e(
+            "evt_l01",
+            "checkout.session.completed",
+            t0,
+            events::checkout_session(
+                shape,
+                &Session {
+                    id: "cs_life1",
+                    mode: "subscription",
+                    payment_status: "paid",
+                    customer: "cus_life1",
+                    user_id: Some(USER),
+                    price_id: "price_basic",
+                    subscription: Some("sub_life1"),
+                    invoice: Some("in_l1"),
+                    amount_total: 1000,
+                },
+            ),
+        ),
+        e(
+            "evt_l02",
+            "customer.subscription.created",
+            t0,
+            sub("active", "price_basic", p(0), false, None),
+        ),
+        e(
+            "evt_l03",
+            "invoice.paid",
+            t0,
+            inv(
+                "in_l1",
+                "subscription_create",
+                true,
+                vec![line("price_basic", 1000, false, p(0))],
+            ),
+        ),
+        e(
+            "evt_l04",
+            "invoice.paid",
+            p(1).start,
+            inv(
+                "in_l2",
+                "subscription_cycle",
+                true,
+                vec![line("price_basic", 1000, false, p(1))],
+            ),
+        ),
+        e(
+            "evt_l05",
+            "customer.subscription.updated",
+            p(1).start,
+            sub("active", "price_basic", p(1), false, None),
+        ),
+        e(
+            "evt_l06",
+            "customer.subscription.updated",
+            change_at,
+            sub("active", "price_pro", p(1), false, None),
+        ),
+        e(
+            "evt_l07",
+            "invoice.paid",
+            change_at,
+            inv(
+                "in_l3",
+                "subscription_update",
+                true,
+                vec![
+                    line("price_basic", -600, true, prorated),
+                    line("price_pro", 3000, true, prorated),
+                ],
+            ),
+        ),
+        e(
+            "evt_l08",
+            "invoice.payment_failed",
+            p(2).start,
+            inv(
+                "in_l4",
+                "subscription_cycle",
+                false,
+                vec![line("price_pro", 5000, false, p(2))],
+            ),
+        ),
+        e(
+            "evt_l09",
+            "customer.subscription.updated",
+            p(2).start,
+            sub("past_due", "price_pro", p(2), false, None),
+        ),
+        e(
+            "evt_l10",
+            "invoice.paid",
+            p(2).start + DAY,
+            inv(
+                "in_l4",
+                "subscription_cycle",
+                true,
+                vec![line("price_pro", 5000, false, p(2))],
+            ),
+        ),
+        e(
+            "evt_l11",
+            "customer.subscription.updated",
+            p(2).start + DAY,
+            sub("active", "price_pro", p(2), false, None),
+        ),
+        e(
+            "evt_l12",
+            "customer.subscription.updated",
+            p(2).start + 2 * DAY,
+            sub("active", "price_pro", p(2), true, None),
+        ),
+        e(
+            "evt_l13",
+            "customer.subscription.deleted",
+            p(2).end,
+            sub("canceled", "price_pro", p(2), true, Some(p(2).end)),
+        ),
     ]
 }
 
@@ -125,10 +248,16 @@ async fn unprocessed(owner: &Client) -> Vec<String> {
 async fn run(events: &[Value]) -> String {
     let (_db, owner) = setup().await;
     for event in events {
-        let answer = events::deliver(&owner, event).await.expect("delivery is acknowledged");
+        let answer = events::deliver(&owner, event)
+            .await
+            .expect("delivery is acknowledged");
         assert_eq!(answer["received"], true);
     }
-    assert_eq!(unprocessed(&owner).await, Vec::<String>::new(), "every event ends up applied");
+    assert_eq!(
+        unprocessed(&owner).await,
+        Vec::<String>::new(),
+        "every event ends up applied"
+    );
     state(&owner).await
 }
 
@@ -143,7 +272,13 @@ fn expected_state(start: i64) -> String {
         "{USER}|cus_life1|pro|canceled|{}|{}|t|{}\n\
          in_l1:{USER}:subscription_start:1000:{} in_l2:{USER}:plan:1000:{} \
          in_l3:{USER}:plan_upgrade:4000:{} in_l4:{USER}:plan:5000:{}",
-        p(2).0, p(2).1, p(2).1, p(0).1, p(1).1, p(1).1, p(2).1
+        p(2).0,
+        p(2).1,
+        p(2).1,
+        p(0).1,
+        p(1).1,
+        p(1).1,
+        p(2).1
     )
 }
 
@@ -179,7 +314,11 @@ async fn random_orders_with_duplicates_converge() {
             }
         }
         events.shuffle(&mut rng);
-        assert_eq!(run(&events).await, expected_state(start), "seed {seed} {shape:?}");
+        assert_eq!(
+            run(&events).await,
+            expected_state(start),
+            "seed {seed} {shape:?}"
+        );
     }
 }
 
@@ -197,9 +336,20 @@ async fn without_metadata_events_wait_for_checkout_and_then_apply() {
             events::deliver(&owner, event).await.unwrap();
         }
         let held = unprocessed(&owner).await;
-        assert_eq!(held.len(), events.len(), "all wait for the customer link: {held:?}");
-        assert!(held.iter().all(|e| e.contains("cannot tell which user")), "{held:?}");
-        let grants: i64 = owner.query_one("SELECT count(*) FROM billing.token_grants", &[]).await.unwrap().get(0);
+        assert_eq!(
+            held.len(),
+            events.len(),
+            "all wait for the customer link: {held:?}"
+        );
+        assert!(
+            held.iter().all(|e| e.contains("cannot tell which user")),
+            "{held:?}"
+        );
+        let grants: i64 = owner
+            .query_one("SELECT count(*) FROM billing.token_grants", &[])
+            .await
+            .unwrap()
+            .get(0);
         assert_eq!(grants, 0);
 
         events::deliver(&owner, &checkout).await.unwrap();
@@ -218,10 +368,18 @@ async fn concurrent_deliveries_from_two_sessions_apply_once() {
         let (ra, rb) = tokio::join!(events::deliver(&a, event), events::deliver(&b, event));
         let (ra, rb) = (ra.unwrap(), rb.unwrap());
         let duplicates = [&ra, &rb].iter().filter(|r| r["duplicate"] == true).count();
-        assert_eq!(duplicates, 1, "exactly one of two concurrent deliveries stores {}", event["id"]);
+        assert_eq!(
+            duplicates, 1,
+            "exactly one of two concurrent deliveries stores {}",
+            event["id"]
+        );
     }
     assert_eq!(state(&owner).await, expected_state(start));
-    let stored: i64 = owner.query_one("SELECT count(*) FROM billing.stripe_events", &[]).await.unwrap().get(0);
+    let stored: i64 = owner
+        .query_one("SELECT count(*) FROM billing.stripe_events", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(stored, events.len() as i64);
 }
 
@@ -234,7 +392,10 @@ async fn an_older_event_never_overwrites_a_newer_state() {
         events::deliver(&owner, &events[i]).await.unwrap();
     }
     let row = owner
-        .query_one("SELECT status, plan_id, cancel_at_period_end FROM billing.subscriptions", &[])
+        .query_one(
+            "SELECT status, plan_id, cancel_at_period_end FROM billing.subscriptions",
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "canceled");

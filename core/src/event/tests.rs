@@ -137,7 +137,10 @@ fn non_events_are_rejected_with_a_reason() {
     let cases = [
         ("not json", "not valid JSON"),
         ("[1,2]", "not a JSON object"),
-        (r#"["event","evt_1","a",1,{"object":{}}]"#, "not a JSON object"),
+        (
+            r#"["event","evt_1","a",1,{"object":{}}]"#,
+            "not a JSON object",
+        ),
         ("\"evt_1\"", "not a JSON object"),
         (
             r#"{"object":"customer","id":"cus_1"}"#,
@@ -180,7 +183,10 @@ fn fields_of_unexpected_types_are_ignored_not_fatal() {
     let n = normalize(&event(inv, "invoice.paid")).unwrap();
     assert_eq!(n["customer"], Value::Null);
     assert_eq!(n["data"]["amount_paid"], Value::Null);
-    assert_eq!(n["data"]["subscription"], "sub_9", "expanded subscription object");
+    assert_eq!(
+        n["data"]["subscription"], "sub_9",
+        "expanded subscription object"
+    );
     assert_eq!(n["data"]["subscription_metadata"], json!({}));
     assert_eq!(n["data"]["lines"][0]["amount"], 5);
     assert_eq!(n["data"]["lines"][0]["proration"], false);

@@ -53,7 +53,13 @@ async fn measure_all(small_dsn: &str, large_dsn: &str) -> Vec<Row> {
         let small = clients(small_dsn, conns).await;
         let large = clients(large_dsn, conns).await;
         for (label, hot) in [("hot user", true), ("10k users", false)] {
-            let pick = |i: usize, n: u64| if hot { user(0) } else { user(((n as i64) * 7919 + i as i64 * 4999) % USERS) };
+            let pick = |i: usize, n: u64| {
+                if hot {
+                    user(0)
+                } else {
+                    user(((n as i64) * 7919 + i as i64 * 4999) % USERS)
+                }
+            };
             for (name, sql) in [
                 ("token_balance", "SELECT billing.token_balance($1)"),
                 ("spend_tokens", "SELECT billing.spend_tokens($1, 1)"),
@@ -63,7 +69,11 @@ async fn measure_all(small_dsn: &str, large_dsn: &str) -> Vec<Row> {
                     c.query_one(sql, &[&pick(i, n)]).await.unwrap();
                 };
                 let (s, l) = paired_on(&small, op, &large, op).await;
-                out.push(Row { name: format!("{name}, {label}, {conns} conn"), small: s, large: l });
+                out.push(Row {
+                    name: format!("{name}, {label}, {conns} conn"),
+                    small: s,
+                    large: l,
+                });
             }
         }
     }
@@ -80,14 +90,30 @@ pub async fn run() {
     println!("| workload | small table | large table | large/small |");
     println!("|---|---|---|---|");
     for r in &rows {
-        println!("| {} | {} | {} | {:.2} |", r.name, rate(r.small), rate(r.large), r.large / r.small);
+        println!(
+            "| {} | {} | {} | {:.2} |",
+            r.name,
+            rate(r.small),
+            rate(r.large),
+            r.large / r.small
+        );
     }
     println!("\n| large table, 1 conn, 10k users | token_balance | naive sum() | ratio |");
     println!("|---|---|---|---|");
-    let find = |n: &str| rows.iter().find(|r| r.name == n).map(|r| r.large).unwrap_or(f64::NAN);
+    let find = |n: &str| {
+        rows.iter()
+            .find(|r| r.name == n)
+            .map(|r| r.large)
+            .unwrap_or(f64::NAN)
+    };
     for label in ["hot user", "10k users"] {
         let ours = find(&format!("token_balance, {label}, 1 conn"));
         let naive = find(&format!("naive sum() balance, {label}, 1 conn"));
-        println!("| {label} | {} | {} | {:.2}x |", rate(ours), rate(naive), ours / naive);
+        println!(
+            "| {label} | {} | {} | {:.2}x |",
+            rate(ours),
+            rate(naive),
+            ours / naive
+        );
     }
 }

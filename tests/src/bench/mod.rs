@@ -84,7 +84,10 @@ where
         }
         done
     });
-    let total: u64 = futures_util::future::join_all(per_client).await.into_iter().sum();
+    let total: u64 = futures_util::future::join_all(per_client)
+        .await
+        .into_iter()
+        .sum();
     (total, start.elapsed().as_secs_f64())
 }
 

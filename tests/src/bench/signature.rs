@@ -25,17 +25,33 @@ $$;
 "#;
 
 /// Calls/s of `function` over `n` calls inside one statement (no client round trips).
-async fn calls_per_second(client: &tokio_postgres::Client, function: &str, payload: &str, header: &str, n: i64) -> f64 {
-    let sql = format!("SELECT sum({function}($1, $2, $3)::int) FROM generate_series(1, $4::bigint)");
+async fn calls_per_second(
+    client: &tokio_postgres::Client,
+    function: &str,
+    payload: &str,
+    header: &str,
+    n: i64,
+) -> f64 {
+    let sql =
+        format!("SELECT sum({function}($1, $2, $3)::int) FROM generate_series(1, $4::bigint)");
     let start = Instant::now();
-    let valid: i64 = client.query_one(&sql, &[&payload, &header, &SECRET, &n]).await.unwrap().get(0);
+    let valid: i64 = client
+        .query_one(&sql, &[&payload, &header, &SECRET, &n])
+        .await
+        .unwrap()
+        .get(0);
     let elapsed = start.elapsed().as_secs_f64();
     assert_eq!(valid, n, "{function} must accept every call");
     n as f64 / elapsed
 }
 
 /// Measures for about a second after a short calibration.
-async fn measure(client: &tokio_postgres::Client, function: &str, payload: &str, header: &str) -> f64 {
+async fn measure(
+    client: &tokio_postgres::Client,
+    function: &str,
+    payload: &str,
+    header: &str,
+) -> f64 {
     let probe = calls_per_second(client, function, payload, header, 50).await;
     let n = (probe.max(1.0) as i64).clamp(50, 2_000_000);
     calls_per_second(client, function, payload, header, n).await
@@ -44,12 +60,17 @@ async fn measure(client: &tokio_postgres::Client, function: &str, payload: &str,
 /// SHA-256 bytes/s at 16 KB blocks, as `openssl speed` reports it.
 fn openssl_sha256_bytes_per_second() -> Option<f64> {
     let out = std::process::Command::new("openssl")
-        .args(["speed", "-evp", "sha256", "-bytes", "16384", "-seconds", "2"])
+        .args([
+            "speed", "-evp", "sha256", "-bytes", "16384", "-seconds", "2",
+        ])
         .output()
         .ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
     // Last line: "sha256  <kbytes/s>k" (1000s of bytes per second).
-    let line = text.lines().rev().find(|l| l.trim_start().starts_with("sha256"))?;
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with("sha256"))?;
     let value = line.split_whitespace().last()?.trim_end_matches('k');
     value.parse::<f64>().ok().map(|k| k * 1000.0)
 }
@@ -66,9 +87,19 @@ pub async fn run() {
         let filler = "x".repeat(size.saturating_sub(40));
         let payload = format!("{{\"id\":\"evt_bench\",\"data\":\"{filler}\"}}");
         let payload = &payload[..payload.len().min(size)];
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-        let header = stripe_billing_core::signature::signature_header(payload.as_bytes(), SECRET, t);
-        let ours = measure(&client, "billing.stripe_signature_is_valid", payload, &header).await;
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let header =
+            stripe_billing_core::signature::signature_header(payload.as_bytes(), SECRET, t);
+        let ours = measure(
+            &client,
+            "billing.stripe_signature_is_valid",
+            payload,
+            &header,
+        )
+        .await;
         let theirs = measure(&client, "plpgsql_signature_is_valid", payload, &header).await;
         let bytes = ours * payload.len() as f64;
         let (limit_text, share) = match limit {
@@ -77,7 +108,13 @@ pub async fn run() {
         };
         println!(
             "| {} KB | {} | {} | {:.1}x | {} | {} | {} |",
-            size / 1024, rate(ours), rate(theirs), ours / theirs, rate(bytes), limit_text, share
+            size / 1024,
+            rate(ours),
+            rate(theirs),
+            ours / theirs,
+            rate(bytes),
+            limit_text,
+            share
         );
     }
 }

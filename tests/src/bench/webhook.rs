@@ -9,19 +9,52 @@ use tokio_postgres::Client;
 const USER: &str = "20000000-0000-0000-0000-000000000001";
 
 fn template() -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    let period = Period { start: now, end: now + 30 * 86_400 };
-    let invoice = events::invoice(Shape::Basil, &Invoice {
-        id: "in_BENCHID", subscription: "sub_bench", customer: "cus_bench", billing_reason: "subscription_cycle",
-        paid: true, lines: vec![Line { price_id: "price_bench", amount: 2000, proration: false, period }],
-        user_id: Some(USER),
-    });
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let period = Period {
+        start: now,
+        end: now + 30 * 86_400,
+    };
+    let invoice = events::invoice(
+        Shape::Basil,
+        &Invoice {
+            id: "in_BENCHID",
+            subscription: "sub_bench",
+            customer: "cus_bench",
+            billing_reason: "subscription_cycle",
+            paid: true,
+            lines: vec![Line {
+                price_id: "price_bench",
+                amount: 2000,
+                proration: false,
+                period,
+            }],
+            user_id: Some(USER),
+        },
+    );
     let mut invoice = invoice;
     // Trim rarely used sub-objects until the event is about 4 KB, like a typical invoice.paid.
-    for key in ["automatic_tax", "customer_address", "customer_shipping", "customer_tax_ids", "default_tax_rates",
-                "from_invoice", "issuer", "last_finalization_error", "payment_settings", "rendering",
-                "shipping_cost", "shipping_details", "status_transitions", "total_discount_amounts",
-                "total_pretax_credit_amounts", "total_taxes", "custom_fields"] {
+    for key in [
+        "automatic_tax",
+        "customer_address",
+        "customer_shipping",
+        "customer_tax_ids",
+        "default_tax_rates",
+        "from_invoice",
+        "issuer",
+        "last_finalization_error",
+        "payment_settings",
+        "rendering",
+        "shipping_cost",
+        "shipping_details",
+        "status_transitions",
+        "total_discount_amounts",
+        "total_pretax_credit_amounts",
+        "total_taxes",
+        "custom_fields",
+    ] {
         if let Some(o) = invoice.as_object_mut() {
             o.remove(key);
         }
@@ -45,12 +78,22 @@ pub async fn run() {
         .unwrap();
     let template = template();
     let body = |i: usize, n: u64, run: &str| template.replace("BENCHID", &format!("{run}{i}x{n}"));
-    println!("\n## Webhook ingestion (events/s, {} byte invoice.paid payloads)\n", template.len());
+    println!(
+        "\n## Webhook ingestion (events/s, {} byte invoice.paid payloads)\n",
+        template.len()
+    );
     println!("| connections | event | handle_stripe_webhook | bare INSERT jsonb | ratio |");
     println!("|---|---|---|---|---|");
     let deliver = async |c: &Client, body: String| {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-        let h = stripe_billing_core::signature::signature_header(body.as_bytes(), events::TEST_SECRET, t);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let h = stripe_billing_core::signature::signature_header(
+            body.as_bytes(),
+            events::TEST_SECRET,
+            t,
+        );
         let r: serde_json::Value = c
             .query_one("SELECT billing.handle_stripe_webhook($1, $2)", &[&body, &h])
             .await
@@ -59,28 +102,66 @@ pub async fn run() {
         assert_eq!(r["processed"], true, "{r}");
     };
     let insert = async |c: &Client, id: String, body: String| {
-        c.execute("INSERT INTO plain_events (id, payload) VALUES ($1, $2::text::jsonb)", &[&id, &body])
-            .await
-            .unwrap();
+        c.execute(
+            "INSERT INTO plain_events (id, payload) VALUES ($1, $2::text::jsonb)",
+            &[&id, &body],
+        )
+        .await
+        .unwrap();
     };
     for conns in [1usize, 2] {
         let cs = clients(&db.dsn, conns).await;
         let (ours, plain) = paired(
             &cs,
             async |c: &Client, i, n| deliver(c, body(i, n, &format!("c{conns}r"))).await,
-            async |c: &Client, i, n| insert(c, format!("evt_c{conns}p{i}_{n}"), body(i, n, &format!("c{conns}p"))).await,
+            async |c: &Client, i, n| {
+                insert(
+                    c,
+                    format!("evt_c{conns}p{i}_{n}"),
+                    body(i, n, &format!("c{conns}p")),
+                )
+                .await
+            },
         )
         .await;
-        println!("| {conns} | invoice.paid (grants tokens) | {} | {} | {:.2} |", rate(ours), rate(plain), ours / plain);
+        println!(
+            "| {conns} | invoice.paid (grants tokens) | {} | {} | {:.2} |",
+            rate(ours),
+            rate(plain),
+            ours / plain
+        );
         // The floor: verification, normalisation and storage, for an event with no effects.
         let (ours, plain) = paired(
             &cs,
-            async |c: &Client, i, n| deliver(c, body(i, n, &format!("c{conns}u")).replace("\"invoice.paid\"", "\"invoice.finalized\"")).await,
-            async |c: &Client, i, n| insert(c, format!("evt_c{conns}q{i}_{n}"), body(i, n, &format!("c{conns}q"))).await,
+            async |c: &Client, i, n| {
+                deliver(
+                    c,
+                    body(i, n, &format!("c{conns}u"))
+                        .replace("\"invoice.paid\"", "\"invoice.finalized\""),
+                )
+                .await
+            },
+            async |c: &Client, i, n| {
+                insert(
+                    c,
+                    format!("evt_c{conns}q{i}_{n}"),
+                    body(i, n, &format!("c{conns}q")),
+                )
+                .await
+            },
         )
         .await;
-        println!("| {conns} | invoice.finalized (stored only) | {} | {} | {:.2} |", rate(ours), rate(plain), ours / plain);
+        println!(
+            "| {conns} | invoice.finalized (stored only) | {} | {} | {:.2} |",
+            rate(ours),
+            rate(plain),
+            ours / plain
+        );
     }
-    let grants: i64 = owner.query_one("SELECT count(*) FROM billing.token_grants", &[]).await.unwrap().get(0);
+    let grants: i64 = owner
+        .query_one("SELECT count(*) FROM billing.token_grants", &[])
+        .await
+        .unwrap()
+        .get(0);
     println!("\n(every benchmarked event was applied: {grants} grants made)");
 }

@@ -14,20 +14,29 @@ use uuid::Uuid;
 const USERS: usize = 4;
 
 fn binary(name: &str) -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release").join(name)
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/release")
+        .join(name)
 }
 
 /// Starts a process that prints `listening on URL` first and returns it with the URL.
 async fn start(mut cmd: Command) -> (Child, String) {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::null()).kill_on_drop(true);
-    let mut child = cmd.spawn().expect("start process (run scripts/bench.sh, which builds it)");
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .expect("start process (run scripts/bench.sh, which builds it)");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
         .await
         .expect("process prints its address")
         .unwrap()
         .unwrap_or_default();
-    let url = line.strip_prefix("listening on ").expect("listening line").to_string();
+    let url = line
+        .strip_prefix("listening on ")
+        .expect("listening line")
+        .to_string();
     (child, url)
 }
 
@@ -50,7 +59,10 @@ async fn insert(client: &Client, user: Uuid) -> Uuid {
 async fn wait_done(client: &Client, id: Uuid) {
     loop {
         let status: String = client
-            .query_one("SELECT status FROM billing.stripe_requests WHERE id = $1", &[&id])
+            .query_one(
+                "SELECT status FROM billing.stripe_requests WHERE id = $1",
+                &[&id],
+            )
             .await
             .unwrap()
             .get(0);
@@ -73,7 +85,11 @@ struct Result {
 async fn measure(db: &TestDb, in_flight: usize, users: &[Uuid], min: usize) -> Result {
     let cs = clients(&db.dsn, in_flight).await;
     let owner = db.owner().await;
-    let since: std::time::SystemTime = owner.query_one("SELECT clock_timestamp()", &[]).await.unwrap().get(0);
+    let since: std::time::SystemTime = owner
+        .query_one("SELECT clock_timestamp()", &[])
+        .await
+        .unwrap()
+        .get(0);
     let start = Instant::now();
     let per_client = cs.iter().enumerate().map(|(i, c)| async move {
         let mut done = 0usize;
@@ -84,7 +100,10 @@ async fn measure(db: &TestDb, in_flight: usize, users: &[Uuid], min: usize) -> R
         }
         done
     });
-    let total: usize = futures_util::future::join_all(per_client).await.into_iter().sum();
+    let total: usize = futures_util::future::join_all(per_client)
+        .await
+        .into_iter()
+        .sum();
     let elapsed = start.elapsed().as_secs_f64();
     let row = owner
         .query_one(
@@ -95,22 +114,36 @@ async fn measure(db: &TestDb, in_flight: usize, users: &[Uuid], min: usize) -> R
         )
         .await
         .unwrap();
-    Result { per_second: total as f64 / elapsed, p50_ms: row.get(0), p99_ms: row.get(1) }
+    Result {
+        per_second: total as f64 / elapsed,
+        p50_ms: row.get(0),
+        p99_ms: row.get(1),
+    }
 }
 
 pub async fn run() {
     let (_emulator, stripe) = start({
         let mut c = Command::new(binary("stripe-emulator"));
-        c.args(["--listen", "127.0.0.1:0", "--price", "price_bench:one_time:100"]);
+        c.args([
+            "--listen",
+            "127.0.0.1:0",
+            "--price",
+            "price_bench:one_time:100",
+        ]);
         c
     })
     .await;
     println!("\n## Worker (requests/s from INSERT to succeeded; emulator answers at once)\n");
-    println!("| mode | in flight | requests/s | claim wait p50 | claim wait p99 | LISTEN/poll ratio |");
+    println!(
+        "| mode | in flight | requests/s | claim wait p50 | claim wait p99 | LISTEN/poll ratio |"
+    );
     println!("|---|---|---|---|---|---|");
     let mut listen_rates = Vec::new();
     let mut rss = Vec::new();
-    for (mode, extra) in [("LISTEN + poll", None), ("poll only", Some("--no-listen-notify"))] {
+    for (mode, extra) in [
+        ("LISTEN + poll", None),
+        ("poll only", Some("--no-listen-notify")),
+    ] {
         let db = TestDb::new().await;
         let owner = db.owner().await;
         owner
@@ -118,11 +151,18 @@ pub async fn run() {
             .await
             .unwrap();
         let mut cmd = Command::new(binary("stripe-billing-worker"));
-        cmd.args(["--listen", "127.0.0.1:0", "--concurrency", "4", "--rate-limit", "100000"])
-            .env("DATABASE_URL", &db.dsn)
-            .env("STRIPE_SECRET_KEY", "sk_test_emulator")
-            .env("STRIPE_API_BASE", &stripe)
-            .env("RUST_LOG", "warn");
+        cmd.args([
+            "--listen",
+            "127.0.0.1:0",
+            "--concurrency",
+            "4",
+            "--rate-limit",
+            "10000",
+        ])
+        .env("DATABASE_URL", &db.dsn)
+        .env("STRIPE_SECRET_KEY", "sk_test_emulator")
+        .env("STRIPE_API_BASE", &stripe)
+        .env("RUST_LOG", "warn");
         if let Some(flag) = extra {
             cmd.arg(flag);
         }
@@ -143,11 +183,19 @@ pub async fn run() {
                 }
                 Some(_) => format!("{:.1}x", listen_rates[k] / r.per_second),
             };
-            println!("| {mode} | {in_flight} | {} | {:.1} ms | {:.1} ms | {ratio} |", rate(r.per_second), r.p50_ms, r.p99_ms);
+            println!(
+                "| {mode} | {in_flight} | {} | {:.1} ms | {:.1} ms | {ratio} |",
+                rate(r.per_second),
+                r.p50_ms,
+                r.p99_ms
+            );
         }
         rss.push((mode, peak_rss_kib(&worker)));
     }
     for (mode, kib) in rss {
-        println!("\nworker peak RSS ({mode}): {}", kib.map_or("n/a".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0)));
+        println!(
+            "\nworker peak RSS ({mode}): {}",
+            kib.map_or("n/a".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
+        );
     }
 }

@@ -1,0 +1,40 @@
+//! Docs are part of done: every function, table, view and column in schema billing carries a
+//! COMMENT ON, checked against the installed extension.
+use stripe_billing_tests::pg::TestDb;
+
+#[tokio::test]
+async fn every_object_in_schema_billing_is_commented() {
+    let db = TestDb::new().await;
+    let owner = db.owner().await;
+    let missing: Vec<String> = owner
+        .query(
+            "SELECT 'function ' || p.oid::regprocedure::text FROM pg_proc p
+             WHERE p.pronamespace = 'billing'::regnamespace AND obj_description(p.oid, 'pg_proc') IS NULL
+             UNION ALL
+             SELECT 'relation ' || c.oid::regclass::text FROM pg_class c
+             WHERE c.relnamespace = 'billing'::regnamespace AND c.relkind IN ('r', 'v')
+               AND obj_description(c.oid, 'pg_class') IS NULL
+             UNION ALL
+             SELECT 'column ' || c.oid::regclass::text || '.' || a.attname FROM pg_class c
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+             WHERE c.relnamespace = 'billing'::regnamespace AND c.relkind IN ('r', 'v')
+               AND col_description(c.oid, a.attnum) IS NULL
+             UNION ALL
+             SELECT 'type ' || t.oid::regtype::text FROM pg_type t
+             WHERE t.typnamespace = 'billing'::regnamespace AND t.typtype = 'c' AND t.typrelid IN (
+                 SELECT oid FROM pg_class WHERE relkind = 'c') AND obj_description(t.oid, 'pg_type') IS NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(missing.is_empty(), "objects without COMMENT ON: {missing:#?}");
+    let functions: i64 = owner
+        .query_one("SELECT count(*) FROM pg_proc WHERE pronamespace = 'billing'::regnamespace", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(functions > 40, "the check saw the schema's functions ({functions})");
+}

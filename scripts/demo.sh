@@ -78,14 +78,20 @@ steps="$dir/steps.tsv"
 record() { printf '%s\t%s\n' "$1" "$2" >>"$steps"; }
 balance() { as_user "SELECT billing.token_balance()"; }
 
+# Requests a Checkout Session as the user, waits for the worker's URL, then has the emulator
+# complete it as paid, which sends the webhooks to the worker.
+buy() {
+    local what="$1" price="$2" request result
+    request=$(as_user "SELECT billing.request_checkout('$price')")
+    result=$(as_user "SELECT billing.await_request('$request', 10000)")
+    echo "await_request: $result"
+    record "$what checkout" "$(sql -c "SELECT \$\$$result\$\$::jsonb->>'url'")"
+    events=$(control "checkout/$(sql -c "SELECT \$\$$result\$\$::jsonb->>'session_id'")/complete" '{"payment_status":"paid"}')
+    echo "webhooks: $(delivered "$events")"
+}
+
 say "4. The user subscribes to Pro"
-request=$(as_user "SELECT billing.request_checkout('price_pro')")
-result=$(as_user "SELECT billing.await_request('$request', 10000)")
-echo "await_request: $result"
-session=$(sql -c "SELECT \$\$$result\$\$::jsonb->>'session_id'")
-record "subscription checkout" "$(sql -c "SELECT \$\$$result\$\$::jsonb->>'url'")"
-events=$(control "checkout/$session/complete" '{"payment_status":"paid"}')
-echo "webhooks: $(delivered "$events")"
+buy subscription price_pro
 record "paid: balance" "$(balance)"
 
 say "5. The user spends 120 tokens"
@@ -99,12 +105,7 @@ echo "webhooks: $(delivered "$events")"
 record "renewed: balance" "$(balance)"
 
 say "7. The user buys a token pack"
-request=$(as_user "SELECT billing.request_checkout('pack')")
-result=$(as_user "SELECT billing.await_request('$request', 10000)")
-session=$(sql -c "SELECT \$\$$result\$\$::jsonb->>'session_id'")
-record "token pack checkout" "$(sql -c "SELECT \$\$$result\$\$::jsonb->>'url'")"
-events=$(control "checkout/$session/complete" '{"payment_status":"paid"}')
-echo "webhooks: $(delivered "$events")"
+buy "token pack" pack
 record "pack paid: balance" "$(balance)"
 
 say "8. The user opens the customer portal"

@@ -18,20 +18,20 @@ COMMENT ON FUNCTION billing.grant_json(billing.token_grants, boolean) IS 'The JS
 -- inside SECURITY DEFINER callers and inherits their pinned search_path). A repeated grant_key returns the
 -- existing grant (duplicate = true) when it describes the same grant, and fails otherwise.
 CREATE FUNCTION billing.insert_grant(user_id uuid, tokens bigint, source text, expires_at timestamptz,
-                                     project_id uuid, grant_key text, metadata jsonb) RETURNS jsonb
+                                     project_id uuid, grant_key text, metadata jsonb,
+                                     OUT g billing.token_grants, OUT duplicate boolean)
 LANGUAGE plpgsql
 AS $$
 #variable_conflict use_column
-DECLARE
-    g billing.token_grants;
 BEGIN
     INSERT INTO billing.token_grants AS t (user_id, project_id, source, tokens, remaining, expires_at, grant_key, metadata)
     VALUES (insert_grant.user_id, insert_grant.project_id, insert_grant.source, insert_grant.tokens,
             insert_grant.tokens, insert_grant.expires_at, insert_grant.grant_key, coalesce(insert_grant.metadata, '{}'))
     ON CONFLICT (grant_key) DO NOTHING
     RETURNING * INTO g;
-    IF FOUND THEN
-        RETURN billing.grant_json(g, false);
+    duplicate := NOT FOUND;
+    IF NOT duplicate THEN
+        RETURN;
     END IF;
     SELECT * INTO STRICT g FROM billing.token_grants t WHERE t.grant_key = insert_grant.grant_key;
     IF g.user_id IS DISTINCT FROM insert_grant.user_id OR g.project_id IS DISTINCT FROM insert_grant.project_id
@@ -41,10 +41,9 @@ BEGIN
                   DETAIL = format('existing grant %s: %s tokens for user %s', g.id, g.tokens, g.user_id),
                   HINT = 'A grant key identifies one grant (e.g. one Stripe invoice); use a new key for a new grant.';
     END IF;
-    RETURN billing.grant_json(g, true);
 END
 $$;
-COMMENT ON FUNCTION billing.insert_grant(uuid, bigint, text, timestamptz, uuid, text, jsonb) IS 'Internal: inserts a grant, idempotent on grant_key. Use billing.grant_tokens.';
+COMMENT ON FUNCTION billing.insert_grant(uuid, bigint, text, timestamptz, uuid, text, jsonb) IS 'Internal: inserts a grant, idempotent on grant_key; returns the grant and whether it existed already. Use billing.grant_tokens.';
 
 CREATE FUNCTION billing.grant_tokens(user_id uuid, tokens bigint, source text DEFAULT 'manual',
                                      expires_at timestamptz DEFAULT NULL, project_id uuid DEFAULT NULL,
@@ -52,6 +51,8 @@ CREATE FUNCTION billing.grant_tokens(user_id uuid, tokens bigint, source text DE
 RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    inserted record;
 BEGIN
     PERFORM billing.check_user_exists(user_id);
     PERFORM billing.check_not_null(tokens, 'tokens');
@@ -76,7 +77,8 @@ BEGIN
         RAISE EXCEPTION 'metadata must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     PERFORM billing.check_project(user_id, project_id);
-    RETURN billing.insert_grant(user_id, tokens, source, expires_at, project_id, grant_key, metadata);
+    SELECT * INTO inserted FROM billing.insert_grant(user_id, tokens, source, expires_at, project_id, grant_key, metadata);
+    RETURN billing.grant_json(inserted.g, inserted.duplicate);
 END
 $$;
 COMMENT ON FUNCTION billing.grant_tokens(uuid, bigint, text, timestamptz, uuid, text, jsonb) IS 'Privileged: gives tokens to a user (or one of their projects). A repeated grant_key returns the existing grant with duplicate = true and grants nothing.';

@@ -287,7 +287,9 @@ BEGIN
     IF sub_id IS NULL THEN
         RETURN;  -- a one-off invoice: nothing of ours
     END IF;
-    uid := billing.resolve_user(inv -> 'subscription_metadata' ->> 'user_id', ev ->> 'customer', sub_id);
+    -- Our checkouts put the user id in the subscription's metadata; only without it look further.
+    uid := coalesce(billing.uuid_or_null(inv -> 'subscription_metadata' ->> 'user_id'),
+                    billing.resolve_user(NULL, ev ->> 'customer', sub_id));
     IF ev ->> 'type' = 'invoice.payment_failed' THEN
         PERFORM billing.upsert_subscription_link(sub_id, uid, ev ->> 'customer');
         -- A failed first invoice leaves the subscription incomplete (Stripe reports that itself).

@@ -240,14 +240,19 @@ pub fn invoice(shape: Shape, inv: &Invoice) -> Value {
 /// The signing secret the webhook tests configure.
 pub const TEST_SECRET: &str = "whsec_test_secret";
 
+/// The current Unix time in seconds.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64
+}
+
 /// Serialises an event and signs it now with `secret`, as Stripe would: (body, header).
 pub fn signed(event: &Value, secret: &str) -> (String, String) {
     let body = serde_json::to_string_pretty(event).expect("serialisable event");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs() as i64;
-    let header = stripe_billing_core::signature::signature_header(body.as_bytes(), secret, now);
+    let header =
+        stripe_billing_core::signature::signature_header(body.as_bytes(), secret, unix_now());
     (body, header)
 }
 

@@ -30,11 +30,20 @@ async fn every_object_in_schema_billing_is_commented() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert!(missing.is_empty(), "objects without COMMENT ON: {missing:#?}");
+    assert!(
+        missing.is_empty(),
+        "objects without COMMENT ON: {missing:#?}"
+    );
     let functions: i64 = owner
-        .query_one("SELECT count(*) FROM pg_proc WHERE pronamespace = 'billing'::regnamespace", &[])
+        .query_one(
+            "SELECT count(*) FROM pg_proc WHERE pronamespace = 'billing'::regnamespace",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
-    assert!(functions > 40, "the check saw the schema's functions ({functions})");
+    assert!(
+        functions > 40,
+        "the check saw the schema's functions ({functions})"
+    );
 }

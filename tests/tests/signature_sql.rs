@@ -1,6 +1,7 @@
 //! The three signature functions through a real client against the installed extension:
 //! exact raw bodies (unicode, escapes, whitespace, 1 MB), every failure's SQLSTATE, hostile
 //! headers, NULL arguments, and no secret in any message.
+use stripe_billing_tests::events::unix_now;
 use stripe_billing_tests::pg::{assert_error, db_error, TestDb};
 use tokio_postgres::Client;
 
@@ -39,13 +40,6 @@ async fn is_valid(
         .get(0)
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
 #[tokio::test]
 async fn raw_bodies_verify_byte_for_byte() {
     let (_db, client) = client().await;
@@ -58,7 +52,7 @@ async fn raw_bodies_verify_byte_for_byte() {
         big,
     ];
     for body in &bodies {
-        let t = now();
+        let t = unix_now();
         let h = header(&client, body, t).await;
         // The SQL function and the Rust library sign alike.
         assert_eq!(
@@ -87,9 +81,9 @@ async fn raw_bodies_verify_byte_for_byte() {
 async fn each_failure_has_its_sqlstate_and_message() {
     let (_db, client) = client().await;
     let body = r#"{"id":"evt_1"}"#;
-    let good = header(&client, body, now()).await;
-    let stale = header(&client, body, now() - 301).await;
-    let future = header(&client, body, now() + 301).await;
+    let good = header(&client, body, unix_now()).await;
+    let stale = header(&client, body, unix_now() - 301).await;
+    let future = header(&client, body, unix_now() + 301).await;
     let construct = |h: Option<String>, s: Option<&'static str>| {
         let client = &client;
         async move {
@@ -132,7 +126,7 @@ async fn each_failure_has_its_sqlstate_and_message() {
         "two different t=",
     );
     assert_error(
-        construct(Some(format!("t={}", now())), Some(SECRET)).await,
+        construct(Some(format!("t={}", unix_now())), Some(SECRET)).await,
         "22023",
         "no v1 signatures",
     );
@@ -147,12 +141,12 @@ async fn each_failure_has_its_sqlstate_and_message() {
         "no signature in the Stripe-Signature header matches",
     );
     assert_error(
-        construct(Some(format!("t={},v1=zz", now())), Some(SECRET)).await,
+        construct(Some(format!("t={},v1=zz", unix_now())), Some(SECRET)).await,
         "28P01",
         "matches",
     );
     assert_error(
-        construct(Some(format!("t={},v1=abc", now())), Some(SECRET)).await,
+        construct(Some(format!("t={},v1=abc", unix_now())), Some(SECRET)).await,
         "28P01",
         "matches",
     );
@@ -177,7 +171,7 @@ async fn each_failure_has_its_sqlstate_and_message() {
         "no webhook signing secret",
     );
     let not_json = "definitely not json";
-    let h = header(&client, not_json, now()).await;
+    let h = header(&client, not_json, unix_now()).await;
     assert_error(
         client
             .query_one(
@@ -211,7 +205,11 @@ async fn each_failure_has_its_sqlstate_and_message() {
 async fn hostile_input_never_crashes_the_backend_or_leaks_the_secret() {
     let (_db, client) = client().await;
     let body = "{}";
-    let huge = format!("t={},{}", now(), "v1=".to_string() + &"a".repeat(2_000_000));
+    let huge = format!(
+        "t={},{}",
+        unix_now(),
+        "v1=".to_string() + &"a".repeat(2_000_000)
+    );
     let many = (0..5000).map(|_| "v1=00,").collect::<String>() + "t=1";
     // (A NUL byte cannot even reach the function: Postgres text refuses it.)
     let headers = [
@@ -253,7 +251,7 @@ async fn hostile_input_never_crashes_the_backend_or_leaks_the_secret() {
         assert!(!is_valid(&client, p, h, s).await);
     }
     // The backend is still alive and verification still works.
-    let h = header(&client, body, now()).await;
+    let h = header(&client, body, unix_now()).await;
     assert!(is_valid(&client, Some(body), Some(&h), Some(SECRET)).await);
 }
 

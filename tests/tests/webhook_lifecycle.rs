@@ -4,7 +4,7 @@
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
-use stripe_billing_tests::events::{self, Invoice, Line, Period, Session, Shape, Sub};
+use stripe_billing_tests::events::{self, unix_now, Invoice, Line, Period, Session, Shape, Sub};
 use stripe_billing_tests::pg::TestDb;
 use tokio_postgres::Client;
 
@@ -25,13 +25,6 @@ async fn setup() -> (TestDb, Client) {
         .await
         .unwrap();
     (db, owner)
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
 }
 
 /// checkout → created → first invoice → renewal → plan change (with proration) → payment
@@ -263,7 +256,7 @@ async fn run(events: &[Value]) -> String {
 
 /// Periods start 40 days ago, so the last period is current and its grant still counts.
 fn start() -> i64 {
-    now() - 40 * DAY
+    unix_now() - 40 * DAY
 }
 
 fn expected_state(start: i64) -> String {

@@ -2,7 +2,9 @@
 //! the PostgREST entry point, token packs, async payments, payment failures and reprocessing.
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use stripe_billing_tests::events::{self, Invoice, Line, Period, Session, Shape, TEST_SECRET};
+use stripe_billing_tests::events::{
+    self, unix_now, Invoice, Line, Period, Session, Shape, TEST_SECRET,
+};
 use stripe_billing_tests::pg::{assert_error, Caller, TestDb};
 use tokio_postgres::{AsyncMessage, Client};
 
@@ -414,21 +416,17 @@ async fn verified_bodies_that_are_not_events_are_rejected() {
             "not a Stripe event",
         ),
     ] {
-        let header =
-            stripe_billing_core::signature::signature_header(body.as_bytes(), TEST_SECRET, now());
+        let header = stripe_billing_core::signature::signature_header(
+            body.as_bytes(),
+            TEST_SECRET,
+            unix_now(),
+        );
         assert_error(raw_deliver(&owner, body, &header).await, code, needle);
     }
     assert_eq!(
         count(&owner, "SELECT count(*) FROM billing.stripe_events").await,
         0
     );
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
 }
 
 #[tokio::test]

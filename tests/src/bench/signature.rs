@@ -87,10 +87,7 @@ pub async fn run() {
         let filler = "x".repeat(size.saturating_sub(40));
         let payload = format!("{{\"id\":\"evt_bench\",\"data\":\"{filler}\"}}");
         let payload = &payload[..payload.len().min(size)];
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
+        let t = crate::events::unix_now();
         let header =
             stripe_billing_core::signature::signature_header(payload.as_bytes(), SECRET, t);
         let ours = measure(

@@ -9,10 +9,7 @@ use tokio_postgres::Client;
 const USER: &str = "20000000-0000-0000-0000-000000000001";
 
 fn template() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = crate::events::unix_now();
     let period = Period {
         start: now,
         end: now + 30 * 86_400,
@@ -85,10 +82,7 @@ pub async fn run() {
     println!("| connections | event | handle_stripe_webhook | bare INSERT jsonb | ratio |");
     println!("|---|---|---|---|---|");
     let deliver = async |c: &Client, body: String| {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
+        let t = crate::events::unix_now();
         let h = stripe_billing_core::signature::signature_header(
             body.as_bytes(),
             events::TEST_SECRET,

@@ -394,8 +394,5 @@ pub async fn sign(owner: &Client, body: &str, secret: &str, t: i64) -> String {
 }
 
 pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs() as i64
+    stripe_billing_tests::events::unix_now()
 }

@@ -99,6 +99,10 @@ DECLARE
 BEGIN
     PERFORM billing.check_not_null(user_id, 'user_id');
     PERFORM billing.check_not_null(stripe_customer_id, 'stripe_customer_id');
+    IF stripe_customer_id !~ '^cus_[A-Za-z0-9]+$' THEN
+        RAISE EXCEPTION 'stripe_customer_id must be a Stripe customer id (cus_...), got %', quote_literal(left(stripe_customer_id, 60))
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     INSERT INTO billing.customers AS c (user_id, stripe_customer_id, email)
     VALUES (link_customer.user_id, link_customer.stripe_customer_id, link_customer.email)
     ON CONFLICT DO NOTHING;

@@ -6,7 +6,7 @@ PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 # Installing into the system PostgreSQL needs root; a sudo user gets --sudo.
 PGRX_INSTALL := cargo pgrx install --pg-config $(PG_CONFIG) -p stripe_billing $(if $(filter 0,$(shell id -u)),,--sudo)
 
-.PHONY: setup install install-release test test-unit test-pg test-integration lint demo bench clean-clusters
+.PHONY: setup install install-release test test-tiers test-unit test-pg test-integration lint demo bench
 
 setup:
 	@scripts/setup.sh
@@ -30,7 +30,13 @@ test-pg: setup
 test-integration: install
 	scripts/integration-test.sh
 
-test: setup lint test-unit test-pg test-integration
+# Every tier, logged, then one closing line with the totals of all of them.
+test: setup
+	@mkdir -p target
+	@set -o pipefail; $(MAKE) --no-print-directory test-tiers 2>&1 | tee target/test.log
+	@scripts/test-summary.sh target/test.log
+
+test-tiers: lint test-unit test-pg test-integration
 
 demo: install
 	scripts/demo.sh

@@ -206,7 +206,8 @@ END
 $$;
 COMMENT ON FUNCTION billing.claim_requests(text, integer, integer) IS 'Worker: claims up to max_count ready requests (pending, or running past their lease) for lease_seconds, skipping rows other workers hold.';
 
-CREATE FUNCTION billing.finish_request(request_id uuid, worker text, result jsonb) RETURNS boolean
+CREATE FUNCTION billing.finish_request(request_id uuid, worker text, result jsonb, attempt integer DEFAULT NULL)
+RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -216,13 +217,15 @@ BEGIN
     UPDATE billing.stripe_requests r
     SET status = 'succeeded', result = finish_request.result, error = NULL, finished_at = now(),
         locked_by = NULL, locked_until = NULL
-    WHERE r.id = request_id AND r.status = 'running' AND r.locked_by = worker;
+    WHERE r.id = request_id AND r.status = 'running' AND r.locked_by = worker
+      AND (attempt IS NULL OR r.attempts = attempt);
     RETURN FOUND;
 END
 $$;
-COMMENT ON FUNCTION billing.finish_request(uuid, text, jsonb) IS 'Worker: marks a claimed request succeeded with its result ({url, session_id, ...}); false when the claim was lost.';
+COMMENT ON FUNCTION billing.finish_request(uuid, text, jsonb, integer) IS 'Worker: marks a claimed request succeeded with its result ({url, session_id, ...}); false when the claim was lost. Pass the attempts value the claim returned as attempt so that a late worker cannot finish a newer claim of the same row.';
 
-CREATE FUNCTION billing.fail_request(request_id uuid, worker text, error text, retry_after_ms integer DEFAULT NULL)
+CREATE FUNCTION billing.fail_request(request_id uuid, worker text, error text, retry_after_ms integer DEFAULT NULL,
+                                     attempt integer DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
@@ -240,8 +243,9 @@ BEGIN
         finished_at = CASE WHEN retry_after_ms IS NOT NULL AND r.attempts < max_attempts THEN NULL ELSE now() END,
         locked_by = NULL, locked_until = NULL
     WHERE r.id = request_id AND r.status = 'running' AND r.locked_by = worker
+      AND (attempt IS NULL OR r.attempts = attempt)
     RETURNING r.status INTO new_status;
     RETURN new_status;
 END
 $$;
-COMMENT ON FUNCTION billing.fail_request(uuid, text, text, integer) IS 'Worker: records a failed attempt; with retry_after_ms the request goes back to pending (until request_max_attempts), else it fails for good. Returns the new status, NULL when the claim was lost.';
+COMMENT ON FUNCTION billing.fail_request(uuid, text, text, integer, integer) IS 'Worker: records a failed attempt; with retry_after_ms the request goes back to pending (until request_max_attempts), else it fails for good. Returns the new status, NULL when the claim was lost (attempt fences off a newer claim, as in finish_request).';

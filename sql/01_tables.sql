@@ -208,7 +208,7 @@ CREATE TABLE billing.stripe_events (
     api_version text,
     livemode boolean NOT NULL,
     created timestamptz NOT NULL,
-    payload jsonb NOT NULL,
+    payload json NOT NULL,
     stripe_customer_id text,
     received_at timestamptz NOT NULL DEFAULT now(),
     processed_at timestamptz,
@@ -233,7 +233,7 @@ COMMENT ON COLUMN billing.stripe_events.type IS 'Event type, e.g. invoice.paid.'
 COMMENT ON COLUMN billing.stripe_events.api_version IS 'The API version that shaped data.object.';
 COMMENT ON COLUMN billing.stripe_events.livemode IS 'Whether the event came from live mode.';
 COMMENT ON COLUMN billing.stripe_events.created IS 'Stripe''s creation time of the event; orders state changes.';
-COMMENT ON COLUMN billing.stripe_events.payload IS 'The whole event as received.';
+COMMENT ON COLUMN billing.stripe_events.payload IS 'The event exactly as Stripe sent it (json keeps the signed bytes; cast to jsonb for heavy querying).';
 COMMENT ON COLUMN billing.stripe_events.stripe_customer_id IS 'The customer the event concerns, if any (used to retry held events once the customer is linked).';
 COMMENT ON COLUMN billing.stripe_events.received_at IS 'First delivery time.';
 COMMENT ON COLUMN billing.stripe_events.processed_at IS 'When its effects were applied; NULL while pending or failed.';

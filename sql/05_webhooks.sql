@@ -418,7 +418,7 @@ BEGIN
     INSERT INTO billing.stripe_events (id, type, api_version, livemode, created, payload, stripe_customer_id,
                                        processed_at, attempts)
     VALUES (ev ->> 'id', ev ->> 'type', ev ->> 'api_version', (ev ->> 'livemode')::boolean,
-            billing.unix_time(ev -> 'created'), payload::jsonb, ev ->> 'customer', clock_timestamp(), 1)
+            billing.unix_time(ev -> 'created'), payload::json, ev ->> 'customer', clock_timestamp(), 1)
     ON CONFLICT (id) DO NOTHING
     RETURNING id INTO inserted;
     IF inserted IS NOT NULL THEN

@@ -540,3 +540,30 @@ async fn postgrest_entry_point_reads_the_header_and_keeps_the_raw_bytes() {
         "permission denied",
     );
 }
+
+#[tokio::test]
+async fn the_stored_payload_is_the_exact_body_stripe_signed() {
+    let (_db, owner) = setup().await;
+    let mut event = events::envelope(
+        Shape::Basil,
+        "evt_raw1",
+        "customer.updated",
+        1_700_000_000,
+        json!({"id": "cus_raw", "object": "customer", "name": "Zoë \u{1F680}", "note": "a\"b\\c"}),
+    );
+    event["extra"] = json!({"z": 1, "a": [1.50, 2]});
+    let (body, header) = events::signed(&event, TEST_SECRET);
+    raw_deliver(&owner, &body, &header).await.unwrap();
+    let stored: String = owner
+        .query_one(
+            "SELECT payload::text FROM billing.stripe_events WHERE id = 'evt_raw1'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        stored, body,
+        "kept byte for byte (jsonb would reorder keys and respace)"
+    );
+}

@@ -288,17 +288,22 @@ fn authenticate(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// `sk_test_abcdef123456` → `sk_test_********3456`, as Stripe echoes a wrong key.
+///
+/// Counted in characters, not bytes: a key from basic auth is arbitrary UTF-8.
 fn mask_key(key: &str) -> String {
     let chars: Vec<char> = key.chars().collect();
-    let prefix = key
-        .match_indices('_')
+    // Everything up to and including the second `_` is shown (`sk_test_`).
+    let prefix = chars
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| **c == '_')
         .nth(1)
-        .map_or(0, |(i, _)| i + 1)
-        .min(chars.len());
-    let keep_tail = chars.len().saturating_sub(prefix).min(4);
+        .map_or(0, |(i, _)| i + 1);
+    let keep_tail = (chars.len() - prefix).min(4);
     let stars = chars.len() - prefix - keep_tail;
+    let head: String = chars[..prefix].iter().collect();
     let tail: String = chars[chars.len() - keep_tail..].iter().collect();
-    format!("{}{}{tail}", &key[..prefix], "*".repeat(stars))
+    format!("{head}{}{tail}", "*".repeat(stars))
 }
 
 fn decode_params(
@@ -423,6 +428,17 @@ mod tests {
         assert_eq!(mask_key("sk_test_abcdef123456"), "sk_test_********3456");
         assert_eq!(mask_key("sk_live_x"), "sk_live_x");
         assert_eq!(mask_key("nonsense_key_value123"), "nonsense_key_****e123");
+        assert_eq!(mask_key("nokey"), "*okey");
+        assert_eq!(mask_key(""), "");
+    }
+
+    #[test]
+    fn masks_non_ascii_keys_by_characters() {
+        // A basic-auth user decodes to arbitrary UTF-8; byte offsets would split `é`.
+        assert_eq!(mask_key("éé_é_é"), "éé_é_é");
+        assert_eq!(mask_key("sk_tést_ééééé€ü"), "sk_tést_***éé€ü");
+        assert_eq!(mask_key("ключ_тест_секретный"), "ключ_тест_*****тный");
+        assert_eq!(mask_key("ü"), "ü");
     }
 
     #[test]

@@ -5,12 +5,12 @@
 //! earlier state and vice versa.
 
 use axum::http::StatusCode;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::render::{Renderer, Shape, Templates};
+use super::resources::insert_customer;
 use super::store::{
-    add_months, ids, Customer, Invoice, InvoiceLine, PriceKind, Store, StoredEvent, SubItem,
-    Subscription,
+    add_months, ids, Invoice, InvoiceLine, PriceKind, Store, StoredEvent, SubItem, Subscription,
 };
 use super::webhook::create_event;
 
@@ -128,22 +128,12 @@ pub(super) fn mark_paid(inv: &mut Invoice, now: i64) {
     }
 }
 
+/// The customer Checkout creates, with the email entered on the page (the session's
+/// `customer_email`, or a made-up one).
 fn create_customer(store: &mut Store, email: Option<String>) -> String {
-    let id = ids::customer();
-    let customer = Customer {
-        id: id.clone(),
-        created: store.clock.now(),
-        email: email.or_else(|| Some(format!("{}@example.com", id.to_lowercase()))),
-        name: None,
-        description: None,
-        phone: None,
-        metadata: Map::new(),
-        address: Value::Null,
-        preferred_locales: Vec::new(),
-        invoice_prefix: ids::short("x")[2..10].to_uppercase(),
-    };
-    store.customers.insert(id.clone(), customer);
-    id
+    insert_customer(store, |c| {
+        c.email = email.or_else(|| Some(format!("{}@example.com", c.id.to_lowercase())));
+    })
 }
 
 /// `POST /_emulator/checkout/{id}/complete`.

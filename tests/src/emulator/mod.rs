@@ -3,8 +3,14 @@
 //! It serves the endpoints the worker uses, validates form parameters against Stripe's
 //! OpenAPI schemas and Stripe's documented rules, answers with objects built from Stripe's
 //! fixtures, and drives checkouts and subscriptions through their lifecycle, delivering
-//! signed webhooks. It is strict on purpose: anything the real API would reject is rejected
-//! with the same status, error `type`, `code` and `param`.
+//! signed webhooks. It is strict where it models the API: the 2023-08-16 form schemas
+//! (unknown, missing, mistyped and empty parameters, enums, lengths, metadata limits) and the
+//! business rules in `resources.rs` (mode rules, exclusive parameters, references that must
+//! exist, URLs, emails, line-item quantities) are rejected with the status, error `type`,
+//! `code` and `param` the real API uses. It is not a complete model: a request the real API
+//! rejects for a rule not listed here may be accepted, and it rejects some requests the real
+//! API accepts (see "Not emulated"). Error messages follow Stripe's wording where known but
+//! are not guaranteed to be identical.
 //!
 //! # CLI
 //! ```text
@@ -26,8 +32,32 @@
 //! `GET /v1/subscriptions/{id}`, `GET /v1/invoices/{id}`; `expand[]` on the id fields.
 //! Bodies are form-encoded with bracket notation. POSTs honour `Idempotency-Key` (per secret
 //! key): a replay returns the stored status and body with `Idempotent-Replayed: true`;
-//! different parameters give 400 `idempotency_error`; a concurrent duplicate 409. Schema
-//! errors, auth errors and injected faults are not stored, so a retry can succeed.
+//! different parameters give 400 `idempotency_error`; a concurrent duplicate 409. As on the
+//! real API, only requests whose execution began are stored: auth errors, schema errors and
+//! a concurrent duplicate are not, while business-rule errors (a 400 from `resources.rs`) are
+//! stored and replayed like successes. Injected faults are not stored either (see below).
+//!
+//! `metadata[k]=` (empty value) is accepted: it unsets `k`, so on a new object the key is
+//! absent. Each checkout line item needs `quantity` (≥ 1), as on the real API.
+//!
+//! A default customer-portal configuration (`bpc_…`, new on every reset) always exists, so
+//! `POST /v1/billing_portal/sessions` works without `configuration`. A real test-mode account
+//! has none until its customer-portal settings have been saved once in the Dashboard (or a
+//! configuration was created through the API); until then the real call fails with a 400.
+//!
+//! # Injected faults
+//! A fault models a failure that happens before the request reaches Stripe's API: a gateway
+//! or load balancer answering 502/503, a 429 from rate limiting, or (with `delay_ms` and a
+//! client timeout) a connection dropped on the way. Since Stripe never executed such a
+//! request, nothing is stored under its idempotency key, and a retry with the same key runs
+//! normally and can succeed. This is the case a client's retry logic must handle. The other
+//! case is not emulated: once execution began, real Stripe stores the result, a 500 included,
+//! and replays it for that key (usually with `Stripe-Should-Retry: false`), so retrying with
+//! the same key returns the same 500. Any status can be injected (a 402 `card_error`, say)
+//! and is handled the same way, never stored, even where the real API would have stored it.
+//! Faults are taken after authentication, schema validation and the idempotency check (an
+//! invalid request still gets its 400, a replay is answered from the store and consumes no
+//! fault) and before the business rules; a fault without `status` only delays the request.
 //!
 //! # Control API (no auth; JSON bodies; `"deliver": false` returns events without POSTing)
 //! - `POST /_emulator/faults` `{"path":"/v1/checkout/sessions"|"/v1/*","method"?,"status"?,
@@ -70,8 +100,8 @@
 //! `price_data` line items (400, register prices with `--price`), promotion codes (always
 //! `resource_missing`), trials, quantities other than per-unit, taxes, other endpoints, and
 //! events Stripe sends besides the ones above (`customer.created`, `invoice.created`, …).
-//! Request parameters added after 2023-08-16 are unknown parameters. Injected faults apply
-//! after schema validation and are skipped by idempotent replays.
+//! Request parameters added after 2023-08-16 are unknown parameters. Neither are stored 500
+//! results (see "Injected faults") nor a fresh account's missing portal configuration.
 
 pub mod api;
 pub mod control;

@@ -14,17 +14,42 @@ fn str_param(p: &Map<String, Value>, key: &str) -> Option<String> {
     p.get(key).and_then(Value::as_str).map(str::to_string)
 }
 
+/// A metadata map as stored: `metadata[k]=` (empty) unsets `k`, which on a new object means
+/// the key is simply absent.
 fn metadata(v: Option<&Value>) -> Map<String, Value> {
-    v.and_then(Value::as_object).cloned().unwrap_or_default()
+    let mut map = v.and_then(Value::as_object).cloned().unwrap_or_default();
+    map.retain(|_, v| v != "");
+    map
+}
+
+/// Whether Stripe would accept `url` as a redirect target: an absolute `http`/`https` URL
+/// with a host, free of whitespace and control characters.
+fn is_valid_url(url: &str) -> bool {
+    let lower = url.to_ascii_lowercase();
+    let Some(rest) = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    // The WHATWG parser below would quietly drop tabs and newlines, encode spaces, read `\`
+    // as `/` and skip extra slashes before the host; a strict parser rejects all of them.
+    if rest.starts_with('/')
+        || url
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '\\')
+    {
+        return false;
+    }
+    reqwest::Url::parse(url).is_ok_and(|u| {
+        matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty())
+    })
 }
 
 /// Stripe rejects URLs it could not redirect to with `url_invalid`.
 fn check_url(p: &Map<String, Value>, key: &str) -> Result<(), ApiError> {
     match p.get(key).and_then(Value::as_str) {
-        Some(url)
-            if !(url.starts_with("http://") || url.starts_with("https://"))
-                || url.contains(' ') =>
-        {
+        Some(url) if !is_valid_url(url) => {
             Err(ApiError::invalid(key, "Not a valid URL").code("url_invalid"))
         }
         _ => Ok(()),
@@ -49,33 +74,46 @@ fn check_email(p: &Map<String, Value>, key: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Stores a new customer: a fresh id, `created` now, a random invoice prefix, every other
+/// field empty until `fill` sets it. The one constructor for customers, whether created by
+/// `POST /v1/customers` or by a completed Checkout. Returns the id.
+pub(super) fn insert_customer(store: &mut Store, fill: impl FnOnce(&mut Customer)) -> String {
+    let id = ids::customer();
+    let mut customer = Customer {
+        id: id.clone(),
+        created: store.clock.now(),
+        email: None,
+        name: None,
+        description: None,
+        phone: None,
+        metadata: Map::new(),
+        address: Value::Null,
+        preferred_locales: Vec::new(),
+        invoice_prefix: ids::short("x")[2..10].to_uppercase(),
+    };
+    fill(&mut customer);
+    store.customers.insert(id.clone(), customer);
+    id
+}
+
 /// `POST /v1/customers`.
 pub fn create_customer(store: &mut Store, p: &Map<String, Value>) -> Result<String, ApiError> {
     check_email(p, "email")?;
-    let created = store.clock.now();
-    let id = ids::customer();
-    let address = match p.get("address") {
-        Some(Value::Object(a)) => Value::Object(a.clone()),
-        _ => Value::Null,
-    };
-    let customer = Customer {
-        id: id.clone(),
-        created,
-        email: str_param(p, "email"),
-        name: str_param(p, "name"),
-        description: str_param(p, "description"),
-        phone: str_param(p, "phone"),
-        metadata: metadata(p.get("metadata")),
-        address,
-        preferred_locales: p
+    Ok(insert_customer(store, |c| {
+        c.email = str_param(p, "email");
+        c.name = str_param(p, "name");
+        c.description = str_param(p, "description");
+        c.phone = str_param(p, "phone");
+        c.metadata = metadata(p.get("metadata"));
+        if let Some(Value::Object(a)) = p.get("address") {
+            c.address = Value::Object(a.clone());
+        }
+        c.preferred_locales = p
             .get("preferred_locales")
             .and_then(Value::as_array)
             .cloned()
-            .unwrap_or_default(),
-        invoice_prefix: ids::short("x")[2..10].to_uppercase(),
-    };
-    store.customers.insert(id.clone(), customer);
-    Ok(id)
+            .unwrap_or_default();
+    }))
 }
 
 /// Rejects `key` when present outside the modes that allow it.
@@ -174,17 +212,25 @@ pub fn create_checkout_session(
         let price_id = item["price"]
             .as_str()
             .ok_or_else(|| ApiError::missing_param(&param("price")))?;
+        // No default of 1: a price-based line item must say how many.
+        let Some(quantity) = item.get("quantity").and_then(Value::as_i64) else {
+            return Err(ApiError::invalid(
+                format!("line_items[{i}]"),
+                format!("Quantity is required. Add `quantity` to `line_items[{i}]`"),
+            )
+            .code("parameter_missing"));
+        };
+        if quantity < 1 {
+            return Err(ApiError::invalid(
+                param("quantity"),
+                "This value must be greater than or equal to 1.",
+            )
+            .code("parameter_invalid_integer"));
+        }
         let price = store
             .prices
             .get(price_id)
             .ok_or_else(|| ApiError::no_such("price", price_id, Some(&param("price"))))?;
-        let quantity = item.get("quantity").and_then(Value::as_i64).unwrap_or(1);
-        if quantity < 1 {
-            return Err(ApiError::invalid(
-                param("quantity"),
-                "Quantity must be greater than 0.",
-            ));
-        }
         if price.kind == PriceKind::Recurring && mode == "payment" {
             return Err(ApiError::invalid(
                 param("price"),
@@ -348,4 +394,236 @@ pub fn create_portal_session(
     };
     store.portal_sessions.insert(id.clone(), session);
     Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::emulator::store::Price;
+
+    const BASE: &str = "http://emu";
+
+    fn store() -> Store {
+        let mut store = Store::default();
+        for (id, kind, unit_amount) in [
+            ("price_basic", PriceKind::Recurring, 1000),
+            ("price_pack", PriceKind::OneTime, 500),
+        ] {
+            store.prices.insert(
+                id.into(),
+                Price {
+                    id: id.into(),
+                    kind,
+                    unit_amount,
+                    currency: "usd".into(),
+                    product: "prod_1".into(),
+                    created: 0,
+                },
+            );
+        }
+        store.portal_configuration = "bpc_1".into();
+        store
+    }
+
+    /// Parameters as the schema check leaves them (integers typed, arrays as arrays).
+    fn params(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    fn payment(line_items: Value) -> Map<String, Value> {
+        params(
+            json!({"mode": "payment", "success_url": "https://app.test/ok",
+                      "line_items": line_items}),
+        )
+    }
+
+    #[test]
+    fn line_item_without_quantity_is_rejected_like_stripe() {
+        let mut store = store();
+        let e =
+            create_checkout_session(&mut store, BASE, &payment(json!([{"price": "price_pack"}])))
+                .unwrap_err();
+        assert_eq!(e.status.as_u16(), 400);
+        assert_eq!(e.kind, "invalid_request_error");
+        assert_eq!(e.code.as_deref(), Some("parameter_missing"));
+        assert_eq!(e.param.as_deref(), Some("line_items[0]"));
+        assert_eq!(
+            e.message,
+            "Quantity is required. Add `quantity` to `line_items[0]`"
+        );
+        let e = create_checkout_session(
+            &mut store,
+            BASE,
+            &payment(json!([{"price": "price_pack", "quantity": 1}, {"price": "price_pack"}])),
+        )
+        .unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("line_items[1]"));
+        assert_eq!(
+            e.message,
+            "Quantity is required. Add `quantity` to `line_items[1]`"
+        );
+        assert!(store.sessions.is_empty());
+    }
+
+    #[test]
+    fn quantity_below_one_is_rejected_like_stripe() {
+        let mut store = store();
+        for q in [0, -3] {
+            let e = create_checkout_session(
+                &mut store,
+                BASE,
+                &payment(json!([{"price": "price_pack", "quantity": q}])),
+            )
+            .unwrap_err();
+            assert_eq!(e.status.as_u16(), 400);
+            assert_eq!(e.code.as_deref(), Some("parameter_invalid_integer"));
+            assert_eq!(e.param.as_deref(), Some("line_items[0][quantity]"));
+            assert_eq!(e.message, "This value must be greater than or equal to 1.");
+        }
+        let id = create_checkout_session(
+            &mut store,
+            BASE,
+            &payment(json!([{"price": "price_pack", "quantity": 3}])),
+        )
+        .unwrap();
+        let session = &store.sessions[&id];
+        assert_eq!(
+            (session.lines[0].quantity, session.amount_subtotal),
+            (3, 1500)
+        );
+    }
+
+    #[test]
+    fn urls_must_be_absolute_http_with_a_host() {
+        for good in [
+            "https://app.test/ok",
+            "http://localhost:3000/c",
+            "https://a/ok",
+            "HTTPS://App.Test/Ok",
+            "https://app.test/ok?session_id={CHECKOUT_SESSION_ID}",
+            "https://user@app.test:8443/p#frag",
+            "https://bücher.example/ok",
+        ] {
+            assert!(is_valid_url(good), "{good}");
+        }
+        for bad in [
+            "",
+            "app.test/ok",
+            "/relative/path",
+            "//app.test/ok",
+            "ftp://app.test/ok",
+            "javascript:alert(1)",
+            "mailto:a@b.test",
+            "https:app.test",
+            "https:/app.test",
+            "https://",
+            "https:///path",
+            "https://?q=1",
+            "https://app.test/a b",
+            "https://app.test/a\tb",
+            "\thttps://app.test/ok",
+            "https://app.test/ok\n",
+            "https://app.test/\r\nSet-Cookie:x",
+            "https://app.test/\u{0}",
+            "https://app.test/\u{7f}",
+            "https://app.test\\evil.test",
+            "https://exa mple.test/",
+            "https://[::1/",
+        ] {
+            assert!(!is_valid_url(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_urls_name_their_param() {
+        let mut store = store();
+        let items = json!([{"price": "price_pack", "quantity": 1}]);
+        for (key, url) in [
+            ("success_url", "https://app.test/a\tb"),
+            ("cancel_url", "app.test/no"),
+        ] {
+            let mut p = payment(items.clone());
+            p.insert(key.into(), json!(url));
+            let e = create_checkout_session(&mut store, BASE, &p).unwrap_err();
+            assert_eq!(
+                (e.status.as_u16(), e.code.as_deref(), e.param.as_deref()),
+                (400, Some("url_invalid"), Some(key)),
+                "{key}={url:?}"
+            );
+            assert_eq!(e.message, "Not a valid URL");
+        }
+        let customer = create_customer(&mut store, &Map::new()).unwrap();
+        let p = params(json!({"customer": customer, "return_url": "https://\u{1b}x.test/"}));
+        let e = create_portal_session(&mut store, BASE, &p).unwrap_err();
+        assert_eq!(
+            (e.code.as_deref(), e.param.as_deref()),
+            (Some("url_invalid"), Some("return_url"))
+        );
+        let p = params(json!({"customer": customer, "return_url": "https://app.test/account"}));
+        assert!(create_portal_session(&mut store, BASE, &p).is_ok());
+    }
+
+    #[test]
+    fn empty_metadata_values_are_not_stored() {
+        let mut store = store();
+        let p = params(json!({"email": "a@b.test", "metadata": {"gone": "", "kept": "v"}}));
+        let id = create_customer(&mut store, &p).unwrap();
+        assert_eq!(
+            Value::Object(store.customers[&id].metadata.clone()),
+            json!({"kept": "v"})
+        );
+        let mut p = params(
+            json!({"mode": "subscription", "success_url": "https://app.test/ok",
+            "line_items": [{"price": "price_basic", "quantity": 1}],
+            "metadata": {"a": ""}, "subscription_data": {"metadata": {"b": "", "c": "1"}}}),
+        );
+        let id = create_checkout_session(&mut store, BASE, &p).unwrap();
+        assert!(store.sessions[&id].metadata.is_empty());
+        assert_eq!(
+            Value::Object(store.sessions[&id].subscription_metadata.clone()),
+            json!({"c": "1"})
+        );
+        // `metadata=` (the whole map) unsets everything.
+        p.insert("metadata".into(), json!(""));
+        let id = create_checkout_session(&mut store, BASE, &p).unwrap();
+        assert!(store.sessions[&id].metadata.is_empty());
+    }
+
+    #[test]
+    fn one_customer_constructor() {
+        let mut store = store();
+        let p = params(
+            json!({"email": "a@b.test", "name": "A", "address": {"city": "X"},
+                              "preferred_locales": ["de"]}),
+        );
+        let from_api = create_customer(&mut store, &p).unwrap();
+        let from_checkout = insert_customer(&mut store, |c| c.email = Some("c@d.test".into()));
+        let (a, b) = (
+            &store.customers[&from_api],
+            &store.customers[&from_checkout],
+        );
+        assert_eq!(a.id, from_api);
+        assert_eq!(
+            (a.email.as_deref(), a.name.as_deref(), &a.address["city"]),
+            (Some("a@b.test"), Some("A"), &json!("X"))
+        );
+        assert_eq!(a.preferred_locales, vec![json!("de")]);
+        assert!(b.id.starts_with("cus_") && b.id != a.id);
+        assert_eq!(
+            (b.email.as_deref(), b.name.as_deref()),
+            (Some("c@d.test"), None)
+        );
+        assert_eq!(b.address, Value::Null);
+        assert!(b.metadata.is_empty() && b.preferred_locales.is_empty());
+        for c in [a, b] {
+            assert_eq!(c.invoice_prefix.len(), 8);
+            assert!(c
+                .invoice_prefix
+                .chars()
+                .all(|ch| ch.is_ascii_uppercase() || ch.is_ascii_digit()));
+            assert!(c.created > 0);
+        }
+    }
 }

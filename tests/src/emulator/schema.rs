@@ -205,8 +205,15 @@ fn check_object(schema: &Value, value: &Value, path: &str) -> Result<Value, ApiE
     if additional.is_some() && props.is_none() {
         check_metadata_limits(map, path)?;
     }
+    // A metadata map (free keys, string values): `metadata[k]=` unsets `k`, which Stripe
+    // accepts on every call, so an empty value is not `parameter_invalid_empty` here.
+    let string_values = props.is_none() && additional.is_some_and(|a| a["type"] == "string");
     let mut out = Map::new();
     for (key, child) in map {
+        if string_values && child == "" {
+            out.insert(key.clone(), Value::String(String::new()));
+            continue;
+        }
         let sub = props
             .and_then(|p| p.get(key))
             .or(additional)
@@ -373,5 +380,26 @@ mod tests {
         let v = validate(op, &parse_form("metadata[a]=1&address[city]=X").unwrap()).unwrap();
         assert_eq!(v["address"]["city"], "X");
         assert!(validate(op, &parse_form("address[town]=X").unwrap()).is_err());
+    }
+
+    #[test]
+    fn empty_metadata_values_unset_keys() {
+        let v = checkout(&format!(
+            "{BASE}&metadata[gone]=&metadata[kept]=v&subscription_data[metadata][x]="
+        ))
+        .unwrap();
+        assert_eq!(v["metadata"], json!({"gone": "", "kept": "v"}));
+        assert_eq!(v["subscription_data"]["metadata"], json!({"x": ""}));
+        let schemas = Schemas::load();
+        let op = schemas.operation("POST /v1/customers").unwrap();
+        let v = validate(op, &parse_form("metadata[a]=&email=a@b.c").unwrap()).unwrap();
+        assert_eq!(v["metadata"], json!({"a": ""}));
+        // Only metadata values: other empty strings still cannot be unset on create.
+        let e = checkout(&format!("{BASE}&metadata[k]=&client_reference_id=")).unwrap_err();
+        assert_eq!(e.code.as_deref(), Some("parameter_invalid_empty"));
+        assert_eq!(e.param.as_deref(), Some("client_reference_id"));
+        // A nested value is still not a string.
+        let e = checkout(&format!("{BASE}&metadata[k][x]=1")).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("metadata[k]"));
     }
 }

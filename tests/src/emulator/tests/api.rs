@@ -99,6 +99,12 @@ async fn authentication() {
     assert!(e["error"]["message"].as_str().unwrap().contains("1234"));
     let (status, _) = status_and_json(api.http.post(&url).basic_auth(KEY, Some(""))).await;
     assert_eq!(status, 200);
+    // A basic-auth user is arbitrary UTF-8; masking it must not split a character.
+    let (status, e) = status_and_json(api.http.post(&url).basic_auth("éé_é_é", Some(""))).await;
+    assert_eq!(
+        (status, e["error"]["message"].as_str()),
+        (401, Some("Invalid API Key provided: éé_é_é"))
+    );
     let (status, e) = status_and_json(
         api.post("/v1/customers", "")
             .header("Stripe-Version", "2099-01-01"),
@@ -229,24 +235,28 @@ async fn checkout_rules_like_stripe() {
     let customer = api.customer().await;
     let ok = "success_url=https://a/ok";
     let cases: Vec<(String, &str, Option<&str>)> = vec![
-        (format!("{ok}&line_items[0][price]=price_basic"), "parameter_missing", Some("mode")),
-        (format!("{ok}&mode=payment&line_items[0][price]=price_nope"), "resource_missing", Some("line_items[0][price]")),
+        (format!("{ok}&line_items[0][price]=price_basic&line_items[0][quantity]=1"), "parameter_missing", Some("mode")),
+        (format!("{ok}&mode=payment&line_items[0][price]=price_nope&line_items[0][quantity]=1"), "resource_missing", Some("line_items[0][price]")),
         (format!("{ok}&mode=payment&line_items[0][pricee]=price_pack"), "parameter_unknown", Some("line_items[0][pricee]")),
-        (format!("{ok}&mode=payment&line_items[0][price]=price_basic"), "", Some("line_items[0][price]")),
-        (format!("{ok}&mode=subscription&line_items[0][price]=price_pack"), "", Some("line_items")),
-        (format!("{ok}&mode=payment&line_items[0][price]=price_pack&subscription_data[metadata][a]=b"), "", Some("subscription_data")),
-        (format!("{ok}&mode=subscription&line_items[0][price]=price_basic&payment_intent_data[setup_future_usage]=off_session"), "", Some("payment_intent_data")),
-        (format!("{ok}&mode=subscription&line_items[0][price]=price_basic&customer_creation=always"), "", Some("customer_creation")),
-        (format!("{ok}&mode=payment&line_items[0][price]=price_pack&customer={customer}&customer_creation=always"), "parameters_exclusive", Some("customer")),
-        (format!("{ok}&mode=payment&line_items[0][price]=price_pack&customer={customer}&customer_email=a%40b.co"), "parameters_exclusive", Some("customer")),
-        (format!("{ok}&mode=payment&line_items[0][price]=price_pack&customer_update[name]=auto"), "", Some("customer_update")),
-        (format!("{ok}&mode=payment&line_items[0][price]=price_pack&customer=cus_missing"), "resource_missing", Some("customer")),
-        (format!("{ok}&mode=payment&line_items[0][price]=price_pack&allow_promotion_codes=true&discounts[0][coupon]=half"), "parameters_exclusive", Some("allow_promotion_codes")),
-        (format!("{ok}&mode=payment&line_items[0][price]=price_pack&discounts[0][coupon]=nope"), "resource_missing", Some("discounts[0][coupon]")),
-        (format!("{ok}&mode=subscription&line_items[0][price]=price_basic&customer={customer}&tax_id_collection[enabled]=true"), "", Some("customer_update[name]")),
-        (format!("{ok}&mode=setup&line_items[0][price]=price_pack"), "", Some("line_items")),
-        (format!("{ok}&mode=sub&line_items[0][price]=price_basic"), "parameter_invalid_string", Some("mode")),
-        ("mode=payment&line_items[0][price]=price_pack".to_string(), "parameter_missing", Some("success_url")),
+        (format!("{ok}&mode=payment&line_items[0][price]=price_basic&line_items[0][quantity]=1"), "", Some("line_items[0][price]")),
+        (format!("{ok}&mode=subscription&line_items[0][price]=price_pack&line_items[0][quantity]=1"), "", Some("line_items")),
+        (format!("{ok}&mode=payment&line_items[0][price]=price_pack&line_items[0][quantity]=1&subscription_data[metadata][a]=b"), "", Some("subscription_data")),
+        (format!("{ok}&mode=subscription&line_items[0][price]=price_basic&line_items[0][quantity]=1&payment_intent_data[setup_future_usage]=off_session"), "", Some("payment_intent_data")),
+        (format!("{ok}&mode=subscription&line_items[0][price]=price_basic&line_items[0][quantity]=1&customer_creation=always"), "", Some("customer_creation")),
+        (format!("{ok}&mode=payment&line_items[0][price]=price_pack&line_items[0][quantity]=1&customer={customer}&customer_creation=always"), "parameters_exclusive", Some("customer")),
+        (format!("{ok}&mode=payment&line_items[0][price]=price_pack&line_items[0][quantity]=1&customer={customer}&customer_email=a%40b.co"), "parameters_exclusive", Some("customer")),
+        (format!("{ok}&mode=payment&line_items[0][price]=price_pack&line_items[0][quantity]=1&customer_update[name]=auto"), "", Some("customer_update")),
+        (format!("{ok}&mode=payment&line_items[0][price]=price_pack&line_items[0][quantity]=1&customer=cus_missing"), "resource_missing", Some("customer")),
+        (format!("{ok}&mode=payment&line_items[0][price]=price_pack&line_items[0][quantity]=1&allow_promotion_codes=true&discounts[0][coupon]=half"), "parameters_exclusive", Some("allow_promotion_codes")),
+        (format!("{ok}&mode=payment&line_items[0][price]=price_pack&line_items[0][quantity]=1&discounts[0][coupon]=nope"), "resource_missing", Some("discounts[0][coupon]")),
+        (format!("{ok}&mode=subscription&line_items[0][price]=price_basic&line_items[0][quantity]=1&customer={customer}&tax_id_collection[enabled]=true"), "", Some("customer_update[name]")),
+        (format!("{ok}&mode=setup&line_items[0][price]=price_pack&line_items[0][quantity]=1"), "", Some("line_items")),
+        (format!("{ok}&mode=sub&line_items[0][price]=price_basic&line_items[0][quantity]=1"), "parameter_invalid_string", Some("mode")),
+        ("mode=payment&line_items[0][price]=price_pack&line_items[0][quantity]=1".to_string(), "parameter_missing", Some("success_url")),
+        (format!("{ok}&mode=payment&line_items[0][price]=price_pack"), "parameter_missing", Some("line_items[0]")),
+        (format!("{ok}&mode=payment&line_items[0][price]=price_pack&line_items[0][quantity]=0"), "parameter_invalid_integer", Some("line_items[0][quantity]")),
+        ("success_url=https://a/ok%09x&mode=payment&line_items[0][price]=price_pack&line_items[0][quantity]=1".to_string(), "url_invalid", Some("success_url")),
+        (format!("{ok}&cancel_url=a/no&mode=payment&line_items[0][price]=price_pack&line_items[0][quantity]=1"), "url_invalid", Some("cancel_url")),
     ];
     for (body, code, param) in cases {
         let (status, e) = status_and_json(api.post("/v1/checkout/sessions", &body)).await;
@@ -259,7 +269,7 @@ async fn checkout_rules_like_stripe() {
         );
         assert_eq!(e["error"]["param"].as_str(), param, "{body}: {e}");
     }
-    let (status, s) = status_and_json(api.post("/v1/checkout/sessions", &format!("{ok}&mode=payment&line_items[0][price]=price_pack&discounts[0][coupon]=half&customer_creation=always&payment_intent_data[setup_future_usage]=off_session"))).await;
+    let (status, s) = status_and_json(api.post("/v1/checkout/sessions", &format!("{ok}&mode=payment&line_items[0][price]=price_pack&line_items[0][quantity]=1&discounts[0][coupon]=half&customer_creation=always&payment_intent_data[setup_future_usage]=off_session"))).await;
     assert_eq!(
         (status, s["amount_total"].as_i64()),
         (200, Some(250)),

@@ -53,7 +53,7 @@ async fn subscription_lifecycle_with_signed_webhooks() {
     let (url, received) = receiver().await;
     let running = emulator(&["--webhook-url", &url, "--webhook-secret", "whsec_test"]).await;
     let api = Api::new(&running);
-    let body = "mode=subscription&success_url=https://a/ok&client_reference_id=u9&line_items[0][price]=price_basic\
+    let body = "mode=subscription&success_url=https://a/ok&client_reference_id=u9&line_items[0][price]=price_basic&line_items[0][quantity]=1\
                 &subscription_data[metadata][user_id]=u9&metadata[user_id]=u9";
     let s = json_of(
         api.post("/v1/checkout/sessions", body)
@@ -199,7 +199,7 @@ async fn subscription_lifecycle_with_signed_webhooks() {
 async fn legacy_shape_and_async_payments() {
     let running = emulator(&["--api-version", "2023-08-16"]).await;
     let api = Api::new(&running);
-    let body = "mode=subscription&success_url=https://a/ok&line_items[0][price]=price_basic&subscription_data[metadata][k]=v";
+    let body = "mode=subscription&success_url=https://a/ok&line_items[0][price]=price_basic&line_items[0][quantity]=1&subscription_data[metadata][k]=v";
     let s = json_of(
         api.post("/v1/checkout/sessions", body)
             .send()
@@ -244,7 +244,7 @@ async fn legacy_shape_and_async_payments() {
     let pay = json_of(
         api.post(
             "/v1/checkout/sessions",
-            "mode=payment&success_url=https://a/ok&line_items[0][price]=price_pack",
+            "mode=payment&success_url=https://a/ok&line_items[0][price]=price_pack&line_items[0][quantity]=1",
         )
         .send()
         .await

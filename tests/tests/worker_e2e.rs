@@ -77,6 +77,11 @@ async fn cli_help_and_bad_configuration() {
             &["--database-url", "host=/tmp", "--listen", "nowhere"][..],
             "--listen",
         ),
+        // A lease shorter than two Stripe timeouts (30 s by default).
+        (
+            &["--database-url", "host=/tmp", "--lease-seconds", "45"][..],
+            "--lease-seconds",
+        ),
         (
             &["--database-url", "postgres://u@h:port/db"][..],
             "--database-url",
@@ -366,16 +371,6 @@ async fn without_a_secret_key_requests_fail_clearly_and_webhooks_still_work() {
     assert_eq!(answer["received"], true);
 }
 
-fn event_body(id: &str) -> String {
-    json!({
-        "id": id, "object": "event", "type": "customer.created", "api_version": "2025-03-31.basil",
-        "created": now(), "livemode": false, "pending_webhooks": 1,
-        "request": {"id": null, "idempotency_key": null},
-        "data": {"object": {"id": "cus_e2e", "object": "customer"}}
-    })
-    .to_string()
-}
-
 #[tokio::test]
 async fn webhook_endpoint_answers_per_outcome() {
     let db = TestDb::new().await;
@@ -474,17 +469,32 @@ async fn an_event_that_fails_to_apply_is_still_acknowledged() {
 #[tokio::test]
 async fn sigterm_lets_in_flight_requests_finish_then_exits_0() {
     let mut s = setup(&["--shutdown-timeout-ms", "15000"]).await;
+    // Both calls of the checkout are slow, so the signal arrives before the session call: a
+    // claimed request is carried out in full (not skipped and requeued), and the call in
+    // flight when the worker stops claiming completes.
+    s.emulator
+        .fault(json!({"path": "/v1/customers", "delay_ms": 1500}))
+        .await;
     s.emulator
         .fault(json!({"path": "/v1/checkout/sessions", "delay_ms": 1500}))
         .await;
     let mut api = s.db.api().await;
     let id = request_checkout(&mut api, Uuid::new_v4(), "price_pack", "").await;
+    // Signalled right after the claim, while the customer call is (about to be) in flight.
     wait_row(&s.owner, id, WAIT, |r| r.status == "running").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     s.worker.signal("TERM");
     let code = s.worker.wait_exit(Duration::from_secs(20)).await;
-    assert_eq!(code, Some(0), "{}", s.worker.logs());
+    let logs = s.worker.logs();
+    assert_eq!(code, Some(0), "{logs}");
     let r = row(&s.owner, id).await;
-    assert_eq!(r.status, "succeeded", "{r:?}\n{}", s.worker.logs());
-    assert!(s.worker.logs().contains("waiting for in-flight requests"));
+    assert_eq!(
+        (r.status.as_str(), r.attempts),
+        ("succeeded", 1),
+        "{r:?}\n{logs}"
+    );
+    let sessions = sessions_for(&s.emulator, id).await;
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(r.result.unwrap()["session_id"], sessions[0].as_str());
+    assert!(logs.contains("waiting for in-flight requests"), "{logs}");
+    assert!(!logs.contains("requeued"), "{logs}");
 }

@@ -1,4 +1,5 @@
-//! The worker under stress: two workers on one queue, a worker killed mid-request, and a
+//! The worker under stress: two workers on one queue, a worker killed mid-request, a Stripe
+//! call slower than the lease, a webhook flood, a shutdown with work still running, and a
 //! Postgres restart underneath a running worker. Like worker_e2e.rs, these need
 //! `cargo build -p stripe-billing-worker` first and the cluster of scripts/integration-test.sh
 //! (the restart test starts its own cluster with scripts/pg.sh).
@@ -14,52 +15,6 @@ use uuid::Uuid;
 use worker_support::*;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// Waits until every request in `ids` is finished; returns their rows.
-async fn all_finished(owner: &tokio_postgres::Client, ids: &[Uuid], within: Duration) -> Vec<Row> {
-    let deadline = Instant::now() + within;
-    loop {
-        let done: i64 = owner
-            .query_one(
-                "SELECT count(*) FROM billing.stripe_requests WHERE id = ANY($1) AND status IN ('succeeded', 'failed')",
-                &[&ids],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if done as usize == ids.len() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{done} of {} finished",
-            ids.len()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let mut rows = Vec::new();
-    for id in ids {
-        rows.push(row(owner, *id).await);
-    }
-    rows
-}
-
-/// Checkout sessions the emulator holds for request `id` (by the metadata the worker sets).
-async fn sessions_for(emulator: &Emulator, id: Uuid) -> Vec<String> {
-    let state: Value = reqwest::get(format!("{}/_emulator/state", emulator.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    state["checkout_sessions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|s| s["metadata"]["request_id"] == id.to_string().as_str())
-        .filter_map(|s| s["id"].as_str().map(str::to_string))
-        .collect()
-}
 
 #[tokio::test]
 async fn two_workers_on_one_queue_do_each_request_once() {
@@ -132,7 +87,7 @@ async fn a_worker_killed_mid_request_is_replaced_without_a_duplicate_session() {
     let owner = db.owner().await;
     seed(&owner, false).await;
     let emulator = Emulator::start(None).await;
-    let lease = ["--lease-seconds", "2"];
+    let lease = ["--lease-seconds", "2", "--stripe-timeout-ms", "1000"];
     let mut doomed = Worker::start(
         &db.dsn,
         Some(&emulator.url),
@@ -185,45 +140,151 @@ async fn a_worker_killed_mid_request_is_replaced_without_a_duplicate_session() {
 }
 
 #[tokio::test]
-async fn a_lease_that_runs_out_mid_call_gets_the_first_session_back() {
+async fn a_call_slower_than_the_lease_is_cut_off_and_requeued_without_a_duplicate() {
     let db = TestDb::new().await;
     let owner = db.owner().await;
     seed(&owner, false).await;
     let emulator = Emulator::start(None).await;
-    // The call outlives the 1 s lease: another claim of the row sends the same key while the
-    // first is in flight (Stripe answers 409) and after it completed (Stripe replays it).
+    // The session call takes longer than the 2 s lease. The worker cuts it off within its
+    // lease (not after, when another claim could already be sending the same key) and
+    // requeues the row itself; a later claim gets the one session.
     emulator
         .fault(json!({"path": "/v1/checkout/sessions", "delay_ms": 2500}))
         .await;
-    let flags = |id: &'static str| ["--lease-seconds", "1", "--worker-id", id];
+    let flags = |id: &'static str| {
+        [
+            "--lease-seconds",
+            "2",
+            "--stripe-timeout-ms",
+            "1000",
+            "--worker-id",
+            id,
+        ]
+    };
     let a = Worker::start(&db.dsn, Some(&emulator.url), &flags("a")).await;
     let b = Worker::start(&db.dsn, Some(&emulator.url), &flags("b")).await;
     let mut api = db.api().await;
     let id = request_checkout(&mut api, Uuid::new_v4(), "price_pack", "").await;
     let done = finished(&owner, id, WAIT).await;
-    assert_eq!(
-        done.status,
-        "succeeded",
-        "{done:?}\n{}\n{}",
-        a.logs(),
-        b.logs()
-    );
+    let logs = format!("{}\n{}", a.logs(), b.logs());
+    assert_eq!(done.status, "succeeded", "{done:?}\n{logs}");
+    assert!(done.attempts >= 2, "{done:?}");
     let sessions = sessions_for(&emulator, id).await;
     assert_eq!(sessions.len(), 1, "{sessions:?}");
     assert_eq!(done.result.unwrap()["session_id"], sessions[0].as_str());
-    let calls = emulator
-        .calls("/v1/checkout/sessions", &format!("checkout-{id}"))
-        .await;
-    let created = calls
-        .iter()
-        .filter(|c| c["status"] == 200 && c["replayed"] != true)
-        .count();
-    let replayed = calls.iter().filter(|c| c["replayed"] == true).count();
-    assert_eq!(created, 1, "{calls:?}");
+    assert!(logs.contains("request failed, requeued"), "{logs}");
     assert!(
-        replayed >= 1,
-        "the later claim got the stored session: {calls:?}"
+        !logs.contains("claim lost"),
+        "every claim wrote its own outcome: {logs}"
     );
+}
+
+#[tokio::test]
+async fn a_webhook_flood_gets_503_busy_and_does_not_starve_the_queue() {
+    let db = TestDb::new().await;
+    let owner = db.owner().await;
+    seed(&owner, true).await;
+    let emulator = Emulator::start(None).await;
+    let worker = Worker::start(&db.dsn, Some(&emulator.url), &[]).await;
+    // Three webhooks hang at their INSERT and hold the endpoint's three connections.
+    let locker = block_event_inserts(&db.dsn).await;
+    let mut held = Vec::new();
+    for n in 0..3 {
+        let body = event_body(&format!("evt_flood_{n}"));
+        let header = sign(&owner, &body, WEBHOOK_SECRET, now()).await;
+        let url = worker.webhook_url();
+        held.push(tokio::spawn(async move {
+            post_webhook_to(&url, body.into_bytes(), Some(&header)).await
+        }));
+    }
+    wait_blocked_inserts(&owner, 3, WAIT).await;
+
+    // The next one waits briefly for a connection, then is told to come back.
+    let body = event_body("evt_flood_3");
+    let header = sign(&owner, &body, WEBHOOK_SECRET, now()).await;
+    let started = Instant::now();
+    let (status, answer) = post_webhook(&worker, body.into_bytes(), Some(&header)).await;
+    assert_eq!((status, &answer), (503, &json!({"error": "busy"})));
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // Meanwhile the queue has its own connections.
+    let mut api = db.api().await;
+    let id = request_checkout(&mut api, Uuid::new_v4(), "price_pack", "").await;
+    let done = finished(&owner, id, WAIT).await;
+    assert_eq!(done.status, "succeeded", "{done:?}\n{}", worker.logs());
+
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    for hook in held {
+        let (status, answer) = hook.await.unwrap();
+        assert_eq!(status, 200, "{answer}");
+    }
+}
+
+#[tokio::test]
+async fn shutdown_stays_within_one_timeout_and_requeues_what_it_stops() {
+    let db = TestDb::new().await;
+    let owner = db.owner().await;
+    seed(&owner, true).await;
+    let emulator = Emulator::start(None).await;
+    let mut worker = Worker::start(
+        &db.dsn,
+        Some(&emulator.url),
+        &["--shutdown-timeout-ms", "3000"],
+    )
+    .await;
+    // A Stripe call that outlasts the shutdown timeout...
+    emulator
+        .fault(json!({"path": "/v1/checkout/sessions", "delay_ms": 20000}))
+        .await;
+    let mut api = db.api().await;
+    let user = Uuid::new_v4();
+    let id = request_checkout(&mut api, user, "price_pack", "").await;
+    let deadline = Instant::now() + WAIT;
+    while emulator
+        .calls("/v1/customers", &format!("customer-{user}"))
+        .await
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "the customer was never created");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...and a webhook that keeps an HTTP connection busy past it.
+    let locker = block_event_inserts(&db.dsn).await;
+    let body = event_body("evt_shutdown");
+    let header = sign(&owner, &body, WEBHOOK_SECRET, now()).await;
+    let url = worker.webhook_url();
+    // (Its answer does not matter: the worker exits with the request still open.)
+    let hook = tokio::spawn(async move {
+        let request = reqwest::Client::new().post(&url).body(body);
+        request.header("Stripe-Signature", header).send().await
+    });
+    wait_blocked_inserts(&owner, 1, WAIT).await;
+
+    let signalled = Instant::now();
+    worker.signal("TERM");
+    let code = worker.wait_exit(Duration::from_secs(20)).await;
+    let took = signalled.elapsed();
+    let logs = worker.logs();
+    assert_eq!(code, Some(0), "{logs}");
+    // One 3 s deadline for the requests and the HTTP server together, not 3 s each.
+    assert!(
+        took >= Duration::from_millis(2500) && took < Duration::from_millis(5500),
+        "{took:?}\n{logs}"
+    );
+    assert!(logs.contains("HTTP connections still open"), "{logs}");
+    // The stopped request put its row back itself instead of leaving it to the lease.
+    let r = row(&owner, id).await;
+    assert_eq!(
+        (r.status.as_str(), r.attempts),
+        ("pending", 1),
+        "{r:?}\n{logs}"
+    );
+    assert!(
+        r.error.as_deref().is_some_and(|e| e.contains("stopped")),
+        "{r:?}"
+    );
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    let _ = hook.await;
 }
 
 /// A private cluster (scripts/pg.sh), stopped and removed when dropped.

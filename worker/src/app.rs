@@ -1,9 +1,15 @@
 //! Wiring: builds the shared parts from the configuration, starts the LISTEN connection, the
 //! HTTP server and the queue loop, and waits for all of them after a shutdown signal.
+//!
+//! Shutdown uses two tokens. `shutdown` (the signal) stops claiming, LISTEN and new HTTP
+//! connections; `abort` is cancelled only when the shutdown timeout runs out and stops the
+//! request tasks. Both the queue's drain and the HTTP server's share one deadline, taken when
+//! the signal arrives, so the whole shutdown stays within the timeout.
 
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -14,24 +20,39 @@ use crate::ratelimit::RateLimiter;
 use crate::stripe::Stripe;
 use crate::{http, listen, shutdown};
 
-/// Connections beyond the request tasks: the claim loop, webhooks and the health check.
-const SPARE_CONNECTIONS: usize = 4;
+/// Connections beyond the request tasks: the claim loop and the health check.
+const SPARE_CONNECTIONS: usize = 2;
+
+/// Connections of the webhook endpoint, apart from the queue's: anyone can post to it, so
+/// it must not be able to take the connections the queue needs. Beyond these, webhooks wait
+/// `webhook::ACQUIRE_TIMEOUT` and then get 503 (Stripe retries).
+const WEBHOOK_CONNECTIONS: usize = 3;
 
 /// Runs until SIGTERM/SIGINT. Err only for start-up failures (e.g. the address is taken).
 pub async fn run(config: Config) -> Result<(), String> {
     let token = CancellationToken::new();
+    let abort = CancellationToken::new();
     shutdown::spawn_signal_handler(token.clone());
+    let shutdown_started = {
+        let token = token.clone();
+        tokio::spawn(async move {
+            token.cancelled().await;
+            Instant::now()
+        })
+    };
 
     let db = Db::new(
         config.database.clone(),
         config.concurrency + SPARE_CONNECTIONS,
     );
+    let webhook_db = Db::new(config.database.clone(), WEBHOOK_CONNECTIONS);
     let stripe = match &config.stripe_secret_key {
         Some(key) => Some(Stripe::new(
             &config.stripe_api_base,
-            key,
+            key.expose(),
             &config.stripe_version,
             Arc::new(RateLimiter::new(config.rate_limit)),
+            config.stripe_timeout,
         )?),
         None => {
             tracing::warn!("{NOT_CONFIGURED}; queued requests will fail, webhooks still work");
@@ -59,6 +80,8 @@ pub async fn run(config: Config) -> Result<(), String> {
         stripe_version = %config.stripe_version,
         billing_configured = stripe.is_some(),
         concurrency = config.concurrency,
+        lease_seconds = config.lease_seconds,
+        stripe_timeout_ms = config.stripe_timeout.as_millis() as u64,
         poll_interval_ms = config.poll_interval.as_millis() as u64,
         listen_notify = config.listen_notify,
         "worker started"
@@ -66,7 +89,7 @@ pub async fn run(config: Config) -> Result<(), String> {
 
     let server = tokio::spawn(http::serve(
         listener,
-        http::router(db.clone(), config.max_body_bytes),
+        http::router(db.clone(), webhook_db, config.max_body_bytes),
         token.clone(),
     ));
     let (wake_tx, wake_rx) = mpsc::channel(16);
@@ -86,25 +109,23 @@ pub async fn run(config: Config) -> Result<(), String> {
         db,
         stripe,
         worker_id: config.worker_id.clone(),
-        lease: std::time::Duration::from_secs(u64::from(config.lease_seconds)),
-        shutdown: token.clone(),
+        abort: abort.clone(),
     });
     let settings = Settings {
         concurrency: config.concurrency,
         poll_interval: config.poll_interval,
         lease_seconds: config.lease_seconds,
-        shutdown_timeout: config.shutdown_timeout,
     };
-    queue::run(ctx, settings, wake_rx).await;
+    let in_flight = queue::run(ctx, settings, wake_rx, &token).await;
 
-    // The queue loop only returns after shutdown; the server gets the same grace period.
+    // The queue loop only returns after the signal, whose instant starts the one deadline.
+    let started = shutdown_started.await.unwrap_or_else(|_| Instant::now());
+    let deadline = started + config.shutdown_timeout;
+    queue::drain(in_flight, deadline, &abort).await;
     if let Some(task) = listener_task {
         let _ = task.await;
     }
-    if tokio::time::timeout(config.shutdown_timeout, server)
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout_at(deadline, server).await.is_err() {
         tracing::warn!("HTTP connections still open at the shutdown timeout; closing them");
     }
     tracing::info!("stopped");

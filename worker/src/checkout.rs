@@ -38,8 +38,6 @@ pub struct CheckoutParams {
     pub coupon: Option<String>,
     pub allow_promotion_codes: Option<bool>,
     pub email: Option<String>,
-    /// A customer chosen by whoever queued the row; normally the claim supplies it.
-    pub stripe_customer_id: Option<String>,
 }
 
 impl CheckoutParams {

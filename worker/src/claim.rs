@@ -2,8 +2,15 @@
 //! (`billing.claim_requests`, `finish_request`, `fail_request`) and `billing.link_customer`.
 //! The locking (FOR UPDATE SKIP LOCKED, leases) lives in SQL; nothing here decides who owns
 //! a row.
+//!
+//! Each claim increments the row's `attempts`; passing that value back to `finish_request` /
+//! `fail_request` fences the write, so a task that outlived its lease cannot overwrite the
+//! outcome of a newer claim of the same row (even one by a worker with the same id).
+
+use std::time::Duration;
 
 use serde_json::Value;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::db::{Conn, DbError};
@@ -19,6 +26,18 @@ pub struct Claimed {
     pub attempts: i32,
     /// The user's Stripe customer, when one is linked already.
     pub stripe_customer_id: Option<String>,
+    /// Calls to Stripe for this claim must be over by then: the lease less a safety margin.
+    pub work_until: Instant,
+    /// When the lease runs out and another claim may take the row.
+    pub lease_end: Instant,
+}
+
+/// The part of a lease that may be spent calling Stripe. The rest is a margin for writing the
+/// outcome and for the delay between our clock reading and the database's: a tenth of the
+/// lease, at least 5 s, but at most a quarter of it (only tests use leases under 20 s).
+pub fn work_budget(lease: Duration) -> Duration {
+    let margin = (lease / 10).max(Duration::from_secs(5).min(lease / 4));
+    lease.saturating_sub(margin)
 }
 
 /// Claims up to `max_count` ready rows for `lease_seconds`.
@@ -28,6 +47,10 @@ pub async fn claim(
     max_count: usize,
     lease_seconds: u32,
 ) -> Result<Vec<Claimed>, DbError> {
+    // Read before the query: the database starts the lease later, so deadlines derived from
+    // this instant end before the real lease does.
+    let claimed_at = Instant::now();
+    let lease = Duration::from_secs(u64::from(lease_seconds));
     // Both fit: concurrency is at most 1000 and the lease at most a day (config.rs).
     let max_count = i32::try_from(max_count).unwrap_or(i32::MAX);
     let lease_seconds = i32::try_from(lease_seconds).unwrap_or(i32::MAX);
@@ -47,6 +70,8 @@ pub async fn claim(
                 params: row.try_get("params")?,
                 attempts: row.try_get("attempts")?,
                 stripe_customer_id: row.try_get("stripe_customer_id")?,
+                work_until: claimed_at + work_budget(lease),
+                lease_end: claimed_at + lease,
             })
         })
         .collect::<Result<_, tokio_postgres::Error>>()
@@ -54,17 +79,17 @@ pub async fn claim(
 }
 
 /// Marks the row succeeded with `result`; false when the claim was lost (the lease ran out
-/// and another worker took the row).
+/// and another claim took the row).
 pub async fn finish(
     conn: &mut Conn,
-    id: Uuid,
+    req: &Claimed,
     worker: &str,
     result: &Value,
 ) -> Result<bool, DbError> {
     let row = conn
         .query_one(
-            "SELECT billing.finish_request($1, $2, $3)",
-            &[&id, &worker, result],
+            "SELECT billing.finish_request(request_id => $1, worker => $2, result => $3, attempt => $4)",
+            &[&req.id, &worker, result, &req.attempts],
         )
         .await?;
     Ok(row.try_get::<_, Option<bool>>(0)?.unwrap_or(false))
@@ -75,15 +100,16 @@ pub async fn finish(
 /// None when the claim was lost.
 pub async fn fail(
     conn: &mut Conn,
-    id: Uuid,
+    req: &Claimed,
     worker: &str,
     error: &str,
     retry_after_ms: Option<i32>,
 ) -> Result<Option<String>, DbError> {
     let row = conn
         .query_one(
-            "SELECT billing.fail_request($1, $2, $3, $4)",
-            &[&id, &worker, &error, &retry_after_ms],
+            "SELECT billing.fail_request(request_id => $1, worker => $2, error => $3,
+                                         retry_after_ms => $4, attempt => $5)",
+            &[&req.id, &worker, &error, &retry_after_ms, &req.attempts],
         )
         .await?;
     Ok(row.try_get(0)?)
@@ -102,4 +128,27 @@ pub async fn link_customer(
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_work_budget_leaves_a_margin() {
+        let secs = Duration::from_secs;
+        // The default lease: a tenth.
+        assert_eq!(work_budget(secs(60)), secs(54));
+        // Mid-sized leases keep 5 s.
+        assert_eq!(work_budget(secs(30)), secs(25));
+        // Short (test) leases keep a quarter.
+        assert_eq!(work_budget(secs(2)), Duration::from_millis(1500));
+        assert_eq!(work_budget(secs(1)), Duration::from_millis(750));
+        // Long leases keep a tenth.
+        assert_eq!(work_budget(secs(600)), secs(540));
+        // With the 2x rule of config.rs, a full Stripe timeout always fits.
+        for lease in [2u64, 10, 20, 60, 120, 86_400] {
+            assert!(work_budget(secs(lease)) >= secs(lease) / 2 + secs(lease) / 4);
+        }
+    }
 }

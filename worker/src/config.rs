@@ -9,6 +9,8 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use thiserror::Error;
 
+use crate::secret::Secret;
+
 /// The Stripe API version the worker speaks; pinned so a dashboard upgrade cannot change the
 /// shape of the responses it reads.
 pub const DEFAULT_STRIPE_VERSION: &str = "2025-03-31.basil";
@@ -19,6 +21,11 @@ pub const DEFAULT_STRIPE_API_BASE: &str = "https://api.stripe.com";
 /// `claim_requests` refuses to hand out more rows than this at once.
 const MAX_CONCURRENCY: u32 = 1000;
 
+/// A claim must outlast its Stripe calls by this factor: one call that uses its whole timeout
+/// still leaves room for a retry (or the second call of a checkout) and the lease's safety
+/// margin (`claim::work_budget`).
+const LEASE_PER_TIMEOUT: u64 = 2;
+
 /// Log line format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -28,7 +35,8 @@ pub enum LogFormat {
     Json,
 }
 
-/// Flags as given; see [`Config`] for the validated form.
+/// Flags as given; see [`Config`] for the validated form. `Debug` is safe to log: the secrets
+/// are [`Secret`]s.
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "stripe-billing-worker",
@@ -38,12 +46,12 @@ pub enum LogFormat {
 pub struct Args {
     /// Postgres connection string (URL or key=value) of the database with the extension.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
+    pub database_url: Secret,
 
     /// Stripe secret (or restricted) key. Without it requests fail with a clear error; the
     /// webhook endpoint still works.
     #[arg(long, env = "STRIPE_SECRET_KEY", hide_env_values = true)]
-    pub stripe_secret_key: Option<String>,
+    pub stripe_secret_key: Option<Secret>,
 
     /// Base URL of the Stripe API (the local emulator in tests).
     #[arg(long, env = "STRIPE_API_BASE", default_value = DEFAULT_STRIPE_API_BASE)]
@@ -76,6 +84,11 @@ pub struct Args {
     /// Largest webhook body accepted, in bytes (larger ones get 413).
     #[arg(long, env = "WORKER_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
+
+    /// Longest wait for one Stripe API call, in milliseconds. --lease-seconds must be at least
+    /// twice as long.
+    #[arg(long, env = "STRIPE_TIMEOUT_MS", default_value_t = 30_000)]
+    pub stripe_timeout_ms: u64,
 
     /// Stripe API calls per second (token bucket); Stripe allows 25/s in test mode.
     #[arg(long, env = "STRIPE_RATE_LIMIT", default_value_t = 25.0)]
@@ -113,11 +126,12 @@ pub enum ConfigError {
     WorkerId,
 }
 
-/// The validated configuration.
+/// The validated configuration. `Debug` is safe to log: the key is a [`Secret`] and
+/// `tokio_postgres::Config` redacts the password itself.
 #[derive(Clone, Debug)]
 pub struct Config {
     pub database: tokio_postgres::Config,
-    pub stripe_secret_key: Option<String>,
+    pub stripe_secret_key: Option<Secret>,
     /// Without a trailing slash, so paths like `/v1/customers` can be appended.
     pub stripe_api_base: String,
     pub stripe_version: String,
@@ -126,6 +140,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub shutdown_timeout: Duration,
     pub lease_seconds: u32,
+    /// Timeout of one Stripe API call; at most half the lease.
+    pub stripe_timeout: Duration,
     pub max_body_bytes: usize,
     pub rate_limit: f64,
     pub listen_notify: bool,
@@ -136,7 +152,7 @@ pub struct Config {
 impl Config {
     /// Validates `args`; the first problem found is returned.
     pub fn from_args(args: Args) -> Result<Config, ConfigError> {
-        let database = database_config(&args.database_url)?;
+        let database = database_config(args.database_url.expose())?;
         let stripe_secret_key = secret_key(args.stripe_secret_key)?;
         let stripe_api_base = api_base(&args.stripe_api_base)?;
         if args.stripe_version.is_empty()
@@ -171,6 +187,23 @@ impl Config {
                 format!("must be 1 to 86400, got {}", args.lease_seconds),
             ));
         }
+        if args.stripe_timeout_ms < 100 || args.stripe_timeout_ms > 600_000 {
+            return Err(range(
+                "stripe-timeout-ms",
+                format!("must be 100 to 600000, got {}", args.stripe_timeout_ms),
+            ));
+        }
+        // A call that outlives the claim's lease races a second claim of the same row; the
+        // worker cuts calls at the lease, so a lease shorter than this could never finish one.
+        if u64::from(args.lease_seconds) * 1000 < LEASE_PER_TIMEOUT * args.stripe_timeout_ms {
+            return Err(range(
+                "lease-seconds",
+                format!(
+                    "must be at least {LEASE_PER_TIMEOUT} times --stripe-timeout-ms ({} ms), so a claim outlasts a Stripe call and its retry; got {} s",
+                    args.stripe_timeout_ms, args.lease_seconds
+                ),
+            ));
+        }
         if args.max_body_bytes == 0 {
             return Err(range("max-body-bytes", "must be positive".into()));
         }
@@ -203,6 +236,7 @@ impl Config {
             listen,
             shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
             lease_seconds: args.lease_seconds,
+            stripe_timeout: Duration::from_millis(args.stripe_timeout_ms),
             max_body_bytes: args.max_body_bytes,
             rate_limit: args.rate_limit,
             listen_notify: !args.no_listen_notify,
@@ -249,16 +283,16 @@ fn database_config(url: &str) -> Result<tokio_postgres::Config, ConfigError> {
 }
 
 /// An empty key (e.g. `STRIPE_SECRET_KEY=` in a .env file) means "not configured".
-fn secret_key(key: Option<String>) -> Result<Option<String>, ConfigError> {
-    let Some(key) = key.filter(|k| !k.trim().is_empty()) else {
+fn secret_key(key: Option<Secret>) -> Result<Option<Secret>, ConfigError> {
+    let Some(key) = key.filter(|k| !k.expose().trim().is_empty()) else {
         return Ok(None);
     };
-    if !key.bytes().all(|b| b.is_ascii_graphic()) {
+    if !key.expose().bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ConfigError::SecretKey(
             "must not contain spaces or control characters",
         ));
     }
-    if key.starts_with("pk_") {
+    if key.expose().starts_with("pk_") {
         return Err(ConfigError::SecretKey(
             "this is a publishable key (pk_...); the worker needs a secret key (sk_... or rk_...)",
         ));
@@ -295,175 +329,4 @@ fn hostname() -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(extra: &[&str]) -> Result<Config, ConfigError> {
-        let mut argv = vec![
-            "stripe-billing-worker",
-            "--database-url",
-            "postgres://billing@localhost/app",
-        ];
-        argv.extend_from_slice(extra);
-        Config::from_args(Args::try_parse_from(argv).expect("clap accepts the flags"))
-    }
-
-    /// Variables that would override the defaults when set in the test's environment.
-    const ENV: [&str; 14] = [
-        "STRIPE_SECRET_KEY",
-        "STRIPE_API_BASE",
-        "STRIPE_VERSION",
-        "STRIPE_RATE_LIMIT",
-        "WORKER_CONCURRENCY",
-        "WORKER_POLL_INTERVAL_MS",
-        "WORKER_LISTEN",
-        "WORKER_SHUTDOWN_TIMEOUT_MS",
-        "WORKER_LEASE_SECONDS",
-        "WORKER_MAX_BODY_BYTES",
-        "WORKER_NO_LISTEN_NOTIFY",
-        "WORKER_LOG_FORMAT",
-        "WORKER_ID",
-        "DATABASE_URL",
-    ];
-
-    #[test]
-    fn defaults() {
-        if ENV.iter().any(|v| std::env::var_os(v).is_some()) {
-            eprintln!("skipped: the environment sets worker variables");
-            return;
-        }
-        let c = parse(&[]).unwrap();
-        assert_eq!(c.stripe_api_base, "https://api.stripe.com");
-        assert_eq!(c.stripe_version, "2025-03-31.basil");
-        assert_eq!(c.concurrency, 4);
-        assert_eq!(c.poll_interval, Duration::from_secs(1));
-        assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
-        assert_eq!(c.shutdown_timeout, Duration::from_secs(10));
-        assert_eq!(c.lease_seconds, 60);
-        assert_eq!(c.max_body_bytes, 1 << 20);
-        assert_eq!(c.rate_limit, 25.0);
-        assert!(c.listen_notify);
-        assert_eq!(c.log_format, LogFormat::Text);
-        assert!(c.worker_id.ends_with(&format!("-{}", std::process::id())));
-        assert_eq!(
-            c.database.get_connect_timeout(),
-            Some(&Duration::from_secs(5))
-        );
-    }
-
-    #[test]
-    fn flags_override_defaults() {
-        let c = parse(&[
-            "--stripe-api-base",
-            "http://127.0.0.1:12111/",
-            "--stripe-secret-key",
-            "sk_test_x",
-            "--concurrency",
-            "16",
-            "--no-listen-notify",
-            "--log-format",
-            "json",
-            "--worker-id",
-            "w1",
-            "--listen",
-            "[::1]:9000",
-        ])
-        .unwrap();
-        assert_eq!(c.stripe_api_base, "http://127.0.0.1:12111");
-        assert_eq!(c.stripe_secret_key.as_deref(), Some("sk_test_x"));
-        assert_eq!(c.concurrency, 16);
-        assert!(!c.listen_notify);
-        assert_eq!(c.log_format, LogFormat::Json);
-        assert_eq!(c.worker_id, "w1");
-        assert_eq!(c.listen.port(), 9000);
-    }
-
-    #[test]
-    fn key_value_connection_strings_work() {
-        let c = Config::from_args(
-            Args::try_parse_from([
-                "w",
-                "--database-url",
-                "host=/tmp/pg port=5432 user=postgres dbname=postgres",
-            ])
-            .unwrap(),
-        )
-        .unwrap();
-        assert_eq!(c.database.get_dbname(), Some("postgres"));
-    }
-
-    #[test]
-    fn empty_secret_key_means_not_configured() {
-        assert_eq!(
-            parse(&["--stripe-secret-key", ""])
-                .unwrap()
-                .stripe_secret_key,
-            None
-        );
-        assert!(matches!(
-            parse(&["--stripe-secret-key", "pk_test_1"]),
-            Err(ConfigError::SecretKey(_))
-        ));
-        assert!(matches!(
-            parse(&["--stripe-secret-key", "sk test"]),
-            Err(ConfigError::SecretKey(_))
-        ));
-    }
-
-    #[test]
-    fn bad_values_are_rejected_with_the_flag_name() {
-        let cases: &[(&[&str], &str)] = &[
-            (&["--concurrency", "0"], "--concurrency"),
-            (&["--concurrency", "1001"], "--concurrency"),
-            (&["--poll-interval-ms", "0"], "--poll-interval-ms"),
-            (&["--listen", "localhost"], "--listen"),
-            (&["--listen", "8080"], "--listen"),
-            (&["--lease-seconds", "0"], "--lease-seconds"),
-            (&["--max-body-bytes", "0"], "--max-body-bytes"),
-            (&["--rate-limit", "0"], "--rate-limit"),
-            (&["--rate-limit", "NaN"], "--rate-limit"),
-            (&["--stripe-api-base", "not a url"], "--stripe-api-base"),
-            (&["--stripe-api-base", "ftp://x"], "--stripe-api-base"),
-            (&["--stripe-api-base", "http://x/?a=b"], "--stripe-api-base"),
-            (&["--stripe-version", ""], "--stripe-version"),
-            (&["--stripe-version", "a b"], "--stripe-version"),
-            (&["--worker-id", ""], "--worker-id"),
-        ];
-        for (flags, needle) in cases {
-            let err = parse(flags).expect_err(&format!("{flags:?} must be rejected"));
-            let line = err.to_string();
-            assert!(line.contains(needle), "{line:?} lacks {needle}");
-            assert!(!line.contains('\n'), "one line: {line:?}");
-        }
-    }
-
-    #[test]
-    fn bad_database_urls_are_rejected_without_echoing_secrets() {
-        for url in [
-            "postgres://u:hunter2@host:notaport/db",
-            "dbname=x",
-            "host=h sslmode=require",
-            "host=h port=",
-        ] {
-            let err =
-                Config::from_args(Args::try_parse_from(["w", "--database-url", url]).unwrap())
-                    .expect_err(url);
-            assert!(matches!(err, ConfigError::DatabaseUrl(_)), "{url}: {err}");
-            assert!(!err.to_string().contains("hunter2"));
-        }
-    }
-
-    #[test]
-    fn clap_requires_a_database_url_and_numbers() {
-        // Only when DATABASE_URL is not in the environment of the test run.
-        if std::env::var_os("DATABASE_URL").is_none() {
-            assert!(Args::try_parse_from(["w"]).is_err());
-        }
-        assert!(
-            Args::try_parse_from(["w", "--database-url", "host=h", "--concurrency", "x"]).is_err()
-        );
-        assert!(
-            Args::try_parse_from(["w", "--database-url", "host=h", "--log-format", "xml"]).is_err()
-        );
-    }
-}
+mod tests;

@@ -20,20 +20,28 @@ pub const WEBHOOK_PATH: &str = "/api/stripe/webhook";
 /// How long the health check waits for Postgres.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// What the handlers share: the queue's connections (for the health check, which should
+/// see what the queue sees) and the webhook endpoint's own.
+#[derive(Clone)]
+pub struct HttpState {
+    pub db: Db,
+    pub webhooks: Db,
+}
+
 /// The routes, with the webhook body limited to `max_body_bytes`.
-pub fn router(db: Db, max_body_bytes: usize) -> Router {
+pub fn router(db: Db, webhooks: Db, max_body_bytes: usize) -> Router {
     Router::new()
         .route(WEBHOOK_PATH, post(webhook::receive))
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .with_state(db)
+        .with_state(HttpState { db, webhooks })
 }
 
 /// `GET /healthz`: 200 `{"ok": true, "database": bool}`. The process is healthy as long as
 /// it answers; whether Postgres is reachable is reported, not fatal (the worker reconnects).
-async fn healthz(State(db): State<Db>) -> Json<Value> {
+async fn healthz(State(state): State<HttpState>) -> Json<Value> {
     let database = tokio::time::timeout(HEALTH_TIMEOUT, async {
-        let mut conn = db.get().await.ok()?;
+        let mut conn = state.db.get().await.ok()?;
         conn.query("SELECT 1", &[]).await.ok()
     })
     .await

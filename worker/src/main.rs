@@ -17,6 +17,7 @@ mod process;
 mod queue;
 mod ratelimit;
 mod retry;
+mod secret;
 mod shutdown;
 mod stripe;
 mod webhook;

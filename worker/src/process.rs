@@ -4,18 +4,21 @@
 //! Every Stripe call carries an idempotency key derived from the row (or, for the customer,
 //! from the user), so repeating a request after a crash, a lost lease or a requeue returns
 //! the object created the first time instead of a second one.
+//!
+//! The calls run within the claim's `work_until` (see `claim::work_budget`); what does not fit
+//! is requeued, so no call of this claim is still running when another claim takes the row.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkout::{self, CheckoutParams, PortalParams};
 use crate::claim::{self, Claimed};
 use crate::db::{Db, DbError};
 use crate::retry;
-use crate::stripe::{Stripe, StripeError};
+use crate::stripe::{Bounds, Stripe, StripeError};
 
 /// The error a request gets when the worker runs without a Stripe key.
 pub const NOT_CONFIGURED: &str = "billing is not configured: STRIPE_SECRET_KEY is not set";
@@ -26,8 +29,9 @@ pub struct Ctx {
     /// None when no secret key is configured.
     pub stripe: Option<Stripe>,
     pub worker_id: String,
-    pub lease: Duration,
-    pub shutdown: CancellationToken,
+    /// Cancelled only when the shutdown timeout runs out. A shutdown itself merely stops
+    /// the claiming: requests already claimed are finished, Stripe calls included.
+    pub abort: CancellationToken,
 }
 
 /// How a request ended in this claim.
@@ -45,54 +49,66 @@ impl From<StripeError> for Outcome {
     fn from(e: StripeError) -> Outcome {
         match e {
             StripeError::Transient(message) => Outcome::Retry(message),
-            StripeError::Rejected { message, .. } => Outcome::Fail(message),
+            StripeError::Rejected(message) => Outcome::Fail(message),
         }
     }
 }
 
 impl From<DbError> for Outcome {
     fn from(e: DbError) -> Outcome {
+        if e.is_transient() {
+            // Unreachable, restarting or a lost race: the next claim may get through.
+            return Outcome::Retry(e.to_string());
+        }
         match e.as_db_error() {
             // The database refused (e.g. the user already has another customer): final.
             Some(db) => Outcome::Fail(db.message().to_string()),
-            // Unreachable or slow: the next claim may find it back.
-            None => Outcome::Retry(e.to_string()),
+            None => Outcome::Fail(e.to_string()),
         }
     }
+}
+
+/// A 2xx answer that lacks what we need is final: a retry with the same idempotency key
+/// would replay the very same answer.
+fn malformed(problem: String) -> Outcome {
+    Outcome::Fail(format!(
+        "{problem}; Stripe replays this answer for the same idempotency key, so the request is not retried"
+    ))
 }
 
 /// Runs one claimed request to its outcome and records it.
 pub async fn process(ctx: Arc<Ctx>, req: Claimed) {
     let started = Instant::now();
-    let lease_end = started + ctx.lease;
     let outcome = match execute(&ctx, &req).await {
         Ok(result) => Outcome::Done(result),
         Err(outcome) => outcome,
     };
-    record(&ctx, &req, outcome, started, lease_end).await;
+    record(&ctx, &req, outcome, started).await;
 }
 
 async fn execute(ctx: &Ctx, req: &Claimed) -> Result<Value, Outcome> {
     let Some(stripe) = &ctx.stripe else {
         return Err(Outcome::Fail(NOT_CONFIGURED.into()));
     };
+    let bounds = Bounds {
+        until: req.work_until,
+        abort: &ctx.abort,
+    };
     match req.kind.as_str() {
         "checkout" => {
             let params = CheckoutParams::from_json(&req.params).map_err(Outcome::Fail)?;
-            let known = req
-                .stripe_customer_id
-                .clone()
-                .or(params.stripe_customer_id.clone());
-            let customer = match known {
-                Some(customer) => customer,
+            // The customer comes from billing.customers (via the claim) or is created and
+            // linked here, never from the row's parameters: one user, one customer.
+            let customer = match &req.stripe_customer_id {
+                Some(customer) => customer.clone(),
                 None => create_customer(ctx, stripe, req, params.email.as_deref()).await?,
             };
             let form = checkout::session_form(req.id, req.user_id, &customer, &params);
             let key = format!("checkout-{}", req.id);
             let session = stripe
-                .post("/v1/checkout/sessions", &form, &key, &ctx.shutdown)
+                .post("/v1/checkout/sessions", &form, &key, bounds)
                 .await?;
-            checkout::session_result(&session, &customer).map_err(Outcome::Retry)
+            checkout::session_result(&session, &customer).map_err(malformed)
         }
         "portal" => {
             let params = PortalParams::from_json(&req.params).map_err(Outcome::Fail)?;
@@ -102,9 +118,9 @@ async fn execute(ctx: &Ctx, req: &Claimed) -> Result<Value, Outcome> {
             let form = checkout::portal_form(&customer, &params);
             let key = format!("portal-{}", req.id);
             let session = stripe
-                .post("/v1/billing_portal/sessions", &form, &key, &ctx.shutdown)
+                .post("/v1/billing_portal/sessions", &form, &key, bounds)
                 .await?;
-            checkout::session_result(&session, &customer).map_err(Outcome::Retry)
+            checkout::session_result(&session, &customer).map_err(malformed)
         }
         "customer" => {
             let customer = match &req.stripe_customer_id {
@@ -133,10 +149,12 @@ async fn create_customer(
 ) -> Result<String, Outcome> {
     let form = checkout::customer_form(req.user_id, email);
     let key = format!("customer-{}", req.user_id);
-    let created = stripe
-        .post("/v1/customers", &form, &key, &ctx.shutdown)
-        .await?;
-    let customer = checkout::customer_id(&created).map_err(Outcome::Retry)?;
+    let bounds = Bounds {
+        until: req.work_until,
+        abort: &ctx.abort,
+    };
+    let created = stripe.post("/v1/customers", &form, &key, bounds).await?;
+    let customer = checkout::customer_id(&created).map_err(malformed)?;
     let mut conn = ctx.db.get().await?;
     claim::link_customer(&mut conn, req.user_id, &customer, email).await?;
     tracing::info!(request_id = %req.id, user_id = %req.user_id, customer = %customer, "linked new Stripe customer");
@@ -145,8 +163,9 @@ async fn create_customer(
 
 /// Writes the outcome. Postgres may be briefly away (a restart): keep trying until the lease
 /// ends; after that the row is someone else's to retry, and the idempotency keys make that
-/// retry return the same Stripe objects.
-async fn record(ctx: &Ctx, req: &Claimed, outcome: Outcome, started: Instant, lease_end: Instant) {
+/// retry return the same Stripe objects. (A write that arrives late is harmless: the claim's
+/// attempt number fences it off from a newer claim.)
+async fn record(ctx: &Ctx, req: &Claimed, outcome: Outcome, started: Instant) {
     let retry_after_ms = match &outcome {
         Outcome::Retry(_) => {
             let failures = u32::try_from(req.attempts).unwrap_or(1);
@@ -162,14 +181,14 @@ async fn record(ctx: &Ctx, req: &Claimed, outcome: Outcome, started: Instant, le
                 log_outcome(req, &outcome, status.as_deref(), retry_after_ms, started);
                 return;
             }
-            Err(e) if e.as_db_error().is_some() => {
+            Err(e) if !e.is_transient() => {
                 tracing::error!(request_id = %req.id, error = %e, "the database refused the request's outcome");
                 return;
             }
             Err(e) => {
                 failures += 1;
                 let wait = retry::DB_BACKOFF.full_jitter(failures, &mut rand::rng());
-                if Instant::now() + wait >= lease_end {
+                if Instant::now() + wait >= req.lease_end {
                     tracing::error!(request_id = %req.id, error = %e,
                         "cannot record the request's outcome before the lease ends; it will be claimed again");
                     return;
@@ -192,13 +211,11 @@ async fn write(
     let mut conn = ctx.db.get().await?;
     let worker = ctx.worker_id.as_str();
     match outcome {
-        Outcome::Done(result) => Ok(claim::finish(&mut conn, req.id, worker, result)
+        Outcome::Done(result) => Ok(claim::finish(&mut conn, req, worker, result)
             .await?
             .then(|| "succeeded".to_string())),
-        Outcome::Retry(error) => {
-            claim::fail(&mut conn, req.id, worker, error, retry_after_ms).await
-        }
-        Outcome::Fail(error) => claim::fail(&mut conn, req.id, worker, error, None).await,
+        Outcome::Retry(error) => claim::fail(&mut conn, req, worker, error, retry_after_ms).await,
+        Outcome::Fail(error) => claim::fail(&mut conn, req, worker, error, None).await,
     }
 }
 
@@ -230,5 +247,36 @@ fn log_outcome(
         Outcome::Retry(error) | Outcome::Fail(error) => tracing::warn!(
             request_id = %req.id, kind = %req.kind, attempts = req.attempts, elapsed_ms,
             status, error = %error, "request failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_of_failures() {
+        let retry = |o: Outcome| matches!(o, Outcome::Retry(_));
+        let fail = |o: Outcome| matches!(o, Outcome::Fail(_));
+        assert!(retry(StripeError::Transient("HTTP 502".into()).into()));
+        assert!(fail(StripeError::Rejected("No such price".into()).into()));
+        assert!(retry(DbError::Timeout.into()));
+        assert!(retry(DbError::Busy(4).into()));
+        assert!(fail(DbError::RowCount(0).into()));
+    }
+
+    #[test]
+    fn a_2xx_without_the_expected_fields_fails_for_good() {
+        let session = json!({"id": "cs_1", "url": null});
+        let outcome = checkout::session_result(&session, "cus_1").map_err(malformed);
+        match outcome {
+            Err(Outcome::Fail(message)) => {
+                assert!(message.starts_with("Stripe's session response has no id or url"));
+                assert!(message.contains("not retried"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let outcome = checkout::customer_id(&json!({"object": "customer"})).map_err(malformed);
+        assert!(matches!(outcome, Err(Outcome::Fail(_))), "{outcome:?}");
     }
 }

@@ -50,13 +50,13 @@ impl RateLimiter {
         }
     }
 
-    /// Waits for a token. Returns false if `shutdown` was cancelled while waiting.
-    pub async fn acquire(&self, shutdown: &CancellationToken) -> bool {
+    /// Waits for a token. Returns false if `abort` was cancelled while waiting.
+    pub async fn acquire(&self, abort: &CancellationToken) -> bool {
         let wait = self.reserve(Instant::now());
         if wait.is_zero() {
-            return !shutdown.is_cancelled();
+            return !abort.is_cancelled();
         }
-        crate::shutdown::sleep(wait, shutdown).await
+        crate::shutdown::sleep(wait, abort).await
     }
 }
 

@@ -1,5 +1,6 @@
-//! Graceful shutdown: SIGTERM/SIGINT cancel one token that the main loop, the HTTP server, the
-//! LISTEN connection and every backoff sleep watch.
+//! Graceful shutdown: SIGTERM/SIGINT cancel the token that the claim loop, the HTTP server and
+//! the LISTEN connection watch. Request tasks watch a second token that `app` cancels only
+//! when the shutdown timeout runs out, so claimed requests are finished first.
 
 use std::time::Duration;
 

@@ -1,5 +1,6 @@
 //! The Stripe API client: form-encoded POSTs with an `Idempotency-Key`, the pinned
-//! `Stripe-Version`, the rate limiter in front and in-process retries of transient failures.
+//! `Stripe-Version`, the rate limiter in front and in-process retries of transient failures,
+//! all within the time the claim's lease leaves.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,25 +8,34 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use serde_json::Value;
 use thiserror::Error;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::form;
 use crate::ratelimit::RateLimiter;
 use crate::retry::{self, Backoff, Verdict};
 
-/// Stripe answers well within this; a hung connection must not hold a claim for ever.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a Stripe call did not produce an object.
 #[derive(Debug, Error, PartialEq)]
 pub enum StripeError {
-    /// Transient (network, 409, 429, 5xx, or we were shutting down): worth trying again later.
+    /// Transient (network, 409, 429, 5xx, out of lease time, or the worker is stopping):
+    /// worth trying again in a later claim.
     #[error("{0}")]
     Transient(String),
     /// Stripe refused the request; the message is Stripe's own.
-    #[error("{message}")]
-    Rejected { status: u16, message: String },
+    #[error("{0}")]
+    Rejected(String),
+}
+
+/// What bounds one call: the claim's time and the worker's abort signal.
+#[derive(Clone, Copy)]
+pub struct Bounds<'a> {
+    /// Nothing may still be running at this instant (the claim's `work_until`).
+    pub until: Instant,
+    /// Cancelled when the shutdown timeout runs out: stop now, the row is requeued.
+    pub abort: &'a CancellationToken,
 }
 
 /// A Stripe API client; cheap to clone.
@@ -36,6 +46,8 @@ pub struct Stripe {
     limiter: Arc<RateLimiter>,
     backoff: Backoff,
     tries: u32,
+    /// One HTTP exchange's longest wait (`--stripe-timeout-ms`).
+    timeout: Duration,
 }
 
 impl Stripe {
@@ -45,6 +57,7 @@ impl Stripe {
         secret_key: &str,
         version: &str,
         limiter: Arc<RateLimiter>,
+        timeout: Duration,
     ) -> Result<Stripe, String> {
         let mut headers = HeaderMap::new();
         let mut auth = HeaderValue::from_str(&format!("Bearer {secret_key}"))
@@ -63,8 +76,8 @@ impl Stripe {
         let http = reqwest::Client::builder()
             .default_headers(headers)
             .user_agent(concat!("stripe-billing-worker/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT.min(timeout))
+            .timeout(timeout)
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         Ok(Stripe {
@@ -73,6 +86,7 @@ impl Stripe {
             limiter,
             backoff: retry::STRIPE_BACKOFF,
             tries: retry::TRIES_PER_CLAIM,
+            timeout,
         })
     }
 
@@ -80,27 +94,39 @@ impl Stripe {
     ///
     /// Transient failures are retried up to the configured tries with jittered backoff; the
     /// same idempotency key makes a retry of a call that did reach Stripe return the first
-    /// result instead of creating a second object. Cancelling `shutdown` ends the waiting
-    /// (rate limit, backoff) early with a transient error, so the row is requeued.
+    /// result instead of creating a second object. No exchange runs past `bounds.until`: a
+    /// call is cut there, and a retry that would not fit is left to the next claim. Cancelling
+    /// `bounds.abort` ends the call or the waiting at once. Both end in a transient error, so
+    /// the row is requeued.
     pub async fn post(
         &self,
         path: &str,
         params: &Value,
         idempotency_key: &str,
-        shutdown: &CancellationToken,
+        bounds: Bounds<'_>,
     ) -> Result<Value, StripeError> {
         let body = form::encode(params);
         let url = format!("{}{}", self.base, path);
         let mut last = String::new();
         for attempt in 1..=self.tries {
-            if !self.limiter.acquire(shutdown).await {
-                return Err(shutting_down(&last));
+            if !self.limiter.acquire(bounds.abort).await {
+                return Err(stopped(&last));
             }
-            let (error, retry_after) = match self.send(&url, &body, idempotency_key).await {
+            let Some(timeout) = call_timeout(Instant::now(), bounds.until, self.timeout) else {
+                return Err(out_of_time(&last));
+            };
+            let exchange = self.send(&url, &body, idempotency_key, timeout);
+            let result = tokio::select! {
+                // Dropping the exchange closes the connection; if Stripe already acted, the
+                // idempotency key returns that result to the next claim.
+                _ = bounds.abort.cancelled() => return Err(StripeError::Transient(
+                    "the worker stopped during the Stripe call; the next claim repeats it".into(),
+                )),
+                result = exchange => result,
+            };
+            let (error, retry_after) = match result {
                 Ok(object) => return Ok(object),
-                Err(Failure::Rejected { status, message }) => {
-                    return Err(StripeError::Rejected { status, message })
-                }
+                Err(Failure::Rejected(message)) => return Err(StripeError::Rejected(message)),
                 Err(Failure::Transient {
                     message,
                     retry_after,
@@ -113,6 +139,9 @@ impl Stripe {
             let jitter = self.backoff.full_jitter(attempt, &mut rand::rng());
             // A Retry-After from Stripe is a floor, but never beyond our cap.
             let wait = retry_after.map_or(jitter, |r| r.max(jitter).min(self.backoff.cap));
+            if !retry_fits(Instant::now(), wait, self.timeout, bounds.until) {
+                return Err(out_of_time(&last));
+            }
             tracing::warn!(
                 path,
                 attempt,
@@ -120,8 +149,8 @@ impl Stripe {
                 retry_in_ms = wait.as_millis() as u64,
                 "Stripe call failed, retrying"
             );
-            if !crate::shutdown::sleep(wait, shutdown).await {
-                return Err(shutting_down(&last));
+            if !crate::shutdown::sleep(wait, bounds.abort).await {
+                return Err(stopped(&last));
             }
         }
         Err(StripeError::Transient(format!(
@@ -131,11 +160,18 @@ impl Stripe {
     }
 
     /// One HTTP exchange, classified.
-    async fn send(&self, url: &str, body: &str, key: &str) -> Result<Value, Failure> {
+    async fn send(
+        &self,
+        url: &str,
+        body: &str,
+        key: &str,
+        timeout: Duration,
+    ) -> Result<Value, Failure> {
         let response = self
             .http
             .post(url)
             .header("Idempotency-Key", key)
+            .timeout(timeout)
             .body(body.to_string())
             .send()
             .await
@@ -179,7 +215,7 @@ impl Stripe {
                 message: format!("HTTP {status}: {message}"),
                 retry_after,
             }),
-            Verdict::Fail => Err(Failure::Rejected { status, message }),
+            Verdict::Fail => Err(Failure::Rejected(message)),
         }
     }
 }
@@ -189,16 +225,39 @@ enum Failure {
         message: String,
         retry_after: Option<Duration>,
     },
-    Rejected {
-        status: u16,
-        message: String,
-    },
+    Rejected(String),
 }
 
-fn shutting_down(last: &str) -> StripeError {
+/// How long the next exchange may take: the configured timeout, cut to what is left before
+/// `until`; None when nothing is left.
+fn call_timeout(now: Instant, until: Instant, timeout: Duration) -> Option<Duration> {
+    let left = until.saturating_duration_since(now);
+    (!left.is_zero()).then(|| left.min(timeout))
+}
+
+/// Whether waiting `wait` and then a full exchange still ends before `until`. A retry that
+/// would have to be cut short is better left to the next claim, which has a whole lease.
+fn retry_fits(now: Instant, wait: Duration, timeout: Duration, until: Instant) -> bool {
+    now + wait + timeout <= until
+}
+
+fn stopped(last: &str) -> StripeError {
     if last.is_empty() {
-        StripeError::Transient("the worker shut down before calling Stripe".into())
+        StripeError::Transient("the worker stopped before calling Stripe".into())
     } else {
-        StripeError::Transient(format!("the worker shut down while retrying: {last}"))
+        StripeError::Transient(format!("the worker stopped while retrying: {last}"))
     }
 }
+
+fn out_of_time(last: &str) -> StripeError {
+    if last.is_empty() {
+        StripeError::Transient("no time left in this claim's lease to call Stripe".into())
+    } else {
+        StripeError::Transient(format!(
+            "no time left in this claim's lease for another try: {last}"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests;

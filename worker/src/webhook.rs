@@ -8,7 +8,13 @@
 //! | missing header, body not UTF-8, bad signature (SQLSTATE class 22 / 28) | 400 `{"error": …}` |
 //! | body over `--max-body-bytes` | 413 |
 //! | no webhook secret configured (BL003) | 503 |
+//! | all webhook connections busy for [`ACQUIRE_TIMEOUT`] | 503 `{"error": "busy"}` |
 //! | database unavailable or any other database error | 500 (Stripe retries later) |
+//!
+//! The endpoint is unauthenticated until the signature is checked (in SQL), so it uses its
+//! own few connections and never queues for long: a flood gets 503 and Stripe retries.
+
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -19,13 +25,29 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use crate::db::{Db, DbError};
+use crate::http::HttpState;
 
 /// SQLSTATE of `billing.handle_stripe_webhook` when no signing secret is configured.
 const NOT_CONFIGURED: &str = "BL003";
 
+/// How long a webhook waits for one of the endpoint's connections before answering 503.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How the messages of signature failures begin (`stripe_billing_core::signature` and the
+/// mode check of `handle_stripe_webhook`). Other class 22/28 errors still answer 400 but are
+/// logged as errors: they point at a bug or a schema problem rather than at the sender.
+const SIGNATURE_MESSAGES: [&str; 6] = [
+    "no Stripe-Signature header",
+    "the Stripe-Signature header",
+    "no signature in the Stripe-Signature header",
+    "the Stripe-Signature timestamp",
+    "a live-mode event",
+    "a test-mode event",
+];
+
 /// The webhook handler.
 pub async fn receive(
-    State(db): State<Db>,
+    State(state): State<HttpState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -48,7 +70,7 @@ pub async fn receive(
     let Ok(payload) = std::str::from_utf8(&body) else {
         return error(StatusCode::BAD_REQUEST, "the body is not valid UTF-8");
     };
-    match handle(&db, payload, signature).await {
+    match handle(&state.webhooks, payload, signature).await {
         Ok(result) => {
             // (Fields are read first: inside the macro `Value` is tracing's trait.)
             let text = |key: &str| result.get(key).and_then(Value::as_str).unwrap_or("");
@@ -67,10 +89,16 @@ pub async fn receive(
         }
         Err(e) => {
             let (status, message) = classify(&e);
-            if status.is_server_error() {
+            let code = e.as_db_error().map_or("", |db| db.code().code());
+            if matches!(e, DbError::Busy(_)) {
+                tracing::warn!(error = %e, status = status.as_u16(), "webhook refused: busy");
+            } else if status.is_server_error() {
                 tracing::error!(error = %e, status = status.as_u16(), "webhook not stored");
+            } else if !is_signature_failure(&message) {
+                tracing::error!(error = %message, code, status = status.as_u16(),
+                    "webhook refused with an error that is not a signature failure");
             } else {
-                tracing::warn!(error = %message, status = status.as_u16(), "webhook refused");
+                tracing::warn!(error = %message, code, status = status.as_u16(), "webhook refused");
             }
             error(status, &message)
         }
@@ -78,7 +106,7 @@ pub async fn receive(
 }
 
 async fn handle(db: &Db, payload: &str, signature: &str) -> Result<Value, DbError> {
-    let mut conn = db.get().await?;
+    let mut conn = db.get_within(ACQUIRE_TIMEOUT).await?;
     let row = conn
         .query_one(
             "SELECT billing.handle_stripe_webhook($1, $2)",
@@ -90,6 +118,9 @@ async fn handle(db: &Db, payload: &str, signature: &str) -> Result<Value, DbErro
 
 /// The response status and message for a failed call of the SQL function.
 fn classify(e: &DbError) -> (StatusCode, String) {
+    if let DbError::Busy(_) = e {
+        return (StatusCode::SERVICE_UNAVAILABLE, "busy".into());
+    }
     let Some(db) = e.as_db_error() else {
         return (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -109,6 +140,11 @@ pub fn status_for_sqlstate(code: &str, message: &str) -> (StatusCode, String) {
     } else {
         (StatusCode::INTERNAL_SERVER_ERROR, "database error".into())
     }
+}
+
+/// Whether a class 22/28 message is one of the known signature failures.
+fn is_signature_failure(message: &str) -> bool {
+    SIGNATURE_MESSAGES.iter().any(|m| message.starts_with(m))
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -137,5 +173,53 @@ mod tests {
             message, "database error",
             "internal details stay in the log"
         );
+    }
+
+    #[test]
+    fn signature_failures_are_told_apart_from_other_bad_requests() {
+        for message in [
+            "no Stripe-Signature header was provided",
+            "the Stripe-Signature header is malformed: it has no t= timestamp",
+            "the Stripe-Signature header has no v1 signatures",
+            "no signature in the Stripe-Signature header matches the payload",
+            "the Stripe-Signature timestamp is outside the tolerance zone (400 seconds from now, tolerance 300 seconds)",
+            "a live-mode event was signed with a test-mode secret",
+            "a test-mode event was signed with a live-mode secret",
+        ] {
+            assert!(is_signature_failure(message), "{message}");
+        }
+        for message in [
+            "the webhook payload is not valid JSON",
+            "invalid input syntax for type uuid: \"x\"",
+            "value too long for type character varying(20)",
+            "permission denied for table stripe_events",
+        ] {
+            assert!(!is_signature_failure(message), "{message}");
+        }
+    }
+
+    #[tokio::test]
+    async fn busy_connections_answer_503_busy() {
+        let config: tokio_postgres::Config = "host=/nonexistent".parse().unwrap();
+        let state = HttpState {
+            db: Db::new(config.clone(), 1),
+            webhooks: Db::new(config, 2),
+        };
+        let _held = state.webhooks.take_all().await;
+        let mut headers = HeaderMap::new();
+        headers.insert("stripe-signature", "t=1,v1=00".parse().unwrap());
+        let started = std::time::Instant::now();
+        let response = receive(State(state), headers, Ok(Bytes::from_static(b"{}"))).await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let waited = started.elapsed();
+        assert!(
+            waited >= ACQUIRE_TIMEOUT && waited < ACQUIRE_TIMEOUT * 3,
+            "{waited:?}"
+        );
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body, json!({"error": "busy"}));
     }
 }

@@ -23,12 +23,13 @@ pub const CANCEL_URL: &str = "https://app.example.test/cancel";
 pub const RETURN_URL: &str = "https://app.example.test/account";
 
 /// Variables the worker would read; cleared so the test's own environment cannot leak in.
-const WORKER_ENV: [&str; 14] = [
+const WORKER_ENV: [&str; 15] = [
     "DATABASE_URL",
     "STRIPE_SECRET_KEY",
     "STRIPE_API_BASE",
     "STRIPE_VERSION",
     "STRIPE_RATE_LIMIT",
+    "STRIPE_TIMEOUT_MS",
     "WORKER_CONCURRENCY",
     "WORKER_POLL_INTERVAL_MS",
     "WORKER_LISTEN",
@@ -368,7 +369,12 @@ pub async fn request_portal(api: &mut Api, user: Uuid) -> Result<Uuid, tokio_pos
 
 /// POSTs a webhook body with an optional Stripe-Signature header; returns (status, JSON).
 pub async fn post_webhook(worker: &Worker, body: Vec<u8>, signature: Option<&str>) -> (u16, Value) {
-    let mut req = reqwest::Client::new().post(worker.webhook_url()).body(body);
+    post_webhook_to(&worker.webhook_url(), body, signature).await
+}
+
+/// [`post_webhook`] by URL, for a spawned task that cannot borrow the worker.
+pub async fn post_webhook_to(url: &str, body: Vec<u8>, signature: Option<&str>) -> (u16, Value) {
+    let mut req = reqwest::Client::new().post(url).body(body);
     if let Some(sig) = signature {
         req = req.header("Stripe-Signature", sig);
     }
@@ -395,4 +401,95 @@ pub async fn sign(owner: &Client, body: &str, secret: &str, t: i64) -> String {
 
 pub fn now() -> i64 {
     stripe_billing_tests::events::unix_now()
+}
+
+/// A minimal signed-webhook body (a `customer.created` event) with id `id`.
+pub fn event_body(id: &str) -> String {
+    json!({
+        "id": id, "object": "event", "type": "customer.created", "api_version": "2025-03-31.basil",
+        "created": now(), "livemode": false, "pending_webhooks": 1,
+        "request": {"id": null, "idempotency_key": null},
+        "data": {"object": {"id": "cus_e2e", "object": "customer"}}
+    })
+    .to_string()
+}
+
+/// Waits until every request in `ids` is finished; returns their rows.
+pub async fn all_finished(owner: &Client, ids: &[Uuid], within: Duration) -> Vec<Row> {
+    let deadline = Instant::now() + within;
+    loop {
+        let done: i64 = owner
+            .query_one(
+                "SELECT count(*) FROM billing.stripe_requests WHERE id = ANY($1) AND status IN ('succeeded', 'failed')",
+                &[&ids],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if done as usize == ids.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{done} of {} finished",
+            ids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut rows = Vec::new();
+    for id in ids {
+        rows.push(row(owner, *id).await);
+    }
+    rows
+}
+
+/// Checkout sessions the emulator holds for request `id` (by the metadata the worker sets).
+pub async fn sessions_for(emulator: &Emulator, id: Uuid) -> Vec<String> {
+    let state: Value = reqwest::get(format!("{}/_emulator/state", emulator.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    state["checkout_sessions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["metadata"]["request_id"] == id.to_string().as_str())
+        .filter_map(|s| s["id"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Holds a lock on `billing.stripe_events` that lets readers through but makes every webhook
+/// wait at its INSERT (so a test can keep webhook requests in flight); released on ROLLBACK.
+pub async fn block_event_inserts(dsn: &str) -> Client {
+    let locker = stripe_billing_tests::pg::connect(dsn).await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE billing.stripe_events IN SHARE MODE")
+        .await
+        .expect("lock stripe_events");
+    locker
+}
+
+/// Waits until `n` sessions wait for the lock of [`block_event_inserts`].
+pub async fn wait_blocked_inserts(owner: &Client, n: i64, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let waiting: i64 = owner
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'billing.stripe_events'::regclass",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{waiting} of {n} webhooks blocked"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }

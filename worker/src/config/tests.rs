@@ -1,0 +1,214 @@
+//! Flag parsing and validation.
+
+use super::*;
+
+fn parse(extra: &[&str]) -> Result<Config, ConfigError> {
+    let mut argv = vec![
+        "stripe-billing-worker",
+        "--database-url",
+        "postgres://billing@localhost/app",
+    ];
+    argv.extend_from_slice(extra);
+    Config::from_args(Args::try_parse_from(argv).expect("clap accepts the flags"))
+}
+
+/// Variables that would override the defaults when set in the test's environment.
+const ENV: [&str; 15] = [
+    "STRIPE_SECRET_KEY",
+    "STRIPE_API_BASE",
+    "STRIPE_VERSION",
+    "STRIPE_RATE_LIMIT",
+    "STRIPE_TIMEOUT_MS",
+    "WORKER_CONCURRENCY",
+    "WORKER_POLL_INTERVAL_MS",
+    "WORKER_LISTEN",
+    "WORKER_SHUTDOWN_TIMEOUT_MS",
+    "WORKER_LEASE_SECONDS",
+    "WORKER_MAX_BODY_BYTES",
+    "WORKER_NO_LISTEN_NOTIFY",
+    "WORKER_LOG_FORMAT",
+    "WORKER_ID",
+    "DATABASE_URL",
+];
+
+#[test]
+fn defaults() {
+    if ENV.iter().any(|v| std::env::var_os(v).is_some()) {
+        eprintln!("skipped: the environment sets worker variables");
+        return;
+    }
+    let c = parse(&[]).unwrap();
+    assert_eq!(c.stripe_api_base, "https://api.stripe.com");
+    assert_eq!(c.stripe_version, "2025-03-31.basil");
+    assert_eq!(c.concurrency, 4);
+    assert_eq!(c.poll_interval, Duration::from_secs(1));
+    assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(c.shutdown_timeout, Duration::from_secs(10));
+    assert_eq!(c.lease_seconds, 60);
+    assert_eq!(c.stripe_timeout, Duration::from_secs(30));
+    assert_eq!(c.max_body_bytes, 1 << 20);
+    assert_eq!(c.rate_limit, 25.0);
+    assert!(c.listen_notify);
+    assert_eq!(c.log_format, LogFormat::Text);
+    assert!(c.worker_id.ends_with(&format!("-{}", std::process::id())));
+    assert_eq!(
+        c.database.get_connect_timeout(),
+        Some(&Duration::from_secs(5))
+    );
+}
+
+#[test]
+fn flags_override_defaults() {
+    let c = parse(&[
+        "--stripe-api-base",
+        "http://127.0.0.1:12111/",
+        "--stripe-secret-key",
+        "sk_test_x",
+        "--concurrency",
+        "16",
+        "--no-listen-notify",
+        "--log-format",
+        "json",
+        "--worker-id",
+        "w1",
+        "--listen",
+        "[::1]:9000",
+    ])
+    .unwrap();
+    assert_eq!(c.stripe_api_base, "http://127.0.0.1:12111");
+    assert_eq!(
+        c.stripe_secret_key.as_ref().map(Secret::expose),
+        Some("sk_test_x")
+    );
+    assert_eq!(c.concurrency, 16);
+    assert!(!c.listen_notify);
+    assert_eq!(c.log_format, LogFormat::Json);
+    assert_eq!(c.worker_id, "w1");
+    assert_eq!(c.listen.port(), 9000);
+}
+
+#[test]
+fn key_value_connection_strings_work() {
+    let c = Config::from_args(
+        Args::try_parse_from([
+            "w",
+            "--database-url",
+            "host=/tmp/pg port=5432 user=postgres dbname=postgres",
+        ])
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(c.database.get_dbname(), Some("postgres"));
+}
+
+#[test]
+fn empty_secret_key_means_not_configured() {
+    assert_eq!(
+        parse(&["--stripe-secret-key", ""])
+            .unwrap()
+            .stripe_secret_key,
+        None
+    );
+    assert!(matches!(
+        parse(&["--stripe-secret-key", "pk_test_1"]),
+        Err(ConfigError::SecretKey(_))
+    ));
+    assert!(matches!(
+        parse(&["--stripe-secret-key", "sk test"]),
+        Err(ConfigError::SecretKey(_))
+    ));
+}
+
+#[test]
+fn bad_values_are_rejected_with_the_flag_name() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--concurrency", "0"], "--concurrency"),
+        (&["--concurrency", "1001"], "--concurrency"),
+        (&["--poll-interval-ms", "0"], "--poll-interval-ms"),
+        (&["--listen", "localhost"], "--listen"),
+        (&["--listen", "8080"], "--listen"),
+        (&["--lease-seconds", "0"], "--lease-seconds"),
+        (&["--lease-seconds", "59"], "--lease-seconds"),
+        (
+            &["--lease-seconds", "2", "--stripe-timeout-ms", "1001"],
+            "--lease-seconds",
+        ),
+        (&["--stripe-timeout-ms", "99"], "--stripe-timeout-ms"),
+        (&["--max-body-bytes", "0"], "--max-body-bytes"),
+        (&["--rate-limit", "0"], "--rate-limit"),
+        (&["--rate-limit", "NaN"], "--rate-limit"),
+        (&["--stripe-api-base", "not a url"], "--stripe-api-base"),
+        (&["--stripe-api-base", "ftp://x"], "--stripe-api-base"),
+        (&["--stripe-api-base", "http://x/?a=b"], "--stripe-api-base"),
+        (&["--stripe-version", ""], "--stripe-version"),
+        (&["--stripe-version", "a b"], "--stripe-version"),
+        (&["--worker-id", ""], "--worker-id"),
+    ];
+    for (flags, needle) in cases {
+        let err = parse(flags).expect_err(&format!("{flags:?} must be rejected"));
+        let line = err.to_string();
+        assert!(line.contains(needle), "{line:?} lacks {needle}");
+        assert!(!line.contains('\n'), "one line: {line:?}");
+    }
+}
+
+#[test]
+fn bad_database_urls_are_rejected_without_echoing_secrets() {
+    for url in [
+        "postgres://u:hunter2@host:notaport/db",
+        "dbname=x",
+        "host=h sslmode=require",
+        "host=h port=",
+    ] {
+        let err = Config::from_args(Args::try_parse_from(["w", "--database-url", url]).unwrap())
+            .expect_err(url);
+        assert!(matches!(err, ConfigError::DatabaseUrl(_)), "{url}: {err}");
+        assert!(!err.to_string().contains("hunter2"));
+    }
+}
+
+#[test]
+fn short_leases_need_short_stripe_timeouts() {
+    let c = parse(&["--lease-seconds", "2", "--stripe-timeout-ms", "1000"]).unwrap();
+    assert_eq!(c.lease_seconds, 2);
+    assert_eq!(c.stripe_timeout, Duration::from_secs(1));
+}
+
+#[test]
+fn debug_output_never_contains_the_secrets() {
+    let key = "sk_live_51VeryS3cretKeyMaterial";
+    let args = Args::try_parse_from([
+        "w",
+        "--database-url",
+        "postgres://billing:hunter2@db.internal/app",
+        "--stripe-secret-key",
+        key,
+    ])
+    .unwrap();
+    let shown = format!("{args:?} {args:#?}");
+    assert!(
+        !shown.contains("VeryS3cret") && !shown.contains("hunter2"),
+        "{shown}"
+    );
+    assert!(shown.contains("sk_live_…(redacted)"), "{shown}");
+    let config = Config::from_args(args).unwrap();
+    let shown = format!("{config:?} {config:#?}");
+    assert!(
+        !shown.contains("VeryS3cret") && !shown.contains("hunter2"),
+        "{shown}"
+    );
+    assert!(shown.contains("sk_live_…(redacted)"), "{shown}");
+    assert_eq!(config.stripe_secret_key.unwrap().expose(), key);
+}
+
+#[test]
+fn clap_requires_a_database_url_and_numbers() {
+    // Only when DATABASE_URL is not in the environment of the test run.
+    if std::env::var_os("DATABASE_URL").is_none() {
+        assert!(Args::try_parse_from(["w"]).is_err());
+    }
+    assert!(Args::try_parse_from(["w", "--database-url", "host=h", "--concurrency", "x"]).is_err());
+    assert!(
+        Args::try_parse_from(["w", "--database-url", "host=h", "--log-format", "xml"]).is_err()
+    );
+}

@@ -101,15 +101,7 @@ async fn a_worker_killed_mid_request_is_replaced_without_a_duplicate_session() {
     let mut api = db.api().await;
     let user = Uuid::new_v4();
     let id = request_checkout(&mut api, user, "price_pack", "").await;
-    let deadline = Instant::now() + WAIT;
-    while emulator
-        .calls("/v1/customers", &format!("customer-{user}"))
-        .await
-        .is_empty()
-    {
-        assert!(Instant::now() < deadline, "the customer was never created");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    emulator.wait_for_customer(user, WAIT).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     doomed.signal("KILL");
     doomed.wait_exit(Duration::from_secs(10)).await;
@@ -239,15 +231,7 @@ async fn shutdown_stays_within_one_timeout_and_requeues_what_it_stops() {
     let mut api = db.api().await;
     let user = Uuid::new_v4();
     let id = request_checkout(&mut api, user, "price_pack", "").await;
-    let deadline = Instant::now() + WAIT;
-    while emulator
-        .calls("/v1/customers", &format!("customer-{user}"))
-        .await
-        .is_empty()
-    {
-        assert!(Instant::now() < deadline, "the customer was never created");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    emulator.wait_for_customer(user, WAIT).await;
     // ...and a webhook that keeps an HTTP connection busy past it.
     let locker = block_event_inserts(&db.dsn).await;
     let body = event_body("evt_shutdown");

@@ -173,6 +173,20 @@ impl Emulator {
     }
 
     /// Completes a Checkout Session as if the customer paid; returns the lifecycle report.
+    /// Waits until the worker has asked for `user`'s Stripe customer (the first call of a
+    /// checkout), so a test can act while the session call is still to come.
+    pub async fn wait_for_customer(&self, user: Uuid, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self
+            .calls("/v1/customers", &format!("customer-{user}"))
+            .await
+            .is_empty()
+        {
+            assert!(Instant::now() < deadline, "the customer was never created");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn complete_checkout(&self, session_id: &str) -> Value {
         self.control(
             reqwest::Method::POST,

@@ -47,3 +47,37 @@ async fn every_object_in_schema_billing_is_commented() {
         "the check saw the schema's functions ({functions})"
     );
 }
+
+/// pg_dump keeps the rows of every billing table (and the sequences behind identity columns),
+/// which a plain dump of a database with an extension would otherwise skip.
+#[tokio::test]
+async fn every_table_and_sequence_is_registered_for_pg_dump() {
+    let db = TestDb::new().await;
+    let owner = db.owner().await;
+    let missing: Vec<String> = owner
+        .query(
+            "SELECT c.oid::regclass::text FROM pg_class c
+             WHERE c.relnamespace = 'billing'::regnamespace AND c.relkind IN ('r', 'S')
+               AND c.oid <> ALL (SELECT unnest(extconfig) FROM pg_extension WHERE extname = 'stripe_billing')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "not registered with pg_extension_config_dump: {missing:?}"
+    );
+    let registered: i64 = owner
+        .query_one(
+            "SELECT cardinality(extconfig) FROM pg_extension WHERE extname = 'stripe_billing'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i32>(0)
+        .into();
+    assert!(registered >= 11, "{registered} objects registered");
+}

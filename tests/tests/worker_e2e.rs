@@ -37,6 +37,24 @@ async fn setup(extra: &[&str]) -> Setup {
     }
 }
 
+impl Setup {
+    /// Injects `fault`, queues a token-pack checkout for a new user, and waits for the worker
+    /// to finish it. Returns the final row and how many Checkout Session calls the emulator saw
+    /// under the request's idempotency key.
+    async fn pack_checkout_after(&self, fault: Value) -> (Row, usize) {
+        self.emulator.fault(fault).await;
+        let mut api = self.db.api().await;
+        let id = request_checkout(&mut api, Uuid::new_v4(), "price_pack", "").await;
+        let done = finished(&self.owner, id, WAIT).await;
+        let calls = self
+            .emulator
+            .calls("/v1/checkout/sessions", &format!("checkout-{id}"))
+            .await
+            .len();
+        (done, calls)
+    }
+}
+
 fn param<'a>(call: &'a Value, pointer: &str) -> &'a Value {
     call["params"].pointer(pointer).unwrap_or(&Value::Null)
 }
@@ -267,31 +285,23 @@ async fn an_unknown_price_fails_at_once_with_stripes_message() {
 #[tokio::test]
 async fn server_errors_are_retried_and_create_one_session() {
     let s = setup(&[]).await;
-    s.emulator
-        .fault(json!({"path": "/v1/checkout/sessions", "status": 500, "count": 2}))
+    let (done, calls) = s
+        .pack_checkout_after(json!({"path": "/v1/checkout/sessions", "status": 500, "count": 2}))
         .await;
-    let mut api = s.db.api().await;
-    let id = request_checkout(&mut api, Uuid::new_v4(), "price_pack", "").await;
-    let done = finished(&s.owner, id, WAIT).await;
     assert_eq!(done.status, "succeeded", "{done:?}");
     assert_eq!(done.attempts, 1, "retried within one claim");
-    let calls = s
-        .emulator
-        .calls("/v1/checkout/sessions", &format!("checkout-{id}"))
-        .await;
-    assert_eq!(calls.len(), 3, "two failures, then success: {calls:?}");
+    assert_eq!(calls, 3, "two failures, then success");
     assert_eq!(s.emulator.created("/v1/checkout/sessions").await.len(), 1);
 }
 
 #[tokio::test]
 async fn rate_limits_with_should_retry_are_retried() {
     let s = setup(&[]).await;
-    s.emulator
-        .fault(json!({"path": "/v1/*", "status": 429, "count": 2, "should_retry": true}))
+    let (done, _) = s
+        .pack_checkout_after(
+            json!({"path": "/v1/*", "status": 429, "count": 2, "should_retry": true}),
+        )
         .await;
-    let mut api = s.db.api().await;
-    let id = request_checkout(&mut api, Uuid::new_v4(), "price_pack", "").await;
-    let done = finished(&s.owner, id, WAIT).await;
     assert_eq!(done.status, "succeeded", "{done:?}");
     assert_eq!(s.emulator.created("/v1/checkout/sessions").await.len(), 1);
 }
@@ -299,24 +309,13 @@ async fn rate_limits_with_should_retry_are_retried() {
 #[tokio::test]
 async fn should_retry_false_fails_even_a_server_error() {
     let s = setup(&[]).await;
-    s.emulator
-        .fault(
-            json!({"path": "/v1/checkout/sessions", "status": 503, "should_retry": false,
-                      "message": "Do not repeat this"}),
-        )
+    let (done, calls) = s
+        .pack_checkout_after(json!({"path": "/v1/checkout/sessions", "status": 503,
+                                        "should_retry": false, "message": "Do not repeat this"}))
         .await;
-    let mut api = s.db.api().await;
-    let id = request_checkout(&mut api, Uuid::new_v4(), "price_pack", "").await;
-    let done = finished(&s.owner, id, WAIT).await;
     assert_eq!(done.status, "failed");
     assert_eq!(done.error.as_deref(), Some("Do not repeat this"));
-    assert_eq!(
-        s.emulator
-            .calls("/v1/checkout/sessions", &format!("checkout-{id}"))
-            .await
-            .len(),
-        1
-    );
+    assert_eq!(calls, 1);
 }
 
 #[tokio::test]
@@ -329,12 +328,9 @@ async fn retries_give_up_after_the_databases_max_attempts() {
         )
         .await
         .unwrap();
-    s.emulator
-        .fault(json!({"path": "/v1/checkout/sessions", "status": 502, "count": 1000}))
+    let (done, calls) = s
+        .pack_checkout_after(json!({"path": "/v1/checkout/sessions", "status": 502, "count": 1000}))
         .await;
-    let mut api = s.db.api().await;
-    let id = request_checkout(&mut api, Uuid::new_v4(), "price_pack", "").await;
-    let done = finished(&s.owner, id, WAIT).await;
     assert_eq!(done.status, "failed");
     assert_eq!(done.attempts, 2);
     assert!(
@@ -342,11 +338,7 @@ async fn retries_give_up_after_the_databases_max_attempts() {
         "{done:?}"
     );
     // Three tries in each of the two claims, all with the request's one idempotency key.
-    let calls = s
-        .emulator
-        .calls("/v1/checkout/sessions", &format!("checkout-{id}"))
-        .await;
-    assert_eq!(calls.len(), 6);
+    assert_eq!(calls, 6);
 }
 
 #[tokio::test]

@@ -195,6 +195,24 @@ pub fn complete_checkout(ctx: &Ctx, store: &mut Store, id: &str, paid: bool) -> 
 
 impl Ctx<'_> {
     /// An event for the current state of the object with `id`.
+    /// `customer.subscription.updated` with the subscription as it is now and `before` as
+    /// `previous_attributes`; returns the current object too.
+    pub(super) fn emit_subscription_updated(
+        &self,
+        store: &mut Store,
+        id: &str,
+        before: &Value,
+    ) -> (Value, StoredEvent) {
+        let after = self.sub(store, id);
+        let event = self.emit(
+            store,
+            "customer.subscription.updated",
+            after.clone(),
+            Some(before),
+        );
+        (after, event)
+    }
+
     pub(super) fn emit_now(&self, store: &mut Store, kind: &str, id: &str) -> StoredEvent {
         let object = if store.sessions.contains_key(id) {
             self.session(store, id)
@@ -349,8 +367,7 @@ pub fn async_payment(ctx: &Ctx, store: &mut Store, id: &str, succeeded: bool) ->
             .get_mut(&sub)
             .expect("session's subscription")
             .status = "active".into();
-        let after = ctx.sub(store, &sub);
-        events.push(ctx.emit(store, "customer.subscription.updated", after, Some(&before)));
+        events.push(ctx.emit_subscription_updated(store, &sub, &before).1);
     }
     Ok((ctx.session(store, id), events))
 }

@@ -93,13 +93,7 @@ pub fn renew(ctx: &Ctx, store: &mut Store, id: &str, pay: bool) -> Step {
         "invoice.payment_failed"
     };
     let first = ctx.emit_now(store, kind, &invoice_id);
-    let after = ctx.sub(store, id);
-    let second = ctx.emit(
-        store,
-        "customer.subscription.updated",
-        after.clone(),
-        Some(&before),
-    );
+    let (after, second) = ctx.emit_subscription_updated(store, id, &before);
     Ok((after, vec![first, second]))
 }
 
@@ -118,13 +112,7 @@ pub fn recover(ctx: &Ctx, store: &mut Store, id: &str) -> Step {
     mark_paid(store.invoices.get_mut(&open).expect("found above"), now);
     let first = ctx.emit_now(store, "invoice.paid", &open);
     store.subscriptions.get_mut(id).expect("checked").status = "active".into();
-    let after = ctx.sub(store, id);
-    let second = ctx.emit(
-        store,
-        "customer.subscription.updated",
-        after.clone(),
-        Some(&before),
-    );
+    let (after, second) = ctx.emit_subscription_updated(store, id, &before);
     Ok((after, vec![first, second]))
 }
 
@@ -214,13 +202,7 @@ pub fn change_price(
     let invoice_id = inv.id.clone();
     store.invoices.insert(invoice_id.clone(), inv);
     store.subscriptions.insert(id.to_string(), changed);
-    let after = ctx.sub(store, id);
-    let first = ctx.emit(
-        store,
-        "customer.subscription.updated",
-        after.clone(),
-        Some(&before),
-    );
+    let (after, first) = ctx.emit_subscription_updated(store, id, &before);
     let second = ctx.emit_now(store, "invoice.paid", &invoice_id);
     Ok((after, vec![first, second]))
 }

@@ -12,28 +12,19 @@ fn parse(extra: &[&str]) -> Result<Config, ConfigError> {
     Config::from_args(Args::try_parse_from(argv).expect("clap accepts the flags"))
 }
 
-/// Variables that would override the defaults when set in the test's environment.
-const ENV: [&str; 15] = [
-    "STRIPE_SECRET_KEY",
-    "STRIPE_API_BASE",
-    "STRIPE_VERSION",
-    "STRIPE_RATE_LIMIT",
-    "STRIPE_TIMEOUT_MS",
-    "WORKER_CONCURRENCY",
-    "WORKER_POLL_INTERVAL_MS",
-    "WORKER_LISTEN",
-    "WORKER_SHUTDOWN_TIMEOUT_MS",
-    "WORKER_LEASE_SECONDS",
-    "WORKER_MAX_BODY_BYTES",
-    "WORKER_NO_LISTEN_NOTIFY",
-    "WORKER_LOG_FORMAT",
-    "WORKER_ID",
-    "DATABASE_URL",
-];
+/// The environment variables clap reads, straight from the argument definitions, so the list
+/// cannot fall behind a new flag.
+fn env_vars() -> Vec<String> {
+    use clap::CommandFactory;
+    Args::command()
+        .get_arguments()
+        .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
+        .collect()
+}
 
 #[test]
 fn defaults() {
-    if ENV.iter().any(|v| std::env::var_os(v).is_some()) {
+    if env_vars().iter().any(|v| std::env::var_os(v).is_some()) {
         eprintln!("skipped: the environment sets worker variables");
         return;
     }
@@ -211,4 +202,20 @@ fn clap_requires_a_database_url_and_numbers() {
     assert!(
         Args::try_parse_from(["w", "--database-url", "host=h", "--log-format", "xml"]).is_err()
     );
+}
+
+#[test]
+fn every_flag_with_an_env_fallback_is_seen() {
+    let vars = env_vars();
+    for expected in [
+        "DATABASE_URL",
+        "STRIPE_SECRET_KEY",
+        "STRIPE_TIMEOUT_MS",
+        "WORKER_ID",
+    ] {
+        assert!(
+            vars.iter().any(|v| v == expected),
+            "{expected} missing from {vars:?}"
+        );
+    }
 }

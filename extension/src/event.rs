@@ -7,7 +7,7 @@ use stripe_billing_core::event::{self, EventError};
 /// Parses a Stripe event body and returns the normalised, API-version-independent view the
 /// webhook effects read. Raises 22P02 for a body that is not JSON and 22023 for JSON that is not
 /// a Stripe event.
-#[pg_extern(immutable, strict, parallel_safe)]
+#[pg_extern(immutable, strict, parallel_safe, name = "_normalize_event")]
 fn normalize_event(payload: &str) -> JsonB {
     match event::normalize(payload) {
         Ok(v) => JsonB(v),

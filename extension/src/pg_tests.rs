@@ -121,7 +121,7 @@ mod tests {
     #[pg_test]
     fn verify_webhook_signature_reports_which_rotated_secret_matched() {
         let position = Spi::get_one::<i32>(&format!(
-            "SELECT billing.verify_webhook_signature('{BODY}', 't=1700000000,v1={TAG}', ARRAY['whsec_old', NULL, '{SECRET}'], 0)"
+            "SELECT billing._verify_webhook_signature('{BODY}', 't=1700000000,v1={TAG}', ARRAY['whsec_old', NULL, '{SECRET}'], 0)"
         ))
         .unwrap();
         assert_eq!(position, Some(3));

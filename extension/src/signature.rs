@@ -94,7 +94,7 @@ fn stripe_signature_header(payload: &str, secret: &str, t: i64) -> String {
 /// Verifies a webhook against several secrets (rotation) and returns the 1-based position of the
 /// first secret that matches; raises the specific signature error otherwise. Used by
 /// `billing.handle_stripe_webhook`, which reads the secrets from `billing.webhook_secrets`.
-#[pg_extern(stable, parallel_safe)]
+#[pg_extern(stable, parallel_safe, name = "_verify_webhook_signature")]
 pub fn verify_webhook_signature(
     payload: Option<&str>,
     header: Option<&str>,

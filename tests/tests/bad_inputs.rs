@@ -144,7 +144,7 @@ async fn webhook_helpers_handle_nulls_and_garbage() {
     let (_db, c) = owner().await;
     assert_error(
         c.query_one(
-            "SELECT billing.verify_webhook_signature('{}', 't=1,v1=00', NULL)",
+            "SELECT billing._verify_webhook_signature('{}', 't=1,v1=00', NULL)",
             &[],
         )
         .await,
@@ -153,7 +153,7 @@ async fn webhook_helpers_handle_nulls_and_garbage() {
     );
     assert_error(
         c.query_one(
-            "SELECT billing.verify_webhook_signature('{}', 't=1,v1=00', ARRAY[NULL, ''])",
+            "SELECT billing._verify_webhook_signature('{}', 't=1,v1=00', ARRAY[NULL, ''])",
             &[],
         )
         .await,
@@ -161,20 +161,20 @@ async fn webhook_helpers_handle_nulls_and_garbage() {
         "no webhook signing secret",
     );
     let null: Option<serde_json::Value> = c
-        .query_one("SELECT billing.normalize_event(NULL)", &[])
+        .query_one("SELECT billing._normalize_event(NULL)", &[])
         .await
         .unwrap()
         .get(0);
     assert_eq!(null, None, "strict: NULL in, NULL out");
     assert_error(
-        c.query_one("SELECT billing.normalize_event('{')", &[])
+        c.query_one("SELECT billing._normalize_event('{')", &[])
             .await,
         "22P02",
         "not valid JSON",
     );
     assert_error(
         c.query_one(
-            "SELECT billing.normalize_event('{\"object\":\"event\"}')",
+            "SELECT billing._normalize_event('{\"object\":\"event\"}')",
             &[],
         )
         .await,

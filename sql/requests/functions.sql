@@ -1,24 +1,17 @@
--- stripe_billing: the outbound request queue. Clients queue Checkout and Portal sessions; the
--- worker claims rows with FOR UPDATE SKIP LOCKED, calls Stripe and writes the result back.
+-- The outbound request queue. Clients queue Checkout and Portal sessions; the worker claims rows
+-- with FOR UPDATE SKIP LOCKED, calls Stripe and writes the result back.
 
-CREATE FUNCTION billing.settings() RETURNS billing.config
-LANGUAGE plpgsql STABLE
-AS $$
-DECLARE
-    c billing.config;
+CREATE OR REPLACE FUNCTION billing._notify_stripe_request() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    -- PL/pgSQL rather than SQL: its plan is cached, and this runs on every webhook.
-    SELECT * INTO c FROM billing.config;
-    -- The one place the defaults live: NULL (or no row) means the default.
-    c.id := true;
-    c.webhook_tolerance_seconds := coalesce(c.webhook_tolerance_seconds, 300);
-    c.request_max_attempts := coalesce(c.request_max_attempts, 5);
-    RETURN c;
+    -- Only the id: NOTIFY is a wake-up, the table is the queue.
+    PERFORM pg_notify('billing_stripe_requests', NEW.id::text);
+    RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION billing.settings() IS 'Internal: the billing.config row, or defaults when none was inserted.';
+COMMENT ON FUNCTION billing._notify_stripe_request() IS 'Internal (trigger): wakes the worker (channel billing_stripe_requests, payload = request id).';
 
-CREATE FUNCTION billing.check_url(url text, name text) RETURNS text
+CREATE OR REPLACE FUNCTION billing._check_url(url text, name text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -33,9 +26,9 @@ BEGIN
     RETURN url;
 END
 $$;
-COMMENT ON FUNCTION billing.check_url(text, text) IS 'Internal: validates a redirect URL for Checkout or the Portal.';
+COMMENT ON FUNCTION billing._check_url(text, text) IS 'Internal: validates a redirect URL for Checkout or the Portal.';
 
-CREATE FUNCTION billing.request_checkout(price_id text, mode text DEFAULT NULL, success_url text DEFAULT NULL,
+CREATE OR REPLACE FUNCTION billing.request_checkout(price_id text, mode text DEFAULT NULL, success_url text DEFAULT NULL,
                                          cancel_url text DEFAULT NULL, project_id uuid DEFAULT NULL,
                                          coupon text DEFAULT NULL, allow_promotion_codes boolean DEFAULT false,
                                          quantity integer DEFAULT 1)
@@ -43,13 +36,13 @@ RETURNS uuid
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    uid uuid := billing.require_user();
+    uid uuid := billing._require_user();
     plan billing.plans;
-    cfg billing.config := billing.settings();
+    cfg billing.config := billing._settings();
     expected_mode text;
     request_id uuid;
 BEGIN
-    PERFORM billing.check_not_null(price_id, 'price_id');
+    PERFORM billing._check_not_null(price_id, 'price_id');
     SELECT * INTO plan FROM billing.plans p WHERE p.stripe_price_id = price_id OR p.id = price_id
     ORDER BY p.stripe_price_id = price_id DESC LIMIT 1;
     IF NOT FOUND THEN
@@ -79,7 +72,7 @@ BEGIN
         RAISE EXCEPTION 'pass either coupon or allow_promotion_codes, not both'
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Stripe Checkout rejects a session with both.';
     END IF;
-    PERFORM billing.check_project(uid, project_id);
+    PERFORM billing._check_project(uid, project_id);
     IF plan.kind = 'subscription' AND EXISTS (
         SELECT FROM billing.subscriptions s
         WHERE s.user_id = uid AND s.status IN ('active', 'trialing', 'past_due', 'unpaid', 'paused')) THEN
@@ -93,8 +86,8 @@ BEGIN
         'mode', expected_mode,
         'quantity', quantity,
         'tokens', CASE WHEN plan.kind = 'token_pack' THEN plan.tokens * quantity END,
-        'success_url', billing.check_url(coalesce(success_url, cfg.checkout_success_url), 'success_url'),
-        'cancel_url', billing.check_url(coalesce(cancel_url, cfg.checkout_cancel_url), 'cancel_url'),
+        'success_url', billing._check_url(coalesce(success_url, cfg.checkout_success_url), 'success_url'),
+        'cancel_url', billing._check_url(coalesce(cancel_url, cfg.checkout_cancel_url), 'cancel_url'),
         'project_id', project_id,
         'coupon', coupon,
         'allow_promotion_codes', CASE WHEN allow_promotion_codes THEN true END,
@@ -105,11 +98,11 @@ END
 $$;
 COMMENT ON FUNCTION billing.request_checkout(text, text, text, text, uuid, text, boolean, integer) IS 'For signed-in users: queues a Stripe Checkout Session for the caller (mode subscription for plans, payment for token packs) and returns the request id; then call billing.await_request(id) for the URL.';
 
-CREATE FUNCTION billing.request_portal(return_url text DEFAULT NULL) RETURNS uuid
+CREATE OR REPLACE FUNCTION billing.request_portal(return_url text DEFAULT NULL) RETURNS uuid
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    uid uuid := billing.require_user();
+    uid uuid := billing._require_user();
     request_id uuid;
 BEGIN
     IF NOT EXISTS (SELECT FROM billing.customers c WHERE c.user_id = uid) THEN
@@ -118,14 +111,14 @@ BEGIN
     END IF;
     INSERT INTO billing.stripe_requests (user_id, kind, params)
     VALUES (uid, 'portal', jsonb_build_object('return_url',
-        billing.check_url(coalesce(return_url, (billing.settings()).portal_return_url), 'return_url')))
+        billing._check_url(coalesce(return_url, (billing._settings()).portal_return_url), 'return_url')))
     RETURNING id INTO request_id;
     RETURN request_id;
 END
 $$;
 COMMENT ON FUNCTION billing.request_portal(text) IS 'For signed-in users: queues a Stripe Customer Portal session; fails with BL002 when the caller has no Stripe customer yet.';
 
-CREATE FUNCTION billing.request_json(r billing.stripe_requests) RETURNS jsonb
+CREATE OR REPLACE FUNCTION billing._request_json(r billing.stripe_requests) RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE
 AS $$
 BEGIN
@@ -133,17 +126,17 @@ BEGIN
         'url', r.result ->> 'url', 'session_id', r.result ->> 'session_id', 'error', r.error);
 END
 $$;
-COMMENT ON FUNCTION billing.request_json(billing.stripe_requests) IS 'The JSON shape billing.await_request returns.';
+COMMENT ON FUNCTION billing._request_json(billing.stripe_requests) IS 'Internal: the JSON shape billing.await_request returns.';
 
-CREATE FUNCTION billing.await_request(request_id uuid, timeout_ms integer DEFAULT 10000) RETURNS jsonb
+CREATE OR REPLACE FUNCTION billing.await_request(request_id uuid, timeout_ms integer DEFAULT 10000) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    uid uuid := billing.require_user();
+    uid uuid := billing._require_user();
     r billing.stripe_requests;
     deadline timestamptz;
 BEGIN
-    PERFORM billing.check_not_null(request_id, 'request_id');
+    PERFORM billing._check_not_null(request_id, 'request_id');
     IF timeout_ms IS NULL OR timeout_ms < 0 OR timeout_ms > 60000 THEN
         RAISE EXCEPTION 'timeout_ms must be between 0 and 60000, got %', timeout_ms
             USING ERRCODE = 'invalid_parameter_value';
@@ -162,22 +155,22 @@ BEGIN
         EXIT WHEN r.status IN ('succeeded', 'failed') OR clock_timestamp() >= deadline;
         PERFORM pg_sleep(least(0.05, greatest(extract(epoch FROM deadline - clock_timestamp()), 0)));
     END LOOP;
-    RETURN billing.request_json(r);
+    RETURN billing._request_json(r);
 END
 $$;
 COMMENT ON FUNCTION billing.await_request(uuid, integer) IS 'For signed-in users: waits up to timeout_ms for the worker to finish one of the caller''s requests and returns {id, kind, status, url, session_id, error}; status is still pending/running on timeout.';
 
 -- Worker API -------------------------------------------------------------------------------
 
-CREATE FUNCTION billing.claim_requests(worker text, max_count integer DEFAULT 1, lease_seconds integer DEFAULT 60)
+CREATE OR REPLACE FUNCTION billing.claim_requests(worker text, max_count integer DEFAULT 1, lease_seconds integer DEFAULT 60)
 RETURNS TABLE (id uuid, kind text, user_id uuid, params jsonb, attempts integer, stripe_customer_id text)
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
-    max_attempts integer := (billing.settings()).request_max_attempts;
+    max_attempts integer := (billing._settings()).request_max_attempts;
 BEGIN
-    PERFORM billing.check_not_null(worker, 'worker');
+    PERFORM billing._check_not_null(worker, 'worker');
     IF max_count IS NULL OR max_count < 1 OR max_count > 1000 OR lease_seconds IS NULL OR lease_seconds < 1 THEN
         RAISE EXCEPTION 'max_count must be 1 to 1000 and lease_seconds positive' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -206,7 +199,7 @@ END
 $$;
 COMMENT ON FUNCTION billing.claim_requests(text, integer, integer) IS 'Worker: claims up to max_count ready requests (pending, or running past their lease) for lease_seconds, skipping rows other workers hold.';
 
-CREATE FUNCTION billing.finish_request(request_id uuid, worker text, result jsonb, attempt integer DEFAULT NULL)
+CREATE OR REPLACE FUNCTION billing.finish_request(request_id uuid, worker text, result jsonb, attempt integer DEFAULT NULL)
 RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
@@ -224,16 +217,16 @@ END
 $$;
 COMMENT ON FUNCTION billing.finish_request(uuid, text, jsonb, integer) IS 'Worker: marks a claimed request succeeded with its result ({url, session_id, ...}); false when the claim was lost. Pass the attempts value the claim returned as attempt so that a late worker cannot finish a newer claim of the same row.';
 
-CREATE FUNCTION billing.fail_request(request_id uuid, worker text, error text, retry_after_ms integer DEFAULT NULL,
+CREATE OR REPLACE FUNCTION billing.fail_request(request_id uuid, worker text, error text, retry_after_ms integer DEFAULT NULL,
                                      attempt integer DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    max_attempts integer := (billing.settings()).request_max_attempts;
+    max_attempts integer := (billing._settings()).request_max_attempts;
     new_status text;
 BEGIN
-    PERFORM billing.check_not_null(error, 'error');
+    PERFORM billing._check_not_null(error, 'error');
     UPDATE billing.stripe_requests r
     SET status = CASE WHEN retry_after_ms IS NOT NULL AND r.attempts < max_attempts THEN 'pending' ELSE 'failed' END,
         run_after = CASE WHEN retry_after_ms IS NOT NULL

@@ -1,7 +1,7 @@
--- stripe_billing: who is calling. PostgREST and Supabase put the verified JWT claims in the
+-- Identity: who is calling. PostgREST and Supabase put the verified JWT claims in the
 -- setting request.jwt.claims; the user id is its "sub" claim (what auth.uid() reads).
 
-CREATE FUNCTION billing.current_user_id() RETURNS uuid
+CREATE OR REPLACE FUNCTION billing.current_user_id() RETURNS uuid
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -32,7 +32,7 @@ END
 $$;
 COMMENT ON FUNCTION billing.current_user_id() IS 'The calling user''s id: the sub claim of request.jwt.claims (as auth.uid() in Supabase), NULL when there is none.';
 
-CREATE FUNCTION billing.require_user() RETURNS uuid
+CREATE OR REPLACE FUNCTION billing._require_user() RETURNS uuid
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -46,9 +46,9 @@ BEGIN
     RETURN uid;
 END
 $$;
-COMMENT ON FUNCTION billing.require_user() IS 'billing.current_user_id(), or an error (SQLSTATE 28000) when the caller is not signed in.';
+COMMENT ON FUNCTION billing._require_user() IS 'Internal: billing.current_user_id(), or an error (SQLSTATE 28000) when the caller is not signed in.';
 
-CREATE FUNCTION billing.is_privileged() RETURNS boolean
+CREATE OR REPLACE FUNCTION billing._is_privileged() RETURNS boolean
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -59,27 +59,15 @@ BEGIN
             AND pg_has_role(current_user, 'service_role', 'MEMBER'));
 END
 $$;
-COMMENT ON FUNCTION billing.is_privileged() IS 'True when the current role may act for any user: a superuser, a BYPASSRLS role, the schema owner, or a member of service_role.';
+COMMENT ON FUNCTION billing._is_privileged() IS 'Internal: true when the current role may act for any user: a superuser, a BYPASSRLS role, the schema owner, or a member of service_role.';
 
--- Validation helpers: one place for the wording and SQLSTATE of common argument errors.
-CREATE FUNCTION billing.check_not_null(value anyelement, name text) RETURNS void
-LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    IF value IS NULL THEN
-        RAISE EXCEPTION '% must not be NULL', name USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-END
-$$;
-COMMENT ON FUNCTION billing.check_not_null(anyelement, text) IS 'Raises 22004 "<name> must not be NULL" when value is NULL.';
-
-CREATE FUNCTION billing.check_user_exists(user_id uuid) RETURNS void
+CREATE OR REPLACE FUNCTION billing._check_user_exists(user_id uuid) RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     present boolean;
 BEGIN
-    PERFORM billing.check_not_null(user_id, 'user_id');
+    PERFORM billing._check_not_null(user_id, 'user_id');
     -- On Supabase the users live in auth.users; elsewhere any uuid is a user.
     IF to_regclass('auth.users') IS NOT NULL THEN
         EXECUTE 'SELECT EXISTS (SELECT FROM auth.users WHERE id = $1)' INTO present USING user_id;
@@ -90,23 +78,4 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION billing.check_user_exists(uuid) IS 'Raises P0002 when auth.users exists (Supabase) and has no such user.';
-
-CREATE FUNCTION billing.check_project(user_id uuid, project_id uuid) RETURNS void
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    owner uuid;
-BEGIN
-    IF project_id IS NULL THEN
-        RETURN;
-    END IF;
-    SELECT p.user_id INTO owner FROM billing.projects p WHERE p.id = check_project.project_id;
-    IF NOT FOUND OR owner IS DISTINCT FROM check_project.user_id THEN
-        RAISE EXCEPTION 'unknown project % for user %', project_id, user_id
-            USING ERRCODE = 'no_data_found',
-                  HINT = 'Create it first: INSERT INTO billing.projects (id, user_id, name) ...';
-    END IF;
-END
-$$;
-COMMENT ON FUNCTION billing.check_project(uuid, uuid) IS 'Raises P0002 unless project_id is NULL or a project owned by user_id.';
+COMMENT ON FUNCTION billing._check_user_exists(uuid) IS 'Internal: raises P0002 when auth.users exists (Supabase) and has no such user.';

@@ -1,9 +1,8 @@
--- stripe_billing: the token ledger (ARCHITECTURE.md §5).
--- Balance = sum(remaining) over unexpired grants. A spend takes from grants soonest-expiring
+-- The token ledger: granting, spending and balances. A spend takes from grants soonest-expiring
 -- first, never-expiring last, then oldest, locking each grant row it takes from, so concurrent
 -- spends for one user serialise and can never overspend.
 
-CREATE FUNCTION billing.grant_json(g billing.token_grants, duplicate boolean) RETURNS jsonb
+CREATE OR REPLACE FUNCTION billing._grant_json(g billing.token_grants, duplicate boolean) RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE
 AS $$
 BEGIN
@@ -12,12 +11,12 @@ BEGIN
         'expires_at', g.expires_at, 'grant_key', g.grant_key, 'duplicate', duplicate);
 END
 $$;
-COMMENT ON FUNCTION billing.grant_json(billing.token_grants, boolean) IS 'The JSON shape grant functions return.';
+COMMENT ON FUNCTION billing._grant_json(billing.token_grants, boolean) IS 'Internal: the JSON shape grant functions return.';
 
 -- Inserts a grant without argument checks; callers validate. Internal (no SET clause: it runs
 -- inside SECURITY DEFINER callers and inherits their pinned search_path). A repeated grant_key returns the
 -- existing grant (duplicate = true) when it describes the same grant, and fails otherwise.
-CREATE FUNCTION billing.insert_grant(user_id uuid, tokens bigint, source text, expires_at timestamptz,
+CREATE OR REPLACE FUNCTION billing._insert_grant(user_id uuid, tokens bigint, source text, expires_at timestamptz,
                                      project_id uuid, grant_key text, metadata jsonb,
                                      OUT g billing.token_grants, OUT duplicate boolean)
 LANGUAGE plpgsql
@@ -25,17 +24,17 @@ AS $$
 #variable_conflict use_column
 BEGIN
     INSERT INTO billing.token_grants AS t (user_id, project_id, source, tokens, remaining, expires_at, grant_key, metadata)
-    VALUES (insert_grant.user_id, insert_grant.project_id, insert_grant.source, insert_grant.tokens,
-            insert_grant.tokens, insert_grant.expires_at, insert_grant.grant_key, coalesce(insert_grant.metadata, '{}'))
+    VALUES (_insert_grant.user_id, _insert_grant.project_id, _insert_grant.source, _insert_grant.tokens,
+            _insert_grant.tokens, _insert_grant.expires_at, _insert_grant.grant_key, coalesce(_insert_grant.metadata, '{}'))
     ON CONFLICT (grant_key) DO NOTHING
     RETURNING * INTO g;
     duplicate := NOT FOUND;
     IF NOT duplicate THEN
         RETURN;
     END IF;
-    SELECT * INTO STRICT g FROM billing.token_grants t WHERE t.grant_key = insert_grant.grant_key;
-    IF g.user_id IS DISTINCT FROM insert_grant.user_id OR g.project_id IS DISTINCT FROM insert_grant.project_id
-       OR g.tokens <> insert_grant.tokens THEN
+    SELECT * INTO STRICT g FROM billing.token_grants t WHERE t.grant_key = _insert_grant.grant_key;
+    IF g.user_id IS DISTINCT FROM _insert_grant.user_id OR g.project_id IS DISTINCT FROM _insert_grant.project_id
+       OR g.tokens <> _insert_grant.tokens THEN
         RAISE EXCEPTION 'grant_key % was already used for a different grant', grant_key
             USING ERRCODE = 'BL004',
                   DETAIL = format('existing grant %s: %s tokens for user %s', g.id, g.tokens, g.user_id),
@@ -43,9 +42,9 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION billing.insert_grant(uuid, bigint, text, timestamptz, uuid, text, jsonb) IS 'Internal: inserts a grant, idempotent on grant_key; returns the grant and whether it existed already. Use billing.grant_tokens.';
+COMMENT ON FUNCTION billing._insert_grant(uuid, bigint, text, timestamptz, uuid, text, jsonb) IS 'Internal: inserts a grant, idempotent on grant_key; returns the grant and whether it existed already. Use billing.grant_tokens.';
 
-CREATE FUNCTION billing.grant_tokens(user_id uuid, tokens bigint, source text DEFAULT 'manual',
+CREATE OR REPLACE FUNCTION billing.grant_tokens(user_id uuid, tokens bigint, source text DEFAULT 'manual',
                                      expires_at timestamptz DEFAULT NULL, project_id uuid DEFAULT NULL,
                                      grant_key text DEFAULT NULL, metadata jsonb DEFAULT '{}')
 RETURNS jsonb
@@ -54,13 +53,13 @@ SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     inserted record;
 BEGIN
-    PERFORM billing.check_user_exists(user_id);
-    PERFORM billing.check_not_null(tokens, 'tokens');
+    PERFORM billing._check_user_exists(user_id);
+    PERFORM billing._check_not_null(tokens, 'tokens');
     IF tokens <= 0 OR tokens > 1000000000000 THEN
         RAISE EXCEPTION 'tokens must be between 1 and 1000000000000, got %', tokens
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    PERFORM billing.check_not_null(source, 'source');
+    PERFORM billing._check_not_null(source, 'source');
     IF source !~ '^[a-z][a-z0-9_]{0,39}$' THEN
         RAISE EXCEPTION 'source must be a short lower-case identifier such as manual or promo, got %', quote_literal(left(source, 60))
             USING ERRCODE = 'invalid_parameter_value';
@@ -76,15 +75,15 @@ BEGIN
     IF metadata IS NOT NULL AND jsonb_typeof(metadata) <> 'object' THEN
         RAISE EXCEPTION 'metadata must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    PERFORM billing.check_project(user_id, project_id);
-    SELECT * INTO inserted FROM billing.insert_grant(user_id, tokens, source, expires_at, project_id, grant_key, metadata);
-    RETURN billing.grant_json(inserted.g, inserted.duplicate);
+    PERFORM billing._check_project(user_id, project_id);
+    SELECT * INTO inserted FROM billing._insert_grant(user_id, tokens, source, expires_at, project_id, grant_key, metadata);
+    RETURN billing._grant_json(inserted.g, inserted.duplicate);
 END
 $$;
 COMMENT ON FUNCTION billing.grant_tokens(uuid, bigint, text, timestamptz, uuid, text, jsonb) IS 'Privileged: gives tokens to a user (or one of their projects). A repeated grant_key returns the existing grant with duplicate = true and grants nothing.';
 
 -- The shared core of spend_tokens and spend_my_tokens.
-CREATE FUNCTION billing.spend(user_id uuid, amount bigint, project_id uuid, reason text, idempotency_key text)
+CREATE OR REPLACE FUNCTION billing._spend(user_id uuid, amount bigint, project_id uuid, reason text, idempotency_key text)
 RETURNS jsonb
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
@@ -96,8 +95,8 @@ DECLARE
     take bigint;
     g record;
 BEGIN
-    PERFORM billing.check_not_null(user_id, 'user_id');
-    PERFORM billing.check_not_null(amount, 'amount');
+    PERFORM billing._check_not_null(user_id, 'user_id');
+    PERFORM billing._check_not_null(amount, 'amount');
     IF amount <= 0 OR amount > 1000000000000 THEN
         RAISE EXCEPTION 'amount must be between 1 and 1000000000000, got %', amount
             USING ERRCODE = 'invalid_parameter_value';
@@ -108,30 +107,30 @@ BEGIN
     IF idempotency_key IS NOT NULL AND (length(idempotency_key) = 0 OR length(idempotency_key) > 255) THEN
         RAISE EXCEPTION 'idempotency_key must be 1 to 255 characters' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    PERFORM billing.check_project(user_id, project_id);
+    PERFORM billing._check_project(user_id, project_id);
 
     -- Claim the idempotency key first: a concurrent spend with the same key waits here for the
     -- first one to commit and then finds its row.
     INSERT INTO billing.token_spends AS s (user_id, project_id, amount, reason, idempotency_key)
-    VALUES (spend.user_id, spend.project_id, spend.amount, spend.reason, spend.idempotency_key)
+    VALUES (_spend.user_id, _spend.project_id, _spend.amount, _spend.reason, _spend.idempotency_key)
     ON CONFLICT ON CONSTRAINT token_spends_idempotency_key DO NOTHING
     RETURNING s.id INTO new_spend_id;
     IF new_spend_id IS NULL THEN
         SELECT * INTO STRICT existing FROM billing.token_spends s
-        WHERE s.user_id = spend.user_id AND s.idempotency_key = spend.idempotency_key;
+        WHERE s.user_id = _spend.user_id AND s.idempotency_key = _spend.idempotency_key;
         IF existing.amount <> amount OR existing.project_id IS DISTINCT FROM project_id THEN
             RAISE EXCEPTION 'idempotency_key % was already used for a different spend', idempotency_key
                 USING ERRCODE = 'BL004',
                       DETAIL = format('the first spend took %s tokens', existing.amount);
         END IF;
         RETURN jsonb_build_object('spend_id', existing.id, 'amount', existing.amount,
-            'balance', billing.live_balance(user_id, project_id), 'duplicate', true);
+            'balance', billing._live_balance(user_id, project_id), 'duplicate', true);
     END IF;
 
     FOR g IN
         SELECT t.id, t.remaining FROM billing.token_grants t
-        WHERE t.user_id = spend.user_id
-          AND coalesce(t.project_id, billing.no_project()) = coalesce(spend.project_id, billing.no_project())
+        WHERE t.user_id = _spend.user_id
+          AND coalesce(t.project_id, billing._no_project()) = coalesce(_spend.project_id, billing._no_project())
           AND t.remaining > 0 AND coalesce(t.expires_at, 'infinity'::timestamptz) > now()
         ORDER BY coalesce(t.expires_at, 'infinity'::timestamptz), t.created_at, t.id
         FOR UPDATE
@@ -139,7 +138,7 @@ BEGIN
         take := least(g.remaining, left_to_take);
         UPDATE billing.token_grants t SET remaining = t.remaining - take WHERE t.id = g.id;
         INSERT INTO billing.token_spend_allocations (spend_id, grant_id, user_id, tokens)
-        VALUES (new_spend_id, g.id, spend.user_id, take);
+        VALUES (new_spend_id, g.id, _spend.user_id, take);
         left_to_take := left_to_take - take;
         EXIT WHEN left_to_take = 0;
     END LOOP;
@@ -149,34 +148,34 @@ BEGIN
                   HINT = 'Buy a token pack or wait for the next plan period.';
     END IF;
     RETURN jsonb_build_object('spend_id', new_spend_id, 'amount', amount,
-        'balance', billing.live_balance(user_id, project_id), 'duplicate', false);
+        'balance', billing._live_balance(user_id, project_id), 'duplicate', false);
 END
 $$;
-COMMENT ON FUNCTION billing.spend(uuid, bigint, uuid, text, text) IS 'Internal: the spend algorithm behind billing.spend_tokens and billing.spend_my_tokens.';
+COMMENT ON FUNCTION billing._spend(uuid, bigint, uuid, text, text) IS 'Internal: the spend algorithm behind billing.spend_tokens and billing.spend_my_tokens.';
 
-CREATE FUNCTION billing.spend_tokens(user_id uuid, amount bigint, project_id uuid DEFAULT NULL,
+CREATE OR REPLACE FUNCTION billing.spend_tokens(user_id uuid, amount bigint, project_id uuid DEFAULT NULL,
                                      reason text DEFAULT NULL, idempotency_key text DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    RETURN billing.spend(user_id, amount, project_id, reason, idempotency_key);
+    RETURN billing._spend(user_id, amount, project_id, reason, idempotency_key);
 END
 $$;
 COMMENT ON FUNCTION billing.spend_tokens(uuid, bigint, uuid, text, text) IS 'Privileged: spends a user''s tokens, soonest-expiring grants first. Fails with BL001 and changes nothing when the balance is short; a repeated idempotency_key returns the first result with duplicate = true.';
 
-CREATE FUNCTION billing.spend_my_tokens(amount bigint, project_id uuid DEFAULT NULL,
+CREATE OR REPLACE FUNCTION billing.spend_my_tokens(amount bigint, project_id uuid DEFAULT NULL,
                                         reason text DEFAULT NULL, idempotency_key text DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    RETURN billing.spend(billing.require_user(), amount, project_id, reason, idempotency_key);
+    RETURN billing._spend(billing._require_user(), amount, project_id, reason, idempotency_key);
 END
 $$;
 COMMENT ON FUNCTION billing.spend_my_tokens(bigint, uuid, text, text) IS 'For signed-in users: billing.spend_tokens on the caller''s own tokens.';
 
-CREATE FUNCTION billing.live_balance(user_id uuid, project_id uuid) RETURNS bigint
+CREATE OR REPLACE FUNCTION billing._live_balance(user_id uuid, project_id uuid) RETURNS bigint
 LANGUAGE plpgsql STABLE
 AS $$
 #variable_conflict use_column
@@ -185,15 +184,15 @@ DECLARE
 BEGIN
     -- One range scan of token_grants_live_idx: expired grants are never visited.
     SELECT coalesce(sum(t.remaining), 0) INTO total FROM billing.token_grants t
-    WHERE t.user_id = live_balance.user_id
-      AND coalesce(t.project_id, billing.no_project()) = coalesce(live_balance.project_id, billing.no_project())
+    WHERE t.user_id = _live_balance.user_id
+      AND coalesce(t.project_id, billing._no_project()) = coalesce(_live_balance.project_id, billing._no_project())
       AND t.remaining > 0 AND coalesce(t.expires_at, 'infinity'::timestamptz) > now();
     RETURN total;
 END
 $$;
-COMMENT ON FUNCTION billing.live_balance(uuid, uuid) IS 'Internal: spendable tokens of a (user, project) as the current role can see them (row-level security applies; it runs as the caller).';
+COMMENT ON FUNCTION billing._live_balance(uuid, uuid) IS 'Internal: spendable tokens of a (user, project) as the current role can see them (row-level security applies; it runs as the caller).';
 
-CREATE FUNCTION billing.token_balance(user_id uuid DEFAULT NULL, project_id uuid DEFAULT NULL) RETURNS bigint
+CREATE OR REPLACE FUNCTION billing.token_balance(user_id uuid DEFAULT NULL, project_id uuid DEFAULT NULL) RETURNS bigint
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -203,11 +202,53 @@ BEGIN
         RAISE EXCEPTION 'user_id must not be NULL when the caller is not signed in'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    IF who IS DISTINCT FROM billing.current_user_id() AND NOT billing.is_privileged() THEN
+    IF who IS DISTINCT FROM billing.current_user_id() AND NOT billing._is_privileged() THEN
         RAISE EXCEPTION 'permission denied: you can only read your own balance'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
-    RETURN billing.live_balance(who, project_id);
+    RETURN billing._live_balance(who, project_id);
 END
 $$;
 COMMENT ON FUNCTION billing.token_balance(uuid, uuid) IS 'Spendable tokens of a user (default: the caller), for their own balance (project_id NULL) or one project. Expired grants stop counting at expires_at.';
+
+CREATE OR REPLACE FUNCTION billing._check_project(user_id uuid, project_id uuid) RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    owner uuid;
+BEGIN
+    IF project_id IS NULL THEN
+        RETURN;
+    END IF;
+    SELECT p.user_id INTO owner FROM billing.projects p WHERE p.id = _check_project.project_id;
+    IF NOT FOUND OR owner IS DISTINCT FROM _check_project.user_id THEN
+        RAISE EXCEPTION 'unknown project % for user %', project_id, user_id
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'Create it first: INSERT INTO billing.projects (id, user_id, name) ...';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION billing._check_project(uuid, uuid) IS 'Internal: raises P0002 unless project_id is NULL or a project owned by user_id.';
+
+CREATE OR REPLACE VIEW billing.token_grant_balances WITH (security_invoker = true) AS
+SELECT g.id AS grant_id, g.user_id, g.project_id, g.source, g.tokens,
+       g.tokens - g.remaining AS spent,
+       CASE WHEN g.expires_at <= now() THEN 0 ELSE g.remaining END AS spendable,
+       CASE WHEN g.expires_at <= now() THEN g.remaining ELSE 0 END AS expired,
+       CASE WHEN g.remaining = 0 THEN 'spent' WHEN g.expires_at <= now() THEN 'expired' ELSE 'active' END AS state,
+       g.expires_at, g.grant_key, g.metadata, g.created_at
+FROM billing.token_grants g;
+COMMENT ON VIEW billing.token_grant_balances IS 'Per-grant breakdown: spent, spendable and expired tokens of each grant. Row-level security applies (users see their own).';
+COMMENT ON COLUMN billing.token_grant_balances.grant_id IS 'The grant.';
+COMMENT ON COLUMN billing.token_grant_balances.user_id IS 'Owner.';
+COMMENT ON COLUMN billing.token_grant_balances.project_id IS 'Project scope or NULL.';
+COMMENT ON COLUMN billing.token_grant_balances.source IS 'Why the grant was made.';
+COMMENT ON COLUMN billing.token_grant_balances.tokens IS 'Tokens granted.';
+COMMENT ON COLUMN billing.token_grant_balances.spent IS 'Tokens spends took from it.';
+COMMENT ON COLUMN billing.token_grant_balances.spendable IS 'Tokens still spendable now.';
+COMMENT ON COLUMN billing.token_grant_balances.expired IS 'Tokens lost to expiry.';
+COMMENT ON COLUMN billing.token_grant_balances.state IS 'active, spent or expired.';
+COMMENT ON COLUMN billing.token_grant_balances.expires_at IS 'Expiry, NULL for never.';
+COMMENT ON COLUMN billing.token_grant_balances.grant_key IS 'Idempotency key of the grant.';
+COMMENT ON COLUMN billing.token_grant_balances.metadata IS 'Context of the grant.';
+COMMENT ON COLUMN billing.token_grant_balances.created_at IS 'When it was granted.';

@@ -1,4 +1,4 @@
--- stripe_billing: access control (ARCHITECTURE.md §6). Runs last.
+-- Access control, part 2: the roles' API and the functions that grant and audit it.
 --   anon:          only the PostgREST webhook entry point billing.stripe_webhook(json).
 --   authenticated: reads its own rows (RLS), the catalog, its balance; spends its own tokens;
 --                  requests Checkout / Portal sessions for itself and awaits them.
@@ -6,68 +6,16 @@
 -- The roles may not exist when the extension is installed: billing.apply_grants() grants to
 -- whichever exist and can be run again after creating them.
 
--- The functions written in Rust (extension/src) are created by pgrx; their comments live here.
-COMMENT ON FUNCTION billing.stripe_signature_is_valid(text, text, text, integer, timestamptz) IS 'True when header is a valid Stripe-Signature for the exact raw payload with secret, within tolerance_seconds (default 300, 0 or NULL: no time check) of at (default now()). Never raises; NULLs give false.';
-COMMENT ON FUNCTION billing.construct_event(text, text, text, integer, timestamptz) IS 'Verifies like stripe_signature_is_valid and returns the payload as jsonb; raises 28000 (no header), 22P02 (malformed header), 22023 (no v1), 28P01 (no match), 22008 (outside tolerance), 55000 (no secret), 22004 (NULL payload) or 22032 (not JSON).';
-COMMENT ON FUNCTION billing.stripe_signature_header(text, text, bigint) IS 'The Stripe-Signature header Stripe would send for payload signed with secret at Unix time t. For tests and local tooling.';
-COMMENT ON FUNCTION billing.verify_webhook_signature(text, text, text[], integer) IS 'Internal: verifies against several secrets (rotation) and returns the 1-based position of the first that matches; raises like construct_event otherwise.';
-COMMENT ON FUNCTION billing.normalize_event(text) IS 'Internal: the API-version-independent view of a Stripe event that the webhook effects read (both the 2023-08-16 and the basil shapes); raises 22P02 for non-JSON and 22023 for JSON that is not an event.';
-
-CREATE VIEW billing.token_grant_balances WITH (security_invoker = true) AS
-SELECT g.id AS grant_id, g.user_id, g.project_id, g.source, g.tokens,
-       g.tokens - g.remaining AS spent,
-       CASE WHEN g.expires_at <= now() THEN 0 ELSE g.remaining END AS spendable,
-       CASE WHEN g.expires_at <= now() THEN g.remaining ELSE 0 END AS expired,
-       CASE WHEN g.remaining = 0 THEN 'spent' WHEN g.expires_at <= now() THEN 'expired' ELSE 'active' END AS state,
-       g.expires_at, g.grant_key, g.metadata, g.created_at
-FROM billing.token_grants g;
-COMMENT ON VIEW billing.token_grant_balances IS 'Per-grant breakdown: spent, spendable and expired tokens of each grant. Row-level security applies (users see their own).';
-COMMENT ON COLUMN billing.token_grant_balances.grant_id IS 'The grant.';
-COMMENT ON COLUMN billing.token_grant_balances.user_id IS 'Owner.';
-COMMENT ON COLUMN billing.token_grant_balances.project_id IS 'Project scope or NULL.';
-COMMENT ON COLUMN billing.token_grant_balances.source IS 'Why the grant was made.';
-COMMENT ON COLUMN billing.token_grant_balances.tokens IS 'Tokens granted.';
-COMMENT ON COLUMN billing.token_grant_balances.spent IS 'Tokens spends took from it.';
-COMMENT ON COLUMN billing.token_grant_balances.spendable IS 'Tokens still spendable now.';
-COMMENT ON COLUMN billing.token_grant_balances.expired IS 'Tokens lost to expiry.';
-COMMENT ON COLUMN billing.token_grant_balances.state IS 'active, spent or expired.';
-COMMENT ON COLUMN billing.token_grant_balances.expires_at IS 'Expiry, NULL for never.';
-COMMENT ON COLUMN billing.token_grant_balances.grant_key IS 'Idempotency key of the grant.';
-COMMENT ON COLUMN billing.token_grant_balances.metadata IS 'Context of the grant.';
-COMMENT ON COLUMN billing.token_grant_balances.created_at IS 'When it was granted.';
-
--- Row-level security: users see their own rows; privileged roles see and change everything.
-DO $$
-DECLARE
-    t text;
-BEGIN
-    FOREACH t IN ARRAY ARRAY['customers', 'subscriptions', 'token_grants', 'token_spends',
-                             'token_spend_allocations', 'stripe_requests', 'projects'] LOOP
-        EXECUTE format('ALTER TABLE billing.%I ENABLE ROW LEVEL SECURITY', t);
-        EXECUTE format($p$CREATE POLICY own_rows ON billing.%I FOR SELECT
-                          USING (user_id = (SELECT billing.current_user_id()))$p$, t);
-        EXECUTE format($p$CREATE POLICY privileged ON billing.%I FOR ALL
-                          USING ((SELECT billing.is_privileged())) WITH CHECK ((SELECT billing.is_privileged()))$p$, t);
-    END LOOP;
-    FOREACH t IN ARRAY ARRAY['config', 'webhook_secrets', 'stripe_events', 'plans'] LOOP
-        EXECUTE format('ALTER TABLE billing.%I ENABLE ROW LEVEL SECURITY', t);
-        EXECUTE format($p$CREATE POLICY privileged ON billing.%I FOR ALL
-                          USING ((SELECT billing.is_privileged())) WITH CHECK ((SELECT billing.is_privileged()))$p$, t);
-    END LOOP;
-    CREATE POLICY catalog_readable ON billing.plans FOR SELECT USING (true);
-END
-$$;
-
-CREATE FUNCTION billing.client_api()
+CREATE OR REPLACE FUNCTION billing.client_api()
 RETURNS TABLE (role_name text, object_name text, privilege text)
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp AS $$
     VALUES
         ('anon', 'billing.stripe_webhook(json)', 'EXECUTE'),
         ('authenticated', 'billing.current_user_id()', 'EXECUTE'),
-        ('authenticated', 'billing.is_privileged()', 'EXECUTE'),
-        ('authenticated', 'billing.no_project()', 'EXECUTE'),
-        ('authenticated', 'billing.live_balance(uuid,uuid)', 'EXECUTE'),
+        ('authenticated', 'billing._is_privileged()', 'EXECUTE'),
+        ('authenticated', 'billing._no_project()', 'EXECUTE'),
+        ('authenticated', 'billing._live_balance(uuid,uuid)', 'EXECUTE'),
         ('authenticated', 'billing.token_balance(uuid,uuid)', 'EXECUTE'),
         ('authenticated', 'billing.spend_my_tokens(bigint,uuid,text,text)', 'EXECUTE'),
         ('authenticated', 'billing.request_checkout(text,text,text,text,uuid,text,boolean,integer)', 'EXECUTE'),
@@ -85,7 +33,7 @@ SET search_path = pg_catalog, pg_temp AS $$
 $$;
 COMMENT ON FUNCTION billing.client_api() IS 'The complete list of what the client roles anon and authenticated may use; billing.apply_grants() grants exactly this and billing.security_report() flags anything more.';
 
-CREATE FUNCTION billing.apply_grants() RETURNS text
+CREATE OR REPLACE FUNCTION billing.apply_grants() RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -123,7 +71,7 @@ END
 $$;
 COMMENT ON FUNCTION billing.apply_grants() IS 'Owner/superuser: grants anon, authenticated and service_role exactly what they may use (see billing.client_api()), for whichever of them exist. Run it again after creating those roles.';
 
-CREATE FUNCTION billing.security_report()
+CREATE OR REPLACE FUNCTION billing.security_report()
 RETURNS TABLE (object_type text, object_name text, problem text)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp AS $$
@@ -161,5 +109,3 @@ SET search_path = pg_catalog, pg_temp AS $$
     ORDER BY 1, 2, 3
 $$;
 COMMENT ON FUNCTION billing.security_report() IS 'Lists security problems: tables without row-level security, SECURITY DEFINER functions without a pinned search_path, and anything anon or authenticated can execute or touch beyond billing.client_api(). Empty means clean.';
-
-SELECT billing.apply_grants();

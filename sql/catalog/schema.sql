@@ -1,0 +1,30 @@
+-- The catalog: what each Stripe price sells.
+
+CREATE TABLE billing.plans (
+    id text PRIMARY KEY CHECK (id ~ '^[a-z0-9][a-z0-9_.-]{0,62}$'),
+    stripe_price_id text NOT NULL UNIQUE CHECK (length(stripe_price_id) BETWEEN 1 AND 255),
+    name text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    kind text NOT NULL CHECK (kind IN ('subscription', 'token_pack')),
+    monthly_tokens bigint CHECK (monthly_tokens > 0 AND monthly_tokens <= 1000000000000),
+    tokens bigint CHECK (tokens > 0 AND tokens <= 1000000000000),
+    rollover boolean NOT NULL DEFAULT false,
+    active boolean NOT NULL DEFAULT true,
+    metadata jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(metadata) = 'object'),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT plans_tokens_match_kind CHECK (
+        (kind = 'subscription' AND monthly_tokens IS NOT NULL AND tokens IS NULL)
+        OR (kind = 'token_pack' AND tokens IS NOT NULL AND monthly_tokens IS NULL AND NOT rollover))
+);
+COMMENT ON TABLE billing.plans IS 'The catalog: subscription plans and token packs, one row per Stripe price. Readable by authenticated users; edited by privileged roles.';
+COMMENT ON COLUMN billing.plans.id IS 'Your own short name for the plan, e.g. pro or pack_1000.';
+COMMENT ON COLUMN billing.plans.stripe_price_id IS 'The Stripe price (price_...) this row sells; webhooks resolve plans by it.';
+COMMENT ON COLUMN billing.plans.name IS 'Display name.';
+COMMENT ON COLUMN billing.plans.kind IS 'subscription (Checkout mode subscription) or token_pack (Checkout mode payment).';
+COMMENT ON COLUMN billing.plans.monthly_tokens IS 'Subscription plans: tokens granted for each paid billing period.';
+COMMENT ON COLUMN billing.plans.tokens IS 'Token packs: tokens granted once per paid purchase.';
+COMMENT ON COLUMN billing.plans.rollover IS 'Subscription plans: when true, period grants never expire; when false they expire at the end of the period they pay for.';
+COMMENT ON COLUMN billing.plans.active IS 'Inactive plans cannot be bought; existing subscriptions keep working.';
+COMMENT ON COLUMN billing.plans.metadata IS 'Free-form JSON object for your app (features, limits, ...).';
+COMMENT ON COLUMN billing.plans.created_at IS 'When the row was added.';
+
+SELECT pg_catalog.pg_extension_config_dump('billing.plans', '');

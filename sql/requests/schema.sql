@@ -1,0 +1,38 @@
+-- The outbound request queue: Checkout and Portal sessions the worker creates with Stripe.
+
+CREATE TABLE billing.stripe_requests (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    user_id uuid NOT NULL,
+    kind text NOT NULL CHECK (kind IN ('customer', 'checkout', 'portal')),
+    params jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(params) = 'object'),
+    status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'running', 'succeeded', 'failed')),
+    attempts integer NOT NULL DEFAULT 0,
+    run_after timestamptz NOT NULL DEFAULT now(),
+    locked_by text,
+    locked_until timestamptz,
+    claimed_at timestamptz,
+    result jsonb,
+    error text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz
+);
+CREATE INDEX stripe_requests_ready_idx ON billing.stripe_requests (run_after)
+    WHERE status IN ('pending', 'running');
+CREATE INDEX stripe_requests_user_idx ON billing.stripe_requests (user_id, created_at);
+COMMENT ON TABLE billing.stripe_requests IS 'Outbound Stripe calls for the worker: pending -> running -> succeeded | failed. Inserting a row NOTIFYs channel billing_stripe_requests with the row id.';
+COMMENT ON COLUMN billing.stripe_requests.id IS 'Request id; also the root of the Stripe Idempotency-Key.';
+COMMENT ON COLUMN billing.stripe_requests.user_id IS 'The user the request is for.';
+COMMENT ON COLUMN billing.stripe_requests.kind IS 'customer, checkout or portal.';
+COMMENT ON COLUMN billing.stripe_requests.params IS 'Validated parameters (price, mode, URLs, project, coupon, email).';
+COMMENT ON COLUMN billing.stripe_requests.status IS 'pending, running (claimed by a worker), succeeded or failed.';
+COMMENT ON COLUMN billing.stripe_requests.attempts IS 'How many times a worker has claimed it.';
+COMMENT ON COLUMN billing.stripe_requests.run_after IS 'Not claimed before this time (retry backoff).';
+COMMENT ON COLUMN billing.stripe_requests.locked_by IS 'The worker holding the claim.';
+COMMENT ON COLUMN billing.stripe_requests.locked_until IS 'Lease end: a running row past it is claimed again (its worker died).';
+COMMENT ON COLUMN billing.stripe_requests.claimed_at IS 'When a worker last claimed it (claimed_at - created_at is the queue wait).';
+COMMENT ON COLUMN billing.stripe_requests.result IS 'On success: url, session_id and other results.';
+COMMENT ON COLUMN billing.stripe_requests.error IS 'On failure: Stripe''s or our message.';
+COMMENT ON COLUMN billing.stripe_requests.created_at IS 'When it was requested.';
+COMMENT ON COLUMN billing.stripe_requests.finished_at IS 'When it succeeded or failed.';
+
+SELECT pg_catalog.pg_extension_config_dump('billing.stripe_requests', '');

@@ -1,0 +1,18 @@
+-- Settings: the defaults behind billing.config.
+
+CREATE OR REPLACE FUNCTION billing._settings() RETURNS billing.config
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    c billing.config;
+BEGIN
+    -- PL/pgSQL rather than SQL: its plan is cached, and this runs on every webhook.
+    SELECT * INTO c FROM billing.config;
+    -- The one place the defaults live: NULL (or no row) means the default.
+    c.id := true;
+    c.webhook_tolerance_seconds := coalesce(c.webhook_tolerance_seconds, 300);
+    c.request_max_attempts := coalesce(c.request_max_attempts, 5);
+    RETURN c;
+END
+$$;
+COMMENT ON FUNCTION billing._settings() IS 'Internal: the billing.config row, or defaults when none was inserted.';

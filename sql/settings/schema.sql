@@ -1,0 +1,20 @@
+-- Settings: one optional row of operator configuration. NULL (or no row) means the documented
+-- default, which lives in one place: billing._settings().
+
+CREATE TABLE billing.config (
+    id boolean PRIMARY KEY DEFAULT true CHECK (id),
+    checkout_success_url text CHECK (checkout_success_url ~ '^https?://'),
+    checkout_cancel_url text CHECK (checkout_cancel_url ~ '^https?://'),
+    portal_return_url text CHECK (portal_return_url ~ '^https?://'),
+    webhook_tolerance_seconds integer CHECK (webhook_tolerance_seconds >= 0),
+    request_max_attempts integer CHECK (request_max_attempts BETWEEN 1 AND 100)
+);
+COMMENT ON TABLE billing.config IS 'Optional single-row settings: default Checkout/Portal URLs, webhook tolerance, request retry limit. Without a row (or with NULLs) the documented defaults apply. Privileged roles only.';
+COMMENT ON COLUMN billing.config.id IS 'Always true: keeps the table to one row.';
+COMMENT ON COLUMN billing.config.checkout_success_url IS 'Default success_url for billing.request_checkout when the caller passes none.';
+COMMENT ON COLUMN billing.config.checkout_cancel_url IS 'Default cancel_url for billing.request_checkout when the caller passes none.';
+COMMENT ON COLUMN billing.config.portal_return_url IS 'Default return_url for billing.request_portal when the caller passes none.';
+COMMENT ON COLUMN billing.config.webhook_tolerance_seconds IS 'Maximum age (either direction) of a webhook signature timestamp; 0 disables the check; NULL = 300.';
+COMMENT ON COLUMN billing.config.request_max_attempts IS 'How many times the worker tries an outbound Stripe request before failing it; NULL = 5.';
+
+SELECT pg_catalog.pg_extension_config_dump('billing.config', '');

@@ -4,9 +4,10 @@
 SHELL := /bin/bash
 PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 # Installing into the system PostgreSQL needs root; a sudo user gets --sudo.
-PGRX_INSTALL := cargo pgrx install --pg-config $(PG_CONFIG) -p stripe_billing $(if $(filter 0,$(shell id -u)),,--sudo)
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+PGRX_INSTALL := cargo pgrx install --pg-config $(PG_CONFIG) -p stripe_billing $(if $(SUDO),--sudo)
 
-.PHONY: setup install install-release test test-tiers test-unit test-pg test-integration lint demo bench
+.PHONY: setup install install-release install-history upgrade-script package test test-tiers test-unit test-pg test-integration lint demo bench
 
 setup:
 	@scripts/setup.sh
@@ -16,6 +17,20 @@ install: setup
 
 install-release: setup
 	$(PGRX_INSTALL) --release
+
+# Released install scripts, so the upgrade test can install an old version and upgrade it.
+install-history: install
+	$(SUDO) install -m 644 sql/upgrades/history/*.sql "$$($(PG_CONFIG) --sharedir)/extension/"
+
+# Regenerates the upgrade script of the version in development (sql/upgrades/manual/ + code).
+upgrade-script: install
+	cargo run -q -p stripe-billing-tests --bin upgrade-script
+	$(SUDO) install -m 644 sql/upgrades/stripe_billing--*--*.sql "$$($(PG_CONFIG) --sharedir)/extension/"
+
+# A tarball with the built extension (library, control file, install and upgrade scripts) laid
+# out under the PostgreSQL directories, to unpack at / on a machine without a toolchain.
+package: setup
+	scripts/package.sh
 
 lint: setup
 	cargo fmt --all --check
@@ -27,7 +42,7 @@ test-unit:
 test-pg: setup
 	scripts/pg-test.sh
 
-test-integration: install
+test-integration: install-history
 	scripts/integration-test.sh
 
 # Every tier, logged, then one closing line with the totals of all of them.

@@ -5,3 +5,4 @@ pub mod bench;
 pub mod emulator;
 pub mod events;
 pub mod pg;
+pub mod upgrade;

@@ -71,6 +71,31 @@ pub struct TestDb {
 impl TestDb {
     /// Creates the database, installs the extension and applies the grants.
     pub async fn new() -> TestDb {
+        TestDb::with_version(None).await
+    }
+
+    /// Like [`TestDb::new`], installing the given released version (its install script must be
+    /// in the server's extension directory: `make install-history`) instead of the current one.
+    pub async fn with_version(version: Option<&str>) -> TestDb {
+        let db = TestDb::empty().await;
+        let owner = db.owner().await;
+        let create = match version {
+            Some(v) => format!("CREATE EXTENSION stripe_billing VERSION '{v}'"),
+            None => "CREATE EXTENSION stripe_billing".to_string(),
+        };
+        owner
+            .batch_execute(&create)
+            .await
+            .unwrap_or_else(|e| panic!("{create}: {e}"));
+        owner
+            .batch_execute("SELECT billing.apply_grants()")
+            .await
+            .expect("apply grants");
+        db
+    }
+
+    /// A new database without the extension (the client roles exist).
+    pub async fn empty() -> TestDb {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let admin = connect(&cluster_dsn()).await;
         ensure_roles(&admin).await;
@@ -87,17 +112,7 @@ impl TestDb {
             "{} dbname={name}",
             cluster_dsn().replace("dbname=postgres", "")
         );
-        let db = TestDb { dsn, name };
-        let owner = db.owner().await;
-        owner
-            .batch_execute("CREATE EXTENSION stripe_billing")
-            .await
-            .expect("CREATE EXTENSION stripe_billing");
-        owner
-            .batch_execute("SELECT billing.apply_grants()")
-            .await
-            .expect("apply grants");
-        db
+        TestDb { dsn, name }
     }
 
     /// A superuser connection (the extension owner).

@@ -131,6 +131,46 @@ async fn cli_help_and_bad_configuration() {
 }
 
 #[tokio::test]
+async fn an_extension_version_the_worker_was_not_built_for_is_refused() {
+    let run = |dsn: &str| {
+        std::process::Command::new(worker_binary())
+            .args(["--database-url", dsn, "--listen", "127.0.0.1:0"])
+            .env("STRIPE_SECRET_KEY", "sk_test_emulator")
+            .output()
+            .expect("run the worker")
+    };
+    let old = TestDb::with_version(Some("0.1.0")).await;
+    let none = TestDb::empty().await;
+    let expected = env!("CARGO_PKG_VERSION");
+    for (db, needle) in [
+        (
+            &old,
+            format!("the database has stripe_billing 0.1.0, but this worker needs {expected}: run ALTER EXTENSION stripe_billing UPDATE TO '{expected}'"),
+        ),
+        (
+            &none,
+            "the database has no stripe_billing extension".to_string(),
+        ),
+    ] {
+        let out = run(&db.dsn);
+        assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+        let err = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = err.lines().filter(|l| !l.contains(" WARN ") && !l.contains(" INFO ")).collect();
+        assert_eq!(lines.len(), 1, "one line: {err}");
+        assert!(lines[0].contains(&needle), "{err}");
+    }
+    // After the upgrade the same worker starts.
+    old.owner()
+        .await
+        .batch_execute("ALTER EXTENSION stripe_billing UPDATE")
+        .await
+        .unwrap();
+    let mut worker = Worker::start(&old.dsn, None, &[]).await;
+    worker.signal("TERM");
+    assert_eq!(worker.wait_exit(WAIT).await, Some(0));
+}
+
+#[tokio::test]
 async fn checkouts_in_both_modes_and_the_portal_then_webhooks_close_the_loop() {
     let s = setup(&[]).await;
     let mut api = s.db.api().await;

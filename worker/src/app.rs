@@ -18,6 +18,7 @@ use crate::process::{Ctx, NOT_CONFIGURED};
 use crate::queue::{self, Settings};
 use crate::ratelimit::RateLimiter;
 use crate::stripe::Stripe;
+use crate::version::{self, VersionError};
 use crate::{http, listen, shutdown};
 
 /// Connections beyond the request tasks: the claim loop and the health check.
@@ -28,8 +29,24 @@ const SPARE_CONNECTIONS: usize = 2;
 /// `webhook::ACQUIRE_TIMEOUT` and then get 503 (Stripe retries).
 const WEBHOOK_CONNECTIONS: usize = 3;
 
-/// Runs until SIGTERM/SIGINT. Err only for start-up failures (e.g. the address is taken).
-pub async fn run(config: Config) -> Result<(), String> {
+/// Why the worker stopped without a signal.
+#[derive(Debug)]
+pub enum RunError {
+    /// The database's stripe_billing is not the version this worker speaks (exit code 2).
+    Unsupported(VersionError),
+    /// A start-up failure, e.g. the listen address is taken (exit code 1).
+    Failed(String),
+}
+
+impl From<String> for RunError {
+    fn from(e: String) -> RunError {
+        RunError::Failed(e)
+    }
+}
+
+/// Runs until SIGTERM/SIGINT. Err only for start-up failures (e.g. the address is taken, or
+/// the extension version does not fit).
+pub async fn run(config: Config) -> Result<(), RunError> {
     let token = CancellationToken::new();
     let abort = CancellationToken::new();
     shutdown::spawn_signal_handler(token.clone());
@@ -46,6 +63,10 @@ pub async fn run(config: Config) -> Result<(), String> {
         config.concurrency + SPARE_CONNECTIONS,
     );
     let webhook_db = Db::new(config.database.clone(), WEBHOOK_CONNECTIONS);
+    match version::installed(&db, &token).await {
+        Ok(installed) => version::check(installed.as_deref()).map_err(RunError::Unsupported)?,
+        Err(()) => return Ok(()), // a signal came before the database did
+    }
     let stripe = match &config.stripe_secret_key {
         Some(key) => Some(Stripe::new(
             &config.stripe_api_base,

@@ -2,7 +2,8 @@
 //! (Checkout and Portal sessions, customers) and receives Stripe webhooks over HTTP.
 //!
 //! Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 1 on a runtime failure (e.g. the
-//! listen address is taken), 2 on bad configuration.
+//! listen address is taken), 2 on bad configuration or a database whose stripe_billing version this
+//! worker does not support.
 #![forbid(unsafe_code)]
 
 mod app;
@@ -20,6 +21,7 @@ mod retry;
 mod secret;
 mod shutdown;
 mod stripe;
+mod version;
 mod webhook;
 
 use std::io::IsTerminal;
@@ -53,7 +55,12 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(app::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(app::RunError::Unsupported(e)) => {
+            // One line, like a configuration error: the operator must act before a restart helps.
+            eprintln!("stripe-billing-worker: {e}");
+            ExitCode::from(2)
+        }
+        Err(app::RunError::Failed(e)) => {
             tracing::error!(error = %e, "stopped");
             ExitCode::FAILURE
         }

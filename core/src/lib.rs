@@ -4,5 +4,6 @@
 //! `cargo test`. The extension wraps these functions in a thin pgrx layer.
 #![forbid(unsafe_code)]
 
+pub mod errors;
 pub mod event;
 pub mod signature;

@@ -5,14 +5,14 @@ use pgrx::{JsonB, PgSqlErrorCode};
 use stripe_billing_core::event::{self, EventError};
 
 /// Parses a Stripe event body and returns the normalised, API-version-independent view the
-/// webhook effects read. Raises 22P02 for a body that is not JSON and 22023 for JSON that is not
+/// webhook effects read. Raises 22032 for a body that is not JSON and 22023 for JSON that is not
 /// a Stripe event.
 #[pg_extern(immutable, strict, parallel_safe, name = "_normalize_event")]
-fn normalize_event(payload: &str) -> JsonB {
-    match event::normalize(payload) {
+fn normalize_event_json(payload: &str) -> JsonB {
+    match event::normalize_to_json(payload) {
         Ok(v) => JsonB(v),
         Err(e @ EventError::NotJson(_)) => raise(
-            PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
+            PgSqlErrorCode::ERRCODE_INVALID_JSON_TEXT,
             "the webhook payload is not valid JSON".into(),
             Some(e.to_string()),
             Some("The body verified, so the sender holds the secret: check what it sends."),

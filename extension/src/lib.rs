@@ -2,6 +2,7 @@
 //! the schema SQL in `sql/` (tables, ledger, requests, webhook effects, access control).
 mod errors;
 mod event;
+mod legacy;
 mod schema;
 mod signature;
 

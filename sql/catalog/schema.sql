@@ -17,7 +17,7 @@ CREATE TABLE billing.plans (
 );
 COMMENT ON TABLE billing.plans IS 'The catalog: subscription plans and token packs, one row per Stripe price. Readable by authenticated users; edited by privileged roles.';
 COMMENT ON COLUMN billing.plans.id IS 'Your own short name for the plan, e.g. pro or pack_1000.';
-COMMENT ON COLUMN billing.plans.stripe_price_id IS 'The Stripe price (price_...) this row sells; webhooks resolve plans by it.';
+COMMENT ON COLUMN billing.plans.stripe_price_id IS 'The Stripe price (price_...) this row sells now. Changing it keeps the old price in billing.plan_prices, so existing subscribers keep the plan.';
 COMMENT ON COLUMN billing.plans.name IS 'Display name.';
 COMMENT ON COLUMN billing.plans.kind IS 'subscription (Checkout mode subscription) or token_pack (Checkout mode payment).';
 COMMENT ON COLUMN billing.plans.monthly_tokens IS 'Subscription plans: tokens granted for each paid billing period.';
@@ -28,3 +28,16 @@ COMMENT ON COLUMN billing.plans.metadata IS 'Free-form JSON object for your app 
 COMMENT ON COLUMN billing.plans.created_at IS 'When the row was added.';
 
 SELECT pg_catalog.pg_extension_config_dump('billing.plans', '');
+
+CREATE TABLE billing.plan_prices (
+    stripe_price_id text PRIMARY KEY CHECK (length(stripe_price_id) BETWEEN 1 AND 255),
+    plan_id text NOT NULL REFERENCES billing.plans (id) ON UPDATE CASCADE ON DELETE CASCADE,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX plan_prices_plan_id_idx ON billing.plan_prices (plan_id);
+COMMENT ON TABLE billing.plan_prices IS 'Every Stripe price that ever sold a plan, filled from billing.plans.stripe_price_id: when a plan moves to a new price, subscribers on the old one keep their plan. Privileged roles only.';
+COMMENT ON COLUMN billing.plan_prices.stripe_price_id IS 'A Stripe price (price_...).';
+COMMENT ON COLUMN billing.plan_prices.plan_id IS 'The plan it sells (or sold).';
+COMMENT ON COLUMN billing.plan_prices.created_at IS 'When the price was first seen on the plan.';
+
+SELECT pg_catalog.pg_extension_config_dump('billing.plan_prices', '');

@@ -1,38 +1,88 @@
--- Effects of invoice.* events.
+-- Effects of invoice.* events: tokens for paid subscription invoices, and notifications when a
+-- payment fails or needs the customer. Subscription status is not taken from invoices: the
+-- customer.subscription.* events Stripe sends with them report it (DESIGN.md, "Ordering").
 
--- How many tokens a paid subscription invoice grants, and why (README "Proration"):
---   subscription_create / subscription_cycle: the plan's monthly_tokens x quantity for the period;
---   subscription_update (a proration invoice after a plan change): the difference between the new
---   and the old plan's monthly_tokens when it is an upgrade that was charged (amount_paid > 0),
---   nothing for downgrades; the new allowance starts in full at the next renewal;
---   any other billing_reason (manual, threshold, ...): nothing.
-CREATE OR REPLACE FUNCTION billing._invoice_grant(inv jsonb, OUT tokens bigint, OUT source text, OUT plan billing.plans,
-                                      OUT period_end timestamptz)
+-- What a paid subscription invoice grants (README, "Tokens for subscriptions"). Only invoices
+-- Stripe makes for subscriptions count (billing_reason subscription_create, subscription_cycle or
+-- subscription_update); manual and threshold invoices grant nothing.
+--   Period: every line that is not a proration and whose price the catalog sells as a
+--   subscription: the plan's monthly_tokens x quantity. That is a first period, a renewal, or a
+--   full new period a plan change started (an interval change, a billing_cycle_anchor reset, a
+--   trial ended early). Prices the catalog does not know (add-ons) are ignored; an invoice with
+--   no known price at all fails with BL006 until the catalog has it.
+--   Upgrade: proration lines after a plan change charge the new price (amount > 0) and credit
+--   the old (amount < 0); the new plans' tokens less the old plans', when more than zero, are
+--   granted (source plan_upgrade). Downgrades grant and take nothing. Upgrade tokens come with
+--   the invoice that charges the proration: at once with proration_behavior=always_invoice, at
+--   the next renewal with Stripe's default create_prorations.
+--   Amount 0 (a trial, a 100%-off coupon): as if paid, unless billing.config.free_invoice_tokens
+--   is none.
+--   Expiry: the end of the latest period the invoice pays for plus renewal_grace_seconds, and
+--   never before the moment of granting plus the grace (an invoice applied late still gives
+--   usable tokens); never for a plan that rolls over.
+CREATE OR REPLACE FUNCTION billing._invoice_grants(inv jsonb)
+RETURNS TABLE (grant_key text, tokens bigint, source text, plan_id text, expires_at timestamptz)
 LANGUAGE plpgsql STABLE
 AS $$
 DECLARE
+    cfg billing.config := billing._settings();
     line jsonb;
-    old_tokens bigint;
+    plan billing.plans;
+    first_plan billing.plans;
+    quantity bigint;
+    amount bigint;
+    period_tokens bigint := 0;
+    new_tokens bigint := 0;
+    old_tokens bigint := 0;
+    unknown_price text;
+    latest_end timestamptz;
+    expiry timestamptz;
 BEGIN
-    -- main_line, upgrade_line and replaced_price_id come from billing._normalize_event.
-    IF inv ->> 'billing_reason' IN ('subscription_create', 'subscription_cycle') THEN
-        line := inv -> 'main_line';
-        plan := billing._plan_for_price(line ->> 'price_id');
-        tokens := plan.monthly_tokens * greatest(coalesce((line ->> 'quantity')::bigint, 1), 1);
-        source := CASE inv ->> 'billing_reason' WHEN 'subscription_create' THEN 'subscription_start' ELSE 'plan' END;
-    ELSIF inv ->> 'billing_reason' = 'subscription_update' AND coalesce((inv ->> 'amount_paid')::bigint, 0) > 0 THEN
-        line := inv -> 'upgrade_line';
-        plan := billing._plan_for_price(line ->> 'price_id');
-        SELECT p.monthly_tokens INTO old_tokens FROM billing.plans p WHERE p.stripe_price_id = inv ->> 'replaced_price_id';
-        tokens := greatest(plan.monthly_tokens - coalesce(old_tokens, plan.monthly_tokens), 0);
-        source := 'plan_upgrade';
+    IF coalesce(inv ->> 'billing_reason', '') NOT IN ('subscription_create', 'subscription_cycle', 'subscription_update')
+       OR (coalesce((inv ->> 'amount_paid')::bigint, 0) = 0 AND cfg.free_invoice_tokens = 'none') THEN
+        RETURN;
     END IF;
-    IF tokens IS NOT NULL AND NOT plan.rollover THEN
-        period_end := billing._unix_time(line -> 'period_end');
+    FOR line IN SELECT value FROM jsonb_array_elements(coalesce(inv -> 'lines', '[]')) LOOP
+        latest_end := greatest(latest_end, billing._unix_time(line -> 'period_end'));
+        CONTINUE WHEN line ->> 'price_id' IS NULL;
+        plan := billing._plan_of_price(line ->> 'price_id');
+        IF plan.id IS NULL OR plan.kind <> 'subscription' THEN
+            unknown_price := coalesce(unknown_price, line ->> 'price_id');
+            CONTINUE;
+        END IF;
+        IF first_plan.id IS NULL THEN
+            first_plan := plan;
+        END IF;
+        quantity := greatest(coalesce((line ->> 'quantity')::bigint, 1), 1);
+        amount := coalesce((line ->> 'amount')::bigint, 0);
+        IF NOT coalesce((line ->> 'proration')::boolean, false) THEN
+            period_tokens := period_tokens + plan.monthly_tokens * quantity;
+        ELSIF amount > 0 THEN
+            new_tokens := new_tokens + plan.monthly_tokens * quantity;
+        ELSIF amount < 0 THEN
+            old_tokens := old_tokens + plan.monthly_tokens * quantity;
+        END IF;
+    END LOOP;
+    IF first_plan.id IS NULL THEN
+        IF unknown_price IS NOT NULL THEN
+            PERFORM billing._plan_for_price(unknown_price);  -- raises BL006
+        END IF;
+        RETURN;
+    END IF;
+    IF NOT first_plan.rollover THEN
+        expiry := greatest(latest_end, now()) + make_interval(secs => cfg.renewal_grace_seconds);
+    END IF;
+    IF period_tokens > 0 THEN
+        RETURN QUERY SELECT inv ->> 'id', period_tokens,
+            CASE inv ->> 'billing_reason' WHEN 'subscription_create' THEN 'subscription_start' ELSE 'plan' END,
+            first_plan.id, expiry;
+    END IF;
+    IF new_tokens > old_tokens THEN
+        RETURN QUERY SELECT (inv ->> 'id') || ':upgrade', new_tokens - old_tokens, 'plan_upgrade', first_plan.id, expiry;
     END IF;
 END
 $$;
-COMMENT ON FUNCTION billing._invoice_grant(jsonb) IS 'Internal: tokens, source, plan and expiry a paid subscription invoice grants (the documented proration rule lives here).';
+COMMENT ON FUNCTION billing._invoice_grants(jsonb) IS 'Internal: the grants a paid subscription invoice makes (key, tokens, source, plan, expiry); the documented token rules for subscriptions live here.';
 
 CREATE OR REPLACE FUNCTION billing._apply_invoice(ev jsonb) RETURNS void
 LANGUAGE plpgsql
@@ -42,9 +92,6 @@ DECLARE
     sub_id text := inv ->> 'subscription';
     uid uuid;
     g record;
-    v billing.event_version := billing._event_version(ev, 0::smallint);
-    period_start timestamptz;
-    period_end timestamptz;
 BEGIN
     IF sub_id IS NULL THEN
         RETURN;  -- a one-off invoice: nothing of ours
@@ -52,42 +99,22 @@ BEGIN
     -- Our checkouts put the user id in the subscription's metadata; only without it look further.
     uid := coalesce(billing._uuid_or_null(inv -> 'subscription_metadata' ->> 'user_id'),
                     billing._resolve_user(NULL, ev ->> 'customer', sub_id));
-    IF ev ->> 'type' = 'invoice.payment_failed' THEN
-        PERFORM billing._upsert_subscription_link(sub_id, uid, ev ->> 'customer');
-        -- A failed first invoice leaves the subscription incomplete (Stripe reports that itself).
-        IF inv ->> 'billing_reason' IS DISTINCT FROM 'subscription_create' THEN
-            UPDATE billing.subscriptions s SET status = 'past_due', status_version = v, updated_at = now()
-            WHERE s.stripe_subscription_id = sub_id AND billing._is_newer(v, s.status_version);
-        END IF;
-        PERFORM pg_notify('billing_payment_failed', uid::text);
+    PERFORM billing._upsert_subscription_link(sub_id, uid, ev ->> 'customer');
+    IF ev ->> 'type' IN ('invoice.payment_failed', 'invoice.payment_action_required') THEN
+        -- The app tells the user; hosted_invoice_url is where they pay or confirm (3-D Secure).
+        PERFORM billing._notify(uid, replace(ev ->> 'type', 'invoice.', ''), ev ->> 'id',
+            jsonb_build_object('invoice_id', inv ->> 'id', 'subscription_id', sub_id,
+                               'hosted_invoice_url', inv ->> 'hosted_invoice_url',
+                               'amount_due', inv -> 'amount_due', 'currency', inv -> 'currency'));
         RETURN;
     END IF;
-
-    -- invoice.paid: the period it paid for is current, and the subscription is active.
-    period_start := billing._unix_time(inv -> 'main_line' -> 'period_start');
-    period_end := billing._unix_time(inv -> 'main_line' -> 'period_end');
-    -- Usually the row exists and this event changes nothing (the subscription event of the same
-    -- second outranks it): then nothing is written.
-    IF NOT billing._update_subscription_from_invoice(sub_id, v, period_start, period_end, ev ->> 'customer')
-       AND NOT EXISTS (SELECT FROM billing.subscriptions s WHERE s.stripe_subscription_id = sub_id) THEN
-        INSERT INTO billing.subscriptions (stripe_subscription_id, user_id, stripe_customer_id, status,
-            status_version, current_period_start, current_period_end, period_version)
-        VALUES (sub_id, uid, ev ->> 'customer', 'active', v, period_start, period_end,
-                CASE WHEN period_end IS NOT NULL THEN v END)
-        ON CONFLICT (stripe_subscription_id) DO NOTHING;
-        IF NOT FOUND THEN
-            -- A concurrent event created the row first; it is visible now.
-            PERFORM billing._update_subscription_from_invoice(sub_id, v, period_start, period_end, ev ->> 'customer');
-        END IF;
-    END IF;
-
-    SELECT * INTO g FROM billing._invoice_grant(inv);
-    IF coalesce(g.tokens, 0) > 0 THEN
-        PERFORM billing._insert_grant(uid, g.tokens, g.source, g.period_end, NULL, inv ->> 'id',
-            jsonb_build_object('invoice_id', inv ->> 'id', 'subscription_id', sub_id,
-                               'billing_reason', inv ->> 'billing_reason', 'amount_paid', inv -> 'amount_paid',
-                               'currency', inv -> 'currency', 'plan_id', (g.plan).id, 'event_id', ev ->> 'id'));
-    END IF;
+    FOR g IN SELECT * FROM billing._invoice_grants(inv) LOOP
+        PERFORM billing._insert_grant(uid, g.tokens, g.source, g.expires_at, NULL, g.grant_key,
+            jsonb_strip_nulls(jsonb_build_object('invoice_id', inv ->> 'id', 'subscription_id', sub_id,
+                'billing_reason', inv ->> 'billing_reason', 'amount_paid', inv -> 'amount_paid',
+                'currency', inv -> 'currency', 'plan_id', g.plan_id, 'payment_intent', inv -> 'payment_intent',
+                'event_id', ev ->> 'id')));
+    END LOOP;
 END
 $$;
-COMMENT ON FUNCTION billing._apply_invoice(jsonb) IS 'Internal: invoice.paid grants the period''s tokens once per invoice (keyed by its id) and updates the period; invoice.payment_failed marks the subscription past_due and NOTIFYs billing_payment_failed with the user id.';
+COMMENT ON FUNCTION billing._apply_invoice(jsonb) IS 'Internal: invoice.paid (and payment_succeeded) grants the invoice''s tokens once (keyed by the invoice id); invoice.payment_failed and payment_action_required notify the user.';

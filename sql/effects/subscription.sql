@@ -1,36 +1,76 @@
--- Effects of customer.subscription.* events.
+-- Effects of customer.subscription.* events and of subscriptions retrieved from Stripe: the
+-- ordering rules are described at the top of sql/subscriptions/functions.sql.
 
-CREATE OR REPLACE FUNCTION billing._apply_subscription(ev jsonb) RETURNS void
+CREATE OR REPLACE FUNCTION billing._apply_subscription(ev jsonb, rank smallint) RETURNS void
 LANGUAGE plpgsql
 AS $$
 DECLARE
     s jsonb := ev -> 'data';
-    uid uuid := billing._resolve_user(s -> 'metadata' ->> 'user_id', ev ->> 'customer', s ->> 'id');
-    plan billing.plans := billing._plan_for_price(s ->> 'price_id');
-    v billing.event_version := billing._event_version(ev, 1::smallint);
+    sub_id text := s ->> 'id';
+    uid uuid := billing._resolve_user(s -> 'metadata' ->> 'user_id', ev ->> 'customer', sub_id);
+    v billing.event_version := billing._event_version(ev, rank);
+    item jsonb;
+    plan billing.plans;
+    price text;
+    cur billing.subscriptions;
+    new billing.subscriptions;
+    winner text;
 BEGIN
-    INSERT INTO billing.subscriptions AS cur (stripe_subscription_id, user_id, stripe_customer_id, plan_id,
-        stripe_price_id, status, current_period_start, current_period_end, cancel_at_period_end, cancel_at,
-        canceled_at, ended_at, object_version, status_version, period_version)
-    VALUES (s ->> 'id', uid, ev ->> 'customer', plan.id, plan.stripe_price_id, s ->> 'status',
-        billing._unix_time(s -> 'current_period_start'), billing._unix_time(s -> 'current_period_end'),
-        (s ->> 'cancel_at_period_end')::boolean, billing._unix_time(s -> 'cancel_at'),
-        billing._unix_time(s -> 'canceled_at'), billing._unix_time(s -> 'ended_at'), v, v, v)
-    ON CONFLICT (stripe_subscription_id) DO UPDATE SET
-        stripe_customer_id = coalesce(cur.stripe_customer_id, excluded.stripe_customer_id),
-        plan_id = CASE WHEN billing._is_newer(v, cur.object_version) THEN excluded.plan_id ELSE cur.plan_id END,
-        stripe_price_id = CASE WHEN billing._is_newer(v, cur.object_version) THEN excluded.stripe_price_id ELSE cur.stripe_price_id END,
-        cancel_at_period_end = CASE WHEN billing._is_newer(v, cur.object_version) THEN excluded.cancel_at_period_end ELSE cur.cancel_at_period_end END,
-        cancel_at = CASE WHEN billing._is_newer(v, cur.object_version) THEN excluded.cancel_at ELSE cur.cancel_at END,
-        canceled_at = CASE WHEN billing._is_newer(v, cur.object_version) THEN excluded.canceled_at ELSE cur.canceled_at END,
-        ended_at = CASE WHEN billing._is_newer(v, cur.object_version) THEN excluded.ended_at ELSE cur.ended_at END,
-        object_version = CASE WHEN billing._is_newer(v, cur.object_version) THEN v ELSE cur.object_version END,
-        status = CASE WHEN billing._is_newer(v, cur.status_version) THEN excluded.status ELSE cur.status END,
-        status_version = CASE WHEN billing._is_newer(v, cur.status_version) THEN v ELSE cur.status_version END,
-        current_period_start = CASE WHEN billing._is_newer(v, cur.period_version) THEN excluded.current_period_start ELSE cur.current_period_start END,
-        current_period_end = CASE WHEN billing._is_newer(v, cur.period_version) THEN excluded.current_period_end ELSE cur.current_period_end END,
-        period_version = CASE WHEN billing._is_newer(v, cur.period_version) THEN v ELSE cur.period_version END,
-        updated_at = now();
+    -- The plan: the first item whose price the catalog sells as a subscription; add-on items
+    -- with other prices are ignored. Without one the row keeps the first price and waits for
+    -- the catalog (billing._record_plan_price fills plan_id when the price is added).
+    FOR item IN SELECT value FROM jsonb_array_elements(coalesce(s -> 'items', '[]')) LOOP
+        plan := billing._plan_of_price(item ->> 'price_id');
+        IF plan.kind = 'subscription' THEN
+            price := item ->> 'price_id';
+            EXIT;
+        END IF;
+        plan := NULL;
+    END LOOP;
+    PERFORM billing._upsert_subscription_link(sub_id, uid, ev ->> 'customer');
+    SELECT * INTO cur FROM billing.subscriptions c WHERE c.stripe_subscription_id = sub_id FOR UPDATE;
+    new := cur;
+    new.plan_id := plan.id;
+    new.stripe_price_id := coalesce(price, s -> 'items' -> 0 ->> 'price_id');
+    new.status := s ->> 'status';
+    new.current_period_start := billing._unix_time(s -> 'current_period_start');
+    new.current_period_end := billing._unix_time(s -> 'current_period_end');
+    new.cancel_at_period_end := coalesce((s ->> 'cancel_at_period_end')::boolean, false);
+    new.cancel_at := billing._unix_time(s -> 'cancel_at');
+    new.canceled_at := billing._unix_time(s -> 'canceled_at');
+    new.ended_at := billing._unix_time(s -> 'ended_at');
+    new.trial_end := billing._unix_time(s -> 'trial_end');
+    new.pause_collection := s -> 'pause_collection' ->> 'behavior';
+    new.version := v;
+    IF billing._is_final(cur.status) THEN
+        RETURN;  -- Stripe never changes a final subscription again
+    END IF;
+    IF NOT billing._is_newer(v, cur.version) THEN
+        IF v = cur.version AND (new.plan_id, new.stripe_price_id, new.status, new.current_period_start,
+                new.current_period_end, new.cancel_at_period_end, new.cancel_at, new.canceled_at,
+                new.ended_at, new.trial_end, new.pause_collection)
+             IS DISTINCT FROM (cur.plan_id, cur.stripe_price_id, cur.status, cur.current_period_start,
+                cur.current_period_end, cur.cancel_at_period_end, cur.cancel_at, cur.canceled_at,
+                cur.ended_at, cur.trial_end, cur.pause_collection) THEN
+            winner := billing._same_second_winner(cur.status, new.status);
+            IF winner IS NULL OR new.status IS NOT DISTINCT FROM cur.status THEN
+                -- Two different reports of one second, and the lifecycle cannot order them.
+                PERFORM billing._request_retrieval('refresh', uid, sub_id);
+                RETURN;
+            ELSIF winner IS DISTINCT FROM new.status THEN
+                RETURN;
+            END IF;
+        ELSE
+            RETURN;
+        END IF;
+    END IF;
+    UPDATE billing.subscriptions c SET
+        plan_id = new.plan_id, stripe_price_id = new.stripe_price_id, status = new.status,
+        current_period_start = new.current_period_start, current_period_end = new.current_period_end,
+        cancel_at_period_end = new.cancel_at_period_end, cancel_at = new.cancel_at,
+        canceled_at = new.canceled_at, ended_at = new.ended_at, trial_end = new.trial_end,
+        pause_collection = new.pause_collection, version = new.version, updated_at = now()
+    WHERE c.stripe_subscription_id = sub_id;
 END
 $$;
-COMMENT ON FUNCTION billing._apply_subscription(jsonb) IS 'Internal: customer.subscription.* effects: status, plan, periods and cancellation, each only if this event is newer than the one that last set it.';
+COMMENT ON FUNCTION billing._apply_subscription(jsonb, smallint) IS 'Internal: applies a report of a subscription (an event, rank 1, or the object retrieved from Stripe, rank 2) when it is newer than the row''s state; same-second reports are ordered by the lifecycle or settled by retrieving the subscription.';

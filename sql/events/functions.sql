@@ -1,68 +1,153 @@
--- Ingestion: one transaction per delivery: verify -> store the event once (its id is the key) ->
--- apply its effects. A failure while applying is stored with the event (and can be re-applied
--- with billing.reprocess_events()); the delivery is still acknowledged so Stripe stops retrying.
--- Effects read billing._normalize_event(), which hides the differences between API versions.
+-- Ingestion: every event, however it arrives (a signed webhook delivery, an event fetched from
+-- Stripe's events API, an object the worker retrieved), goes through billing._ingest: store it
+-- once (its id is the key) and apply its effects, in the caller's transaction. A failure while
+-- applying is stored with the event and its SQLSTATE; the delivery is still acknowledged so
+-- Stripe stops retrying. Events waiting for something (their user, data from Stripe) are applied
+-- as soon as another event of the same customer or object is (DESIGN.md, "Ingestion").
+--
+-- Effects never apply other events, so applying cannot re-enter itself: the row lock of the event
+-- being applied (and the lock of its customer) are the only guards.
 
--- Events being applied in this transaction, so that a customer link made while applying one
--- event does not re-enter it. Kept in a transaction-local setting that a failed
--- subtransaction rolls back with everything else.
-CREATE OR REPLACE FUNCTION billing._is_being_applied(event_id text) RETURNS boolean
-LANGUAGE sql STABLE
-AS $$
-    SELECT coalesce(event_id = ANY (string_to_array(nullif(current_setting('billing.applying_events', true), ''), ',')), false)
-$$;
-COMMENT ON FUNCTION billing._is_being_applied(text) IS 'Internal: whether the event is being applied further up this call chain.';
-
-CREATE OR REPLACE FUNCTION billing._apply_in_subtransaction(ev jsonb) RETURNS text
+-- Dispatches a normalised event to its effects in a subtransaction: whatever they did is rolled
+-- back when they fail, and the reason comes back as (message, SQLSTATE). An effect that needs data
+-- from Stripe raises BL010 with the retrieval it needs as JSON detail; the retrieval is queued here,
+-- after the rollback, so that it survives.
+CREATE OR REPLACE FUNCTION billing._apply(ev jsonb, OUT message text, OUT code text)
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    failure text;
+    detail text;
+    wanted jsonb;
 BEGIN
-    CASE
-        WHEN ev ->> 'type' IN ('checkout.session.completed', 'checkout.session.async_payment_succeeded',
-                               'checkout.session.async_payment_failed') THEN
-            PERFORM billing._apply_checkout_session(ev);
-        WHEN ev ->> 'type' LIKE 'customer.subscription.%' AND ev ->> 'object_type' = 'subscription' THEN
-            PERFORM billing._apply_subscription(ev);
-        WHEN ev ->> 'type' IN ('invoice.paid', 'invoice.payment_succeeded', 'invoice.payment_failed') THEN
-            PERFORM billing._apply_invoice(ev);
-        ELSE
-            NULL;  -- stored and acknowledged, no effect
-    END CASE;
-    RETURN NULL;
-EXCEPTION WHEN OTHERS THEN
-    -- Everything the effects did is rolled back; the caller stores the reason with the event.
-    GET STACKED DIAGNOSTICS failure = MESSAGE_TEXT;
-    RETURN coalesce(failure, 'unknown error');
+    BEGIN
+        CASE
+            WHEN ev ->> 'type' IN ('checkout.session.completed', 'checkout.session.async_payment_succeeded',
+                                   'checkout.session.async_payment_failed') THEN
+                PERFORM billing._apply_checkout_session(ev);
+            WHEN ev ->> 'type' LIKE 'customer.subscription.%' AND ev ->> 'object_type' = 'subscription' THEN
+                PERFORM billing._apply_subscription(ev, 1::smallint);
+            WHEN ev ->> 'type' = 'billing.subscription.retrieved' THEN
+                PERFORM billing._apply_subscription(ev, 2::smallint);
+            WHEN ev ->> 'type' IN ('invoice.paid', 'invoice.payment_succeeded', 'invoice.payment_failed',
+                                   'invoice.payment_action_required') THEN
+                PERFORM billing._apply_invoice(ev);
+            WHEN ev ->> 'type' IN ('customer.created', 'customer.updated', 'customer.deleted') THEN
+                PERFORM billing._apply_customer(ev);
+            ELSE
+                NULL;  -- stored and acknowledged, no effect
+        END CASE;
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, code = RETURNED_SQLSTATE, detail = PG_EXCEPTION_DETAIL;
+        IF code = 'BL010' THEN
+            wanted := detail::jsonb;
+            PERFORM billing._request_retrieval(wanted ->> 'kind', (wanted ->> 'user_id')::uuid, wanted ->> 'object_id');
+        END IF;
+    END;
 END
 $$;
-COMMENT ON FUNCTION billing._apply_in_subtransaction(jsonb) IS 'Internal: dispatches a normalised event to its effects (unknown types have none) in a subtransaction; returns the error message, or NULL on success.';
+COMMENT ON FUNCTION billing._apply(jsonb) IS 'Internal: applies a normalised event''s effects (unknown types have none) in a subtransaction; returns the error message and SQLSTATE, or NULLs on success.';
 
-CREATE OR REPLACE FUNCTION billing._apply_stored_event(event_id text) RETURNS text
+CREATE OR REPLACE FUNCTION billing._apply_stored_event(event_id text, OUT message text, OUT code text)
 LANGUAGE plpgsql
 AS $$
 DECLARE
     e billing.stripe_events;
-    failure text;
-    outer_chain text := nullif(current_setting('billing.applying_events', true), '');
 BEGIN
     -- The row lock makes concurrent deliveries and reprocess runs apply an event once.
     SELECT * INTO e FROM billing.stripe_events s WHERE s.id = event_id FOR UPDATE;
     IF NOT FOUND OR e.processed_at IS NOT NULL THEN
-        RETURN NULL;
+        RETURN;
     END IF;
-    PERFORM set_config('billing.applying_events', concat_ws(',', outer_chain, event_id), true);
-    failure := billing._apply_in_subtransaction(billing._normalize_event(e.payload::text));
-    PERFORM set_config('billing.applying_events', coalesce(outer_chain, ''), true);
+    PERFORM billing._lock_customer(e.stripe_customer_id);
+    SELECT * INTO message, code FROM billing._apply(billing._normalize_event(e.payload::text));
     UPDATE billing.stripe_events s
-    SET attempts = s.attempts + 1, error = failure,
-        processed_at = CASE WHEN failure IS NULL THEN clock_timestamp() END
+    SET attempts = s.attempts + 1, error = message, error_code = code,
+        processed_at = CASE WHEN message IS NULL THEN clock_timestamp() END
     WHERE s.id = event_id;
-    RETURN failure;
 END
 $$;
-COMMENT ON FUNCTION billing._apply_stored_event(text) IS 'Internal: applies a stored event that is not processed yet (a redelivery of a failed event, a held event, reprocess) and records the outcome; returns the error or NULL.';
+COMMENT ON FUNCTION billing._apply_stored_event(text) IS 'Internal: applies a stored event that is not processed yet (a redelivery of a failed event, a waiting event, reprocess) and records the outcome; returns the error and SQLSTATE, or NULLs.';
+
+-- Events wait when their user is not known yet (BL007) or data they need is being retrieved from
+-- Stripe (BL010). Whatever another event of the same customer or object does (link the customer,
+-- create the subscription row, deliver line items) may be what they wait for, so they are tried
+-- again, in Stripe's order, until a pass changes nothing.
+CREATE OR REPLACE FUNCTION billing._apply_waiting(customer text, object_id text) RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    w record;
+    applied integer := 0;
+    progress boolean := true;
+BEGIN
+    IF customer IS NULL AND object_id IS NULL THEN
+        RETURN 0;
+    END IF;
+    WHILE progress LOOP
+        progress := false;
+        FOR w IN SELECT e.id FROM billing.stripe_events e
+                 WHERE e.processed_at IS NULL AND e.error_code IN ('BL007', 'BL010')
+                   AND (e.stripe_customer_id = customer OR e.object_id = _apply_waiting.object_id)
+                 ORDER BY e.created, e.received_at
+                 LIMIT 200 LOOP
+            IF (billing._apply_stored_event(w.id)).message IS NULL THEN
+                applied := applied + 1;
+                progress := true;
+            END IF;
+        END LOOP;
+    END LOOP;
+    RETURN applied;
+END
+$$;
+COMMENT ON FUNCTION billing._apply_waiting(text, text) IS 'Internal: applies the events of a customer or object that wait for their user (BL007) or for data from Stripe (BL010); returns how many now applied.';
+
+CREATE OR REPLACE FUNCTION billing._event_result(e billing.stripe_events, duplicate boolean) RETURNS jsonb
+LANGUAGE sql STABLE
+AS $$
+    SELECT jsonb_build_object('received', true, 'event_id', e.id, 'type', e.type, 'duplicate', duplicate,
+        'processed', e.processed_at IS NOT NULL, 'error', e.error, 'code', e.error_code)
+$$;
+COMMENT ON FUNCTION billing._event_result(billing.stripe_events, boolean) IS 'Internal: the JSON an ingestion returns: {received, event_id, type, duplicate, processed, error, code}.';
+
+-- The one ingestion path. source: webhook, api or retrieved. A new event needs one write when its
+-- effects succeed: it is stored as processed, and the row is corrected when they fail.
+CREATE OR REPLACE FUNCTION billing._ingest(payload text, source text, ev jsonb DEFAULT NULL) RETURNS jsonb
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    inserted billing.stripe_events;
+    failure record;
+BEGIN
+    ev := coalesce(ev, billing._normalize_event(payload));
+    PERFORM billing._lock_customer(ev ->> 'customer');
+    INSERT INTO billing.stripe_events AS s (id, type, api_version, livemode, created, payload, stripe_customer_id,
+                                            object_id, source, processed_at, attempts)
+    VALUES (ev ->> 'id', ev ->> 'type', ev ->> 'api_version', (ev ->> 'livemode')::boolean,
+            billing._unix_time(ev -> 'created'), payload::json, ev ->> 'customer', ev ->> 'object_id',
+            _ingest.source, clock_timestamp(), 1)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING * INTO inserted;
+    IF inserted.id IS NULL THEN
+        -- A redelivery: one that failed before gets another chance; one that applied is a no-op.
+        failure := billing._apply_stored_event(ev ->> 'id');
+        SELECT * INTO inserted FROM billing.stripe_events s WHERE s.id = ev ->> 'id';
+        IF inserted.processed_at IS NOT NULL AND failure.message IS NULL THEN
+            PERFORM billing._apply_waiting(ev ->> 'customer', ev ->> 'object_id');
+        END IF;
+        RETURN billing._event_result(inserted, true);
+    END IF;
+    failure := billing._apply(ev);
+    IF failure.message IS NOT NULL THEN
+        UPDATE billing.stripe_events s SET processed_at = NULL, error = failure.message, error_code = failure.code
+        WHERE s.id = inserted.id
+        RETURNING * INTO inserted;
+    ELSE
+        PERFORM billing._apply_waiting(ev ->> 'customer', ev ->> 'object_id');
+    END IF;
+    RETURN billing._event_result(inserted, false);
+END
+$$;
+COMMENT ON FUNCTION billing._ingest(text, text, jsonb) IS 'Internal: stores an event once and applies it (then whatever waited for it); the path of webhooks, events fetched from the API and retrieved objects.';
 
 CREATE OR REPLACE FUNCTION billing.handle_stripe_webhook(payload text, header text) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
@@ -72,9 +157,6 @@ DECLARE
     modes boolean[];
     matched integer;
     ev jsonb;
-    inserted text;
-    failure text;
-    e billing.stripe_events;
 BEGIN
     SELECT array_agg(w.secret ORDER BY w.id), array_agg(w.livemode ORDER BY w.id) INTO secrets, modes
     FROM billing.webhook_secrets w WHERE w.expires_at IS NULL OR w.expires_at > now();
@@ -88,34 +170,13 @@ BEGIN
     IF (ev ->> 'livemode')::boolean IS DISTINCT FROM modes[matched] THEN
         RAISE EXCEPTION 'a % event was signed with a % secret', CASE WHEN (ev ->> 'livemode')::boolean THEN 'live-mode' ELSE 'test-mode' END,
             CASE WHEN modes[matched] THEN 'live-mode' ELSE 'test-mode' END
-            USING ERRCODE = 'invalid_authorization_specification',
+            USING ERRCODE = 'BL009',
                   HINT = 'Each webhook_secrets row says which mode it signs; add the secret of this mode''s endpoint.';
     END IF;
-
-    -- Stored as processed up front: if the effects fail, the row is corrected below. A new
-    -- event thus needs one write, and a customer link made while applying it does not re-enter it.
-    INSERT INTO billing.stripe_events (id, type, api_version, livemode, created, payload, stripe_customer_id,
-                                       processed_at, attempts)
-    VALUES (ev ->> 'id', ev ->> 'type', ev ->> 'api_version', (ev ->> 'livemode')::boolean,
-            billing._unix_time(ev -> 'created'), payload::json, ev ->> 'customer', clock_timestamp(), 1)
-    ON CONFLICT (id) DO NOTHING
-    RETURNING id INTO inserted;
-    IF inserted IS NOT NULL THEN
-        failure := billing._apply_in_subtransaction(ev);
-        IF failure IS NOT NULL THEN
-            UPDATE billing.stripe_events s SET processed_at = NULL, error = failure WHERE s.id = inserted;
-        END IF;
-        RETURN jsonb_build_object('received', true, 'event_id', inserted, 'type', ev ->> 'type',
-            'duplicate', false, 'processed', failure IS NULL, 'error', failure);
-    END IF;
-    -- A redelivery of an event that failed before gets another chance; one that succeeded is a no-op.
-    PERFORM billing._apply_stored_event(ev ->> 'id');
-    SELECT * INTO e FROM billing.stripe_events s WHERE s.id = ev ->> 'id';
-    RETURN jsonb_build_object('received', true, 'event_id', e.id, 'type', e.type,
-        'duplicate', true, 'processed', e.processed_at IS NOT NULL, 'error', e.error);
+    RETURN billing._ingest(payload, 'webhook', ev);
 END
 $$;
-COMMENT ON FUNCTION billing.handle_stripe_webhook(text, text) IS 'Privileged: verifies a Stripe webhook (raw body, Stripe-Signature header) against billing.webhook_secrets, stores the event once and applies its effects, all in the caller''s transaction. Returns {received, event_id, type, duplicate, processed, error}. Raises for bad signatures (nothing stored) and BL003 when no secret is configured.';
+COMMENT ON FUNCTION billing.handle_stripe_webhook(text, text) IS 'Privileged: verifies a Stripe webhook (raw body, Stripe-Signature header) against billing.webhook_secrets, stores the event once and applies its effects, all in the caller''s transaction. Returns {received, event_id, type, duplicate, processed, error, code}. Raises for bad signatures (nothing stored), BL009 for a mode mismatch and BL003 when no secret is configured.';
 
 CREATE OR REPLACE FUNCTION billing.stripe_webhook(json) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
@@ -134,6 +195,50 @@ END
 $$;
 COMMENT ON FUNCTION billing.stripe_webhook(json) IS 'PostgREST entry point (POST /rpc/stripe_webhook with Content-Type: application/json): the raw body arrives as the single unnamed json argument, the signature from the stripe-signature request header. Executable by anon.';
 
+CREATE OR REPLACE FUNCTION billing.ingest_retrieved(request_id uuid, object jsonb, retrieved_at timestamptz DEFAULT now())
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM billing._check_not_null(request_id, 'request_id');
+    IF object IS NULL OR jsonb_typeof(object) <> 'object' OR object ->> 'object' IS NULL OR object ->> 'id' IS NULL THEN
+        RAISE EXCEPTION 'object must be a Stripe object with "object" and "id"' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- Stored as an event of ours, keyed by the request, so a repeated call applies it once; its
+    -- time is when Stripe answered, which makes it newer than every event created before.
+    RETURN billing._ingest(jsonb_build_object(
+        'id', 'evt_retrieved_' || replace(request_id::text, '-', ''), 'object', 'event',
+        'type', 'billing.' || (object ->> 'object') || '.retrieved',
+        'created', floor(extract(epoch FROM coalesce(retrieved_at, now())))::bigint,
+        'livemode', coalesce((object ->> 'livemode')::boolean, false), 'api_version', NULL,
+        'data', jsonb_build_object('object', object))::text, 'retrieved');
+END
+$$;
+COMMENT ON FUNCTION billing.ingest_retrieved(uuid, jsonb, timestamptz) IS 'Worker: applies an object retrieved from Stripe for a refresh request as the authoritative state at retrieved_at (Stripe''s Date header), through the same store-and-apply path as events; idempotent per request.';
+
+CREATE OR REPLACE FUNCTION billing.store_line_items(session_id text, line_items jsonb) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    IF session_id IS NULL OR session_id !~ '^cs_[A-Za-z0-9_]+$' THEN
+        RAISE EXCEPTION 'session_id must be a Checkout Session id (cs_...)' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF line_items IS NULL OR jsonb_typeof(line_items -> 'data') IS DISTINCT FROM 'array' THEN
+        RAISE EXCEPTION 'line_items must be Stripe''s list object ({"object": "list", "data": [...]})'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    DELETE FROM billing.checkout_line_items l WHERE l.session_id = store_line_items.session_id;
+    INSERT INTO billing.checkout_line_items (session_id, position, price_id, quantity, amount_total, currency)
+    SELECT store_line_items.session_id, (i.n - 1)::integer,
+           coalesce(i.item -> 'price' ->> 'id', i.item ->> 'price'),
+           (i.item ->> 'quantity')::bigint, (i.item ->> 'amount_total')::bigint, i.item ->> 'currency'
+    FROM jsonb_array_elements(line_items -> 'data') WITH ORDINALITY AS i(item, n);
+    RETURN billing._apply_waiting(NULL, session_id);
+END
+$$;
+COMMENT ON FUNCTION billing.store_line_items(text, jsonb) IS 'Worker: stores what a Checkout Session sold (Stripe''s line_items list) and applies the events that waited for it; returns how many applied.';
+
 CREATE OR REPLACE FUNCTION billing.reprocess_events(max_events integer DEFAULT 1000) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
@@ -146,9 +251,9 @@ BEGIN
         RAISE EXCEPTION 'max_events must be positive' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     FOR e IN SELECT s.id FROM billing.stripe_events s WHERE s.processed_at IS NULL
-             ORDER BY s.created, s.id LIMIT max_events LOOP
+             ORDER BY s.created, s.received_at LIMIT max_events LOOP
         tried := tried + 1;
-        IF billing._apply_stored_event(e.id) IS NOT NULL THEN
+        IF (billing._apply_stored_event(e.id)).message IS NOT NULL THEN
             still_failing := still_failing + 1;
         END IF;
     END LOOP;

@@ -28,7 +28,12 @@ CREATE TABLE billing.stripe_events (
     received_at timestamptz NOT NULL DEFAULT now(),
     processed_at timestamptz,
     attempts integer NOT NULL DEFAULT 0,
-    error text
+    error text,
+    error_code text CHECK (error_code ~ '^[0-9A-Z]{5}$'),
+    object_id text,
+    source text NOT NULL DEFAULT 'webhook' CHECK (source IN ('webhook', 'api', 'retrieved')),
+    CONSTRAINT stripe_events_error_has_code CHECK ((error IS NULL) = (error_code IS NULL)),
+    CONSTRAINT stripe_events_processed_or_failed CHECK (processed_at IS NULL OR error IS NULL)
 );
 -- Payloads are a few KB each: lz4 compresses them several times faster than the default
 -- pglz. Servers built without lz4 keep the default.
@@ -40,8 +45,12 @@ EXCEPTION WHEN feature_not_supported THEN
 END
 $$;
 CREATE INDEX stripe_events_failed_idx ON billing.stripe_events (received_at) WHERE error IS NOT NULL;
-CREATE INDEX stripe_events_customer_failed_idx ON billing.stripe_events (stripe_customer_id)
-    WHERE error IS NOT NULL;
+-- Events waiting to be applied (their user unknown, data still being fetched, a price not in the
+-- catalog) are retried when another event of the same customer or object is applied.
+CREATE INDEX stripe_events_waiting_customer_idx ON billing.stripe_events (stripe_customer_id)
+    WHERE processed_at IS NULL;
+CREATE INDEX stripe_events_waiting_object_idx ON billing.stripe_events (object_id)
+    WHERE processed_at IS NULL;
 COMMENT ON TABLE billing.stripe_events IS 'Every verified Stripe event, stored once (the id is the key), with the result of applying it. Privileged roles only.';
 COMMENT ON COLUMN billing.stripe_events.id IS 'Stripe event id (evt_...).';
 COMMENT ON COLUMN billing.stripe_events.type IS 'Event type, e.g. invoice.paid.';
@@ -49,12 +58,35 @@ COMMENT ON COLUMN billing.stripe_events.api_version IS 'The API version that sha
 COMMENT ON COLUMN billing.stripe_events.livemode IS 'Whether the event came from live mode.';
 COMMENT ON COLUMN billing.stripe_events.created IS 'Stripe''s creation time of the event; orders state changes.';
 COMMENT ON COLUMN billing.stripe_events.payload IS 'The event exactly as Stripe sent it (json keeps the signed bytes; cast to jsonb for heavy querying).';
-COMMENT ON COLUMN billing.stripe_events.stripe_customer_id IS 'The customer the event concerns, if any (used to retry held events once the customer is linked).';
+COMMENT ON COLUMN billing.stripe_events.stripe_customer_id IS 'The customer the event concerns, if any: a waiting event is retried when another event of this customer is applied or the customer is linked.';
 COMMENT ON COLUMN billing.stripe_events.received_at IS 'First delivery time.';
 COMMENT ON COLUMN billing.stripe_events.processed_at IS 'When its effects were applied; NULL while pending or failed.';
 COMMENT ON COLUMN billing.stripe_events.attempts IS 'How many times applying it was tried.';
-COMMENT ON COLUMN billing.stripe_events.error IS 'Why applying failed (e.g. unknown price); cleared once billing.reprocess_events() applies it.';
+COMMENT ON COLUMN billing.stripe_events.error IS 'Why applying failed (e.g. unknown price); cleared once it applies (automatically, or by billing.reprocess_events()).';
+COMMENT ON COLUMN billing.stripe_events.error_code IS 'The SQLSTATE of error (e.g. BL006 unknown price, BL007 user not known yet).';
+COMMENT ON COLUMN billing.stripe_events.object_id IS 'The id of data.object (a session, subscription, invoice, ...).';
+COMMENT ON COLUMN billing.stripe_events.source IS 'How it arrived: webhook (signed delivery), api (fetched from Stripe''s events API) or retrieved (an object the worker retrieved from Stripe, stored as an event).';
+
+CREATE TABLE billing.checkout_line_items (
+    session_id text NOT NULL CHECK (session_id ~ '^cs_[A-Za-z0-9_]+$'),
+    position integer NOT NULL CHECK (position >= 0),
+    price_id text,
+    quantity bigint CHECK (quantity >= 0),
+    amount_total bigint,
+    currency text,
+    retrieved_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (session_id, position)
+);
+COMMENT ON TABLE billing.checkout_line_items IS 'What a Checkout Session sold, retrieved from Stripe (webhooks do not carry line items) for sessions our checkout did not create: Payment Links, the Dashboard, your own back end. Privileged roles only.';
+COMMENT ON COLUMN billing.checkout_line_items.session_id IS 'The Checkout Session (cs_...).';
+COMMENT ON COLUMN billing.checkout_line_items.position IS 'Order of the line within the session, from 0.';
+COMMENT ON COLUMN billing.checkout_line_items.price_id IS 'The Stripe price of the line.';
+COMMENT ON COLUMN billing.checkout_line_items.quantity IS 'How many were bought.';
+COMMENT ON COLUMN billing.checkout_line_items.amount_total IS 'What the line cost after discounts and taxes, in the smallest currency unit.';
+COMMENT ON COLUMN billing.checkout_line_items.currency IS 'Three-letter currency code.';
+COMMENT ON COLUMN billing.checkout_line_items.retrieved_at IS 'When the worker retrieved it from Stripe.';
 
 SELECT pg_catalog.pg_extension_config_dump('billing.webhook_secrets', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.stripe_events', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.checkout_line_items', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_get_serial_sequence('billing.webhook_secrets', 'id')::regclass, '');

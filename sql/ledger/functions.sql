@@ -23,9 +23,10 @@ LANGUAGE plpgsql
 AS $$
 #variable_conflict use_column
 BEGIN
-    INSERT INTO billing.token_grants AS t (user_id, project_id, source, tokens, remaining, expires_at, grant_key, metadata)
+    -- remaining starts at tokens (billing._grant_starts_full sets it).
+    INSERT INTO billing.token_grants AS t (user_id, project_id, source, tokens, expires_at, grant_key, metadata)
     VALUES (_insert_grant.user_id, _insert_grant.project_id, _insert_grant.source, _insert_grant.tokens,
-            _insert_grant.tokens, _insert_grant.expires_at, _insert_grant.grant_key, coalesce(_insert_grant.metadata, '{}'))
+            _insert_grant.expires_at, _insert_grant.grant_key, coalesce(_insert_grant.metadata, '{}'))
     ON CONFLICT (grant_key) DO NOTHING
     RETURNING * INTO g;
     duplicate := NOT FOUND;
@@ -136,7 +137,7 @@ BEGIN
         FOR UPDATE
     LOOP
         take := least(g.remaining, left_to_take);
-        UPDATE billing.token_grants t SET remaining = t.remaining - take WHERE t.id = g.id;
+        -- The allocation's trigger takes the tokens from the grant (billing._take_from_grant).
         INSERT INTO billing.token_spend_allocations (spend_id, grant_id, user_id, tokens)
         VALUES (new_spend_id, g.id, _spend.user_id, take);
         left_to_take := left_to_take - take;
@@ -252,3 +253,42 @@ COMMENT ON COLUMN billing.token_grant_balances.expires_at IS 'Expiry, NULL for n
 COMMENT ON COLUMN billing.token_grant_balances.grant_key IS 'Idempotency key of the grant.';
 COMMENT ON COLUMN billing.token_grant_balances.metadata IS 'Context of the grant.';
 COMMENT ON COLUMN billing.token_grant_balances.created_at IS 'When it was granted.';
+
+-- The ledger's bookkeeping triggers (sql/ledger/triggers.sql).
+
+CREATE OR REPLACE FUNCTION billing._grant_starts_full() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    NEW.remaining := NEW.tokens;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION billing._grant_starts_full() IS 'Internal (trigger): a new grant has all its tokens; only allocations take from it.';
+
+CREATE OR REPLACE FUNCTION billing._take_from_grant() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    -- remaining >= 0 (a CHECK) makes an allocation beyond what is left fail.
+    UPDATE billing.token_grants g SET remaining = g.remaining - NEW.tokens
+    WHERE g.id = NEW.grant_id AND g.user_id = NEW.user_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'allocation names grant % of another user', NEW.grant_id
+            USING ERRCODE = 'restrict_violation';
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION billing._take_from_grant() IS 'Internal (trigger): an allocation takes its tokens from its grant, the only way a grant''s remaining changes.';
+
+CREATE OR REPLACE FUNCTION billing._refuse_ledger_edit() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    RAISE EXCEPTION 'the token ledger is append-only: % of %.% is refused', lower(TG_OP), TG_TABLE_SCHEMA, TG_TABLE_NAME
+        USING ERRCODE = 'restrict_violation',
+              HINT = 'Grant tokens with billing.grant_tokens and take them with billing.spend_tokens; a grant''s remaining follows its allocations.';
+END
+$$;
+COMMENT ON FUNCTION billing._refuse_ledger_edit() IS 'Internal (trigger): refuses edits that would let the books disagree (a grant''s tokens or remaining, a spend''s amount, any allocation).';

@@ -65,6 +65,11 @@ BEGIN
         RAISE EXCEPTION 'quantity must be 1 for subscriptions and 1 to 100 for token packs, got %', quantity
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- The grant made when it is paid must be possible: refuse now rather than take money then.
+    IF plan.kind = 'token_pack' AND plan.tokens * quantity > 1000000000000 THEN
+        RAISE EXCEPTION '% x % tokens is more than one grant may hold (1000000000000)', quantity, plan.tokens
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF coupon IS NOT NULL AND coupon !~ '^[A-Za-z0-9_-]{1,100}$' THEN
         RAISE EXCEPTION 'coupon must be a Stripe coupon id (letters, digits, _ and -)' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -242,3 +247,17 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION billing.fail_request(uuid, text, text, integer, integer) IS 'Worker: records a failed attempt; with retry_after_ms the request goes back to pending (until request_max_attempts), else it fails for good. Returns the new status, NULL when the claim was lost (attempt fences off a newer claim, as in finish_request).';
+
+CREATE OR REPLACE FUNCTION billing._request_retrieval(kind text, user_id uuid, object_id text) RETURNS void
+LANGUAGE plpgsql
+AS $$
+#variable_conflict use_column
+BEGIN
+    -- One retrieval of an object in flight at a time, however many events ask for it.
+    INSERT INTO billing.stripe_requests (user_id, kind, params)
+    VALUES (_request_retrieval.user_id, _request_retrieval.kind, jsonb_build_object('object_id', _request_retrieval.object_id))
+    ON CONFLICT (kind, (params ->> 'object_id')) WHERE kind IN ('refresh', 'line_items') AND status IN ('pending', 'running')
+    DO NOTHING;
+END
+$$;
+COMMENT ON FUNCTION billing._request_retrieval(text, uuid, text) IS 'Internal: asks the worker to retrieve an object from Stripe (refresh: a subscription; line_items: what a Checkout Session sold), once while one is in flight.';

@@ -1,9 +1,10 @@
--- The outbound request queue: Checkout and Portal sessions the worker creates with Stripe.
+-- The outbound request queue: what the worker asks Stripe for (Checkout and Portal sessions for
+-- users, and objects the event effects need to see as Stripe has them now).
 
 CREATE TABLE billing.stripe_requests (
     id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     user_id uuid NOT NULL,
-    kind text NOT NULL CHECK (kind IN ('customer', 'checkout', 'portal')),
+    kind text NOT NULL CHECK (kind IN ('checkout', 'portal', 'refresh', 'line_items')),
     params jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(params) = 'object'),
     status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'running', 'succeeded', 'failed')),
     attempts integer NOT NULL DEFAULT 0,
@@ -14,16 +15,26 @@ CREATE TABLE billing.stripe_requests (
     result jsonb,
     error text,
     created_at timestamptz NOT NULL DEFAULT now(),
-    finished_at timestamptz
+    finished_at timestamptz,
+    -- A claim exists exactly while the row runs, and an outcome exactly once it is over.
+    CONSTRAINT stripe_requests_claim_matches_status CHECK (CASE WHEN status = 'running'
+        THEN locked_by IS NOT NULL AND locked_until IS NOT NULL AND claimed_at IS NOT NULL
+        ELSE locked_by IS NULL AND locked_until IS NULL END),
+    CONSTRAINT stripe_requests_finished_matches_status CHECK ((status IN ('succeeded', 'failed')) = (finished_at IS NOT NULL)),
+    CONSTRAINT stripe_requests_outcome_matches_status CHECK ((status <> 'succeeded' OR result IS NOT NULL)
+                                                            AND (status <> 'failed' OR error IS NOT NULL))
 );
 CREATE INDEX stripe_requests_ready_idx ON billing.stripe_requests (run_after)
     WHERE status IN ('pending', 'running');
 CREATE INDEX stripe_requests_user_idx ON billing.stripe_requests (user_id, created_at);
+-- One retrieval of an object in flight at a time, however many events ask for it.
+CREATE UNIQUE INDEX stripe_requests_one_retrieval_idx ON billing.stripe_requests (kind, (params ->> 'object_id'))
+    WHERE kind IN ('refresh', 'line_items') AND status IN ('pending', 'running');
 COMMENT ON TABLE billing.stripe_requests IS 'Outbound Stripe calls for the worker: pending -> running -> succeeded | failed. Inserting a row NOTIFYs channel billing_stripe_requests with the row id.';
 COMMENT ON COLUMN billing.stripe_requests.id IS 'Request id; also the root of the Stripe Idempotency-Key.';
 COMMENT ON COLUMN billing.stripe_requests.user_id IS 'The user the request is for.';
-COMMENT ON COLUMN billing.stripe_requests.kind IS 'customer, checkout or portal.';
-COMMENT ON COLUMN billing.stripe_requests.params IS 'Validated parameters (price, mode, URLs, project, coupon, email).';
+COMMENT ON COLUMN billing.stripe_requests.kind IS 'checkout or portal (a user''s session), refresh (retrieve a subscription whose same-second events disagree) or line_items (retrieve what a Checkout Session sold).';
+COMMENT ON COLUMN billing.stripe_requests.params IS 'Validated parameters (price, mode, URLs, project, coupon, email; object_id for retrievals).';
 COMMENT ON COLUMN billing.stripe_requests.status IS 'pending, running (claimed by a worker), succeeded or failed.';
 COMMENT ON COLUMN billing.stripe_requests.attempts IS 'How many times a worker has claimed it.';
 COMMENT ON COLUMN billing.stripe_requests.run_after IS 'Not claimed before this time (retry backoff).';

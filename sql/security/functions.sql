@@ -6,6 +6,23 @@
 -- The roles may not exist when the extension is installed: billing.apply_grants() grants to
 -- whichever exist and can be run again after creating them.
 
+CREATE OR REPLACE FUNCTION billing._protect_table(t regclass, own_rows boolean) RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', t);
+    IF own_rows AND NOT EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = t AND p.polname = 'own_rows') THEN
+        EXECUTE format($p$CREATE POLICY own_rows ON %s FOR SELECT
+                          USING (user_id = (SELECT billing.current_user_id()))$p$, t);
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = t AND p.polname = 'privileged') THEN
+        EXECUTE format($p$CREATE POLICY privileged ON %s FOR ALL
+                          USING ((SELECT billing._is_privileged())) WITH CHECK ((SELECT billing._is_privileged()))$p$, t);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION billing._protect_table(regclass, boolean) IS 'Internal: row-level security for a table: privileged roles may do anything, and with own_rows users may read the rows whose user_id is theirs.';
+
 CREATE OR REPLACE FUNCTION billing.client_api()
 RETURNS TABLE (role_name text, object_name text, privilege text)
 LANGUAGE sql IMMUTABLE
@@ -29,7 +46,8 @@ SET search_path = pg_catalog, pg_temp AS $$
         ('authenticated', 'billing.token_spends', 'SELECT'),
         ('authenticated', 'billing.token_spend_allocations', 'SELECT'),
         ('authenticated', 'billing.token_grant_balances', 'SELECT'),
-        ('authenticated', 'billing.stripe_requests', 'SELECT')
+        ('authenticated', 'billing.stripe_requests', 'SELECT'),
+        ('authenticated', 'billing.notifications', 'SELECT')
 $$;
 COMMENT ON FUNCTION billing.client_api() IS 'The complete list of what the client roles anon and authenticated may use; billing.apply_grants() grants exactly this and billing.security_report() flags anything more.';
 

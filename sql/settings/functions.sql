@@ -12,6 +12,10 @@ BEGIN
     c.id := true;
     c.webhook_tolerance_seconds := coalesce(c.webhook_tolerance_seconds, 300);
     c.request_max_attempts := coalesce(c.request_max_attempts, 5);
+    c.renewal_grace_seconds := coalesce(c.renewal_grace_seconds, 86400);
+    c.free_invoice_tokens := coalesce(c.free_invoice_tokens, 'plan');
+    c.collect_tax_ids := coalesce(c.collect_tax_ids, true);
+    c.save_payment_method := coalesce(c.save_payment_method, true);
     RETURN c;
 END
 $$;

@@ -7,14 +7,22 @@ CREATE TABLE billing.config (
     checkout_cancel_url text CHECK (checkout_cancel_url ~ '^https?://'),
     portal_return_url text CHECK (portal_return_url ~ '^https?://'),
     webhook_tolerance_seconds integer CHECK (webhook_tolerance_seconds >= 0),
-    request_max_attempts integer CHECK (request_max_attempts BETWEEN 1 AND 100)
+    request_max_attempts integer CHECK (request_max_attempts BETWEEN 1 AND 100),
+    renewal_grace_seconds integer CHECK (renewal_grace_seconds >= 0),
+    free_invoice_tokens text CHECK (free_invoice_tokens IN ('plan', 'none')),
+    collect_tax_ids boolean,
+    save_payment_method boolean
 );
-COMMENT ON TABLE billing.config IS 'Optional single-row settings: default Checkout/Portal URLs, webhook tolerance, request retry limit. Without a row (or with NULLs) the documented defaults apply. Privileged roles only.';
+COMMENT ON TABLE billing.config IS 'Optional single-row settings: default Checkout/Portal URLs, webhook tolerance, request retry limit, token rules. Without a row (or with NULLs) the documented defaults apply. Privileged roles only.';
 COMMENT ON COLUMN billing.config.id IS 'Always true: keeps the table to one row.';
 COMMENT ON COLUMN billing.config.checkout_success_url IS 'Default success_url for billing.request_checkout when the caller passes none.';
 COMMENT ON COLUMN billing.config.checkout_cancel_url IS 'Default cancel_url for billing.request_checkout when the caller passes none.';
 COMMENT ON COLUMN billing.config.portal_return_url IS 'Default return_url for billing.request_portal when the caller passes none.';
 COMMENT ON COLUMN billing.config.webhook_tolerance_seconds IS 'Maximum age (either direction) of a webhook signature timestamp; 0 disables the check; NULL = 300.';
 COMMENT ON COLUMN billing.config.request_max_attempts IS 'How many times the worker tries an outbound Stripe request before failing it; NULL = 5.';
+COMMENT ON COLUMN billing.config.renewal_grace_seconds IS 'How long a plan period''s tokens stay spendable after the period ends, so a renewal paid a little late (Stripe charges about an hour after the period starts) leaves no gap; NULL = 86400 (one day).';
+COMMENT ON COLUMN billing.config.free_invoice_tokens IS 'What a paid invoice of amount 0 (a trial, a 100%-off coupon) grants: plan = the plan''s allowance as if paid, none = nothing; NULL = plan.';
+COMMENT ON COLUMN billing.config.collect_tax_ids IS 'Whether Checkout collects business tax IDs (tax_id_collection, with customer_update[name] and [address] = auto as Stripe requires for an existing customer); NULL = true.';
+COMMENT ON COLUMN billing.config.save_payment_method IS 'Whether a token pack''s card is saved to the customer for the next purchase (payment_intent_data[setup_future_usage] = on_session); NULL = true.';
 
 SELECT pg_catalog.pg_extension_config_dump('billing.config', '');

@@ -1,9 +1,11 @@
 -- Subscriptions: the state of each Stripe subscription, kept out-of-order safe.
 
--- Orders state changes: Stripe's event time, then a rank (subscription objects outrank invoices
--- reporting the same second), then the event id as a deterministic tie-breaker.
-CREATE TYPE billing.event_version AS (created timestamptz, rank smallint, event_id text);
-COMMENT ON TYPE billing.event_version IS 'Position of an event in the state order: (created, rank, event id). A field group changes only when the new version is greater.';
+-- Orders state changes: Stripe's time (one-second resolution), then the rank of the source (an
+-- object retrieved from Stripe's API outranks an event of the same second). Event ids are random
+-- and never break a tie: same-second ties are resolved by the subscription lifecycle, or by
+-- asking Stripe (DESIGN.md, "Ordering").
+CREATE TYPE billing.event_version AS (created timestamptz, rank smallint);
+COMMENT ON TYPE billing.event_version IS 'When a state report was made: (Stripe''s created time, rank: 1 = event, 2 = object retrieved from the API, which outranks events of the same second).';
 
 CREATE TABLE billing.subscriptions (
     stripe_subscription_id text PRIMARY KEY CHECK (stripe_subscription_id ~ '^sub_[A-Za-z0-9]+$'),
@@ -19,30 +21,30 @@ CREATE TABLE billing.subscriptions (
     cancel_at timestamptz,
     canceled_at timestamptz,
     ended_at timestamptz,
-    object_version billing.event_version,
-    status_version billing.event_version,
-    period_version billing.event_version,
     created_at timestamptz NOT NULL DEFAULT now(),
-    updated_at timestamptz NOT NULL DEFAULT now()
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    trial_end timestamptz,
+    pause_collection text CHECK (pause_collection IN ('keep_as_draft', 'mark_uncollectible', 'void')),
+    version billing.event_version
 );
 CREATE INDEX subscriptions_user_id_idx ON billing.subscriptions (user_id);
-COMMENT ON TABLE billing.subscriptions IS 'Stripe subscriptions as last reported by webhooks. Each group of fields remembers the event that last set it, so an older event never overwrites a newer state.';
+COMMENT ON TABLE billing.subscriptions IS 'Stripe subscriptions as last reported by Stripe (subscription events, or the object retrieved from the API): an older report never overwrites a newer one, and canceled and incomplete_expired are final.';
 COMMENT ON COLUMN billing.subscriptions.stripe_subscription_id IS 'The Stripe subscription (sub_...).';
 COMMENT ON COLUMN billing.subscriptions.user_id IS 'The app user who owns the subscription.';
 COMMENT ON COLUMN billing.subscriptions.stripe_customer_id IS 'The Stripe customer billed.';
-COMMENT ON COLUMN billing.subscriptions.plan_id IS 'The catalog plan of the subscription''s price.';
-COMMENT ON COLUMN billing.subscriptions.stripe_price_id IS 'The Stripe price of the subscription''s first item.';
-COMMENT ON COLUMN billing.subscriptions.status IS 'Stripe status; NULL until an event reports one. Access: trialing, active (and past_due during retries).';
+COMMENT ON COLUMN billing.subscriptions.plan_id IS 'The catalog plan of the subscription''s price (its first item whose price is in billing.plan_prices); NULL while the price is not in the catalog.';
+COMMENT ON COLUMN billing.subscriptions.stripe_price_id IS 'The Stripe price behind plan_id (else the first item''s price).';
+COMMENT ON COLUMN billing.subscriptions.status IS 'Stripe status; NULL until Stripe reports one. Access: trialing, active (and past_due during retries). canceled and incomplete_expired never change again.';
 COMMENT ON COLUMN billing.subscriptions.current_period_start IS 'Start of the current billing period.';
 COMMENT ON COLUMN billing.subscriptions.current_period_end IS 'End of the current billing period.';
 COMMENT ON COLUMN billing.subscriptions.cancel_at_period_end IS 'True when the customer cancelled and the subscription ends with the current period.';
 COMMENT ON COLUMN billing.subscriptions.cancel_at IS 'When a scheduled cancellation takes effect.';
 COMMENT ON COLUMN billing.subscriptions.canceled_at IS 'When the cancellation was requested.';
 COMMENT ON COLUMN billing.subscriptions.ended_at IS 'When the subscription ended.';
-COMMENT ON COLUMN billing.subscriptions.object_version IS 'Event (created, rank, id) that last set plan and cancellation fields.';
-COMMENT ON COLUMN billing.subscriptions.status_version IS 'Event (created, rank, id) that last set status.';
-COMMENT ON COLUMN billing.subscriptions.period_version IS 'Event (created, rank, id) that last set the period.';
 COMMENT ON COLUMN billing.subscriptions.created_at IS 'When the row was first written.';
 COMMENT ON COLUMN billing.subscriptions.updated_at IS 'When the row was last changed.';
+COMMENT ON COLUMN billing.subscriptions.trial_end IS 'End of the trial, if the subscription has or had one.';
+COMMENT ON COLUMN billing.subscriptions.pause_collection IS 'When payment collection is paused, how Stripe treats new invoices (keep_as_draft, mark_uncollectible or void); the status stays active. NULL when collecting.';
+COMMENT ON COLUMN billing.subscriptions.version IS 'When (Stripe time, rank) the state in this row was reported; a report replaces it only when newer. NULL until a subscription report arrives.';
 
 SELECT pg_catalog.pg_extension_config_dump('billing.subscriptions', '');

@@ -32,19 +32,22 @@ ALTER FUNCTION billing.event_version(jsonb, smallint) RENAME TO _event_version;
 ALTER FUNCTION billing.is_newer(billing.event_version, billing.event_version) RENAME TO _is_newer;
 ALTER FUNCTION billing.plan_for_price(text) RENAME TO _plan_for_price;
 ALTER FUNCTION billing.resolve_user(text, text, text) RENAME TO _resolve_user;
-ALTER FUNCTION billing.is_being_applied(text) RENAME TO _is_being_applied;
 ALTER FUNCTION billing.upsert_subscription_link(text, uuid, text) RENAME TO _upsert_subscription_link;
 ALTER FUNCTION billing.apply_checkout_session(jsonb) RENAME TO _apply_checkout_session;
-ALTER FUNCTION billing.apply_subscription(jsonb) RENAME TO _apply_subscription;
-ALTER FUNCTION billing.invoice_grant(jsonb) RENAME TO _invoice_grant;
-ALTER FUNCTION billing.update_subscription_from_invoice(text, billing.event_version, timestamptz, timestamptz, text) RENAME TO _update_subscription_from_invoice;
 ALTER FUNCTION billing.apply_invoice(jsonb) RENAME TO _apply_invoice;
-ALTER FUNCTION billing.apply_in_subtransaction(jsonb) RENAME TO _apply_in_subtransaction;
-ALTER FUNCTION billing.apply_stored_event(text) RENAME TO _apply_stored_event;
 ALTER FUNCTION billing.normalize_event(text) RENAME TO _normalize_event;
 ALTER FUNCTION billing.verify_webhook_signature(text, text, text[], integer) RENAME TO _verify_webhook_signature;
 
--- The policies name the renamed function; re-stating them gives their expressions the column
+-- Replaced by other functions, or their signatures changed: the replayed code creates the new ones.
+-- (Applying events no longer re-enters itself, so the chain of events being applied is gone.)
+DROP FUNCTION billing.is_being_applied(text);
+DROP FUNCTION billing.apply_subscription(jsonb);
+DROP FUNCTION billing.invoice_grant(jsonb);
+DROP FUNCTION billing.update_subscription_from_invoice(text, billing.event_version, timestamptz, timestamptz, text);
+DROP FUNCTION billing.apply_in_subtransaction(jsonb);
+DROP FUNCTION billing.apply_stored_event(text);
+
+-- The policies name a renamed function; re-stating them gives their expressions the column
 -- name a fresh install has.
 DO $$
 DECLARE
@@ -58,6 +61,150 @@ BEGIN
 END
 $$;
 
+-- Settings for the token rules of 0.2.0.
+ALTER TABLE billing.config
+    ADD COLUMN renewal_grace_seconds integer CHECK (renewal_grace_seconds >= 0),
+    ADD COLUMN free_invoice_tokens text CHECK (free_invoice_tokens IN ('plan', 'none')),
+    ADD COLUMN collect_tax_ids boolean,
+    ADD COLUMN save_payment_method boolean;
+COMMENT ON TABLE billing.config IS 'Optional single-row settings: default Checkout/Portal URLs, webhook tolerance, request retry limit, token rules. Without a row (or with NULLs) the documented defaults apply. Privileged roles only.';
+COMMENT ON COLUMN billing.config.renewal_grace_seconds IS 'How long a plan period''s tokens stay spendable after the period ends, so a renewal paid a little late (Stripe charges about an hour after the period starts) leaves no gap; NULL = 86400 (one day).';
+COMMENT ON COLUMN billing.config.free_invoice_tokens IS 'What a paid invoice of amount 0 (a trial, a 100%-off coupon) grants: plan = the plan''s allowance as if paid, none = nothing; NULL = plan.';
+COMMENT ON COLUMN billing.config.collect_tax_ids IS 'Whether Checkout collects business tax IDs (tax_id_collection, with customer_update[name] and [address] = auto as Stripe requires for an existing customer); NULL = true.';
+COMMENT ON COLUMN billing.config.save_payment_method IS 'Whether a token pack''s card is saved to the customer for the next purchase (payment_intent_data[setup_future_usage] = on_session); NULL = true.';
+
+-- Every price a plan sold, so moving a plan to a new price keeps its subscribers.
+CREATE TABLE billing.plan_prices (
+    stripe_price_id text PRIMARY KEY CHECK (length(stripe_price_id) BETWEEN 1 AND 255),
+    plan_id text NOT NULL REFERENCES billing.plans (id) ON UPDATE CASCADE ON DELETE CASCADE,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX plan_prices_plan_id_idx ON billing.plan_prices (plan_id);
+COMMENT ON TABLE billing.plan_prices IS 'Every Stripe price that ever sold a plan, filled from billing.plans.stripe_price_id: when a plan moves to a new price, subscribers on the old one keep their plan. Privileged roles only.';
+COMMENT ON COLUMN billing.plan_prices.stripe_price_id IS 'A Stripe price (price_...).';
+COMMENT ON COLUMN billing.plan_prices.plan_id IS 'The plan it sells (or sold).';
+COMMENT ON COLUMN billing.plan_prices.created_at IS 'When the price was first seen on the plan.';
+SELECT pg_catalog.pg_extension_config_dump('billing.plan_prices', '');
+INSERT INTO billing.plan_prices (stripe_price_id, plan_id, created_at) SELECT stripe_price_id, id, created_at FROM billing.plans;
+COMMENT ON COLUMN billing.plans.stripe_price_id IS 'The Stripe price (price_...) this row sells now. Changing it keeps the old price in billing.plan_prices, so existing subscribers keep the plan.';
+
+-- Customers deleted in Stripe are remembered, so no late event links one again.
+CREATE TABLE billing.deleted_customers (
+    stripe_customer_id text PRIMARY KEY CHECK (stripe_customer_id ~ '^cus_[A-Za-z0-9]+$'),
+    user_id uuid,
+    deleted_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE billing.deleted_customers IS 'Stripe customers deleted in Stripe (customer.deleted, or Stripe answering that it has no such customer): their link is gone and they are never linked again, whatever order events arrive in. Privileged roles only.';
+COMMENT ON COLUMN billing.deleted_customers.stripe_customer_id IS 'The deleted Stripe customer (cus_...).';
+COMMENT ON COLUMN billing.deleted_customers.user_id IS 'The user it was linked to, if any.';
+COMMENT ON COLUMN billing.deleted_customers.deleted_at IS 'When the deletion was recorded.';
+SELECT pg_catalog.pg_extension_config_dump('billing.deleted_customers', '');
+
+-- Subscriptions: one version for the whole reported state, without event ids (they are random
+-- and must never order anything); invoices no longer report a subscription's state.
+ALTER TYPE billing.event_version DROP ATTRIBUTE event_id CASCADE;
+COMMENT ON TYPE billing.event_version IS 'When a state report was made: (Stripe''s created time, rank: 1 = event, 2 = object retrieved from the API, which outranks events of the same second).';
+ALTER TABLE billing.subscriptions
+    ADD COLUMN trial_end timestamptz,
+    ADD COLUMN pause_collection text CHECK (pause_collection IN ('keep_as_draft', 'mark_uncollectible', 'void')),
+    ADD COLUMN version billing.event_version;
+UPDATE billing.subscriptions
+SET version = ROW((greatest(object_version, status_version, period_version)).created, 1)::billing.event_version
+WHERE greatest(object_version, status_version, period_version) IS NOT NULL;
+ALTER TABLE billing.subscriptions DROP COLUMN object_version, DROP COLUMN status_version, DROP COLUMN period_version;
+COMMENT ON TABLE billing.subscriptions IS 'Stripe subscriptions as last reported by Stripe (subscription events, or the object retrieved from the API): an older report never overwrites a newer one, and canceled and incomplete_expired are final.';
+COMMENT ON COLUMN billing.subscriptions.plan_id IS 'The catalog plan of the subscription''s price (its first item whose price is in billing.plan_prices); NULL while the price is not in the catalog.';
+COMMENT ON COLUMN billing.subscriptions.stripe_price_id IS 'The Stripe price behind plan_id (else the first item''s price).';
+COMMENT ON COLUMN billing.subscriptions.status IS 'Stripe status; NULL until Stripe reports one. Access: trialing, active (and past_due during retries). canceled and incomplete_expired never change again.';
+COMMENT ON COLUMN billing.subscriptions.trial_end IS 'End of the trial, if the subscription has or had one.';
+COMMENT ON COLUMN billing.subscriptions.pause_collection IS 'When payment collection is paused, how Stripe treats new invoices (keep_as_draft, mark_uncollectible or void); the status stays active. NULL when collecting.';
+COMMENT ON COLUMN billing.subscriptions.version IS 'When (Stripe time, rank) the state in this row was reported; a report replaces it only when newer. NULL until a subscription report arrives.';
+
+-- Events: the SQLSTATE of a failure, the object and the source of each event; waiting events are
+-- found by customer or object.
+ALTER TABLE billing.stripe_events
+    ADD COLUMN error_code text CHECK (error_code ~ '^[0-9A-Z]{5}$'),
+    ADD COLUMN object_id text,
+    ADD COLUMN source text NOT NULL DEFAULT 'webhook' CHECK (source IN ('webhook', 'api', 'retrieved'));
+-- 0.1.0 stored only messages; these are its two kinds of expected failure.
+UPDATE billing.stripe_events
+SET error_code = CASE WHEN error LIKE 'unknown price %' THEN 'BL006'
+                      WHEN error LIKE 'cannot tell which user %' THEN 'BL007'
+                      ELSE 'XX000' END
+WHERE error IS NOT NULL;
+UPDATE billing.stripe_events SET object_id = payload -> 'data' -> 'object' ->> 'id';
+ALTER TABLE billing.stripe_events
+    ADD CONSTRAINT stripe_events_error_has_code CHECK ((error IS NULL) = (error_code IS NULL)),
+    ADD CONSTRAINT stripe_events_processed_or_failed CHECK (processed_at IS NULL OR error IS NULL);
+DROP INDEX billing.stripe_events_customer_failed_idx;
+CREATE INDEX stripe_events_waiting_customer_idx ON billing.stripe_events (stripe_customer_id)
+    WHERE processed_at IS NULL;
+CREATE INDEX stripe_events_waiting_object_idx ON billing.stripe_events (object_id)
+    WHERE processed_at IS NULL;
+COMMENT ON COLUMN billing.stripe_events.stripe_customer_id IS 'The customer the event concerns, if any: a waiting event is retried when another event of this customer is applied or the customer is linked.';
+COMMENT ON COLUMN billing.stripe_events.error IS 'Why applying failed (e.g. unknown price); cleared once it applies (automatically, or by billing.reprocess_events()).';
+COMMENT ON COLUMN billing.stripe_events.error_code IS 'The SQLSTATE of error (e.g. BL006 unknown price, BL007 user not known yet).';
+COMMENT ON COLUMN billing.stripe_events.object_id IS 'The id of data.object (a session, subscription, invoice, ...).';
+COMMENT ON COLUMN billing.stripe_events.source IS 'How it arrived: webhook (signed delivery), api (fetched from Stripe''s events API) or retrieved (an object the worker retrieved from Stripe, stored as an event).';
+
+CREATE TABLE billing.checkout_line_items (
+    session_id text NOT NULL CHECK (session_id ~ '^cs_[A-Za-z0-9_]+$'),
+    position integer NOT NULL CHECK (position >= 0),
+    price_id text,
+    quantity bigint CHECK (quantity >= 0),
+    amount_total bigint,
+    currency text,
+    retrieved_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (session_id, position)
+);
+COMMENT ON TABLE billing.checkout_line_items IS 'What a Checkout Session sold, retrieved from Stripe (webhooks do not carry line items) for sessions our checkout did not create: Payment Links, the Dashboard, your own back end. Privileged roles only.';
+COMMENT ON COLUMN billing.checkout_line_items.session_id IS 'The Checkout Session (cs_...).';
+COMMENT ON COLUMN billing.checkout_line_items.position IS 'Order of the line within the session, from 0.';
+COMMENT ON COLUMN billing.checkout_line_items.price_id IS 'The Stripe price of the line.';
+COMMENT ON COLUMN billing.checkout_line_items.quantity IS 'How many were bought.';
+COMMENT ON COLUMN billing.checkout_line_items.amount_total IS 'What the line cost after discounts and taxes, in the smallest currency unit.';
+COMMENT ON COLUMN billing.checkout_line_items.currency IS 'Three-letter currency code.';
+COMMENT ON COLUMN billing.checkout_line_items.retrieved_at IS 'When the worker retrieved it from Stripe.';
+SELECT pg_catalog.pg_extension_config_dump('billing.checkout_line_items', '');
+
+-- Requests: retrievals for the event effects, and the database keeps status, claim and outcome
+-- in agreement (0.1.0 did so by convention, so existing rows comply).
+ALTER TABLE billing.stripe_requests DROP CONSTRAINT stripe_requests_kind_check;
+ALTER TABLE billing.stripe_requests
+    ADD CONSTRAINT stripe_requests_kind_check CHECK (kind IN ('checkout', 'portal', 'refresh', 'line_items')),
+    ADD CONSTRAINT stripe_requests_claim_matches_status CHECK (CASE WHEN status = 'running'
+        THEN locked_by IS NOT NULL AND locked_until IS NOT NULL AND claimed_at IS NOT NULL
+        ELSE locked_by IS NULL AND locked_until IS NULL END),
+    ADD CONSTRAINT stripe_requests_finished_matches_status CHECK ((status IN ('succeeded', 'failed')) = (finished_at IS NOT NULL)),
+    ADD CONSTRAINT stripe_requests_outcome_matches_status CHECK ((status <> 'succeeded' OR result IS NOT NULL)
+                                                            AND (status <> 'failed' OR error IS NOT NULL));
+CREATE UNIQUE INDEX stripe_requests_one_retrieval_idx ON billing.stripe_requests (kind, (params ->> 'object_id'))
+    WHERE kind IN ('refresh', 'line_items') AND status IN ('pending', 'running');
+COMMENT ON TABLE billing.stripe_requests IS 'Outbound Stripe calls for the worker: pending -> running -> succeeded | failed. Inserting a row NOTIFYs channel billing_stripe_requests with the row id.';
+COMMENT ON COLUMN billing.stripe_requests.kind IS 'checkout or portal (a user''s session), refresh (retrieve a subscription whose same-second events disagree) or line_items (retrieve what a Checkout Session sold).';
+COMMENT ON COLUMN billing.stripe_requests.params IS 'Validated parameters (price, mode, URLs, project, coupon, email; object_id for retrievals).';
+
+-- Notifications replace the billing_payment_failed channel, whose payload was a user id.
+CREATE TABLE billing.notifications (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id uuid NOT NULL,
+    kind text NOT NULL CHECK (kind ~ '^[a-z][a-z0-9_]{0,39}$'),
+    payload jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(payload) = 'object'),
+    event_id text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT notifications_once_per_event UNIQUE (event_id, kind)
+);
+CREATE INDEX notifications_user_idx ON billing.notifications (user_id, created_at);
+COMMENT ON TABLE billing.notifications IS 'Things the app should tell a user, written by webhook effects; each insert NOTIFYs channel billing_notifications with the row id only. Users read their own rows.';
+COMMENT ON COLUMN billing.notifications.id IS 'Notification id; the payload of the billing_notifications NOTIFY.';
+COMMENT ON COLUMN billing.notifications.user_id IS 'The user to tell.';
+COMMENT ON COLUMN billing.notifications.kind IS 'payment_failed, payment_action_required, ...';
+COMMENT ON COLUMN billing.notifications.payload IS 'Details for the app, e.g. the invoice and its hosted_invoice_url.';
+COMMENT ON COLUMN billing.notifications.event_id IS 'The Stripe event that caused it (one notification of a kind per event).';
+COMMENT ON COLUMN billing.notifications.created_at IS 'When it was written.';
+SELECT pg_catalog.pg_extension_config_dump('billing.notifications', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_get_serial_sequence('billing.notifications', 'id')::regclass, '');
+
 -- Functions written in Rust.
 -- extension/src/event.rs:10
 -- stripe_billing::event::_normalize_event
@@ -66,7 +213,7 @@ CREATE OR REPLACE FUNCTION "_normalize_event"(
 ) RETURNS jsonb /* JsonB */
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'normalize_event_wrapper';
+AS 'MODULE_PATHNAME', 'normalize_event_json_wrapper';
 
 -- extension/src/signature.rs:97
 -- stripe_billing::signature::_verify_webhook_signature
@@ -248,22 +395,38 @@ BEGIN
     c.id := true;
     c.webhook_tolerance_seconds := coalesce(c.webhook_tolerance_seconds, 300);
     c.request_max_attempts := coalesce(c.request_max_attempts, 5);
+    c.renewal_grace_seconds := coalesce(c.renewal_grace_seconds, 86400);
+    c.free_invoice_tokens := coalesce(c.free_invoice_tokens, 'plan');
+    c.collect_tax_ids := coalesce(c.collect_tax_ids, true);
+    c.save_payment_method := coalesce(c.save_payment_method, true);
     RETURN c;
 END
 $$;
 COMMENT ON FUNCTION billing._settings() IS 'Internal: the billing.config row, or defaults when none was inserted.';
 
 -- sql/catalog/functions.sql
--- The catalog: resolving Stripe prices to plans.
+-- The catalog: resolving Stripe prices to plans, through every price a plan ever had.
 
-CREATE OR REPLACE FUNCTION billing._plan_for_price(price_id text) RETURNS billing.plans
+CREATE OR REPLACE FUNCTION billing._plan_of_price(price_id text) RETURNS billing.plans
 LANGUAGE plpgsql STABLE
 AS $$
 DECLARE
     p billing.plans;
 BEGIN
-    SELECT * INTO p FROM billing.plans WHERE stripe_price_id = price_id;
-    IF NOT FOUND THEN
+    SELECT pl.* INTO p FROM billing.plan_prices pp JOIN billing.plans pl ON pl.id = pp.plan_id
+    WHERE pp.stripe_price_id = _plan_of_price.price_id;
+    RETURN p;
+END
+$$;
+COMMENT ON FUNCTION billing._plan_of_price(text) IS 'Internal: the plan a Stripe price sells or sold, or a row of NULLs when the catalog does not know the price.';
+
+CREATE OR REPLACE FUNCTION billing._plan_for_price(price_id text) RETURNS billing.plans
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    p billing.plans := billing._plan_of_price(price_id);
+BEGIN
+    IF p.id IS NULL THEN
         RAISE EXCEPTION 'unknown price %: no row in billing.plans has this stripe_price_id', coalesce(price_id, '(none)')
             USING ERRCODE = 'BL006',
                   HINT = 'Add the plan to billing.plans, then run SELECT billing.reprocess_events().';
@@ -271,18 +434,42 @@ BEGIN
     RETURN p;
 END
 $$;
-COMMENT ON FUNCTION billing._plan_for_price(text) IS 'Internal: the catalog row for a Stripe price, or error BL006 (the event is kept and can be re-applied once the catalog has it).';
+COMMENT ON FUNCTION billing._plan_for_price(text) IS 'Internal: the plan a Stripe price sells or sold, or error BL006 (the event is kept and can be re-applied once the catalog has it).';
+
+CREATE OR REPLACE FUNCTION billing._record_plan_price() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    INSERT INTO billing.plan_prices AS pp (stripe_price_id, plan_id) VALUES (NEW.stripe_price_id, NEW.id)
+    ON CONFLICT (stripe_price_id) DO UPDATE SET plan_id = excluded.plan_id WHERE pp.plan_id <> excluded.plan_id;
+    -- Subscriptions whose price the catalog did not know until now get their plan.
+    UPDATE billing.subscriptions s SET plan_id = NEW.id, updated_at = now()
+    WHERE s.stripe_price_id = NEW.stripe_price_id AND s.plan_id IS NULL;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION billing._record_plan_price() IS 'Internal (trigger): keeps every price a plan sells in billing.plan_prices and gives waiting subscriptions on it their plan.';
 
 -- sql/customers/functions.sql
 -- Customers: linking users to Stripe customers, and finding the user an event concerns.
 
-CREATE OR REPLACE FUNCTION billing.link_customer(user_id uuid, stripe_customer_id text, email text DEFAULT NULL) RETURNS text
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp AS $$
+CREATE OR REPLACE FUNCTION billing._lock_customer(customer text) RETURNS void
+LANGUAGE sql
+AS $$
+    -- Serialises everything about one customer (applying its events, linking it) until commit,
+    -- so a link made in one session cannot miss an event another session is applying.
+    SELECT pg_advisory_xact_lock(hashtextextended('billing.customer:' || customer, 0))
+    WHERE customer IS NOT NULL
+$$;
+COMMENT ON FUNCTION billing._lock_customer(text) IS 'Internal: the transaction-long lock that serialises ingestion and linking for one Stripe customer.';
+
+CREATE OR REPLACE FUNCTION billing._link_customer(user_id uuid, stripe_customer_id text, email text DEFAULT NULL,
+                                                  strict boolean DEFAULT true) RETURNS boolean
+LANGUAGE plpgsql
+AS $$
 #variable_conflict use_column
 DECLARE
     existing billing.customers;
-    held record;
 BEGIN
     PERFORM billing._check_not_null(user_id, 'user_id');
     PERFORM billing._check_not_null(stripe_customer_id, 'stripe_customer_id');
@@ -290,24 +477,24 @@ BEGIN
         RAISE EXCEPTION 'stripe_customer_id must be a Stripe customer id (cus_...), got %', quote_literal(left(stripe_customer_id, 60))
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF EXISTS (SELECT FROM billing.deleted_customers d WHERE d.stripe_customer_id = _link_customer.stripe_customer_id) THEN
+        IF strict THEN
+            RAISE EXCEPTION 'Stripe customer % was deleted', stripe_customer_id
+                USING ERRCODE = 'BL008', HINT = 'A deleted customer is never linked again; the next checkout creates a new one.';
+        END IF;
+        RETURN false;
+    END IF;
     INSERT INTO billing.customers AS c (user_id, stripe_customer_id, email)
-    VALUES (link_customer.user_id, link_customer.stripe_customer_id, link_customer.email)
+    VALUES (_link_customer.user_id, _link_customer.stripe_customer_id, _link_customer.email)
     ON CONFLICT DO NOTHING;
     IF FOUND THEN
-        -- Events that arrived before this link could not be attributed; apply them now.
-        FOR held IN SELECT e.id FROM billing.stripe_events e
-                    WHERE e.stripe_customer_id = link_customer.stripe_customer_id AND e.processed_at IS NULL
-                      AND NOT billing._is_being_applied(e.id)
-                    ORDER BY e.created, e.id LOOP
-            PERFORM billing._apply_stored_event(held.id);
-        END LOOP;
-        RETURN stripe_customer_id;
+        RETURN true;
     END IF;
     SELECT * INTO existing FROM billing.customers c
-    WHERE c.user_id = link_customer.user_id OR c.stripe_customer_id = link_customer.stripe_customer_id
-    ORDER BY c.user_id = link_customer.user_id DESC LIMIT 1;
-    IF existing.user_id = user_id AND existing.stripe_customer_id = stripe_customer_id THEN
-        RETURN stripe_customer_id;
+    WHERE c.user_id = _link_customer.user_id OR c.stripe_customer_id = _link_customer.stripe_customer_id
+    ORDER BY c.user_id = _link_customer.user_id DESC LIMIT 1;
+    IF existing.user_id = user_id AND existing.stripe_customer_id = stripe_customer_id OR NOT strict THEN
+        RETURN false;
     END IF;
     IF existing.user_id = user_id THEN
         RAISE EXCEPTION 'user % already has Stripe customer %', user_id, existing.stripe_customer_id
@@ -317,10 +504,39 @@ BEGIN
         USING ERRCODE = 'BL008';
 END
 $$;
-COMMENT ON FUNCTION billing.link_customer(uuid, text, text) IS 'Privileged (worker, webhooks): links a user to their Stripe customer, one to one; idempotent. A new link applies events held back because their customer was unknown.';
+COMMENT ON FUNCTION billing._link_customer(uuid, text, text, boolean) IS 'Internal: links a user to a Stripe customer, one to one; true when the link is new. When either side is linked to another, or the customer was deleted, raises BL008 (strict) or returns false.';
 
--- Which app user an event concerns: an explicit user id set by our Checkout requests
--- (client_reference_id or metadata.user_id), else the user linked to the Stripe customer, else
+CREATE OR REPLACE FUNCTION billing._forget_customer(stripe_customer_id text) RETURNS void
+LANGUAGE plpgsql
+AS $$
+#variable_conflict use_column
+DECLARE
+    owner uuid;
+BEGIN
+    DELETE FROM billing.customers c WHERE c.stripe_customer_id = _forget_customer.stripe_customer_id
+    RETURNING c.user_id INTO owner;
+    INSERT INTO billing.deleted_customers (stripe_customer_id, user_id) VALUES (stripe_customer_id, owner)
+    ON CONFLICT DO NOTHING;
+END
+$$;
+COMMENT ON FUNCTION billing._forget_customer(text) IS 'Internal: a customer deleted in Stripe: its link goes (the user gets a new customer at the next checkout) and it is never linked again.';
+
+CREATE OR REPLACE FUNCTION billing.link_customer(user_id uuid, stripe_customer_id text, email text DEFAULT NULL) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM billing._lock_customer(stripe_customer_id);
+    IF billing._link_customer(user_id, stripe_customer_id, email) THEN
+        -- Events that could not be attributed before this link are applied now.
+        PERFORM billing._apply_waiting(stripe_customer_id, NULL);
+    END IF;
+    RETURN stripe_customer_id;
+END
+$$;
+COMMENT ON FUNCTION billing.link_customer(uuid, text, text) IS 'Privileged (the worker): links a user to their Stripe customer, one to one; idempotent. A new link applies the events that waited for it.';
+
+-- Which app user an event concerns: an explicit user id (client_reference_id or metadata.user_id,
+-- which only the account's own keys can set), else the user linked to the Stripe customer, else
 -- the owner of the subscription row.
 CREATE OR REPLACE FUNCTION billing._resolve_user(explicit_user text, customer text, subscription_id text) RETURNS uuid
 LANGUAGE plpgsql STABLE
@@ -337,7 +553,7 @@ BEGIN
     IF uid IS NULL THEN
         RAISE EXCEPTION 'cannot tell which user customer % belongs to', coalesce(customer, '(none)')
             USING ERRCODE = 'BL007',
-                  HINT = 'The event is kept; it is applied automatically once checkout links the customer to a user, or by billing.reprocess_events().';
+                  HINT = 'The event is kept and applied as soon as anything makes its user known: a checkout linking the customer, a subscription or customer naming the user in its metadata.';
     END IF;
     RETURN uid;
 END
@@ -345,22 +561,48 @@ $$;
 COMMENT ON FUNCTION billing._resolve_user(text, text, text) IS 'Internal: the user an event concerns, or error BL007 when nothing links it to one yet.';
 
 -- sql/subscriptions/functions.sql
--- Subscriptions: the version order that keeps an older event from overwriting a newer state,
--- and the row writes the effects share.
+-- Subscriptions: applying Stripe's reports of a subscription in any delivery order.
+--
+-- A report (a customer.subscription.* event, or the subscription retrieved from the API)
+-- replaces the row's state only when it is newer: (Stripe's created time, rank). Stripe's times
+-- have one-second resolution and event ids are random, so two reports of the same second are
+-- told apart by the lifecycle: canceled and incomplete_expired are final and never change again,
+-- and incomplete is where every subscription starts. Where even that cannot tell (active vs
+-- past_due in the same second), the row keeps its state and the worker is asked to retrieve
+-- the subscription, which then applies as the newest report.
 
 CREATE OR REPLACE FUNCTION billing._event_version(ev jsonb, rank smallint) RETURNS billing.event_version
 LANGUAGE sql IMMUTABLE
 AS $$
-    SELECT ROW(billing._unix_time(ev -> 'created'), rank, ev ->> 'id')::billing.event_version
+    SELECT ROW(billing._unix_time(ev -> 'created'), rank)::billing.event_version
 $$;
-COMMENT ON FUNCTION billing._event_version(jsonb, smallint) IS 'Internal: the (created, rank, id) position of a normalised event; subscription objects rank 1, invoices 0.';
+COMMENT ON FUNCTION billing._event_version(jsonb, smallint) IS 'Internal: the (created, rank) of a normalised report; events rank 1, retrieved objects 2.';
 
 CREATE OR REPLACE FUNCTION billing._is_newer(candidate billing.event_version, current billing.event_version) RETURNS boolean
 LANGUAGE sql IMMUTABLE
 AS $$
     SELECT current IS NULL OR (current).created IS NULL OR candidate > current
 $$;
-COMMENT ON FUNCTION billing._is_newer(billing.event_version, billing.event_version) IS 'Internal: whether an event may overwrite a field group last set by the event at current.';
+COMMENT ON FUNCTION billing._is_newer(billing.event_version, billing.event_version) IS 'Internal: whether a report may replace the state last set by a report at current.';
+
+CREATE OR REPLACE FUNCTION billing._is_final(status text) RETURNS boolean
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT coalesce(status IN ('canceled', 'incomplete_expired'), false)
+$$;
+COMMENT ON FUNCTION billing._is_final(text) IS 'Internal: whether a subscription status is final in Stripe (canceled, incomplete_expired).';
+
+CREATE OR REPLACE FUNCTION billing._same_second_winner(current text, candidate text) RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT CASE
+        WHEN billing._is_final(current) THEN current
+        WHEN billing._is_final(candidate) THEN candidate
+        WHEN current = 'incomplete' THEN candidate
+        WHEN candidate = 'incomplete' THEN current
+    END
+$$;
+COMMENT ON FUNCTION billing._same_second_winner(text, text) IS 'Internal: which of two different statuses reported in the same second is the later one by the lifecycle (final ones last, incomplete first); NULL when the lifecycle cannot tell.';
 
 CREATE OR REPLACE FUNCTION billing._upsert_subscription_link(sub_id text, uid uuid, customer text) RETURNS void
 LANGUAGE plpgsql
@@ -373,28 +615,7 @@ BEGIN
         WHERE s.stripe_customer_id IS NULL AND excluded.stripe_customer_id IS NOT NULL;
 END
 $$;
-COMMENT ON FUNCTION billing._upsert_subscription_link(text, uuid, text) IS 'Internal: makes sure a subscription row exists for its user before other events fill it in.';
-
-CREATE OR REPLACE FUNCTION billing._update_subscription_from_invoice(sub_id text, v billing.event_version, period_start timestamptz,
-                                                          period_end timestamptz, customer text) RETURNS boolean
-LANGUAGE plpgsql
-AS $$
-BEGIN
-    UPDATE billing.subscriptions s SET
-        stripe_customer_id = coalesce(s.stripe_customer_id, customer),
-        status = CASE WHEN billing._is_newer(v, s.status_version) THEN 'active' ELSE s.status END,
-        status_version = CASE WHEN billing._is_newer(v, s.status_version) THEN v ELSE s.status_version END,
-        current_period_start = CASE WHEN period_end IS NOT NULL AND billing._is_newer(v, s.period_version) THEN period_start ELSE s.current_period_start END,
-        current_period_end = CASE WHEN period_end IS NOT NULL AND billing._is_newer(v, s.period_version) THEN period_end ELSE s.current_period_end END,
-        period_version = CASE WHEN period_end IS NOT NULL AND billing._is_newer(v, s.period_version) THEN v ELSE s.period_version END,
-        updated_at = now()
-    WHERE s.stripe_subscription_id = sub_id
-      AND (billing._is_newer(v, s.status_version) OR (period_end IS NOT NULL AND billing._is_newer(v, s.period_version))
-           OR (s.stripe_customer_id IS NULL AND customer IS NOT NULL));
-    RETURN FOUND;
-END
-$$;
-COMMENT ON FUNCTION billing._update_subscription_from_invoice(text, billing.event_version, timestamptz, timestamptz, text) IS 'Internal: a paid invoice reports its subscription active for the period it paid, where that is newer than what the row holds; true when a row changed.';
+COMMENT ON FUNCTION billing._upsert_subscription_link(text, uuid, text) IS 'Internal: makes sure a subscription row exists for its user before reports fill it in.';
 
 -- sql/ledger/functions.sql
 -- The token ledger: granting, spending and balances. A spend takes from grants soonest-expiring
@@ -422,9 +643,10 @@ LANGUAGE plpgsql
 AS $$
 #variable_conflict use_column
 BEGIN
-    INSERT INTO billing.token_grants AS t (user_id, project_id, source, tokens, remaining, expires_at, grant_key, metadata)
+    -- remaining starts at tokens (billing._grant_starts_full sets it).
+    INSERT INTO billing.token_grants AS t (user_id, project_id, source, tokens, expires_at, grant_key, metadata)
     VALUES (_insert_grant.user_id, _insert_grant.project_id, _insert_grant.source, _insert_grant.tokens,
-            _insert_grant.tokens, _insert_grant.expires_at, _insert_grant.grant_key, coalesce(_insert_grant.metadata, '{}'))
+            _insert_grant.expires_at, _insert_grant.grant_key, coalesce(_insert_grant.metadata, '{}'))
     ON CONFLICT (grant_key) DO NOTHING
     RETURNING * INTO g;
     duplicate := NOT FOUND;
@@ -535,7 +757,7 @@ BEGIN
         FOR UPDATE
     LOOP
         take := least(g.remaining, left_to_take);
-        UPDATE billing.token_grants t SET remaining = t.remaining - take WHERE t.id = g.id;
+        -- The allocation's trigger takes the tokens from the grant (billing._take_from_grant).
         INSERT INTO billing.token_spend_allocations (spend_id, grant_id, user_id, tokens)
         VALUES (new_spend_id, g.id, _spend.user_id, take);
         left_to_take := left_to_take - take;
@@ -652,6 +874,68 @@ COMMENT ON COLUMN billing.token_grant_balances.grant_key IS 'Idempotency key of 
 COMMENT ON COLUMN billing.token_grant_balances.metadata IS 'Context of the grant.';
 COMMENT ON COLUMN billing.token_grant_balances.created_at IS 'When it was granted.';
 
+-- The ledger's bookkeeping triggers (sql/ledger/triggers.sql).
+
+CREATE OR REPLACE FUNCTION billing._grant_starts_full() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    NEW.remaining := NEW.tokens;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION billing._grant_starts_full() IS 'Internal (trigger): a new grant has all its tokens; only allocations take from it.';
+
+CREATE OR REPLACE FUNCTION billing._take_from_grant() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    -- remaining >= 0 (a CHECK) makes an allocation beyond what is left fail.
+    UPDATE billing.token_grants g SET remaining = g.remaining - NEW.tokens
+    WHERE g.id = NEW.grant_id AND g.user_id = NEW.user_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'allocation names grant % of another user', NEW.grant_id
+            USING ERRCODE = 'restrict_violation';
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION billing._take_from_grant() IS 'Internal (trigger): an allocation takes its tokens from its grant, the only way a grant''s remaining changes.';
+
+CREATE OR REPLACE FUNCTION billing._refuse_ledger_edit() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    RAISE EXCEPTION 'the token ledger is append-only: % of %.% is refused', lower(TG_OP), TG_TABLE_SCHEMA, TG_TABLE_NAME
+        USING ERRCODE = 'restrict_violation',
+              HINT = 'Grant tokens with billing.grant_tokens and take them with billing.spend_tokens; a grant''s remaining follows its allocations.';
+END
+$$;
+COMMENT ON FUNCTION billing._refuse_ledger_edit() IS 'Internal (trigger): refuses edits that would let the books disagree (a grant''s tokens or remaining, a spend''s amount, any allocation).';
+
+-- sql/notifications/functions.sql
+-- Notifications: written by effects, announced by NOTIFY.
+
+CREATE OR REPLACE FUNCTION billing._notify(user_id uuid, kind text, event_id text, payload jsonb) RETURNS void
+LANGUAGE plpgsql
+AS $$
+#variable_conflict use_column
+DECLARE
+    new_id bigint;
+BEGIN
+    INSERT INTO billing.notifications (user_id, kind, payload, event_id)
+    VALUES (_notify.user_id, _notify.kind, coalesce(_notify.payload, '{}'), _notify.event_id)
+    ON CONFLICT ON CONSTRAINT notifications_once_per_event DO NOTHING
+    RETURNING id INTO new_id;
+    IF new_id IS NOT NULL THEN
+        -- Only the id: any role that may LISTEN would see a payload, so it carries no user id;
+        -- the app reads the row with its own rights.
+        PERFORM pg_notify('billing_notifications', new_id::text);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION billing._notify(uuid, text, text, jsonb) IS 'Internal: records a notification for a user (once per event and kind) and NOTIFYs billing_notifications with its id.';
+
 -- sql/requests/functions.sql
 -- The outbound request queue. Clients queue Checkout and Portal sessions; the worker claims rows
 -- with FOR UPDATE SKIP LOCKED, calls Stripe and writes the result back.
@@ -718,6 +1002,11 @@ BEGIN
     END IF;
     IF quantity IS NULL OR quantity < 1 OR quantity > 100 OR (plan.kind = 'subscription' AND quantity <> 1) THEN
         RAISE EXCEPTION 'quantity must be 1 for subscriptions and 1 to 100 for token packs, got %', quantity
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- The grant made when it is paid must be possible: refuse now rather than take money then.
+    IF plan.kind = 'token_pack' AND plan.tokens * quantity > 1000000000000 THEN
+        RAISE EXCEPTION '% x % tokens is more than one grant may hold (1000000000000)', quantity, plan.tokens
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF coupon IS NOT NULL AND coupon !~ '^[A-Za-z0-9_-]{1,100}$' THEN
@@ -898,72 +1187,171 @@ END
 $$;
 COMMENT ON FUNCTION billing.fail_request(uuid, text, text, integer, integer) IS 'Worker: records a failed attempt; with retry_after_ms the request goes back to pending (until request_max_attempts), else it fails for good. Returns the new status, NULL when the claim was lost (attempt fences off a newer claim, as in finish_request).';
 
--- sql/events/functions.sql
--- Ingestion: one transaction per delivery: verify -> store the event once (its id is the key) ->
--- apply its effects. A failure while applying is stored with the event (and can be re-applied
--- with billing.reprocess_events()); the delivery is still acknowledged so Stripe stops retrying.
--- Effects read billing._normalize_event(), which hides the differences between API versions.
-
--- Events being applied in this transaction, so that a customer link made while applying one
--- event does not re-enter it. Kept in a transaction-local setting that a failed
--- subtransaction rolls back with everything else.
-CREATE OR REPLACE FUNCTION billing._is_being_applied(event_id text) RETURNS boolean
-LANGUAGE sql STABLE
+CREATE OR REPLACE FUNCTION billing._request_retrieval(kind text, user_id uuid, object_id text) RETURNS void
+LANGUAGE plpgsql
 AS $$
-    SELECT coalesce(event_id = ANY (string_to_array(nullif(current_setting('billing.applying_events', true), ''), ',')), false)
+#variable_conflict use_column
+BEGIN
+    -- One retrieval of an object in flight at a time, however many events ask for it.
+    INSERT INTO billing.stripe_requests (user_id, kind, params)
+    VALUES (_request_retrieval.user_id, _request_retrieval.kind, jsonb_build_object('object_id', _request_retrieval.object_id))
+    ON CONFLICT (kind, (params ->> 'object_id')) WHERE kind IN ('refresh', 'line_items') AND status IN ('pending', 'running')
+    DO NOTHING;
+END
 $$;
-COMMENT ON FUNCTION billing._is_being_applied(text) IS 'Internal: whether the event is being applied further up this call chain.';
+COMMENT ON FUNCTION billing._request_retrieval(text, uuid, text) IS 'Internal: asks the worker to retrieve an object from Stripe (refresh: a subscription; line_items: what a Checkout Session sold), once while one is in flight.';
 
-CREATE OR REPLACE FUNCTION billing._apply_in_subtransaction(ev jsonb) RETURNS text
+-- sql/events/functions.sql
+-- Ingestion: every event, however it arrives (a signed webhook delivery, an event fetched from
+-- Stripe's events API, an object the worker retrieved), goes through billing._ingest: store it
+-- once (its id is the key) and apply its effects, in the caller's transaction. A failure while
+-- applying is stored with the event and its SQLSTATE; the delivery is still acknowledged so
+-- Stripe stops retrying. Events waiting for something (their user, data from Stripe) are applied
+-- as soon as another event of the same customer or object is (DESIGN.md, "Ingestion").
+--
+-- Effects never apply other events, so applying cannot re-enter itself: the row lock of the event
+-- being applied (and the lock of its customer) are the only guards.
+
+-- Dispatches a normalised event to its effects in a subtransaction: whatever they did is rolled
+-- back when they fail, and the reason comes back as (message, SQLSTATE). An effect that needs data
+-- from Stripe raises BL010 with the retrieval it needs as JSON detail; the retrieval is queued here,
+-- after the rollback, so that it survives.
+CREATE OR REPLACE FUNCTION billing._apply(ev jsonb, OUT message text, OUT code text)
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    failure text;
+    detail text;
+    wanted jsonb;
 BEGIN
-    CASE
-        WHEN ev ->> 'type' IN ('checkout.session.completed', 'checkout.session.async_payment_succeeded',
-                               'checkout.session.async_payment_failed') THEN
-            PERFORM billing._apply_checkout_session(ev);
-        WHEN ev ->> 'type' LIKE 'customer.subscription.%' AND ev ->> 'object_type' = 'subscription' THEN
-            PERFORM billing._apply_subscription(ev);
-        WHEN ev ->> 'type' IN ('invoice.paid', 'invoice.payment_succeeded', 'invoice.payment_failed') THEN
-            PERFORM billing._apply_invoice(ev);
-        ELSE
-            NULL;  -- stored and acknowledged, no effect
-    END CASE;
-    RETURN NULL;
-EXCEPTION WHEN OTHERS THEN
-    -- Everything the effects did is rolled back; the caller stores the reason with the event.
-    GET STACKED DIAGNOSTICS failure = MESSAGE_TEXT;
-    RETURN coalesce(failure, 'unknown error');
+    BEGIN
+        CASE
+            WHEN ev ->> 'type' IN ('checkout.session.completed', 'checkout.session.async_payment_succeeded',
+                                   'checkout.session.async_payment_failed') THEN
+                PERFORM billing._apply_checkout_session(ev);
+            WHEN ev ->> 'type' LIKE 'customer.subscription.%' AND ev ->> 'object_type' = 'subscription' THEN
+                PERFORM billing._apply_subscription(ev, 1::smallint);
+            WHEN ev ->> 'type' = 'billing.subscription.retrieved' THEN
+                PERFORM billing._apply_subscription(ev, 2::smallint);
+            WHEN ev ->> 'type' IN ('invoice.paid', 'invoice.payment_succeeded', 'invoice.payment_failed',
+                                   'invoice.payment_action_required') THEN
+                PERFORM billing._apply_invoice(ev);
+            WHEN ev ->> 'type' IN ('customer.created', 'customer.updated', 'customer.deleted') THEN
+                PERFORM billing._apply_customer(ev);
+            ELSE
+                NULL;  -- stored and acknowledged, no effect
+        END CASE;
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, code = RETURNED_SQLSTATE, detail = PG_EXCEPTION_DETAIL;
+        IF code = 'BL010' THEN
+            wanted := detail::jsonb;
+            PERFORM billing._request_retrieval(wanted ->> 'kind', (wanted ->> 'user_id')::uuid, wanted ->> 'object_id');
+        END IF;
+    END;
 END
 $$;
-COMMENT ON FUNCTION billing._apply_in_subtransaction(jsonb) IS 'Internal: dispatches a normalised event to its effects (unknown types have none) in a subtransaction; returns the error message, or NULL on success.';
+COMMENT ON FUNCTION billing._apply(jsonb) IS 'Internal: applies a normalised event''s effects (unknown types have none) in a subtransaction; returns the error message and SQLSTATE, or NULLs on success.';
 
-CREATE OR REPLACE FUNCTION billing._apply_stored_event(event_id text) RETURNS text
+CREATE OR REPLACE FUNCTION billing._apply_stored_event(event_id text, OUT message text, OUT code text)
 LANGUAGE plpgsql
 AS $$
 DECLARE
     e billing.stripe_events;
-    failure text;
-    outer_chain text := nullif(current_setting('billing.applying_events', true), '');
 BEGIN
     -- The row lock makes concurrent deliveries and reprocess runs apply an event once.
     SELECT * INTO e FROM billing.stripe_events s WHERE s.id = event_id FOR UPDATE;
     IF NOT FOUND OR e.processed_at IS NOT NULL THEN
-        RETURN NULL;
+        RETURN;
     END IF;
-    PERFORM set_config('billing.applying_events', concat_ws(',', outer_chain, event_id), true);
-    failure := billing._apply_in_subtransaction(billing._normalize_event(e.payload::text));
-    PERFORM set_config('billing.applying_events', coalesce(outer_chain, ''), true);
+    PERFORM billing._lock_customer(e.stripe_customer_id);
+    SELECT * INTO message, code FROM billing._apply(billing._normalize_event(e.payload::text));
     UPDATE billing.stripe_events s
-    SET attempts = s.attempts + 1, error = failure,
-        processed_at = CASE WHEN failure IS NULL THEN clock_timestamp() END
+    SET attempts = s.attempts + 1, error = message, error_code = code,
+        processed_at = CASE WHEN message IS NULL THEN clock_timestamp() END
     WHERE s.id = event_id;
-    RETURN failure;
 END
 $$;
-COMMENT ON FUNCTION billing._apply_stored_event(text) IS 'Internal: applies a stored event that is not processed yet (a redelivery of a failed event, a held event, reprocess) and records the outcome; returns the error or NULL.';
+COMMENT ON FUNCTION billing._apply_stored_event(text) IS 'Internal: applies a stored event that is not processed yet (a redelivery of a failed event, a waiting event, reprocess) and records the outcome; returns the error and SQLSTATE, or NULLs.';
+
+-- Events wait when their user is not known yet (BL007) or data they need is being retrieved from
+-- Stripe (BL010). Whatever another event of the same customer or object does (link the customer,
+-- create the subscription row, deliver line items) may be what they wait for, so they are tried
+-- again, in Stripe's order, until a pass changes nothing.
+CREATE OR REPLACE FUNCTION billing._apply_waiting(customer text, object_id text) RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    w record;
+    applied integer := 0;
+    progress boolean := true;
+BEGIN
+    IF customer IS NULL AND object_id IS NULL THEN
+        RETURN 0;
+    END IF;
+    WHILE progress LOOP
+        progress := false;
+        FOR w IN SELECT e.id FROM billing.stripe_events e
+                 WHERE e.processed_at IS NULL AND e.error_code IN ('BL007', 'BL010')
+                   AND (e.stripe_customer_id = customer OR e.object_id = _apply_waiting.object_id)
+                 ORDER BY e.created, e.received_at
+                 LIMIT 200 LOOP
+            IF (billing._apply_stored_event(w.id)).message IS NULL THEN
+                applied := applied + 1;
+                progress := true;
+            END IF;
+        END LOOP;
+    END LOOP;
+    RETURN applied;
+END
+$$;
+COMMENT ON FUNCTION billing._apply_waiting(text, text) IS 'Internal: applies the events of a customer or object that wait for their user (BL007) or for data from Stripe (BL010); returns how many now applied.';
+
+CREATE OR REPLACE FUNCTION billing._event_result(e billing.stripe_events, duplicate boolean) RETURNS jsonb
+LANGUAGE sql STABLE
+AS $$
+    SELECT jsonb_build_object('received', true, 'event_id', e.id, 'type', e.type, 'duplicate', duplicate,
+        'processed', e.processed_at IS NOT NULL, 'error', e.error, 'code', e.error_code)
+$$;
+COMMENT ON FUNCTION billing._event_result(billing.stripe_events, boolean) IS 'Internal: the JSON an ingestion returns: {received, event_id, type, duplicate, processed, error, code}.';
+
+-- The one ingestion path. source: webhook, api or retrieved. A new event needs one write when its
+-- effects succeed: it is stored as processed, and the row is corrected when they fail.
+CREATE OR REPLACE FUNCTION billing._ingest(payload text, source text, ev jsonb DEFAULT NULL) RETURNS jsonb
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    inserted billing.stripe_events;
+    failure record;
+BEGIN
+    ev := coalesce(ev, billing._normalize_event(payload));
+    PERFORM billing._lock_customer(ev ->> 'customer');
+    INSERT INTO billing.stripe_events AS s (id, type, api_version, livemode, created, payload, stripe_customer_id,
+                                            object_id, source, processed_at, attempts)
+    VALUES (ev ->> 'id', ev ->> 'type', ev ->> 'api_version', (ev ->> 'livemode')::boolean,
+            billing._unix_time(ev -> 'created'), payload::json, ev ->> 'customer', ev ->> 'object_id',
+            _ingest.source, clock_timestamp(), 1)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING * INTO inserted;
+    IF inserted.id IS NULL THEN
+        -- A redelivery: one that failed before gets another chance; one that applied is a no-op.
+        failure := billing._apply_stored_event(ev ->> 'id');
+        SELECT * INTO inserted FROM billing.stripe_events s WHERE s.id = ev ->> 'id';
+        IF inserted.processed_at IS NOT NULL AND failure.message IS NULL THEN
+            PERFORM billing._apply_waiting(ev ->> 'customer', ev ->> 'object_id');
+        END IF;
+        RETURN billing._event_result(inserted, true);
+    END IF;
+    failure := billing._apply(ev);
+    IF failure.message IS NOT NULL THEN
+        UPDATE billing.stripe_events s SET processed_at = NULL, error = failure.message, error_code = failure.code
+        WHERE s.id = inserted.id
+        RETURNING * INTO inserted;
+    ELSE
+        PERFORM billing._apply_waiting(ev ->> 'customer', ev ->> 'object_id');
+    END IF;
+    RETURN billing._event_result(inserted, false);
+END
+$$;
+COMMENT ON FUNCTION billing._ingest(text, text, jsonb) IS 'Internal: stores an event once and applies it (then whatever waited for it); the path of webhooks, events fetched from the API and retrieved objects.';
 
 CREATE OR REPLACE FUNCTION billing.handle_stripe_webhook(payload text, header text) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
@@ -973,9 +1361,6 @@ DECLARE
     modes boolean[];
     matched integer;
     ev jsonb;
-    inserted text;
-    failure text;
-    e billing.stripe_events;
 BEGIN
     SELECT array_agg(w.secret ORDER BY w.id), array_agg(w.livemode ORDER BY w.id) INTO secrets, modes
     FROM billing.webhook_secrets w WHERE w.expires_at IS NULL OR w.expires_at > now();
@@ -989,34 +1374,13 @@ BEGIN
     IF (ev ->> 'livemode')::boolean IS DISTINCT FROM modes[matched] THEN
         RAISE EXCEPTION 'a % event was signed with a % secret', CASE WHEN (ev ->> 'livemode')::boolean THEN 'live-mode' ELSE 'test-mode' END,
             CASE WHEN modes[matched] THEN 'live-mode' ELSE 'test-mode' END
-            USING ERRCODE = 'invalid_authorization_specification',
+            USING ERRCODE = 'BL009',
                   HINT = 'Each webhook_secrets row says which mode it signs; add the secret of this mode''s endpoint.';
     END IF;
-
-    -- Stored as processed up front: if the effects fail, the row is corrected below. A new
-    -- event thus needs one write, and a customer link made while applying it does not re-enter it.
-    INSERT INTO billing.stripe_events (id, type, api_version, livemode, created, payload, stripe_customer_id,
-                                       processed_at, attempts)
-    VALUES (ev ->> 'id', ev ->> 'type', ev ->> 'api_version', (ev ->> 'livemode')::boolean,
-            billing._unix_time(ev -> 'created'), payload::json, ev ->> 'customer', clock_timestamp(), 1)
-    ON CONFLICT (id) DO NOTHING
-    RETURNING id INTO inserted;
-    IF inserted IS NOT NULL THEN
-        failure := billing._apply_in_subtransaction(ev);
-        IF failure IS NOT NULL THEN
-            UPDATE billing.stripe_events s SET processed_at = NULL, error = failure WHERE s.id = inserted;
-        END IF;
-        RETURN jsonb_build_object('received', true, 'event_id', inserted, 'type', ev ->> 'type',
-            'duplicate', false, 'processed', failure IS NULL, 'error', failure);
-    END IF;
-    -- A redelivery of an event that failed before gets another chance; one that succeeded is a no-op.
-    PERFORM billing._apply_stored_event(ev ->> 'id');
-    SELECT * INTO e FROM billing.stripe_events s WHERE s.id = ev ->> 'id';
-    RETURN jsonb_build_object('received', true, 'event_id', e.id, 'type', e.type,
-        'duplicate', true, 'processed', e.processed_at IS NOT NULL, 'error', e.error);
+    RETURN billing._ingest(payload, 'webhook', ev);
 END
 $$;
-COMMENT ON FUNCTION billing.handle_stripe_webhook(text, text) IS 'Privileged: verifies a Stripe webhook (raw body, Stripe-Signature header) against billing.webhook_secrets, stores the event once and applies its effects, all in the caller''s transaction. Returns {received, event_id, type, duplicate, processed, error}. Raises for bad signatures (nothing stored) and BL003 when no secret is configured.';
+COMMENT ON FUNCTION billing.handle_stripe_webhook(text, text) IS 'Privileged: verifies a Stripe webhook (raw body, Stripe-Signature header) against billing.webhook_secrets, stores the event once and applies its effects, all in the caller''s transaction. Returns {received, event_id, type, duplicate, processed, error, code}. Raises for bad signatures (nothing stored), BL009 for a mode mismatch and BL003 when no secret is configured.';
 
 CREATE OR REPLACE FUNCTION billing.stripe_webhook(json) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
@@ -1035,6 +1399,50 @@ END
 $$;
 COMMENT ON FUNCTION billing.stripe_webhook(json) IS 'PostgREST entry point (POST /rpc/stripe_webhook with Content-Type: application/json): the raw body arrives as the single unnamed json argument, the signature from the stripe-signature request header. Executable by anon.';
 
+CREATE OR REPLACE FUNCTION billing.ingest_retrieved(request_id uuid, object jsonb, retrieved_at timestamptz DEFAULT now())
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM billing._check_not_null(request_id, 'request_id');
+    IF object IS NULL OR jsonb_typeof(object) <> 'object' OR object ->> 'object' IS NULL OR object ->> 'id' IS NULL THEN
+        RAISE EXCEPTION 'object must be a Stripe object with "object" and "id"' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- Stored as an event of ours, keyed by the request, so a repeated call applies it once; its
+    -- time is when Stripe answered, which makes it newer than every event created before.
+    RETURN billing._ingest(jsonb_build_object(
+        'id', 'evt_retrieved_' || replace(request_id::text, '-', ''), 'object', 'event',
+        'type', 'billing.' || (object ->> 'object') || '.retrieved',
+        'created', floor(extract(epoch FROM coalesce(retrieved_at, now())))::bigint,
+        'livemode', coalesce((object ->> 'livemode')::boolean, false), 'api_version', NULL,
+        'data', jsonb_build_object('object', object))::text, 'retrieved');
+END
+$$;
+COMMENT ON FUNCTION billing.ingest_retrieved(uuid, jsonb, timestamptz) IS 'Worker: applies an object retrieved from Stripe for a refresh request as the authoritative state at retrieved_at (Stripe''s Date header), through the same store-and-apply path as events; idempotent per request.';
+
+CREATE OR REPLACE FUNCTION billing.store_line_items(session_id text, line_items jsonb) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    IF session_id IS NULL OR session_id !~ '^cs_[A-Za-z0-9_]+$' THEN
+        RAISE EXCEPTION 'session_id must be a Checkout Session id (cs_...)' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF line_items IS NULL OR jsonb_typeof(line_items -> 'data') IS DISTINCT FROM 'array' THEN
+        RAISE EXCEPTION 'line_items must be Stripe''s list object ({"object": "list", "data": [...]})'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    DELETE FROM billing.checkout_line_items l WHERE l.session_id = store_line_items.session_id;
+    INSERT INTO billing.checkout_line_items (session_id, position, price_id, quantity, amount_total, currency)
+    SELECT store_line_items.session_id, (i.n - 1)::integer,
+           coalesce(i.item -> 'price' ->> 'id', i.item ->> 'price'),
+           (i.item ->> 'quantity')::bigint, (i.item ->> 'amount_total')::bigint, i.item ->> 'currency'
+    FROM jsonb_array_elements(line_items -> 'data') WITH ORDINALITY AS i(item, n);
+    RETURN billing._apply_waiting(NULL, session_id);
+END
+$$;
+COMMENT ON FUNCTION billing.store_line_items(text, jsonb) IS 'Worker: stores what a Checkout Session sold (Stripe''s line_items list) and applies the events that waited for it; returns how many applied.';
+
 CREATE OR REPLACE FUNCTION billing.reprocess_events(max_events integer DEFAULT 1000) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
@@ -1047,9 +1455,9 @@ BEGIN
         RAISE EXCEPTION 'max_events must be positive' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     FOR e IN SELECT s.id FROM billing.stripe_events s WHERE s.processed_at IS NULL
-             ORDER BY s.created, s.id LIMIT max_events LOOP
+             ORDER BY s.created, s.received_at LIMIT max_events LOOP
         tried := tried + 1;
-        IF billing._apply_stored_event(e.id) IS NOT NULL THEN
+        IF (billing._apply_stored_event(e.id)).message IS NOT NULL THEN
             still_failing := still_failing + 1;
         END IF;
     END LOOP;
@@ -1059,123 +1467,257 @@ $$;
 COMMENT ON FUNCTION billing.reprocess_events(integer) IS 'Privileged: re-applies stored events that failed (oldest first), e.g. after adding a missing price to billing.plans. Each event''s effects happen at most once.';
 
 -- sql/effects/checkout.sql
--- Effects of checkout.session.* events.
+-- Effects of checkout.session.* events: link the customer to the user, record a subscription,
+-- and grant a paid token pack.
+
+-- What a paid payment-mode session grants, keyed by the session id (README, "Token packs"):
+--   a session our checkout created (its metadata names one of the user's checkout requests):
+--   the tokens promised when it was requested (the pack's tokens x quantity then);
+--   any other session (a Payment Link, the Dashboard, your own back end): what Stripe says it
+--   sold, the tokens of every line whose price is a token pack x its quantity. Webhooks do not
+--   carry line items, so the first time the worker retrieves them (BL010) and the event is
+--   applied when they arrive.
+CREATE OR REPLACE FUNCTION billing._grant_pack(uid uuid, ev jsonb) RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    s jsonb := ev -> 'data';
+    ours billing.stripe_requests;
+    line billing.checkout_line_items;
+    plan billing.plans;
+    tokens bigint := 0;
+    project uuid;
+    prices text[] := '{}';
+BEGIN
+    SELECT * INTO ours FROM billing.stripe_requests r
+    WHERE r.id = billing._uuid_or_null(s -> 'metadata' ->> 'request_id') AND r.user_id = uid AND r.kind = 'checkout';
+    IF FOUND THEN
+        tokens := (ours.params ->> 'tokens')::bigint;
+        project := billing._uuid_or_null(ours.params ->> 'project_id');
+        prices := ARRAY[ours.params ->> 'price_id'];
+    ELSE
+        IF NOT EXISTS (SELECT FROM billing.checkout_line_items l WHERE l.session_id = s ->> 'id') THEN
+            RAISE EXCEPTION 'waiting for the line items of % from Stripe', s ->> 'id'
+                USING ERRCODE = 'BL010',
+                      DETAIL = jsonb_build_object('kind', 'line_items', 'object_id', s ->> 'id', 'user_id', uid)::text,
+                      HINT = 'The worker retrieves them; the event is applied when they arrive.';
+        END IF;
+        FOR line IN SELECT * FROM billing.checkout_line_items l WHERE l.session_id = s ->> 'id' ORDER BY l.position LOOP
+            plan := billing._plan_of_price(line.price_id);
+            IF plan.kind = 'token_pack' THEN
+                tokens := tokens + plan.tokens * greatest(coalesce(line.quantity, 1), 1);
+                prices := prices || line.price_id;
+            END IF;
+        END LOOP;
+        IF tokens = 0 THEN
+            SELECT * INTO line FROM billing.checkout_line_items l WHERE l.session_id = s ->> 'id' ORDER BY l.position LIMIT 1;
+            plan := billing._plan_for_price(line.price_id);  -- BL006 when the catalog does not know it
+            RAISE EXCEPTION 'price % is not a token pack, but session % sold it in payment mode', line.price_id, s ->> 'id'
+                USING ERRCODE = 'BL006';
+        END IF;
+    END IF;
+    PERFORM billing._insert_grant(uid, tokens, 'payg_purchase', NULL, project, s ->> 'id',
+        jsonb_strip_nulls(jsonb_build_object('session_id', s ->> 'id', 'amount_paid', s -> 'amount_total',
+            'currency', s -> 'currency', 'price_ids', to_jsonb(prices), 'payment_intent', s -> 'payment_intent',
+            'request_id', ours.id, 'event_id', ev ->> 'id')));
+END
+$$;
+COMMENT ON FUNCTION billing._grant_pack(uuid, jsonb) IS 'Internal: grants what a paid payment-mode Checkout Session bought, once (keyed by the session id); BL010 while its line items are being retrieved.';
 
 CREATE OR REPLACE FUNCTION billing._apply_checkout_session(ev jsonb) RETURNS void
 LANGUAGE plpgsql
 AS $$
 DECLARE
     s jsonb := ev -> 'data';
-    uid uuid;
-    plan billing.plans;
-    tokens bigint;
+    uid uuid := billing._resolve_user(coalesce(s ->> 'client_reference_id', s -> 'metadata' ->> 'user_id'),
+                                      ev ->> 'customer', s ->> 'subscription');
 BEGIN
-    uid := billing._resolve_user(coalesce(s ->> 'client_reference_id', s -> 'metadata' ->> 'user_id'),
-                                ev ->> 'customer', s ->> 'subscription');
     IF ev ->> 'customer' IS NOT NULL THEN
-        PERFORM billing.link_customer(uid, ev ->> 'customer');
+        -- A session from elsewhere may carry a new customer for a user who has one: the user
+        -- keeps the first, and the purchase still counts.
+        PERFORM billing._link_customer(uid, ev ->> 'customer', NULL, strict => false);
     END IF;
     IF s ->> 'mode' = 'subscription' AND s ->> 'subscription' IS NOT NULL THEN
         PERFORM billing._upsert_subscription_link(s ->> 'subscription', uid, ev ->> 'customer');
     ELSIF s ->> 'mode' = 'payment' THEN
         IF ev ->> 'type' = 'checkout.session.async_payment_failed' THEN
-            PERFORM pg_notify('billing_payment_failed', uid::text);
-            RETURN;
-        END IF;
-        -- A delayed payment method (bank debit) completes the session unpaid; the tokens come
+            PERFORM billing._notify(uid, 'payment_failed', ev ->> 'id',
+                jsonb_build_object('session_id', s ->> 'id', 'amount', s -> 'amount_total', 'currency', s -> 'currency'));
+        -- Stripe's rule: fulfil unless the session is unpaid (paid, or no_payment_required for a
+        -- 100%-off session). A delayed payment method completes it unpaid; the tokens then come
         -- with checkout.session.async_payment_succeeded.
-        IF s ->> 'payment_status' = 'paid' OR ev ->> 'type' = 'checkout.session.async_payment_succeeded' THEN
-            plan := billing._plan_for_price(s -> 'metadata' ->> 'price_id');
-            IF plan.kind <> 'token_pack' THEN
-                RAISE EXCEPTION 'price % is a subscription plan but was paid in payment mode', plan.stripe_price_id
-                    USING ERRCODE = 'BL006';
-            END IF;
-            tokens := coalesce((s -> 'metadata' ->> 'tokens')::bigint, plan.tokens);
-            PERFORM billing._insert_grant(uid, tokens, 'payg_purchase', NULL,
-                billing._uuid_or_null(s -> 'metadata' ->> 'project_id'), s ->> 'id',
-                jsonb_build_object('session_id', s ->> 'id', 'amount_paid', s -> 'amount_total',
-                                   'currency', s -> 'currency', 'price_id', plan.stripe_price_id,
-                                   'event_id', ev ->> 'id'));
+        ELSIF s ->> 'payment_status' <> 'unpaid' OR ev ->> 'type' = 'checkout.session.async_payment_succeeded' THEN
+            PERFORM billing._grant_pack(uid, ev);
         END IF;
     END IF;
 END
 $$;
-COMMENT ON FUNCTION billing._apply_checkout_session(jsonb) IS 'Internal: checkout.session.* effects: link customer and user; grant a paid token pack (keyed by the session id); record the subscription.';
+COMMENT ON FUNCTION billing._apply_checkout_session(jsonb) IS 'Internal: checkout.session.* effects: link customer and user; record the subscription; grant a paid (or free) token pack; notify a failed delayed payment.';
 
 -- sql/effects/subscription.sql
--- Effects of customer.subscription.* events.
+-- Effects of customer.subscription.* events and of subscriptions retrieved from Stripe: the
+-- ordering rules are described at the top of sql/subscriptions/functions.sql.
 
-CREATE OR REPLACE FUNCTION billing._apply_subscription(ev jsonb) RETURNS void
+CREATE OR REPLACE FUNCTION billing._apply_subscription(ev jsonb, rank smallint) RETURNS void
 LANGUAGE plpgsql
 AS $$
 DECLARE
     s jsonb := ev -> 'data';
-    uid uuid := billing._resolve_user(s -> 'metadata' ->> 'user_id', ev ->> 'customer', s ->> 'id');
-    plan billing.plans := billing._plan_for_price(s ->> 'price_id');
-    v billing.event_version := billing._event_version(ev, 1::smallint);
+    sub_id text := s ->> 'id';
+    uid uuid := billing._resolve_user(s -> 'metadata' ->> 'user_id', ev ->> 'customer', sub_id);
+    v billing.event_version := billing._event_version(ev, rank);
+    item jsonb;
+    plan billing.plans;
+    price text;
+    cur billing.subscriptions;
+    new billing.subscriptions;
+    winner text;
 BEGIN
-    INSERT INTO billing.subscriptions AS cur (stripe_subscription_id, user_id, stripe_customer_id, plan_id,
-        stripe_price_id, status, current_period_start, current_period_end, cancel_at_period_end, cancel_at,
-        canceled_at, ended_at, object_version, status_version, period_version)
-    VALUES (s ->> 'id', uid, ev ->> 'customer', plan.id, plan.stripe_price_id, s ->> 'status',
-        billing._unix_time(s -> 'current_period_start'), billing._unix_time(s -> 'current_period_end'),
-        (s ->> 'cancel_at_period_end')::boolean, billing._unix_time(s -> 'cancel_at'),
-        billing._unix_time(s -> 'canceled_at'), billing._unix_time(s -> 'ended_at'), v, v, v)
-    ON CONFLICT (stripe_subscription_id) DO UPDATE SET
-        stripe_customer_id = coalesce(cur.stripe_customer_id, excluded.stripe_customer_id),
-        plan_id = CASE WHEN billing._is_newer(v, cur.object_version) THEN excluded.plan_id ELSE cur.plan_id END,
-        stripe_price_id = CASE WHEN billing._is_newer(v, cur.object_version) THEN excluded.stripe_price_id ELSE cur.stripe_price_id END,
-        cancel_at_period_end = CASE WHEN billing._is_newer(v, cur.object_version) THEN excluded.cancel_at_period_end ELSE cur.cancel_at_period_end END,
-        cancel_at = CASE WHEN billing._is_newer(v, cur.object_version) THEN excluded.cancel_at ELSE cur.cancel_at END,
-        canceled_at = CASE WHEN billing._is_newer(v, cur.object_version) THEN excluded.canceled_at ELSE cur.canceled_at END,
-        ended_at = CASE WHEN billing._is_newer(v, cur.object_version) THEN excluded.ended_at ELSE cur.ended_at END,
-        object_version = CASE WHEN billing._is_newer(v, cur.object_version) THEN v ELSE cur.object_version END,
-        status = CASE WHEN billing._is_newer(v, cur.status_version) THEN excluded.status ELSE cur.status END,
-        status_version = CASE WHEN billing._is_newer(v, cur.status_version) THEN v ELSE cur.status_version END,
-        current_period_start = CASE WHEN billing._is_newer(v, cur.period_version) THEN excluded.current_period_start ELSE cur.current_period_start END,
-        current_period_end = CASE WHEN billing._is_newer(v, cur.period_version) THEN excluded.current_period_end ELSE cur.current_period_end END,
-        period_version = CASE WHEN billing._is_newer(v, cur.period_version) THEN v ELSE cur.period_version END,
-        updated_at = now();
+    -- The plan: the first item whose price the catalog sells as a subscription; add-on items
+    -- with other prices are ignored. Without one the row keeps the first price and waits for
+    -- the catalog (billing._record_plan_price fills plan_id when the price is added).
+    FOR item IN SELECT value FROM jsonb_array_elements(coalesce(s -> 'items', '[]')) LOOP
+        plan := billing._plan_of_price(item ->> 'price_id');
+        IF plan.kind = 'subscription' THEN
+            price := item ->> 'price_id';
+            EXIT;
+        END IF;
+        plan := NULL;
+    END LOOP;
+    PERFORM billing._upsert_subscription_link(sub_id, uid, ev ->> 'customer');
+    SELECT * INTO cur FROM billing.subscriptions c WHERE c.stripe_subscription_id = sub_id FOR UPDATE;
+    new := cur;
+    new.plan_id := plan.id;
+    new.stripe_price_id := coalesce(price, s -> 'items' -> 0 ->> 'price_id');
+    new.status := s ->> 'status';
+    new.current_period_start := billing._unix_time(s -> 'current_period_start');
+    new.current_period_end := billing._unix_time(s -> 'current_period_end');
+    new.cancel_at_period_end := coalesce((s ->> 'cancel_at_period_end')::boolean, false);
+    new.cancel_at := billing._unix_time(s -> 'cancel_at');
+    new.canceled_at := billing._unix_time(s -> 'canceled_at');
+    new.ended_at := billing._unix_time(s -> 'ended_at');
+    new.trial_end := billing._unix_time(s -> 'trial_end');
+    new.pause_collection := s -> 'pause_collection' ->> 'behavior';
+    new.version := v;
+    IF billing._is_final(cur.status) THEN
+        RETURN;  -- Stripe never changes a final subscription again
+    END IF;
+    IF NOT billing._is_newer(v, cur.version) THEN
+        IF v = cur.version AND (new.plan_id, new.stripe_price_id, new.status, new.current_period_start,
+                new.current_period_end, new.cancel_at_period_end, new.cancel_at, new.canceled_at,
+                new.ended_at, new.trial_end, new.pause_collection)
+             IS DISTINCT FROM (cur.plan_id, cur.stripe_price_id, cur.status, cur.current_period_start,
+                cur.current_period_end, cur.cancel_at_period_end, cur.cancel_at, cur.canceled_at,
+                cur.ended_at, cur.trial_end, cur.pause_collection) THEN
+            winner := billing._same_second_winner(cur.status, new.status);
+            IF winner IS NULL OR new.status IS NOT DISTINCT FROM cur.status THEN
+                -- Two different reports of one second, and the lifecycle cannot order them.
+                PERFORM billing._request_retrieval('refresh', uid, sub_id);
+                RETURN;
+            ELSIF winner IS DISTINCT FROM new.status THEN
+                RETURN;
+            END IF;
+        ELSE
+            RETURN;
+        END IF;
+    END IF;
+    UPDATE billing.subscriptions c SET
+        plan_id = new.plan_id, stripe_price_id = new.stripe_price_id, status = new.status,
+        current_period_start = new.current_period_start, current_period_end = new.current_period_end,
+        cancel_at_period_end = new.cancel_at_period_end, cancel_at = new.cancel_at,
+        canceled_at = new.canceled_at, ended_at = new.ended_at, trial_end = new.trial_end,
+        pause_collection = new.pause_collection, version = new.version, updated_at = now()
+    WHERE c.stripe_subscription_id = sub_id;
 END
 $$;
-COMMENT ON FUNCTION billing._apply_subscription(jsonb) IS 'Internal: customer.subscription.* effects: status, plan, periods and cancellation, each only if this event is newer than the one that last set it.';
+COMMENT ON FUNCTION billing._apply_subscription(jsonb, smallint) IS 'Internal: applies a report of a subscription (an event, rank 1, or the object retrieved from Stripe, rank 2) when it is newer than the row''s state; same-second reports are ordered by the lifecycle or settled by retrieving the subscription.';
 
 -- sql/effects/invoice.sql
--- Effects of invoice.* events.
+-- Effects of invoice.* events: tokens for paid subscription invoices, and notifications when a
+-- payment fails or needs the customer. Subscription status is not taken from invoices: the
+-- customer.subscription.* events Stripe sends with them report it (DESIGN.md, "Ordering").
 
--- How many tokens a paid subscription invoice grants, and why (README "Proration"):
---   subscription_create / subscription_cycle: the plan's monthly_tokens x quantity for the period;
---   subscription_update (a proration invoice after a plan change): the difference between the new
---   and the old plan's monthly_tokens when it is an upgrade that was charged (amount_paid > 0),
---   nothing for downgrades; the new allowance starts in full at the next renewal;
---   any other billing_reason (manual, threshold, ...): nothing.
-CREATE OR REPLACE FUNCTION billing._invoice_grant(inv jsonb, OUT tokens bigint, OUT source text, OUT plan billing.plans,
-                                      OUT period_end timestamptz)
+-- What a paid subscription invoice grants (README, "Tokens for subscriptions"). Only invoices
+-- Stripe makes for subscriptions count (billing_reason subscription_create, subscription_cycle or
+-- subscription_update); manual and threshold invoices grant nothing.
+--   Period: every line that is not a proration and whose price the catalog sells as a
+--   subscription: the plan's monthly_tokens x quantity. That is a first period, a renewal, or a
+--   full new period a plan change started (an interval change, a billing_cycle_anchor reset, a
+--   trial ended early). Prices the catalog does not know (add-ons) are ignored; an invoice with
+--   no known price at all fails with BL006 until the catalog has it.
+--   Upgrade: proration lines after a plan change charge the new price (amount > 0) and credit
+--   the old (amount < 0); the new plans' tokens less the old plans', when more than zero, are
+--   granted (source plan_upgrade). Downgrades grant and take nothing. Upgrade tokens come with
+--   the invoice that charges the proration: at once with proration_behavior=always_invoice, at
+--   the next renewal with Stripe's default create_prorations.
+--   Amount 0 (a trial, a 100%-off coupon): as if paid, unless billing.config.free_invoice_tokens
+--   is none.
+--   Expiry: the end of the latest period the invoice pays for plus renewal_grace_seconds, and
+--   never before the moment of granting plus the grace (an invoice applied late still gives
+--   usable tokens); never for a plan that rolls over.
+CREATE OR REPLACE FUNCTION billing._invoice_grants(inv jsonb)
+RETURNS TABLE (grant_key text, tokens bigint, source text, plan_id text, expires_at timestamptz)
 LANGUAGE plpgsql STABLE
 AS $$
 DECLARE
+    cfg billing.config := billing._settings();
     line jsonb;
-    old_tokens bigint;
+    plan billing.plans;
+    first_plan billing.plans;
+    quantity bigint;
+    amount bigint;
+    period_tokens bigint := 0;
+    new_tokens bigint := 0;
+    old_tokens bigint := 0;
+    unknown_price text;
+    latest_end timestamptz;
+    expiry timestamptz;
 BEGIN
-    -- main_line, upgrade_line and replaced_price_id come from billing._normalize_event.
-    IF inv ->> 'billing_reason' IN ('subscription_create', 'subscription_cycle') THEN
-        line := inv -> 'main_line';
-        plan := billing._plan_for_price(line ->> 'price_id');
-        tokens := plan.monthly_tokens * greatest(coalesce((line ->> 'quantity')::bigint, 1), 1);
-        source := CASE inv ->> 'billing_reason' WHEN 'subscription_create' THEN 'subscription_start' ELSE 'plan' END;
-    ELSIF inv ->> 'billing_reason' = 'subscription_update' AND coalesce((inv ->> 'amount_paid')::bigint, 0) > 0 THEN
-        line := inv -> 'upgrade_line';
-        plan := billing._plan_for_price(line ->> 'price_id');
-        SELECT p.monthly_tokens INTO old_tokens FROM billing.plans p WHERE p.stripe_price_id = inv ->> 'replaced_price_id';
-        tokens := greatest(plan.monthly_tokens - coalesce(old_tokens, plan.monthly_tokens), 0);
-        source := 'plan_upgrade';
+    IF coalesce(inv ->> 'billing_reason', '') NOT IN ('subscription_create', 'subscription_cycle', 'subscription_update')
+       OR (coalesce((inv ->> 'amount_paid')::bigint, 0) = 0 AND cfg.free_invoice_tokens = 'none') THEN
+        RETURN;
     END IF;
-    IF tokens IS NOT NULL AND NOT plan.rollover THEN
-        period_end := billing._unix_time(line -> 'period_end');
+    FOR line IN SELECT value FROM jsonb_array_elements(coalesce(inv -> 'lines', '[]')) LOOP
+        latest_end := greatest(latest_end, billing._unix_time(line -> 'period_end'));
+        CONTINUE WHEN line ->> 'price_id' IS NULL;
+        plan := billing._plan_of_price(line ->> 'price_id');
+        IF plan.id IS NULL OR plan.kind <> 'subscription' THEN
+            unknown_price := coalesce(unknown_price, line ->> 'price_id');
+            CONTINUE;
+        END IF;
+        IF first_plan.id IS NULL THEN
+            first_plan := plan;
+        END IF;
+        quantity := greatest(coalesce((line ->> 'quantity')::bigint, 1), 1);
+        amount := coalesce((line ->> 'amount')::bigint, 0);
+        IF NOT coalesce((line ->> 'proration')::boolean, false) THEN
+            period_tokens := period_tokens + plan.monthly_tokens * quantity;
+        ELSIF amount > 0 THEN
+            new_tokens := new_tokens + plan.monthly_tokens * quantity;
+        ELSIF amount < 0 THEN
+            old_tokens := old_tokens + plan.monthly_tokens * quantity;
+        END IF;
+    END LOOP;
+    IF first_plan.id IS NULL THEN
+        IF unknown_price IS NOT NULL THEN
+            PERFORM billing._plan_for_price(unknown_price);  -- raises BL006
+        END IF;
+        RETURN;
+    END IF;
+    IF NOT first_plan.rollover THEN
+        expiry := greatest(latest_end, now()) + make_interval(secs => cfg.renewal_grace_seconds);
+    END IF;
+    IF period_tokens > 0 THEN
+        RETURN QUERY SELECT inv ->> 'id', period_tokens,
+            CASE inv ->> 'billing_reason' WHEN 'subscription_create' THEN 'subscription_start' ELSE 'plan' END,
+            first_plan.id, expiry;
+    END IF;
+    IF new_tokens > old_tokens THEN
+        RETURN QUERY SELECT (inv ->> 'id') || ':upgrade', new_tokens - old_tokens, 'plan_upgrade', first_plan.id, expiry;
     END IF;
 END
 $$;
-COMMENT ON FUNCTION billing._invoice_grant(jsonb) IS 'Internal: tokens, source, plan and expiry a paid subscription invoice grants (the documented proration rule lives here).';
+COMMENT ON FUNCTION billing._invoice_grants(jsonb) IS 'Internal: the grants a paid subscription invoice makes (key, tokens, source, plan, expiry); the documented token rules for subscriptions live here.';
 
 CREATE OR REPLACE FUNCTION billing._apply_invoice(ev jsonb) RETURNS void
 LANGUAGE plpgsql
@@ -1185,9 +1727,6 @@ DECLARE
     sub_id text := inv ->> 'subscription';
     uid uuid;
     g record;
-    v billing.event_version := billing._event_version(ev, 0::smallint);
-    period_start timestamptz;
-    period_end timestamptz;
 BEGIN
     IF sub_id IS NULL THEN
         RETURN;  -- a one-off invoice: nothing of ours
@@ -1195,45 +1734,45 @@ BEGIN
     -- Our checkouts put the user id in the subscription's metadata; only without it look further.
     uid := coalesce(billing._uuid_or_null(inv -> 'subscription_metadata' ->> 'user_id'),
                     billing._resolve_user(NULL, ev ->> 'customer', sub_id));
-    IF ev ->> 'type' = 'invoice.payment_failed' THEN
-        PERFORM billing._upsert_subscription_link(sub_id, uid, ev ->> 'customer');
-        -- A failed first invoice leaves the subscription incomplete (Stripe reports that itself).
-        IF inv ->> 'billing_reason' IS DISTINCT FROM 'subscription_create' THEN
-            UPDATE billing.subscriptions s SET status = 'past_due', status_version = v, updated_at = now()
-            WHERE s.stripe_subscription_id = sub_id AND billing._is_newer(v, s.status_version);
-        END IF;
-        PERFORM pg_notify('billing_payment_failed', uid::text);
+    PERFORM billing._upsert_subscription_link(sub_id, uid, ev ->> 'customer');
+    IF ev ->> 'type' IN ('invoice.payment_failed', 'invoice.payment_action_required') THEN
+        -- The app tells the user; hosted_invoice_url is where they pay or confirm (3-D Secure).
+        PERFORM billing._notify(uid, replace(ev ->> 'type', 'invoice.', ''), ev ->> 'id',
+            jsonb_build_object('invoice_id', inv ->> 'id', 'subscription_id', sub_id,
+                               'hosted_invoice_url', inv ->> 'hosted_invoice_url',
+                               'amount_due', inv -> 'amount_due', 'currency', inv -> 'currency'));
         RETURN;
     END IF;
+    FOR g IN SELECT * FROM billing._invoice_grants(inv) LOOP
+        PERFORM billing._insert_grant(uid, g.tokens, g.source, g.expires_at, NULL, g.grant_key,
+            jsonb_strip_nulls(jsonb_build_object('invoice_id', inv ->> 'id', 'subscription_id', sub_id,
+                'billing_reason', inv ->> 'billing_reason', 'amount_paid', inv -> 'amount_paid',
+                'currency', inv -> 'currency', 'plan_id', g.plan_id, 'payment_intent', inv -> 'payment_intent',
+                'event_id', ev ->> 'id')));
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION billing._apply_invoice(jsonb) IS 'Internal: invoice.paid (and payment_succeeded) grants the invoice''s tokens once (keyed by the invoice id); invoice.payment_failed and payment_action_required notify the user.';
 
-    -- invoice.paid: the period it paid for is current, and the subscription is active.
-    period_start := billing._unix_time(inv -> 'main_line' -> 'period_start');
-    period_end := billing._unix_time(inv -> 'main_line' -> 'period_end');
-    -- Usually the row exists and this event changes nothing (the subscription event of the same
-    -- second outranks it): then nothing is written.
-    IF NOT billing._update_subscription_from_invoice(sub_id, v, period_start, period_end, ev ->> 'customer')
-       AND NOT EXISTS (SELECT FROM billing.subscriptions s WHERE s.stripe_subscription_id = sub_id) THEN
-        INSERT INTO billing.subscriptions (stripe_subscription_id, user_id, stripe_customer_id, status,
-            status_version, current_period_start, current_period_end, period_version)
-        VALUES (sub_id, uid, ev ->> 'customer', 'active', v, period_start, period_end,
-                CASE WHEN period_end IS NOT NULL THEN v END)
-        ON CONFLICT (stripe_subscription_id) DO NOTHING;
-        IF NOT FOUND THEN
-            -- A concurrent event created the row first; it is visible now.
-            PERFORM billing._update_subscription_from_invoice(sub_id, v, period_start, period_end, ev ->> 'customer');
-        END IF;
-    END IF;
+-- sql/effects/customer.sql
+-- Effects of customer.* events: deletions end a link for good; a customer whose metadata names
+-- a user (as the worker creates them) is linked to that user.
 
-    SELECT * INTO g FROM billing._invoice_grant(inv);
-    IF coalesce(g.tokens, 0) > 0 THEN
-        PERFORM billing._insert_grant(uid, g.tokens, g.source, g.period_end, NULL, inv ->> 'id',
-            jsonb_build_object('invoice_id', inv ->> 'id', 'subscription_id', sub_id,
-                               'billing_reason', inv ->> 'billing_reason', 'amount_paid', inv -> 'amount_paid',
-                               'currency', inv -> 'currency', 'plan_id', (g.plan).id, 'event_id', ev ->> 'id'));
+CREATE OR REPLACE FUNCTION billing._apply_customer(ev jsonb) RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    c jsonb := ev -> 'data';
+    uid uuid := billing._uuid_or_null(c -> 'metadata' ->> 'user_id');
+BEGIN
+    IF ev ->> 'type' = 'customer.deleted' OR (c ->> 'deleted')::boolean THEN
+        PERFORM billing._forget_customer(c ->> 'id');
+    ELSIF uid IS NOT NULL THEN
+        PERFORM billing._link_customer(uid, c ->> 'id', c ->> 'email', strict => false);
     END IF;
 END
 $$;
-COMMENT ON FUNCTION billing._apply_invoice(jsonb) IS 'Internal: invoice.paid grants the period''s tokens once per invoice (keyed by its id) and updates the period; invoice.payment_failed marks the subscription past_due and NOTIFYs billing_payment_failed with the user id.';
+COMMENT ON FUNCTION billing._apply_customer(jsonb) IS 'Internal: customer.deleted forgets the customer (its user gets a new one at the next checkout); customer.created/updated with metadata.user_id links it when neither side is linked yet.';
 
 -- sql/security/functions.sql
 -- Access control, part 2: the roles' API and the functions that grant and audit it.
@@ -1243,6 +1782,23 @@ COMMENT ON FUNCTION billing._apply_invoice(jsonb) IS 'Internal: invoice.paid gra
 --   service_role:  everything (grants, catalog, events, secrets, the worker API).
 -- The roles may not exist when the extension is installed: billing.apply_grants() grants to
 -- whichever exist and can be run again after creating them.
+
+CREATE OR REPLACE FUNCTION billing._protect_table(t regclass, own_rows boolean) RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', t);
+    IF own_rows AND NOT EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = t AND p.polname = 'own_rows') THEN
+        EXECUTE format($p$CREATE POLICY own_rows ON %s FOR SELECT
+                          USING (user_id = (SELECT billing.current_user_id()))$p$, t);
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = t AND p.polname = 'privileged') THEN
+        EXECUTE format($p$CREATE POLICY privileged ON %s FOR ALL
+                          USING ((SELECT billing._is_privileged())) WITH CHECK ((SELECT billing._is_privileged()))$p$, t);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION billing._protect_table(regclass, boolean) IS 'Internal: row-level security for a table: privileged roles may do anything, and with own_rows users may read the rows whose user_id is theirs.';
 
 CREATE OR REPLACE FUNCTION billing.client_api()
 RETURNS TABLE (role_name text, object_name text, privilege text)
@@ -1267,7 +1823,8 @@ SET search_path = pg_catalog, pg_temp AS $$
         ('authenticated', 'billing.token_spends', 'SELECT'),
         ('authenticated', 'billing.token_spend_allocations', 'SELECT'),
         ('authenticated', 'billing.token_grant_balances', 'SELECT'),
-        ('authenticated', 'billing.stripe_requests', 'SELECT')
+        ('authenticated', 'billing.stripe_requests', 'SELECT'),
+        ('authenticated', 'billing.notifications', 'SELECT')
 $$;
 COMMENT ON FUNCTION billing.client_api() IS 'The complete list of what the client roles anon and authenticated may use; billing.apply_grants() grants exactly this and billing.security_report() flags anything more.';
 
@@ -1359,3 +1916,21 @@ COMMENT ON FUNCTION billing._verify_webhook_signature(text, text, text[], intege
 COMMENT ON FUNCTION billing._normalize_event(text) IS 'Internal: the API-version-independent view of a Stripe event that the webhook effects read (both the 2023-08-16 and the basil shapes); raises 22P02 for non-JSON and 22023 for JSON that is not an event.';
 
 SELECT billing.apply_grants();
+
+-- State that needs the functions above.
+-- Triggers and policies that need the functions above.
+CREATE TRIGGER plans_record_price AFTER INSERT OR UPDATE OF stripe_price_id ON billing.plans
+    FOR EACH ROW EXECUTE FUNCTION billing._record_plan_price();
+CREATE TRIGGER token_grants_start_full BEFORE INSERT ON billing.token_grants
+    FOR EACH ROW EXECUTE FUNCTION billing._grant_starts_full();
+CREATE TRIGGER token_grants_books BEFORE UPDATE OF remaining, tokens, user_id, project_id ON billing.token_grants
+    FOR EACH ROW WHEN (pg_trigger_depth() = 0) EXECUTE FUNCTION billing._refuse_ledger_edit();
+CREATE TRIGGER token_spends_books BEFORE UPDATE OF amount, user_id, project_id ON billing.token_spends
+    FOR EACH ROW EXECUTE FUNCTION billing._refuse_ledger_edit();
+CREATE TRIGGER token_spend_allocations_take AFTER INSERT ON billing.token_spend_allocations
+    FOR EACH ROW EXECUTE FUNCTION billing._take_from_grant();
+CREATE TRIGGER token_spend_allocations_books BEFORE UPDATE OR DELETE ON billing.token_spend_allocations
+    FOR EACH ROW EXECUTE FUNCTION billing._refuse_ledger_edit();
+SELECT billing._protect_table('billing.notifications'::regclass, own_rows => true);
+SELECT billing._protect_table(t::regclass, own_rows => false)
+FROM unnest(ARRAY['billing.plan_prices', 'billing.deleted_customers', 'billing.checkout_line_items']) AS t;

@@ -1,6 +1,7 @@
 //! Realistic Stripe webhook events for tests, in both API shapes, built from the object
 //! fixtures in `tests/fixtures/` (copied from Stripe's OpenAPI examples) so that every payload
 //! carries the many fields real events have.
+use crate::emulator::store::ids;
 use serde_json::{json, Value};
 use std::sync::OnceLock;
 
@@ -80,12 +81,18 @@ pub struct Session<'a> {
     pub subscription: Option<&'a str>,
     pub invoice: Option<&'a str>,
     pub amount_total: i64,
+    /// The request our checkout made the session for (its metadata names it); None for a
+    /// session created elsewhere (a Payment Link, the Dashboard).
+    pub request_id: Option<&'a str>,
 }
 
 pub fn checkout_session(shape: Shape, s: &Session) -> Value {
     let mut metadata = json!({"price_id": s.price_id});
     if let Some(user) = s.user_id {
         metadata["user_id"] = json!(user);
+    }
+    if let Some(request) = s.request_id {
+        metadata["request_id"] = json!(request);
     }
     merge(
         shape.fixture("checkout.session"),
@@ -94,7 +101,8 @@ pub fn checkout_session(shape: Shape, s: &Session) -> Value {
             "payment_status": s.payment_status, "customer": s.customer,
             "client_reference_id": s.user_id, "subscription": s.subscription, "invoice": s.invoice,
             "amount_total": s.amount_total, "amount_subtotal": s.amount_total, "currency": "usd",
-            "metadata": metadata, "livemode": false
+            "metadata": metadata, "livemode": false,
+            "payment_intent": if s.mode == "payment" && s.amount_total > 0 { json!(ids::long("pi")) } else { Value::Null }
         }),
     )
 }
@@ -235,6 +243,16 @@ pub fn invoice(shape: Shape, inv: &Invoice) -> Value {
         }
     }
     out
+}
+
+/// A new Stripe-shaped event id: random, like Stripe's, so no test can lean on their order.
+pub fn event_id() -> String {
+    ids::long("evt")
+}
+
+/// Wraps an object in an event envelope with a fresh random id.
+pub fn event(shape: Shape, event_type: &str, created: i64, object: Value) -> Value {
+    envelope(shape, &event_id(), event_type, created, object)
 }
 
 /// The signing secret the webhook tests configure.

@@ -204,20 +204,22 @@ pub fn generate_development_script() -> Result<Option<(PathBuf, String)>, String
 
 /// One line per catalog fact about the extension's objects (tables, columns in order, constraints,
 /// indexes, triggers, policies, views, functions with their bodies and settings, types,
-/// comments, privileges, extension membership, pg_dump registration), sorted. Two installs are
-/// the same schema when their snapshots are equal.
+/// comments, privileges (as sets: their order in an ACL means nothing), extension membership,
+/// pg_dump registration), sorted. Two installs are the same schema when their snapshots are equal.
 pub const CATALOG_SNAPSHOT: &str = r#"
 WITH ns AS (SELECT oid FROM pg_namespace WHERE nspname = 'billing'),
 rels AS (SELECT c.* FROM pg_class c WHERE c.relnamespace = (SELECT oid FROM ns))
 SELECT line FROM (
     SELECT format('relation %s kind=%s rls=%s force=%s options=%s acl=%s', r.relname, r.relkind,
-                  r.relrowsecurity, r.relforcerowsecurity, r.reloptions, r.relacl) AS line
+                  r.relrowsecurity, r.relforcerowsecurity, r.reloptions,
+                  (SELECT array_agg(x::text ORDER BY x::text) FROM unnest(r.relacl) x)) AS line
     FROM rels r
     UNION ALL
     SELECT format('column %s.%s #%s %s notnull=%s default=%s identity=%s generated=%s compression=%s acl=%s',
                   r.relname, a.attname, row_number() OVER (PARTITION BY r.oid ORDER BY a.attnum),
                   format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid),
-                  a.attidentity, a.attgenerated, a.attcompression, a.attacl)
+                  a.attidentity, a.attgenerated, a.attcompression,
+                  (SELECT array_agg(x::text ORDER BY x::text) FROM unnest(a.attacl) x))
     FROM rels r JOIN pg_attribute a ON a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped
     LEFT JOIN pg_attrdef d ON d.adrelid = r.oid AND d.adnum = a.attnum
     UNION ALL
@@ -237,7 +239,8 @@ SELECT line FROM (
     UNION ALL
     SELECT format(E'function %s returns %s lang=%s volatility=%s strict=%s secdef=%s parallel=%s config=%s args=%s acl=%s body:\n%s',
                   p.oid::regprocedure, pg_get_function_result(p.oid), l.lanname, p.provolatile, p.proisstrict,
-                  p.prosecdef, p.proparallel, p.proconfig, pg_get_function_arguments(p.oid), p.proacl,
+                  p.prosecdef, p.proparallel, p.proconfig, pg_get_function_arguments(p.oid),
+                  (SELECT array_agg(x::text ORDER BY x::text) FROM unnest(p.proacl) x),
                   p.prosrc)
     FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang WHERE p.pronamespace = (SELECT oid FROM ns)
     UNION ALL
@@ -260,7 +263,7 @@ SELECT line FROM (
     FROM pg_extension e, unnest(e.extconfig::regclass[], e.extcondition) AS u(c, cond)
     WHERE e.extname = 'stripe_billing'
     UNION ALL
-    SELECT format('schema billing acl=%s', n.nspacl) FROM pg_namespace n WHERE n.nspname = 'billing'
+    SELECT format('schema billing acl=%s', (SELECT array_agg(x::text ORDER BY x::text) FROM unnest(n.nspacl) x)) FROM pg_namespace n WHERE n.nspname = 'billing'
 ) facts ORDER BY line
 "#;
 

@@ -169,7 +169,7 @@ async fn webhook_helpers_handle_nulls_and_garbage() {
     assert_error(
         c.query_one("SELECT billing._normalize_event('{')", &[])
             .await,
-        "22P02",
+        "22032",
         "not valid JSON",
     );
     assert_error(

@@ -2,6 +2,7 @@
 //! the PostgREST entry point, token packs, async payments, payment failures and reprocessing.
 use futures_util::StreamExt;
 use serde_json::{json, Value};
+use stripe_billing_tests::emulator::store::ids;
 use stripe_billing_tests::events::{
     self, unix_now, Invoice, Line, Period, Session, Shape, TEST_SECRET,
 };
@@ -9,6 +10,7 @@ use stripe_billing_tests::pg::{assert_error, Caller, TestDb};
 use tokio_postgres::{AsyncMessage, Client};
 
 const USER: &str = "0b7e8a62-5c1d-4e3f-8a9b-2c3d4e5f6a7b";
+const CUSTOMER: &str = "cus_Qv3nXh8Tr2LmWp";
 
 async fn setup() -> (TestDb, Client) {
     let db = TestDb::new().await;
@@ -19,36 +21,58 @@ async fn setup() -> (TestDb, Client) {
              INSERT INTO billing.plans (id, stripe_price_id, name, kind, tokens) VALUES
                  ('pack', 'price_pack', 'Pack', 'token_pack', 500);
              INSERT INTO billing.plans (id, stripe_price_id, name, kind, monthly_tokens) VALUES
-                 ('basic', 'price_basic', 'Basic', 'subscription', 1000);"
+                 ('basic', 'price_basic', 'Basic', 'subscription', 1000);
+             INSERT INTO billing.config (checkout_success_url, checkout_cancel_url)
+                 VALUES ('https://app.example.test/ok', 'https://app.example.test/no');"
         ))
         .await
         .unwrap();
     (db, owner)
 }
 
+/// A payment-mode session event for `USER` buying price_pack; `request` names the request our
+/// checkout made it for (None: a session created elsewhere).
 fn pack_event(
     shape: Shape,
-    event_id: &str,
     event_type: &str,
     session: &str,
-    paid: bool,
-    price: &str,
+    payment_status: &str,
+    request: Option<&str>,
 ) -> Value {
     let object = events::checkout_session(
         shape,
         &Session {
             id: session,
             mode: "payment",
-            payment_status: if paid { "paid" } else { "unpaid" },
-            customer: "cus_pack1",
+            payment_status,
+            customer: CUSTOMER,
             user_id: Some(USER),
-            price_id: price,
+            price_id: "price_pack",
             subscription: None,
             invoice: None,
-            amount_total: 900,
+            amount_total: if payment_status == "no_payment_required" {
+                0
+            } else {
+                900
+            },
+            request_id: request,
         },
     );
-    events::envelope(shape, event_id, event_type, 1_700_000_000, object)
+    events::event(shape, event_type, unix_now(), object)
+}
+
+/// What our checkout does first: the user asks for a pack; returns the request id.
+async fn request_pack(db: &TestDb, quantity: i32) -> String {
+    let mut api = db.api().await;
+    let rows = api
+        .call(
+            &Caller::User(USER.parse().unwrap()),
+            "SELECT billing.request_checkout('pack', quantity => $1)::text",
+            &[&quantity],
+        )
+        .await
+        .unwrap();
+    rows[0].get(0)
 }
 
 async fn count(client: &Client, sql: &str) -> i64 {
@@ -73,17 +97,24 @@ async fn raw_deliver(
         .map(|r| r.get(0))
 }
 
+async fn reprocess(owner: &Client) -> Value {
+    owner
+        .query_one("SELECT billing.reprocess_events()", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 #[tokio::test]
 async fn without_a_secret_billing_is_not_configured_and_nothing_is_stored() {
     let db = TestDb::new().await;
     let owner = db.owner().await;
     let event = pack_event(
         Shape::Basil,
-        "evt_nc1",
         "checkout.session.completed",
-        "cs_nc1",
-        true,
-        "price_pack",
+        &ids::checkout_session(),
+        "paid",
+        None,
     );
     assert_error(
         events::deliver(&owner, &event).await,
@@ -103,26 +134,27 @@ async fn without_a_secret_billing_is_not_configured_and_nothing_is_stored() {
 }
 
 #[tokio::test]
-async fn token_pack_purchase_grants_once_with_session_metadata() {
+async fn our_token_pack_grants_what_its_request_promised_once() {
     for shape in Shape::ALL {
-        let (_db, owner) = setup().await;
+        let (db, owner) = setup().await;
+        let request = request_pack(&db, 2).await;
+        let session = ids::checkout_session();
         let event = pack_event(
             shape,
-            "evt_p1",
             "checkout.session.completed",
-            "cs_p1",
-            true,
-            "price_pack",
+            &session,
+            "paid",
+            Some(&request),
         );
         let first = events::deliver(&owner, &event).await.unwrap();
         assert_eq!(
             first,
-            json!({"received": true, "event_id": "evt_p1", "type": "checkout.session.completed",
-                                 "duplicate": false, "processed": true, "error": null})
+            json!({"received": true, "event_id": event["id"], "type": "checkout.session.completed",
+                   "duplicate": false, "processed": true, "error": null, "code": null})
         );
         let again = events::deliver(&owner, &event).await.unwrap();
         assert_eq!(again["duplicate"], true);
-        assert_eq!(balance(&owner).await, 500);
+        assert_eq!(balance(&owner).await, 1000, "2 x 500, as requested");
         let row = owner
             .query_one(
                 "SELECT source, grant_key, metadata, expires_at IS NULL FROM billing.token_grants",
@@ -131,65 +163,174 @@ async fn token_pack_purchase_grants_once_with_session_metadata() {
             .await
             .unwrap();
         assert_eq!(row.get::<_, String>(0), "payg_purchase");
-        assert_eq!(row.get::<_, String>(1), "cs_p1");
+        assert_eq!(row.get::<_, String>(1), session);
         let metadata: Value = row.get(2);
-        assert_eq!(metadata["session_id"], "cs_p1");
+        assert_eq!(metadata["session_id"], json!(session));
+        assert_eq!(metadata["request_id"], json!(request));
         assert_eq!(metadata["amount_paid"], 900);
+        assert!(
+            metadata["payment_intent"]
+                .as_str()
+                .unwrap()
+                .starts_with("pi_"),
+            "{metadata}"
+        );
         assert!(row.get::<_, bool>(3), "packs never expire");
-        let linked = count(&owner, &format!("SELECT count(*) FROM billing.customers WHERE user_id = '{USER}' AND stripe_customer_id = 'cus_pack1'")).await;
+        let linked = count(&owner, &format!("SELECT count(*) FROM billing.customers WHERE user_id = '{USER}' AND stripe_customer_id = '{CUSTOMER}'")).await;
         assert_eq!(linked, 1);
+        // No Stripe call was needed: the request said what was bought.
+        assert_eq!(
+            count(
+                &owner,
+                "SELECT count(*) FROM billing.stripe_requests WHERE kind = 'line_items'"
+            )
+            .await,
+            0
+        );
     }
+}
+
+#[tokio::test]
+async fn a_free_pack_is_granted_without_payment() {
+    // Stripe completes a 100%-off payment-mode session with payment_status no_payment_required
+    // and sends nothing else: fulfil unless the session is unpaid.
+    let (db, owner) = setup().await;
+    let request = request_pack(&db, 1).await;
+    let event = pack_event(
+        Shape::Basil,
+        "checkout.session.completed",
+        &ids::checkout_session(),
+        "no_payment_required",
+        Some(&request),
+    );
+    let answer = events::deliver(&owner, &event).await.unwrap();
+    assert_eq!(answer["processed"], true, "{answer}");
+    assert_eq!(balance(&owner).await, 500);
+}
+
+#[tokio::test]
+async fn a_pack_sold_elsewhere_is_granted_from_the_line_items_stripe_reports() {
+    // A Payment Link or a session created in the Dashboard: no metadata of ours, and webhooks do
+    // not carry line items, so the worker retrieves them and the event waits until then.
+    let (_db, owner) = setup().await;
+    let session = ids::checkout_session();
+    let event = pack_event(
+        Shape::V2023,
+        "checkout.session.completed",
+        &session,
+        "paid",
+        None,
+    );
+    let answer = events::deliver(&owner, &event).await.unwrap();
+    assert_eq!(answer["processed"], false);
+    assert_eq!(answer["code"], "BL010", "{answer}");
+    assert_eq!(balance(&owner).await, 0);
+    let wanted = owner
+        .query(
+            "SELECT user_id::text, params ->> 'object_id' FROM billing.stripe_requests WHERE kind = 'line_items'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(wanted.len(), 1);
+    assert_eq!(wanted[0].get::<_, String>(0), USER);
+    assert_eq!(wanted[0].get::<_, String>(1), session);
+    // A redelivery asks for nothing more while the retrieval is pending.
+    events::deliver(&owner, &event).await.unwrap();
+    assert_eq!(
+        count(&owner, "SELECT count(*) FROM billing.stripe_requests").await,
+        1
+    );
+
+    // Stripe's answer to GET /v1/checkout/sessions/{id}/line_items: 3 packs and an unrelated item.
+    let line_items = json!({"object": "list", "has_more": false, "url": format!("/v1/checkout/sessions/{session}/line_items"),
+        "data": [
+            {"id": "li_1", "object": "item", "price": {"id": "price_pack", "object": "price"}, "quantity": 3,
+             "amount_total": 2700, "currency": "usd"},
+            {"id": "li_2", "object": "item", "price": {"id": "price_sticker", "object": "price"}, "quantity": 1,
+             "amount_total": 300, "currency": "usd"}]});
+    let applied: i32 = owner
+        .query_one(
+            "SELECT billing.store_line_items($1, $2)",
+            &[&session, &line_items],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(applied, 1);
+    assert_eq!(
+        balance(&owner).await,
+        1500,
+        "3 x 500; the sticker sells no tokens"
+    );
+    events::deliver(&owner, &event).await.unwrap();
+    assert_eq!(balance(&owner).await, 1500, "granted once");
 }
 
 #[tokio::test]
 async fn async_payment_grants_only_when_it_succeeds() {
     let (db, owner) = setup().await;
-    let listener = db.owner().await;
+    let request = request_pack(&db, 1).await;
+    let session = ids::checkout_session();
     let unpaid = pack_event(
         Shape::Basil,
-        "evt_a1",
         "checkout.session.completed",
-        "cs_a1",
-        false,
-        "price_pack",
+        &session,
+        "unpaid",
+        Some(&request),
     );
     events::deliver(&owner, &unpaid).await.unwrap();
     assert_eq!(balance(&owner).await, 0, "unpaid sessions wait");
     let ok = pack_event(
         Shape::Basil,
-        "evt_a2",
         "checkout.session.async_payment_succeeded",
-        "cs_a1",
-        true,
-        "price_pack",
+        &session,
+        "paid",
+        Some(&request),
     );
     events::deliver(&owner, &ok).await.unwrap();
     events::deliver(&owner, &ok).await.unwrap();
     assert_eq!(balance(&owner).await, 500);
 
     // A failed async payment grants nothing and tells the app.
-    let (client, mut notes) = listen(&db, "billing_payment_failed").await;
+    let (_listener, mut notes) = listen(&db, "billing_notifications").await;
+    let request2 = request_pack(&db, 1).await;
+    let session2 = ids::checkout_session();
     let unpaid2 = pack_event(
         Shape::V2023,
-        "evt_a3",
         "checkout.session.completed",
-        "cs_a2",
-        false,
-        "price_pack",
+        &session2,
+        "unpaid",
+        Some(&request2),
     );
     let failed = pack_event(
         Shape::V2023,
-        "evt_a4",
         "checkout.session.async_payment_failed",
-        "cs_a2",
-        false,
-        "price_pack",
+        &session2,
+        "unpaid",
+        Some(&request2),
     );
-    events::deliver(&listener, &unpaid2).await.unwrap();
-    events::deliver(&listener, &failed).await.unwrap();
+    events::deliver(&owner, &unpaid2).await.unwrap();
+    events::deliver(&owner, &failed).await.unwrap();
+    events::deliver(&owner, &failed).await.unwrap();
     assert_eq!(balance(&owner).await, 500);
-    assert_eq!(notes.recv().await.as_deref(), Some(USER));
-    drop(client);
+    let note = notes.recv().await.unwrap();
+    let row = owner
+        .query_one(
+            "SELECT user_id::text, kind, payload ->> 'session_id', event_id FROM billing.notifications WHERE id = $1::text::bigint",
+            &[&note],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), USER);
+    assert_eq!(row.get::<_, String>(1), "payment_failed");
+    assert_eq!(row.get::<_, String>(2), session2);
+    assert_eq!(row.get::<_, String>(3), failed["id"].as_str().unwrap());
+    assert_eq!(
+        count(&owner, "SELECT count(*) FROM billing.notifications").await,
+        1,
+        "once per event"
+    );
 }
 
 /// LISTENs on `channel` on a new connection and forwards notification payloads.
@@ -216,88 +357,145 @@ async fn listen(
     (client, rx)
 }
 
-#[tokio::test]
-async fn payment_failure_marks_past_due_and_notifies_the_app() {
-    let (db, owner) = setup().await;
-    let (_listener, mut notes) = listen(&db, "billing_payment_failed").await;
+fn subscription_invoice(event_type: &str, sub: &str, paid: bool, extra: Value) -> Value {
     let p = Period {
-        start: 1_700_000_000,
-        end: 1_702_592_000,
+        start: unix_now(),
+        end: unix_now() + 30 * 86_400,
     };
-    let failed = events::envelope(
+    let mut invoice = events::invoice(
         Shape::Basil,
-        "evt_f1",
-        "invoice.payment_failed",
-        1_700_000_100,
-        events::invoice(
-            Shape::Basil,
-            &Invoice {
-                id: "in_f1",
-                subscription: "sub_f1",
-                customer: "cus_f1",
-                billing_reason: "subscription_cycle",
-                paid: false,
-                lines: vec![Line {
-                    price_id: "price_basic",
-                    amount: 1000,
-                    proration: false,
-                    period: p,
-                }],
-                user_id: Some(USER),
-            },
-        ),
+        &Invoice {
+            id: &ids::long("in"),
+            subscription: sub,
+            customer: CUSTOMER,
+            billing_reason: "subscription_cycle",
+            paid,
+            lines: vec![Line {
+                price_id: "price_basic",
+                amount: 1000,
+                proration: false,
+                period: p,
+            }],
+            user_id: Some(USER),
+        },
     );
-    let answer = events::deliver(&owner, &failed).await.unwrap();
-    assert_eq!(answer["processed"], true);
-    let status: String = owner
+    if let (Some(o), Value::Object(extra)) = (invoice.as_object_mut(), extra) {
+        o.extend(extra);
+    }
+    events::event(Shape::Basil, event_type, unix_now(), invoice)
+}
+
+#[tokio::test]
+async fn failed_and_blocked_payments_notify_the_app_with_ids_only() {
+    let (db, owner) = setup().await;
+    let (_listener, mut notes) = listen(&db, "billing_notifications").await;
+    let sub = ids::long("sub");
+    let url = "https://invoice.stripe.com/i/acct_1/test_YWNjdF8x";
+    let failed = subscription_invoice(
+        "invoice.payment_failed",
+        &sub,
+        false,
+        json!({"hosted_invoice_url": url}),
+    );
+    let action = subscription_invoice(
+        "invoice.payment_action_required",
+        &sub,
+        false,
+        json!({"hosted_invoice_url": url}),
+    );
+    for event in [&failed, &action, &failed] {
+        let answer = events::deliver(&owner, event).await.unwrap();
+        assert_eq!(answer["processed"], true, "{answer}");
+    }
+    let mut kinds = Vec::new();
+    for _ in 0..2 {
+        let id = notes.recv().await.unwrap();
+        assert!(
+            id.parse::<i64>().is_ok(),
+            "the NOTIFY payload is the row id, never a user id: {id}"
+        );
+        let row = owner
+            .query_one(
+                "SELECT kind, user_id::text, payload ->> 'hosted_invoice_url', payload ->> 'subscription_id'
+                 FROM billing.notifications WHERE id = $1::text::bigint",
+                &[&id],
+            )
+            .await
+            .unwrap();
+        kinds.push(row.get::<_, String>(0));
+        assert_eq!(row.get::<_, String>(1), USER);
+        assert_eq!(row.get::<_, String>(2), url);
+        assert_eq!(row.get::<_, String>(3), sub);
+    }
+    kinds.sort();
+    assert_eq!(kinds, ["payment_action_required", "payment_failed"]);
+    assert_eq!(
+        count(&owner, "SELECT count(*) FROM billing.notifications").await,
+        2
+    );
+    // The subscription's status is Stripe's to report (customer.subscription.updated), not the
+    // invoice's; nothing was granted.
+    let status: Option<String> = owner
         .query_one(
-            "SELECT status FROM billing.subscriptions WHERE stripe_subscription_id = 'sub_f1'",
-            &[],
+            "SELECT status FROM billing.subscriptions WHERE stripe_subscription_id = $1",
+            &[&sub],
         )
         .await
         .unwrap()
         .get(0);
-    assert_eq!(status, "past_due");
-    assert_eq!(notes.recv().await.as_deref(), Some(USER));
+    assert_eq!(status, None);
     assert_eq!(
         count(&owner, "SELECT count(*) FROM billing.token_grants").await,
         0
     );
+    // The user reads their own notifications; another user sees none.
+    let mut api = db.api().await;
+    for (who, expected) in [(USER.parse().unwrap(), 2i64), (uuid::Uuid::new_v4(), 0)] {
+        let rows = api
+            .call(
+                &Caller::User(who),
+                "SELECT count(*) FROM billing.notifications",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows[0].get::<_, i64>(0), expected);
+    }
 }
 
 #[tokio::test]
 async fn unknown_price_is_stored_with_its_error_and_reprocessed_exactly_once() {
     let (_db, owner) = setup().await;
+    let session = ids::checkout_session();
     let event = pack_event(
         Shape::V2023,
-        "evt_u1",
         "checkout.session.completed",
-        "cs_u1",
-        true,
-        "price_new",
+        &session,
+        "paid",
+        None,
     );
-    let answer = events::deliver(&owner, &event).await.unwrap();
-    assert_eq!(
-        answer["received"], true,
-        "still acknowledged so Stripe stops retrying"
-    );
-    assert_eq!(answer["processed"], false);
-    assert!(
-        answer["error"]
-            .as_str()
-            .unwrap()
-            .contains("unknown price price_new"),
-        "{answer}"
-    );
-    assert_eq!(balance(&owner).await, 0);
-
-    let nothing = owner
-        .query_one("SELECT billing.reprocess_events()", &[])
+    events::deliver(&owner, &event).await.unwrap();
+    let line_items = json!({"object": "list", "data": [
+        {"object": "item", "price": {"id": "price_new"}, "quantity": 1, "amount_total": 900, "currency": "usd"}]});
+    owner
+        .execute(
+            "SELECT billing.store_line_items($1, $2)",
+            &[&session, &line_items],
+        )
         .await
-        .unwrap()
-        .get::<_, Value>(0);
+        .unwrap();
+    let row = owner
+        .query_one(
+            "SELECT error, error_code FROM billing.stripe_events WHERE id = $1",
+            &[&event["id"].as_str().unwrap()],
+        )
+        .await
+        .unwrap();
+    assert!(row.get::<_, String>(0).contains("unknown price price_new"));
+    assert_eq!(row.get::<_, String>(1), "BL006", "stored with its SQLSTATE");
+    assert_eq!(balance(&owner).await, 0);
     assert_eq!(
-        nothing,
+        reprocess(&owner).await,
         json!({"reprocessed": 1, "succeeded": 0, "still_failing": 1})
     );
 
@@ -305,26 +503,20 @@ async fn unknown_price_is_stored_with_its_error_and_reprocessed_exactly_once() {
         .batch_execute("INSERT INTO billing.plans (id, stripe_price_id, name, kind, tokens) VALUES ('pack2', 'price_new', 'New pack', 'token_pack', 300)")
         .await
         .unwrap();
-    let fixed: Value = owner
-        .query_one("SELECT billing.reprocess_events()", &[])
-        .await
-        .unwrap()
-        .get(0);
     assert_eq!(
-        fixed,
+        reprocess(&owner).await,
         json!({"reprocessed": 1, "succeeded": 1, "still_failing": 0})
     );
-    let again: Value = owner
-        .query_one("SELECT billing.reprocess_events()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(again["reprocessed"], 0);
+    assert_eq!(reprocess(&owner).await["reprocessed"], 0);
     events::deliver(&owner, &event).await.unwrap();
     assert_eq!(balance(&owner).await, 300, "granted exactly once");
-    let row = owner.query_one("SELECT error IS NULL, processed_at IS NOT NULL, attempts FROM billing.stripe_events WHERE id = 'evt_u1'", &[]).await.unwrap();
+    let row = owner.query_one("SELECT error IS NULL AND error_code IS NULL, processed_at IS NOT NULL, attempts FROM billing.stripe_events WHERE id = $1", &[&event["id"].as_str().unwrap()]).await.unwrap();
     assert!(row.get::<_, bool>(0) && row.get::<_, bool>(1));
-    assert_eq!(row.get::<_, i32>(2), 3);
+    assert_eq!(
+        row.get::<_, i32>(2),
+        4,
+        "delivery, line items, two reprocess runs"
+    );
 }
 
 #[tokio::test]
@@ -353,11 +545,10 @@ async fn bad_signatures_raise_and_store_nothing() {
     let (_db, owner) = setup().await;
     let event = pack_event(
         Shape::Basil,
-        "evt_s1",
         "checkout.session.completed",
-        "cs_s1",
-        true,
-        "price_pack",
+        &ids::checkout_session(),
+        "paid",
+        None,
     );
     let (body, header) = events::signed(&event, TEST_SECRET);
     let tampered = body.replacen("900", "901", 1);
@@ -409,7 +600,7 @@ async fn bad_signatures_raise_and_store_nothing() {
 async fn verified_bodies_that_are_not_events_are_rejected() {
     let (_db, owner) = setup().await;
     for (body, code, needle) in [
-        ("not json at all", "22P02", "not valid JSON"),
+        ("not json at all", "22032", "not valid JSON"),
         (
             r#"{"object":"customer","id":"cus_1"}"#,
             "22023",
@@ -442,11 +633,10 @@ async fn rotated_secrets_and_modes() {
         .unwrap();
     let event = pack_event(
         Shape::Basil,
-        "evt_r1",
         "checkout.session.completed",
-        "cs_r1",
-        true,
-        "price_pack",
+        &ids::checkout_session(),
+        "paid",
+        None,
     );
     // During rotation Stripe sends one v1 per secret; the new secret alone also works.
     let (body, old_header) = events::signed(&event, TEST_SECRET);
@@ -455,23 +645,24 @@ async fn rotated_secrets_and_modes() {
     raw_deliver(&owner, &body, &both).await.unwrap();
     let event2 = pack_event(
         Shape::Basil,
-        "evt_r2",
         "checkout.session.completed",
-        "cs_r2",
-        true,
-        "price_pack",
+        &ids::checkout_session(),
+        "paid",
+        None,
     );
     let (body2, header2) = events::signed(&event2, "whsec_next");
     raw_deliver(&owner, &body2, &header2).await.unwrap();
-    assert_eq!(balance(&owner).await, 1000);
+    assert_eq!(
+        count(&owner, "SELECT count(*) FROM billing.stripe_events").await,
+        2
+    );
     // An expired secret no longer verifies.
     let event3 = pack_event(
         Shape::Basil,
-        "evt_r3",
         "checkout.session.completed",
-        "cs_r3",
-        true,
-        "price_pack",
+        &ids::checkout_session(),
+        "paid",
+        None,
     );
     let (body3, header3) = events::signed(&event3, "whsec_retired");
     assert_error(
@@ -483,7 +674,7 @@ async fn rotated_secrets_and_modes() {
     let (body4, header4) = events::signed(&event3, "whsec_live");
     assert_error(
         raw_deliver(&owner, &body4, &header4).await,
-        "28000",
+        "BL009",
         "signed with a live-mode secret",
     );
     assert_eq!(
@@ -496,13 +687,13 @@ async fn rotated_secrets_and_modes() {
 async fn postgrest_entry_point_reads_the_header_and_keeps_the_raw_bytes() {
     let (db, owner) = setup().await;
     let mut api = db.api().await;
+    let request = request_pack(&db, 1).await;
     let event = pack_event(
         Shape::Basil,
-        "evt_pg1",
         "checkout.session.completed",
-        "cs_pg1",
-        true,
-        "price_pack",
+        &ids::checkout_session(),
+        "paid",
+        Some(&request),
     );
     // Pretty-printed, with unicode: json keeps these bytes exactly, jsonb would not.
     let mut event_with_unicode = event.clone();

@@ -482,10 +482,11 @@ async fn an_event_that_fails_to_apply_is_still_acknowledged() {
         .as_str()
         .unwrap()
         .to_string();
-    // The catalog loses the price before the payment arrives: the event cannot be applied.
+    // The session id was already used as another grant's key: the grant cannot be made.
     s.owner
-        .batch_execute(
-            "UPDATE billing.plans SET stripe_price_id = 'price_renamed' WHERE id = 'pack'",
+        .execute(
+            "SELECT billing.grant_tokens(gen_random_uuid(), 1, grant_key => $1)",
+            &[&session],
         )
         .await
         .unwrap();
@@ -495,6 +496,7 @@ async fn an_event_that_fails_to_apply_is_still_acknowledged() {
     let answer: Value = serde_json::from_str(delivery["response_body"].as_str().unwrap()).unwrap();
     assert_eq!(answer["received"], true);
     assert_eq!(answer["processed"], false);
+    assert_eq!(answer["code"], "BL004", "{answer}");
     assert!(answer["error"].is_string(), "{answer}");
 }
 

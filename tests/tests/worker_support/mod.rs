@@ -398,13 +398,13 @@ pub fn now() -> i64 {
     stripe_billing_tests::events::unix_now()
 }
 
-/// A minimal signed-webhook body (a `customer.created` event) with id `id`.
+/// A minimal signed-webhook body (a `customer.created` event of a new customer) with id `id`.
 pub fn event_body(id: &str) -> String {
     json!({
         "id": id, "object": "event", "type": "customer.created", "api_version": "2025-03-31.basil",
         "created": now(), "livemode": false, "pending_webhooks": 1,
         "request": {"id": null, "idempotency_key": null},
-        "data": {"object": {"id": "cus_e2e", "object": "customer"}}
+        "data": {"object": {"id": stripe_billing_tests::emulator::store::ids::customer(), "object": "customer"}}
     })
     .to_string()
 }

@@ -1,0 +1,871 @@
+//! The rules for subscriptions that real Stripe accounts meet: same-second reports, final
+//! states, late payments, trials, paused collection, add-on items, prices the catalog does not
+//! know, plan changes billed later or as a new period, the renewal gap, and events that arrive
+//! before anything names their user. Every case goes through `handle_stripe_webhook` with
+//! Stripe-shaped random ids.
+use serde_json::{json, Value};
+use stripe_billing_tests::emulator::store::ids;
+use stripe_billing_tests::events::{self, unix_now, Invoice, Line, Period, Shape, Sub};
+use stripe_billing_tests::pg::{Caller, TestDb};
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+const DAY: i64 = 86_400;
+
+async fn setup() -> (TestDb, Client) {
+    let db = TestDb::new().await;
+    let owner = db.owner().await;
+    owner
+        .batch_execute(&format!(
+            "INSERT INTO billing.webhook_secrets (secret) VALUES ('{}');
+             INSERT INTO billing.plans (id, stripe_price_id, name, kind, monthly_tokens) VALUES
+                 ('basic', 'price_basic', 'Basic', 'subscription', 1000),
+                 ('pro', 'price_pro', 'Pro', 'subscription', 5000),
+                 ('pro_yearly', 'price_pro_yearly', 'Pro yearly', 'subscription', 5000);
+             INSERT INTO billing.config (checkout_success_url, checkout_cancel_url)
+                 VALUES ('https://app.example.test/ok', 'https://app.example.test/no');",
+            events::TEST_SECRET
+        ))
+        .await
+        .unwrap();
+    (db, owner)
+}
+
+/// One subscription of one user, with random ids.
+struct Subscriber {
+    user: Uuid,
+    customer: String,
+    sub: String,
+    shape: Shape,
+}
+
+impl Subscriber {
+    fn new(shape: Shape) -> Subscriber {
+        Subscriber {
+            user: Uuid::new_v4(),
+            customer: ids::customer(),
+            sub: ids::long("sub"),
+            shape,
+        }
+    }
+
+    fn object(&self, status: &str, price: &str, period: Period, extra: Value) -> Value {
+        let user = self.user.to_string();
+        let mut object = events::subscription(
+            self.shape,
+            &Sub {
+                id: &self.sub,
+                customer: &self.customer,
+                status,
+                price_id: price,
+                period,
+                cancel_at_period_end: false,
+                ended_at: (status == "canceled").then_some(period.end),
+                user_id: Some(&user),
+            },
+        );
+        if let (Some(o), Value::Object(extra)) = (object.as_object_mut(), extra) {
+            o.extend(extra);
+        }
+        object
+    }
+
+    fn subscription_event(
+        &self,
+        ty: &str,
+        at: i64,
+        status: &str,
+        price: &str,
+        period: Period,
+    ) -> Value {
+        events::event(
+            self.shape,
+            ty,
+            at,
+            self.object(status, price, period, json!({})),
+        )
+    }
+
+    fn invoice(
+        &self,
+        ty: &str,
+        at: i64,
+        reason: &str,
+        amount_paid: i64,
+        lines: Vec<Line>,
+    ) -> (String, Value) {
+        let id = ids::long("in");
+        let user = self.user.to_string();
+        let mut invoice = events::invoice(
+            self.shape,
+            &Invoice {
+                id: &id,
+                subscription: &self.sub,
+                customer: &self.customer,
+                billing_reason: reason,
+                paid: ty != "invoice.payment_failed",
+                lines,
+                user_id: Some(&user),
+            },
+        );
+        invoice["amount_paid"] = json!(amount_paid);
+        (id.clone(), events::event(self.shape, ty, at, invoice))
+    }
+}
+
+fn line(price: &'static str, amount: i64, proration: bool, period: Period) -> Line<'static> {
+    Line {
+        price_id: price,
+        amount,
+        proration,
+        period,
+    }
+}
+
+fn period(start: i64, days: i64) -> Period {
+    Period {
+        start,
+        end: start + days * DAY,
+    }
+}
+
+async fn deliver(owner: &Client, event: &Value) -> Value {
+    let answer = events::deliver(owner, event).await.unwrap();
+    assert_eq!(answer["received"], true, "{answer}");
+    answer
+}
+
+async fn status(owner: &Client, s: &Subscriber) -> Option<String> {
+    owner
+        .query_one(
+            "SELECT status FROM billing.subscriptions WHERE stripe_subscription_id = $1",
+            &[&s.sub],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn grants(owner: &Client, s: &Subscriber) -> Vec<(String, i64, Option<i64>)> {
+    owner
+        .query(
+            "SELECT source, tokens, extract(epoch FROM expires_at)::bigint FROM billing.token_grants
+             WHERE user_id = $1 ORDER BY created_at, id",
+            &[&s.user],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+#[tokio::test]
+async fn same_second_reports_are_ordered_by_the_lifecycle_in_either_order() {
+    let t = unix_now() + DAY;
+    let p = period(t, 30);
+    for (first, second, expected) in [
+        ("incomplete", "active", "active"),
+        ("active", "incomplete", "active"),
+        ("active", "canceled", "canceled"),
+        ("canceled", "active", "canceled"),
+        ("incomplete", "incomplete_expired", "incomplete_expired"),
+        ("past_due", "canceled", "canceled"),
+    ] {
+        let (_db, owner) = setup().await;
+        let s = Subscriber::new(Shape::Basil);
+        let ty = |status: &str| {
+            if status == "canceled" {
+                "customer.subscription.deleted"
+            } else {
+                "customer.subscription.updated"
+            }
+        };
+        deliver(
+            &owner,
+            &s.subscription_event(ty(first), t, first, "price_basic", p),
+        )
+        .await;
+        deliver(
+            &owner,
+            &s.subscription_event(ty(second), t, second, "price_basic", p),
+        )
+        .await;
+        assert_eq!(
+            status(&owner, &s).await.as_deref(),
+            Some(expected),
+            "{first} then {second}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_undecidable_same_second_pair_asks_stripe_and_its_answer_wins() {
+    let (_db, owner) = setup().await;
+    let s = Subscriber::new(Shape::V2023);
+    let t = unix_now();
+    let p = period(t - DAY, 30);
+    deliver(
+        &owner,
+        &s.subscription_event(
+            "customer.subscription.updated",
+            t,
+            "active",
+            "price_basic",
+            p,
+        ),
+    )
+    .await;
+    deliver(
+        &owner,
+        &s.subscription_event(
+            "customer.subscription.updated",
+            t,
+            "past_due",
+            "price_basic",
+            p,
+        ),
+    )
+    .await;
+    deliver(
+        &owner,
+        &s.subscription_event(
+            "customer.subscription.updated",
+            t,
+            "past_due",
+            "price_basic",
+            p,
+        ),
+    )
+    .await;
+    assert_eq!(
+        status(&owner, &s).await.as_deref(),
+        Some("active"),
+        "kept until Stripe says"
+    );
+    let asked = owner
+        .query(
+            "SELECT id, user_id, params ->> 'object_id' FROM billing.stripe_requests WHERE kind = 'refresh'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(asked.len(), 1, "one retrieval, however many events ask");
+    let request: Uuid = asked[0].get(0);
+    assert_eq!(asked[0].get::<_, Uuid>(1), s.user);
+    assert_eq!(asked[0].get::<_, String>(2), s.sub);
+
+    // The worker retrieves the subscription: Stripe says past_due, as of its Date header.
+    let object = s.object("past_due", "price_basic", p, json!({}));
+    let answer: Value = owner
+        .query_one(
+            "SELECT billing.ingest_retrieved($1, $2, to_timestamp($3))",
+            &[&request, &object, &((t + 1) as f64)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(answer["processed"], true, "{answer}");
+    assert_eq!(status(&owner, &s).await.as_deref(), Some("past_due"));
+    // Repeating the worker's call changes nothing, and an event older than Stripe's answer
+    // cannot undo it.
+    let again: Value = owner
+        .query_one(
+            "SELECT billing.ingest_retrieved($1, $2, to_timestamp($3))",
+            &[&request, &object, &((t + 1) as f64)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(again["duplicate"], true);
+    deliver(
+        &owner,
+        &s.subscription_event(
+            "customer.subscription.updated",
+            t,
+            "active",
+            "price_basic",
+            p,
+        ),
+    )
+    .await;
+    assert_eq!(status(&owner, &s).await.as_deref(), Some("past_due"));
+}
+
+#[tokio::test]
+async fn a_late_payment_never_resurrects_a_canceled_subscription() {
+    // Dunning cancels the subscription; then the customer pays the open invoice from Stripe's
+    // email. Stripe keeps the subscription canceled, and so do we; the user may subscribe again.
+    let (db, owner) = setup().await;
+    let s = Subscriber::new(Shape::Basil);
+    let t = unix_now() - 5 * DAY;
+    let p = period(t - 30 * DAY, 30);
+    let (_, failed) = s.invoice(
+        "invoice.payment_failed",
+        t,
+        "subscription_cycle",
+        0,
+        vec![line("price_basic", 1000, false, p)],
+    );
+    deliver(&owner, &failed).await;
+    deliver(
+        &owner,
+        &s.subscription_event(
+            "customer.subscription.updated",
+            t,
+            "past_due",
+            "price_basic",
+            p,
+        ),
+    )
+    .await;
+    deliver(
+        &owner,
+        &s.subscription_event(
+            "customer.subscription.deleted",
+            t + 3 * DAY,
+            "canceled",
+            "price_basic",
+            p,
+        ),
+    )
+    .await;
+    let (_, paid) = s.invoice(
+        "invoice.paid",
+        t + 4 * DAY,
+        "subscription_cycle",
+        1000,
+        vec![line("price_basic", 1000, false, p)],
+    );
+    deliver(&owner, &paid).await;
+    deliver(
+        &owner,
+        &s.subscription_event(
+            "customer.subscription.updated",
+            t + 4 * DAY,
+            "active",
+            "price_basic",
+            p,
+        ),
+    )
+    .await;
+    assert_eq!(status(&owner, &s).await.as_deref(), Some("canceled"));
+    let mut api = db.api().await;
+    api.call(
+        &Caller::User(s.user),
+        "SELECT billing.request_checkout('basic')",
+        &[],
+    )
+    .await
+    .expect("a canceled subscription does not block a new one");
+    // The paid period's tokens are granted, usable for a day from now though the period is over.
+    let got = grants(&owner, &s).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1, 1000);
+    assert!(got[0].2.unwrap() >= unix_now() + DAY - 60, "{got:?}");
+}
+
+#[tokio::test]
+async fn renewal_tokens_overlap_so_a_late_renewal_leaves_no_gap() {
+    let (_db, owner) = setup().await;
+    let s = Subscriber::new(Shape::Basil);
+    // The current period ends in 30 minutes; Stripe charges the renewal about an hour into the
+    // next one, so its tokens must still count then.
+    let now = unix_now();
+    let p0 = period(now + 1800 - 30 * DAY, 30);
+    let (_, first) = s.invoice(
+        "invoice.paid",
+        p0.start,
+        "subscription_create",
+        1000,
+        vec![line("price_basic", 1000, false, p0)],
+    );
+    deliver(&owner, &first).await;
+    let balance: i64 = owner
+        .query_one("SELECT billing.token_balance($1)", &[&s.user])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(balance, 1000);
+    assert_eq!(grants(&owner, &s).await[0].2, Some(p0.end + DAY));
+    let an_hour_into_the_next_period: i64 = owner
+        .query_one(
+            "SELECT sum(remaining)::bigint FROM billing.token_grants WHERE user_id = $1 AND expires_at > to_timestamp($2)",
+            &[&s.user, &((p0.end + 3600) as f64)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        an_hour_into_the_next_period, 1000,
+        "no gap before the renewal is paid"
+    );
+    owner
+        .batch_execute("INSERT INTO billing.config (renewal_grace_seconds) VALUES (0) ON CONFLICT (id) DO UPDATE SET renewal_grace_seconds = 0")
+        .await
+        .unwrap();
+    let (_, second) = s.invoice(
+        "invoice.paid",
+        p0.end,
+        "subscription_cycle",
+        1000,
+        vec![line("price_basic", 1000, false, period(p0.end, 30))],
+    );
+    deliver(&owner, &second).await;
+    assert_eq!(
+        grants(&owner, &s).await[1].2,
+        Some(p0.end + 30 * DAY),
+        "no grace when set to 0"
+    );
+}
+
+#[tokio::test]
+async fn trials_and_free_invoices_follow_the_setting() {
+    let (_db, owner) = setup().await;
+    let t = unix_now();
+    let trial = period(t, 14);
+    // Stripe bills a trial with a $0 subscription_create invoice.
+    let s = Subscriber::new(Shape::V2023);
+    let (_, zero) = s.invoice(
+        "invoice.paid",
+        t,
+        "subscription_create",
+        0,
+        vec![line("price_pro", 0, false, trial)],
+    );
+    deliver(&owner, &zero).await;
+    deliver(
+        &owner,
+        &events::event(
+            s.shape,
+            "customer.subscription.created",
+            t,
+            s.object(
+                "trialing",
+                "price_pro",
+                trial,
+                json!({"trial_start": t, "trial_end": trial.end}),
+            ),
+        ),
+    )
+    .await;
+    assert_eq!(
+        grants(&owner, &s)
+            .await
+            .iter()
+            .map(|g| g.1)
+            .collect::<Vec<_>>(),
+        [5000],
+        "by default a trial gets the plan's tokens"
+    );
+    let trial_end: i64 = owner
+        .query_one("SELECT extract(epoch FROM trial_end)::bigint FROM billing.subscriptions WHERE stripe_subscription_id = $1", &[&s.sub])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(trial_end, trial.end);
+
+    owner
+        .batch_execute("INSERT INTO billing.config (free_invoice_tokens) VALUES ('none') ON CONFLICT (id) DO UPDATE SET free_invoice_tokens = 'none'")
+        .await
+        .unwrap();
+    let other = Subscriber::new(Shape::Basil);
+    let (_, zero) = other.invoice(
+        "invoice.paid",
+        t,
+        "subscription_create",
+        0,
+        vec![line("price_pro", 0, false, trial)],
+    );
+    deliver(&owner, &zero).await;
+    assert!(
+        grants(&owner, &other).await.is_empty(),
+        "none: nothing until money is paid"
+    );
+    // Ending the trial early bills a full period at once (subscription_update): the full allowance.
+    let (_, ended) = other.invoice(
+        "invoice.paid",
+        t + DAY,
+        "subscription_update",
+        2900,
+        vec![line("price_pro", 2900, false, period(t + DAY, 30))],
+    );
+    deliver(&owner, &ended).await;
+    assert_eq!(
+        grants(&owner, &other)
+            .await
+            .iter()
+            .map(|g| (g.0.as_str(), g.1))
+            .collect::<Vec<_>>(),
+        [("plan", 5000)]
+    );
+}
+
+#[tokio::test]
+async fn plan_changes_grant_a_new_period_in_full_and_upgrades_when_they_are_charged() {
+    let (_db, owner) = setup().await;
+    let t = unix_now();
+    let p1 = period(t, 30);
+    let s = Subscriber::new(Shape::Basil);
+    let (_, first) = s.invoice(
+        "invoice.paid",
+        t,
+        "subscription_create",
+        1000,
+        vec![line("price_basic", 1000, false, p1)],
+    );
+    deliver(&owner, &first).await;
+    // Stripe's default create_prorations: nothing is invoiced at the change; the proration lines
+    // come with the next renewal, next to the new period's line. The upgrade is granted then.
+    let changed = period(t + 10 * DAY, 20);
+    let p2 = period(p1.end, 30);
+    let (_, renewal) = s.invoice(
+        "invoice.paid",
+        p1.end,
+        "subscription_cycle",
+        7400,
+        vec![
+            line("price_basic", -700, true, changed),
+            line("price_pro", 3100, true, changed),
+            line("price_pro", 5000, false, p2),
+        ],
+    );
+    deliver(&owner, &renewal).await;
+    let got = grants(&owner, &s).await;
+    assert_eq!(
+        got.iter().map(|g| (g.0.as_str(), g.1)).collect::<Vec<_>>(),
+        [
+            ("subscription_start", 1000),
+            ("plan", 5000),
+            ("plan_upgrade", 4000)
+        ]
+    );
+    assert_eq!(
+        got[2].2,
+        Some(p2.end + DAY),
+        "upgrade tokens live through the period the invoice pays for"
+    );
+    // An interval change (monthly to yearly) resets the cycle: a full year billed at once.
+    let year = period(t + 40 * DAY, 365);
+    let (_, yearly) = s.invoice(
+        "invoice.paid",
+        year.start,
+        "subscription_update",
+        52000,
+        vec![
+            line("price_pro", -3000, true, period(year.start, 20)),
+            line("price_pro_yearly", 55000, false, year),
+        ],
+    );
+    deliver(&owner, &yearly).await;
+    let got = grants(&owner, &s).await;
+    assert_eq!(
+        got.last().map(|g| (g.0.as_str(), g.1, g.2)),
+        Some(("plan", 5000, Some(year.end + DAY)))
+    );
+    // A downgrade's credit grants and takes nothing.
+    let (_, down) = s.invoice(
+        "invoice.paid",
+        year.start + DAY,
+        "subscription_update",
+        0,
+        vec![
+            line(
+                "price_pro_yearly",
+                -50000,
+                true,
+                period(year.start + DAY, 364),
+            ),
+            line("price_basic", 900, true, period(year.start + DAY, 364)),
+        ],
+    );
+    deliver(&owner, &down).await;
+    assert_eq!(grants(&owner, &s).await.len(), got.len());
+}
+
+#[tokio::test]
+async fn add_on_items_and_unknown_prices_never_block_what_is_known() {
+    let (_db, owner) = setup().await;
+    let t = unix_now();
+    let p = period(t, 30);
+    let s = Subscriber::new(Shape::Basil);
+    // A subscription with an add-on price the catalog does not sell.
+    let mut object = s.object("active", "price_pro", p, json!({}));
+    let mut addon = object["items"]["data"][0].clone();
+    addon["price"]["id"] = json!("price_seats_addon");
+    addon["quantity"] = json!(3);
+    let items = object["items"]["data"].as_array_mut().unwrap();
+    items.insert(0, addon);
+    deliver(
+        &owner,
+        &events::event(s.shape, "customer.subscription.created", t, object),
+    )
+    .await;
+    let (_, inv) = s.invoice(
+        "invoice.paid",
+        t,
+        "subscription_create",
+        8000,
+        vec![
+            line("price_seats_addon", 3000, false, p),
+            line("price_pro", 5000, false, p),
+        ],
+    );
+    assert_eq!(deliver(&owner, &inv).await["processed"], true);
+    let row = owner
+        .query_one("SELECT plan_id, stripe_price_id FROM billing.subscriptions WHERE stripe_subscription_id = $1", &[&s.sub])
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, String>(1)),
+        ("pro".into(), "price_pro".into())
+    );
+    assert_eq!(
+        grants(&owner, &s)
+            .await
+            .iter()
+            .map(|g| g.1)
+            .collect::<Vec<_>>(),
+        [5000]
+    );
+
+    // A subscription on a price the catalog does not know yet: its cancellation still applies,
+    // and the plan is filled in when the price is added.
+    let other = Subscriber::new(Shape::V2023);
+    deliver(
+        &owner,
+        &other.subscription_event("customer.subscription.created", t, "active", "price_new", p),
+    )
+    .await;
+    deliver(
+        &owner,
+        &other.subscription_event(
+            "customer.subscription.deleted",
+            t + DAY,
+            "canceled",
+            "price_new",
+            p,
+        ),
+    )
+    .await;
+    assert_eq!(status(&owner, &other).await.as_deref(), Some("canceled"));
+    owner
+        .batch_execute("INSERT INTO billing.plans (id, stripe_price_id, name, kind, monthly_tokens) VALUES ('new', 'price_new', 'New', 'subscription', 10)")
+        .await
+        .unwrap();
+    let plan: Option<String> = owner
+        .query_one(
+            "SELECT plan_id FROM billing.subscriptions WHERE stripe_subscription_id = $1",
+            &[&other.sub],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(plan.as_deref(), Some("new"));
+}
+
+#[tokio::test]
+async fn a_plan_keeps_its_subscribers_when_its_price_changes() {
+    let (_db, owner) = setup().await;
+    let t = unix_now();
+    let s = Subscriber::new(Shape::Basil);
+    deliver(
+        &owner,
+        &s.subscription_event(
+            "customer.subscription.created",
+            t,
+            "active",
+            "price_basic",
+            period(t, 30),
+        ),
+    )
+    .await;
+    owner
+        .batch_execute(
+            "UPDATE billing.plans SET stripe_price_id = 'price_basic_2027' WHERE id = 'basic'",
+        )
+        .await
+        .unwrap();
+    let p2 = period(t + 30 * DAY, 30);
+    let (_, renewal) = s.invoice(
+        "invoice.paid",
+        p2.start,
+        "subscription_cycle",
+        1000,
+        vec![line("price_basic", 1000, false, p2)],
+    );
+    assert_eq!(
+        deliver(&owner, &renewal).await["processed"],
+        true,
+        "the old price still sells the plan"
+    );
+    assert_eq!(
+        grants(&owner, &s)
+            .await
+            .iter()
+            .map(|g| g.1)
+            .collect::<Vec<_>>(),
+        [1000]
+    );
+}
+
+#[tokio::test]
+async fn paused_collection_is_recorded_and_the_status_stays_active() {
+    let (_db, owner) = setup().await;
+    let s = Subscriber::new(Shape::Basil);
+    let t = unix_now();
+    let paused = s.object(
+        "active",
+        "price_basic",
+        period(t, 30),
+        json!({"pause_collection": {"behavior": "void", "resumes_at": null}}),
+    );
+    deliver(
+        &owner,
+        &events::event(s.shape, "customer.subscription.updated", t, paused),
+    )
+    .await;
+    let row = owner
+        .query_one("SELECT status, pause_collection FROM billing.subscriptions WHERE stripe_subscription_id = $1", &[&s.sub])
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, String>(1)),
+        ("active".into(), "void".into())
+    );
+    let resumed = s.object(
+        "active",
+        "price_basic",
+        period(t, 30),
+        json!({"pause_collection": null}),
+    );
+    deliver(
+        &owner,
+        &events::event(s.shape, "customer.subscription.updated", t + 60, resumed),
+    )
+    .await;
+    let paused: Option<String> = owner
+        .query_one(
+            "SELECT pause_collection FROM billing.subscriptions WHERE stripe_subscription_id = $1",
+            &[&s.sub],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(paused, None);
+}
+
+#[tokio::test]
+async fn a_paid_invoice_that_arrives_before_anything_names_its_user_is_granted_when_something_does()
+{
+    // A third-party Stripe delivers concurrently: the first invoice (without our metadata, on a
+    // customer nobody linked) arrives before customer.subscription.created, whose metadata names
+    // the user. It waits, and is applied as soon as that event is.
+    let (_db, owner) = setup().await;
+    let s = Subscriber::new(Shape::V2023);
+    let t = unix_now();
+    let p = period(t, 30);
+    let mut invoice = events::invoice(
+        s.shape,
+        &Invoice {
+            id: &ids::long("in"),
+            subscription: &s.sub,
+            customer: &s.customer,
+            billing_reason: "subscription_create",
+            paid: true,
+            lines: vec![line("price_basic", 1000, false, p)],
+            user_id: None,
+        },
+    );
+    invoice["amount_paid"] = json!(1000);
+    let answer = deliver(&owner, &events::event(s.shape, "invoice.paid", t, invoice)).await;
+    assert_eq!(answer["code"], "BL007", "{answer}");
+    deliver(
+        &owner,
+        &s.subscription_event(
+            "customer.subscription.created",
+            t,
+            "active",
+            "price_basic",
+            p,
+        ),
+    )
+    .await;
+    assert_eq!(
+        grants(&owner, &s)
+            .await
+            .iter()
+            .map(|g| g.1)
+            .collect::<Vec<_>>(),
+        [1000]
+    );
+    let waiting: i64 = owner
+        .query_one(
+            "SELECT count(*) FROM billing.stripe_events WHERE processed_at IS NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(waiting, 0);
+}
+
+#[tokio::test]
+async fn a_deleted_customer_is_forgotten_for_good() {
+    let (db, owner) = setup().await;
+    let user = Uuid::new_v4();
+    let customer = ids::customer();
+    owner
+        .execute("SELECT billing.link_customer($1, $2)", &[&user, &customer])
+        .await
+        .unwrap();
+    let deleted = events::event(
+        Shape::Basil,
+        "customer.deleted",
+        unix_now(),
+        json!({"id": customer, "object": "customer", "deleted": true}),
+    );
+    deliver(&owner, &deleted).await;
+    // A late customer.updated naming the user does not bring the link back.
+    let late = events::event(
+        Shape::Basil,
+        "customer.updated",
+        unix_now() - 60,
+        json!({"id": customer, "object": "customer", "metadata": {"user_id": user.to_string()}}),
+    );
+    deliver(&owner, &late).await;
+    let linked: i64 = owner
+        .query_one(
+            "SELECT count(*) FROM billing.customers WHERE user_id = $1",
+            &[&user],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(linked, 0);
+    // The portal now needs a new purchase, which makes a new customer.
+    let mut api = db.api().await;
+    let err = api
+        .call(
+            &Caller::User(user),
+            "SELECT billing.request_portal('https://app.example.test/me')",
+            &[],
+        )
+        .await;
+    stripe_billing_tests::pg::assert_error(err, "BL002", "no billing account yet");
+    let fresh = ids::customer();
+    owner
+        .execute("SELECT billing.link_customer($1, $2)", &[&user, &fresh])
+        .await
+        .unwrap();
+    stripe_billing_tests::pg::assert_error(
+        owner
+            .execute(
+                "SELECT billing.link_customer($1, $2)",
+                &[&Uuid::new_v4(), &customer],
+            )
+            .await,
+        "BL008",
+        "was deleted",
+    );
+}

@@ -1,4 +1,4 @@
-//! Stripe webhook signature verification (ARCHITECTURE.md §2).
+//! Stripe webhook signature verification (DESIGN.md, "Signatures").
 //!
 //! Header: `t=<unix>,v1=<hex>[,v1=<hex>…][,v0=…]`. The signed bytes are `"<t>.<raw body>"`,
 //! HMAC-SHA256 keyed with the whole secret string (including `whsec_`).

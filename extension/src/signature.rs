@@ -1,4 +1,4 @@
-//! SQL functions for Stripe webhook signatures (ARCHITECTURE.md §2).
+//! SQL functions for Stripe webhook signatures (DESIGN.md, "Signatures").
 use crate::errors::{raise, raise_signature_error};
 use pgrx::prelude::*;
 use pgrx::{JsonB, PgSqlErrorCode};

@@ -1,4 +1,4 @@
-//! Access control (ARCHITECTURE.md §6), tested by connecting as each client role the way
+//! Access control (DESIGN.md, "Security"), tested by connecting as each client role the way
 //! PostgREST does: anon, two signed-in users (A and B) and service_role.
 mod common;
 

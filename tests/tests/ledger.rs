@@ -1,4 +1,4 @@
-//! Tier 3: the token ledger (ARCHITECTURE.md §5) through a real client against a real server:
+//! Tier 3: the token ledger (DESIGN.md, "The ledger") through a real client against a real server:
 //! grants, spend order, insufficient balance, idempotency, expiry, project scopes, argument
 //! validation and the signed-in user's functions. Concurrency lives in ledger_concurrency.rs.
 
@@ -553,4 +553,65 @@ async fn spend_my_tokens_spends_the_callers_tokens() {
     assert_error(r.await, "28000", "not authenticated");
     assert_eq!(balance(&c, u, None).await, 25);
     assert_eq!(balance(&c, v, None).await, 50);
+}
+
+#[tokio::test]
+async fn the_books_are_kept_by_the_database_even_against_its_owner() {
+    let db = TestDb::new().await;
+    let c = db.owner().await;
+    let user = Uuid::new_v4();
+    let first = grant(&c, user, 100, None).await;
+    spend(&c, user, 30, Some("job-1")).await;
+    let before = snapshot(&c).await;
+    // Even a superuser cannot make a grant's numbers disagree with its allocations.
+    for sql in [
+        format!("UPDATE billing.token_grants SET remaining = 100 WHERE id = {first}"),
+        format!("UPDATE billing.token_grants SET tokens = 500 WHERE id = {first}"),
+        format!("UPDATE billing.token_grants SET user_id = gen_random_uuid() WHERE id = {first}"),
+        "UPDATE billing.token_spends SET amount = 1".to_string(),
+        "UPDATE billing.token_spend_allocations SET tokens = 1".to_string(),
+        "DELETE FROM billing.token_spend_allocations".to_string(),
+    ] {
+        assert_error(c.batch_execute(&sql).await, "23001", "append-only");
+    }
+    // A grant inserted by hand starts full, whatever it claims.
+    let inserted: i64 = one(
+        &c,
+        "INSERT INTO billing.token_grants (user_id, source, tokens, remaining) VALUES ($1, 'manual', 50, 0)
+         RETURNING remaining",
+        &[&user],
+    )
+    .await;
+    assert_eq!(inserted, 50);
+    // An allocation beyond what a grant has left is refused by the grant's CHECK.
+    let spend_id: i64 = one(
+        &c,
+        "INSERT INTO billing.token_spends (user_id, amount) VALUES ($1, 71) RETURNING id",
+        &[&user],
+    )
+    .await;
+    assert_error(
+        c.execute(
+            "INSERT INTO billing.token_spend_allocations (spend_id, grant_id, user_id, tokens) VALUES ($1, $2, $3, 71)",
+            &[&spend_id, &first, &user],
+        )
+        .await,
+        "23514",
+        "token_grants_remaining_check",
+    );
+    // What may change, does: a grant's expiry and metadata.
+    c.batch_execute(&format!(
+        "UPDATE billing.token_grants SET expires_at = now() + interval '1 day', metadata = '{{\"note\": \"extended\"}}' WHERE id = {first}"
+    ))
+    .await
+    .unwrap();
+    let remaining: i64 = one(
+        &c,
+        "SELECT remaining FROM billing.token_grants WHERE id = $1",
+        &[&first],
+    )
+    .await;
+    assert_eq!(remaining, 70, "still tokens less what its allocations took");
+    assert!(before.contains(&format!("{first}:70")), "{before}");
+    assert_eq!(balance(&c, user, None).await, 120);
 }

@@ -1,4 +1,4 @@
-//! Tier 3: the token ledger under concurrency (ARCHITECTURE.md §5). Many connections grant and
+//! Tier 3: the token ledger under concurrency (DESIGN.md, "The ledger"). Many connections grant and
 //! spend at once; afterwards the books must balance exactly and nothing may be overspent.
 
 use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};

@@ -195,7 +195,7 @@ async fn checkouts_in_both_modes_and_the_portal_then_webhooks_close_the_loop() {
         .as_str()
         .is_some_and(|u| u.starts_with("http")));
 
-    // Exactly the parameters ARCHITECTURE.md §7 asks for, as Stripe received them.
+    // The parameters the worker sends, as Stripe received them.
     let calls = s
         .emulator
         .calls("/v1/checkout/sessions", &format!("checkout-{sub}"))

@@ -104,11 +104,17 @@
 //! results (see "Injected faults") nor a fresh account's missing portal configuration.
 
 pub mod api;
+pub mod auth;
+pub mod changes;
+pub mod checkout;
+pub mod clock;
+pub mod completion;
 pub mod control;
 pub mod error;
 pub mod form;
 pub mod idempotency;
 pub mod lifecycle;
+pub mod portal;
 pub mod render;
 pub mod resources;
 pub mod schema;
@@ -154,13 +160,19 @@ fn parse_version(s: &str) -> Result<String, String> {
 
 fn parse_price(s: &str) -> Result<Price, String> {
     let parts: Vec<&str> = s.split(':').collect();
-    let [id, kind, amount] = parts[..] else {
-        return Err("expected ID:KIND:AMOUNT_CENTS".into());
+    let (id, kind, amount, interval) = match parts[..] {
+        [id, kind, amount] => (id, kind, amount, "month"),
+        [id, "recurring", amount, interval] => (id, "recurring", amount, interval),
+        _ => return Err("expected ID:KIND:AMOUNT_CENTS or ID:recurring:AMOUNT_CENTS:year".into()),
     };
-    let kind = match kind {
-        "recurring" => PriceKind::Recurring,
-        "one_time" => PriceKind::OneTime,
-        other => return Err(format!("KIND must be recurring or one_time, not {other:?}")),
+    let (kind, months) = match (kind, interval) {
+        ("recurring", "month") => (PriceKind::Recurring, 1),
+        ("recurring", "year") => (PriceKind::Recurring, 12),
+        ("recurring", other) => {
+            return Err(format!("interval must be month or year, not {other:?}"))
+        }
+        ("one_time", _) => (PriceKind::OneTime, 0),
+        (other, _) => return Err(format!("KIND must be recurring or one_time, not {other:?}")),
     };
     let unit_amount: i64 = amount
         .parse()
@@ -175,6 +187,7 @@ fn parse_price(s: &str) -> Result<Price, String> {
         currency: "usd".into(),
         product: ids::short("prod"),
         created: store::real_now(),
+        months,
     })
 }
 
@@ -221,7 +234,8 @@ pub struct Config {
     /// The account's API version (webhook payload shape, default response shape).
     #[arg(long, default_value = "2025-03-31.basil", value_parser = parse_version)]
     pub api_version: String,
-    /// Catalog entry `ID:recurring|one_time:AMOUNT_CENTS` (recurring = monthly, usd).
+    /// Catalog entry `ID:recurring|one_time:AMOUNT_CENTS[:month|year]` (usd; recurring prices
+    /// are monthly unless `:year` is given).
     #[arg(long = "price", value_parser = parse_price)]
     pub prices: Vec<Price>,
     /// Coupon `ID:percent_off:N` or `ID:amount_off:CENTS` (applies to the first invoice).
@@ -292,7 +306,8 @@ impl App {
             .iter()
             .map(|c| (c.id.clone(), c.clone()))
             .collect();
-        store.portal_configuration = ids::long("bpc");
+        let now = store.clock.now();
+        store.portal_configuration = Some(portal::default_configuration(now));
         store.webhook_url = self.config.webhook_url.clone();
         store.webhook_secret = self.config.webhook_secret.clone();
     }

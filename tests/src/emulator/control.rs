@@ -56,6 +56,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/_emulator/invoices/{id}/pay", post(pay_invoice))
         .route("/pay/{id}", get(pay_page).post(pay_submit))
         .route("/p/session/{secret}", get(portal_page))
+        .route("/invoice/{id}", get(invoice_page).post(invoice_submit))
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -507,4 +508,58 @@ async fn portal_page(State(app): AppState, Path(secret): Path<String>) -> Respon
         )),
     )
         .into_response()
+}
+
+/// The hosted invoice page (`hosted_invoice_url`): the invoice and, while it is open, a
+/// button that pays it (confirming 3-D Secure when the last attempt needs action).
+async fn invoice_page(State(app): AppState, Path(id): Path<String>) -> Response {
+    let store = app.lock();
+    let Some(inv) = store.invoices.get(&id) else {
+        return (
+            StatusCode::NOT_FOUND,
+            Html("<h1>No such invoice</h1>".to_string()),
+        )
+            .into_response();
+    };
+    let button = if inv.status == "open" {
+        "<form method=post><button>Pay</button></form>"
+    } else {
+        ""
+    };
+    Html(format!(
+        "<!doctype html><title>Invoice (emulator)</title><h1>Invoice {number}</h1>\
+         <p>Amount due: {due} cents (status {status})</p>{button}",
+        number = escape(inv.number.as_deref().unwrap_or(&inv.id)),
+        due = inv.amount_due(),
+        status = escape(&inv.status),
+    ))
+    .into_response()
+}
+
+async fn invoice_submit(State(app): AppState, Path(id): Path<String>) -> Response {
+    let (sub, needs_action) = {
+        let store = app.lock();
+        match store.invoices.get(&id) {
+            Some(inv) => (inv.subscription.clone(), inv.requires_action),
+            None => return error(StatusCode::NOT_FOUND, format!("No such invoice: '{id}'")),
+        }
+    };
+    let response = match (sub, needs_action) {
+        (Some(sub), true) => {
+            run_step(&app, &json!({}), |c, s| {
+                subscriptions::recover(c, s, &sub, true)
+            })
+            .await
+        }
+        _ => {
+            run_step(&app, &json!({}), |c, s| {
+                subscriptions::pay_invoice(c, s, &id)
+            })
+            .await
+        }
+    };
+    if !response.status().is_success() {
+        return response;
+    }
+    Redirect::to(&format!("/invoice/{id}")).into_response()
 }

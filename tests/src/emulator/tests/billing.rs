@@ -251,3 +251,34 @@ async fn a_fully_discounted_payment_needs_no_payment() {
     assert!(s["payment_intent"].is_null());
     assert!(s["customer"].as_str().unwrap().starts_with("cus_"));
 }
+
+#[tokio::test]
+async fn the_hosted_invoice_page_confirms_the_payment() {
+    let running = emulator(&[]).await;
+    let api = Api::new(&running);
+    let sub = subscribed(&api).await;
+    let renewed = api
+        .control(
+            &format!("/subscriptions/{sub}/require_action"),
+            json!({"deliver": false}),
+        )
+        .await;
+    let url = object_of(&renewed, 3)["hosted_invoice_url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let page = api.http.get(&url).send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    assert!(page.text().await.unwrap().contains("<button>Pay</button>"));
+    let paid = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(&url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paid.status().as_u16(), 303);
+    let (_, s) = status_and_json(api.get(&format!("/v1/subscriptions/{sub}"))).await;
+    assert_eq!(s["status"], "active");
+}

@@ -377,3 +377,65 @@ async fn requests_are_validated_with_their_versions_schema() {
         (400, Some("parameter_unknown"))
     );
 }
+
+#[tokio::test]
+async fn request_level_rules() {
+    let running = emulator(&[]).await;
+    let api = Api::new(&running);
+    // The API takes form-encoded bodies.
+    let (status, e) = status_and_json(
+        api.http
+            .post(format!("{}/v1/customers", api.base))
+            .bearer_auth(KEY)
+            .json(&json!({"email": "a@b.co"})),
+    )
+    .await;
+    assert_eq!(
+        (status, e["error"]["type"].as_str()),
+        (400, Some("invalid_request_error"))
+    );
+    // Idempotency keys are at most 255 characters.
+    let (status, _) = status_and_json(
+        api.post("/v1/customers", "")
+            .header("Idempotency-Key", "k".repeat(256)),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _) = status_and_json(
+        api.post("/v1/customers", "")
+            .header("Idempotency-Key", "k".repeat(255)),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // A property that cannot be expanded.
+    let customer = api.customer().await;
+    let (status, e) =
+        status_and_json(api.get(&format!("/v1/customers/{customer}?expand[]=metadata"))).await;
+    assert_eq!(
+        (status, e["error"]["message"].as_str()),
+        (400, Some("This property cannot be expanded (metadata)."))
+    );
+    // price_data is not emulated.
+    let (status, e) = status_and_json(api.post(
+        "/v1/checkout/sessions",
+        "mode=payment&success_url=https://a/ok&line_items[0][price_data][currency]=usd\
+         &line_items[0][price_data][unit_amount]=100&line_items[0][price_data][product]=prod_1\
+         &line_items[0][quantity]=1",
+    ))
+    .await;
+    assert_eq!(
+        (status, e["error"]["param"].as_str()),
+        (400, Some("line_items[0][price_data]"))
+    );
+    // A portal session needs a customer.
+    let (status, e) =
+        status_and_json(api.post("/v1/billing_portal/sessions", "return_url=https://a")).await;
+    assert_eq!(
+        (
+            status,
+            e["error"]["code"].as_str(),
+            e["error"]["param"].as_str()
+        ),
+        (400, Some("parameter_missing"), Some("customer"))
+    );
+}

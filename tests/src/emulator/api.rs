@@ -1,9 +1,11 @@
-//! The emulated Stripe API: authentication, API version, parameter decoding and validation,
-//! idempotency, injected faults, dispatch, and the request log.
+//! The emulated Stripe API: authentication, API version, parameter decoding and validation
+//! (against the schema of the request's API version), idempotency, injected faults,
+//! dispatch, and the request log.
 //!
 //! Order of checks, chosen to match what a client observes on the real API: route → auth →
 //! version → decoding/schema (never stored under an idempotency key) → idempotency replay or
-//! conflict → injected fault (not stored either) → business rules and the result (stored).
+//! conflict → injected fault (stored only when it models a failure during execution) →
+//! business rules and the result (stored).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,24 +14,31 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
-use base64::Engine;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
+use super::auth::authenticate;
+use super::checkout::create_checkout_session;
 use super::error::ApiError;
 use super::form::{normalize_arrays, parse_form};
 use super::idempotency::{reserve, Replay};
+use super::lifecycle::Ctx;
+use super::portal::{create_portal_session, list_configurations};
 use super::render::{Renderer, Shape};
-use super::resources;
+use super::resources::{create_customer, delete_customer, deleted_stub};
 use super::schema::validate;
-use super::store::{ids, real_now, RequestRecord, Store};
+use super::store::{ids, real_now, RequestRecord, Store, StoredEvent};
+use super::webhook::{dispatch, Target};
 use super::App;
 
 enum Route {
     CreateCustomer,
     GetCustomer(String),
+    DeleteCustomer(String),
     CreateSession,
     GetSession(String),
+    ListLineItems(String),
     CreatePortal,
+    ListPortalConfigurations,
     GetSubscription(String),
     GetInvoice(String),
 }
@@ -42,23 +51,29 @@ impl Route {
         Some(match (method.as_str(), segments.as_slice()) {
             ("POST", ["customers"]) => Route::CreateCustomer,
             ("GET", ["customers", c]) => Route::GetCustomer(id(c)),
+            ("DELETE", ["customers", c]) => Route::DeleteCustomer(id(c)),
             ("POST", ["checkout", "sessions"]) => Route::CreateSession,
             ("GET", ["checkout", "sessions", s]) => Route::GetSession(id(s)),
+            ("GET", ["checkout", "sessions", s, "line_items"]) => Route::ListLineItems(id(s)),
             ("POST", ["billing_portal", "sessions"]) => Route::CreatePortal,
+            ("GET", ["billing_portal", "configurations"]) => Route::ListPortalConfigurations,
             ("GET", ["subscriptions", s]) => Route::GetSubscription(id(s)),
             ("GET", ["invoices", i]) => Route::GetInvoice(id(i)),
             _ => return None,
         })
     }
 
-    /// The key of the operation's schema in the form-params fixture.
+    /// The key of the operation's schema in the form-params fixtures.
     fn operation(&self) -> &'static str {
         match self {
             Route::CreateCustomer => "POST /v1/customers",
             Route::GetCustomer(_) => "GET /v1/customers/{customer}",
+            Route::DeleteCustomer(_) => "DELETE /v1/customers/{customer}",
             Route::CreateSession => "POST /v1/checkout/sessions",
             Route::GetSession(_) => "GET /v1/checkout/sessions/{session}",
+            Route::ListLineItems(_) => "GET /v1/checkout/sessions/{session}/line_items",
             Route::CreatePortal => "POST /v1/billing_portal/sessions",
+            Route::ListPortalConfigurations => "GET /v1/billing_portal/configurations",
             Route::GetSubscription(_) => "GET /v1/subscriptions/{subscription_exposed_id}",
             Route::GetInvoice(_) => "GET /v1/invoices/{invoice}",
         }
@@ -69,7 +84,7 @@ impl Route {
 struct Outcome {
     status: u16,
     body: String,
-    headers: Vec<(&'static str, String)>,
+    headers: Vec<(String, String)>,
 }
 
 impl Outcome {
@@ -84,11 +99,12 @@ impl Outcome {
     fn error(e: &ApiError, request_id: &str) -> Self {
         let mut o = Self::json(e.status.as_u16(), &e.body(request_id));
         if let Some(retry) = e.should_retry {
-            o.headers.push(("Stripe-Should-Retry", retry.to_string()));
+            o.headers
+                .push(("Stripe-Should-Retry".into(), retry.to_string()));
         }
         if e.status == StatusCode::UNAUTHORIZED {
             o.headers
-                .push(("WWW-Authenticate", "Basic realm=\"Stripe\"".into()));
+                .push(("WWW-Authenticate".into(), "Basic realm=\"Stripe\"".into()));
         }
         o
     }
@@ -121,7 +137,7 @@ pub async fn handle(
         fault: None,
         time: real_now(),
     };
-    let mut outcome = process(
+    let (mut outcome, events) = process(
         &app,
         &method,
         &uri,
@@ -137,9 +153,23 @@ pub async fn handle(
         .clone()
         .unwrap_or_else(|| app.api_version.clone());
     if let Some(key) = &record.idempotency_key {
-        outcome.headers.push(("Idempotency-Key", key.clone()));
+        outcome
+            .headers
+            .push(("Idempotency-Key".into(), key.clone()));
     }
-    app.lock().requests.push(record);
+    let target = {
+        let mut store = app.lock();
+        store.requests.push(record);
+        Target {
+            url: store.webhook_url.clone(),
+            secret: store.webhook_secret.clone(),
+        }
+    };
+    if !events.is_empty() {
+        // Stripe sends the events of an API call asynchronously, after answering it.
+        let http = app.http.clone();
+        tokio::spawn(async move { dispatch(&http, &target, events, true).await });
+    }
 
     let mut response = Response::builder()
         .status(outcome.status)
@@ -162,8 +192,8 @@ async fn process(
     body: &[u8],
     request_id: &str,
     record: &mut RequestRecord,
-) -> Outcome {
-    let fail = |e: ApiError| Outcome::error(&e, request_id);
+) -> (Outcome, Vec<StoredEvent>) {
+    let fail = |e: ApiError| (Outcome::error(&e, request_id), Vec::new());
     let path = uri.path();
     let Some(route) = Route::parse(method, path) else {
         return fail(ApiError::unrecognized_url(method.as_str(), path));
@@ -189,14 +219,15 @@ async fn process(
     record.params = normalize_arrays(raw.clone());
     let schema = app
         .schemas
-        .operation(route.operation())
-        .expect("every route has a schema");
+        .operation(shape, route.operation())
+        .expect("every route has a schema in both versions");
     let params = match validate(schema, &raw) {
         Ok(p) => p,
         Err(e) => return fail(e),
     };
     record.params = params.clone();
 
+    // "Sending idempotency keys in GET and DELETE requests has no effect."
     let mut reservation = None;
     if let (true, Some(key)) = (method == Method::POST, record.idempotency_key.clone()) {
         let fingerprint = json!({"method": method.as_str(), "path": path, "params": params});
@@ -205,105 +236,64 @@ async fn process(
             Err(Replay::Stored {
                 status,
                 body,
+                mut headers,
                 original,
             }) => {
                 record.replayed = true;
-                let mut o = Outcome {
-                    status,
-                    body,
-                    headers: Vec::new(),
-                };
-                o.headers.push(("Idempotent-Replayed", "true".into()));
-                o.headers.push(("Original-Request", original));
-                return o;
+                headers.push(("Idempotent-Replayed".into(), "true".into()));
+                headers.push(("Original-Request".into(), original));
+                return (
+                    Outcome {
+                        status,
+                        body,
+                        headers,
+                    },
+                    Vec::new(),
+                );
             }
             Err(Replay::Refused(e)) => return fail(e),
         }
     }
 
     let fault = app.lock().take_fault(method.as_str(), path);
+    let mut during_execution = None;
     if let Some(fault) = fault {
         record.fault = Some(serde_json::to_string(&fault).unwrap_or_default());
         if let Some(ms) = fault.delay_ms {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
         if let Some(status) = fault.status {
-            return fail(injected_error(status, &fault));
+            let error = injected_error(status, &fault);
+            if !fault.during_execution {
+                // Before execution: nothing is stored, the reservation is dropped.
+                return fail(error);
+            }
+            during_execution = Some(error);
         }
     }
 
-    let result = {
-        let mut store = app.lock();
-        execute(app, &mut store, &route, &params, shape)
-    };
-    let outcome = match result {
-        Ok(object) => Outcome::json(200, &object),
-        Err(e) => fail(e),
+    let (outcome, events) = match during_execution {
+        Some(e) => fail(e),
+        None => {
+            let result = {
+                let mut store = app.lock();
+                execute(app, &mut store, &route, &params, shape)
+            };
+            match result {
+                Ok((object, events)) => (Outcome::json(200, &object), events),
+                Err(e) => fail(e),
+            }
+        }
     };
     if let Some(r) = reservation {
-        r.complete(outcome.status, outcome.body.clone(), request_id);
+        r.complete(
+            outcome.status,
+            outcome.body.clone(),
+            outcome.headers.clone(),
+            request_id,
+        );
     }
-    outcome
-}
-
-fn authenticate(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
-    let unauthorized =
-        |m: String| ApiError::new(StatusCode::UNAUTHORIZED, "invalid_request_error", m);
-    let missing = || {
-        unauthorized(
-            "You did not provide an API key. You need to provide your API key in the \
-             Authorization header, using Bearer auth (e.g. 'Authorization: Bearer \
-             YOUR_SECRET_KEY')."
-                .into(),
-        )
-    };
-    let value = headers.get(header::AUTHORIZATION).ok_or_else(missing)?;
-    let value = value.to_str().map_err(|_| missing())?.trim();
-    let key = if let Some(token) = value.strip_prefix("Bearer ") {
-        token.trim().to_string()
-    } else if let Some(encoded) = value.strip_prefix("Basic ") {
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(encoded.trim())
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .ok_or_else(|| {
-                unauthorized("Invalid API Key provided: (malformed basic auth)".into())
-            })?;
-        decoded.split(':').next().unwrap_or_default().to_string()
-    } else {
-        return Err(unauthorized(
-            "Invalid authorization header. Use 'Authorization: Bearer YOUR_SECRET_KEY'.".into(),
-        ));
-    };
-    if key.is_empty() {
-        return Err(missing());
-    }
-    if key != app.secret_key {
-        return Err(unauthorized(format!(
-            "Invalid API Key provided: {}",
-            mask_key(&key)
-        )));
-    }
-    Ok(())
-}
-
-/// `sk_test_abcdef123456` → `sk_test_********3456`, as Stripe echoes a wrong key.
-///
-/// Counted in characters, not bytes: a key from basic auth is arbitrary UTF-8.
-fn mask_key(key: &str) -> String {
-    let chars: Vec<char> = key.chars().collect();
-    // Everything up to and including the second `_` is shown (`sk_test_`).
-    let prefix = chars
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| **c == '_')
-        .nth(1)
-        .map_or(0, |(i, _)| i + 1);
-    let keep_tail = (chars.len() - prefix).min(4);
-    let stars = chars.len() - prefix - keep_tail;
-    let head: String = chars[..prefix].iter().collect();
-    let tail: String = chars[chars.len() - keep_tail..].iter().collect();
-    format!("{head}{}{tail}", "*".repeat(stars))
+    (outcome, events)
 }
 
 fn decode_params(
@@ -374,24 +364,52 @@ fn injected_error(status: u16, fault: &super::store::Fault) -> ApiError {
     e
 }
 
-fn execute(
-    app: &App,
-    store: &mut Store,
-    route: &Route,
-    params: &Value,
-    shape: Shape,
-) -> Result<Value, ApiError> {
-    let empty = serde_json::Map::new();
+/// `limit` of a list call: 1 to 100, 10 when absent (https://docs.stripe.com/api/pagination).
+fn list_limit(p: &Map<String, Value>) -> Result<usize, ApiError> {
+    let limit = p.get("limit").and_then(Value::as_i64).unwrap_or(10);
+    if !(1..=100).contains(&limit) {
+        let bound = if limit < 1 {
+            "greater than or equal to 1"
+        } else {
+            "less than or equal to 100"
+        };
+        return Err(
+            ApiError::invalid("limit", format!("This value must be {bound}."))
+                .code("parameter_invalid_integer"),
+        );
+    }
+    Ok(limit as usize)
+}
+
+type Executed = Result<(Value, Vec<StoredEvent>), ApiError>;
+
+fn execute(app: &App, store: &mut Store, route: &Route, params: &Value, shape: Shape) -> Executed {
+    let empty = Map::new();
     let p = params.as_object().unwrap_or(&empty);
     let missing = |resource: &str, id: &str| ApiError::not_found(resource, id, "id");
     let id = match route {
-        Route::CreateCustomer => resources::create_customer(store, p)?,
-        Route::CreateSession => resources::create_checkout_session(store, &app.base_url, p)?,
-        Route::CreatePortal => resources::create_portal_session(store, &app.base_url, p)?,
-        Route::GetCustomer(id) if store.customers.contains_key(id) => id.clone(),
-        Route::GetCustomer(id) => return Err(missing("customer", id)),
-        Route::GetSession(id) if store.sessions.contains_key(id) => id.clone(),
-        Route::GetSession(id) => return Err(missing("checkout.session", id)),
+        Route::CreateCustomer => create_customer(store, p)?,
+        Route::CreateSession => create_checkout_session(store, &app.base_url, shape, p)?,
+        Route::CreatePortal => create_portal_session(store, &app.base_url, p)?,
+        Route::DeleteCustomer(id) => {
+            let ctx = Ctx::new(app);
+            return delete_customer(&ctx, store, id);
+        }
+        Route::ListPortalConfigurations => {
+            list_limit(p)?;
+            return Ok((list_configurations(store, p), Vec::new()));
+        }
+        Route::GetCustomer(id) => match store.customers.get(id) {
+            Some(c) if c.deleted => return Ok((deleted_stub(id), Vec::new())),
+            Some(_) => id.clone(),
+            None => return Err(missing("customer", id)),
+        },
+        Route::GetSession(id) | Route::ListLineItems(id) if store.sessions.contains_key(id) => {
+            id.clone()
+        }
+        Route::GetSession(id) | Route::ListLineItems(id) => {
+            return Err(missing("checkout.session", id))
+        }
         Route::GetSubscription(id) if store.subscriptions.contains_key(id) => id.clone(),
         Route::GetSubscription(id) => return Err(missing("subscription", id)),
         Route::GetInvoice(id) if store.invoices.contains_key(id) => id.clone(),
@@ -402,6 +420,17 @@ fn execute(
         store,
         shape,
     };
+    if let Route::ListLineItems(_) = route {
+        let limit = list_limit(p)?;
+        let cursor = |k: &str| p.get(k).and_then(Value::as_str);
+        let list = renderer.line_items_page(
+            &store.sessions[&id],
+            limit,
+            cursor("starting_after"),
+            cursor("ending_before"),
+        );
+        return Ok((list, Vec::new()));
+    }
     let mut object = match store.portal_sessions.get(&id) {
         Some(portal) => renderer.portal(portal),
         None => renderer
@@ -416,7 +445,7 @@ fn execute(
         .filter_map(|v| v.as_str().map(str::to_string))
         .collect();
     renderer.expand(&mut object, &expand)?;
-    Ok(object)
+    Ok((object, Vec::new()))
 }
 
 #[cfg(test)]
@@ -424,28 +453,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn masks_keys_like_stripe() {
-        assert_eq!(mask_key("sk_test_abcdef123456"), "sk_test_********3456");
-        assert_eq!(mask_key("sk_live_x"), "sk_live_x");
-        assert_eq!(mask_key("nonsense_key_value123"), "nonsense_key_****e123");
-        assert_eq!(mask_key("nokey"), "*okey");
-        assert_eq!(mask_key(""), "");
-    }
-
-    #[test]
-    fn masks_non_ascii_keys_by_characters() {
-        // A basic-auth user decodes to arbitrary UTF-8; byte offsets would split `é`.
-        assert_eq!(mask_key("éé_é_é"), "éé_é_é");
-        assert_eq!(mask_key("sk_tést_ééééé€ü"), "sk_tést_***éé€ü");
-        assert_eq!(mask_key("ключ_тест_секретный"), "ключ_тест_*****тный");
-        assert_eq!(mask_key("ü"), "ü");
-    }
-
-    #[test]
     fn routes() {
         assert!(Route::parse(&Method::POST, "/v1/checkout/sessions").is_some());
         assert!(Route::parse(&Method::GET, "/v1/checkout/sessions").is_none());
-        assert!(Route::parse(&Method::DELETE, "/v1/customers/cus_1").is_none());
+        assert!(Route::parse(&Method::DELETE, "/v1/customers/cus_1").is_some());
+        assert!(Route::parse(&Method::DELETE, "/v1/customers").is_none());
+        assert!(Route::parse(&Method::GET, "/v1/checkout/sessions/cs_1/line_items").is_some());
+        assert!(Route::parse(&Method::GET, "/v1/billing_portal/configurations").is_some());
         assert!(Route::parse(&Method::GET, "/v2/customers/cus_1").is_none());
+    }
+
+    #[test]
+    fn list_limits_follow_the_pagination_docs() {
+        let p = |v: Value| v.as_object().unwrap().clone();
+        assert_eq!(list_limit(&p(json!({}))).unwrap(), 10);
+        assert_eq!(list_limit(&p(json!({"limit": 100}))).unwrap(), 100);
+        for bad in [0, 101, -1] {
+            let e = list_limit(&p(json!({"limit": bad}))).unwrap_err();
+            assert_eq!(
+                (e.status.as_u16(), e.param.as_deref()),
+                (400, Some("limit"))
+            );
+        }
     }
 }

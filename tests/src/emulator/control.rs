@@ -12,10 +12,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::lifecycle::{self, Ctx, Step};
+use super::changes::{self, Proration};
+use super::completion;
+use super::lifecycle::{Ctx, Step};
+use super::portal::default_configuration;
 use super::render::Renderer;
 use super::store::{Fault, Store};
-use super::subscriptions;
+use super::subscriptions::{self, Outcome};
 use super::webhook::{dispatch, Target};
 use super::App;
 
@@ -36,6 +39,11 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/_emulator/events/{id}/deliver", post(redeliver))
         .route("/_emulator/webhook", post(set_webhook))
         .route("/_emulator/reset", post(reset))
+        .route(
+            "/_emulator/portal_configuration",
+            post(portal_configuration),
+        )
+        .route("/_emulator/checkout/external", post(external))
         .route("/_emulator/checkout/{id}/complete", post(complete))
         .route(
             "/_emulator/checkout/{id}/async_payment",
@@ -45,8 +53,10 @@ pub fn routes() -> Router<Arc<App>> {
             "/_emulator/subscriptions/{id}/{action}",
             post(subscription_action),
         )
+        .route("/_emulator/invoices/{id}/pay", post(pay_invoice))
         .route("/pay/{id}", get(pay_page).post(pay_submit))
         .route("/p/session/{secret}", get(portal_page))
+        .route("/invoice/{id}", get(invoice_page).post(invoice_submit))
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -92,10 +102,7 @@ async fn run_step(
     let deliver = args["deliver"].as_bool().unwrap_or(true);
     let (object, events, target) = {
         let mut store = app.lock();
-        let ctx = Ctx {
-            templates: &app.templates,
-            api_version: &app.api_version,
-        };
+        let ctx = Ctx::new(app);
         match step(&ctx, &mut store) {
             Ok((object, events)) => (object, events, target(&store)),
             Err(e) => return error(e.status, e.message),
@@ -227,9 +234,42 @@ async fn complete(State(app): AppState, Path(id): Path<String>, body: Bytes) -> 
         }
     };
     run_step(&app, &args, |ctx, store| {
-        lifecycle::complete_checkout(ctx, store, &id, paid)
+        completion::complete_checkout(ctx, store, &id, paid)
     })
     .await
+}
+
+async fn external(State(app): AppState, body: Bytes) -> Response {
+    let args = args_or_400!(body);
+    run_step(&app, &args, |ctx, store| {
+        completion::external_session(ctx, store, &args)
+    })
+    .await
+}
+
+async fn pay_invoice(State(app): AppState, Path(id): Path<String>, body: Bytes) -> Response {
+    let args = args_or_400!(body);
+    run_step(&app, &args, |c, s| subscriptions::pay_invoice(c, s, &id)).await
+}
+
+/// `{"exists": false}` removes the saved portal configuration (a fresh test-mode account),
+/// `{"exists": true}` saves a default one again.
+async fn portal_configuration(State(app): AppState, body: Bytes) -> Response {
+    let args = args_or_400!(body);
+    let Some(exists) = args["exists"].as_bool() else {
+        return error(StatusCode::BAD_REQUEST, "exists (boolean) is required");
+    };
+    let mut store = app.lock();
+    match (exists, &store.portal_configuration) {
+        (false, _) => store.portal_configuration = None,
+        (true, None) => {
+            let now = store.clock.now();
+            store.portal_configuration = Some(default_configuration(now));
+        }
+        (true, Some(_)) => {}
+    }
+    let id = store.portal_configuration.as_ref().map(|c| c.id.clone());
+    Json(json!({"configuration": id})).into_response()
 }
 
 async fn async_payment(State(app): AppState, Path(id): Path<String>, body: Bytes) -> Response {
@@ -238,7 +278,7 @@ async fn async_payment(State(app): AppState, Path(id): Path<String>, body: Bytes
         return error(StatusCode::BAD_REQUEST, "succeeded (boolean) is required");
     };
     run_step(&app, &args, |ctx, store| {
-        lifecycle::async_payment(ctx, store, &id, succeeded)
+        completion::async_payment(ctx, store, &id, succeeded)
     })
     .await
 }
@@ -249,21 +289,77 @@ async fn subscription_action(
     body: Bytes,
 ) -> Response {
     let args = args_or_400!(body);
+    let step = |f: fn(&Ctx, &mut Store, &str) -> Step| {
+        let id = id.clone();
+        move |c: &Ctx, s: &mut Store| f(c, s, &id)
+    };
     match action.as_str() {
-        "renew" => run_step(&app, &args, |c, s| subscriptions::renew(c, s, &id, true)).await,
-        "fail_payment" => {
-            run_step(&app, &args, |c, s| subscriptions::renew(c, s, &id, false)).await
+        "renew" => {
+            run_step(
+                &app,
+                &args,
+                step(|c, s, id| subscriptions::renew(c, s, id, Outcome::Paid)),
+            )
+            .await
         }
-        "recover" => run_step(&app, &args, |c, s| subscriptions::recover(c, s, &id)).await,
-        "uncancel" => run_step(&app, &args, |c, s| subscriptions::cancel(c, s, &id, None)).await,
+        "fail_payment" => {
+            run_step(
+                &app,
+                &args,
+                step(|c, s, id| subscriptions::renew(c, s, id, Outcome::Failed)),
+            )
+            .await
+        }
+        "require_action" => {
+            run_step(
+                &app,
+                &args,
+                step(|c, s, id| subscriptions::renew(c, s, id, Outcome::ActionRequired)),
+            )
+            .await
+        }
+        "recover" => {
+            run_step(
+                &app,
+                &args,
+                step(|c, s, id| subscriptions::recover(c, s, id, false)),
+            )
+            .await
+        }
+        "complete_action" => {
+            run_step(
+                &app,
+                &args,
+                step(|c, s, id| subscriptions::recover(c, s, id, true)),
+            )
+            .await
+        }
+        "uncancel" => {
+            run_step(
+                &app,
+                &args,
+                step(|c, s, id| subscriptions::cancel(c, s, id, None, None)),
+            )
+            .await
+        }
+        "expire" => run_step(&app, &args, step(subscriptions::expire)).await,
+        "resume" => run_step(&app, &args, step(|c, s, id| changes::pause(c, s, id, None))).await,
         "cancel" => {
             let at_period_end = match &args["at_period_end"] {
                 Value::Null => false,
                 Value::Bool(b) => *b,
                 _ => return error(StatusCode::BAD_REQUEST, "at_period_end must be a boolean"),
             };
+            let reason = match args["reason"].as_str() {
+                None => None,
+                Some(r @ ("cancellation_requested" | "payment_failed" | "payment_disputed")) => Some(r),
+                Some(other) => return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("reason must be cancellation_requested, payment_failed or payment_disputed, not {other:?}"),
+                ),
+            };
             run_step(&app, &args, |c, s| {
-                subscriptions::cancel(c, s, &id, Some(at_period_end))
+                subscriptions::cancel(c, s, &id, Some(at_period_end), reason)
             })
             .await
         }
@@ -271,9 +367,42 @@ async fn subscription_action(
             let Some(price) = args["price"].as_str().map(str::to_string) else {
                 return error(StatusCode::BAD_REQUEST, "price (string) is required");
             };
+            let proration = match Proration::parse(&args["proration_behavior"]) {
+                Ok(p) => p,
+                Err(e) => return error(e.status, e.message),
+            };
             let item = args["item"].as_str().map(str::to_string);
             run_step(&app, &args, |c, s| {
-                subscriptions::change_price(c, s, &id, &price, item.as_deref())
+                changes::change_price(c, s, &id, &price, item.as_deref(), proration)
+            })
+            .await
+        }
+        "add_item" => run_step(&app, &args, |c, s| changes::add_item(c, s, &id, &args)).await,
+        "end_trial" => {
+            let early = args["early"].as_bool().unwrap_or(false);
+            let outcome = match args["outcome"].as_str() {
+                None | Some("paid") => Outcome::Paid,
+                Some("failed") => Outcome::Failed,
+                Some("action_required") => Outcome::ActionRequired,
+                Some(other) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("outcome must be paid, failed or action_required, not {other:?}"),
+                    )
+                }
+            };
+            run_step(&app, &args, |c, s| {
+                changes::end_trial(c, s, &id, early, outcome)
+            })
+            .await
+        }
+        "pause" => {
+            let Some(behavior) = args["behavior"].as_str().map(str::to_string) else {
+                return error(StatusCode::BAD_REQUEST, "behavior (string) is required");
+            };
+            let resumes_at = args["resumes_at"].as_i64();
+            run_step(&app, &args, |c, s| {
+                changes::pause(c, s, &id, Some((&behavior, resumes_at)))
             })
             .await
         }
@@ -322,7 +451,7 @@ async fn pay_page(State(app): AppState, Path(id): Path<String>) -> Response {
 
 async fn pay_submit(State(app): AppState, Path(id): Path<String>) -> Response {
     let response = run_step(&app, &json!({}), |ctx, store| {
-        lifecycle::complete_checkout(ctx, store, &id, true)
+        completion::complete_checkout(ctx, store, &id, true)
     })
     .await;
     if !response.status().is_success() {
@@ -379,4 +508,58 @@ async fn portal_page(State(app): AppState, Path(secret): Path<String>) -> Respon
         )),
     )
         .into_response()
+}
+
+/// The hosted invoice page (`hosted_invoice_url`): the invoice and, while it is open, a
+/// button that pays it (confirming 3-D Secure when the last attempt needs action).
+async fn invoice_page(State(app): AppState, Path(id): Path<String>) -> Response {
+    let store = app.lock();
+    let Some(inv) = store.invoices.get(&id) else {
+        return (
+            StatusCode::NOT_FOUND,
+            Html("<h1>No such invoice</h1>".to_string()),
+        )
+            .into_response();
+    };
+    let button = if inv.status == "open" {
+        "<form method=post><button>Pay</button></form>"
+    } else {
+        ""
+    };
+    Html(format!(
+        "<!doctype html><title>Invoice (emulator)</title><h1>Invoice {number}</h1>\
+         <p>Amount due: {due} cents (status {status})</p>{button}",
+        number = escape(inv.number.as_deref().unwrap_or(&inv.id)),
+        due = inv.amount_due(),
+        status = escape(&inv.status),
+    ))
+    .into_response()
+}
+
+async fn invoice_submit(State(app): AppState, Path(id): Path<String>) -> Response {
+    let (sub, needs_action) = {
+        let store = app.lock();
+        match store.invoices.get(&id) {
+            Some(inv) => (inv.subscription.clone(), inv.requires_action),
+            None => return error(StatusCode::NOT_FOUND, format!("No such invoice: '{id}'")),
+        }
+    };
+    let response = match (sub, needs_action) {
+        (Some(sub), true) => {
+            run_step(&app, &json!({}), |c, s| {
+                subscriptions::recover(c, s, &sub, true)
+            })
+            .await
+        }
+        _ => {
+            run_step(&app, &json!({}), |c, s| {
+                subscriptions::pay_invoice(c, s, &id)
+            })
+            .await
+        }
+    };
+    if !response.status().is_success() {
+        return response;
+    }
+    Redirect::to(&format!("/invoice/{id}")).into_response()
 }

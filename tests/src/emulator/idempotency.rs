@@ -1,9 +1,14 @@
 //! `Idempotency-Key` handling: a key (scoped per secret key) maps to the request's
 //! fingerprint (method, path, validated parameters) and, once done, its stored response.
 //!
-//! A key is reserved while its request runs, so a concurrent duplicate gets Stripe's 409; the
-//! reservation is dropped again if the request ends without a storable result (an injected
-//! fault, a panic, a dropped connection), so a retry can go through.
+//! As on the real API (https://docs.stripe.com/api/idempotent_requests): a result is saved
+//! only once execution began, a 500 included, and replayed for the same key; parameters that
+//! fail validation and a request that conflicts with a concurrent one are not saved. A key is
+//! reserved while its request runs, so a concurrent request with the same key gets Stripe's
+//! 409 `idempotency_key_in_use`; the reservation is dropped again if the request ends without
+//! a storable result (a fault before execution, a panic, a dropped connection), so a retry can
+//! go through. Reusing a key with other parameters is a 400 `idempotency_error`. Stripe prunes
+//! keys once they are at least 24 hours old; the emulator keeps them until a reset.
 
 use axum::http::StatusCode;
 use serde_json::Value;
@@ -20,6 +25,7 @@ pub enum Replay {
     Stored {
         status: u16,
         body: String,
+        headers: Vec<(String, String)>,
         original: String,
     },
     Refused(ApiError),
@@ -34,7 +40,13 @@ pub struct Reservation<'a> {
 }
 
 impl Reservation<'_> {
-    pub fn complete(mut self, status: u16, body: String, request_id: &str) {
+    pub fn complete(
+        mut self,
+        status: u16,
+        body: String,
+        headers: Vec<(String, String)>,
+        request_id: &str,
+    ) {
         if let Some(scope) = self.scope.take() {
             let fingerprint = std::mem::take(&mut self.fingerprint);
             self.app.lock().idempotency.insert(
@@ -43,6 +55,7 @@ impl Reservation<'_> {
                     fingerprint,
                     status,
                     body,
+                    headers,
                     request_id: request_id.to_string(),
                 },
             );
@@ -84,38 +97,36 @@ pub fn reserve(app: &App, key: String, fingerprint: Value) -> Result<Reservation
             fingerprint: f,
             status,
             body,
+            headers,
             request_id,
         }) => {
             if *f == fingerprint {
                 Err(Replay::Stored {
                     status: *status,
                     body: body.clone(),
+                    headers: headers.clone(),
                     original: request_id.clone(),
                 })
             } else {
                 Err(mismatch())
             }
         }
-        Some(Idempotent::InFlight { fingerprint: f }) if *f != fingerprint => Err(mismatch()),
-        Some(Idempotent::InFlight { .. }) => Err(Replay::Refused(
+        Some(Idempotent::InFlight) => Err(Replay::Refused(
             ApiError::new(
                 StatusCode::CONFLICT,
-                "idempotency_error",
+                "invalid_request_error",
                 format!(
                     "There is currently another in-progress request using this Idempotent Key \
                      (that probably means you submitted twice, and the other request is still \
-                     going through): '{key}'. Please try again later."
+                     going through): {key}. Please try again later."
                 ),
             )
             .code("idempotency_key_in_use"),
         )),
         None => {
-            store.idempotency.insert(
-                scope.clone(),
-                Idempotent::InFlight {
-                    fingerprint: fingerprint.clone(),
-                },
-            );
+            store
+                .idempotency
+                .insert(scope.clone(), Idempotent::InFlight);
             drop(store);
             Ok(Reservation {
                 app,

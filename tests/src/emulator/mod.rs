@@ -1,114 +1,191 @@
 //! A local Stripe API emulator for tests and the offline demo (binary `stripe-emulator`).
 //!
-//! It serves the endpoints the worker uses, validates form parameters against Stripe's
-//! OpenAPI schemas and Stripe's documented rules, answers with objects built from Stripe's
-//! fixtures, and drives checkouts and subscriptions through their lifecycle, delivering
-//! signed webhooks. It is strict where it models the API: the 2023-08-16 form schemas
-//! (unknown, missing, mistyped and empty parameters, enums, lengths, metadata limits) and the
-//! business rules in `resources.rs` (mode rules, exclusive parameters, references that must
-//! exist, URLs, emails, line-item quantities) are rejected with the status, error `type`,
-//! `code` and `param` the real API uses. It is not a complete model: a request the real API
-//! rejects for a rule not listed here may be accepted, and it rejects some requests the real
-//! API accepts (see "Not emulated"). Error messages follow Stripe's wording where known but
-//! are not guaranteed to be identical.
+//! It serves the endpoints the worker uses, validates form parameters against the request
+//! schema of the API version each request is made with, applies the business rules Stripe
+//! is known to apply, answers with objects built from Stripe's fixtures, and drives checkouts
+//! and subscriptions through their lifecycle, delivering signed webhooks.
+//!
+//! Real Stripe is the oracle, not this emulator: every rule it enforces cites a source (a
+//! Stripe doc, the OpenAPI spec or Stripe-authored SDK types of the version, or a public
+//! report of Stripe's answer), listed in `tests/README.md` ("The emulator is held to
+//! Stripe"). A rule nobody could source is not enforced. So it is not a complete model: a
+//! request the real API rejects for a rule not listed there may be accepted (see "Not
+//! emulated"). Error messages are Stripe's where a source quotes them; the table says which
+//! `param` and `code` values are unverified.
 //!
 //! # CLI
 //! ```text
 //! stripe-emulator [--listen 127.0.0.1:0] [--secret-key sk_test_emulator]
 //!                 [--webhook-url URL] [--webhook-secret whsec_emulator]
 //!                 [--api-version 2025-03-31.basil|2023-08-16|…] [--public-url URL]
-//!                 [--price ID:recurring|one_time:AMOUNT_CENTS]… [--coupon ID:percent_off|amount_off:N]…
+//!                 [--price ID:recurring|one_time:AMOUNT_CENTS[:month|year]]…
+//!                 [--coupon ID:percent_off|amount_off:N]…
 //! ```
 //! On start it prints exactly one line to stdout, `listening on http://IP:PORT`; logs go to
 //! stderr (`RUST_LOG`). `--api-version` is the account's version: it shapes webhook payloads
 //! and responses to requests without a `Stripe-Version` header; a request's `Stripe-Version`
-//! shapes that response. Versions before 2025-03-31 get the 2023-08-16 shape (periods on the
-//! subscription, `invoice.subscription`, line `price`), later ones the basil shape (periods on
-//! `items.data[]`, `invoice.parent.subscription_details`, line `pricing.price_details.price`).
+//! shapes that response.
+//!
+//! # Versions
+//! Requests are validated against the schema of their version (`Stripe-Version`, else the
+//! account's): `tests/fixtures/stripe/form_params_v2023-08-16.json` for every version before
+//! 2025-03-31, `form_params_v2025-03-31.basil.json` for basil and later. The basil fixture
+//! (from the stripe@18.0.0 types) has no `maxLength`; where a parameter path exists in both,
+//! the 2023-08-16 limit applies (`schema.rs`). Payloads come in two shapes: 2023-08-16 for
+//! versions before 2025-03-31 (periods on the subscription, `invoice.subscription`, line
+//! `price`) and basil for basil and later (periods on `items.data[]`,
+//! `invoice.parent.subscription_details`, line `pricing.price_details.price`). Releases after
+//! basil are validated and shaped as basil: their changelog entries change nothing the worker
+//! reads (see `tests/README.md`); dahlia's renamed `ui_mode` values are not modelled.
 //!
 //! # API (auth: `Authorization: Bearer <key>` or HTTP basic with the key as user)
-//! `POST /v1/customers`, `GET /v1/customers/{id}`, `POST /v1/checkout/sessions`,
-//! `GET /v1/checkout/sessions/{id}`, `POST /v1/billing_portal/sessions`,
-//! `GET /v1/subscriptions/{id}`, `GET /v1/invoices/{id}`; `expand[]` on the id fields.
-//! Bodies are form-encoded with bracket notation. POSTs honour `Idempotency-Key` (per secret
-//! key): a replay returns the stored status and body with `Idempotent-Replayed: true`;
-//! different parameters give 400 `idempotency_error`; a concurrent duplicate 409. As on the
-//! real API, only requests whose execution began are stored: auth errors, schema errors and
-//! a concurrent duplicate are not, while business-rule errors (a 400 from `resources.rs`) are
-//! stored and replayed like successes. Injected faults are not stored either (see below).
+//! `POST /v1/customers`, `GET|DELETE /v1/customers/{id}`, `POST /v1/checkout/sessions`,
+//! `GET /v1/checkout/sessions/{id}`, `GET /v1/checkout/sessions/{id}/line_items`
+//! (`limit`, `starting_after`, `ending_before`), `POST /v1/billing_portal/sessions`,
+//! `GET /v1/billing_portal/configurations` (`is_default`, `active`),
+//! `GET /v1/subscriptions/{id}`, `GET /v1/invoices/{id}`; `expand[]` on the id fields and
+//! `line_items` (at most 4 levels). Bodies are form-encoded with bracket notation.
+//!
+//! `DELETE /v1/customers/{id}` answers `{"id","object":"customer","deleted":true}`, cancels the
+//! customer's live subscriptions (`customer.subscription.deleted` each) and emits
+//! `customer.deleted`; these events are delivered after the answer. A retrieve of a deleted
+//! customer answers the same stub; a checkout or portal session for it is "No such customer".
+//!
+//! Idempotency (POST only, per secret key): as Stripe documents, a result is stored once
+//! execution began and replayed with `Idempotent-Replayed: true` (business-rule errors and
+//! 500s during execution included); schema errors, auth errors and faults before execution
+//! are not stored. Other parameters with a used key: 400 `idempotency_error`. A key whose
+//! request is still running: 409 `invalid_request_error`, code `idempotency_key_in_use`
+//! (whatever the parameters). Stripe prunes keys at least 24 hours old; the emulator keeps
+//! them until a reset.
 //!
 //! `metadata[k]=` (empty value) is accepted: it unsets `k`, so on a new object the key is
-//! absent. Each checkout line item needs `quantity` (≥ 1), as on the real API.
+//! absent.
 //!
-//! A default customer-portal configuration (`bpc_…`, new on every reset) always exists, so
-//! `POST /v1/billing_portal/sessions` works without `configuration`. A real test-mode account
-//! has none until its customer-portal settings have been saved once in the Dashboard (or a
-//! configuration was created through the API); until then the real call fails with a 400.
+//! A default customer-portal configuration (`bpc_…`) exists on start and after a reset;
+//! `POST /_emulator/portal_configuration {"exists": false}` removes it, as on a test-mode
+//! account whose portal settings were never saved: portal sessions then fail with Stripe's
+//! 400 and the configurations list is empty.
 //!
 //! # Injected faults
-//! A fault models a failure that happens before the request reaches Stripe's API: a gateway
-//! or load balancer answering 502/503, a 429 from rate limiting, or (with `delay_ms` and a
-//! client timeout) a connection dropped on the way. Since Stripe never executed such a
-//! request, nothing is stored under its idempotency key, and a retry with the same key runs
-//! normally and can succeed. This is the case a client's retry logic must handle. The other
-//! case is not emulated: once execution began, real Stripe stores the result, a 500 included,
-//! and replays it for that key (usually with `Stripe-Should-Retry: false`), so retrying with
-//! the same key returns the same 500. Any status can be injected (a 402 `card_error`, say)
-//! and is handled the same way, never stored, even where the real API would have stored it.
-//! Faults are taken after authentication, schema validation and the idempotency check (an
-//! invalid request still gets its 400, a replay is answered from the store and consumes no
-//! fault) and before the business rules; a fault without `status` only delays the request.
+//! `POST /_emulator/faults` queues failures. By default a fault models a failure before the
+//! request reaches Stripe's API (a gateway 502/503, a 429 from rate limiting, or with
+//! `delay_ms` and a client timeout a dropped connection): nothing is stored under the
+//! idempotency key, and a retry with the same key runs normally. With `"during_execution":
+//! true` it models an internal error once execution began: the error is stored under the key
+//! and replayed for it (with its `Stripe-Should-Retry` header), as Stripe documents for 500s.
+//! Any status can be injected (a 402 `card_error`, say). Faults are taken after
+//! authentication, schema validation and the idempotency check (an invalid request still gets
+//! its 400, a replay is answered from the store and consumes no fault) and before the
+//! business rules; a fault without `status` only delays the request.
 //!
 //! # Control API (no auth; JSON bodies; `"deliver": false` returns events without POSTing)
 //! - `POST /_emulator/faults` `{"path":"/v1/checkout/sessions"|"/v1/*","method"?,"status"?,
-//!   "count"?:1,"should_retry"?:bool,"delay_ms"?,"message"?,"type"?,"code"?}`; `GET` lists,
-//!   `DELETE` clears.
+//!   "count"?:1,"should_retry"?:bool,"delay_ms"?,"message"?,"type"?,"code"?,
+//!   "during_execution"?:bool}`; `GET` lists, `DELETE` clears.
 //! - `GET /_emulator/requests` (`DELETE` clears): `[{id,method,path,params,idempotency_key,
 //!   stripe_version,status,replayed,fault,time}]`. `GET /_emulator/state`: counts and objects.
 //! - `GET /_emulator/events`; `POST /_emulator/events/{id}/deliver` (fresh signature).
 //! - `POST /_emulator/webhook` `{"url":…|null,"secret"?}`; `POST /_emulator/reset`.
+//! - `POST /_emulator/portal_configuration` `{"exists":bool}`.
 //! - `POST /_emulator/checkout/{id}/complete` `{"payment_status":"paid"|"unpaid"}`,
-//!   `POST /_emulator/checkout/{id}/async_payment` `{"succeeded":bool}`.
-//! - `POST /_emulator/subscriptions/{id}/renew|fail_payment|recover|uncancel`,
-//!   `…/change_price` `{"price":…,"item"?}`, `…/cancel` `{"at_period_end":bool}`.
+//!   `POST /_emulator/checkout/{id}/async_payment` `{"succeeded":bool}`,
+//!   `POST /_emulator/checkout/external` `{"price","quantity"?:1,"customer"?,
+//!   "client_reference_id"?,"customer_email"?,"customer_creation"?}`: a payment-mode session
+//!   created outside the worker (Payment Link, Dashboard), without metadata, completed and
+//!   paid.
+//! - `POST /_emulator/subscriptions/{id}/renew|fail_payment|require_action|recover|
+//!   complete_action|uncancel|expire|resume`, `…/cancel` `{"at_period_end":bool,
+//!   "reason"?:"cancellation_requested"|"payment_failed"|"payment_disputed"}`,
+//!   `…/change_price` `{"price","item"?,"proration_behavior"?:"create_prorations"|
+//!   "always_invoice"|"none"}`, `…/add_item` `{"price","quantity"?,"unit_amount"?,
+//!   "proration_behavior"?}`, `…/end_trial` `{"early"?:bool,"outcome"?:"paid"|"failed"|
+//!   "action_required"}`, `…/pause` `{"behavior":"void"|"keep_as_draft"|"mark_uncollectible",
+//!   "resumes_at"?}`.
+//! - `POST /_emulator/invoices/{id}/pay`: an open invoice is paid (late).
 //!
 //! Lifecycle calls answer `{"object":…,"events":[{id,type,created,payload,signature_header,
 //! delivery:{url,status,error,response_body}|null}]}`; events are delivered in order, one at
-//! a time. `GET /pay/{session}` and `GET /p/session/{…}` serve minimal pages for the demo
-//! (`POST /pay/{session}` completes as paid and redirects to `success_url`).
+//! a time. `GET /pay/{session}`, `GET /p/session/{…}` and `GET /invoice/{id}` (the
+//! `hosted_invoice_url`) serve minimal pages for the demo; `POST /pay/{session}` completes as
+//! paid and redirects to `success_url`, `POST /invoice/{id}` pays the invoice (confirming
+//! 3-D Secure).
 //!
 //! # Events per step
+//! Event `created` has one-second resolution and comes from a clock that never goes backwards
+//! and jumps forward like a test clock (to the period end on a renewal, an hour later for
+//! finalization), so events of one step share a second as in production. The
+//! `Stripe-Signature` timestamp is always the wall clock at sending. `*.updated` events carry
+//! `data.previous_attributes`.
 //! - complete, subscription mode: `checkout.session.completed`, `customer.subscription.created`,
 //!   `invoice.paid` (`subscription_create`); unpaid: the subscription is `incomplete`, the
-//!   invoice `open`, no `invoice.paid`. Payment/setup mode: `checkout.session.completed`.
+//!   invoice `open`, no `invoice.paid`. With `subscription_data[trial_period_days|trial_end]`:
+//!   `trialing`, a $0 invoice paid, session `payment_status=no_payment_required`. Payment
+//!   mode: `checkout.session.completed` only; a zero total (100%-off coupon) gives
+//!   `payment_status=no_payment_required`, `amount_total` 0, no PaymentIntent, and a created
+//!   customer. Setup mode: `checkout.session.completed`.
 //! - async_payment: `checkout.session.async_payment_succeeded` (+ `invoice.paid`,
 //!   `customer.subscription.updated` in subscription mode) or `…_failed`
 //!   (+ `invoice.payment_failed`).
-//! - renew: `invoice.paid` (`subscription_cycle`), `customer.subscription.updated`; when set to
-//!   cancel at period end: `customer.subscription.deleted` instead. fail_payment:
-//!   `invoice.payment_failed`, `customer.subscription.updated` (`past_due`). recover:
-//!   `invoice.paid`, `customer.subscription.updated`. change_price:
-//!   `customer.subscription.updated`, `invoice.paid` (`subscription_update`, a negative and a
-//!   positive proration line). cancel: `customer.subscription.updated` (at period end) or
-//!   `customer.subscription.deleted`.
+//! - renew / fail_payment / require_action: at the period end `customer.subscription.updated`
+//!   (new period) and `invoice.created` (`draft`, `subscription_cycle`, pending prorations
+//!   first, then a line per item); an hour later (`created` + 3600) `invoice.finalized` and
+//!   `invoice.paid`, or `invoice.payment_failed` / `invoice.payment_action_required` (with
+//!   `hosted_invoice_url`) followed by `customer.subscription.updated` (`past_due`). Set to
+//!   cancel at period end: `customer.subscription.deleted` instead. Paused collection:
+//!   `void` → `invoice.voided` instead of finalizing; `keep_as_draft` → the draft stays;
+//!   `mark_uncollectible` → `invoice.finalized`, `invoice.marked_uncollectible`.
+//! - recover / complete_action: `invoice.paid`, `customer.subscription.updated` (`active`).
+//! - cancel: `customer.subscription.updated` (at period end) or
+//!   `customer.subscription.deleted` (open invoices stay open). invoices/{id}/pay:
+//!   `invoice.paid` (a canceled subscription stays canceled; a past-due one whose latest
+//!   invoice it is becomes active, + `customer.subscription.updated`).
+//! - expire (incomplete only): `invoice.voided`, `customer.subscription.updated`
+//!   (`incomplete_expired`).
+//! - change_price: `customer.subscription.updated`; with `always_invoice` also `invoice.paid`
+//!   (`subscription_update`, a negative and a positive proration line); with
+//!   `create_prorations` (the default, as on Stripe) the proration lines wait for the next
+//!   cycle invoice; `none` prorates nothing. A price of another interval restarts the cycle
+//!   now and always invoices the new period at once (`subscription_update`, the credit for the
+//!   old period unless `none`).
+//! - add_item: like change_price (a proration line for the rest of the period).
+//! - end_trial: naturally like a renewal at `trial_end` (`subscription_cycle`); `early`:
+//!   `customer.subscription.updated`, `invoice.paid` (`subscription_update`, a full period,
+//!   the cycle anchored now).
+//! - pause / resume: `customer.subscription.updated` (`pause_collection`; status unchanged).
 //!
-//! `*.updated` events carry `data.previous_attributes`. Event `created` comes from a clock that
-//! never goes backwards and jumps to the period end on renew/fail_payment (like a test clock);
-//! the `Stripe-Signature` timestamp is always the wall clock at sending.
+//! # Changes to earlier behaviour (each because a source says so)
+//! Renewals now follow Stripe's draft-then-finalize timing (they answered `invoice.paid`,
+//! `customer.subscription.updated` at once); `change_price` defaults to `create_prorations`
+//! (it always invoiced at once); a concurrent idempotent request is a 409
+//! `invalid_request_error` (was `idempotency_error`); a missing line-item quantity and a
+//! non-integer have no `code`; the recurring-price-in-payment-mode error names
+//! `line_items[i]`; metadata messages are Stripe's; `customer_creation` is refused only in
+//! subscription mode (the spec allows setup mode) and `submit_type` in subscription mode only
+//! before basil. No longer rejected, for want of a source: a missing `mode` or `line_items`,
+//! `customer` with `customer_creation`, `setup_intent_data` outside setup mode, and the
+//! `flow_data` checks of portal sessions.
 //!
 //! # Not emulated
-//! `price_data` line items (400, register prices with `--price`), promotion codes (always
-//! `resource_missing`), trials, quantities other than per-unit, taxes, other endpoints, and
-//! events Stripe sends besides the ones above (`customer.created`, `invoice.created`, …).
-//! Request parameters added after 2023-08-16 are unknown parameters. Neither are stored 500
-//! results (see "Injected faults") nor a fresh account's missing portal configuration.
+//! `price_data` line items (400, register prices with `--price`), promotion codes (every id
+//! is unknown), quantities other than per-unit, taxes, endpoints not listed above, payment
+//! retries on a schedule, and events Stripe sends besides the ones above
+//! (`customer.created`, `invoice.created` for invoices finalized at once,
+//! `invoice.payment_succeeded`, `payment_intent.*`, `charge.*`, …). A missing `mode` is taken
+//! as payment mode (Stripe's answer is unsourced).
 
 pub mod api;
+pub mod auth;
+pub mod changes;
+pub mod checkout;
+pub mod clock;
+pub mod completion;
 pub mod control;
 pub mod error;
 pub mod form;
 pub mod idempotency;
 pub mod lifecycle;
+pub mod portal;
 pub mod render;
 pub mod resources;
 pub mod schema;
@@ -154,13 +231,19 @@ fn parse_version(s: &str) -> Result<String, String> {
 
 fn parse_price(s: &str) -> Result<Price, String> {
     let parts: Vec<&str> = s.split(':').collect();
-    let [id, kind, amount] = parts[..] else {
-        return Err("expected ID:KIND:AMOUNT_CENTS".into());
+    let (id, kind, amount, interval) = match parts[..] {
+        [id, kind, amount] => (id, kind, amount, "month"),
+        [id, "recurring", amount, interval] => (id, "recurring", amount, interval),
+        _ => return Err("expected ID:KIND:AMOUNT_CENTS or ID:recurring:AMOUNT_CENTS:year".into()),
     };
-    let kind = match kind {
-        "recurring" => PriceKind::Recurring,
-        "one_time" => PriceKind::OneTime,
-        other => return Err(format!("KIND must be recurring or one_time, not {other:?}")),
+    let (kind, months) = match (kind, interval) {
+        ("recurring", "month") => (PriceKind::Recurring, 1),
+        ("recurring", "year") => (PriceKind::Recurring, 12),
+        ("recurring", other) => {
+            return Err(format!("interval must be month or year, not {other:?}"))
+        }
+        ("one_time", _) => (PriceKind::OneTime, 0),
+        (other, _) => return Err(format!("KIND must be recurring or one_time, not {other:?}")),
     };
     let unit_amount: i64 = amount
         .parse()
@@ -175,6 +258,7 @@ fn parse_price(s: &str) -> Result<Price, String> {
         currency: "usd".into(),
         product: ids::short("prod"),
         created: store::real_now(),
+        months,
     })
 }
 
@@ -221,7 +305,8 @@ pub struct Config {
     /// The account's API version (webhook payload shape, default response shape).
     #[arg(long, default_value = "2025-03-31.basil", value_parser = parse_version)]
     pub api_version: String,
-    /// Catalog entry `ID:recurring|one_time:AMOUNT_CENTS` (recurring = monthly, usd).
+    /// Catalog entry `ID:recurring|one_time:AMOUNT_CENTS[:month|year]` (usd; recurring prices
+    /// are monthly unless `:year` is given).
     #[arg(long = "price", value_parser = parse_price)]
     pub prices: Vec<Price>,
     /// Coupon `ID:percent_off:N` or `ID:amount_off:CENTS` (applies to the first invoice).
@@ -292,7 +377,8 @@ impl App {
             .iter()
             .map(|c| (c.id.clone(), c.clone()))
             .collect();
-        store.portal_configuration = ids::long("bpc");
+        let now = store.clock.now();
+        store.portal_configuration = Some(portal::default_configuration(now));
         store.webhook_url = self.config.webhook_url.clone();
         store.webhook_secret = self.config.webhook_secret.clone();
     }

@@ -91,7 +91,11 @@ impl Renderer<'_> {
         v["unit_amount"] = json!(p.unit_amount);
         v["unit_amount_decimal"] = json!(p.unit_amount.to_string());
         match p.kind {
-            PriceKind::Recurring => v["type"] = json!("recurring"),
+            PriceKind::Recurring => {
+                v["type"] = json!("recurring");
+                v["recurring"]["interval"] = json!(if p.months == 12 { "year" } else { "month" });
+                v["recurring"]["interval_count"] = json!(1);
+            }
             PriceKind::OneTime => {
                 v["type"] = json!("one_time");
                 v["recurring"] = Value::Null;
@@ -211,29 +215,80 @@ impl Renderer<'_> {
         v
     }
 
-    /// The `line_items` list Stripe returns only when expanded.
-    pub fn session_line_items(&self, s: &Session) -> Value {
-        let data: Vec<Value> = s
+    /// The session's line items (`object: "item"`). A session-level discount is spread over
+    /// the lines in proportion to their amounts, the remainder on the last line.
+    fn session_items(&self, s: &Session) -> Vec<Value> {
+        let amounts: Vec<i64> = s
             .lines
             .iter()
-            .map(|line| {
+            .map(|l| self.store.prices.get(&l.price).map_or(0, |p| p.unit_amount) * l.quantity)
+            .collect();
+        let total: i64 = amounts.iter().sum();
+        let mut left = s.amount_discount;
+        s.lines
+            .iter()
+            .zip(&amounts)
+            .enumerate()
+            .map(|(i, (line, amount))| {
+                let discount = if i + 1 == s.lines.len() {
+                    left
+                } else if total > 0 {
+                    s.amount_discount * amount / total
+                } else {
+                    0
+                };
+                left -= discount;
                 let mut item = self.templates.get(self.shape, "item");
-                let amount = self
-                    .store
-                    .prices
-                    .get(&line.price)
-                    .map_or(0, |p| p.unit_amount)
-                    * line.quantity;
                 item["id"] = json!(line.id);
                 item["price"] = self.price(&line.price);
                 item["quantity"] = json!(line.quantity);
                 item["amount_subtotal"] = json!(amount);
-                item["amount_total"] = json!(amount);
+                item["amount_discount"] = json!(discount);
+                item["amount_tax"] = json!(0);
+                item["amount_total"] = json!(amount - discount);
+                item["currency"] = json!(s.currency.clone().unwrap_or_else(|| "usd".into()));
                 item["description"] = json!(format!("Emulator product for {}", line.price));
                 item
             })
-            .collect();
-        json!({"object": "list", "data": data, "has_more": false,
+            .collect()
+    }
+
+    /// The `line_items` list of a session as `expand[]=line_items` includes it: "the first
+    /// handful" of items (the emulator's pages are 10 long).
+    pub fn session_line_items(&self, s: &Session) -> Value {
+        self.line_items_page(s, 10, None, None)
+    }
+
+    /// `GET /v1/checkout/sessions/{id}/line_items`: one page of the items, after
+    /// `starting_after` or before `ending_before` (an unknown cursor gives an empty page).
+    pub fn line_items_page(
+        &self,
+        s: &Session,
+        limit: usize,
+        starting_after: Option<&str>,
+        ending_before: Option<&str>,
+    ) -> Value {
+        let items = self.session_items(s);
+        let position = |id: &str| items.iter().position(|i| i["id"] == id);
+        let (from, to) = match (starting_after, ending_before) {
+            (Some(after), _) => match position(after) {
+                Some(i) => (i + 1, items.len()),
+                None => (0, 0),
+            },
+            (None, Some(before)) => match position(before) {
+                Some(i) => (i.saturating_sub(limit), i),
+                None => (0, 0),
+            },
+            (None, None) => (0, items.len()),
+        };
+        let end = to.min(from + limit);
+        let data = items[from..end].to_vec();
+        let has_more = if ending_before.is_some() && starting_after.is_none() {
+            from > 0
+        } else {
+            end < to
+        };
+        json!({"object": "list", "data": data, "has_more": has_more,
                "url": format!("/v1/checkout/sessions/{}/line_items", s.id)})
     }
 
@@ -291,12 +346,16 @@ impl Renderer<'_> {
             ("ended_at", json!(s.ended_at)),
             ("latest_invoice", json!(s.latest_invoice)),
             ("currency", json!(s.currency)),
+            ("trial_start", json!(s.trial_start)),
+            ("trial_end", json!(s.trial_end)),
+            (
+                "pause_collection",
+                s.pause_collection.clone().unwrap_or(Value::Null),
+            ),
         ] {
             v[key] = value;
         }
-        if s.canceled_at.is_some() {
-            v["cancellation_details"]["reason"] = json!("cancellation_requested");
-        }
+        v["cancellation_details"]["reason"] = json!(s.cancellation_reason);
         v
     }
 
@@ -354,7 +413,7 @@ impl Renderer<'_> {
             .iter()
             .map(|l| self.invoice_line(inv, l))
             .collect();
-        let finalized = Some(inv.created);
+        let finalized = inv.finalized_at;
         for (key, value) in [
             ("id", json!(inv.id)),
             ("number", json!(inv.number)),
@@ -363,6 +422,7 @@ impl Renderer<'_> {
             ("billing_reason", json!(inv.billing_reason)),
             ("status", json!(inv.status)),
             ("created", json!(inv.created)),
+            ("hosted_invoice_url", json!(inv.hosted_invoice_url)),
             ("effective_at", json!(finalized)),
             ("period_start", json!(inv.period_start)),
             ("period_end", json!(inv.period_end)),
@@ -394,7 +454,7 @@ impl Renderer<'_> {
         }
         v["status_transitions"] = json!({"finalized_at": finalized, "marked_uncollectible_at": null,
             "paid_at": inv.paid_at, "voided_at": null});
-        v["next_payment_attempt"] = if inv.status == "open" {
+        v["next_payment_attempt"] = if inv.status == "open" && !inv.requires_action {
             json!(inv.created + 3 * 86_400)
         } else {
             Value::Null
@@ -434,6 +494,12 @@ impl Renderer<'_> {
     /// Applies `expand[]` paths like `subscription` or `subscription.latest_invoice`.
     pub fn expand(&self, obj: &mut Value, paths: &[String]) -> Result<(), ApiError> {
         for path in paths {
+            if path.split('.').count() > 4 {
+                return Err(ApiError::invalid(
+                    "expand",
+                    "You cannot expand more than 4 levels of a property.",
+                ));
+            }
             self.expand_one(obj, path, path)?;
         }
         Ok(())

@@ -6,13 +6,15 @@
 //! the request asked for (`Stripe-Version`) and the account's version for webhooks.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand::distr::{Alphanumeric, SampleString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// `recurring` prices are monthly; `one_time` prices are for payment-mode checkouts.
+pub use super::clock::{add_months, format_date, real_now, Clock};
+
+/// `recurring` prices bill every `months` months (1 or 12); `one_time` prices are for
+/// payment-mode checkouts and first invoices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PriceKind {
@@ -28,6 +30,14 @@ pub struct Price {
     pub currency: String,
     pub product: String,
     pub created: i64,
+    /// Billing interval of a recurring price in months (1 = month, 12 = year); 0 for one-time.
+    pub months: i64,
+}
+
+impl Price {
+    pub fn is_recurring(&self) -> bool {
+        self.kind == PriceKind::Recurring
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -59,6 +69,15 @@ pub struct Customer {
     pub address: Value,
     pub preferred_locales: Vec<Value>,
     pub invoice_prefix: String,
+    /// `DELETE /v1/customers/{id}` keeps the id: a retrieve answers the deleted stub.
+    pub deleted: bool,
+}
+
+/// The account's customer-portal configuration (`bpc_…`), when one has been saved.
+#[derive(Debug, Clone)]
+pub struct PortalConfiguration {
+    pub id: String,
+    pub created: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -137,6 +156,16 @@ pub struct Subscription {
     pub ended_at: Option<i64>,
     pub latest_invoice: Option<String>,
     pub currency: String,
+    pub trial_start: Option<i64>,
+    pub trial_end: Option<i64>,
+    /// `{"behavior": …, "resumes_at": …}` while collection is paused.
+    pub pause_collection: Option<Value>,
+    /// `cancellation_details.reason` once canceled.
+    pub cancellation_reason: Option<String>,
+    /// Proration lines (`create_prorations`) waiting for the next invoice.
+    pub pending_lines: Vec<InvoiceLine>,
+    /// Billing interval of the subscription's prices in months.
+    pub months: i64,
 }
 
 impl Subscription {
@@ -145,6 +174,10 @@ impl Subscription {
             .first()
             .map(|i| (i.period_start, i.period_end))
             .unwrap_or((self.created, self.created))
+    }
+    /// End of billing period number `cycle` (0 = the first) counted from the anchor.
+    pub fn period_end(&self, cycle: i64) -> i64 {
+        add_months(self.billing_cycle_anchor, (cycle + 1) * self.months.max(1))
     }
 }
 
@@ -166,7 +199,8 @@ pub struct InvoiceLine {
 #[derive(Debug, Clone)]
 pub struct Invoice {
     pub id: String,
-    pub number: String,
+    /// Assigned when the invoice is finalized; drafts have none.
+    pub number: Option<String>,
     pub customer: String,
     pub customer_email: Option<String>,
     pub subscription: Option<String>,
@@ -183,6 +217,10 @@ pub struct Invoice {
     pub paid_at: Option<i64>,
     pub payment_intent: Option<String>,
     pub currency: String,
+    pub finalized_at: Option<i64>,
+    pub hosted_invoice_url: Option<String>,
+    /// The last payment attempt needs the customer (3-D Secure).
+    pub requires_action: bool,
 }
 
 impl Invoice {
@@ -248,6 +286,10 @@ pub struct Fault {
     pub kind: Option<String>,
     #[serde(default)]
     pub code: Option<String>,
+    /// The failure happens once Stripe began executing the request (an internal error):
+    /// the answer is stored under the request's idempotency key and replayed.
+    #[serde(default)]
+    pub during_execution: bool,
 }
 
 fn one() -> u32 {
@@ -271,44 +313,14 @@ impl Fault {
 /// What an idempotency key maps to: a request still running, or its stored response.
 #[derive(Debug, Clone)]
 pub enum Idempotent {
-    InFlight {
-        fingerprint: Value,
-    },
+    InFlight,
     Done {
         fingerprint: Value,
         status: u16,
         body: String,
+        headers: Vec<(String, String)>,
         request_id: String,
     },
-}
-
-/// Event times follow a clock that never goes backwards and can be moved forward (a renewal
-/// happens at the period end, like Stripe's test clocks), so `created` stays consistent
-/// with the periods in the objects.
-#[derive(Debug, Default, Clone)]
-pub struct Clock {
-    offset: i64,
-    last: i64,
-}
-
-pub fn real_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-impl Clock {
-    pub fn now(&mut self) -> i64 {
-        self.last = self.last.max(real_now() + self.offset);
-        self.last
-    }
-    pub fn advance_to(&mut self, t: i64) {
-        if t > self.now() {
-            self.offset = t - real_now();
-            self.last = t;
-        }
-    }
 }
 
 /// Everything mutable, behind one mutex in the app state.
@@ -316,7 +328,7 @@ impl Clock {
 pub struct Store {
     pub prices: BTreeMap<String, Price>,
     pub coupons: BTreeMap<String, Coupon>,
-    pub portal_configuration: String,
+    pub portal_configuration: Option<PortalConfiguration>,
     pub customers: BTreeMap<String, Customer>,
     pub sessions: BTreeMap<String, Session>,
     pub portal_sessions: BTreeMap<String, PortalSession>,
@@ -343,6 +355,11 @@ impl Store {
             self.faults.remove(index);
         }
         Some(taken)
+    }
+
+    /// A customer that exists and was not deleted.
+    pub fn live_customer(&self, id: &str) -> Option<&Customer> {
+        self.customers.get(id).filter(|c| !c.deleted)
     }
 
     pub fn next_invoice_number(&mut self, prefix: &str) -> String {
@@ -380,81 +397,9 @@ pub mod ids {
     }
 }
 
-const SECONDS_PER_DAY: i64 = 86_400;
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    // Proleptic Gregorian calendar, counted in 400-year eras (146097 days each).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-fn days_in_month(y: i64, m: i64) -> i64 {
-    let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
-    days_from_civil(ny, nm, 1) - days_from_civil(y, m, 1)
-}
-
-/// `anchor` plus `months` calendar months (UTC), clamped to the month's last day the way
-/// Stripe bills a subscription anchored on the 31st.
-pub fn add_months(anchor: i64, months: i64) -> i64 {
-    let days = anchor.div_euclid(SECONDS_PER_DAY);
-    let secs = anchor.rem_euclid(SECONDS_PER_DAY);
-    let (y, m, d) = civil_from_days(days);
-    let total = y * 12 + (m - 1) + months;
-    let (ny, nm) = (total.div_euclid(12), total.rem_euclid(12) + 1);
-    let nd = d.min(days_in_month(ny, nm));
-    days_from_civil(ny, nm, nd) * SECONDS_PER_DAY + secs
-}
-
-/// `12 Feb 2026`, as in Stripe's proration line descriptions.
-pub fn format_date(ts: i64) -> String {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let (y, m, d) = civil_from_days(ts.div_euclid(SECONDS_PER_DAY));
-    format!("{d} {} {y}", MONTHS[(m - 1) as usize])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn months_are_calendar_months() {
-        // 2024-01-31T12:00:00Z
-        let jan31 = 1_706_702_400;
-        assert_eq!(add_months(jan31, 1), 1_709_208_000); // 2024-02-29T12:00:00Z
-        assert_eq!(add_months(jan31, 2), 1_711_886_400); // 2024-03-31T12:00:00Z
-        assert_eq!(add_months(jan31, 12), 1_738_324_800); // 2025-01-31T12:00:00Z
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(format_date(jan31), "31 Jan 2024");
-    }
-
-    #[test]
-    fn clock_is_monotonic_and_advances() {
-        let mut c = Clock::default();
-        let a = c.now();
-        c.advance_to(a + 1000);
-        assert!(c.now() >= a + 1000);
-        c.advance_to(a); // never backwards
-        assert!(c.now() >= a + 1000);
-    }
 
     #[test]
     fn faults_are_used_up() {

@@ -23,7 +23,8 @@ async fn http_round_trip_customer_checkout_and_log() {
     let body = format!(
         "mode=subscription&customer={customer}&success_url=https%3A%2F%2Fapp%2Fok&cancel_url=https%3A%2F%2Fapp%2Fno\
          &line_items[0][price]=price_basic&line_items[0][quantity]=1&client_reference_id=u1\
-         &subscription_data[metadata][user_id]=u1&tax_id_collection[enabled]=true&customer_update[name]=auto"
+         &subscription_data[metadata][user_id]=u1&tax_id_collection[enabled]=true&customer_update[name]=auto\
+         &customer_update[address]=auto"
     );
     let (status, s) = status_and_json(api.post("/v1/checkout/sessions", &body)).await;
     assert_eq!(status, 200, "{s}");
@@ -145,6 +146,12 @@ async fn idempotency_replays_and_rejects_changed_params() {
         (status, e["error"]["type"].as_str()),
         (400, Some("idempotency_error"))
     );
+    assert_eq!(
+        e["error"]["message"],
+        "Keys for idempotent requests can only be used with the same parameters they were \
+         first used with. Try using a key other than 'k1' if you meant to execute a different \
+         request."
+    );
     // Validation errors are not stored: the key can still be used once the request is fixed.
     let (status, _) = status_and_json(
         api.post("/v1/customers", "emial=x")
@@ -229,67 +236,6 @@ async fn injected_failures_are_not_cached() {
 }
 
 #[tokio::test]
-async fn checkout_rules_like_stripe() {
-    let running = emulator(&[]).await;
-    let api = Api::new(&running);
-    let customer = api.customer().await;
-    let ok = "success_url=https://a/ok";
-    let cases: Vec<(String, &str, Option<&str>)> = vec![
-        (format!("{ok}&line_items[0][price]=price_basic&line_items[0][quantity]=1"), "parameter_missing", Some("mode")),
-        (format!("{ok}&mode=payment&line_items[0][price]=price_nope&line_items[0][quantity]=1"), "resource_missing", Some("line_items[0][price]")),
-        (format!("{ok}&mode=payment&line_items[0][pricee]=price_pack"), "parameter_unknown", Some("line_items[0][pricee]")),
-        (format!("{ok}&mode=payment&line_items[0][price]=price_basic&line_items[0][quantity]=1"), "", Some("line_items[0][price]")),
-        (format!("{ok}&mode=subscription&line_items[0][price]=price_pack&line_items[0][quantity]=1"), "", Some("line_items")),
-        (format!("{ok}&mode=payment&line_items[0][price]=price_pack&line_items[0][quantity]=1&subscription_data[metadata][a]=b"), "", Some("subscription_data")),
-        (format!("{ok}&mode=subscription&line_items[0][price]=price_basic&line_items[0][quantity]=1&payment_intent_data[setup_future_usage]=off_session"), "", Some("payment_intent_data")),
-        (format!("{ok}&mode=subscription&line_items[0][price]=price_basic&line_items[0][quantity]=1&customer_creation=always"), "", Some("customer_creation")),
-        (format!("{ok}&mode=payment&line_items[0][price]=price_pack&line_items[0][quantity]=1&customer={customer}&customer_creation=always"), "parameters_exclusive", Some("customer")),
-        (format!("{ok}&mode=payment&line_items[0][price]=price_pack&line_items[0][quantity]=1&customer={customer}&customer_email=a%40b.co"), "parameters_exclusive", Some("customer")),
-        (format!("{ok}&mode=payment&line_items[0][price]=price_pack&line_items[0][quantity]=1&customer_update[name]=auto"), "", Some("customer_update")),
-        (format!("{ok}&mode=payment&line_items[0][price]=price_pack&line_items[0][quantity]=1&customer=cus_missing"), "resource_missing", Some("customer")),
-        (format!("{ok}&mode=payment&line_items[0][price]=price_pack&line_items[0][quantity]=1&allow_promotion_codes=true&discounts[0][coupon]=half"), "parameters_exclusive", Some("allow_promotion_codes")),
-        (format!("{ok}&mode=payment&line_items[0][price]=price_pack&line_items[0][quantity]=1&discounts[0][coupon]=nope"), "resource_missing", Some("discounts[0][coupon]")),
-        (format!("{ok}&mode=subscription&line_items[0][price]=price_basic&line_items[0][quantity]=1&customer={customer}&tax_id_collection[enabled]=true"), "", Some("customer_update[name]")),
-        (format!("{ok}&mode=setup&line_items[0][price]=price_pack&line_items[0][quantity]=1"), "", Some("line_items")),
-        (format!("{ok}&mode=sub&line_items[0][price]=price_basic&line_items[0][quantity]=1"), "parameter_invalid_string", Some("mode")),
-        ("mode=payment&line_items[0][price]=price_pack&line_items[0][quantity]=1".to_string(), "parameter_missing", Some("success_url")),
-        (format!("{ok}&mode=payment&line_items[0][price]=price_pack"), "parameter_missing", Some("line_items[0]")),
-        (format!("{ok}&mode=payment&line_items[0][price]=price_pack&line_items[0][quantity]=0"), "parameter_invalid_integer", Some("line_items[0][quantity]")),
-        ("success_url=https://a/ok%09x&mode=payment&line_items[0][price]=price_pack&line_items[0][quantity]=1".to_string(), "url_invalid", Some("success_url")),
-        (format!("{ok}&cancel_url=a/no&mode=payment&line_items[0][price]=price_pack&line_items[0][quantity]=1"), "url_invalid", Some("cancel_url")),
-    ];
-    for (body, code, param) in cases {
-        let (status, e) = status_and_json(api.post("/v1/checkout/sessions", &body)).await;
-        assert_eq!(status, 400, "{body}: {e}");
-        assert_eq!(e["error"]["type"], "invalid_request_error", "{body}");
-        assert_eq!(
-            e["error"]["code"].as_str().unwrap_or(""),
-            code,
-            "{body}: {e}"
-        );
-        assert_eq!(e["error"]["param"].as_str(), param, "{body}: {e}");
-    }
-    let (status, s) = status_and_json(api.post("/v1/checkout/sessions", &format!("{ok}&mode=payment&line_items[0][price]=price_pack&line_items[0][quantity]=1&discounts[0][coupon]=half&customer_creation=always&payment_intent_data[setup_future_usage]=off_session"))).await;
-    assert_eq!(
-        (status, s["amount_total"].as_i64()),
-        (200, Some(250)),
-        "{s}"
-    );
-    let (status, e) =
-        status_and_json(api.post("/v1/billing_portal/sessions", "return_url=https://a")).await;
-    assert_eq!(
-        (status, e["error"]["code"].as_str()),
-        (400, Some("parameter_missing"))
-    );
-    let (status, e) =
-        status_and_json(api.post("/v1/billing_portal/sessions", "customer=cus_nope")).await;
-    assert_eq!(
-        (status, e["error"]["code"].as_str()),
-        (400, Some("resource_missing"))
-    );
-}
-
-#[tokio::test]
 async fn concurrent_duplicate_gets_409_and_the_key_stays_usable() {
     let running = emulator(&[]).await;
     let api = Api::new(&running);
@@ -310,7 +256,20 @@ async fn concurrent_duplicate_gets_409_and_the_key_stays_usable() {
     assert_eq!(slow.unwrap().status().as_u16(), 200);
     let fast = fast.unwrap();
     assert_eq!(fast.status().as_u16(), 409);
-    assert_eq!(json_of(fast).await["error"]["type"], "idempotency_error");
+    let e = json_of(fast).await;
+    assert_eq!(
+        (e["error"]["type"].as_str(), e["error"]["code"].as_str()),
+        (
+            Some("invalid_request_error"),
+            Some("idempotency_key_in_use")
+        )
+    );
+    assert_eq!(
+        e["error"]["message"],
+        "There is currently another in-progress request using this Idempotent Key (that \
+         probably means you submitted twice, and the other request is still going through): \
+         dup. Please try again later."
+    );
     let again = api
         .post("/v1/customers", "email=a%40b.co")
         .header("Idempotency-Key", "dup")
@@ -318,4 +277,165 @@ async fn concurrent_duplicate_gets_409_and_the_key_stays_usable() {
         .await
         .unwrap();
     assert_eq!(again.headers()["Idempotent-Replayed"], "true");
+}
+
+#[tokio::test]
+async fn a_500_during_execution_is_stored_and_replayed_for_the_key() {
+    let running = emulator(&[]).await;
+    let api = Api::new(&running);
+    api.control(
+        "/faults",
+        json!({"path": "/v1/customers", "status": 500, "during_execution": true,
+               "should_retry": false}),
+    )
+    .await;
+    let first = api
+        .post("/v1/customers", "email=a%40b.co")
+        .header("Idempotency-Key", "k500")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status().as_u16(), 500);
+    let first_body = json_of(first).await;
+    let again = api
+        .post("/v1/customers", "email=a%40b.co")
+        .header("Idempotency-Key", "k500")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status().as_u16(), 500);
+    assert_eq!(again.headers()["Idempotent-Replayed"], "true");
+    assert_eq!(again.headers()["Stripe-Should-Retry"], "false");
+    assert_eq!(json_of(again).await, first_body);
+    // A new key executes normally; no customer was created by the failed request.
+    let (status, _) = status_and_json(
+        api.post("/v1/customers", "email=a%40b.co")
+            .header("Idempotency-Key", "k-new"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let state = json_of(
+        api.http
+            .get(format!("{}/_emulator/state", api.base))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(state["counts"]["customers"], 1);
+}
+
+#[tokio::test]
+async fn business_rule_errors_are_stored_for_the_key() {
+    let running = emulator(&[]).await;
+    let api = Api::new(&running);
+    let body = "mode=payment&success_url=https://a/ok&line_items[0][price]=price_nope&line_items[0][quantity]=1";
+    for replayed in [false, true] {
+        let r = api
+            .post("/v1/checkout/sessions", body)
+            .header("Idempotency-Key", "rule")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 400);
+        assert_eq!(r.headers().get("Idempotent-Replayed").is_some(), replayed);
+    }
+}
+
+#[tokio::test]
+async fn requests_are_validated_with_their_versions_schema() {
+    let running = emulator(&["--api-version", "2023-08-16"]).await;
+    let api = Api::new(&running);
+    let embedded = "mode=payment&ui_mode=embedded&return_url=https://a/r&line_items[0][price]=price_pack&line_items[0][quantity]=1";
+    // The account's version (2023-08-16) has no ui_mode.
+    let (status, e) = status_and_json(api.post("/v1/checkout/sessions", embedded)).await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (400, Some("parameter_unknown"))
+    );
+    // A request made with basil is checked against basil.
+    let (status, s) = status_and_json(
+        api.post("/v1/checkout/sessions", embedded)
+            .header("Stripe-Version", "2025-03-31.basil"),
+    )
+    .await;
+    assert_eq!(status, 200, "{s}");
+    // Later releases are validated (and shaped) like basil.
+    let (status, _) = status_and_json(
+        api.post("/v1/checkout/sessions", embedded)
+            .header("Stripe-Version", "2025-09-30.clover"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, e) = status_and_json(
+        api.post("/v1/checkout/sessions", embedded)
+            .header("Stripe-Version", "2024-06-20"),
+    )
+    .await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (400, Some("parameter_unknown"))
+    );
+}
+
+#[tokio::test]
+async fn request_level_rules() {
+    let running = emulator(&[]).await;
+    let api = Api::new(&running);
+    // The API takes form-encoded bodies.
+    let (status, e) = status_and_json(
+        api.http
+            .post(format!("{}/v1/customers", api.base))
+            .bearer_auth(KEY)
+            .json(&json!({"email": "a@b.co"})),
+    )
+    .await;
+    assert_eq!(
+        (status, e["error"]["type"].as_str()),
+        (400, Some("invalid_request_error"))
+    );
+    // Idempotency keys are at most 255 characters.
+    let (status, _) = status_and_json(
+        api.post("/v1/customers", "")
+            .header("Idempotency-Key", "k".repeat(256)),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _) = status_and_json(
+        api.post("/v1/customers", "")
+            .header("Idempotency-Key", "k".repeat(255)),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // A property that cannot be expanded.
+    let customer = api.customer().await;
+    let (status, e) =
+        status_and_json(api.get(&format!("/v1/customers/{customer}?expand[]=metadata"))).await;
+    assert_eq!(
+        (status, e["error"]["message"].as_str()),
+        (400, Some("This property cannot be expanded (metadata)."))
+    );
+    // price_data is not emulated.
+    let (status, e) = status_and_json(api.post(
+        "/v1/checkout/sessions",
+        "mode=payment&success_url=https://a/ok&line_items[0][price_data][currency]=usd\
+         &line_items[0][price_data][unit_amount]=100&line_items[0][price_data][product]=prod_1\
+         &line_items[0][quantity]=1",
+    ))
+    .await;
+    assert_eq!(
+        (status, e["error"]["param"].as_str()),
+        (400, Some("line_items[0][price_data]"))
+    );
+    // A portal session needs a customer.
+    let (status, e) =
+        status_and_json(api.post("/v1/billing_portal/sessions", "return_url=https://a")).await;
+    assert_eq!(
+        (
+            status,
+            e["error"]["code"].as_str(),
+            e["error"]["param"].as_str()
+        ),
+        (400, Some("parameter_missing"), Some("customer"))
+    );
 }

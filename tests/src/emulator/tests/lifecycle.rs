@@ -39,15 +39,6 @@ async fn receiver() -> (String, Received) {
     (url, got)
 }
 
-fn types(v: &Value) -> Vec<String> {
-    v["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["type"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[tokio::test]
 async fn subscription_lifecycle_with_signed_webhooks() {
     let (url, received) = receiver().await;
@@ -123,7 +114,12 @@ async fn subscription_lifecycle_with_signed_webhooks() {
         .await;
     assert_eq!(
         types(&renewed),
-        ["invoice.paid", "customer.subscription.updated"]
+        [
+            "customer.subscription.updated",
+            "invoice.created",
+            "invoice.finalized",
+            "invoice.paid"
+        ]
     );
     assert_eq!(
         renewed["object"]["items"]["data"][0]["current_period_start"],
@@ -132,7 +128,7 @@ async fn subscription_lifecycle_with_signed_webhooks() {
     let changed = api
         .control(
             &format!("/subscriptions/{sub_id}/change_price"),
-            json!({"price": "price_pro"}),
+            json!({"price": "price_pro", "proration_behavior": "always_invoice"}),
         )
         .await;
     assert_eq!(
@@ -148,7 +144,13 @@ async fn subscription_lifecycle_with_signed_webhooks() {
         .await;
     assert_eq!(
         types(&failed),
-        ["invoice.payment_failed", "customer.subscription.updated"]
+        [
+            "customer.subscription.updated",
+            "invoice.created",
+            "invoice.finalized",
+            "invoice.payment_failed",
+            "customer.subscription.updated"
+        ]
     );
     assert_eq!(failed["object"]["status"], "past_due");
     let recovered = api
@@ -172,7 +174,7 @@ async fn subscription_lifecycle_with_signed_webhooks() {
     assert!(ended["events"][0]["delivery"].is_null());
 
     let got = received.lock().unwrap().clone();
-    assert_eq!(got.len(), 12);
+    assert_eq!(got.len(), 17);
     let mut last = 0;
     for (payload, header) in &got {
         verify(

@@ -2,7 +2,12 @@
 //! the way the worker and the integration tests use it.
 
 mod api;
+mod billing;
+mod changes;
+mod endpoints;
 mod lifecycle;
+mod rules;
+mod schema;
 
 use clap::Parser;
 use reqwest::{RequestBuilder, Response};
@@ -21,8 +26,12 @@ async fn emulator(extra: &[&str]) -> Running {
         "price_pro:recurring:3000",
         "--price",
         "price_pack:one_time:500",
+        "--price",
+        "price_year:recurring:10000:year",
         "--coupon",
         "half:percent_off:50",
+        "--coupon",
+        "free:percent_off:100",
     ];
     args.extend_from_slice(extra);
     start(Config::parse_from(args))
@@ -67,6 +76,17 @@ impl Api {
         assert!(status.is_success(), "{path}: {status} {v}");
         v
     }
+    /// A control call expected to fail; returns the status and body.
+    async fn control_err(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}/_emulator{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
     async fn customer(&self) -> String {
         let v = json_of(
             self.post(
@@ -89,4 +109,52 @@ async fn json_of(r: Response) -> Value {
 async fn status_and_json(r: RequestBuilder) -> (u16, Value) {
     let r = r.send().await.unwrap();
     (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// The event types of a control call's answer.
+fn types(v: &Value) -> Vec<String> {
+    v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The `data.object` of event `i` of a control call's answer.
+fn object_of(v: &Value, i: usize) -> Value {
+    let payload: Value = serde_json::from_str(v["events"][i]["payload"].as_str().unwrap()).unwrap();
+    payload["data"]["object"].clone()
+}
+
+/// The `created` of every event of a control call's answer.
+fn created(v: &Value) -> Vec<i64> {
+    v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["created"].as_i64().unwrap())
+        .collect()
+}
+
+/// Creates a session with `body` and completes it (paid, no delivery); returns the answer.
+async fn checkout_and_complete(api: &Api, body: &str) -> Value {
+    let (status, s) = status_and_json(api.post("/v1/checkout/sessions", body)).await;
+    assert_eq!(status, 200, "{s}");
+    let id = s["id"].as_str().unwrap();
+    api.control(
+        &format!("/checkout/{id}/complete"),
+        serde_json::json!({"deliver": false}),
+    )
+    .await
+}
+
+/// A paid monthly subscription to price_basic; returns its id.
+async fn subscribed(api: &Api) -> String {
+    let done = checkout_and_complete(
+        api,
+        "mode=subscription&success_url=https://a/ok&line_items[0][price]=price_basic&line_items[0][quantity]=1",
+    )
+    .await;
+    done["object"]["subscription"].as_str().unwrap().to_string()
 }

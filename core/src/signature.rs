@@ -44,6 +44,8 @@ pub enum SignatureError {
     },
     #[error("no webhook signing secret is configured")]
     NoSecret,
+    #[error("the tolerance must be 0 or more seconds (0 or NULL turn the time check off), got {0}")]
+    NegativeTolerance(i64),
 }
 
 /// A parsed `Stripe-Signature` header.
@@ -126,7 +128,7 @@ pub fn signature_header(payload: &[u8], secret: &str, timestamp: i64) -> String 
 
 /// Verifies `payload` against `header` with any of `secrets`. Returns the header's timestamp.
 ///
-/// `tolerance_seconds` of `None` or `Some(0)` (or below) disables the time check; `now` is the
+/// `tolerance_seconds` of `None` or `Some(0)` disables the time check (a negative one is an error); `now` is the
 /// current Unix time. The signature is checked first so that a stale but forged request is
 /// reported as forged.
 pub fn verify<'a>(
@@ -136,6 +138,10 @@ pub fn verify<'a>(
     tolerance_seconds: Option<i64>,
     now: i64,
 ) -> Result<i64, SignatureError> {
+    // A negative tolerance is a mistake, not a way to turn the time check off.
+    if let Some(t) = tolerance_seconds.filter(|t| *t < 0) {
+        return Err(SignatureError::NegativeTolerance(t));
+    }
     let secrets: Vec<&str> = secrets.into_iter().filter(|s| !s.is_empty()).collect();
     if secrets.is_empty() {
         return Err(SignatureError::NoSecret);
@@ -160,7 +166,7 @@ pub fn verify<'a>(
     if !matched {
         return Err(SignatureError::NoMatchingSignature);
     }
-    if let Some(tolerance) = tolerance_seconds.filter(|t| *t > 0) {
+    if let Some(tolerance) = tolerance_seconds.filter(|t| *t != 0) {
         let age = i128::from(now) - i128::from(parsed.timestamp);
         if age.abs() > i128::from(tolerance) {
             return Err(SignatureError::TimestampOutsideTolerance {

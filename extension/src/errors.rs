@@ -31,6 +31,10 @@ pub fn raise_signature_error(err: &SignatureError) -> ! {
             ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             "Pass the endpoint's signing secret (whsec_...).",
         ),
+        SignatureError::NegativeTolerance(_) => (
+            ERRCODE_INVALID_PARAMETER_VALUE,
+            "Pass a tolerance in seconds (300 is Stripe's default), or 0 to skip the time check.",
+        ),
     };
     raise(code, err.to_string(), None, Some(hint))
 }

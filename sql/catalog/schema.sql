@@ -41,3 +41,17 @@ COMMENT ON COLUMN billing.plan_prices.plan_id IS 'The plan it sells (or sold).';
 COMMENT ON COLUMN billing.plan_prices.created_at IS 'When the price was first seen on the plan.';
 
 SELECT pg_catalog.pg_extension_config_dump('billing.plan_prices', '');
+
+CREATE TABLE billing.coupons (
+    id text PRIMARY KEY CHECK (id ~ '^[A-Za-z0-9_-]{1,100}$'),
+    description text CHECK (length(description) <= 500),
+    active boolean NOT NULL DEFAULT true,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE billing.coupons IS 'The Stripe coupons callers may pass to billing.request_checkout; any other coupon is refused (BL012), so internal coupons stay internal. Promotion codes (allow_promotion_codes) are Stripe''s to check. Privileged roles only.';
+COMMENT ON COLUMN billing.coupons.id IS 'The Stripe coupon id.';
+COMMENT ON COLUMN billing.coupons.description IS 'What it is for (your notes).';
+COMMENT ON COLUMN billing.coupons.active IS 'Inactive coupons are refused like unknown ones.';
+COMMENT ON COLUMN billing.coupons.created_at IS 'When the row was added.';
+
+SELECT pg_catalog.pg_extension_config_dump('billing.coupons', '');

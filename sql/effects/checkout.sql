@@ -60,9 +60,15 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
     s jsonb := ev -> 'data';
-    uid uuid := billing._resolve_user(coalesce(s ->> 'client_reference_id', s -> 'metadata' ->> 'user_id'),
-                                      ev ->> 'customer', s ->> 'subscription');
+    uid uuid;
 BEGIN
+    IF ev ->> 'type' = 'checkout.session.expired' THEN
+        PERFORM billing._record_session_status(s -> 'metadata' ->> 'request_id', 'expired');
+        RETURN;
+    END IF;
+    uid := billing._resolve_user(coalesce(s ->> 'client_reference_id', s -> 'metadata' ->> 'user_id'),
+                                 ev ->> 'customer', s ->> 'subscription');
+    PERFORM billing._record_session_status(s -> 'metadata' ->> 'request_id', 'complete');
     IF ev ->> 'customer' IS NOT NULL THEN
         -- A session from elsewhere may carry a new customer for a user who has one: the user
         -- keeps the first, and the purchase still counts.
@@ -83,4 +89,4 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION billing._apply_checkout_session(jsonb) IS 'Internal: checkout.session.* effects: link customer and user; record the subscription; grant a paid (or free) token pack; notify a failed delayed payment.';
+COMMENT ON FUNCTION billing._apply_checkout_session(jsonb) IS 'Internal: checkout.session.* effects: link customer and user; record the subscription; grant a paid (or free) token pack; notify a failed delayed payment; mark our request''s session completed or expired.';

@@ -22,7 +22,7 @@ BEGIN
     BEGIN
         CASE
             WHEN ev ->> 'type' IN ('checkout.session.completed', 'checkout.session.async_payment_succeeded',
-                                   'checkout.session.async_payment_failed') THEN
+                                   'checkout.session.async_payment_failed', 'checkout.session.expired') THEN
                 PERFORM billing._apply_checkout_session(ev);
             WHEN ev ->> 'type' LIKE 'customer.subscription.%' AND ev ->> 'object_type' = 'subscription' THEN
                 PERFORM billing._apply_subscription(ev, 1::smallint);
@@ -261,3 +261,34 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION billing.reprocess_events(integer) IS 'Privileged: re-applies stored events that failed (oldest first), e.g. after adding a missing price to billing.plans. Each event''s effects happen at most once.';
+
+CREATE OR REPLACE FUNCTION billing.prune() RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    cfg billing.config := billing._settings();
+    expired integer;
+    requests integer;
+    events integer;
+BEGIN
+    -- A checkout or portal request nobody served within a day is no use to its user any more
+    -- (a Checkout Session itself lasts 24 hours).
+    UPDATE billing.stripe_requests r
+    SET status = 'failed', error = 'expired: not served within a day', finished_at = now()
+    WHERE r.status = 'pending' AND r.kind IN ('checkout', 'portal') AND r.created_at < now() - interval '1 day';
+    GET DIAGNOSTICS expired = ROW_COUNT;
+    DELETE FROM billing.stripe_requests r
+    WHERE r.status IN ('succeeded', 'failed')
+      AND r.finished_at < now() - make_interval(days => cfg.request_retention_days);
+    GET DIAGNOSTICS requests = ROW_COUNT;
+    -- Applied events only: Stripe redelivers for 3 days and lists events for 30, so an id kept
+    -- longer than that can never be seen again; what they granted stays in the ledger (whose grant
+    -- keys also stop a second grant). Waiting or failed events stay until they apply.
+    DELETE FROM billing.stripe_events e
+    WHERE e.processed_at IS NOT NULL
+      AND e.received_at < now() - make_interval(days => cfg.event_retention_days);
+    GET DIAGNOSTICS events = ROW_COUNT;
+    RETURN jsonb_build_object('requests_expired', expired, 'requests_deleted', requests, 'events_deleted', events);
+END
+$$;
+COMMENT ON FUNCTION billing.prune() IS 'Privileged (pg_cron, or the worker): expires checkout and portal requests queued for over a day, deletes finished requests older than request_retention_days and applied events older than event_retention_days. Never touches the ledger, waiting or failed events.';

@@ -84,7 +84,8 @@ $$;
 COMMENT ON FUNCTION billing.grant_tokens(uuid, bigint, text, timestamptz, uuid, text, jsonb) IS 'Privileged: gives tokens to a user (or one of their projects). A repeated grant_key returns the existing grant with duplicate = true and grants nothing.';
 
 -- The shared core of spend_tokens and spend_my_tokens.
-CREATE OR REPLACE FUNCTION billing._spend(user_id uuid, amount bigint, project_id uuid, reason text, idempotency_key text)
+CREATE OR REPLACE FUNCTION billing._spend(user_id uuid, amount bigint, project_id uuid, reason text, idempotency_key text,
+                                          key_scope text)
 RETURNS jsonb
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
@@ -112,13 +113,13 @@ BEGIN
 
     -- Claim the idempotency key first: a concurrent spend with the same key waits here for the
     -- first one to commit and then finds its row.
-    INSERT INTO billing.token_spends AS s (user_id, project_id, amount, reason, idempotency_key)
-    VALUES (_spend.user_id, _spend.project_id, _spend.amount, _spend.reason, _spend.idempotency_key)
+    INSERT INTO billing.token_spends AS s (user_id, project_id, amount, reason, idempotency_key, key_scope)
+    VALUES (_spend.user_id, _spend.project_id, _spend.amount, _spend.reason, _spend.idempotency_key, _spend.key_scope)
     ON CONFLICT ON CONSTRAINT token_spends_idempotency_key DO NOTHING
     RETURNING s.id INTO new_spend_id;
     IF new_spend_id IS NULL THEN
         SELECT * INTO STRICT existing FROM billing.token_spends s
-        WHERE s.user_id = _spend.user_id AND s.idempotency_key = _spend.idempotency_key;
+        WHERE s.user_id = _spend.user_id AND s.key_scope = _spend.key_scope AND s.idempotency_key = _spend.idempotency_key;
         IF existing.amount <> amount OR existing.project_id IS DISTINCT FROM project_id THEN
             RAISE EXCEPTION 'idempotency_key % was already used for a different spend', idempotency_key
                 USING ERRCODE = 'BL004',
@@ -152,7 +153,7 @@ BEGIN
         'balance', billing._live_balance(user_id, project_id), 'duplicate', false);
 END
 $$;
-COMMENT ON FUNCTION billing._spend(uuid, bigint, uuid, text, text) IS 'Internal: the spend algorithm behind billing.spend_tokens and billing.spend_my_tokens.';
+COMMENT ON FUNCTION billing._spend(uuid, bigint, uuid, text, text, text) IS 'Internal: the spend algorithm behind billing.spend_tokens and billing.spend_my_tokens.';
 
 CREATE OR REPLACE FUNCTION billing.spend_tokens(user_id uuid, amount bigint, project_id uuid DEFAULT NULL,
                                      reason text DEFAULT NULL, idempotency_key text DEFAULT NULL)
@@ -160,7 +161,7 @@ RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    RETURN billing._spend(user_id, amount, project_id, reason, idempotency_key);
+    RETURN billing._spend(user_id, amount, project_id, reason, idempotency_key, 'server');
 END
 $$;
 COMMENT ON FUNCTION billing.spend_tokens(uuid, bigint, uuid, text, text) IS 'Privileged: spends a user''s tokens, soonest-expiring grants first. Fails with BL001 and changes nothing when the balance is short; a repeated idempotency_key returns the first result with duplicate = true.';
@@ -171,10 +172,10 @@ RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    RETURN billing._spend(billing._require_user(), amount, project_id, reason, idempotency_key);
+    RETURN billing._spend(billing._require_user(), amount, project_id, reason, idempotency_key, 'user');
 END
 $$;
-COMMENT ON FUNCTION billing.spend_my_tokens(bigint, uuid, text, text) IS 'For signed-in users: billing.spend_tokens on the caller''s own tokens.';
+COMMENT ON FUNCTION billing.spend_my_tokens(bigint, uuid, text, text) IS 'For signed-in users: billing.spend_tokens on the caller''s own tokens. Idempotency keys are the user''s own: they never collide with the keys of billing.spend_tokens.';
 
 CREATE OR REPLACE FUNCTION billing._live_balance(user_id uuid, project_id uuid) RETURNS bigint
 LANGUAGE plpgsql STABLE

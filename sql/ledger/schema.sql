@@ -60,7 +60,8 @@ CREATE TABLE billing.token_spends (
     reason text CHECK (length(reason) <= 500),
     idempotency_key text CHECK (length(idempotency_key) BETWEEN 1 AND 255),
     created_at timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT token_spends_idempotency_key UNIQUE (user_id, idempotency_key)
+    key_scope text NOT NULL DEFAULT 'server' CHECK (key_scope IN ('server', 'user')),
+    CONSTRAINT token_spends_idempotency_key UNIQUE (user_id, key_scope, idempotency_key)
 );
 CREATE INDEX token_spends_user_idx ON billing.token_spends (user_id, created_at);
 COMMENT ON TABLE billing.token_spends IS 'Tokens spent. Each spend is allocated to one or more grants in billing.token_spend_allocations.';
@@ -69,8 +70,9 @@ COMMENT ON COLUMN billing.token_spends.user_id IS 'Whose tokens were spent.';
 COMMENT ON COLUMN billing.token_spends.project_id IS 'The project balance spent from, or NULL for the user''s own balance.';
 COMMENT ON COLUMN billing.token_spends.amount IS 'Tokens spent.';
 COMMENT ON COLUMN billing.token_spends.reason IS 'Free text for the user''s history, e.g. "image generation".';
-COMMENT ON COLUMN billing.token_spends.idempotency_key IS 'Repeating a spend with the same key (per user) returns the first result instead of spending again.';
+COMMENT ON COLUMN billing.token_spends.idempotency_key IS 'Repeating a spend with the same key (per user and key_scope) returns the first result instead of spending again.';
 COMMENT ON COLUMN billing.token_spends.created_at IS 'When the spend happened.';
+COMMENT ON COLUMN billing.token_spends.key_scope IS 'Whose idempotency key it is: server (billing.spend_tokens) or user (billing.spend_my_tokens); a user can never claim a key your back end will use.';
 
 CREATE TABLE billing.token_spend_allocations (
     spend_id bigint NOT NULL REFERENCES billing.token_spends (id),

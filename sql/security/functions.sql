@@ -124,6 +124,33 @@ SET search_path = pg_catalog, pg_temp AS $$
       AND NOT EXISTS (SELECT FROM billing.client_api() a
                       WHERE a.role_name = r.rolname AND a.privilege = priv
                         AND a.privilege <> 'EXECUTE' AND to_regclass(a.object_name) = c.oid)
+    UNION ALL
+    -- Functions every role may execute: a client role that exists later would inherit them.
+    SELECT 'function', p.oid::regprocedure::text, 'executable by PUBLIC'
+    FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+    CROSS JOIN LATERAL aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) acl
+    WHERE n.nspname = 'billing' AND acl.grantee = 0 AND acl.privilege_type = 'EXECUTE'
+    UNION ALL
+    -- Functions created in billing later start executable by PUBLIC unless the event trigger
+    -- takes that back (a per-schema default privilege cannot revoke it).
+    SELECT 'event trigger', 'billing_new_functions_private', 'missing or disabled: new functions in billing would be executable by PUBLIC'
+    WHERE NOT EXISTS (SELECT FROM pg_event_trigger e WHERE e.evtname = 'billing_new_functions_private' AND e.evtenabled <> 'D')
     ORDER BY 1, 2, 3
 $$;
-COMMENT ON FUNCTION billing.security_report() IS 'Lists security problems: tables without row-level security, SECURITY DEFINER functions without a pinned search_path, and anything anon or authenticated can execute or touch beyond billing.client_api(). Empty means clean.';
+COMMENT ON FUNCTION billing.security_report() IS 'Lists security problems: tables without row-level security, SECURITY DEFINER functions without a pinned search_path, anything anon or authenticated can execute or touch beyond billing.client_api(), functions executable by PUBLIC, and a missing event trigger for functions added later. Empty means clean.';
+
+CREATE OR REPLACE FUNCTION billing._new_functions_private() RETURNS event_trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    obj record;
+BEGIN
+    -- Postgres lets PUBLIC execute every new function, and a per-schema default privilege
+    -- cannot take that back; this does, for every function created in billing later.
+    FOR obj IN SELECT c.objid FROM pg_event_trigger_ddl_commands() c
+               WHERE c.schema_name = 'billing' AND c.object_type IN ('function', 'procedure') LOOP
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', obj.objid::regprocedure);
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION billing._new_functions_private() IS 'Internal (event trigger): a function created in schema billing is not executable by PUBLIC; billing.apply_grants() decides who may run it.';

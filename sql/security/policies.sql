@@ -7,6 +7,11 @@ FROM unnest(ARRAY['billing.customers', 'billing.subscriptions', 'billing.token_g
                   'billing.notifications']) AS t;
 SELECT billing._protect_table(t::regclass, own_rows => false)
 FROM unnest(ARRAY['billing.config', 'billing.webhook_secrets', 'billing.stripe_events', 'billing.plans',
-                  'billing.plan_prices', 'billing.deleted_customers', 'billing.checkout_line_items']) AS t;
+                  'billing.plan_prices', 'billing.deleted_customers', 'billing.checkout_line_items', 'billing.coupons']) AS t;
 -- The catalog is public to signed-in users.
 CREATE POLICY catalog_readable ON billing.plans FOR SELECT USING (true);
+
+-- Functions added to billing later are private from the start (see billing._new_functions_private).
+CREATE EVENT TRIGGER billing_new_functions_private ON ddl_command_end
+    WHEN TAG IN ('CREATE FUNCTION', 'CREATE PROCEDURE')
+    EXECUTE FUNCTION billing._new_functions_private();

@@ -16,6 +16,10 @@ BEGIN
     c.free_invoice_tokens := coalesce(c.free_invoice_tokens, 'plan');
     c.collect_tax_ids := coalesce(c.collect_tax_ids, true);
     c.save_payment_method := coalesce(c.save_payment_method, true);
+    c.redirect_origins := coalesce(c.redirect_origins, '{}');
+    c.max_pending_requests := coalesce(c.max_pending_requests, 5);
+    c.request_retention_days := coalesce(c.request_retention_days, 30);
+    c.event_retention_days := coalesce(c.event_retention_days, 90);
     RETURN c;
 END
 $$;

@@ -11,7 +11,12 @@ CREATE TABLE billing.config (
     renewal_grace_seconds integer CHECK (renewal_grace_seconds >= 0),
     free_invoice_tokens text CHECK (free_invoice_tokens IN ('plan', 'none')),
     collect_tax_ids boolean,
-    save_payment_method boolean
+    save_payment_method boolean,
+    redirect_origins text[] CHECK (cardinality(redirect_origins) = 0
+        OR (' ' || array_to_string(redirect_origins, ' ')) ~ '^( https?://[a-z0-9.-]+(:[0-9]{1,5})?)+$'),
+    max_pending_requests integer CHECK (max_pending_requests BETWEEN 1 AND 1000),
+    request_retention_days integer CHECK (request_retention_days >= 1),
+    event_retention_days integer CHECK (event_retention_days >= 31)
 );
 COMMENT ON TABLE billing.config IS 'Optional single-row settings: default Checkout/Portal URLs, webhook tolerance, request retry limit, token rules. Without a row (or with NULLs) the documented defaults apply. Privileged roles only.';
 COMMENT ON COLUMN billing.config.id IS 'Always true: keeps the table to one row.';
@@ -23,6 +28,10 @@ COMMENT ON COLUMN billing.config.request_max_attempts IS 'How many times the wor
 COMMENT ON COLUMN billing.config.renewal_grace_seconds IS 'How long a plan period''s tokens stay spendable after the period ends, so a renewal paid a little late (Stripe charges about an hour after the period starts) leaves no gap; NULL = 86400 (one day).';
 COMMENT ON COLUMN billing.config.free_invoice_tokens IS 'What a paid invoice of amount 0 (a trial, a 100%-off coupon) grants: plan = the plan''s allowance as if paid, none = nothing; NULL = plan.';
 COMMENT ON COLUMN billing.config.collect_tax_ids IS 'Whether Checkout collects business tax IDs (tax_id_collection, with customer_update[name] and [address] = auto as Stripe requires for an existing customer); NULL = true.';
+COMMENT ON COLUMN billing.config.redirect_origins IS 'Origins (scheme://host[:port], lower case) that success, cancel and return URLs passed by callers may point to, besides the origins of the default URLs above; anything else is refused (BL013). NULL = only the defaults'' origins.';
+COMMENT ON COLUMN billing.config.max_pending_requests IS 'How many checkout and portal requests one user may have queued or running at once (BL011 beyond); NULL = 5.';
+COMMENT ON COLUMN billing.config.request_retention_days IS 'billing.prune() deletes finished requests older than this; NULL = 30.';
+COMMENT ON COLUMN billing.config.event_retention_days IS 'billing.prune() deletes applied events older than this (at least 31: Stripe redelivers for 3 days and lists events for 30); NULL = 90.';
 COMMENT ON COLUMN billing.config.save_payment_method IS 'Whether a token pack''s card is saved to the customer for the next purchase (payment_intent_data[setup_future_usage] = on_session); NULL = true.';
 
 SELECT pg_catalog.pg_extension_config_dump('billing.config', '');

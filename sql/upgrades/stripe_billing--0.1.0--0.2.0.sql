@@ -24,7 +24,6 @@ ALTER FUNCTION billing.request_json(billing.stripe_requests) RENAME TO _request_
 ALTER FUNCTION billing.notify_stripe_request() RENAME TO _notify_stripe_request;
 ALTER FUNCTION billing.grant_json(billing.token_grants, boolean) RENAME TO _grant_json;
 ALTER FUNCTION billing.insert_grant(uuid, bigint, text, timestamptz, uuid, text, jsonb) RENAME TO _insert_grant;
-ALTER FUNCTION billing.spend(uuid, bigint, uuid, text, text) RENAME TO _spend;
 ALTER FUNCTION billing.live_balance(uuid, uuid) RENAME TO _live_balance;
 ALTER FUNCTION billing.unix_time(jsonb) RENAME TO _unix_time;
 ALTER FUNCTION billing.uuid_or_null(text) RENAME TO _uuid_or_null;
@@ -46,6 +45,8 @@ DROP FUNCTION billing.invoice_grant(jsonb);
 DROP FUNCTION billing.update_subscription_from_invoice(text, billing.event_version, timestamptz, timestamptz, text);
 DROP FUNCTION billing.apply_in_subtransaction(jsonb);
 DROP FUNCTION billing.apply_stored_event(text);
+DROP FUNCTION billing.spend(uuid, bigint, uuid, text, text);
+DROP FUNCTION billing.fail_request(uuid, text, text, integer, integer);
 
 -- The policies name a renamed function; re-stating them gives their expressions the column
 -- name a fresh install has.
@@ -66,11 +67,20 @@ ALTER TABLE billing.config
     ADD COLUMN renewal_grace_seconds integer CHECK (renewal_grace_seconds >= 0),
     ADD COLUMN free_invoice_tokens text CHECK (free_invoice_tokens IN ('plan', 'none')),
     ADD COLUMN collect_tax_ids boolean,
-    ADD COLUMN save_payment_method boolean;
+    ADD COLUMN save_payment_method boolean,
+    ADD COLUMN redirect_origins text[] CHECK (cardinality(redirect_origins) = 0
+        OR (' ' || array_to_string(redirect_origins, ' ')) ~ '^( https?://[a-z0-9.-]+(:[0-9]{1,5})?)+$'),
+    ADD COLUMN max_pending_requests integer CHECK (max_pending_requests BETWEEN 1 AND 1000),
+    ADD COLUMN request_retention_days integer CHECK (request_retention_days >= 1),
+    ADD COLUMN event_retention_days integer CHECK (event_retention_days >= 31);
 COMMENT ON TABLE billing.config IS 'Optional single-row settings: default Checkout/Portal URLs, webhook tolerance, request retry limit, token rules. Without a row (or with NULLs) the documented defaults apply. Privileged roles only.';
 COMMENT ON COLUMN billing.config.renewal_grace_seconds IS 'How long a plan period''s tokens stay spendable after the period ends, so a renewal paid a little late (Stripe charges about an hour after the period starts) leaves no gap; NULL = 86400 (one day).';
 COMMENT ON COLUMN billing.config.free_invoice_tokens IS 'What a paid invoice of amount 0 (a trial, a 100%-off coupon) grants: plan = the plan''s allowance as if paid, none = nothing; NULL = plan.';
 COMMENT ON COLUMN billing.config.collect_tax_ids IS 'Whether Checkout collects business tax IDs (tax_id_collection, with customer_update[name] and [address] = auto as Stripe requires for an existing customer); NULL = true.';
+COMMENT ON COLUMN billing.config.redirect_origins IS 'Origins (scheme://host[:port], lower case) that success, cancel and return URLs passed by callers may point to, besides the origins of the default URLs above; anything else is refused (BL013). NULL = only the defaults'' origins.';
+COMMENT ON COLUMN billing.config.max_pending_requests IS 'How many checkout and portal requests one user may have queued or running at once (BL011 beyond); NULL = 5.';
+COMMENT ON COLUMN billing.config.request_retention_days IS 'billing.prune() deletes finished requests older than this; NULL = 30.';
+COMMENT ON COLUMN billing.config.event_retention_days IS 'billing.prune() deletes applied events older than this (at least 31: Stripe redelivers for 3 days and lists events for 30); NULL = 90.';
 COMMENT ON COLUMN billing.config.save_payment_method IS 'Whether a token pack''s card is saved to the customer for the next purchase (payment_intent_data[setup_future_usage] = on_session); NULL = true.';
 
 -- Every price a plan sold, so moving a plan to a new price keeps its subscribers.
@@ -86,7 +96,28 @@ COMMENT ON COLUMN billing.plan_prices.plan_id IS 'The plan it sells (or sold).';
 COMMENT ON COLUMN billing.plan_prices.created_at IS 'When the price was first seen on the plan.';
 SELECT pg_catalog.pg_extension_config_dump('billing.plan_prices', '');
 INSERT INTO billing.plan_prices (stripe_price_id, plan_id, created_at) SELECT stripe_price_id, id, created_at FROM billing.plans;
+CREATE TABLE billing.coupons (
+    id text PRIMARY KEY CHECK (id ~ '^[A-Za-z0-9_-]{1,100}$'),
+    description text CHECK (length(description) <= 500),
+    active boolean NOT NULL DEFAULT true,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE billing.coupons IS 'The Stripe coupons callers may pass to billing.request_checkout; any other coupon is refused (BL012), so internal coupons stay internal. Promotion codes (allow_promotion_codes) are Stripe''s to check. Privileged roles only.';
+COMMENT ON COLUMN billing.coupons.id IS 'The Stripe coupon id.';
+COMMENT ON COLUMN billing.coupons.description IS 'What it is for (your notes).';
+COMMENT ON COLUMN billing.coupons.active IS 'Inactive coupons are refused like unknown ones.';
+COMMENT ON COLUMN billing.coupons.created_at IS 'When the row was added.';
+SELECT pg_catalog.pg_extension_config_dump('billing.coupons', '');
 COMMENT ON COLUMN billing.plans.stripe_price_id IS 'The Stripe price (price_...) this row sells now. Changing it keeps the old price in billing.plan_prices, so existing subscribers keep the plan.';
+
+-- A user's spend keys and the server's no longer share one namespace. 0.1.0 keys stay the
+-- server's.
+ALTER TABLE billing.token_spends
+    ADD COLUMN key_scope text NOT NULL DEFAULT 'server' CHECK (key_scope IN ('server', 'user')),
+    DROP CONSTRAINT token_spends_idempotency_key,
+    ADD CONSTRAINT token_spends_idempotency_key UNIQUE (user_id, key_scope, idempotency_key);
+COMMENT ON COLUMN billing.token_spends.idempotency_key IS 'Repeating a spend with the same key (per user and key_scope) returns the first result instead of spending again.';
+COMMENT ON COLUMN billing.token_spends.key_scope IS 'Whose idempotency key it is: server (billing.spend_tokens) or user (billing.spend_my_tokens); a user can never claim a key your back end will use.';
 
 -- Customers deleted in Stripe are remembered, so no late event links one again.
 CREATE TABLE billing.deleted_customers (
@@ -399,6 +430,10 @@ BEGIN
     c.free_invoice_tokens := coalesce(c.free_invoice_tokens, 'plan');
     c.collect_tax_ids := coalesce(c.collect_tax_ids, true);
     c.save_payment_method := coalesce(c.save_payment_method, true);
+    c.redirect_origins := coalesce(c.redirect_origins, '{}');
+    c.max_pending_requests := coalesce(c.max_pending_requests, 5);
+    c.request_retention_days := coalesce(c.request_retention_days, 30);
+    c.event_retention_days := coalesce(c.event_retention_days, 90);
     RETURN c;
 END
 $$;
@@ -704,7 +739,8 @@ $$;
 COMMENT ON FUNCTION billing.grant_tokens(uuid, bigint, text, timestamptz, uuid, text, jsonb) IS 'Privileged: gives tokens to a user (or one of their projects). A repeated grant_key returns the existing grant with duplicate = true and grants nothing.';
 
 -- The shared core of spend_tokens and spend_my_tokens.
-CREATE OR REPLACE FUNCTION billing._spend(user_id uuid, amount bigint, project_id uuid, reason text, idempotency_key text)
+CREATE OR REPLACE FUNCTION billing._spend(user_id uuid, amount bigint, project_id uuid, reason text, idempotency_key text,
+                                          key_scope text)
 RETURNS jsonb
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
@@ -732,13 +768,13 @@ BEGIN
 
     -- Claim the idempotency key first: a concurrent spend with the same key waits here for the
     -- first one to commit and then finds its row.
-    INSERT INTO billing.token_spends AS s (user_id, project_id, amount, reason, idempotency_key)
-    VALUES (_spend.user_id, _spend.project_id, _spend.amount, _spend.reason, _spend.idempotency_key)
+    INSERT INTO billing.token_spends AS s (user_id, project_id, amount, reason, idempotency_key, key_scope)
+    VALUES (_spend.user_id, _spend.project_id, _spend.amount, _spend.reason, _spend.idempotency_key, _spend.key_scope)
     ON CONFLICT ON CONSTRAINT token_spends_idempotency_key DO NOTHING
     RETURNING s.id INTO new_spend_id;
     IF new_spend_id IS NULL THEN
         SELECT * INTO STRICT existing FROM billing.token_spends s
-        WHERE s.user_id = _spend.user_id AND s.idempotency_key = _spend.idempotency_key;
+        WHERE s.user_id = _spend.user_id AND s.key_scope = _spend.key_scope AND s.idempotency_key = _spend.idempotency_key;
         IF existing.amount <> amount OR existing.project_id IS DISTINCT FROM project_id THEN
             RAISE EXCEPTION 'idempotency_key % was already used for a different spend', idempotency_key
                 USING ERRCODE = 'BL004',
@@ -772,7 +808,7 @@ BEGIN
         'balance', billing._live_balance(user_id, project_id), 'duplicate', false);
 END
 $$;
-COMMENT ON FUNCTION billing._spend(uuid, bigint, uuid, text, text) IS 'Internal: the spend algorithm behind billing.spend_tokens and billing.spend_my_tokens.';
+COMMENT ON FUNCTION billing._spend(uuid, bigint, uuid, text, text, text) IS 'Internal: the spend algorithm behind billing.spend_tokens and billing.spend_my_tokens.';
 
 CREATE OR REPLACE FUNCTION billing.spend_tokens(user_id uuid, amount bigint, project_id uuid DEFAULT NULL,
                                      reason text DEFAULT NULL, idempotency_key text DEFAULT NULL)
@@ -780,7 +816,7 @@ RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    RETURN billing._spend(user_id, amount, project_id, reason, idempotency_key);
+    RETURN billing._spend(user_id, amount, project_id, reason, idempotency_key, 'server');
 END
 $$;
 COMMENT ON FUNCTION billing.spend_tokens(uuid, bigint, uuid, text, text) IS 'Privileged: spends a user''s tokens, soonest-expiring grants first. Fails with BL001 and changes nothing when the balance is short; a repeated idempotency_key returns the first result with duplicate = true.';
@@ -791,10 +827,10 @@ RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    RETURN billing._spend(billing._require_user(), amount, project_id, reason, idempotency_key);
+    RETURN billing._spend(billing._require_user(), amount, project_id, reason, idempotency_key, 'user');
 END
 $$;
-COMMENT ON FUNCTION billing.spend_my_tokens(bigint, uuid, text, text) IS 'For signed-in users: billing.spend_tokens on the caller''s own tokens.';
+COMMENT ON FUNCTION billing.spend_my_tokens(bigint, uuid, text, text) IS 'For signed-in users: billing.spend_tokens on the caller''s own tokens. Idempotency keys are the user''s own: they never collide with the keys of billing.spend_tokens.';
 
 CREATE OR REPLACE FUNCTION billing._live_balance(user_id uuid, project_id uuid) RETURNS bigint
 LANGUAGE plpgsql STABLE
@@ -937,8 +973,10 @@ $$;
 COMMENT ON FUNCTION billing._notify(uuid, text, text, jsonb) IS 'Internal: records a notification for a user (once per event and kind) and NOTIFYs billing_notifications with its id.';
 
 -- sql/requests/functions.sql
--- The outbound request queue. Clients queue Checkout and Portal sessions; the worker claims rows
--- with FOR UPDATE SKIP LOCKED, calls Stripe and writes the result back.
+-- The outbound request queue. Users queue Checkout and Portal sessions; effects queue retrievals;
+-- the worker claims rows fairly (one user at a time, oldest first), calls Stripe and writes the
+-- outcome back. The rules about what may be asked for live here: caps, coupons, redirect origins,
+-- one subscription per user, and when a failed attempt is retried.
 
 CREATE OR REPLACE FUNCTION billing._notify_stripe_request() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -950,6 +988,13 @@ END
 $$;
 COMMENT ON FUNCTION billing._notify_stripe_request() IS 'Internal (trigger): wakes the worker (channel billing_stripe_requests, payload = request id).';
 
+CREATE OR REPLACE FUNCTION billing._origin(url text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT lower(substring(url FROM '^(https?://[^/?#]+)'))
+$$;
+COMMENT ON FUNCTION billing._origin(text) IS 'Internal: the origin (scheme://host[:port], lower case) of an http(s) URL.';
+
 CREATE OR REPLACE FUNCTION billing._check_url(url text, name text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp AS $$
@@ -958,14 +1003,54 @@ BEGIN
         RAISE EXCEPTION '% is required: pass it or set a default in billing.config', name
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF url !~ '^https?://[^\s]+$' OR length(url) > 2048 THEN
+    IF url !~ '^https?://[^\s/?#]+([/?#][^\s]*)?$' OR length(url) > 2048 THEN
         RAISE EXCEPTION '% must be an http(s) URL of at most 2048 characters', name
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     RETURN url;
 END
 $$;
-COMMENT ON FUNCTION billing._check_url(text, text) IS 'Internal: validates a redirect URL for Checkout or the Portal.';
+COMMENT ON FUNCTION billing._check_url(text, text) IS 'Internal: validates the form of a redirect URL for Checkout or the Portal.';
+
+-- A caller's redirect URL must stay on the operator's own sites: anyone could otherwise mint a
+-- genuine Stripe Checkout link of this account that lands on a site of their choosing.
+CREATE OR REPLACE FUNCTION billing._check_redirect(url text, fallback text, name text, cfg billing.config) RETURNS text
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    IF url IS NULL THEN
+        RETURN billing._check_url(fallback, name);  -- the operator's own default
+    END IF;
+    PERFORM billing._check_url(url, name);
+    IF billing._origin(url) <> ALL (cfg.redirect_origins || ARRAY[billing._origin(cfg.checkout_success_url),
+            billing._origin(cfg.checkout_cancel_url), billing._origin(cfg.portal_return_url)]) THEN
+        RAISE EXCEPTION '% must point to one of this app''s sites; % is not one', name, billing._origin(url)
+            USING ERRCODE = 'BL013',
+                  HINT = 'An operator adds origins to billing.config.redirect_origins.';
+    END IF;
+    RETURN url;
+END
+$$;
+COMMENT ON FUNCTION billing._check_redirect(text, text, text, billing.config) IS 'Internal: a caller''s redirect URL, checked against the allowed origins (redirect_origins and the default URLs'' origins), or the default when the caller gave none.';
+
+CREATE OR REPLACE FUNCTION billing._admit_user_request(uid uuid, cfg billing.config) RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    open integer;
+BEGIN
+    -- One user's requests are admitted one at a time, so the cap holds under concurrency.
+    PERFORM pg_advisory_xact_lock(hashtextextended('billing.user:' || uid, 0));
+    SELECT count(*) INTO open FROM billing.stripe_requests r
+    WHERE r.user_id = uid AND r.kind IN ('checkout', 'portal') AND r.status IN ('pending', 'running');
+    IF open >= cfg.max_pending_requests THEN
+        RAISE EXCEPTION 'too many requests in progress (%); wait for them to finish', open
+            USING ERRCODE = 'BL011',
+                  HINT = 'billing.config.max_pending_requests sets how many one user may have queued.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION billing._admit_user_request(uuid, billing.config) IS 'Internal: serialises a user''s new requests and refuses one beyond billing.config.max_pending_requests (BL011).';
 
 CREATE OR REPLACE FUNCTION billing.request_checkout(price_id text, mode text DEFAULT NULL, success_url text DEFAULT NULL,
                                          cancel_url text DEFAULT NULL, project_id uuid DEFAULT NULL,
@@ -979,6 +1064,8 @@ DECLARE
     plan billing.plans;
     cfg billing.config := billing._settings();
     expected_mode text;
+    params jsonb;
+    open billing.stripe_requests;
     request_id uuid;
 BEGIN
     PERFORM billing._check_not_null(price_id, 'price_id');
@@ -1009,58 +1096,84 @@ BEGIN
         RAISE EXCEPTION '% x % tokens is more than one grant may hold (1000000000000)', quantity, plan.tokens
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF coupon IS NOT NULL AND coupon !~ '^[A-Za-z0-9_-]{1,100}$' THEN
-        RAISE EXCEPTION 'coupon must be a Stripe coupon id (letters, digits, _ and -)' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
     IF coupon IS NOT NULL AND allow_promotion_codes THEN
         RAISE EXCEPTION 'pass either coupon or allow_promotion_codes, not both'
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Stripe Checkout rejects a session with both.';
     END IF;
-    PERFORM billing._check_project(uid, project_id);
-    IF plan.kind = 'subscription' AND EXISTS (
-        SELECT FROM billing.subscriptions s
-        WHERE s.user_id = uid AND s.status IN ('active', 'trialing', 'past_due', 'unpaid', 'paused')) THEN
-        RAISE EXCEPTION 'you already have a subscription'
-            USING ERRCODE = 'BL005', HINT = 'Change plans in the customer portal: billing.request_portal().';
+    -- Only coupons the operator offers: any coupon id would otherwise work for anyone.
+    IF coupon IS NOT NULL AND NOT EXISTS (SELECT FROM billing.coupons c WHERE c.id = coupon AND c.active) THEN
+        RAISE EXCEPTION 'coupon % is not offered', quote_literal(left(coupon, 100))
+            USING ERRCODE = 'BL012', HINT = 'Coupons callers may use are listed in billing.coupons; promotion codes are entered on the Checkout page.';
     END IF;
-    INSERT INTO billing.stripe_requests (user_id, kind, params)
-    VALUES (uid, 'checkout', jsonb_strip_nulls(jsonb_build_object(
+    PERFORM billing._check_project(uid, project_id);
+    params := jsonb_strip_nulls(jsonb_build_object(
         'price_id', plan.stripe_price_id,
         'plan_id', plan.id,
         'mode', expected_mode,
         'quantity', quantity,
         'tokens', CASE WHEN plan.kind = 'token_pack' THEN plan.tokens * quantity END,
-        'success_url', billing._check_url(coalesce(success_url, cfg.checkout_success_url), 'success_url'),
-        'cancel_url', billing._check_url(coalesce(cancel_url, cfg.checkout_cancel_url), 'cancel_url'),
+        'success_url', billing._check_redirect(success_url, cfg.checkout_success_url, 'success_url', cfg),
+        'cancel_url', billing._check_redirect(cancel_url, cfg.checkout_cancel_url, 'cancel_url', cfg),
         'project_id', project_id,
         'coupon', coupon,
         'allow_promotion_codes', CASE WHEN allow_promotion_codes THEN true END,
-        'email', nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'email')))
+        'collect_tax_ids', cfg.collect_tax_ids,
+        'save_payment_method', CASE WHEN plan.kind = 'token_pack' THEN cfg.save_payment_method END,
+        'email', nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'email'));
+    PERFORM billing._admit_user_request(uid, cfg);
+    IF plan.kind = 'subscription' THEN
+        IF EXISTS (SELECT FROM billing.subscriptions s
+                   WHERE s.user_id = uid AND s.status IN ('active', 'trialing', 'past_due', 'unpaid', 'paused', 'incomplete')) THEN
+            RAISE EXCEPTION 'you already have a subscription'
+                USING ERRCODE = 'BL005', HINT = 'Change plans in the customer portal: billing.request_portal().';
+        END IF;
+        -- At most one subscription checkout may be open, or both could be paid. The same request
+        -- again gets the open one; another one replaces it (the worker expires the old session
+        -- first). Stripe expires an unpaid session after 24 hours.
+        SELECT * INTO open FROM billing.stripe_requests r
+        WHERE r.user_id = uid AND r.kind = 'checkout' AND r.params ->> 'mode' = 'subscription'
+          AND (r.status IN ('pending', 'running')
+               OR (r.status = 'succeeded' AND r.result ->> 'session_status' IS NULL
+                   AND r.created_at > now() - interval '24 hours'))
+        ORDER BY r.created_at DESC LIMIT 1;
+        IF FOUND AND open.params = params THEN
+            RETURN open.id;
+        ELSIF FOUND AND open.status <> 'succeeded' THEN
+            RAISE EXCEPTION 'another subscription checkout is being prepared'
+                USING ERRCODE = 'BL005', HINT = 'Wait for it (billing.await_request) and try again.';
+        ELSIF FOUND THEN
+            params := params || jsonb_build_object('expire_session', open.result ->> 'session_id');
+        END IF;
+    END IF;
+    INSERT INTO billing.stripe_requests (user_id, kind, params) VALUES (uid, 'checkout', params)
     RETURNING id INTO request_id;
     RETURN request_id;
 END
 $$;
-COMMENT ON FUNCTION billing.request_checkout(text, text, text, text, uuid, text, boolean, integer) IS 'For signed-in users: queues a Stripe Checkout Session for the caller (mode subscription for plans, payment for token packs) and returns the request id; then call billing.await_request(id) for the URL.';
+COMMENT ON FUNCTION billing.request_checkout(text, text, text, text, uuid, text, boolean, integer) IS 'For signed-in users: queues a Stripe Checkout Session for the caller (mode subscription for plans, payment for token packs) and returns the request id; then call billing.await_request(id) for the URL. Refuses what Stripe or the operator would: unknown or inactive plans, coupons not in billing.coupons (BL012), redirect URLs off the allowed origins (BL013), a second subscription (BL005), too many requests in progress (BL011).';
 
 CREATE OR REPLACE FUNCTION billing.request_portal(return_url text DEFAULT NULL) RETURNS uuid
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     uid uuid := billing._require_user();
+    cfg billing.config := billing._settings();
+    url text;
     request_id uuid;
 BEGIN
     IF NOT EXISTS (SELECT FROM billing.customers c WHERE c.user_id = uid) THEN
         RAISE EXCEPTION 'no billing account yet, make a purchase first'
             USING ERRCODE = 'BL002', HINT = 'The customer portal opens once the user has a Stripe customer.';
     END IF;
+    url := billing._check_redirect(return_url, cfg.portal_return_url, 'return_url', cfg);
+    PERFORM billing._admit_user_request(uid, cfg);
     INSERT INTO billing.stripe_requests (user_id, kind, params)
-    VALUES (uid, 'portal', jsonb_build_object('return_url',
-        billing._check_url(coalesce(return_url, (billing._settings()).portal_return_url), 'return_url')))
+    VALUES (uid, 'portal', jsonb_build_object('return_url', url))
     RETURNING id INTO request_id;
     RETURN request_id;
 END
 $$;
-COMMENT ON FUNCTION billing.request_portal(text) IS 'For signed-in users: queues a Stripe Customer Portal session; fails with BL002 when the caller has no Stripe customer yet.';
+COMMENT ON FUNCTION billing.request_portal(text) IS 'For signed-in users: queues a Stripe Customer Portal session; fails with BL002 when the caller has no Stripe customer yet, BL013 for a return URL off the allowed origins, BL011 with too many requests in progress.';
 
 CREATE OR REPLACE FUNCTION billing._request_json(r billing.stripe_requests) RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE
@@ -1072,13 +1185,25 @@ END
 $$;
 COMMENT ON FUNCTION billing._request_json(billing.stripe_requests) IS 'Internal: the JSON shape billing.await_request returns.';
 
-CREATE OR REPLACE FUNCTION billing.await_request(request_id uuid, timeout_ms integer DEFAULT 10000) RETURNS jsonb
+CREATE OR REPLACE FUNCTION billing._request_lock_key(request_id uuid) RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT hashtextextended('billing.request:' || request_id, 0)
+$$;
+COMMENT ON FUNCTION billing._request_lock_key(uuid) IS 'Internal: the advisory lock a worker holds while it serves a request; await_request waits on it.';
+
+CREATE OR REPLACE FUNCTION billing.await_request(request_id uuid, timeout_ms integer DEFAULT 5000) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     uid uuid := billing._require_user();
     r billing.stripe_requests;
+    statement_limit integer := (SELECT s.setting::integer FROM pg_settings s WHERE s.name = 'statement_timeout');
+    old_lock_timeout text := current_setting('lock_timeout');
     deadline timestamptz;
+    began timestamptz;
+    left_ms integer;
+    nap double precision := 0.002;
 BEGIN
     PERFORM billing._check_not_null(request_id, 'request_id');
     IF timeout_ms IS NULL OR timeout_ms < 0 OR timeout_ms > 60000 THEN
@@ -1089,6 +1214,11 @@ BEGIN
         RAISE EXCEPTION 'await_request needs READ COMMITTED isolation to see the worker''s result'
             USING ERRCODE = 'invalid_transaction_state';
     END IF;
+    -- Answer before the statement timeout would cut the call off (Supabase gives authenticated
+    -- 8 s): a pending status is an answer the app can act on, an error 57014 is not.
+    IF statement_limit > 0 THEN
+        timeout_ms := least(timeout_ms, greatest(statement_limit - 500, 0));
+    END IF;
     deadline := clock_timestamp() + make_interval(secs => timeout_ms / 1000.0);
     LOOP
         -- Each statement takes a new snapshot under READ COMMITTED, so this sees the worker's commit.
@@ -1096,13 +1226,29 @@ BEGIN
         IF NOT FOUND THEN
             RAISE EXCEPTION 'request % not found', request_id USING ERRCODE = 'no_data_found';
         END IF;
-        EXIT WHEN r.status IN ('succeeded', 'failed') OR clock_timestamp() >= deadline;
-        PERFORM pg_sleep(least(0.05, greatest(extract(epoch FROM deadline - clock_timestamp()), 0)));
+        left_ms := floor(extract(epoch FROM deadline - clock_timestamp()) * 1000);
+        EXIT WHEN r.status IN ('succeeded', 'failed') OR left_ms <= 0;
+        -- A worker serving the request holds its lock until the outcome is committed: waiting
+        -- for the lock wakes this call the moment the worker is done, without polling.
+        began := clock_timestamp();
+        BEGIN
+            PERFORM set_config('lock_timeout', left_ms || 'ms', true);
+            PERFORM pg_advisory_lock_shared(billing._request_lock_key(request_id));
+            PERFORM pg_advisory_unlock_shared(billing._request_lock_key(request_id));
+        EXCEPTION WHEN lock_not_available THEN
+            NULL;  -- the deadline came first
+        END;
+        PERFORM set_config('lock_timeout', old_lock_timeout, true);
+        IF clock_timestamp() - began < interval '1 millisecond' THEN
+            -- No worker holds it yet (the row is still queued): a short nap, growing.
+            PERFORM pg_sleep(least(nap, greatest(left_ms, 0) / 1000.0));
+            nap := least(nap * 2, 0.05);
+        END IF;
     END LOOP;
     RETURN billing._request_json(r);
 END
 $$;
-COMMENT ON FUNCTION billing.await_request(uuid, integer) IS 'For signed-in users: waits up to timeout_ms for the worker to finish one of the caller''s requests and returns {id, kind, status, url, session_id, error}; status is still pending/running on timeout.';
+COMMENT ON FUNCTION billing.await_request(uuid, integer) IS 'For signed-in users: waits up to timeout_ms (default 5000, and never past the statement timeout) for the worker to finish one of the caller''s requests and returns {id, kind, status, url, session_id, error}; status is still pending/running on timeout. It wakes as soon as the worker commits the outcome.';
 
 -- Worker API -------------------------------------------------------------------------------
 
@@ -1125,14 +1271,32 @@ BEGIN
         finished_at = now(), locked_by = NULL, locked_until = NULL
     WHERE r.status = 'running' AND r.locked_until < clock_timestamp() AND r.attempts >= max_attempts;
 
+    -- Fair across users: each claim takes at most one request per user (the oldest), never one
+    -- of a user whose other request is running, and the oldest users' requests first. One
+    -- account queueing many requests cannot hold up everyone else.
     RETURN QUERY
-    WITH ready AS (
-        SELECT r.id FROM billing.stripe_requests r
+    WITH candidates AS (
+        SELECT DISTINCT ON (r.user_id) r.id, r.user_id, r.run_after, r.created_at
+        FROM billing.stripe_requests r
         WHERE r.status IN ('pending', 'running') AND r.run_after <= clock_timestamp()
           AND (r.status = 'pending' OR r.locked_until < clock_timestamp())
+        ORDER BY r.user_id, r.run_after, r.created_at
+    ), fair AS (
+        SELECT c.id FROM candidates c
+        WHERE NOT EXISTS (SELECT FROM billing.stripe_requests o
+                          WHERE o.user_id = c.user_id AND o.status = 'running' AND o.id <> c.id
+                            AND o.locked_until >= clock_timestamp())
+        ORDER BY c.run_after, c.created_at
+        LIMIT max_count * 4
+    ), ready AS (
+        SELECT r.id FROM billing.stripe_requests r JOIN fair f ON f.id = r.id
+        WHERE r.status IN ('pending', 'running') AND r.run_after <= clock_timestamp()
+          AND (r.status = 'pending' OR r.locked_until < clock_timestamp())
+          -- Two workers claiming at once take different users.
+          AND pg_try_advisory_xact_lock(hashtextextended('billing.user:' || r.user_id, 0))
         ORDER BY r.run_after, r.created_at
         LIMIT max_count
-        FOR UPDATE SKIP LOCKED)
+        FOR UPDATE OF r SKIP LOCKED)
     UPDATE billing.stripe_requests r
     SET status = 'running', attempts = r.attempts + 1, locked_by = worker, claimed_at = clock_timestamp(),
         locked_until = clock_timestamp() + make_interval(secs => lease_seconds)
@@ -1141,7 +1305,7 @@ BEGIN
         (SELECT c.stripe_customer_id FROM billing.customers c WHERE c.user_id = r.user_id);
 END
 $$;
-COMMENT ON FUNCTION billing.claim_requests(text, integer, integer) IS 'Worker: claims up to max_count ready requests (pending, or running past their lease) for lease_seconds, skipping rows other workers hold.';
+COMMENT ON FUNCTION billing.claim_requests(text, integer, integer) IS 'Worker: claims up to max_count ready requests (pending, or running past their lease) for lease_seconds, at most one per user and none of a user with a request running, oldest first, skipping rows other workers hold.';
 
 CREATE OR REPLACE FUNCTION billing.finish_request(request_id uuid, worker text, result jsonb, attempt integer DEFAULT NULL)
 RETURNS boolean
@@ -1161,31 +1325,61 @@ END
 $$;
 COMMENT ON FUNCTION billing.finish_request(uuid, text, jsonb, integer) IS 'Worker: marks a claimed request succeeded with its result ({url, session_id, ...}); false when the claim was lost. Pass the attempts value the claim returned as attempt so that a late worker cannot finish a newer claim of the same row.';
 
-CREATE OR REPLACE FUNCTION billing.fail_request(request_id uuid, worker text, error text, retry_after_ms integer DEFAULT NULL,
-                                     attempt integer DEFAULT NULL)
+CREATE OR REPLACE FUNCTION billing._retry_delay(attempts integer) RETURNS interval
+LANGUAGE sql VOLATILE
+AS $$
+    -- Doubling from 1 s up to 60 s, with jitter in the upper half so that requests that failed
+    -- together do not come back together.
+    SELECT make_interval(secs => least(60, power(2, greatest(attempts, 1) - 1)) * (0.5 + random() / 2))
+$$;
+COMMENT ON FUNCTION billing._retry_delay(integer) IS 'Internal: how long a request that failed transiently waits before it may be claimed again, after its n-th attempt.';
+
+CREATE OR REPLACE FUNCTION billing.fail_request(request_id uuid, worker text, error text, attempt integer,
+                                                retryable boolean DEFAULT false, stripe_code text DEFAULT NULL,
+                                                stripe_param text DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    r billing.stripe_requests;
     max_attempts integer := (billing._settings()).request_max_attempts;
-    new_status text;
+    customer text;
+    again boolean;
+    message text := left(error, 2000);
 BEGIN
     PERFORM billing._check_not_null(error, 'error');
-    UPDATE billing.stripe_requests r
-    SET status = CASE WHEN retry_after_ms IS NOT NULL AND r.attempts < max_attempts THEN 'pending' ELSE 'failed' END,
-        run_after = CASE WHEN retry_after_ms IS NOT NULL
-                         THEN clock_timestamp() + make_interval(secs => greatest(retry_after_ms, 0) / 1000.0)
-                         ELSE r.run_after END,
-        error = left(fail_request.error, 2000),
-        finished_at = CASE WHEN retry_after_ms IS NOT NULL AND r.attempts < max_attempts THEN NULL ELSE now() END,
+    PERFORM billing._check_not_null(attempt, 'attempt');
+    SELECT * INTO r FROM billing.stripe_requests s
+    WHERE s.id = request_id AND s.status = 'running' AND s.locked_by = worker AND s.attempts = attempt
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;  -- the claim was lost: a newer claim decides
+    END IF;
+    again := coalesce(retryable, false) AND r.attempts < max_attempts;
+    -- Stripe no longer has the user's customer (deleted, or from another account or mode): the
+    -- link goes, and a checkout is tried again with a new customer.
+    IF stripe_code = 'resource_missing' AND stripe_param = 'customer' AND r.kind IN ('checkout', 'portal') THEN
+        SELECT c.stripe_customer_id INTO customer FROM billing.customers c WHERE c.user_id = r.user_id;
+        IF customer IS NOT NULL THEN
+            PERFORM billing._forget_customer(customer);
+        END IF;
+        again := r.kind = 'checkout' AND r.attempts < max_attempts;
+        IF r.kind = 'portal' THEN
+            message := 'no billing account any more: the Stripe customer was deleted; make a purchase first';
+        END IF;
+    END IF;
+    UPDATE billing.stripe_requests s
+    SET status = CASE WHEN again THEN 'pending' ELSE 'failed' END,
+        run_after = CASE WHEN again AND stripe_code IS DISTINCT FROM 'resource_missing'
+                         THEN clock_timestamp() + billing._retry_delay(r.attempts) ELSE s.run_after END,
+        error = message,
+        finished_at = CASE WHEN again THEN NULL ELSE now() END,
         locked_by = NULL, locked_until = NULL
-    WHERE r.id = request_id AND r.status = 'running' AND r.locked_by = worker
-      AND (attempt IS NULL OR r.attempts = attempt)
-    RETURNING r.status INTO new_status;
-    RETURN new_status;
+    WHERE s.id = request_id;
+    RETURN CASE WHEN again THEN 'pending' ELSE 'failed' END;
 END
 $$;
-COMMENT ON FUNCTION billing.fail_request(uuid, text, text, integer, integer) IS 'Worker: records a failed attempt; with retry_after_ms the request goes back to pending (until request_max_attempts), else it fails for good. Returns the new status, NULL when the claim was lost (attempt fences off a newer claim, as in finish_request).';
+COMMENT ON FUNCTION billing.fail_request(uuid, text, text, integer, boolean, text, text) IS 'Worker: records a failed attempt of the claim with this attempt number. A retryable failure (network, 429, 5xx) goes back to the queue after a growing delay until request_max_attempts; Stripe answering that the user''s customer is missing forgets that customer and retries a checkout with a new one; anything else fails for good. Returns the new status, NULL when the claim was lost.';
 
 CREATE OR REPLACE FUNCTION billing._request_retrieval(kind text, user_id uuid, object_id text) RETURNS void
 LANGUAGE plpgsql
@@ -1200,6 +1394,17 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION billing._request_retrieval(text, uuid, text) IS 'Internal: asks the worker to retrieve an object from Stripe (refresh: a subscription; line_items: what a Checkout Session sold), once while one is in flight.';
+
+CREATE OR REPLACE FUNCTION billing._record_session_status(request_id text, session_status text) RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    -- A session our checkout made is over (paid or expired): it no longer counts as open.
+    UPDATE billing.stripe_requests r SET result = r.result || jsonb_build_object('session_status', session_status)
+    WHERE r.id = billing._uuid_or_null(request_id) AND r.kind = 'checkout' AND r.status = 'succeeded';
+END
+$$;
+COMMENT ON FUNCTION billing._record_session_status(text, text) IS 'Internal: records on a checkout request that its session completed or expired.';
 
 -- sql/events/functions.sql
 -- Ingestion: every event, however it arrives (a signed webhook delivery, an event fetched from
@@ -1226,7 +1431,7 @@ BEGIN
     BEGIN
         CASE
             WHEN ev ->> 'type' IN ('checkout.session.completed', 'checkout.session.async_payment_succeeded',
-                                   'checkout.session.async_payment_failed') THEN
+                                   'checkout.session.async_payment_failed', 'checkout.session.expired') THEN
                 PERFORM billing._apply_checkout_session(ev);
             WHEN ev ->> 'type' LIKE 'customer.subscription.%' AND ev ->> 'object_type' = 'subscription' THEN
                 PERFORM billing._apply_subscription(ev, 1::smallint);
@@ -1466,6 +1671,37 @@ END
 $$;
 COMMENT ON FUNCTION billing.reprocess_events(integer) IS 'Privileged: re-applies stored events that failed (oldest first), e.g. after adding a missing price to billing.plans. Each event''s effects happen at most once.';
 
+CREATE OR REPLACE FUNCTION billing.prune() RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    cfg billing.config := billing._settings();
+    expired integer;
+    requests integer;
+    events integer;
+BEGIN
+    -- A checkout or portal request nobody served within a day is no use to its user any more
+    -- (a Checkout Session itself lasts 24 hours).
+    UPDATE billing.stripe_requests r
+    SET status = 'failed', error = 'expired: not served within a day', finished_at = now()
+    WHERE r.status = 'pending' AND r.kind IN ('checkout', 'portal') AND r.created_at < now() - interval '1 day';
+    GET DIAGNOSTICS expired = ROW_COUNT;
+    DELETE FROM billing.stripe_requests r
+    WHERE r.status IN ('succeeded', 'failed')
+      AND r.finished_at < now() - make_interval(days => cfg.request_retention_days);
+    GET DIAGNOSTICS requests = ROW_COUNT;
+    -- Applied events only: Stripe redelivers for 3 days and lists events for 30, so an id kept
+    -- longer than that can never be seen again; what they granted stays in the ledger (whose grant
+    -- keys also stop a second grant). Waiting or failed events stay until they apply.
+    DELETE FROM billing.stripe_events e
+    WHERE e.processed_at IS NOT NULL
+      AND e.received_at < now() - make_interval(days => cfg.event_retention_days);
+    GET DIAGNOSTICS events = ROW_COUNT;
+    RETURN jsonb_build_object('requests_expired', expired, 'requests_deleted', requests, 'events_deleted', events);
+END
+$$;
+COMMENT ON FUNCTION billing.prune() IS 'Privileged (pg_cron, or the worker): expires checkout and portal requests queued for over a day, deletes finished requests older than request_retention_days and applied events older than event_retention_days. Never touches the ledger, waiting or failed events.';
+
 -- sql/effects/checkout.sql
 -- Effects of checkout.session.* events: link the customer to the user, record a subscription,
 -- and grant a paid token pack.
@@ -1529,9 +1765,15 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
     s jsonb := ev -> 'data';
-    uid uuid := billing._resolve_user(coalesce(s ->> 'client_reference_id', s -> 'metadata' ->> 'user_id'),
-                                      ev ->> 'customer', s ->> 'subscription');
+    uid uuid;
 BEGIN
+    IF ev ->> 'type' = 'checkout.session.expired' THEN
+        PERFORM billing._record_session_status(s -> 'metadata' ->> 'request_id', 'expired');
+        RETURN;
+    END IF;
+    uid := billing._resolve_user(coalesce(s ->> 'client_reference_id', s -> 'metadata' ->> 'user_id'),
+                                 ev ->> 'customer', s ->> 'subscription');
+    PERFORM billing._record_session_status(s -> 'metadata' ->> 'request_id', 'complete');
     IF ev ->> 'customer' IS NOT NULL THEN
         -- A session from elsewhere may carry a new customer for a user who has one: the user
         -- keeps the first, and the purchase still counts.
@@ -1552,7 +1794,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION billing._apply_checkout_session(jsonb) IS 'Internal: checkout.session.* effects: link customer and user; record the subscription; grant a paid (or free) token pack; notify a failed delayed payment.';
+COMMENT ON FUNCTION billing._apply_checkout_session(jsonb) IS 'Internal: checkout.session.* effects: link customer and user; record the subscription; grant a paid (or free) token pack; notify a failed delayed payment; mark our request''s session completed or expired.';
 
 -- sql/effects/subscription.sql
 -- Effects of customer.subscription.* events and of subscriptions retrieved from Stripe: the
@@ -1901,9 +2143,36 @@ SET search_path = pg_catalog, pg_temp AS $$
       AND NOT EXISTS (SELECT FROM billing.client_api() a
                       WHERE a.role_name = r.rolname AND a.privilege = priv
                         AND a.privilege <> 'EXECUTE' AND to_regclass(a.object_name) = c.oid)
+    UNION ALL
+    -- Functions every role may execute: a client role that exists later would inherit them.
+    SELECT 'function', p.oid::regprocedure::text, 'executable by PUBLIC'
+    FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+    CROSS JOIN LATERAL aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) acl
+    WHERE n.nspname = 'billing' AND acl.grantee = 0 AND acl.privilege_type = 'EXECUTE'
+    UNION ALL
+    -- Functions created in billing later start executable by PUBLIC unless the event trigger
+    -- takes that back (a per-schema default privilege cannot revoke it).
+    SELECT 'event trigger', 'billing_new_functions_private', 'missing or disabled: new functions in billing would be executable by PUBLIC'
+    WHERE NOT EXISTS (SELECT FROM pg_event_trigger e WHERE e.evtname = 'billing_new_functions_private' AND e.evtenabled <> 'D')
     ORDER BY 1, 2, 3
 $$;
-COMMENT ON FUNCTION billing.security_report() IS 'Lists security problems: tables without row-level security, SECURITY DEFINER functions without a pinned search_path, and anything anon or authenticated can execute or touch beyond billing.client_api(). Empty means clean.';
+COMMENT ON FUNCTION billing.security_report() IS 'Lists security problems: tables without row-level security, SECURITY DEFINER functions without a pinned search_path, anything anon or authenticated can execute or touch beyond billing.client_api(), functions executable by PUBLIC, and a missing event trigger for functions added later. Empty means clean.';
+
+CREATE OR REPLACE FUNCTION billing._new_functions_private() RETURNS event_trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    obj record;
+BEGIN
+    -- Postgres lets PUBLIC execute every new function, and a per-schema default privilege
+    -- cannot take that back; this does, for every function created in billing later.
+    FOR obj IN SELECT c.objid FROM pg_event_trigger_ddl_commands() c
+               WHERE c.schema_name = 'billing' AND c.object_type IN ('function', 'procedure') LOOP
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', obj.objid::regprocedure);
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION billing._new_functions_private() IS 'Internal (event trigger): a function created in schema billing is not executable by PUBLIC; billing.apply_grants() decides who may run it.';
 
 -- sql/security/finalize.sql
 -- Runs last, after the functions written in Rust exist: their comments, then the grants.
@@ -1933,4 +2202,7 @@ CREATE TRIGGER token_spend_allocations_books BEFORE UPDATE OR DELETE ON billing.
     FOR EACH ROW EXECUTE FUNCTION billing._refuse_ledger_edit();
 SELECT billing._protect_table('billing.notifications'::regclass, own_rows => true);
 SELECT billing._protect_table(t::regclass, own_rows => false)
-FROM unnest(ARRAY['billing.plan_prices', 'billing.deleted_customers', 'billing.checkout_line_items']) AS t;
+FROM unnest(ARRAY['billing.plan_prices', 'billing.deleted_customers', 'billing.checkout_line_items', 'billing.coupons']) AS t;
+CREATE EVENT TRIGGER billing_new_functions_private ON ddl_command_end
+    WHEN TAG IN ('CREATE FUNCTION', 'CREATE PROCEDURE')
+    EXECUTE FUNCTION billing._new_functions_private();

@@ -263,6 +263,10 @@ SELECT line FROM (
     FROM pg_extension e, unnest(e.extconfig::regclass[], e.extcondition) AS u(c, cond)
     WHERE e.extname = 'stripe_billing'
     UNION ALL
+    SELECT format('event trigger %s on %s tags %s runs %s enabled=%s', e.evtname, e.evtevent, e.evttags,
+                  e.evtfoid::regprocedure, e.evtenabled)
+    FROM pg_event_trigger e WHERE e.evtfoid IN (SELECT oid FROM pg_proc WHERE pronamespace = (SELECT oid FROM ns))
+    UNION ALL
     SELECT format('schema billing acl=%s', (SELECT array_agg(x::text ORDER BY x::text) FROM unnest(n.nspacl) x)) FROM pg_namespace n WHERE n.nspname = 'billing'
 ) facts ORDER BY line
 "#;

@@ -18,7 +18,6 @@ ALTER FUNCTION billing.request_json(billing.stripe_requests) RENAME TO _request_
 ALTER FUNCTION billing.notify_stripe_request() RENAME TO _notify_stripe_request;
 ALTER FUNCTION billing.grant_json(billing.token_grants, boolean) RENAME TO _grant_json;
 ALTER FUNCTION billing.insert_grant(uuid, bigint, text, timestamptz, uuid, text, jsonb) RENAME TO _insert_grant;
-ALTER FUNCTION billing.spend(uuid, bigint, uuid, text, text) RENAME TO _spend;
 ALTER FUNCTION billing.live_balance(uuid, uuid) RENAME TO _live_balance;
 ALTER FUNCTION billing.unix_time(jsonb) RENAME TO _unix_time;
 ALTER FUNCTION billing.uuid_or_null(text) RENAME TO _uuid_or_null;
@@ -40,6 +39,8 @@ DROP FUNCTION billing.invoice_grant(jsonb);
 DROP FUNCTION billing.update_subscription_from_invoice(text, billing.event_version, timestamptz, timestamptz, text);
 DROP FUNCTION billing.apply_in_subtransaction(jsonb);
 DROP FUNCTION billing.apply_stored_event(text);
+DROP FUNCTION billing.spend(uuid, bigint, uuid, text, text);
+DROP FUNCTION billing.fail_request(uuid, text, text, integer, integer);
 
 -- The policies name a renamed function; re-stating them gives their expressions the column
 -- name a fresh install has.
@@ -60,11 +61,20 @@ ALTER TABLE billing.config
     ADD COLUMN renewal_grace_seconds integer CHECK (renewal_grace_seconds >= 0),
     ADD COLUMN free_invoice_tokens text CHECK (free_invoice_tokens IN ('plan', 'none')),
     ADD COLUMN collect_tax_ids boolean,
-    ADD COLUMN save_payment_method boolean;
+    ADD COLUMN save_payment_method boolean,
+    ADD COLUMN redirect_origins text[] CHECK (cardinality(redirect_origins) = 0
+        OR (' ' || array_to_string(redirect_origins, ' ')) ~ '^( https?://[a-z0-9.-]+(:[0-9]{1,5})?)+$'),
+    ADD COLUMN max_pending_requests integer CHECK (max_pending_requests BETWEEN 1 AND 1000),
+    ADD COLUMN request_retention_days integer CHECK (request_retention_days >= 1),
+    ADD COLUMN event_retention_days integer CHECK (event_retention_days >= 31);
 COMMENT ON TABLE billing.config IS 'Optional single-row settings: default Checkout/Portal URLs, webhook tolerance, request retry limit, token rules. Without a row (or with NULLs) the documented defaults apply. Privileged roles only.';
 COMMENT ON COLUMN billing.config.renewal_grace_seconds IS 'How long a plan period''s tokens stay spendable after the period ends, so a renewal paid a little late (Stripe charges about an hour after the period starts) leaves no gap; NULL = 86400 (one day).';
 COMMENT ON COLUMN billing.config.free_invoice_tokens IS 'What a paid invoice of amount 0 (a trial, a 100%-off coupon) grants: plan = the plan''s allowance as if paid, none = nothing; NULL = plan.';
 COMMENT ON COLUMN billing.config.collect_tax_ids IS 'Whether Checkout collects business tax IDs (tax_id_collection, with customer_update[name] and [address] = auto as Stripe requires for an existing customer); NULL = true.';
+COMMENT ON COLUMN billing.config.redirect_origins IS 'Origins (scheme://host[:port], lower case) that success, cancel and return URLs passed by callers may point to, besides the origins of the default URLs above; anything else is refused (BL013). NULL = only the defaults'' origins.';
+COMMENT ON COLUMN billing.config.max_pending_requests IS 'How many checkout and portal requests one user may have queued or running at once (BL011 beyond); NULL = 5.';
+COMMENT ON COLUMN billing.config.request_retention_days IS 'billing.prune() deletes finished requests older than this; NULL = 30.';
+COMMENT ON COLUMN billing.config.event_retention_days IS 'billing.prune() deletes applied events older than this (at least 31: Stripe redelivers for 3 days and lists events for 30); NULL = 90.';
 COMMENT ON COLUMN billing.config.save_payment_method IS 'Whether a token pack''s card is saved to the customer for the next purchase (payment_intent_data[setup_future_usage] = on_session); NULL = true.';
 
 -- Every price a plan sold, so moving a plan to a new price keeps its subscribers.
@@ -80,7 +90,28 @@ COMMENT ON COLUMN billing.plan_prices.plan_id IS 'The plan it sells (or sold).';
 COMMENT ON COLUMN billing.plan_prices.created_at IS 'When the price was first seen on the plan.';
 SELECT pg_catalog.pg_extension_config_dump('billing.plan_prices', '');
 INSERT INTO billing.plan_prices (stripe_price_id, plan_id, created_at) SELECT stripe_price_id, id, created_at FROM billing.plans;
+CREATE TABLE billing.coupons (
+    id text PRIMARY KEY CHECK (id ~ '^[A-Za-z0-9_-]{1,100}$'),
+    description text CHECK (length(description) <= 500),
+    active boolean NOT NULL DEFAULT true,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE billing.coupons IS 'The Stripe coupons callers may pass to billing.request_checkout; any other coupon is refused (BL012), so internal coupons stay internal. Promotion codes (allow_promotion_codes) are Stripe''s to check. Privileged roles only.';
+COMMENT ON COLUMN billing.coupons.id IS 'The Stripe coupon id.';
+COMMENT ON COLUMN billing.coupons.description IS 'What it is for (your notes).';
+COMMENT ON COLUMN billing.coupons.active IS 'Inactive coupons are refused like unknown ones.';
+COMMENT ON COLUMN billing.coupons.created_at IS 'When the row was added.';
+SELECT pg_catalog.pg_extension_config_dump('billing.coupons', '');
 COMMENT ON COLUMN billing.plans.stripe_price_id IS 'The Stripe price (price_...) this row sells now. Changing it keeps the old price in billing.plan_prices, so existing subscribers keep the plan.';
+
+-- A user's spend keys and the server's no longer share one namespace. 0.1.0 keys stay the
+-- server's.
+ALTER TABLE billing.token_spends
+    ADD COLUMN key_scope text NOT NULL DEFAULT 'server' CHECK (key_scope IN ('server', 'user')),
+    DROP CONSTRAINT token_spends_idempotency_key,
+    ADD CONSTRAINT token_spends_idempotency_key UNIQUE (user_id, key_scope, idempotency_key);
+COMMENT ON COLUMN billing.token_spends.idempotency_key IS 'Repeating a spend with the same key (per user and key_scope) returns the first result instead of spending again.';
+COMMENT ON COLUMN billing.token_spends.key_scope IS 'Whose idempotency key it is: server (billing.spend_tokens) or user (billing.spend_my_tokens); a user can never claim a key your back end will use.';
 
 -- Customers deleted in Stripe are remembered, so no late event links one again.
 CREATE TABLE billing.deleted_customers (
@@ -216,4 +247,7 @@ CREATE TRIGGER token_spend_allocations_books BEFORE UPDATE OR DELETE ON billing.
     FOR EACH ROW EXECUTE FUNCTION billing._refuse_ledger_edit();
 SELECT billing._protect_table('billing.notifications'::regclass, own_rows => true);
 SELECT billing._protect_table(t::regclass, own_rows => false)
-FROM unnest(ARRAY['billing.plan_prices', 'billing.deleted_customers', 'billing.checkout_line_items']) AS t;
+FROM unnest(ARRAY['billing.plan_prices', 'billing.deleted_customers', 'billing.checkout_line_items', 'billing.coupons']) AS t;
+CREATE EVENT TRIGGER billing_new_functions_private ON ddl_command_end
+    WHEN TAG IN ('CREATE FUNCTION', 'CREATE PROCEDURE')
+    EXECUTE FUNCTION billing._new_functions_private();

@@ -14,19 +14,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::db::Db;
-use crate::process::{Ctx, NOT_CONFIGURED};
-use crate::queue::{self, Settings};
-use crate::ratelimit::RateLimiter;
-use crate::stripe::Stripe;
+use crate::queue::{self, Ctx, Settings, NOT_CONFIGURED};
+use crate::stripe::{RateLimiter, Stripe};
 use crate::version::{self, VersionError};
-use crate::{http, listen, shutdown};
+use crate::{http, shutdown};
 
 /// Connections beyond the request tasks: the claim loop and the health check.
 const SPARE_CONNECTIONS: usize = 2;
 
 /// Connections of the webhook endpoint, apart from the queue's: anyone can post to it, so
 /// it must not be able to take the connections the queue needs. Beyond these, webhooks wait
-/// `webhook::ACQUIRE_TIMEOUT` and then get 503 (Stripe retries).
+/// `http::webhook::ACQUIRE_TIMEOUT` and then get 503 (Stripe retries).
 const WEBHOOK_CONNECTIONS: usize = 3;
 
 /// Why the worker stopped without a signal.
@@ -115,7 +113,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     ));
     let (wake_tx, wake_rx) = mpsc::channel(16);
     let listener_task = if config.listen_notify {
-        Some(tokio::spawn(listen::run(
+        Some(tokio::spawn(queue::listen(
             config.database.clone(),
             wake_tx,
             token.clone(),

@@ -157,7 +157,7 @@ pub fn customer_id(customer: &Value) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::form::flatten;
+    use crate::stripe::form::flatten;
     use std::collections::BTreeMap;
 
     const REQUEST: Uuid = Uuid::from_u128(0x1111_1111_1111_1111_1111_1111_1111_1111);

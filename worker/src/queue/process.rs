@@ -14,10 +14,10 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::checkout::{self, CheckoutParams, PortalParams};
-use crate::claim::{self, Claimed};
+use super::claim::{self, Claimed};
+use super::kinds::checkout::{self, CheckoutParams, PortalParams};
+use crate::backoff;
 use crate::db::{Db, DbError};
-use crate::retry;
 use crate::stripe::{Bounds, Stripe, StripeError};
 
 /// The error a request gets when the worker runs without a Stripe key.
@@ -169,7 +169,7 @@ async fn record(ctx: &Ctx, req: &Claimed, outcome: Outcome, started: Instant) {
     let retry_after_ms = match &outcome {
         Outcome::Retry(_) => {
             let failures = u32::try_from(req.attempts).unwrap_or(1);
-            let wait = retry::REQUEUE_BACKOFF.equal_jitter(failures, &mut rand::rng());
+            let wait = backoff::REQUEUE_BACKOFF.equal_jitter(failures, &mut rand::rng());
             Some(i32::try_from(wait.as_millis()).unwrap_or(i32::MAX))
         }
         _ => None,
@@ -187,7 +187,7 @@ async fn record(ctx: &Ctx, req: &Claimed, outcome: Outcome, started: Instant) {
             }
             Err(e) => {
                 failures += 1;
-                let wait = retry::DB_BACKOFF.full_jitter(failures, &mut rand::rng());
+                let wait = backoff::DB_BACKOFF.full_jitter(failures, &mut rand::rng());
                 if Instant::now() + wait >= req.lease_end {
                     tracing::error!(request_id = %req.id, error = %e,
                         "cannot record the request's outcome before the lease ends; it will be claimed again");

@@ -1,8 +1,4 @@
-//! A small set of Postgres clients. The worker keeps two: one for the claim loop, request
-//! tasks and the health check, and a smaller one for the (unauthenticated) webhook endpoint,
-//! so a burst of webhooks cannot starve the queue. A client whose connection dropped is
-//! thrown away and a new one is connected on the next use, so a database restart heals by
-//! itself; callers decide how long to back off, and [`is_transient`] whether to.
+//! The connection pool (see the module docs of [`crate::db`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,88 +7,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row};
 
-/// How long a query may take before the client is considered stuck and discarded.
-pub const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Why no client could be had, or a query did not finish.
-#[derive(Debug, thiserror::Error)]
-pub enum DbError {
-    #[error("cannot connect to Postgres: {}", crate::error_chain(.0))]
-    Connect(tokio_postgres::Error),
-    #[error("{}", crate::error_chain(.0))]
-    Query(#[from] tokio_postgres::Error),
-    #[error("Postgres did not answer within {}s", QUERY_TIMEOUT.as_secs())]
-    Timeout,
-    #[error("expected one row, got {0}")]
-    RowCount(usize),
-    #[error("all {0} database connections are busy")]
-    Busy(usize),
-}
-
-/// SQLSTATE classes worth another try: connection exceptions (08), transaction rollbacks such
-/// as serialization failures and deadlocks (40), insufficient resources (53), operator
-/// intervention such as a shutdown or restart (57) and system errors (58).
-const TRANSIENT_CLASSES: [&str; 5] = ["08", "40", "53", "57", "58"];
-
-/// `lock_not_available`, e.g. a `lock_timeout` ran out: the lock holder will finish.
-const LOCK_NOT_AVAILABLE: &str = "55P03";
-
-/// Whether the same statement may succeed later. Errors without a SQLSTATE are transient when
-/// they concern the connection (it dropped, timed out or could not be opened) and permanent
-/// when they are client-side conversions (a wrong column type), which repeating cannot fix.
-pub fn is_transient(e: &tokio_postgres::Error) -> bool {
-    if let Some(state) = e.code() {
-        return sqlstate_is_transient(state.code());
-    }
-    if e.is_closed() || io_cause(e) {
-        return true;
-    }
-    // tokio-postgres does not expose its error kinds; these are the Display texts of the
-    // connection-level ones without an io::Error cause (e.g. the connect timeout).
-    matches!(
-        e.to_string().as_str(),
-        "timeout waiting for server"
-            | "error connecting to server"
-            | "error communicating with the server"
-            | "error performing TLS handshake"
-            | "unexpected message from server"
-            | "error parsing response from server"
-    )
-}
-
-fn sqlstate_is_transient(code: &str) -> bool {
-    TRANSIENT_CLASSES.iter().any(|c| code.starts_with(c)) || code == LOCK_NOT_AVAILABLE
-}
-
-fn io_cause(e: &tokio_postgres::Error) -> bool {
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        if c.is::<std::io::Error>() {
-            return true;
-        }
-        cause = c.source();
-    }
-    false
-}
-
-impl DbError {
-    /// Whether trying again later may succeed (see [`is_transient`]).
-    pub fn is_transient(&self) -> bool {
-        match self {
-            DbError::Connect(e) | DbError::Query(e) => is_transient(e),
-            DbError::Timeout | DbError::Busy(_) => true,
-            DbError::RowCount(_) => false,
-        }
-    }
-
-    /// The server's error (SQLSTATE and message), if the server raised one.
-    pub fn as_db_error(&self) -> Option<&tokio_postgres::error::DbError> {
-        match self {
-            DbError::Query(e) => e.as_db_error(),
-            _ => None,
-        }
-    }
-}
+use super::{DbError, QUERY_TIMEOUT};
 
 /// The client set; cheap to clone.
 #[derive(Clone)]
@@ -250,6 +165,8 @@ mod tests {
     use super::*;
     use std::str::FromStr;
 
+    use crate::db::DbError;
+
     fn unreachable_db(max: usize) -> Db {
         Db::new(
             tokio_postgres::Config::from_str("host=/nonexistent").unwrap(),
@@ -280,20 +197,5 @@ mod tests {
             .expect("no server");
         assert!(matches!(err, DbError::Connect(_)), "{err}");
         assert!(err.is_transient(), "{err}");
-    }
-
-    #[test]
-    fn sqlstates_that_are_transient() {
-        let transient = sqlstate_is_transient;
-        for code in [
-            "08006", "08P01", "40001", "40P01", "53300", "57P01", "57P03", "58030", "55P03",
-        ] {
-            assert!(transient(code), "{code}");
-        }
-        for code in [
-            "23505", "22023", "28P01", "42P01", "55000", "P0001", "BL008",
-        ] {
-            assert!(!transient(code), "{code}");
-        }
     }
 }

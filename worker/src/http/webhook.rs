@@ -24,8 +24,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
+use super::HttpState;
 use crate::db::{Db, DbError};
-use crate::http::HttpState;
 
 /// SQLSTATE of `billing.handle_stripe_webhook` when no signing secret is configured.
 const NOT_CONFIGURED: &str = "BL003";

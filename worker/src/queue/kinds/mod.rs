@@ -1,0 +1,3 @@
+//! What each request kind asks of Stripe.
+
+pub mod checkout;

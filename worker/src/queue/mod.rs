@@ -7,8 +7,8 @@
 //! - `main_loop`: the `select!` loop that claims and spawns.
 //! - `listen`: the LISTEN connection that wakes the loop.
 //! - `claim`: the calls of `claim_requests`, `finish_request`, `fail_request`, `link_customer`.
-//! - `process`: one claimed row from start to its recorded outcome.
-//! - `kinds`: what each request kind asks of Stripe.
+//! - `process`: one claimed row from start to its recorded outcome (`outcome`: retry or fail).
+//! - `kinds`: what each request kind (checkout, portal) asks of Stripe.
 //! - `drain`: in-flight requests at shutdown.
 
 mod claim;
@@ -16,6 +16,7 @@ mod drain;
 mod kinds;
 mod listen;
 mod main_loop;
+mod outcome;
 mod process;
 
 pub use drain::drain;

@@ -10,15 +10,16 @@
 
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::claim::{self, Claimed};
-use super::kinds::checkout::{self, CheckoutParams, PortalParams};
+use super::kinds::{self, RequestKind, UnknownKind};
+use super::outcome::Outcome;
 use crate::backoff;
 use crate::db::{Db, DbError};
-use crate::stripe::{Bounds, Stripe, StripeError};
+use crate::stripe::Stripe;
 
 /// The error a request gets when the worker runs without a Stripe key.
 pub const NOT_CONFIGURED: &str = "billing is not configured: STRIPE_SECRET_KEY is not set";
@@ -32,48 +33,6 @@ pub struct Ctx {
     /// Cancelled only when the shutdown timeout runs out. A shutdown itself merely stops
     /// the claiming: requests already claimed are finished, Stripe calls included.
     pub abort: CancellationToken,
-}
-
-/// How a request ended in this claim.
-#[derive(Debug)]
-enum Outcome {
-    /// The result for `finish_request`.
-    Done(Value),
-    /// Transient: back to the queue.
-    Retry(String),
-    /// Permanent: the row fails with this message.
-    Fail(String),
-}
-
-impl From<StripeError> for Outcome {
-    fn from(e: StripeError) -> Outcome {
-        match e {
-            StripeError::Transient(message) => Outcome::Retry(message),
-            StripeError::Rejected(message) => Outcome::Fail(message),
-        }
-    }
-}
-
-impl From<DbError> for Outcome {
-    fn from(e: DbError) -> Outcome {
-        if e.is_transient() {
-            // Unreachable, restarting or a lost race: the next claim may get through.
-            return Outcome::Retry(e.to_string());
-        }
-        match e.as_db_error() {
-            // The database refused (e.g. the user already has another customer): final.
-            Some(db) => Outcome::Fail(db.message().to_string()),
-            None => Outcome::Fail(e.to_string()),
-        }
-    }
-}
-
-/// A 2xx answer that lacks what we need is final: a retry with the same idempotency key
-/// would replay the very same answer.
-fn malformed(problem: String) -> Outcome {
-    Outcome::Fail(format!(
-        "{problem}; Stripe replays this answer for the same idempotency key, so the request is not retried"
-    ))
 }
 
 /// Runs one claimed request to its outcome and records it.
@@ -90,75 +49,11 @@ async fn execute(ctx: &Ctx, req: &Claimed) -> Result<Value, Outcome> {
     let Some(stripe) = &ctx.stripe else {
         return Err(Outcome::Fail(NOT_CONFIGURED.into()));
     };
-    let bounds = Bounds {
-        until: req.work_until,
-        abort: &ctx.abort,
-    };
-    match req.kind.as_str() {
-        "checkout" => {
-            let params = CheckoutParams::from_json(&req.params).map_err(Outcome::Fail)?;
-            // The customer comes from billing.customers (via the claim) or is created and
-            // linked here, never from the row's parameters: one user, one customer.
-            let customer = match &req.stripe_customer_id {
-                Some(customer) => customer.clone(),
-                None => create_customer(ctx, stripe, req, params.email.as_deref()).await?,
-            };
-            let form = checkout::session_form(req.id, req.user_id, &customer, &params);
-            let key = format!("checkout-{}", req.id);
-            let session = stripe
-                .post("/v1/checkout/sessions", &form, &key, bounds)
-                .await?;
-            checkout::session_result(&session, &customer).map_err(malformed)
-        }
-        "portal" => {
-            let params = PortalParams::from_json(&req.params).map_err(Outcome::Fail)?;
-            let customer = req.stripe_customer_id.clone().ok_or_else(|| {
-                Outcome::Fail("no billing account yet: the user has no Stripe customer".into())
-            })?;
-            let form = checkout::portal_form(&customer, &params);
-            let key = format!("portal-{}", req.id);
-            let session = stripe
-                .post("/v1/billing_portal/sessions", &form, &key, bounds)
-                .await?;
-            checkout::session_result(&session, &customer).map_err(malformed)
-        }
-        "customer" => {
-            let customer = match &req.stripe_customer_id {
-                Some(customer) => customer.clone(),
-                None => {
-                    let email = req.params.get("email").and_then(Value::as_str);
-                    create_customer(ctx, stripe, req, email).await?
-                }
-            };
-            Ok(json!({"customer": customer}))
-        }
-        other => Err(Outcome::Fail(format!(
-            "unknown request kind {:?}",
-            other.chars().take(40).collect::<String>()
-        ))),
-    }
-}
-
-/// Creates the user's Stripe customer and links it. The key is per user, so concurrent or
-/// repeated requests of one user end up with one customer.
-async fn create_customer(
-    ctx: &Ctx,
-    stripe: &Stripe,
-    req: &Claimed,
-    email: Option<&str>,
-) -> Result<String, Outcome> {
-    let form = checkout::customer_form(req.user_id, email);
-    let key = format!("customer-{}", req.user_id);
-    let bounds = Bounds {
-        until: req.work_until,
-        abort: &ctx.abort,
-    };
-    let created = stripe.post("/v1/customers", &form, &key, bounds).await?;
-    let customer = checkout::customer_id(&created).map_err(malformed)?;
-    let mut conn = ctx.db.get().await?;
-    claim::link_customer(&mut conn, req.user_id, &customer, email).await?;
-    tracing::info!(request_id = %req.id, user_id = %req.user_id, customer = %customer, "linked new Stripe customer");
-    Ok(customer)
+    let kind: RequestKind = req
+        .kind
+        .parse()
+        .map_err(|e: UnknownKind| Outcome::Fail(e.to_string()))?;
+    kinds::execute(kind, ctx, stripe, req).await
 }
 
 /// Writes the outcome. Postgres may be briefly away (a restart): keep trying until the lease
@@ -247,36 +142,5 @@ fn log_outcome(
         Outcome::Retry(error) | Outcome::Fail(error) => tracing::warn!(
             request_id = %req.id, kind = %req.kind, attempts = req.attempts, elapsed_ms,
             status, error = %error, "request failed"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn outcomes_of_failures() {
-        let retry = |o: Outcome| matches!(o, Outcome::Retry(_));
-        let fail = |o: Outcome| matches!(o, Outcome::Fail(_));
-        assert!(retry(StripeError::Transient("HTTP 502".into()).into()));
-        assert!(fail(StripeError::Rejected("No such price".into()).into()));
-        assert!(retry(DbError::Timeout.into()));
-        assert!(retry(DbError::Busy(4).into()));
-        assert!(fail(DbError::RowCount(0).into()));
-    }
-
-    #[test]
-    fn a_2xx_without_the_expected_fields_fails_for_good() {
-        let session = json!({"id": "cs_1", "url": null});
-        let outcome = checkout::session_result(&session, "cus_1").map_err(malformed);
-        match outcome {
-            Err(Outcome::Fail(message)) => {
-                assert!(message.starts_with("Stripe's session response has no id or url"));
-                assert!(message.contains("not retried"), "{message}");
-            }
-            other => panic!("{other:?}"),
-        }
-        let outcome = checkout::customer_id(&json!({"object": "customer"})).map_err(malformed);
-        assert!(matches!(outcome, Err(Outcome::Fail(_))), "{outcome:?}");
     }
 }

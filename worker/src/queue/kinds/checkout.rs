@@ -1,10 +1,60 @@
-//! The Stripe parameters of each request kind, built from a claimed row. Pure functions, so
-//! the exact parameter sets are unit-tested (ARCHITECTURE.md §7; Stripe's schema for
-//! `POST /v1/checkout/sessions`).
+//! The `checkout` kind: a Checkout Session for a plan or a token pack. The user's Stripe
+//! customer comes from `billing.customers` (via the claim) or is created and linked first,
+//! never from the row's parameters: one user, one customer.
+//!
+//! The parameter sets are built by pure functions, so they are unit-tested exactly
+//! (DESIGN.md, "The worker"; Stripe's schema for `POST /v1/checkout/sessions`).
 
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
+
+use super::{session_result, Ctx};
+use crate::queue::claim::{self, Claimed};
+use crate::queue::outcome::{malformed, Outcome};
+use crate::stripe::{Bounds, Stripe};
+
+/// Creates the Checkout Session of `req` (and the user's customer first if there is none);
+/// the result is the session's `url`, `session_id` and the `customer`.
+pub async fn run(ctx: &Ctx, stripe: &Stripe, req: &Claimed) -> Result<Value, Outcome> {
+    let params = CheckoutParams::from_json(&req.params).map_err(Outcome::Fail)?;
+    let customer = match &req.stripe_customer_id {
+        Some(customer) => customer.clone(),
+        None => create_customer(ctx, stripe, req, params.email.as_deref()).await?,
+    };
+    let form = session_form(req.id, req.user_id, &customer, &params);
+    let key = format!("checkout-{}", req.id);
+    let bounds = Bounds {
+        until: req.work_until,
+        abort: &ctx.abort,
+    };
+    let session = stripe
+        .post("/v1/checkout/sessions", &form, &key, bounds)
+        .await?;
+    session_result(&session, &customer).map_err(malformed)
+}
+
+/// Creates the user's Stripe customer and links it. The key is per user, so concurrent or
+/// repeated requests of one user end up with one customer.
+async fn create_customer(
+    ctx: &Ctx,
+    stripe: &Stripe,
+    req: &Claimed,
+    email: Option<&str>,
+) -> Result<String, Outcome> {
+    let form = customer_form(req.user_id, email);
+    let key = format!("customer-{}", req.user_id);
+    let bounds = Bounds {
+        until: req.work_until,
+        abort: &ctx.abort,
+    };
+    let created = stripe.post("/v1/customers", &form, &key, bounds).await?;
+    let customer = customer_id(&created).map_err(malformed)?;
+    let mut conn = ctx.db.get().await?;
+    claim::link_customer(&mut conn, req.user_id, &customer, email).await?;
+    tracing::info!(request_id = %req.id, user_id = %req.user_id, customer = %customer, "linked new Stripe customer");
+    Ok(customer)
+}
 
 /// Checkout mode; the SQL side picks it from the plan's kind.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -52,18 +102,6 @@ impl CheckoutParams {
             return Err("invalid checkout parameters: quantity must be positive".into());
         }
         Ok(p)
-    }
-}
-
-/// `params` of a `portal` row.
-#[derive(Clone, Debug, Default, Deserialize)]
-pub struct PortalParams {
-    pub return_url: Option<String>,
-}
-
-impl PortalParams {
-    pub fn from_json(params: &Value) -> Result<PortalParams, String> {
-        PortalParams::deserialize(params).map_err(|e| format!("invalid portal parameters: {e}"))
     }
 }
 
@@ -126,24 +164,6 @@ pub fn session_form(request_id: Uuid, user_id: Uuid, customer: &str, p: &Checkou
     form
 }
 
-/// `POST /v1/billing_portal/sessions`.
-pub fn portal_form(customer: &str, p: &PortalParams) -> Value {
-    json!({"customer": customer, "return_url": p.return_url})
-}
-
-/// The result written to the request row from a Checkout or Portal session: `url`,
-/// `session_id` and `customer`. Err when Stripe's answer lacks them.
-pub fn session_result(session: &Value, customer: &str) -> Result<Value, String> {
-    let id = session.get("id").and_then(Value::as_str);
-    let url = session.get("url").and_then(Value::as_str);
-    match (id, url) {
-        (Some(id), Some(url)) if !id.is_empty() && !url.is_empty() => {
-            Ok(json!({"url": url, "session_id": id, "customer": customer}))
-        }
-        _ => Err("Stripe's session response has no id or url".into()),
-    }
-}
-
 /// The id of a created customer.
 pub fn customer_id(customer: &Value) -> Result<String, String> {
     customer
@@ -155,171 +175,4 @@ pub fn customer_id(customer: &Value) -> Result<String, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::stripe::form::flatten;
-    use std::collections::BTreeMap;
-
-    const REQUEST: Uuid = Uuid::from_u128(0x1111_1111_1111_1111_1111_1111_1111_1111);
-    const USER: Uuid = Uuid::from_u128(0x2222_2222_2222_2222_2222_2222_2222_2222);
-
-    fn pairs(form: &Value) -> BTreeMap<String, String> {
-        flatten(form).into_iter().collect()
-    }
-
-    fn expected(items: &[(&str, &str)]) -> BTreeMap<String, String> {
-        items
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    fn params(v: Value) -> CheckoutParams {
-        CheckoutParams::from_json(&v).unwrap()
-    }
-
-    const USER_S: &str = "22222222-2222-2222-2222-222222222222";
-    const REQUEST_S: &str = "11111111-1111-1111-1111-111111111111";
-
-    #[test]
-    fn subscription_mode() {
-        let p = params(json!({
-            "price_id": "price_pro", "plan_id": "pro", "mode": "subscription", "quantity": 1,
-            "success_url": "https://a.test/ok", "cancel_url": "https://a.test/no",
-            "allow_promotion_codes": true, "email": "u@a.test",
-        }));
-        assert_eq!(
-            pairs(&session_form(REQUEST, USER, "cus_1", &p)),
-            expected(&[
-                ("mode", "subscription"),
-                ("customer", "cus_1"),
-                ("client_reference_id", USER_S),
-                ("line_items[0][price]", "price_pro"),
-                ("line_items[0][quantity]", "1"),
-                ("success_url", "https://a.test/ok"),
-                ("cancel_url", "https://a.test/no"),
-                ("metadata[user_id]", USER_S),
-                ("metadata[price_id]", "price_pro"),
-                ("metadata[plan_id]", "pro"),
-                ("metadata[request_id]", REQUEST_S),
-                ("subscription_data[metadata][user_id]", USER_S),
-                ("subscription_data[metadata][price_id]", "price_pro"),
-                ("allow_promotion_codes", "true"),
-                ("tax_id_collection[enabled]", "true"),
-                ("customer_update[name]", "auto"),
-            ])
-        );
-    }
-
-    #[test]
-    fn payment_mode_with_project_and_coupon() {
-        let p = params(json!({
-            "price_id": "price_pack", "plan_id": "pack", "mode": "payment", "quantity": 3,
-            "tokens": 1500, "success_url": "https://a.test/ok", "cancel_url": "https://a.test/no",
-            "project_id": "33333333-3333-3333-3333-333333333333", "coupon": "SPRING",
-        }));
-        assert_eq!(
-            pairs(&session_form(REQUEST, USER, "cus_1", &p)),
-            expected(&[
-                ("mode", "payment"),
-                ("customer", "cus_1"),
-                ("client_reference_id", USER_S),
-                ("line_items[0][price]", "price_pack"),
-                ("line_items[0][quantity]", "3"),
-                ("success_url", "https://a.test/ok"),
-                ("cancel_url", "https://a.test/no"),
-                ("metadata[user_id]", USER_S),
-                ("metadata[price_id]", "price_pack"),
-                ("metadata[plan_id]", "pack"),
-                (
-                    "metadata[project_id]",
-                    "33333333-3333-3333-3333-333333333333"
-                ),
-                ("metadata[tokens]", "1500"),
-                ("metadata[request_id]", REQUEST_S),
-                ("discounts[0][coupon]", "SPRING"),
-                ("tax_id_collection[enabled]", "true"),
-                ("customer_update[name]", "auto"),
-            ])
-        );
-    }
-
-    #[test]
-    fn never_coupon_and_promotion_codes_together_nor_customer_creation() {
-        for mode in ["subscription", "payment"] {
-            for promo in [None, Some(false), Some(true)] {
-                for coupon in [None, Some("C1")] {
-                    let p = params(json!({
-                        "price_id": "price_x", "mode": mode, "success_url": "https://a.test/",
-                        "coupon": coupon, "allow_promotion_codes": promo,
-                    }));
-                    let got = pairs(&session_form(REQUEST, USER, "cus_1", &p));
-                    let has_promo = got.contains_key("allow_promotion_codes");
-                    let has_coupon = got.contains_key("discounts[0][coupon]");
-                    assert!(!(has_promo && has_coupon), "{mode} {promo:?} {coupon:?}");
-                    assert_eq!(has_promo, promo == Some(true));
-                    assert_eq!(has_coupon, coupon.is_some() && promo != Some(true));
-                    assert!(!got.contains_key("customer_creation"));
-                    assert!(!got.keys().any(|k| k.starts_with("payment_intent_data")));
-                    assert!(!got.keys().any(|k| k.starts_with("customer_email")));
-                    assert_eq!(
-                        got.keys().any(|k| k.starts_with("subscription_data")),
-                        mode == "subscription"
-                    );
-                    // Optional fields that are absent are not sent at all.
-                    assert!(!got.contains_key("cancel_url"));
-                    assert!(!got.contains_key("metadata[tokens]"));
-                    assert_eq!(got["line_items[0][quantity]"], "1");
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn bad_params_are_reported() {
-        for bad in [
-            json!({}),
-            json!({"price_id": "p", "mode": "setup", "success_url": "https://a/"}),
-            json!({"price_id": "", "mode": "payment", "success_url": "https://a/"}),
-            json!({"price_id": "p", "mode": "payment", "success_url": "https://a/", "quantity": 0}),
-            json!({"price_id": "p", "mode": "payment", "success_url": "https://a/", "tokens": "x"}),
-            json!("not an object"),
-        ] {
-            let err = CheckoutParams::from_json(&bad).expect_err(&bad.to_string());
-            assert!(err.starts_with("invalid checkout parameters"), "{err}");
-        }
-    }
-
-    #[test]
-    fn customer_and_portal_forms() {
-        assert_eq!(
-            pairs(&customer_form(USER, Some("u@a.test"))),
-            expected(&[("email", "u@a.test"), ("metadata[user_id]", USER_S)])
-        );
-        assert_eq!(
-            pairs(&customer_form(USER, Some(""))),
-            expected(&[("metadata[user_id]", USER_S)])
-        );
-        let p = PortalParams::from_json(&json!({"return_url": "https://a.test/account"})).unwrap();
-        assert_eq!(
-            pairs(&portal_form("cus_1", &p)),
-            expected(&[
-                ("customer", "cus_1"),
-                ("return_url", "https://a.test/account")
-            ])
-        );
-        assert!(PortalParams::from_json(&json!({"return_url": 5})).is_err());
-    }
-
-    #[test]
-    fn results_need_id_and_url() {
-        let ok = session_result(&json!({"id": "cs_1", "url": "https://pay/cs_1"}), "cus_1");
-        assert_eq!(
-            ok.unwrap(),
-            json!({"url": "https://pay/cs_1", "session_id": "cs_1", "customer": "cus_1"})
-        );
-        assert!(session_result(&json!({"id": "cs_1", "url": null}), "cus_1").is_err());
-        assert_eq!(customer_id(&json!({"id": "cus_9"})).unwrap(), "cus_9");
-        assert!(customer_id(&json!({})).is_err());
-    }
-}
+mod tests;

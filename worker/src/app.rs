@@ -56,11 +56,13 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         })
     };
 
+    let pool_failed = |e| format!("cannot set up the database connection pool: {e}");
     let db = Db::new(
         config.database.clone(),
         config.concurrency + SPARE_CONNECTIONS,
-    );
-    let webhook_db = Db::new(config.database.clone(), WEBHOOK_CONNECTIONS);
+    )
+    .map_err(pool_failed)?;
+    let webhook_db = Db::new(config.database.clone(), WEBHOOK_CONNECTIONS).map_err(pool_failed)?;
     match version::installed(&db, &token).await {
         Ok(installed) => version::check(installed.as_deref()).map_err(RunError::Unsupported)?,
         Err(()) => return Ok(()), // a signal came before the database did

@@ -1,22 +1,37 @@
 //! Database errors and which of them are worth another try. Callers back off and retry
-//! transient errors (the database restarts, a connection drops, a lock is busy); a permanent
-//! one (a constraint, a revoked grant, a type mismatch) fails the same way every time.
+//! transient errors (the database restarts, a connection drops, a lock is busy, the pool is
+//! exhausted); a permanent one (a constraint, a revoked grant, a type mismatch) fails the same
+//! way every time.
+//!
+//! The classification reads only what the errors carry: the SQLSTATE the server sent, whether
+//! the connection is closed, an I/O error among the causes, and which step of the pool
+//! failed. Never the message text, which changes between library versions.
+
+use deadpool_postgres::PoolError;
 
 use super::QUERY_TIMEOUT;
 
 /// Why no client could be had, or a query did not finish.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
+    /// Opening a connection failed.
     #[error("cannot connect to Postgres: {}", crate::error_chain(.0))]
     Connect(tokio_postgres::Error),
+    /// A statement failed: the server raised an error, or the connection failed under it.
     #[error("{}", crate::error_chain(.0))]
     Query(#[from] tokio_postgres::Error),
+    /// Opening a connection or running a statement took longer than [`QUERY_TIMEOUT`].
     #[error("Postgres did not answer within {}s", QUERY_TIMEOUT.as_secs())]
     Timeout,
     #[error("expected one row, got {0}")]
     RowCount(usize),
+    /// Every connection of the pool stayed in use for the caller's whole wait.
     #[error("all {0} database connections are busy")]
     Busy(usize),
+    /// The pool itself cannot hand out clients (closed, or built without a runtime): a bug,
+    /// not an outage.
+    #[error("the connection pool failed: {0}")]
+    Pool(PoolError),
 }
 
 /// SQLSTATE classes worth another try: connection exceptions (08), transaction rollbacks such
@@ -27,27 +42,39 @@ const TRANSIENT_CLASSES: [&str; 5] = ["08", "40", "53", "57", "58"];
 /// `lock_not_available`, e.g. a `lock_timeout` ran out: the lock holder will finish.
 const LOCK_NOT_AVAILABLE: &str = "55P03";
 
-/// Whether the same statement may succeed later. Errors without a SQLSTATE are transient when
-/// they concern the connection (it dropped, timed out or could not be opened) and permanent
-/// when they are client-side conversions (a wrong column type), which repeating cannot fix.
-pub fn is_transient(e: &tokio_postgres::Error) -> bool {
-    if let Some(state) = e.code() {
-        return sqlstate_is_transient(state.code());
+impl DbError {
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            // The server is down, restarting or out of connection slots, unless it answered
+            // with a SQLSTATE that no retry changes (a wrong password, a missing database).
+            DbError::Connect(e) => e
+                .code()
+                .is_none_or(|state| sqlstate_is_transient(state.code())),
+            DbError::Query(e) => query_error_is_transient(e),
+            DbError::Timeout | DbError::Busy(_) => true,
+            DbError::RowCount(_) | DbError::Pool(_) => false,
+        }
     }
-    if e.is_closed() || io_cause(e) {
-        return true;
+
+    /// The server's error (SQLSTATE and message), if the server raised one.
+    pub fn as_db_error(&self) -> Option<&tokio_postgres::error::DbError> {
+        match self {
+            DbError::Query(e) => e.as_db_error(),
+            _ => None,
+        }
     }
-    // tokio-postgres does not expose its error kinds; these are the Display texts of the
-    // connection-level ones without an io::Error cause (e.g. the connect timeout).
-    matches!(
-        e.to_string().as_str(),
-        "timeout waiting for server"
-            | "error connecting to server"
-            | "error communicating with the server"
-            | "error performing TLS handshake"
-            | "unexpected message from server"
-            | "error parsing response from server"
-    )
+}
+
+/// A statement's error is transient by its SQLSTATE when the server sent one. Without one it
+/// is transient when it concerns the connection (closed, or an I/O error among its causes)
+/// and permanent otherwise: what is left are client-side conversions (a wrong column type)
+/// and protocol errors, which repeating the statement cannot fix.
+fn query_error_is_transient(e: &tokio_postgres::Error) -> bool {
+    match e.code() {
+        Some(state) => sqlstate_is_transient(state.code()),
+        None => e.is_closed() || io_cause(e),
+    }
 }
 
 fn sqlstate_is_transient(code: &str) -> bool {
@@ -63,25 +90,6 @@ fn io_cause(e: &tokio_postgres::Error) -> bool {
         cause = c.source();
     }
     false
-}
-
-impl DbError {
-    /// Whether trying again later may succeed (see [`is_transient`]).
-    pub fn is_transient(&self) -> bool {
-        match self {
-            DbError::Connect(e) | DbError::Query(e) => is_transient(e),
-            DbError::Timeout | DbError::Busy(_) => true,
-            DbError::RowCount(_) => false,
-        }
-    }
-
-    /// The server's error (SQLSTATE and message), if the server raised one.
-    pub fn as_db_error(&self) -> Option<&tokio_postgres::error::DbError> {
-        match self {
-            DbError::Query(e) => e.as_db_error(),
-            _ => None,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -101,5 +109,13 @@ mod tests {
         ] {
             assert!(!transient(code), "{code}");
         }
+    }
+
+    #[test]
+    fn pool_failures_that_are_transient() {
+        assert!(DbError::Timeout.is_transient());
+        assert!(DbError::Busy(3).is_transient());
+        assert!(!DbError::RowCount(0).is_transient());
+        assert!(!DbError::Pool(PoolError::Closed).is_transient());
     }
 }

@@ -6,10 +6,12 @@
 
 mod error;
 mod pool;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::time::Duration;
 
-pub use error::{is_transient, DbError};
+pub use error::DbError;
 pub use pool::{Conn, Db};
 
 /// How long a query may take before the client is considered stuck and discarded.

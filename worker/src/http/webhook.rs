@@ -154,6 +154,7 @@ fn error(status: StatusCode, message: &str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::testing::SilentServer;
 
     #[test]
     fn sqlstates_map_to_statuses() {
@@ -200,12 +201,12 @@ mod tests {
 
     #[tokio::test]
     async fn busy_connections_answer_503_busy() {
-        let config: tokio_postgres::Config = "host=/nonexistent".parse().unwrap();
+        let mut server = SilentServer::start().await;
         let state = HttpState {
-            db: Db::new(config.clone(), 1),
-            webhooks: Db::new(config, 2),
+            db: Db::new(server.config(), 1).unwrap(),
+            webhooks: Db::new(server.config(), 2).unwrap(),
         };
-        let _held = state.webhooks.take_all().await;
+        let _held = server.hold_all(&state.webhooks, 2).await;
         let mut headers = HeaderMap::new();
         headers.insert("stripe-signature", "t=1,v1=00".parse().unwrap());
         let started = std::time::Instant::now();

@@ -11,23 +11,24 @@
 //!   kind.
 //! - `stripe`: the Stripe API client (form encoding, retries, rate limit).
 //! - `http`: the webhook endpoint and the health check.
-//! - [`app`]: wires them together and runs until a shutdown signal.
+//! - [`version`]: the check that the database has the extension version this worker speaks.
+//! - [`app`]: wires them together and runs until a shutdown signal (`shutdown`).
 #![forbid(unsafe_code)]
 
 pub mod app;
-pub mod backoff;
 pub mod config;
 pub mod db;
-pub mod shutdown;
 pub mod version;
 
+mod backoff;
 mod http;
 mod queue;
+mod shutdown;
 mod stripe;
 
 /// An error with its causes, `top: cause: cause`. Library errors put the useful part in the
 /// source ("db error" / "error sending request" alone say little).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {

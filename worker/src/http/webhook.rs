@@ -1,7 +1,7 @@
 //! `POST /api/stripe/webhook`: hands the raw body and the `Stripe-Signature` header to
 //! `billing.handle_stripe_webhook`, which verifies, stores and applies the event in one
-//! transaction (DESIGN.md, "Principles" and "Webhook signatures"), and maps its outcome to
-//! the status Stripe expects:
+//! transaction (DESIGN.md, "Signatures" and "Ingestion"), and maps its outcome to the status
+//! Stripe expects:
 //!
 //! | outcome | status |
 //! |---|---|

@@ -3,7 +3,7 @@
 //! never from the row's parameters: one user, one customer.
 //!
 //! The parameter sets are built by pure functions, so they are unit-tested exactly
-//! (DESIGN.md, "The worker"; Stripe's schema for `POST /v1/checkout/sessions`).
+//! (DESIGN.md, "Requests and the worker"; Stripe's schema for `POST /v1/checkout/sessions`).
 
 use serde::Deserialize;
 use serde_json::{json, Map, Value};

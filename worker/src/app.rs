@@ -14,19 +14,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::db::Db;
-use crate::process::{Ctx, NOT_CONFIGURED};
-use crate::queue::{self, Settings};
-use crate::ratelimit::RateLimiter;
-use crate::stripe::Stripe;
+use crate::queue::{self, Ctx, Settings, NOT_CONFIGURED};
+use crate::stripe::{RateLimiter, Stripe};
 use crate::version::{self, VersionError};
-use crate::{http, listen, shutdown};
+use crate::{http, shutdown};
 
 /// Connections beyond the request tasks: the claim loop and the health check.
 const SPARE_CONNECTIONS: usize = 2;
 
 /// Connections of the webhook endpoint, apart from the queue's: anyone can post to it, so
 /// it must not be able to take the connections the queue needs. Beyond these, webhooks wait
-/// `webhook::ACQUIRE_TIMEOUT` and then get 503 (Stripe retries).
+/// `http::webhook::ACQUIRE_TIMEOUT` and then get 503 (Stripe retries).
 const WEBHOOK_CONNECTIONS: usize = 3;
 
 /// Why the worker stopped without a signal.
@@ -58,11 +56,13 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         })
     };
 
+    let pool_failed = |e| format!("cannot set up the database connection pool: {e}");
     let db = Db::new(
         config.database.clone(),
         config.concurrency + SPARE_CONNECTIONS,
-    );
-    let webhook_db = Db::new(config.database.clone(), WEBHOOK_CONNECTIONS);
+    )
+    .map_err(pool_failed)?;
+    let webhook_db = Db::new(config.database.clone(), WEBHOOK_CONNECTIONS).map_err(pool_failed)?;
     match version::installed(&db, &token).await {
         Ok(installed) => version::check(installed.as_deref()).map_err(RunError::Unsupported)?,
         Err(()) => return Ok(()), // a signal came before the database did
@@ -115,7 +115,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     ));
     let (wake_tx, wake_rx) = mpsc::channel(16);
     let listener_task = if config.listen_notify {
-        Some(tokio::spawn(listen::run(
+        Some(tokio::spawn(queue::listen(
             config.database.clone(),
             wake_tx,
             token.clone(),

@@ -1,28 +1,11 @@
 //! `stripe-billing-worker`: serves the `billing.stripe_requests` queue against the Stripe API
-//! (Checkout and Portal sessions, customers) and receives Stripe webhooks over HTTP.
+//! and receives Stripe webhooks. This file is the process shell only: flags, logging, the
+//! runtime and exit codes; the worker itself is the `stripe_billing_worker` library.
 //!
 //! Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 1 on a runtime failure (e.g. the
 //! listen address is taken), 2 on bad configuration or a database whose stripe_billing version this
 //! worker does not support.
 #![forbid(unsafe_code)]
-
-mod app;
-mod checkout;
-mod claim;
-mod config;
-mod db;
-mod form;
-mod http;
-mod listen;
-mod process;
-mod queue;
-mod ratelimit;
-mod retry;
-mod secret;
-mod shutdown;
-mod stripe;
-mod version;
-mod webhook;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -30,7 +13,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use config::{Args, Config, LogFormat};
+use stripe_billing_worker::app::{self, RunError};
+use stripe_billing_worker::config::{Args, Config, LogFormat};
 
 fn main() -> ExitCode {
     // clap prints usage errors and exits with 2 itself (0 for --help and --version).
@@ -55,29 +39,16 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(app::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(app::RunError::Unsupported(e)) => {
+        Err(RunError::Unsupported(e)) => {
             // One line, like a configuration error: the operator must act before a restart helps.
             eprintln!("stripe-billing-worker: {e}");
             ExitCode::from(2)
         }
-        Err(app::RunError::Failed(e)) => {
+        Err(RunError::Failed(e)) => {
             tracing::error!(error = %e, "stopped");
             ExitCode::FAILURE
         }
     }
-}
-
-/// An error with its causes, `top: cause: cause`. Library errors put the useful part in the
-/// source ("db error" / "error sending request" alone say little).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Logs go to stderr; `RUST_LOG` filters them (default `info`).

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff;
 use crate::db::Db;
-use crate::retry;
 
 /// The extension version this worker speaks: its own.
 pub const SUPPORTED: &str = env!("CARGO_PKG_VERSION");
@@ -65,7 +65,7 @@ pub async fn installed(db: &Db, shutdown: &CancellationToken) -> Result<Option<S
             Ok(version) => return Ok(version),
             Err(e) => {
                 failures += 1;
-                let wait = retry::DB_BACKOFF.full_jitter(failures, &mut rand::rng());
+                let wait = backoff::DB_BACKOFF.full_jitter(failures, &mut rand::rng());
                 let wait = wait.max(Duration::from_millis(100));
                 tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64,
                     "cannot read the stripe_billing version yet, retrying");

@@ -1,6 +1,7 @@
 //! Flag parsing and validation.
 
 use super::*;
+use clap::Parser;
 
 fn parse(extra: &[&str]) -> Result<Config, ConfigError> {
     let mut argv = vec![

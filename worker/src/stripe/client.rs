@@ -11,9 +11,10 @@ use thiserror::Error;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::form;
-use crate::ratelimit::RateLimiter;
-use crate::retry::{self, Backoff, Verdict};
+use super::form;
+use super::ratelimit::RateLimiter;
+use super::retry::{self, Verdict};
+use crate::backoff::Backoff;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 

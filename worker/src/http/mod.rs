@@ -1,24 +1,24 @@
-//! The HTTP server: the Stripe webhook endpoint and a health check, stopped gracefully on
-//! shutdown.
+//! The HTTP server: the Stripe webhook endpoint (`webhook`) and a health check (`health`),
+//! stopped gracefully on shutdown.
+
+mod health;
+mod webhook;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde_json::{json, Value};
+use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::Db;
-use crate::webhook;
 
 /// The path Stripe (or `stripe listen --forward-to`) posts events to.
 pub const WEBHOOK_PATH: &str = "/api/stripe/webhook";
 
-/// How long the health check waits for Postgres.
-const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// The path of the health check.
+pub const HEALTH_PATH: &str = "/healthz";
 
 /// What the handlers share: the queue's connections (for the health check, which should
 /// see what the queue sees) and the webhook endpoint's own.
@@ -32,23 +32,9 @@ pub struct HttpState {
 pub fn router(db: Db, webhooks: Db, max_body_bytes: usize) -> Router {
     Router::new()
         .route(WEBHOOK_PATH, post(webhook::receive))
-        .route("/healthz", get(healthz))
+        .route(HEALTH_PATH, get(health::healthz))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(HttpState { db, webhooks })
-}
-
-/// `GET /healthz`: 200 `{"ok": true, "database": bool}`. The process is healthy as long as
-/// it answers; whether Postgres is reachable is reported, not fatal (the worker reconnects).
-async fn healthz(State(state): State<HttpState>) -> Json<Value> {
-    let database = tokio::time::timeout(HEALTH_TIMEOUT, async {
-        let mut conn = state.db.get().await.ok()?;
-        conn.query("SELECT 1", &[]).await.ok()
-    })
-    .await
-    .ok()
-    .flatten()
-    .is_some();
-    Json(json!({"ok": true, "database": database}))
 }
 
 /// Binds the listen address; an error here ends the process.

@@ -1,111 +1,27 @@
-//! Command-line flags (with environment fallbacks) and the typed configuration validated from
-//! them at start-up. Anything wrong here is reported as one line and exit code 2, before the
-//! worker touches the database or the network.
+//! Configuration: the flags (with environment fallbacks, [`Args`]) and the typed
+//! configuration validated from them at start-up ([`Config`]). Anything wrong here is
+//! reported as one line and exit code 2, before the worker touches the database or the
+//! network.
+
+mod args;
+mod secret;
 
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
 use thiserror::Error;
 
-use crate::secret::Secret;
-
-/// The Stripe API version the worker speaks; pinned so a dashboard upgrade cannot change the
-/// shape of the responses it reads.
-pub const DEFAULT_STRIPE_VERSION: &str = "2025-03-31.basil";
-
-/// Stripe's API, used unless `--stripe-api-base` points elsewhere (the emulator in tests).
-pub const DEFAULT_STRIPE_API_BASE: &str = "https://api.stripe.com";
+pub use args::{Args, LogFormat, DEFAULT_STRIPE_API_BASE, DEFAULT_STRIPE_VERSION};
+pub use secret::Secret;
 
 /// `claim_requests` refuses to hand out more rows than this at once.
 const MAX_CONCURRENCY: u32 = 1000;
 
 /// A claim must outlast its Stripe calls by this factor: one call that uses its whole timeout
 /// still leaves room for a retry (or the second call of a checkout) and the lease's safety
-/// margin (`claim::work_budget`).
+/// margin (`queue::claim::work_budget`).
 const LEASE_PER_TIMEOUT: u64 = 2;
-
-/// Log line format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line, for log collectors.
-    Json,
-}
-
-/// Flags as given; see [`Config`] for the validated form. `Debug` is safe to log: the secrets
-/// are [`Secret`]s.
-#[derive(Parser, Debug, Clone)]
-#[command(
-    name = "stripe-billing-worker",
-    version,
-    about = "Serves the stripe_billing request queue against the Stripe API and receives Stripe webhooks."
-)]
-pub struct Args {
-    /// Postgres connection string (URL or key=value) of the database with the extension.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: Secret,
-
-    /// Stripe secret (or restricted) key. Without it requests fail with a clear error; the
-    /// webhook endpoint still works.
-    #[arg(long, env = "STRIPE_SECRET_KEY", hide_env_values = true)]
-    pub stripe_secret_key: Option<Secret>,
-
-    /// Base URL of the Stripe API (the local emulator in tests).
-    #[arg(long, env = "STRIPE_API_BASE", default_value = DEFAULT_STRIPE_API_BASE)]
-    pub stripe_api_base: String,
-
-    /// Stripe API version sent as the Stripe-Version header.
-    #[arg(long, env = "STRIPE_VERSION", default_value = DEFAULT_STRIPE_VERSION)]
-    pub stripe_version: String,
-
-    /// Requests processed at the same time.
-    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 4)]
-    pub concurrency: u32,
-
-    /// How often to look for work without a notification, in milliseconds.
-    #[arg(long, env = "WORKER_POLL_INTERVAL_MS", default_value_t = 1000)]
-    pub poll_interval_ms: u64,
-
-    /// Address of the HTTP server (webhook endpoint and health check).
-    #[arg(long, env = "WORKER_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: String,
-
-    /// How long in-flight requests may take to finish after SIGTERM/SIGINT, in milliseconds.
-    #[arg(long, env = "WORKER_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
-    pub shutdown_timeout_ms: u64,
-
-    /// How long a claimed request stays ours; after that another worker may take it over.
-    #[arg(long, env = "WORKER_LEASE_SECONDS", default_value_t = 60)]
-    pub lease_seconds: u32,
-
-    /// Largest webhook body accepted, in bytes (larger ones get 413).
-    #[arg(long, env = "WORKER_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
-    pub max_body_bytes: usize,
-
-    /// Longest wait for one Stripe API call, in milliseconds. --lease-seconds must be at least
-    /// twice as long.
-    #[arg(long, env = "STRIPE_TIMEOUT_MS", default_value_t = 30_000)]
-    pub stripe_timeout_ms: u64,
-
-    /// Stripe API calls per second (token bucket); Stripe allows 25/s in test mode.
-    #[arg(long, env = "STRIPE_RATE_LIMIT", default_value_t = 25.0)]
-    pub rate_limit: f64,
-
-    /// Do not LISTEN for notifications; find work by polling only.
-    #[arg(long, env = "WORKER_NO_LISTEN_NOTIFY")]
-    pub no_listen_notify: bool,
-
-    /// Log format.
-    #[arg(long, env = "WORKER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
-
-    /// Name this worker writes into claimed rows [default: HOSTNAME-PID].
-    #[arg(long, env = "WORKER_ID")]
-    pub worker_id: Option<String>,
-}
 
 /// A configuration problem, reported as one line before exiting with code 2.
 #[derive(Debug, Error, PartialEq)]

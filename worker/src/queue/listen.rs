@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
 
-use crate::retry;
+use crate::backoff;
 
 /// The channel the request table's insert trigger notifies.
 pub const CHANNEL: &str = "billing_stripe_requests";
@@ -34,7 +34,7 @@ pub async fn run(
             Ok(()) => return,
             Err(e) => {
                 failures += 1;
-                let wait = retry::DB_BACKOFF.full_jitter(failures, &mut rand::rng());
+                let wait = backoff::DB_BACKOFF.full_jitter(failures, &mut rand::rng());
                 tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "LISTEN connection lost, reconnecting");
                 if !crate::shutdown::sleep(wait, &shutdown).await {
                     return;

@@ -1,4 +1,4 @@
-//! The worker's side of the queue: thin calls of the SQL API in `sql/04_requests.sql`
+//! The worker's side of the queue: thin calls of the SQL API in `sql/requests/functions.sql`
 //! (`billing.claim_requests`, `finish_request`, `fail_request`) and `billing.link_customer`.
 //! The locking (FOR UPDATE SKIP LOCKED, leases) lives in SQL; nothing here decides who owns
 //! a row.
@@ -51,7 +51,7 @@ pub async fn claim(
     // this instant end before the real lease does.
     let claimed_at = Instant::now();
     let lease = Duration::from_secs(u64::from(lease_seconds));
-    // Both fit: concurrency is at most 1000 and the lease at most a day (config.rs).
+    // Both fit: concurrency is at most 1000 and the lease at most a day (`config`).
     let max_count = i32::try_from(max_count).unwrap_or(i32::MAX);
     let lease_seconds = i32::try_from(lease_seconds).unwrap_or(i32::MAX);
     let rows = conn
@@ -146,7 +146,7 @@ mod tests {
         assert_eq!(work_budget(secs(1)), Duration::from_millis(750));
         // Long leases keep a tenth.
         assert_eq!(work_budget(secs(600)), secs(540));
-        // With the 2x rule of config.rs, a full Stripe timeout always fits.
+        // With the 2x rule of `config`, a full Stripe timeout always fits.
         for lease in [2u64, 10, 20, 60, 120, 86_400] {
             assert!(work_budget(secs(lease)) >= secs(lease) / 2 + secs(lease) / 4);
         }

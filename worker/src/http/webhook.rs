@@ -1,6 +1,7 @@
 //! `POST /api/stripe/webhook`: hands the raw body and the `Stripe-Signature` header to
 //! `billing.handle_stripe_webhook`, which verifies, stores and applies the event in one
-//! transaction (ARCHITECTURE.md §1, §2), and maps its outcome to the status Stripe expects:
+//! transaction (DESIGN.md, "Signatures" and "Ingestion"), and maps its outcome to the status
+//! Stripe expects:
 //!
 //! | outcome | status |
 //! |---|---|
@@ -24,8 +25,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
+use super::HttpState;
 use crate::db::{Db, DbError};
-use crate::http::HttpState;
 
 /// SQLSTATE of `billing.handle_stripe_webhook` when no signing secret is configured.
 const NOT_CONFIGURED: &str = "BL003";
@@ -154,6 +155,7 @@ fn error(status: StatusCode, message: &str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::testing::SilentServer;
 
     #[test]
     fn sqlstates_map_to_statuses() {
@@ -200,12 +202,12 @@ mod tests {
 
     #[tokio::test]
     async fn busy_connections_answer_503_busy() {
-        let config: tokio_postgres::Config = "host=/nonexistent".parse().unwrap();
+        let mut server = SilentServer::start().await;
         let state = HttpState {
-            db: Db::new(config.clone(), 1),
-            webhooks: Db::new(config, 2),
+            db: Db::new(server.config(), 1).unwrap(),
+            webhooks: Db::new(server.config(), 2).unwrap(),
         };
-        let _held = state.webhooks.take_all().await;
+        let _held = server.hold_all(&state.webhooks, 2).await;
         let mut headers = HeaderMap::new();
         headers.insert("stripe-signature", "t=1,v1=00".parse().unwrap());
         let started = std::time::Instant::now();

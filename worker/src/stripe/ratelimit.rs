@@ -1,5 +1,11 @@
 //! A token bucket in front of every Stripe call, so a backlog is drained at the rate Stripe
 //! allows (25/s in test mode, about 100/s live) instead of provoking 429s.
+//!
+//! Hand-written rather than `governor` on purpose: governor's waiting (`until_ready`) sleeps
+//! and then checks again without reserving a cell, so callers that wait together race and
+//! are not served in arrival order, and its burst is a whole number of cells where
+//! `--rate-limit` may be fractional. Reserving here keeps the order and makes the waits exact
+//! and testable without a clock.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

@@ -1,0 +1,95 @@
+//! The command-line flags as clap parses them, each with its environment fallback and
+//! default. Nothing is checked here beyond what clap does (numbers are numbers); the rules
+//! live in [`Config::from_args`](super::Config::from_args).
+
+use clap::{Parser, ValueEnum};
+
+use super::secret::Secret;
+
+/// The Stripe API version the worker speaks; pinned so a dashboard upgrade cannot change the
+/// shape of the responses it reads.
+pub const DEFAULT_STRIPE_VERSION: &str = "2025-03-31.basil";
+
+/// Stripe's API, used unless `--stripe-api-base` points elsewhere (the emulator in tests).
+pub const DEFAULT_STRIPE_API_BASE: &str = "https://api.stripe.com";
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Flags as given; see [`Config`](super::Config) for the validated form. `Debug` is safe to log: the secrets
+/// are [`Secret`]s.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "stripe-billing-worker",
+    version,
+    about = "Serves the stripe_billing request queue against the Stripe API and receives Stripe webhooks."
+)]
+pub struct Args {
+    /// Postgres connection string (URL or key=value) of the database with the extension.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Secret,
+
+    /// Stripe secret (or restricted) key. Without it requests fail with a clear error; the
+    /// webhook endpoint still works.
+    #[arg(long, env = "STRIPE_SECRET_KEY", hide_env_values = true)]
+    pub stripe_secret_key: Option<Secret>,
+
+    /// Base URL of the Stripe API (the local emulator in tests).
+    #[arg(long, env = "STRIPE_API_BASE", default_value = DEFAULT_STRIPE_API_BASE)]
+    pub stripe_api_base: String,
+
+    /// Stripe API version sent as the Stripe-Version header.
+    #[arg(long, env = "STRIPE_VERSION", default_value = DEFAULT_STRIPE_VERSION)]
+    pub stripe_version: String,
+
+    /// Requests processed at the same time.
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 4)]
+    pub concurrency: u32,
+
+    /// How often to look for work without a notification, in milliseconds.
+    #[arg(long, env = "WORKER_POLL_INTERVAL_MS", default_value_t = 1000)]
+    pub poll_interval_ms: u64,
+
+    /// Address of the HTTP server (webhook endpoint and health check).
+    #[arg(long, env = "WORKER_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT, in milliseconds.
+    #[arg(long, env = "WORKER_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
+    pub shutdown_timeout_ms: u64,
+
+    /// How long a claimed request stays ours; after that another worker may take it over.
+    #[arg(long, env = "WORKER_LEASE_SECONDS", default_value_t = 60)]
+    pub lease_seconds: u32,
+
+    /// Largest webhook body accepted, in bytes (larger ones get 413).
+    #[arg(long, env = "WORKER_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Longest wait for one Stripe API call, in milliseconds. --lease-seconds must be at least
+    /// twice as long.
+    #[arg(long, env = "STRIPE_TIMEOUT_MS", default_value_t = 30_000)]
+    pub stripe_timeout_ms: u64,
+
+    /// Stripe API calls per second (token bucket); Stripe allows 25/s in test mode.
+    #[arg(long, env = "STRIPE_RATE_LIMIT", default_value_t = 25.0)]
+    pub rate_limit: f64,
+
+    /// Do not LISTEN for notifications; find work by polling only.
+    #[arg(long, env = "WORKER_NO_LISTEN_NOTIFY")]
+    pub no_listen_notify: bool,
+
+    /// Log format.
+    #[arg(long, env = "WORKER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Name this worker writes into claimed rows [default: HOSTNAME-PID].
+    #[arg(long, env = "WORKER_ID")]
+    pub worker_id: Option<String>,
+}

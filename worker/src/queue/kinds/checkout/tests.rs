@@ -1,0 +1,156 @@
+//! The exact parameter sets of a checkout.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use super::*;
+use crate::stripe::form::flatten;
+
+const REQUEST: Uuid = Uuid::from_u128(0x1111_1111_1111_1111_1111_1111_1111_1111);
+const USER: Uuid = Uuid::from_u128(0x2222_2222_2222_2222_2222_2222_2222_2222);
+
+fn pairs(form: &Value) -> BTreeMap<String, String> {
+    flatten(form).into_iter().collect()
+}
+
+fn expected(items: &[(&str, &str)]) -> BTreeMap<String, String> {
+    items
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn params(v: Value) -> CheckoutParams {
+    CheckoutParams::from_json(&v).unwrap()
+}
+
+const USER_S: &str = "22222222-2222-2222-2222-222222222222";
+const REQUEST_S: &str = "11111111-1111-1111-1111-111111111111";
+
+#[test]
+fn subscription_mode() {
+    let p = params(json!({
+        "price_id": "price_pro", "plan_id": "pro", "mode": "subscription", "quantity": 1,
+        "success_url": "https://a.test/ok", "cancel_url": "https://a.test/no",
+        "allow_promotion_codes": true, "email": "u@a.test",
+    }));
+    assert_eq!(
+        pairs(&session_form(REQUEST, USER, "cus_1", &p)),
+        expected(&[
+            ("mode", "subscription"),
+            ("customer", "cus_1"),
+            ("client_reference_id", USER_S),
+            ("line_items[0][price]", "price_pro"),
+            ("line_items[0][quantity]", "1"),
+            ("success_url", "https://a.test/ok"),
+            ("cancel_url", "https://a.test/no"),
+            ("metadata[user_id]", USER_S),
+            ("metadata[price_id]", "price_pro"),
+            ("metadata[plan_id]", "pro"),
+            ("metadata[request_id]", REQUEST_S),
+            ("subscription_data[metadata][user_id]", USER_S),
+            ("subscription_data[metadata][price_id]", "price_pro"),
+            ("allow_promotion_codes", "true"),
+            ("tax_id_collection[enabled]", "true"),
+            ("customer_update[name]", "auto"),
+        ])
+    );
+}
+
+#[test]
+fn payment_mode_with_project_and_coupon() {
+    let p = params(json!({
+        "price_id": "price_pack", "plan_id": "pack", "mode": "payment", "quantity": 3,
+        "tokens": 1500, "success_url": "https://a.test/ok", "cancel_url": "https://a.test/no",
+        "project_id": "33333333-3333-3333-3333-333333333333", "coupon": "SPRING",
+    }));
+    assert_eq!(
+        pairs(&session_form(REQUEST, USER, "cus_1", &p)),
+        expected(&[
+            ("mode", "payment"),
+            ("customer", "cus_1"),
+            ("client_reference_id", USER_S),
+            ("line_items[0][price]", "price_pack"),
+            ("line_items[0][quantity]", "3"),
+            ("success_url", "https://a.test/ok"),
+            ("cancel_url", "https://a.test/no"),
+            ("metadata[user_id]", USER_S),
+            ("metadata[price_id]", "price_pack"),
+            ("metadata[plan_id]", "pack"),
+            (
+                "metadata[project_id]",
+                "33333333-3333-3333-3333-333333333333"
+            ),
+            ("metadata[tokens]", "1500"),
+            ("metadata[request_id]", REQUEST_S),
+            ("discounts[0][coupon]", "SPRING"),
+            ("tax_id_collection[enabled]", "true"),
+            ("customer_update[name]", "auto"),
+        ])
+    );
+}
+
+#[test]
+fn never_coupon_and_promotion_codes_together_nor_customer_creation() {
+    for mode in ["subscription", "payment"] {
+        for promo in [None, Some(false), Some(true)] {
+            for coupon in [None, Some("C1")] {
+                let p = params(json!({
+                    "price_id": "price_x", "mode": mode, "success_url": "https://a.test/",
+                    "coupon": coupon, "allow_promotion_codes": promo,
+                }));
+                let got = pairs(&session_form(REQUEST, USER, "cus_1", &p));
+                let has_promo = got.contains_key("allow_promotion_codes");
+                let has_coupon = got.contains_key("discounts[0][coupon]");
+                assert!(!(has_promo && has_coupon), "{mode} {promo:?} {coupon:?}");
+                assert_eq!(has_promo, promo == Some(true));
+                assert_eq!(has_coupon, coupon.is_some() && promo != Some(true));
+                assert!(!got.contains_key("customer_creation"));
+                assert!(!got.keys().any(|k| k.starts_with("payment_intent_data")));
+                assert!(!got.keys().any(|k| k.starts_with("customer_email")));
+                assert_eq!(
+                    got.keys().any(|k| k.starts_with("subscription_data")),
+                    mode == "subscription"
+                );
+                // Optional fields that are absent are not sent at all.
+                assert!(!got.contains_key("cancel_url"));
+                assert!(!got.contains_key("metadata[tokens]"));
+                assert_eq!(got["line_items[0][quantity]"], "1");
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_params_are_reported() {
+    for bad in [
+        json!({}),
+        json!({"price_id": "p", "mode": "setup", "success_url": "https://a/"}),
+        json!({"price_id": "", "mode": "payment", "success_url": "https://a/"}),
+        json!({"price_id": "p", "mode": "payment", "success_url": "https://a/", "quantity": 0}),
+        json!({"price_id": "p", "mode": "payment", "success_url": "https://a/", "tokens": "x"}),
+        json!("not an object"),
+    ] {
+        let err = CheckoutParams::from_json(&bad).expect_err(&bad.to_string());
+        assert!(err.starts_with("invalid checkout parameters"), "{err}");
+    }
+}
+
+#[test]
+fn customer_forms() {
+    assert_eq!(
+        pairs(&customer_form(USER, Some("u@a.test"))),
+        expected(&[("email", "u@a.test"), ("metadata[user_id]", USER_S)])
+    );
+    assert_eq!(
+        pairs(&customer_form(USER, Some(""))),
+        expected(&[("metadata[user_id]", USER_S)])
+    );
+}
+
+#[test]
+fn customer_ids_need_an_id() {
+    assert_eq!(customer_id(&json!({"id": "cus_9"})).unwrap(), "cus_9");
+    assert!(customer_id(&json!({})).is_err());
+}

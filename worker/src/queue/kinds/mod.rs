@@ -1,0 +1,127 @@
+//! The request kinds the worker serves, one module each: what a row of that kind asks of
+//! Stripe and what its result is. A row's `kind` text becomes a [`RequestKind`] before
+//! anything is called; a kind this worker does not know fails the row for good, since no
+//! later claim by the same worker would know it either.
+//!
+//! Both kinds answer with a session whose `url` the app sends the user to; the row's result
+//! is that url, the session id and the Stripe customer ([`session_result`]).
+
+pub mod checkout;
+pub mod portal;
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde_json::{json, Value};
+
+use super::claim::Claimed;
+use super::outcome::Outcome;
+use super::process::Ctx;
+use crate::stripe::Stripe;
+
+/// A kind of request, as `billing.stripe_requests.kind` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestKind {
+    /// A Checkout Session (`billing.request_checkout`).
+    Checkout,
+    /// A Billing Portal session (`billing.request_portal`).
+    Portal,
+}
+
+/// A `kind` the worker does not serve; its message is what the row's `error` says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownKind(String);
+
+/// At most this much of an unknown kind is echoed into the row's error and the log.
+const SHOWN_KIND_CHARS: usize = 40;
+
+impl fmt::Display for UnknownKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown: String = self.0.chars().take(SHOWN_KIND_CHARS).collect();
+        write!(f, "unknown request kind {shown:?}")
+    }
+}
+
+impl std::error::Error for UnknownKind {}
+
+impl FromStr for RequestKind {
+    type Err = UnknownKind;
+
+    fn from_str(kind: &str) -> Result<RequestKind, UnknownKind> {
+        match kind {
+            "checkout" => Ok(RequestKind::Checkout),
+            "portal" => Ok(RequestKind::Portal),
+            other => Err(UnknownKind(other.to_string())),
+        }
+    }
+}
+
+/// Makes the Stripe calls of `req`, a row of `kind`, and returns the row's result.
+pub async fn execute(
+    kind: RequestKind,
+    ctx: &Ctx,
+    stripe: &Stripe,
+    req: &Claimed,
+) -> Result<Value, Outcome> {
+    match kind {
+        RequestKind::Checkout => checkout::run(ctx, stripe, req).await,
+        RequestKind::Portal => portal::run(ctx, stripe, req).await,
+    }
+}
+
+/// The result written to the request row from a Checkout or Portal session: `url`,
+/// `session_id` and `customer`. Err when Stripe's answer lacks them.
+pub fn session_result(session: &Value, customer: &str) -> Result<Value, String> {
+    let id = session.get("id").and_then(Value::as_str);
+    let url = session.get("url").and_then(Value::as_str);
+    match (id, url) {
+        (Some(id), Some(url)) if !id.is_empty() && !url.is_empty() => {
+            Ok(json!({"url": url, "session_id": id, "customer": customer}))
+        }
+        _ => Err("Stripe's session response has no id or url".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::outcome::malformed;
+
+    #[test]
+    fn kinds_are_parsed_from_the_row() {
+        assert_eq!("checkout".parse(), Ok(RequestKind::Checkout));
+        assert_eq!("portal".parse(), Ok(RequestKind::Portal));
+        // No SQL function queues customer rows: the worker does not serve them.
+        let err = "customer".parse::<RequestKind>().unwrap_err();
+        assert_eq!(err.to_string(), r#"unknown request kind "customer""#);
+        assert!("Checkout".parse::<RequestKind>().is_err());
+        let long = "x".repeat(100);
+        let err = long.parse::<RequestKind>().unwrap_err().to_string();
+        assert_eq!(err, format!("unknown request kind {:?}", "x".repeat(40)));
+    }
+
+    #[test]
+    fn results_need_id_and_url() {
+        let ok = session_result(&json!({"id": "cs_1", "url": "https://pay/cs_1"}), "cus_1");
+        assert_eq!(
+            ok.unwrap(),
+            json!({"url": "https://pay/cs_1", "session_id": "cs_1", "customer": "cus_1"})
+        );
+        assert!(session_result(&json!({"id": "cs_1", "url": null}), "cus_1").is_err());
+    }
+
+    #[test]
+    fn a_2xx_without_the_expected_fields_fails_for_good() {
+        let session = json!({"id": "cs_1", "url": null});
+        let outcome = session_result(&session, "cus_1").map_err(malformed);
+        match outcome {
+            Err(Outcome::Fail(message)) => {
+                assert!(message.starts_with("Stripe's session response has no id or url"));
+                assert!(message.contains("not retried"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let outcome = checkout::customer_id(&json!({"object": "customer"})).map_err(malformed);
+        assert!(matches!(outcome, Err(Outcome::Fail(_))), "{outcome:?}");
+    }
+}

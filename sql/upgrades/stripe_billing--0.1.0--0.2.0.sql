@@ -1022,8 +1022,9 @@ BEGIN
         RETURN billing._check_url(fallback, name);  -- the operator's own default
     END IF;
     PERFORM billing._check_url(url, name);
-    IF billing._origin(url) <> ALL (cfg.redirect_origins || ARRAY[billing._origin(cfg.checkout_success_url),
-            billing._origin(cfg.checkout_cancel_url), billing._origin(cfg.portal_return_url)]) THEN
+    IF NOT coalesce(billing._origin(url) = ANY (array_remove(cfg.redirect_origins || ARRAY[
+            billing._origin(cfg.checkout_success_url), billing._origin(cfg.checkout_cancel_url),
+            billing._origin(cfg.portal_return_url)], NULL)), false) THEN
         RAISE EXCEPTION '% must point to one of this app''s sites; % is not one', name, billing._origin(url)
             USING ERRCODE = 'BL013',
                   HINT = 'An operator adds origins to billing.config.redirect_origins.';
@@ -1273,7 +1274,8 @@ BEGIN
 
     -- Fair across users: each claim takes at most one request per user (the oldest), never one
     -- of a user whose other request is running, and the oldest users' requests first. One
-    -- account queueing many requests cannot hold up everyone else.
+    -- account queueing many requests cannot hold up everyone else. (Two workers claiming in the
+    -- same instant may each take one of a user's requests; the worker copes with that.)
     RETURN QUERY
     WITH candidates AS (
         SELECT DISTINCT ON (r.user_id) r.id, r.user_id, r.run_after, r.created_at
@@ -1292,8 +1294,6 @@ BEGIN
         SELECT r.id FROM billing.stripe_requests r JOIN fair f ON f.id = r.id
         WHERE r.status IN ('pending', 'running') AND r.run_after <= clock_timestamp()
           AND (r.status = 'pending' OR r.locked_until < clock_timestamp())
-          -- Two workers claiming at once take different users.
-          AND pg_try_advisory_xact_lock(hashtextextended('billing.user:' || r.user_id, 0))
         ORDER BY r.run_after, r.created_at
         LIMIT max_count
         FOR UPDATE OF r SKIP LOCKED)

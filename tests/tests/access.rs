@@ -84,7 +84,7 @@ async fn seed() -> Seeded {
             "INSERT INTO billing.stripe_events (id, type, livemode, created, payload)
                  VALUES ('evt_test_1', 'invoice.paid', false, now(), '{}');
              INSERT INTO billing.webhook_secrets (secret) VALUES ('whsec_test123');
-             INSERT INTO billing.config (checkout_success_url) VALUES ('https://app.example.test/ok');",
+             UPDATE billing.config SET checkout_success_url = 'https://app.example.test/ok';",
         )
         .await
         .expect("seed privileged tables");
@@ -197,7 +197,7 @@ async fn users_cannot_use_privileged_functions_or_tables() {
             "function finish_request",
         ),
         (
-            "SELECT billing.fail_request(gen_random_uuid(), 'w1', 'boom')",
+            "SELECT billing.fail_request(gen_random_uuid(), 'w1', 'boom', 1)",
             &[],
             "function fail_request",
         ),
@@ -463,6 +463,19 @@ async fn security_report_is_empty_after_install_and_flags_each_weakening() {
             ),
         ),
         (
+            "GRANT EXECUTE ON FUNCTION \
+             billing.grant_tokens(uuid,bigint,text,timestamptz,uuid,text,jsonb) TO PUBLIC",
+            ("function", grant_tokens, "executable by PUBLIC"),
+        ),
+        (
+            "ALTER EVENT TRIGGER billing_new_functions_private DISABLE",
+            (
+                "event trigger",
+                "billing_new_functions_private",
+                "missing or disabled: new functions in billing would be executable by PUBLIC",
+            ),
+        ),
+        (
             "ALTER FUNCTION billing.grant_tokens(uuid,bigint,text,timestamptz,uuid,text,jsonb) \
              RESET search_path",
             (
@@ -475,11 +488,38 @@ async fn security_report_is_empty_after_install_and_flags_each_weakening() {
     for (change, (kind, name, problem)) in cases {
         let tx = owner.transaction().await.unwrap();
         tx.batch_execute(change).await.expect(change);
-        let report = report_rows(tx.query(REPORT, &[]).await.expect("security_report"));
+        let mut report = report_rows(tx.query(REPORT, &[]).await.expect("security_report"));
+        // PUBLIC may run it, so every client role may too: those rows are the same finding.
+        report
+            .retain(|(_, _, p)| !p.starts_with("executable by anon") || !change.contains("PUBLIC"));
+        report.retain(|(_, _, p)| {
+            !p.starts_with("executable by authenticated") || !change.contains("PUBLIC")
+        });
         let expected = (kind.to_string(), name.to_string(), problem.to_string());
         assert_eq!(report, [expected], "after {change}");
         tx.rollback().await.unwrap();
     }
+    // A function added to billing later is nobody's until granted: the event trigger takes
+    // PUBLIC's default EXECUTE away at once.
+    owner
+        .batch_execute(
+            "CREATE FUNCTION billing.added_later() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+        )
+        .await
+        .unwrap();
+    let public: bool = owner
+        .query_one(
+            "SELECT has_function_privilege('anon', 'billing.added_later()', 'EXECUTE')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!public, "anon may run a function added later");
+    owner
+        .batch_execute("DROP FUNCTION billing.added_later()")
+        .await
+        .unwrap();
     let report = report_rows(owner.query(REPORT, &[]).await.unwrap());
     assert!(report.is_empty(), "after the rollbacks: {report:?}");
 }

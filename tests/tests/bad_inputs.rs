@@ -110,7 +110,7 @@ async fn worker_api_rejects_bad_arguments() {
         );
     }
     assert_error(
-        c.query_one("SELECT billing.fail_request($1, 'w', NULL)", &[&id])
+        c.query_one("SELECT billing.fail_request($1, 'w', NULL, 1)", &[&id])
             .await,
         "22004",
         "error must not be NULL",

@@ -615,3 +615,29 @@ async fn the_books_are_kept_by_the_database_even_against_its_owner() {
     assert!(before.contains(&format!("{first}:70")), "{before}");
     assert_eq!(balance(&c, user, None).await, 120);
 }
+
+#[tokio::test]
+async fn a_user_cannot_claim_the_idempotency_key_of_a_back_end_job() {
+    let db = TestDb::new().await;
+    let c = db.owner().await;
+    let mut api = db.api().await;
+    let user = Uuid::new_v4();
+    grant(&c, user, 100, None).await;
+    // The user guesses the key the back end will use for its next job.
+    let mine: Value = call(
+        &mut api,
+        &Caller::User(user),
+        "SELECT billing.spend_my_tokens(1, idempotency_key => 'job-7')",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(mine["duplicate"], false);
+    let job = spend(&c, user, 40, Some("job-7")).await;
+    assert_eq!(
+        job["duplicate"], false,
+        "the back end's key is its own: {job}"
+    );
+    assert_eq!(job["balance"], 59);
+    assert_eq!(spend(&c, user, 40, Some("job-7")).await["duplicate"], true);
+}

@@ -51,7 +51,7 @@ async fn a_stale_claim_cannot_finish_or_fail_a_newer_one() {
     assert!(!stale_finish);
     let stale_fail: Option<String> = c
         .query_one(
-            "SELECT billing.fail_request($1, 'w', 'late', NULL, $2)",
+            "SELECT billing.fail_request($1, 'w', 'late', $2)",
             &[&id, &first],
         )
         .await

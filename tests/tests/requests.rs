@@ -1,5 +1,5 @@
-//! The outbound request queue (sql/04_requests.sql): clients queue Checkout and Portal sessions
-//! and await them; workers claim, finish and fail them.
+//! The outbound request queue (sql/requests/): clients queue Checkout and Portal sessions and
+//! await them; workers claim (fairly), finish and fail them.
 mod common;
 
 use common::{add_customer, add_project, add_subscription, seed_plans, set_config};
@@ -77,11 +77,11 @@ impl Queue {
         self.owner.query_one(sql, &[]).await.unwrap().get(0)
     }
 
-    /// Inserts `n` pending requests for a new user directly and returns their ids.
+    /// Inserts `n` pending requests directly, each for a new user, and returns their ids.
     async fn queue(&self, n: i32) -> Vec<Uuid> {
         let sql = "INSERT INTO billing.stripe_requests (user_id, kind)
-                   SELECT $1, 'checkout' FROM generate_series(1, $2::int) RETURNING id";
-        let rows = self.owner.query(sql, &[&Uuid::new_v4(), &n]).await.unwrap();
+                   SELECT gen_random_uuid(), 'checkout' FROM generate_series(1, $1::int) RETURNING id";
+        let rows = self.owner.query(sql, &[&n]).await.unwrap();
         rows.iter().map(|r| r.get(0)).collect()
     }
 
@@ -93,10 +93,12 @@ impl Queue {
         finish(&mut self.api, id, worker).await
     }
 
-    /// `billing.fail_request`: the new status, or "NULL" when the claim was lost.
-    async fn fail(&mut self, id: Uuid, worker: &str, error: &str, retry: Option<i32>) -> String {
-        let sql = "SELECT coalesce(billing.fail_request($1, $2, $3, $4), 'NULL')";
-        let params: [&(dyn ToSql + Sync); 4] = [&id, &worker, &error, &retry];
+    /// `billing.fail_request` for the row's current attempt: the new status, or "NULL" when the
+    /// claim was lost.
+    async fn fail(&mut self, id: Uuid, worker: &str, error: &str, retryable: bool) -> String {
+        let attempt: i32 = self.row(id).await["attempts"].as_i64().unwrap() as i32;
+        let sql = "SELECT coalesce(billing.fail_request($1, $2, $3, $4, $5), 'NULL')";
+        let params: [&(dyn ToSql + Sync); 5] = [&id, &worker, &error, &attempt, &retryable];
         let rows = self.api.call(&Caller::Service, sql, &params).await;
         rows.expect("fail_request")[0].get(0)
     }
@@ -176,7 +178,8 @@ async fn checkout_queues_a_pending_request() {
         json!({"user_id": q.a.to_string(), "kind": "checkout", "status": "pending", "attempts": 0});
     assert_eq!(pick(&row, "user_id kind status attempts"), head);
     let params = json!({"price_id": "price_pro", "plan_id": "pro", "mode": "subscription", "quantity": 1,
-                        "success_url": OK_URL, "cancel_url": CANCEL_URL, "email": email});
+                        "success_url": OK_URL, "cancel_url": CANCEL_URL, "email": email,
+                        "collect_tax_ids": true});
     assert_eq!(row["params"], params);
 
     let project = add_project(&q.owner, q.a).await;
@@ -187,7 +190,8 @@ async fn checkout_queues_a_pending_request() {
     assert_eq!(pick(&row, "user_id kind status attempts"), head);
     let params = json!({"price_id": "price_pack", "plan_id": "pack", "mode": "payment", "quantity": 3,
                         "tokens": 1500, "success_url": OK_URL, "cancel_url": CANCEL_URL,
-                        "project_id": project.to_string(), "coupon": "SPRING_10", "email": email});
+                        "project_id": project.to_string(), "coupon": "SPRING_10", "email": email,
+                        "collect_tax_ids": true, "save_payment_method": true});
     assert_eq!(row["params"], params);
 
     // A plan id works as well as a price id; an explicit matching mode is accepted.
@@ -236,12 +240,16 @@ const BAD_CHECKOUTS: &str = "
     'price_pack', mode => 'subscription', {u} | 22023 | does not fit plan pack, which is a token pack
     'price_pack', mode => 'setup', {u} | 22023 | mode must be subscription or payment, got 'setup'
     'price_pack' | 22023 | success_url is required: pass it or set a default in billing.config
-    'price_pack', success_url => 'https://x.test' | 22023 | cancel_url is required
-    'price_pack', success_url => 'ftp://x.test', cancel_url => 'https://x.test' | 22023 | success_url must be an http(s) URL
-    'price_pack', success_url => 'https://x.test', cancel_url => 'javascript:alert(1)' | 22023 | cancel_url must be an http(s) URL
-    'price_pack', success_url => 'https://x.test/a b', cancel_url => 'https://x.test' | 22023 | success_url must be an http(s) URL
-    'price_pack', coupon => 'SPRING', allow_promotion_codes => true, {u} | 22023 | pass either coupon or allow_promotion_codes, not both
-    'price_pack', coupon => 'bad coupon!', {u} | 22023 | coupon must be a Stripe coupon id
+    'price_pack', success_url => 'https://app.example.test' | 22023 | cancel_url is required
+    'price_pack', success_url => 'ftp://app.example.test', cancel_url => 'https://app.example.test' | 22023 | success_url must be an http(s) URL
+    'price_pack', success_url => 'https://app.example.test', cancel_url => 'javascript:alert(1)' | 22023 | cancel_url must be an http(s) URL
+    'price_pack', success_url => 'https://app.example.test/a b', cancel_url => 'https://app.example.test' | 22023 | success_url must be an http(s) URL
+    'price_pack', success_url => 'https://evil.example/thanks', cancel_url => 'https://app.example.test' | BL013 | success_url must point to one of this app's sites; https://evil.example is not one
+    'price_pack', success_url => 'https://app.example.test', cancel_url => 'https://app.example.test.evil.example/' | BL013 | https://app.example.test.evil.example is not one
+    'price_pack', success_url => 'https://app.example.test@evil.example/', cancel_url => 'https://app.example.test' | BL013 | is not one
+    'price_pack', coupon => 'SPRING_10', allow_promotion_codes => true, {u} | 22023 | pass either coupon or allow_promotion_codes, not both
+    'price_pack', coupon => 'STAFF100', {u} | BL012 | coupon 'STAFF100' is not offered
+    'price_pack', coupon => 'bad coupon!', {u} | BL012 | coupon 'bad coupon!' is not offered
     'price_pack', quantity => 0, {u} | 22023 | quantity must be 1 for subscriptions and 1 to 100 for token packs, got 0
     'price_pack', quantity => 101, {u} | 22023 | 1 to 100 for token packs, got 101
     'price_pack', quantity => NULL, {u} | 22023 | quantity must be 1 for subscriptions
@@ -289,16 +297,29 @@ async fn checkout_rejects_bad_input() {
 #[tokio::test]
 async fn checkout_urls_default_from_config() {
     let mut q = Queue::new().await;
-    let sql =
-        "INSERT INTO billing.config (checkout_success_url, checkout_cancel_url) VALUES ($1, $2)";
-    q.owner.execute(sql, &[&OK_URL, &CANCEL_URL]).await.unwrap();
+    set_config(
+        &q.owner,
+        &format!("checkout_success_url = '{OK_URL}', checkout_cancel_url = '{CANCEL_URL}', redirect_origins = NULL"),
+    )
+    .await;
     let id = q.checkout("'price_pack'").await;
     let params = &q.row(id).await["params"];
     assert_eq!(
         pick(params, "success_url cancel_url"),
         json!({"success_url": OK_URL, "cancel_url": CANCEL_URL})
     );
-    // A URL passed in wins over the default.
+    // A URL passed in wins over the default, when its origin is allowed.
+    let user = q.user.clone();
+    assert_error(
+        q.checkout_as(
+            &user,
+            "'price_pack', cancel_url => 'http://localhost:3000/c'",
+        )
+        .await,
+        "BL013",
+        "http://localhost:3000 is not one",
+    );
+    set_config(&q.owner, "redirect_origins = '{http://localhost:3000}'").await;
     let id = q
         .checkout("'price_pack', cancel_url => 'http://localhost:3000/c'")
         .await;
@@ -449,7 +470,7 @@ async fn await_request_reports_a_failure() {
     let id = q.checkout(PACK).await;
     assert_eq!(q.claim("w1", 10, 30).await, [id]);
     let error = "No such price: 'price_pack'";
-    assert_eq!(q.fail(id, "w1", error, None).await, "failed");
+    assert_eq!(q.fail(id, "w1", error, false).await, "failed");
     let user = q.user.clone();
     let (result, took) = q.await_as(&user, id, Some(5000)).await;
     assert_eq!(result.unwrap(), awaited(id, "failed", Some(error)));
@@ -542,7 +563,7 @@ async fn only_the_claiming_worker_finishes_a_request() {
     assert_eq!(q.claim("w1", 1, 60).await, [id]);
     assert!(!q.finish(id, "w2").await, "w2 finished w1's request");
     assert_eq!(
-        q.fail(id, "w2", "boom", None).await,
+        q.fail(id, "w2", "boom", false).await,
         "NULL",
         "w2 failed w1's request"
     );
@@ -568,10 +589,7 @@ async fn failed_attempts_retry_until_max_attempts() {
     set_config(&q.owner, "request_max_attempts = 2").await;
     let id = q.queue(1).await[0];
     assert_eq!(q.claim("w1", 10, 60).await, [id]);
-    assert_eq!(
-        q.fail(id, "w1", "rate limited", Some(1500)).await,
-        "pending"
-    );
+    assert_eq!(q.fail(id, "w1", "rate limited", true).await, "pending");
     let row = q.row(id).await;
     let keys = "status attempts waits locked_by error finished_at";
     let expected = json!({"status": "pending", "attempts": 1, "waits": true, "locked_by": null,
@@ -592,10 +610,7 @@ async fn failed_attempts_retry_until_max_attempts() {
     let again: Vec<(Uuid, i32)> = again.iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(again, [(id, 2)]);
     // The second attempt was the last: no more retries.
-    assert_eq!(
-        q.fail(id, "w2", "rate limited again", Some(10)).await,
-        "failed"
-    );
+    assert_eq!(q.fail(id, "w2", "rate limited again", true).await, "failed");
     let row = q.row(id).await;
     let expected = json!({"status": "failed", "attempts": 2, "error": "rate limited again"});
     assert_eq!(pick(&row, "status attempts error"), expected);
@@ -603,10 +618,10 @@ async fn failed_attempts_retry_until_max_attempts() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(q.claim("w1", 10, 60).await, NONE);
 
-    // Without retry_after_ms a failure is final at once.
+    // A failure that is not transient is final at once.
     let other = q.queue(1).await[0];
     assert_eq!(q.claim("w1", 10, 60).await, [other]);
-    assert_eq!(q.fail(other, "w1", "No such price", None).await, "failed");
+    assert_eq!(q.fail(other, "w1", "No such price", false).await, "failed");
     assert_eq!(q.row(other).await["attempts"], 1);
 }
 
@@ -645,4 +660,266 @@ async fn expired_leases_are_claimed_again_then_given_up() {
     let row = q.row(id).await;
     assert_eq!(row["locked_by"], Value::Null);
     assert!(row["finished_at"].is_string(), "finished_at not set: {row}");
+}
+
+#[tokio::test]
+async fn one_subscription_checkout_at_a_time() {
+    let mut q = Queue::new().await;
+    let pro = format!("'price_pro', {URLS}");
+    // Twice the same request: the same checkout, not a second payable session.
+    let first = q.checkout(&pro).await;
+    assert_eq!(q.checkout(&pro).await, first);
+    // Another one while the first is still being prepared is refused.
+    let user = q.user.clone();
+    q.owner
+        .batch_execute(
+            "INSERT INTO billing.plans (id, stripe_price_id, name, kind, monthly_tokens)
+             VALUES ('max', 'price_max', 'Max', 'subscription', 9000)",
+        )
+        .await
+        .unwrap();
+    let max = format!("'price_max', {URLS}");
+    assert_error(q.checkout_as(&user, &max).await, "BL005", "being prepared");
+    // Once its session exists, another plan replaces it: the worker expires the old session.
+    assert_eq!(q.claim("w1", 10, 60).await, [first]);
+    assert!(q.finish(first, "w1").await);
+    let second = q.checkout(&max).await;
+    assert_eq!(q.row(second).await["params"]["expire_session"], "cs_1");
+    // An incomplete subscription (its first payment pending) counts as one.
+    let b = Uuid::new_v4();
+    add_subscription(&q.owner, b, "sub_incomplete1", "incomplete").await;
+    assert_error(
+        q.checkout_as(&Caller::User(b), &pro).await,
+        "BL005",
+        "you already have a subscription",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_may_have_only_a_few_requests_in_flight() {
+    let q = Queue::new().await;
+    set_config(&q.owner, "max_pending_requests = 3").await;
+    let a = q.user.clone();
+    // Ten at once from one user: the cap holds under concurrency.
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let mut api = q.db.api().await;
+        let a = a.clone();
+        tasks.push(tokio::spawn(async move {
+            let sql = format!("SELECT billing.request_checkout({PACK})");
+            api.call(&a, &sql, &[]).await.map(|_| ())
+        }));
+    }
+    let mut refused = 0;
+    for task in tasks {
+        if let Err(e) = task.await.unwrap() {
+            assert_error::<()>(Err(e), "BL011", "too many requests in progress");
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 7);
+    assert_eq!(q.count().await, 3);
+    // Another user is not affected.
+    let mut api = q.db.api().await;
+    api.call(
+        &Caller::User(Uuid::new_v4()),
+        &format!("SELECT billing.request_checkout({PACK})"),
+        &[],
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn claims_are_fair_across_users() {
+    let mut q = Queue::new().await;
+    // One user queued many requests long ago; two others one each, later.
+    let noisy = Uuid::new_v4();
+    let (b, c) = (Uuid::new_v4(), Uuid::new_v4());
+    for (user, n, ago) in [(noisy, 5, 60), (b, 1, 10), (c, 1, 5)] {
+        q.owner
+            .execute(
+                "INSERT INTO billing.stripe_requests (user_id, kind, created_at, run_after)
+                 SELECT $1, 'checkout', now() - make_interval(secs => $3), now() - make_interval(secs => $3)
+                 FROM generate_series(1, $2)",
+                &[&user, &n, &(ago as f64)],
+            )
+            .await
+            .unwrap();
+    }
+    // One request per user per claim, oldest users first.
+    let first = q.claim("w1", 3, 60).await;
+    let rows = q
+        .owner
+        .query(
+            "SELECT user_id FROM billing.stripe_requests WHERE id = ANY($1) ORDER BY created_at",
+            &[&first],
+        )
+        .await
+        .unwrap();
+    let owners: Vec<Uuid> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(owners, [noisy, b, c]);
+    // The noisy user's next request waits while one of theirs is running.
+    assert_eq!(q.claim("w2", 3, 60).await, NONE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn await_request_wakes_when_the_worker_lets_go_and_respects_the_statement_timeout() {
+    let mut q = Queue::new().await;
+    let id = q.checkout(PACK).await;
+    // A worker claims it and holds the request's lock while it calls Stripe.
+    let mut worker = q.db.api().await;
+    assert_eq!(claim(&mut worker, "w1", 1, 60).await, [id]);
+    let lock = q.db.owner().await;
+    lock.execute(
+        "SELECT pg_advisory_lock(billing._request_lock_key($1))",
+        &[&id],
+    )
+    .await
+    .unwrap();
+    let finisher = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(finish(&mut worker, id, "w1").await);
+        let finished_at = Instant::now();
+        lock.execute(
+            "SELECT pg_advisory_unlock(billing._request_lock_key($1))",
+            &[&id],
+        )
+        .await
+        .unwrap();
+        finished_at
+    });
+    let user = q.user.clone();
+    let (result, took) = q.await_as(&user, id, Some(5000)).await;
+    let finished_at = finisher.await.unwrap();
+    assert_eq!(result.unwrap()["status"], "succeeded");
+    took_between(took, 300, 3000, "await_request while the worker works");
+    assert!(
+        finished_at.elapsed() < Duration::from_millis(200),
+        "woke {:?} after the worker let go",
+        finished_at.elapsed()
+    );
+
+    // Under Supabase's 8 s statement timeout (here 1 s) the wait ends before the timeout would.
+    let id = q.checkout(PACK).await;
+    let mut api = q.db.api().await;
+    let tx = api.client.transaction().await.unwrap();
+    tx.batch_execute(&format!(
+        "SET LOCAL statement_timeout = '1s'; SET LOCAL ROLE authenticated;
+         SELECT set_config('request.jwt.claims', '{{\"sub\":\"{}\",\"role\":\"authenticated\"}}', true)",
+        q.a
+    ))
+    .await
+    .unwrap();
+    let start = Instant::now();
+    let row = tx
+        .query_one("SELECT billing.await_request($1)", &[&id])
+        .await
+        .expect("answered before the statement timeout");
+    let answer: Value = row.get(0);
+    assert_eq!(answer["status"], "pending");
+    took_between(
+        start.elapsed(),
+        400,
+        990,
+        "await_request under a 1 s statement timeout",
+    );
+}
+
+#[tokio::test]
+async fn prune_expires_stale_requests_and_deletes_old_ones() {
+    let mut q = Queue::new().await;
+    let [old, recent]: [Uuid; 2] = q.queue(2).await.try_into().unwrap();
+    assert_eq!(q.claim("w1", 10, 60).await.len(), 2);
+    for id in [old, recent] {
+        assert!(q.finish(id, "w1").await);
+    }
+    q.owner
+        .execute(
+            "UPDATE billing.stripe_requests SET finished_at = now() - interval '31 days' WHERE id = $1",
+            &[&old],
+        )
+        .await
+        .unwrap();
+    // A checkout nobody served for two days is no use to its user any more.
+    let stale: Uuid = q
+        .owner
+        .query_one(
+            "INSERT INTO billing.stripe_requests (user_id, kind, created_at) VALUES ($1, 'checkout', now() - interval '2 days')
+             RETURNING id",
+            &[&q.a],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let pruned: Value = q
+        .owner
+        .query_one("SELECT billing.prune()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        pruned,
+        json!({"requests_expired": 1, "requests_deleted": 1, "events_deleted": 0})
+    );
+    assert_eq!(
+        pick(&q.row(stale).await, "status error"),
+        json!({"status": "failed", "error": "expired: not served within a day"})
+    );
+    assert_eq!(q.row(recent).await["status"], "succeeded");
+    let gone = q
+        .owner
+        .query(
+            "SELECT 1 FROM billing.stripe_requests WHERE id = $1",
+            &[&old],
+        )
+        .await
+        .unwrap();
+    assert!(gone.is_empty());
+}
+
+#[tokio::test]
+async fn a_customer_stripe_no_longer_has_is_forgotten_and_the_checkout_retried() {
+    let mut q = Queue::new().await;
+    add_customer(&q.owner, q.a, "cus_deletedInStripe1").await;
+    let id = q.checkout(PACK).await;
+    assert_eq!(q.claim("w1", 10, 60).await, [id]);
+    let sql = "SELECT billing.fail_request($1, 'w1', 'No such customer', 1,
+                                          false, 'resource_missing', 'customer')";
+    let status: String = q.api.call(&Caller::Service, sql, &[&id]).await.unwrap()[0].get(0);
+    assert_eq!(status, "pending", "retried at once, with a new customer");
+    let row = q.row(id).await;
+    assert_eq!(row["waits"], false);
+    let linked = q
+        .owner
+        .query(
+            "SELECT 1 FROM billing.customers WHERE user_id = $1",
+            &[&q.a],
+        )
+        .await
+        .unwrap();
+    assert!(linked.is_empty(), "the link is gone");
+    assert_eq!(q.claim("w1", 10, 60).await, [id]);
+    assert!(q.finish(id, "w1").await);
+    // A portal has nothing to open without a customer: it fails and says why.
+    add_customer(&q.owner, q.a, "cus_deletedInStripe2").await;
+    let user = q.user.clone();
+    let portal: Uuid = q
+        .api
+        .call(
+            &user,
+            "SELECT billing.request_portal('https://app.example.test/me')",
+            &[],
+        )
+        .await
+        .unwrap()[0]
+        .get(0);
+    assert_eq!(q.claim("w1", 10, 60).await, [portal]);
+    let sql = "SELECT billing.fail_request($1, 'w1', 'No such customer', 1, false, 'resource_missing', 'customer')";
+    let status: String = q.api.call(&Caller::Service, sql, &[&portal]).await.unwrap()[0].get(0);
+    assert_eq!(status, "failed");
+    assert!(q.row(portal).await["error"]
+        .as_str()
+        .unwrap()
+        .contains("make a purchase first"));
 }

@@ -284,4 +284,13 @@ async fn tolerance_and_clock_arguments() {
     // Infinite clocks are far outside any tolerance, and do not overflow.
     assert!(!check(Some(i32::MAX), "'infinity'::timestamptz").await);
     assert!(!check(Some(i32::MAX), "'-infinity'::timestamptz").await);
+    // A negative tolerance is a mistake, not a way to turn the check off.
+    assert!(!check(Some(-1), "to_timestamp(1700000000)").await);
+    let err = client
+        .query_one(
+            "SELECT billing.construct_event($1, $2, $3, -5, to_timestamp(1700000000))",
+            &[&body, &h, &SECRET],
+        )
+        .await;
+    stripe_billing_tests::pg::assert_error(err, "22023", "the tolerance must be 0 or more seconds");
 }

@@ -19,7 +19,8 @@ use crate::stripe::{RateLimiter, Stripe};
 use crate::version::{self, VersionError};
 use crate::{http, shutdown};
 
-/// Connections beyond the request tasks: the claim loop and the health check.
+/// Connections beyond the request tasks' two each (one holds the request's lock for
+/// `billing.await_request`, one writes): the claim loop and the health check.
 const SPARE_CONNECTIONS: usize = 2;
 
 /// Connections of the webhook endpoint, apart from the queue's: anyone can post to it, so
@@ -59,7 +60,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let pool_failed = |e| format!("cannot set up the database connection pool: {e}");
     let db = Db::new(
         config.database.clone(),
-        config.concurrency + SPARE_CONNECTIONS,
+        2 * config.concurrency + SPARE_CONNECTIONS,
     )
     .map_err(pool_failed)?;
     let webhook_db = Db::new(config.database.clone(), WEBHOOK_CONNECTIONS).map_err(pool_failed)?;

@@ -1,17 +1,11 @@
-//! Capped exponential backoff with jitter, and the waits the worker uses when Postgres is
-//! away or a request goes back to the queue. (Stripe's own retry policy is in
-//! `stripe::retry`.) Waits grow exponentially up to a cap, with jitter so that workers that
-//! failed together do not retry together.
+//! Capped exponential backoff with jitter, and the wait the worker uses when Postgres is away.
+//! (Stripe's own retry policy within one claim is in `stripe::retry`; when a request goes back
+//! to the queue is the database's decision, `billing.fail_request`.) Waits grow exponentially
+//! up to a cap, with jitter so that workers that failed together do not retry together.
 
 use std::time::Duration;
 
 use rand::Rng;
-
-/// Before a requeued row may be claimed again (the `retry_after_ms` of `fail_request`).
-pub const REQUEUE_BACKOFF: Backoff = Backoff {
-    base: Duration::from_secs(1),
-    cap: Duration::from_secs(60),
-};
 
 /// Between attempts to reach Postgres.
 pub const DB_BACKOFF: Backoff = Backoff {
@@ -39,13 +33,6 @@ impl Backoff {
         let ceiling = self.ceiling(failures);
         ceiling.mul_f64(rng.random::<f64>())
     }
-
-    /// "Equal jitter": uniformly random in `[ceiling/2, ceiling]`, for waits that must not be
-    /// close to zero (a requeued row should not come straight back).
-    pub fn equal_jitter(&self, failures: u32, rng: &mut impl Rng) -> Duration {
-        let half = self.ceiling(failures) / 2;
-        half + half.mul_f64(rng.random::<f64>())
-    }
 }
 
 #[cfg(test)]
@@ -62,7 +49,7 @@ mod tests {
         assert_eq!(b.ceiling(3), Duration::from_millis(800));
         assert_eq!(b.ceiling(6), Duration::from_millis(5000));
         assert_eq!(b.ceiling(u32::MAX), Duration::from_millis(5000));
-        assert_eq!(REQUEUE_BACKOFF.ceiling(100), Duration::from_secs(60));
+        assert_eq!(DB_BACKOFF.ceiling(100), Duration::from_secs(5));
     }
 
     #[test]
@@ -73,9 +60,6 @@ mod tests {
                 let ceiling = STRIPE_BACKOFF.ceiling(failures);
                 let full = STRIPE_BACKOFF.full_jitter(failures, &mut rng);
                 assert!(full <= ceiling, "{full:?} > {ceiling:?}");
-                let equal = REQUEUE_BACKOFF.equal_jitter(failures, &mut rng);
-                let ceiling = REQUEUE_BACKOFF.ceiling(failures);
-                assert!(equal >= ceiling / 2 && equal <= ceiling, "{equal:?}");
             }
         }
     }

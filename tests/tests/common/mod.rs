@@ -6,13 +6,16 @@ use tokio_postgres::Client;
 use uuid::Uuid;
 
 /// The catalog most tests use: subscription plan `pro` (price_pro, 1000 tokens a month) and
-/// token pack `pack` (price_pack, 500 tokens), both active.
+/// token pack `pack` (price_pack, 500 tokens), both active; the coupon SPRING_10 on offer; and
+/// the app's site https://app.example.test as the allowed redirect origin.
 pub async fn seed_plans(owner: &Client) {
     owner
         .batch_execute(
             "INSERT INTO billing.plans (id, stripe_price_id, name, kind, monthly_tokens, tokens) VALUES
                 ('pro', 'price_pro', 'Pro', 'subscription', 1000, NULL),
-                ('pack', 'price_pack', 'Pack', 'token_pack', NULL, 500)",
+                ('pack', 'price_pack', 'Pack', 'token_pack', NULL, 500);
+             INSERT INTO billing.coupons (id, description) VALUES ('SPRING_10', '10% off in spring');
+             INSERT INTO billing.config (redirect_origins) VALUES ('{https://app.example.test}');",
         )
         .await
         .expect("seed plans");

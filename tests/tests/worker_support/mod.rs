@@ -51,7 +51,9 @@ pub async fn seed(owner: &Client, with_webhook_secret: bool) {
             "INSERT INTO billing.plans (id, stripe_price_id, name, kind, monthly_tokens, tokens) VALUES
                 ('pro', 'price_pro', 'Pro', 'subscription', 1000, NULL),
                 ('pack', 'price_pack', 'Pack', 'token_pack', NULL, 500),
-                ('ghost', 'price_ghost', 'Not in Stripe', 'token_pack', NULL, 10)",
+                ('ghost', 'price_ghost', 'Not in Stripe', 'token_pack', NULL, 10);
+             INSERT INTO billing.coupons (id, description) VALUES ('SPRING', 'spring sale');
+             INSERT INTO billing.config (redirect_origins) VALUES ('{https://app.example.test}');",
         )
         .await
         .expect("seed plans");
@@ -158,11 +160,12 @@ impl Emulator {
     /// checkout), so a test can act while the session call is still to come.
     pub async fn wait_for_customer(&self, user: Uuid, within: Duration) {
         let deadline = Instant::now() + within;
-        while self
-            .calls("/v1/customers", &format!("customer-{user}"))
-            .await
-            .is_empty()
-        {
+        let for_user = |calls: Vec<Value>| {
+            calls
+                .iter()
+                .any(|c| c["params"]["metadata"]["user_id"] == user.to_string().as_str())
+        };
+        while !for_user(self.created("/v1/customers").await) {
             assert!(Instant::now() < deadline, "the customer was never created");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -152,6 +152,14 @@ impl Conn {
         }
     }
 
+    /// Closes the connection instead of returning it to the pool: whatever the session holds
+    /// (an advisory lock) goes with it.
+    pub fn discard(&mut self) {
+        if let Some(client) = self.client.take() {
+            drop(Object::take(client));
+        }
+    }
+
     /// Like [`Conn::query`] for a statement that returns exactly one row.
     pub async fn query_one(
         &mut self,

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::db::{Conn, DbError};
+use crate::stripe::Rejection;
 
 /// A request row this worker now holds until its lease ends.
 #[derive(Clone, Debug)]
@@ -95,21 +96,26 @@ pub async fn finish(
     Ok(row.try_get::<_, Option<bool>>(0)?.unwrap_or(false))
 }
 
-/// Records a failed attempt. With `retry_after_ms` the row goes back to the queue (until the
-/// database's attempt limit), without it the row fails for good. Returns the new status, or
-/// None when the claim was lost.
+/// Records a failed attempt: whether it was transient, and what Stripe answered (its error
+/// code and param). The database decides what happens to the row: back to the queue after a
+/// delay (transient, within the attempt limit), failed for good, or retried with a new
+/// customer when Stripe no longer has the user's. Returns the new status, or None when the
+/// claim was lost.
 pub async fn fail(
     conn: &mut Conn,
     req: &Claimed,
     worker: &str,
     error: &str,
-    retry_after_ms: Option<i32>,
+    retryable: bool,
+    stripe: Option<&Rejection>,
 ) -> Result<Option<String>, DbError> {
+    let code = stripe.and_then(|r| r.code.as_deref());
+    let param = stripe.and_then(|r| r.param.as_deref());
     let row = conn
         .query_one(
-            "SELECT billing.fail_request(request_id => $1, worker => $2, error => $3,
-                                         retry_after_ms => $4, attempt => $5)",
-            &[&req.id, &worker, &error, &retry_after_ms, &req.attempts],
+            "SELECT billing.fail_request(request_id => $1, worker => $2, error => $3, attempt => $4,
+                                         retryable => $5, stripe_code => $6, stripe_param => $7)",
+            &[&req.id, &worker, &error, &req.attempts, &retryable, &code, &param],
         )
         .await?;
     Ok(row.try_get(0)?)
@@ -128,6 +134,17 @@ pub async fn link_customer(
     )
     .await?;
     Ok(())
+}
+
+/// The user's linked Stripe customer, if any.
+pub async fn customer_of(conn: &mut Conn, user_id: Uuid) -> Result<Option<String>, DbError> {
+    let rows = conn
+        .query(
+            "SELECT stripe_customer_id FROM billing.customers WHERE user_id = $1",
+            &[&user_id],
+        )
+        .await?;
+    Ok(rows.first().map(|r| r.get(0)))
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use super::claim::{self, Claimed};
 use super::kinds::{self, RequestKind, UnknownKind};
 use super::outcome::Outcome;
 use crate::backoff;
-use crate::db::{Db, DbError};
+use crate::db::{Conn, Db, DbError};
 use crate::stripe::Stripe;
 
 /// The error a request gets when the worker runs without a Stripe key.
@@ -38,21 +38,73 @@ pub struct Ctx {
 /// Runs one claimed request to its outcome and records it.
 pub async fn process(ctx: Arc<Ctx>, req: Claimed) {
     let started = Instant::now();
+    let lock = RequestLock::take(&ctx.db, &req).await;
     let outcome = match execute(&ctx, &req).await {
         Ok(result) => Outcome::Done(result),
         Err(outcome) => outcome,
     };
     record(&ctx, &req, outcome, started).await;
+    if let Some(lock) = lock {
+        lock.release().await;
+    }
+}
+
+/// The request's advisory lock (`billing._request_lock_key`), held on a connection of its own
+/// while this task serves the request: `billing.await_request` waits on it, and so wakes the
+/// moment the outcome is committed instead of polling. Without it (the database refused) the
+/// request is still served and waiting callers poll. A lock not released in order (the task
+/// was stopped) closes its connection, which releases it.
+struct RequestLock {
+    conn: Conn,
+    request: uuid::Uuid,
+    released: bool,
+}
+
+impl RequestLock {
+    async fn take(db: &Db, req: &Claimed) -> Option<RequestLock> {
+        let mut conn = db.get().await.ok()?;
+        conn.query(
+            "SELECT pg_advisory_lock(billing._request_lock_key($1))",
+            &[&req.id],
+        )
+        .await
+        .map_err(|e| tracing::debug!(request_id = %req.id, error = %e, "no request lock; waiters will poll"))
+        .ok()?;
+        Some(RequestLock {
+            conn,
+            request: req.id,
+            released: false,
+        })
+    }
+
+    async fn release(mut self) {
+        let unlocked = self
+            .conn
+            .query(
+                "SELECT pg_advisory_unlock(billing._request_lock_key($1))",
+                &[&self.request],
+            )
+            .await;
+        self.released = unlocked.is_ok();
+    }
+}
+
+impl Drop for RequestLock {
+    fn drop(&mut self) {
+        if !self.released {
+            self.conn.discard();
+        }
+    }
 }
 
 async fn execute(ctx: &Ctx, req: &Claimed) -> Result<Value, Outcome> {
     let Some(stripe) = &ctx.stripe else {
-        return Err(Outcome::Fail(NOT_CONFIGURED.into()));
+        return Err(Outcome::fail(NOT_CONFIGURED));
     };
     let kind: RequestKind = req
         .kind
         .parse()
-        .map_err(|e: UnknownKind| Outcome::Fail(e.to_string()))?;
+        .map_err(|e: UnknownKind| Outcome::fail(e.to_string()))?;
     kinds::execute(kind, ctx, stripe, req).await
 }
 
@@ -61,19 +113,11 @@ async fn execute(ctx: &Ctx, req: &Claimed) -> Result<Value, Outcome> {
 /// retry return the same Stripe objects. (A write that arrives late is harmless: the claim's
 /// attempt number fences it off from a newer claim.)
 async fn record(ctx: &Ctx, req: &Claimed, outcome: Outcome, started: Instant) {
-    let retry_after_ms = match &outcome {
-        Outcome::Retry(_) => {
-            let failures = u32::try_from(req.attempts).unwrap_or(1);
-            let wait = backoff::REQUEUE_BACKOFF.equal_jitter(failures, &mut rand::rng());
-            Some(i32::try_from(wait.as_millis()).unwrap_or(i32::MAX))
-        }
-        _ => None,
-    };
     let mut failures = 0;
     loop {
-        match write(ctx, req, &outcome, retry_after_ms).await {
+        match write(ctx, req, &outcome).await {
             Ok(status) => {
-                log_outcome(req, &outcome, status.as_deref(), retry_after_ms, started);
+                log_outcome(req, &outcome, status.as_deref(), started);
                 return;
             }
             Err(e) if !e.is_transient() => {
@@ -97,30 +141,29 @@ async fn record(ctx: &Ctx, req: &Claimed, outcome: Outcome, started: Instant) {
 }
 
 /// One attempt to write the outcome; returns the row's new status (None: claim lost).
-async fn write(
-    ctx: &Ctx,
-    req: &Claimed,
-    outcome: &Outcome,
-    retry_after_ms: Option<i32>,
-) -> Result<Option<String>, DbError> {
+async fn write(ctx: &Ctx, req: &Claimed, outcome: &Outcome) -> Result<Option<String>, DbError> {
     let mut conn = ctx.db.get().await?;
     let worker = ctx.worker_id.as_str();
     match outcome {
         Outcome::Done(result) => Ok(claim::finish(&mut conn, req, worker, result)
             .await?
             .then(|| "succeeded".to_string())),
-        Outcome::Retry(error) => claim::fail(&mut conn, req, worker, error, retry_after_ms).await,
-        Outcome::Fail(error) => claim::fail(&mut conn, req, worker, error, None).await,
+        Outcome::Retry(error) => claim::fail(&mut conn, req, worker, error, true, None).await,
+        Outcome::Fail(rejection) => {
+            claim::fail(
+                &mut conn,
+                req,
+                worker,
+                &rejection.message,
+                false,
+                Some(rejection),
+            )
+            .await
+        }
     }
 }
 
-fn log_outcome(
-    req: &Claimed,
-    outcome: &Outcome,
-    status: Option<&str>,
-    retry_after_ms: Option<i32>,
-    started: Instant,
-) {
+fn log_outcome(req: &Claimed, outcome: &Outcome, status: Option<&str>, started: Instant) {
     let elapsed_ms = started.elapsed().as_millis() as u64;
     let Some(status) = status else {
         tracing::warn!(request_id = %req.id, kind = %req.kind, elapsed_ms,
@@ -136,11 +179,12 @@ fn log_outcome(
             tracing::info!(request_id = %req.id, kind = %req.kind, attempts = req.attempts,
                 elapsed_ms, session_id, "request succeeded")
         }
-        Outcome::Retry(error) if status == "pending" => tracing::warn!(
+        Outcome::Retry(error) => tracing::warn!(
             request_id = %req.id, kind = %req.kind, attempts = req.attempts, elapsed_ms,
-            retry_after_ms, error = %error, "request failed, requeued"),
-        Outcome::Retry(error) | Outcome::Fail(error) => tracing::warn!(
+            status, error = %error, "request failed, transiently"),
+        Outcome::Fail(rejection) => tracing::warn!(
             request_id = %req.id, kind = %req.kind, attempts = req.attempts, elapsed_ms,
-            status, error = %error, "request failed"),
+            status, error = %rejection.message, code = rejection.code.as_deref().unwrap_or(""),
+            "request refused"),
     }
 }

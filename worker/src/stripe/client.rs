@@ -1,11 +1,12 @@
-//! The Stripe API client: form-encoded POSTs with an `Idempotency-Key`, the pinned
-//! `Stripe-Version`, the rate limiter in front and in-process retries of transient failures,
-//! all within the time the claim's lease leaves.
+//! The Stripe API client: form-encoded POSTs with an `Idempotency-Key` and GETs of objects,
+//! with the pinned `Stripe-Version`, the rate limiter in front and in-process retries of
+//! transient failures, all within the time the claim's lease leaves.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::Method;
 use serde_json::Value;
 use thiserror::Error;
 use tokio::time::Instant;
@@ -25,9 +26,36 @@ pub enum StripeError {
     /// worth trying again in a later claim.
     #[error("{0}")]
     Transient(String),
-    /// Stripe refused the request; the message is Stripe's own.
-    #[error("{0}")]
-    Rejected(String),
+    /// Stripe refused the request.
+    #[error("{}", .0.message)]
+    Rejected(Rejection),
+}
+
+/// Stripe's answer to a request it refused: its message and, when given, the error `code`
+/// (e.g. `resource_missing`) and the `param` it names.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rejection {
+    pub message: String,
+    pub code: Option<String>,
+    pub param: Option<String>,
+}
+
+impl Rejection {
+    /// A refusal with a message only.
+    pub fn message(message: impl Into<String>) -> Rejection {
+        Rejection {
+            message: message.into(),
+            ..Rejection::default()
+        }
+    }
+}
+
+/// A successful answer: the object, and when Stripe answered (its `Date` header, for objects
+/// whose state is applied as of that moment).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Answer {
+    pub object: Value,
+    pub date: Option<SystemTime>,
 }
 
 /// What bounds one call: the claim's time and the worker's abort signal.
@@ -92,13 +120,7 @@ impl Stripe {
     }
 
     /// POSTs `params` to `path` (e.g. `/v1/customers`) and returns the object Stripe created.
-    ///
-    /// Transient failures are retried up to the configured tries with jittered backoff; the
-    /// same idempotency key makes a retry of a call that did reach Stripe return the first
-    /// result instead of creating a second object. No exchange runs past `bounds.until`: a
-    /// call is cut there, and a retry that would not fit is left to the next claim. Cancelling
-    /// `bounds.abort` ends the call or the waiting at once. Both end in a transient error, so
-    /// the row is requeued.
+    /// See [`Stripe::call`].
     pub async fn post(
         &self,
         path: &str,
@@ -106,8 +128,49 @@ impl Stripe {
         idempotency_key: &str,
         bounds: Bounds<'_>,
     ) -> Result<Value, StripeError> {
-        let body = form::encode(params);
-        let url = format!("{}{}", self.base, path);
+        let answer = self
+            .call(Method::POST, path, params, Some(idempotency_key), bounds)
+            .await?;
+        Ok(answer.object)
+    }
+
+    /// GETs `path` with `params` as the query string (e.g. `/v1/subscriptions/sub_…`).
+    pub async fn get(
+        &self,
+        path: &str,
+        params: &Value,
+        bounds: Bounds<'_>,
+    ) -> Result<Answer, StripeError> {
+        self.call(Method::GET, path, params, None, bounds).await
+    }
+
+    /// One logical Stripe call.
+    ///
+    /// Transient failures are retried up to the configured tries with jittered backoff; the
+    /// same idempotency key makes a retry of a call that did reach Stripe return the first
+    /// result instead of creating a second object. No exchange runs past `bounds.until`: a
+    /// call is cut there, and a retry that would not fit is left to the next claim. Cancelling
+    /// `bounds.abort` ends the call or the waiting at once. Both end in a transient error, so
+    /// the row is requeued.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        params: &Value,
+        idempotency_key: Option<&str>,
+        bounds: Bounds<'_>,
+    ) -> Result<Answer, StripeError> {
+        let encoded = form::encode(params);
+        let (url, body) = if method == Method::GET {
+            let query = if encoded.is_empty() {
+                String::new()
+            } else {
+                format!("?{encoded}")
+            };
+            (format!("{}{}{}", self.base, path, query), String::new())
+        } else {
+            (format!("{}{}", self.base, path), encoded)
+        };
         let mut last = String::new();
         for attempt in 1..=self.tries {
             if !self.limiter.acquire(bounds.abort).await {
@@ -116,7 +179,7 @@ impl Stripe {
             let Some(timeout) = call_timeout(Instant::now(), bounds.until, self.timeout) else {
                 return Err(out_of_time(&last));
             };
-            let exchange = self.send(&url, &body, idempotency_key, timeout);
+            let exchange = self.send(&method, &url, &body, idempotency_key, timeout);
             let result = tokio::select! {
                 // Dropping the exchange closes the connection; if Stripe already acted, the
                 // idempotency key returns that result to the next claim.
@@ -126,8 +189,8 @@ impl Stripe {
                 result = exchange => result,
             };
             let (error, retry_after) = match result {
-                Ok(object) => return Ok(object),
-                Err(Failure::Rejected(message)) => return Err(StripeError::Rejected(message)),
+                Ok(answer) => return Ok(answer),
+                Err(Failure::Rejected(rejection)) => return Err(StripeError::Rejected(rejection)),
                 Err(Failure::Transient {
                     message,
                     retry_after,
@@ -163,23 +226,23 @@ impl Stripe {
     /// One HTTP exchange, classified.
     async fn send(
         &self,
+        method: &Method,
         url: &str,
         body: &str,
-        key: &str,
+        key: Option<&str>,
         timeout: Duration,
-    ) -> Result<Value, Failure> {
-        let response = self
-            .http
-            .post(url)
-            .header("Idempotency-Key", key)
-            .timeout(timeout)
-            .body(body.to_string())
-            .send()
-            .await
-            .map_err(|e| Failure::Transient {
-                message: format!("cannot reach Stripe: {}", crate::error_chain(&e)),
-                retry_after: None,
-            })?;
+    ) -> Result<Answer, Failure> {
+        let mut request = self.http.request(method.clone(), url).timeout(timeout);
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        if !body.is_empty() {
+            request = request.body(body.to_string());
+        }
+        let response = request.send().await.map_err(|e| Failure::Transient {
+            message: format!("cannot reach Stripe: {}", crate::error_chain(&e)),
+            retry_after: None,
+        })?;
         let status = response.status().as_u16();
         let header = |name: &str| {
             response
@@ -193,30 +256,38 @@ impl Stripe {
         let retry_after = header("Retry-After")
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
+        let date = header("Date").and_then(|v| httpdate::parse_http_date(&v).ok());
         let text = response.text().await.map_err(|e| Failure::Transient {
             message: format!("reading Stripe's answer failed: {}", crate::error_chain(&e)),
             retry_after: None,
         })?;
         let json: Option<Value> = serde_json::from_str(&text).ok();
         if (200..300).contains(&status) {
-            return json.ok_or_else(|| Failure::Transient {
-                message: format!("Stripe answered HTTP {status} with a body that is not JSON"),
-                retry_after: None,
-            });
+            return json
+                .map(|object| Answer { object, date })
+                .ok_or_else(|| Failure::Transient {
+                    message: format!("Stripe answered HTTP {status} with a body that is not JSON"),
+                    retry_after: None,
+                });
         }
-        let message = json
-            .as_ref()
-            .and_then(|j| j.pointer("/error/message"))
-            .and_then(Value::as_str)
-            .filter(|m| !m.is_empty())
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("Stripe answered HTTP {status}"));
+        let field = |name: &str| {
+            json.as_ref()
+                .and_then(|j| j.pointer(&format!("/error/{name}")))
+                .and_then(Value::as_str)
+                .filter(|m| !m.is_empty())
+                .map(str::to_string)
+        };
+        let message = field("message").unwrap_or_else(|| format!("Stripe answered HTTP {status}"));
         match retry::classify(status, should_retry) {
             Verdict::Retry => Err(Failure::Transient {
                 message: format!("HTTP {status}: {message}"),
                 retry_after,
             }),
-            Verdict::Fail => Err(Failure::Rejected(message)),
+            Verdict::Fail => Err(Failure::Rejected(Rejection {
+                message,
+                code: field("code"),
+                param: field("param"),
+            })),
         }
     }
 }
@@ -226,7 +297,7 @@ enum Failure {
         message: String,
         retry_after: Option<Duration>,
     },
-    Rejected(String),
+    Rejected(Rejection),
 }
 
 /// How long the next exchange may take: the configured timeout, cut to what is left before

@@ -1,5 +1,5 @@
 //! The Stripe API as the worker uses it: a handful of form-encoded POSTs with idempotency
-//! keys, not a full SDK (which would pin its own API version and cost minutes of compile
+//! keys and GETs of objects, not a full SDK (which would pin its own API version and cost minutes of compile
 //! time).
 //!
 //! - `client`: the HTTP client, its timeouts and in-process retries.
@@ -12,5 +12,5 @@ pub mod form;
 mod ratelimit;
 pub mod retry;
 
-pub use client::{Bounds, Stripe, StripeError};
+pub use client::{Bounds, Rejection, Stripe, StripeError};
 pub use ratelimit::RateLimiter;

@@ -3,11 +3,13 @@
 //! anything is called; a kind this worker does not know fails the row for good, since no
 //! later claim by the same worker would know it either.
 //!
-//! Both kinds answer with a session whose `url` the app sends the user to; the row's result
-//! is that url, the session id and the Stripe customer ([`session_result`]).
+//! Checkout and portal answer with a session whose `url` the app sends the user to; the row's
+//! result is that url, the session id and the Stripe customer ([`session_result`]). The
+//! retrievals (`retrieve`) hand what Stripe has to the database.
 
 pub mod checkout;
 pub mod portal;
+pub mod retrieve;
 
 use std::fmt;
 use std::str::FromStr;
@@ -26,6 +28,10 @@ pub enum RequestKind {
     Checkout,
     /// A Billing Portal session (`billing.request_portal`).
     Portal,
+    /// Retrieve a subscription whose same-second reports disagree.
+    Refresh,
+    /// Retrieve what a Checkout Session sold.
+    LineItems,
 }
 
 /// A `kind` the worker does not serve; its message is what the row's `error` says.
@@ -51,6 +57,8 @@ impl FromStr for RequestKind {
         match kind {
             "checkout" => Ok(RequestKind::Checkout),
             "portal" => Ok(RequestKind::Portal),
+            "refresh" => Ok(RequestKind::Refresh),
+            "line_items" => Ok(RequestKind::LineItems),
             other => Err(UnknownKind(other.to_string())),
         }
     }
@@ -66,6 +74,8 @@ pub async fn execute(
     match kind {
         RequestKind::Checkout => checkout::run(ctx, stripe, req).await,
         RequestKind::Portal => portal::run(ctx, stripe, req).await,
+        RequestKind::Refresh => retrieve::refresh(ctx, stripe, req).await,
+        RequestKind::LineItems => retrieve::line_items(ctx, stripe, req).await,
     }
 }
 
@@ -91,6 +101,8 @@ mod tests {
     fn kinds_are_parsed_from_the_row() {
         assert_eq!("checkout".parse(), Ok(RequestKind::Checkout));
         assert_eq!("portal".parse(), Ok(RequestKind::Portal));
+        assert_eq!("refresh".parse(), Ok(RequestKind::Refresh));
+        assert_eq!("line_items".parse(), Ok(RequestKind::LineItems));
         // No SQL function queues customer rows: the worker does not serve them.
         let err = "customer".parse::<RequestKind>().unwrap_err();
         assert_eq!(err.to_string(), r#"unknown request kind "customer""#);
@@ -115,7 +127,8 @@ mod tests {
         let session = json!({"id": "cs_1", "url": null});
         let outcome = session_result(&session, "cus_1").map_err(malformed);
         match outcome {
-            Err(Outcome::Fail(message)) => {
+            Err(Outcome::Fail(rejection)) => {
+                let message = rejection.message;
                 assert!(message.starts_with("Stripe's session response has no id or url"));
                 assert!(message.contains("not retried"), "{message}");
             }

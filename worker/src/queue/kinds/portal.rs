@@ -25,10 +25,11 @@ impl PortalParams {
 /// Creates the portal session of `req`; the result is the session's `url`, `session_id` and
 /// the `customer`.
 pub async fn run(ctx: &Ctx, stripe: &Stripe, req: &Claimed) -> Result<Value, Outcome> {
-    let params = PortalParams::from_json(&req.params).map_err(Outcome::Fail)?;
-    let customer = req.stripe_customer_id.clone().ok_or_else(|| {
-        Outcome::Fail("no billing account yet: the user has no Stripe customer".into())
-    })?;
+    let params = PortalParams::from_json(&req.params).map_err(Outcome::fail)?;
+    let customer = req
+        .stripe_customer_id
+        .clone()
+        .ok_or_else(|| Outcome::fail("no billing account yet: the user has no Stripe customer"))?;
     let form = portal_form(&customer, &params);
     let key = format!("portal-{}", req.id);
     let bounds = Bounds {

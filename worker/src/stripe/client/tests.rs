@@ -63,7 +63,7 @@ async fn success_and_refusal() {
 
     let (base, hits) = server(
         400,
-        r#"{"error": {"message": "No such price"}}"#,
+        r#"{"error": {"message": "No such price", "code": "resource_missing", "param": "line_items[0][price]", "type": "invalid_request_error"}}"#,
         Duration::ZERO,
     )
     .await;
@@ -73,7 +73,14 @@ async fn success_and_refusal() {
         &CancellationToken::new(),
     )
     .await;
-    assert_eq!(got, Err(StripeError::Rejected("No such price".into())));
+    assert_eq!(
+        got,
+        Err(StripeError::Rejected(Rejection {
+            message: "No such price".into(),
+            code: Some("resource_missing".into()),
+            param: Some("line_items[0][price]".into()),
+        }))
+    );
     assert_eq!(hits.load(Ordering::SeqCst), 1, "a refusal is not retried");
 }
 

@@ -1,0 +1,99 @@
+//! The retrievals the event effects ask for, when a webhook alone cannot settle something:
+//! - `refresh`: two reports of a subscription in the same second disagree, and the lifecycle
+//!   cannot order them; Stripe's current object, as of its answer's `Date`, is applied as the
+//!   newest report (`billing.ingest_retrieved`);
+//! - `line_items`: a session our checkout did not create sold something; webhooks do not carry
+//!   line items, so they are fetched (`billing.store_line_items`), which applies the event that
+//!   waited for them.
+//!
+//! Both are GETs: nothing is created, so no idempotency key is needed.
+
+use serde_json::{json, Value};
+
+use super::Ctx;
+use crate::queue::claim::Claimed;
+use crate::queue::outcome::Outcome;
+use crate::stripe::{Bounds, Stripe};
+
+/// Stripe's longest page.
+const PAGE: i64 = 100;
+
+/// The Stripe id the row asks for, checked against the id's form before it goes into a path.
+fn object_id<'a>(req: &'a Claimed, prefix: &str) -> Result<&'a str, Outcome> {
+    req.params
+        .get("object_id")
+        .and_then(Value::as_str)
+        .filter(|id| {
+            id.strip_prefix(prefix).is_some_and(|rest| {
+                !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            })
+        })
+        .ok_or_else(|| {
+            Outcome::fail(format!(
+                "invalid retrieval parameters: object_id must be a {prefix}… id"
+            ))
+        })
+}
+
+fn bounds<'a>(ctx: &'a Ctx, req: &Claimed) -> Bounds<'a> {
+    Bounds {
+        until: req.work_until,
+        abort: &ctx.abort,
+    }
+}
+
+/// `GET /v1/subscriptions/{id}`, applied as the authoritative state.
+pub async fn refresh(ctx: &Ctx, stripe: &Stripe, req: &Claimed) -> Result<Value, Outcome> {
+    let id = object_id(req, "sub_")?;
+    let answer = stripe
+        .get(
+            &format!("/v1/subscriptions/{id}"),
+            &json!({}),
+            bounds(ctx, req),
+        )
+        .await?;
+    let at = answer.date.unwrap_or_else(std::time::SystemTime::now);
+    let mut conn = ctx.db.get().await?;
+    let row = conn
+        .query_one(
+            "SELECT billing.ingest_retrieved($1, $2, $3)",
+            &[&req.id, &answer.object, &at],
+        )
+        .await?;
+    let applied: Value = row.try_get(0).map_err(crate::db::DbError::from)?;
+    Ok(json!({"object_id": id, "applied": applied}))
+}
+
+/// `GET /v1/checkout/sessions/{id}/line_items`, every page, stored for the waiting event.
+pub async fn line_items(ctx: &Ctx, stripe: &Stripe, req: &Claimed) -> Result<Value, Outcome> {
+    let id = object_id(req, "cs_")?;
+    let path = format!("/v1/checkout/sessions/{id}/line_items");
+    let mut items: Vec<Value> = Vec::new();
+    loop {
+        let mut query = json!({"limit": PAGE});
+        if let Some(last) = items
+            .last()
+            .and_then(|i| i.get("id"))
+            .and_then(Value::as_str)
+        {
+            query["starting_after"] = json!(last);
+        }
+        let page = stripe.get(&path, &query, bounds(ctx, req)).await?.object;
+        let data = page
+            .get("data")
+            .and_then(Value::as_array)
+            .ok_or_else(|| Outcome::fail("Stripe's line items answer has no data list"))?;
+        items.extend(data.iter().cloned());
+        if page.get("has_more") != Some(&Value::Bool(true)) || data.is_empty() {
+            break;
+        }
+    }
+    let count = items.len();
+    let list = json!({"object": "list", "data": items});
+    let mut conn = ctx.db.get().await?;
+    let row = conn
+        .query_one("SELECT billing.store_line_items($1, $2)", &[&id, &list])
+        .await?;
+    let applied: i32 = row.try_get(0).map_err(crate::db::DbError::from)?;
+    Ok(json!({"object_id": id, "line_items": count, "events_applied": applied}))
+}

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # `make demo`: the whole product loop, offline, on a throwaway cluster.
 #   PostgreSQL + stripe_billing  <-SQL->  stripe-billing-worker  <-HTTP->  local Stripe emulator
-# A user buys a subscription and a token pack, spends tokens, renews, opens the portal and
-# cancels; every step prints what the database really says. Everything is stopped at the end.
+# A user buys a subscription and a token pack, spends tokens, renews, buys a pack through a
+# Payment Link, opens the portal and cancels; every step prints what the database says and
+# is checked against what it must say. The script exits non-zero at the first wrong outcome.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-cargo build -q -p stripe-billing-worker -p stripe-billing-tests --bin stripe-emulator
+# Every binary the demo runs, from a clean clone (one -p per package: a --bin filter would
+# apply to every package named).
+cargo build -q -p stripe-billing-worker --bins
+cargo build -q -p stripe-billing-tests --bin stripe-emulator
 bin="$root/target/debug"
 
 dir="$(mktemp -d /tmp/stripe_billing_demo.XXXXXX)"
@@ -20,6 +24,11 @@ cleanup() {
 trap cleanup EXIT
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+fail() {
+    echo "DEMO FAILED: $*" >&2
+    for log in "$dir"/*.log; do echo "--- $log" >&2; tail -n 20 "$log" >&2; done
+    exit 1
+}
 dsn="$("$root/scripts/pg.sh" start "$dir")"
 sql() { psql "$dsn" -X -q -At -v ON_ERROR_STOP=1 "$@"; }
 # Runs SQL the way PostgREST does for a signed-in user.
@@ -30,6 +39,15 @@ as_user() {
         -c "$1" -c "COMMIT;"
 }
 table() { psql "$dsn" -X -q -v ON_ERROR_STOP=1 -P footer=off -c "$1"; }
+
+steps="$dir/steps.tsv"
+# Records a step's result and checks it: record NAME VALUE [EXPECTED (a bash pattern)].
+record() {
+    printf '%s\t%s\n' "$1" "$2" >>"$steps"
+    if [ $# -ge 3 ] && [[ "$2" != $3 ]]; then
+        fail "$1: got '$2', expected '$3'"
+    fi
+}
 
 say "1. Install the extension and the catalog"
 sql <<'SQL'
@@ -43,88 +61,109 @@ VALUES ('https://app.example.com/thanks', 'https://app.example.com/pricing', 'ht
 INSERT INTO billing.webhook_secrets (secret, description) VALUES ('whsec_demo', 'local emulator');
 SQL
 table "SELECT id, stripe_price_id, kind, monthly_tokens, tokens FROM billing.plans ORDER BY id"
+record "security report" "$(sql -c "SELECT count(*) FROM billing.security_report()") problems" "0 problems"
 
 say "2. Webhook signatures in SQL"
 now=$(date +%s)
 body='{"id":"evt_demo","object":"event"}'
 header=$(sql -c "SELECT billing.stripe_signature_header('$body', 'whsec_demo', $now)")
 echo "header:           $header"
-echo "valid:            $(sql -c "SELECT billing.stripe_signature_is_valid('$body', '$header', 'whsec_demo')")"
-echo "tampered body:    $(sql -c "SELECT billing.stripe_signature_is_valid('{\"id\":\"evt_demo\",\"object\":\"evil\"}', '$header', 'whsec_demo')")"
+record "signature valid" "$(sql -c "SELECT billing.stripe_signature_is_valid('$body', '$header', 'whsec_demo')")" "t"
+record "tampered body" "$(sql -c "SELECT billing.stripe_signature_is_valid('{\"id\":\"evt_demo\",\"object\":\"evil\"}', '$header', 'whsec_demo')")" "f"
 stale=$(sql -c "SELECT billing.stripe_signature_header('$body', 'whsec_demo', $((now - 3600)))")
-echo "construct_event, tampered: $(sql -c "SELECT billing.construct_event('{\"id\":1}', '$header', 'whsec_demo')" 2>&1 | head -1)"
 echo "construct_event, stale:    $(sql -c "SELECT billing.construct_event('$body', '$stale', 'whsec_demo')" 2>&1 | head -1)"
 
 say "3. Start the Stripe emulator and the worker"
 "$bin/stripe-emulator" --listen 127.0.0.1:0 --webhook-secret whsec_demo \
     --price price_pro:recurring:2000 --price price_pack:one_time:900 >"$dir/emulator.out" 2>"$dir/emulator.log" &
 pids+=($!)
-for _ in $(seq 100); do grep -q '^listening on ' "$dir/emulator.out" 2>/dev/null && break; sleep 0.05; done
+for _ in $(seq 200); do grep -q '^listening on ' "$dir/emulator.out" 2>/dev/null && break; sleep 0.05; done
 stripe="$(sed -n 's/^listening on //p' "$dir/emulator.out")"
 DATABASE_URL="$dsn" STRIPE_SECRET_KEY=sk_test_emulator STRIPE_API_BASE="$stripe" \
     "$bin/stripe-billing-worker" --listen 127.0.0.1:0 --poll-interval-ms 500 >"$dir/worker.out" 2>"$dir/worker.log" &
 pids+=($!)
-for _ in $(seq 100); do grep -q '^listening on ' "$dir/worker.out" 2>/dev/null && break; sleep 0.05; done
+for _ in $(seq 200); do grep -q '^listening on ' "$dir/worker.out" 2>/dev/null && break; sleep 0.05; done
 worker="$(sed -n 's/^listening on //p' "$dir/worker.out")"
-[ -n "$stripe" ] && [ -n "$worker" ] || { echo "emulator or worker did not start"; cat "$dir"/*.log; exit 1; }
+[ -n "$stripe" ] && [ -n "$worker" ] || fail "the emulator or the worker did not start"
 curl -sf -X POST "$stripe/_emulator/webhook" -H 'content-type: application/json' \
     -d "{\"url\":\"$worker/api/stripe/webhook\",\"secret\":\"whsec_demo\"}" >/dev/null
 echo "emulator: $stripe   worker: $worker (webhooks at $worker/api/stripe/webhook)"
 
 control() { curl -sf -X POST "$stripe/_emulator/$1" -H 'content-type: application/json' -d "${2:-{\}}"; }
-# Event types and delivery statuses of a control call, e.g. "checkout.session.completed:200".
-delivered() { sql -c "SELECT string_agg((e->>'type') || ':' || coalesce(e->'delivery'->>'status', '-'), ', ') FROM jsonb_array_elements(\$\$$1\$\$::jsonb->'events') e"; }
-steps="$dir/steps.tsv"
-record() { printf '%s\t%s\n' "$1" "$2" >>"$steps"; }
+# Event types and delivery statuses of a control call, e.g. "checkout.session.completed:200";
+# every delivery must have been answered 200.
+delivered() {
+    local summary
+    summary=$(sql -c "SELECT string_agg((e->>'type') || ':' || coalesce(e->'delivery'->>'status', '-'), ', ') FROM jsonb_array_elements(\$\$$1\$\$::jsonb->'events') e")
+    echo "webhooks: $summary"
+    if sql -c "SELECT bool_or(coalesce(e->'delivery'->>'status', '') <> '200') FROM jsonb_array_elements(\$\$$1\$\$::jsonb->'events') e" | grep -q t; then
+        fail "a webhook was not accepted: $summary"
+    fi
+}
 balance() { as_user "SELECT billing.token_balance()"; }
+# Polls `sql` until it prints `want` (events and retrievals are asynchronous); prints it.
+wait_for() {
+    local got=""
+    for _ in $(seq 100); do
+        got=$(sql -c "$1")
+        [ "$got" = "$2" ] && break
+        sleep 0.1
+    done
+    echo "$got"
+}
 
 # Requests a Checkout Session as the user, waits for the worker's URL, then has the emulator
 # complete it as paid, which sends the webhooks to the worker.
 buy() {
-    local what="$1" price="$2" request result
+    local what="$1" price="$2" request result url
     request=$(as_user "SELECT billing.request_checkout('$price')")
-    result=$(as_user "SELECT billing.await_request('$request', 10000)")
+    result=$(as_user "SELECT billing.await_request('$request', 5000)")
     echo "await_request: $result"
-    record "$what checkout" "$(sql -c "SELECT \$\$$result\$\$::jsonb->>'url'")"
-    events=$(control "checkout/$(sql -c "SELECT \$\$$result\$\$::jsonb->>'session_id'")/complete" '{"payment_status":"paid"}')
-    echo "webhooks: $(delivered "$events")"
+    url=$(sql -c "SELECT \$\$$result\$\$::jsonb->>'url'")
+    record "$what checkout" "$url" "$stripe/pay/cs_test_*"
+    delivered "$(control "checkout/$(sql -c "SELECT \$\$$result\$\$::jsonb->>'session_id'")/complete" '{"payment_status":"paid"}')"
 }
 
 say "4. The user subscribes to Pro"
 buy subscription price_pro
-record "paid: balance" "$(balance)"
+record "paid: balance" "$(balance)" "1000"
 
 say "5. The user spends 120 tokens"
-echo "$(as_user "SELECT billing.spend_my_tokens(120, reason => 'image generation', idempotency_key => 'job-1')")"
-record "spent 120: balance" "$(balance)"
+as_user "SELECT billing.spend_my_tokens(120, reason => 'image generation', idempotency_key => 'job-1')"
+record "spent 120: balance" "$(balance)" "880"
 
-say "6. A renewal invoice is paid"
+say "6. A renewal: Stripe drafts the invoice at the period's end and charges it an hour later"
 sub=$(sql -c "SELECT stripe_subscription_id FROM billing.subscriptions")
-events=$(control "subscriptions/$sub/renew")
-echo "webhooks: $(delivered "$events")"
-record "renewed: balance" "$(balance)"
+delivered "$(control "subscriptions/$sub/renew")"
+record "renewed: balance" "$(balance)" "1880"
 
 say "7. The user buys a token pack"
 buy "token pack" pack
-record "pack paid: balance" "$(balance)"
+record "pack paid: balance" "$(balance)" "2380"
 
-say "8. The user opens the customer portal"
+say "8. Two more packs through a Payment Link (no metadata of ours: the worker fetches the line items)"
+customer=$(sql -c "SELECT stripe_customer_id FROM billing.customers")
+delivered "$(control checkout/external "{\"price\":\"price_pack\",\"quantity\":2,\"customer\":\"$customer\",\"client_reference_id\":\"$USER_ID\"}")"
+record "link packs: balance" "$(wait_for "SELECT billing.token_balance('$USER_ID')" 3380)" "3380"
+
+say "9. The user opens the customer portal"
 request=$(as_user "SELECT billing.request_portal()")
-result=$(as_user "SELECT billing.await_request('$request', 10000)")
+result=$(as_user "SELECT billing.await_request('$request', 5000)")
 echo "await_request: $result"
-record "portal" "$(sql -c "SELECT \$\$$result\$\$::jsonb->>'url'")"
+record "portal" "$(sql -c "SELECT \$\$$result\$\$::jsonb->>'url'")" "$stripe/p/session/*"
 
-say "9. The user cancels"
-events=$(control "subscriptions/$sub/cancel" '{"at_period_end":false}')
-echo "webhooks: $(delivered "$events")"
-record "cancelled: status" "$(as_user "SELECT status FROM billing.subscriptions")"
-record "cancelled: balance" "$(balance)"
+say "10. The user cancels"
+delivered "$(control "subscriptions/$sub/cancel" '{"at_period_end":false}')"
+record "cancelled: status" "$(as_user "SELECT status FROM billing.subscriptions")" "canceled"
+record "cancelled: balance" "$(balance)" "3380"
+record "events not applied" "$(sql -c "SELECT count(*) FROM billing.stripe_events WHERE processed_at IS NULL")" "0"
 
 say "Summary"
 printf '%-24s %s\n' "step" "result"
 while IFS=$'\t' read -r step value; do printf '%-24s %s\n' "$step" "$value"; done <"$steps"
 echo
 table "SELECT source, tokens, spent, spendable, state, expires_at::date FROM billing.token_grant_balances ORDER BY grant_id"
-table "SELECT type, processed_at IS NOT NULL AS applied, error FROM billing.stripe_events ORDER BY received_at"
+table "SELECT type, count(*) AS events, bool_and(processed_at IS NOT NULL) AS applied FROM billing.stripe_events GROUP BY type ORDER BY min(created), type"
+echo "demo: every step had the expected outcome"
 
 say "Shutting down"

@@ -44,7 +44,9 @@ pub enum SignatureError {
     },
     #[error("no webhook signing secret is configured")]
     NoSecret,
-    #[error("the tolerance must be 0 or more seconds (0 or NULL turn the time check off), got {0}")]
+    #[error(
+        "the tolerance must be 0 or more seconds (0 or NULL turn the time check off), got {0}"
+    )]
     NegativeTolerance(i64),
 }
 

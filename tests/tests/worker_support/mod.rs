@@ -79,7 +79,13 @@ impl Emulator {
     /// Starts `stripe-emulator` with prices price_pro (recurring) and price_pack (one-time),
     /// delivering webhooks to `webhook_url` if given.
     pub async fn start(webhook_url: Option<&str>) -> Emulator {
+        Emulator::start_with(webhook_url, &[]).await
+    }
+
+    /// Like [`Emulator::start`], with more command-line arguments (say `--price …`).
+    pub async fn start_with(webhook_url: Option<&str>, extra: &[&str]) -> Emulator {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_stripe-emulator"));
+        cmd.args(extra);
         cmd.args(["--listen", "127.0.0.1:0", "--secret-key", SECRET_KEY])
             .args(["--webhook-secret", WEBHOOK_SECRET])
             .args(["--price", "price_pro:recurring:2000"])

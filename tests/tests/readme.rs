@@ -1,0 +1,370 @@
+//! The README runs as written. Every ```sql block is preceded by a marker naming who runs it:
+//!
+//! ```text
+//! <!-- readme-test: owner -->                 the superuser who installed the extension
+//! <!-- readme-test: user <uuid> <email> -->   a signed-in user, the way PostgREST runs calls
+//! <!-- readme-test: anon -->                  PostgREST's anonymous role
+//! <!-- readme-test: owner, worker -->         ... after starting the emulator and the worker
+//! <!-- readme-test: skip: <why> -->           not run (say why)
+//! ```
+//!
+//! The blocks run in order on one fresh database, as a reader following the README would.
+//! After each statement, comment lines starting with `--  ` (two spaces) are its expected rows
+//! (columns separated by ` | `), and `-- ERROR:  <SQLSTATE>: <message>` an expected error; `…`
+//! in either matches any text. With `UPDATE_README=1` the expected lines of statements whose
+//! output differs are rewritten from the real output (then put `…` where values vary).
+//!
+//! The error-code table in the README is rendered from `stripe_billing_core::errors`, and every
+//! SQLSTATE the SQL raises is in that table.
+mod worker_support;
+
+use std::path::PathBuf;
+
+use stripe_billing_tests::pg::TestDb;
+use tokio_postgres::SimpleQueryMessage;
+use uuid::Uuid;
+use worker_support::{Emulator, Worker};
+
+fn readme_path() -> PathBuf {
+    stripe_billing_tests::upgrade::repo_root().join("README.md")
+}
+
+/// Who runs a block.
+#[derive(Clone, Debug, PartialEq)]
+enum Context {
+    Owner,
+    User(Uuid, String),
+    Anon,
+    Skip,
+}
+
+/// One statement with what the README says it shows.
+#[derive(Debug)]
+struct Statement {
+    sql: String,
+    /// Line indexes (in README.md) of the expected-output lines, for UPDATE_README.
+    expected_lines: std::ops::Range<usize>,
+    expected: Vec<String>,
+    error: Option<(String, String)>,
+}
+
+#[derive(Debug)]
+struct Block {
+    context: Context,
+    worker: bool,
+    statements: Vec<Statement>,
+}
+
+fn parse_marker(line: &str) -> Option<(Context, bool)> {
+    let inner = line
+        .trim()
+        .strip_prefix("<!-- readme-test:")?
+        .strip_suffix("-->")?
+        .trim();
+    if inner.starts_with("skip") {
+        return Some((Context::Skip, false));
+    }
+    let mut worker = false;
+    let mut context = None;
+    for part in inner.split(',').map(str::trim) {
+        let words: Vec<&str> = part.split_whitespace().collect();
+        match words.as_slice() {
+            ["owner"] => context = Some(Context::Owner),
+            ["anon"] => context = Some(Context::Anon),
+            ["worker"] => worker = true,
+            ["user", id, email] => {
+                context = Some(Context::User(
+                    id.parse().expect("user uuid"),
+                    email.to_string(),
+                ))
+            }
+            _ => panic!("README marker not understood: {line}"),
+        }
+    }
+    Some((context.expect("a marker names who runs the block"), worker))
+}
+
+fn parse(readme: &str) -> Vec<Block> {
+    let lines: Vec<&str> = readme.lines().collect();
+    let mut blocks = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        if lines[i].trim() != "```sql" {
+            i += 1;
+            continue;
+        }
+        let marker = lines[..i]
+            .iter()
+            .rev()
+            .take(3)
+            .find_map(|l| parse_marker(l))
+            .unwrap_or_else(|| {
+                panic!(
+                    "README line {}: a ```sql block without a readme-test marker",
+                    i + 1
+                )
+            });
+        let start = i + 1;
+        let end = start
+            + lines[start..]
+                .iter()
+                .position(|l| l.trim() == "```")
+                .expect("closed block");
+        let mut statements = Vec::new();
+        let mut sql = String::new();
+        let mut j = start;
+        while j < end {
+            let line = lines[j];
+            let code = line.split("--").next().unwrap_or("").trim_end();
+            if !line.trim_start().starts_with("--") || !sql.is_empty() {
+                if !line.trim_start().starts_with("--") {
+                    sql.push_str(line);
+                    sql.push('\n');
+                }
+            }
+            j += 1;
+            if !sql.trim().is_empty() && code.ends_with(';') && !line.trim_start().starts_with("--")
+            {
+                let first = j;
+                let mut expected = Vec::new();
+                let mut error = None;
+                while j < end && lines[j].trim_start().starts_with("--") {
+                    let comment = lines[j].trim_start();
+                    if let Some(row) = comment.strip_prefix("--  ") {
+                        expected.push(row.trim_end().to_string());
+                    } else if let Some(e) = comment.strip_prefix("-- ERROR:  ") {
+                        let (code, message) = e.split_once(": ").expect("-- ERROR:  CODE: message");
+                        error = Some((code.to_string(), message.trim_end().to_string()));
+                    }
+                    j += 1;
+                }
+                statements.push(Statement {
+                    sql: std::mem::take(&mut sql),
+                    expected_lines: first..j,
+                    expected,
+                    error,
+                });
+            }
+        }
+        assert!(
+            sql.trim().is_empty(),
+            "README line {}: a statement without a closing ;",
+            end
+        );
+        blocks.push(Block {
+            context: marker.0,
+            worker: marker.1,
+            statements,
+        });
+        i = end + 1;
+    }
+    blocks
+}
+
+/// Whether `actual` matches `pattern`, where `…` stands for any text.
+fn matches(pattern: &str, actual: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('…').collect();
+    if parts.len() == 1 {
+        return pattern == actual;
+    }
+    let mut rest = actual;
+    for (n, part) in parts.iter().enumerate() {
+        if n == 0 {
+            let Some(r) = rest.strip_prefix(part) else {
+                return false;
+            };
+            rest = r;
+        } else if n == parts.len() - 1 {
+            return rest.ends_with(part);
+        } else {
+            let Some(at) = rest.find(part) else {
+                return false;
+            };
+            rest = &rest[at + part.len()..];
+        }
+    }
+    true
+}
+
+/// What a statement did: its rows (the last result set, columns joined by ` | `) or its error.
+enum Outcome {
+    Rows(Vec<String>),
+    Error(String, String),
+}
+
+async fn run(client: &tokio_postgres::Client, context: &Context, sql: &str) -> Outcome {
+    let setup = match context {
+        Context::Owner | Context::Skip => String::new(),
+        Context::Anon => "SET LOCAL ROLE anon; SELECT set_config('request.jwt.claims', '{\"role\":\"anon\"}', true);".into(),
+        Context::User(id, email) => format!(
+            "SET LOCAL ROLE authenticated; SELECT set_config('request.jwt.claims', '{{\"sub\":\"{id}\",\"role\":\"authenticated\",\"email\":\"{email}\"}}', true);"
+        ),
+    };
+    let result = if setup.is_empty() {
+        client.simple_query(sql).await
+    } else {
+        client.batch_execute("BEGIN").await.unwrap();
+        client.simple_query(&setup).await.unwrap();
+        let r = client.simple_query(sql).await;
+        let end = if r.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        client.batch_execute(end).await.unwrap();
+        r
+    };
+    match result {
+        Ok(messages) => {
+            let mut rows = Vec::new();
+            for m in messages {
+                match m {
+                    SimpleQueryMessage::RowDescription(_) => rows.clear(),
+                    SimpleQueryMessage::Row(row) => rows.push(
+                        (0..row.len())
+                            .map(|i| row.get(i).unwrap_or("").to_string())
+                            .collect::<Vec<_>>()
+                            .join(" | "),
+                    ),
+                    _ => {}
+                }
+            }
+            Outcome::Rows(rows)
+        }
+        Err(e) => {
+            let db = e.as_db_error().unwrap_or_else(|| panic!("{sql}: {e}"));
+            Outcome::Error(db.code().code().to_string(), db.message().to_string())
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_readme_sql_runs_as_written() {
+    let path = readme_path();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let blocks = parse(&text);
+    assert!(blocks.iter().filter(|b| b.context != Context::Skip).count() >= 5);
+    let db = TestDb::empty().await;
+    let client = db.owner().await;
+    let mut started: Option<(Emulator, Worker)> = None;
+    let mut rewrites: Vec<(std::ops::Range<usize>, Vec<String>)> = Vec::new();
+    let mut failures = Vec::new();
+    for block in &blocks {
+        if block.context == Context::Skip {
+            continue;
+        }
+        if block.worker && started.is_none() {
+            // The README's catalog, as a Stripe account would have it.
+            let emulator = Emulator::start_with(
+                None,
+                &[
+                    "--price",
+                    "price_1PgafmB7WZ01zgkW6dKueIc5:recurring:2000",
+                    "--price",
+                    "price_1PgafmB7WZ01zgkW02Hf9z6c:one_time:900",
+                    "--coupon",
+                    "LAUNCH20:percent_off:20",
+                ],
+            )
+            .await;
+            let worker = Worker::start(&db.dsn, Some(&emulator.url), &[]).await;
+            started = Some((emulator, worker));
+        }
+        for st in &block.statements {
+            let outcome = run(&client, &block.context, &st.sql).await;
+            let ok = match (&outcome, &st.error) {
+                (Outcome::Error(code, message), Some((want_code, want_message))) => {
+                    code == want_code && matches(want_message, message)
+                }
+                (Outcome::Rows(rows), None) => {
+                    st.expected.is_empty()
+                        || (rows.len() == st.expected.len()
+                            && rows.iter().zip(&st.expected).all(|(a, e)| matches(e, a)))
+                }
+                _ => false,
+            };
+            if ok {
+                continue;
+            }
+            let shown = match &outcome {
+                Outcome::Rows(rows) => rows.iter().map(|r| format!("--  {r}")).collect::<Vec<_>>(),
+                Outcome::Error(code, message) => vec![format!("-- ERROR:  {code}: {message}")],
+            };
+            failures.push(format!(
+                "{}\nREADME shows:\n{}\nit gives:\n{}",
+                st.sql.trim(),
+                if let Some((c, m)) = &st.error {
+                    format!("-- ERROR:  {c}: {m}")
+                } else {
+                    st.expected
+                        .iter()
+                        .map(|e| format!("--  {e}"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                },
+                shown.join("\n")
+            ));
+            rewrites.push((st.expected_lines.clone(), shown));
+        }
+    }
+    if !failures.is_empty() && std::env::var_os("UPDATE_README").is_some() {
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        for (range, new) in rewrites.into_iter().rev() {
+            // Keep prose comments that followed the statement; replace the output lines.
+            let kept: Vec<String> = lines[range.clone()]
+                .iter()
+                .filter(|l| {
+                    let c = l.trim_start();
+                    !c.starts_with("--  ") && !c.starts_with("-- ERROR:")
+                })
+                .cloned()
+                .collect();
+            lines.splice(range, new.into_iter().chain(kept));
+        }
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    }
+    assert!(
+        failures.is_empty(),
+        "the README differs from what its SQL does:\n\n{}",
+        failures.join("\n\n")
+    );
+}
+
+#[test]
+fn the_readme_error_table_is_the_one_table() {
+    let readme = std::fs::read_to_string(readme_path()).unwrap();
+    let table = stripe_billing_core::errors::markdown_table();
+    assert!(
+        readme.contains(&table),
+        "README's error table differs from core/src/errors.rs; it should read:\n{table}"
+    );
+}
+
+#[test]
+fn every_sqlstate_the_sql_raises_is_in_the_table() {
+    let root = stripe_billing_tests::upgrade::repo_root();
+    let mut missing = Vec::new();
+    for file in stripe_billing_tests::upgrade::manifest(&root).unwrap() {
+        let text = std::fs::read_to_string(root.join("sql").join(&file.path)).unwrap();
+        for (n, part) in text.split("ERRCODE = '").enumerate().skip(1) {
+            let code = part.split('\'').next().unwrap_or_default();
+            let known = stripe_billing_core::errors::by_sqlstate(code)
+                .or_else(|| stripe_billing_core::errors::by_name(code));
+            if known.is_none() {
+                missing.push(format!("{} (#{n}): {code}", file.path));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "raised but not in core/src/errors.rs: {missing:?}"
+    );
+}
+
+#[test]
+fn wildcards_match_any_text() {
+    assert!(matches("a…c", "abbbc"));
+    assert!(matches("…", "anything"));
+    assert!(matches(
+        "{\"id\": \"…\", \"ok\": true}",
+        "{\"id\": \"x1\", \"ok\": true}"
+    ));
+    assert!(!matches("a…c", "abd"));
+    assert!(!matches("abc", "abcd"));
+}

@@ -181,12 +181,20 @@ pub mod checkout;
 pub mod clock;
 pub mod completion;
 pub mod control;
+pub mod control_money;
+pub mod credit_notes;
+pub mod direct;
 pub mod error;
+pub mod events;
+pub mod expand;
 pub mod form;
 pub mod idempotency;
 pub mod lifecycle;
+pub mod lists;
+pub mod payments;
 pub mod portal;
 pub mod render;
+pub mod render_money;
 pub mod resources;
 pub mod schema;
 pub mod store;
@@ -259,6 +267,7 @@ fn parse_price(s: &str) -> Result<Price, String> {
         product: ids::short("prod"),
         created: store::real_now(),
         months,
+        active: true,
     })
 }
 
@@ -312,6 +321,9 @@ pub struct Config {
     /// Coupon `ID:percent_off:N` or `ID:amount_off:CENTS` (applies to the first invoice).
     #[arg(long = "coupon", value_parser = parse_coupon)]
     pub coupons: Vec<Coupon>,
+    /// A catalog price (given with `--price`) that is archived (`active: false`).
+    #[arg(long = "inactive-price")]
+    pub inactive_prices: Vec<String>,
     /// Base of checkout/portal URLs when the listen address is not reachable as is.
     #[arg(long)]
     pub public_url: Option<String>,
@@ -377,8 +389,16 @@ impl App {
             .iter()
             .map(|c| (c.id.clone(), c.clone()))
             .collect();
+        for id in &self.config.inactive_prices {
+            if let Some(p) = store.prices.get_mut(id) {
+                p.active = false;
+            }
+        }
         let now = store.clock.now();
         store.portal_configuration = Some(portal::default_configuration(now));
+        let endpoint = ids::long("we");
+        store.register(&endpoint);
+        store.own_endpoint = (endpoint, now);
         store.webhook_url = self.config.webhook_url.clone();
         store.webhook_secret = self.config.webhook_secret.clone();
     }
@@ -417,11 +437,24 @@ impl Drop for Running {
 }
 
 pub fn router(app: Arc<App>) -> Router {
-    control::routes().fallback(api::handle).with_state(app)
+    control::routes()
+        .merge(control_money::routes())
+        .fallback(api::handle)
+        .with_state(app)
 }
 
 /// Binds the listener and serves in a background task.
 pub async fn start(config: Config) -> std::io::Result<Running> {
+    if let Some(unknown) = config
+        .inactive_prices
+        .iter()
+        .find(|id| !config.prices.iter().any(|p| &p.id == *id))
+    {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("--inactive-price {unknown}: no such --price"),
+        ));
+    }
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let base_url = config

@@ -227,7 +227,8 @@
 //! is unknown), quantities other than per-unit, taxes, endpoints not listed above (no
 //! `GET /v1/invoice_payments`, refunds, disputes or credit notes over the API: they happen
 //! through the control API), credit notes on open invoices, expanding a price's `product`,
-//! payment retries on a schedule, webhook retries, deliveries to registered endpoints, and
+//! sessions expiring by themselves at `expires_at` (even when the clock passes it), payment
+//! retries on a schedule, webhook retries, deliveries to registered endpoints, and
 //! events Stripe sends besides the ones above (`customer.created` for `POST /v1/customers`
 //! and Checkout customers, `invoice.created` for invoices finalized at once,
 //! `invoice.payment_succeeded`, `invoice_payment.paid`, `payment_intent.*`,

@@ -17,7 +17,7 @@ use axum::response::Response;
 use serde_json::{json, Map, Value};
 
 use super::auth::authenticate;
-use super::checkout::create_checkout_session;
+use super::checkout::{create_checkout_session, expire_session};
 use super::error::ApiError;
 use super::form::{normalize_arrays, parse_form};
 use super::idempotency::{reserve, Replay};
@@ -27,8 +27,9 @@ use super::render::{Renderer, Shape};
 use super::resources::{create_customer, delete_customer, deleted_stub};
 use super::schema::validate;
 use super::store::{ids, real_now, RequestRecord, Store, StoredEvent};
-use super::webhook::{dispatch, Target};
+use super::webhook::{dispatch, record as record_deliveries, target};
 use super::App;
+use super::{events, lists};
 
 enum Route {
     CreateCustomer,
@@ -41,6 +42,15 @@ enum Route {
     ListPortalConfigurations,
     GetSubscription(String),
     GetInvoice(String),
+    ExpireSession(String),
+    ListCustomers,
+    ListSubscriptions,
+    GetPrice(String),
+    ListEvents,
+    GetEvent(String),
+    ListWebhookEndpoints,
+    GetCharge(String),
+    GetPaymentIntent(String),
 }
 
 impl Route {
@@ -59,6 +69,15 @@ impl Route {
             ("GET", ["billing_portal", "configurations"]) => Route::ListPortalConfigurations,
             ("GET", ["subscriptions", s]) => Route::GetSubscription(id(s)),
             ("GET", ["invoices", i]) => Route::GetInvoice(id(i)),
+            ("POST", ["checkout", "sessions", s, "expire"]) => Route::ExpireSession(id(s)),
+            ("GET", ["customers"]) => Route::ListCustomers,
+            ("GET", ["subscriptions"]) => Route::ListSubscriptions,
+            ("GET", ["prices", p]) => Route::GetPrice(id(p)),
+            ("GET", ["events"]) => Route::ListEvents,
+            ("GET", ["events", e]) => Route::GetEvent(id(e)),
+            ("GET", ["webhook_endpoints"]) => Route::ListWebhookEndpoints,
+            ("GET", ["charges", c]) => Route::GetCharge(id(c)),
+            ("GET", ["payment_intents", i]) => Route::GetPaymentIntent(id(i)),
             _ => return None,
         })
     }
@@ -76,6 +95,15 @@ impl Route {
             Route::ListPortalConfigurations => "GET /v1/billing_portal/configurations",
             Route::GetSubscription(_) => "GET /v1/subscriptions/{subscription_exposed_id}",
             Route::GetInvoice(_) => "GET /v1/invoices/{invoice}",
+            Route::ExpireSession(_) => "POST /v1/checkout/sessions/{session}/expire",
+            Route::ListCustomers => "GET /v1/customers",
+            Route::ListSubscriptions => "GET /v1/subscriptions",
+            Route::GetPrice(_) => "GET /v1/prices/{price}",
+            Route::ListEvents => "GET /v1/events",
+            Route::GetEvent(_) => "GET /v1/events/{id}",
+            Route::ListWebhookEndpoints => "GET /v1/webhook_endpoints",
+            Route::GetCharge(_) => "GET /v1/charges/{charge}",
+            Route::GetPaymentIntent(_) => "GET /v1/payment_intents/{intent}",
         }
     }
 }
@@ -160,15 +188,15 @@ pub async fn handle(
     let target = {
         let mut store = app.lock();
         store.requests.push(record);
-        Target {
-            url: store.webhook_url.clone(),
-            secret: store.webhook_secret.clone(),
-        }
+        target(&mut store, &events)
     };
     if !events.is_empty() {
         // Stripe sends the events of an API call asynchronously, after answering it.
-        let http = app.http.clone();
-        tokio::spawn(async move { dispatch(&http, &target, events, true).await });
+        let app = app.clone();
+        tokio::spawn(async move {
+            let reports = dispatch(&app.http, &target, events, true).await;
+            record_deliveries(&mut app.lock(), &reports);
+        });
     }
 
     let mut response = Response::builder()
@@ -365,7 +393,7 @@ fn injected_error(status: u16, fault: &super::store::Fault) -> ApiError {
 }
 
 /// `limit` of a list call: 1 to 100, 10 when absent (https://docs.stripe.com/api/pagination).
-fn list_limit(p: &Map<String, Value>) -> Result<usize, ApiError> {
+pub(super) fn list_limit(p: &Map<String, Value>) -> Result<usize, ApiError> {
     let limit = p.get("limit").and_then(Value::as_i64).unwrap_or(10);
     if !(1..=100).contains(&limit) {
         let bound = if limit < 1 {
@@ -383,9 +411,72 @@ fn list_limit(p: &Map<String, Value>) -> Result<usize, ApiError> {
 
 type Executed = Result<(Value, Vec<StoredEvent>), ApiError>;
 
+/// The `expand[]` paths of a request.
+fn expand_paths(p: &Map<String, Value>) -> Vec<String> {
+    p.get("expand")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect()
+}
+
+/// Lists, events, prices, charges and PaymentIntents: answered from the store as it is.
+fn read(
+    app: &App,
+    store: &mut Store,
+    route: &Route,
+    p: &Map<String, Value>,
+    shape: Shape,
+) -> Option<Executed> {
+    let missing = |resource: &str, id: &str| ApiError::not_found(resource, id, "id");
+    let object = match route {
+        Route::ListEvents => events::list(store, p),
+        Route::GetEvent(id) => events::retrieve(store, id),
+        _ => {
+            let r = Renderer {
+                templates: &app.templates,
+                store,
+                shape,
+            };
+            match route {
+                Route::ListCustomers => lists::customers(&r, p),
+                Route::ListSubscriptions => lists::subscriptions(&r, p),
+                Route::ListWebhookEndpoints => lists::webhook_endpoints(&r, p, &app.api_version),
+                Route::GetPrice(id) if store.prices.contains_key(id) => Ok(r.price(id)),
+                Route::GetPrice(id) => Err(missing("price", id)),
+                Route::GetCharge(id) => store
+                    .charges
+                    .get(id)
+                    .map(|c| r.charge(c))
+                    .ok_or_else(|| missing("charge", id)),
+                Route::GetPaymentIntent(id) => store
+                    .payment_intents
+                    .get(id)
+                    .map(|i| r.payment_intent(i))
+                    .ok_or_else(|| missing("payment_intent", id)),
+                _ => return None,
+            }
+        }
+    };
+    let expanded = object.and_then(|mut object| {
+        let r = Renderer {
+            templates: &app.templates,
+            store,
+            shape,
+        };
+        r.expand(&mut object, &expand_paths(p))?;
+        Ok(object)
+    });
+    Some(expanded.map(|o| (o, Vec::new())))
+}
+
 fn execute(app: &App, store: &mut Store, route: &Route, params: &Value, shape: Shape) -> Executed {
     let empty = Map::new();
     let p = params.as_object().unwrap_or(&empty);
+    if let Some(done) = read(app, store, route, p, shape) {
+        return done;
+    }
     let missing = |resource: &str, id: &str| ApiError::not_found(resource, id, "id");
     let id = match route {
         Route::CreateCustomer => create_customer(store, p)?,
@@ -394,6 +485,18 @@ fn execute(app: &App, store: &mut Store, route: &Route, params: &Value, shape: S
         Route::DeleteCustomer(id) => {
             let ctx = Ctx::new(app);
             return delete_customer(&ctx, store, id);
+        }
+        Route::ExpireSession(id) => {
+            let ctx = Ctx::new(app);
+            let events = expire_session(&ctx, store, id)?;
+            let r = Renderer {
+                templates: &app.templates,
+                store,
+                shape,
+            };
+            let mut object = r.session(&store.sessions[id]);
+            r.expand(&mut object, &expand_paths(p))?;
+            return Ok((object, events));
         }
         Route::ListPortalConfigurations => {
             list_limit(p)?;
@@ -414,6 +517,7 @@ fn execute(app: &App, store: &mut Store, route: &Route, params: &Value, shape: S
         Route::GetSubscription(id) => return Err(missing("subscription", id)),
         Route::GetInvoice(id) if store.invoices.contains_key(id) => id.clone(),
         Route::GetInvoice(id) => return Err(missing("invoice", id)),
+        _ => unreachable!("read() answers the other routes"),
     };
     let renderer = Renderer {
         templates: &app.templates,
@@ -437,14 +541,7 @@ fn execute(app: &App, store: &mut Store, route: &Route, params: &Value, shape: S
             .by_id(&id)
             .expect("the object was just found or created"),
     };
-    let expand: Vec<String> = p
-        .get("expand")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v.as_str().map(str::to_string))
-        .collect();
-    renderer.expand(&mut object, &expand)?;
+    renderer.expand(&mut object, &expand_paths(p))?;
     Ok((object, Vec::new()))
 }
 

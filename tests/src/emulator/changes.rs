@@ -74,7 +74,7 @@ fn invoice_now(ctx: &Ctx, store: &mut Store, id: &str, lines: Vec<InvoiceLine>) 
         "subscription_update",
         lines,
     );
-    mark_paid(&mut inv, now);
+    mark_paid(store, &mut inv, now);
     let inv_id = inv.id.clone();
     store.invoices.insert(inv_id.clone(), inv);
     store
@@ -230,6 +230,7 @@ pub fn add_item(ctx: &Ctx, store: &mut Store, id: &str, args: &Value) -> Step {
                 product: ids::short("prod"),
                 created,
                 months,
+                active: true,
             },
         );
     }

@@ -8,9 +8,10 @@
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
+use super::lifecycle::Ctx;
 use super::render::Shape;
 use super::resources::{check_email, check_url, existing_customer, metadata, str_param};
-use super::store::{ids, Customer, Session, SessionLine, Store};
+use super::store::{ids, Customer, Session, SessionLine, Store, StoredEvent};
 
 /// Checkout sessions expire after 24 hours unless `expires_at` says otherwise.
 const SESSION_LIFETIME: i64 = 24 * 3600;
@@ -209,6 +210,12 @@ fn line_items(
             .prices
             .get(price_id)
             .ok_or_else(|| ApiError::no_such("price", price_id, Some(&param("price"))))?;
+        if !price.active {
+            return Err(ApiError::invalid(
+                param("price"),
+                "The price specified is inactive. This field only accepts active prices.",
+            ));
+        }
         if price.is_recurring() && mode == "payment" {
             return Err(ApiError::invalid(
                 format!("line_items[{i}]"),
@@ -342,4 +349,31 @@ pub fn create_checkout_session(
     };
     store.sessions.insert(id.clone(), session);
     Ok(id)
+}
+
+/// `POST /v1/checkout/sessions/{id}/expire`: "A Checkout Session can be expired when it is in
+/// one of these statuses: `open`". The session becomes `expired` (its URL is cleared) and
+/// `checkout.session.expired` is sent; any other status is Stripe's 400.
+pub fn expire_session(
+    ctx: &Ctx,
+    store: &mut Store,
+    id: &str,
+) -> Result<Vec<StoredEvent>, ApiError> {
+    let session = store
+        .sessions
+        .get_mut(id)
+        .ok_or_else(|| ApiError::not_found("checkout.session", id, "id"))?;
+    if session.status != "open" {
+        return Err(ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            format!(
+                "Only Checkout Sessions with a status in [\"open\"] can be expired. This \
+                 Checkout Session has a status of `{}`.",
+                session.status
+            ),
+        ));
+    }
+    session.status = "expired".into();
+    Ok(vec![ctx.emit_now(store, "checkout.session.expired", id)])
 }

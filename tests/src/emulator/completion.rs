@@ -4,8 +4,10 @@
 use serde_json::{Map, Value};
 
 use super::lifecycle::{
-    bad_request, conflict, line_description, mark_paid, new_invoice, not_found, Ctx, Step,
+    bad_request, conflict, line_description, mark_paid, mark_paid_id, new_invoice, not_found, Ctx,
+    Step,
 };
+use super::payments;
 use super::resources::insert_customer;
 use super::store::{ids, InvoiceLine, Session, SessionLine, Store, SubItem, Subscription};
 
@@ -76,8 +78,17 @@ pub fn complete_checkout(ctx: &Ctx, store: &mut Store, id: &str, paid: bool) -> 
             s.invoice = payment_invoice(ctx, store, &s, now);
         }
         "payment" => {
-            s.payment_intent = Some(ids::long("pi"));
+            let (amount, currency) = (
+                total(&s),
+                s.currency.clone().unwrap_or_else(|| "usd".into()),
+            );
             s.payment_status = if paid { "paid" } else { "unpaid" }.into();
+            s.payment_intent = Some(if paid {
+                payments::record_payment(store, amount, &currency, s.customer.as_deref(), None).0
+            } else {
+                // A delayed payment method: the intent is processing until async_payment.
+                payments::pending_intent(store, amount, &currency, s.customer.as_deref())
+            });
             if paid {
                 s.invoice = payment_invoice(ctx, store, &s, now);
             }
@@ -173,7 +184,9 @@ fn payment_invoice(ctx: &Ctx, store: &mut Store, s: &Session, now: i64) -> Optio
     let lines = session_lines(store, s, now, now, &[]);
     let mut inv = new_invoice(store, ctx.base_url, &customer, None, "manual", lines);
     inv.discount = s.amount_discount;
-    mark_paid(&mut inv, now);
+    // The session's payment pays the invoice.
+    inv.payment_intent = s.payment_intent.clone();
+    mark_paid(store, &mut inv, now);
     let id = inv.id.clone();
     store.invoices.insert(id.clone(), inv);
     Some(id)
@@ -218,7 +231,7 @@ fn trial_end(s: &Session, now: i64) -> Option<i64> {
         .or_else(|| data["trial_period_days"].as_i64().map(|d| now + d * 86_400))
 }
 
-fn start_subscription(
+pub(super) fn start_subscription(
     ctx: &Ctx,
     store: &mut Store,
     session: &Session,
@@ -297,13 +310,14 @@ fn start_subscription(
     inv.discount = session.amount_discount.min(inv.subtotal);
     inv.attempt_count = 1;
     if paid || inv.amount_due() == 0 {
-        mark_paid(&mut inv, now);
+        mark_paid(store, &mut inv, now);
         inv.attempt_count = 1;
     }
     sub.latest_invoice = Some(inv.id.clone());
     let invoice_id = inv.id.clone();
     store.invoices.insert(invoice_id.clone(), inv);
     store.subscriptions.insert(sub_id.clone(), sub);
+    store.register(&sub_id);
     (sub_id, invoice_id)
 }
 
@@ -323,6 +337,13 @@ pub fn async_payment(ctx: &Ctx, store: &mut Store, id: &str, succeeded: bool) ->
     let now = store.clock.now();
     let mut events = Vec::new();
     if !succeeded {
+        if let Some(i) = s
+            .payment_intent
+            .as_ref()
+            .and_then(|pi| store.payment_intents.get_mut(pi))
+        {
+            i.status = "requires_payment_method".into();
+        }
         events.push(ctx.emit_now(store, "checkout.session.async_payment_failed", id));
         if let Some(inv) = s.invoice.clone() {
             if let Some(i) = store.invoices.get_mut(&inv) {
@@ -335,14 +356,25 @@ pub fn async_payment(ctx: &Ctx, store: &mut Store, id: &str, succeeded: bool) ->
     let mut updated = s.clone();
     updated.payment_status = "paid".into();
     if updated.mode == "payment" {
+        if let Some(pi) = updated.payment_intent.clone() {
+            let currency = updated.currency.clone().unwrap_or_else(|| "usd".into());
+            let customer = updated.customer.clone();
+            payments::record_payment(
+                store,
+                total(&updated),
+                &currency,
+                customer.as_deref(),
+                Some(&pi),
+            );
+        }
         updated.invoice = payment_invoice(ctx, store, &updated, now);
     }
     store.sessions.insert(id.to_string(), updated);
     events.push(ctx.emit_now(store, "checkout.session.async_payment_succeeded", id));
     if let (Some(inv), Some(sub)) = (s.invoice.clone(), s.subscription.clone()) {
         let before = ctx.sub(store, &sub);
-        if let Some(i) = store.invoices.get_mut(&inv) {
-            mark_paid(i, now);
+        if store.invoices.contains_key(&inv) {
+            mark_paid_id(store, &inv, now);
         }
         events.push(ctx.emit_now(store, "invoice.paid", &inv));
         store

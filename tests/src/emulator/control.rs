@@ -19,10 +19,10 @@ use super::portal::default_configuration;
 use super::render::Renderer;
 use super::store::{Fault, Store};
 use super::subscriptions::{self, Outcome};
-use super::webhook::{dispatch, Target};
+use super::webhook::{dispatch, record, target};
 use super::App;
 
-type AppState = State<Arc<App>>;
+pub(super) type AppState = State<Arc<App>>;
 
 pub fn routes() -> Router<Arc<App>> {
     Router::new()
@@ -59,13 +59,13 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/invoice/{id}", get(invoice_page).post(invoice_submit))
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     let body = json!({"error": {"type": "emulator_error", "message": message.into()}});
     (status, Json(body)).into_response()
 }
 
 /// An empty body means "no options"; anything else must be a JSON object.
-fn parse_args(body: &Bytes) -> Result<Value, String> {
+pub(super) fn parse_args(body: &Bytes) -> Result<Value, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }
@@ -86,15 +86,9 @@ macro_rules! args_or_400 {
     };
 }
 
-fn target(store: &Store) -> Target {
-    Target {
-        url: store.webhook_url.clone(),
-        secret: store.webhook_secret.clone(),
-    }
-}
-
-/// Applies one lifecycle step under the lock, then signs (and delivers) its events.
-async fn run_step(
+/// Applies one lifecycle step under the lock, then signs (and delivers) its events and
+/// records how the deliveries went.
+pub(super) async fn run_step(
     app: &App,
     args: &Value,
     step: impl FnOnce(&Ctx, &mut Store) -> Step,
@@ -104,11 +98,15 @@ async fn run_step(
         let mut store = app.lock();
         let ctx = Ctx::new(app);
         match step(&ctx, &mut store) {
-            Ok((object, events)) => (object, events, target(&store)),
+            Ok((object, events)) => {
+                let target = target(&mut store, &events);
+                (object, events, target)
+            }
             Err(e) => return error(e.status, e.message),
         }
     };
     let reports = dispatch(&app.http, &target, events, deliver).await;
+    record(&mut app.lock(), &reports);
     Json(json!({"object": object, "events": reports})).into_response()
 }
 
@@ -170,6 +168,11 @@ async fn state(State(app): AppState) -> Response {
             "billing_portal_sessions": store.portal_sessions.len(),
             "subscriptions": store.subscriptions.len(),
             "invoices": store.invoices.len(),
+            "payment_intents": store.payment_intents.len(),
+            "charges": store.charges.len(),
+            "refunds": store.refunds.len(),
+            "disputes": store.disputes.len(),
+            "credit_notes": store.credit_notes.len(),
             "events": store.events.len(),
             "requests": store.requests.len(),
         },
@@ -180,6 +183,10 @@ async fn state(State(app): AppState) -> Response {
         "billing_portal_sessions": store.portal_sessions.values().map(|p| r.portal(p)).collect::<Vec<_>>(),
         "subscriptions": store.subscriptions.values().map(|s| r.subscription(s)).collect::<Vec<_>>(),
         "invoices": store.invoices.values().map(|i| r.invoice(i)).collect::<Vec<_>>(),
+        "charges": store.charges.values().map(|c| r.charge(c)).collect::<Vec<_>>(),
+        "disputes": store.disputes.values().map(|d| r.dispute(d)).collect::<Vec<_>>(),
+        "credit_notes": store.credit_notes.values().map(|c| r.credit_note(c)).collect::<Vec<_>>(),
+        "drop": store.drop_rule,
     });
     Json(body).into_response()
 }
@@ -191,14 +198,18 @@ async fn list_events(State(app): AppState) -> Response {
 async fn redeliver(State(app): AppState, Path(id): Path<String>, body: Bytes) -> Response {
     let args = args_or_400!(body);
     let (event, target) = {
-        let store = app.lock();
-        match store.events.iter().find(|e| e.id == id) {
-            Some(e) => (e.clone(), target(&store)),
+        let mut store = app.lock();
+        match store.events.iter().find(|e| e.id == id).cloned() {
+            Some(e) => {
+                let target = target(&mut store, std::slice::from_ref(&e));
+                (e, target)
+            }
             None => return error(StatusCode::NOT_FOUND, format!("No such event: '{id}'")),
         }
     };
     let deliver = args["deliver"].as_bool().unwrap_or(true);
     let reports = dispatch(&app.http, &target, vec![event], deliver).await;
+    record(&mut app.lock(), &reports);
     Json(json!({"events": reports})).into_response()
 }
 

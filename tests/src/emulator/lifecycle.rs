@@ -12,6 +12,7 @@
 use axum::http::StatusCode;
 use serde_json::Value;
 
+use super::payments;
 use super::render::{Renderer, Shape, Templates};
 use super::store::{ids, Invoice, InvoiceLine, Store, StoredEvent, Subscription};
 use super::webhook::create_event;
@@ -78,6 +79,10 @@ impl<'a> Ctx<'a> {
     }
     pub(super) fn invoice(&self, store: &Store, id: &str) -> Value {
         self.renderer(store).invoice(&store.invoices[id])
+    }
+    /// Renders with the account's shape.
+    pub(super) fn render<T>(&self, store: &Store, f: impl FnOnce(&Renderer) -> T) -> T {
+        f(&self.renderer(store))
     }
     pub(super) fn customer(&self, store: &Store, id: &str) -> Value {
         self.renderer(store).customer(&store.customers[id])
@@ -206,6 +211,8 @@ pub(super) fn draft_invoice(
         attempt_count: 0,
         paid_at: None,
         payment_intent: None,
+        charge: None,
+        post_payment_credit: 0,
         currency: "usd".into(),
         finalized_at: None,
         hosted_invoice_url: None,
@@ -225,12 +232,38 @@ pub(super) fn finalize(store: &mut Store, base_url: &str, inv: &mut Invoice, now
     inv.hosted_invoice_url = Some(format!("{base_url}/invoice/{}", inv.id));
 }
 
-pub(super) fn mark_paid(inv: &mut Invoice, now: i64) {
+/// The invoice is paid now. A positive amount is charged: by the invoice's PaymentIntent when
+/// it was already charged (a payment-mode session's), else by a new PaymentIntent and Charge.
+pub(super) fn mark_paid(store: &mut Store, inv: &mut Invoice, now: i64) {
     inv.status = "paid".into();
     inv.requires_action = false;
     inv.attempt_count += i64::from(inv.amount_due() > 0);
     inv.paid_at = Some(now);
-    if inv.amount_due() > 0 && inv.payment_intent.is_none() {
-        inv.payment_intent = Some(ids::long("pi"));
+    if inv.amount_due() > 0 && inv.charge.is_none() {
+        let charged = inv
+            .payment_intent
+            .as_ref()
+            .and_then(|pi| store.payment_intents.get(pi))
+            .and_then(|i| i.latest_charge.clone());
+        let (pi, ch) = match (inv.payment_intent.clone(), charged) {
+            (Some(pi), Some(ch)) => (pi, ch),
+            (pi, _) => payments::record_payment(
+                store,
+                inv.amount_due(),
+                &inv.currency,
+                Some(&inv.customer),
+                pi.as_deref(),
+            ),
+        };
+        payments::link_invoice(store, &pi, &ch, &inv.id);
+        inv.payment_intent = Some(pi);
+        inv.charge = Some(ch);
     }
+}
+
+/// [`mark_paid`] for a stored invoice.
+pub(super) fn mark_paid_id(store: &mut Store, id: &str, now: i64) {
+    let mut inv = store.invoices.remove(id).expect("the invoice exists");
+    mark_paid(store, &mut inv, now);
+    store.invoices.insert(id.to_string(), inv);
 }

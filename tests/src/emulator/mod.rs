@@ -19,8 +19,10 @@
 //!                 [--webhook-url URL] [--webhook-secret whsec_emulator]
 //!                 [--api-version 2025-03-31.basil|2023-08-16|…] [--public-url URL]
 //!                 [--price ID:recurring|one_time:AMOUNT_CENTS[:month|year]]…
-//!                 [--coupon ID:percent_off|amount_off:N]…
+//!                 [--coupon ID:percent_off|amount_off:N]… [--inactive-price ID]…
 //! ```
+//! `--inactive-price` archives a `--price` (`active: false`); an id that is not a `--price`
+//! stops the start.
 //! On start it prints exactly one line to stdout, `listening on http://IP:PORT`; logs go to
 //! stderr (`RUST_LOG`). `--api-version` is the account's version: it shapes webhook payloads
 //! and responses to requests without a `Stripe-Version` header; a request's `Stripe-Version`
@@ -43,8 +45,32 @@
 //! `GET /v1/checkout/sessions/{id}`, `GET /v1/checkout/sessions/{id}/line_items`
 //! (`limit`, `starting_after`, `ending_before`), `POST /v1/billing_portal/sessions`,
 //! `GET /v1/billing_portal/configurations` (`is_default`, `active`),
-//! `GET /v1/subscriptions/{id}`, `GET /v1/invoices/{id}`; `expand[]` on the id fields and
-//! `line_items` (at most 4 levels). Bodies are form-encoded with bracket notation.
+//! `GET /v1/subscriptions/{id}`, `GET /v1/invoices/{id}`,
+//! `POST /v1/checkout/sessions/{id}/expire`, `GET /v1/customers` (`email`, `created`),
+//! `GET /v1/subscriptions` (`customer`, `status` incl. `all`/`ended`, `price`, `created`),
+//! `GET /v1/prices/{id}`, `GET /v1/events` (`type` with `*`, `types[]`, `created`,
+//! `delivery_success`), `GET /v1/events/{id}`, `GET /v1/webhook_endpoints`,
+//! `GET /v1/charges/{id}`, `GET /v1/payment_intents/{id}`. Lists are newest first with `limit`
+//! (1–100, default 10), `starting_after` / `ending_before` (exclusive, not both; an unknown
+//! cursor is a 400 `resource_missing`), `has_more` and `url`. `expand[]` on the id fields and
+//! the includable `line_items` (sessions), `refunds` (charges) and, from basil, `payments`
+//! (invoices), at most 4 levels, walking through sub-objects and lists
+//! (`payments.data.payment.payment_intent`, `data.customer`). Bodies are form-encoded with
+//! bracket notation.
+//!
+//! Payments: every paid payment-mode session and every paid invoice with an amount due has a
+//! PaymentIntent (`succeeded`, `latest_charge`) and a Charge (`amount`, `amount_refunded`,
+//! `refunded`, `disputed`, `customer`, `payment_intent`). Before basil the invoice carries
+//! `payment_intent` and `charge` and both carry `invoice`; from basil on those fields are
+//! gone and the invoice's payment is in `expand[]=payments` (an `invoice_payment` with
+//! `payment.payment_intent`). A session paid later (`async_payment`) has a `processing`
+//! PaymentIntent until then. Zero-amount invoices and sessions have no payment. Events
+//! (`GET /v1/events`) are the stored payloads of the last 30 days by the emulator's clock,
+//! with `pending_webhooks` as it is now; `delivery_success=false` lists events not delivered
+//! yet or whose last delivery failed (events made while no webhook URL was set count as
+//! delivered). `GET /v1/webhook_endpoints` lists the webhook URL (id fixed until a reset,
+//! `enabled_events: ["*"]`, the account's version) and the endpoints registered through the
+//! control API; events are delivered to the webhook URL only.
 //!
 //! `DELETE /v1/customers/{id}` answers `{"id","object":"customer","deleted":true}`, cancels the
 //! customer's live subscriptions (`customer.subscription.deleted` each) and emits
@@ -103,6 +129,21 @@
 //!   "action_required"}`, `…/pause` `{"behavior":"void"|"keep_as_draft"|"mark_uncollectible",
 //!   "resumes_at"?}`.
 //! - `POST /_emulator/invoices/{id}/pay`: an open invoice is paid (late).
+//! - `POST /_emulator/charges/{id}/refund` `{"amount"?}` (default: what is left; refunds add
+//!   up), `POST /_emulator/charges/{id}/dispute` `{"amount"?}`,
+//!   `POST /_emulator/disputes/{id}/close` `{"won":bool}`.
+//! - `POST /_emulator/invoices/{id}/credit_note` `{"amount","refund"?:bool,"out_of_band"?:bool,
+//!   "reason"?}` (paid invoices; neither flag: a customer-balance credit),
+//!   `POST /_emulator/credit_notes/{id}/void`.
+//! - `POST /_emulator/webhook/drop` `{"all"?:bool,"types"?:["invoice.*",…],"fraction"?:0..1,
+//!   "seed"?:n}`: matching deliveries fail as if the endpoint were down (`delivery.dropped`);
+//!   `DELETE` stops. `POST /_emulator/clock/advance` `{"days"?,"seconds"?}` moves the event
+//!   clock forward (nothing renews by itself); answers `{"clock"}`.
+//! - `POST /_emulator/webhook_endpoints` `{"url","enabled_events":[…]}`;
+//!   `POST /_emulator/prices/{id}` `{"active":bool}`.
+//! - `POST /_emulator/customers` `{"email"?,"name"?,"metadata"?}`,
+//!   `POST /_emulator/subscriptions` `{"customer","price","quantity"?,"metadata"?,"paid"?:true}`:
+//!   made as in the Dashboard (metadata only as given).
 //!
 //! Lifecycle calls answer `{"object":…,"events":[{id,type,created,payload,signature_header,
 //! delivery:{url,status,error,response_body}|null}]}`; events are delivered in order, one at
@@ -153,6 +194,16 @@
 //!   `customer.subscription.updated`, `invoice.paid` (`subscription_update`, a full period,
 //!   the cycle anchored now).
 //! - pause / resume: `customer.subscription.updated` (`pause_collection`; status unchanged).
+//! - `POST /v1/checkout/sessions/{id}/expire`: `checkout.session.expired` (after the answer).
+//! - refund: `charge.refunded` (the charge with the new `amount_refunded`/`refunded`), then
+//!   `refund.created` (`re_…`, `status: succeeded`). dispute: `charge.dispute.created`, then
+//!   `charge.dispute.funds_withdrawn` (`du_…`, `needs_response`); close:
+//!   `charge.dispute.closed` (`won`/`lost`), then, when won, `charge.dispute.funds_reinstated`.
+//! - credit_note: with `refund`, `charge.refunded` and `refund.created` first; then
+//!   `credit_note.created` (`cn_…`, `issued`, one `custom_line_item` line; `refund` before
+//!   basil, `refunds` from basil). void: `credit_note.voided` (a refund it made stays).
+//! - customers: `customer.created`. subscriptions: `customer.subscription.created`, and
+//!   `invoice.paid` when paid (unpaid: `incomplete`, the invoice open).
 //!
 //! # Changes to earlier behaviour (each because a source says so)
 //! Renewals now follow Stripe's draft-then-finalize timing (they answered `invoice.paid`,
@@ -164,15 +215,25 @@
 //! subscription mode (the spec allows setup mode) and `submit_type` in subscription mode only
 //! before basil. No longer rejected, for want of a source: a missing `mode` or `line_items`,
 //! `customer` with `customer_creation`, `setup_intent_data` outside setup mode, and the
-//! `flow_data` checks of portal sessions.
+//! `flow_data` checks of portal sessions. `expand[]` now walks through a sub-object or list it
+//! cannot expand (it refused: Stripe documents `payments.data.payment.payment_intent`), and a
+//! session's `payment_intent` expands. Additions that change no earlier answer: an unpaid
+//! payment-mode session's `payment_intent` is now a `processing` PaymentIntent, invoices
+//! render `charge` (2023-08-16) and `post_payment_credit_notes_amount`, prices `active`,
+//! `GET /_emulator/events` entries a `delivery` status and delivery reports `dropped`.
 //!
 //! # Not emulated
 //! `price_data` line items (400, register prices with `--price`), promotion codes (every id
-//! is unknown), quantities other than per-unit, taxes, endpoints not listed above, payment
-//! retries on a schedule, and events Stripe sends besides the ones above
-//! (`customer.created`, `invoice.created` for invoices finalized at once,
-//! `invoice.payment_succeeded`, `payment_intent.*`, `charge.*`, …). A missing `mode` is taken
-//! as payment mode (Stripe's answer is unsourced).
+//! is unknown), quantities other than per-unit, taxes, endpoints not listed above (no
+//! `GET /v1/invoice_payments`, refunds, disputes or credit notes over the API: they happen
+//! through the control API), credit notes on open invoices, expanding a price's `product`,
+//! sessions expiring by themselves at `expires_at` (even when the clock passes it), payment
+//! retries on a schedule, webhook retries, deliveries to registered endpoints, and
+//! events Stripe sends besides the ones above (`customer.created` for `POST /v1/customers`
+//! and Checkout customers, `invoice.created` for invoices finalized at once,
+//! `invoice.payment_succeeded`, `invoice_payment.paid`, `payment_intent.*`,
+//! `charge.succeeded`, `charge.dispute.updated`, …). A missing `mode` is taken as payment
+//! mode (Stripe's answer is unsourced).
 
 pub mod api;
 pub mod auth;
@@ -181,12 +242,20 @@ pub mod checkout;
 pub mod clock;
 pub mod completion;
 pub mod control;
+pub mod control_money;
+pub mod credit_notes;
+pub mod direct;
 pub mod error;
+pub mod events;
+pub mod expand;
 pub mod form;
 pub mod idempotency;
 pub mod lifecycle;
+pub mod lists;
+pub mod payments;
 pub mod portal;
 pub mod render;
+pub mod render_money;
 pub mod resources;
 pub mod schema;
 pub mod store;
@@ -259,6 +328,7 @@ fn parse_price(s: &str) -> Result<Price, String> {
         product: ids::short("prod"),
         created: store::real_now(),
         months,
+        active: true,
     })
 }
 
@@ -312,6 +382,9 @@ pub struct Config {
     /// Coupon `ID:percent_off:N` or `ID:amount_off:CENTS` (applies to the first invoice).
     #[arg(long = "coupon", value_parser = parse_coupon)]
     pub coupons: Vec<Coupon>,
+    /// A catalog price (given with `--price`) that is archived (`active: false`).
+    #[arg(long = "inactive-price")]
+    pub inactive_prices: Vec<String>,
     /// Base of checkout/portal URLs when the listen address is not reachable as is.
     #[arg(long)]
     pub public_url: Option<String>,
@@ -377,8 +450,16 @@ impl App {
             .iter()
             .map(|c| (c.id.clone(), c.clone()))
             .collect();
+        for id in &self.config.inactive_prices {
+            if let Some(p) = store.prices.get_mut(id) {
+                p.active = false;
+            }
+        }
         let now = store.clock.now();
         store.portal_configuration = Some(portal::default_configuration(now));
+        let endpoint = ids::long("we");
+        store.register(&endpoint);
+        store.own_endpoint = (endpoint, now);
         store.webhook_url = self.config.webhook_url.clone();
         store.webhook_secret = self.config.webhook_secret.clone();
     }
@@ -417,11 +498,24 @@ impl Drop for Running {
 }
 
 pub fn router(app: Arc<App>) -> Router {
-    control::routes().fallback(api::handle).with_state(app)
+    control::routes()
+        .merge(control_money::routes())
+        .fallback(api::handle)
+        .with_state(app)
 }
 
 /// Binds the listener and serves in a background task.
 pub async fn start(config: Config) -> std::io::Result<Running> {
+    if let Some(unknown) = config
+        .inactive_prices
+        .iter()
+        .find(|id| !config.prices.iter().any(|p| &p.id == *id))
+    {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("--inactive-price {unknown}: no such --price"),
+        ));
+    }
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let base_url = config

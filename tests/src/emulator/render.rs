@@ -11,13 +11,18 @@
 
 use serde_json::{json, Map, Value};
 
-use super::error::ApiError;
 use super::store::{
     Customer, Invoice, InvoiceLine, PortalSession, PriceKind, Session, Store, Subscription,
 };
 
 const LEGACY: &str = include_str!("../../fixtures/stripe/templates_v2023-08-16.json");
 const BASIL: &str = include_str!("../../fixtures/stripe/templates_v2025-03-31.basil.json");
+/// Charges, PaymentIntents, refunds, disputes, credit notes, invoice payments and webhook
+/// endpoints, derived from the response types of the SDK release of each version.
+const LEGACY_PAYMENTS: &str =
+    include_str!("../../fixtures/stripe/templates_payments_v2023-08-16.json");
+const BASIL_PAYMENTS: &str =
+    include_str!("../../fixtures/stripe/templates_payments_v2025-03-31.basil.json");
 
 /// The first version with the "basil" shapes.
 pub const BASIL_VERSION: &str = "2025-03-31";
@@ -49,13 +54,21 @@ pub struct Templates {
 
 impl Templates {
     pub fn load() -> Self {
+        let merged = |a: &str, b: &str| {
+            let mut set: Value = serde_json::from_str(a).expect("templates are JSON");
+            let more: Map<String, Value> = serde_json::from_str(b).expect("templates are JSON");
+            for (name, template) in more.into_iter().filter(|(k, _)| k != "_source") {
+                set[name] = template;
+            }
+            set
+        };
         Self {
-            legacy: serde_json::from_str(LEGACY).expect("legacy templates are JSON"),
-            basil: serde_json::from_str(BASIL).expect("basil templates are JSON"),
+            legacy: merged(LEGACY, LEGACY_PAYMENTS),
+            basil: merged(BASIL, BASIL_PAYMENTS),
         }
     }
 
-    fn get(&self, shape: Shape, name: &str) -> Value {
+    pub(super) fn get(&self, shape: Shape, name: &str) -> Value {
         let set = match shape {
             Shape::Legacy => &self.legacy,
             Shape::Basil => &self.basil,
@@ -90,6 +103,7 @@ impl Renderer<'_> {
         v["currency"] = json!(p.currency);
         v["unit_amount"] = json!(p.unit_amount);
         v["unit_amount_decimal"] = json!(p.unit_amount.to_string());
+        v["active"] = json!(p.active);
         match p.kind {
             PriceKind::Recurring => {
                 v["type"] = json!("recurring");
@@ -438,6 +452,10 @@ impl Renderer<'_> {
                 json!(inv.amount_due() - inv.amount_paid()),
             ),
             ("attempt_count", json!(inv.attempt_count)),
+            (
+                "post_payment_credit_notes_amount",
+                json!(inv.post_payment_credit),
+            ),
             ("attempted", json!(inv.attempt_count > 0)),
             ("starting_balance", json!(0)),
             ("ending_balance", json!(0)),
@@ -468,6 +486,7 @@ impl Renderer<'_> {
                 v["subscription_details"] = json!({"metadata": sub_metadata});
                 v["paid"] = json!(inv.status == "paid");
                 v["payment_intent"] = json!(inv.payment_intent);
+                v["charge"] = json!(inv.charge);
             }
             Shape::Basil => {
                 v["parent"] = match &inv.subscription {
@@ -489,55 +508,10 @@ impl Renderer<'_> {
             .or_else(|| s.subscriptions.get(id).map(|x| self.subscription(x)))
             .or_else(|| s.invoices.get(id).map(|x| self.invoice(x)))
             .or_else(|| s.sessions.get(id).map(|x| self.session(x)))
-    }
-
-    /// Applies `expand[]` paths like `subscription` or `subscription.latest_invoice`.
-    pub fn expand(&self, obj: &mut Value, paths: &[String]) -> Result<(), ApiError> {
-        for path in paths {
-            if path.split('.').count() > 4 {
-                return Err(ApiError::invalid(
-                    "expand",
-                    "You cannot expand more than 4 levels of a property.",
-                ));
-            }
-            self.expand_one(obj, path, path)?;
-        }
-        Ok(())
-    }
-
-    fn expand_one(&self, obj: &mut Value, path: &str, full: &str) -> Result<(), ApiError> {
-        let (head, rest) = path
-            .split_once('.')
-            .map_or((path, None), |(h, r)| (h, Some(r)));
-        let object_type = obj["object"].as_str().unwrap_or_default().to_string();
-        let allowed: &[&str] = match (object_type.as_str(), self.shape) {
-            ("checkout.session", _) => &["customer", "subscription", "invoice", "line_items"],
-            ("subscription", _) => &["customer", "latest_invoice"],
-            ("invoice", Shape::Legacy) => &["customer", "subscription"],
-            ("invoice", Shape::Basil) => &["customer"],
-            _ => &[],
-        };
-        if !allowed.contains(&head) {
-            return Err(ApiError::invalid(
-                "expand",
-                format!("This property cannot be expanded ({full})."),
-            ));
-        }
-        if head == "line_items" && object_type == "checkout.session" {
-            if let Some(s) = obj["id"]
-                .as_str()
-                .and_then(|id| self.store.sessions.get(id))
-            {
-                obj["line_items"] = self.session_line_items(s);
-            }
-        } else if let Some(id) = obj[head].as_str() {
-            if let Some(expanded) = self.by_id(id) {
-                obj[head] = expanded;
-            }
-        }
-        match rest {
-            Some(rest) if obj[head].is_object() => self.expand_one(&mut obj[head], rest, full),
-            _ => Ok(()),
-        }
+            .or_else(|| s.charges.get(id).map(|x| self.charge(x)))
+            .or_else(|| s.payment_intents.get(id).map(|x| self.payment_intent(x)))
+            .or_else(|| s.refunds.get(id).map(|x| self.refund(x)))
+            .or_else(|| s.disputes.get(id).map(|x| self.dispute(x)))
+            .or_else(|| s.credit_notes.get(id).map(|x| self.credit_note(x)))
     }
 }

@@ -59,22 +59,26 @@ pub(super) fn check_url(p: &Map<String, Value>, key: &str) -> Result<(), ApiErro
 }
 
 /// Stripe rejects addresses without a dotted domain (`a@com`), with spaces around them, or
-/// with a full-width `＠`: 400 `email_invalid`, "Invalid email address: …".
-pub(super) fn check_email(p: &Map<String, Value>, key: &str) -> Result<(), ApiError> {
-    let Some(email) = p.get(key).and_then(Value::as_str) else {
-        return Ok(());
-    };
-    let valid = email.split_once('@').is_some_and(|(local, domain)| {
+/// with a full-width `＠`.
+pub(super) fn is_valid_email(email: &str) -> bool {
+    email.split_once('@').is_some_and(|(local, domain)| {
         !local.is_empty()
             && domain.contains('.')
             && !domain.starts_with('.')
             && !domain.ends_with('.')
     }) && !email.contains(char::is_whitespace)
-        && email.matches('@').count() == 1;
-    if valid {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(key, format!("Invalid email address: {email}")).code("email_invalid"))
+        && email.matches('@').count() == 1
+}
+
+/// 400 `email_invalid`, "Invalid email address: …" for an address Stripe rejects.
+pub(super) fn check_email(p: &Map<String, Value>, key: &str) -> Result<(), ApiError> {
+    match p.get(key).and_then(Value::as_str) {
+        Some(email) if !is_valid_email(email) => Err(ApiError::invalid(
+            key,
+            format!("Invalid email address: {email}"),
+        )
+        .code("email_invalid")),
+        _ => Ok(()),
     }
 }
 
@@ -98,6 +102,7 @@ pub(super) fn insert_customer(store: &mut Store, fill: impl FnOnce(&mut Customer
     };
     fill(&mut customer);
     store.customers.insert(id.clone(), customer);
+    store.register(&id);
     id
 }
 

@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use super::clock::{add_months, format_date, real_now, Clock};
+pub use super::credit_notes::CreditNote;
+pub use super::events::DropRule;
+pub use super::payments::{Charge, Dispute, PaymentIntent, Refund, WebhookEndpoint};
 
 /// `recurring` prices bill every `months` months (1 or 12); `one_time` prices are for
 /// payment-mode checkouts and first invoices.
@@ -32,6 +35,8 @@ pub struct Price {
     pub created: i64,
     /// Billing interval of a recurring price in months (1 = month, 12 = year); 0 for one-time.
     pub months: i64,
+    /// An archived price (`active: false`) cannot be bought.
+    pub active: bool,
 }
 
 impl Price {
@@ -216,6 +221,10 @@ pub struct Invoice {
     pub attempt_count: i64,
     pub paid_at: Option<i64>,
     pub payment_intent: Option<String>,
+    /// The charge that paid the invoice (with `payment_intent`).
+    pub charge: Option<String>,
+    /// Sum of the issued (not voided) credit notes of a paid invoice.
+    pub post_payment_credit: i64,
     pub currency: String,
     pub finalized_at: Option<i64>,
     pub hosted_invoice_url: Option<String>,
@@ -248,6 +257,21 @@ pub struct StoredEvent {
     pub kind: String,
     pub created: i64,
     pub payload: String,
+    /// Whether the event reached the webhook endpoint (`GET /v1/events?delivery_success=…`).
+    pub delivery: DeliveryStatus,
+}
+
+/// Delivery of an event to the emulator's webhook URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// No webhook URL was set when the event was created: nothing to deliver.
+    NoEndpoint,
+    /// Not attempted yet (a control call with `"deliver": false`, or still being sent).
+    Pending,
+    Succeeded,
+    /// The last attempt failed (an error status, no answer, or dropped on purpose).
+    Failed,
 }
 
 /// One API request as seen by `GET /_emulator/requests`.
@@ -342,6 +366,20 @@ pub struct Store {
     pub webhook_url: Option<String>,
     pub webhook_secret: String,
     pub invoice_counter: u64,
+    pub payment_intents: BTreeMap<String, PaymentIntent>,
+    pub charges: BTreeMap<String, Charge>,
+    pub refunds: BTreeMap<String, Refund>,
+    pub disputes: BTreeMap<String, Dispute>,
+    pub credit_notes: BTreeMap<String, CreditNote>,
+    /// Endpoints registered with `POST /_emulator/webhook_endpoints` (listed, not delivered to).
+    pub webhook_endpoints: Vec<WebhookEndpoint>,
+    /// The id and creation time under which the emulator's own webhook URL is listed.
+    pub own_endpoint: (String, i64),
+    /// `POST /_emulator/webhook/drop`: deliveries that fail as if the endpoint were down.
+    pub drop_rule: Option<DropRule>,
+    /// Creation order of customers and subscriptions, for lists (`created` has one-second
+    /// resolution, so objects of one second are ordered by this).
+    pub sequence: HashMap<String, u64>,
 }
 
 impl Store {
@@ -360,6 +398,17 @@ impl Store {
     /// A customer that exists and was not deleted.
     pub fn live_customer(&self, id: &str) -> Option<&Customer> {
         self.customers.get(id).filter(|c| !c.deleted)
+    }
+
+    /// Records that `id` was created now (for the order of lists).
+    pub fn register(&mut self, id: &str) {
+        let next = self.sequence.len() as u64 + 1;
+        self.sequence.entry(id.to_string()).or_insert(next);
+    }
+
+    /// Sort key of a listed object: newest first means the largest key first.
+    pub fn order_key(&self, created: i64, id: &str) -> (i64, u64) {
+        (created, self.sequence.get(id).copied().unwrap_or(0))
     }
 
     pub fn next_invoice_number(&mut self, prefix: &str) -> String {

@@ -10,7 +10,7 @@
 //! `invoice.payment_failed`, or `invoice.payment_action_required`).
 
 use super::lifecycle::{
-    conflict, draft_invoice, finalize, item_lines, mark_paid, not_found, ControlError, Ctx, Step,
+    conflict, draft_invoice, finalize, item_lines, mark_paid_id, not_found, ControlError, Ctx, Step,
 };
 use super::store::{Store, StoredEvent, Subscription};
 
@@ -57,17 +57,17 @@ pub(super) fn attempt(
 ) {
     let now = store.clock.now();
     let before = ctx.sub(store, sub);
-    let invoice = store.invoices.get_mut(inv).expect("the invoice exists");
     let (kind, status) = match outcome {
         Outcome::Paid => {
-            mark_paid(invoice, now);
+            mark_paid_id(store, inv, now);
             ("invoice.paid", "active")
         }
         Outcome::Failed => {
-            invoice.attempt_count += 1;
+            store.invoices.get_mut(inv).expect("exists").attempt_count += 1;
             ("invoice.payment_failed", "past_due")
         }
         Outcome::ActionRequired => {
+            let invoice = store.invoices.get_mut(inv).expect("the invoice exists");
             invoice.attempt_count += 1;
             invoice.requires_action = true;
             ("invoice.payment_action_required", "past_due")
@@ -241,7 +241,7 @@ pub fn pay_invoice(ctx: &Ctx, store: &mut Store, id: &str) -> Step {
         Some(sub) if revives => attempt(ctx, store, &sub, id, Outcome::Paid, &mut events),
         _ => {
             let now = store.clock.now();
-            mark_paid(store.invoices.get_mut(id).expect("found above"), now);
+            mark_paid_id(store, id, now);
             events.push(ctx.emit_now(store, "invoice.paid", id));
         }
     }

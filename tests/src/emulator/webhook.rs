@@ -4,13 +4,14 @@
 //! are signed and delivered (and redelivered), as with Stripe: a receiver must verify the
 //! raw body, never a re-serialisation.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{json, Value};
 use stripe_billing_core::signature::signature_header;
 
-use super::store::{ids, real_now, Store, StoredEvent};
+use super::store::{ids, real_now, DeliveryStatus, Store, StoredEvent};
 
 /// Builds an event for `object` in the state it has now, and records it.
 ///
@@ -48,6 +49,11 @@ pub fn create_event(
         kind: kind.to_string(),
         created: event["created"].as_i64().unwrap_or_default(),
         payload: serde_json::to_string(&event).expect("events serialise"),
+        delivery: if store.webhook_url.is_some() {
+            DeliveryStatus::Pending
+        } else {
+            DeliveryStatus::NoEndpoint
+        },
     };
     store.events.push(stored.clone());
     stored
@@ -74,13 +80,56 @@ pub struct Delivery {
     pub status: Option<u16>,
     pub error: Option<String>,
     pub response_body: Option<String>,
+    /// Failed on purpose (`POST /_emulator/webhook/drop`): nothing was sent.
+    pub dropped: bool,
 }
+
+/// Why a dropped delivery failed.
+pub const DROPPED: &str =
+    "dropped by the emulator (POST /_emulator/webhook/drop): the endpoint is down";
 
 /// Where and how to deliver, copied out of the store so no lock is held during I/O.
 #[derive(Debug, Clone)]
 pub struct Target {
     pub url: Option<String>,
     pub secret: String,
+    /// Events whose delivery fails as if the endpoint were down.
+    pub dropped: HashSet<String>,
+}
+
+/// Where `events` go, and which of them the drop rule makes fail (decided now, under the
+/// store's lock, so a seeded rule gives the same answers run after run).
+pub fn target(store: &mut Store, events: &[StoredEvent]) -> Target {
+    let mut dropped = HashSet::new();
+    if let (Some(_), Some(rule)) = (&store.webhook_url, store.drop_rule.as_mut()) {
+        dropped = events
+            .iter()
+            .filter(|e| rule.drops(&e.kind))
+            .map(|e| e.id.clone())
+            .collect();
+    }
+    Target {
+        url: store.webhook_url.clone(),
+        secret: store.webhook_secret.clone(),
+        dropped,
+    }
+}
+
+/// Records how each delivery went, for `GET /v1/events?delivery_success=…`.
+pub fn record(store: &mut Store, reports: &[EventReport]) {
+    for report in reports {
+        let Some(delivery) = &report.delivery else {
+            continue;
+        };
+        let ok = delivery.status.is_some_and(|s| (200..300).contains(&s));
+        if let Some(e) = store.events.iter_mut().find(|e| e.id == report.id) {
+            e.delivery = if ok {
+                DeliveryStatus::Succeeded
+            } else {
+                DeliveryStatus::Failed
+            };
+        }
+    }
 }
 
 /// Signs each event and, when `deliver` is set and a URL is configured, POSTs them in order
@@ -96,6 +145,16 @@ pub async fn dispatch(
         // The signature time is the wall clock at sending, independent of the emulator clock.
         let header = signature_header(event.payload.as_bytes(), &target.secret, real_now());
         let delivery = match (&target.url, deliver) {
+            (Some(url), true) if target.dropped.contains(&event.id) => {
+                tracing::info!(url, id = %event.id, "webhook delivery dropped");
+                Some(Delivery {
+                    url: url.clone(),
+                    status: None,
+                    error: Some(DROPPED.into()),
+                    response_body: None,
+                    dropped: true,
+                })
+            }
             (Some(url), true) => Some(post(http, url, &event.payload, &header).await),
             _ => None,
         };
@@ -135,6 +194,7 @@ async fn post(http: &reqwest::Client, url: &str, payload: &str, header: &str) ->
                 status: Some(status),
                 error: None,
                 response_body: body,
+                dropped: false,
             }
         }
         Err(e) => {
@@ -144,6 +204,7 @@ async fn post(http: &reqwest::Client, url: &str, payload: &str, header: &str) ->
                 status: None,
                 error: Some(e.to_string()),
                 response_body: None,
+                dropped: false,
             }
         }
     }
@@ -192,6 +253,7 @@ mod tests {
         let target = Target {
             url: None,
             secret: "whsec_t".into(),
+            dropped: HashSet::new(),
         };
         let reports = dispatch(&reqwest::Client::new(), &target, vec![e], true).await;
         let r = &reports[0];

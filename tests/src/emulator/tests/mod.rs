@@ -5,7 +5,10 @@ mod api;
 mod billing;
 mod changes;
 mod endpoints;
+mod events_api;
 mod lifecycle;
+mod listing;
+mod money;
 mod rules;
 mod schema;
 

@@ -29,6 +29,7 @@ fn store() -> Store {
                 product: "prod_1".into(),
                 created: 0,
                 months,
+                active: true,
             },
         );
     }

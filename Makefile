@@ -3,8 +3,10 @@
 #   make test   set up, build, and run every test tier
 SHELL := /bin/bash
 PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
-# Installing into the system PostgreSQL needs root; a sudo user gets --sudo.
-SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+export PG_CONFIG
+# Installing into the system PostgreSQL needs root; a sudo user gets --sudo (not needed for a
+# private copy from scripts/private-pg.sh that the user owns).
+SUDO := $(if $(filter 0,$(shell id -u)),,$(if $(shell test -w "$$($(PG_CONFIG) --sharedir)/extension" && echo w),,sudo))
 PGRX_INSTALL := cargo pgrx install --pg-config $(PG_CONFIG) -p stripe_billing $(if $(SUDO),--sudo)
 
 .PHONY: setup install install-release install-history upgrade-script package test test-tiers test-unit test-pg test-integration lint demo bench

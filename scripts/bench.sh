@@ -12,5 +12,5 @@ trap '"$root/scripts/pg.sh" stop "$dir" || true; rm -rf "$dir"' EXIT
 # Commits do not wait for the disk, so the figures measure the work, not this VM's fsync.
 STRIPE_BILLING_PG="$(PG_OPTS="-c synchronous_commit=off -c shared_buffers=256MB" "$root/scripts/pg.sh" start "$dir")"
 export STRIPE_BILLING_PG
-echo "# stripe_billing benchmarks — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, PostgreSQL $(/usr/lib/postgresql/15/bin/postgres --version | awk '{print $3}')"
+echo "# stripe_billing benchmarks — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, PostgreSQL $("$("${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}" --bindir)/postgres" --version | awk '{print $3}')"
 "$root/target/release/stripe-billing-bench" "$@"

@@ -5,12 +5,12 @@
 #                              it never clashes with another server's port.
 #   scripts/pg.sh stop DIR     stop it (fast shutdown); a missing cluster is not an error
 #   scripts/pg.sh restart DIR  restart it
-# PG_OPTS adds server settings, e.g. PG_OPTS="-c fsync=off".
+# PG_OPTS adds server settings, e.g. PG_OPTS="-c fsync=off". PG_CONFIG picks the PostgreSQL
+# installation (default: Debian's PostgreSQL 15), e.g. a private copy from scripts/private-pg.sh.
 # Postgres refuses to run as root, so as root the server runs as the `postgres` OS user.
 set -euo pipefail
 
-PG_MAJOR="${PG_MAJOR:-15}"
-BIN="/usr/lib/postgresql/${PG_MAJOR}/bin"
+BIN="$("${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}" --bindir)"
 cmd="${1:?usage: pg.sh start|stop|restart DIR}"
 dir="${2:?usage: pg.sh start|stop|restart DIR}"
 

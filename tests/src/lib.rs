@@ -1,8 +1,10 @@
 //! Test support: throwaway databases (`pg`), realistic Stripe events (`events`) and the local
-//! Stripe emulator (`emulator`, also the `stripe-emulator` binary).
+//! Stripe emulator (`emulator`, also the `stripe-emulator` binary); the generators of the
+//! upgrade scripts (`upgrade`) and of the pure-SQL edition's migrations (`pure_sql`).
 
 pub mod bench;
 pub mod emulator;
 pub mod events;
 pub mod pg;
+pub mod pure_sql;
 pub mod upgrade;

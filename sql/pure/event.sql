@@ -1,0 +1,282 @@
+-- The pure-SQL edition's twin of extension/src/event.rs: billing._normalize_event, with the
+-- signature, volatility and errors pgrx generates for the Rust function, reading events the way
+-- core/src/event does (DESIGN.md, "Events in SQL" and "Two editions"). Its comment is the
+-- extension's (sql/security/finalize.sql). The helpers mirror core/src/event/input.rs: a field
+-- of an unexpected JSON type reads as absent ("lenient"), and a reference may be an id or an
+-- expanded object. tests/tests/editions.rs compares both editions on every fixture event.
+
+-- Lenient<Cow<str>>: the string, or NULL for any other JSON type.
+CREATE OR REPLACE FUNCTION billing._lenient_text(value jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN pg_catalog.jsonb_typeof(value) = 'string' THEN value #>> '{}' END;
+COMMENT ON FUNCTION billing._lenient_text(jsonb) IS 'Internal (pure-SQL edition): a JSON string as text, NULL for anything else.';
+
+-- Lenient<i64>: an integer that fits 64 bits; a fraction, or a number too large, reads as absent.
+CREATE OR REPLACE FUNCTION billing._lenient_int(value jsonb) RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN pg_catalog.jsonb_typeof(value) = 'number' AND (value #>> '{}') ~ '^-?[0-9]+$'
+                 AND value::numeric BETWEEN -9223372036854775808 AND 9223372036854775807
+            THEN value::numeric::bigint END;
+COMMENT ON FUNCTION billing._lenient_int(jsonb) IS 'Internal (pure-SQL edition): a JSON integer that fits a bigint, NULL for anything else.';
+
+-- Lenient<bool>.
+CREATE OR REPLACE FUNCTION billing._lenient_bool(value jsonb) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN pg_catalog.jsonb_typeof(value) = 'boolean' THEN value::boolean END;
+COMMENT ON FUNCTION billing._lenient_bool(jsonb) IS 'Internal (pure-SQL edition): a JSON boolean, NULL for anything else.';
+
+-- Metadata: an object, or an empty one for anything else.
+CREATE OR REPLACE FUNCTION billing._lenient_map(value jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN pg_catalog.jsonb_typeof(value) = 'object' THEN value ELSE '{}'::jsonb END;
+COMMENT ON FUNCTION billing._lenient_map(jsonb) IS 'Internal (pure-SQL edition): a JSON object, or {} for anything else.';
+
+-- Expandable: an id string (empty means none), or an expanded object's "id".
+CREATE OR REPLACE FUNCTION billing._reference(value jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE pg_catalog.jsonb_typeof(value)
+    WHEN 'string' THEN nullif(value #>> '{}', '')
+    WHEN 'object' THEN billing._lenient_text(value -> 'id')
+END;
+COMMENT ON FUNCTION billing._reference(jsonb) IS 'Internal (pure-SQL edition): the id a Stripe reference names, whether it is an id or an expanded object; NULL for none.';
+
+-- An expanded object whose "id" is neither a string nor null cannot be read at all, and neither
+-- can whatever holds it (the extension's reader fails there instead of reading it as absent).
+CREATE OR REPLACE FUNCTION billing._reference_readable(value jsonb) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN pg_catalog.jsonb_typeof(value) IS DISTINCT FROM 'object'
+    OR coalesce(pg_catalog.jsonb_typeof(value -> 'id'), 'null') IN ('string', 'null');
+COMMENT ON FUNCTION billing._reference_readable(jsonb) IS 'Internal (pure-SQL edition): false for an expanded object whose id is neither a string nor null, which makes what holds it unreadable.';
+
+-- The elements of a Stripe list ({"data": [...]}) when every one is an object whose references
+-- named in refs read; otherwise none (the extension reads a list whole or not at all).
+CREATE OR REPLACE FUNCTION billing._list_items(list jsonb, refs text[]) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE
+    WHEN pg_catalog.jsonb_typeof(list -> 'data') IS DISTINCT FROM 'array' THEN '[]'::jsonb
+    WHEN EXISTS (SELECT FROM pg_catalog.jsonb_array_elements(list -> 'data') AS e(item)
+                 WHERE pg_catalog.jsonb_typeof(e.item) <> 'object'
+                    OR EXISTS (SELECT FROM pg_catalog.unnest(refs) AS r(name)
+                               WHERE NOT billing._reference_readable(e.item -> r.name))) THEN '[]'::jsonb
+    ELSE list -> 'data'
+END;
+COMMENT ON FUNCTION billing._list_items(jsonb, text[]) IS 'Internal (pure-SQL edition): the items of a Stripe list object if all of them can be read, else none.';
+
+CREATE OR REPLACE FUNCTION billing._normalize_checkout_session(o jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN pg_catalog.jsonb_build_object(
+    'id', billing._lenient_text(o -> 'id'),
+    'mode', billing._lenient_text(o -> 'mode'),
+    'status', billing._lenient_text(o -> 'status'),
+    'payment_status', billing._lenient_text(o -> 'payment_status'),
+    'client_reference_id', billing._lenient_text(o -> 'client_reference_id'),
+    'subscription', billing._reference(o -> 'subscription'),
+    'invoice', billing._reference(o -> 'invoice'),
+    'payment_intent', billing._reference(o -> 'payment_intent'),
+    'amount_total', billing._lenient_int(o -> 'amount_total'),
+    'currency', billing._lenient_text(o -> 'currency'),
+    'metadata', billing._lenient_map(o -> 'metadata'));
+COMMENT ON FUNCTION billing._normalize_checkout_session(jsonb) IS 'Internal (pure-SQL edition): the normalised data of a Checkout Session, as core/src/event reads it.';
+
+CREATE OR REPLACE FUNCTION billing._normalize_subscription(o jsonb) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+AS $$
+DECLARE
+    items jsonb;
+BEGIN
+    SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+               'price_id', coalesce(billing._reference(i.item -> 'price'), billing._reference(i.item -> 'plan')),
+               'quantity', billing._lenient_int(i.item -> 'quantity'),
+               'current_period_start', billing._lenient_int(i.item -> 'current_period_start'),
+               'current_period_end', billing._lenient_int(i.item -> 'current_period_end')) ORDER BY i.n), '[]'::jsonb)
+    INTO items
+    FROM pg_catalog.jsonb_array_elements(billing._list_items(o -> 'items', '{price,plan}')) WITH ORDINALITY AS i(item, n);
+    -- Very old payloads name the price only on the subscription (plan, quantity).
+    IF items = '[]'::jsonb AND billing._reference(o -> 'plan') IS NOT NULL THEN
+        items := pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+            'price_id', billing._reference(o -> 'plan'), 'quantity', billing._lenient_int(o -> 'quantity'),
+            'current_period_start', NULL, 'current_period_end', NULL));
+    END IF;
+    RETURN pg_catalog.jsonb_build_object(
+        'id', billing._lenient_text(o -> 'id'),
+        'status', billing._lenient_text(o -> 'status'),
+        'items', items,
+        'current_period_start', coalesce(billing._lenient_int(o -> 'current_period_start'),
+                                                    (items -> 0 ->> 'current_period_start')::bigint),
+        'current_period_end', coalesce(billing._lenient_int(o -> 'current_period_end'),
+                                                  (items -> 0 ->> 'current_period_end')::bigint),
+        'cancel_at_period_end', coalesce(billing._lenient_bool(o -> 'cancel_at_period_end'), false),
+        'cancel_at', billing._lenient_int(o -> 'cancel_at'),
+        'canceled_at', billing._lenient_int(o -> 'canceled_at'),
+        'ended_at', billing._lenient_int(o -> 'ended_at'),
+        'trial_start', billing._lenient_int(o -> 'trial_start'),
+        'trial_end', billing._lenient_int(o -> 'trial_end'),
+        'pause_collection', CASE WHEN pg_catalog.jsonb_typeof(o -> 'pause_collection') = 'object' THEN
+            pg_catalog.jsonb_build_object('behavior', billing._lenient_text(o -> 'pause_collection' -> 'behavior'),
+                                          'resumes_at', billing._lenient_int(o -> 'pause_collection' -> 'resumes_at')) END,
+        'metadata', billing._lenient_map(o -> 'metadata'));
+END
+$$;
+COMMENT ON FUNCTION billing._normalize_subscription(jsonb) IS 'Internal (pure-SQL edition): the normalised data of a subscription (periods from the subscription before basil, from its first item after), as core/src/event reads it.';
+
+CREATE OR REPLACE FUNCTION billing._normalize_invoice(o jsonb) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+AS $$
+DECLARE
+    -- subscription_details under parent (basil and later) or on the invoice (before); either
+    -- is dropped whole when its subscription reference cannot be read.
+    from_parent jsonb := o -> 'parent' -> 'subscription_details';
+    legacy jsonb := o -> 'subscription_details';
+    lines jsonb;
+BEGIN
+    IF pg_catalog.jsonb_typeof(from_parent) IS DISTINCT FROM 'object'
+       OR NOT billing._reference_readable(from_parent -> 'subscription') THEN
+        from_parent := NULL;
+    END IF;
+    IF pg_catalog.jsonb_typeof(legacy) IS DISTINCT FROM 'object'
+       OR NOT billing._reference_readable(legacy -> 'subscription') THEN
+        legacy := NULL;
+    END IF;
+    SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+               'price_id', coalesce(billing._reference(l.line -> 'pricing' -> 'price_details' -> 'price'),
+                                               billing._reference(l.line -> 'price'), billing._reference(l.line -> 'plan')),
+               'amount', billing._lenient_int(l.line -> 'amount'),
+               'quantity', billing._lenient_int(l.line -> 'quantity'),
+               'proration', coalesce(billing._lenient_bool(l.line -> 'parent' -> 'subscription_item_details' -> 'proration'),
+                                                billing._lenient_bool(l.line -> 'proration'), false),
+               'period_start', billing._lenient_int(l.line -> 'period' -> 'start'),
+               'period_end', billing._lenient_int(l.line -> 'period' -> 'end')) ORDER BY l.n), '[]'::jsonb)
+    INTO lines
+    FROM pg_catalog.jsonb_array_elements(billing._list_items(o -> 'lines', '{price,plan}')) WITH ORDINALITY AS l(line, n);
+    RETURN pg_catalog.jsonb_build_object(
+        'id', billing._lenient_text(o -> 'id'),
+        'status', billing._lenient_text(o -> 'status'),
+        'billing_reason', billing._lenient_text(o -> 'billing_reason'),
+        'amount_paid', billing._lenient_int(o -> 'amount_paid'),
+        'amount_due', billing._lenient_int(o -> 'amount_due'),
+        'total', billing._lenient_int(o -> 'total'),
+        'currency', billing._lenient_text(o -> 'currency'),
+        'hosted_invoice_url', billing._lenient_text(o -> 'hosted_invoice_url'),
+        'subscription', coalesce(billing._reference(from_parent -> 'subscription'), billing._reference(o -> 'subscription')),
+        'subscription_metadata', coalesce(
+            CASE WHEN pg_catalog.jsonb_typeof(from_parent -> 'metadata') = 'object' THEN from_parent -> 'metadata' END,
+            CASE WHEN pg_catalog.jsonb_typeof(legacy -> 'metadata') = 'object' THEN legacy -> 'metadata' END,
+            '{}'::jsonb),
+        'payment_intent', billing._reference(o -> 'payment_intent'),
+        'charge', billing._reference(o -> 'charge'),
+        'lines', lines);
+END
+$$;
+COMMENT ON FUNCTION billing._normalize_invoice(jsonb) IS 'Internal (pure-SQL edition): the normalised data of an invoice (its subscription, line prices and proration flags in either API shape), as core/src/event reads it.';
+
+CREATE OR REPLACE FUNCTION billing._normalize_customer(o jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN pg_catalog.jsonb_build_object(
+    'id', billing._lenient_text(o -> 'id'),
+    'deleted', coalesce(billing._lenient_bool(o -> 'deleted'), false),
+    'email', billing._lenient_text(o -> 'email'),
+    'metadata', billing._lenient_map(o -> 'metadata'));
+COMMENT ON FUNCTION billing._normalize_customer(jsonb) IS 'Internal (pure-SQL edition): the normalised data of a customer, as core/src/event reads it.';
+
+CREATE OR REPLACE FUNCTION billing._normalize_event(payload text) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+AS $$
+DECLARE
+    event jsonb;
+    data jsonb;
+    object jsonb;
+    kind text;
+    refs text[];
+    customer text;
+    normalized jsonb;
+BEGIN
+    BEGIN
+        event := payload::jsonb;
+    EXCEPTION WHEN data_exception THEN
+        RAISE EXCEPTION 'the webhook payload is not valid JSON'
+            USING ERRCODE = 'invalid_json_text', DETAIL = SQLERRM,
+                  HINT = 'The body verified, so the sender holds the secret: check what it sends.';
+    END;
+    IF pg_catalog.jsonb_typeof(event) <> 'object' THEN
+        PERFORM billing._not_an_event('it is not a JSON object');
+    END IF;
+    -- The extension reads "data" as an object, absent or null meaning no data.object. Like any
+    -- serde reader it also takes a one-element array for the object's one field, calls a longer
+    -- one a syntax error, and any other JSON type makes the body unreadable; it reports these
+    -- before anything else.
+    data := event -> 'data';
+    IF pg_catalog.jsonb_typeof(data) = 'array' AND pg_catalog.jsonb_array_length(data) > 1 THEN
+        RAISE EXCEPTION 'the webhook payload is not valid JSON'
+            USING ERRCODE = 'invalid_json_text', DETAIL = 'data is an array longer than the one field it is read into',
+                  HINT = 'The body verified, so the sender holds the secret: check what it sends.';
+    END IF;
+    IF pg_catalog.jsonb_typeof(data) = 'array' AND pg_catalog.jsonb_array_length(data) = 1 THEN
+        data := pg_catalog.jsonb_build_object('object', data -> 0);
+    END IF;
+    IF pg_catalog.jsonb_typeof(data) NOT IN ('object', 'null') THEN
+        PERFORM billing._not_an_event('it is not a JSON object');
+    END IF;
+    object := data -> 'object';
+    IF billing._lenient_text(event -> 'object') IS DISTINCT FROM 'event' THEN
+        PERFORM billing._not_an_event('its "object" is not "event"');
+    END IF;
+    IF billing._lenient_text(event -> 'id') !~ '^evt_[A-Za-z0-9_]+$' OR pg_catalog.octet_length(event ->> 'id') > 255
+       OR billing._lenient_text(event -> 'id') IS NULL THEN
+        PERFORM billing._not_an_event('it has no valid evt_ id');
+    END IF;
+    IF coalesce(billing._lenient_text(event -> 'type'), '') = '' OR pg_catalog.octet_length(event ->> 'type') > 255 THEN
+        PERFORM billing._not_an_event('it has no type');
+    END IF;
+    IF billing._lenient_int(event -> 'created') IS NULL THEN
+        PERFORM billing._not_an_event('it has no integer created time');
+    END IF;
+    IF pg_catalog.jsonb_typeof(object) IS DISTINCT FROM 'object' THEN
+        PERFORM billing._not_an_event('it has no data.object');
+    END IF;
+    kind := billing._lenient_text(object -> 'object');
+    refs := CASE kind WHEN 'checkout.session' THEN '{customer,subscription,invoice,payment_intent}'
+                      WHEN 'subscription' THEN '{customer,plan}'
+                      WHEN 'invoice' THEN '{customer,subscription,payment_intent,charge}' END;
+    IF EXISTS (SELECT FROM pg_catalog.unnest(refs) AS r(name) WHERE NOT billing._reference_readable(object -> r.name)) THEN
+        PERFORM billing._not_an_event('its data.object cannot be read');
+    END IF;
+    CASE kind
+        WHEN 'checkout.session' THEN
+            customer := billing._reference(object -> 'customer');
+            normalized := billing._normalize_checkout_session(object);
+        WHEN 'subscription' THEN
+            customer := billing._reference(object -> 'customer');
+            normalized := billing._normalize_subscription(object);
+        WHEN 'invoice' THEN
+            customer := billing._reference(object -> 'customer');
+            normalized := billing._normalize_invoice(object);
+        WHEN 'customer' THEN
+            customer := billing._lenient_text(object -> 'id');
+            normalized := billing._normalize_customer(object);
+        ELSE
+            normalized := '{}'::jsonb;
+    END CASE;
+    RETURN pg_catalog.jsonb_build_object(
+        'id', event ->> 'id',
+        'type', event ->> 'type',
+        'created', billing._lenient_int(event -> 'created'),
+        'livemode', coalesce(billing._lenient_bool(event -> 'livemode'), false),
+        'api_version', billing._lenient_text(event -> 'api_version'),
+        'object_type', kind,
+        'object_id', billing._lenient_text(object -> 'id'),
+        'customer', customer,
+        'data', normalized);
+END
+$$;
+
+-- Raises the extension's error for a body that is JSON but not a Stripe event.
+CREATE OR REPLACE FUNCTION billing._not_an_event(reason text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+AS $$
+BEGIN
+    RAISE EXCEPTION 'the payload is not a Stripe event: %', reason
+        USING ERRCODE = 'invalid_parameter_value',
+              HINT = 'Stripe events have object "event", an evt_ id, a type, created and data.object.';
+END
+$$;
+COMMENT ON FUNCTION billing._not_an_event(text) IS 'Internal (pure-SQL edition): raises 22023 for a body that is JSON but not a Stripe event, with the extension''s message and hint.';

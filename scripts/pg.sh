@@ -7,6 +7,8 @@
 #   scripts/pg.sh restart DIR  restart it
 # PG_OPTS adds server settings, e.g. PG_OPTS="-c fsync=off". PG_CONFIG picks the PostgreSQL
 # installation (default: Debian's PostgreSQL 15), e.g. a private copy from scripts/private-pg.sh.
+# PG_SUPERUSER names the bootstrap superuser (default postgres; the pure-SQL edition's tests use
+# supabase_admin, as Supabase does, so that `postgres` can be the non-superuser installer).
 # Postgres refuses to run as root, so as root the server runs as the `postgres` OS user.
 set -euo pipefail
 
@@ -25,13 +27,13 @@ start)
     if [ "$(id -u)" -eq 0 ]; then chown postgres: "$dir"; fi
     chmod 700 "$dir"
     if [ ! -f "$dir/data/PG_VERSION" ]; then
-        as_pg "$BIN/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
+        as_pg "$BIN/initdb" -D "$dir/data" -U "${PG_SUPERUSER:-postgres}" --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
             || { cat "$dir/initdb.log" >&2; exit 1; }
     fi
     as_pg "$BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
         -o "-c listen_addresses='' -c unix_socket_directories='$dir' -c max_connections=200 ${PG_OPTS:-}" start >/dev/null \
         || { tail -n 30 "$dir/server.log" >&2; exit 1; }
-    echo "host=$dir port=5432 user=postgres dbname=postgres"
+    echo "host=$dir port=5432 user=${PG_SUPERUSER:-postgres} dbname=postgres"
     ;;
 stop)
     if [ -f "$dir/data/postmaster.pid" ]; then

@@ -3,6 +3,7 @@
 //! upgrade scripts (`upgrade`) and of the pure-SQL edition's migrations (`pure_sql`).
 
 pub mod bench;
+pub mod edition;
 pub mod emulator;
 pub mod events;
 pub mod pg;

@@ -1,8 +1,12 @@
 //! Test databases on the throwaway cluster that `scripts/integration-test.sh` starts.
 //!
-//! Each test gets its own database with the extension freshly installed, so tests run in
-//! parallel without seeing each other's rows. Clients connect exactly the way PostgREST does:
-//! one transaction per request, `SET LOCAL ROLE`, and the JWT claims in `request.jwt.claims`.
+//! Each test gets its own database with stripe_billing freshly installed, so tests run in
+//! parallel without seeing each other's rows: the extension, or with
+//! `STRIPE_BILLING_EDITION=pure` the pure-SQL edition in a Supabase-like database (see
+//! [`crate::edition`]). Clients connect exactly the way PostgREST does: one transaction per
+//! request, `SET LOCAL ROLE` (and the role's statement timeout), and the JWT claims in
+//! `request.jwt.claims`.
+use crate::edition::{self, Edition};
 use futures_util::StreamExt;
 use std::sync::atomic::{AtomicU32, Ordering};
 use tokio_postgres::{AsyncMessage, Client, NoTls, Notification};
@@ -64,66 +68,168 @@ pub async fn listen(
 
 /// A fresh database with `stripe_billing` installed and grants applied.
 pub struct TestDb {
+    /// Connects as the role that installed stripe_billing: the cluster's superuser for the
+    /// extension, Supabase's non-superuser `postgres` for the pure-SQL edition.
     pub dsn: String,
     pub name: String,
+    pub edition: Edition,
 }
 
 impl TestDb {
-    /// Creates the database, installs the extension and applies the grants.
+    /// Creates the database and installs the current version of this run's edition.
     pub async fn new() -> TestDb {
         TestDb::with_version(None).await
     }
 
     /// Like [`TestDb::new`], installing the given released version (its install script must be
     /// in the server's extension directory: `make install-history`) instead of the current one.
+    /// Only the extension has released versions to install.
     pub async fn with_version(version: Option<&str>) -> TestDb {
-        let db = TestDb::empty().await;
-        let owner = db.owner().await;
-        let create = match version {
-            Some(v) => format!("CREATE EXTENSION stripe_billing VERSION '{v}'"),
-            None => "CREATE EXTENSION stripe_billing".to_string(),
-        };
-        owner
-            .batch_execute(&create)
-            .await
-            .unwrap_or_else(|e| panic!("{create}: {e}"));
-        owner
-            .batch_execute("SELECT billing.apply_grants()")
-            .await
-            .expect("apply grants");
+        TestDb::install(Edition::current(), version).await
+    }
+
+    /// A database with the current version of `edition`, whichever edition this run is for (the
+    /// comparisons of tests/tests/editions.rs). On a cluster not set up like Supabase's, the
+    /// pure-SQL edition is installed by the superuser.
+    pub async fn with_edition(edition: Edition) -> TestDb {
+        TestDb::install(edition, None).await
+    }
+
+    async fn install(edition: Edition, version: Option<&str>) -> TestDb {
+        let db = TestDb::empty_for(edition).await;
+        match edition {
+            Edition::Extension => {
+                let owner = db.owner().await;
+                let create = match version {
+                    Some(v) => format!("CREATE EXTENSION stripe_billing VERSION '{v}'"),
+                    None => "CREATE EXTENSION stripe_billing".to_string(),
+                };
+                owner
+                    .batch_execute(&create)
+                    .await
+                    .unwrap_or_else(|e| panic!("{create}: {e}"));
+                owner
+                    .batch_execute("SELECT billing.apply_grants()")
+                    .await
+                    .expect("apply grants");
+            }
+            Edition::Pure => {
+                assert!(
+                    version.is_none(),
+                    "the pure-SQL edition has no released version {version:?} to install"
+                );
+                edition::apply_pure_migration(&mut db.owner().await).await;
+            }
+        }
         db
     }
 
-    /// A new database without the extension (the client roles exist).
+    /// A new database without stripe_billing (the client roles exist; for the pure-SQL edition,
+    /// prepared like a new Supabase project).
     pub async fn empty() -> TestDb {
+        TestDb::empty_for(Edition::current()).await
+    }
+
+    async fn empty_for(edition: Edition) -> TestDb {
         static SEQ: AtomicU32 = AtomicU32::new(0);
+        let supabase_like = Edition::current() == Edition::Pure;
         let admin = connect(&cluster_dsn()).await;
-        ensure_roles(&admin).await;
         let name = format!(
             "t_{}_{}",
             std::process::id(),
             SEQ.fetch_add(1, Ordering::SeqCst)
         );
+        if supabase_like {
+            edition::ensure_supabase_roles(&admin).await;
+        } else {
+            ensure_roles(&admin).await;
+        }
         admin
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
             .expect("create database");
-        let dsn = format!(
-            "{} dbname={name}",
-            cluster_dsn().replace("dbname=postgres", "")
-        );
-        TestDb { dsn, name }
+        let admin_dsn = database_dsn(&cluster_dsn(), &name);
+        let dsn = match (edition, supabase_like) {
+            (Edition::Pure, true) => {
+                edition::prepare_supabase_database(&connect(&admin_dsn).await, &name).await;
+                with_user(&admin_dsn, edition::PURE_INSTALLER)
+            }
+            (Edition::Pure, false) => {
+                connect(&admin_dsn)
+                    .await
+                    .batch_execute(
+                        "CREATE SCHEMA extensions; CREATE EXTENSION pgcrypto WITH SCHEMA extensions",
+                    )
+                    .await
+                    .expect("pgcrypto in schema extensions");
+                admin_dsn
+            }
+            (Edition::Extension, _) => admin_dsn,
+        };
+        TestDb { dsn, name, edition }
     }
 
-    /// A superuser connection (the extension owner).
+    /// A connection as the role that installed stripe_billing (see [`TestDb::dsn`]).
     pub async fn owner(&self) -> Client {
         connect(&self.dsn).await
+    }
+
+    /// A superuser connection to this database (the extension's owner, or Supabase's
+    /// `supabase_admin`), for what only a superuser may do.
+    pub async fn superuser(&self) -> Client {
+        connect(&database_dsn(&cluster_dsn(), &self.name)).await
     }
 
     /// A connection that acts like PostgREST: `as_user`/`as_anon`/`as_service` wrap each call.
     pub async fn api(&self) -> Api {
         Api {
             client: connect(&self.dsn).await,
+        }
+    }
+}
+
+/// `dsn` (a libpq key=value string) pointed at `database`.
+pub fn database_dsn(dsn: &str, database: &str) -> String {
+    let kept: Vec<&str> = dsn
+        .split_whitespace()
+        .filter(|kv| !kv.starts_with("dbname="))
+        .collect();
+    format!("{} dbname={database}", kept.join(" "))
+}
+
+/// `dsn` (a libpq key=value string) connecting as `user`.
+pub fn with_user(dsn: &str, user: &str) -> String {
+    let kept: Vec<&str> = dsn
+        .split_whitespace()
+        .filter(|kv| !kv.starts_with("user="))
+        .collect();
+    format!("{} user={user}", kept.join(" "))
+}
+
+/// Installs this run's edition into the database `admin_dsn` names (a superuser connection, e.g.
+/// of a cluster a test starts itself) and returns the DSN of the role that owns it.
+pub async fn install_current(admin_dsn: &str) -> String {
+    let admin = connect(admin_dsn).await;
+    match Edition::current() {
+        Edition::Extension => {
+            ensure_roles(&admin).await;
+            admin
+                .batch_execute("CREATE EXTENSION stripe_billing; SELECT billing.apply_grants();")
+                .await
+                .expect("install the extension");
+            admin_dsn.to_string()
+        }
+        Edition::Pure => {
+            edition::ensure_supabase_roles(&admin).await;
+            let database: String = admin
+                .query_one("SELECT current_database()", &[])
+                .await
+                .expect("current_database")
+                .get(0);
+            edition::prepare_supabase_database(&admin, &database).await;
+            let installer = with_user(admin_dsn, edition::PURE_INSTALLER);
+            edition::apply_pure_migration(&mut connect(&installer).await).await;
+            installer
         }
     }
 }
@@ -222,9 +328,14 @@ impl Api {
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
         let tx = self.client.transaction().await?;
+        // PostgREST also applies the role's own statement_timeout (Supabase: anon 3 s,
+        // authenticated 8 s) for the request.
         tx.execute(
             "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true), \
-                    set_config('request.headers', $3, true)",
+                    set_config('request.headers', $3, true), \
+                    (SELECT set_config('statement_timeout', substr(c, length('statement_timeout=') + 1), true) \
+                     FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole, unnest(s.setconfig) c \
+                     WHERE r.rolname = $1 AND s.setdatabase = 0 AND c LIKE 'statement_timeout=%')",
             &[&role, &claims, &headers],
         )
         .await?;

@@ -4,6 +4,7 @@ mod common;
 
 use common::{add_customer, add_project, add_request, add_subscription, seed_plans};
 use serde_json::Value;
+use stripe_billing_tests::edition::Edition;
 use stripe_billing_tests::pg::{assert_error, Api, Caller, TestDb};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row};
@@ -436,6 +437,23 @@ async fn security_report_is_empty_after_install_and_flags_each_weakening() {
     assert!(report.is_empty(), "fresh install: {report:?}");
     let grant_tokens =
         "billing.grant_tokens(uuid,bigint,text,timestamp with time zone,uuid,text,jsonb)";
+    let schema_owner: String = owner
+        .query_one("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'billing'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let functions_added_later = format!(
+        "missing or disabled: new functions in billing would be executable by PUBLIC (create it as a superuser, \
+         or run ALTER DEFAULT PRIVILEGES FOR ROLE {schema_owner} REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC)"
+    );
+    // What keeps functions added later private: the event trigger (the extension), or where the
+    // installer may not create one (the pure-SQL edition here), its revoked default privilege.
+    let unprotect_later_functions = match db.edition {
+        Edition::Extension => "ALTER EVENT TRIGGER billing_new_functions_private DISABLE".to_string(),
+        Edition::Pure => format!(
+            "ALTER DEFAULT PRIVILEGES FOR ROLE {schema_owner} GRANT EXECUTE ON FUNCTIONS TO PUBLIC"
+        ),
+    };
     let cases = [
         (
             "GRANT EXECUTE ON FUNCTION \
@@ -468,11 +486,11 @@ async fn security_report_is_empty_after_install_and_flags_each_weakening() {
             ("function", grant_tokens, "executable by PUBLIC"),
         ),
         (
-            "ALTER EVENT TRIGGER billing_new_functions_private DISABLE",
+            unprotect_later_functions.as_str(),
             (
                 "event trigger",
                 "billing_new_functions_private",
-                "missing or disabled: new functions in billing would be executable by PUBLIC",
+                functions_added_later.as_str(),
             ),
         ),
         (
@@ -500,7 +518,8 @@ async fn security_report_is_empty_after_install_and_flags_each_weakening() {
         tx.rollback().await.unwrap();
     }
     // A function added to billing later is nobody's until granted: the event trigger takes
-    // PUBLIC's default EXECUTE away at once.
+    // PUBLIC's default EXECUTE away at once (or, without it, the owner's default privileges
+    // never give it).
     owner
         .batch_execute(
             "CREATE FUNCTION billing.added_later() RETURNS int LANGUAGE sql AS 'SELECT 1'",

@@ -7,7 +7,8 @@ mod worker_support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use stripe_billing_tests::pg::{db_error, TestDb};
+use stripe_billing_tests::edition::Edition;
+use stripe_billing_tests::pg::{db_error, with_user, TestDb};
 use uuid::Uuid;
 use worker_support::*;
 
@@ -139,20 +140,47 @@ async fn an_extension_version_the_worker_was_not_built_for_is_refused() {
             .output()
             .expect("run the worker")
     };
-    let old = TestDb::with_version(Some("0.1.0")).await;
-    let none = TestDb::empty().await;
     let expected = env!("CARGO_PKG_VERSION");
-    for (db, needle) in [
-        (
-            &old,
+    // An older schema: the released 0.1.0 extension, or (the pure-SQL edition has no older
+    // release yet) a pure-SQL install whose record says it is older.
+    let (old, old_message, upgrade) = match Edition::current() {
+        Edition::Extension => (
+            TestDb::with_version(Some("0.1.0")).await,
             format!("the database has stripe_billing 0.1.0, but this worker needs {expected}: run ALTER EXTENSION stripe_billing UPDATE TO '{expected}'"),
+            "ALTER EXTENSION stripe_billing UPDATE".to_string(),
         ),
+        Edition::Pure => {
+            let db = TestDb::new().await;
+            db.owner()
+                .await
+                .batch_execute("UPDATE billing.installation SET version = '0.1.9'")
+                .await
+                .unwrap();
+            (
+                db,
+                format!("the database has stripe_billing 0.1.9, but this worker needs {expected}: apply the pure-SQL edition's upgrade migrations up to {expected}"),
+                format!("UPDATE billing.installation SET version = '{expected}'"),
+            )
+        }
+    };
+    let none = TestDb::empty().await;
+    let mut cases = vec![
+        (&old.dsn, old_message),
         (
-            &none,
-            "the database has no stripe_billing extension".to_string(),
+            &none.dsn,
+            "the database has no stripe_billing: run CREATE EXTENSION stripe_billing, or apply the pure-SQL edition's migration".to_string(),
         ),
-    ] {
-        let out = run(&db.dsn);
+    ];
+    // A role that may not read the pure-SQL edition's record is told so, not made to wait.
+    let stranger = with_user(&old.dsn, "authenticator");
+    if Edition::current() == Edition::Pure {
+        cases.push((
+            &stranger,
+            "the worker's role may not read billing.installation".to_string(),
+        ));
+    }
+    for (dsn, needle) in cases {
+        let out = run(dsn);
         assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
         let err = String::from_utf8_lossy(&out.stderr);
         let lines: Vec<&str> = err.lines().filter(|l| !l.contains(" WARN ") && !l.contains(" INFO ")).collect();
@@ -160,11 +188,7 @@ async fn an_extension_version_the_worker_was_not_built_for_is_refused() {
         assert!(lines[0].contains(&needle), "{err}");
     }
     // After the upgrade the same worker starts.
-    old.owner()
-        .await
-        .batch_execute("ALTER EXTENSION stripe_billing UPDATE")
-        .await
-        .unwrap();
+    old.owner().await.batch_execute(&upgrade).await.unwrap();
     let mut worker = Worker::start(&old.dsn, None, &[]).await;
     worker.signal("TERM");
     assert_eq!(worker.wait_exit(WAIT).await, Some(0));

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use stripe_billing_tests::pg::{connect, ensure_roles, TestDb};
+use stripe_billing_tests::pg::{connect, install_current, TestDb};
 use uuid::Uuid;
 use worker_support::*;
 
@@ -329,13 +329,10 @@ async fn health(worker: &Worker) -> Value {
 
 #[tokio::test]
 async fn the_worker_survives_a_postgres_restart_and_finishes_the_backlog() {
-    let cluster = Cluster::start();
+    let mut cluster = Cluster::start();
+    // The owner of the install (the superuser, or Supabase's postgres) connects from here on.
+    cluster.dsn = install_current(&cluster.dsn).await;
     let admin = connect(&cluster.dsn).await;
-    ensure_roles(&admin).await;
-    admin
-        .batch_execute("CREATE EXTENSION stripe_billing; SELECT billing.apply_grants();")
-        .await
-        .expect("install the extension");
     seed(&admin, false).await;
     drop(admin);
     let emulator = Emulator::start(None).await;

@@ -65,7 +65,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     .map_err(pool_failed)?;
     let webhook_db = Db::new(config.database.clone(), WEBHOOK_CONNECTIONS).map_err(pool_failed)?;
     match version::installed(&db, &token).await {
-        Ok(installed) => version::check(installed.as_deref()).map_err(RunError::Unsupported)?,
+        Ok(installed) => version::check(installed.as_ref()).map_err(RunError::Unsupported)?,
         Err(()) => return Ok(()), // a signal came before the database did
     }
     let stripe = match &config.stripe_secret_key {

@@ -1,6 +1,8 @@
-//! The worker and the extension ship together: at start-up the worker reads the version of
-//! `stripe_billing` installed in the database and refuses to serve one it was not built for,
-//! since the SQL functions it calls change between releases.
+//! The worker and the database schema ship together: at start-up the worker reads which
+//! version of `stripe_billing` the database has and refuses one it was not built for, since the
+//! SQL functions it calls change between releases. Either edition will do (DESIGN.md, "Two
+//! editions"): the extension's version is in `pg_extension`, the pure-SQL edition's in
+//! `billing.installation`.
 
 use std::time::Duration;
 
@@ -9,35 +11,57 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff;
 use crate::db::Db;
 
-/// The extension version this worker speaks: its own.
+/// The stripe_billing version this worker speaks: its own.
 pub const SUPPORTED: &str = env!("CARGO_PKG_VERSION");
+
+/// What the database has installed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Installed {
+    /// `CREATE EXTENSION stripe_billing`, at this version.
+    Extension(String),
+    /// The pure-SQL edition's migrations, at this version.
+    PureSql(String),
+    /// `billing.installation` exists but the worker's role may not read it.
+    Unreadable,
+}
 
 /// Why the worker cannot serve this database.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum VersionError {
-    #[error("the database has no stripe_billing extension: run CREATE EXTENSION stripe_billing (version {SUPPORTED}) first")]
+    #[error("the database has no stripe_billing: run CREATE EXTENSION stripe_billing, or apply the pure-SQL edition's migration (version {SUPPORTED}) first")]
     NotInstalled,
     #[error(
         "the database has stripe_billing {installed}, but this worker needs {SUPPORTED}: {advice}"
     )]
     Unsupported { installed: String, advice: String },
+    #[error("the worker's role may not read billing.installation: connect as service_role or as the owner of schema billing")]
+    Unreadable,
 }
 
-/// Checks `installed` (None: not installed) against [`SUPPORTED`].
-pub fn check(installed: Option<&str>) -> Result<(), VersionError> {
-    let Some(installed) = installed else {
-        return Err(VersionError::NotInstalled);
+/// Checks what is installed (None: nothing) against [`SUPPORTED`].
+pub fn check(installed: Option<&Installed>) -> Result<(), VersionError> {
+    let (version, upgrade) = match installed {
+        None => return Err(VersionError::NotInstalled),
+        Some(Installed::Unreadable) => return Err(VersionError::Unreadable),
+        Some(Installed::Extension(v)) => (
+            v,
+            format!("run ALTER EXTENSION stripe_billing UPDATE TO '{SUPPORTED}'"),
+        ),
+        Some(Installed::PureSql(v)) => (
+            v,
+            format!("apply the pure-SQL edition's upgrade migrations up to {SUPPORTED}"),
+        ),
     };
-    if installed == SUPPORTED {
+    if version == SUPPORTED {
         return Ok(());
     }
-    let advice = if version_key(installed) < version_key(SUPPORTED) {
-        format!("run ALTER EXTENSION stripe_billing UPDATE TO '{SUPPORTED}'")
+    let advice = if version_key(version) < version_key(SUPPORTED) {
+        upgrade
     } else {
-        format!("run the stripe-billing-worker of release {installed}")
+        format!("run the stripe-billing-worker of release {version}")
     };
     Err(VersionError::Unsupported {
-        installed: installed.to_string(),
+        installed: version.clone(),
         advice,
     })
 }
@@ -46,23 +70,38 @@ fn version_key(v: &str) -> Vec<u64> {
     v.split('.').map(|p| p.parse().unwrap_or(0)).collect()
 }
 
-/// Reads the installed version, waiting (with backoff) while the database cannot be reached.
-/// Ok(None) when the extension is not installed; Err when `shutdown` ended the wait.
-pub async fn installed(db: &Db, shutdown: &CancellationToken) -> Result<Option<String>, ()> {
+/// One look at the database: the extension first, then the pure-SQL edition's record and
+/// whether this role may read it (from the catalog: naming a table in a schema the role may not
+/// use is an error).
+const INSTALLED: &str = "SELECT (SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'stripe_billing'),
+        (SELECT pg_catalog.has_schema_privilege(n.oid, 'USAGE') AND pg_catalog.has_table_privilege(c.oid, 'SELECT')
+         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = 'billing' AND c.relname = 'installation')";
+
+/// Reads what is installed, waiting (with backoff) while the database cannot be reached.
+/// Ok(None) when stripe_billing is not installed; Err when `shutdown` ended the wait.
+pub async fn installed(db: &Db, shutdown: &CancellationToken) -> Result<Option<Installed>, ()> {
     let mut failures = 0u32;
     loop {
         let attempt = async {
             let mut conn = db.get().await?;
-            let rows = conn
-                .query(
-                    "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'stripe_billing'",
-                    &[],
-                )
-                .await?;
-            Ok::<_, crate::db::DbError>(rows.first().map(|r| r.get::<_, String>(0)))
+            let row = conn.query_one(INSTALLED, &[]).await?;
+            let extension: Option<String> = row.get(0);
+            let readable: Option<bool> = row.get(1);
+            Ok::<_, crate::db::DbError>(match (extension, readable) {
+                (Some(v), _) => Some(Installed::Extension(v)),
+                (None, None) => None,
+                (None, Some(false)) => Some(Installed::Unreadable),
+                (None, Some(true)) => {
+                    let row = conn
+                        .query_one("SELECT version FROM billing.installation", &[])
+                        .await?;
+                    Some(Installed::PureSql(row.get(0)))
+                }
+            })
         };
         match attempt.await {
-            Ok(version) => return Ok(version),
+            Ok(installed) => return Ok(installed),
             Err(e) => {
                 failures += 1;
                 let wait = backoff::DB_BACKOFF.full_jitter(failures, &mut rand::rng());
@@ -83,17 +122,33 @@ mod tests {
 
     #[test]
     fn only_its_own_version_is_served() {
-        assert_eq!(check(Some(SUPPORTED)), Ok(()));
+        let ext = |v: &str| Installed::Extension(v.to_string());
+        let pure = |v: &str| Installed::PureSql(v.to_string());
+        assert_eq!(check(Some(&ext(SUPPORTED))), Ok(()));
+        assert_eq!(check(Some(&pure(SUPPORTED))), Ok(()));
         assert_eq!(check(None), Err(VersionError::NotInstalled));
-        let older = check(Some("0.1.0")).unwrap_err().to_string();
+        assert_eq!(
+            check(Some(&Installed::Unreadable)),
+            Err(VersionError::Unreadable)
+        );
+        let older = check(Some(&ext("0.1.0"))).unwrap_err().to_string();
         assert_eq!(
             older,
             format!("the database has stripe_billing 0.1.0, but this worker needs {SUPPORTED}: run ALTER EXTENSION stripe_billing UPDATE TO '{SUPPORTED}'")
         );
-        let newer = check(Some("99.0.0")).unwrap_err().to_string();
+        let older_pure = check(Some(&pure("0.1.9"))).unwrap_err().to_string();
         assert!(
-            newer.ends_with("run the stripe-billing-worker of release 99.0.0"),
-            "{newer}"
+            older_pure.ends_with(&format!(
+                "apply the pure-SQL edition's upgrade migrations up to {SUPPORTED}"
+            )),
+            "{older_pure}"
         );
+        for newer in [ext("99.0.0"), pure("99.0.0")] {
+            let newer = check(Some(&newer)).unwrap_err().to_string();
+            assert!(
+                newer.ends_with("run the stripe-billing-worker of release 99.0.0"),
+                "{newer}"
+            );
+        }
     }
 }

@@ -140,7 +140,16 @@ pub struct Invoice {
     /// Before basil only; from basil on an invoice's payments are separate objects.
     pub payment_intent: Option<String>,
     pub charge: Option<String>,
+    /// From basil on, when the invoice was retrieved with `expand[]=payments`: what paid it.
+    pub payments: Vec<PaymentRef>,
     pub lines: Vec<InvoiceLine>,
+}
+
+/// A payment of an invoice (`payments.data[].payment`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentRef {
+    pub payment_intent: Option<String>,
+    pub charge: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -399,6 +408,14 @@ fn invoice(inv: input::Invoice) -> (Option<String>, Data) {
             .unwrap_or_default(),
         payment_intent: inv.payment_intent.0,
         charge: inv.charge.0,
+        payments: List::items(inv.payments)
+            .into_iter()
+            .filter_map(|p: input::InvoicePaymentIn| p.payment.0)
+            .map(|p| PaymentRef {
+                payment_intent: p.payment_intent.0,
+                charge: p.charge.0,
+            })
+            .collect(),
         lines,
     };
     (inv.customer.0, Data::Invoice(data))

@@ -33,6 +33,19 @@ BEGIN
                 PERFORM billing._apply_invoice(ev);
             WHEN ev ->> 'type' IN ('customer.created', 'customer.updated', 'customer.deleted') THEN
                 PERFORM billing._apply_customer(ev);
+            WHEN ev ->> 'type' = 'billing.invoice.retrieved' THEN
+                PERFORM billing._apply_retrieved_invoice(ev);
+            -- The money behind purchases, by the object the event reports.
+            WHEN ev ->> 'object_type' = 'charge' AND ev ->> 'type' LIKE 'charge.%' THEN
+                PERFORM billing._apply_charge(ev);
+            WHEN ev ->> 'object_type' = 'refund' THEN
+                PERFORM billing._apply_refund(ev);
+            WHEN ev ->> 'object_type' = 'dispute' AND ev ->> 'type' LIKE 'charge.dispute.%' THEN
+                PERFORM billing._apply_dispute(ev);
+            WHEN ev ->> 'object_type' = 'credit_note' AND ev ->> 'type' LIKE 'credit_note.%' THEN
+                PERFORM billing._apply_credit_note(ev);
+            WHEN ev ->> 'object_type' = 'invoice_payment' AND ev ->> 'type' LIKE 'invoice_payment.%' THEN
+                PERFORM billing._apply_invoice_payment(ev);
             ELSE
                 NULL;  -- stored and acknowledged, no effect
         END CASE;

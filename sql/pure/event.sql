@@ -48,19 +48,31 @@ RETURN pg_catalog.jsonb_typeof(value) IS DISTINCT FROM 'object'
     OR coalesce(pg_catalog.jsonb_typeof(value -> 'id'), 'null') IN ('string', 'null');
 COMMENT ON FUNCTION billing._reference_readable(jsonb) IS 'Internal (pure-SQL edition): false for an expanded object whose id is neither a string nor null, which makes what holds it unreadable.';
 
--- The elements of a Stripe list ({"data": [...]}) when every one is an object whose references
--- named in refs read; otherwise none (the extension reads a list whole or not at all).
-CREATE OR REPLACE FUNCTION billing._list_items(list jsonb, refs text[]) RETURNS jsonb
+-- The elements of a JSON array when every one is an object whose references named in refs read;
+-- otherwise none (the extension reads a list whole or not at all). A Stripe list passes its
+-- "data"; anything that is not an array has no elements.
+CREATE OR REPLACE FUNCTION billing._readable_items(items jsonb, refs text[]) RETURNS jsonb
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN CASE
-    WHEN pg_catalog.jsonb_typeof(list -> 'data') IS DISTINCT FROM 'array' THEN '[]'::jsonb
-    WHEN EXISTS (SELECT FROM pg_catalog.jsonb_array_elements(list -> 'data') AS e(item)
+    WHEN pg_catalog.jsonb_typeof(items) IS DISTINCT FROM 'array' THEN '[]'::jsonb
+    WHEN EXISTS (SELECT FROM pg_catalog.jsonb_array_elements(items) AS e(item)
                  WHERE pg_catalog.jsonb_typeof(e.item) <> 'object'
                     OR EXISTS (SELECT FROM pg_catalog.unnest(refs) AS r(name)
                                WHERE NOT billing._reference_readable(e.item -> r.name))) THEN '[]'::jsonb
-    ELSE list -> 'data'
+    ELSE items
 END;
-COMMENT ON FUNCTION billing._list_items(jsonb, text[]) IS 'Internal (pure-SQL edition): the items of a Stripe list object if all of them can be read, else none.';
+COMMENT ON FUNCTION billing._readable_items(jsonb, text[]) IS 'Internal (pure-SQL edition): the elements of a JSON array if all of them can be read, else none.';
+
+-- A nested object whose references all read, else NULL (the extension drops it whole).
+CREATE OR REPLACE FUNCTION billing._readable_object(value jsonb, refs text[]) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE
+    WHEN pg_catalog.jsonb_typeof(value) IS DISTINCT FROM 'object' THEN NULL
+    WHEN EXISTS (SELECT FROM pg_catalog.unnest(refs) AS r(name)
+                 WHERE NOT billing._reference_readable(value -> r.name)) THEN NULL
+    ELSE value
+END;
+COMMENT ON FUNCTION billing._readable_object(jsonb, text[]) IS 'Internal (pure-SQL edition): a JSON object if the references named in refs can be read, else NULL.';
 
 CREATE OR REPLACE FUNCTION billing._normalize_checkout_session(o jsonb) RETURNS jsonb
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -90,7 +102,7 @@ BEGIN
                'current_period_start', billing._lenient_int(i.item -> 'current_period_start'),
                'current_period_end', billing._lenient_int(i.item -> 'current_period_end')) ORDER BY i.n), '[]'::jsonb)
     INTO items
-    FROM pg_catalog.jsonb_array_elements(billing._list_items(o -> 'items', '{price,plan}')) WITH ORDINALITY AS i(item, n);
+    FROM pg_catalog.jsonb_array_elements(billing._readable_items(o -> 'items' -> 'data', '{price,plan}')) WITH ORDINALITY AS i(item, n);
     -- Very old payloads name the price only on the subscription (plan, quantity).
     IF items = '[]'::jsonb AND billing._reference(o -> 'plan') IS NOT NULL THEN
         items := pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
@@ -127,16 +139,21 @@ DECLARE
     -- is dropped whole when its subscription reference cannot be read.
     from_parent jsonb := o -> 'parent' -> 'subscription_details';
     legacy jsonb := o -> 'subscription_details';
+    payments jsonb;
     lines jsonb;
 BEGIN
-    IF pg_catalog.jsonb_typeof(from_parent) IS DISTINCT FROM 'object'
-       OR NOT billing._reference_readable(from_parent -> 'subscription') THEN
-        from_parent := NULL;
-    END IF;
-    IF pg_catalog.jsonb_typeof(legacy) IS DISTINCT FROM 'object'
-       OR NOT billing._reference_readable(legacy -> 'subscription') THEN
-        legacy := NULL;
-    END IF;
+    from_parent := billing._readable_object(from_parent, '{subscription}');
+    legacy := billing._readable_object(legacy, '{subscription}');
+    -- What paid it (basil, retrieved with expand[]=payments); a payment whose references do not
+    -- read is left out.
+    SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+               'payment_intent', billing._reference(p.payment -> 'payment_intent'),
+               'charge', billing._reference(p.payment -> 'charge')) ORDER BY p.n), '[]'::jsonb)
+    INTO payments
+    FROM pg_catalog.jsonb_array_elements(billing._readable_items(o -> 'payments' -> 'data', '{invoice}'))
+         WITH ORDINALITY AS i(item, n),
+         LATERAL (SELECT billing._readable_object(i.item -> 'payment', '{payment_intent,charge}'), i.n) AS p(payment, n)
+    WHERE p.payment IS NOT NULL;
     SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
                'price_id', coalesce(billing._reference(l.line -> 'pricing' -> 'price_details' -> 'price'),
                                                billing._reference(l.line -> 'price'), billing._reference(l.line -> 'plan')),
@@ -147,7 +164,7 @@ BEGIN
                'period_start', billing._lenient_int(l.line -> 'period' -> 'start'),
                'period_end', billing._lenient_int(l.line -> 'period' -> 'end')) ORDER BY l.n), '[]'::jsonb)
     INTO lines
-    FROM pg_catalog.jsonb_array_elements(billing._list_items(o -> 'lines', '{price,plan}')) WITH ORDINALITY AS l(line, n);
+    FROM pg_catalog.jsonb_array_elements(billing._readable_items(o -> 'lines' -> 'data', '{price,plan}')) WITH ORDINALITY AS l(line, n);
     RETURN pg_catalog.jsonb_build_object(
         'id', billing._lenient_text(o -> 'id'),
         'status', billing._lenient_text(o -> 'status'),
@@ -164,10 +181,11 @@ BEGIN
             '{}'::jsonb),
         'payment_intent', billing._reference(o -> 'payment_intent'),
         'charge', billing._reference(o -> 'charge'),
+        'payments', payments,
         'lines', lines);
 END
 $$;
-COMMENT ON FUNCTION billing._normalize_invoice(jsonb) IS 'Internal (pure-SQL edition): the normalised data of an invoice (its subscription, line prices and proration flags in either API shape), as core/src/event reads it.';
+COMMENT ON FUNCTION billing._normalize_invoice(jsonb) IS 'Internal (pure-SQL edition): the normalised data of an invoice (its subscription, line prices and proration flags in either API shape, and what paid it), as core/src/event reads it.';
 
 CREATE OR REPLACE FUNCTION billing._normalize_customer(o jsonb) RETURNS jsonb
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -177,6 +195,60 @@ RETURN pg_catalog.jsonb_build_object(
     'email', billing._lenient_text(o -> 'email'),
     'metadata', billing._lenient_map(o -> 'metadata'));
 COMMENT ON FUNCTION billing._normalize_customer(jsonb) IS 'Internal (pure-SQL edition): the normalised data of a customer, as core/src/event reads it.';
+
+-- The money behind purchases (core/src/event/money.rs).
+CREATE OR REPLACE FUNCTION billing._normalize_money(kind text, o jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE kind
+    WHEN 'charge' THEN pg_catalog.jsonb_build_object(
+        'id', billing._lenient_text(o -> 'id'),
+        'payment_intent', billing._reference(o -> 'payment_intent'),
+        'invoice', billing._reference(o -> 'invoice'),
+        'amount', billing._lenient_int(o -> 'amount'),
+        'amount_refunded', billing._lenient_int(o -> 'amount_refunded'),
+        'currency', billing._lenient_text(o -> 'currency'))
+    WHEN 'refund' THEN pg_catalog.jsonb_build_object(
+        'id', billing._lenient_text(o -> 'id'),
+        'charge', billing._reference(o -> 'charge'),
+        'payment_intent', billing._reference(o -> 'payment_intent'),
+        'amount', billing._lenient_int(o -> 'amount'),
+        'currency', billing._lenient_text(o -> 'currency'),
+        'status', billing._lenient_text(o -> 'status'))
+    WHEN 'dispute' THEN pg_catalog.jsonb_build_object(
+        'id', billing._lenient_text(o -> 'id'),
+        'charge', billing._reference(o -> 'charge'),
+        'payment_intent', billing._reference(o -> 'payment_intent'),
+        'amount', billing._lenient_int(o -> 'amount'),
+        'currency', billing._lenient_text(o -> 'currency'),
+        'status', billing._lenient_text(o -> 'status'))
+    WHEN 'credit_note' THEN pg_catalog.jsonb_build_object(
+        'id', billing._lenient_text(o -> 'id'),
+        'invoice', billing._reference(o -> 'invoice'),
+        'status', billing._lenient_text(o -> 'status'),
+        'type', billing._lenient_text(o -> 'type'),
+        'total', billing._lenient_int(o -> 'total'),
+        'out_of_band_amount', billing._lenient_int(o -> 'out_of_band_amount'),
+        'currency', billing._lenient_text(o -> 'currency'),
+        -- refunds[] with amounts from basil on, a single refund id before.
+        'refunds', coalesce(
+            (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                        'refund', billing._reference(r.item -> 'refund'),
+                        'amount_refunded', billing._lenient_int(r.item -> 'amount_refunded')) ORDER BY r.n)
+             FROM pg_catalog.jsonb_array_elements(billing._readable_items(o -> 'refunds', '{refund}'))
+                  WITH ORDINALITY AS r(item, n)),
+            CASE WHEN billing._reference(o -> 'refund') IS NOT NULL THEN
+                pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+                    'refund', billing._reference(o -> 'refund'), 'amount_refunded', NULL)) END,
+            '[]'::jsonb))
+    WHEN 'invoice_payment' THEN pg_catalog.jsonb_build_object(
+        'id', billing._lenient_text(o -> 'id'),
+        'invoice', billing._reference(o -> 'invoice'),
+        'status', billing._lenient_text(o -> 'status'),
+        'amount_paid', billing._lenient_int(o -> 'amount_paid'),
+        'payment_intent', billing._reference(billing._readable_object(o -> 'payment', '{payment_intent,charge}') -> 'payment_intent'),
+        'charge', billing._reference(billing._readable_object(o -> 'payment', '{payment_intent,charge}') -> 'charge'))
+END;
+COMMENT ON FUNCTION billing._normalize_money(text, jsonb) IS 'Internal (pure-SQL edition): the normalised data of a charge, refund, dispute, credit note or invoice payment, as core/src/event reads it.';
 
 CREATE OR REPLACE FUNCTION billing._normalize_event(payload text) RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
@@ -234,9 +306,15 @@ BEGIN
         PERFORM billing._not_an_event('it has no data.object');
     END IF;
     kind := billing._lenient_text(object -> 'object');
+    -- The references each object type reads; one that cannot be read makes the object unreadable.
     refs := CASE kind WHEN 'checkout.session' THEN '{customer,subscription,invoice,payment_intent}'
                       WHEN 'subscription' THEN '{customer,plan}'
-                      WHEN 'invoice' THEN '{customer,subscription,payment_intent,charge}' END;
+                      WHEN 'invoice' THEN '{customer,subscription,payment_intent,charge}'
+                      WHEN 'charge' THEN '{customer,payment_intent,invoice}'
+                      WHEN 'refund' THEN '{customer,charge,payment_intent}'
+                      WHEN 'dispute' THEN '{charge,payment_intent}'
+                      WHEN 'credit_note' THEN '{customer,invoice,refund}'
+                      WHEN 'invoice_payment' THEN '{invoice}' END;
     IF EXISTS (SELECT FROM pg_catalog.unnest(refs) AS r(name) WHERE NOT billing._reference_readable(object -> r.name)) THEN
         PERFORM billing._not_an_event('its data.object cannot be read');
     END IF;
@@ -253,6 +331,11 @@ BEGIN
         WHEN 'customer' THEN
             customer := billing._lenient_text(object -> 'id');
             normalized := billing._normalize_customer(object);
+        WHEN 'charge', 'refund', 'credit_note' THEN
+            customer := billing._reference(object -> 'customer');
+            normalized := billing._normalize_money(kind, object);
+        WHEN 'dispute', 'invoice_payment' THEN
+            normalized := billing._normalize_money(kind, object);
         ELSE
             normalized := '{}'::jsonb;
     END CASE;

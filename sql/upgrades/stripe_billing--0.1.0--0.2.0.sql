@@ -3025,12 +3025,23 @@ SET search_path = pg_catalog, pg_temp AS $$
     WHERE n.nspname = 'billing' AND acl.grantee = 0 AND acl.privilege_type = 'EXECUTE'
     UNION ALL
     -- Functions created in billing later start executable by PUBLIC unless the event trigger
-    -- takes that back (a per-schema default privilege cannot revoke it).
-    SELECT 'event trigger', 'billing_new_functions_private', 'missing or disabled: new functions in billing would be executable by PUBLIC'
-    WHERE NOT EXISTS (SELECT FROM pg_event_trigger e WHERE e.evtname = 'billing_new_functions_private' AND e.evtenabled <> 'D')
+    -- takes that back, or the owner's default privileges no longer grant it: only a default
+    -- without IN SCHEMA can revoke it, and it covers every schema. The pure-SQL edition has the
+    -- event trigger only where its installer may create one (a superuser, or supautils).
+    SELECT 'event trigger', 'billing_new_functions_private',
+           format('missing or disabled: new functions in billing would be executable by PUBLIC (create it as a superuser, or run ALTER DEFAULT PRIVILEGES FOR ROLE %I REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC)',
+                  n.nspowner::regrole)
+    FROM pg_namespace n
+    WHERE n.nspname = 'billing'
+      AND NOT EXISTS (SELECT FROM pg_event_trigger e WHERE e.evtname = 'billing_new_functions_private' AND e.evtenabled <> 'D')
+      AND EXISTS (SELECT FROM aclexplode(coalesce((SELECT d.defaclacl FROM pg_default_acl d
+                                                   WHERE d.defaclrole = n.nspowner AND d.defaclnamespace = 0
+                                                     AND d.defaclobjtype = 'f'),
+                                                  acldefault('f', n.nspowner))) acl
+                  WHERE acl.grantee = 0 AND acl.privilege_type = 'EXECUTE')
     ORDER BY 1, 2, 3
 $$;
-COMMENT ON FUNCTION billing.security_report() IS 'Lists security problems: tables without row-level security, SECURITY DEFINER functions without a pinned search_path, anything anon or authenticated can execute or touch beyond billing.client_api(), functions executable by PUBLIC, and a missing event trigger for functions added later. Empty means clean.';
+COMMENT ON FUNCTION billing.security_report() IS 'Lists security problems: tables without row-level security, SECURITY DEFINER functions without a pinned search_path, anything anon or authenticated can execute or touch beyond billing.client_api(), functions executable by PUBLIC, and functions added later becoming executable by PUBLIC (no event trigger, and the owner''s default privileges still grant it). Empty means clean.';
 
 CREATE OR REPLACE FUNCTION billing._new_functions_private() RETURNS event_trigger
 LANGUAGE plpgsql

@@ -58,13 +58,42 @@ pub fn twin_files(root: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(files)
 }
 
+/// The functions `sql/pure/*.sql` defines besides the twins themselves: the pure-SQL edition's
+/// own helpers, which the extension does not have.
+pub fn twin_helpers() -> Vec<String> {
+    const TWINS: [&str; 5] = [
+        "stripe_signature_is_valid",
+        "construct_event",
+        "stripe_signature_header",
+        "_verify_webhook_signature",
+        "_normalize_event",
+    ];
+    let root = crate::upgrade::repo_root();
+    let mut helpers = Vec::new();
+    for path in twin_files(&root).unwrap_or_default() {
+        let text = read(&path).unwrap_or_default();
+        for part in text.split("CREATE OR REPLACE FUNCTION billing.").skip(1) {
+            let name = part.split('(').next().unwrap_or_default().to_string();
+            if !TWINS.contains(&name.as_str()) && !helpers.contains(&name) {
+                helpers.push(name);
+            }
+        }
+    }
+    helpers
+}
+
 fn read(path: &Path) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
 /// Extension SQL made fit for a plain schema. `origin` names the source in errors.
 pub fn without_extension_constructs(sql: &str, origin: &str) -> Result<String, String> {
-    for forbidden in ["@extschema@", "MODULE_PATHNAME", "ALTER EXTENSION", "CREATE EXTENSION"] {
+    for forbidden in [
+        "@extschema@",
+        "MODULE_PATHNAME",
+        "ALTER EXTENSION",
+        "CREATE EXTENSION",
+    ] {
         if sql.contains(forbidden) {
             return Err(format!(
                 "{origin} uses {forbidden}, which the pure-SQL edition cannot translate: teach tests/src/pure_sql.rs how"
@@ -132,11 +161,14 @@ fn header(title: &str, sources: &str) -> String {
 }
 
 fn twins(root: &Path) -> Result<String, String> {
-    let mut out = String::from(
-        "-- The functions the extension writes in Rust, as PL/pgSQL twins.\n",
-    );
+    let mut out =
+        String::from("-- The functions the extension writes in Rust, as PL/pgSQL twins.\n");
     for path in twin_files(root)? {
-        let rel = path.strip_prefix(root).unwrap_or(&path).display().to_string();
+        let rel = path
+            .strip_prefix(root)
+            .unwrap_or(&path)
+            .display()
+            .to_string();
         out.push_str(&format!("-- {rel}\n"));
         out.push_str(without_extension_constructs(&read(&path)?, &rel)?.trim_end());
         out.push_str("\n\n");
@@ -297,10 +329,7 @@ pub fn generate(
     previous: Option<&str>,
     version: &str,
 ) -> Result<Vec<(PathBuf, String)>, String> {
-    let mut out = vec![(
-        install_path(root, version),
-        install_script(root, version)?,
-    )];
+    let mut out = vec![(install_path(root, version), install_script(root, version)?)];
     if let Some(from) = previous.filter(|from| has_pure_edition(from) && *from != version) {
         out.push((
             upgrade_path(root, from, version),
@@ -368,7 +397,12 @@ mod tests {
             .find(&format!("-- sql/{}\n", files.last().unwrap().path))
             .unwrap();
         assert!(last < twins_at && twins_at < finalize_at);
-        for forbidden in ["pg_extension_config_dump", "\\echo", "MODULE_PATHNAME", "LANGUAGE c "] {
+        for forbidden in [
+            "pg_extension_config_dump",
+            "\\echo",
+            "MODULE_PATHNAME",
+            "LANGUAGE c ",
+        ] {
             assert!(!script.contains(forbidden), "{forbidden}");
         }
     }

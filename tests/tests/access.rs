@@ -438,7 +438,10 @@ async fn security_report_is_empty_after_install_and_flags_each_weakening() {
     let grant_tokens =
         "billing.grant_tokens(uuid,bigint,text,timestamp with time zone,uuid,text,jsonb)";
     let schema_owner: String = owner
-        .query_one("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'billing'", &[])
+        .query_one(
+            "SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'billing'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -449,7 +452,9 @@ async fn security_report_is_empty_after_install_and_flags_each_weakening() {
     // What keeps functions added later private: the event trigger (the extension), or where the
     // installer may not create one (the pure-SQL edition here), its revoked default privilege.
     let unprotect_later_functions = match db.edition {
-        Edition::Extension => "ALTER EVENT TRIGGER billing_new_functions_private DISABLE".to_string(),
+        Edition::Extension => {
+            "ALTER EVENT TRIGGER billing_new_functions_private DISABLE".to_string()
+        }
         Edition::Pure => format!(
             "ALTER DEFAULT PRIVILEGES FOR ROLE {schema_owner} GRANT EXECUTE ON FUNCTIONS TO PUBLIC"
         ),

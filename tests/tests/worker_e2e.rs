@@ -181,9 +181,17 @@ async fn an_extension_version_the_worker_was_not_built_for_is_refused() {
     }
     for (dsn, needle) in cases {
         let out = run(dsn);
-        assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let err = String::from_utf8_lossy(&out.stderr);
-        let lines: Vec<&str> = err.lines().filter(|l| !l.contains(" WARN ") && !l.contains(" INFO ")).collect();
+        let lines: Vec<&str> = err
+            .lines()
+            .filter(|l| !l.contains(" WARN ") && !l.contains(" INFO "))
+            .collect();
         assert_eq!(lines.len(), 1, "one line: {err}");
         assert!(lines[0].contains(&needle), "{err}");
     }

@@ -138,7 +138,9 @@ impl TestDb {
         TestDb::empty_for(Edition::current()).await
     }
 
-    async fn empty_for(edition: Edition) -> TestDb {
+    /// A new database ready for `edition`: for the pure-SQL edition, prepared like a new Supabase
+    /// project on a Supabase-like cluster, or with pgcrypto in schema extensions on another.
+    pub async fn empty_for(edition: Edition) -> TestDb {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let supabase_like = Edition::current() == Edition::Pure;
         let admin = connect(&cluster_dsn()).await;

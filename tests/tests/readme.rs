@@ -1,14 +1,18 @@
 //! The README runs as written. Every ```sql block is preceded by a marker naming who runs it:
 //!
 //! ```text
-//! <!-- readme-test: owner -->                 the superuser who installed the extension
+//! <!-- readme-test: owner -->                 the role that installed stripe_billing
 //! <!-- readme-test: user <uuid> <email> -->   a signed-in user, the way PostgREST runs calls
 //! <!-- readme-test: anon -->                  PostgREST's anonymous role
 //! <!-- readme-test: owner, worker -->         ... after starting the emulator and the worker
+//! <!-- readme-test: owner, extension -->      ... only when testing the extension edition
+//! <!-- readme-test: owner, pure -->           ... only when testing the pure-SQL edition
 //! <!-- readme-test: skip: <why> -->           not run (say why)
 //! ```
 //!
-//! The blocks run in order on one fresh database, as a reader following the README would.
+//! The blocks run in order on one fresh database, as a reader following the README would. For
+//! the pure-SQL edition (`STRIPE_BILLING_EDITION=pure`) the database starts with the migration
+//! applied, as the README's section on it says, since it installs with psql or the Supabase CLI.
 //! After each statement, comment lines starting with `--  ` (two spaces) are its expected rows
 //! (columns separated by ` | `), and `-- ERROR:  <SQLSTATE>: <message>` an expected error; `…`
 //! in either matches any text. With `UPDATE_README=1` the expected lines of statements whose
@@ -20,6 +24,7 @@ mod worker_support;
 
 use std::path::PathBuf;
 
+use stripe_billing_tests::edition::Edition;
 use stripe_billing_tests::pg::TestDb;
 use tokio_postgres::SimpleQueryMessage;
 use uuid::Uuid;
@@ -52,19 +57,22 @@ struct Statement {
 struct Block {
     context: Context,
     worker: bool,
+    /// Run only when testing this edition.
+    edition: Option<Edition>,
     statements: Vec<Statement>,
 }
 
-fn parse_marker(line: &str) -> Option<(Context, bool)> {
+fn parse_marker(line: &str) -> Option<(Context, bool, Option<Edition>)> {
     let inner = line
         .trim()
         .strip_prefix("<!-- readme-test:")?
         .strip_suffix("-->")?
         .trim();
     if inner.starts_with("skip") {
-        return Some((Context::Skip, false));
+        return Some((Context::Skip, false, None));
     }
     let mut worker = false;
+    let mut edition = None;
     let mut context = None;
     for part in inner.split(',').map(str::trim) {
         let words: Vec<&str> = part.split_whitespace().collect();
@@ -72,6 +80,8 @@ fn parse_marker(line: &str) -> Option<(Context, bool)> {
             ["owner"] => context = Some(Context::Owner),
             ["anon"] => context = Some(Context::Anon),
             ["worker"] => worker = true,
+            ["extension"] => edition = Some(Edition::Extension),
+            ["pure"] => edition = Some(Edition::Pure),
             ["user", id, email] => {
                 context = Some(Context::User(
                     id.parse().expect("user uuid"),
@@ -81,7 +91,11 @@ fn parse_marker(line: &str) -> Option<(Context, bool)> {
             _ => panic!("README marker not understood: {line}"),
         }
     }
-    Some((context.expect("a marker names who runs the block"), worker))
+    Some((
+        context.expect("a marker names who runs the block"),
+        worker,
+        edition,
+    ))
 }
 
 fn parse(readme: &str) -> Vec<Block> {
@@ -153,6 +167,7 @@ fn parse(readme: &str) -> Vec<Block> {
         blocks.push(Block {
             context: marker.0,
             worker: marker.1,
+            edition: marker.2,
             statements,
         });
         i = end + 1;
@@ -239,13 +254,17 @@ async fn the_readme_sql_runs_as_written() {
     let text = std::fs::read_to_string(&path).unwrap();
     let blocks = parse(&text);
     assert!(blocks.iter().filter(|b| b.context != Context::Skip).count() >= 5);
-    let db = TestDb::empty().await;
+    let edition = Edition::current();
+    let db = match edition {
+        Edition::Extension => TestDb::empty().await,
+        Edition::Pure => TestDb::new().await,
+    };
     let client = db.owner().await;
     let mut started: Option<(Emulator, Worker)> = None;
     let mut rewrites: Vec<(std::ops::Range<usize>, Vec<String>)> = Vec::new();
     let mut failures = Vec::new();
     for block in &blocks {
-        if block.context == Context::Skip {
+        if block.context == Context::Skip || block.edition.is_some_and(|e| e != edition) {
             continue;
         }
         if block.worker && started.is_none() {
@@ -339,14 +358,26 @@ fn the_readme_error_table_is_the_one_table() {
 fn every_sqlstate_the_sql_raises_is_in_the_table() {
     let root = stripe_billing_tests::upgrade::repo_root();
     let mut missing = Vec::new();
-    for file in stripe_billing_tests::upgrade::manifest(&root).unwrap() {
-        let text = std::fs::read_to_string(root.join("sql").join(&file.path)).unwrap();
+    // Every schema file, and the pure-SQL migration (its twins and its install guard).
+    let mut sources: Vec<(String, String)> = stripe_billing_tests::upgrade::manifest(&root)
+        .unwrap()
+        .into_iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(root.join("sql").join(&f.path)).unwrap();
+            (f.path, text)
+        })
+        .collect();
+    sources.push((
+        "the pure-SQL migration".to_string(),
+        stripe_billing_tests::pure_sql::current_install_script(),
+    ));
+    for (path, text) in sources {
         for (n, part) in text.split("ERRCODE = '").enumerate().skip(1) {
             let code = part.split('\'').next().unwrap_or_default();
             let known = stripe_billing_core::errors::by_sqlstate(code)
                 .or_else(|| stripe_billing_core::errors::by_name(code));
             if known.is_none() {
-                missing.push(format!("{} (#{n}): {code}", file.path));
+                missing.push(format!("{path} (#{n}): {code}"));
             }
         }
     }

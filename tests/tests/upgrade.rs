@@ -4,6 +4,7 @@
 //! comments) and keep its data with the ledger's invariants intact. The shipped upgrade script
 //! must also be what `make upgrade-script` generates from the current sources.
 use serde_json::Value;
+use stripe_billing_tests::edition::Edition;
 use stripe_billing_tests::emulator::store::ids;
 use stripe_billing_tests::events::{self, unix_now, Invoice, Line, Period, Session, Shape, Sub};
 use stripe_billing_tests::pg::{Caller, TestDb};
@@ -295,6 +296,12 @@ async fn assert_books_balance(owner: &Client) {
 
 #[tokio::test]
 async fn every_release_upgrades_to_the_fresh_schema_and_keeps_its_data() {
+    if Edition::current() == Edition::Pure {
+        // ALTER EXTENSION upgrades only the extension, and no release before 0.2.0 has a
+        // pure-SQL edition: its upgrade migrations are tested in pure_migration.rs.
+        eprintln!("skipped: upgrades of released versions exist for the extension only");
+        return;
+    }
     let root = upgrade::repo_root();
     let fresh = TestDb::new().await;
     let fresh_catalog = upgrade::catalog_snapshot(&fresh.owner().await).await;

@@ -1,0 +1,351 @@
+//! The pure-SQL edition's migrations (DESIGN.md, "Two editions"): the committed file is what
+//! the sources generate, the install refuses a database it does not fit, an upgrade migration
+//! made from a hand-written part and the replayed code gives the schema a fresh install of the
+//! new version has and keeps the data, and security_report() says what to do when the installer
+//! could not create the event trigger. On a Supabase-like cluster (STRIPE_BILLING_EDITION=pure)
+//! the migrations run as Supabase's non-superuser postgres; on another, as the superuser.
+use std::path::{Path, PathBuf};
+
+use stripe_billing_tests::edition::Edition;
+use stripe_billing_tests::pg::{db_error, TestDb};
+use stripe_billing_tests::{pure_sql, upgrade};
+use tokio_postgres::Client;
+
+#[test]
+fn the_committed_migrations_are_generated_from_the_current_sources() {
+    for (path, generated) in pure_sql::generate_current().expect("generate") {
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "{} is out of date: run `make supabase-sql` and commit the result",
+            path.display()
+        );
+    }
+}
+
+/// Applies `script` in one transaction, as `supabase db push` does.
+async fn apply(client: &mut Client, script: &str) -> Result<(), tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    tx.batch_execute(script).await?;
+    tx.commit().await
+}
+
+fn supabase_like() -> bool {
+    Edition::current() == Edition::Pure
+}
+
+#[tokio::test]
+async fn the_install_refuses_a_database_it_does_not_fit() {
+    let script = pure_sql::current_install_script();
+    let version = upgrade::current_version();
+
+    // Twice: the second finds the first.
+    let db = TestDb::with_edition(Edition::Pure).await;
+    let err = apply(&mut db.owner().await, &script).await.unwrap_err();
+    assert_eq!(
+        db_error(&err),
+        (
+            "BL014".into(),
+            format!("stripe_billing {version} is already installed in schema billing; this migration installs {version}")
+        )
+    );
+
+    // Beside the extension.
+    let ext = TestDb::with_edition(Edition::Extension).await;
+    let err = apply(&mut ext.owner().await, &script).await.unwrap_err();
+    assert_eq!(
+        db_error(&err).1,
+        "stripe_billing is installed here as an extension; the pure-SQL edition cannot go beside it"
+    );
+
+    // Over a schema of the same name that is someone else's.
+    let taken = TestDb::empty_for(Edition::Pure).await;
+    let mut owner = taken.owner().await;
+    owner.batch_execute("CREATE SCHEMA billing").await.unwrap();
+    let err = apply(&mut owner, &script).await.unwrap_err();
+    assert_eq!(
+        db_error(&err),
+        (
+            "BL014".into(),
+            "a schema billing exists that stripe_billing did not create".into()
+        )
+    );
+
+    // With pgcrypto somewhere else than Supabase keeps it.
+    let elsewhere = TestDb::empty_for(Edition::Pure).await;
+    elsewhere
+        .superuser()
+        .await
+        .batch_execute(
+            "DROP EXTENSION pgcrypto; CREATE SCHEMA crypto; CREATE EXTENSION pgcrypto WITH SCHEMA crypto",
+        )
+        .await
+        .unwrap();
+    let err = apply(&mut elsewhere.owner().await, &script)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        db_error(&err),
+        (
+            "BL014".into(),
+            "pgcrypto is installed in schema crypto, and stripe_billing calls extensions.hmac()"
+                .into()
+        )
+    );
+
+    // Without pgcrypto at all, it is created where Supabase keeps it (it is a trusted
+    // extension, so the installer may).
+    let bare = TestDb::empty_for(Edition::Pure).await;
+    bare.superuser()
+        .await
+        .batch_execute("DROP EXTENSION pgcrypto")
+        .await
+        .unwrap();
+    apply(&mut bare.owner().await, &script)
+        .await
+        .expect("install where pgcrypto is missing");
+    let schema: String = bare
+        .owner()
+        .await
+        .query_one(
+            "SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'pgcrypto'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(schema, "extensions");
+    // Each refusal left nothing behind.
+    for db in [&taken, &elsewhere] {
+        let tables: i64 = db
+            .owner()
+            .await
+            .query_one(
+                "SELECT count(*) FROM pg_class WHERE relnamespace = 'billing'::regnamespace",
+                &[],
+            )
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(0);
+        assert_eq!(tables, 0, "{}", db.name);
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A copy of the sources in which the next version has been developed: `0.2.0--NEXT.sql` adds
+/// a column to billing.config (also in the schema file, as for a real change), and a code file
+/// gains a function.
+fn next_version_sources(next: &str) -> PathBuf {
+    let root = std::env::temp_dir().join(format!("stripe_billing_next_{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    copy_dir(&upgrade::repo_root().join("sql"), &root.join("sql"));
+    let column = "ALTER TABLE billing.config ADD COLUMN upgrade_probe integer;\n\
+                  COMMENT ON COLUMN billing.config.upgrade_probe IS 'Added by the next version.';\n";
+    let settings = root.join("sql/settings/schema.sql");
+    let mut schema = std::fs::read_to_string(&settings).unwrap();
+    schema.push_str(column);
+    std::fs::write(&settings, schema).unwrap();
+    let support = root.join("sql/support/functions.sql");
+    let mut code = std::fs::read_to_string(&support).unwrap();
+    code.push_str(
+        "\nCREATE OR REPLACE FUNCTION billing._upgrade_probe() RETURNS integer LANGUAGE sql IMMUTABLE RETURN 42;\n\
+         COMMENT ON FUNCTION billing._upgrade_probe() IS 'Internal: added by the next version.';\n",
+    );
+    std::fs::write(&support, code).unwrap();
+    let current = upgrade::current_version();
+    std::fs::write(
+        root.join(format!("sql/upgrades/manual/{current}--{next}.sql")),
+        format!("-- The next version's state change.\n{column}-- @replay\n"),
+    )
+    .unwrap();
+    root
+}
+
+async fn installed(client: &Client) -> (String, String, bool) {
+    let row = client
+        .query_one(
+            "SELECT edition, version, upgraded_at IS NOT NULL FROM billing.installation",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1), row.get(2))
+}
+
+#[tokio::test]
+async fn an_upgrade_migration_gives_the_fresh_schema_of_the_next_version_and_keeps_the_data() {
+    let current = upgrade::current_version();
+    let next = "99.0.0";
+    let root = next_version_sources(next);
+    let upgrade_script = pure_sql::upgrade_script(&root, current, next).expect("generate");
+    let fresh_script = pure_sql::install_script(&root, next).expect("generate");
+
+    let old = TestDb::with_edition(Edition::Pure).await;
+    let mut owner = old.owner().await;
+    owner
+        .batch_execute(
+            "SELECT billing.grant_tokens('8d3f5c1e-2b4a-4c6d-9e8f-0a1b2c3d4e5f', 500, 'promo', grant_key => 'before-upgrade');
+             SELECT billing.spend_tokens('8d3f5c1e-2b4a-4c6d-9e8f-0a1b2c3d4e5f', 120, idempotency_key => 'job-1');",
+        )
+        .await
+        .unwrap();
+    apply(&mut owner, &upgrade_script)
+        .await
+        .expect("the upgrade migration applies");
+    assert_eq!(
+        installed(&owner).await,
+        ("pure-sql".into(), next.into(), true)
+    );
+    let balance: i64 = owner
+        .query_one(
+            "SELECT billing.token_balance('8d3f5c1e-2b4a-4c6d-9e8f-0a1b2c3d4e5f')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(balance, 380, "the ledger survives the upgrade");
+    let probe: i32 = owner
+        .query_one("SELECT billing._upgrade_probe()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(probe, 42, "the replayed code has the new function");
+
+    let fresh = TestDb::empty_for(Edition::Pure).await;
+    apply(&mut fresh.owner().await, &fresh_script)
+        .await
+        .expect("a fresh install of the next version");
+    let (upgraded, fresh_catalog) = (
+        upgrade::catalog_snapshot(&owner).await,
+        upgrade::catalog_snapshot(&fresh.owner().await).await,
+    );
+    let (only_upgraded, only_fresh) = upgrade::snapshot_diff(&upgraded, &fresh_catalog);
+    assert!(
+        only_upgraded.is_empty() && only_fresh.is_empty(),
+        "upgraded differs from fresh.\nonly after the upgrade:\n{}\n\nonly in a fresh install:\n{}",
+        only_upgraded.join("\n"),
+        only_fresh.join("\n")
+    );
+
+    // Applied again, or to a database at another version, it refuses and changes nothing.
+    let err = apply(&mut owner, &upgrade_script).await.unwrap_err();
+    assert_eq!(
+        db_error(&err),
+        (
+            "BL014".into(),
+            format!(
+                "stripe_billing {next} is installed; this migration upgrades {current} to {next}"
+            )
+        )
+    );
+    let none = TestDb::empty_for(Edition::Pure).await;
+    let err = apply(&mut none.owner().await, &upgrade_script)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        db_error(&err),
+        (
+            "BL014".into(),
+            format!("no pure-SQL stripe_billing is installed here; this migration upgrades {current} to {next}")
+        )
+    );
+    let _ = std::fs::remove_dir_all(root);
+}
+
+#[tokio::test]
+async fn without_the_event_trigger_the_security_report_says_what_to_run() {
+    let db = TestDb::empty_for(Edition::Pure).await;
+    let mut owner = db.owner().await;
+    apply(&mut owner, &pure_sql::current_install_script())
+        .await
+        .unwrap();
+    let rows = security_report(&owner).await;
+    let event_trigger: bool = owner
+        .query_one(
+            "SELECT EXISTS (SELECT FROM pg_event_trigger WHERE evtname = 'billing_new_functions_private')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    if !supabase_like() {
+        // A superuser installed it: the event trigger exists, nothing is left to do.
+        assert!(event_trigger);
+        assert!(rows.is_empty(), "{rows:?}");
+        return;
+    }
+    // Supabase's postgres may not create event triggers without supautils (not in this cluster).
+    assert!(!event_trigger);
+    assert_eq!(
+        rows,
+        [
+            "event trigger billing_new_functions_private: missing or disabled: new functions in billing would be executable by PUBLIC \
+             (create it as a superuser, or run ALTER DEFAULT PRIVILEGES FOR ROLE postgres REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC)"
+        ]
+    );
+    // Until then a function added to billing is anyone's; after the statement it names, it is
+    // nobody's until granted, and the report is clean.
+    let anon_may_run = |name: &'static str| {
+        format!("SELECT has_function_privilege('anon', 'billing.{name}()', 'EXECUTE')")
+    };
+    owner
+        .batch_execute(
+            "CREATE FUNCTION billing.before_fix() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+        )
+        .await
+        .unwrap();
+    let before: bool = owner
+        .query_one(&anon_may_run("before_fix"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(before, "PUBLIC's default EXECUTE");
+    owner
+        .batch_execute(
+            "DROP FUNCTION billing.before_fix();
+             ALTER DEFAULT PRIVILEGES FOR ROLE postgres REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
+             CREATE FUNCTION billing.after_fix() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+        )
+        .await
+        .unwrap();
+    let after: bool = owner
+        .query_one(&anon_may_run("after_fix"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        !after,
+        "a function added after the fix is executable by anon"
+    );
+    owner
+        .batch_execute("DROP FUNCTION billing.after_fix()")
+        .await
+        .unwrap();
+    assert!(security_report(&owner).await.is_empty());
+}
+
+async fn security_report(client: &Client) -> Vec<String> {
+    client
+        .query(
+            "SELECT format('%s %s: %s', object_type, object_name, problem) FROM billing.security_report()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}

@@ -162,6 +162,27 @@ END
 $$;
 COMMENT ON FUNCTION billing._ingest(text, text, jsonb) IS 'Internal: stores an event once and applies it (then whatever waited for it); the path of webhooks, events fetched from the API and retrieved objects.';
 
+-- Signing secrets may also live in Supabase Vault (the supabase_vault extension), so that they
+-- are stored encrypted: a secret named stripe_webhook_secret_test or stripe_webhook_secret_live,
+-- optionally followed by _<anything> (several at once while one rotates), signs events of the
+-- mode its name says. Vault is read only where it is installed.
+CREATE OR REPLACE FUNCTION billing._vault_webhook_secrets(OUT secret text, OUT livemode boolean)
+RETURNS SETOF record
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF to_regclass('vault.decrypted_secrets') IS NULL THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+        SELECT v.decrypted_secret, (substring(v.name FROM '^stripe_webhook_secret_(test|live)') = 'live')
+        FROM vault.decrypted_secrets v
+        WHERE v.name ~ '^stripe_webhook_secret_(test|live)(_.*)?$' AND v.decrypted_secret <> ''
+        ORDER BY v.name;
+END
+$$;
+COMMENT ON FUNCTION billing._vault_webhook_secrets() IS 'Internal: webhook signing secrets kept in Supabase Vault (vault.decrypted_secrets, when installed) under the names stripe_webhook_secret_test[_...] and stripe_webhook_secret_live[_...], with the mode the name says.';
+
 CREATE OR REPLACE FUNCTION billing.handle_stripe_webhook(payload text, header text) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
@@ -171,12 +192,17 @@ DECLARE
     matched integer;
     ev jsonb;
 BEGIN
-    SELECT array_agg(w.secret ORDER BY w.id), array_agg(w.livemode ORDER BY w.id) INTO secrets, modes
-    FROM billing.webhook_secrets w WHERE w.expires_at IS NULL OR w.expires_at > now();
+    SELECT array_agg(k.secret ORDER BY k.source, k.position), array_agg(k.livemode ORDER BY k.source, k.position)
+    INTO secrets, modes
+    FROM (SELECT 1 AS source, w.id AS position, w.secret, w.livemode
+          FROM billing.webhook_secrets w WHERE w.expires_at IS NULL OR w.expires_at > now()
+          UNION ALL
+          SELECT 2, v.n, v.secret, v.livemode
+          FROM billing._vault_webhook_secrets() WITH ORDINALITY AS v(secret, livemode, n)) k;
     IF secrets IS NULL THEN
         RAISE EXCEPTION 'billing is not configured: no webhook signing secret'
             USING ERRCODE = 'BL003',
-                  HINT = 'INSERT INTO billing.webhook_secrets (secret, livemode) VALUES (''whsec_...'', false);';
+                  HINT = 'INSERT INTO billing.webhook_secrets (secret, livemode) VALUES (''whsec_...'', false); or, with Supabase Vault, SELECT vault.create_secret(''whsec_...'', ''stripe_webhook_secret_test'');';
     END IF;
     matched := billing._verify_webhook_signature(payload, header, secrets, (billing._settings()).webhook_tolerance_seconds);
     ev := billing._normalize_event(payload);
@@ -184,12 +210,12 @@ BEGIN
         RAISE EXCEPTION 'a % event was signed with a % secret', CASE WHEN (ev ->> 'livemode')::boolean THEN 'live-mode' ELSE 'test-mode' END,
             CASE WHEN modes[matched] THEN 'live-mode' ELSE 'test-mode' END
             USING ERRCODE = 'BL009',
-                  HINT = 'Each webhook_secrets row says which mode it signs; add the secret of this mode''s endpoint.';
+                  HINT = 'Each webhook_secrets row (or Vault secret name) says which mode it signs; add the secret of this mode''s endpoint.';
     END IF;
     RETURN billing._ingest(payload, 'webhook', ev);
 END
 $$;
-COMMENT ON FUNCTION billing.handle_stripe_webhook(text, text) IS 'Privileged: verifies a Stripe webhook (raw body, Stripe-Signature header) against billing.webhook_secrets, stores the event once and applies its effects, all in the caller''s transaction. Returns {received, event_id, type, duplicate, processed, error, code}. Raises for bad signatures (nothing stored), BL009 for a mode mismatch and BL003 when no secret is configured.';
+COMMENT ON FUNCTION billing.handle_stripe_webhook(text, text) IS 'Privileged: verifies a Stripe webhook (raw body, Stripe-Signature header) against billing.webhook_secrets and the stripe_webhook_secret_* secrets of Supabase Vault, stores the event once and applies its effects, all in the caller''s transaction. Returns {received, event_id, type, duplicate, processed, error, code}. Raises for bad signatures (nothing stored), BL009 for a mode mismatch and BL003 when no secret is configured.';
 
 CREATE OR REPLACE FUNCTION billing.stripe_webhook(json) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER

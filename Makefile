@@ -9,7 +9,7 @@ export PG_CONFIG
 SUDO := $(if $(filter 0,$(shell id -u)),,$(if $(shell test -w "$$($(PG_CONFIG) --sharedir)/extension" && echo w),,sudo))
 PGRX_INSTALL := cargo pgrx install --pg-config $(PG_CONFIG) -p stripe_billing $(if $(SUDO),--sudo)
 
-.PHONY: setup install install-release install-history upgrade-script package test test-tiers test-unit test-pg test-integration lint demo bench
+.PHONY: setup install install-release install-history upgrade-script supabase-sql package test test-tiers test-unit test-pg test-integration lint demo bench
 
 setup:
 	@scripts/setup.sh
@@ -24,10 +24,16 @@ install-release: setup
 install-history: install
 	$(SUDO) install -m 644 sql/upgrades/history/*.sql "$$($(PG_CONFIG) --sharedir)/extension/"
 
-# Regenerates the upgrade script of the version in development (sql/upgrades/manual/ + code).
+# Regenerates the upgrade script of the version in development (sql/upgrades/manual/ + code),
+# and (the same binary) the pure-SQL edition's migrations, which come from the same sources.
 upgrade-script: install
 	cargo run -q -p stripe-billing-tests --bin upgrade-script
 	$(SUDO) install -m 644 sql/upgrades/stripe_billing--*--*.sql "$$($(PG_CONFIG) --sharedir)/extension/"
+
+# The pure-SQL edition for hosted Supabase: supabase/stripe_billing--<version>.sql (and the
+# upgrade migration of the version in development). Needs no PostgreSQL.
+supabase-sql:
+	cargo run -q -p stripe-billing-tests --bin supabase-sql
 
 # A tarball with the built extension (library, control file, install and upgrade scripts) laid
 # out under the PostgreSQL directories, to unpack at / on a machine without a toolchain.
@@ -44,8 +50,11 @@ test-unit:
 test-pg: setup
 	scripts/pg-test.sh
 
+# The whole integration suite twice: against the extension, then against the pure-SQL edition
+# installed by a non-superuser in a Supabase-like cluster.
 test-integration: install-history
 	scripts/integration-test.sh
+	STRIPE_BILLING_EDITION=pure scripts/integration-test.sh
 
 # Every tier, logged, then one closing line with the totals of all of them.
 test: setup

@@ -1,23 +1,32 @@
 //! `make upgrade-script`: writes the upgrade script of the version in development (see
-//! `stripe_billing_tests::upgrade`). Needs the current extension installed (`make install`).
+//! `stripe_billing_tests::upgrade`), and the pure-SQL edition's migrations, which the same
+//! sources make (see `stripe_billing_tests::pure_sql`), so that one command after a change to
+//! `sql/` refreshes every generated file. Needs the current extension installed (`make install`).
 use std::process::ExitCode;
 
+fn write(path: &std::path::Path, text: &str) -> Result<(), String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+fn run() -> Result<(), String> {
+    match stripe_billing_tests::upgrade::generate_development_script()? {
+        Some((path, text)) => write(&path, &text)?,
+        None => println!("the current version is released; no upgrade script to generate"),
+    }
+    for (path, text) in stripe_billing_tests::pure_sql::generate_current()? {
+        write(&path, &text)?;
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
-    match stripe_billing_tests::upgrade::generate_development_script() {
-        Ok(Some((path, text))) => match std::fs::write(&path, text) {
-            Ok(()) => {
-                println!("wrote {}", path.display());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("upgrade-script: cannot write {}: {e}", path.display());
-                ExitCode::FAILURE
-            }
-        },
-        Ok(None) => {
-            println!("the current version is released; no upgrade script to generate");
-            ExitCode::SUCCESS
-        }
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("upgrade-script: {e}");
             ExitCode::FAILURE

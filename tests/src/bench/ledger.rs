@@ -2,7 +2,10 @@
 //! hot user and for 10,000 users, with 10,000 and 1,000,000 grants in the table, beside a naive
 //! baseline that sums all of a user's grant and spend rows. The large table holds the same live
 //! grants plus 99 spent-out or expired grants per user: the history a real ledger accumulates.
+//! Then the same workloads on the small table in the pure-SQL edition: the ledger is SQL in
+//! both editions, so the two should match.
 use super::{clients, paired_on, rate};
+use crate::edition::Edition;
 use crate::pg::TestDb;
 use tokio_postgres::Client;
 
@@ -80,9 +83,42 @@ async fn measure_all(small_dsn: &str, large_dsn: &str) -> Vec<Row> {
     out
 }
 
+/// The ledger's own workloads on the small table, in each edition.
+async fn measure_editions(extension_dsn: &str, pure_dsn: &str) {
+    println!("\n| small table, 1 conn | extension | pure-SQL edition | extension/pure |");
+    println!("|---|---|---|---|");
+    let (ext, pure) = (clients(extension_dsn, 1).await, clients(pure_dsn, 1).await);
+    for (label, hot) in [("hot user", true), ("10k users", false)] {
+        let pick = |i: usize, n: u64| {
+            if hot {
+                user(0)
+            } else {
+                user(((n as i64) * 7919 + i as i64 * 4999) % USERS)
+            }
+        };
+        for (name, sql) in [
+            ("token_balance", "SELECT billing.token_balance($1)"),
+            ("spend_tokens", "SELECT billing.spend_tokens($1, 1)"),
+        ] {
+            let op = async |c: &Client, i, n| {
+                c.query_one(sql, &[&pick(i, n)]).await.unwrap();
+            };
+            let (e, p) = paired_on(&ext, op, &pure, op).await;
+            println!(
+                "| {name}, {label} | {} | {} | {:.2} |",
+                rate(e),
+                rate(p),
+                e / p
+            );
+        }
+    }
+}
+
 pub async fn run() {
     let small_db = TestDb::new().await;
     load(&small_db.owner().await, 0).await;
+    let pure_db = TestDb::with_edition(Edition::Pure).await;
+    load(&pure_db.owner().await, 0).await;
     let large_db = TestDb::new().await;
     load(&large_db.owner().await, 99).await;
     let rows = measure_all(&small_db.dsn, &large_db.dsn).await;
@@ -116,4 +152,5 @@ pub async fn run() {
             ours / naive
         );
     }
+    measure_editions(&small_db.dsn, &pure_db.dsn).await;
 }

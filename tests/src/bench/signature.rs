@@ -1,7 +1,10 @@
-//! Per-call cost of `billing.stripe_signature_is_valid` against what a Postgres user would
-//! write by hand (PL/pgSQL with pgcrypto's `hmac()`), and bytes/s against this machine's
-//! SHA-256 limit from `openssl speed -evp sha256` at 16 KB blocks, all in the same run.
+//! Per-call cost of `billing.stripe_signature_is_valid` in the extension (Rust) and in the
+//! pure-SQL edition (its PL/pgSQL twin with pgcrypto's `hmac()`), against what a Postgres user
+//! would write by hand (a few lines of PL/pgSQL with `hmac()`, without the edge cases), and
+//! bytes/s against this machine's SHA-256 limit from `openssl speed -evp sha256` at 16 KB
+//! blocks, all in the same run.
 use super::rate;
+use crate::edition::Edition;
 use crate::pg::TestDb;
 use std::time::Instant;
 
@@ -79,10 +82,12 @@ pub async fn run() {
     let db = TestDb::new().await;
     let client = db.owner().await;
     client.batch_execute(PLPGSQL).await.unwrap();
+    let pure_db = TestDb::with_edition(Edition::Pure).await;
+    let pure = pure_db.owner().await;
     let limit = openssl_sha256_bytes_per_second();
     println!("\n## Signature verification (calls/s, one backend, release build)\n");
-    println!("| payload | stripe_signature_is_valid | PL/pgSQL + pgcrypto | ratio | our bytes/s | openssl sha256 bytes/s (16 KB) | of limit |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| payload | extension (Rust) | pure-SQL edition | extension/pure | hand-written PL/pgSQL | extension/hand-written | extension bytes/s | openssl sha256 bytes/s (16 KB) | of limit |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for size in [1024usize, 16 * 1024, 256 * 1024] {
         let filler = "x".repeat(size.saturating_sub(40));
         let payload = format!("{{\"id\":\"evt_bench\",\"data\":\"{filler}\"}}");
@@ -97,6 +102,7 @@ pub async fn run() {
             &header,
         )
         .await;
+        let twin = measure(&pure, "billing.stripe_signature_is_valid", payload, &header).await;
         let theirs = measure(&client, "plpgsql_signature_is_valid", payload, &header).await;
         let bytes = ours * payload.len() as f64;
         let (limit_text, share) = match limit {
@@ -104,9 +110,11 @@ pub async fn run() {
             None => ("n/a".into(), "n/a".into()),
         };
         println!(
-            "| {} KB | {} | {} | {:.1}x | {} | {} | {} |",
+            "| {} KB | {} | {} | {:.1}x | {} | {:.1}x | {} | {} | {} |",
             size / 1024,
             rate(ours),
+            rate(twin),
+            ours / twin,
             rate(theirs),
             ours / theirs,
             rate(bytes),

@@ -1,7 +1,9 @@
 //! Events/s through `billing.handle_stripe_webhook` with realistic ~4 KB `invoice.paid`
-//! payloads (new event and invoice ids each time, so every event grants), beside a bare
+//! payloads (new event and invoice ids each time, so every event grants), in the extension and
+//! in the pure-SQL edition (whose signature check and normalisation are PL/pgSQL), beside a bare
 //! `INSERT` of the same payload into a plain jsonb table, with 1 and 2 connections.
-use super::{clients, paired, rate};
+use super::{clients, paired_on, rate, throughput};
+use crate::edition::Edition;
 use crate::events::{self, Invoice, Line, Period, Shape};
 use crate::pg::TestDb;
 use tokio_postgres::Client;
@@ -60,8 +62,7 @@ fn template() -> String {
     serde_json::to_string_pretty(&event).unwrap()
 }
 
-pub async fn run() {
-    let db = TestDb::new().await;
+async fn setup(db: &TestDb) -> Client {
     let owner = db.owner().await;
     owner
         .batch_execute(&format!(
@@ -73,89 +74,95 @@ pub async fn run() {
         ))
         .await
         .unwrap();
+    owner
+}
+
+async fn deliver(c: &Client, body: String) {
+    let t = crate::events::unix_now();
+    let h =
+        stripe_billing_core::signature::signature_header(body.as_bytes(), events::TEST_SECRET, t);
+    let r: serde_json::Value = c
+        .query_one("SELECT billing.handle_stripe_webhook($1, $2)", &[&body, &h])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(r["processed"], true, "{r}");
+}
+
+pub async fn run() {
+    let (db, pure_db) = (
+        TestDb::new().await,
+        TestDb::with_edition(Edition::Pure).await,
+    );
+    let (owner, pure_owner) = (setup(&db).await, setup(&pure_db).await);
     let template = template();
     let body = |i: usize, n: u64, run: &str| template.replace("BENCHID", &format!("{run}{i}x{n}"));
     println!(
         "\n## Webhook ingestion (events/s, {} byte invoice.paid payloads)\n",
         template.len()
     );
-    println!("| connections | event | handle_stripe_webhook | bare INSERT jsonb | ratio |");
-    println!("|---|---|---|---|---|");
-    let deliver = async |c: &Client, body: String| {
-        let t = crate::events::unix_now();
-        let h = stripe_billing_core::signature::signature_header(
-            body.as_bytes(),
-            events::TEST_SECRET,
-            t,
+    println!("| connections | event | extension | pure-SQL edition | extension/pure | bare INSERT jsonb | extension/bare |");
+    println!("|---|---|---|---|---|---|---|");
+    for conns in [1usize, 2] {
+        let (cs, pure_cs) = (
+            clients(&db.dsn, conns).await,
+            clients(&pure_db.dsn, conns).await,
         );
-        let r: serde_json::Value = c
-            .query_one("SELECT billing.handle_stripe_webhook($1, $2)", &[&body, &h])
+        let plain = throughput(&cs, async |c: &Client, i, n| {
+            let id = format!("evt_c{conns}p{i}_{n}");
+            c.execute(
+                "INSERT INTO plain_events (id, payload) VALUES ($1, $2::text::jsonb)",
+                &[&id, &body(i, n, &format!("c{conns}p"))],
+            )
+            .await
+            .unwrap();
+        })
+        .await;
+        // invoice.paid grants tokens; invoice.finalized is the floor: verification,
+        // normalisation and storage of an event with no effects.
+        for (event, label, replace) in [
+            ("paid", "invoice.paid (grants tokens)", None),
+            (
+                "fin",
+                "invoice.finalized (stored only)",
+                Some(("\"invoice.paid\"", "\"invoice.finalized\"")),
+            ),
+        ] {
+            let make = |i: usize, n: u64, edition: &str| {
+                let b = body(i, n, &format!("c{conns}{event}{edition}"));
+                match replace {
+                    Some((from, to)) => b.replace(from, to),
+                    None => b,
+                }
+            };
+            let (ours, twin) = paired_on(
+                &cs,
+                async |c: &Client, i, n| deliver(c, make(i, n, "e")).await,
+                &pure_cs,
+                async |c: &Client, i, n| deliver(c, make(i, n, "p")).await,
+            )
+            .await;
+            println!(
+                "| {conns} | {label} | {} | {} | {:.1}x | {} | {:.2} |",
+                rate(ours),
+                rate(twin),
+                ours / twin,
+                rate(plain),
+                ours / plain
+            );
+        }
+    }
+    let grants = |c: Client| async move {
+        let n: i64 = c
+            .query_one("SELECT count(*) FROM billing.token_grants", &[])
             .await
             .unwrap()
             .get(0);
-        assert_eq!(r["processed"], true, "{r}");
+        n
     };
-    let insert = async |c: &Client, id: String, body: String| {
-        c.execute(
-            "INSERT INTO plain_events (id, payload) VALUES ($1, $2::text::jsonb)",
-            &[&id, &body],
-        )
-        .await
-        .unwrap();
-    };
-    for conns in [1usize, 2] {
-        let cs = clients(&db.dsn, conns).await;
-        let (ours, plain) = paired(
-            &cs,
-            async |c: &Client, i, n| deliver(c, body(i, n, &format!("c{conns}r"))).await,
-            async |c: &Client, i, n| {
-                insert(
-                    c,
-                    format!("evt_c{conns}p{i}_{n}"),
-                    body(i, n, &format!("c{conns}p")),
-                )
-                .await
-            },
-        )
-        .await;
-        println!(
-            "| {conns} | invoice.paid (grants tokens) | {} | {} | {:.2} |",
-            rate(ours),
-            rate(plain),
-            ours / plain
-        );
-        // The floor: verification, normalisation and storage, for an event with no effects.
-        let (ours, plain) = paired(
-            &cs,
-            async |c: &Client, i, n| {
-                deliver(
-                    c,
-                    body(i, n, &format!("c{conns}u"))
-                        .replace("\"invoice.paid\"", "\"invoice.finalized\""),
-                )
-                .await
-            },
-            async |c: &Client, i, n| {
-                insert(
-                    c,
-                    format!("evt_c{conns}q{i}_{n}"),
-                    body(i, n, &format!("c{conns}q")),
-                )
-                .await
-            },
-        )
-        .await;
-        println!(
-            "| {conns} | invoice.finalized (stored only) | {} | {} | {:.2} |",
-            rate(ours),
-            rate(plain),
-            ours / plain
-        );
-    }
-    let grants: i64 = owner
-        .query_one("SELECT count(*) FROM billing.token_grants", &[])
-        .await
-        .unwrap()
-        .get(0);
-    println!("\n(every benchmarked event was applied: {grants} grants made)");
+    println!(
+        "\n(every benchmarked event was applied: {} grants made by the extension, {} by the pure-SQL edition)",
+        grants(owner).await,
+        grants(pure_owner).await
+    );
 }

@@ -3,7 +3,7 @@
 -- core/src/event does (DESIGN.md, "Events in SQL" and "Two editions"). Its comment is the
 -- extension's (sql/security/finalize.sql). The helpers mirror core/src/event/input.rs: a field
 -- of an unexpected JSON type reads as absent ("lenient"), and a reference may be an id or an
--- expanded object. tests/tests/editions.rs compares both editions on every fixture event.
+-- expanded object. tests/tests/editions_events.rs compares both editions on every fixture event.
 
 -- Lenient<Cow<str>>: the string, or NULL for any other JSON type.
 CREATE OR REPLACE FUNCTION billing._lenient_text(value jsonb) RETURNS text

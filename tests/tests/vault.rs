@@ -86,7 +86,12 @@ async fn secrets_named_for_their_mode_in_vault_verify_webhooks() {
     let (db, vault) = with_vault().await;
     let owner = db.owner().await;
     store(&vault, "stripe_webhook_secret_test", "whsec_vaultTest1").await;
-    store(&vault, "stripe_webhook_secret_live_2026_rotated", "whsec_vaultLive2").await;
+    store(
+        &vault,
+        "stripe_webhook_secret_live_2026_rotated",
+        "whsec_vaultLive2",
+    )
+    .await;
     store(&vault, "stripe_webhook_secret_staging", "whsec_misnamed").await;
     store(&vault, "openai_key", "whsec_unrelated").await;
 
@@ -135,8 +140,12 @@ async fn secrets_named_for_their_mode_in_vault_verify_webhooks() {
         .unwrap();
     assert_eq!(rows[0].get::<_, Value>(0)["processed"], true);
     assert_error(
-        api.call(&Caller::Anon, "SELECT count(*) FROM vault.decrypted_secrets", &[])
-            .await,
+        api.call(
+            &Caller::Anon,
+            "SELECT count(*) FROM vault.decrypted_secrets",
+            &[],
+        )
+        .await,
         "42501",
         "permission denied",
     );

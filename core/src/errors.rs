@@ -63,7 +63,7 @@ pub const CODES: &[Code] = &[
     code("BL011", "too_many_requests", "too many checkout or portal requests in progress for this user", 429, Unexpected),
     code("BL012", "coupon_not_offered", "the coupon is not in billing.coupons", 400, Unexpected),
     code("BL013", "redirect_not_allowed", "a redirect URL points outside the allowed origins", 400, Unexpected),
-    code("BL014", "install_refused", "the pure-SQL migration does not fit this database (another edition or version is installed, or pgcrypto is elsewhere)", 500, Unexpected),
+    code("BL014", "install_refused", "the pure-SQL migration does not fit this database (stripe_billing is there already, a foreign schema billing, pgcrypto elsewhere, not UTF8)", 500, Unexpected),
     code("22004", "null_value_not_allowed", "a required argument is NULL", 400, Sender),
     code("22008", "datetime_field_overflow", "the Stripe-Signature timestamp is outside the tolerance", 400, Sender),
     code("22023", "invalid_parameter_value", "an argument is invalid (or: the header has no v1 signature, the body is not a Stripe event)", 400, Sender),

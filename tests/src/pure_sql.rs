@@ -236,6 +236,11 @@ BEGIN
         RAISE EXCEPTION 'stripe_billing is installed here as an extension; the pure-SQL edition cannot go beside it'
             USING ERRCODE = 'BL014', HINT = 'Upgrade the extension with ALTER EXTENSION stripe_billing UPDATE instead.';
     END IF;
+    -- Stripe signs the UTF-8 bytes of the body, and hmac() reads text in the database's encoding.
+    IF pg_catalog.getdatabaseencoding() <> 'UTF8' THEN
+        RAISE EXCEPTION 'the database encoding is %; stripe_billing needs UTF8', pg_catalog.getdatabaseencoding()
+            USING ERRCODE = 'BL014', HINT = 'Create the database with ENCODING ''UTF8'' (Supabase''s is).';
+    END IF;
     IF pg_catalog.to_regclass('billing.installation') IS NOT NULL THEN
         EXECUTE 'SELECT edition, version FROM billing.installation' INTO installed;
         RAISE EXCEPTION 'stripe_billing % is already installed in schema billing; this migration installs {version}', installed.version

@@ -93,6 +93,31 @@ async fn the_install_refuses_a_database_it_does_not_fit() {
         )
     );
 
+    // In a database whose encoding is not UTF-8 (Stripe signs UTF-8 bytes).
+    let ascii = TestDb::empty_for(Edition::Pure).await;
+    let ascii_name = format!("{}_ascii", ascii.name);
+    ascii
+        .superuser()
+        .await
+        .batch_execute(&format!(
+            "CREATE DATABASE {ascii_name} ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
+        ))
+        .await
+        .unwrap();
+    let mut client = stripe_billing_tests::pg::connect(&stripe_billing_tests::pg::database_dsn(
+        &ascii.dsn,
+        &ascii_name,
+    ))
+    .await;
+    let err = apply(&mut client, &script).await.unwrap_err();
+    assert_eq!(
+        db_error(&err),
+        (
+            "BL014".into(),
+            "the database encoding is SQL_ASCII; stripe_billing needs UTF8".into()
+        )
+    );
+
     // Without pgcrypto at all, it is created where Supabase keeps it (it is a trusted
     // extension, so the installer may).
     let bare = TestDb::empty_for(Edition::Pure).await;

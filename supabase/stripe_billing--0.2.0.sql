@@ -3369,30 +3369,49 @@ RETURN pg_catalog.jsonb_typeof(value) IS DISTINCT FROM 'object'
     OR coalesce(pg_catalog.jsonb_typeof(value -> 'id'), 'null') IN ('string', 'null');
 COMMENT ON FUNCTION billing._reference_readable(jsonb) IS 'Internal (pure-SQL edition): false for an expanded object whose id is neither a string nor null, which makes what holds it unreadable.';
 
+-- The twins loop over arrays with PL/pgSQL statements rather than querying them: each query a
+-- function runs costs several times what reading a field does.
+
 -- The elements of a JSON array when every one is an object whose references named in refs read;
 -- otherwise none (the extension reads a list whole or not at all). A Stripe list passes its
 -- "data"; anything that is not an array has no elements.
 CREATE OR REPLACE FUNCTION billing._readable_items(items jsonb, refs text[]) RETURNS jsonb
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN CASE
-    WHEN pg_catalog.jsonb_typeof(items) IS DISTINCT FROM 'array' THEN '[]'::jsonb
-    WHEN EXISTS (SELECT FROM pg_catalog.jsonb_array_elements(items) AS e(item)
-                 WHERE pg_catalog.jsonb_typeof(e.item) <> 'object'
-                    OR EXISTS (SELECT FROM pg_catalog.unnest(refs) AS r(name)
-                               WHERE NOT billing._reference_readable(e.item -> r.name))) THEN '[]'::jsonb
-    ELSE items
-END;
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+AS $$
+DECLARE
+    i integer;
+BEGIN
+    IF pg_catalog.jsonb_typeof(items) IS DISTINCT FROM 'array' THEN
+        RETURN '[]'::jsonb;
+    END IF;
+    FOR i IN 0 .. pg_catalog.jsonb_array_length(items) - 1 LOOP
+        IF billing._readable_object(items -> i, refs) IS NULL THEN
+            RETURN '[]'::jsonb;
+        END IF;
+    END LOOP;
+    RETURN items;
+END
+$$;
 COMMENT ON FUNCTION billing._readable_items(jsonb, text[]) IS 'Internal (pure-SQL edition): the elements of a JSON array if all of them can be read, else none.';
 
 -- A nested object whose references all read, else NULL (the extension drops it whole).
 CREATE OR REPLACE FUNCTION billing._readable_object(value jsonb, refs text[]) RETURNS jsonb
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN CASE
-    WHEN pg_catalog.jsonb_typeof(value) IS DISTINCT FROM 'object' THEN NULL
-    WHEN EXISTS (SELECT FROM pg_catalog.unnest(refs) AS r(name)
-                 WHERE NOT billing._reference_readable(value -> r.name)) THEN NULL
-    ELSE value
-END;
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+AS $$
+DECLARE
+    name text;
+BEGIN
+    IF pg_catalog.jsonb_typeof(value) IS DISTINCT FROM 'object' THEN
+        RETURN NULL;
+    END IF;
+    FOREACH name IN ARRAY refs LOOP
+        IF NOT billing._reference_readable(value -> name) THEN
+            RETURN NULL;
+        END IF;
+    END LOOP;
+    RETURN value;
+END
+$$;
 COMMENT ON FUNCTION billing._readable_object(jsonb, text[]) IS 'Internal (pure-SQL edition): a JSON object if the references named in refs can be read, else NULL.';
 
 CREATE OR REPLACE FUNCTION billing._normalize_checkout_session(o jsonb) RETURNS jsonb
@@ -3415,15 +3434,20 @@ CREATE OR REPLACE FUNCTION billing._normalize_subscription(o jsonb) RETURNS json
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 AS $$
 DECLARE
-    items jsonb;
+    list jsonb;
+    item jsonb;
+    items jsonb := '[]'::jsonb;
+    i integer;
 BEGIN
-    SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-               'price_id', coalesce(billing._reference(i.item -> 'price'), billing._reference(i.item -> 'plan')),
-               'quantity', billing._lenient_int(i.item -> 'quantity'),
-               'current_period_start', billing._lenient_int(i.item -> 'current_period_start'),
-               'current_period_end', billing._lenient_int(i.item -> 'current_period_end')) ORDER BY i.n), '[]'::jsonb)
-    INTO items
-    FROM pg_catalog.jsonb_array_elements(billing._readable_items(o -> 'items' -> 'data', '{price,plan}')) WITH ORDINALITY AS i(item, n);
+    list := billing._readable_items(o -> 'items' -> 'data', '{price,plan}');
+    FOR i IN 0 .. pg_catalog.jsonb_array_length(list) - 1 LOOP
+        item := list -> i;
+        items := items || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+            'price_id', coalesce(billing._reference(item -> 'price'), billing._reference(item -> 'plan')),
+            'quantity', billing._lenient_int(item -> 'quantity'),
+            'current_period_start', billing._lenient_int(item -> 'current_period_start'),
+            'current_period_end', billing._lenient_int(item -> 'current_period_end')));
+    END LOOP;
     -- Very old payloads name the price only on the subscription (plan, quantity).
     IF items = '[]'::jsonb AND billing._reference(o -> 'plan') IS NOT NULL THEN
         items := pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
@@ -3460,32 +3484,37 @@ DECLARE
     -- is dropped whole when its subscription reference cannot be read.
     from_parent jsonb := o -> 'parent' -> 'subscription_details';
     legacy jsonb := o -> 'subscription_details';
-    payments jsonb;
-    lines jsonb;
+    list jsonb;
+    item jsonb;
+    payments jsonb := '[]'::jsonb;
+    lines jsonb := '[]'::jsonb;
+    i integer;
 BEGIN
     from_parent := billing._readable_object(from_parent, '{subscription}');
     legacy := billing._readable_object(legacy, '{subscription}');
     -- What paid it (basil, retrieved with expand[]=payments); a payment whose references do not
     -- read is left out.
-    SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-               'payment_intent', billing._reference(p.payment -> 'payment_intent'),
-               'charge', billing._reference(p.payment -> 'charge')) ORDER BY p.n), '[]'::jsonb)
-    INTO payments
-    FROM pg_catalog.jsonb_array_elements(billing._readable_items(o -> 'payments' -> 'data', '{invoice}'))
-         WITH ORDINALITY AS i(item, n),
-         LATERAL (SELECT billing._readable_object(i.item -> 'payment', '{payment_intent,charge}'), i.n) AS p(payment, n)
-    WHERE p.payment IS NOT NULL;
-    SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-               'price_id', coalesce(billing._reference(l.line -> 'pricing' -> 'price_details' -> 'price'),
-                                               billing._reference(l.line -> 'price'), billing._reference(l.line -> 'plan')),
-               'amount', billing._lenient_int(l.line -> 'amount'),
-               'quantity', billing._lenient_int(l.line -> 'quantity'),
-               'proration', coalesce(billing._lenient_bool(l.line -> 'parent' -> 'subscription_item_details' -> 'proration'),
-                                                billing._lenient_bool(l.line -> 'proration'), false),
-               'period_start', billing._lenient_int(l.line -> 'period' -> 'start'),
-               'period_end', billing._lenient_int(l.line -> 'period' -> 'end')) ORDER BY l.n), '[]'::jsonb)
-    INTO lines
-    FROM pg_catalog.jsonb_array_elements(billing._readable_items(o -> 'lines' -> 'data', '{price,plan}')) WITH ORDINALITY AS l(line, n);
+    list := billing._readable_items(o -> 'payments' -> 'data', '{invoice}');
+    FOR i IN 0 .. pg_catalog.jsonb_array_length(list) - 1 LOOP
+        item := billing._readable_object(list -> i -> 'payment', '{payment_intent,charge}');
+        CONTINUE WHEN item IS NULL;
+        payments := payments || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+            'payment_intent', billing._reference(item -> 'payment_intent'),
+            'charge', billing._reference(item -> 'charge')));
+    END LOOP;
+    list := billing._readable_items(o -> 'lines' -> 'data', '{price,plan}');
+    FOR i IN 0 .. pg_catalog.jsonb_array_length(list) - 1 LOOP
+        item := list -> i;
+        lines := lines || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+            'price_id', coalesce(billing._reference(item -> 'pricing' -> 'price_details' -> 'price'),
+                                 billing._reference(item -> 'price'), billing._reference(item -> 'plan')),
+            'amount', billing._lenient_int(item -> 'amount'),
+            'quantity', billing._lenient_int(item -> 'quantity'),
+            'proration', coalesce(billing._lenient_bool(item -> 'parent' -> 'subscription_item_details' -> 'proration'),
+                                  billing._lenient_bool(item -> 'proration'), false),
+            'period_start', billing._lenient_int(item -> 'period' -> 'start'),
+            'period_end', billing._lenient_int(item -> 'period' -> 'end')));
+    END LOOP;
     RETURN pg_catalog.jsonb_build_object(
         'id', billing._lenient_text(o -> 'id'),
         'status', billing._lenient_text(o -> 'status'),
@@ -3516,6 +3545,29 @@ RETURN pg_catalog.jsonb_build_object(
     'email', billing._lenient_text(o -> 'email'),
     'metadata', billing._lenient_map(o -> 'metadata'));
 COMMENT ON FUNCTION billing._normalize_customer(jsonb) IS 'Internal (pure-SQL edition): the normalised data of a customer, as core/src/event reads it.';
+
+-- The refunds a credit note made: refunds[] with amounts from basil on, a single refund id before.
+CREATE OR REPLACE FUNCTION billing._credit_note_refunds(o jsonb) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+AS $$
+DECLARE
+    list jsonb := billing._readable_items(o -> 'refunds', '{refund}');
+    refunds jsonb := '[]'::jsonb;
+    i integer;
+BEGIN
+    FOR i IN 0 .. pg_catalog.jsonb_array_length(list) - 1 LOOP
+        refunds := refunds || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+            'refund', billing._reference(list -> i -> 'refund'),
+            'amount_refunded', billing._lenient_int(list -> i -> 'amount_refunded')));
+    END LOOP;
+    IF refunds = '[]'::jsonb AND billing._reference(o -> 'refund') IS NOT NULL THEN
+        refunds := pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+            'refund', billing._reference(o -> 'refund'), 'amount_refunded', NULL));
+    END IF;
+    RETURN refunds;
+END
+$$;
+COMMENT ON FUNCTION billing._credit_note_refunds(jsonb) IS 'Internal (pure-SQL edition): the refunds of a credit note (refunds[] from basil on, refund before), as core/src/event reads them.';
 
 -- The money behind purchases (core/src/event/money.rs).
 CREATE OR REPLACE FUNCTION billing._normalize_money(kind text, o jsonb) RETURNS jsonb
@@ -3550,17 +3602,7 @@ RETURN CASE kind
         'total', billing._lenient_int(o -> 'total'),
         'out_of_band_amount', billing._lenient_int(o -> 'out_of_band_amount'),
         'currency', billing._lenient_text(o -> 'currency'),
-        -- refunds[] with amounts from basil on, a single refund id before.
-        'refunds', coalesce(
-            (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-                        'refund', billing._reference(r.item -> 'refund'),
-                        'amount_refunded', billing._lenient_int(r.item -> 'amount_refunded')) ORDER BY r.n)
-             FROM pg_catalog.jsonb_array_elements(billing._readable_items(o -> 'refunds', '{refund}'))
-                  WITH ORDINALITY AS r(item, n)),
-            CASE WHEN billing._reference(o -> 'refund') IS NOT NULL THEN
-                pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
-                    'refund', billing._reference(o -> 'refund'), 'amount_refunded', NULL)) END,
-            '[]'::jsonb))
+        'refunds', billing._credit_note_refunds(o))
     WHEN 'invoice_payment' THEN pg_catalog.jsonb_build_object(
         'id', billing._lenient_text(o -> 'id'),
         'invoice', billing._reference(o -> 'invoice'),
@@ -3636,7 +3678,7 @@ BEGIN
                       WHEN 'dispute' THEN '{charge,payment_intent}'
                       WHEN 'credit_note' THEN '{customer,invoice,refund}'
                       WHEN 'invoice_payment' THEN '{invoice}' END;
-    IF EXISTS (SELECT FROM pg_catalog.unnest(refs) AS r(name) WHERE NOT billing._reference_readable(object -> r.name)) THEN
+    IF refs IS NOT NULL AND billing._readable_object(object, refs) IS NULL THEN
         PERFORM billing._not_an_event('its data.object cannot be read');
     END IF;
     CASE kind

@@ -219,12 +219,7 @@ BEGIN
     END IF;
     -- Stored as an event of ours, keyed by the request, so a repeated call applies it once; its
     -- time is when Stripe answered, which makes it newer than every event created before.
-    RETURN billing._ingest(jsonb_build_object(
-        'id', 'evt_retrieved_' || replace(request_id::text, '-', ''), 'object', 'event',
-        'type', 'billing.' || (object ->> 'object') || '.retrieved',
-        'created', floor(extract(epoch FROM coalesce(retrieved_at, now())))::bigint,
-        'livemode', coalesce((object ->> 'livemode')::boolean, false), 'api_version', NULL,
-        'data', jsonb_build_object('object', object))::text, 'retrieved');
+    RETURN billing._ingest_object('evt_retrieved_' || replace(request_id::text, '-', ''), object, retrieved_at);
 END
 $$;
 COMMENT ON FUNCTION billing.ingest_retrieved(uuid, jsonb, timestamptz) IS 'Worker: applies an object retrieved from Stripe for a refresh request as the authoritative state at retrieved_at (Stripe''s Date header), through the same store-and-apply path as events; idempotent per request.';

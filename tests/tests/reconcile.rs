@@ -191,6 +191,7 @@ async fn dropped_deliveries_are_caught_up_to_the_state_full_delivery_gives() {
     );
     let (code, out, err) = subcommand(&a.dsn, &emulator, &["catch-up"]);
     assert_eq!(code, 0, "{out}{err}");
+    println!("$ stripe-billing-worker catch-up\n{out}");
     let missed = all.len() as i64 - delivered;
     assert!(
         out.contains(&format!("never delivered before: {missed}\n")),
@@ -329,6 +330,7 @@ async fn backfill_adopts_an_existing_account_and_reports_what_it_skipped() {
 
     let (code, out, err) = subcommand(&db.dsn, &emulator, &["backfill", "--map", &map_arg]);
     assert_eq!(code, 0, "{out}{err}");
+    println!("$ stripe-billing-worker backfill --map users.csv\n{out}");
     assert!(
         out.starts_with("customers: 2 linked, 1 skipped\nsubscriptions: 2 adopted\n"),
         "{out}"

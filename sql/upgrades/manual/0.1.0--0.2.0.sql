@@ -41,6 +41,7 @@ DROP FUNCTION billing.apply_stored_event(text);
 DROP FUNCTION billing.spend(uuid, bigint, uuid, text, text);
 DROP FUNCTION billing.fail_request(uuid, text, text, integer, integer);
 DROP FUNCTION billing.insert_grant(uuid, bigint, text, timestamptz, uuid, text, jsonb);
+DROP FUNCTION billing.reprocess_events(integer);
 
 -- The policies name a renamed function; re-stating them gives their expressions the column
 -- name a fresh install has.

@@ -230,6 +230,12 @@ COMMENT ON COLUMN billing.notifications.created_at IS 'When it was written.';
 SELECT pg_catalog.pg_extension_config_dump('billing.notifications', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_get_serial_sequence('billing.notifications', 'id')::regclass, '');
 
+-- A caller's Idempotency-Key (the HTTP API's header, or PostgREST's request.headers) names one request.
+ALTER TABLE billing.stripe_requests ADD COLUMN idempotency_key text CHECK (length(idempotency_key) BETWEEN 1 AND 255);
+CREATE UNIQUE INDEX stripe_requests_idempotency_idx ON billing.stripe_requests (user_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+COMMENT ON COLUMN billing.stripe_requests.idempotency_key IS 'The caller''s Idempotency-Key header (request.headers), if any: the same key from the same user returns this request again instead of queuing another.';
+
 -- @replay
 
 -- Triggers and policies that need the functions above.

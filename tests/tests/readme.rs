@@ -116,11 +116,9 @@ fn parse(readme: &str) -> Vec<Block> {
         while j < end {
             let line = lines[j];
             let code = line.split("--").next().unwrap_or("").trim_end();
-            if !line.trim_start().starts_with("--") || !sql.is_empty() {
-                if !line.trim_start().starts_with("--") {
-                    sql.push_str(line);
-                    sql.push('\n');
-                }
+            if !line.trim_start().starts_with("--") {
+                sql.push_str(line);
+                sql.push('\n');
             }
             j += 1;
             if !sql.trim().is_empty() && code.ends_with(';') && !line.trim_start().starts_with("--")

@@ -13,14 +13,16 @@ use uuid::Uuid;
 
 const USERS: usize = 4;
 
-fn binary(name: &str) -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/release")
-        .join(name)
+/// A release binary of the workspace (under `CARGO_TARGET_DIR` when it is set).
+pub(super) fn binary(name: &str) -> std::path::PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("release").join(name)
 }
 
 /// Starts a process that prints `listening on URL` first and returns it with the URL.
-async fn start(mut cmd: Command) -> (Child, String) {
+pub(super) async fn start(mut cmd: Command) -> (Child, String) {
     cmd.stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true);

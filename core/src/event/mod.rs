@@ -10,9 +10,14 @@
 //! - invoice line price: `lines.data[].price.id` (or `plan.id`) before, `lines.data[].pricing.price_details.price` after;
 //! - line proration flag: `lines.data[].proration` before, `parent.subscription_item_details.proration` after.
 //!
+//! - a charge's invoice: `charge.invoice` before basil; from basil only an `invoice_payment`
+//!   (its own event, or retrieved) says which invoice a PaymentIntent paid;
+//! - a credit note's refunds: `refund` (an id) before basil, `refunds[]` with amounts after.
+//!
 //! Expandable fields may arrive as an id string or as an expanded object; both are accepted.
 //! What the values mean (which line grants tokens, which status wins) is decided in SQL, not here.
 mod input;
+mod money;
 
 use input::{metadata, Envelope, Kind, Lenient, List};
 use serde::{Deserialize, Serialize};
@@ -54,6 +59,11 @@ pub enum Data {
     Subscription(Subscription),
     Invoice(Invoice),
     Customer(Customer),
+    Charge(Charge),
+    Refund(Refund),
+    Dispute(Dispute),
+    CreditNote(CreditNote),
+    InvoicePayment(InvoicePayment),
     Other {},
 }
 
@@ -141,6 +151,75 @@ pub struct Customer {
     pub metadata: Map<String, Value>,
 }
 
+/// A charge (`charge.*` events). `invoice` exists before basil only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Charge {
+    pub id: Option<String>,
+    pub payment_intent: Option<String>,
+    pub invoice: Option<String>,
+    pub amount: Option<i64>,
+    /// Everything refunded so far (it only grows while refunds succeed).
+    pub amount_refunded: Option<i64>,
+    pub currency: Option<String>,
+}
+
+/// A refund (`refund.*` and `charge.refund.updated` events).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Refund {
+    pub id: Option<String>,
+    pub charge: Option<String>,
+    pub payment_intent: Option<String>,
+    pub amount: Option<i64>,
+    pub currency: Option<String>,
+    pub status: Option<String>,
+}
+
+/// A dispute (`charge.dispute.*` events).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dispute {
+    pub id: Option<String>,
+    pub charge: Option<String>,
+    pub payment_intent: Option<String>,
+    pub amount: Option<i64>,
+    pub currency: Option<String>,
+    pub status: Option<String>,
+}
+
+/// A refund a credit note made, with how much of it the credit note accounts for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreditNoteRefund {
+    pub refund: Option<String>,
+    /// From basil on; before it only the refund's id is known.
+    pub amount_refunded: Option<i64>,
+}
+
+/// A credit note (`credit_note.*` events).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreditNote {
+    pub id: Option<String>,
+    pub invoice: Option<String>,
+    pub status: Option<String>,
+    /// `pre_payment` (lowers what is due) or `post_payment` (gives back what was paid).
+    #[serde(rename = "type")]
+    pub note_type: Option<String>,
+    pub total: Option<i64>,
+    pub out_of_band_amount: Option<i64>,
+    pub currency: Option<String>,
+    /// `refund` before basil, `refunds[]` from basil.
+    pub refunds: Vec<CreditNoteRefund>,
+}
+
+/// An invoice payment (basil and later): which PaymentIntent or charge paid which invoice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvoicePayment {
+    pub id: Option<String>,
+    pub invoice: Option<String>,
+    pub status: Option<String>,
+    pub amount_paid: Option<i64>,
+    pub payment_intent: Option<String>,
+    pub charge: Option<String>,
+}
+
 /// Whether `id` looks like a Stripe event id: `evt_` and letters, digits or `_`.
 fn is_event_id(id: &str) -> bool {
     id.len() <= 255
@@ -197,6 +276,13 @@ pub fn normalize(payload: &str) -> Result<Normalized, EventError> {
         Some("subscription") => subscription(serde_json::from_str(raw).map_err(unreadable)?),
         Some("invoice") => invoice(serde_json::from_str(raw).map_err(unreadable)?),
         Some("customer") => customer(serde_json::from_str(raw).map_err(unreadable)?),
+        Some("charge") => money::charge(serde_json::from_str(raw).map_err(unreadable)?),
+        Some("refund") => money::refund(serde_json::from_str(raw).map_err(unreadable)?),
+        Some("dispute") => money::dispute(serde_json::from_str(raw).map_err(unreadable)?),
+        Some("credit_note") => money::credit_note(serde_json::from_str(raw).map_err(unreadable)?),
+        Some("invoice_payment") => {
+            money::invoice_payment(serde_json::from_str(raw).map_err(unreadable)?)
+        }
         _ => (None, Data::Other {}),
     };
     Ok(Normalized {

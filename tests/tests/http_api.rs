@@ -687,3 +687,30 @@ async fn a_request_another_worker_holds_is_awaited() {
         "nobody called Stripe twice"
     );
 }
+
+#[tokio::test]
+async fn a_request_held_back_by_the_users_other_one_is_served_when_that_one_ends() {
+    // Two packs bought at once: the queue serves one request of a user at a time, so the
+    // second call's request waits for the first; with the queue loop idle, only the second
+    // call's worker claiming it again can serve it within the wait.
+    let s = setup(&QUEUE_IDLE).await;
+    let token = user_token(Uuid::new_v4());
+    let (a, b) = tokio::join!(s.buy_pack(&token, &[]), s.buy_pack(&token, &[]));
+    assert_eq!(
+        (a.status, b.status),
+        (200, 200),
+        "{a:?} {b:?}\n{}",
+        s.worker.logs()
+    );
+    assert_ne!(a.body["sessionId"], b.body["sessionId"]);
+    assert_eq!(s.emulator.created("/v1/checkout/sessions").await.len(), 2);
+    let attempts: Vec<i32> = s
+        .owner
+        .query("SELECT attempts FROM billing.stripe_requests", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(attempts, [1, 1]);
+}

@@ -14,7 +14,9 @@
 //!    its own so a client that hangs up does not stop it half-way;
 //! 4. the answer read with `billing.await_request` as the user: at once when this worker served
 //!    the request, or after waiting for the worker that holds it (an earlier call with the same
-//!    Idempotency-Key, a retry after a transient failure).
+//!    Idempotency-Key). A request still pending meanwhile (held back by another request of the
+//!    same user, or by a retry delay after a transient failure) is claimed and served here as
+//!    soon as it can be.
 //!
 //! Errors are `{"error": message}`. SQL's refusals keep their message and take the status the
 //! one table of codes gives (`stripe_billing_core::errors`): BL002 no billing account → 400,
@@ -45,6 +47,9 @@ use crate::queue::{self, Ctx};
 
 /// How long a call waits for a free slot or connection before answering 503.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// While a call waits for a pending request, how often it tries to claim it itself.
+const RECLAIM_INTERVAL: Duration = Duration::from_millis(250);
 
 /// What the API's handlers share.
 pub struct ApiState {
@@ -151,21 +156,62 @@ async fn handle(
         Ok(queued) => queued,
         Err(failure) => return failure.response(),
     };
-    let served_here = queued.claimed.is_some();
-    if let Some(claimed) = queued.claimed {
-        // A task of its own: a client that hangs up must not stop the request half-way.
-        let serving = api.tasks.spawn(queue::process(api.ctx.clone(), claimed));
-        if let Err(e) = serving.await {
-            tracing::error!(request_id = %queued.id, error = %e, "serving the request failed");
-        }
-    }
-    let outcome = match sql::await_outcome(api, &caller, queued.id).await {
+    let outcome = match serve_and_await(api, &caller, queued).await {
         Ok(outcome) => outcome,
         Err(failure) => return failure.response(),
     };
-    tracing::info!(request_id = %queued.id, served_here, status = %text(&outcome, "status"),
+    tracing::info!(request_id = %outcome.id, served_here = outcome.served_here,
+        status = %text(&outcome.request, "status"),
         elapsed_ms = started.elapsed().as_millis() as u64, "API call answered");
-    answer(&call, &outcome)
+    answer(&call, &outcome.request)
+}
+
+/// How a call's request ended, as far as the call waited.
+struct Outcome {
+    id: uuid::Uuid,
+    /// `await_request`'s report.
+    request: Value,
+    /// Whether this worker made the Stripe calls.
+    served_here: bool,
+}
+
+/// Serves the request when the claim is ours, and waits (up to `--api-wait-ms`) for it
+/// otherwise. A row that is still pending while we wait is claimed again now and then: it may
+/// have been held back by another request of the same user, or by a retry delay, and this
+/// worker can serve it the moment that is over instead of leaving it to a queue's next poll.
+async fn serve_and_await(
+    api: &ApiState,
+    caller: &super::auth::Caller,
+    queued: sql::Queued,
+) -> Result<Outcome, sql::Failure> {
+    let deadline = Instant::now() + api.wait;
+    let mut claimed = queued.claimed;
+    let mut served_here = false;
+    loop {
+        if let Some(claim) = claimed.take() {
+            served_here = true;
+            // A task of its own: a client that hangs up must not stop the request half-way.
+            let serving = api.tasks.spawn(queue::process(api.ctx.clone(), claim));
+            if let Err(e) = serving.await {
+                tracing::error!(request_id = %queued.id, error = %e, "serving the request failed");
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let request =
+            sql::await_outcome(api, caller, queued.id, left.min(RECLAIM_INTERVAL)).await?;
+        let status = text(&request, "status");
+        let finished = matches!(status, "succeeded" | "failed");
+        if finished || Instant::now() >= deadline {
+            return Ok(Outcome {
+                id: queued.id,
+                request,
+                served_here,
+            });
+        }
+        if status == "pending" {
+            claimed = sql::claim(api, queued.id).await?;
+        }
+    }
 }
 
 /// The JSON body, `{}` when empty.

@@ -4,6 +4,8 @@
 //! row-level security and nothing else. The worker's database role must be allowed to
 //! `SET ROLE authenticated` (a member of it, as Supabase's `postgres` is).
 
+use std::time::Duration;
+
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Value};
@@ -151,17 +153,34 @@ async fn request(conn: &mut Conn, call: &Call) -> Result<Uuid, DbError> {
     Ok(row.try_get(0)?)
 }
 
+/// Claims the pending request `id` for this worker (outside any user's transaction).
+pub async fn claim(api: &ApiState, id: Uuid) -> Result<Option<Claimed>, Failure> {
+    let mut conn = api
+        .db
+        .get_within(ACQUIRE_TIMEOUT)
+        .await
+        .map_err(|e| Failure::from_db(&e))?;
+    queue::claim_one(&mut conn, &api.ctx.worker_id, id, api.lease_seconds)
+        .await
+        .map_err(|e| Failure::from_db(&e))
+}
+
 /// The request's state as `billing.await_request` reports it to the caller, after waiting up
-/// to `--api-wait-ms` for it to finish (no wait when it is finished already).
-pub async fn await_outcome(api: &ApiState, caller: &Caller, id: Uuid) -> Result<Value, Failure> {
+/// to `wait` for it to finish (no wait when it is finished already).
+pub async fn await_outcome(
+    api: &ApiState,
+    caller: &Caller,
+    id: Uuid,
+    wait: Duration,
+) -> Result<Value, Failure> {
     let mut conn = api
         .db
         .get_within(ACQUIRE_TIMEOUT)
         .await
         .map_err(|e| Failure::from_db(&e))?;
     let claims = caller.claims.to_string();
-    // At most 60 s (config), so this fits.
-    let wait_ms = i32::try_from(api.wait.as_millis()).unwrap_or(i32::MAX);
+    // At most --api-wait-ms, itself at most 60 s (config), so this fits.
+    let wait_ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
     let mut failure = None;
     let result = conn
         .in_transaction(async |conn: &mut Conn| {

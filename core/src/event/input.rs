@@ -228,6 +228,8 @@ pub struct Invoice<'a> {
     pub parent: Lenient<InvoiceParent>,
     pub payment_intent: Expandable,
     pub charge: Expandable,
+    #[serde(borrow)]
+    pub payments: Lenient<List<InvoicePaymentIn<'a>>>,
     pub lines: Lenient<List<Line>>,
 }
 

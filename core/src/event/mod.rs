@@ -140,7 +140,16 @@ pub struct Invoice {
     /// Before basil only; from basil on an invoice's payments are separate objects.
     pub payment_intent: Option<String>,
     pub charge: Option<String>,
+    /// From basil on, when the invoice was retrieved with `expand[]=payments`: what paid it.
+    pub payments: Vec<PaymentRef>,
     pub lines: Vec<InvoiceLine>,
+}
+
+/// A payment of an invoice (`payments.data[].payment`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentRef {
+    pub payment_intent: Option<String>,
+    pub charge: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -399,6 +408,14 @@ fn invoice(inv: input::Invoice) -> (Option<String>, Data) {
             .unwrap_or_default(),
         payment_intent: inv.payment_intent.0,
         charge: inv.charge.0,
+        payments: List::items(inv.payments)
+            .into_iter()
+            .filter_map(|p: input::InvoicePaymentIn| p.payment.0)
+            .map(|p| PaymentRef {
+                payment_intent: p.payment_intent.0,
+                charge: p.charge.0,
+            })
+            .collect(),
         lines,
     };
     (inv.customer.0, Data::Invoice(data))
@@ -443,3 +460,37 @@ fn customer(c: input::Customer) -> (Option<String>, Data) {
 
 #[cfg(test)]
 mod tests;
+
+/// Every Stripe event type the product applies (others are stored and acknowledged with no
+/// effect): the list a webhook endpoint should enable, and the types the worker's catch-up
+/// reads from the events API. The SQL dispatcher (`billing._apply`) decides what each does.
+pub const APPLIED_TYPES: &[&str] = &[
+    "checkout.session.completed",
+    "checkout.session.async_payment_succeeded",
+    "checkout.session.async_payment_failed",
+    "checkout.session.expired",
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+    "customer.subscription.paused",
+    "customer.subscription.resumed",
+    "invoice.paid",
+    "invoice.payment_failed",
+    "invoice.payment_action_required",
+    "customer.created",
+    "customer.updated",
+    "customer.deleted",
+    "charge.refunded",
+    "charge.dispute.created",
+    "charge.dispute.updated",
+    "charge.dispute.closed",
+    "charge.dispute.funds_withdrawn",
+    "charge.dispute.funds_reinstated",
+    "refund.created",
+    "refund.updated",
+    "refund.failed",
+    "credit_note.created",
+    "credit_note.updated",
+    "credit_note.voided",
+    "invoice_payment.paid",
+];

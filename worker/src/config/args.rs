@@ -2,7 +2,9 @@
 //! default. Nothing is checked here beyond what clap does (numbers are numbers); the rules
 //! live in [`Config::from_args`](super::Config::from_args).
 
-use clap::{Parser, ValueEnum};
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
 
 use super::secret::Secret;
 
@@ -133,4 +135,33 @@ pub struct Args {
     /// milliseconds (then 503 with Retry-After).
     #[arg(long, env = "API_WAIT_MS", default_value_t = 10_000)]
     pub api_wait_ms: u64,
+
+    /// How often to read Stripe's events API for events whose webhook never arrived, in
+    /// seconds (it also runs at start); 0 turns catching up off.
+    #[arg(long, env = "WORKER_CATCH_UP_INTERVAL_SECONDS", default_value_t = 900)]
+    pub catch_up_interval_seconds: u64,
+
+    /// How far before where the last catch-up got to the next one starts, in seconds.
+    #[arg(long, env = "WORKER_CATCH_UP_MARGIN_SECONDS", default_value_t = 3600)]
+    pub catch_up_margin_seconds: u64,
+
+    /// Run one task and exit instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// One-off tasks.
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Adopt an existing Stripe account: link every customer to its user (metadata.user_id, or
+    /// --map) and record the live subscriptions of linked customers; prints what it did.
+    Backfill {
+        /// A file of KEY,USER_ID lines (KEY: a cus_... id or an e-mail address) for customers
+        /// without metadata.user_id.
+        #[arg(long)]
+        map: Option<PathBuf>,
+    },
+    /// Read Stripe's events API once, as the worker does on start and every interval, and
+    /// print what it found.
+    CatchUp,
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-pub use args::{Args, LogFormat, DEFAULT_STRIPE_API_BASE, DEFAULT_STRIPE_VERSION};
+pub use args::{Args, Command, LogFormat, DEFAULT_STRIPE_API_BASE, DEFAULT_STRIPE_VERSION};
 pub use secret::Secret;
 
 /// `claim_requests` refuses to hand out more rows than this at once.
@@ -102,6 +102,10 @@ pub struct Config {
     pub log_format: LogFormat,
     pub worker_id: String,
     pub api: ApiConfig,
+    /// None: no catching up from the events API.
+    pub catch_up_interval: Option<Duration>,
+    pub catch_up_margin: Duration,
+    pub command: Option<Command>,
 }
 
 impl Config {
@@ -182,6 +186,24 @@ impl Config {
         {
             return Err(ConfigError::WorkerId);
         }
+        if args.catch_up_interval_seconds > 0 && args.catch_up_interval_seconds < 60 {
+            return Err(range(
+                "catch-up-interval-seconds",
+                format!(
+                    "must be 0 (off) or at least 60, got {}",
+                    args.catch_up_interval_seconds
+                ),
+            ));
+        }
+        if args.catch_up_margin_seconds > 86_400 {
+            return Err(range(
+                "catch-up-margin-seconds",
+                format!(
+                    "must be at most 86400, got {}",
+                    args.catch_up_margin_seconds
+                ),
+            ));
+        }
         Ok(Config {
             database,
             stripe_secret_key,
@@ -199,6 +221,10 @@ impl Config {
             log_format: args.log_format,
             worker_id,
             api,
+            catch_up_interval: (args.catch_up_interval_seconds > 0)
+                .then(|| Duration::from_secs(args.catch_up_interval_seconds)),
+            catch_up_margin: Duration::from_secs(args.catch_up_margin_seconds),
+            command: args.command,
         })
     }
 }

@@ -398,3 +398,26 @@ fn wildcards_match_any_text() {
     assert!(!matches("a…c", "abd"));
     assert!(!matches("abc", "abcd"));
 }
+
+#[test]
+fn the_readme_lists_exactly_the_event_types_the_product_applies() {
+    let readme = std::fs::read_to_string(readme_path()).unwrap();
+    let start = readme
+        .find("Enable these events on the endpoint")
+        .expect("the Webhooks section lists the events to enable");
+    let end = start
+        + readme[start..]
+            .find("Others are stored")
+            .expect("end of the list");
+    let listed: std::collections::BTreeSet<&str> = readme[start..end]
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|t| t.contains('.') && !t.contains("::"))
+        .collect();
+    let applied: std::collections::BTreeSet<&str> = stripe_billing_core::event::APPLIED_TYPES
+        .iter()
+        .copied()
+        .collect();
+    assert_eq!(listed, applied);
+}

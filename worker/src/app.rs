@@ -7,17 +7,23 @@
 //! the signal arrives, so the whole shutdown stays within the timeout.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::config::Command;
 use crate::config::Config;
 use crate::db::Db;
+use crate::http::api::ApiState;
+use crate::http::auth::Verifier;
+use crate::http::user_limit::UserLimit;
 use crate::queue::{self, Ctx, Settings, NOT_CONFIGURED};
 use crate::stripe::{RateLimiter, Stripe};
 use crate::version::{self, VersionError};
-use crate::{http, shutdown};
+use crate::{http, shutdown, sync};
 
 /// Connections beyond the request tasks' two each (one holds the request's lock for
 /// `billing.await_request`, one writes): the claim loop and the health check.
@@ -27,6 +33,10 @@ const SPARE_CONNECTIONS: usize = 2;
 /// it must not be able to take the connections the queue needs. Beyond these, webhooks wait
 /// `http::webhook::ACQUIRE_TIMEOUT` and then get 503 (Stripe retries).
 const WEBHOOK_CONNECTIONS: usize = 3;
+
+/// Connections of the HTTP API per call it serves at once: one for its transaction, then two
+/// while it serves the request (the request's lock and the writes), as a queue task.
+const API_CONNECTIONS_PER_CALL: usize = 2;
 
 /// Why the worker stopped without a signal.
 #[derive(Debug)]
@@ -106,14 +116,57 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         stripe_timeout_ms = config.stripe_timeout.as_millis() as u64,
         poll_interval_ms = config.poll_interval.as_millis() as u64,
         listen_notify = config.listen_notify,
+        api_hs256 = config.api.jwt_secret.is_some(),
+        api_jwks = config.api.jwks_url.as_deref().unwrap_or(""),
+        cors_origins = config.api.cors_origins.len(),
         "worker started"
     );
 
+    let api_db = Db::new(
+        config.database.clone(),
+        API_CONNECTIONS_PER_CALL * config.api.concurrency + 1,
+    )
+    .map_err(pool_failed)?;
+    let api = Arc::new(ApiState {
+        verifier: Verifier::new(&config.api)?,
+        limit: UserLimit::new(config.api.rate_per_minute, config.api.burst),
+        db: api_db.clone(),
+        ctx: Arc::new(Ctx {
+            db: api_db,
+            stripe: stripe.clone(),
+            worker_id: config.worker_id.clone(),
+            abort: abort.clone(),
+        }),
+        slots: Semaphore::new(config.api.concurrency),
+        tasks: TaskTracker::new(),
+        lease_seconds: config.lease_seconds,
+        wait: config.api.wait,
+    });
+    if !config.api.enabled() {
+        tracing::info!(
+            "the HTTP API (checkout, portal) answers 503 until --jwt-secret or --jwks-url is set"
+        );
+    }
+    let routes = http::ApiRoutes {
+        state: api.clone(),
+        max_body_bytes: config.api.max_body_bytes,
+        cors_origins: config.api.cors_origins.clone(),
+    };
     let server = tokio::spawn(http::serve(
         listener,
-        http::router(db.clone(), webhook_db, config.max_body_bytes),
+        http::router(db.clone(), webhook_db, config.max_body_bytes, routes),
         token.clone(),
     ));
+    let catch_up = match (&stripe, config.catch_up_interval) {
+        (Some(stripe), Some(interval)) => Some(tokio::spawn(sync::catch_up::run_loop(
+            db.clone(),
+            stripe.clone(),
+            interval,
+            config.catch_up_margin,
+            token.clone(),
+        ))),
+        _ => None,
+    };
     let (wake_tx, wake_rx) = mpsc::channel(16);
     let listener_task = if config.listen_notify {
         Some(tokio::spawn(queue::listen(
@@ -144,12 +197,86 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let started = shutdown_started.await.unwrap_or_else(|_| Instant::now());
     let deadline = started + config.shutdown_timeout;
     queue::drain(in_flight, deadline, &abort).await;
+    drain_api(&api.tasks, deadline, &abort).await;
     if let Some(task) = listener_task {
         let _ = task.await;
+    }
+    if let Some(task) = catch_up {
+        // A listing in progress stops at the abort signal; its events so far are applied.
+        let _ = tokio::time::timeout_at(deadline, task).await;
     }
     if tokio::time::timeout_at(deadline, server).await.is_err() {
         tracing::warn!("HTTP connections still open at the shutdown timeout; closing them");
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Requests the HTTP API is serving at the signal (their callers may have hung up) finish
+/// like the queue's: until shortly before the deadline, then they are stopped and requeue
+/// their rows.
+async fn drain_api(tasks: &TaskTracker, deadline: Instant, abort: &CancellationToken) {
+    tasks.close();
+    let left = deadline.saturating_duration_since(Instant::now());
+    let stop_at = deadline - Duration::from_secs(1).min(left / 4);
+    if tokio::time::timeout_at(stop_at, tasks.wait()).await.is_ok() {
+        return;
+    }
+    abort.cancel();
+    if tokio::time::timeout_at(deadline, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            abandoned = tasks.len(),
+            "abandoning requests the HTTP API was serving; they are retried after their lease"
+        );
+    }
+}
+
+/// Runs a one-off task (`backfill`, `catch-up`) and returns the report to print.
+pub async fn run_command(config: Config, command: Command) -> Result<String, RunError> {
+    let token = CancellationToken::new();
+    shutdown::spawn_signal_handler(token.clone());
+    let db = Db::new(config.database.clone(), 2)
+        .map_err(|e| format!("cannot set up the database connection pool: {e}"))?;
+    match version::installed(&db, &token).await {
+        Ok(installed) => version::check(installed.as_ref()).map_err(RunError::Unsupported)?,
+        Err(()) => {
+            return Err(RunError::Failed(
+                "stopped before the database answered".into(),
+            ))
+        }
+    }
+    let key = config
+        .stripe_secret_key
+        .as_ref()
+        .ok_or_else(|| RunError::Failed(format!("{NOT_CONFIGURED}: set STRIPE_SECRET_KEY")))?;
+    let stripe = Stripe::new(
+        &config.stripe_api_base,
+        key.expose(),
+        &config.stripe_version,
+        Arc::new(RateLimiter::new(config.rate_limit)),
+        config.stripe_timeout,
+    )?;
+    match command {
+        Command::Backfill { map } => {
+            let mapping = match map {
+                Some(path) => sync::backfill::Mapping::load(&path)?,
+                None => sync::backfill::Mapping::default(),
+            };
+            let report = sync::backfill::run(&db, &stripe, &mapping, &token).await?;
+            Ok(report.render())
+        }
+        Command::CatchUp => {
+            let r = sync::catch_up::run_once(&db, &stripe, config.catch_up_margin, &token).await?;
+            Ok(format!(
+                "events listed: {}
+never delivered before: {}
+of which not applied (see billing.stripe_events): {}
+",
+                r.listed, r.new, r.not_applied
+            ))
+        }
+    }
 }

@@ -11,6 +11,7 @@
 //!   kind.
 //! - `stripe`: the Stripe API client (form encoding, retries, rate limit).
 //! - `http`: the webhook endpoint and the health check.
+//! - `sync`: catching up from Stripe's events API, and adopting an existing account.
 //! - [`version`]: the check that the database has the extension version this worker speaks.
 //! - [`app`]: wires them together and runs until a shutdown signal (`shutdown`).
 #![forbid(unsafe_code)]
@@ -25,6 +26,7 @@ mod http;
 mod queue;
 mod shutdown;
 mod stripe;
+mod sync;
 
 /// An error with its causes, `top: cause: cause`. Library errors put the useful part in the
 /// source ("db error" / "error sending request" alone say little).

@@ -37,6 +37,22 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(command) = config.command.clone() {
+        return match runtime.block_on(app::run_command(config, command)) {
+            Ok(report) => {
+                print!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(RunError::Unsupported(e)) => {
+                eprintln!("stripe-billing-worker: {e}");
+                ExitCode::from(2)
+            }
+            Err(RunError::Failed(e)) => {
+                eprintln!("stripe-billing-worker: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match runtime.block_on(app::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(RunError::Unsupported(e)) => {

@@ -41,6 +41,7 @@ DROP FUNCTION billing.apply_stored_event(text);
 DROP FUNCTION billing.spend(uuid, bigint, uuid, text, text);
 DROP FUNCTION billing.fail_request(uuid, text, text, integer, integer);
 DROP FUNCTION billing.insert_grant(uuid, bigint, text, timestamptz, uuid, text, jsonb);
+DROP FUNCTION billing.reprocess_events(integer);
 
 -- The policies name a renamed function; re-stating them gives their expressions the column
 -- name a fresh install has.
@@ -472,6 +473,23 @@ SELECT pg_catalog.pg_extension_config_dump(pg_get_serial_sequence('billing.token
 SELECT pg_catalog.pg_extension_config_dump(pg_get_serial_sequence('billing.token_debts', 'id')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump(pg_get_serial_sequence('billing.token_debt_settlements', 'id')::regclass, '');
 
+-- Catching up with Stripe's events API.
+CREATE TABLE billing.event_sync (
+    id boolean PRIMARY KEY DEFAULT true CHECK (id),
+    checked_until timestamptz,
+    last_run_at timestamptz,
+    last_run_listed integer CHECK (last_run_listed >= 0),
+    last_run_new integer CHECK (last_run_new >= 0)
+);
+COMMENT ON TABLE billing.event_sync IS 'One row: how far the worker has read Stripe''s events API (GET /v1/events). The next catch-up starts there, less a margin. Privileged roles only.';
+COMMENT ON COLUMN billing.event_sync.id IS 'Always true: keeps the table to one row.';
+COMMENT ON COLUMN billing.event_sync.checked_until IS 'Every event Stripe created before this instant has been listed and ingested.';
+COMMENT ON COLUMN billing.event_sync.last_run_at IS 'When the last catch-up finished.';
+COMMENT ON COLUMN billing.event_sync.last_run_listed IS 'Events the last catch-up listed.';
+COMMENT ON COLUMN billing.event_sync.last_run_new IS 'Of those, events the database did not have yet (missed deliveries).';
+
+SELECT pg_catalog.pg_extension_config_dump('billing.event_sync', '');
+
 -- Purchases of 0.1.0 grants, from what their metadata kept (the payments that paid them are
 -- learned when Stripe reports them again: a charge before basil names its invoice).
 INSERT INTO billing.purchases (id, user_id, project_id, amount_paid, currency, created_at)
@@ -484,6 +502,12 @@ ORDER BY split_part(g.grant_key, ':', 1), g.id;
 UPDATE billing.token_grants g SET purchase_id = split_part(g.grant_key, ':', 1)
 WHERE g.grant_key ~ '^(cs|in)_[A-Za-z0-9_]+(:upgrade)?$'
   AND g.source IN ('payg_purchase', 'subscription_start', 'plan', 'plan_upgrade');
+
+-- A caller's Idempotency-Key (the HTTP API's header, or PostgREST's request.headers) names one request.
+ALTER TABLE billing.stripe_requests ADD COLUMN idempotency_key text CHECK (length(idempotency_key) BETWEEN 1 AND 255);
+CREATE UNIQUE INDEX stripe_requests_idempotency_idx ON billing.stripe_requests (user_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+COMMENT ON COLUMN billing.stripe_requests.idempotency_key IS 'The caller''s Idempotency-Key header (request.headers), if any: the same key from the same user returns this request again instead of queuing another.';
 
 -- @replay
 
@@ -520,7 +544,7 @@ CREATE TRIGGER token_reversals_books BEFORE UPDATE OR DELETE ON billing.token_re
 SELECT billing._protect_table(t::regclass, own_rows => false)
 FROM unnest(ARRAY['billing.plan_prices', 'billing.deleted_customers', 'billing.checkout_line_items', 'billing.coupons',
                   'billing.purchase_payments', 'billing.stripe_charges', 'billing.stripe_refunds', 'billing.stripe_disputes',
-                  'billing.stripe_credit_notes']) AS t;
+                  'billing.stripe_credit_notes', 'billing.event_sync']) AS t;
 CREATE EVENT TRIGGER billing_new_functions_private ON ddl_command_end
     WHEN TAG IN ('CREATE FUNCTION', 'CREATE PROCEDURE')
     EXECUTE FUNCTION billing._new_functions_private();

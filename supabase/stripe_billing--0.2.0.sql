@@ -428,6 +428,7 @@ CREATE TABLE billing.stripe_requests (
     error text,
     created_at timestamptz NOT NULL DEFAULT now(),
     finished_at timestamptz,
+    idempotency_key text CHECK (length(idempotency_key) BETWEEN 1 AND 255),
     -- A claim exists exactly while the row runs, and an outcome exactly once it is over.
     CONSTRAINT stripe_requests_claim_matches_status CHECK (CASE WHEN status = 'running'
         THEN locked_by IS NOT NULL AND locked_until IS NOT NULL AND claimed_at IS NOT NULL
@@ -439,6 +440,9 @@ CREATE TABLE billing.stripe_requests (
 CREATE INDEX stripe_requests_ready_idx ON billing.stripe_requests (run_after)
     WHERE status IN ('pending', 'running');
 CREATE INDEX stripe_requests_user_idx ON billing.stripe_requests (user_id, created_at);
+-- A caller's Idempotency-Key names one request of theirs for as long as the row is kept.
+CREATE UNIQUE INDEX stripe_requests_idempotency_idx ON billing.stripe_requests (user_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
 -- One retrieval of an object in flight at a time, however many events ask for it.
 CREATE UNIQUE INDEX stripe_requests_one_retrieval_idx ON billing.stripe_requests (kind, (params ->> 'object_id'))
     WHERE kind IN ('refresh', 'line_items') AND status IN ('pending', 'running');
@@ -457,6 +461,7 @@ COMMENT ON COLUMN billing.stripe_requests.result IS 'On success: url, session_id
 COMMENT ON COLUMN billing.stripe_requests.error IS 'On failure: Stripe''s or our message.';
 COMMENT ON COLUMN billing.stripe_requests.created_at IS 'When it was requested.';
 COMMENT ON COLUMN billing.stripe_requests.finished_at IS 'When it succeeded or failed.';
+COMMENT ON COLUMN billing.stripe_requests.idempotency_key IS 'The caller''s Idempotency-Key header (request.headers), if any: the same key from the same user returns this request again instead of queuing another.';
 
 -- sql/notifications/schema.sql
 -- Notifications: what the app should tell a user (a failed payment, a payment that needs the
@@ -479,6 +484,23 @@ COMMENT ON COLUMN billing.notifications.kind IS 'payment_failed, payment_action_
 COMMENT ON COLUMN billing.notifications.payload IS 'Details for the app, e.g. the invoice and its hosted_invoice_url.';
 COMMENT ON COLUMN billing.notifications.event_id IS 'The Stripe event that caused it (one notification of a kind per event).';
 COMMENT ON COLUMN billing.notifications.created_at IS 'When it was written.';
+
+-- sql/sync/schema.sql
+-- Catching up with Stripe: where the worker's reading of Stripe's events API got to.
+
+CREATE TABLE billing.event_sync (
+    id boolean PRIMARY KEY DEFAULT true CHECK (id),
+    checked_until timestamptz,
+    last_run_at timestamptz,
+    last_run_listed integer CHECK (last_run_listed >= 0),
+    last_run_new integer CHECK (last_run_new >= 0)
+);
+COMMENT ON TABLE billing.event_sync IS 'One row: how far the worker has read Stripe''s events API (GET /v1/events). The next catch-up starts there, less a margin. Privileged roles only.';
+COMMENT ON COLUMN billing.event_sync.id IS 'Always true: keeps the table to one row.';
+COMMENT ON COLUMN billing.event_sync.checked_until IS 'Every event Stripe created before this instant has been listed and ingested.';
+COMMENT ON COLUMN billing.event_sync.last_run_at IS 'When the last catch-up finished.';
+COMMENT ON COLUMN billing.event_sync.last_run_listed IS 'Events the last catch-up listed.';
+COMMENT ON COLUMN billing.event_sync.last_run_new IS 'Of those, events the database did not have yet (missed deliveries).';
 
 -- sql/payments/schema.sql
 -- The money behind tokens: each purchase that funded grants, the Stripe payments that paid it,
@@ -1907,6 +1929,13 @@ END
 $$;
 COMMENT ON FUNCTION billing._check_redirect(text, text, text, billing.config) IS 'Internal: a caller''s redirect URL, checked against the allowed origins (redirect_origins and the default URLs'' origins), or the default when the caller gave none.';
 
+CREATE OR REPLACE FUNCTION billing._lock_user_requests(uid uuid) RETURNS void
+LANGUAGE sql
+AS $$
+    SELECT pg_advisory_xact_lock(hashtextextended('billing.user:' || uid, 0))
+$$;
+COMMENT ON FUNCTION billing._lock_user_requests(uuid) IS 'Internal: serialises one user''s new requests until the end of the transaction, so the cap and the idempotency keys hold under concurrency.';
+
 CREATE OR REPLACE FUNCTION billing._admit_user_request(uid uuid, cfg billing.config) RETURNS void
 LANGUAGE plpgsql
 AS $$
@@ -1914,7 +1943,7 @@ DECLARE
     open integer;
 BEGIN
     -- One user's requests are admitted one at a time, so the cap holds under concurrency.
-    PERFORM pg_advisory_xact_lock(hashtextextended('billing.user:' || uid, 0));
+    PERFORM billing._lock_user_requests(uid);
     SELECT count(*) INTO open FROM billing.stripe_requests r
     WHERE r.user_id = uid AND r.kind IN ('checkout', 'portal') AND r.status IN ('pending', 'running');
     IF open >= cfg.max_pending_requests THEN
@@ -1925,6 +1954,59 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION billing._admit_user_request(uuid, billing.config) IS 'Internal: serialises a user''s new requests and refuses one beyond billing.config.max_pending_requests (BL011).';
+
+CREATE OR REPLACE FUNCTION billing._idempotency_key() RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    headers text := current_setting('request.headers', true);
+    key text;
+BEGIN
+    IF headers IS NULL OR headers = '' THEN
+        RETURN NULL;
+    END IF;
+    BEGIN
+        key := headers::jsonb ->> 'idempotency-key';
+    EXCEPTION WHEN invalid_text_representation THEN
+        RAISE EXCEPTION 'request.headers is not valid JSON'
+            USING ERRCODE = 'invalid_text_representation',
+                  HINT = 'Set it to the request''s headers as a JSON object with lower-case names, as PostgREST does.';
+    END;
+    IF length(key) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'the Idempotency-Key header must be 1 to 255 characters'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN key;
+END
+$$;
+COMMENT ON FUNCTION billing._idempotency_key() IS 'Internal: the caller''s Idempotency-Key header (request.headers, as PostgREST and the worker''s HTTP API set it), NULL without one.';
+
+-- The key makes a retried HTTP call (a lost answer, a double click) return the request it
+-- made the first time, whatever its state, as Stripe replays an idempotent request.
+CREATE OR REPLACE FUNCTION billing._replayed_request(uid uuid, for_kind text, for_params jsonb, key text) RETURNS uuid
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    r billing.stripe_requests;
+BEGIN
+    IF key IS NULL THEN
+        RETURN NULL;
+    END IF;
+    -- Two calls with one key wait for each other here: the second sees the first one's row.
+    PERFORM billing._lock_user_requests(uid);
+    SELECT * INTO r FROM billing.stripe_requests s WHERE s.user_id = uid AND s.idempotency_key = key;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    -- (A replaced subscription checkout carries the session it expires: not the caller's input.)
+    IF r.kind <> for_kind OR r.params - 'expire_session' <> for_params THEN
+        RAISE EXCEPTION 'Idempotency-Key % was used for a different request', quote_literal(left(key, 100))
+            USING ERRCODE = 'BL004', HINT = 'Use a new key for a new checkout or portal session.';
+    END IF;
+    RETURN r.id;
+END
+$$;
+COMMENT ON FUNCTION billing._replayed_request(uuid, text, jsonb, text) IS 'Internal: the caller''s request made earlier with this Idempotency-Key, NULL when there is none; BL004 when the key was used for other parameters.';
 
 CREATE OR REPLACE FUNCTION billing.request_checkout(price_id text, mode text DEFAULT NULL, success_url text DEFAULT NULL,
                                          cancel_url text DEFAULT NULL, project_id uuid DEFAULT NULL,
@@ -1940,6 +2022,7 @@ DECLARE
     expected_mode text;
     params jsonb;
     open billing.stripe_requests;
+    key text := billing._idempotency_key();
     request_id uuid;
 BEGIN
     PERFORM billing._check_not_null(price_id, 'price_id');
@@ -1994,6 +2077,10 @@ BEGIN
         'collect_tax_ids', cfg.collect_tax_ids,
         'save_payment_method', CASE WHEN plan.kind = 'token_pack' THEN cfg.save_payment_method END,
         'email', nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'email'));
+    request_id := billing._replayed_request(uid, 'checkout', params, key);
+    IF request_id IS NOT NULL THEN
+        RETURN request_id;
+    END IF;
     PERFORM billing._admit_user_request(uid, cfg);
     IF plan.kind = 'subscription' THEN
         IF EXISTS (SELECT FROM billing.subscriptions s
@@ -2019,12 +2106,12 @@ BEGIN
             params := params || jsonb_build_object('expire_session', open.result ->> 'session_id');
         END IF;
     END IF;
-    INSERT INTO billing.stripe_requests (user_id, kind, params) VALUES (uid, 'checkout', params)
+    INSERT INTO billing.stripe_requests (user_id, kind, params, idempotency_key) VALUES (uid, 'checkout', params, key)
     RETURNING id INTO request_id;
     RETURN request_id;
 END
 $$;
-COMMENT ON FUNCTION billing.request_checkout(text, text, text, text, uuid, text, boolean, integer) IS 'For signed-in users: queues a Stripe Checkout Session for the caller (mode subscription for plans, payment for token packs) and returns the request id; then call billing.await_request(id) for the URL. Refuses what Stripe or the operator would: unknown or inactive plans, coupons not in billing.coupons (BL012), redirect URLs off the allowed origins (BL013), a second subscription (BL005), too many requests in progress (BL011).';
+COMMENT ON FUNCTION billing.request_checkout(text, text, text, text, uuid, text, boolean, integer) IS 'For signed-in users: queues a Stripe Checkout Session for the caller (mode subscription for plans, payment for token packs) and returns the request id; then call billing.await_request(id) for the URL. Refuses what Stripe or the operator would: unknown or inactive plans, coupons not in billing.coupons (BL012), redirect URLs off the allowed origins (BL013), a second subscription (BL005), too many requests in progress (BL011). An Idempotency-Key in request.headers returns the request made with that key before (BL004 when its parameters differ).';
 
 CREATE OR REPLACE FUNCTION billing.request_portal(return_url text DEFAULT NULL) RETURNS uuid
 LANGUAGE plpgsql SECURITY DEFINER
@@ -2033,6 +2120,7 @@ DECLARE
     uid uuid := billing._require_user();
     cfg billing.config := billing._settings();
     url text;
+    key text := billing._idempotency_key();
     request_id uuid;
 BEGIN
     IF NOT EXISTS (SELECT FROM billing.customers c WHERE c.user_id = uid) THEN
@@ -2040,14 +2128,18 @@ BEGIN
             USING ERRCODE = 'BL002', HINT = 'The customer portal opens once the user has a Stripe customer.';
     END IF;
     url := billing._check_redirect(return_url, cfg.portal_return_url, 'return_url', cfg);
+    request_id := billing._replayed_request(uid, 'portal', jsonb_build_object('return_url', url), key);
+    IF request_id IS NOT NULL THEN
+        RETURN request_id;
+    END IF;
     PERFORM billing._admit_user_request(uid, cfg);
-    INSERT INTO billing.stripe_requests (user_id, kind, params)
-    VALUES (uid, 'portal', jsonb_build_object('return_url', url))
+    INSERT INTO billing.stripe_requests (user_id, kind, params, idempotency_key)
+    VALUES (uid, 'portal', jsonb_build_object('return_url', url), key)
     RETURNING id INTO request_id;
     RETURN request_id;
 END
 $$;
-COMMENT ON FUNCTION billing.request_portal(text) IS 'For signed-in users: queues a Stripe Customer Portal session; fails with BL002 when the caller has no Stripe customer yet, BL013 for a return URL off the allowed origins, BL011 with too many requests in progress.';
+COMMENT ON FUNCTION billing.request_portal(text) IS 'For signed-in users: queues a Stripe Customer Portal session; fails with BL002 when the caller has no Stripe customer yet, BL013 for a return URL off the allowed origins, BL011 with too many requests in progress. An Idempotency-Key in request.headers returns the request made with that key before (BL004 when its return URL differs).';
 
 CREATE OR REPLACE FUNCTION billing._request_json(r billing.stripe_requests) RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE
@@ -2126,24 +2218,33 @@ COMMENT ON FUNCTION billing.await_request(uuid, integer) IS 'For signed-in users
 
 -- Worker API -------------------------------------------------------------------------------
 
-CREATE OR REPLACE FUNCTION billing.claim_requests(worker text, max_count integer DEFAULT 1, lease_seconds integer DEFAULT 60)
-RETURNS TABLE (id uuid, kind text, user_id uuid, params jsonb, attempts integer, stripe_customer_id text)
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp AS $$
-#variable_conflict use_column
+CREATE OR REPLACE FUNCTION billing._give_up_abandoned_requests() RETURNS void
+LANGUAGE plpgsql
+AS $$
 DECLARE
     max_attempts integer := (billing._settings()).request_max_attempts;
 BEGIN
-    PERFORM billing._check_not_null(worker, 'worker');
-    IF max_count IS NULL OR max_count < 1 OR max_count > 1000 OR lease_seconds IS NULL OR lease_seconds < 1 THEN
-        RAISE EXCEPTION 'max_count must be 1 to 1000 and lease_seconds positive' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
     -- A worker that died mid-request leaves its row running; once the lease is over the row is
     -- retried, or failed when it has used all its attempts.
     UPDATE billing.stripe_requests r
     SET status = 'failed', error = format('gave up after %s attempts (the worker stopped responding)', r.attempts),
         finished_at = now(), locked_by = NULL, locked_until = NULL
     WHERE r.status = 'running' AND r.locked_until < clock_timestamp() AND r.attempts >= max_attempts;
+END
+$$;
+COMMENT ON FUNCTION billing._give_up_abandoned_requests() IS 'Internal (claims): fails the running requests whose lease ran out after their last allowed attempt.';
+
+CREATE OR REPLACE FUNCTION billing.claim_requests(worker text, max_count integer DEFAULT 1, lease_seconds integer DEFAULT 60)
+RETURNS TABLE (id uuid, kind text, user_id uuid, params jsonb, attempts integer, stripe_customer_id text)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM billing._check_not_null(worker, 'worker');
+    IF max_count IS NULL OR max_count < 1 OR max_count > 1000 OR lease_seconds IS NULL OR lease_seconds < 1 THEN
+        RAISE EXCEPTION 'max_count must be 1 to 1000 and lease_seconds positive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM billing._give_up_abandoned_requests();
 
     -- Fair across users: each claim takes at most one request per user (the oldest), never one
     -- of a user whose other request is running, and the oldest users' requests first. One
@@ -2179,6 +2280,41 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION billing.claim_requests(text, integer, integer) IS 'Worker: claims up to max_count ready requests (pending, or running past their lease) for lease_seconds, at most one per user and none of a user with a request running, oldest first, skipping rows other workers hold.';
+
+CREATE OR REPLACE FUNCTION billing.claim_request(request_id uuid, worker text, lease_seconds integer DEFAULT 60)
+RETURNS TABLE (id uuid, kind text, user_id uuid, params jsonb, attempts integer, stripe_customer_id text)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM billing._check_not_null(request_id, 'request_id');
+    PERFORM billing._check_not_null(worker, 'worker');
+    IF lease_seconds IS NULL OR lease_seconds < 1 THEN
+        RAISE EXCEPTION 'lease_seconds must be positive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM billing._give_up_abandoned_requests();
+    -- The rules of claim_requests for one row: ready (pending, or running past its lease, and
+    -- not waiting out a retry delay), no other request of the user running, and not locked by
+    -- another worker's claim in progress. Whoever claims first owns it until the lease ends.
+    RETURN QUERY
+    WITH ready AS (
+        SELECT r.id FROM billing.stripe_requests r
+        WHERE r.id = claim_request.request_id
+          AND r.status IN ('pending', 'running') AND r.run_after <= clock_timestamp()
+          AND (r.status = 'pending' OR r.locked_until < clock_timestamp())
+          AND NOT EXISTS (SELECT FROM billing.stripe_requests o
+                          WHERE o.user_id = r.user_id AND o.status = 'running' AND o.id <> r.id
+                            AND o.locked_until >= clock_timestamp())
+        FOR UPDATE OF r SKIP LOCKED)
+    UPDATE billing.stripe_requests r
+    SET status = 'running', attempts = r.attempts + 1, locked_by = worker, claimed_at = clock_timestamp(),
+        locked_until = clock_timestamp() + make_interval(secs => lease_seconds)
+    FROM ready WHERE r.id = ready.id
+    RETURNING r.id, r.kind, r.user_id, r.params, r.attempts,
+        (SELECT c.stripe_customer_id FROM billing.customers c WHERE c.user_id = r.user_id);
+END
+$$;
+COMMENT ON FUNCTION billing.claim_request(uuid, text, integer) IS 'Worker: claims one given request for lease_seconds under the rules of claim_requests (ready, no other request of the user running, not held by another worker); no row when it cannot. The HTTP API serves the request it just queued this way, at once.';
 
 CREATE OR REPLACE FUNCTION billing.finish_request(request_id uuid, worker text, result jsonb, attempt integer DEFAULT NULL)
 RETURNS boolean
@@ -2533,12 +2669,7 @@ BEGIN
     END IF;
     -- Stored as an event of ours, keyed by the request, so a repeated call applies it once; its
     -- time is when Stripe answered, which makes it newer than every event created before.
-    RETURN billing._ingest(jsonb_build_object(
-        'id', 'evt_retrieved_' || replace(request_id::text, '-', ''), 'object', 'event',
-        'type', 'billing.' || (object ->> 'object') || '.retrieved',
-        'created', floor(extract(epoch FROM coalesce(retrieved_at, now())))::bigint,
-        'livemode', coalesce((object ->> 'livemode')::boolean, false), 'api_version', NULL,
-        'data', jsonb_build_object('object', object))::text, 'retrieved');
+    RETURN billing._ingest_object('evt_retrieved_' || replace(request_id::text, '-', ''), object, retrieved_at);
 END
 $$;
 COMMENT ON FUNCTION billing.ingest_retrieved(uuid, jsonb, timestamptz) IS 'Worker: applies an object retrieved from Stripe for a refresh request as the authoritative state at retrieved_at (Stripe''s Date header), through the same store-and-apply path as events; idempotent per request.';
@@ -2566,28 +2697,38 @@ END
 $$;
 COMMENT ON FUNCTION billing.store_line_items(text, jsonb) IS 'Worker: stores what a Checkout Session sold (Stripe''s line_items list) and applies the events that waited for it; returns how many applied.';
 
-CREATE OR REPLACE FUNCTION billing.reprocess_events(max_events integer DEFAULT 1000) RETURNS jsonb
+CREATE OR REPLACE FUNCTION billing.reprocess_events(max_events integer DEFAULT 1000,
+                                                    include_waiting boolean DEFAULT false) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     e record;
     tried integer := 0;
     still_failing integer := 0;
+    waiting bigint;
 BEGIN
     IF max_events IS NULL OR max_events < 1 THEN
         RAISE EXCEPTION 'max_events must be positive' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    FOR e IN SELECT s.id FROM billing.stripe_events s WHERE s.processed_at IS NULL
+    -- Events waiting for their user (BL007) or for data from Stripe (BL010) apply by themselves
+    -- the moment it arrives; on a shared Stripe account there may be thousands of them (customers
+    -- this app never knew), and they must not stand in front of the failures an operator fixed.
+    FOR e IN SELECT s.id FROM billing.stripe_events s
+             WHERE s.processed_at IS NULL
+               AND (include_waiting OR s.error_code IS NULL OR s.error_code NOT IN ('BL007', 'BL010'))
              ORDER BY s.created, s.received_at LIMIT max_events LOOP
         tried := tried + 1;
         IF (billing._apply_stored_event(e.id)).message IS NOT NULL THEN
             still_failing := still_failing + 1;
         END IF;
     END LOOP;
-    RETURN jsonb_build_object('reprocessed', tried, 'succeeded', tried - still_failing, 'still_failing', still_failing);
+    SELECT count(*) INTO waiting FROM billing.stripe_events s
+    WHERE s.processed_at IS NULL AND s.error_code IN ('BL007', 'BL010');
+    RETURN jsonb_build_object('reprocessed', tried, 'succeeded', tried - still_failing, 'still_failing', still_failing,
+                              'waiting', waiting);
 END
 $$;
-COMMENT ON FUNCTION billing.reprocess_events(integer) IS 'Privileged: re-applies stored events that failed (oldest first), e.g. after adding a missing price to billing.plans. Each event''s effects happen at most once.';
+COMMENT ON FUNCTION billing.reprocess_events(integer, boolean) IS 'Privileged: re-applies stored events that failed (oldest first), e.g. after adding a missing price to billing.plans; events waiting for their user or for data from Stripe apply by themselves and are left out unless include_waiting. Returns {reprocessed, succeeded, still_failing, waiting}. Each event''s effects happen at most once.';
 
 CREATE OR REPLACE FUNCTION billing.prune() RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
@@ -2619,6 +2760,158 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION billing.prune() IS 'Privileged (pg_cron, or the worker): expires checkout and portal requests queued for over a day, deletes finished requests older than request_retention_days and applied events older than event_retention_days. Never touches the ledger, waiting or failed events.';
+
+-- sql/sync/functions.sql
+-- Webhooks are not the only source: the worker reads Stripe's events API to catch up on
+-- deliveries that never arrived, and adopts the customers and subscriptions of a Stripe account
+-- that existed before the product (README, "Catching up and adopting an account"). Both go
+-- through the one ingestion path, so a webhook and a catch-up of the same event apply once.
+
+-- Stripe lists events of the last 30 days only.
+CREATE OR REPLACE FUNCTION billing._events_api_window() RETURNS interval
+LANGUAGE sql IMMUTABLE
+AS $$ SELECT interval '30 days' $$;
+COMMENT ON FUNCTION billing._events_api_window() IS 'Internal: how far back Stripe''s events API lists events (30 days).';
+
+CREATE OR REPLACE FUNCTION billing.ingest_api_event(payload text) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ev jsonb;
+BEGIN
+    PERFORM billing._check_not_null(payload, 'payload');
+    ev := billing._normalize_event(payload);
+    -- Our own synthetic events (retrieved and adopted objects) never come from Stripe.
+    IF ev ->> 'type' LIKE 'billing.%' OR ev ->> 'id' LIKE 'evt\_retrieved\_%' OR ev ->> 'id' LIKE 'evt\_adopted\_%' THEN
+        RAISE EXCEPTION 'event % is not one Stripe sends', ev ->> 'id'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN billing._ingest(payload, 'api', ev);
+END
+$$;
+COMMENT ON FUNCTION billing.ingest_api_event(text) IS 'Worker: stores and applies an event fetched from Stripe''s events API with the secret key (authentic without a signature), through the same path as webhooks; an event already delivered is a duplicate and applies nothing twice.';
+
+CREATE OR REPLACE FUNCTION billing.catch_up_since(margin_seconds integer DEFAULT 3600) RETURNS timestamptz
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    known timestamptz;
+BEGIN
+    IF margin_seconds IS NULL OR margin_seconds < 0 OR margin_seconds > 86400 THEN
+        RAISE EXCEPTION 'margin_seconds must be between 0 and 86400, got %', margin_seconds
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- Where the last catch-up got to; before the first, the newest event Stripe sent us (a gap
+    -- before it was never seen by this database); with neither, now: events older than the
+    -- install are adopted with the backfill, not replayed.
+    SELECT s.checked_until INTO known FROM billing.event_sync s;
+    IF known IS NULL THEN
+        SELECT max(e.created) INTO known FROM billing.stripe_events e WHERE e.source IN ('webhook', 'api');
+    END IF;
+    RETURN greatest(coalesce(known, now()) - make_interval(secs => margin_seconds),
+                    now() - billing._events_api_window() + interval '1 minute');
+END
+$$;
+COMMENT ON FUNCTION billing.catch_up_since(integer) IS 'Worker: the creation time from which the next catch-up lists Stripe''s events: where the last one got to (or the newest known event), less margin_seconds, and never beyond Stripe''s 30-day window.';
+
+CREATE OR REPLACE FUNCTION billing.record_catch_up(checked_until timestamptz, listed integer, new integer) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM billing._check_not_null(checked_until, 'checked_until');
+    IF checked_until > now() + interval '5 minutes' OR coalesce(listed, 0) < 0 OR coalesce(new, 0) < 0 THEN
+        RAISE EXCEPTION 'checked_until must not be in the future and the counts not negative'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO billing.event_sync AS s (id, checked_until, last_run_at, last_run_listed, last_run_new)
+    VALUES (true, record_catch_up.checked_until, now(), coalesce(listed, 0), coalesce(new, 0))
+    ON CONFLICT (id) DO UPDATE
+    SET checked_until = greatest(s.checked_until, excluded.checked_until), last_run_at = excluded.last_run_at,
+        last_run_listed = excluded.last_run_listed, last_run_new = excluded.last_run_new;
+END
+$$;
+COMMENT ON FUNCTION billing.record_catch_up(timestamptz, integer, integer) IS 'Worker: records a finished catch-up (it never moves checked_until back).';
+
+-- A Stripe object applied as Stripe's current state, stored as an event of ours so the same
+-- path applies it once (retrievals and adoption).
+CREATE OR REPLACE FUNCTION billing._ingest_object(event_id text, object jsonb, at timestamptz) RETURNS jsonb
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    RETURN billing._ingest(jsonb_build_object(
+        'id', event_id, 'object', 'event',
+        'type', 'billing.' || (object ->> 'object') || '.retrieved',
+        'created', floor(extract(epoch FROM coalesce(at, now())))::bigint,
+        'livemode', coalesce((object ->> 'livemode')::boolean, false), 'api_version', NULL,
+        'data', jsonb_build_object('object', object))::text, 'retrieved');
+END
+$$;
+COMMENT ON FUNCTION billing._ingest_object(text, jsonb, timestamptz) IS 'Internal: applies a Stripe object as its state at a given time, stored as a synthetic event billing.<object>.retrieved with the given id.';
+
+CREATE OR REPLACE FUNCTION billing.adopt_customer(customer jsonb, user_id uuid DEFAULT NULL) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    cus text := customer ->> 'id';
+    uid uuid := coalesce(user_id, billing._uuid_or_null(customer -> 'metadata' ->> 'user_id'));
+    result jsonb := jsonb_build_object('customer', customer ->> 'id');
+BEGIN
+    IF customer IS NULL OR jsonb_typeof(customer) <> 'object' OR customer ->> 'object' IS DISTINCT FROM 'customer'
+       OR cus !~ '^cus_[A-Za-z0-9]+$' THEN
+        RAISE EXCEPTION 'customer must be a Stripe customer object' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF coalesce((customer ->> 'deleted')::boolean, false) THEN
+        RETURN result || jsonb_build_object('outcome', 'skipped', 'reason', 'deleted in Stripe');
+    END IF;
+    IF uid IS NULL THEN
+        RETURN result || jsonb_build_object('outcome', 'skipped',
+            'reason', 'no user: metadata.user_id is missing or not a uuid, and no mapping names it');
+    END IF;
+    result := result || jsonb_build_object('user_id', uid);
+    PERFORM billing._lock_customer(cus);
+    BEGIN
+        IF billing._link_customer(uid, cus, customer ->> 'email', strict => true) THEN
+            -- Events that waited for this customer's user apply now.
+            RETURN result || jsonb_build_object('outcome', 'linked', 'events_applied', billing._apply_waiting(cus, NULL));
+        END IF;
+        RETURN result || jsonb_build_object('outcome', 'already_linked');
+    EXCEPTION WHEN SQLSTATE 'BL008' THEN
+        RETURN result || jsonb_build_object('outcome', 'skipped', 'reason', SQLERRM);
+    END;
+END
+$$;
+COMMENT ON FUNCTION billing.adopt_customer(jsonb, uuid) IS 'Worker (backfill): links an existing Stripe customer object to a user (user_id, else its metadata.user_id); idempotent. Returns {customer, user_id, outcome: linked | already_linked | skipped, reason}.';
+
+CREATE OR REPLACE FUNCTION billing.adopt_subscription(subscription jsonb, retrieved_at timestamptz DEFAULT now())
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    sub text := subscription ->> 'id';
+    -- customer is an id, or an object when expanded.
+    cus text := coalesce(subscription -> 'customer' ->> 'id', subscription ->> 'customer');
+    applied jsonb;
+BEGIN
+    IF subscription IS NULL OR jsonb_typeof(subscription) <> 'object' OR subscription ->> 'object' IS DISTINCT FROM 'subscription'
+       OR sub !~ '^sub_[A-Za-z0-9]+$' THEN
+        RAISE EXCEPTION 'subscription must be a Stripe subscription object' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM billing._check_not_null(retrieved_at, 'retrieved_at');
+    IF NOT EXISTS (SELECT FROM billing.customers c WHERE c.stripe_customer_id = cus) THEN
+        RETURN jsonb_build_object('subscription', sub, 'outcome', 'skipped',
+            'reason', format('its customer %s is not linked to a user', coalesce(cus, '(none)')));
+    END IF;
+    -- One synthetic event per subscription and second: adopting again later is a newer report.
+    applied := billing._ingest_object(format('evt_adopted_%s_%s', sub, floor(extract(epoch FROM retrieved_at))::bigint),
+                                      subscription, retrieved_at);
+    RETURN jsonb_build_object('subscription', sub, 'status', subscription ->> 'status',
+        'outcome', CASE WHEN (applied ->> 'processed')::boolean THEN 'adopted' ELSE 'failed' END,
+        'reason', applied ->> 'error');
+END
+$$;
+COMMENT ON FUNCTION billing.adopt_subscription(jsonb, timestamptz) IS 'Worker (backfill): records an existing Stripe subscription object as its state at retrieved_at, when its customer is linked, so its next invoices grant tokens. Idempotent. Returns {subscription, status, outcome: adopted | skipped | failed, reason}.';
 
 -- sql/effects/checkout.sql
 -- Effects of checkout.session.* events: link the customer to the user, record a subscription,
@@ -3299,7 +3592,7 @@ SELECT billing._protect_table(t::regclass, own_rows => false)
 FROM unnest(ARRAY['billing.config', 'billing.webhook_secrets', 'billing.stripe_events', 'billing.plans',
                   'billing.plan_prices', 'billing.deleted_customers', 'billing.checkout_line_items', 'billing.coupons',
                   'billing.purchase_payments', 'billing.stripe_charges', 'billing.stripe_refunds', 'billing.stripe_disputes',
-                  'billing.stripe_credit_notes']) AS t;
+                  'billing.stripe_credit_notes', 'billing.event_sync']) AS t;
 -- The catalog is public to signed-in users.
 CREATE POLICY catalog_readable ON billing.plans FOR SELECT USING (true);
 

@@ -109,7 +109,16 @@ async fn the_install_refuses_a_database_it_does_not_fit() {
         &ascii_name,
     ))
     .await;
-    let err = apply(&mut client, &script).await.unwrap_err();
+    // A UTF-8 client (tokio-postgres, like most drivers) has the server refuse the script's
+    // non-ASCII text before anything runs; a client in the database's own encoding (psql there)
+    // reaches the guard, which runs here on its own.
+    assert!(apply(&mut client, &script).await.is_err());
+    let guard = script
+        .split_inclusive("$guard$;")
+        .next()
+        .expect("the guard comes first");
+    assert!(guard.is_ascii(), "the guard must run in any encoding");
+    let err = apply(&mut client, guard).await.unwrap_err();
     assert_eq!(
         db_error(&err),
         (
@@ -117,6 +126,15 @@ async fn the_install_refuses_a_database_it_does_not_fit() {
             "the database encoding is SQL_ASCII; stripe_billing needs UTF8".into()
         )
     );
+    let schemas: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'billing'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(schemas, 0, "the refused script left schema billing behind");
 
     // Without pgcrypto at all, it is created where Supabase keeps it (it is a trusted
     // extension, so the installer may).

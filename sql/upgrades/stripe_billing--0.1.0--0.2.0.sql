@@ -47,6 +47,7 @@ DROP FUNCTION billing.apply_in_subtransaction(jsonb);
 DROP FUNCTION billing.apply_stored_event(text);
 DROP FUNCTION billing.spend(uuid, bigint, uuid, text, text);
 DROP FUNCTION billing.fail_request(uuid, text, text, integer, integer);
+DROP FUNCTION billing.claim_requests(text, integer, integer);
 
 -- The policies name a renamed function; re-stating them gives their expressions the column
 -- name a fresh install has.
@@ -172,6 +173,9 @@ CREATE INDEX stripe_events_waiting_customer_idx ON billing.stripe_events (stripe
     WHERE processed_at IS NULL;
 CREATE INDEX stripe_events_waiting_object_idx ON billing.stripe_events (object_id)
     WHERE processed_at IS NULL;
+-- The newest webhook of each mode, for billing.health().
+CREATE INDEX stripe_events_webhook_received_idx ON billing.stripe_events (livemode, received_at)
+    WHERE source = 'webhook';
 COMMENT ON COLUMN billing.stripe_events.stripe_customer_id IS 'The customer the event concerns, if any: a waiting event is retried when another event of this customer is applied or the customer is linked.';
 COMMENT ON COLUMN billing.stripe_events.error IS 'Why applying failed (e.g. unknown price); cleared once it applies (automatically, or by billing.reprocess_events()).';
 COMMENT ON COLUMN billing.stripe_events.error_code IS 'The SQLSTATE of error (e.g. BL006 unknown price, BL007 user not known yet).';
@@ -1254,7 +1258,8 @@ COMMENT ON FUNCTION billing.await_request(uuid, integer) IS 'For signed-in users
 -- Worker API -------------------------------------------------------------------------------
 
 CREATE OR REPLACE FUNCTION billing.claim_requests(worker text, max_count integer DEFAULT 1, lease_seconds integer DEFAULT 60)
-RETURNS TABLE (id uuid, kind text, user_id uuid, params jsonb, attempts integer, stripe_customer_id text)
+RETURNS TABLE (id uuid, kind text, user_id uuid, params jsonb, attempts integer, stripe_customer_id text,
+               waited_seconds double precision)
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
@@ -1291,7 +1296,10 @@ BEGIN
         ORDER BY c.run_after, c.created_at
         LIMIT max_count * 4
     ), ready AS (
-        SELECT r.id FROM billing.stripe_requests r JOIN fair f ON f.id = r.id
+        -- When the row became claimable: its run_after, or for a row taken over from a worker
+        -- that died, the end of that worker's lease.
+        SELECT r.id, CASE WHEN r.status = 'running' THEN greatest(r.run_after, r.locked_until) ELSE r.run_after END AS ready_at
+        FROM billing.stripe_requests r JOIN fair f ON f.id = r.id
         WHERE r.status IN ('pending', 'running') AND r.run_after <= clock_timestamp()
           AND (r.status = 'pending' OR r.locked_until < clock_timestamp())
         ORDER BY r.run_after, r.created_at
@@ -1302,10 +1310,11 @@ BEGIN
         locked_until = clock_timestamp() + make_interval(secs => lease_seconds)
     FROM ready WHERE r.id = ready.id
     RETURNING r.id, r.kind, r.user_id, r.params, r.attempts,
-        (SELECT c.stripe_customer_id FROM billing.customers c WHERE c.user_id = r.user_id);
+        (SELECT c.stripe_customer_id FROM billing.customers c WHERE c.user_id = r.user_id),
+        greatest(extract(epoch FROM clock_timestamp() - ready.ready_at)::double precision, 0);
 END
 $$;
-COMMENT ON FUNCTION billing.claim_requests(text, integer, integer) IS 'Worker: claims up to max_count ready requests (pending, or running past their lease) for lease_seconds, at most one per user and none of a user with a request running, oldest first, skipping rows other workers hold.';
+COMMENT ON FUNCTION billing.claim_requests(text, integer, integer) IS 'Worker: claims up to max_count ready requests (pending, or running past their lease) for lease_seconds, at most one per user and none of a user with a request running, oldest first, skipping rows other workers hold. waited_seconds: how long each had been ready to claim (the worker''s claim latency).';
 
 CREATE OR REPLACE FUNCTION billing.finish_request(request_id uuid, worker text, result jsonb, attempt integer DEFAULT NULL)
 RETURNS boolean
@@ -2015,6 +2024,65 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION billing._apply_customer(jsonb) IS 'Internal: customer.deleted forgets the customer (its user gets a new one at the next checkout); customer.created/updated with metadata.user_id links it when neither side is linked yet.';
+
+-- sql/operations/functions.sql
+-- Operations: the figures an operator watches, in one call, so that "is it keeping up?" needs
+-- no hand-written SQL. The worker's /metrics endpoint reads the same function on every scrape.
+-- Each figure reads a partial or small index, never the whole history.
+
+CREATE OR REPLACE FUNCTION billing.health()
+RETURNS TABLE (
+    requests_pending bigint,
+    requests_running bigint,
+    oldest_pending_seconds double precision,
+    oldest_running_seconds double precision,
+    events_held bigint,
+    events_failed bigint,
+    oldest_held_seconds double precision,
+    oldest_failed_seconds double precision,
+    last_webhook_test timestamptz,
+    last_webhook_live timestamptz,
+    seconds_since_webhook_test double precision,
+    seconds_since_webhook_live double precision)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+    WITH queue AS (
+        -- The live part of the queue only (stripe_requests_ready_idx).
+        SELECT count(*) FILTER (WHERE r.status = 'pending') AS pending,
+               count(*) FILTER (WHERE r.status = 'running') AS running,
+               min(r.created_at) FILTER (WHERE r.status = 'pending') AS oldest_pending,
+               min(r.claimed_at) FILTER (WHERE r.status = 'running') AS oldest_running
+        FROM billing.stripe_requests r
+        WHERE r.status IN ('pending', 'running')
+    ), unapplied AS (
+        -- Held: waiting for something that applies them by itself (their user becoming known,
+        -- BL007; data the worker fetches from Stripe, BL010). Failed: anything else, which
+        -- waits for the operator (say, a price missing from the catalog) and
+        -- billing.reprocess_events().
+        SELECT count(*) FILTER (WHERE e.held) AS held,
+               count(*) FILTER (WHERE NOT e.held) AS failed,
+               min(e.received_at) FILTER (WHERE e.held) AS oldest_held,
+               min(e.received_at) FILTER (WHERE NOT e.held) AS oldest_failed
+        FROM (SELECT s.received_at, coalesce(s.error_code IN ('BL007', 'BL010'), false) AS held
+              FROM billing.stripe_events s WHERE s.processed_at IS NULL) e
+    ), webhooks AS (
+        SELECT (SELECT max(s.received_at) FROM billing.stripe_events s
+                WHERE s.source = 'webhook' AND NOT s.livemode) AS test,
+               (SELECT max(s.received_at) FROM billing.stripe_events s
+                WHERE s.source = 'webhook' AND s.livemode) AS live
+    )
+    SELECT q.pending, q.running,
+           extract(epoch FROM now() - q.oldest_pending)::double precision,
+           extract(epoch FROM now() - q.oldest_running)::double precision,
+           u.held, u.failed,
+           extract(epoch FROM now() - u.oldest_held)::double precision,
+           extract(epoch FROM now() - u.oldest_failed)::double precision,
+           w.test, w.live,
+           extract(epoch FROM now() - w.test)::double precision,
+           extract(epoch FROM now() - w.live)::double precision
+    FROM queue q, unapplied u, webhooks w
+$$;
+COMMENT ON FUNCTION billing.health() IS 'Privileged (monitoring): one row of figures. requests_pending/running: the queue; oldest_pending_seconds (since created) and oldest_running_seconds (since claimed). events_held: stored events waiting for their user (BL007) or for data the worker fetches (BL010), which apply by themselves; events_failed: events that failed otherwise and wait for billing.reprocess_events(); oldest_*_seconds: since the oldest of each was received. last_webhook_test/live: when the newest event of each mode arrived by webhook, and seconds_since_webhook_*. NULL ages: none. Grant EXECUTE on it to a monitoring role to show the figures without access to the tables.';
 
 -- sql/security/functions.sql
 -- Access control, part 2: the roles' API and the functions that grant and audit it.

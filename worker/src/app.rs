@@ -1,5 +1,6 @@
 //! Wiring: builds the shared parts from the configuration, starts the LISTEN connection, the
-//! HTTP server and the queue loop, and waits for all of them after a shutdown signal.
+//! HTTP server, retention and the queue loop, and waits for all of them after a shutdown
+//! signal.
 //!
 //! Shutdown uses two tokens. `shutdown` (the signal) stops claiming, LISTEN and new HTTP
 //! connections; `abort` is cancelled only when the shutdown timeout runs out and stops the
@@ -17,7 +18,7 @@ use crate::db::Db;
 use crate::queue::{self, Ctx, Settings, NOT_CONFIGURED};
 use crate::stripe::{RateLimiter, Stripe};
 use crate::version::{self, VersionError};
-use crate::{http, shutdown};
+use crate::{http, prune, shutdown};
 
 /// Connections beyond the request tasks' two each (one holds the request's lock for
 /// `billing.await_request`, one writes): the claim loop and the health check.
@@ -81,6 +82,8 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             None
         }
     };
+    let metrics = crate::telemetry::install()?;
+    tokio::spawn(crate::telemetry::upkeep(metrics.clone()));
     let listener = http::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
@@ -106,26 +109,38 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         stripe_timeout_ms = config.stripe_timeout.as_millis() as u64,
         poll_interval_ms = config.poll_interval.as_millis() as u64,
         listen_notify = config.listen_notify,
+        prune_interval_s = config.prune_interval.map_or(0, |i| i.as_secs()),
         "worker started"
     );
 
+    let state = http::HttpState {
+        db: db.clone(),
+        webhooks: webhook_db,
+        metrics,
+    };
     let server = tokio::spawn(http::serve(
         listener,
-        http::router(db.clone(), webhook_db, config.max_body_bytes),
+        http::router(state, config.max_body_bytes),
         token.clone(),
     ));
     let (wake_tx, wake_rx) = mpsc::channel(16);
     let listener_task = if config.listen_notify {
         Some(tokio::spawn(queue::listen(
             config.database.clone(),
+            db.clone(),
+            config.poll_interval,
             wake_tx,
             token.clone(),
         )))
     } else {
         // Dropping the sender tells the loop there will be no notifications.
         drop(wake_tx);
+        crate::telemetry::listen_notify(false);
         None
     };
+    let prune_task = config
+        .prune_interval
+        .map(|every| tokio::spawn(prune::run(config.database.clone(), every, token.clone())));
 
     let ctx = Arc::new(Ctx {
         db,
@@ -144,7 +159,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let started = shutdown_started.await.unwrap_or_else(|_| Instant::now());
     let deadline = started + config.shutdown_timeout;
     queue::drain(in_flight, deadline, &abort).await;
-    if let Some(task) = listener_task {
+    for task in [listener_task, prune_task].into_iter().flatten() {
         let _ = task.await;
     }
     if tokio::time::timeout_at(deadline, server).await.is_err() {

@@ -13,6 +13,7 @@
 //! Expandable fields may arrive as an id string or as an expanded object; both are accepted.
 //! What the values mean (which line grants tokens, which status wins) is decided in SQL, not here.
 mod input;
+pub mod types;
 
 use input::{metadata, Envelope, Kind, Lenient, List};
 use serde::{Deserialize, Serialize};

@@ -13,6 +13,17 @@ pub const DEFAULT_STRIPE_VERSION: &str = "2025-03-31.basil";
 /// Stripe's API, used unless `--stripe-api-base` points elsewhere (the emulator in tests).
 pub const DEFAULT_STRIPE_API_BASE: &str = "https://api.stripe.com";
 
+/// What the process does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Command {
+    /// Serve the request queue and the webhook endpoint until SIGTERM/SIGINT (the default).
+    #[default]
+    Run,
+    /// Check the set-up against the database and the Stripe account, print a checklist and
+    /// exit: 0 when all is well, 1 when something is wrong, 2 when the checks could not run.
+    Doctor,
+}
+
 /// Log line format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -31,6 +42,10 @@ pub enum LogFormat {
     about = "Serves the stripe_billing request queue against the Stripe API and receives Stripe webhooks."
 )]
 pub struct Args {
+    /// `run` (the default) or `doctor`, which takes the same flags and environment.
+    #[arg(value_enum, default_value_t = Command::Run, hide_default_value = true)]
+    pub command: Command,
+
     /// Postgres connection string (URL or key=value) of the database with the extension.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Secret,
@@ -84,6 +99,11 @@ pub struct Args {
     /// Do not LISTEN for notifications; find work by polling only.
     #[arg(long, env = "WORKER_NO_LISTEN_NOTIFY")]
     pub no_listen_notify: bool,
+
+    /// How often to run billing.prune() (retention), in seconds; 0: never (say, because
+    /// pg_cron runs it). The first run is at start-up.
+    #[arg(long, env = "WORKER_PRUNE_INTERVAL_SECONDS", default_value_t = 3600)]
+    pub prune_interval_seconds: u64,
 
     /// Log format.
     #[arg(long, env = "WORKER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]

@@ -1,7 +1,8 @@
-//! The HTTP server: the Stripe webhook endpoint (`webhook`) and a health check (`health`),
-//! stopped gracefully on shutdown.
+//! The HTTP server: the Stripe webhook endpoint (`webhook`), a health check (`health`) and
+//! the Prometheus metrics (`metrics`), stopped gracefully on shutdown.
 
 mod health;
+mod metrics;
 mod webhook;
 
 use std::net::SocketAddr;
@@ -9,6 +10,7 @@ use std::net::SocketAddr;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -20,21 +22,26 @@ pub const WEBHOOK_PATH: &str = "/api/stripe/webhook";
 /// The path of the health check.
 pub const HEALTH_PATH: &str = "/healthz";
 
-/// What the handlers share: the queue's connections (for the health check, which should
-/// see what the queue sees) and the webhook endpoint's own.
+/// The path Prometheus scrapes.
+pub const METRICS_PATH: &str = "/metrics";
+
+/// What the handlers share: the queue's connections (for the health check and the metrics,
+/// which should see what the queue sees), the webhook endpoint's own, and the metrics.
 #[derive(Clone)]
 pub struct HttpState {
     pub db: Db,
     pub webhooks: Db,
+    pub metrics: PrometheusHandle,
 }
 
 /// The routes, with the webhook body limited to `max_body_bytes`.
-pub fn router(db: Db, webhooks: Db, max_body_bytes: usize) -> Router {
+pub fn router(state: HttpState, max_body_bytes: usize) -> Router {
     Router::new()
         .route(WEBHOOK_PATH, post(webhook::receive))
         .route(HEALTH_PATH, get(health::healthz))
+        .route(METRICS_PATH, get(metrics::metrics))
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .with_state(HttpState { db, webhooks })
+        .with_state(state)
 }
 
 /// Binds the listen address; an error here ends the process.

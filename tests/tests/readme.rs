@@ -116,11 +116,9 @@ fn parse(readme: &str) -> Vec<Block> {
         while j < end {
             let line = lines[j];
             let code = line.split("--").next().unwrap_or("").trim_end();
-            if !line.trim_start().starts_with("--") || !sql.is_empty() {
-                if !line.trim_start().starts_with("--") {
-                    sql.push_str(line);
-                    sql.push('\n');
-                }
+            if !line.trim_start().starts_with("--") {
+                sql.push_str(line);
+                sql.push('\n');
             }
             j += 1;
             if !sql.trim().is_empty() && code.ends_with(';') && !line.trim_start().starts_with("--")
@@ -367,4 +365,54 @@ fn wildcards_match_any_text() {
     ));
     assert!(!matches("a…c", "abd"));
     assert!(!matches("abc", "abcd"));
+}
+
+#[test]
+fn the_readme_lists_the_event_types_the_product_applies() {
+    // The README wraps the sentence over several lines; compare with whitespace collapsed.
+    let readme = std::fs::read_to_string(readme_path()).unwrap();
+    let flat = readme.split_whitespace().collect::<Vec<_>>().join(" ");
+    let sentence = stripe_billing_core::event::types::readme_sentence();
+    assert!(
+        flat.contains(&sentence),
+        "README's list of events to enable differs from core/src/event/types.rs; it should read:\n{sentence}"
+    );
+}
+
+#[test]
+fn every_event_type_to_enable_has_an_effect_in_sql() {
+    use stripe_billing_core::event::types::{OPTIONAL, REQUIRED};
+    let root = stripe_billing_tests::upgrade::repo_root();
+    let dispatch = std::fs::read_to_string(root.join("sql/events/functions.sql")).unwrap();
+    let body = dispatch
+        .split_once("CREATE OR REPLACE FUNCTION billing._apply(")
+        .and_then(|(_, rest)| rest.split_once("$$;"))
+        .expect("billing._apply")
+        .0;
+    for t in REQUIRED.iter().chain(OPTIONAL) {
+        // Named outright, or by the prefix of a LIKE pattern ('customer.subscription.%').
+        let named = body.contains(&format!("'{t}'"));
+        let by_prefix = body.split("LIKE '").skip(1).any(|p| {
+            let pattern = p.split('\'').next().unwrap_or_default();
+            pattern
+                .strip_suffix('%')
+                .is_some_and(|prefix| t.starts_with(prefix))
+        });
+        assert!(named || by_prefix, "billing._apply has no effect for {t}");
+    }
+}
+
+#[test]
+fn health_counts_as_held_exactly_the_codes_that_wait() {
+    let root = stripe_billing_tests::upgrade::repo_root();
+    let sql = std::fs::read_to_string(root.join("sql/operations/functions.sql")).unwrap();
+    let codes: Vec<String> = stripe_billing_core::errors::WAITING
+        .iter()
+        .map(|c| format!("'{c}'"))
+        .collect();
+    let list = format!("error_code IN ({})", codes.join(", "));
+    assert!(
+        sql.contains(&list),
+        "billing.health() should count {list} as held"
+    );
 }

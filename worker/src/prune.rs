@@ -32,7 +32,9 @@ pub async fn run(config: tokio_postgres::Config, interval: Duration, shutdown: C
                     "pruned"
                 );
             }
-            Ok(Err(e)) => tracing::warn!(error = %e, "billing.prune() failed; trying again at the next interval"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "billing.prune() failed; trying again at the next interval")
+            }
             Err(_) => tracing::warn!(
                 timeout_s = RUN_TIMEOUT.as_secs(),
                 "billing.prune() took too long and was abandoned"
@@ -58,7 +60,12 @@ async fn prune_once(config: &tokio_postgres::Config) -> Result<(i64, i64, i64), 
     drop(client);
     let _ = driver.await;
     let outcome: serde_json::Value = result?.get(0);
-    let count = |key: &str| outcome.get(key).and_then(serde_json::Value::as_i64).unwrap_or(0);
+    let count = |key: &str| {
+        outcome
+            .get(key)
+            .and_then(serde_json::Value::as_i64)
+            .unwrap_or(0)
+    };
     Ok((
         count("requests_expired"),
         count("requests_deleted"),

@@ -252,11 +252,23 @@ mod tests {
             ("/v1/customers", "/v1/customers"),
             ("/v1/customers/cus_Q1a2", "/v1/customers/{id}"),
             ("/v1/checkout/sessions", "/v1/checkout/sessions"),
-            ("/v1/checkout/sessions/cs_test_a1/expire", "/v1/checkout/sessions/{id}/expire"),
-            ("/v1/checkout/sessions/cs_test_a1/line_items", "/v1/checkout/sessions/{id}/line_items"),
-            ("/v1/billing_portal/configurations", "/v1/billing_portal/configurations"),
+            (
+                "/v1/checkout/sessions/cs_test_a1/expire",
+                "/v1/checkout/sessions/{id}/expire",
+            ),
+            (
+                "/v1/checkout/sessions/cs_test_a1/line_items",
+                "/v1/checkout/sessions/{id}/line_items",
+            ),
+            (
+                "/v1/billing_portal/configurations",
+                "/v1/billing_portal/configurations",
+            ),
             ("/v1/billing_portal/sessions", "/v1/billing_portal/sessions"),
-            ("/v1/subscriptions/sub_1?expand[]=x", "/v1/subscriptions/{id}"),
+            (
+                "/v1/subscriptions/sub_1?expand[]=x",
+                "/v1/subscriptions/{id}",
+            ),
             ("/v1/prices/price_pro", "/v1/prices/{id}"),
             ("/v1/webhook_endpoints", "/v1/webhook_endpoints"),
             ("/elsewhere", "other"),
@@ -276,7 +288,12 @@ mod tests {
                 "{}",
                 m.name
             );
-            assert_eq!(m.kind == Kind::Counter, m.name.ends_with("_total"), "{}", m.name);
+            assert_eq!(
+                m.kind == Kind::Counter,
+                m.name.ends_with("_total"),
+                "{}",
+                m.name
+            );
             assert!(!m.help.contains('|') && m.help.ends_with('.'), "{}", m.name);
         }
     }

@@ -26,9 +26,7 @@ pub const OPTIONAL: &[&str] = &["customer.created", "customer.updated"];
 /// Whether an endpoint's `enabled_events` (Stripe's list, where `*` means every event)
 /// delivers `event_type`.
 pub fn enabled(enabled_events: &[String], event_type: &str) -> bool {
-    enabled_events
-        .iter()
-        .any(|e| e == "*" || e == event_type)
+    enabled_events.iter().any(|e| e == "*" || e == event_type)
 }
 
 /// The required types an endpoint with `enabled_events` does not deliver, in [`REQUIRED`]
@@ -66,7 +64,8 @@ mod tests {
             assert!(seen.insert(*t), "duplicate {t}");
             assert!(
                 t.split('.').count() >= 2
-                    && t.bytes().all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'_'),
+                    && t.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'_'),
                 "{t}"
             );
         }
@@ -89,7 +88,9 @@ mod tests {
     #[test]
     fn the_sentence_names_every_type_once() {
         let s = readme_sentence();
-        assert!(s.starts_with("Enable these events on the endpoint: `checkout.session.completed`, "));
+        assert!(
+            s.starts_with("Enable these events on the endpoint: `checkout.session.completed`, ")
+        );
         assert!(s.ends_with(
             " and `customer.deleted` (optionally `customer.created` and `customer.updated`)."
         ));

@@ -58,7 +58,10 @@ pub enum Key {
     Missing,
     /// Not one of [`PREFIXES`].
     Unrecognised,
-    Known { mode: Mode, prefix: &'static str },
+    Known {
+        mode: Mode,
+        prefix: &'static str,
+    },
 }
 
 impl Key {
@@ -168,9 +171,10 @@ pub async fn checks(config: &Config, key: &Key, plans: Result<Vec<Plan>, Check>)
                 ),
             )
         }
-        Err(StripeError::Transient(e)) => {
-            Check::unknown(KEY, format!("cannot reach Stripe at {}: {e}", config.stripe_api_base))
-        }
+        Err(StripeError::Transient(e)) => Check::unknown(
+            KEY,
+            format!("cannot reach Stripe at {}: {e}", config.stripe_api_base),
+        ),
         _ => Check::passed(
             KEY,
             format!("{}-mode key ({prefix}…), accepted by Stripe", mode.name()),
@@ -226,7 +230,10 @@ impl Client {
             }
             let page = self.get(path, params).await?;
             let data = page["data"].as_array().cloned().unwrap_or_default();
-            after = data.last().and_then(|o| o["id"].as_str()).map(str::to_string);
+            after = data
+                .last()
+                .and_then(|o| o["id"].as_str())
+                .map(str::to_string);
             all.extend(data);
             if page["has_more"] != json!(true) || after.is_none() {
                 break;
@@ -282,7 +289,10 @@ async fn price_check(client: &Client, plan: &Plan, mode: Mode) -> Check {
             )
         }
         Err(StripeError::Rejected(r)) => {
-            return Check::unknown(name, format!("cannot read price {}: {}", plan.price, refused(&r)))
+            return Check::unknown(
+                name,
+                format!("cannot read price {}: {}", plan.price, refused(&r)),
+            )
         }
         Err(StripeError::Transient(e)) => {
             return Check::unknown(name, format!("cannot read price {}: {e}", plan.price))
@@ -323,7 +333,10 @@ async fn price_check(client: &Client, plan: &Plan, mode: Mode) -> Check {
     Check::passed(
         name,
         if recurring {
-            format!("{kind}, price {} is active and recurring ({interval})", plan.price)
+            format!(
+                "{kind}, price {} is active and recurring ({interval})",
+                plan.price
+            )
         } else {
             format!("{kind}, price {} is active and one-time", plan.price)
         },
@@ -334,7 +347,10 @@ fn endpoint_check(endpoints: Result<Vec<Value>, StripeError>, mode: Mode) -> Che
     let endpoints = match endpoints {
         Ok(list) => list,
         Err(StripeError::Rejected(r)) => {
-            return Check::unknown(ENDPOINT, format!("cannot list webhook endpoints: {}", refused(&r)))
+            return Check::unknown(
+                ENDPOINT,
+                format!("cannot list webhook endpoints: {}", refused(&r)),
+            )
         }
         Err(StripeError::Transient(e)) => {
             return Check::unknown(ENDPOINT, format!("cannot list webhook endpoints: {e}"))
@@ -351,7 +367,11 @@ fn endpoint_check(endpoints: Result<Vec<Value>, StripeError>, mode: Mode) -> Che
         .map(|e| {
             let types = e["enabled_events"]
                 .as_array()
-                .map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|t| t.as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default();
             (
                 e["id"].as_str().unwrap_or("?"),
@@ -449,9 +469,18 @@ mod tests {
     #[test]
     fn keys_show_their_mode_only() {
         let key = |s: &str| Some(s.parse::<Secret>().unwrap());
-        assert_eq!(describe_key(key("sk_live_51HxSECRET").as_ref()), "key sk_live_…");
-        assert_eq!(describe_key(key("rk_test_51HxSECRET").as_ref()), "key rk_test_…");
-        assert_eq!(describe_key(key("whatever").as_ref()), "key of an unrecognised kind");
+        assert_eq!(
+            describe_key(key("sk_live_51HxSECRET").as_ref()),
+            "key sk_live_…"
+        );
+        assert_eq!(
+            describe_key(key("rk_test_51HxSECRET").as_ref()),
+            "key rk_test_…"
+        );
+        assert_eq!(
+            describe_key(key("whatever").as_ref()),
+            "key of an unrecognised kind"
+        );
         assert_eq!(describe_key(None), "no key");
     }
 
@@ -469,7 +498,10 @@ mod tests {
         let disabled = endpoint_check(Ok(vec![endpoint("we_1", "disabled", &["*"])]), Mode::Test);
         assert_eq!(disabled.status, Status::Problem, "{disabled}");
         let none = endpoint_check(Ok(vec![]), Mode::Live);
-        assert!(none.fix.unwrap().contains("https://dashboard.stripe.com/webhooks"));
+        assert!(none
+            .fix
+            .unwrap()
+            .contains("https://dashboard.stripe.com/webhooks"));
         let partial = endpoint_check(
             Ok(vec![
                 endpoint("we_1", "enabled", &["invoice.paid"]),
@@ -479,7 +511,9 @@ mod tests {
         );
         assert_eq!(partial.status, Status::Problem);
         assert!(
-            partial.detail.ends_with("we_2 (https://app.example/we_2) lacks customer.deleted"),
+            partial
+                .detail
+                .ends_with("we_2 (https://app.example/we_2) lacks customer.deleted"),
             "{partial}"
         );
     }

@@ -46,7 +46,10 @@ pub async fn version(db: &Db) -> Check {
         Ok(installed) => match version::check(installed.as_deref()) {
             Ok(()) => Check::passed(
                 NAME,
-                format!("stripe_billing {}, the version this worker speaks", version::SUPPORTED),
+                format!(
+                    "stripe_billing {}, the version this worker speaks",
+                    version::SUPPORTED
+                ),
             ),
             Err(e @ version::VersionError::NotInstalled) => Check::problem(
                 NAME,
@@ -55,7 +58,10 @@ pub async fn version(db: &Db) -> Check {
             ),
             Err(e) => Check::problem(
                 NAME,
-                format!("stripe_billing {} is installed", installed.unwrap_or_default()),
+                format!(
+                    "stripe_billing {} is installed",
+                    installed.unwrap_or_default()
+                ),
                 e.to_string(),
             ),
         },
@@ -109,12 +115,13 @@ fn judge_secrets(secrets: &[SecretRow], key_mode: Option<Mode>) -> Check {
     }
     let unexpired: Vec<&SecretRow> = secrets.iter().filter(|s| s.unexpired).collect();
     if unexpired.is_empty() {
+        let which = match secrets.len() {
+            1 => "the only configured secret has".to_string(),
+            n => format!("all {n} configured secrets have"),
+        };
         return Check::problem(
             NAME,
-            format!(
-                "all {} configured secrets have expired: every webhook is refused (503)",
-                secrets.len()
-            ),
+            format!("{which} expired: every webhook is refused (503)"),
             insert,
         );
     }
@@ -279,8 +286,9 @@ mod tests {
 
     #[test]
     fn the_description_leaves_out_the_password() {
-        let config: tokio_postgres::Config =
-            "postgres://billing:hunter2@db.example.com:6543/app".parse().unwrap();
+        let config: tokio_postgres::Config = "postgres://billing:hunter2@db.example.com:6543/app"
+            .parse()
+            .unwrap();
         assert_eq!(describe(&config), "billing@db.example.com:6543/app");
     }
 }

@@ -161,7 +161,10 @@ pub async fn run(config: Config) -> u8 {
     let db = match Db::new(config.database.clone(), 2) {
         Ok(db) => db,
         Err(e) => {
-            printer.add(Check::unknown("database", format!("cannot set up a connection pool: {e}")));
+            printer.add(Check::unknown(
+                "database",
+                format!("cannot set up a connection pool: {e}"),
+            ));
             return finish(&printer.checks);
         }
     };

@@ -60,8 +60,7 @@ impl Listener {
         // arrive; a task forwards them and ends (dropping the sender) when the connection does.
         let (notes_tx, notes) = mpsc::unbounded_channel();
         let driver = tokio::spawn(async move {
-            let mut messages =
-                futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
             while let Some(message) = messages.next().await {
                 match message {
                     Ok(AsyncMessage::Notification(n)) => {

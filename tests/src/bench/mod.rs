@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
+mod history;
 mod ledger;
 mod signature;
 mod webhook;
@@ -26,6 +27,9 @@ pub async fn main(which: &[String]) {
     }
     if wants("worker") {
         worker::run().await;
+    }
+    if wants("history") {
+        history::run().await;
     }
 }
 

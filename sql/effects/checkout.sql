@@ -47,10 +47,16 @@ BEGIN
                 USING ERRCODE = 'BL006';
         END IF;
     END IF;
+    -- The purchase and the PaymentIntent that paid it, so a refund or dispute finds the grant.
+    PERFORM billing._record_purchase(s ->> 'id', uid, project, ev ->> 'customer', (s ->> 'amount_total')::bigint,
+                                     s ->> 'currency');
+    PERFORM billing._link_payment(s ->> 'payment_intent', s ->> 'id');
     PERFORM billing._insert_grant(uid, tokens, 'payg_purchase', NULL, project, s ->> 'id',
         jsonb_strip_nulls(jsonb_build_object('session_id', s ->> 'id', 'amount_paid', s -> 'amount_total',
             'currency', s -> 'currency', 'price_ids', to_jsonb(prices), 'payment_intent', s -> 'payment_intent',
-            'request_id', ours.id, 'event_id', ev ->> 'id')));
+            'request_id', ours.id, 'event_id', ev ->> 'id')), s ->> 'id');
+    -- A refund or dispute reported before this event takes its share now.
+    PERFORM billing._settle_purchase(s ->> 'id', format('payment of session %s', s ->> 'id'), ev ->> 'id');
 END
 $$;
 COMMENT ON FUNCTION billing._grant_pack(uuid, jsonb) IS 'Internal: grants what a paid payment-mode Checkout Session bought, once (keyed by the session id); BL010 while its line items are being retrieved.';

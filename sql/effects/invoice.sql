@@ -92,6 +92,8 @@ DECLARE
     sub_id text := inv ->> 'subscription';
     uid uuid;
     g record;
+    recorded boolean := false;
+    learned boolean;
 BEGIN
     IF sub_id IS NULL THEN
         RETURN;  -- a one-off invoice: nothing of ours
@@ -109,12 +111,28 @@ BEGIN
         RETURN;
     END IF;
     FOR g IN SELECT * FROM billing._invoice_grants(inv) LOOP
+        IF NOT recorded THEN
+            PERFORM billing._record_purchase(inv ->> 'id', uid, NULL, ev ->> 'customer', (inv ->> 'amount_paid')::bigint,
+                                             inv ->> 'currency');
+            recorded := true;
+        END IF;
         PERFORM billing._insert_grant(uid, g.tokens, g.source, g.expires_at, NULL, g.grant_key,
             jsonb_strip_nulls(jsonb_build_object('invoice_id', inv ->> 'id', 'subscription_id', sub_id,
                 'billing_reason', inv ->> 'billing_reason', 'amount_paid', inv -> 'amount_paid',
                 'currency', inv -> 'currency', 'plan_id', g.plan_id, 'payment_intent', inv -> 'payment_intent',
-                'event_id', ev ->> 'id')));
+                'event_id', ev ->> 'id')), inv ->> 'id');
     END LOOP;
+    IF recorded THEN
+        -- Which payment paid the invoice: before basil the invoice says; from basil on only its
+        -- payments do, which invoice events do not carry, so the worker retrieves the invoice.
+        learned := billing._link_payment(inv ->> 'payment_intent', inv ->> 'id');
+        learned := billing._link_payment(inv ->> 'charge', inv ->> 'id') OR learned;
+        IF inv ->> 'payment_intent' IS NULL AND inv ->> 'charge' IS NULL
+           AND coalesce((inv ->> 'amount_paid')::bigint, 0) > 0 THEN
+            PERFORM billing._request_retrieval('refresh', uid, inv ->> 'id');
+        END IF;
+        PERFORM billing._settle_purchase(inv ->> 'id', format('payment of invoice %s', inv ->> 'id'), ev ->> 'id');
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION billing._apply_invoice(jsonb) IS 'Internal: invoice.paid (and payment_succeeded) grants the invoice''s tokens once (keyed by the invoice id); invoice.payment_failed and payment_action_required notify the user.';

@@ -33,6 +33,19 @@ BEGIN
                 PERFORM billing._apply_invoice(ev);
             WHEN ev ->> 'type' IN ('customer.created', 'customer.updated', 'customer.deleted') THEN
                 PERFORM billing._apply_customer(ev);
+            WHEN ev ->> 'type' = 'billing.invoice.retrieved' THEN
+                PERFORM billing._apply_retrieved_invoice(ev);
+            -- The money behind purchases, by the object the event reports.
+            WHEN ev ->> 'object_type' = 'charge' AND ev ->> 'type' LIKE 'charge.%' THEN
+                PERFORM billing._apply_charge(ev);
+            WHEN ev ->> 'object_type' = 'refund' THEN
+                PERFORM billing._apply_refund(ev);
+            WHEN ev ->> 'object_type' = 'dispute' AND ev ->> 'type' LIKE 'charge.dispute.%' THEN
+                PERFORM billing._apply_dispute(ev);
+            WHEN ev ->> 'object_type' = 'credit_note' AND ev ->> 'type' LIKE 'credit_note.%' THEN
+                PERFORM billing._apply_credit_note(ev);
+            WHEN ev ->> 'object_type' = 'invoice_payment' AND ev ->> 'type' LIKE 'invoice_payment.%' THEN
+                PERFORM billing._apply_invoice_payment(ev);
             ELSE
                 NULL;  -- stored and acknowledged, no effect
         END CASE;
@@ -206,12 +219,7 @@ BEGIN
     END IF;
     -- Stored as an event of ours, keyed by the request, so a repeated call applies it once; its
     -- time is when Stripe answered, which makes it newer than every event created before.
-    RETURN billing._ingest(jsonb_build_object(
-        'id', 'evt_retrieved_' || replace(request_id::text, '-', ''), 'object', 'event',
-        'type', 'billing.' || (object ->> 'object') || '.retrieved',
-        'created', floor(extract(epoch FROM coalesce(retrieved_at, now())))::bigint,
-        'livemode', coalesce((object ->> 'livemode')::boolean, false), 'api_version', NULL,
-        'data', jsonb_build_object('object', object))::text, 'retrieved');
+    RETURN billing._ingest_object('evt_retrieved_' || replace(request_id::text, '-', ''), object, retrieved_at);
 END
 $$;
 COMMENT ON FUNCTION billing.ingest_retrieved(uuid, jsonb, timestamptz) IS 'Worker: applies an object retrieved from Stripe for a refresh request as the authoritative state at retrieved_at (Stripe''s Date header), through the same store-and-apply path as events; idempotent per request.';
@@ -239,28 +247,38 @@ END
 $$;
 COMMENT ON FUNCTION billing.store_line_items(text, jsonb) IS 'Worker: stores what a Checkout Session sold (Stripe''s line_items list) and applies the events that waited for it; returns how many applied.';
 
-CREATE OR REPLACE FUNCTION billing.reprocess_events(max_events integer DEFAULT 1000) RETURNS jsonb
+CREATE OR REPLACE FUNCTION billing.reprocess_events(max_events integer DEFAULT 1000,
+                                                    include_waiting boolean DEFAULT false) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     e record;
     tried integer := 0;
     still_failing integer := 0;
+    waiting bigint;
 BEGIN
     IF max_events IS NULL OR max_events < 1 THEN
         RAISE EXCEPTION 'max_events must be positive' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    FOR e IN SELECT s.id FROM billing.stripe_events s WHERE s.processed_at IS NULL
+    -- Events waiting for their user (BL007) or for data from Stripe (BL010) apply by themselves
+    -- the moment it arrives; on a shared Stripe account there may be thousands of them (customers
+    -- this app never knew), and they must not stand in front of the failures an operator fixed.
+    FOR e IN SELECT s.id FROM billing.stripe_events s
+             WHERE s.processed_at IS NULL
+               AND (include_waiting OR s.error_code IS NULL OR s.error_code NOT IN ('BL007', 'BL010'))
              ORDER BY s.created, s.received_at LIMIT max_events LOOP
         tried := tried + 1;
         IF (billing._apply_stored_event(e.id)).message IS NOT NULL THEN
             still_failing := still_failing + 1;
         END IF;
     END LOOP;
-    RETURN jsonb_build_object('reprocessed', tried, 'succeeded', tried - still_failing, 'still_failing', still_failing);
+    SELECT count(*) INTO waiting FROM billing.stripe_events s
+    WHERE s.processed_at IS NULL AND s.error_code IN ('BL007', 'BL010');
+    RETURN jsonb_build_object('reprocessed', tried, 'succeeded', tried - still_failing, 'still_failing', still_failing,
+                              'waiting', waiting);
 END
 $$;
-COMMENT ON FUNCTION billing.reprocess_events(integer) IS 'Privileged: re-applies stored events that failed (oldest first), e.g. after adding a missing price to billing.plans. Each event''s effects happen at most once.';
+COMMENT ON FUNCTION billing.reprocess_events(integer, boolean) IS 'Privileged: re-applies stored events that failed (oldest first), e.g. after adding a missing price to billing.plans; events waiting for their user or for data from Stripe apply by themselves and are left out unless include_waiting. Returns {reprocessed, succeeded, still_failing, waiting}. Each event''s effects happen at most once.';
 
 CREATE OR REPLACE FUNCTION billing.prune() RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER

@@ -18,19 +18,26 @@ COMMENT ON FUNCTION billing._grant_json(billing.token_grants, boolean) IS 'Inter
 -- existing grant (duplicate = true) when it describes the same grant, and fails otherwise.
 CREATE OR REPLACE FUNCTION billing._insert_grant(user_id uuid, tokens bigint, source text, expires_at timestamptz,
                                      project_id uuid, grant_key text, metadata jsonb,
+                                     purchase_id text DEFAULT NULL, collect_debts boolean DEFAULT true,
                                      OUT g billing.token_grants, OUT duplicate boolean)
 LANGUAGE plpgsql
 AS $$
 #variable_conflict use_column
 BEGIN
     -- remaining starts at tokens (billing._grant_starts_full sets it).
-    INSERT INTO billing.token_grants AS t (user_id, project_id, source, tokens, expires_at, grant_key, metadata)
+    INSERT INTO billing.token_grants AS t (user_id, project_id, source, tokens, expires_at, grant_key, metadata,
+                                           purchase_id)
     VALUES (_insert_grant.user_id, _insert_grant.project_id, _insert_grant.source, _insert_grant.tokens,
-            _insert_grant.expires_at, _insert_grant.grant_key, coalesce(_insert_grant.metadata, '{}'))
+            _insert_grant.expires_at, _insert_grant.grant_key, coalesce(_insert_grant.metadata, '{}'),
+            _insert_grant.purchase_id)
     ON CONFLICT (grant_key) DO NOTHING
     RETURNING * INTO g;
     duplicate := NOT FOUND;
     IF NOT duplicate THEN
+        -- Later grants pay off debts first (sql/payments/functions.sql).
+        IF collect_debts AND (billing._settings()).debt_policy = 'collect' AND billing._collect_debts(g) > 0 THEN
+            SELECT * INTO g FROM billing.token_grants t WHERE t.id = g.id;
+        END IF;
         RETURN;
     END IF;
     SELECT * INTO STRICT g FROM billing.token_grants t WHERE t.grant_key = _insert_grant.grant_key;
@@ -43,7 +50,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION billing._insert_grant(uuid, bigint, text, timestamptz, uuid, text, jsonb) IS 'Internal: inserts a grant, idempotent on grant_key; returns the grant and whether it existed already. Use billing.grant_tokens.';
+COMMENT ON FUNCTION billing._insert_grant(uuid, bigint, text, timestamptz, uuid, text, jsonb, text, boolean) IS 'Internal: inserts a grant, idempotent on grant_key, recording the purchase that funded it; a new grant first pays off the balance''s debts (unless collect_debts is false). Returns the grant and whether it existed already. Use billing.grant_tokens.';
 
 CREATE OR REPLACE FUNCTION billing.grant_tokens(user_id uuid, tokens bigint, source text DEFAULT 'manual',
                                      expires_at timestamptz DEFAULT NULL, project_id uuid DEFAULT NULL,
@@ -238,7 +245,7 @@ SELECT g.id AS grant_id, g.user_id, g.project_id, g.source, g.tokens,
        CASE WHEN g.expires_at <= now() THEN 0 ELSE g.remaining END AS spendable,
        CASE WHEN g.expires_at <= now() THEN g.remaining ELSE 0 END AS expired,
        CASE WHEN g.remaining = 0 THEN 'spent' WHEN g.expires_at <= now() THEN 'expired' ELSE 'active' END AS state,
-       g.expires_at, g.grant_key, g.metadata, g.created_at
+       g.expires_at, g.grant_key, g.metadata, g.created_at, g.purchase_id
 FROM billing.token_grants g;
 COMMENT ON VIEW billing.token_grant_balances IS 'Per-grant breakdown: spent, spendable and expired tokens of each grant. Row-level security applies (users see their own).';
 COMMENT ON COLUMN billing.token_grant_balances.grant_id IS 'The grant.';
@@ -254,6 +261,7 @@ COMMENT ON COLUMN billing.token_grant_balances.expires_at IS 'Expiry, NULL for n
 COMMENT ON COLUMN billing.token_grant_balances.grant_key IS 'Idempotency key of the grant.';
 COMMENT ON COLUMN billing.token_grant_balances.metadata IS 'Context of the grant.';
 COMMENT ON COLUMN billing.token_grant_balances.created_at IS 'When it was granted.';
+COMMENT ON COLUMN billing.token_grant_balances.purchase_id IS 'The purchase that funded it, or NULL.';
 
 -- The ledger's bookkeeping triggers (sql/ledger/triggers.sql).
 

@@ -4,9 +4,9 @@
 
 CREATE TRIGGER token_grants_start_full BEFORE INSERT ON billing.token_grants
     FOR EACH ROW EXECUTE FUNCTION billing._grant_starts_full();
-CREATE TRIGGER token_grants_books BEFORE UPDATE OF remaining, tokens, user_id, project_id ON billing.token_grants
+CREATE TRIGGER token_grants_books BEFORE UPDATE OF remaining, tokens, user_id, project_id, purchase_id ON billing.token_grants
     FOR EACH ROW WHEN (pg_trigger_depth() = 0) EXECUTE FUNCTION billing._refuse_ledger_edit();
-CREATE TRIGGER token_spends_books BEFORE UPDATE OF amount, user_id, project_id ON billing.token_spends
+CREATE TRIGGER token_spends_books BEFORE UPDATE OF amount, user_id, project_id, kind ON billing.token_spends
     FOR EACH ROW EXECUTE FUNCTION billing._refuse_ledger_edit();
 CREATE TRIGGER token_spend_allocations_take AFTER INSERT ON billing.token_spend_allocations
     FOR EACH ROW EXECUTE FUNCTION billing._take_from_grant();

@@ -47,7 +47,12 @@ SET search_path = pg_catalog, pg_temp AS $$
         ('authenticated', 'billing.token_spend_allocations', 'SELECT'),
         ('authenticated', 'billing.token_grant_balances', 'SELECT'),
         ('authenticated', 'billing.stripe_requests', 'SELECT'),
-        ('authenticated', 'billing.notifications', 'SELECT')
+        ('authenticated', 'billing.notifications', 'SELECT'),
+        ('authenticated', 'billing.token_debt(uuid,uuid)', 'EXECUTE'),
+        ('authenticated', 'billing.purchases', 'SELECT'),
+        ('authenticated', 'billing.token_reversals', 'SELECT'),
+        ('authenticated', 'billing.token_debts', 'SELECT'),
+        ('authenticated', 'billing.token_debt_settlements', 'SELECT')
 $$;
 COMMENT ON FUNCTION billing.client_api() IS 'The complete list of what the client roles anon and authenticated may use; billing.apply_grants() grants exactly this and billing.security_report() flags anything more.';
 

@@ -4,10 +4,13 @@
 SELECT billing._protect_table(t::regclass, own_rows => true)
 FROM unnest(ARRAY['billing.customers', 'billing.subscriptions', 'billing.token_grants', 'billing.token_spends',
                   'billing.token_spend_allocations', 'billing.stripe_requests', 'billing.projects',
-                  'billing.notifications']) AS t;
+                  'billing.notifications', 'billing.purchases', 'billing.token_reversals', 'billing.token_debts',
+                  'billing.token_debt_settlements']) AS t;
 SELECT billing._protect_table(t::regclass, own_rows => false)
 FROM unnest(ARRAY['billing.config', 'billing.webhook_secrets', 'billing.stripe_events', 'billing.plans',
-                  'billing.plan_prices', 'billing.deleted_customers', 'billing.checkout_line_items', 'billing.coupons']) AS t;
+                  'billing.plan_prices', 'billing.deleted_customers', 'billing.checkout_line_items', 'billing.coupons',
+                  'billing.purchase_payments', 'billing.stripe_charges', 'billing.stripe_refunds', 'billing.stripe_disputes',
+                  'billing.stripe_credit_notes', 'billing.event_sync']) AS t;
 -- The catalog is public to signed-in users.
 CREATE POLICY catalog_readable ON billing.plans FOR SELECT USING (true);
 

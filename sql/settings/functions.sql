@@ -20,6 +20,7 @@ BEGIN
     c.max_pending_requests := coalesce(c.max_pending_requests, 5);
     c.request_retention_days := coalesce(c.request_retention_days, 30);
     c.event_retention_days := coalesce(c.event_retention_days, 90);
+    c.debt_policy := coalesce(c.debt_policy, 'collect');
     RETURN c;
 END
 $$;

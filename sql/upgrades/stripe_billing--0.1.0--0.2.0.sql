@@ -23,7 +23,6 @@ ALTER FUNCTION billing.check_url(text, text) RENAME TO _check_url;
 ALTER FUNCTION billing.request_json(billing.stripe_requests) RENAME TO _request_json;
 ALTER FUNCTION billing.notify_stripe_request() RENAME TO _notify_stripe_request;
 ALTER FUNCTION billing.grant_json(billing.token_grants, boolean) RENAME TO _grant_json;
-ALTER FUNCTION billing.insert_grant(uuid, bigint, text, timestamptz, uuid, text, jsonb) RENAME TO _insert_grant;
 ALTER FUNCTION billing.live_balance(uuid, uuid) RENAME TO _live_balance;
 ALTER FUNCTION billing.unix_time(jsonb) RENAME TO _unix_time;
 ALTER FUNCTION billing.uuid_or_null(text) RENAME TO _uuid_or_null;
@@ -47,6 +46,8 @@ DROP FUNCTION billing.apply_in_subtransaction(jsonb);
 DROP FUNCTION billing.apply_stored_event(text);
 DROP FUNCTION billing.spend(uuid, bigint, uuid, text, text);
 DROP FUNCTION billing.fail_request(uuid, text, text, integer, integer);
+DROP FUNCTION billing.insert_grant(uuid, bigint, text, timestamptz, uuid, text, jsonb);
+DROP FUNCTION billing.reprocess_events(integer);
 DROP FUNCTION billing.claim_requests(text, integer, integer);
 
 -- The policies name a renamed function; re-stating them gives their expressions the column
@@ -73,7 +74,8 @@ ALTER TABLE billing.config
         OR (' ' || array_to_string(redirect_origins, ' ')) ~ '^( https?://[a-z0-9.-]+(:[0-9]{1,5})?)+$'),
     ADD COLUMN max_pending_requests integer CHECK (max_pending_requests BETWEEN 1 AND 1000),
     ADD COLUMN request_retention_days integer CHECK (request_retention_days >= 1),
-    ADD COLUMN event_retention_days integer CHECK (event_retention_days >= 31);
+    ADD COLUMN event_retention_days integer CHECK (event_retention_days >= 31),
+    ADD COLUMN debt_policy text CHECK (debt_policy IN ('collect', 'write_off'));
 COMMENT ON TABLE billing.config IS 'Optional single-row settings: default Checkout/Portal URLs, webhook tolerance, request retry limit, token rules. Without a row (or with NULLs) the documented defaults apply. Privileged roles only.';
 COMMENT ON COLUMN billing.config.renewal_grace_seconds IS 'How long a plan period''s tokens stay spendable after the period ends, so a renewal paid a little late (Stripe charges about an hour after the period starts) leaves no gap; NULL = 86400 (one day).';
 COMMENT ON COLUMN billing.config.free_invoice_tokens IS 'What a paid invoice of amount 0 (a trial, a 100%-off coupon) grants: plan = the plan''s allowance as if paid, none = nothing; NULL = plan.';
@@ -82,6 +84,7 @@ COMMENT ON COLUMN billing.config.redirect_origins IS 'Origins (scheme://host[:po
 COMMENT ON COLUMN billing.config.max_pending_requests IS 'How many checkout and portal requests one user may have queued or running at once (BL011 beyond); NULL = 5.';
 COMMENT ON COLUMN billing.config.request_retention_days IS 'billing.prune() deletes finished requests older than this; NULL = 30.';
 COMMENT ON COLUMN billing.config.event_retention_days IS 'billing.prune() deletes applied events older than this (at least 31: Stripe redelivers for 3 days and lists events for 30); NULL = 90.';
+COMMENT ON COLUMN billing.config.debt_policy IS 'What happens to tokens a refund, dispute or credit note takes back after they were spent: collect = recorded as a debt that later grants pay off first, write_off = recorded and written off at once; NULL = collect.';
 COMMENT ON COLUMN billing.config.save_payment_method IS 'Whether a token pack''s card is saved to the customer for the next purchase (payment_intent_data[setup_future_usage] = on_session); NULL = true.';
 
 -- Every price a plan sold, so moving a plan to a new price keeps its subscribers.
@@ -239,6 +242,276 @@ COMMENT ON COLUMN billing.notifications.event_id IS 'The Stripe event that cause
 COMMENT ON COLUMN billing.notifications.created_at IS 'When it was written.';
 SELECT pg_catalog.pg_extension_config_dump('billing.notifications', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_get_serial_sequence('billing.notifications', 'id')::regclass, '');
+
+-- Refunds, disputes and credit notes: purchases, their payments, what Stripe reports about
+-- them, and the reversals and debts that follow (the same definitions as a fresh install).
+-- The money behind tokens: each purchase that funded grants, the Stripe payments that paid it,
+-- what Stripe reports about those payments since (refunds, disputes, credit notes), and the
+-- ledger entries that follow the money back: reversals of grants, and the debts left when
+-- the tokens to take back were already spent (DESIGN.md, "Refunds and disputes").
+
+CREATE TABLE billing.purchases (
+    id text PRIMARY KEY CHECK (id ~ '^(cs|in)_[A-Za-z0-9_]+$'),
+    user_id uuid NOT NULL,
+    project_id uuid REFERENCES billing.projects (id),
+    stripe_customer_id text,
+    amount_paid bigint NOT NULL CHECK (amount_paid >= 0),
+    currency text CHECK (currency ~ '^[a-z]{3}$'),
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX purchases_user_idx ON billing.purchases (user_id, created_at);
+COMMENT ON TABLE billing.purchases IS 'What funded paid grants: a paid Checkout Session (a token pack) or a paid subscription invoice. Refunds, disputes and credit notes of its payments take back the same share of its grants. Users read their own rows.';
+COMMENT ON COLUMN billing.purchases.id IS 'The Checkout Session (cs_...) or invoice (in_...) id.';
+COMMENT ON COLUMN billing.purchases.user_id IS 'The buyer.';
+COMMENT ON COLUMN billing.purchases.project_id IS 'The project its tokens went to, or NULL.';
+COMMENT ON COLUMN billing.purchases.stripe_customer_id IS 'The Stripe customer who paid.';
+COMMENT ON COLUMN billing.purchases.amount_paid IS 'What was paid, in the currency''s smallest unit (the session''s amount_total, the invoice''s amount_paid); reversals are shares of it.';
+COMMENT ON COLUMN billing.purchases.currency IS 'Three-letter ISO code, lower case.';
+COMMENT ON COLUMN billing.purchases.created_at IS 'When the purchase was recorded.';
+
+CREATE TABLE billing.purchase_payments (
+    payment text PRIMARY KEY CHECK (payment ~ '^(pi|ch|py)_[A-Za-z0-9_]+$'),
+    purchase_id text NOT NULL CHECK (purchase_id ~ '^(cs|in)_[A-Za-z0-9_]+$'),
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX purchase_payments_purchase_idx ON billing.purchase_payments (purchase_id);
+COMMENT ON TABLE billing.purchase_payments IS 'Which PaymentIntent or charge paid which purchase, learned from sessions, invoices (before basil), charges, invoice payments (basil and later) and retrieved invoices. A payment may be known before its purchase is. Privileged roles only.';
+COMMENT ON COLUMN billing.purchase_payments.payment IS 'PaymentIntent (pi_...) or charge (ch_..., py_...) id.';
+COMMENT ON COLUMN billing.purchase_payments.purchase_id IS 'The Checkout Session or invoice it paid (not a foreign key: the purchase may arrive later).';
+COMMENT ON COLUMN billing.purchase_payments.created_at IS 'When the link was learned.';
+
+-- What Stripe reported about payments, one row per object. A report of a further status (a final
+-- one above all) replaces the row whatever the order of arrival; among reports of equal rank the
+-- newest wins (DESIGN.md, "Ordering").
+CREATE TABLE billing.stripe_charges (
+    id text PRIMARY KEY CHECK (id ~ '^(ch|py)_[A-Za-z0-9_]+$'),
+    payment_intent text,
+    invoice text,
+    amount bigint CHECK (amount >= 0),
+    amount_refunded bigint NOT NULL DEFAULT 0 CHECK (amount_refunded >= 0),
+    currency text,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX stripe_charges_payment_intent_idx ON billing.stripe_charges (payment_intent);
+COMMENT ON TABLE billing.stripe_charges IS 'Charges as charge.* events reported them; amount_refunded keeps the largest total reported (refunds only add up). Privileged roles only.';
+COMMENT ON COLUMN billing.stripe_charges.id IS 'Charge id.';
+COMMENT ON COLUMN billing.stripe_charges.payment_intent IS 'Its PaymentIntent.';
+COMMENT ON COLUMN billing.stripe_charges.invoice IS 'Its invoice (API versions before basil report it).';
+COMMENT ON COLUMN billing.stripe_charges.amount IS 'Amount charged.';
+COMMENT ON COLUMN billing.stripe_charges.amount_refunded IS 'Total refunded so far.';
+COMMENT ON COLUMN billing.stripe_charges.currency IS 'Currency.';
+COMMENT ON COLUMN billing.stripe_charges.updated_at IS 'When a report last changed the row.';
+
+CREATE TABLE billing.stripe_refunds (
+    id text PRIMARY KEY CHECK (id ~ '^(re|pyr)_[A-Za-z0-9_]+$'),
+    charge text,
+    payment_intent text,
+    amount bigint NOT NULL CHECK (amount >= 0),
+    status text NOT NULL,
+    status_rank smallint NOT NULL,
+    reported_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX stripe_refunds_charge_idx ON billing.stripe_refunds (charge);
+CREATE INDEX stripe_refunds_payment_intent_idx ON billing.stripe_refunds (payment_intent);
+COMMENT ON TABLE billing.stripe_refunds IS 'Refunds as refund.* and charge.refund.updated events reported them. Failed and canceled refunds give nothing back. Privileged roles only.';
+COMMENT ON COLUMN billing.stripe_refunds.id IS 'Refund id.';
+COMMENT ON COLUMN billing.stripe_refunds.charge IS 'The refunded charge.';
+COMMENT ON COLUMN billing.stripe_refunds.payment_intent IS 'The refunded PaymentIntent.';
+COMMENT ON COLUMN billing.stripe_refunds.amount IS 'Amount refunded.';
+COMMENT ON COLUMN billing.stripe_refunds.status IS 'pending, requires_action, succeeded, failed or canceled.';
+COMMENT ON COLUMN billing.stripe_refunds.status_rank IS 'How far along the status is; a report of a further status wins whenever it arrives, among equals the newest.';
+COMMENT ON COLUMN billing.stripe_refunds.reported_at IS 'Stripe''s time of the report that set the row.';
+COMMENT ON COLUMN billing.stripe_refunds.updated_at IS 'When a report last changed the row.';
+
+CREATE TABLE billing.stripe_disputes (
+    id text PRIMARY KEY CHECK (id ~ '^(du|dp)_[A-Za-z0-9_]+$'),
+    charge text,
+    payment_intent text,
+    amount bigint NOT NULL CHECK (amount >= 0),
+    status text NOT NULL,
+    status_rank smallint NOT NULL,
+    reported_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX stripe_disputes_charge_idx ON billing.stripe_disputes (charge);
+COMMENT ON TABLE billing.stripe_disputes IS 'Disputes as charge.dispute.* events reported them. The disputed amount is taken back while the funds are withdrawn (needs_response, under_review) and for good when lost; won gives it back; inquiries (warning_*) take nothing. Privileged roles only.';
+COMMENT ON COLUMN billing.stripe_disputes.id IS 'Dispute id.';
+COMMENT ON COLUMN billing.stripe_disputes.charge IS 'The disputed charge.';
+COMMENT ON COLUMN billing.stripe_disputes.payment_intent IS 'The disputed PaymentIntent.';
+COMMENT ON COLUMN billing.stripe_disputes.amount IS 'Disputed amount.';
+COMMENT ON COLUMN billing.stripe_disputes.status IS 'Stripe''s dispute status.';
+COMMENT ON COLUMN billing.stripe_disputes.status_rank IS 'How far along the status is; a report of a further status wins whenever it arrives, among equals the newest.';
+COMMENT ON COLUMN billing.stripe_disputes.reported_at IS 'Stripe''s time of the report that set the row.';
+COMMENT ON COLUMN billing.stripe_disputes.updated_at IS 'When a report last changed the row.';
+
+CREATE TABLE billing.stripe_credit_notes (
+    id text PRIMARY KEY CHECK (id ~ '^cn_[A-Za-z0-9_]+$'),
+    invoice text NOT NULL,
+    note_type text,
+    status text NOT NULL,
+    total bigint NOT NULL,
+    out_of_band_amount bigint,
+    refunds jsonb NOT NULL DEFAULT '[]' CHECK (jsonb_typeof(refunds) = 'array'),
+    status_rank smallint NOT NULL,
+    reported_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX stripe_credit_notes_invoice_idx ON billing.stripe_credit_notes (invoice);
+COMMENT ON TABLE billing.stripe_credit_notes IS 'Credit notes as credit_note.* events reported them. An issued post-payment credit note gives back its total; the part it refunded is already counted with the charge''s refunds. Privileged roles only.';
+COMMENT ON COLUMN billing.stripe_credit_notes.id IS 'Credit note id.';
+COMMENT ON COLUMN billing.stripe_credit_notes.invoice IS 'The credited invoice.';
+COMMENT ON COLUMN billing.stripe_credit_notes.note_type IS 'pre_payment (lowers what is due; nothing was paid for it) or post_payment.';
+COMMENT ON COLUMN billing.stripe_credit_notes.status IS 'issued or void.';
+COMMENT ON COLUMN billing.stripe_credit_notes.total IS 'Amount credited.';
+COMMENT ON COLUMN billing.stripe_credit_notes.out_of_band_amount IS 'The part credited outside Stripe.';
+COMMENT ON COLUMN billing.stripe_credit_notes.refunds IS 'The refunds it made: [{refund, amount_refunded}] (amount_refunded is NULL before basil).';
+COMMENT ON COLUMN billing.stripe_credit_notes.status_rank IS 'How far along the status is; a report of a further status wins whenever it arrives, among equals the newest.';
+COMMENT ON COLUMN billing.stripe_credit_notes.reported_at IS 'Stripe''s time of the report that set the row.';
+COMMENT ON COLUMN billing.stripe_credit_notes.updated_at IS 'When a report last changed the row.';
+
+-- Grants know what funded them.
+ALTER TABLE billing.token_grants ADD COLUMN purchase_id text REFERENCES billing.purchases (id);
+CREATE INDEX token_grants_purchase_idx ON billing.token_grants (purchase_id) WHERE purchase_id IS NOT NULL;
+COMMENT ON COLUMN billing.token_grants.purchase_id IS 'The purchase that paid for the grant (NULL for manual grants); its refunds, disputes and credit notes take back a share of the grant.';
+
+-- Spends are what users do, or what the ledger does on the money's account.
+ALTER TABLE billing.token_spends ADD COLUMN kind text NOT NULL DEFAULT 'spend'
+    CHECK (kind IN ('spend', 'revocation', 'debt_repayment'));
+COMMENT ON COLUMN billing.token_spends.kind IS 'spend (billing.spend_tokens, spend_my_tokens), revocation (tokens taken back for a refund, dispute or credit note) or debt_repayment (a new grant paying off a debt).';
+
+CREATE TABLE billing.token_reversals (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id uuid NOT NULL,
+    project_id uuid REFERENCES billing.projects (id),
+    purchase_id text NOT NULL REFERENCES billing.purchases (id),
+    grant_id bigint NOT NULL REFERENCES billing.token_grants (id),
+    kind text NOT NULL CHECK (kind IN ('revoke', 'restore')),
+    tokens bigint NOT NULL CHECK (tokens > 0),
+    taken bigint NOT NULL DEFAULT 0 CHECK (taken >= 0),
+    debt bigint NOT NULL DEFAULT 0 CHECK (debt >= 0),
+    debt_forgiven bigint NOT NULL DEFAULT 0 CHECK (debt_forgiven >= 0),
+    spend_id bigint REFERENCES billing.token_spends (id),
+    restored_grant_id bigint REFERENCES billing.token_grants (id),
+    reason text NOT NULL CHECK (length(reason) <= 500),
+    event_id text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    -- A revocation is what it took plus what it could not (the debt); a restoration is debt
+    -- forgiven plus tokens given back by a new grant.
+    CONSTRAINT token_reversals_adds_up CHECK (CASE kind
+        WHEN 'revoke' THEN taken + debt = tokens AND debt_forgiven = 0 AND restored_grant_id IS NULL
+                           AND (spend_id IS NOT NULL) = (taken > 0)
+        ELSE taken = 0 AND debt = 0 AND spend_id IS NULL
+             AND (restored_grant_id IS NOT NULL) = (tokens > debt_forgiven) AND debt_forgiven <= tokens END)
+);
+CREATE INDEX token_reversals_grant_idx ON billing.token_reversals (grant_id);
+CREATE INDEX token_reversals_user_idx ON billing.token_reversals (user_id, created_at);
+COMMENT ON TABLE billing.token_reversals IS 'Tokens taken back from a grant because its purchase was refunded, disputed or credited (revoke), and given back when a dispute is won or a credit note voided (restore). A grant''s net revoked tokens are always its purchase''s reversed share of it. Append-only; users read their own rows.';
+COMMENT ON COLUMN billing.token_reversals.id IS 'Surrogate key.';
+COMMENT ON COLUMN billing.token_reversals.user_id IS 'Owner of the grant.';
+COMMENT ON COLUMN billing.token_reversals.project_id IS 'The grant''s project, or NULL.';
+COMMENT ON COLUMN billing.token_reversals.purchase_id IS 'The purchase whose money moved.';
+COMMENT ON COLUMN billing.token_reversals.grant_id IS 'The grant the tokens came from.';
+COMMENT ON COLUMN billing.token_reversals.kind IS 'revoke or restore.';
+COMMENT ON COLUMN billing.token_reversals.tokens IS 'Tokens revoked or restored.';
+COMMENT ON COLUMN billing.token_reversals.taken IS 'revoke: tokens taken from the balance (the grant first, then the soonest-expiring others).';
+COMMENT ON COLUMN billing.token_reversals.debt IS 'revoke: tokens already spent, recorded as a debt in billing.token_debts.';
+COMMENT ON COLUMN billing.token_reversals.debt_forgiven IS 'restore: outstanding debt of this grant cancelled instead of giving tokens back.';
+COMMENT ON COLUMN billing.token_reversals.spend_id IS 'revoke: the spend (kind revocation) that took the tokens.';
+COMMENT ON COLUMN billing.token_reversals.restored_grant_id IS 'restore: the grant (source restored) that gave tokens back.';
+COMMENT ON COLUMN billing.token_reversals.reason IS 'What moved the money, e.g. "refund re_... of charge ch_..." or "dispute du_... won".';
+COMMENT ON COLUMN billing.token_reversals.event_id IS 'The Stripe event that caused it.';
+COMMENT ON COLUMN billing.token_reversals.created_at IS 'When it happened.';
+
+CREATE TABLE billing.token_debts (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id uuid NOT NULL,
+    project_id uuid REFERENCES billing.projects (id),
+    reversal_id bigint NOT NULL UNIQUE REFERENCES billing.token_reversals (id),
+    tokens bigint NOT NULL CHECK (tokens > 0),
+    remaining bigint NOT NULL CHECK (remaining >= 0),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT token_debts_remaining_le_tokens CHECK (remaining <= tokens)
+);
+CREATE INDEX token_debts_open_idx ON billing.token_debts
+    (user_id, coalesce(project_id, billing._no_project()), id) WHERE remaining > 0;
+COMMENT ON TABLE billing.token_debts IS 'Tokens a revocation could not take because they were already spent. Later grants to the same user and project pay them off first (billing.config.debt_policy = collect, the default), or they are written off at once (write_off). remaining changes only through billing.token_debt_settlements. Users read their own rows.';
+COMMENT ON COLUMN billing.token_debts.id IS 'Surrogate key; also the order in which debts are paid off.';
+COMMENT ON COLUMN billing.token_debts.user_id IS 'Who owes the tokens.';
+COMMENT ON COLUMN billing.token_debts.project_id IS 'The project balance that owes them, or NULL.';
+COMMENT ON COLUMN billing.token_debts.reversal_id IS 'The revocation that left it.';
+COMMENT ON COLUMN billing.token_debts.tokens IS 'Tokens owed at first.';
+COMMENT ON COLUMN billing.token_debts.remaining IS 'Tokens still owed.';
+COMMENT ON COLUMN billing.token_debts.created_at IS 'When it arose.';
+
+CREATE TABLE billing.token_debt_settlements (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    debt_id bigint NOT NULL REFERENCES billing.token_debts (id),
+    user_id uuid NOT NULL,
+    kind text NOT NULL CHECK (kind IN ('repaid', 'forgiven', 'written_off')),
+    tokens bigint NOT NULL CHECK (tokens > 0),
+    spend_id bigint REFERENCES billing.token_spends (id),
+    reversal_id bigint REFERENCES billing.token_reversals (id),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT token_debt_settlements_source CHECK (CASE kind
+        WHEN 'repaid' THEN spend_id IS NOT NULL AND reversal_id IS NULL
+        WHEN 'forgiven' THEN reversal_id IS NOT NULL AND spend_id IS NULL
+        ELSE spend_id IS NULL AND reversal_id IS NULL END)
+);
+CREATE INDEX token_debt_settlements_debt_idx ON billing.token_debt_settlements (debt_id);
+COMMENT ON TABLE billing.token_debt_settlements IS 'How debts were settled: repaid from a later grant (a spend of kind debt_repayment), forgiven when the money came back (a restore), or written off by policy. Each takes from its debt''s remaining. Append-only; users read their own rows.';
+COMMENT ON COLUMN billing.token_debt_settlements.id IS 'Surrogate key.';
+COMMENT ON COLUMN billing.token_debt_settlements.debt_id IS 'The debt.';
+COMMENT ON COLUMN billing.token_debt_settlements.user_id IS 'Who owed it.';
+COMMENT ON COLUMN billing.token_debt_settlements.kind IS 'repaid, forgiven or written_off.';
+COMMENT ON COLUMN billing.token_debt_settlements.tokens IS 'Tokens of the debt settled.';
+COMMENT ON COLUMN billing.token_debt_settlements.spend_id IS 'repaid: the spend that paid.';
+COMMENT ON COLUMN billing.token_debt_settlements.reversal_id IS 'forgiven: the restoration that forgave it.';
+COMMENT ON COLUMN billing.token_debt_settlements.created_at IS 'When.';
+
+-- One call per statement: each call rewrites the extension's catalog row.
+SELECT pg_catalog.pg_extension_config_dump('billing.purchases', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.purchase_payments', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.stripe_charges', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.stripe_refunds', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.stripe_disputes', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.stripe_credit_notes', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.token_reversals', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.token_debts', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.token_debt_settlements', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_get_serial_sequence('billing.token_reversals', 'id')::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(pg_get_serial_sequence('billing.token_debts', 'id')::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(pg_get_serial_sequence('billing.token_debt_settlements', 'id')::regclass, '');
+
+-- Catching up with Stripe's events API.
+CREATE TABLE billing.event_sync (
+    id boolean PRIMARY KEY DEFAULT true CHECK (id),
+    checked_until timestamptz,
+    last_run_at timestamptz,
+    last_run_listed integer CHECK (last_run_listed >= 0),
+    last_run_new integer CHECK (last_run_new >= 0)
+);
+COMMENT ON TABLE billing.event_sync IS 'One row: how far the worker has read Stripe''s events API (GET /v1/events). The next catch-up starts there, less a margin. Privileged roles only.';
+COMMENT ON COLUMN billing.event_sync.id IS 'Always true: keeps the table to one row.';
+COMMENT ON COLUMN billing.event_sync.checked_until IS 'Every event Stripe created before this instant has been listed and ingested.';
+COMMENT ON COLUMN billing.event_sync.last_run_at IS 'When the last catch-up finished.';
+COMMENT ON COLUMN billing.event_sync.last_run_listed IS 'Events the last catch-up listed.';
+COMMENT ON COLUMN billing.event_sync.last_run_new IS 'Of those, events the database did not have yet (missed deliveries).';
+
+SELECT pg_catalog.pg_extension_config_dump('billing.event_sync', '');
+
+-- Purchases of 0.1.0 grants, from what their metadata kept (the payments that paid them are
+-- learned when Stripe reports them again: a charge before basil names its invoice).
+INSERT INTO billing.purchases (id, user_id, project_id, amount_paid, currency, created_at)
+SELECT DISTINCT ON (split_part(g.grant_key, ':', 1)) split_part(g.grant_key, ':', 1), g.user_id, g.project_id,
+       greatest(coalesce((g.metadata ->> 'amount_paid')::bigint, 0), 0), lower(g.metadata ->> 'currency'), g.created_at
+FROM billing.token_grants g
+WHERE g.grant_key ~ '^(cs|in)_[A-Za-z0-9_]+(:upgrade)?$'
+  AND g.source IN ('payg_purchase', 'subscription_start', 'plan', 'plan_upgrade')
+ORDER BY split_part(g.grant_key, ':', 1), g.id;
+UPDATE billing.token_grants g SET purchase_id = split_part(g.grant_key, ':', 1)
+WHERE g.grant_key ~ '^(cs|in)_[A-Za-z0-9_]+(:upgrade)?$'
+  AND g.source IN ('payg_purchase', 'subscription_start', 'plan', 'plan_upgrade');
 
 -- Functions written in Rust.
 -- extension/src/event.rs:10
@@ -438,6 +711,7 @@ BEGIN
     c.max_pending_requests := coalesce(c.max_pending_requests, 5);
     c.request_retention_days := coalesce(c.request_retention_days, 30);
     c.event_retention_days := coalesce(c.event_retention_days, 90);
+    c.debt_policy := coalesce(c.debt_policy, 'collect');
     RETURN c;
 END
 $$;
@@ -677,19 +951,26 @@ COMMENT ON FUNCTION billing._grant_json(billing.token_grants, boolean) IS 'Inter
 -- existing grant (duplicate = true) when it describes the same grant, and fails otherwise.
 CREATE OR REPLACE FUNCTION billing._insert_grant(user_id uuid, tokens bigint, source text, expires_at timestamptz,
                                      project_id uuid, grant_key text, metadata jsonb,
+                                     purchase_id text DEFAULT NULL, collect_debts boolean DEFAULT true,
                                      OUT g billing.token_grants, OUT duplicate boolean)
 LANGUAGE plpgsql
 AS $$
 #variable_conflict use_column
 BEGIN
     -- remaining starts at tokens (billing._grant_starts_full sets it).
-    INSERT INTO billing.token_grants AS t (user_id, project_id, source, tokens, expires_at, grant_key, metadata)
+    INSERT INTO billing.token_grants AS t (user_id, project_id, source, tokens, expires_at, grant_key, metadata,
+                                           purchase_id)
     VALUES (_insert_grant.user_id, _insert_grant.project_id, _insert_grant.source, _insert_grant.tokens,
-            _insert_grant.expires_at, _insert_grant.grant_key, coalesce(_insert_grant.metadata, '{}'))
+            _insert_grant.expires_at, _insert_grant.grant_key, coalesce(_insert_grant.metadata, '{}'),
+            _insert_grant.purchase_id)
     ON CONFLICT (grant_key) DO NOTHING
     RETURNING * INTO g;
     duplicate := NOT FOUND;
     IF NOT duplicate THEN
+        -- Later grants pay off debts first (sql/payments/functions.sql).
+        IF collect_debts AND (billing._settings()).debt_policy = 'collect' AND billing._collect_debts(g) > 0 THEN
+            SELECT * INTO g FROM billing.token_grants t WHERE t.id = g.id;
+        END IF;
         RETURN;
     END IF;
     SELECT * INTO STRICT g FROM billing.token_grants t WHERE t.grant_key = _insert_grant.grant_key;
@@ -702,7 +983,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION billing._insert_grant(uuid, bigint, text, timestamptz, uuid, text, jsonb) IS 'Internal: inserts a grant, idempotent on grant_key; returns the grant and whether it existed already. Use billing.grant_tokens.';
+COMMENT ON FUNCTION billing._insert_grant(uuid, bigint, text, timestamptz, uuid, text, jsonb, text, boolean) IS 'Internal: inserts a grant, idempotent on grant_key, recording the purchase that funded it; a new grant first pays off the balance''s debts (unless collect_debts is false). Returns the grant and whether it existed already. Use billing.grant_tokens.';
 
 CREATE OR REPLACE FUNCTION billing.grant_tokens(user_id uuid, tokens bigint, source text DEFAULT 'manual',
                                      expires_at timestamptz DEFAULT NULL, project_id uuid DEFAULT NULL,
@@ -897,7 +1178,7 @@ SELECT g.id AS grant_id, g.user_id, g.project_id, g.source, g.tokens,
        CASE WHEN g.expires_at <= now() THEN 0 ELSE g.remaining END AS spendable,
        CASE WHEN g.expires_at <= now() THEN g.remaining ELSE 0 END AS expired,
        CASE WHEN g.remaining = 0 THEN 'spent' WHEN g.expires_at <= now() THEN 'expired' ELSE 'active' END AS state,
-       g.expires_at, g.grant_key, g.metadata, g.created_at
+       g.expires_at, g.grant_key, g.metadata, g.created_at, g.purchase_id
 FROM billing.token_grants g;
 COMMENT ON VIEW billing.token_grant_balances IS 'Per-grant breakdown: spent, spendable and expired tokens of each grant. Row-level security applies (users see their own).';
 COMMENT ON COLUMN billing.token_grant_balances.grant_id IS 'The grant.';
@@ -913,6 +1194,7 @@ COMMENT ON COLUMN billing.token_grant_balances.expires_at IS 'Expiry, NULL for n
 COMMENT ON COLUMN billing.token_grant_balances.grant_key IS 'Idempotency key of the grant.';
 COMMENT ON COLUMN billing.token_grant_balances.metadata IS 'Context of the grant.';
 COMMENT ON COLUMN billing.token_grant_balances.created_at IS 'When it was granted.';
+COMMENT ON COLUMN billing.token_grant_balances.purchase_id IS 'The purchase that funded it, or NULL.';
 
 -- The ledger's bookkeeping triggers (sql/ledger/triggers.sql).
 
@@ -975,6 +1257,420 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION billing._notify(uuid, text, text, jsonb) IS 'Internal: records a notification for a user (once per event and kind) and NOTIFYs billing_notifications with its id.';
+
+-- sql/payments/functions.sql
+-- Following the money: purchases and their payments, the reversed share of each purchase, and
+-- the ledger entries that bring every grant to its purchase's share (DESIGN.md, "Refunds and
+-- disputes").
+--
+-- The rule, in one place: a grant's net revoked tokens are always
+--     round(grant tokens x reversed / amount paid)   (all of them once everything is reversed)
+-- where reversed = refunds + disputed funds withdrawn + post-payment credit notes (less what
+-- they refunded, already among the refunds), at most the amount paid. Every report about the
+-- money (in any order, any number of times) updates the facts, then _settle_purchase moves each
+-- grant from what it has to that target: revoking more, or restoring. Applying a report twice,
+-- or reports in another order, ends in the same ledger.
+
+CREATE OR REPLACE FUNCTION billing._record_purchase(id text, user_id uuid, project_id uuid, customer text,
+                                                    amount_paid bigint, currency text) RETURNS void
+LANGUAGE plpgsql
+AS $$
+#variable_conflict use_column
+BEGIN
+    INSERT INTO billing.purchases (id, user_id, project_id, stripe_customer_id, amount_paid, currency)
+    VALUES (_record_purchase.id, _record_purchase.user_id, _record_purchase.project_id, _record_purchase.customer,
+            greatest(coalesce(_record_purchase.amount_paid, 0), 0), lower(_record_purchase.currency))
+    ON CONFLICT (id) DO NOTHING;
+END
+$$;
+COMMENT ON FUNCTION billing._record_purchase(text, uuid, uuid, text, bigint, text) IS 'Internal: records what funded a grant (a paid Checkout Session or invoice), once.';
+
+CREATE OR REPLACE FUNCTION billing._link_payment(payment text, purchase_id text) RETURNS boolean
+LANGUAGE plpgsql
+AS $$
+#variable_conflict use_column
+DECLARE
+    inserted text;
+BEGIN
+    IF payment IS NULL OR purchase_id IS NULL OR payment !~ '^(pi|ch|py)_[A-Za-z0-9_]+$'
+       OR purchase_id !~ '^(cs|in)_[A-Za-z0-9_]+$' THEN
+        RETURN false;
+    END IF;
+    INSERT INTO billing.purchase_payments (payment, purchase_id) VALUES (_link_payment.payment, _link_payment.purchase_id)
+    ON CONFLICT (payment) DO NOTHING
+    RETURNING billing.purchase_payments.payment INTO inserted;
+    RETURN inserted IS NOT NULL;
+END
+$$;
+COMMENT ON FUNCTION billing._link_payment(text, text) IS 'Internal: records that a PaymentIntent or charge paid a purchase; true when the link is new.';
+
+-- The purchases a payment (a charge, a PaymentIntent, or both) paid, directly or through the
+-- other id of the same payment.
+CREATE OR REPLACE FUNCTION billing._purchases_of(charge text, payment_intent text) RETURNS SETOF text
+LANGUAGE sql STABLE
+AS $$
+    WITH ids AS (
+        SELECT unnest(ARRAY[charge, payment_intent]) AS id
+        UNION SELECT c.payment_intent FROM billing.stripe_charges c WHERE c.id = charge
+        UNION SELECT c.id FROM billing.stripe_charges c WHERE c.payment_intent = payment_intent
+    )
+    SELECT DISTINCT p.purchase_id FROM billing.purchase_payments p JOIN ids ON p.payment = ids.id
+$$;
+COMMENT ON FUNCTION billing._purchases_of(text, text) IS 'Internal: the purchases a charge or PaymentIntent paid.';
+
+CREATE OR REPLACE FUNCTION billing._credit_note_refunded(n billing.stripe_credit_notes) RETURNS bigint
+LANGUAGE sql STABLE
+AS $$
+    -- basil and later say how much of each refund the note accounts for; before, the refund's
+    -- own amount is used when a refund event reported it, else everything not credited out of
+    -- band is taken to be refunded.
+    SELECT CASE
+        WHEN jsonb_array_length(n.refunds) = 0 THEN 0
+        WHEN bool_and(r ->> 'amount_refunded' IS NOT NULL) THEN sum((r ->> 'amount_refunded')::bigint)
+        WHEN bool_and(s.amount IS NOT NULL) THEN sum(s.amount)
+        ELSE greatest(n.total - coalesce(n.out_of_band_amount, 0), 0) END
+    FROM jsonb_array_elements(CASE WHEN jsonb_array_length(n.refunds) = 0 THEN '[{}]'::jsonb ELSE n.refunds END) r
+    LEFT JOIN billing.stripe_refunds s ON s.id = r ->> 'refund'
+$$;
+COMMENT ON FUNCTION billing._credit_note_refunded(billing.stripe_credit_notes) IS 'Internal: how much of a credit note was a refund (counted with the charge''s refunds, not again as credit).';
+
+CREATE OR REPLACE FUNCTION billing._purchase_reversed(p billing.purchases) RETURNS bigint
+LANGUAGE sql STABLE
+AS $$
+    WITH pays AS (
+        SELECT l.payment FROM billing.purchase_payments l WHERE l.purchase_id = p.id
+    ), intents AS (
+        SELECT payment AS pi FROM pays WHERE payment LIKE 'pi\_%'
+        UNION SELECT c.payment_intent FROM billing.stripe_charges c JOIN pays ON c.id = pays.payment
+        WHERE c.payment_intent IS NOT NULL
+    ), charges AS (
+        SELECT payment AS ch FROM pays WHERE payment NOT LIKE 'pi\_%'
+        UNION SELECT c.id FROM billing.stripe_charges c JOIN intents i ON c.payment_intent = i.pi
+        UNION SELECT r.charge FROM billing.stripe_refunds r JOIN intents i ON r.payment_intent = i.pi
+        WHERE r.charge IS NOT NULL
+        UNION SELECT d.charge FROM billing.stripe_disputes d JOIN intents i ON d.payment_intent = i.pi
+        WHERE d.charge IS NOT NULL
+    ), refunded AS (
+        -- Per charge: the larger of what the charge reports and what its refunds add up to.
+        SELECT coalesce(sum(greatest(
+            coalesce((SELECT c.amount_refunded FROM billing.stripe_charges c WHERE c.id = ch.ch), 0),
+            coalesce((SELECT sum(r.amount) FROM billing.stripe_refunds r
+                      WHERE r.charge = ch.ch AND r.status IN ('pending', 'requires_action', 'succeeded')), 0))), 0)
+            -- Refunds of a PaymentIntent that name no charge.
+            + coalesce((SELECT sum(r.amount) FROM billing.stripe_refunds r JOIN intents i ON r.payment_intent = i.pi
+                        WHERE r.charge IS NULL AND r.status IN ('pending', 'requires_action', 'succeeded')), 0) AS amount
+        FROM charges ch
+    ), disputed AS (
+        SELECT coalesce(sum(d.amount), 0) AS amount FROM billing.stripe_disputes d
+        WHERE d.status IN ('needs_response', 'under_review', 'lost')
+          AND (d.charge IN (SELECT ch FROM charges) OR d.payment_intent IN (SELECT pi FROM intents))
+    ), credited AS (
+        SELECT coalesce(sum(greatest(n.total - billing._credit_note_refunded(n), 0)), 0) AS amount
+        FROM billing.stripe_credit_notes n
+        WHERE n.invoice = p.id AND n.status = 'issued' AND coalesce(n.note_type, 'post_payment') <> 'pre_payment'
+    )
+    SELECT least(p.amount_paid, refunded.amount + disputed.amount + credited.amount)
+    FROM refunded, disputed, credited
+$$;
+COMMENT ON FUNCTION billing._purchase_reversed(billing.purchases) IS 'Internal: how much of a purchase''s payment has gone back (refunds, disputed funds withdrawn, post-payment credit notes), at most the amount paid.';
+
+CREATE OR REPLACE FUNCTION billing._net_revoked(grant_id bigint) RETURNS bigint
+LANGUAGE sql STABLE
+AS $$
+    SELECT coalesce(sum(CASE r.kind WHEN 'revoke' THEN r.tokens ELSE -r.tokens END), 0)
+    FROM billing.token_reversals r WHERE r.grant_id = _net_revoked.grant_id
+$$;
+COMMENT ON FUNCTION billing._net_revoked(bigint) IS 'Internal: tokens revoked from a grant less those restored.';
+
+-- Takes tokens back: from the grant first (even expired, worthless, tokens count), then from the
+-- user's other spendable tokens of the same balance, soonest-expiring first; what was already
+-- spent becomes a debt. The rows are locked in spend order, like a spend locks them, so a
+-- revocation and spends never deadlock.
+CREATE OR REPLACE FUNCTION billing._revoke(g billing.token_grants, tokens bigint, reason text, event_id text)
+RETURNS billing.token_reversals
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    cfg billing.config := billing._settings();
+    ids bigint[] := '{}';
+    takes bigint[] := '{}';
+    left_to_take bigint := tokens;
+    take bigint;
+    o record;
+    spend bigint;
+    rev billing.token_reversals;
+    debt billing.token_debts;
+BEGIN
+    FOR o IN
+        SELECT t.id, t.remaining FROM billing.token_grants t
+        WHERE t.id = g.id
+           OR (t.user_id = g.user_id
+               AND coalesce(t.project_id, billing._no_project()) = coalesce(g.project_id, billing._no_project())
+               AND t.remaining > 0 AND coalesce(t.expires_at, 'infinity'::timestamptz) > now())
+        ORDER BY coalesce(t.expires_at, 'infinity'::timestamptz), t.created_at, t.id
+        FOR UPDATE
+    LOOP
+        -- The grant itself gives first, wherever it sorts.
+        IF o.id = g.id THEN
+            take := least(o.remaining, left_to_take);
+            IF take > 0 THEN
+                ids := o.id || ids;
+                takes := take || takes;
+                left_to_take := left_to_take - take;
+            END IF;
+        END IF;
+    END LOOP;
+    FOR o IN
+        SELECT t.id, t.remaining FROM billing.token_grants t
+        WHERE t.id <> g.id AND t.user_id = g.user_id
+          AND coalesce(t.project_id, billing._no_project()) = coalesce(g.project_id, billing._no_project())
+          AND t.remaining > 0 AND coalesce(t.expires_at, 'infinity'::timestamptz) > now()
+        ORDER BY coalesce(t.expires_at, 'infinity'::timestamptz), t.created_at, t.id
+    LOOP
+        EXIT WHEN left_to_take = 0;
+        take := least(o.remaining, left_to_take);
+        ids := ids || o.id;
+        takes := takes || take;
+        left_to_take := left_to_take - take;
+    END LOOP;
+    IF tokens - left_to_take > 0 THEN
+        INSERT INTO billing.token_spends (user_id, project_id, amount, reason, kind)
+        VALUES (g.user_id, g.project_id, tokens - left_to_take, left(reason, 500), 'revocation')
+        RETURNING id INTO spend;
+        INSERT INTO billing.token_spend_allocations (spend_id, grant_id, user_id, tokens)
+        SELECT spend, a.id, g.user_id, a.take FROM unnest(ids, takes) AS a(id, take);
+    END IF;
+    INSERT INTO billing.token_reversals (user_id, project_id, purchase_id, grant_id, kind, tokens, taken, debt,
+                                         spend_id, reason, event_id)
+    VALUES (g.user_id, g.project_id, g.purchase_id, g.id, 'revoke', tokens, tokens - left_to_take, left_to_take,
+            spend, left(reason, 500), event_id)
+    RETURNING * INTO rev;
+    IF left_to_take > 0 THEN
+        INSERT INTO billing.token_debts (user_id, project_id, reversal_id, tokens)
+        VALUES (g.user_id, g.project_id, rev.id, left_to_take)
+        RETURNING * INTO debt;
+        IF cfg.debt_policy = 'write_off' THEN
+            INSERT INTO billing.token_debt_settlements (debt_id, user_id, kind, tokens)
+            VALUES (debt.id, g.user_id, 'written_off', left_to_take);
+        END IF;
+    END IF;
+    RETURN rev;
+END
+$$;
+COMMENT ON FUNCTION billing._revoke(billing.token_grants, bigint, text, text) IS 'Internal: takes tokens back for a grant (the grant first, then the balance); records a debt for what was already spent (written off at once with debt_policy write_off).';
+
+-- Gives tokens back: first by forgiving what is still owed for this grant, then by a new grant
+-- (source restored) that expires when the original does.
+CREATE OR REPLACE FUNCTION billing._restore(g billing.token_grants, tokens bigint, reason text, event_id text)
+RETURNS billing.token_reversals
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    forgive bigint := 0;
+    d record;
+    c bigint;
+    fresh record;
+    rev billing.token_reversals;
+    pending_forgiveness jsonb := '[]';
+BEGIN
+    FOR d IN SELECT debt.id, debt.remaining FROM billing.token_debts debt
+             JOIN billing.token_reversals r ON r.id = debt.reversal_id
+             WHERE r.grant_id = g.id AND debt.remaining > 0
+             ORDER BY debt.id DESC FOR UPDATE OF debt LOOP
+        EXIT WHEN forgive = tokens;
+        c := least(d.remaining, tokens - forgive);
+        forgive := forgive + c;
+        pending_forgiveness := pending_forgiveness || jsonb_build_object('debt_id', d.id, 'tokens', c);
+    END LOOP;
+    IF tokens > forgive THEN
+        SELECT * INTO fresh FROM billing._insert_grant(g.user_id, tokens - forgive, 'restored', g.expires_at,
+            g.project_id, format('restore:%s:%s', g.id, (SELECT count(*) + 1 FROM billing.token_reversals r
+                                                          WHERE r.grant_id = g.id AND r.kind = 'restore')),
+            jsonb_build_object('restores_grant', g.id, 'reason', left(reason, 500)), g.purchase_id,
+            collect_debts => false);
+    END IF;
+    INSERT INTO billing.token_reversals (user_id, project_id, purchase_id, grant_id, kind, tokens, debt_forgiven,
+                                         restored_grant_id, reason, event_id)
+    VALUES (g.user_id, g.project_id, g.purchase_id, g.id, 'restore', tokens, forgive, (fresh.g).id,
+            left(reason, 500), event_id)
+    RETURNING * INTO rev;
+    INSERT INTO billing.token_debt_settlements (debt_id, user_id, kind, tokens, reversal_id)
+    SELECT (f ->> 'debt_id')::bigint, g.user_id, 'forgiven', (f ->> 'tokens')::bigint, rev.id
+    FROM jsonb_array_elements(pending_forgiveness) f;
+    -- Only now, with this grant's own debt forgiven, may the new grant pay other debts.
+    IF (fresh.g).id IS NOT NULL AND (billing._settings()).debt_policy = 'collect' THEN
+        PERFORM billing._collect_debts((fresh.g));
+    END IF;
+    RETURN rev;
+END
+$$;
+COMMENT ON FUNCTION billing._restore(billing.token_grants, bigint, text, text) IS 'Internal: gives revoked tokens back (a dispute won, a credit note voided): forgives the grant''s outstanding debt first, then grants the rest (source restored, same expiry).';
+
+CREATE OR REPLACE FUNCTION billing._settle_purchase(purchase_id text, reason text, event_id text) RETURNS void
+LANGUAGE plpgsql
+AS $$
+#variable_conflict use_column
+DECLARE
+    p billing.purchases;
+    reversed bigint;
+    g billing.token_grants;
+    target bigint;
+    current bigint;
+    rev billing.token_reversals;
+    revoked bigint := 0;
+    taken bigint := 0;
+    owed bigint := 0;
+    restored bigint := 0;
+BEGIN
+    -- One settlement of a purchase at a time.
+    SELECT * INTO p FROM billing.purchases x WHERE x.id = _settle_purchase.purchase_id FOR UPDATE;
+    IF NOT FOUND OR p.amount_paid = 0 THEN
+        RETURN;  -- not ours (yet), or nothing was paid
+    END IF;
+    reversed := billing._purchase_reversed(p);
+    FOR g IN SELECT * FROM billing.token_grants t
+             WHERE t.purchase_id = p.id AND t.source <> 'restored' ORDER BY t.id LOOP
+        target := CASE WHEN reversed >= p.amount_paid THEN g.tokens
+                       ELSE round(g.tokens::numeric * reversed / p.amount_paid)::bigint END;
+        current := billing._net_revoked(g.id);
+        IF target > current THEN
+            rev := billing._revoke(g, target - current, reason, event_id);
+            revoked := revoked + rev.tokens;
+            taken := taken + rev.taken;
+            owed := owed + rev.debt;
+        ELSIF target < current THEN
+            rev := billing._restore(g, current - target, reason, event_id);
+            restored := restored + rev.tokens;
+        END IF;
+    END LOOP;
+    IF revoked > 0 THEN
+        PERFORM billing._notify(p.user_id, 'tokens_revoked', event_id,
+            jsonb_build_object('purchase_id', p.id, 'tokens', revoked, 'taken', taken, 'debt', owed, 'reason', reason,
+                               'balance', billing._live_balance(p.user_id, p.project_id), 'project_id', p.project_id));
+    END IF;
+    IF owed > 0 THEN
+        PERFORM billing._notify(p.user_id, 'debt_created', event_id,
+            jsonb_build_object('purchase_id', p.id, 'tokens', owed, 'reason', reason, 'project_id', p.project_id,
+                               'written_off', (billing._settings()).debt_policy = 'write_off'));
+    END IF;
+    IF restored > 0 THEN
+        PERFORM billing._notify(p.user_id, 'tokens_restored', event_id,
+            jsonb_build_object('purchase_id', p.id, 'tokens', restored, 'reason', reason,
+                               'balance', billing._live_balance(p.user_id, p.project_id), 'project_id', p.project_id));
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION billing._settle_purchase(text, text, text) IS 'Internal: brings every grant of a purchase to its reversed share (revoking or restoring the difference) and notifies the user; idempotent and independent of the order of the reports.';
+
+CREATE OR REPLACE FUNCTION billing._settle_payment(charge text, payment_intent text, reason text, event_id text)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    purchase text;
+BEGIN
+    FOR purchase IN SELECT * FROM billing._purchases_of(charge, payment_intent) ORDER BY 1 LOOP
+        PERFORM billing._settle_purchase(purchase, reason, event_id);
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION billing._settle_payment(text, text, text, text) IS 'Internal: settles every purchase a charge or PaymentIntent paid.';
+
+-- Debts are paid from later grants first: a new grant of the user's balance pays the oldest
+-- debts of that balance as far as it goes (debt_policy collect).
+CREATE OR REPLACE FUNCTION billing._collect_debts(g billing.token_grants) RETURNS bigint
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    d record;
+    owed bigint;
+    pay bigint;
+    spend bigint;
+    left_to_pay bigint;
+    c bigint;
+BEGIN
+    IF g.remaining = 0 OR coalesce(g.expires_at, 'infinity'::timestamptz) <= now() THEN
+        RETURN 0;
+    END IF;
+    SELECT coalesce(sum(x.remaining), 0) INTO owed FROM billing.token_debts x
+    WHERE x.user_id = g.user_id AND coalesce(x.project_id, billing._no_project()) = coalesce(g.project_id, billing._no_project())
+      AND x.remaining > 0;
+    IF owed = 0 THEN
+        RETURN 0;
+    END IF;
+    pay := least(owed, g.remaining);
+    INSERT INTO billing.token_spends (user_id, project_id, amount, reason, kind)
+    VALUES (g.user_id, g.project_id, pay, format('repays %s owed token(s) from grant %s', pay, g.id), 'debt_repayment')
+    RETURNING id INTO spend;
+    INSERT INTO billing.token_spend_allocations (spend_id, grant_id, user_id, tokens) VALUES (spend, g.id, g.user_id, pay);
+    left_to_pay := pay;
+    FOR d IN SELECT x.id, x.remaining FROM billing.token_debts x
+             WHERE x.user_id = g.user_id
+               AND coalesce(x.project_id, billing._no_project()) = coalesce(g.project_id, billing._no_project())
+               AND x.remaining > 0
+             ORDER BY x.id FOR UPDATE LOOP
+        EXIT WHEN left_to_pay = 0;
+        c := least(d.remaining, left_to_pay);
+        INSERT INTO billing.token_debt_settlements (debt_id, user_id, kind, tokens, spend_id)
+        VALUES (d.id, g.user_id, 'repaid', c, spend);
+        left_to_pay := left_to_pay - c;
+    END LOOP;
+    RETURN pay;
+END
+$$;
+COMMENT ON FUNCTION billing._collect_debts(billing.token_grants) IS 'Internal: a new grant pays the oldest outstanding debts of its balance (a spend of kind debt_repayment); returns the tokens it paid.';
+
+CREATE OR REPLACE FUNCTION billing.token_debt(user_id uuid DEFAULT NULL, project_id uuid DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    who uuid := coalesce(user_id, billing.current_user_id());
+    total bigint;
+BEGIN
+    IF who IS NULL THEN
+        RAISE EXCEPTION 'user_id must not be NULL when the caller is not signed in'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF who IS DISTINCT FROM billing.current_user_id() AND NOT billing._is_privileged() THEN
+        RAISE EXCEPTION 'permission denied: you can only read your own debt'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    SELECT coalesce(sum(d.remaining), 0) INTO total FROM billing.token_debts d
+    WHERE d.user_id = who AND coalesce(d.project_id, billing._no_project()) = coalesce(token_debt.project_id, billing._no_project())
+      AND d.remaining > 0;
+    RETURN total;
+END
+$$;
+COMMENT ON FUNCTION billing.token_debt(uuid, uuid) IS 'Tokens a user (default: the caller) still owes for revocations of tokens already spent, for their own balance (project_id NULL) or one project. Later grants pay it off first.';
+
+-- The debts' bookkeeping triggers (sql/payments/triggers.sql).
+
+CREATE OR REPLACE FUNCTION billing._debt_starts_full() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    NEW.remaining := NEW.tokens;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION billing._debt_starts_full() IS 'Internal (trigger): a new debt is owed in full; only settlements reduce it.';
+
+CREATE OR REPLACE FUNCTION billing._settle_debt() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    -- remaining >= 0 (a CHECK) makes a settlement beyond what is owed fail.
+    UPDATE billing.token_debts d SET remaining = d.remaining - NEW.tokens
+    WHERE d.id = NEW.debt_id AND d.user_id = NEW.user_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'settlement names debt % of another user', NEW.debt_id
+            USING ERRCODE = 'restrict_violation';
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION billing._settle_debt() IS 'Internal (trigger): a settlement takes its tokens from its debt, the only way a debt''s remaining changes.';
 
 -- sql/requests/functions.sql
 -- The outbound request queue. Users queue Checkout and Portal sessions; effects queue retrievals;
@@ -1451,6 +2147,19 @@ BEGIN
                 PERFORM billing._apply_invoice(ev);
             WHEN ev ->> 'type' IN ('customer.created', 'customer.updated', 'customer.deleted') THEN
                 PERFORM billing._apply_customer(ev);
+            WHEN ev ->> 'type' = 'billing.invoice.retrieved' THEN
+                PERFORM billing._apply_retrieved_invoice(ev);
+            -- The money behind purchases, by the object the event reports.
+            WHEN ev ->> 'object_type' = 'charge' AND ev ->> 'type' LIKE 'charge.%' THEN
+                PERFORM billing._apply_charge(ev);
+            WHEN ev ->> 'object_type' = 'refund' THEN
+                PERFORM billing._apply_refund(ev);
+            WHEN ev ->> 'object_type' = 'dispute' AND ev ->> 'type' LIKE 'charge.dispute.%' THEN
+                PERFORM billing._apply_dispute(ev);
+            WHEN ev ->> 'object_type' = 'credit_note' AND ev ->> 'type' LIKE 'credit_note.%' THEN
+                PERFORM billing._apply_credit_note(ev);
+            WHEN ev ->> 'object_type' = 'invoice_payment' AND ev ->> 'type' LIKE 'invoice_payment.%' THEN
+                PERFORM billing._apply_invoice_payment(ev);
             ELSE
                 NULL;  -- stored and acknowledged, no effect
         END CASE;
@@ -1624,12 +2333,7 @@ BEGIN
     END IF;
     -- Stored as an event of ours, keyed by the request, so a repeated call applies it once; its
     -- time is when Stripe answered, which makes it newer than every event created before.
-    RETURN billing._ingest(jsonb_build_object(
-        'id', 'evt_retrieved_' || replace(request_id::text, '-', ''), 'object', 'event',
-        'type', 'billing.' || (object ->> 'object') || '.retrieved',
-        'created', floor(extract(epoch FROM coalesce(retrieved_at, now())))::bigint,
-        'livemode', coalesce((object ->> 'livemode')::boolean, false), 'api_version', NULL,
-        'data', jsonb_build_object('object', object))::text, 'retrieved');
+    RETURN billing._ingest_object('evt_retrieved_' || replace(request_id::text, '-', ''), object, retrieved_at);
 END
 $$;
 COMMENT ON FUNCTION billing.ingest_retrieved(uuid, jsonb, timestamptz) IS 'Worker: applies an object retrieved from Stripe for a refresh request as the authoritative state at retrieved_at (Stripe''s Date header), through the same store-and-apply path as events; idempotent per request.';
@@ -1657,28 +2361,38 @@ END
 $$;
 COMMENT ON FUNCTION billing.store_line_items(text, jsonb) IS 'Worker: stores what a Checkout Session sold (Stripe''s line_items list) and applies the events that waited for it; returns how many applied.';
 
-CREATE OR REPLACE FUNCTION billing.reprocess_events(max_events integer DEFAULT 1000) RETURNS jsonb
+CREATE OR REPLACE FUNCTION billing.reprocess_events(max_events integer DEFAULT 1000,
+                                                    include_waiting boolean DEFAULT false) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     e record;
     tried integer := 0;
     still_failing integer := 0;
+    waiting bigint;
 BEGIN
     IF max_events IS NULL OR max_events < 1 THEN
         RAISE EXCEPTION 'max_events must be positive' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    FOR e IN SELECT s.id FROM billing.stripe_events s WHERE s.processed_at IS NULL
+    -- Events waiting for their user (BL007) or for data from Stripe (BL010) apply by themselves
+    -- the moment it arrives; on a shared Stripe account there may be thousands of them (customers
+    -- this app never knew), and they must not stand in front of the failures an operator fixed.
+    FOR e IN SELECT s.id FROM billing.stripe_events s
+             WHERE s.processed_at IS NULL
+               AND (include_waiting OR s.error_code IS NULL OR s.error_code NOT IN ('BL007', 'BL010'))
              ORDER BY s.created, s.received_at LIMIT max_events LOOP
         tried := tried + 1;
         IF (billing._apply_stored_event(e.id)).message IS NOT NULL THEN
             still_failing := still_failing + 1;
         END IF;
     END LOOP;
-    RETURN jsonb_build_object('reprocessed', tried, 'succeeded', tried - still_failing, 'still_failing', still_failing);
+    SELECT count(*) INTO waiting FROM billing.stripe_events s
+    WHERE s.processed_at IS NULL AND s.error_code IN ('BL007', 'BL010');
+    RETURN jsonb_build_object('reprocessed', tried, 'succeeded', tried - still_failing, 'still_failing', still_failing,
+                              'waiting', waiting);
 END
 $$;
-COMMENT ON FUNCTION billing.reprocess_events(integer) IS 'Privileged: re-applies stored events that failed (oldest first), e.g. after adding a missing price to billing.plans. Each event''s effects happen at most once.';
+COMMENT ON FUNCTION billing.reprocess_events(integer, boolean) IS 'Privileged: re-applies stored events that failed (oldest first), e.g. after adding a missing price to billing.plans; events waiting for their user or for data from Stripe apply by themselves and are left out unless include_waiting. Returns {reprocessed, succeeded, still_failing, waiting}. Each event''s effects happen at most once.';
 
 CREATE OR REPLACE FUNCTION billing.prune() RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
@@ -1710,6 +2424,158 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION billing.prune() IS 'Privileged (pg_cron, or the worker): expires checkout and portal requests queued for over a day, deletes finished requests older than request_retention_days and applied events older than event_retention_days. Never touches the ledger, waiting or failed events.';
+
+-- sql/sync/functions.sql
+-- Webhooks are not the only source: the worker reads Stripe's events API to catch up on
+-- deliveries that never arrived, and adopts the customers and subscriptions of a Stripe account
+-- that existed before the product (README, "Catching up and adopting an account"). Both go
+-- through the one ingestion path, so a webhook and a catch-up of the same event apply once.
+
+-- Stripe lists events of the last 30 days only.
+CREATE OR REPLACE FUNCTION billing._events_api_window() RETURNS interval
+LANGUAGE sql IMMUTABLE
+AS $$ SELECT interval '30 days' $$;
+COMMENT ON FUNCTION billing._events_api_window() IS 'Internal: how far back Stripe''s events API lists events (30 days).';
+
+CREATE OR REPLACE FUNCTION billing.ingest_api_event(payload text) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ev jsonb;
+BEGIN
+    PERFORM billing._check_not_null(payload, 'payload');
+    ev := billing._normalize_event(payload);
+    -- Our own synthetic events (retrieved and adopted objects) never come from Stripe.
+    IF ev ->> 'type' LIKE 'billing.%' OR ev ->> 'id' LIKE 'evt\_retrieved\_%' OR ev ->> 'id' LIKE 'evt\_adopted\_%' THEN
+        RAISE EXCEPTION 'event % is not one Stripe sends', ev ->> 'id'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN billing._ingest(payload, 'api', ev);
+END
+$$;
+COMMENT ON FUNCTION billing.ingest_api_event(text) IS 'Worker: stores and applies an event fetched from Stripe''s events API with the secret key (authentic without a signature), through the same path as webhooks; an event already delivered is a duplicate and applies nothing twice.';
+
+CREATE OR REPLACE FUNCTION billing.catch_up_since(margin_seconds integer DEFAULT 3600) RETURNS timestamptz
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    known timestamptz;
+BEGIN
+    IF margin_seconds IS NULL OR margin_seconds < 0 OR margin_seconds > 86400 THEN
+        RAISE EXCEPTION 'margin_seconds must be between 0 and 86400, got %', margin_seconds
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- Where the last catch-up got to; before the first, the newest event Stripe sent us (a gap
+    -- before it was never seen by this database); with neither, now: events older than the
+    -- install are adopted with the backfill, not replayed.
+    SELECT s.checked_until INTO known FROM billing.event_sync s;
+    IF known IS NULL THEN
+        SELECT max(e.created) INTO known FROM billing.stripe_events e WHERE e.source IN ('webhook', 'api');
+    END IF;
+    RETURN greatest(coalesce(known, now()) - make_interval(secs => margin_seconds),
+                    now() - billing._events_api_window() + interval '1 minute');
+END
+$$;
+COMMENT ON FUNCTION billing.catch_up_since(integer) IS 'Worker: the creation time from which the next catch-up lists Stripe''s events: where the last one got to (or the newest known event), less margin_seconds, and never beyond Stripe''s 30-day window.';
+
+CREATE OR REPLACE FUNCTION billing.record_catch_up(checked_until timestamptz, listed integer, new integer) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM billing._check_not_null(checked_until, 'checked_until');
+    IF checked_until > now() + interval '5 minutes' OR coalesce(listed, 0) < 0 OR coalesce(new, 0) < 0 THEN
+        RAISE EXCEPTION 'checked_until must not be in the future and the counts not negative'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO billing.event_sync AS s (id, checked_until, last_run_at, last_run_listed, last_run_new)
+    VALUES (true, record_catch_up.checked_until, now(), coalesce(listed, 0), coalesce(new, 0))
+    ON CONFLICT (id) DO UPDATE
+    SET checked_until = greatest(s.checked_until, excluded.checked_until), last_run_at = excluded.last_run_at,
+        last_run_listed = excluded.last_run_listed, last_run_new = excluded.last_run_new;
+END
+$$;
+COMMENT ON FUNCTION billing.record_catch_up(timestamptz, integer, integer) IS 'Worker: records a finished catch-up (it never moves checked_until back).';
+
+-- A Stripe object applied as Stripe's current state, stored as an event of ours so the same
+-- path applies it once (retrievals and adoption).
+CREATE OR REPLACE FUNCTION billing._ingest_object(event_id text, object jsonb, at timestamptz) RETURNS jsonb
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    RETURN billing._ingest(jsonb_build_object(
+        'id', event_id, 'object', 'event',
+        'type', 'billing.' || (object ->> 'object') || '.retrieved',
+        'created', floor(extract(epoch FROM coalesce(at, now())))::bigint,
+        'livemode', coalesce((object ->> 'livemode')::boolean, false), 'api_version', NULL,
+        'data', jsonb_build_object('object', object))::text, 'retrieved');
+END
+$$;
+COMMENT ON FUNCTION billing._ingest_object(text, jsonb, timestamptz) IS 'Internal: applies a Stripe object as its state at a given time, stored as a synthetic event billing.<object>.retrieved with the given id.';
+
+CREATE OR REPLACE FUNCTION billing.adopt_customer(customer jsonb, user_id uuid DEFAULT NULL) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    cus text := customer ->> 'id';
+    uid uuid := coalesce(user_id, billing._uuid_or_null(customer -> 'metadata' ->> 'user_id'));
+    result jsonb := jsonb_build_object('customer', customer ->> 'id');
+BEGIN
+    IF customer IS NULL OR jsonb_typeof(customer) <> 'object' OR customer ->> 'object' IS DISTINCT FROM 'customer'
+       OR cus !~ '^cus_[A-Za-z0-9]+$' THEN
+        RAISE EXCEPTION 'customer must be a Stripe customer object' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF coalesce((customer ->> 'deleted')::boolean, false) THEN
+        RETURN result || jsonb_build_object('outcome', 'skipped', 'reason', 'deleted in Stripe');
+    END IF;
+    IF uid IS NULL THEN
+        RETURN result || jsonb_build_object('outcome', 'skipped',
+            'reason', 'no user: metadata.user_id is missing or not a uuid, and no mapping names it');
+    END IF;
+    result := result || jsonb_build_object('user_id', uid);
+    PERFORM billing._lock_customer(cus);
+    BEGIN
+        IF billing._link_customer(uid, cus, customer ->> 'email', strict => true) THEN
+            -- Events that waited for this customer's user apply now.
+            RETURN result || jsonb_build_object('outcome', 'linked', 'events_applied', billing._apply_waiting(cus, NULL));
+        END IF;
+        RETURN result || jsonb_build_object('outcome', 'already_linked');
+    EXCEPTION WHEN SQLSTATE 'BL008' THEN
+        RETURN result || jsonb_build_object('outcome', 'skipped', 'reason', SQLERRM);
+    END;
+END
+$$;
+COMMENT ON FUNCTION billing.adopt_customer(jsonb, uuid) IS 'Worker (backfill): links an existing Stripe customer object to a user (user_id, else its metadata.user_id); idempotent. Returns {customer, user_id, outcome: linked | already_linked | skipped, reason}.';
+
+CREATE OR REPLACE FUNCTION billing.adopt_subscription(subscription jsonb, retrieved_at timestamptz DEFAULT now())
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    sub text := subscription ->> 'id';
+    -- customer is an id, or an object when expanded.
+    cus text := coalesce(subscription -> 'customer' ->> 'id', subscription ->> 'customer');
+    applied jsonb;
+BEGIN
+    IF subscription IS NULL OR jsonb_typeof(subscription) <> 'object' OR subscription ->> 'object' IS DISTINCT FROM 'subscription'
+       OR sub !~ '^sub_[A-Za-z0-9]+$' THEN
+        RAISE EXCEPTION 'subscription must be a Stripe subscription object' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM billing._check_not_null(retrieved_at, 'retrieved_at');
+    IF NOT EXISTS (SELECT FROM billing.customers c WHERE c.stripe_customer_id = cus) THEN
+        RETURN jsonb_build_object('subscription', sub, 'outcome', 'skipped',
+            'reason', format('its customer %s is not linked to a user', coalesce(cus, '(none)')));
+    END IF;
+    -- One synthetic event per subscription and second: adopting again later is a newer report.
+    applied := billing._ingest_object(format('evt_adopted_%s_%s', sub, floor(extract(epoch FROM retrieved_at))::bigint),
+                                      subscription, retrieved_at);
+    RETURN jsonb_build_object('subscription', sub, 'status', subscription ->> 'status',
+        'outcome', CASE WHEN (applied ->> 'processed')::boolean THEN 'adopted' ELSE 'failed' END,
+        'reason', applied ->> 'error');
+END
+$$;
+COMMENT ON FUNCTION billing.adopt_subscription(jsonb, timestamptz) IS 'Worker (backfill): records an existing Stripe subscription object as its state at retrieved_at, when its customer is linked, so its next invoices grant tokens. Idempotent. Returns {subscription, status, outcome: adopted | skipped | failed, reason}.';
 
 -- sql/effects/checkout.sql
 -- Effects of checkout.session.* events: link the customer to the user, record a subscription,
@@ -1761,10 +2627,16 @@ BEGIN
                 USING ERRCODE = 'BL006';
         END IF;
     END IF;
+    -- The purchase and the PaymentIntent that paid it, so a refund or dispute finds the grant.
+    PERFORM billing._record_purchase(s ->> 'id', uid, project, ev ->> 'customer', (s ->> 'amount_total')::bigint,
+                                     s ->> 'currency');
+    PERFORM billing._link_payment(s ->> 'payment_intent', s ->> 'id');
     PERFORM billing._insert_grant(uid, tokens, 'payg_purchase', NULL, project, s ->> 'id',
         jsonb_strip_nulls(jsonb_build_object('session_id', s ->> 'id', 'amount_paid', s -> 'amount_total',
             'currency', s -> 'currency', 'price_ids', to_jsonb(prices), 'payment_intent', s -> 'payment_intent',
-            'request_id', ours.id, 'event_id', ev ->> 'id')));
+            'request_id', ours.id, 'event_id', ev ->> 'id')), s ->> 'id');
+    -- A refund or dispute reported before this event takes its share now.
+    PERFORM billing._settle_purchase(s ->> 'id', format('payment of session %s', s ->> 'id'), ev ->> 'id');
 END
 $$;
 COMMENT ON FUNCTION billing._grant_pack(uuid, jsonb) IS 'Internal: grants what a paid payment-mode Checkout Session bought, once (keyed by the session id); BL010 while its line items are being retrieved.';
@@ -1978,6 +2850,8 @@ DECLARE
     sub_id text := inv ->> 'subscription';
     uid uuid;
     g record;
+    recorded boolean := false;
+    learned boolean;
 BEGIN
     IF sub_id IS NULL THEN
         RETURN;  -- a one-off invoice: nothing of ours
@@ -1995,12 +2869,28 @@ BEGIN
         RETURN;
     END IF;
     FOR g IN SELECT * FROM billing._invoice_grants(inv) LOOP
+        IF NOT recorded THEN
+            PERFORM billing._record_purchase(inv ->> 'id', uid, NULL, ev ->> 'customer', (inv ->> 'amount_paid')::bigint,
+                                             inv ->> 'currency');
+            recorded := true;
+        END IF;
         PERFORM billing._insert_grant(uid, g.tokens, g.source, g.expires_at, NULL, g.grant_key,
             jsonb_strip_nulls(jsonb_build_object('invoice_id', inv ->> 'id', 'subscription_id', sub_id,
                 'billing_reason', inv ->> 'billing_reason', 'amount_paid', inv -> 'amount_paid',
                 'currency', inv -> 'currency', 'plan_id', g.plan_id, 'payment_intent', inv -> 'payment_intent',
-                'event_id', ev ->> 'id')));
+                'event_id', ev ->> 'id')), inv ->> 'id');
     END LOOP;
+    IF recorded THEN
+        -- Which payment paid the invoice: before basil the invoice says; from basil on only its
+        -- payments do, which invoice events do not carry, so the worker retrieves the invoice.
+        learned := billing._link_payment(inv ->> 'payment_intent', inv ->> 'id');
+        learned := billing._link_payment(inv ->> 'charge', inv ->> 'id') OR learned;
+        IF inv ->> 'payment_intent' IS NULL AND inv ->> 'charge' IS NULL
+           AND coalesce((inv ->> 'amount_paid')::bigint, 0) > 0 THEN
+            PERFORM billing._request_retrieval('refresh', uid, inv ->> 'id');
+        END IF;
+        PERFORM billing._settle_purchase(inv ->> 'id', format('payment of invoice %s', inv ->> 'id'), ev ->> 'id');
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION billing._apply_invoice(jsonb) IS 'Internal: invoice.paid (and payment_succeeded) grants the invoice''s tokens once (keyed by the invoice id); invoice.payment_failed and payment_action_required notify the user.';
@@ -2024,6 +2914,160 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION billing._apply_customer(jsonb) IS 'Internal: customer.deleted forgets the customer (its user gets a new one at the next checkout); customer.created/updated with metadata.user_id links it when neither side is linked yet.';
+
+-- sql/effects/money.sql
+-- Effects of what Stripe reports about the money behind purchases: charge.*, refund.*,
+-- charge.dispute.*, credit_note.* and invoice_payment.* events, and invoices retrieved with their
+-- payments. Each records the report (the newest, or the further status, wins), learns which
+-- purchase a payment paid, and settles that purchase (sql/payments/functions.sql). None of them
+-- waits for anything: a report that arrives before its purchase is settled when the purchase is.
+
+-- How far along a status is (a further status replaces the row whatever the order of arrival).
+CREATE OR REPLACE FUNCTION billing._money_status_rank(object_type text, status text) RETURNS smallint
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT CASE object_type
+        WHEN 'refund' THEN CASE WHEN status IN ('failed', 'canceled') THEN 3 WHEN status = 'succeeded' THEN 2 ELSE 1 END
+        WHEN 'dispute' THEN CASE WHEN status IN ('won', 'lost', 'warning_closed', 'prevented') THEN 3
+                                 WHEN status IN ('needs_response', 'under_review') THEN 2 ELSE 1 END
+        WHEN 'credit_note' THEN CASE WHEN status = 'void' THEN 2 ELSE 1 END
+        ELSE 1 END::smallint
+$$;
+COMMENT ON FUNCTION billing._money_status_rank(text, text) IS 'Internal: the rank of a refund, dispute or credit note status; final statuses outrank the others.';
+
+CREATE OR REPLACE FUNCTION billing._apply_charge(ev jsonb) RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    c jsonb := ev -> 'data';
+BEGIN
+    INSERT INTO billing.stripe_charges AS s (id, payment_intent, invoice, amount, amount_refunded, currency)
+    VALUES (c ->> 'id', c ->> 'payment_intent', c ->> 'invoice', (c ->> 'amount')::bigint,
+            coalesce((c ->> 'amount_refunded')::bigint, 0), c ->> 'currency')
+    ON CONFLICT (id) DO UPDATE
+    SET payment_intent = coalesce(s.payment_intent, excluded.payment_intent),
+        invoice = coalesce(s.invoice, excluded.invoice),
+        amount = coalesce(s.amount, excluded.amount),
+        -- Refunds only add up (a failed refund is seen through its refund events).
+        amount_refunded = greatest(s.amount_refunded, excluded.amount_refunded),
+        updated_at = now();
+    -- Before basil a charge names its invoice; a charge of a paid session is linked through its
+    -- PaymentIntent already.
+    PERFORM billing._link_payment(c ->> 'id', c ->> 'invoice');
+    PERFORM billing._link_payment(c ->> 'payment_intent', c ->> 'invoice');
+    PERFORM billing._settle_payment(c ->> 'id', c ->> 'payment_intent',
+        format('charge %s: %s of %s refunded', c ->> 'id', coalesce(c ->> 'amount_refunded', '0'), c ->> 'amount'),
+        ev ->> 'id');
+END
+$$;
+COMMENT ON FUNCTION billing._apply_charge(jsonb) IS 'Internal: charge.* events: records the charge''s refunded total and its invoice (before basil), then settles the purchases it paid.';
+
+CREATE OR REPLACE FUNCTION billing._apply_refund(ev jsonb) RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    r jsonb := ev -> 'data';
+    rank smallint := billing._money_status_rank('refund', r ->> 'status');
+BEGIN
+    INSERT INTO billing.stripe_refunds AS s (id, charge, payment_intent, amount, status, status_rank, reported_at)
+    VALUES (r ->> 'id', r ->> 'charge', r ->> 'payment_intent', coalesce((r ->> 'amount')::bigint, 0),
+            coalesce(r ->> 'status', 'pending'), rank, billing._unix_time(ev -> 'created'))
+    ON CONFLICT (id) DO UPDATE
+    SET status = excluded.status, amount = excluded.amount, status_rank = excluded.status_rank,
+        reported_at = excluded.reported_at, charge = coalesce(s.charge, excluded.charge),
+        payment_intent = coalesce(s.payment_intent, excluded.payment_intent), updated_at = now()
+    WHERE (excluded.status_rank, excluded.reported_at) >= (s.status_rank, s.reported_at);
+    PERFORM billing._settle_payment(r ->> 'charge', r ->> 'payment_intent',
+        format('refund %s of %s: %s', r ->> 'id', coalesce(r ->> 'charge', r ->> 'payment_intent'), r ->> 'status'),
+        ev ->> 'id');
+END
+$$;
+COMMENT ON FUNCTION billing._apply_refund(jsonb) IS 'Internal: refund.* and charge.refund.updated events: records the refund (a failed or canceled one gives nothing back), then settles the purchases its payment paid.';
+
+CREATE OR REPLACE FUNCTION billing._apply_dispute(ev jsonb) RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    d jsonb := ev -> 'data';
+    rank smallint := billing._money_status_rank('dispute', d ->> 'status');
+BEGIN
+    INSERT INTO billing.stripe_disputes AS s (id, charge, payment_intent, amount, status, status_rank, reported_at)
+    VALUES (d ->> 'id', d ->> 'charge', d ->> 'payment_intent', coalesce((d ->> 'amount')::bigint, 0),
+            coalesce(d ->> 'status', 'needs_response'), rank, billing._unix_time(ev -> 'created'))
+    ON CONFLICT (id) DO UPDATE
+    SET status = excluded.status, amount = excluded.amount, status_rank = excluded.status_rank,
+        reported_at = excluded.reported_at, charge = coalesce(s.charge, excluded.charge),
+        payment_intent = coalesce(s.payment_intent, excluded.payment_intent), updated_at = now()
+    WHERE (excluded.status_rank, excluded.reported_at) >= (s.status_rank, s.reported_at);
+    PERFORM billing._settle_payment(d ->> 'charge', d ->> 'payment_intent',
+        format('dispute %s of %s: %s', d ->> 'id', coalesce(d ->> 'charge', d ->> 'payment_intent'), d ->> 'status'),
+        ev ->> 'id');
+END
+$$;
+COMMENT ON FUNCTION billing._apply_dispute(jsonb) IS 'Internal: charge.dispute.* events: records the dispute (funds withdrawn while it is open, back when won), then settles the purchases its payment paid.';
+
+CREATE OR REPLACE FUNCTION billing._apply_credit_note(ev jsonb) RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    n jsonb := ev -> 'data';
+    rank smallint := billing._money_status_rank('credit_note', n ->> 'status');
+BEGIN
+    IF n ->> 'invoice' IS NULL THEN
+        RETURN;
+    END IF;
+    INSERT INTO billing.stripe_credit_notes AS s (id, invoice, note_type, status, total, out_of_band_amount, refunds,
+                                                  status_rank, reported_at)
+    VALUES (n ->> 'id', n ->> 'invoice', n ->> 'type', coalesce(n ->> 'status', 'issued'),
+            coalesce((n ->> 'total')::bigint, 0), (n ->> 'out_of_band_amount')::bigint, coalesce(n -> 'refunds', '[]'),
+            rank, billing._unix_time(ev -> 'created'))
+    ON CONFLICT (id) DO UPDATE
+    SET status = excluded.status, total = excluded.total, out_of_band_amount = excluded.out_of_band_amount,
+        refunds = excluded.refunds, note_type = excluded.note_type, status_rank = excluded.status_rank,
+        reported_at = excluded.reported_at, updated_at = now()
+    WHERE (excluded.status_rank, excluded.reported_at) >= (s.status_rank, s.reported_at);
+    PERFORM billing._settle_purchase(n ->> 'invoice',
+        format('credit note %s of invoice %s: %s', n ->> 'id', n ->> 'invoice', n ->> 'status'), ev ->> 'id');
+END
+$$;
+COMMENT ON FUNCTION billing._apply_credit_note(jsonb) IS 'Internal: credit_note.* events: records the credit note (void gives its credit back), then settles its invoice''s purchase.';
+
+CREATE OR REPLACE FUNCTION billing._apply_invoice_payment(ev jsonb) RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    p jsonb := ev -> 'data';
+    learned boolean;
+BEGIN
+    learned := billing._link_payment(p ->> 'payment_intent', p ->> 'invoice');
+    learned := billing._link_payment(p ->> 'charge', p ->> 'invoice') OR learned;
+    IF learned THEN
+        PERFORM billing._settle_purchase(p ->> 'invoice', format('payment of invoice %s', p ->> 'invoice'), ev ->> 'id');
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION billing._apply_invoice_payment(jsonb) IS 'Internal: invoice_payment.* events (basil and later): learns which PaymentIntent paid an invoice, then settles the invoice''s purchase.';
+
+CREATE OR REPLACE FUNCTION billing._apply_retrieved_invoice(ev jsonb) RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    inv jsonb := ev -> 'data';
+    p jsonb;
+    learned boolean := false;
+BEGIN
+    learned := billing._link_payment(inv ->> 'payment_intent', inv ->> 'id');
+    learned := billing._link_payment(inv ->> 'charge', inv ->> 'id') OR learned;
+    FOR p IN SELECT value FROM jsonb_array_elements(coalesce(inv -> 'payments', '[]')) LOOP
+        learned := billing._link_payment(p ->> 'payment_intent', inv ->> 'id') OR learned;
+        learned := billing._link_payment(p ->> 'charge', inv ->> 'id') OR learned;
+    END LOOP;
+    IF learned THEN
+        PERFORM billing._settle_purchase(inv ->> 'id', format('payment of invoice %s', inv ->> 'id'), ev ->> 'id');
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION billing._apply_retrieved_invoice(jsonb) IS 'Internal: an invoice the worker retrieved with its payments (basil and later do not send them with invoice events): learns which payments paid it, then settles its purchase.';
 
 -- sql/operations/functions.sql
 -- Operations: the figures an operator watches, in one call, so that "is it keeping up?" needs
@@ -2134,7 +3178,12 @@ SET search_path = pg_catalog, pg_temp AS $$
         ('authenticated', 'billing.token_spend_allocations', 'SELECT'),
         ('authenticated', 'billing.token_grant_balances', 'SELECT'),
         ('authenticated', 'billing.stripe_requests', 'SELECT'),
-        ('authenticated', 'billing.notifications', 'SELECT')
+        ('authenticated', 'billing.notifications', 'SELECT'),
+        ('authenticated', 'billing.token_debt(uuid,uuid)', 'EXECUTE'),
+        ('authenticated', 'billing.purchases', 'SELECT'),
+        ('authenticated', 'billing.token_reversals', 'SELECT'),
+        ('authenticated', 'billing.token_debts', 'SELECT'),
+        ('authenticated', 'billing.token_debt_settlements', 'SELECT')
 $$;
 COMMENT ON FUNCTION billing.client_api() IS 'The complete list of what the client roles anon and authenticated may use; billing.apply_grants() grants exactly this and billing.security_report() flags anything more.';
 
@@ -2260,17 +3309,35 @@ CREATE TRIGGER plans_record_price AFTER INSERT OR UPDATE OF stripe_price_id ON b
     FOR EACH ROW EXECUTE FUNCTION billing._record_plan_price();
 CREATE TRIGGER token_grants_start_full BEFORE INSERT ON billing.token_grants
     FOR EACH ROW EXECUTE FUNCTION billing._grant_starts_full();
-CREATE TRIGGER token_grants_books BEFORE UPDATE OF remaining, tokens, user_id, project_id ON billing.token_grants
+CREATE TRIGGER token_grants_books BEFORE UPDATE OF remaining, tokens, user_id, project_id, purchase_id ON billing.token_grants
     FOR EACH ROW WHEN (pg_trigger_depth() = 0) EXECUTE FUNCTION billing._refuse_ledger_edit();
-CREATE TRIGGER token_spends_books BEFORE UPDATE OF amount, user_id, project_id ON billing.token_spends
+CREATE TRIGGER token_spends_books BEFORE UPDATE OF amount, user_id, project_id, kind ON billing.token_spends
     FOR EACH ROW EXECUTE FUNCTION billing._refuse_ledger_edit();
 CREATE TRIGGER token_spend_allocations_take AFTER INSERT ON billing.token_spend_allocations
     FOR EACH ROW EXECUTE FUNCTION billing._take_from_grant();
 CREATE TRIGGER token_spend_allocations_books BEFORE UPDATE OR DELETE ON billing.token_spend_allocations
     FOR EACH ROW EXECUTE FUNCTION billing._refuse_ledger_edit();
-SELECT billing._protect_table('billing.notifications'::regclass, own_rows => true);
+SELECT billing._protect_table(t::regclass, own_rows => true)
+FROM unnest(ARRAY['billing.notifications', 'billing.purchases', 'billing.token_reversals', 'billing.token_debts',
+                  'billing.token_debt_settlements']) AS t;
+-- The books of reversals and debts are kept like the grants' (sql/ledger/triggers.sql): a debt
+-- starts at its full amount, only a settlement takes from it, and nothing is edited afterwards.
+
+CREATE TRIGGER token_debts_start_full BEFORE INSERT ON billing.token_debts
+    FOR EACH ROW EXECUTE FUNCTION billing._debt_starts_full();
+CREATE TRIGGER token_debts_books BEFORE UPDATE OF remaining, tokens, user_id, project_id, reversal_id ON billing.token_debts
+    FOR EACH ROW WHEN (pg_trigger_depth() = 0) EXECUTE FUNCTION billing._refuse_ledger_edit();
+CREATE TRIGGER token_debt_settlements_take AFTER INSERT ON billing.token_debt_settlements
+    FOR EACH ROW EXECUTE FUNCTION billing._settle_debt();
+CREATE TRIGGER token_debt_settlements_books BEFORE UPDATE OR DELETE ON billing.token_debt_settlements
+    FOR EACH ROW EXECUTE FUNCTION billing._refuse_ledger_edit();
+CREATE TRIGGER token_reversals_books BEFORE UPDATE OR DELETE ON billing.token_reversals
+    FOR EACH ROW EXECUTE FUNCTION billing._refuse_ledger_edit();
+
 SELECT billing._protect_table(t::regclass, own_rows => false)
-FROM unnest(ARRAY['billing.plan_prices', 'billing.deleted_customers', 'billing.checkout_line_items', 'billing.coupons']) AS t;
+FROM unnest(ARRAY['billing.plan_prices', 'billing.deleted_customers', 'billing.checkout_line_items', 'billing.coupons',
+                  'billing.purchase_payments', 'billing.stripe_charges', 'billing.stripe_refunds', 'billing.stripe_disputes',
+                  'billing.stripe_credit_notes', 'billing.event_sync']) AS t;
 CREATE EVENT TRIGGER billing_new_functions_private ON ddl_command_end
     WHEN TAG IN ('CREATE FUNCTION', 'CREATE PROCEDURE')
     EXECUTE FUNCTION billing._new_functions_private();

@@ -1,43 +1,17 @@
-//! Realistic Stripe webhook events for tests, in both API shapes, built from the object
-//! fixtures in `tests/fixtures/` (copied from Stripe's OpenAPI examples) so that every payload
-//! carries the many fields real events have.
+//! Stripe webhook events for tests, in both API shapes, built on the emulator's object
+//! templates (`tests/fixtures/stripe/templates_*.json`, every field each version has) so that
+//! every payload carries the many fields real events have.
+use crate::emulator::render::Templates;
 use crate::emulator::store::ids;
 use serde_json::{json, Value};
 use std::sync::OnceLock;
 
-/// Which Stripe API version shaped the payload.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Shape {
-    /// 2023-08-16: periods on the subscription, `invoice.subscription`.
-    V2023,
-    /// 2025-03-31.basil and later: periods on items, `invoice.parent.subscription_details`.
-    Basil,
-}
+pub use crate::emulator::render::Shape;
 
-impl Shape {
-    pub const ALL: [Shape; 2] = [Shape::V2023, Shape::Basil];
-
-    pub fn api_version(self) -> &'static str {
-        match self {
-            Shape::V2023 => "2023-08-16",
-            Shape::Basil => "2025-03-31.basil",
-        }
-    }
-
-    fn fixture(self, resource: &str) -> Value {
-        static OLD: OnceLock<Value> = OnceLock::new();
-        static NEW: OnceLock<Value> = OnceLock::new();
-        let all = match self {
-            Shape::V2023 => OLD.get_or_init(|| {
-                serde_json::from_str(include_str!("../fixtures/stripe_objects_2023-08-16.json"))
-                    .unwrap()
-            }),
-            Shape::Basil => NEW.get_or_init(|| {
-                serde_json::from_str(include_str!("../fixtures/stripe_objects_basil.json")).unwrap()
-            }),
-        };
-        all["resources"][resource].clone()
-    }
+/// The emulator's object template (every field the version has) for `resource`.
+fn fixture(shape: Shape, resource: &str) -> Value {
+    static TEMPLATES: OnceLock<Templates> = OnceLock::new();
+    TEMPLATES.get_or_init(Templates::load).get(shape, resource)
 }
 
 /// A billing period in Unix seconds.
@@ -60,7 +34,7 @@ fn merge(mut target: Value, patch: Value) -> Value {
 /// Wraps an object in an event envelope.
 pub fn envelope(shape: Shape, id: &str, event_type: &str, created: i64, object: Value) -> Value {
     merge(
-        shape.fixture("event"),
+        fixture(shape, "event"),
         json!({
             "id": id, "type": event_type, "created": created, "api_version": shape.api_version(),
             "livemode": false, "pending_webhooks": 1,
@@ -95,7 +69,7 @@ pub fn checkout_session(shape: Shape, s: &Session) -> Value {
         metadata["request_id"] = json!(request);
     }
     merge(
-        shape.fixture("checkout.session"),
+        fixture(shape, "checkout.session"),
         json!({
             "id": s.id, "object": "checkout.session", "mode": s.mode, "status": "complete",
             "payment_status": s.payment_status, "customer": s.customer,
@@ -120,7 +94,7 @@ pub struct Sub<'a> {
 }
 
 pub fn subscription(shape: Shape, s: &Sub) -> Value {
-    let mut item = shape.fixture("subscription_item");
+    let mut item = fixture(shape, "subscription_item");
     item["price"]["id"] = json!(s.price_id);
     item["subscription"] = json!(s.id);
     item["quantity"] = json!(1);
@@ -129,7 +103,7 @@ pub fn subscription(shape: Shape, s: &Sub) -> Value {
         None => json!({}),
     };
     let mut sub = merge(
-        shape.fixture("subscription"),
+        fixture(shape, "subscription"),
         json!({
             "id": s.id, "object": "subscription", "customer": s.customer, "status": s.status,
             "cancel_at_period_end": s.cancel_at_period_end,
@@ -188,13 +162,13 @@ pub fn invoice(shape: Shape, inv: &Invoice) -> Value {
         .lines
         .iter()
         .map(|l| {
-            let mut line = shape.fixture("line_item");
+            let mut line = fixture(shape, "line_item");
             line["amount"] = json!(l.amount);
             line["quantity"] = json!(1);
             line["period"] = json!({"start": l.period.start, "end": l.period.end});
             match shape {
                 Shape::V2023 => {
-                    line["price"] = merge(shape.fixture("price"), json!({"id": l.price_id}));
+                    line["price"] = merge(fixture(shape, "price"), json!({"id": l.price_id}));
                     line["proration"] = json!(l.proration);
                     line["subscription"] = json!(inv.subscription);
                     line["type"] = json!("subscription");
@@ -213,7 +187,7 @@ pub fn invoice(shape: Shape, inv: &Invoice) -> Value {
         })
         .collect();
     let mut out = merge(
-        shape.fixture("invoice"),
+        fixture(shape, "invoice"),
         json!({
             "id": inv.id, "object": "invoice", "customer": inv.customer,
             "billing_reason": inv.billing_reason, "status": if inv.paid { "paid" } else { "open" },

@@ -86,7 +86,15 @@ impl TestDb {
         owner
             .batch_execute(&create)
             .await
-            .unwrap_or_else(|e| panic!("{create}: {e}"));
+            .unwrap_or_else(|e| match e.as_db_error() {
+                Some(db) => panic!(
+                    "{create}: {}: {} ({:?})",
+                    db.code().code(),
+                    db.message(),
+                    db.where_()
+                ),
+                None => panic!("{create}: {e}"),
+            });
         owner
             .batch_execute("SELECT billing.apply_grants()")
             .await

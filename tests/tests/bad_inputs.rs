@@ -207,3 +207,84 @@ async fn catalog_and_secret_constraints_explain_themselves() {
     assert_eq!(count(&c, "plans").await, 0);
     assert_eq!(count(&c, "webhook_secrets").await, 0);
 }
+
+#[tokio::test]
+async fn catch_up_and_backfill_functions_refuse_what_stripe_would_never_send() {
+    let (_db, c) = owner().await;
+    let one = |sql: &'static str| {
+        let c = &c;
+        async move { c.query_one(sql, &[]).await }
+    };
+    assert_error(
+        one("SELECT billing.ingest_api_event(NULL)").await,
+        "22004",
+        "payload must not be NULL",
+    );
+    assert_error(
+        one("SELECT billing.ingest_api_event('{\"object\": \"list\"}')").await,
+        "22023",
+        "not a Stripe event",
+    );
+    // Our own synthetic events never come from Stripe's API.
+    assert_error(
+        one(r#"SELECT billing.ingest_api_event('{"id": "evt_retrieved_1", "object": "event", "type": "billing.subscription.retrieved", "created": 1, "data": {"object": {"object": "subscription", "id": "sub_1"}}}')"#).await,
+        "22023",
+        "is not one Stripe sends",
+    );
+    for margin in ["NULL", "-1", "86401"] {
+        let sql = format!("SELECT billing.catch_up_since({margin})");
+        assert_error(
+            c.query_one(sql.as_str(), &[]).await,
+            "22023",
+            "margin_seconds must be between 0 and 86400",
+        );
+    }
+    assert_error(
+        one("SELECT billing.record_catch_up(NULL, 1, 1)").await,
+        "22004",
+        "checked_until must not be NULL",
+    );
+    assert_error(
+        one("SELECT billing.record_catch_up(now() + interval '1 day', 1, 1)").await,
+        "22023",
+        "must not be in the future",
+    );
+    assert_error(
+        one("SELECT billing.record_catch_up(now(), -1, 0)").await,
+        "22023",
+        "counts not negative",
+    );
+    assert_error(
+        one(r#"SELECT billing.adopt_customer('{"object": "subscription", "id": "sub_1"}')"#).await,
+        "22023",
+        "customer must be a Stripe customer object",
+    );
+    assert_error(
+        one("SELECT billing.adopt_customer(NULL)").await,
+        "22023",
+        "customer must be a Stripe customer object",
+    );
+    assert_error(
+        one(r#"SELECT billing.adopt_subscription('{"object": "customer", "id": "cus_1"}')"#).await,
+        "22023",
+        "subscription must be a Stripe subscription object",
+    );
+    assert_error(
+        one(r#"SELECT billing.adopt_subscription('{"object": "subscription", "id": "sub_1", "customer": "cus_1"}', NULL)"#).await,
+        "22004",
+        "retrieved_at must not be NULL",
+    );
+    // Nothing was stored by any of them.
+    assert_eq!(count(&c, "stripe_events").await, 0);
+    assert_eq!(count(&c, "event_sync").await, 0);
+    assert_eq!(count(&c, "customers").await, 0);
+    // A customer nobody can place is skipped with the reason, not linked.
+    let skipped: serde_json::Value = one(
+        r#"SELECT billing.adopt_customer('{"object": "customer", "id": "cus_Qx1", "metadata": {"user_id": "not-a-uuid"}}')"#,
+    )
+    .await
+    .unwrap()
+    .get(0);
+    assert_eq!(skipped["outcome"], "skipped");
+    assert_eq!(count(&c, "customers").await, 0);
+}

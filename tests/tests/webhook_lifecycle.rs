@@ -310,7 +310,7 @@ async fn unprocessed(owner: &Client) -> Vec<String> {
 async fn refreshes(owner: &Client) -> i64 {
     owner
         .query_one(
-            "SELECT count(*) FROM billing.stripe_requests WHERE kind = 'refresh'",
+            "SELECT count(*) FROM billing.stripe_requests WHERE kind = 'refresh' AND params ->> 'object_id' LIKE 'sub\\_%'",
             &[],
         )
         .await

@@ -496,7 +496,7 @@ async fn unknown_price_is_stored_with_its_error_and_reprocessed_exactly_once() {
     assert_eq!(balance(&owner).await, 0);
     assert_eq!(
         reprocess(&owner).await,
-        json!({"reprocessed": 1, "succeeded": 0, "still_failing": 1})
+        json!({"reprocessed": 1, "succeeded": 0, "still_failing": 1, "waiting": 0})
     );
 
     owner
@@ -505,7 +505,7 @@ async fn unknown_price_is_stored_with_its_error_and_reprocessed_exactly_once() {
         .unwrap();
     assert_eq!(
         reprocess(&owner).await,
-        json!({"reprocessed": 1, "succeeded": 1, "still_failing": 0})
+        json!({"reprocessed": 1, "succeeded": 1, "still_failing": 0, "waiting": 0})
     );
     assert_eq!(reprocess(&owner).await["reprocessed"], 0);
     events::deliver(&owner, &event).await.unwrap();
@@ -756,5 +756,63 @@ async fn the_stored_payload_is_the_exact_body_stripe_signed() {
     assert_eq!(
         stored, body,
         "kept byte for byte (jsonb would reorder keys and respace)"
+    );
+}
+
+#[tokio::test]
+async fn events_of_strangers_do_not_stand_in_front_of_a_fixable_failure() {
+    // A shared Stripe account: invoices of 30 customers this app never knew wait for a user
+    // that will never come (BL007); then one of ours fails for an unknown price (BL006).
+    let (_db, owner) = setup().await;
+    for _ in 0..30 {
+        let mut inv = subscription_invoice("invoice.paid", &ids::long("sub"), true, json!({}));
+        inv["data"]["object"]["customer"] = json!(ids::long("cus"));
+        inv["data"]["object"]["parent"]["subscription_details"]["metadata"] = json!({});
+        events::deliver(&owner, &inv).await.unwrap();
+    }
+    let session = ids::checkout_session();
+    let ours = pack_event(
+        Shape::Basil,
+        "checkout.session.completed",
+        &session,
+        "paid",
+        None,
+    );
+    events::deliver(&owner, &ours).await.unwrap();
+    let line_items = json!({"object": "list", "data": [
+        {"object": "item", "price": {"id": "price_later"}, "quantity": 1, "amount_total": 900, "currency": "usd"}]});
+    owner
+        .execute(
+            "SELECT billing.store_line_items($1, $2)",
+            &[&session, &line_items],
+        )
+        .await
+        .unwrap();
+    owner
+        .batch_execute("INSERT INTO billing.plans (id, stripe_price_id, name, kind, tokens) VALUES ('later', 'price_later', 'Later', 'token_pack', 70)")
+        .await
+        .unwrap();
+    // Even with a limit of 5, the fixable one is re-applied; the strangers are counted, not tried.
+    let report: Value = owner
+        .query_one("SELECT billing.reprocess_events(5)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        report,
+        json!({"reprocessed": 1, "succeeded": 1, "still_failing": 0, "waiting": 30})
+    );
+    assert_eq!(balance(&owner).await, 70);
+    let all: Value = owner
+        .query_one(
+            "SELECT billing.reprocess_events(5, include_waiting => true)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        all["reprocessed"], 5,
+        "asked for: the waiting ones too, up to the limit"
     );
 }

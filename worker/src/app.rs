@@ -13,12 +13,13 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Command;
 use crate::config::Config;
 use crate::db::Db;
 use crate::queue::{self, Ctx, Settings, NOT_CONFIGURED};
 use crate::stripe::{RateLimiter, Stripe};
 use crate::version::{self, VersionError};
-use crate::{http, prune, shutdown};
+use crate::{http, prune, shutdown, sync};
 
 /// Connections beyond the request tasks' two each (one holds the request's lock for
 /// `billing.await_request`, one writes): the claim loop and the health check.
@@ -123,6 +124,16 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         http::router(state, config.max_body_bytes),
         token.clone(),
     ));
+    let catch_up = match (&stripe, config.catch_up_interval) {
+        (Some(stripe), Some(interval)) => Some(tokio::spawn(sync::catch_up::run_loop(
+            db.clone(),
+            stripe.clone(),
+            interval,
+            config.catch_up_margin,
+            token.clone(),
+        ))),
+        _ => None,
+    };
     let (wake_tx, wake_rx) = mpsc::channel(16);
     let listener_task = if config.listen_notify {
         Some(tokio::spawn(queue::listen(
@@ -162,9 +173,64 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     for task in [listener_task, prune_task].into_iter().flatten() {
         let _ = task.await;
     }
+    if let Some(task) = catch_up {
+        // A listing in progress stops at the abort signal; its events so far are applied.
+        let _ = tokio::time::timeout_at(deadline, task).await;
+    }
     if tokio::time::timeout_at(deadline, server).await.is_err() {
         tracing::warn!("HTTP connections still open at the shutdown timeout; closing them");
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Runs a one-off task (`backfill`, `catch-up`) and returns the report to print.
+pub async fn run_command(config: Config, command: Command) -> Result<String, RunError> {
+    let token = CancellationToken::new();
+    shutdown::spawn_signal_handler(token.clone());
+    let db = Db::new(config.database.clone(), 2)
+        .map_err(|e| format!("cannot set up the database connection pool: {e}"))?;
+    match version::installed(&db, &token).await {
+        Ok(installed) => version::check(installed.as_deref()).map_err(RunError::Unsupported)?,
+        Err(()) => {
+            return Err(RunError::Failed(
+                "stopped before the database answered".into(),
+            ))
+        }
+    }
+    let key = config
+        .stripe_secret_key
+        .as_ref()
+        .ok_or_else(|| RunError::Failed(format!("{NOT_CONFIGURED}: set STRIPE_SECRET_KEY")))?;
+    let stripe = Stripe::new(
+        &config.stripe_api_base,
+        key.expose(),
+        &config.stripe_version,
+        Arc::new(RateLimiter::new(config.rate_limit)),
+        config.stripe_timeout,
+    )?;
+    match command {
+        Command::Backfill { map } => {
+            let mapping = match map {
+                Some(path) => sync::backfill::Mapping::load(&path)?,
+                None => sync::backfill::Mapping::default(),
+            };
+            let report = sync::backfill::run(&db, &stripe, &mapping, &token).await?;
+            Ok(report.render())
+        }
+        // Its checklist and exit code are not a report: `main` runs it through `doctor::run`.
+        Command::Doctor => Err(RunError::Failed(
+            "doctor is run by stripe_billing_worker::doctor::run".into(),
+        )),
+        Command::CatchUp => {
+            let r = sync::catch_up::run_once(&db, &stripe, config.catch_up_margin, &token).await?;
+            Ok(format!(
+                "events listed: {}
+never delivered before: {}
+of which not applied (see billing.stripe_events): {}
+",
+                r.listed, r.new, r.not_applied
+            ))
+        }
+    }
 }

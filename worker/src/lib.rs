@@ -11,6 +11,7 @@
 //!   kind.
 //! - `stripe`: the Stripe API client (form encoding, retries, rate limit).
 //! - `http`: the webhook endpoint and the health check.
+//! - `sync`: catching up from Stripe's events API, and adopting an existing account.
 //! - [`version`]: the check that the database has the extension version this worker speaks.
 //! - `telemetry`: the Prometheus metrics; `prune`: retention on an interval.
 //! - [`doctor`]: the `doctor` subcommand, a checklist of the whole set-up.
@@ -29,6 +30,7 @@ mod prune;
 mod queue;
 mod shutdown;
 mod stripe;
+mod sync;
 mod telemetry;
 
 /// An error with its causes, `top: cause: cause`. Library errors put the useful part in the

@@ -27,7 +27,7 @@ fn main() -> ExitCode {
         }
     };
     // The doctor's output is its checklist on stdout; only warnings go to the log.
-    let doctor = config.command == Command::Doctor;
+    let doctor = config.command == Some(Command::Doctor);
     init_logging(config.log_format, doctor);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -41,6 +41,22 @@ fn main() -> ExitCode {
     };
     if doctor {
         return ExitCode::from(runtime.block_on(stripe_billing_worker::doctor::run(config)));
+    }
+    if let Some(command) = config.command.clone() {
+        return match runtime.block_on(app::run_command(config, command)) {
+            Ok(report) => {
+                print!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(RunError::Unsupported(e)) => {
+                eprintln!("stripe-billing-worker: {e}");
+                ExitCode::from(2)
+            }
+            Err(RunError::Failed(e)) => {
+                eprintln!("stripe-billing-worker: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     match runtime.block_on(app::run(config)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -228,6 +228,8 @@ pub struct Invoice<'a> {
     pub parent: Lenient<InvoiceParent>,
     pub payment_intent: Expandable,
     pub charge: Expandable,
+    #[serde(borrow)]
+    pub payments: Lenient<List<InvoicePaymentIn<'a>>>,
     pub lines: Lenient<List<Line>>,
 }
 
@@ -284,4 +286,92 @@ pub struct Customer<'a> {
     #[serde(borrow)]
     pub email: Text<'a>,
     pub metadata: Lenient<Map<String, Value>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct ChargeIn<'a> {
+    #[serde(borrow)]
+    pub id: Text<'a>,
+    pub customer: Expandable,
+    pub payment_intent: Expandable,
+    pub invoice: Expandable,
+    pub amount: Lenient<i64>,
+    pub amount_refunded: Lenient<i64>,
+    #[serde(borrow)]
+    pub currency: Text<'a>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct RefundIn<'a> {
+    #[serde(borrow)]
+    pub id: Text<'a>,
+    pub customer: Expandable,
+    pub charge: Expandable,
+    pub payment_intent: Expandable,
+    pub amount: Lenient<i64>,
+    #[serde(borrow)]
+    pub currency: Text<'a>,
+    #[serde(borrow)]
+    pub status: Text<'a>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct DisputeIn<'a> {
+    #[serde(borrow)]
+    pub id: Text<'a>,
+    pub charge: Expandable,
+    pub payment_intent: Expandable,
+    pub amount: Lenient<i64>,
+    #[serde(borrow)]
+    pub currency: Text<'a>,
+    #[serde(borrow)]
+    pub status: Text<'a>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct CreditNoteRefundIn {
+    pub refund: Expandable,
+    pub amount_refunded: Lenient<i64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct CreditNoteIn<'a> {
+    #[serde(borrow)]
+    pub id: Text<'a>,
+    pub customer: Expandable,
+    pub invoice: Expandable,
+    #[serde(borrow)]
+    pub status: Text<'a>,
+    #[serde(rename = "type", borrow)]
+    pub note_type: Text<'a>,
+    pub total: Lenient<i64>,
+    pub out_of_band_amount: Lenient<i64>,
+    #[serde(borrow)]
+    pub currency: Text<'a>,
+    pub refund: Expandable,
+    pub refunds: Lenient<Vec<CreditNoteRefundIn>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct PaymentRef {
+    pub payment_intent: Expandable,
+    pub charge: Expandable,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct InvoicePaymentIn<'a> {
+    #[serde(borrow)]
+    pub id: Text<'a>,
+    pub invoice: Expandable,
+    #[serde(borrow)]
+    pub status: Text<'a>,
+    pub amount_paid: Lenient<i64>,
+    pub payment: Lenient<PaymentRef>,
 }

@@ -10,10 +10,14 @@
 //! - invoice line price: `lines.data[].price.id` (or `plan.id`) before, `lines.data[].pricing.price_details.price` after;
 //! - line proration flag: `lines.data[].proration` before, `parent.subscription_item_details.proration` after.
 //!
+//! - a charge's invoice: `charge.invoice` before basil; from basil only an `invoice_payment`
+//!   (its own event, or retrieved) says which invoice a PaymentIntent paid;
+//! - a credit note's refunds: `refund` (an id) before basil, `refunds[]` with amounts after.
+//!
 //! Expandable fields may arrive as an id string or as an expanded object; both are accepted.
 //! What the values mean (which line grants tokens, which status wins) is decided in SQL, not here.
 mod input;
-pub mod types;
+mod money;
 
 use input::{metadata, Envelope, Kind, Lenient, List};
 use serde::{Deserialize, Serialize};
@@ -55,6 +59,11 @@ pub enum Data {
     Subscription(Subscription),
     Invoice(Invoice),
     Customer(Customer),
+    Charge(Charge),
+    Refund(Refund),
+    Dispute(Dispute),
+    CreditNote(CreditNote),
+    InvoicePayment(InvoicePayment),
     Other {},
 }
 
@@ -131,7 +140,16 @@ pub struct Invoice {
     /// Before basil only; from basil on an invoice's payments are separate objects.
     pub payment_intent: Option<String>,
     pub charge: Option<String>,
+    /// From basil on, when the invoice was retrieved with `expand[]=payments`: what paid it.
+    pub payments: Vec<PaymentRef>,
     pub lines: Vec<InvoiceLine>,
+}
+
+/// A payment of an invoice (`payments.data[].payment`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentRef {
+    pub payment_intent: Option<String>,
+    pub charge: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,6 +158,75 @@ pub struct Customer {
     pub deleted: bool,
     pub email: Option<String>,
     pub metadata: Map<String, Value>,
+}
+
+/// A charge (`charge.*` events). `invoice` exists before basil only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Charge {
+    pub id: Option<String>,
+    pub payment_intent: Option<String>,
+    pub invoice: Option<String>,
+    pub amount: Option<i64>,
+    /// Everything refunded so far (it only grows while refunds succeed).
+    pub amount_refunded: Option<i64>,
+    pub currency: Option<String>,
+}
+
+/// A refund (`refund.*` and `charge.refund.updated` events).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Refund {
+    pub id: Option<String>,
+    pub charge: Option<String>,
+    pub payment_intent: Option<String>,
+    pub amount: Option<i64>,
+    pub currency: Option<String>,
+    pub status: Option<String>,
+}
+
+/// A dispute (`charge.dispute.*` events).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dispute {
+    pub id: Option<String>,
+    pub charge: Option<String>,
+    pub payment_intent: Option<String>,
+    pub amount: Option<i64>,
+    pub currency: Option<String>,
+    pub status: Option<String>,
+}
+
+/// A refund a credit note made, with how much of it the credit note accounts for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreditNoteRefund {
+    pub refund: Option<String>,
+    /// From basil on; before it only the refund's id is known.
+    pub amount_refunded: Option<i64>,
+}
+
+/// A credit note (`credit_note.*` events).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreditNote {
+    pub id: Option<String>,
+    pub invoice: Option<String>,
+    pub status: Option<String>,
+    /// `pre_payment` (lowers what is due) or `post_payment` (gives back what was paid).
+    #[serde(rename = "type")]
+    pub note_type: Option<String>,
+    pub total: Option<i64>,
+    pub out_of_band_amount: Option<i64>,
+    pub currency: Option<String>,
+    /// `refund` before basil, `refunds[]` from basil.
+    pub refunds: Vec<CreditNoteRefund>,
+}
+
+/// An invoice payment (basil and later): which PaymentIntent or charge paid which invoice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvoicePayment {
+    pub id: Option<String>,
+    pub invoice: Option<String>,
+    pub status: Option<String>,
+    pub amount_paid: Option<i64>,
+    pub payment_intent: Option<String>,
+    pub charge: Option<String>,
 }
 
 /// Whether `id` looks like a Stripe event id: `evt_` and letters, digits or `_`.
@@ -198,6 +285,13 @@ pub fn normalize(payload: &str) -> Result<Normalized, EventError> {
         Some("subscription") => subscription(serde_json::from_str(raw).map_err(unreadable)?),
         Some("invoice") => invoice(serde_json::from_str(raw).map_err(unreadable)?),
         Some("customer") => customer(serde_json::from_str(raw).map_err(unreadable)?),
+        Some("charge") => money::charge(serde_json::from_str(raw).map_err(unreadable)?),
+        Some("refund") => money::refund(serde_json::from_str(raw).map_err(unreadable)?),
+        Some("dispute") => money::dispute(serde_json::from_str(raw).map_err(unreadable)?),
+        Some("credit_note") => money::credit_note(serde_json::from_str(raw).map_err(unreadable)?),
+        Some("invoice_payment") => {
+            money::invoice_payment(serde_json::from_str(raw).map_err(unreadable)?)
+        }
         _ => (None, Data::Other {}),
     };
     Ok(Normalized {
@@ -314,6 +408,14 @@ fn invoice(inv: input::Invoice) -> (Option<String>, Data) {
             .unwrap_or_default(),
         payment_intent: inv.payment_intent.0,
         charge: inv.charge.0,
+        payments: List::items(inv.payments)
+            .into_iter()
+            .filter_map(|p: input::InvoicePaymentIn| p.payment.0)
+            .map(|p| PaymentRef {
+                payment_intent: p.payment_intent.0,
+                charge: p.charge.0,
+            })
+            .collect(),
         lines,
     };
     (inv.customer.0, Data::Invoice(data))
@@ -358,3 +460,37 @@ fn customer(c: input::Customer) -> (Option<String>, Data) {
 
 #[cfg(test)]
 mod tests;
+
+/// Every Stripe event type the product applies (others are stored and acknowledged with no
+/// effect): the list a webhook endpoint should enable, and the types the worker's catch-up
+/// reads from the events API. The SQL dispatcher (`billing._apply`) decides what each does.
+pub const APPLIED_TYPES: &[&str] = &[
+    "checkout.session.completed",
+    "checkout.session.async_payment_succeeded",
+    "checkout.session.async_payment_failed",
+    "checkout.session.expired",
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+    "customer.subscription.paused",
+    "customer.subscription.resumed",
+    "invoice.paid",
+    "invoice.payment_failed",
+    "invoice.payment_action_required",
+    "customer.created",
+    "customer.updated",
+    "customer.deleted",
+    "charge.refunded",
+    "charge.dispute.created",
+    "charge.dispute.updated",
+    "charge.dispute.closed",
+    "charge.dispute.funds_withdrawn",
+    "charge.dispute.funds_reinstated",
+    "refund.created",
+    "refund.updated",
+    "refund.failed",
+    "credit_note.created",
+    "credit_note.updated",
+    "credit_note.voided",
+    "invoice_payment.paid",
+];

@@ -158,9 +158,8 @@ pub async fn run() {
             empty: e,
             history: h,
         });
-        let stored_only = |i, n, run: &str| {
-            body(i, n, run).replace("\"invoice.paid\"", "\"invoice.finalized\"")
-        };
+        let stored_only =
+            |i, n, run: &str| body(i, n, run).replace("\"invoice.paid\"", "\"invoice.finalized\"");
         let (e, h) = paired_on(
             &empty,
             async |c: &Client, i, n| deliver(c, stored_only(i, n, &format!("e{conns}f"))).await,

@@ -13,10 +13,10 @@ use uuid::Uuid;
 
 const USERS: usize = 4;
 
+/// A binary built next to this one (scripts/bench.sh builds them all in release mode).
 fn binary(name: &str) -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/release")
-        .join(name)
+    let me = std::env::current_exe().expect("own path");
+    me.parent().expect("a directory").join(name)
 }
 
 /// Starts a process that prints `listening on URL` first and returns it with the URL.
@@ -46,14 +46,27 @@ fn peak_rss_kib(child: &Child) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Queues a token-pack checkout the way a signed-in user does through PostgREST.
 async fn insert(client: &Client, user: Uuid) -> Uuid {
-    let params = serde_json::json!({"price_id": "price_bench", "plan_id": "bench", "mode": "payment", "quantity": 1,
-        "tokens": 100, "success_url": "https://app.example.test/ok", "cancel_url": "https://app.example.test/no"});
+    let claims = serde_json::json!({"sub": user, "role": "authenticated"}).to_string();
     client
-        .query_one("INSERT INTO billing.stripe_requests (user_id, kind, params) VALUES ($1, 'checkout', $2) RETURNING id", &[&user, &params])
+        .batch_execute("BEGIN; SET LOCAL ROLE authenticated")
+        .await
+        .unwrap();
+    client
+        .execute(
+            "SELECT set_config('request.jwt.claims', $1, true)",
+            &[&claims],
+        )
+        .await
+        .unwrap();
+    let id = client
+        .query_one("SELECT billing.request_checkout('bench')", &[])
         .await
         .unwrap()
-        .get(0)
+        .get(0);
+    client.batch_execute("COMMIT").await.unwrap();
+    id
 }
 
 async fn wait_done(client: &Client, id: Uuid) {
@@ -147,7 +160,10 @@ pub async fn run() {
         let db = TestDb::new().await;
         let owner = db.owner().await;
         owner
-            .batch_execute("INSERT INTO billing.plans (id, stripe_price_id, name, kind, tokens) VALUES ('bench', 'price_bench', 'Bench', 'token_pack', 100)")
+            .batch_execute(
+                "INSERT INTO billing.plans (id, stripe_price_id, name, kind, tokens) VALUES ('bench', 'price_bench', 'Bench', 'token_pack', 100);
+                 INSERT INTO billing.config (checkout_success_url, checkout_cancel_url) VALUES ('https://app.example.test/ok', 'https://app.example.test/no')",
+            )
             .await
             .unwrap();
         let mut cmd = Command::new(binary("stripe-billing-worker"));

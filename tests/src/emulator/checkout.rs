@@ -85,7 +85,7 @@ fn check_mode_params(p: &Map<String, Value>, mode: &str, shape: Shape) -> Result
     }
     // 2023-08-16: "only ... in `payment` mode"; basil: "in `payment` or `subscription` mode".
     let submit_ok = match shape {
-        Shape::Legacy => mode == "payment",
+        Shape::V2023 => mode == "payment",
         Shape::Basil => mode != "setup",
     };
     if p.contains_key("submit_type") && !submit_ok {

@@ -27,20 +27,33 @@ const BASIL_PAYMENTS: &str =
 /// The first version with the "basil" shapes.
 pub const BASIL_VERSION: &str = "2025-03-31";
 
-/// The payload shape of an API version.
+/// The payload shape of an API version: the one notion of "which Stripe shape" for the
+/// emulator and the test events (`crate::events`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
-    /// 2023-08-16 and every version before basil.
-    Legacy,
-    /// 2025-03-31.basil and later (later releases are rendered like basil).
+    /// 2023-08-16 and every version before basil: periods on the subscription,
+    /// `invoice.subscription`, `invoice.payment_intent`.
+    V2023,
+    /// 2025-03-31.basil and later (later releases are rendered like basil): periods on items,
+    /// `invoice.parent.subscription_details`, payments as `invoice_payment` objects.
     Basil,
 }
 
 impl Shape {
+    pub const ALL: [Shape; 2] = [Shape::V2023, Shape::Basil];
+
+    /// The version the tests send for this shape.
+    pub fn api_version(self) -> &'static str {
+        match self {
+            Shape::V2023 => "2023-08-16",
+            Shape::Basil => "2025-03-31.basil",
+        }
+    }
+
     pub fn of(version: &str) -> Self {
         // Versions are ISO dates (plus a release name), so string order is release order.
         if version < BASIL_VERSION {
-            Shape::Legacy
+            Shape::V2023
         } else {
             Shape::Basil
         }
@@ -68,9 +81,10 @@ impl Templates {
         }
     }
 
-    pub(super) fn get(&self, shape: Shape, name: &str) -> Value {
+    /// A copy of the template of object `name` (`invoice`, `charge`, …) in this shape.
+    pub fn get(&self, shape: Shape, name: &str) -> Value {
         let set = match shape {
-            Shape::Legacy => &self.legacy,
+            Shape::V2023 => &self.legacy,
             Shape::Basil => &self.basil,
         };
         let t = set[name].clone();
@@ -341,7 +355,7 @@ impl Renderer<'_> {
             .collect();
         v["items"] = json!({"object": "list", "data": items, "has_more": false,
             "total_count": s.items.len(), "url": format!("/v1/subscription_items?subscription={}", s.id)});
-        if self.shape == Shape::Legacy {
+        if self.shape == Shape::V2023 {
             let (start, end) = s.period();
             v["current_period_start"] = json!(start);
             v["current_period_end"] = json!(end);
@@ -393,7 +407,7 @@ impl Renderer<'_> {
             .get(&line.price)
             .map(|p| p.unit_amount.to_string());
         match self.shape {
-            Shape::Legacy => {
+            Shape::V2023 => {
                 v["price"] = self.price(&line.price);
                 v["proration"] = json!(line.proration);
                 v["type"] = json!(if line.invoice_item.is_some() {
@@ -481,7 +495,7 @@ impl Renderer<'_> {
             "total_count": inv.lines.len(), "url": format!("/v1/invoices/{}/lines", inv.id)});
         let sub_metadata = inv.subscription_metadata.as_ref().map(map);
         match self.shape {
-            Shape::Legacy => {
+            Shape::V2023 => {
                 v["subscription"] = json!(inv.subscription);
                 v["subscription_details"] = json!({"metadata": sub_metadata});
                 v["paid"] = json!(inv.status == "paid");

@@ -35,7 +35,7 @@ impl Renderer<'_> {
         ] {
             v[key] = value;
         }
-        if self.shape == Shape::Legacy {
+        if self.shape == Shape::V2023 {
             v["invoice"] = json!(c.invoice);
         }
         // `refunds` is includable since 2022-11-15 (not in the object unless expanded):
@@ -79,7 +79,7 @@ impl Renderer<'_> {
         ] {
             v[key] = value;
         }
-        if self.shape == Shape::Legacy {
+        if self.shape == Shape::V2023 {
             v["invoice"] = json!(i.invoice);
         }
         v
@@ -157,7 +157,7 @@ impl Renderer<'_> {
             v[key] = value;
         }
         match self.shape {
-            Shape::Legacy => v["refund"] = json!(c.refund.as_ref().map(|(id, _)| id)),
+            Shape::V2023 => v["refund"] = json!(c.refund.as_ref().map(|(id, _)| id)),
             Shape::Basil => {
                 v["refunds"] = json!(c
                     .refund
@@ -178,7 +178,7 @@ impl Renderer<'_> {
         ] {
             line[key] = value;
         }
-        if self.shape == Shape::Legacy {
+        if self.shape == Shape::V2023 {
             line["amount_excluding_tax"] = json!(c.amount);
             line["unit_amount_excluding_tax"] = json!(c.amount.to_string());
         }

@@ -67,7 +67,7 @@ impl Schemas {
     /// The schema of `key` for requests made with an API version of `shape`.
     pub fn operation(&self, shape: Shape, key: &str) -> Option<&Value> {
         match shape {
-            Shape::Legacy => self.legacy.get(key),
+            Shape::V2023 => self.legacy.get(key),
             Shape::Basil => self.basil.get(key),
         }
     }

@@ -119,7 +119,8 @@ impl Emulator {
         }
     }
 
-    async fn control(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    /// A control or API call that must succeed; returns the JSON answer.
+    pub async fn control(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
         let mut req = self.http.request(method, format!("{}{path}", self.url));
         if let Some(body) = body {
             req = req.json(&body);
@@ -191,6 +192,39 @@ impl Emulator {
             Some(json!({"payment_status": "paid"})),
         )
         .await
+    }
+}
+
+impl Emulator {
+    /// A Stripe API call with the secret key (`form` is form-encoded); returns status and JSON.
+    pub async fn stripe(&self, method: reqwest::Method, path: &str, form: &str) -> (u16, Value) {
+        let resp = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(SECRET_KEY)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(form.to_string())
+            .send()
+            .await
+            .expect("emulator API call");
+        (
+            resp.status().as_u16(),
+            resp.json().await.expect("JSON answer"),
+        )
+    }
+
+    /// Every event the emulator has made so far, in order, as Stripe would send them.
+    pub async fn events(&self) -> Vec<Value> {
+        let list = self
+            .control(reqwest::Method::GET, "/_emulator/events", None)
+            .await;
+        list.as_array()
+            .expect("a list of events")
+            .iter()
+            .map(|e| {
+                serde_json::from_str(e["payload"].as_str().expect("payload")).expect("JSON payload")
+            })
+            .collect()
     }
 }
 

@@ -2,7 +2,9 @@
 //! default. Nothing is checked here beyond what clap does (numbers are numbers); the rules
 //! live in [`Config::from_args`](super::Config::from_args).
 
-use clap::{Parser, ValueEnum};
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
 
 use super::secret::Secret;
 
@@ -12,17 +14,6 @@ pub const DEFAULT_STRIPE_VERSION: &str = "2025-03-31.basil";
 
 /// Stripe's API, used unless `--stripe-api-base` points elsewhere (the emulator in tests).
 pub const DEFAULT_STRIPE_API_BASE: &str = "https://api.stripe.com";
-
-/// What the process does.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum Command {
-    /// Serve the request queue and the webhook endpoint until SIGTERM/SIGINT (the default).
-    #[default]
-    Run,
-    /// Check the set-up against the database and the Stripe account, print a checklist and
-    /// exit: 0 when all is well, 1 when something is wrong, 2 when the checks could not run.
-    Doctor,
-}
 
 /// Log line format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -42,10 +33,6 @@ pub enum LogFormat {
     about = "Serves the stripe_billing request queue against the Stripe API and receives Stripe webhooks."
 )]
 pub struct Args {
-    /// `run` (the default) or `doctor`, which takes the same flags and environment.
-    #[arg(value_enum, default_value_t = Command::Run, hide_default_value = true)]
-    pub command: Command,
-
     /// Postgres connection string (URL or key=value) of the database with the extension.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Secret,
@@ -112,4 +99,37 @@ pub struct Args {
     /// Name this worker writes into claimed rows [default: HOSTNAME-PID].
     #[arg(long, env = "WORKER_ID")]
     pub worker_id: Option<String>,
+
+    /// How often to read Stripe's events API for events whose webhook never arrived, in
+    /// seconds (it also runs at start); 0 turns catching up off.
+    #[arg(long, env = "WORKER_CATCH_UP_INTERVAL_SECONDS", default_value_t = 900)]
+    pub catch_up_interval_seconds: u64,
+
+    /// How far before where the last catch-up got to the next one starts, in seconds.
+    #[arg(long, env = "WORKER_CATCH_UP_MARGIN_SECONDS", default_value_t = 3600)]
+    pub catch_up_margin_seconds: u64,
+
+    /// Run one task and exit instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// One-off tasks.
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Adopt an existing Stripe account: link every customer to its user (metadata.user_id, or
+    /// --map) and record the live subscriptions of linked customers; prints what it did.
+    Backfill {
+        /// A file of KEY,USER_ID lines (KEY: a cus_... id or an e-mail address) for customers
+        /// without metadata.user_id.
+        #[arg(long)]
+        map: Option<PathBuf>,
+    },
+    /// Read Stripe's events API once, as the worker does on start and every interval, and
+    /// print what it found.
+    CatchUp,
+    /// Check the set-up against the database and the Stripe account with the same flags and
+    /// environment, print a checklist with the fix for each problem, and exit: 0 when all is
+    /// well, 1 when something is wrong, 2 when the checks could not run.
+    Doctor,
 }

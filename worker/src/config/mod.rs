@@ -49,7 +49,6 @@ pub enum ConfigError {
 /// `tokio_postgres::Config` redacts the password itself.
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub command: Command,
     pub database: tokio_postgres::Config,
     pub stripe_secret_key: Option<Secret>,
     /// Without a trailing slash, so paths like `/v1/customers` can be appended.
@@ -69,6 +68,10 @@ pub struct Config {
     pub prune_interval: Option<Duration>,
     pub log_format: LogFormat,
     pub worker_id: String,
+    /// None: no catching up from the events API.
+    pub catch_up_interval: Option<Duration>,
+    pub catch_up_margin: Duration,
+    pub command: Option<Command>,
 }
 
 impl Config {
@@ -157,8 +160,25 @@ impl Config {
         {
             return Err(ConfigError::WorkerId);
         }
+        if args.catch_up_interval_seconds > 0 && args.catch_up_interval_seconds < 60 {
+            return Err(range(
+                "catch-up-interval-seconds",
+                format!(
+                    "must be 0 (off) or at least 60, got {}",
+                    args.catch_up_interval_seconds
+                ),
+            ));
+        }
+        if args.catch_up_margin_seconds > 86_400 {
+            return Err(range(
+                "catch-up-margin-seconds",
+                format!(
+                    "must be at most 86400, got {}",
+                    args.catch_up_margin_seconds
+                ),
+            ));
+        }
         Ok(Config {
-            command: args.command,
             database,
             stripe_secret_key,
             stripe_api_base,
@@ -176,6 +196,10 @@ impl Config {
                 .then(|| Duration::from_secs(args.prune_interval_seconds)),
             log_format: args.log_format,
             worker_id,
+            catch_up_interval: (args.catch_up_interval_seconds > 0)
+                .then(|| Duration::from_secs(args.catch_up_interval_seconds)),
+            catch_up_margin: Duration::from_secs(args.catch_up_margin_seconds),
+            command: args.command,
         })
     }
 }

@@ -42,7 +42,6 @@ fn defaults() {
     assert_eq!(c.rate_limit, 25.0);
     assert!(c.listen_notify);
     assert_eq!(c.prune_interval, Some(Duration::from_secs(3600)));
-    assert_eq!(c.command, Command::Run);
     assert_eq!(c.log_format, LogFormat::Text);
     assert!(c.worker_id.ends_with(&format!("-{}", std::process::id())));
     assert_eq!(
@@ -85,17 +84,14 @@ fn flags_override_defaults() {
 }
 
 #[test]
-fn doctor_takes_the_same_flags_before_or_after_it() {
-    for argv in [
-        vec!["w", "doctor", "--database-url", "host=/tmp dbname=app"],
-        vec!["w", "--database-url", "host=/tmp dbname=app", "doctor"],
-    ] {
-        let c = Config::from_args(Args::try_parse_from(argv).unwrap()).unwrap();
-        assert_eq!(c.command, Command::Doctor);
-    }
-    let explicit = Args::try_parse_from(["w", "run", "--database-url", "host=/tmp"]).unwrap();
-    assert_eq!(explicit.command, Command::Run);
-    assert!(Args::try_parse_from(["w", "cure", "--database-url", "host=/tmp"]).is_err());
+fn doctor_takes_the_worker_flags() {
+    let argv = ["w", "--database-url", "host=/tmp dbname=app", "doctor"];
+    let c = Config::from_args(Args::try_parse_from(argv).unwrap()).unwrap();
+    assert_eq!(c.command, Some(Command::Doctor));
+    let run =
+        Config::from_args(Args::try_parse_from(["w", "--database-url", "host=/tmp"]).unwrap());
+    assert_eq!(run.unwrap().command, None);
+    assert!(Args::try_parse_from(["w", "--database-url", "host=/tmp", "cure"]).is_err());
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use stripe_billing_core::event::types as event_types;
+use stripe_billing_core::event::APPLIED_TYPES;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -206,6 +206,22 @@ struct Client {
     timeout: Duration,
 }
 
+/// Whether an endpoint's `enabled_events` (Stripe's list, where `*` means every event)
+/// delivers `event_type`.
+fn delivers(enabled_events: &[String], event_type: &str) -> bool {
+    enabled_events.iter().any(|e| e == "*" || e == event_type)
+}
+
+/// The applied types an endpoint with `enabled_events` does not deliver, in
+/// [`APPLIED_TYPES`] order.
+fn missing(enabled_events: &[String]) -> Vec<&'static str> {
+    APPLIED_TYPES
+        .iter()
+        .copied()
+        .filter(|t| !delivers(enabled_events, t))
+        .collect()
+}
+
 /// Pages of a list read at most (100 objects each).
 const MAX_PAGES: usize = 10;
 
@@ -356,7 +372,7 @@ fn endpoint_check(endpoints: Result<Vec<Value>, StripeError>, mode: Mode) -> Che
             return Check::unknown(ENDPOINT, format!("cannot list webhook endpoints: {e}"))
         }
     };
-    let events = event_types::REQUIRED.join(", ");
+    let events = APPLIED_TYPES.join(", ");
     let add = format!(
         "add an endpoint at {} for https://<worker>/api/stripe/webhook (or PostgREST's /rpc/stripe_webhook) with these events: {events}",
         mode.dashboard("webhooks")
@@ -392,30 +408,30 @@ fn endpoint_check(endpoints: Result<Vec<Value>, StripeError>, mode: Mode) -> Che
     }
     if let Some((id, url, _)) = enabled
         .iter()
-        .find(|(_, _, types)| event_types::missing(types).is_empty())
+        .find(|(_, _, types)| missing(types).is_empty())
     {
         return Check::passed(
             ENDPOINT,
             format!(
                 "{id} ({url}) delivers all {} event types the product applies",
-                event_types::REQUIRED.len()
+                APPLIED_TYPES.len()
             ),
         );
     }
     // None covers everything: name what the closest one lacks.
     let (id, url, types) = enabled
         .iter()
-        .min_by_key(|(_, _, types)| event_types::missing(types).len())
+        .min_by_key(|(_, _, types)| missing(types).len())
         .expect("not empty");
-    let missing = event_types::missing(types);
+    let lacking = missing(types);
     Check::problem(
         ENDPOINT,
         format!(
             "no enabled endpoint delivers every event type the product applies; {id} ({url}) lacks {}",
-            missing.join(", ")
+            lacking.join(", ")
         ),
         format!(
-            "enable the missing events on the endpoint at {} (or {add})",
+            "enable the missing events on {id} at {}",
             mode.dashboard("webhooks")
         ),
     )
@@ -489,8 +505,22 @@ mod tests {
     }
 
     #[test]
+    fn wildcards_and_lists_of_types() {
+        assert!(missing(&["*".to_string()]).is_empty());
+        let some = [
+            "invoice.paid".to_string(),
+            "checkout.session.completed".to_string(),
+        ];
+        let gaps = missing(&some);
+        assert_eq!(gaps.len(), APPLIED_TYPES.len() - 2);
+        assert!(!gaps.contains(&"invoice.paid"));
+        assert_eq!(gaps[0], "checkout.session.async_payment_succeeded");
+        assert!(!delivers(&[], "invoice.paid"));
+    }
+
+    #[test]
     fn an_endpoint_must_deliver_every_applied_type() {
-        let all: Vec<&str> = event_types::REQUIRED.to_vec();
+        let all: Vec<&str> = APPLIED_TYPES.to_vec();
         let ok = endpoint_check(Ok(vec![endpoint("we_1", "enabled", &all)]), Mode::Test);
         assert_eq!(ok.status, Status::Passed, "{ok}");
         let star = endpoint_check(Ok(vec![endpoint("we_1", "enabled", &["*"])]), Mode::Test);
@@ -513,7 +543,7 @@ mod tests {
         assert!(
             partial
                 .detail
-                .ends_with("we_2 (https://app.example/we_2) lacks customer.deleted"),
+                .ends_with("we_2 (https://app.example/we_2) lacks invoice_payment.paid"),
             "{partial}"
         );
     }

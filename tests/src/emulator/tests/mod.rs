@@ -6,6 +6,7 @@ mod billing;
 mod changes;
 mod endpoints;
 mod events_api;
+mod golden;
 mod lifecycle;
 mod listing;
 mod money;

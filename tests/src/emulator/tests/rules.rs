@@ -218,7 +218,7 @@ fn submit_type_follows_the_version() {
     let mut store = store();
     let p = subscription(json!({"submit_type": "pay"}));
     assert!(create_checkout_session(&mut store, BASE, Shape::Basil, &p).is_ok());
-    let e = create_checkout_session(&mut store, BASE, Shape::Legacy, &p).unwrap_err();
+    let e = create_checkout_session(&mut store, BASE, Shape::V2023, &p).unwrap_err();
     assert_eq!(
         e.message,
         "You can not pass `submit_type` in `subscription` mode."
@@ -226,7 +226,7 @@ fn submit_type_follows_the_version() {
     assert!(create_checkout_session(
         &mut store,
         BASE,
-        Shape::Legacy,
+        Shape::V2023,
         &payment(json!({"submit_type": "pay"}))
     )
     .is_ok());

@@ -18,7 +18,7 @@ fn checkout_in(shape: Shape, body: &str) -> Result<Value, ApiError> {
 }
 
 fn checkout(body: &str) -> Result<Value, ApiError> {
-    checkout_in(Shape::Legacy, body)
+    checkout_in(Shape::V2023, body)
 }
 
 const BASE: &str = "success_url=https://x/ok&mode=subscription&line_items[0][price]=price_a";
@@ -27,18 +27,18 @@ const BASE: &str = "success_url=https://x/ok&mode=subscription&line_items[0][pri
 fn each_version_validates_with_its_own_schema() {
     // `ui_mode` and `return_url` exist from basil on.
     let embedded = "mode=payment&ui_mode=embedded&return_url=https://x/r";
-    let e = checkout_in(Shape::Legacy, embedded).unwrap_err();
+    let e = checkout_in(Shape::V2023, embedded).unwrap_err();
     assert_eq!(e.code.as_deref(), Some("parameter_unknown"));
     let v = checkout_in(Shape::Basil, embedded).unwrap();
     assert_eq!(v["ui_mode"], "embedded");
     // 2023-08-16 requires success_url; basil does not (hosted sessions are checked later).
-    let e = checkout_in(Shape::Legacy, "mode=payment").unwrap_err();
+    let e = checkout_in(Shape::V2023, "mode=payment").unwrap_err();
     assert_eq!(e.param.as_deref(), Some("success_url"));
     assert!(checkout_in(Shape::Basil, "mode=payment").is_ok());
     // Customers: `coupon` was removed in basil, `validate` added.
     let schemas = Schemas::load();
     let legacy = schemas
-        .operation(Shape::Legacy, "POST /v1/customers")
+        .operation(Shape::V2023, "POST /v1/customers")
         .unwrap();
     let basil = schemas
         .operation(Shape::Basil, "POST /v1/customers")
@@ -53,7 +53,7 @@ fn each_version_validates_with_its_own_schema() {
         "GET /v1/checkout/sessions/{session}/line_items",
         "GET /v1/billing_portal/configurations",
     ] {
-        assert!(schemas.operation(Shape::Legacy, key).is_some(), "{key}");
+        assert!(schemas.operation(Shape::V2023, key).is_some(), "{key}");
         assert!(schemas.operation(Shape::Basil, key).is_some(), "{key}");
     }
 }
@@ -61,7 +61,7 @@ fn each_version_validates_with_its_own_schema() {
 #[test]
 fn basil_takes_max_length_from_2023_where_both_have_the_parameter() {
     let long = "x".repeat(201);
-    for shape in [Shape::Legacy, Shape::Basil] {
+    for shape in [Shape::V2023, Shape::Basil] {
         let e = checkout_in(shape, &format!("{BASE}&client_reference_id={long}")).unwrap_err();
         assert!(
             e.message.ends_with("must be at most 200 characters"),
@@ -235,7 +235,7 @@ fn metadata_keys_may_be_unset_with_an_empty_value() {
     assert_eq!(v["subscription_data"]["metadata"], json!({"x": ""}));
     let schemas = Schemas::load();
     let op = schemas
-        .operation(Shape::Legacy, "POST /v1/customers")
+        .operation(Shape::V2023, "POST /v1/customers")
         .unwrap();
     let v = validate(op, &parse_form("metadata=&email=a@b.c").unwrap()).unwrap();
     assert_eq!(v["metadata"], "");

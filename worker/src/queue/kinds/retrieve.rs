@@ -1,7 +1,9 @@
 //! The retrievals the event effects ask for, when a webhook alone cannot settle something:
 //! - `refresh`: two reports of a subscription in the same second disagree, and the lifecycle
 //!   cannot order them; Stripe's current object, as of its answer's `Date`, is applied as the
-//!   newest report (`billing.ingest_retrieved`);
+//!   newest report (`billing.ingest_retrieved`). Also an invoice with its payments (basil and
+//!   later send neither its PaymentIntent nor its charge with invoice events), so a refund or
+//!   dispute of that payment finds the tokens it bought;
 //! - `line_items`: a session our checkout did not create sold something; webhooks do not carry
 //!   line items, so they are fetched (`billing.store_line_items`), which applies the event that
 //!   waited for them.
@@ -42,16 +44,21 @@ fn bounds<'a>(ctx: &'a Ctx, req: &Claimed) -> Bounds<'a> {
     }
 }
 
-/// `GET /v1/subscriptions/{id}`, applied as the authoritative state.
+/// `GET /v1/subscriptions/{id}`, applied as the authoritative state; or
+/// `GET /v1/invoices/{id}?expand[]=payments`, whose payments say which PaymentIntent paid it.
 pub async fn refresh(ctx: &Ctx, stripe: &Stripe, req: &Claimed) -> Result<Value, Outcome> {
-    let id = object_id(req, "sub_")?;
-    let answer = stripe
-        .get(
-            &format!("/v1/subscriptions/{id}"),
-            &json!({}),
-            bounds(ctx, req),
-        )
-        .await?;
+    let (path, query, id) = match object_id(req, "in_") {
+        Ok(id) => (
+            format!("/v1/invoices/{id}"),
+            json!({"expand": ["payments"]}),
+            id,
+        ),
+        Err(_) => {
+            let id = object_id(req, "sub_")?;
+            (format!("/v1/subscriptions/{id}"), json!({}), id)
+        }
+    };
+    let answer = stripe.get(&path, &query, bounds(ctx, req)).await?;
     let at = answer.date.unwrap_or_else(std::time::SystemTime::now);
     let mut conn = ctx.db.get().await?;
     let row = conn

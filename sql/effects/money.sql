@@ -1,0 +1,152 @@
+-- Effects of what Stripe reports about the money behind purchases: charge.*, refund.*,
+-- charge.dispute.*, credit_note.* and invoice_payment.* events, and invoices retrieved with their
+-- payments. Each records the report (the newest, or the further status, wins), learns which
+-- purchase a payment paid, and settles that purchase (sql/payments/functions.sql). None of them
+-- waits for anything: a report that arrives before its purchase is settled when the purchase is.
+
+-- How far along a status is (a further status replaces the row whatever the order of arrival).
+CREATE OR REPLACE FUNCTION billing._money_status_rank(object_type text, status text) RETURNS smallint
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT CASE object_type
+        WHEN 'refund' THEN CASE WHEN status IN ('failed', 'canceled') THEN 3 WHEN status = 'succeeded' THEN 2 ELSE 1 END
+        WHEN 'dispute' THEN CASE WHEN status IN ('won', 'lost', 'warning_closed', 'prevented') THEN 3
+                                 WHEN status IN ('needs_response', 'under_review') THEN 2 ELSE 1 END
+        WHEN 'credit_note' THEN CASE WHEN status = 'void' THEN 2 ELSE 1 END
+        ELSE 1 END::smallint
+$$;
+COMMENT ON FUNCTION billing._money_status_rank(text, text) IS 'Internal: the rank of a refund, dispute or credit note status; final statuses outrank the others.';
+
+CREATE OR REPLACE FUNCTION billing._apply_charge(ev jsonb) RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    c jsonb := ev -> 'data';
+BEGIN
+    INSERT INTO billing.stripe_charges AS s (id, payment_intent, invoice, amount, amount_refunded, currency)
+    VALUES (c ->> 'id', c ->> 'payment_intent', c ->> 'invoice', (c ->> 'amount')::bigint,
+            coalesce((c ->> 'amount_refunded')::bigint, 0), c ->> 'currency')
+    ON CONFLICT (id) DO UPDATE
+    SET payment_intent = coalesce(s.payment_intent, excluded.payment_intent),
+        invoice = coalesce(s.invoice, excluded.invoice),
+        amount = coalesce(s.amount, excluded.amount),
+        -- Refunds only add up (a failed refund is seen through its refund events).
+        amount_refunded = greatest(s.amount_refunded, excluded.amount_refunded),
+        updated_at = now();
+    -- Before basil a charge names its invoice; a charge of a paid session is linked through its
+    -- PaymentIntent already.
+    PERFORM billing._link_payment(c ->> 'id', c ->> 'invoice');
+    PERFORM billing._link_payment(c ->> 'payment_intent', c ->> 'invoice');
+    PERFORM billing._settle_payment(c ->> 'id', c ->> 'payment_intent',
+        format('charge %s: %s of %s refunded', c ->> 'id', coalesce(c ->> 'amount_refunded', '0'), c ->> 'amount'),
+        ev ->> 'id');
+END
+$$;
+COMMENT ON FUNCTION billing._apply_charge(jsonb) IS 'Internal: charge.* events: records the charge''s refunded total and its invoice (before basil), then settles the purchases it paid.';
+
+CREATE OR REPLACE FUNCTION billing._apply_refund(ev jsonb) RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    r jsonb := ev -> 'data';
+    rank smallint := billing._money_status_rank('refund', r ->> 'status');
+BEGIN
+    INSERT INTO billing.stripe_refunds AS s (id, charge, payment_intent, amount, status, status_rank, reported_at)
+    VALUES (r ->> 'id', r ->> 'charge', r ->> 'payment_intent', coalesce((r ->> 'amount')::bigint, 0),
+            coalesce(r ->> 'status', 'pending'), rank, billing._unix_time(ev -> 'created'))
+    ON CONFLICT (id) DO UPDATE
+    SET status = excluded.status, amount = excluded.amount, status_rank = excluded.status_rank,
+        reported_at = excluded.reported_at, charge = coalesce(s.charge, excluded.charge),
+        payment_intent = coalesce(s.payment_intent, excluded.payment_intent), updated_at = now()
+    WHERE (excluded.status_rank, excluded.reported_at) >= (s.status_rank, s.reported_at);
+    PERFORM billing._settle_payment(r ->> 'charge', r ->> 'payment_intent',
+        format('refund %s of %s: %s', r ->> 'id', coalesce(r ->> 'charge', r ->> 'payment_intent'), r ->> 'status'),
+        ev ->> 'id');
+END
+$$;
+COMMENT ON FUNCTION billing._apply_refund(jsonb) IS 'Internal: refund.* and charge.refund.updated events: records the refund (a failed or canceled one gives nothing back), then settles the purchases its payment paid.';
+
+CREATE OR REPLACE FUNCTION billing._apply_dispute(ev jsonb) RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    d jsonb := ev -> 'data';
+    rank smallint := billing._money_status_rank('dispute', d ->> 'status');
+BEGIN
+    INSERT INTO billing.stripe_disputes AS s (id, charge, payment_intent, amount, status, status_rank, reported_at)
+    VALUES (d ->> 'id', d ->> 'charge', d ->> 'payment_intent', coalesce((d ->> 'amount')::bigint, 0),
+            coalesce(d ->> 'status', 'needs_response'), rank, billing._unix_time(ev -> 'created'))
+    ON CONFLICT (id) DO UPDATE
+    SET status = excluded.status, amount = excluded.amount, status_rank = excluded.status_rank,
+        reported_at = excluded.reported_at, charge = coalesce(s.charge, excluded.charge),
+        payment_intent = coalesce(s.payment_intent, excluded.payment_intent), updated_at = now()
+    WHERE (excluded.status_rank, excluded.reported_at) >= (s.status_rank, s.reported_at);
+    PERFORM billing._settle_payment(d ->> 'charge', d ->> 'payment_intent',
+        format('dispute %s of %s: %s', d ->> 'id', coalesce(d ->> 'charge', d ->> 'payment_intent'), d ->> 'status'),
+        ev ->> 'id');
+END
+$$;
+COMMENT ON FUNCTION billing._apply_dispute(jsonb) IS 'Internal: charge.dispute.* events: records the dispute (funds withdrawn while it is open, back when won), then settles the purchases its payment paid.';
+
+CREATE OR REPLACE FUNCTION billing._apply_credit_note(ev jsonb) RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    n jsonb := ev -> 'data';
+    rank smallint := billing._money_status_rank('credit_note', n ->> 'status');
+BEGIN
+    IF n ->> 'invoice' IS NULL THEN
+        RETURN;
+    END IF;
+    INSERT INTO billing.stripe_credit_notes AS s (id, invoice, note_type, status, total, out_of_band_amount, refunds,
+                                                  status_rank, reported_at)
+    VALUES (n ->> 'id', n ->> 'invoice', n ->> 'type', coalesce(n ->> 'status', 'issued'),
+            coalesce((n ->> 'total')::bigint, 0), (n ->> 'out_of_band_amount')::bigint, coalesce(n -> 'refunds', '[]'),
+            rank, billing._unix_time(ev -> 'created'))
+    ON CONFLICT (id) DO UPDATE
+    SET status = excluded.status, total = excluded.total, out_of_band_amount = excluded.out_of_band_amount,
+        refunds = excluded.refunds, note_type = excluded.note_type, status_rank = excluded.status_rank,
+        reported_at = excluded.reported_at, updated_at = now()
+    WHERE (excluded.status_rank, excluded.reported_at) >= (s.status_rank, s.reported_at);
+    PERFORM billing._settle_purchase(n ->> 'invoice',
+        format('credit note %s of invoice %s: %s', n ->> 'id', n ->> 'invoice', n ->> 'status'), ev ->> 'id');
+END
+$$;
+COMMENT ON FUNCTION billing._apply_credit_note(jsonb) IS 'Internal: credit_note.* events: records the credit note (void gives its credit back), then settles its invoice''s purchase.';
+
+CREATE OR REPLACE FUNCTION billing._apply_invoice_payment(ev jsonb) RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    p jsonb := ev -> 'data';
+    learned boolean;
+BEGIN
+    learned := billing._link_payment(p ->> 'payment_intent', p ->> 'invoice');
+    learned := billing._link_payment(p ->> 'charge', p ->> 'invoice') OR learned;
+    IF learned THEN
+        PERFORM billing._settle_purchase(p ->> 'invoice', format('payment of invoice %s', p ->> 'invoice'), ev ->> 'id');
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION billing._apply_invoice_payment(jsonb) IS 'Internal: invoice_payment.* events (basil and later): learns which PaymentIntent paid an invoice, then settles the invoice''s purchase.';
+
+CREATE OR REPLACE FUNCTION billing._apply_retrieved_invoice(ev jsonb) RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    inv jsonb := ev -> 'data';
+    p jsonb;
+    learned boolean := false;
+BEGIN
+    learned := billing._link_payment(inv ->> 'payment_intent', inv ->> 'id');
+    learned := billing._link_payment(inv ->> 'charge', inv ->> 'id') OR learned;
+    FOR p IN SELECT value FROM jsonb_array_elements(coalesce(inv -> 'payments', '[]')) LOOP
+        learned := billing._link_payment(p ->> 'payment_intent', inv ->> 'id') OR learned;
+        learned := billing._link_payment(p ->> 'charge', inv ->> 'id') OR learned;
+    END LOOP;
+    IF learned THEN
+        PERFORM billing._settle_purchase(inv ->> 'id', format('payment of invoice %s', inv ->> 'id'), ev ->> 'id');
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION billing._apply_retrieved_invoice(jsonb) IS 'Internal: an invoice the worker retrieved with its payments (basil and later do not send them with invoice events): learns which payments paid it, then settles its purchase.';

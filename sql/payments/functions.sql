@@ -1,0 +1,412 @@
+-- Following the money: purchases and their payments, the reversed share of each purchase, and
+-- the ledger entries that bring every grant to its purchase's share (DESIGN.md, "Refunds and
+-- disputes").
+--
+-- The rule, in one place: a grant's net revoked tokens are always
+--     round(grant tokens x reversed / amount paid)   (all of them once everything is reversed)
+-- where reversed = refunds + disputed funds withdrawn + post-payment credit notes (less what
+-- they refunded, already among the refunds), at most the amount paid. Every report about the
+-- money (in any order, any number of times) updates the facts, then _settle_purchase moves each
+-- grant from what it has to that target: revoking more, or restoring. Applying a report twice,
+-- or reports in another order, ends in the same ledger.
+
+CREATE OR REPLACE FUNCTION billing._record_purchase(id text, user_id uuid, project_id uuid, customer text,
+                                                    amount_paid bigint, currency text) RETURNS void
+LANGUAGE plpgsql
+AS $$
+#variable_conflict use_column
+BEGIN
+    INSERT INTO billing.purchases (id, user_id, project_id, stripe_customer_id, amount_paid, currency)
+    VALUES (_record_purchase.id, _record_purchase.user_id, _record_purchase.project_id, _record_purchase.customer,
+            greatest(coalesce(_record_purchase.amount_paid, 0), 0), lower(_record_purchase.currency))
+    ON CONFLICT (id) DO NOTHING;
+END
+$$;
+COMMENT ON FUNCTION billing._record_purchase(text, uuid, uuid, text, bigint, text) IS 'Internal: records what funded a grant (a paid Checkout Session or invoice), once.';
+
+CREATE OR REPLACE FUNCTION billing._link_payment(payment text, purchase_id text) RETURNS boolean
+LANGUAGE plpgsql
+AS $$
+#variable_conflict use_column
+DECLARE
+    inserted text;
+BEGIN
+    IF payment IS NULL OR purchase_id IS NULL OR payment !~ '^(pi|ch|py)_[A-Za-z0-9_]+$'
+       OR purchase_id !~ '^(cs|in)_[A-Za-z0-9_]+$' THEN
+        RETURN false;
+    END IF;
+    INSERT INTO billing.purchase_payments (payment, purchase_id) VALUES (_link_payment.payment, _link_payment.purchase_id)
+    ON CONFLICT (payment) DO NOTHING
+    RETURNING billing.purchase_payments.payment INTO inserted;
+    RETURN inserted IS NOT NULL;
+END
+$$;
+COMMENT ON FUNCTION billing._link_payment(text, text) IS 'Internal: records that a PaymentIntent or charge paid a purchase; true when the link is new.';
+
+-- The purchases a payment (a charge, a PaymentIntent, or both) paid, directly or through the
+-- other id of the same payment.
+CREATE OR REPLACE FUNCTION billing._purchases_of(charge text, payment_intent text) RETURNS SETOF text
+LANGUAGE sql STABLE
+AS $$
+    WITH ids AS (
+        SELECT unnest(ARRAY[charge, payment_intent]) AS id
+        UNION SELECT c.payment_intent FROM billing.stripe_charges c WHERE c.id = charge
+        UNION SELECT c.id FROM billing.stripe_charges c WHERE c.payment_intent = payment_intent
+    )
+    SELECT DISTINCT p.purchase_id FROM billing.purchase_payments p JOIN ids ON p.payment = ids.id
+$$;
+COMMENT ON FUNCTION billing._purchases_of(text, text) IS 'Internal: the purchases a charge or PaymentIntent paid.';
+
+CREATE OR REPLACE FUNCTION billing._credit_note_refunded(n billing.stripe_credit_notes) RETURNS bigint
+LANGUAGE sql STABLE
+AS $$
+    -- basil and later say how much of each refund the note accounts for; before, the refund's
+    -- own amount is used when a refund event reported it, else everything not credited out of
+    -- band is taken to be refunded.
+    SELECT CASE
+        WHEN jsonb_array_length(n.refunds) = 0 THEN 0
+        WHEN bool_and(r ->> 'amount_refunded' IS NOT NULL) THEN sum((r ->> 'amount_refunded')::bigint)
+        WHEN bool_and(s.amount IS NOT NULL) THEN sum(s.amount)
+        ELSE greatest(n.total - coalesce(n.out_of_band_amount, 0), 0) END
+    FROM jsonb_array_elements(CASE WHEN jsonb_array_length(n.refunds) = 0 THEN '[{}]'::jsonb ELSE n.refunds END) r
+    LEFT JOIN billing.stripe_refunds s ON s.id = r ->> 'refund'
+$$;
+COMMENT ON FUNCTION billing._credit_note_refunded(billing.stripe_credit_notes) IS 'Internal: how much of a credit note was a refund (counted with the charge''s refunds, not again as credit).';
+
+CREATE OR REPLACE FUNCTION billing._purchase_reversed(p billing.purchases) RETURNS bigint
+LANGUAGE sql STABLE
+AS $$
+    WITH pays AS (
+        SELECT l.payment FROM billing.purchase_payments l WHERE l.purchase_id = p.id
+    ), intents AS (
+        SELECT payment AS pi FROM pays WHERE payment LIKE 'pi\_%'
+        UNION SELECT c.payment_intent FROM billing.stripe_charges c JOIN pays ON c.id = pays.payment
+        WHERE c.payment_intent IS NOT NULL
+    ), charges AS (
+        SELECT payment AS ch FROM pays WHERE payment NOT LIKE 'pi\_%'
+        UNION SELECT c.id FROM billing.stripe_charges c JOIN intents i ON c.payment_intent = i.pi
+        UNION SELECT r.charge FROM billing.stripe_refunds r JOIN intents i ON r.payment_intent = i.pi
+        WHERE r.charge IS NOT NULL
+        UNION SELECT d.charge FROM billing.stripe_disputes d JOIN intents i ON d.payment_intent = i.pi
+        WHERE d.charge IS NOT NULL
+    ), refunded AS (
+        -- Per charge: the larger of what the charge reports and what its refunds add up to.
+        SELECT coalesce(sum(greatest(
+            coalesce((SELECT c.amount_refunded FROM billing.stripe_charges c WHERE c.id = ch.ch), 0),
+            coalesce((SELECT sum(r.amount) FROM billing.stripe_refunds r
+                      WHERE r.charge = ch.ch AND r.status IN ('pending', 'requires_action', 'succeeded')), 0))), 0)
+            -- Refunds of a PaymentIntent that name no charge.
+            + coalesce((SELECT sum(r.amount) FROM billing.stripe_refunds r JOIN intents i ON r.payment_intent = i.pi
+                        WHERE r.charge IS NULL AND r.status IN ('pending', 'requires_action', 'succeeded')), 0) AS amount
+        FROM charges ch
+    ), disputed AS (
+        SELECT coalesce(sum(d.amount), 0) AS amount FROM billing.stripe_disputes d
+        WHERE d.status IN ('needs_response', 'under_review', 'lost')
+          AND (d.charge IN (SELECT ch FROM charges) OR d.payment_intent IN (SELECT pi FROM intents))
+    ), credited AS (
+        SELECT coalesce(sum(greatest(n.total - billing._credit_note_refunded(n), 0)), 0) AS amount
+        FROM billing.stripe_credit_notes n
+        WHERE n.invoice = p.id AND n.status = 'issued' AND coalesce(n.note_type, 'post_payment') <> 'pre_payment'
+    )
+    SELECT least(p.amount_paid, refunded.amount + disputed.amount + credited.amount)
+    FROM refunded, disputed, credited
+$$;
+COMMENT ON FUNCTION billing._purchase_reversed(billing.purchases) IS 'Internal: how much of a purchase''s payment has gone back (refunds, disputed funds withdrawn, post-payment credit notes), at most the amount paid.';
+
+CREATE OR REPLACE FUNCTION billing._net_revoked(grant_id bigint) RETURNS bigint
+LANGUAGE sql STABLE
+AS $$
+    SELECT coalesce(sum(CASE r.kind WHEN 'revoke' THEN r.tokens ELSE -r.tokens END), 0)
+    FROM billing.token_reversals r WHERE r.grant_id = _net_revoked.grant_id
+$$;
+COMMENT ON FUNCTION billing._net_revoked(bigint) IS 'Internal: tokens revoked from a grant less those restored.';
+
+-- Takes tokens back: from the grant first (even expired, worthless, tokens count), then from the
+-- user's other spendable tokens of the same balance, soonest-expiring first; what was already
+-- spent becomes a debt. The rows are locked in spend order, like a spend locks them, so a
+-- revocation and spends never deadlock.
+CREATE OR REPLACE FUNCTION billing._revoke(g billing.token_grants, tokens bigint, reason text, event_id text)
+RETURNS billing.token_reversals
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    cfg billing.config := billing._settings();
+    ids bigint[] := '{}';
+    takes bigint[] := '{}';
+    left_to_take bigint := tokens;
+    take bigint;
+    o record;
+    spend bigint;
+    rev billing.token_reversals;
+    debt billing.token_debts;
+BEGIN
+    FOR o IN
+        SELECT t.id, t.remaining FROM billing.token_grants t
+        WHERE t.id = g.id
+           OR (t.user_id = g.user_id
+               AND coalesce(t.project_id, billing._no_project()) = coalesce(g.project_id, billing._no_project())
+               AND t.remaining > 0 AND coalesce(t.expires_at, 'infinity'::timestamptz) > now())
+        ORDER BY coalesce(t.expires_at, 'infinity'::timestamptz), t.created_at, t.id
+        FOR UPDATE
+    LOOP
+        -- The grant itself gives first, wherever it sorts.
+        IF o.id = g.id THEN
+            take := least(o.remaining, left_to_take);
+            IF take > 0 THEN
+                ids := o.id || ids;
+                takes := take || takes;
+                left_to_take := left_to_take - take;
+            END IF;
+        END IF;
+    END LOOP;
+    FOR o IN
+        SELECT t.id, t.remaining FROM billing.token_grants t
+        WHERE t.id <> g.id AND t.user_id = g.user_id
+          AND coalesce(t.project_id, billing._no_project()) = coalesce(g.project_id, billing._no_project())
+          AND t.remaining > 0 AND coalesce(t.expires_at, 'infinity'::timestamptz) > now()
+        ORDER BY coalesce(t.expires_at, 'infinity'::timestamptz), t.created_at, t.id
+    LOOP
+        EXIT WHEN left_to_take = 0;
+        take := least(o.remaining, left_to_take);
+        ids := ids || o.id;
+        takes := takes || take;
+        left_to_take := left_to_take - take;
+    END LOOP;
+    IF tokens - left_to_take > 0 THEN
+        INSERT INTO billing.token_spends (user_id, project_id, amount, reason, kind)
+        VALUES (g.user_id, g.project_id, tokens - left_to_take, left(reason, 500), 'revocation')
+        RETURNING id INTO spend;
+        INSERT INTO billing.token_spend_allocations (spend_id, grant_id, user_id, tokens)
+        SELECT spend, a.id, g.user_id, a.take FROM unnest(ids, takes) AS a(id, take);
+    END IF;
+    INSERT INTO billing.token_reversals (user_id, project_id, purchase_id, grant_id, kind, tokens, taken, debt,
+                                         spend_id, reason, event_id)
+    VALUES (g.user_id, g.project_id, g.purchase_id, g.id, 'revoke', tokens, tokens - left_to_take, left_to_take,
+            spend, left(reason, 500), event_id)
+    RETURNING * INTO rev;
+    IF left_to_take > 0 THEN
+        INSERT INTO billing.token_debts (user_id, project_id, reversal_id, tokens)
+        VALUES (g.user_id, g.project_id, rev.id, left_to_take)
+        RETURNING * INTO debt;
+        IF cfg.debt_policy = 'write_off' THEN
+            INSERT INTO billing.token_debt_settlements (debt_id, user_id, kind, tokens)
+            VALUES (debt.id, g.user_id, 'written_off', left_to_take);
+        END IF;
+    END IF;
+    RETURN rev;
+END
+$$;
+COMMENT ON FUNCTION billing._revoke(billing.token_grants, bigint, text, text) IS 'Internal: takes tokens back for a grant (the grant first, then the balance); records a debt for what was already spent (written off at once with debt_policy write_off).';
+
+-- Gives tokens back: first by forgiving what is still owed for this grant, then by a new grant
+-- (source restored) that expires when the original does.
+CREATE OR REPLACE FUNCTION billing._restore(g billing.token_grants, tokens bigint, reason text, event_id text)
+RETURNS billing.token_reversals
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    forgive bigint := 0;
+    d record;
+    c bigint;
+    fresh record;
+    rev billing.token_reversals;
+    pending_forgiveness jsonb := '[]';
+BEGIN
+    FOR d IN SELECT debt.id, debt.remaining FROM billing.token_debts debt
+             JOIN billing.token_reversals r ON r.id = debt.reversal_id
+             WHERE r.grant_id = g.id AND debt.remaining > 0
+             ORDER BY debt.id DESC FOR UPDATE OF debt LOOP
+        EXIT WHEN forgive = tokens;
+        c := least(d.remaining, tokens - forgive);
+        forgive := forgive + c;
+        pending_forgiveness := pending_forgiveness || jsonb_build_object('debt_id', d.id, 'tokens', c);
+    END LOOP;
+    IF tokens > forgive THEN
+        SELECT * INTO fresh FROM billing._insert_grant(g.user_id, tokens - forgive, 'restored', g.expires_at,
+            g.project_id, format('restore:%s:%s', g.id, (SELECT count(*) + 1 FROM billing.token_reversals r
+                                                          WHERE r.grant_id = g.id AND r.kind = 'restore')),
+            jsonb_build_object('restores_grant', g.id, 'reason', left(reason, 500)), g.purchase_id,
+            collect_debts => false);
+    END IF;
+    INSERT INTO billing.token_reversals (user_id, project_id, purchase_id, grant_id, kind, tokens, debt_forgiven,
+                                         restored_grant_id, reason, event_id)
+    VALUES (g.user_id, g.project_id, g.purchase_id, g.id, 'restore', tokens, forgive, (fresh.g).id,
+            left(reason, 500), event_id)
+    RETURNING * INTO rev;
+    INSERT INTO billing.token_debt_settlements (debt_id, user_id, kind, tokens, reversal_id)
+    SELECT (f ->> 'debt_id')::bigint, g.user_id, 'forgiven', (f ->> 'tokens')::bigint, rev.id
+    FROM jsonb_array_elements(pending_forgiveness) f;
+    -- Only now, with this grant's own debt forgiven, may the new grant pay other debts.
+    IF (fresh.g).id IS NOT NULL AND (billing._settings()).debt_policy = 'collect' THEN
+        PERFORM billing._collect_debts((fresh.g));
+    END IF;
+    RETURN rev;
+END
+$$;
+COMMENT ON FUNCTION billing._restore(billing.token_grants, bigint, text, text) IS 'Internal: gives revoked tokens back (a dispute won, a credit note voided): forgives the grant''s outstanding debt first, then grants the rest (source restored, same expiry).';
+
+CREATE OR REPLACE FUNCTION billing._settle_purchase(purchase_id text, reason text, event_id text) RETURNS void
+LANGUAGE plpgsql
+AS $$
+#variable_conflict use_column
+DECLARE
+    p billing.purchases;
+    reversed bigint;
+    g billing.token_grants;
+    target bigint;
+    current bigint;
+    rev billing.token_reversals;
+    revoked bigint := 0;
+    taken bigint := 0;
+    owed bigint := 0;
+    restored bigint := 0;
+BEGIN
+    -- One settlement of a purchase at a time.
+    SELECT * INTO p FROM billing.purchases x WHERE x.id = _settle_purchase.purchase_id FOR UPDATE;
+    IF NOT FOUND OR p.amount_paid = 0 THEN
+        RETURN;  -- not ours (yet), or nothing was paid
+    END IF;
+    reversed := billing._purchase_reversed(p);
+    FOR g IN SELECT * FROM billing.token_grants t
+             WHERE t.purchase_id = p.id AND t.source <> 'restored' ORDER BY t.id LOOP
+        target := CASE WHEN reversed >= p.amount_paid THEN g.tokens
+                       ELSE round(g.tokens::numeric * reversed / p.amount_paid)::bigint END;
+        current := billing._net_revoked(g.id);
+        IF target > current THEN
+            rev := billing._revoke(g, target - current, reason, event_id);
+            revoked := revoked + rev.tokens;
+            taken := taken + rev.taken;
+            owed := owed + rev.debt;
+        ELSIF target < current THEN
+            rev := billing._restore(g, current - target, reason, event_id);
+            restored := restored + rev.tokens;
+        END IF;
+    END LOOP;
+    IF revoked > 0 THEN
+        PERFORM billing._notify(p.user_id, 'tokens_revoked', event_id,
+            jsonb_build_object('purchase_id', p.id, 'tokens', revoked, 'taken', taken, 'debt', owed, 'reason', reason,
+                               'balance', billing._live_balance(p.user_id, p.project_id), 'project_id', p.project_id));
+    END IF;
+    IF owed > 0 THEN
+        PERFORM billing._notify(p.user_id, 'debt_created', event_id,
+            jsonb_build_object('purchase_id', p.id, 'tokens', owed, 'reason', reason, 'project_id', p.project_id,
+                               'written_off', (billing._settings()).debt_policy = 'write_off'));
+    END IF;
+    IF restored > 0 THEN
+        PERFORM billing._notify(p.user_id, 'tokens_restored', event_id,
+            jsonb_build_object('purchase_id', p.id, 'tokens', restored, 'reason', reason,
+                               'balance', billing._live_balance(p.user_id, p.project_id), 'project_id', p.project_id));
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION billing._settle_purchase(text, text, text) IS 'Internal: brings every grant of a purchase to its reversed share (revoking or restoring the difference) and notifies the user; idempotent and independent of the order of the reports.';
+
+CREATE OR REPLACE FUNCTION billing._settle_payment(charge text, payment_intent text, reason text, event_id text)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    purchase text;
+BEGIN
+    FOR purchase IN SELECT * FROM billing._purchases_of(charge, payment_intent) ORDER BY 1 LOOP
+        PERFORM billing._settle_purchase(purchase, reason, event_id);
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION billing._settle_payment(text, text, text, text) IS 'Internal: settles every purchase a charge or PaymentIntent paid.';
+
+-- Debts are paid from later grants first: a new grant of the user's balance pays the oldest
+-- debts of that balance as far as it goes (debt_policy collect).
+CREATE OR REPLACE FUNCTION billing._collect_debts(g billing.token_grants) RETURNS bigint
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    d record;
+    owed bigint;
+    pay bigint;
+    spend bigint;
+    left_to_pay bigint;
+    c bigint;
+BEGIN
+    IF g.remaining = 0 OR coalesce(g.expires_at, 'infinity'::timestamptz) <= now() THEN
+        RETURN 0;
+    END IF;
+    SELECT coalesce(sum(x.remaining), 0) INTO owed FROM billing.token_debts x
+    WHERE x.user_id = g.user_id AND coalesce(x.project_id, billing._no_project()) = coalesce(g.project_id, billing._no_project())
+      AND x.remaining > 0;
+    IF owed = 0 THEN
+        RETURN 0;
+    END IF;
+    pay := least(owed, g.remaining);
+    INSERT INTO billing.token_spends (user_id, project_id, amount, reason, kind)
+    VALUES (g.user_id, g.project_id, pay, format('repays %s owed token(s) from grant %s', pay, g.id), 'debt_repayment')
+    RETURNING id INTO spend;
+    INSERT INTO billing.token_spend_allocations (spend_id, grant_id, user_id, tokens) VALUES (spend, g.id, g.user_id, pay);
+    left_to_pay := pay;
+    FOR d IN SELECT x.id, x.remaining FROM billing.token_debts x
+             WHERE x.user_id = g.user_id
+               AND coalesce(x.project_id, billing._no_project()) = coalesce(g.project_id, billing._no_project())
+               AND x.remaining > 0
+             ORDER BY x.id FOR UPDATE LOOP
+        EXIT WHEN left_to_pay = 0;
+        c := least(d.remaining, left_to_pay);
+        INSERT INTO billing.token_debt_settlements (debt_id, user_id, kind, tokens, spend_id)
+        VALUES (d.id, g.user_id, 'repaid', c, spend);
+        left_to_pay := left_to_pay - c;
+    END LOOP;
+    RETURN pay;
+END
+$$;
+COMMENT ON FUNCTION billing._collect_debts(billing.token_grants) IS 'Internal: a new grant pays the oldest outstanding debts of its balance (a spend of kind debt_repayment); returns the tokens it paid.';
+
+CREATE OR REPLACE FUNCTION billing.token_debt(user_id uuid DEFAULT NULL, project_id uuid DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    who uuid := coalesce(user_id, billing.current_user_id());
+    total bigint;
+BEGIN
+    IF who IS NULL THEN
+        RAISE EXCEPTION 'user_id must not be NULL when the caller is not signed in'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF who IS DISTINCT FROM billing.current_user_id() AND NOT billing._is_privileged() THEN
+        RAISE EXCEPTION 'permission denied: you can only read your own debt'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    SELECT coalesce(sum(d.remaining), 0) INTO total FROM billing.token_debts d
+    WHERE d.user_id = who AND coalesce(d.project_id, billing._no_project()) = coalesce(token_debt.project_id, billing._no_project())
+      AND d.remaining > 0;
+    RETURN total;
+END
+$$;
+COMMENT ON FUNCTION billing.token_debt(uuid, uuid) IS 'Tokens a user (default: the caller) still owes for revocations of tokens already spent, for their own balance (project_id NULL) or one project. Later grants pay it off first.';
+
+-- The debts' bookkeeping triggers (sql/payments/triggers.sql).
+
+CREATE OR REPLACE FUNCTION billing._debt_starts_full() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    NEW.remaining := NEW.tokens;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION billing._debt_starts_full() IS 'Internal (trigger): a new debt is owed in full; only settlements reduce it.';
+
+CREATE OR REPLACE FUNCTION billing._settle_debt() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    -- remaining >= 0 (a CHECK) makes a settlement beyond what is owed fail.
+    UPDATE billing.token_debts d SET remaining = d.remaining - NEW.tokens
+    WHERE d.id = NEW.debt_id AND d.user_id = NEW.user_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'settlement names debt % of another user', NEW.debt_id
+            USING ERRCODE = 'restrict_violation';
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION billing._settle_debt() IS 'Internal (trigger): a settlement takes its tokens from its debt, the only way a debt''s remaining changes.';

@@ -1,0 +1,663 @@
+//! Refunds, disputes and credit notes take tokens back (issue: the ledger follows the money).
+//!
+//! The Stripe side is the emulator: purchases, refunds, disputes and credit notes are made
+//! through its API and control calls, and the events it produced (real payloads of the API
+//! version under test) are delivered to the database signed, in order, reversed, shuffled and
+//! duplicated. What the worker would fetch for them (a session's line items, an invoice's
+//! payments) is fetched from the same emulator and stored through the worker's own functions.
+mod worker_support;
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use reqwest::Method;
+use serde_json::{json, Value};
+use stripe_billing_tests::events;
+use stripe_billing_tests::pg::{Caller, TestDb};
+use tokio_postgres::Client;
+use uuid::Uuid;
+use worker_support::Emulator;
+
+const VERSIONS: [&str; 2] = ["2023-08-16", "2025-03-31.basil"];
+
+/// A Stripe account (the emulator) with one customer, the user's.
+struct Shop {
+    em: Emulator,
+    user: Uuid,
+    customer: String,
+}
+
+/// What one paid Checkout Session bought.
+struct Bought {
+    session: String,
+    charge: String,
+}
+
+impl Shop {
+    async fn open(version: &str) -> Shop {
+        let em = Emulator::start_with(None, &["--api-version", version]).await;
+        let user = Uuid::new_v4();
+        let (status, c) = em
+            .stripe(
+                Method::POST,
+                "/v1/customers",
+                &format!("email=u%40example.com&metadata[user_id]={user}"),
+            )
+            .await;
+        assert_eq!(status, 200, "{c}");
+        let customer = c["id"].as_str().unwrap().to_string();
+        Shop { em, user, customer }
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let (status, v) = self.em.stripe(Method::GET, path, "").await;
+        assert_eq!(status, 200, "{path}: {v}");
+        v
+    }
+
+    async fn checkout(&self, form: &str) -> Value {
+        let (status, s) = self
+            .em
+            .stripe(
+                Method::POST,
+                "/v1/checkout/sessions",
+                &format!("customer={}&client_reference_id={}&success_url=https://app.example.test/ok&{form}", self.customer, self.user),
+            )
+            .await;
+        assert_eq!(status, 200, "{s}");
+        let id = s["id"].as_str().unwrap();
+        self.em
+            .control(
+                Method::POST,
+                &format!("/_emulator/checkout/{id}/complete"),
+                Some(json!({"payment_status": "paid"})),
+            )
+            .await;
+        self.get(&format!("/v1/checkout/sessions/{id}")).await
+    }
+
+    async fn charge_of(&self, payment_intent: &str) -> String {
+        let pi = self
+            .get(&format!("/v1/payment_intents/{payment_intent}"))
+            .await;
+        pi["latest_charge"].as_str().unwrap().to_string()
+    }
+
+    /// Buys `quantity` token packs (500 tokens and 900 cents each).
+    async fn buy_packs(&self, quantity: u32) -> Bought {
+        let s = self
+            .checkout(&format!(
+                "mode=payment&line_items[0][price]=price_pack&line_items[0][quantity]={quantity}"
+            ))
+            .await;
+        let charge = self.charge_of(s["payment_intent"].as_str().unwrap()).await;
+        Bought {
+            session: s["id"].as_str().unwrap().to_string(),
+            charge,
+        }
+    }
+
+    /// Subscribes to price_pro (1000 tokens a month for 2000 cents); returns the first invoice
+    /// and its charge.
+    async fn subscribe(&self) -> (String, String) {
+        let s = self
+            .checkout("mode=subscription&line_items[0][price]=price_pro&line_items[0][quantity]=1")
+            .await;
+        let sub = self
+            .get(&format!(
+                "/v1/subscriptions/{}",
+                s["subscription"].as_str().unwrap()
+            ))
+            .await;
+        let invoice = sub["latest_invoice"].as_str().unwrap().to_string();
+        // Before basil an invoice names its charge; from basil on its payments say (and
+        // only basil has them to expand).
+        let inv = self.get(&format!("/v1/invoices/{invoice}")).await;
+        let inv = if inv.get("charge").is_some() {
+            inv
+        } else {
+            self.get(&format!("/v1/invoices/{invoice}?expand[]=payments"))
+                .await
+        };
+        let charge = match inv["charge"].as_str() {
+            Some(ch) => ch.to_string(),
+            None => {
+                let pi = inv["payments"]["data"][0]["payment"]["payment_intent"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                self.charge_of(&pi).await
+            }
+        };
+        (invoice, charge)
+    }
+
+    async fn control(&self, path: &str, body: Value) -> Value {
+        self.em
+            .control(Method::POST, &format!("/_emulator{path}"), Some(body))
+            .await
+    }
+
+    async fn refund(&self, charge: &str, amount: i64) {
+        self.control(
+            &format!("/charges/{charge}/refund"),
+            json!({"amount": amount}),
+        )
+        .await;
+    }
+
+    /// Opens a dispute of the whole charge; returns its id.
+    async fn dispute(&self, charge: &str) -> String {
+        let v = self
+            .control(&format!("/charges/{charge}/dispute"), json!({}))
+            .await;
+        let first: Value =
+            serde_json::from_str(v["events"][0]["payload"].as_str().unwrap()).unwrap();
+        first["data"]["object"]["id"].as_str().unwrap().to_string()
+    }
+
+    async fn close(&self, dispute: &str, won: bool) {
+        self.control(&format!("/disputes/{dispute}/close"), json!({"won": won}))
+            .await;
+    }
+
+    /// Issues a credit note; returns its id.
+    async fn credit_note(&self, invoice: &str, amount: i64, how: &str) -> String {
+        let mut body = json!({"amount": amount});
+        if !how.is_empty() {
+            body[how] = json!(true);
+        }
+        let v = self
+            .control(&format!("/invoices/{invoice}/credit_note"), body)
+            .await;
+        let last = v["events"].as_array().unwrap().last().unwrap().clone();
+        let event: Value = serde_json::from_str(last["payload"].as_str().unwrap()).unwrap();
+        assert_eq!(event["type"], "credit_note.created");
+        event["data"]["object"]["id"].as_str().unwrap().to_string()
+    }
+}
+
+async fn setup() -> (TestDb, Client) {
+    let db = TestDb::new().await;
+    let owner = db.owner().await;
+    owner
+        .batch_execute(&format!(
+            "INSERT INTO billing.webhook_secrets (secret) VALUES ('{}');
+             INSERT INTO billing.plans (id, stripe_price_id, name, kind, monthly_tokens, tokens) VALUES
+                 ('pro', 'price_pro', 'Pro', 'subscription', 1000, NULL),
+                 ('pack', 'price_pack', 'Pack', 'token_pack', NULL, 500);",
+            events::TEST_SECRET
+        ))
+        .await
+        .unwrap();
+    (db, owner)
+}
+
+/// Does what the worker does for the retrievals the events asked for: a session's line items
+/// and an invoice with its payments, fetched from the emulator and stored the worker's way.
+async fn serve_retrievals(owner: &Client, shop: &Shop) {
+    let pending = owner
+        .query(
+            "SELECT id, kind, params ->> 'object_id' FROM billing.stripe_requests
+             WHERE kind IN ('line_items', 'refresh') AND status = 'pending' AND result IS NULL ORDER BY created_at",
+            &[],
+        )
+        .await
+        .unwrap();
+    for row in pending {
+        let (id, kind, object): (Uuid, String, String) = (row.get(0), row.get(1), row.get(2));
+        if kind == "line_items" {
+            let items = shop
+                .get(&format!("/v1/checkout/sessions/{object}/line_items"))
+                .await;
+            owner
+                .execute(
+                    "SELECT billing.store_line_items($1, $2)",
+                    &[&object, &items],
+                )
+                .await
+                .unwrap();
+        } else {
+            let path = if object.starts_with("in_") {
+                format!("/v1/invoices/{object}?expand[]=payments")
+            } else {
+                format!("/v1/subscriptions/{object}")
+            };
+            let obj = shop.get(&path).await;
+            owner
+                .execute("SELECT billing.ingest_retrieved($1, $2)", &[&id, &obj])
+                .await
+                .unwrap();
+        }
+        // Served: the worker would finish the row; keep it out of the next round.
+        owner
+            .execute(
+                "UPDATE billing.stripe_requests SET status = 'succeeded', result = '{}', finished_at = now() WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// Delivers events one by one, serving retrievals after each (a prompt worker).
+async fn deliver_all(owner: &Client, shop: &Shop, events: &[Value]) {
+    for e in events {
+        let answer = events::deliver(owner, e).await.expect("acknowledged");
+        assert_eq!(answer["received"], true, "{answer}");
+        serve_retrievals(owner, shop).await;
+    }
+}
+
+async fn one(owner: &Client, sql: &str, user: Uuid) -> i64 {
+    owner.query_one(sql, &[&user]).await.unwrap().get(0)
+}
+
+async fn balance(owner: &Client, user: Uuid) -> i64 {
+    one(owner, "SELECT billing.token_balance($1)", user).await
+}
+
+async fn debt(owner: &Client, user: Uuid) -> i64 {
+    one(owner, "SELECT billing.token_debt($1)", user).await
+}
+
+async fn spend(owner: &Client, user: Uuid, amount: i64) {
+    owner
+        .execute("SELECT billing.spend_tokens($1, $2)", &[&user, &amount])
+        .await
+        .unwrap();
+}
+
+/// Every book adds up: grants' spent tokens are their allocations, spends are their
+/// allocations, debts' settled tokens are their settlements, every grant's net revocation is
+/// its purchase's reversed share.
+async fn assert_books(owner: &Client) {
+    let wrong: i64 = owner
+        .query_one(
+            "SELECT (SELECT count(*) FROM billing.token_grants g WHERE g.tokens - g.remaining <>
+                        (SELECT coalesce(sum(a.tokens), 0) FROM billing.token_spend_allocations a WHERE a.grant_id = g.id))
+                  + (SELECT count(*) FROM billing.token_spends s WHERE s.amount <>
+                        (SELECT coalesce(sum(a.tokens), 0) FROM billing.token_spend_allocations a WHERE a.spend_id = s.id))
+                  + (SELECT count(*) FROM billing.token_debts d WHERE d.tokens - d.remaining <>
+                        (SELECT coalesce(sum(x.tokens), 0) FROM billing.token_debt_settlements x WHERE x.debt_id = d.id))
+                  + (SELECT count(*) FROM billing.token_grants g JOIN billing.purchases p ON p.id = g.purchase_id
+                     WHERE g.source <> 'restored' AND billing._net_revoked(g.id) <>
+                        CASE WHEN billing._purchase_reversed(p) >= p.amount_paid THEN g.tokens
+                             ELSE round(g.tokens::numeric * billing._purchase_reversed(p) / p.amount_paid) END)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(wrong, 0, "the books do not add up");
+}
+
+/// What the user holds: balance, debt, and each paid grant's net revocation.
+async fn holdings(owner: &Client, user: Uuid) -> Value {
+    owner
+        .query_one(
+            "SELECT json_build_object('balance', billing.token_balance($1), 'debt', billing.token_debt($1),
+                 'revoked', (SELECT json_object_agg(g.grant_key, billing._net_revoked(g.id) ORDER BY g.grant_key)
+                             FROM billing.token_grants g WHERE g.user_id = $1 AND g.source <> 'restored'))::jsonb",
+            &[&user],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn partial_then_full_refund_of_a_pack_takes_back_its_share() {
+    for version in VERSIONS {
+        let (db, owner) = setup().await;
+        let shop = Shop::open(version).await;
+        let pack = shop.buy_packs(2).await; // 1000 tokens for 1800
+        shop.refund(&pack.charge, 600).await;
+        deliver_all(&owner, &shop, &shop.em.events().await).await;
+        assert_eq!(
+            balance(&owner, shop.user).await,
+            1000 - 333,
+            "{version}: a third refunded"
+        );
+        shop.refund(&pack.charge, 1200).await;
+        deliver_all(&owner, &shop, &shop.em.events().await).await;
+        assert_eq!(
+            balance(&owner, shop.user).await,
+            0,
+            "{version}: all refunded"
+        );
+        assert_eq!(debt(&owner, shop.user).await, 0);
+        assert_books(&owner).await;
+        let kinds: Vec<String> = owner
+            .query(
+                "SELECT kind FROM billing.notifications WHERE user_id = $1 ORDER BY id",
+                &[&shop.user],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(kinds, ["tokens_revoked", "tokens_revoked"], "{version}");
+        // The user sees the revocations in their own history; another user sees none.
+        let mut api = db.api().await;
+        let mine = api
+            .call(
+                &Caller::User(shop.user),
+                "SELECT count(*)::bigint FROM billing.token_reversals",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(mine[0].get::<_, i64>(0), 2);
+        let spends = api
+            .call(
+                &Caller::User(shop.user),
+                "SELECT count(*)::bigint FROM billing.token_spends WHERE kind = 'revocation'",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(spends[0].get::<_, i64>(0), 2);
+        let theirs = api
+            .call(
+                &Caller::User(Uuid::new_v4()),
+                "SELECT count(*)::bigint FROM billing.token_reversals",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(theirs[0].get::<_, i64>(0), 0);
+        let _ = &pack.session;
+    }
+}
+
+#[tokio::test]
+async fn spent_tokens_become_a_debt_that_the_next_grant_pays_first() {
+    let (_db, owner) = setup().await;
+    let shop = Shop::open("2025-03-31.basil").await;
+    let first = shop.buy_packs(1).await;
+    deliver_all(&owner, &shop, &shop.em.events().await).await;
+    spend(&owner, shop.user, 400).await;
+    shop.refund(&first.charge, 900).await;
+    deliver_all(&owner, &shop, &shop.em.events().await).await;
+    assert_eq!(
+        (
+            balance(&owner, shop.user).await,
+            debt(&owner, shop.user).await
+        ),
+        (0, 400)
+    );
+    let note: Value = owner
+        .query_one(
+            "SELECT payload FROM billing.notifications WHERE kind = 'debt_created'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        (note["tokens"].as_i64(), note["written_off"].as_bool()),
+        (Some(400), Some(false))
+    );
+    // The next purchase pays the debt before the user can spend it.
+    shop.buy_packs(1).await;
+    deliver_all(&owner, &shop, &shop.em.events().await).await;
+    assert_eq!(
+        (
+            balance(&owner, shop.user).await,
+            debt(&owner, shop.user).await
+        ),
+        (100, 0)
+    );
+    // So does a manual grant.
+    spend(&owner, shop.user, 100).await;
+    assert_books(&owner).await;
+}
+
+#[tokio::test]
+async fn with_debt_policy_write_off_the_debt_is_recorded_and_forgotten() {
+    let (_db, owner) = setup().await;
+    owner
+        .batch_execute("INSERT INTO billing.config (debt_policy) VALUES ('write_off')")
+        .await
+        .unwrap();
+    let shop = Shop::open("2023-08-16").await;
+    let first = shop.buy_packs(1).await;
+    deliver_all(&owner, &shop, &shop.em.events().await).await;
+    spend(&owner, shop.user, 500).await;
+    shop.refund(&first.charge, 900).await;
+    shop.buy_packs(1).await;
+    deliver_all(&owner, &shop, &shop.em.events().await).await;
+    assert_eq!(
+        (
+            balance(&owner, shop.user).await,
+            debt(&owner, shop.user).await
+        ),
+        (500, 0)
+    );
+    let written: i64 = owner
+        .query_one("SELECT sum(tokens)::bigint FROM billing.token_debt_settlements WHERE kind = 'written_off'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(written, 500);
+    assert_books(&owner).await;
+}
+
+#[tokio::test]
+async fn a_revocation_takes_the_users_other_tokens_before_leaving_a_debt() {
+    let (_db, owner) = setup().await;
+    let shop = Shop::open("2025-03-31.basil").await;
+    let pack = shop.buy_packs(1).await;
+    deliver_all(&owner, &shop, &shop.em.events().await).await;
+    owner
+        .execute(
+            "SELECT billing.grant_tokens($1, 1000, 'promo')",
+            &[&shop.user],
+        )
+        .await
+        .unwrap();
+    spend(&owner, shop.user, 300).await; // from the pack, which was granted first
+    shop.refund(&pack.charge, 900).await;
+    deliver_all(&owner, &shop, &shop.em.events().await).await;
+    // 200 left in the pack, 300 more from the promo grant: nothing owed.
+    assert_eq!(
+        (
+            balance(&owner, shop.user).await,
+            debt(&owner, shop.user).await
+        ),
+        (700, 0)
+    );
+    assert_books(&owner).await;
+}
+
+#[tokio::test]
+async fn a_dispute_takes_tokens_while_open_and_gives_them_back_when_won() {
+    for version in VERSIONS {
+        let (_db, owner) = setup().await;
+        let shop = Shop::open(version).await;
+        let won = shop.buy_packs(1).await;
+        let lost = shop.buy_packs(1).await;
+        deliver_all(&owner, &shop, &shop.em.events().await).await;
+        spend(&owner, shop.user, 600).await; // all of the first pack, 100 of the second
+        let d1 = shop.dispute(&won.charge).await;
+        let d2 = shop.dispute(&lost.charge).await;
+        deliver_all(&owner, &shop, &shop.em.events().await).await;
+        assert_eq!(
+            (
+                balance(&owner, shop.user).await,
+                debt(&owner, shop.user).await
+            ),
+            (0, 600),
+            "{version}: both packs taken back while disputed"
+        );
+        shop.close(&d1, true).await;
+        shop.close(&d2, false).await;
+        deliver_all(&owner, &shop, &shop.em.events().await).await;
+        // The won pack's 500: its 500 of debt forgiven. The lost one stays taken, 100 owed.
+        assert_eq!(
+            (
+                balance(&owner, shop.user).await,
+                debt(&owner, shop.user).await
+            ),
+            (0, 100),
+            "{version}"
+        );
+        let kinds: Vec<String> = owner
+            .query(
+                "SELECT DISTINCT kind FROM billing.notifications ORDER BY 1",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(
+            kinds,
+            ["debt_created", "tokens_restored", "tokens_revoked"],
+            "{version}"
+        );
+        assert_books(&owner).await;
+    }
+}
+
+#[tokio::test]
+async fn credit_notes_take_their_share_once_and_voiding_gives_it_back() {
+    for version in VERSIONS {
+        let (_db, owner) = setup().await;
+        let shop = Shop::open(version).await;
+        let (invoice, _charge) = shop.subscribe().await; // 1000 tokens for 2000
+        deliver_all(&owner, &shop, &shop.em.events().await).await;
+        assert_eq!(balance(&owner, shop.user).await, 1000, "{version}");
+        // A credit note that refunds 500: charge.refunded, refund.created and
+        // credit_note.created all report the same money.
+        shop.credit_note(&invoice, 500, "refund").await;
+        deliver_all(&owner, &shop, &shop.em.events().await).await;
+        assert_eq!(
+            balance(&owner, shop.user).await,
+            750,
+            "{version}: a quarter credited, once"
+        );
+        let out_of_band = shop.credit_note(&invoice, 300, "out_of_band").await;
+        deliver_all(&owner, &shop, &shop.em.events().await).await;
+        assert_eq!(balance(&owner, shop.user).await, 600, "{version}");
+        shop.control(&format!("/credit_notes/{out_of_band}/void"), json!({}))
+            .await;
+        deliver_all(&owner, &shop, &shop.em.events().await).await;
+        assert_eq!(
+            balance(&owner, shop.user).await,
+            750,
+            "{version}: voided credit given back"
+        );
+        assert_books(&owner).await;
+    }
+}
+
+/// A customer's whole money story, as events: packs refunded, disputed (won and lost), a
+/// subscription invoice credited.
+async fn money_story(version: &str) -> (Shop, Vec<Value>) {
+    let shop = Shop::open(version).await;
+    let refunded = shop.buy_packs(2).await;
+    let won = shop.buy_packs(1).await;
+    let lost = shop.buy_packs(1).await;
+    let (invoice, _) = shop.subscribe().await;
+    shop.refund(&refunded.charge, 500).await;
+    shop.refund(&refunded.charge, 400).await;
+    let d1 = shop.dispute(&won.charge).await;
+    let d2 = shop.dispute(&lost.charge).await;
+    shop.close(&d1, true).await;
+    shop.close(&d2, false).await;
+    shop.credit_note(&invoice, 800, "refund").await;
+    let cn = shop.credit_note(&invoice, 200, "").await;
+    shop.control(&format!("/credit_notes/{cn}/void"), json!({}))
+        .await;
+    let events = shop.em.events().await;
+    (shop, events)
+}
+
+#[tokio::test]
+async fn every_order_with_duplicates_ends_in_the_same_ledger() {
+    for version in VERSIONS {
+        let (shop, story) = money_story(version).await;
+        let mut outcomes = Vec::new();
+        // In order with a prompt worker; reversed, the worker catching up at the end; shuffled
+        // with every event delivered twice.
+        let mut orders: Vec<(String, Vec<Value>, bool)> = vec![
+            ("in order".into(), story.clone(), true),
+            (
+                "reversed".into(),
+                story.iter().rev().cloned().collect(),
+                false,
+            ),
+        ];
+        for seed in 0..3u64 {
+            let mut twice: Vec<Value> = story.iter().chain(story.iter()).cloned().collect();
+            twice.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+            orders.push((
+                format!("shuffled twice (seed {seed})"),
+                twice,
+                seed % 2 == 0,
+            ));
+        }
+        for (name, events, prompt) in orders {
+            let (_db, owner) = setup().await;
+            for e in &events {
+                let answer = events::deliver(&owner, e).await.expect("acknowledged");
+                assert_eq!(answer["received"], true);
+                if prompt {
+                    serve_retrievals(&owner, &shop).await;
+                }
+            }
+            serve_retrievals(&owner, &shop).await;
+            let unapplied: i64 = owner
+                .query_one(
+                    "SELECT count(*) FROM billing.stripe_events WHERE processed_at IS NULL",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(unapplied, 0, "{version} {name}: every event applies");
+            assert_books(&owner).await;
+            outcomes.push((name, holdings(&owner, shop.user).await));
+        }
+        let (_, first) = &outcomes[0];
+        // 1000 (refunded 900 of 1800: half) + 500 (won) + 500 (lost) + 1000 (800 of 2000 credited)
+        assert_eq!(first["balance"], 500 + 500 + 600, "{version}: {first}");
+        for (name, got) in &outcomes {
+            assert_eq!(
+                got, first,
+                "{version}: {name} differs from in-order delivery"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn token_debt_refuses_other_users_and_anonymous_callers() {
+    let db = TestDb::new().await;
+    let mut api = db.api().await;
+    let me = Uuid::new_v4();
+    let rows = api
+        .call(&Caller::User(me), "SELECT billing.token_debt()", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows[0].get::<_, i64>(0), 0);
+    let other = Uuid::new_v4();
+    let e = api
+        .call(
+            &Caller::User(me),
+            "SELECT billing.token_debt($1)",
+            &[&other],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(stripe_billing_tests::pg::db_error(&e).0, "42501");
+    let owner = db.owner().await;
+    let e = owner
+        .query_one("SELECT billing.token_debt()", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(stripe_billing_tests::pg::db_error(&e).0, "22004");
+}

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # `make demo`: the whole product loop, offline, on a throwaway cluster.
 #   PostgreSQL + stripe_billing  <-SQL->  stripe-billing-worker  <-HTTP->  local Stripe emulator
-# A user buys a subscription and a token pack, spends tokens, renews, buys a pack through a
-# Payment Link, opens the portal and cancels; every step prints what the database says and
-# is checked against what it must say. The script exits non-zero at the first wrong outcome.
+# A user buys a subscription and a token pack, spends tokens, renews, buys packs through a
+# Payment Link, has half of that refunded, opens the portal and cancels; every step prints what
+# the database says and is checked against what it must say. The script exits non-zero at the first wrong outcome.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -143,19 +143,27 @@ record "pack paid: balance" "$(balance)" "2380"
 
 say "8. Two more packs through a Payment Link (no metadata of ours: the worker fetches the line items)"
 customer=$(sql -c "SELECT stripe_customer_id FROM billing.customers")
-delivered "$(control checkout/external "{\"price\":\"price_pack\",\"quantity\":2,\"customer\":\"$customer\",\"client_reference_id\":\"$USER_ID\"}")"
+link=$(control checkout/external "{\"price\":\"price_pack\",\"quantity\":2,\"customer\":\"$customer\",\"client_reference_id\":\"$USER_ID\"}")
+delivered "$link"
 record "link packs: balance" "$(wait_for "SELECT billing.token_balance('$USER_ID')" 3380)" "3380"
 
-say "9. The user opens the customer portal"
+say "9. Half of the Payment Link purchase is refunded: half its tokens are taken back"
+intent=$(sql -c "SELECT (e->>'payload')::jsonb->'data'->'object'->>'payment_intent' FROM jsonb_array_elements(\$\$$link\$\$::jsonb->'events') e WHERE e->>'type' = 'checkout.session.completed'")
+charge=$(sql -c "SELECT \$\$$(curl -sf -H 'Authorization: Bearer sk_test_emulator' "$stripe/v1/payment_intents/$intent")\$\$::jsonb->>'latest_charge'")
+delivered "$(control "charges/$charge/refund" '{"amount":900}')"
+record "refunded: balance" "$(wait_for "SELECT billing.token_balance('$USER_ID')" 2880)" "2880"
+record "refunded: revoked" "$(sql -c "SELECT sum(tokens) FROM billing.token_reversals WHERE kind = 'revoke'")" "500"
+
+say "10. The user opens the customer portal"
 request=$(as_user "SELECT billing.request_portal()")
 result=$(as_user "SELECT billing.await_request('$request', 5000)")
 echo "await_request: $result"
 record "portal" "$(sql -c "SELECT \$\$$result\$\$::jsonb->>'url'")" "$stripe/p/session/*"
 
-say "10. The user cancels"
+say "11. The user cancels"
 delivered "$(control "subscriptions/$sub/cancel" '{"at_period_end":false}')"
 record "cancelled: status" "$(as_user "SELECT status FROM billing.subscriptions")" "canceled"
-record "cancelled: balance" "$(balance)" "3380"
+record "cancelled: balance" "$(balance)" "2880"
 record "events not applied" "$(sql -c "SELECT count(*) FROM billing.stripe_events WHERE processed_at IS NULL")" "0"
 
 say "Summary"

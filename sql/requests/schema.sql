@@ -16,6 +16,7 @@ CREATE TABLE billing.stripe_requests (
     error text,
     created_at timestamptz NOT NULL DEFAULT now(),
     finished_at timestamptz,
+    idempotency_key text CHECK (length(idempotency_key) BETWEEN 1 AND 255),
     -- A claim exists exactly while the row runs, and an outcome exactly once it is over.
     CONSTRAINT stripe_requests_claim_matches_status CHECK (CASE WHEN status = 'running'
         THEN locked_by IS NOT NULL AND locked_until IS NOT NULL AND claimed_at IS NOT NULL
@@ -27,6 +28,9 @@ CREATE TABLE billing.stripe_requests (
 CREATE INDEX stripe_requests_ready_idx ON billing.stripe_requests (run_after)
     WHERE status IN ('pending', 'running');
 CREATE INDEX stripe_requests_user_idx ON billing.stripe_requests (user_id, created_at);
+-- A caller's Idempotency-Key names one request of theirs for as long as the row is kept.
+CREATE UNIQUE INDEX stripe_requests_idempotency_idx ON billing.stripe_requests (user_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
 -- One retrieval of an object in flight at a time, however many events ask for it.
 CREATE UNIQUE INDEX stripe_requests_one_retrieval_idx ON billing.stripe_requests (kind, (params ->> 'object_id'))
     WHERE kind IN ('refresh', 'line_items') AND status IN ('pending', 'running');
@@ -45,5 +49,6 @@ COMMENT ON COLUMN billing.stripe_requests.result IS 'On success: url, session_id
 COMMENT ON COLUMN billing.stripe_requests.error IS 'On failure: Stripe''s or our message.';
 COMMENT ON COLUMN billing.stripe_requests.created_at IS 'When it was requested.';
 COMMENT ON COLUMN billing.stripe_requests.finished_at IS 'When it succeeded or failed.';
+COMMENT ON COLUMN billing.stripe_requests.idempotency_key IS 'The caller''s Idempotency-Key header (request.headers), if any: the same key from the same user returns this request again instead of queuing another.';
 
 SELECT pg_catalog.pg_extension_config_dump('billing.stripe_requests', '');

@@ -513,6 +513,12 @@ UPDATE billing.token_grants g SET purchase_id = split_part(g.grant_key, ':', 1)
 WHERE g.grant_key ~ '^(cs|in)_[A-Za-z0-9_]+(:upgrade)?$'
   AND g.source IN ('payg_purchase', 'subscription_start', 'plan', 'plan_upgrade');
 
+-- A caller's Idempotency-Key (the HTTP API's header, or PostgREST's request.headers) names one request.
+ALTER TABLE billing.stripe_requests ADD COLUMN idempotency_key text CHECK (length(idempotency_key) BETWEEN 1 AND 255);
+CREATE UNIQUE INDEX stripe_requests_idempotency_idx ON billing.stripe_requests (user_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+COMMENT ON COLUMN billing.stripe_requests.idempotency_key IS 'The caller''s Idempotency-Key header (request.headers), if any: the same key from the same user returns this request again instead of queuing another.';
+
 -- Functions written in Rust.
 -- extension/src/event.rs:10
 -- stripe_billing::event::_normalize_event
@@ -1734,6 +1740,13 @@ END
 $$;
 COMMENT ON FUNCTION billing._check_redirect(text, text, text, billing.config) IS 'Internal: a caller''s redirect URL, checked against the allowed origins (redirect_origins and the default URLs'' origins), or the default when the caller gave none.';
 
+CREATE OR REPLACE FUNCTION billing._lock_user_requests(uid uuid) RETURNS void
+LANGUAGE sql
+AS $$
+    SELECT pg_advisory_xact_lock(hashtextextended('billing.user:' || uid, 0))
+$$;
+COMMENT ON FUNCTION billing._lock_user_requests(uuid) IS 'Internal: serialises one user''s new requests until the end of the transaction, so the cap and the idempotency keys hold under concurrency.';
+
 CREATE OR REPLACE FUNCTION billing._admit_user_request(uid uuid, cfg billing.config) RETURNS void
 LANGUAGE plpgsql
 AS $$
@@ -1741,7 +1754,7 @@ DECLARE
     open integer;
 BEGIN
     -- One user's requests are admitted one at a time, so the cap holds under concurrency.
-    PERFORM pg_advisory_xact_lock(hashtextextended('billing.user:' || uid, 0));
+    PERFORM billing._lock_user_requests(uid);
     SELECT count(*) INTO open FROM billing.stripe_requests r
     WHERE r.user_id = uid AND r.kind IN ('checkout', 'portal') AND r.status IN ('pending', 'running');
     IF open >= cfg.max_pending_requests THEN
@@ -1752,6 +1765,59 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION billing._admit_user_request(uuid, billing.config) IS 'Internal: serialises a user''s new requests and refuses one beyond billing.config.max_pending_requests (BL011).';
+
+CREATE OR REPLACE FUNCTION billing._idempotency_key() RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    headers text := current_setting('request.headers', true);
+    key text;
+BEGIN
+    IF headers IS NULL OR headers = '' THEN
+        RETURN NULL;
+    END IF;
+    BEGIN
+        key := headers::jsonb ->> 'idempotency-key';
+    EXCEPTION WHEN invalid_text_representation THEN
+        RAISE EXCEPTION 'request.headers is not valid JSON'
+            USING ERRCODE = 'invalid_text_representation',
+                  HINT = 'Set it to the request''s headers as a JSON object with lower-case names, as PostgREST does.';
+    END;
+    IF length(key) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'the Idempotency-Key header must be 1 to 255 characters'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN key;
+END
+$$;
+COMMENT ON FUNCTION billing._idempotency_key() IS 'Internal: the caller''s Idempotency-Key header (request.headers, as PostgREST and the worker''s HTTP API set it), NULL without one.';
+
+-- The key makes a retried HTTP call (a lost answer, a double click) return the request it
+-- made the first time, whatever its state, as Stripe replays an idempotent request.
+CREATE OR REPLACE FUNCTION billing._replayed_request(uid uuid, for_kind text, for_params jsonb, key text) RETURNS uuid
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    r billing.stripe_requests;
+BEGIN
+    IF key IS NULL THEN
+        RETURN NULL;
+    END IF;
+    -- Two calls with one key wait for each other here: the second sees the first one's row.
+    PERFORM billing._lock_user_requests(uid);
+    SELECT * INTO r FROM billing.stripe_requests s WHERE s.user_id = uid AND s.idempotency_key = key;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    -- (A replaced subscription checkout carries the session it expires: not the caller's input.)
+    IF r.kind <> for_kind OR r.params - 'expire_session' <> for_params THEN
+        RAISE EXCEPTION 'Idempotency-Key % was used for a different request', quote_literal(left(key, 100))
+            USING ERRCODE = 'BL004', HINT = 'Use a new key for a new checkout or portal session.';
+    END IF;
+    RETURN r.id;
+END
+$$;
+COMMENT ON FUNCTION billing._replayed_request(uuid, text, jsonb, text) IS 'Internal: the caller''s request made earlier with this Idempotency-Key, NULL when there is none; BL004 when the key was used for other parameters.';
 
 CREATE OR REPLACE FUNCTION billing.request_checkout(price_id text, mode text DEFAULT NULL, success_url text DEFAULT NULL,
                                          cancel_url text DEFAULT NULL, project_id uuid DEFAULT NULL,
@@ -1767,6 +1833,7 @@ DECLARE
     expected_mode text;
     params jsonb;
     open billing.stripe_requests;
+    key text := billing._idempotency_key();
     request_id uuid;
 BEGIN
     PERFORM billing._check_not_null(price_id, 'price_id');
@@ -1821,6 +1888,10 @@ BEGIN
         'collect_tax_ids', cfg.collect_tax_ids,
         'save_payment_method', CASE WHEN plan.kind = 'token_pack' THEN cfg.save_payment_method END,
         'email', nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'email'));
+    request_id := billing._replayed_request(uid, 'checkout', params, key);
+    IF request_id IS NOT NULL THEN
+        RETURN request_id;
+    END IF;
     PERFORM billing._admit_user_request(uid, cfg);
     IF plan.kind = 'subscription' THEN
         IF EXISTS (SELECT FROM billing.subscriptions s
@@ -1846,12 +1917,12 @@ BEGIN
             params := params || jsonb_build_object('expire_session', open.result ->> 'session_id');
         END IF;
     END IF;
-    INSERT INTO billing.stripe_requests (user_id, kind, params) VALUES (uid, 'checkout', params)
+    INSERT INTO billing.stripe_requests (user_id, kind, params, idempotency_key) VALUES (uid, 'checkout', params, key)
     RETURNING id INTO request_id;
     RETURN request_id;
 END
 $$;
-COMMENT ON FUNCTION billing.request_checkout(text, text, text, text, uuid, text, boolean, integer) IS 'For signed-in users: queues a Stripe Checkout Session for the caller (mode subscription for plans, payment for token packs) and returns the request id; then call billing.await_request(id) for the URL. Refuses what Stripe or the operator would: unknown or inactive plans, coupons not in billing.coupons (BL012), redirect URLs off the allowed origins (BL013), a second subscription (BL005), too many requests in progress (BL011).';
+COMMENT ON FUNCTION billing.request_checkout(text, text, text, text, uuid, text, boolean, integer) IS 'For signed-in users: queues a Stripe Checkout Session for the caller (mode subscription for plans, payment for token packs) and returns the request id; then call billing.await_request(id) for the URL. Refuses what Stripe or the operator would: unknown or inactive plans, coupons not in billing.coupons (BL012), redirect URLs off the allowed origins (BL013), a second subscription (BL005), too many requests in progress (BL011). An Idempotency-Key in request.headers returns the request made with that key before (BL004 when its parameters differ).';
 
 CREATE OR REPLACE FUNCTION billing.request_portal(return_url text DEFAULT NULL) RETURNS uuid
 LANGUAGE plpgsql SECURITY DEFINER
@@ -1860,6 +1931,7 @@ DECLARE
     uid uuid := billing._require_user();
     cfg billing.config := billing._settings();
     url text;
+    key text := billing._idempotency_key();
     request_id uuid;
 BEGIN
     IF NOT EXISTS (SELECT FROM billing.customers c WHERE c.user_id = uid) THEN
@@ -1867,14 +1939,18 @@ BEGIN
             USING ERRCODE = 'BL002', HINT = 'The customer portal opens once the user has a Stripe customer.';
     END IF;
     url := billing._check_redirect(return_url, cfg.portal_return_url, 'return_url', cfg);
+    request_id := billing._replayed_request(uid, 'portal', jsonb_build_object('return_url', url), key);
+    IF request_id IS NOT NULL THEN
+        RETURN request_id;
+    END IF;
     PERFORM billing._admit_user_request(uid, cfg);
-    INSERT INTO billing.stripe_requests (user_id, kind, params)
-    VALUES (uid, 'portal', jsonb_build_object('return_url', url))
+    INSERT INTO billing.stripe_requests (user_id, kind, params, idempotency_key)
+    VALUES (uid, 'portal', jsonb_build_object('return_url', url), key)
     RETURNING id INTO request_id;
     RETURN request_id;
 END
 $$;
-COMMENT ON FUNCTION billing.request_portal(text) IS 'For signed-in users: queues a Stripe Customer Portal session; fails with BL002 when the caller has no Stripe customer yet, BL013 for a return URL off the allowed origins, BL011 with too many requests in progress.';
+COMMENT ON FUNCTION billing.request_portal(text) IS 'For signed-in users: queues a Stripe Customer Portal session; fails with BL002 when the caller has no Stripe customer yet, BL013 for a return URL off the allowed origins, BL011 with too many requests in progress. An Idempotency-Key in request.headers returns the request made with that key before (BL004 when its return URL differs).';
 
 CREATE OR REPLACE FUNCTION billing._request_json(r billing.stripe_requests) RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE
@@ -1953,25 +2029,34 @@ COMMENT ON FUNCTION billing.await_request(uuid, integer) IS 'For signed-in users
 
 -- Worker API -------------------------------------------------------------------------------
 
-CREATE OR REPLACE FUNCTION billing.claim_requests(worker text, max_count integer DEFAULT 1, lease_seconds integer DEFAULT 60)
-RETURNS TABLE (id uuid, kind text, user_id uuid, params jsonb, attempts integer, stripe_customer_id text,
-               waited_seconds double precision)
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp AS $$
-#variable_conflict use_column
+CREATE OR REPLACE FUNCTION billing._give_up_abandoned_requests() RETURNS void
+LANGUAGE plpgsql
+AS $$
 DECLARE
     max_attempts integer := (billing._settings()).request_max_attempts;
 BEGIN
-    PERFORM billing._check_not_null(worker, 'worker');
-    IF max_count IS NULL OR max_count < 1 OR max_count > 1000 OR lease_seconds IS NULL OR lease_seconds < 1 THEN
-        RAISE EXCEPTION 'max_count must be 1 to 1000 and lease_seconds positive' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
     -- A worker that died mid-request leaves its row running; once the lease is over the row is
     -- retried, or failed when it has used all its attempts.
     UPDATE billing.stripe_requests r
     SET status = 'failed', error = format('gave up after %s attempts (the worker stopped responding)', r.attempts),
         finished_at = now(), locked_by = NULL, locked_until = NULL
     WHERE r.status = 'running' AND r.locked_until < clock_timestamp() AND r.attempts >= max_attempts;
+END
+$$;
+COMMENT ON FUNCTION billing._give_up_abandoned_requests() IS 'Internal (claims): fails the running requests whose lease ran out after their last allowed attempt.';
+
+CREATE OR REPLACE FUNCTION billing.claim_requests(worker text, max_count integer DEFAULT 1, lease_seconds integer DEFAULT 60)
+RETURNS TABLE (id uuid, kind text, user_id uuid, params jsonb, attempts integer, stripe_customer_id text,
+               waited_seconds double precision)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM billing._check_not_null(worker, 'worker');
+    IF max_count IS NULL OR max_count < 1 OR max_count > 1000 OR lease_seconds IS NULL OR lease_seconds < 1 THEN
+        RAISE EXCEPTION 'max_count must be 1 to 1000 and lease_seconds positive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM billing._give_up_abandoned_requests();
 
     -- Fair across users: each claim takes at most one request per user (the oldest), never one
     -- of a user whose other request is running, and the oldest users' requests first. One
@@ -2011,6 +2096,41 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION billing.claim_requests(text, integer, integer) IS 'Worker: claims up to max_count ready requests (pending, or running past their lease) for lease_seconds, at most one per user and none of a user with a request running, oldest first, skipping rows other workers hold. waited_seconds: how long each had been ready to claim (the worker''s claim latency).';
+
+CREATE OR REPLACE FUNCTION billing.claim_request(request_id uuid, worker text, lease_seconds integer DEFAULT 60)
+RETURNS TABLE (id uuid, kind text, user_id uuid, params jsonb, attempts integer, stripe_customer_id text)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM billing._check_not_null(request_id, 'request_id');
+    PERFORM billing._check_not_null(worker, 'worker');
+    IF lease_seconds IS NULL OR lease_seconds < 1 THEN
+        RAISE EXCEPTION 'lease_seconds must be positive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM billing._give_up_abandoned_requests();
+    -- The rules of claim_requests for one row: ready (pending, or running past its lease, and
+    -- not waiting out a retry delay), no other request of the user running, and not locked by
+    -- another worker's claim in progress. Whoever claims first owns it until the lease ends.
+    RETURN QUERY
+    WITH ready AS (
+        SELECT r.id FROM billing.stripe_requests r
+        WHERE r.id = claim_request.request_id
+          AND r.status IN ('pending', 'running') AND r.run_after <= clock_timestamp()
+          AND (r.status = 'pending' OR r.locked_until < clock_timestamp())
+          AND NOT EXISTS (SELECT FROM billing.stripe_requests o
+                          WHERE o.user_id = r.user_id AND o.status = 'running' AND o.id <> r.id
+                            AND o.locked_until >= clock_timestamp())
+        FOR UPDATE OF r SKIP LOCKED)
+    UPDATE billing.stripe_requests r
+    SET status = 'running', attempts = r.attempts + 1, locked_by = worker, claimed_at = clock_timestamp(),
+        locked_until = clock_timestamp() + make_interval(secs => lease_seconds)
+    FROM ready WHERE r.id = ready.id
+    RETURNING r.id, r.kind, r.user_id, r.params, r.attempts,
+        (SELECT c.stripe_customer_id FROM billing.customers c WHERE c.user_id = r.user_id);
+END
+$$;
+COMMENT ON FUNCTION billing.claim_request(uuid, text, integer) IS 'Worker: claims one given request for lease_seconds under the rules of claim_requests (ready, no other request of the user running, not held by another worker); no row when it cannot. The HTTP API serves the request it just queued this way, at once.';
 
 CREATE OR REPLACE FUNCTION billing.finish_request(request_id uuid, worker text, result jsonb, attempt integer DEFAULT NULL)
 RETURNS boolean

@@ -8,14 +8,19 @@
 //! the signal arrives, so the whole shutdown stays within the timeout.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Command;
 use crate::config::Config;
 use crate::db::Db;
+use crate::http::api::ApiState;
+use crate::http::auth::Verifier;
+use crate::http::user_limit::UserLimit;
 use crate::queue::{self, Ctx, Settings, NOT_CONFIGURED};
 use crate::stripe::{RateLimiter, Stripe};
 use crate::version::{self, VersionError};
@@ -29,6 +34,10 @@ const SPARE_CONNECTIONS: usize = 2;
 /// it must not be able to take the connections the queue needs. Beyond these, webhooks wait
 /// `http::webhook::ACQUIRE_TIMEOUT` and then get 503 (Stripe retries).
 const WEBHOOK_CONNECTIONS: usize = 3;
+
+/// Connections of the HTTP API per call it serves at once: one for its transaction, then two
+/// while it serves the request (the request's lock and the writes), as a queue task.
+const API_CONNECTIONS_PER_CALL: usize = 2;
 
 /// Why the worker stopped without a signal.
 #[derive(Debug)]
@@ -111,17 +120,53 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         poll_interval_ms = config.poll_interval.as_millis() as u64,
         listen_notify = config.listen_notify,
         prune_interval_s = config.prune_interval.map_or(0, |i| i.as_secs()),
+        api_hs256 = config.api.jwt_secret.is_some(),
+        api_jwks = config.api.jwks_url.as_deref().unwrap_or(""),
+        cors_origins = config.api.cors_origins.len(),
         "worker started"
     );
 
-    let state = http::HttpState {
-        db: db.clone(),
-        webhooks: webhook_db,
-        metrics,
+    let api_db = Db::new(
+        config.database.clone(),
+        API_CONNECTIONS_PER_CALL * config.api.concurrency + 1,
+    )
+    .map_err(pool_failed)?;
+    let api = Arc::new(ApiState {
+        verifier: Verifier::new(&config.api)?,
+        limit: UserLimit::new(config.api.rate_per_minute, config.api.burst),
+        db: api_db.clone(),
+        ctx: Arc::new(Ctx {
+            db: api_db,
+            stripe: stripe.clone(),
+            worker_id: config.worker_id.clone(),
+            abort: abort.clone(),
+        }),
+        slots: Semaphore::new(config.api.concurrency),
+        tasks: TaskTracker::new(),
+        lease_seconds: config.lease_seconds,
+        wait: config.api.wait,
+    });
+    if !config.api.enabled() {
+        tracing::info!(
+            "the HTTP API (checkout, portal) answers 503 until --jwt-secret or --jwks-url is set"
+        );
+    }
+    let routes = http::ApiRoutes {
+        state: api.clone(),
+        max_body_bytes: config.api.max_body_bytes,
+        cors_origins: config.api.cors_origins.clone(),
     };
     let server = tokio::spawn(http::serve(
         listener,
-        http::router(state, config.max_body_bytes),
+        http::router(
+            http::HttpState {
+                db: db.clone(),
+                webhooks: webhook_db,
+                metrics,
+            },
+            config.max_body_bytes,
+            routes,
+        ),
         token.clone(),
     ));
     let catch_up = match (&stripe, config.catch_up_interval) {
@@ -170,6 +215,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let started = shutdown_started.await.unwrap_or_else(|_| Instant::now());
     let deadline = started + config.shutdown_timeout;
     queue::drain(in_flight, deadline, &abort).await;
+    drain_api(&api.tasks, deadline, &abort).await;
     for task in [listener_task, prune_task].into_iter().flatten() {
         let _ = task.await;
     }
@@ -182,6 +228,28 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Requests the HTTP API is serving at the signal (their callers may have hung up) finish
+/// like the queue's: until shortly before the deadline, then they are stopped and requeue
+/// their rows.
+async fn drain_api(tasks: &TaskTracker, deadline: Instant, abort: &CancellationToken) {
+    tasks.close();
+    let left = deadline.saturating_duration_since(Instant::now());
+    let stop_at = deadline - Duration::from_secs(1).min(left / 4);
+    if tokio::time::timeout_at(stop_at, tasks.wait()).await.is_ok() {
+        return;
+    }
+    abort.cancel();
+    if tokio::time::timeout_at(deadline, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            abandoned = tasks.len(),
+            "abandoning requests the HTTP API was serving; they are retried after their lease"
+        );
+    }
 }
 
 /// Runs a one-off task (`backfill`, `catch-up`) and returns the report to print.

@@ -507,6 +507,12 @@ UPDATE billing.token_grants g SET purchase_id = split_part(g.grant_key, ':', 1)
 WHERE g.grant_key ~ '^(cs|in)_[A-Za-z0-9_]+(:upgrade)?$'
   AND g.source IN ('payg_purchase', 'subscription_start', 'plan', 'plan_upgrade');
 
+-- A caller's Idempotency-Key (the HTTP API's header, or PostgREST's request.headers) names one request.
+ALTER TABLE billing.stripe_requests ADD COLUMN idempotency_key text CHECK (length(idempotency_key) BETWEEN 1 AND 255);
+CREATE UNIQUE INDEX stripe_requests_idempotency_idx ON billing.stripe_requests (user_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+COMMENT ON COLUMN billing.stripe_requests.idempotency_key IS 'The caller''s Idempotency-Key header (request.headers), if any: the same key from the same user returns this request again instead of queuing another.';
+
 -- @replay
 
 -- Triggers and policies that need the functions above.

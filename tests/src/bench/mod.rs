@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
+mod api;
 mod history;
 mod ledger;
 mod signature;
@@ -27,6 +28,9 @@ pub async fn main(which: &[String]) {
     }
     if wants("worker") {
         worker::run().await;
+    }
+    if wants("api") {
+        api::run().await;
     }
     if wants("history") {
         history::run().await;

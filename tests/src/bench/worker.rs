@@ -14,13 +14,13 @@ use uuid::Uuid;
 const USERS: usize = 4;
 
 /// A binary built next to this one (scripts/bench.sh builds them all in release mode).
-fn binary(name: &str) -> std::path::PathBuf {
+pub(super) fn binary(name: &str) -> std::path::PathBuf {
     let me = std::env::current_exe().expect("own path");
     me.parent().expect("a directory").join(name)
 }
 
 /// Starts a process that prints `listening on URL` first and returns it with the URL.
-async fn start(mut cmd: Command) -> (Child, String) {
+pub(super) async fn start(mut cmd: Command) -> (Child, String) {
     cmd.stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true);

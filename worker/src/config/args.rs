@@ -100,6 +100,47 @@ pub struct Args {
     #[arg(long, env = "WORKER_ID")]
     pub worker_id: Option<String>,
 
+    /// HTTP API: the secret that signs your users' JWTs with HS256 (Supabase: the project's
+    /// JWT secret; at least 32 characters). Prefer the env var: flags show in `ps`.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+
+    /// HTTP API: URL of the JSON Web Key Set whose ES256/RS256 keys sign your users' JWTs
+    /// (Supabase: https://PROJECT.supabase.co/auth/v1/.well-known/jwks.json).
+    #[arg(long, env = "JWKS_URL")]
+    pub jwks_url: Option<String>,
+
+    /// HTTP API: the `aud` claim every token must carry (Supabase: authenticated); not checked
+    /// when unset.
+    #[arg(long, env = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// HTTP API: an origin (https://app.example.com) whose pages may call it from a browser;
+    /// repeat the flag (or separate with commas in the env var) for more. None: no CORS.
+    #[arg(long = "cors-origin", env = "CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
+    /// HTTP API: checkout and portal calls one user may make per minute (token bucket).
+    #[arg(long, env = "API_RATE_LIMIT", default_value_t = 20)]
+    pub api_rate_limit: u32,
+
+    /// HTTP API: how many calls one user may make at once before the per-minute rate applies.
+    #[arg(long, env = "API_BURST", default_value_t = 5)]
+    pub api_burst: u32,
+
+    /// HTTP API: largest request body, in bytes (larger ones get 413).
+    #[arg(long, env = "API_MAX_BODY_BYTES", default_value_t = 16 * 1024)]
+    pub api_max_body_bytes: usize,
+
+    /// HTTP API: calls served at the same time (each holds up to two database connections).
+    #[arg(long, env = "API_CONCURRENCY", default_value_t = 8)]
+    pub api_concurrency: u32,
+
+    /// HTTP API: how long a call waits for a session another worker is preparing, in
+    /// milliseconds (then 503 with Retry-After).
+    #[arg(long, env = "API_WAIT_MS", default_value_t = 10_000)]
+    pub api_wait_ms: u64,
+
     /// How often to read Stripe's events API for events whose webhook never arrived, in
     /// seconds (it also runs at start); 0 turns catching up off.
     #[arg(long, env = "WORKER_CATCH_UP_INTERVAL_SECONDS", default_value_t = 900)]

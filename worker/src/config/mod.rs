@@ -43,6 +43,44 @@ pub enum ConfigError {
     Range { flag: &'static str, reason: String },
     #[error("invalid --worker-id: must be 1 to 200 printable characters")]
     WorkerId,
+    #[error("invalid --jwt-secret: {0}")]
+    JwtSecret(&'static str),
+    #[error("invalid --jwks-url {value:?}: {reason}")]
+    JwksUrl { value: String, reason: String },
+    #[error(
+        "invalid --cors-origin {0:?}: expected scheme://host[:port], e.g. https://app.example.com"
+    )]
+    CorsOrigin(String),
+}
+
+/// The shortest HS256 secret accepted: a shorter one can be guessed offline from any token.
+const MIN_JWT_SECRET_BYTES: usize = 32;
+
+/// The HTTP API's settings (`POST /api/stripe/checkout` and `/api/stripe/portal`).
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// HS256 secret; tokens signed with it are accepted.
+    pub jwt_secret: Option<Secret>,
+    /// JWKS with the ES256/RS256 keys; tokens signed with its keys are accepted.
+    pub jwks_url: Option<String>,
+    /// Required `aud`, when set.
+    pub jwt_audience: Option<String>,
+    /// Origins allowed to call from a browser (normalised: lower case, no trailing slash).
+    pub cors_origins: Vec<String>,
+    /// Calls per minute and burst, per user.
+    pub rate_per_minute: u32,
+    pub burst: u32,
+    pub max_body_bytes: usize,
+    pub concurrency: usize,
+    /// How long a call waits for a request another worker serves.
+    pub wait: Duration,
+}
+
+impl ApiConfig {
+    /// Whether callers can be authenticated at all.
+    pub fn enabled(&self) -> bool {
+        self.jwt_secret.is_some() || self.jwks_url.is_some()
+    }
 }
 
 /// The validated configuration. `Debug` is safe to log: the key is a [`Secret`] and
@@ -68,6 +106,7 @@ pub struct Config {
     pub prune_interval: Option<Duration>,
     pub log_format: LogFormat,
     pub worker_id: String,
+    pub api: ApiConfig,
     /// None: no catching up from the events API.
     pub catch_up_interval: Option<Duration>,
     pub catch_up_margin: Duration,
@@ -78,6 +117,7 @@ impl Config {
     /// Validates `args`; the first problem found is returned.
     pub fn from_args(args: Args) -> Result<Config, ConfigError> {
         let database = database_config(args.database_url.expose())?;
+        let api = api_config(&args)?;
         let stripe_secret_key = secret_key(args.stripe_secret_key)?;
         let stripe_api_base = api_base(&args.stripe_api_base)?;
         if args.stripe_version.is_empty()
@@ -196,12 +236,113 @@ impl Config {
                 .then(|| Duration::from_secs(args.prune_interval_seconds)),
             log_format: args.log_format,
             worker_id,
+            api,
             catch_up_interval: (args.catch_up_interval_seconds > 0)
                 .then(|| Duration::from_secs(args.catch_up_interval_seconds)),
             catch_up_margin: Duration::from_secs(args.catch_up_margin_seconds),
             command: args.command,
         })
     }
+}
+
+fn api_config(args: &Args) -> Result<ApiConfig, ConfigError> {
+    // An empty value (JWT_SECRET= in a .env file) means "not configured", as for the Stripe key.
+    let jwt_secret = args
+        .jwt_secret
+        .clone()
+        .filter(|s| !s.expose().trim().is_empty());
+    if let Some(secret) = &jwt_secret {
+        if secret.expose().len() < MIN_JWT_SECRET_BYTES {
+            return Err(ConfigError::JwtSecret("must be at least 32 characters"));
+        }
+    }
+    let jwks_url = match args.jwks_url.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(value) => Some(jwks_url(value)?),
+    };
+    let mut cors_origins = Vec::new();
+    for origin in args
+        .cors_origins
+        .iter()
+        .map(|o| o.trim())
+        .filter(|o| !o.is_empty())
+    {
+        cors_origins
+            .push(cors_origin(origin).ok_or_else(|| ConfigError::CorsOrigin(origin.to_string()))?);
+    }
+    if args.api_rate_limit == 0 || args.api_rate_limit > 100_000 {
+        return Err(range(
+            "api-rate-limit",
+            format!(
+                "must be 1 to 100000 calls per minute, got {}",
+                args.api_rate_limit
+            ),
+        ));
+    }
+    if args.api_burst == 0 || args.api_burst > 10_000 {
+        return Err(range(
+            "api-burst",
+            format!("must be 1 to 10000, got {}", args.api_burst),
+        ));
+    }
+    if args.api_max_body_bytes == 0 {
+        return Err(range("api-max-body-bytes", "must be positive".into()));
+    }
+    if args.api_concurrency == 0 || args.api_concurrency > MAX_CONCURRENCY {
+        return Err(range(
+            "api-concurrency",
+            format!(
+                "must be 1 to {MAX_CONCURRENCY}, got {}",
+                args.api_concurrency
+            ),
+        ));
+    }
+    // await_request waits at most 60 s.
+    if args.api_wait_ms > 60_000 {
+        return Err(range(
+            "api-wait-ms",
+            format!("must be at most 60000, got {}", args.api_wait_ms),
+        ));
+    }
+    Ok(ApiConfig {
+        jwt_secret,
+        jwks_url,
+        jwt_audience: args.jwt_audience.clone().filter(|a| !a.trim().is_empty()),
+        cors_origins,
+        rate_per_minute: args.api_rate_limit,
+        burst: args.api_burst,
+        max_body_bytes: args.api_max_body_bytes,
+        concurrency: args.api_concurrency as usize,
+        wait: Duration::from_millis(args.api_wait_ms),
+    })
+}
+
+fn jwks_url(value: &str) -> Result<String, ConfigError> {
+    let bad = |reason: &str| ConfigError::JwksUrl {
+        value: value.to_string(),
+        reason: reason.to_string(),
+    };
+    let url = reqwest::Url::parse(value).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("the scheme must be http or https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("no host"));
+    }
+    Ok(url.to_string())
+}
+
+/// An origin as browsers send it in the `Origin` header: scheme, host and a port other than
+/// the default, nothing else. Returned in lower case without a trailing slash.
+fn cors_origin(value: &str) -> Option<String> {
+    let url = reqwest::Url::parse(value).ok()?;
+    let bare = url.path() == "/" && url.query().is_none() && url.fragment().is_none();
+    let plain = url.username().is_empty() && url.password().is_none();
+    if !matches!(url.scheme(), "http" | "https") || !bare || !plain {
+        return None;
+    }
+    // The URL parser lower-cases the host and drops a default port, as browsers do.
+    Some(url.origin().ascii_serialization())
 }
 
 fn range(flag: &'static str, reason: String) -> ConfigError {

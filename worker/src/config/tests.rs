@@ -48,6 +48,75 @@ fn defaults() {
         c.database.get_connect_timeout(),
         Some(&Duration::from_secs(5))
     );
+    assert!(!c.api.enabled());
+    assert!(c.api.cors_origins.is_empty());
+    assert_eq!((c.api.rate_per_minute, c.api.burst), (20, 5));
+    assert_eq!(c.api.max_body_bytes, 16 * 1024);
+    assert_eq!(c.api.concurrency, 8);
+    assert_eq!(c.api.wait, Duration::from_secs(10));
+}
+
+#[test]
+fn api_flags() {
+    let secret = "a-jwt-secret-of-at-least-32-characters";
+    let c = parse(&[
+        "--jwt-secret",
+        secret,
+        "--jwks-url",
+        "https://ref.supabase.co/auth/v1/.well-known/jwks.json",
+        "--jwt-audience",
+        "authenticated",
+        "--cors-origin",
+        "https://App.Example.com/",
+        "--cors-origin",
+        "http://localhost:3000",
+        "--api-rate-limit",
+        "60",
+    ])
+    .unwrap();
+    assert!(c.api.enabled());
+    assert_eq!(c.api.jwt_secret.as_ref().map(Secret::expose), Some(secret));
+    assert_eq!(c.api.jwt_audience.as_deref(), Some("authenticated"));
+    assert_eq!(
+        c.api.cors_origins,
+        ["https://app.example.com", "http://localhost:3000"]
+    );
+    assert_eq!(c.api.rate_per_minute, 60);
+    // Empty values (a .env line without a value) mean "not configured".
+    let c = parse(&["--jwt-secret", "", "--jwks-url", ""]).unwrap();
+    assert!(!c.api.enabled());
+    // The default port is dropped, as browsers send the Origin header.
+    let c = parse(&["--cors-origin", "https://app.example.com:443"]).unwrap();
+    assert_eq!(c.api.cors_origins, ["https://app.example.com"]);
+}
+
+#[test]
+fn bad_api_values_are_rejected() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--jwt-secret", "too-short"], "--jwt-secret"),
+        (&["--jwks-url", "not a url"], "--jwks-url"),
+        (&["--jwks-url", "file:///etc/jwks.json"], "--jwks-url"),
+        (&["--cors-origin", "app.example.com"], "--cors-origin"),
+        (
+            &["--cors-origin", "https://app.example.com/pricing"],
+            "--cors-origin",
+        ),
+        (&["--cors-origin", "*"], "--cors-origin"),
+        (&["--api-rate-limit", "0"], "--api-rate-limit"),
+        (&["--api-burst", "0"], "--api-burst"),
+        (&["--api-max-body-bytes", "0"], "--api-max-body-bytes"),
+        (&["--api-concurrency", "0"], "--api-concurrency"),
+        (&["--api-wait-ms", "60001"], "--api-wait-ms"),
+    ];
+    for (flags, needle) in cases {
+        let err = parse(flags).expect_err(&format!("{flags:?} must be rejected"));
+        let line = err.to_string();
+        assert!(line.contains(needle), "{line:?} lacks {needle}");
+        assert!(
+            !line.contains("too-short"),
+            "the secret is not echoed: {line}"
+        );
+    }
 }
 
 #[test]
@@ -194,18 +263,20 @@ fn debug_output_never_contains_the_secrets() {
         "postgres://billing:hunter2@db.internal/app",
         "--stripe-secret-key",
         key,
+        "--jwt-secret",
+        "jwtS3cretjwtS3cretjwtS3cretjwtS3cret",
     ])
     .unwrap();
     let shown = format!("{args:?} {args:#?}");
     assert!(
-        !shown.contains("VeryS3cret") && !shown.contains("hunter2"),
+        !shown.contains("VeryS3cret") && !shown.contains("hunter2") && !shown.contains("jwtS3cret"),
         "{shown}"
     );
     assert!(shown.contains("sk_live_…(redacted)"), "{shown}");
     let config = Config::from_args(args).unwrap();
     let shown = format!("{config:?} {config:#?}");
     assert!(
-        !shown.contains("VeryS3cret") && !shown.contains("hunter2"),
+        !shown.contains("VeryS3cret") && !shown.contains("hunter2") && !shown.contains("jwtS3cret"),
         "{shown}"
     );
     assert!(shown.contains("sk_live_…(redacted)"), "{shown}");
@@ -232,6 +303,9 @@ fn every_flag_with_an_env_fallback_is_seen() {
         "STRIPE_SECRET_KEY",
         "STRIPE_TIMEOUT_MS",
         "WORKER_ID",
+        "JWT_SECRET",
+        "JWKS_URL",
+        "CORS_ORIGINS",
     ] {
         assert!(
             vars.iter().any(|v| v == expected),

@@ -152,6 +152,45 @@ impl Conn {
         }
     }
 
+    /// Runs statements without parameters (`BEGIN`, `COMMIT`, `ROLLBACK`) with
+    /// [`QUERY_TIMEOUT`]; like [`Conn::query`], a client that timed out is closed.
+    pub async fn batch(&mut self, sql: &str) -> Result<(), DbError> {
+        let Some(client) = self.client.as_ref() else {
+            return Err(DbError::Timeout);
+        };
+        match tokio::time::timeout(QUERY_TIMEOUT, client.batch_execute(sql)).await {
+            Ok(result) => result.map_err(DbError::Query),
+            Err(_) => {
+                self.discard();
+                Err(DbError::Timeout)
+            }
+        }
+    }
+
+    /// Runs `work` in a transaction: committed when it succeeds, rolled back when it fails. A
+    /// client whose rollback fails is closed, so no pooled client is left inside a transaction.
+    pub async fn in_transaction<T, F>(&mut self, work: F) -> Result<T, DbError>
+    where
+        F: AsyncFnOnce(&mut Conn) -> Result<T, DbError>,
+    {
+        self.batch("BEGIN").await?;
+        match work(self).await {
+            Ok(value) => {
+                if let Err(e) = self.batch("COMMIT").await {
+                    self.discard();
+                    return Err(e);
+                }
+                Ok(value)
+            }
+            Err(e) => {
+                if self.batch("ROLLBACK").await.is_err() {
+                    self.discard();
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// Closes the connection instead of returning it to the pool: whatever the session holds
     /// (an advisory lock) goes with it.
     pub fn discard(&mut self) {

@@ -1,5 +1,6 @@
 //! The worker's side of the queue: thin calls of the SQL API in `sql/requests/functions.sql`
-//! (`billing.claim_requests`, `finish_request`, `fail_request`) and `billing.link_customer`.
+//! (`billing.claim_requests`, `claim_request`, `finish_request`, `fail_request`) and
+//! `billing.link_customer`.
 //! The locking (FOR UPDATE SKIP LOCKED, leases) lives in SQL; nothing here decides who owns
 //! a row.
 //!
@@ -66,19 +67,53 @@ pub async fn claim(
         .map(|row| {
             let waited: Option<f64> = row.try_get("waited_seconds")?;
             crate::telemetry::claim_latency(waited.unwrap_or(0.0));
-            Ok(Claimed {
-                id: row.try_get("id")?,
-                kind: row.try_get("kind")?,
-                user_id: row.try_get("user_id")?,
-                params: row.try_get("params")?,
-                attempts: row.try_get("attempts")?,
-                stripe_customer_id: row.try_get("stripe_customer_id")?,
-                work_until: claimed_at + work_budget(lease),
-                lease_end: claimed_at + lease,
-            })
+            claimed(row, claimed_at, lease)
         })
         .collect::<Result<_, tokio_postgres::Error>>()
         .map_err(DbError::Query)
+}
+
+/// Claims the one request `id` for `lease_seconds` under the rules of `claim_requests`
+/// (`billing.claim_request`); None when it is not ready, another worker holds it, or another
+/// request of the same user is running.
+pub async fn claim_one(
+    conn: &mut Conn,
+    worker: &str,
+    id: Uuid,
+    lease_seconds: u32,
+) -> Result<Option<Claimed>, DbError> {
+    let claimed_at = Instant::now();
+    let lease = Duration::from_secs(u64::from(lease_seconds));
+    let lease_seconds = i32::try_from(lease_seconds).unwrap_or(i32::MAX);
+    let rows = conn
+        .query(
+            "SELECT id, kind, user_id, params, attempts, stripe_customer_id
+             FROM billing.claim_request($1, $2, $3)",
+            &[&id, &worker, &lease_seconds],
+        )
+        .await?;
+    rows.first()
+        .map(|row| claimed(row, claimed_at, lease))
+        .transpose()
+        .map_err(DbError::Query)
+}
+
+/// A claimed row as `claim_requests` and `claim_request` return it.
+fn claimed(
+    row: &tokio_postgres::Row,
+    claimed_at: Instant,
+    lease: Duration,
+) -> Result<Claimed, tokio_postgres::Error> {
+    Ok(Claimed {
+        id: row.try_get("id")?,
+        kind: row.try_get("kind")?,
+        user_id: row.try_get("user_id")?,
+        params: row.try_get("params")?,
+        attempts: row.try_get("attempts")?,
+        stripe_customer_id: row.try_get("stripe_customer_id")?,
+        work_until: claimed_at + work_budget(lease),
+        lease_end: claimed_at + lease,
+    })
 }
 
 /// Marks the row succeeded with `result`; false when the claim was lost (the lease ran out

@@ -56,8 +56,7 @@ async fn load_history(owner: &Client) {
              INSERT INTO billing.token_grants (user_id, source, tokens, remaining, expires_at, created_at)
              SELECT ('30000000-0000-0000-0000-' || lpad(to_hex(u), 12, '0'))::uuid, 'plan', 1000, 1000,
                     now() - make_interval(days => 1 + (h % 700)), now() - make_interval(days => 31 + (h % 700))
-             FROM generate_series(0, {USERS} - 1) u, generate_series(1, {GRANTS_PER_USER}) h
-             ORDER BY 1, 5;
+             FROM generate_series(0, {USERS} - 1) u, generate_series(1, {GRANTS_PER_USER}) h;
              RESET session_replication_role;"
         ))
         .await

@@ -23,8 +23,10 @@ need_packages() {
 }
 
 install_system_packages() {
+    # pgbouncer: the tests run their own transaction pooler in front of a test database, to
+    # check that the worker notices that LISTEN does not work through one.
     local wanted=(build-essential pkg-config libclang-dev clang sudo openssl curl ca-certificates
-        "postgresql-${PG_MAJOR}" "postgresql-server-dev-${PG_MAJOR}" "postgresql-contrib")
+        "postgresql-${PG_MAJOR}" "postgresql-server-dev-${PG_MAJOR}" "postgresql-contrib" pgbouncer)
     local missing
     missing=$(need_packages "${wanted[@]}")
     if [ -z "$missing" ]; then
@@ -35,6 +37,10 @@ install_system_packages() {
     as_root apt-get update -qq
     # shellcheck disable=SC2086
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
+    # Debian starts a system-wide PgBouncer with the package; the tests start their own.
+    if echo "$missing" | grep -qx pgbouncer && [ -d /run/systemd/system ]; then
+        as_root systemctl disable --now pgbouncer >/dev/null 2>&1 || true
+    fi
 }
 
 install_cargo_pgrx() {

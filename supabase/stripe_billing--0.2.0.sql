@@ -374,6 +374,10 @@ CREATE INDEX stripe_events_waiting_customer_idx ON billing.stripe_events (stripe
     WHERE processed_at IS NULL;
 CREATE INDEX stripe_events_waiting_object_idx ON billing.stripe_events (object_id)
     WHERE processed_at IS NULL;
+-- The newest webhook delivery of each mode, read by billing.health(): how long ago Stripe last
+-- reached us, without reading the whole history.
+CREATE INDEX stripe_events_webhook_received_idx ON billing.stripe_events (livemode, received_at)
+    WHERE source = 'webhook';
 COMMENT ON TABLE billing.stripe_events IS 'Every verified Stripe event, stored once (the id is the key), with the result of applying it. Privileged roles only.';
 COMMENT ON COLUMN billing.stripe_events.id IS 'Stripe event id (evt_...).';
 COMMENT ON COLUMN billing.stripe_events.type IS 'Event type, e.g. invoice.paid.';
@@ -1451,6 +1455,17 @@ COMMENT ON FUNCTION billing._notify(uuid, text, text, jsonb) IS 'Internal: recor
 -- grant from what it has to that target: revoking more, or restoring. Applying a report twice,
 -- or reports in another order, ends in the same ledger.
 
+-- A purchase and the reports about its money can arrive in concurrent transactions (a refund
+-- event beside the session's), and neither would see the other's uncommitted rows. Both sides
+-- take a transaction lock on the payment (or the invoice) before reading or writing, so the
+-- second waits for the first and then sees it.
+CREATE OR REPLACE FUNCTION billing._lock_payment(payment text) RETURNS void
+LANGUAGE sql
+AS $$
+    SELECT pg_advisory_xact_lock(hashtextextended('billing.payment:' || payment, 0)) WHERE payment IS NOT NULL
+$$;
+COMMENT ON FUNCTION billing._lock_payment(text) IS 'Internal: serialises, until commit, the transactions that tie a payment (PaymentIntent, charge) or invoice to a purchase and those that report about its money.';
+
 CREATE OR REPLACE FUNCTION billing._record_purchase(id text, user_id uuid, project_id uuid, customer text,
                                                     amount_paid bigint, currency text) RETURNS void
 LANGUAGE plpgsql
@@ -1476,6 +1491,7 @@ BEGIN
        OR purchase_id !~ '^(cs|in)_[A-Za-z0-9_]+$' THEN
         RETURN false;
     END IF;
+    PERFORM billing._lock_payment(payment);
     INSERT INTO billing.purchase_payments (payment, purchase_id) VALUES (_link_payment.payment, _link_payment.purchase_id)
     ON CONFLICT (payment) DO NOTHING
     RETURNING billing.purchase_payments.payment INTO inserted;
@@ -1487,20 +1503,26 @@ COMMENT ON FUNCTION billing._link_payment(text, text) IS 'Internal: records that
 -- The purchases a payment (a charge, a PaymentIntent, or both) paid, directly or through the
 -- other id of the same payment.
 CREATE OR REPLACE FUNCTION billing._purchases_of(charge text, payment_intent text) RETURNS SETOF text
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 AS $$
+BEGIN
+    RETURN QUERY
     WITH ids AS (
-        SELECT unnest(ARRAY[charge, payment_intent]) AS id
-        UNION SELECT c.payment_intent FROM billing.stripe_charges c WHERE c.id = charge
-        UNION SELECT c.id FROM billing.stripe_charges c WHERE c.payment_intent = payment_intent
+        SELECT unnest(ARRAY[_purchases_of.charge, _purchases_of.payment_intent]) AS id
+        UNION SELECT c.payment_intent FROM billing.stripe_charges c WHERE c.id = _purchases_of.charge
+        UNION SELECT c.id FROM billing.stripe_charges c WHERE c.payment_intent = _purchases_of.payment_intent
     )
-    SELECT DISTINCT p.purchase_id FROM billing.purchase_payments p JOIN ids ON p.payment = ids.id
+    SELECT DISTINCT p.purchase_id FROM billing.purchase_payments p JOIN ids ON p.payment = ids.id;
+END
 $$;
 COMMENT ON FUNCTION billing._purchases_of(text, text) IS 'Internal: the purchases a charge or PaymentIntent paid.';
 
 CREATE OR REPLACE FUNCTION billing._credit_note_refunded(n billing.stripe_credit_notes) RETURNS bigint
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 AS $$
+BEGIN
+    -- PL/pgSQL rather than SQL: its plan is cached, and this runs for every report.
+    RETURN (
     -- basil and later say how much of each refund the note accounts for; before, the refund's
     -- own amount is used when a refund event reported it, else everything not credited out of
     -- band is taken to be refunded.
@@ -1511,12 +1533,17 @@ AS $$
         ELSE greatest(n.total - coalesce(n.out_of_band_amount, 0), 0) END
     FROM jsonb_array_elements(CASE WHEN jsonb_array_length(n.refunds) = 0 THEN '[{}]'::jsonb ELSE n.refunds END) r
     LEFT JOIN billing.stripe_refunds s ON s.id = r ->> 'refund'
+    );
+END
 $$;
 COMMENT ON FUNCTION billing._credit_note_refunded(billing.stripe_credit_notes) IS 'Internal: how much of a credit note was a refund (counted with the charge''s refunds, not again as credit).';
 
 CREATE OR REPLACE FUNCTION billing._purchase_reversed(p billing.purchases) RETURNS bigint
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 AS $$
+BEGIN
+    -- PL/pgSQL rather than SQL: its plan is cached, and this runs for every report.
+    RETURN (
     WITH pays AS (
         SELECT l.payment FROM billing.purchase_payments l WHERE l.purchase_id = p.id
     ), intents AS (
@@ -1551,14 +1578,45 @@ AS $$
     )
     SELECT least(p.amount_paid, refunded.amount + disputed.amount + credited.amount)
     FROM refunded, disputed, credited
+    );
+END
 $$;
 COMMENT ON FUNCTION billing._purchase_reversed(billing.purchases) IS 'Internal: how much of a purchase''s payment has gone back (refunds, disputed funds withdrawn, post-payment credit notes), at most the amount paid.';
 
-CREATE OR REPLACE FUNCTION billing._net_revoked(grant_id bigint) RETURNS bigint
-LANGUAGE sql STABLE
+CREATE OR REPLACE FUNCTION billing._purchase_has_reports(purchase_id text) RETURNS boolean
+LANGUAGE plpgsql STABLE
 AS $$
+BEGIN
+    -- PL/pgSQL rather than SQL: its plan is cached, and this runs for every report.
+    RETURN (
+    SELECT EXISTS (SELECT FROM billing.token_reversals r WHERE r.purchase_id = _purchase_has_reports.purchase_id)
+        OR EXISTS (SELECT FROM billing.stripe_credit_notes n WHERE n.invoice = _purchase_has_reports.purchase_id)
+        OR EXISTS (SELECT FROM billing.purchase_payments l
+                   WHERE l.purchase_id = _purchase_has_reports.purchase_id
+                     AND (EXISTS (SELECT FROM billing.stripe_charges c
+                                  WHERE (c.id = l.payment OR c.payment_intent = l.payment) AND c.amount_refunded > 0)
+                          OR EXISTS (SELECT FROM billing.stripe_refunds r WHERE r.charge = l.payment OR r.payment_intent = l.payment)
+                          OR EXISTS (SELECT FROM billing.stripe_disputes d WHERE d.charge = l.payment OR d.payment_intent = l.payment)
+                          -- A charge reported with its PaymentIntent: its refunds and disputes may name only the charge.
+                          OR EXISTS (SELECT FROM billing.stripe_charges c
+                                     JOIN billing.stripe_refunds r ON r.charge = c.id WHERE c.payment_intent = l.payment)
+                          OR EXISTS (SELECT FROM billing.stripe_charges c
+                                     JOIN billing.stripe_disputes d ON d.charge = c.id WHERE c.payment_intent = l.payment)))
+    );
+END
+$$;
+COMMENT ON FUNCTION billing._purchase_has_reports(text) IS 'Internal: whether anything was reported about a purchase''s money or revoked from its grants (when not, settling it has nothing to do).';
+
+CREATE OR REPLACE FUNCTION billing._net_revoked(grant_id bigint) RETURNS bigint
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    -- PL/pgSQL rather than SQL: its plan is cached, and this runs for every report.
+    RETURN (
     SELECT coalesce(sum(CASE r.kind WHEN 'revoke' THEN r.tokens ELSE -r.tokens END), 0)
     FROM billing.token_reversals r WHERE r.grant_id = _net_revoked.grant_id
+    );
+END
 $$;
 COMMENT ON FUNCTION billing._net_revoked(bigint) IS 'Internal: tokens revoked from a grant less those restored.';
 
@@ -1706,6 +1764,10 @@ BEGIN
     SELECT * INTO p FROM billing.purchases x WHERE x.id = _settle_purchase.purchase_id FOR UPDATE;
     IF NOT FOUND OR p.amount_paid = 0 THEN
         RETURN;  -- not ours (yet), or nothing was paid
+    END IF;
+    -- The common case, every new purchase: no money went back and nothing was revoked.
+    IF NOT billing._purchase_has_reports(p.id) THEN
+        RETURN;
     END IF;
     reversed := billing._purchase_reversed(p);
     FOR g IN SELECT * FROM billing.token_grants t
@@ -2235,7 +2297,8 @@ $$;
 COMMENT ON FUNCTION billing._give_up_abandoned_requests() IS 'Internal (claims): fails the running requests whose lease ran out after their last allowed attempt.';
 
 CREATE OR REPLACE FUNCTION billing.claim_requests(worker text, max_count integer DEFAULT 1, lease_seconds integer DEFAULT 60)
-RETURNS TABLE (id uuid, kind text, user_id uuid, params jsonb, attempts integer, stripe_customer_id text)
+RETURNS TABLE (id uuid, kind text, user_id uuid, params jsonb, attempts integer, stripe_customer_id text,
+               waited_seconds double precision)
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
@@ -2265,7 +2328,10 @@ BEGIN
         ORDER BY c.run_after, c.created_at
         LIMIT max_count * 4
     ), ready AS (
-        SELECT r.id FROM billing.stripe_requests r JOIN fair f ON f.id = r.id
+        -- When the row became claimable: its run_after, or for a row taken over from a worker
+        -- that died, the end of that worker's lease.
+        SELECT r.id, CASE WHEN r.status = 'running' THEN greatest(r.run_after, r.locked_until) ELSE r.run_after END AS ready_at
+        FROM billing.stripe_requests r JOIN fair f ON f.id = r.id
         WHERE r.status IN ('pending', 'running') AND r.run_after <= clock_timestamp()
           AND (r.status = 'pending' OR r.locked_until < clock_timestamp())
         ORDER BY r.run_after, r.created_at
@@ -2276,10 +2342,11 @@ BEGIN
         locked_until = clock_timestamp() + make_interval(secs => lease_seconds)
     FROM ready WHERE r.id = ready.id
     RETURNING r.id, r.kind, r.user_id, r.params, r.attempts,
-        (SELECT c.stripe_customer_id FROM billing.customers c WHERE c.user_id = r.user_id);
+        (SELECT c.stripe_customer_id FROM billing.customers c WHERE c.user_id = r.user_id),
+        greatest(extract(epoch FROM clock_timestamp() - ready.ready_at)::double precision, 0);
 END
 $$;
-COMMENT ON FUNCTION billing.claim_requests(text, integer, integer) IS 'Worker: claims up to max_count ready requests (pending, or running past their lease) for lease_seconds, at most one per user and none of a user with a request running, oldest first, skipping rows other workers hold.';
+COMMENT ON FUNCTION billing.claim_requests(text, integer, integer) IS 'Worker: claims up to max_count ready requests (pending, or running past their lease) for lease_seconds, at most one per user and none of a user with a request running, oldest first, skipping rows other workers hold. waited_seconds: how long each had been ready to claim (the worker''s claim latency).';
 
 CREATE OR REPLACE FUNCTION billing.claim_request(request_id uuid, worker text, lease_seconds integer DEFAULT 60)
 RETURNS TABLE (id uuid, kind text, user_id uuid, params jsonb, attempts integer, stripe_customer_id text)
@@ -2595,7 +2662,11 @@ RETURNS SETOF record
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF to_regclass('vault.decrypted_secrets') IS NULL THEN
+    -- From the catalog: naming a relation in a schema the caller may not use is an error, and a
+    -- caller that may not read Vault (the doctor as a service_role member) gets no secrets.
+    IF NOT EXISTS (SELECT FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                   WHERE n.nspname = 'vault' AND c.relname = 'decrypted_secrets'
+                     AND has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT')) THEN
         RETURN;
     END IF;
     RETURN QUERY
@@ -2605,7 +2676,7 @@ BEGIN
         ORDER BY v.name;
 END
 $$;
-COMMENT ON FUNCTION billing._vault_webhook_secrets() IS 'Internal: webhook signing secrets kept in Supabase Vault (vault.decrypted_secrets, when installed) under the names stripe_webhook_secret_test[_...] and stripe_webhook_secret_live[_...], with the mode the name says.';
+COMMENT ON FUNCTION billing._vault_webhook_secrets() IS 'Internal: webhook signing secrets kept in Supabase Vault (vault.decrypted_secrets, when installed and readable by the caller) under the names stripe_webhook_secret_test[_...] and stripe_webhook_secret_live[_...], with the mode the name says.';
 
 CREATE OR REPLACE FUNCTION billing.handle_stripe_webhook(payload text, header text) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
@@ -3206,6 +3277,7 @@ BEGIN
     END IF;
     FOR g IN SELECT * FROM billing._invoice_grants(inv) LOOP
         IF NOT recorded THEN
+            PERFORM billing._lock_payment(inv ->> 'id');  -- beside its credit notes
             PERFORM billing._record_purchase(inv ->> 'id', uid, NULL, ev ->> 'customer', (inv ->> 'amount_paid')::bigint,
                                              inv ->> 'currency');
             recorded := true;
@@ -3277,6 +3349,7 @@ AS $$
 DECLARE
     c jsonb := ev -> 'data';
 BEGIN
+    PERFORM billing._lock_payment(coalesce(c ->> 'payment_intent', c ->> 'id'));
     INSERT INTO billing.stripe_charges AS s (id, payment_intent, invoice, amount, amount_refunded, currency)
     VALUES (c ->> 'id', c ->> 'payment_intent', c ->> 'invoice', (c ->> 'amount')::bigint,
             coalesce((c ->> 'amount_refunded')::bigint, 0), c ->> 'currency')
@@ -3305,6 +3378,7 @@ DECLARE
     r jsonb := ev -> 'data';
     rank smallint := billing._money_status_rank('refund', r ->> 'status');
 BEGIN
+    PERFORM billing._lock_payment(coalesce(r ->> 'payment_intent', r ->> 'charge'));
     INSERT INTO billing.stripe_refunds AS s (id, charge, payment_intent, amount, status, status_rank, reported_at)
     VALUES (r ->> 'id', r ->> 'charge', r ->> 'payment_intent', coalesce((r ->> 'amount')::bigint, 0),
             coalesce(r ->> 'status', 'pending'), rank, billing._unix_time(ev -> 'created'))
@@ -3327,6 +3401,7 @@ DECLARE
     d jsonb := ev -> 'data';
     rank smallint := billing._money_status_rank('dispute', d ->> 'status');
 BEGIN
+    PERFORM billing._lock_payment(coalesce(d ->> 'payment_intent', d ->> 'charge'));
     INSERT INTO billing.stripe_disputes AS s (id, charge, payment_intent, amount, status, status_rank, reported_at)
     VALUES (d ->> 'id', d ->> 'charge', d ->> 'payment_intent', coalesce((d ->> 'amount')::bigint, 0),
             coalesce(d ->> 'status', 'needs_response'), rank, billing._unix_time(ev -> 'created'))
@@ -3352,6 +3427,7 @@ BEGIN
     IF n ->> 'invoice' IS NULL THEN
         RETURN;
     END IF;
+    PERFORM billing._lock_payment(n ->> 'invoice');
     INSERT INTO billing.stripe_credit_notes AS s (id, invoice, note_type, status, total, out_of_band_amount, refunds,
                                                   status_rank, reported_at)
     VALUES (n ->> 'id', n ->> 'invoice', n ->> 'type', coalesce(n ->> 'status', 'issued'),
@@ -3404,6 +3480,65 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION billing._apply_retrieved_invoice(jsonb) IS 'Internal: an invoice the worker retrieved with its payments (basil and later do not send them with invoice events): learns which payments paid it, then settles its purchase.';
+
+-- sql/operations/functions.sql
+-- Operations: the figures an operator watches, in one call, so that "is it keeping up?" needs
+-- no hand-written SQL. The worker's /metrics endpoint reads the same function on every scrape.
+-- Each figure reads a partial or small index, never the whole history.
+
+CREATE OR REPLACE FUNCTION billing.health()
+RETURNS TABLE (
+    requests_pending bigint,
+    requests_running bigint,
+    oldest_pending_seconds double precision,
+    oldest_running_seconds double precision,
+    events_held bigint,
+    events_failed bigint,
+    oldest_held_seconds double precision,
+    oldest_failed_seconds double precision,
+    last_webhook_test timestamptz,
+    last_webhook_live timestamptz,
+    seconds_since_webhook_test double precision,
+    seconds_since_webhook_live double precision)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+    WITH queue AS (
+        -- The live part of the queue only (stripe_requests_ready_idx).
+        SELECT count(*) FILTER (WHERE r.status = 'pending') AS pending,
+               count(*) FILTER (WHERE r.status = 'running') AS running,
+               min(r.created_at) FILTER (WHERE r.status = 'pending') AS oldest_pending,
+               min(r.claimed_at) FILTER (WHERE r.status = 'running') AS oldest_running
+        FROM billing.stripe_requests r
+        WHERE r.status IN ('pending', 'running')
+    ), unapplied AS (
+        -- Held: waiting for something that applies them by itself (their user becoming known,
+        -- BL007; data the worker fetches from Stripe, BL010). Failed: anything else, which
+        -- waits for the operator (say, a price missing from the catalog) and
+        -- billing.reprocess_events().
+        SELECT count(*) FILTER (WHERE e.held) AS held,
+               count(*) FILTER (WHERE NOT e.held) AS failed,
+               min(e.received_at) FILTER (WHERE e.held) AS oldest_held,
+               min(e.received_at) FILTER (WHERE NOT e.held) AS oldest_failed
+        FROM (SELECT s.received_at, coalesce(s.error_code IN ('BL007', 'BL010'), false) AS held
+              FROM billing.stripe_events s WHERE s.processed_at IS NULL) e
+    ), webhooks AS (
+        SELECT (SELECT max(s.received_at) FROM billing.stripe_events s
+                WHERE s.source = 'webhook' AND NOT s.livemode) AS test,
+               (SELECT max(s.received_at) FROM billing.stripe_events s
+                WHERE s.source = 'webhook' AND s.livemode) AS live
+    )
+    SELECT q.pending, q.running,
+           extract(epoch FROM now() - q.oldest_pending)::double precision,
+           extract(epoch FROM now() - q.oldest_running)::double precision,
+           u.held, u.failed,
+           extract(epoch FROM now() - u.oldest_held)::double precision,
+           extract(epoch FROM now() - u.oldest_failed)::double precision,
+           w.test, w.live,
+           extract(epoch FROM now() - w.test)::double precision,
+           extract(epoch FROM now() - w.live)::double precision
+    FROM queue q, unapplied u, webhooks w
+$$;
+COMMENT ON FUNCTION billing.health() IS 'Privileged (monitoring): one row of figures. requests_pending/running: the queue; oldest_pending_seconds (since created) and oldest_running_seconds (since claimed). events_held: stored events waiting for their user (BL007) or for data the worker fetches (BL010), which apply by themselves; events_failed: events that failed otherwise and wait for billing.reprocess_events(); oldest_*_seconds: since the oldest of each was received. last_webhook_test/live: when the newest event of each mode arrived by webhook, and seconds_since_webhook_*. NULL ages: none. Grant EXECUTE on it to a monitoring role to show the figures without access to the tables.';
 
 -- sql/security/functions.sql
 -- Access control, part 2: the roles' API and the functions that grant and audit it.

@@ -83,6 +83,16 @@ pub fn by_sqlstate(sqlstate: &str) -> Option<&'static Code> {
     CODES.iter().find(|c| c.sqlstate == sqlstate)
 }
 
+/// The codes of stored events that wait for something that applies them by itself (their user
+/// becoming known, data the worker fetches from Stripe), as opposed to failures that wait for
+/// the operator. `billing.health()` counts the two apart ("held" and "failed").
+pub const WAITING: &[&str] = &["BL007", "BL010"];
+
+/// Whether an event that failed with `sqlstate` waits to be applied by itself.
+pub fn waits(sqlstate: &str) -> bool {
+    WAITING.contains(&sqlstate)
+}
+
 /// The code with this condition name (as written after `ERRCODE =` in PL/pgSQL).
 pub fn by_name(name: &str) -> Option<&'static Code> {
     CODES.iter().find(|c| c.name == name)
@@ -124,6 +134,10 @@ mod tests {
         );
         assert_eq!(by_name("invalid_password").unwrap().sqlstate, "28P01");
         assert!(by_sqlstate("42P01").is_none());
+        for code in WAITING {
+            assert!(by_sqlstate(code).is_some(), "{code}");
+        }
+        assert!(waits("BL007") && waits("BL010") && !waits("BL006") && !waits(""));
     }
 
     #[test]

@@ -112,6 +112,7 @@ BEGIN
     END IF;
     FOR g IN SELECT * FROM billing._invoice_grants(inv) LOOP
         IF NOT recorded THEN
+            PERFORM billing._lock_payment(inv ->> 'id');  -- beside its credit notes
             PERFORM billing._record_purchase(inv ->> 'id', uid, NULL, ev ->> 'customer', (inv ->> 'amount_paid')::bigint,
                                              inv ->> 'currency');
             recorded := true;

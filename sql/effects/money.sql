@@ -23,6 +23,7 @@ AS $$
 DECLARE
     c jsonb := ev -> 'data';
 BEGIN
+    PERFORM billing._lock_payment(coalesce(c ->> 'payment_intent', c ->> 'id'));
     INSERT INTO billing.stripe_charges AS s (id, payment_intent, invoice, amount, amount_refunded, currency)
     VALUES (c ->> 'id', c ->> 'payment_intent', c ->> 'invoice', (c ->> 'amount')::bigint,
             coalesce((c ->> 'amount_refunded')::bigint, 0), c ->> 'currency')
@@ -51,6 +52,7 @@ DECLARE
     r jsonb := ev -> 'data';
     rank smallint := billing._money_status_rank('refund', r ->> 'status');
 BEGIN
+    PERFORM billing._lock_payment(coalesce(r ->> 'payment_intent', r ->> 'charge'));
     INSERT INTO billing.stripe_refunds AS s (id, charge, payment_intent, amount, status, status_rank, reported_at)
     VALUES (r ->> 'id', r ->> 'charge', r ->> 'payment_intent', coalesce((r ->> 'amount')::bigint, 0),
             coalesce(r ->> 'status', 'pending'), rank, billing._unix_time(ev -> 'created'))
@@ -73,6 +75,7 @@ DECLARE
     d jsonb := ev -> 'data';
     rank smallint := billing._money_status_rank('dispute', d ->> 'status');
 BEGIN
+    PERFORM billing._lock_payment(coalesce(d ->> 'payment_intent', d ->> 'charge'));
     INSERT INTO billing.stripe_disputes AS s (id, charge, payment_intent, amount, status, status_rank, reported_at)
     VALUES (d ->> 'id', d ->> 'charge', d ->> 'payment_intent', coalesce((d ->> 'amount')::bigint, 0),
             coalesce(d ->> 'status', 'needs_response'), rank, billing._unix_time(ev -> 'created'))
@@ -98,6 +101,7 @@ BEGIN
     IF n ->> 'invoice' IS NULL THEN
         RETURN;
     END IF;
+    PERFORM billing._lock_payment(n ->> 'invoice');
     INSERT INTO billing.stripe_credit_notes AS s (id, invoice, note_type, status, total, out_of_band_amount, refunds,
                                                   status_rank, reported_at)
     VALUES (n ->> 'id', n ->> 'invoice', n ->> 'type', coalesce(n ->> 'status', 'issued'),

@@ -171,7 +171,11 @@ RETURNS SETOF record
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF to_regclass('vault.decrypted_secrets') IS NULL THEN
+    -- From the catalog: naming a relation in a schema the caller may not use is an error, and a
+    -- caller that may not read Vault (the doctor as a service_role member) gets no secrets.
+    IF NOT EXISTS (SELECT FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                   WHERE n.nspname = 'vault' AND c.relname = 'decrypted_secrets'
+                     AND has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT')) THEN
         RETURN;
     END IF;
     RETURN QUERY
@@ -181,7 +185,7 @@ BEGIN
         ORDER BY v.name;
 END
 $$;
-COMMENT ON FUNCTION billing._vault_webhook_secrets() IS 'Internal: webhook signing secrets kept in Supabase Vault (vault.decrypted_secrets, when installed) under the names stripe_webhook_secret_test[_...] and stripe_webhook_secret_live[_...], with the mode the name says.';
+COMMENT ON FUNCTION billing._vault_webhook_secrets() IS 'Internal: webhook signing secrets kept in Supabase Vault (vault.decrypted_secrets, when installed and readable by the caller) under the names stripe_webhook_secret_test[_...] and stripe_webhook_secret_live[_...], with the mode the name says.';
 
 CREATE OR REPLACE FUNCTION billing.handle_stripe_webhook(payload text, header text) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER

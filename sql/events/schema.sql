@@ -51,6 +51,10 @@ CREATE INDEX stripe_events_waiting_customer_idx ON billing.stripe_events (stripe
     WHERE processed_at IS NULL;
 CREATE INDEX stripe_events_waiting_object_idx ON billing.stripe_events (object_id)
     WHERE processed_at IS NULL;
+-- The newest webhook delivery of each mode, read by billing.health(): how long ago Stripe last
+-- reached us, without reading the whole history.
+CREATE INDEX stripe_events_webhook_received_idx ON billing.stripe_events (livemode, received_at)
+    WHERE source = 'webhook';
 COMMENT ON TABLE billing.stripe_events IS 'Every verified Stripe event, stored once (the id is the key), with the result of applying it. Privileged roles only.';
 COMMENT ON COLUMN billing.stripe_events.id IS 'Stripe event id (evt_...).';
 COMMENT ON COLUMN billing.stripe_events.type IS 'Event type, e.g. invoice.paid.';

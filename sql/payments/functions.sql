@@ -10,6 +10,17 @@
 -- grant from what it has to that target: revoking more, or restoring. Applying a report twice,
 -- or reports in another order, ends in the same ledger.
 
+-- A purchase and the reports about its money can arrive in concurrent transactions (a refund
+-- event beside the session's), and neither would see the other's uncommitted rows. Both sides
+-- take a transaction lock on the payment (or the invoice) before reading or writing, so the
+-- second waits for the first and then sees it.
+CREATE OR REPLACE FUNCTION billing._lock_payment(payment text) RETURNS void
+LANGUAGE sql
+AS $$
+    SELECT pg_advisory_xact_lock(hashtextextended('billing.payment:' || payment, 0)) WHERE payment IS NOT NULL
+$$;
+COMMENT ON FUNCTION billing._lock_payment(text) IS 'Internal: serialises, until commit, the transactions that tie a payment (PaymentIntent, charge) or invoice to a purchase and those that report about its money.';
+
 CREATE OR REPLACE FUNCTION billing._record_purchase(id text, user_id uuid, project_id uuid, customer text,
                                                     amount_paid bigint, currency text) RETURNS void
 LANGUAGE plpgsql
@@ -35,6 +46,7 @@ BEGIN
        OR purchase_id !~ '^(cs|in)_[A-Za-z0-9_]+$' THEN
         RETURN false;
     END IF;
+    PERFORM billing._lock_payment(payment);
     INSERT INTO billing.purchase_payments (payment, purchase_id) VALUES (_link_payment.payment, _link_payment.purchase_id)
     ON CONFLICT (payment) DO NOTHING
     RETURNING billing.purchase_payments.payment INTO inserted;
@@ -46,20 +58,26 @@ COMMENT ON FUNCTION billing._link_payment(text, text) IS 'Internal: records that
 -- The purchases a payment (a charge, a PaymentIntent, or both) paid, directly or through the
 -- other id of the same payment.
 CREATE OR REPLACE FUNCTION billing._purchases_of(charge text, payment_intent text) RETURNS SETOF text
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 AS $$
+BEGIN
+    RETURN QUERY
     WITH ids AS (
-        SELECT unnest(ARRAY[charge, payment_intent]) AS id
-        UNION SELECT c.payment_intent FROM billing.stripe_charges c WHERE c.id = charge
-        UNION SELECT c.id FROM billing.stripe_charges c WHERE c.payment_intent = payment_intent
+        SELECT unnest(ARRAY[_purchases_of.charge, _purchases_of.payment_intent]) AS id
+        UNION SELECT c.payment_intent FROM billing.stripe_charges c WHERE c.id = _purchases_of.charge
+        UNION SELECT c.id FROM billing.stripe_charges c WHERE c.payment_intent = _purchases_of.payment_intent
     )
-    SELECT DISTINCT p.purchase_id FROM billing.purchase_payments p JOIN ids ON p.payment = ids.id
+    SELECT DISTINCT p.purchase_id FROM billing.purchase_payments p JOIN ids ON p.payment = ids.id;
+END
 $$;
 COMMENT ON FUNCTION billing._purchases_of(text, text) IS 'Internal: the purchases a charge or PaymentIntent paid.';
 
 CREATE OR REPLACE FUNCTION billing._credit_note_refunded(n billing.stripe_credit_notes) RETURNS bigint
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 AS $$
+BEGIN
+    -- PL/pgSQL rather than SQL: its plan is cached, and this runs for every report.
+    RETURN (
     -- basil and later say how much of each refund the note accounts for; before, the refund's
     -- own amount is used when a refund event reported it, else everything not credited out of
     -- band is taken to be refunded.
@@ -70,12 +88,17 @@ AS $$
         ELSE greatest(n.total - coalesce(n.out_of_band_amount, 0), 0) END
     FROM jsonb_array_elements(CASE WHEN jsonb_array_length(n.refunds) = 0 THEN '[{}]'::jsonb ELSE n.refunds END) r
     LEFT JOIN billing.stripe_refunds s ON s.id = r ->> 'refund'
+    );
+END
 $$;
 COMMENT ON FUNCTION billing._credit_note_refunded(billing.stripe_credit_notes) IS 'Internal: how much of a credit note was a refund (counted with the charge''s refunds, not again as credit).';
 
 CREATE OR REPLACE FUNCTION billing._purchase_reversed(p billing.purchases) RETURNS bigint
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 AS $$
+BEGIN
+    -- PL/pgSQL rather than SQL: its plan is cached, and this runs for every report.
+    RETURN (
     WITH pays AS (
         SELECT l.payment FROM billing.purchase_payments l WHERE l.purchase_id = p.id
     ), intents AS (
@@ -110,14 +133,45 @@ AS $$
     )
     SELECT least(p.amount_paid, refunded.amount + disputed.amount + credited.amount)
     FROM refunded, disputed, credited
+    );
+END
 $$;
 COMMENT ON FUNCTION billing._purchase_reversed(billing.purchases) IS 'Internal: how much of a purchase''s payment has gone back (refunds, disputed funds withdrawn, post-payment credit notes), at most the amount paid.';
 
-CREATE OR REPLACE FUNCTION billing._net_revoked(grant_id bigint) RETURNS bigint
-LANGUAGE sql STABLE
+CREATE OR REPLACE FUNCTION billing._purchase_has_reports(purchase_id text) RETURNS boolean
+LANGUAGE plpgsql STABLE
 AS $$
+BEGIN
+    -- PL/pgSQL rather than SQL: its plan is cached, and this runs for every report.
+    RETURN (
+    SELECT EXISTS (SELECT FROM billing.token_reversals r WHERE r.purchase_id = _purchase_has_reports.purchase_id)
+        OR EXISTS (SELECT FROM billing.stripe_credit_notes n WHERE n.invoice = _purchase_has_reports.purchase_id)
+        OR EXISTS (SELECT FROM billing.purchase_payments l
+                   WHERE l.purchase_id = _purchase_has_reports.purchase_id
+                     AND (EXISTS (SELECT FROM billing.stripe_charges c
+                                  WHERE (c.id = l.payment OR c.payment_intent = l.payment) AND c.amount_refunded > 0)
+                          OR EXISTS (SELECT FROM billing.stripe_refunds r WHERE r.charge = l.payment OR r.payment_intent = l.payment)
+                          OR EXISTS (SELECT FROM billing.stripe_disputes d WHERE d.charge = l.payment OR d.payment_intent = l.payment)
+                          -- A charge reported with its PaymentIntent: its refunds and disputes may name only the charge.
+                          OR EXISTS (SELECT FROM billing.stripe_charges c
+                                     JOIN billing.stripe_refunds r ON r.charge = c.id WHERE c.payment_intent = l.payment)
+                          OR EXISTS (SELECT FROM billing.stripe_charges c
+                                     JOIN billing.stripe_disputes d ON d.charge = c.id WHERE c.payment_intent = l.payment)))
+    );
+END
+$$;
+COMMENT ON FUNCTION billing._purchase_has_reports(text) IS 'Internal: whether anything was reported about a purchase''s money or revoked from its grants (when not, settling it has nothing to do).';
+
+CREATE OR REPLACE FUNCTION billing._net_revoked(grant_id bigint) RETURNS bigint
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    -- PL/pgSQL rather than SQL: its plan is cached, and this runs for every report.
+    RETURN (
     SELECT coalesce(sum(CASE r.kind WHEN 'revoke' THEN r.tokens ELSE -r.tokens END), 0)
     FROM billing.token_reversals r WHERE r.grant_id = _net_revoked.grant_id
+    );
+END
 $$;
 COMMENT ON FUNCTION billing._net_revoked(bigint) IS 'Internal: tokens revoked from a grant less those restored.';
 
@@ -265,6 +319,10 @@ BEGIN
     SELECT * INTO p FROM billing.purchases x WHERE x.id = _settle_purchase.purchase_id FOR UPDATE;
     IF NOT FOUND OR p.amount_paid = 0 THEN
         RETURN;  -- not ours (yet), or nothing was paid
+    END IF;
+    -- The common case, every new purchase: no money went back and nothing was revoked.
+    IF NOT billing._purchase_has_reports(p.id) THEN
+        RETURN;
     END IF;
     reversed := billing._purchase_reversed(p);
     FOR g IN SELECT * FROM billing.token_grants t

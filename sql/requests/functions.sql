@@ -365,7 +365,8 @@ $$;
 COMMENT ON FUNCTION billing._give_up_abandoned_requests() IS 'Internal (claims): fails the running requests whose lease ran out after their last allowed attempt.';
 
 CREATE OR REPLACE FUNCTION billing.claim_requests(worker text, max_count integer DEFAULT 1, lease_seconds integer DEFAULT 60)
-RETURNS TABLE (id uuid, kind text, user_id uuid, params jsonb, attempts integer, stripe_customer_id text)
+RETURNS TABLE (id uuid, kind text, user_id uuid, params jsonb, attempts integer, stripe_customer_id text,
+               waited_seconds double precision)
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
@@ -395,7 +396,10 @@ BEGIN
         ORDER BY c.run_after, c.created_at
         LIMIT max_count * 4
     ), ready AS (
-        SELECT r.id FROM billing.stripe_requests r JOIN fair f ON f.id = r.id
+        -- When the row became claimable: its run_after, or for a row taken over from a worker
+        -- that died, the end of that worker's lease.
+        SELECT r.id, CASE WHEN r.status = 'running' THEN greatest(r.run_after, r.locked_until) ELSE r.run_after END AS ready_at
+        FROM billing.stripe_requests r JOIN fair f ON f.id = r.id
         WHERE r.status IN ('pending', 'running') AND r.run_after <= clock_timestamp()
           AND (r.status = 'pending' OR r.locked_until < clock_timestamp())
         ORDER BY r.run_after, r.created_at
@@ -406,10 +410,11 @@ BEGIN
         locked_until = clock_timestamp() + make_interval(secs => lease_seconds)
     FROM ready WHERE r.id = ready.id
     RETURNING r.id, r.kind, r.user_id, r.params, r.attempts,
-        (SELECT c.stripe_customer_id FROM billing.customers c WHERE c.user_id = r.user_id);
+        (SELECT c.stripe_customer_id FROM billing.customers c WHERE c.user_id = r.user_id),
+        greatest(extract(epoch FROM clock_timestamp() - ready.ready_at)::double precision, 0);
 END
 $$;
-COMMENT ON FUNCTION billing.claim_requests(text, integer, integer) IS 'Worker: claims up to max_count ready requests (pending, or running past their lease) for lease_seconds, at most one per user and none of a user with a request running, oldest first, skipping rows other workers hold.';
+COMMENT ON FUNCTION billing.claim_requests(text, integer, integer) IS 'Worker: claims up to max_count ready requests (pending, or running past their lease) for lease_seconds, at most one per user and none of a user with a request running, oldest first, skipping rows other workers hold. waited_seconds: how long each had been ready to claim (the worker''s claim latency).';
 
 CREATE OR REPLACE FUNCTION billing.claim_request(request_id uuid, worker text, lease_seconds integer DEFAULT 60)
 RETURNS TABLE (id uuid, kind text, user_id uuid, params jsonb, attempts integer, stripe_customer_id text)

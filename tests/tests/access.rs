@@ -148,7 +148,7 @@ async fn users_cannot_use_privileged_functions_or_tables() {
     let a = Caller::User(s.a);
     let grant = "INSERT INTO billing.token_grants (user_id, source, tokens, remaining) \
                  VALUES ($1, 'manual', 1000, 1000)";
-    let denied: [(&str, Params, &str); 13] = [
+    let denied: [(&str, Params, &str); 15] = [
         (
             "SELECT billing.grant_tokens($1, 1000)",
             &[&s.a],
@@ -202,6 +202,8 @@ async fn users_cannot_use_privileged_functions_or_tables() {
             &[],
             "function fail_request",
         ),
+        ("SELECT * FROM billing.health()", &[], "function health"),
+        ("SELECT billing.prune()", &[], "function prune"),
     ];
     for (sql, params, what) in denied {
         let needle = format!("permission denied for {what}");
@@ -286,7 +288,7 @@ async fn anon_can_do_nothing() {
     let s = seed().await;
     let mut api = s.db.api().await;
     let request = add_request(&s.owner, s.a, "checkout").await;
-    let denied: [(&str, Params); 14] = [
+    let denied: [(&str, Params); 15] = [
         ("SELECT count(*) FROM billing.plans", &[]),
         ("SELECT count(*) FROM billing.token_grants", &[]),
         ("SELECT count(*) FROM billing.token_grant_balances", &[]),
@@ -305,6 +307,7 @@ async fn anon_can_do_nothing() {
         ("SELECT billing.await_request($1, 0)", &[&request]),
         ("SELECT billing.grant_tokens($1, 10)", &[&s.a]),
         ("SELECT * FROM billing.claim_requests('w1')", &[]),
+        ("SELECT * FROM billing.health()", &[]),
     ];
     for (sql, params) in denied {
         let result = api.call(&Caller::Anon, sql, params).await;
@@ -653,4 +656,54 @@ async fn apply_grants_takes_back_stray_grants_to_client_roles() {
         .unwrap();
     let after = report_rows(owner.query(REPORT, &[]).await.unwrap());
     assert!(after.is_empty(), "{after:?}");
+}
+
+#[tokio::test]
+async fn a_monitoring_role_granted_health_reads_the_figures_and_nothing_else() {
+    let s = seed().await;
+    let mut api = s.db.api().await;
+    let figures = api
+        .call(
+            &Caller::Service,
+            "SELECT requests_pending, events_failed FROM billing.health()",
+            &[],
+        )
+        .await
+        .expect("service_role reads the figures");
+    assert_eq!(figures.len(), 1);
+    // A role of the operator's monitoring, granted only the function (cluster-wide, so its
+    // name is this database's). The owner joins it to act as it: the pure-SQL edition's owner is
+    // no superuser, and on PostgreSQL 15 creating a role does not make one a member.
+    let role = format!("monitor_{}", s.db.name);
+    s.owner
+        .batch_execute(&format!(
+            "CREATE ROLE {role} NOLOGIN; GRANT USAGE ON SCHEMA billing TO {role};
+             GRANT EXECUTE ON FUNCTION billing.health() TO {role};
+             GRANT {role} TO CURRENT_USER;"
+        ))
+        .await
+        .unwrap();
+    let tx = |sql: &str| format!("BEGIN; SET LOCAL ROLE {role}; {sql}");
+    let read = s
+        .owner
+        .simple_query(&tx("SELECT requests_pending FROM billing.health();"))
+        .await;
+    s.owner.batch_execute("ROLLBACK").await.unwrap();
+    assert!(read.is_ok(), "{read:?}");
+    let table = s
+        .owner
+        .simple_query(&tx("SELECT count(*) FROM billing.stripe_events;"))
+        .await;
+    s.owner.batch_execute("ROLLBACK").await.unwrap();
+    let err = table.expect_err("the tables stay closed");
+    assert_eq!(err.code().map(|c| c.code()), Some("42501"), "{err}");
+    // Not a client role: the security report stays empty.
+    let report = report_rows(s.owner.query(REPORT, &[]).await.unwrap());
+    assert!(report.is_empty(), "{report:?}");
+    s.owner
+        .batch_execute(&format!(
+            "REVOKE ALL ON FUNCTION billing.health() FROM {role}; REVOKE USAGE ON SCHEMA billing FROM {role}; DROP ROLE {role};"
+        ))
+        .await
+        .unwrap();
 }

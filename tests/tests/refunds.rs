@@ -661,3 +661,64 @@ async fn token_debt_refuses_other_users_and_anonymous_callers() {
         .unwrap_err();
     assert_eq!(stripe_billing_tests::pg::db_error(&e).0, "22004");
 }
+
+#[tokio::test]
+async fn a_refund_and_its_purchase_applied_at_the_same_moment_still_meet() {
+    // Two sessions: one applies the refund, the other the purchase, each in a transaction that
+    // cannot see the other's rows until it commits. The payment's lock makes the second wait
+    // for the first and then see it, so the tokens are taken back either way round.
+    let (db, owner) = setup().await;
+    let shop = Shop::open("2025-03-31.basil").await;
+    let pack = shop.buy_packs(1).await;
+    shop.refund(&pack.charge, 900).await;
+    let all = shop.em.events().await;
+    let of = |t: &str| {
+        all.iter()
+            .filter(|e| e["type"] == t)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    // The session waits for its line items (a Payment-Link-style session): its grant is made
+    // when they are stored.
+    for e in of("checkout.session.completed") {
+        events::deliver(&owner, &e).await.unwrap();
+    }
+    let items = shop
+        .get(&format!(
+            "/v1/checkout/sessions/{}/line_items",
+            pack.session
+        ))
+        .await;
+    let refunder = db.owner().await;
+    refunder.batch_execute("BEGIN").await.unwrap();
+    // Only the refund object: it names no customer, so no customer lock orders the two.
+    for e in of("refund.created") {
+        events::deliver(&refunder, &e).await.unwrap();
+    }
+    let granter = db.owner().await;
+    let session = pack.session.clone();
+    let grant = tokio::spawn(async move {
+        granter.batch_execute("BEGIN").await.unwrap();
+        granter
+            .execute(
+                "SELECT billing.store_line_items($1, $2)",
+                &[&session, &items],
+            )
+            .await
+            .unwrap();
+        granter.batch_execute("COMMIT").await.unwrap();
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !grant.is_finished(),
+        "the purchase waits for the refund's transaction"
+    );
+    refunder.batch_execute("COMMIT").await.unwrap();
+    grant.await.unwrap();
+    assert_eq!(
+        balance(&owner, shop.user).await,
+        0,
+        "the refund took the pack back"
+    );
+    assert_books(&owner).await;
+}

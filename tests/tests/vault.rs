@@ -149,6 +149,13 @@ async fn secrets_named_for_their_mode_in_vault_verify_webhooks() {
         "42501",
         "permission denied",
     );
+    // A privileged role that may not read Vault (service_role here) sees no Vault secrets rather
+    // than an error (the worker's doctor counts them this way); the installer sees them.
+    let count = "SELECT count(*) FROM billing._vault_webhook_secrets()";
+    let rows = api.call(&Caller::Service, count, &[]).await.unwrap();
+    assert_eq!(rows[0].get::<_, i64>(0), 0);
+    let seen: i64 = owner.query_one(count, &[]).await.unwrap().get(0);
+    assert_eq!(seen, 2, "stripe_webhook_secret_test and _live_2026_rotated");
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! Wiring: builds the shared parts from the configuration, starts the LISTEN connection, the
-//! HTTP server and the queue loop, and waits for all of them after a shutdown signal.
+//! HTTP server, retention and the queue loop, and waits for all of them after a shutdown
+//! signal.
 //!
 //! Shutdown uses two tokens. `shutdown` (the signal) stops claiming, LISTEN and new HTTP
 //! connections; `abort` is cancelled only when the shutdown timeout runs out and stops the
@@ -23,7 +24,7 @@ use crate::http::user_limit::UserLimit;
 use crate::queue::{self, Ctx, Settings, NOT_CONFIGURED};
 use crate::stripe::{RateLimiter, Stripe};
 use crate::version::{self, VersionError};
-use crate::{http, shutdown, sync};
+use crate::{http, prune, shutdown, sync};
 
 /// Connections beyond the request tasks' two each (one holds the request's lock for
 /// `billing.await_request`, one writes): the claim loop and the health check.
@@ -91,6 +92,8 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             None
         }
     };
+    let metrics = crate::telemetry::install()?;
+    tokio::spawn(crate::telemetry::upkeep(metrics.clone()));
     let listener = http::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
@@ -116,6 +119,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         stripe_timeout_ms = config.stripe_timeout.as_millis() as u64,
         poll_interval_ms = config.poll_interval.as_millis() as u64,
         listen_notify = config.listen_notify,
+        prune_interval_s = config.prune_interval.map_or(0, |i| i.as_secs()),
         api_hs256 = config.api.jwt_secret.is_some(),
         api_jwks = config.api.jwks_url.as_deref().unwrap_or(""),
         cors_origins = config.api.cors_origins.len(),
@@ -154,7 +158,15 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     };
     let server = tokio::spawn(http::serve(
         listener,
-        http::router(db.clone(), webhook_db, config.max_body_bytes, routes),
+        http::router(
+            http::HttpState {
+                db: db.clone(),
+                webhooks: webhook_db,
+                metrics,
+            },
+            config.max_body_bytes,
+            routes,
+        ),
         token.clone(),
     ));
     let catch_up = match (&stripe, config.catch_up_interval) {
@@ -171,14 +183,20 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let listener_task = if config.listen_notify {
         Some(tokio::spawn(queue::listen(
             config.database.clone(),
+            db.clone(),
+            config.poll_interval,
             wake_tx,
             token.clone(),
         )))
     } else {
         // Dropping the sender tells the loop there will be no notifications.
         drop(wake_tx);
+        crate::telemetry::listen_notify(false);
         None
     };
+    let prune_task = config
+        .prune_interval
+        .map(|every| tokio::spawn(prune::run(config.database.clone(), every, token.clone())));
 
     let ctx = Arc::new(Ctx {
         db,
@@ -198,7 +216,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let deadline = started + config.shutdown_timeout;
     queue::drain(in_flight, deadline, &abort).await;
     drain_api(&api.tasks, deadline, &abort).await;
-    if let Some(task) = listener_task {
+    for task in [listener_task, prune_task].into_iter().flatten() {
         let _ = task.await;
     }
     if let Some(task) = catch_up {
@@ -268,6 +286,10 @@ pub async fn run_command(config: Config, command: Command) -> Result<String, Run
             let report = sync::backfill::run(&db, &stripe, &mapping, &token).await?;
             Ok(report.render())
         }
+        // Its checklist and exit code are not a report: `main` runs it through `doctor::run`.
+        Command::Doctor => Err(RunError::Failed(
+            "doctor is run by stripe_billing_worker::doctor::run".into(),
+        )),
         Command::CatchUp => {
             let r = sync::catch_up::run_once(&db, &stripe, config.catch_up_margin, &token).await?;
             Ok(format!(

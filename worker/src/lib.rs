@@ -2,7 +2,7 @@
 //! the `billing.stripe_requests` queue against the Stripe API (Checkout and Portal sessions)
 //! and receives Stripe webhooks over HTTP. The binary (`main.rs`) only parses flags, sets up
 //! logging and maps [`app::run`]'s outcome to an exit code; everything else lives here so
-//! that other entry points (the coming `doctor` subcommand, tests) reuse the configuration
+//! that other entry points (the `doctor` subcommand, tests) reuse the configuration
 //! and the database code instead of copying them.
 //!
 //! - [`config`]: flags, environment fallbacks and the configuration validated from them.
@@ -13,20 +13,25 @@
 //! - `http`: the webhook endpoint and the health check.
 //! - `sync`: catching up from Stripe's events API, and adopting an existing account.
 //! - [`version`]: the check that the database has the extension version this worker speaks.
+//! - `telemetry`: the Prometheus metrics; `prune`: retention on an interval.
+//! - [`doctor`]: the `doctor` subcommand, a checklist of the whole set-up.
 //! - [`app`]: wires them together and runs until a shutdown signal (`shutdown`).
 #![forbid(unsafe_code)]
 
 pub mod app;
 pub mod config;
 pub mod db;
+pub mod doctor;
 pub mod version;
 
 mod backoff;
 mod http;
+mod prune;
 mod queue;
 mod shutdown;
 mod stripe;
 mod sync;
+mod telemetry;
 
 /// An error with its causes, `top: cause: cause`. Library errors put the useful part in the
 /// source ("db error" / "error sending request" alone say little).

@@ -4,7 +4,7 @@
 //!
 //! Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 1 on a runtime failure (e.g. the
 //! listen address is taken), 2 on bad configuration or a database whose stripe_billing version this
-//! worker does not support.
+//! worker does not support. `doctor` has its own (0 healthy, 1 problems, 2 could not check).
 #![forbid(unsafe_code)]
 
 use std::io::IsTerminal;
@@ -14,7 +14,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use stripe_billing_worker::app::{self, RunError};
-use stripe_billing_worker::config::{Args, Config, LogFormat};
+use stripe_billing_worker::config::{Args, Command, Config, LogFormat};
 
 fn main() -> ExitCode {
     // clap prints usage errors and exits with 2 itself (0 for --help and --version).
@@ -26,7 +26,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(config.log_format);
+    // The doctor's output is its checklist on stdout; only warnings go to the log.
+    let doctor = config.command == Some(Command::Doctor);
+    init_logging(config.log_format, doctor);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -37,6 +39,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if doctor {
+        return ExitCode::from(runtime.block_on(stripe_billing_worker::doctor::run(config)));
+    }
     if let Some(command) = config.command.clone() {
         return match runtime.block_on(app::run_command(config, command)) {
             Ok(report) => {
@@ -67,9 +72,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr; `RUST_LOG` filters them (default `info`).
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// Logs go to stderr; `RUST_LOG` filters them (default `info`, `warn` for the doctor).
+fn init_logging(format: LogFormat, doctor: bool) {
+    let default = if doctor { "warn" } else { "info" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

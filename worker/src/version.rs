@@ -78,29 +78,41 @@ const INSTALLED: &str = "SELECT (SELECT extversion FROM pg_catalog.pg_extension 
          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
          WHERE n.nspname = 'billing' AND c.relname = 'installation')";
 
+/// What the database has installed, in one attempt (None: stripe_billing is not installed).
+pub async fn read(db: &Db) -> Result<Option<Installed>, crate::db::DbError> {
+    let mut conn = db.get().await?;
+    let row = conn.query_one(INSTALLED, &[]).await?;
+    let extension: Option<String> = row.get(0);
+    let readable: Option<bool> = row.get(1);
+    Ok(match (extension, readable) {
+        (Some(v), _) => Some(Installed::Extension(v)),
+        (None, None) => None,
+        (None, Some(false)) => Some(Installed::Unreadable),
+        (None, Some(true)) => {
+            let row = conn
+                .query_one("SELECT version FROM billing.installation", &[])
+                .await?;
+            Some(Installed::PureSql(row.get(0)))
+        }
+    })
+}
+
+impl Installed {
+    /// The installed version, when it could be read.
+    pub fn version(&self) -> Option<&str> {
+        match self {
+            Installed::Extension(v) | Installed::PureSql(v) => Some(v),
+            Installed::Unreadable => None,
+        }
+    }
+}
+
 /// Reads what is installed, waiting (with backoff) while the database cannot be reached.
 /// Ok(None) when stripe_billing is not installed; Err when `shutdown` ended the wait.
 pub async fn installed(db: &Db, shutdown: &CancellationToken) -> Result<Option<Installed>, ()> {
     let mut failures = 0u32;
     loop {
-        let attempt = async {
-            let mut conn = db.get().await?;
-            let row = conn.query_one(INSTALLED, &[]).await?;
-            let extension: Option<String> = row.get(0);
-            let readable: Option<bool> = row.get(1);
-            Ok::<_, crate::db::DbError>(match (extension, readable) {
-                (Some(v), _) => Some(Installed::Extension(v)),
-                (None, None) => None,
-                (None, Some(false)) => Some(Installed::Unreadable),
-                (None, Some(true)) => {
-                    let row = conn
-                        .query_one("SELECT version FROM billing.installation", &[])
-                        .await?;
-                    Some(Installed::PureSql(row.get(0)))
-                }
-            })
-        };
-        match attempt.await {
+        match read(db).await {
             Ok(installed) => return Ok(installed),
             Err(e) => {
                 failures += 1;

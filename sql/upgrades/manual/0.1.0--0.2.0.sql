@@ -42,6 +42,7 @@ DROP FUNCTION billing.spend(uuid, bigint, uuid, text, text);
 DROP FUNCTION billing.fail_request(uuid, text, text, integer, integer);
 DROP FUNCTION billing.insert_grant(uuid, bigint, text, timestamptz, uuid, text, jsonb);
 DROP FUNCTION billing.reprocess_events(integer);
+DROP FUNCTION billing.claim_requests(text, integer, integer);
 
 -- The policies name a renamed function; re-stating them gives their expressions the column
 -- name a fresh install has.
@@ -169,6 +170,9 @@ CREATE INDEX stripe_events_waiting_customer_idx ON billing.stripe_events (stripe
     WHERE processed_at IS NULL;
 CREATE INDEX stripe_events_waiting_object_idx ON billing.stripe_events (object_id)
     WHERE processed_at IS NULL;
+-- The newest webhook of each mode, for billing.health().
+CREATE INDEX stripe_events_webhook_received_idx ON billing.stripe_events (livemode, received_at)
+    WHERE source = 'webhook';
 COMMENT ON COLUMN billing.stripe_events.stripe_customer_id IS 'The customer the event concerns, if any: a waiting event is retried when another event of this customer is applied or the customer is linked.';
 COMMENT ON COLUMN billing.stripe_events.error IS 'Why applying failed (e.g. unknown price); cleared once it applies (automatically, or by billing.reprocess_events()).';
 COMMENT ON COLUMN billing.stripe_events.error_code IS 'The SQLSTATE of error (e.g. BL006 unknown price, BL007 user not known yet).';

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
 mod api;
+mod history;
 mod ledger;
 mod signature;
 mod webhook;
@@ -30,6 +31,9 @@ pub async fn main(which: &[String]) {
     }
     if wants("api") {
         api::run().await;
+    }
+    if wants("history") {
+        history::run().await;
     }
 }
 

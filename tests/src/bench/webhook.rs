@@ -10,7 +10,9 @@ use tokio_postgres::Client;
 
 const USER: &str = "20000000-0000-0000-0000-000000000001";
 
-fn template() -> String {
+/// A realistic ~4 KB `invoice.paid` event whose ids contain `BENCHID` (replace it to make each
+/// event new); the long-history benchmark uses it too.
+pub(super) fn template() -> String {
     let now = crate::events::unix_now();
     let period = Period {
         start: now,

@@ -5,6 +5,8 @@
 //! not build: run `cargo build -p stripe-billing-worker` first (the scripts do).
 #![allow(dead_code)]
 
+pub mod pooler;
+
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -128,6 +130,11 @@ impl Emulator {
         let body: Value = resp.json().await.expect("emulator answers JSON");
         assert!(status.is_success(), "{path}: {status} {body}");
         body
+    }
+
+    /// A control call (`POST /_emulator/...`, see the emulator's module docs); its answer.
+    pub async fn post(&self, path: &str, body: Value) -> Value {
+        self.control(reqwest::Method::POST, path, Some(body)).await
     }
 
     /// Queues a fault (see the emulator's control API).
@@ -276,6 +283,28 @@ impl Worker {
     /// The worker's log so far (for assertion messages).
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A scrape of `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        let resp = reqwest::get(format!("{}/metrics", self.base))
+            .await
+            .expect("GET /metrics");
+        assert!(resp.status().is_success(), "/metrics: {}", resp.status());
+        resp.text().await.expect("metrics text")
+    }
+
+    /// Waits until the log contains `needle`.
+    pub async fn wait_log(&self, needle: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.logs().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "the worker never logged {needle:?}:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     async fn wait_healthy(&self) {

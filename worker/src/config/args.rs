@@ -87,6 +87,11 @@ pub struct Args {
     #[arg(long, env = "WORKER_NO_LISTEN_NOTIFY")]
     pub no_listen_notify: bool,
 
+    /// How often to run billing.prune() (retention), in seconds; 0: never (say, because
+    /// pg_cron runs it). The first run is at start-up.
+    #[arg(long, env = "WORKER_PRUNE_INTERVAL_SECONDS", default_value_t = 3600)]
+    pub prune_interval_seconds: u64,
+
     /// Log format.
     #[arg(long, env = "WORKER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -164,4 +169,8 @@ pub enum Command {
     /// Read Stripe's events API once, as the worker does on start and every interval, and
     /// print what it found.
     CatchUp,
+    /// Check the set-up against the database and the Stripe account with the same flags and
+    /// environment, print a checklist with the fix for each problem, and exit: 0 when all is
+    /// well, 1 when something is wrong, 2 when the checks could not run.
+    Doctor,
 }

@@ -18,6 +18,9 @@ pub use secret::Secret;
 /// `claim_requests` refuses to hand out more rows than this at once.
 const MAX_CONCURRENCY: u32 = 1000;
 
+/// Retention runs at least weekly when it runs at all: events are kept 31 days at least.
+const MAX_PRUNE_INTERVAL_SECONDS: u64 = 7 * 86_400;
+
 /// A claim must outlast its Stripe calls by this factor: one call that uses its whole timeout
 /// still leaves room for a retry (or the second call of a checkout) and the lease's safety
 /// margin (`queue::claim::work_budget`).
@@ -99,6 +102,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub rate_limit: f64,
     pub listen_notify: bool,
+    /// How often the worker runs `billing.prune()`; None: never.
+    pub prune_interval: Option<Duration>,
     pub log_format: LogFormat,
     pub worker_id: String,
     pub api: ApiConfig,
@@ -176,6 +181,15 @@ impl Config {
                 ),
             ));
         }
+        if args.prune_interval_seconds > MAX_PRUNE_INTERVAL_SECONDS {
+            return Err(range(
+                "prune-interval-seconds",
+                format!(
+                    "must be 0 (never) to {MAX_PRUNE_INTERVAL_SECONDS}, got {}",
+                    args.prune_interval_seconds
+                ),
+            ));
+        }
         let worker_id = match args.worker_id {
             Some(id) => id,
             None => format!("{}-{}", hostname(), std::process::id()),
@@ -218,6 +232,8 @@ impl Config {
             max_body_bytes: args.max_body_bytes,
             rate_limit: args.rate_limit,
             listen_notify: !args.no_listen_notify,
+            prune_interval: (args.prune_interval_seconds > 0)
+                .then(|| Duration::from_secs(args.prune_interval_seconds)),
             log_format: args.log_format,
             worker_id,
             api,

@@ -41,6 +41,7 @@ fn defaults() {
     assert_eq!(c.max_body_bytes, 1 << 20);
     assert_eq!(c.rate_limit, 25.0);
     assert!(c.listen_notify);
+    assert_eq!(c.prune_interval, Some(Duration::from_secs(3600)));
     assert_eq!(c.log_format, LogFormat::Text);
     assert!(c.worker_id.ends_with(&format!("-{}", std::process::id())));
     assert_eq!(
@@ -134,6 +135,8 @@ fn flags_override_defaults() {
         "w1",
         "--listen",
         "[::1]:9000",
+        "--prune-interval-seconds",
+        "0",
     ])
     .unwrap();
     assert_eq!(c.stripe_api_base, "http://127.0.0.1:12111");
@@ -146,6 +149,18 @@ fn flags_override_defaults() {
     assert_eq!(c.log_format, LogFormat::Json);
     assert_eq!(c.worker_id, "w1");
     assert_eq!(c.listen.port(), 9000);
+    assert_eq!(c.prune_interval, None);
+}
+
+#[test]
+fn doctor_takes_the_worker_flags() {
+    let argv = ["w", "--database-url", "host=/tmp dbname=app", "doctor"];
+    let c = Config::from_args(Args::try_parse_from(argv).unwrap()).unwrap();
+    assert_eq!(c.command, Some(Command::Doctor));
+    let run =
+        Config::from_args(Args::try_parse_from(["w", "--database-url", "host=/tmp"]).unwrap());
+    assert_eq!(run.unwrap().command, None);
+    assert!(Args::try_parse_from(["w", "--database-url", "host=/tmp", "cure"]).is_err());
 }
 
 #[test]
@@ -197,6 +212,10 @@ fn bad_values_are_rejected_with_the_flag_name() {
         (&["--stripe-timeout-ms", "99"], "--stripe-timeout-ms"),
         (&["--max-body-bytes", "0"], "--max-body-bytes"),
         (&["--rate-limit", "0"], "--rate-limit"),
+        (
+            &["--prune-interval-seconds", "604801"],
+            "--prune-interval-seconds",
+        ),
         (&["--rate-limit", "NaN"], "--rate-limit"),
         (&["--stripe-api-base", "not a url"], "--stripe-api-base"),
         (&["--stripe-api-base", "ftp://x"], "--stripe-api-base"),

@@ -1,10 +1,11 @@
 //! The HTTP server: the Stripe webhook endpoint (`webhook`), the users' checkout and portal
-//! endpoints (`api`, authenticated by `auth`, limited per user by `user_limit`) and a health
-//! check (`health`), stopped gracefully on shutdown.
+//! endpoints (`api`, authenticated by `auth`, limited per user by `user_limit`), a health
+//! check (`health`) and the Prometheus metrics (`metrics`), stopped gracefully on shutdown.
 
 pub mod api;
 pub mod auth;
 mod health;
+mod metrics;
 pub mod user_limit;
 mod webhook;
 
@@ -16,6 +17,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderName, HeaderValue, Method};
 use axum::routing::{get, post};
 use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -36,12 +38,16 @@ const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
 /// The path of the health check.
 pub const HEALTH_PATH: &str = "/healthz";
 
-/// What the handlers share: the queue's connections (for the health check, which should
-/// see what the queue sees) and the webhook endpoint's own.
+/// The path Prometheus scrapes.
+pub const METRICS_PATH: &str = "/metrics";
+
+/// What the handlers share: the queue's connections (for the health check and the metrics,
+/// which should see what the queue sees), the webhook endpoint's own, and the metrics.
 #[derive(Clone)]
 pub struct HttpState {
     pub db: Db,
     pub webhooks: Db,
+    pub metrics: PrometheusHandle,
 }
 
 /// The API's settings for the router.
@@ -54,7 +60,7 @@ pub struct ApiRoutes {
 
 /// The routes, with the webhook body limited to `max_body_bytes` and the API's to its own
 /// limit. CORS applies to the API only: Stripe is not a browser.
-pub fn router(db: Db, webhooks: Db, max_body_bytes: usize, api: ApiRoutes) -> Router {
+pub fn router(state: HttpState, max_body_bytes: usize, api: ApiRoutes) -> Router {
     let mut api_routes = Router::new()
         .route(CHECKOUT_PATH, post(api::checkout))
         .route(PORTAL_PATH, post(api::portal))
@@ -66,8 +72,9 @@ pub fn router(db: Db, webhooks: Db, max_body_bytes: usize, api: ApiRoutes) -> Ro
     Router::new()
         .route(WEBHOOK_PATH, post(webhook::receive))
         .route(HEALTH_PATH, get(health::healthz))
+        .route(METRICS_PATH, get(metrics::metrics))
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .with_state(HttpState { db, webhooks })
+        .with_state(state)
         .merge(api_routes)
 }
 

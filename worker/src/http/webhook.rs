@@ -29,6 +29,7 @@ use stripe_billing_core::errors::{self, WebhookFault};
 
 use super::HttpState;
 use crate::db::{Db, DbError};
+use crate::telemetry;
 
 /// How long a webhook waits for one of the endpoint's connections before answering 503.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -42,13 +43,13 @@ pub async fn receive(
     let body = match body {
         Ok(body) => body,
         // Over the size limit (413) or a broken upload.
-        Err(rejection) => return error(rejection.status(), &rejection.body_text()),
+        Err(rejection) => return refused(rejection.status(), &rejection.body_text()),
     };
     let Some(signature) = headers.get("stripe-signature") else {
-        return error(StatusCode::BAD_REQUEST, "missing Stripe-Signature header");
+        return refused(StatusCode::BAD_REQUEST, "missing Stripe-Signature header");
     };
     let Ok(signature) = signature.to_str() else {
-        return error(
+        return refused(
             StatusCode::BAD_REQUEST,
             "the Stripe-Signature header is not ASCII",
         );
@@ -56,7 +57,7 @@ pub async fn receive(
     // Stripe signs the exact bytes; Postgres text must be UTF-8, and re-encoding would break
     // the signature, so anything else is refused rather than repaired.
     let Ok(payload) = std::str::from_utf8(&body) else {
-        return error(StatusCode::BAD_REQUEST, "the body is not valid UTF-8");
+        return refused(StatusCode::BAD_REQUEST, "the body is not valid UTF-8");
     };
     match handle(&state.webhooks, payload, signature).await {
         Ok(result) => {
@@ -65,6 +66,17 @@ pub async fn receive(
             let flag = |key: &str| result.get(key).and_then(Value::as_bool).unwrap_or(false);
             let (event_id, event_type, error) = (text("event_id"), text("type"), text("error"));
             let (duplicate, processed) = (flag("duplicate"), flag("processed"));
+            let code = text("code");
+            let outcome = if duplicate {
+                "duplicate"
+            } else if processed {
+                "applied"
+            } else if errors::waits(code) {
+                "held"
+            } else {
+                "failed"
+            };
+            telemetry::webhook(event_type, outcome);
             tracing::info!(
                 event_id,
                 event_type,
@@ -78,6 +90,15 @@ pub async fn receive(
         Err(e) => {
             let (status, message) = classify(&e);
             let code = e.as_db_error().map_or("", |db| db.code().code());
+            telemetry::webhook(
+                "",
+                match status {
+                    StatusCode::BAD_REQUEST => "rejected",
+                    StatusCode::SERVICE_UNAVAILABLE if matches!(e, DbError::Busy(_)) => "busy",
+                    StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+                    _ => "error",
+                },
+            );
             if matches!(e, DbError::Busy(_)) {
                 tracing::warn!(error = %e, status = status.as_u16(), "webhook refused: busy");
             } else if status.is_server_error() {
@@ -124,6 +145,12 @@ pub fn status_for_sqlstate(code: &str, message: &str) -> (StatusCode, String) {
         Some(WebhookFault::Configuration) => (StatusCode::SERVICE_UNAVAILABLE, message.to_string()),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "database error".into()),
     }
+}
+
+/// A delivery refused before it reached the database (too large, no header, not UTF-8).
+fn refused(status: StatusCode, message: &str) -> Response {
+    telemetry::webhook("", "rejected");
+    error(status, message)
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -176,6 +203,9 @@ mod tests {
         let state = HttpState {
             db: Db::new(server.config(), 1).unwrap(),
             webhooks: Db::new(server.config(), 2).unwrap(),
+            metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
+                .build_recorder()
+                .handle(),
         };
         let _held = server.hold_all(&state.webhooks, 2).await;
         let mut headers = HeaderMap::new();

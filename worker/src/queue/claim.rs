@@ -58,13 +58,17 @@ pub async fn claim(
     let lease_seconds = i32::try_from(lease_seconds).unwrap_or(i32::MAX);
     let rows = conn
         .query(
-            "SELECT id, kind, user_id, params, attempts, stripe_customer_id
+            "SELECT id, kind, user_id, params, attempts, stripe_customer_id, waited_seconds
              FROM billing.claim_requests($1, $2, $3)",
             &[&worker, &max_count, &lease_seconds],
         )
         .await?;
     rows.iter()
-        .map(|row| claimed(row, claimed_at, lease))
+        .map(|row| {
+            let waited: Option<f64> = row.try_get("waited_seconds")?;
+            crate::telemetry::claim_latency(waited.unwrap_or(0.0));
+            claimed(row, claimed_at, lease)
+        })
         .collect::<Result<_, tokio_postgres::Error>>()
         .map_err(DbError::Query)
 }

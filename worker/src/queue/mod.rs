@@ -5,7 +5,7 @@
 //! the SQL functions (`claim`).
 //!
 //! - `main_loop`: the `select!` loop that claims and spawns.
-//! - `listen`: the LISTEN connection that wakes the loop.
+//! - `listen`: the LISTEN connection that wakes the loop, and its self-check (also `doctor`'s).
 //! - `claim`: the calls of `claim_requests`, `claim_request`, `finish_request`, `fail_request`,
 //!   `link_customer`.
 //! - `process`: one claimed row from start to its recorded outcome (`outcome`: retry or fail).
@@ -19,7 +19,7 @@
 mod claim;
 mod drain;
 mod kinds;
-mod listen;
+pub(crate) mod listen;
 mod main_loop;
 mod outcome;
 mod process;

@@ -70,6 +70,7 @@ mod tests {
             message: "No such customer: 'cus_1'".into(),
             code: Some("resource_missing".into()),
             param: Some("customer".into()),
+            status: Some(400),
         };
         match Outcome::from(StripeError::Rejected(refused.clone())) {
             Outcome::Fail(r) => {

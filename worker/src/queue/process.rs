@@ -165,6 +165,15 @@ async fn write(ctx: &Ctx, req: &Claimed, outcome: &Outcome) -> Result<Option<Str
 
 fn log_outcome(req: &Claimed, outcome: &Outcome, status: Option<&str>, started: Instant) {
     let elapsed_ms = started.elapsed().as_millis() as u64;
+    crate::telemetry::request_handled(
+        &req.kind,
+        match status {
+            None => "lost",
+            Some("succeeded") => "succeeded",
+            Some("failed") => "failed",
+            Some(_) => "retry",
+        },
+    );
     let Some(status) = status else {
         tracing::warn!(request_id = %req.id, kind = %req.kind, elapsed_ms,
             "claim lost before the outcome was written (lease expired); another claim decides");

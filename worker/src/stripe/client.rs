@@ -16,6 +16,7 @@ use super::form;
 use super::ratelimit::RateLimiter;
 use super::retry::{self, Verdict};
 use crate::backoff::Backoff;
+use crate::telemetry;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -32,12 +33,14 @@ pub enum StripeError {
 }
 
 /// Stripe's answer to a request it refused: its message and, when given, the error `code`
-/// (e.g. `resource_missing`) and the `param` it names.
+/// (e.g. `resource_missing`) and the `param` it names, and the HTTP status (None for a
+/// refusal of our own making).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Rejection {
     pub message: String,
     pub code: Option<String>,
     pub param: Option<String>,
+    pub status: Option<u16>,
 }
 
 impl Rejection {
@@ -239,11 +242,17 @@ impl Stripe {
         if !body.is_empty() {
             request = request.body(body.to_string());
         }
-        let response = request.send().await.map_err(|e| Failure::Transient {
-            message: format!("cannot reach Stripe: {}", crate::error_chain(&e)),
-            retry_after: None,
+        let path = url.strip_prefix(self.base.as_str()).unwrap_or(url);
+        let sent = Instant::now();
+        let response = request.send().await.map_err(|e| {
+            telemetry::stripe_call(method.as_str(), path, None, sent.elapsed());
+            Failure::Transient {
+                message: format!("cannot reach Stripe: {}", crate::error_chain(&e)),
+                retry_after: None,
+            }
         })?;
         let status = response.status().as_u16();
+        telemetry::stripe_call(method.as_str(), path, Some(status), sent.elapsed());
         let header = |name: &str| {
             response
                 .headers()
@@ -287,6 +296,7 @@ impl Stripe {
                 message,
                 code: field("code"),
                 param: field("param"),
+                status: Some(status),
             })),
         }
     }

@@ -59,6 +59,7 @@ impl RateLimiter {
     /// Waits for a token. Returns false if `abort` was cancelled while waiting.
     pub async fn acquire(&self, abort: &CancellationToken) -> bool {
         let wait = self.reserve(Instant::now());
+        crate::telemetry::rate_limit_wait(wait);
         if wait.is_zero() {
             return !abort.is_cancelled();
         }

@@ -79,6 +79,7 @@ async fn success_and_refusal() {
             message: "No such price".into(),
             code: Some("resource_missing".into()),
             param: Some("line_items[0][price]".into()),
+            status: Some(400),
         }))
     );
     assert_eq!(hits.load(Ordering::SeqCst), 1, "a refusal is not retried");

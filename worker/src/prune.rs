@@ -1,0 +1,74 @@
+//! Retention: runs `billing.prune()` at start-up and then every `--prune-interval-seconds`
+//! (the SQL decides what goes: see its comment and README "Operations"). Several workers may
+//! prune at once; the deletes simply meet on the same rows.
+//!
+//! A run gets a connection of its own, without the pool's 30 s statement bound: the first
+//! run over a long history may take minutes, and a run cut short would roll back all it did.
+
+use std::time::Duration;
+
+use tokio_postgres::NoTls;
+use tokio_util::sync::CancellationToken;
+
+use crate::telemetry;
+
+/// Longest a single run may take before it is abandoned (and rolled back).
+const RUN_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Prunes every `interval` until `shutdown`.
+pub async fn run(config: tokio_postgres::Config, interval: Duration, shutdown: CancellationToken) {
+    loop {
+        let outcome = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = tokio::time::timeout(RUN_TIMEOUT, prune_once(&config)) => r,
+        };
+        match outcome {
+            Ok(Ok((expired, requests, events))) => {
+                telemetry::pruned(expired, requests, events);
+                tracing::info!(
+                    requests_expired = expired,
+                    requests_deleted = requests,
+                    events_deleted = events,
+                    "pruned"
+                );
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "billing.prune() failed; trying again at the next interval")
+            }
+            Err(_) => tracing::warn!(
+                timeout_s = RUN_TIMEOUT.as_secs(),
+                "billing.prune() took too long and was abandoned"
+            ),
+        }
+        if !crate::shutdown::sleep(interval, &shutdown).await {
+            return;
+        }
+    }
+}
+
+/// One run: (requests expired, requests deleted, events deleted).
+async fn prune_once(config: &tokio_postgres::Config) -> Result<(i64, i64, i64), String> {
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| format!("cannot connect: {}", crate::error_chain(&e)))?;
+    let driver = tokio::spawn(connection);
+    let result = client
+        .query_one("SELECT billing.prune()", &[])
+        .await
+        .map_err(|e| crate::error_chain(&e));
+    drop(client);
+    let _ = driver.await;
+    let outcome: serde_json::Value = result?.get(0);
+    let count = |key: &str| {
+        outcome
+            .get(key)
+            .and_then(serde_json::Value::as_i64)
+            .unwrap_or(0)
+    };
+    Ok((
+        count("requests_expired"),
+        count("requests_deleted"),
+        count("events_deleted"),
+    ))
+}

@@ -1,6 +1,7 @@
 //! Bad input to the privileged and worker-facing functions gets a deliberate SQLSTATE and a
-//! message a user can act on, and changes nothing. (The client-facing functions are covered
-//! in ledger.rs, requests.rs, access.rs, webhooks.rs and signature_sql.rs.)
+//! message a user can act on, and changes nothing. (The client-facing functions are covered in
+//! ledger.rs, requests.rs, request_workers.rs, access.rs, webhook_signatures.rs and
+//! signature_sql.rs.)
 use stripe_billing_tests::pg::{assert_error, TestDb};
 use tokio_postgres::Client;
 

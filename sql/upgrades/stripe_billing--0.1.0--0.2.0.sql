@@ -222,7 +222,12 @@ COMMENT ON TABLE billing.stripe_requests IS 'Outbound Stripe calls for the worke
 COMMENT ON COLUMN billing.stripe_requests.kind IS 'checkout or portal (a user''s session), refresh (retrieve a subscription whose same-second events disagree) or line_items (retrieve what a Checkout Session sold).';
 COMMENT ON COLUMN billing.stripe_requests.params IS 'Validated parameters (price, mode, URLs, project, coupon, email; object_id for retrievals).';
 
--- Notifications replace the billing_payment_failed channel, whose payload was a user id.
+-- Notifications replace the billing_payment_failed channel, whose payload was a user id; they,
+-- the money tables and the catch-up state are new, so their state files are included whole.
+-- sql/notifications/schema.sql
+-- Notifications: what the app should tell a user (a failed payment, a payment that needs the
+-- user's action, tokens taken back), one row per event, readable by the user it concerns.
+
 CREATE TABLE billing.notifications (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     user_id uuid NOT NULL,
@@ -240,11 +245,11 @@ COMMENT ON COLUMN billing.notifications.kind IS 'payment_failed, payment_action_
 COMMENT ON COLUMN billing.notifications.payload IS 'Details for the app, e.g. the invoice and its hosted_invoice_url.';
 COMMENT ON COLUMN billing.notifications.event_id IS 'The Stripe event that caused it (one notification of a kind per event).';
 COMMENT ON COLUMN billing.notifications.created_at IS 'When it was written.';
+
 SELECT pg_catalog.pg_extension_config_dump('billing.notifications', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_get_serial_sequence('billing.notifications', 'id')::regclass, '');
 
--- Refunds, disputes and credit notes: purchases, their payments, what Stripe reports about
--- them, and the reversals and debts that follow (the same definitions as a fresh install).
+-- sql/payments/schema.sql
 -- The money behind tokens: each purchase that funded grants, the Stripe payments that paid it,
 -- what Stripe reports about those payments since (refunds, disputes, credit notes), and the
 -- ledger entries that follow the money back: reversals of grants, and the debts left when
@@ -483,7 +488,9 @@ SELECT pg_catalog.pg_extension_config_dump(pg_get_serial_sequence('billing.token
 SELECT pg_catalog.pg_extension_config_dump(pg_get_serial_sequence('billing.token_debts', 'id')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump(pg_get_serial_sequence('billing.token_debt_settlements', 'id')::regclass, '');
 
--- Catching up with Stripe's events API.
+-- sql/sync/schema.sql
+-- Catching up with Stripe: where the worker's reading of Stripe's events API got to.
+
 CREATE TABLE billing.event_sync (
     id boolean PRIMARY KEY DEFAULT true CHECK (id),
     checked_until timestamptz,
@@ -3544,6 +3551,7 @@ CREATE TRIGGER token_spend_allocations_books BEFORE UPDATE OR DELETE ON billing.
 SELECT billing._protect_table(t::regclass, own_rows => true)
 FROM unnest(ARRAY['billing.notifications', 'billing.purchases', 'billing.token_reversals', 'billing.token_debts',
                   'billing.token_debt_settlements']) AS t;
+-- sql/payments/triggers.sql
 -- The books of reversals and debts are kept like the grants' (sql/ledger/triggers.sql): a debt
 -- starts at its full amount, only a settlement takes from it, and nothing is edited afterwards.
 

@@ -18,7 +18,7 @@
 //! `billing.installation`.
 use std::path::{Path, PathBuf};
 
-use crate::upgrade::{manifest, REPLAY_MARKER};
+use crate::upgrade::{manifest, manual_part, REPLAY_MARKER};
 
 /// What `billing.installation.edition` says.
 pub const EDITION: &str = "pure-sql";
@@ -275,8 +275,8 @@ COMMENT ON SCHEMA billing IS 'stripe_billing (pure-SQL edition): Stripe billing 
 /// The upgrade migration from `from` to `to`, from `sql/upgrades/manual/FROM--TO.sql` and the
 /// code under `root`.
 pub fn upgrade_script(root: &Path, from: &str, to: &str) -> Result<String, String> {
-    let manual_rel = format!("sql/upgrades/manual/{from}--{to}.sql");
-    let manual = without_extension_constructs(&read(&root.join(&manual_rel))?, &manual_rel)?;
+    let (manual_rel, manual) = manual_part(root, from, to)?;
+    let manual = without_extension_constructs(&manual, &manual_rel)?;
     let (before, after) = manual
         .split_once(&format!("{REPLAY_MARKER}\n"))
         .ok_or_else(|| format!("{manual_rel} has no {REPLAY_MARKER:?} line"))?;

@@ -3,7 +3,8 @@
 //! An upgrade script `sql/upgrades/stripe_billing--FROM--TO.sql` is assembled from three parts,
 //! so that only changes to state are written by hand:
 //! 1. the hand-written `sql/upgrades/manual/FROM--TO.sql` up to its `-- @replay` line (renames,
-//!    new tables and columns, dropped objects, changed signatures);
+//!    new tables and columns, dropped objects, changed signatures); a state file that is new in
+//!    TO is not copied there but named on an `-- @include sql/<file>` line, which stands for it;
 //! 2. every function written in Rust, as `CREATE OR REPLACE FUNCTION`, taken from the install
 //!    script pgrx generated for TO, followed by every `code` file of `sql/manifest.txt`;
 //! 3. the rest of the hand-written file (state that needs the new functions: policies, triggers).
@@ -18,6 +19,31 @@ pub const EXTENSION: &str = "stripe_billing";
 
 /// The line of a hand-written part where the replayed code goes.
 pub const REPLAY_MARKER: &str = "-- @replay";
+
+/// The line of a hand-written part that stands for a whole state file new in the release.
+pub const INCLUDE_MARKER: &str = "-- @include ";
+
+/// The hand-written part of the upgrade from `from` to `to` (its path from the root, and its
+/// text with every `-- @include` line replaced by the file it names).
+pub fn manual_part(root: &Path, from: &str, to: &str) -> Result<(String, String), String> {
+    let rel = format!("sql/upgrades/manual/{from}--{to}.sql");
+    let text =
+        std::fs::read_to_string(root.join(&rel)).map_err(|e| format!("cannot read {rel}: {e}"))?;
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        match line.strip_prefix(INCLUDE_MARKER) {
+            Some(file) => {
+                let included = std::fs::read_to_string(root.join(file.trim()))
+                    .map_err(|e| format!("{rel}: cannot include {}: {e}", file.trim()))?;
+                out.push_str(&format!("-- {}\n", file.trim()));
+                out.push_str(included.trim_end());
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    Ok((rel, out))
+}
 
 /// The repository root (this crate lives in `tests/`).
 pub fn repo_root() -> PathBuf {
@@ -126,12 +152,10 @@ pub fn rust_functions(install_script: &str) -> Vec<String> {
 /// Assembles the upgrade script from `from` to `to`; `install_script` is pgrx's install script
 /// of `to` (the source of the Rust functions).
 pub fn generate(root: &Path, from: &str, to: &str, install_script: &str) -> Result<String, String> {
-    let manual_path = root.join(format!("sql/upgrades/manual/{from}--{to}.sql"));
-    let manual = std::fs::read_to_string(&manual_path)
-        .map_err(|e| format!("cannot read {}: {e}", manual_path.display()))?;
+    let (manual_rel, manual) = manual_part(root, from, to)?;
     let (before, after) = manual
         .split_once(&format!("{REPLAY_MARKER}\n"))
-        .ok_or_else(|| format!("{} has no {REPLAY_MARKER:?} line", manual_path.display()))?;
+        .ok_or_else(|| format!("{manual_rel} has no {REPLAY_MARKER:?} line"))?;
     let rust = rust_functions(install_script);
     if rust.is_empty() {
         return Err("the install script holds no functions written in Rust".into());
@@ -317,6 +341,26 @@ mod tests {
             assert!(root.join("sql").join(&f.path).is_file(), "{}", f.path);
         }
         assert!(files.iter().any(|f| f.replayed) && files.iter().any(|f| !f.replayed));
+    }
+
+    #[test]
+    fn include_lines_stand_for_the_files_they_name() {
+        let root = std::env::temp_dir().join(format!("manual-part-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("sql/upgrades/manual")).unwrap();
+        std::fs::write(root.join("sql/new.sql"), "CREATE TABLE t ();\n\n").unwrap();
+        let manual = "-- before\n-- @include sql/new.sql\n-- @replay\n";
+        let path = root.join("sql/upgrades/manual/1--2.sql");
+        std::fs::write(&path, format!("{manual}-- @include sql/gone.sql\n")).unwrap();
+        let refused = manual_part(&root, "1", "2").unwrap_err();
+        assert!(refused.contains("cannot include sql/gone.sql"), "{refused}");
+        std::fs::write(&path, manual).unwrap();
+        let (rel, text) = manual_part(&root, "1", "2").unwrap();
+        std::fs::remove_dir_all(&root).unwrap();
+        assert_eq!(rel, "sql/upgrades/manual/1--2.sql");
+        assert_eq!(
+            text,
+            "-- before\n-- sql/new.sql\nCREATE TABLE t ();\n-- @replay\n"
+        );
     }
 
     #[test]

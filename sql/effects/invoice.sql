@@ -93,7 +93,6 @@ DECLARE
     uid uuid;
     g record;
     recorded boolean := false;
-    learned boolean;
 BEGIN
     IF sub_id IS NULL THEN
         RETURN;  -- a one-off invoice: nothing of ours
@@ -126,8 +125,7 @@ BEGIN
     IF recorded THEN
         -- Which payment paid the invoice: before basil the invoice says; from basil on only its
         -- payments do, which invoice events do not carry, so the worker retrieves the invoice.
-        learned := billing._link_payment(inv ->> 'payment_intent', inv ->> 'id');
-        learned := billing._link_payment(inv ->> 'charge', inv ->> 'id') OR learned;
+        PERFORM billing._link_payments(inv ->> 'id', inv ->> 'payment_intent', inv ->> 'charge');
         IF inv ->> 'payment_intent' IS NULL AND inv ->> 'charge' IS NULL
            AND coalesce((inv ->> 'amount_paid')::bigint, 0) > 0 THEN
             PERFORM billing._request_retrieval('refresh', uid, inv ->> 'id');

@@ -123,11 +123,8 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
     p jsonb := ev -> 'data';
-    learned boolean;
 BEGIN
-    learned := billing._link_payment(p ->> 'payment_intent', p ->> 'invoice');
-    learned := billing._link_payment(p ->> 'charge', p ->> 'invoice') OR learned;
-    IF learned THEN
+    IF billing._link_payments(p ->> 'invoice', p ->> 'payment_intent', p ->> 'charge') THEN
         PERFORM billing._settle_purchase(p ->> 'invoice', format('payment of invoice %s', p ->> 'invoice'), ev ->> 'id');
     END IF;
 END
@@ -142,11 +139,9 @@ DECLARE
     p jsonb;
     learned boolean := false;
 BEGIN
-    learned := billing._link_payment(inv ->> 'payment_intent', inv ->> 'id');
-    learned := billing._link_payment(inv ->> 'charge', inv ->> 'id') OR learned;
+    learned := billing._link_payments(inv ->> 'id', inv ->> 'payment_intent', inv ->> 'charge');
     FOR p IN SELECT value FROM jsonb_array_elements(coalesce(inv -> 'payments', '[]')) LOOP
-        learned := billing._link_payment(p ->> 'payment_intent', inv ->> 'id') OR learned;
-        learned := billing._link_payment(p ->> 'charge', inv ->> 'id') OR learned;
+        learned := billing._link_payments(inv ->> 'id', p ->> 'payment_intent', p ->> 'charge') OR learned;
     END LOOP;
     IF learned THEN
         PERFORM billing._settle_purchase(inv ->> 'id', format('payment of invoice %s', inv ->> 'id'), ev ->> 'id');

@@ -60,12 +60,19 @@ END
 $$;
 COMMENT ON FUNCTION billing._apply(jsonb) IS 'Internal: applies a normalised event''s effects (unknown types have none) in a subtransaction; returns the error message and SQLSTATE, or NULLs on success.';
 
-CREATE OR REPLACE FUNCTION billing._apply_stored_event(event_id text, OUT message text, OUT code text)
+CREATE OR REPLACE FUNCTION billing._apply_stored_event(event_id text, OUT message text, OUT code text,
+                                                       OUT applied boolean)
 LANGUAGE plpgsql
 AS $$
 DECLARE
     e billing.stripe_events;
 BEGIN
+    applied := false;
+    -- Most redeliveries are of applied events (Stripe's retries, every catch-up's margin): they
+    -- need neither the row lock (a write) nor anything after it.
+    IF EXISTS (SELECT FROM billing.stripe_events s WHERE s.id = event_id AND s.processed_at IS NOT NULL) THEN
+        RETURN;
+    END IF;
     -- The row lock makes concurrent deliveries and reprocess runs apply an event once.
     SELECT * INTO e FROM billing.stripe_events s WHERE s.id = event_id FOR UPDATE;
     IF NOT FOUND OR e.processed_at IS NOT NULL THEN
@@ -77,9 +84,10 @@ BEGIN
     SET attempts = s.attempts + 1, error = message, error_code = code,
         processed_at = CASE WHEN message IS NULL THEN clock_timestamp() END
     WHERE s.id = event_id;
+    applied := message IS NULL;
 END
 $$;
-COMMENT ON FUNCTION billing._apply_stored_event(text) IS 'Internal: applies a stored event that is not processed yet (a redelivery of a failed event, a waiting event, reprocess) and records the outcome; returns the error and SQLSTATE, or NULLs.';
+COMMENT ON FUNCTION billing._apply_stored_event(text) IS 'Internal: applies a stored event that is not processed yet (a redelivery of a failed event, a waiting event, reprocess) and records the outcome; returns the error and SQLSTATE (NULLs on success) and whether this call applied it (its callers then wake the waiting events of its customer or object).';
 
 -- Events wait when their user is not known yet (BL007) or data they need is being retrieved from
 -- Stripe (BL010). Whatever another event of the same customer or object does (link the customer,
@@ -103,7 +111,7 @@ BEGIN
                    AND (e.stripe_customer_id = customer OR e.object_id = _apply_waiting.object_id)
                  ORDER BY e.created, e.received_at
                  LIMIT 200 LOOP
-            IF (billing._apply_stored_event(w.id)).message IS NULL THEN
+            IF (billing._apply_stored_event(w.id)).applied THEN
                 applied := applied + 1;
                 progress := true;
             END IF;
@@ -143,10 +151,10 @@ BEGIN
     IF inserted.id IS NULL THEN
         -- A redelivery: one that failed before gets another chance; one that applied is a no-op.
         failure := billing._apply_stored_event(ev ->> 'id');
-        SELECT * INTO inserted FROM billing.stripe_events s WHERE s.id = ev ->> 'id';
-        IF inserted.processed_at IS NOT NULL AND failure.message IS NULL THEN
+        IF failure.applied THEN
             PERFORM billing._apply_waiting(ev ->> 'customer', ev ->> 'object_id');
         END IF;
+        SELECT * INTO inserted FROM billing.stripe_events s WHERE s.id = ev ->> 'id';
         RETURN billing._event_result(inserted, true);
     END IF;
     failure := billing._apply(ev);
@@ -283,6 +291,7 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     e record;
+    outcome record;
     tried integer := 0;
     still_failing integer := 0;
     waiting bigint;
@@ -293,13 +302,17 @@ BEGIN
     -- Events waiting for their user (BL007) or for data from Stripe (BL010) apply by themselves
     -- the moment it arrives; on a shared Stripe account there may be thousands of them (customers
     -- this app never knew), and they must not stand in front of the failures an operator fixed.
-    FOR e IN SELECT s.id FROM billing.stripe_events s
+    FOR e IN SELECT s.id, s.stripe_customer_id, s.object_id FROM billing.stripe_events s
              WHERE s.processed_at IS NULL
                AND (include_waiting OR s.error_code IS NULL OR s.error_code NOT IN ('BL007', 'BL010'))
              ORDER BY s.created, s.received_at LIMIT max_events LOOP
         tried := tried + 1;
-        IF (billing._apply_stored_event(e.id)).message IS NOT NULL THEN
+        outcome := billing._apply_stored_event(e.id);
+        IF outcome.message IS NOT NULL THEN
             still_failing := still_failing + 1;
+        ELSIF outcome.applied THEN
+            -- Whatever it did may be what the waiting events of its customer or object wait for.
+            PERFORM billing._apply_waiting(e.stripe_customer_id, e.object_id);
         END IF;
     END LOOP;
     SELECT count(*) INTO waiting FROM billing.stripe_events s

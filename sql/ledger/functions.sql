@@ -24,7 +24,7 @@ LANGUAGE plpgsql
 AS $$
 #variable_conflict use_column
 BEGIN
-    -- remaining starts at tokens (billing._grant_starts_full sets it).
+    -- remaining starts at tokens (billing._starts_full sets it).
     INSERT INTO billing.token_grants AS t (user_id, project_id, source, tokens, expires_at, grant_key, metadata,
                                            purchase_id)
     VALUES (_insert_grant.user_id, _insert_grant.project_id, _insert_grant.source, _insert_grant.tokens,
@@ -265,7 +265,7 @@ COMMENT ON COLUMN billing.token_grant_balances.purchase_id IS 'The purchase that
 
 -- The ledger's bookkeeping triggers (sql/ledger/triggers.sql).
 
-CREATE OR REPLACE FUNCTION billing._grant_starts_full() RETURNS trigger
+CREATE OR REPLACE FUNCTION billing._starts_full() RETURNS trigger
 LANGUAGE plpgsql
 AS $$
 BEGIN
@@ -273,7 +273,7 @@ BEGIN
     RETURN NEW;
 END
 $$;
-COMMENT ON FUNCTION billing._grant_starts_full() IS 'Internal (trigger): a new grant has all its tokens; only allocations take from it.';
+COMMENT ON FUNCTION billing._starts_full() IS 'Internal (trigger): a new grant has all its tokens and a new debt is owed in full; only allocations take from a grant, only settlements from a debt.';
 
 CREATE OR REPLACE FUNCTION billing._take_from_grant() RETURNS trigger
 LANGUAGE plpgsql

@@ -3,7 +3,7 @@
 -- amounts to, never change afterwards.
 
 CREATE TRIGGER token_grants_start_full BEFORE INSERT ON billing.token_grants
-    FOR EACH ROW EXECUTE FUNCTION billing._grant_starts_full();
+    FOR EACH ROW EXECUTE FUNCTION billing._starts_full();
 CREATE TRIGGER token_grants_books BEFORE UPDATE OF remaining, tokens, user_id, project_id, purchase_id ON billing.token_grants
     FOR EACH ROW WHEN (pg_trigger_depth() = 0) EXECUTE FUNCTION billing._refuse_ledger_edit();
 CREATE TRIGGER token_spends_books BEFORE UPDATE OF amount, user_id, project_id, kind ON billing.token_spends

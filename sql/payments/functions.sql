@@ -55,6 +55,22 @@ END
 $$;
 COMMENT ON FUNCTION billing._link_payment(text, text) IS 'Internal: records that a PaymentIntent or charge paid a purchase; true when the link is new.';
 
+CREATE OR REPLACE FUNCTION billing._link_payments(purchase_id text, VARIADIC payments text[]) RETURNS boolean
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    payment text;
+    learned boolean := false;
+BEGIN
+    -- Every link is recorded (no short-circuit), whichever of them is new.
+    FOREACH payment IN ARRAY payments LOOP
+        learned := billing._link_payment(payment, purchase_id) OR learned;
+    END LOOP;
+    RETURN learned;
+END
+$$;
+COMMENT ON FUNCTION billing._link_payments(text, text[]) IS 'Internal: records that each of the PaymentIntents or charges given (NULLs are skipped) paid a purchase; true when any link is new.';
+
 -- The purchases a payment (a charge, a PaymentIntent, or both) paid, directly or through the
 -- other id of the same payment.
 CREATE OR REPLACE FUNCTION billing._purchases_of(charge text, payment_intent text) RETURNS SETOF text
@@ -93,14 +109,15 @@ END
 $$;
 COMMENT ON FUNCTION billing._credit_note_refunded(billing.stripe_credit_notes) IS 'Internal: how much of a credit note was a refund (counted with the charge''s refunds, not again as credit).';
 
-CREATE OR REPLACE FUNCTION billing._purchase_reversed(p billing.purchases) RETURNS bigint
-LANGUAGE plpgsql STABLE
+-- Both ids of every payment of a purchase: a report may name only the charge or only the
+-- PaymentIntent, and the purchase may know only the other one. One place, so settling and its
+-- early exit (_purchase_has_reports) always follow the same links.
+CREATE OR REPLACE FUNCTION billing._purchase_payment_ids(purchase_id text) RETURNS TABLE (intent text, charge text)
+LANGUAGE sql STABLE
 AS $$
-BEGIN
-    -- PL/pgSQL rather than SQL: its plan is cached, and this runs for every report.
-    RETURN (
+    -- SQL, so the calling query inlines it.
     WITH pays AS (
-        SELECT l.payment FROM billing.purchase_payments l WHERE l.purchase_id = p.id
+        SELECT l.payment FROM billing.purchase_payments l WHERE l.purchase_id = _purchase_payment_ids.purchase_id
     ), intents AS (
         SELECT payment AS pi FROM pays WHERE payment LIKE 'pi\_%'
         UNION SELECT c.payment_intent FROM billing.stripe_charges c JOIN pays ON c.id = pays.payment
@@ -112,6 +129,23 @@ BEGIN
         WHERE r.charge IS NOT NULL
         UNION SELECT d.charge FROM billing.stripe_disputes d JOIN intents i ON d.payment_intent = i.pi
         WHERE d.charge IS NOT NULL
+    )
+    SELECT pi, NULL FROM intents UNION ALL SELECT NULL, ch FROM charges
+$$;
+COMMENT ON FUNCTION billing._purchase_payment_ids(text) IS 'Internal: the PaymentIntents (intent) and charges (charge) that paid a purchase, each id also through the other id of the same payment.';
+
+CREATE OR REPLACE FUNCTION billing._purchase_reversed(p billing.purchases) RETURNS bigint
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    -- PL/pgSQL rather than SQL: its plan is cached, and this runs for every report.
+    RETURN (
+    WITH ids AS (
+        SELECT * FROM billing._purchase_payment_ids(p.id)
+    ), intents AS (
+        SELECT ids.intent AS pi FROM ids WHERE ids.intent IS NOT NULL
+    ), charges AS (
+        SELECT ids.charge AS ch FROM ids WHERE ids.charge IS NOT NULL
     ), refunded AS (
         -- Per charge: the larger of what the charge reports and what its refunds add up to.
         SELECT coalesce(sum(greatest(
@@ -146,17 +180,10 @@ BEGIN
     RETURN (
     SELECT EXISTS (SELECT FROM billing.token_reversals r WHERE r.purchase_id = _purchase_has_reports.purchase_id)
         OR EXISTS (SELECT FROM billing.stripe_credit_notes n WHERE n.invoice = _purchase_has_reports.purchase_id)
-        OR EXISTS (SELECT FROM billing.purchase_payments l
-                   WHERE l.purchase_id = _purchase_has_reports.purchase_id
-                     AND (EXISTS (SELECT FROM billing.stripe_charges c
-                                  WHERE (c.id = l.payment OR c.payment_intent = l.payment) AND c.amount_refunded > 0)
-                          OR EXISTS (SELECT FROM billing.stripe_refunds r WHERE r.charge = l.payment OR r.payment_intent = l.payment)
-                          OR EXISTS (SELECT FROM billing.stripe_disputes d WHERE d.charge = l.payment OR d.payment_intent = l.payment)
-                          -- A charge reported with its PaymentIntent: its refunds and disputes may name only the charge.
-                          OR EXISTS (SELECT FROM billing.stripe_charges c
-                                     JOIN billing.stripe_refunds r ON r.charge = c.id WHERE c.payment_intent = l.payment)
-                          OR EXISTS (SELECT FROM billing.stripe_charges c
-                                     JOIN billing.stripe_disputes d ON d.charge = c.id WHERE c.payment_intent = l.payment)))
+        OR EXISTS (SELECT FROM billing._purchase_payment_ids(_purchase_has_reports.purchase_id) i
+                   WHERE EXISTS (SELECT FROM billing.stripe_charges c WHERE c.id = i.charge AND c.amount_refunded > 0)
+                      OR EXISTS (SELECT FROM billing.stripe_refunds r WHERE r.charge = i.charge OR r.payment_intent = i.intent)
+                      OR EXISTS (SELECT FROM billing.stripe_disputes d WHERE d.charge = i.charge OR d.payment_intent = i.intent))
     );
 END
 $$;
@@ -442,16 +469,6 @@ $$;
 COMMENT ON FUNCTION billing.token_debt(uuid, uuid) IS 'Tokens a user (default: the caller) still owes for revocations of tokens already spent, for their own balance (project_id NULL) or one project. Later grants pay it off first.';
 
 -- The debts' bookkeeping triggers (sql/payments/triggers.sql).
-
-CREATE OR REPLACE FUNCTION billing._debt_starts_full() RETURNS trigger
-LANGUAGE plpgsql
-AS $$
-BEGIN
-    NEW.remaining := NEW.tokens;
-    RETURN NEW;
-END
-$$;
-COMMENT ON FUNCTION billing._debt_starts_full() IS 'Internal (trigger): a new debt is owed in full; only settlements reduce it.';
 
 CREATE OR REPLACE FUNCTION billing._settle_debt() RETURNS trigger
 LANGUAGE plpgsql

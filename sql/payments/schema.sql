@@ -88,6 +88,7 @@ CREATE TABLE billing.stripe_disputes (
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX stripe_disputes_charge_idx ON billing.stripe_disputes (charge);
+CREATE INDEX stripe_disputes_payment_intent_idx ON billing.stripe_disputes (payment_intent);
 COMMENT ON TABLE billing.stripe_disputes IS 'Disputes as charge.dispute.* events reported them. The disputed amount is taken back while the funds are withdrawn (needs_response, under_review) and for good when lost; won gives it back; inquiries (warning_*) take nothing. Privileged roles only.';
 COMMENT ON COLUMN billing.stripe_disputes.id IS 'Dispute id.';
 COMMENT ON COLUMN billing.stripe_disputes.charge IS 'The disputed charge.';
@@ -159,6 +160,7 @@ CREATE TABLE billing.token_reversals (
 );
 CREATE INDEX token_reversals_grant_idx ON billing.token_reversals (grant_id);
 CREATE INDEX token_reversals_user_idx ON billing.token_reversals (user_id, created_at);
+CREATE INDEX token_reversals_purchase_idx ON billing.token_reversals (purchase_id);
 COMMENT ON TABLE billing.token_reversals IS 'Tokens taken back from a grant because its purchase was refunded, disputed or credited (revoke), and given back when a dispute is won or a credit note voided (restore). A grant''s net revoked tokens are always its purchase''s reversed share of it. Append-only; users read their own rows.';
 COMMENT ON COLUMN billing.token_reversals.id IS 'Surrogate key.';
 COMMENT ON COLUMN billing.token_reversals.user_id IS 'Owner of the grant.';

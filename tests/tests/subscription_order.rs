@@ -6,7 +6,7 @@ mod subscription_support;
 
 use serde_json::{json, Value};
 use stripe_billing_tests::emulator::store::ids;
-use stripe_billing_tests::events::{self, unix_now, Invoice, Shape};
+use stripe_billing_tests::events::{self, unix_now, Invoice, Session, Shape};
 use stripe_billing_tests::pg::Caller;
 use subscription_support::*;
 use uuid::Uuid;
@@ -269,6 +269,91 @@ async fn a_paid_invoice_that_arrives_before_anything_names_its_user_is_granted_w
         .unwrap()
         .get(0);
     assert_eq!(waiting, 0);
+}
+
+#[tokio::test]
+async fn events_waiting_for_their_user_apply_when_reprocessing_makes_the_user_known() {
+    // A Payment Link sale of a pack the catalog does not sell yet fails (BL006), and with it the
+    // link of its customer to the user it names; the customer's first invoice, naming no user,
+    // waits (BL007). The operator adds the pack and reprocesses: the sale applies, and what it
+    // links wakes the waiting invoice at once, not at the customer's next event.
+    let (_db, owner) = setup().await;
+    let s = Subscriber::new(Shape::Basil);
+    let user = s.user.to_string();
+    let t = unix_now();
+    let session = ids::checkout_session();
+    let line_items = json!({"object": "list", "has_more": false, "data": [
+        {"id": "li_1", "object": "item", "price": {"id": "price_credits", "object": "price"},
+         "quantity": 1, "amount_total": 900, "currency": "usd"}]});
+    owner
+        .execute(
+            "SELECT billing.store_line_items($1, $2)",
+            &[&session, &line_items],
+        )
+        .await
+        .unwrap();
+    let sale = events::checkout_session(
+        s.shape,
+        &Session {
+            id: &session,
+            mode: "payment",
+            payment_status: "paid",
+            customer: &s.customer,
+            user_id: Some(&user),
+            price_id: "price_credits",
+            subscription: None,
+            invoice: None,
+            amount_total: 900,
+            request_id: None,
+        },
+    );
+    let sale = events::event(s.shape, "checkout.session.completed", t, sale);
+    assert_eq!(deliver(&owner, &sale).await["code"], "BL006");
+    let mut invoice = events::invoice(
+        s.shape,
+        &Invoice {
+            id: &ids::long("in"),
+            subscription: &s.sub,
+            customer: &s.customer,
+            billing_reason: "subscription_create",
+            paid: true,
+            lines: vec![line("price_basic", 1000, false, period(t, 30))],
+            user_id: None,
+        },
+    );
+    invoice["amount_paid"] = json!(1000);
+    let invoice = events::event(s.shape, "invoice.paid", t + 1, invoice);
+    assert_eq!(deliver(&owner, &invoice).await["code"], "BL007");
+
+    owner
+        .batch_execute(
+            "INSERT INTO billing.plans (id, stripe_price_id, name, kind, tokens)
+             VALUES ('credits', 'price_credits', 'Credits', 'token_pack', 300)",
+        )
+        .await
+        .unwrap();
+    let answer: Value = owner
+        .query_one("SELECT billing.reprocess_events()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(answer["succeeded"], 1, "{answer}");
+    assert_eq!(
+        answer["waiting"], 0,
+        "the invoice applied with the sale: {answer}"
+    );
+    let sources: Vec<(String, i64)> = grants(&owner, &s)
+        .await
+        .into_iter()
+        .map(|g| (g.0, g.1))
+        .collect();
+    assert_eq!(
+        sources,
+        [
+            ("payg_purchase".to_string(), 300),
+            ("subscription_start".to_string(), 1000)
+        ]
+    );
 }
 
 #[tokio::test]

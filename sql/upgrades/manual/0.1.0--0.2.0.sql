@@ -249,7 +249,7 @@ COMMENT ON COLUMN billing.stripe_requests.idempotency_key IS 'The caller''s Idem
 CREATE TRIGGER plans_record_price AFTER INSERT OR UPDATE OF stripe_price_id ON billing.plans
     FOR EACH ROW EXECUTE FUNCTION billing._record_plan_price();
 CREATE TRIGGER token_grants_start_full BEFORE INSERT ON billing.token_grants
-    FOR EACH ROW EXECUTE FUNCTION billing._grant_starts_full();
+    FOR EACH ROW EXECUTE FUNCTION billing._starts_full();
 CREATE TRIGGER token_grants_books BEFORE UPDATE OF remaining, tokens, user_id, project_id, purchase_id ON billing.token_grants
     FOR EACH ROW WHEN (pg_trigger_depth() = 0) EXECUTE FUNCTION billing._refuse_ledger_edit();
 CREATE TRIGGER token_spends_books BEFORE UPDATE OF amount, user_id, project_id, kind ON billing.token_spends

@@ -45,13 +45,6 @@ impl Edition {
             Ok(other) => panic!("{EDITION_ENV}={other}: expected `pure` or `extension`"),
         }
     }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Edition::Extension => "extension",
-            Edition::Pure => "pure",
-        }
-    }
 }
 
 /// Supabase's roles, created once per cluster by its superuser. Run as one statement per line

@@ -58,16 +58,18 @@ pub fn twin_files(root: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(files)
 }
 
+/// The functions written in Rust in the extension, which `sql/pure/*.sql` twins in PL/pgSQL.
+pub const TWINS: [&str; 5] = [
+    "stripe_signature_is_valid",
+    "construct_event",
+    "stripe_signature_header",
+    "_verify_webhook_signature",
+    "_normalize_event",
+];
+
 /// The functions `sql/pure/*.sql` defines besides the twins themselves: the pure-SQL edition's
 /// own helpers, which the extension does not have.
 pub fn twin_helpers() -> Vec<String> {
-    const TWINS: [&str; 5] = [
-        "stripe_signature_is_valid",
-        "construct_event",
-        "stripe_signature_header",
-        "_verify_webhook_signature",
-        "_normalize_event",
-    ];
     let root = crate::upgrade::repo_root();
     let mut helpers = Vec::new();
     for path in twin_files(&root).unwrap_or_default() {
@@ -346,8 +348,7 @@ pub fn generate(
 
 /// Whether `version` was released with a pure-SQL edition.
 pub fn has_pure_edition(version: &str) -> bool {
-    let key = |v: &str| -> Vec<u64> { v.split('.').map(|p| p.parse().unwrap_or(0)).collect() };
-    key(version) >= key(FIRST_VERSION)
+    crate::upgrade::version_key(version) >= crate::upgrade::version_key(FIRST_VERSION)
 }
 
 /// [`generate`] for this checkout: the workspace version and the newest released one.

@@ -110,7 +110,8 @@ pub fn released_versions(root: &Path) -> Result<Vec<String>, String> {
     Ok(versions)
 }
 
-fn version_key(v: &str) -> Vec<u64> {
+/// A version as numbers, so versions sort numerically (0.10.0 after 0.9.1).
+pub fn version_key(v: &str) -> Vec<u64> {
     v.split('.').map(|p| p.parse().unwrap_or(0)).collect()
 }
 
@@ -188,6 +189,17 @@ pub fn generate(root: &Path, from: &str, to: &str, install_script: &str) -> Resu
         out.push('\n');
     }
     Ok(out.trim_end().to_string() + "\n")
+}
+
+/// Writes a generated file, creating its directory, and says so.
+pub fn write_generated(path: &Path, text: &str) -> Result<(), String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(())
 }
 
 /// The directory pgrx installs extension scripts into, from `pg_config --sharedir`.

@@ -9,7 +9,7 @@ use editions_support::{both, s, schema_owner, Outcome, T0};
 use serde_json::{json, Value};
 use stripe_billing_core::signature::signature_header;
 use stripe_billing_tests::events::{self, Shape, TEST_SECRET};
-use stripe_billing_tests::upgrade;
+use stripe_billing_tests::{pure_sql, upgrade};
 
 /// One call of the signature functions: what it tests, then payload, header, secret, tolerance
 /// and "at" (Unix seconds, or a timestamptz word).
@@ -207,17 +207,10 @@ fn comparable(line: &str, owner: &str) -> String {
         .replace(&format!("{{{owner}="), "{OWNER=")
         .replace(&format!(",{owner}="), ",OWNER=");
     let line = sorted_acls(&line);
-    let rust = [
-        "billing.stripe_signature_is_valid(",
-        "billing.construct_event(",
-        "billing.stripe_signature_header(",
-        "billing._verify_webhook_signature(",
-        "billing._normalize_event(",
-    ];
     if line.starts_with("function ")
-        && rust
+        && pure_sql::TWINS
             .iter()
-            .any(|f| line.starts_with(&format!("function {f}")))
+            .any(|f| line.starts_with(&format!("function billing.{f}(")))
     {
         let head = line.split(" body:").next().unwrap_or_default();
         return head

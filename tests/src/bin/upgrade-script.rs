@@ -4,15 +4,7 @@
 //! `sql/` refreshes every generated file. Needs the current extension installed (`make install`).
 use std::process::ExitCode;
 
-fn write(path: &std::path::Path, text: &str) -> Result<(), String> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
-    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    println!("wrote {}", path.display());
-    Ok(())
-}
+use stripe_billing_tests::upgrade::write_generated as write;
 
 fn run() -> Result<(), String> {
     match stripe_billing_tests::upgrade::generate_development_script()? {

@@ -44,7 +44,9 @@ EXCEPTION WHEN feature_not_supported THEN
     NULL;
 END
 $$;
-CREATE INDEX stripe_events_failed_idx ON billing.stripe_events (received_at) WHERE error IS NOT NULL;
+-- Events not applied, in the order reprocess_events() takes them; health() counts them.
+CREATE INDEX stripe_events_unprocessed_idx ON billing.stripe_events (created, received_at)
+    WHERE processed_at IS NULL;
 -- Events waiting to be applied (their user unknown, data still being fetched, a price not in the
 -- catalog) are retried when another event of the same customer or object is applied.
 CREATE INDEX stripe_events_waiting_customer_idx ON billing.stripe_events (stripe_customer_id)

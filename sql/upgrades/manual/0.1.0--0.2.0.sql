@@ -166,6 +166,11 @@ ALTER TABLE billing.stripe_events
     ADD CONSTRAINT stripe_events_error_has_code CHECK ((error IS NULL) = (error_code IS NULL)),
     ADD CONSTRAINT stripe_events_processed_or_failed CHECK (processed_at IS NULL OR error IS NULL);
 DROP INDEX billing.stripe_events_customer_failed_idx;
+-- No query asks for failed events by their error any more; reprocessing and health() ask for
+-- unprocessed ones.
+DROP INDEX billing.stripe_events_failed_idx;
+CREATE INDEX stripe_events_unprocessed_idx ON billing.stripe_events (created, received_at)
+    WHERE processed_at IS NULL;
 CREATE INDEX stripe_events_waiting_customer_idx ON billing.stripe_events (stripe_customer_id)
     WHERE processed_at IS NULL;
 CREATE INDEX stripe_events_waiting_object_idx ON billing.stripe_events (object_id)

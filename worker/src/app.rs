@@ -141,7 +141,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             worker_id: config.worker_id.clone(),
             abort: abort.clone(),
         }),
-        slots: Semaphore::new(config.api.concurrency),
+        slots: Arc::new(Semaphore::new(config.api.concurrency)),
         tasks: TaskTracker::new(),
         lease_seconds: config.lease_seconds,
         wait: config.api.wait,

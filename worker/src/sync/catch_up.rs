@@ -34,9 +34,13 @@ pub async fn run_once(
     margin: Duration,
     abort: &CancellationToken,
 ) -> Result<Report, String> {
-    let mut conn = db.get().await.map_err(|e| e.to_string())?;
     let margin_seconds = i32::try_from(margin.as_secs()).unwrap_or(86_400);
-    let since: SystemTime = conn
+    // No connection is held while Stripe lists (minutes, for a long gap): the pool keeps none
+    // spare for the catch-up, and the health check and metrics would wait for it.
+    let since: SystemTime = db
+        .get()
+        .await
+        .map_err(|e| e.to_string())?
         .query_one("SELECT billing.catch_up_since($1)", &[&margin_seconds])
         .await
         .map_err(|e| e.to_string())?
@@ -67,6 +71,7 @@ pub async fn run_once(
         listed: events.len(),
         ..Report::default()
     };
+    let mut conn = db.get().await.map_err(|e| e.to_string())?;
     for event in &events {
         let payload = event.to_string();
         let answer: Value = conn

@@ -13,6 +13,8 @@ use std::time::Duration;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
+use crate::queue::RequestKind;
+
 /// What a metric is, for its `# TYPE` and how the code records it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -148,24 +150,22 @@ pub fn request_handled(kind: &str, outcome: &'static str) {
 
 /// Request kinds are a closed set in SQL; anything else is counted as one label.
 fn kind_label(kind: &str) -> &'static str {
-    match kind {
-        "checkout" => "checkout",
-        "portal" => "portal",
-        "refresh" => "refresh",
-        "line_items" => "line_items",
-        _ => "other",
-    }
+    kind.parse().map_or("other", RequestKind::as_str)
 }
 
-/// A webhook delivery: `event_type` as the verified event says, or "unknown" when it was not
-/// verified (a forged post must not mint label values).
+/// A webhook delivery: `event_type` as the verified event says, or "" when it was not verified.
 pub fn webhook(event_type: &str, outcome: &'static str) {
-    let event_type = if event_type.is_empty() || event_type.len() > 100 {
+    counter!(WEBHOOKS, "type" => event_type_label(event_type), "outcome" => outcome).increment(1);
+}
+
+/// An unverified delivery (no type) and an absurdly long type share one label: a forged post
+/// must not mint label values.
+fn event_type_label(event_type: &str) -> String {
+    if event_type.is_empty() || event_type.len() > 100 {
         "unknown".to_string()
     } else {
         event_type.to_string()
-    };
-    counter!(WEBHOOKS, "type" => event_type, "outcome" => outcome).increment(1);
+    }
 }
 
 pub fn listen_notify(working: bool) {
@@ -302,5 +302,10 @@ mod tests {
     fn unverified_webhooks_and_unknown_kinds_cannot_mint_labels() {
         assert_eq!(kind_label("checkout"), "checkout");
         assert_eq!(kind_label("whatever"), "other");
+        assert_eq!(kind_label("line_items"), "line_items");
+        assert_eq!(event_type_label("invoice.paid"), "invoice.paid");
+        assert_eq!(event_type_label(""), "unknown");
+        assert_eq!(event_type_label(&"x".repeat(100)), "x".repeat(100));
+        assert_eq!(event_type_label(&"x".repeat(101)), "unknown");
     }
 }

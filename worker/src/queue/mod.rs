@@ -26,6 +26,7 @@ mod process;
 
 pub use claim::{claim_one, Claimed};
 pub use drain::drain;
+pub use kinds::RequestKind;
 pub use listen::run as listen;
 pub use main_loop::{run, Settings};
 pub use process::{process, Ctx, NOT_CONFIGURED};

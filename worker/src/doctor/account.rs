@@ -226,36 +226,25 @@ fn missing(enabled_events: &[String]) -> Vec<&'static str> {
 const MAX_PAGES: usize = 10;
 
 impl Client {
-    async fn get(&self, path: &str, params: Value) -> Result<Value, StripeError> {
-        let bounds = Bounds {
+    fn bounds(&self) -> Bounds<'_> {
+        Bounds {
             // Room for a retry of a call that used its whole timeout.
             until: Instant::now() + self.timeout * 3,
             abort: &self.abort,
-        };
-        Ok(self.stripe.get(path, &params, bounds).await?.object)
+        }
     }
 
-    /// Every object of a list, following `has_more` for up to [`MAX_PAGES`] pages.
+    async fn get(&self, path: &str, params: Value) -> Result<Value, StripeError> {
+        Ok(self.stripe.get(path, &params, self.bounds()).await?.object)
+    }
+
+    /// Every object of a list, for up to [`MAX_PAGES`] pages.
     async fn list(&self, path: &str) -> Result<Vec<Value>, StripeError> {
-        let mut all = Vec::new();
-        let mut after: Option<String> = None;
-        for _ in 0..MAX_PAGES {
-            let mut params = json!({"limit": 100});
-            if let Some(id) = &after {
-                params["starting_after"] = json!(id);
-            }
-            let page = self.get(path, params).await?;
-            let data = page["data"].as_array().cloned().unwrap_or_default();
-            after = data
-                .last()
-                .and_then(|o| o["id"].as_str())
-                .map(str::to_string);
-            all.extend(data);
-            if page["has_more"] != json!(true) || after.is_none() {
-                break;
-            }
-        }
-        Ok(all)
+        let listing = self
+            .stripe
+            .list(path, &json!({}), MAX_PAGES, || self.bounds())
+            .await?;
+        Ok(listing.data)
     }
 }
 

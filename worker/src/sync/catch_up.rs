@@ -54,14 +54,14 @@ pub async fn run_once(
     let mut events: Vec<Value> = Vec::new();
     for types in APPLIED_TYPES.chunks(TYPES_PER_LIST) {
         let query = json!({"created": {"gte": since_unix}, "types": types});
-        let (page, date) = list_all(stripe, "/v1/events", &query, abort)
+        let listing = list_all(stripe, "/v1/events", &query, abort)
             .await
             .map_err(|e| format!("listing events: {e}"))?;
-        checked_until = match (checked_until, date) {
+        checked_until = match (checked_until, listing.date) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        events.extend(page);
+        events.extend(listing.data);
     }
     // Oldest first, as Stripe created them (same-second order is the database's to settle).
     let mut seen = std::collections::HashSet::new();

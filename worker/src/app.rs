@@ -8,7 +8,6 @@
 //! the signal arrives, so the whole shutdown stays within the timeout.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
@@ -215,7 +214,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let started = shutdown_started.await.unwrap_or_else(|_| Instant::now());
     let deadline = started + config.shutdown_timeout;
     queue::drain(in_flight, deadline, &abort).await;
-    drain_api(&api.tasks, deadline, &abort).await;
+    queue::drain_tracked(&api.tasks, deadline, &abort).await;
     for task in [listener_task, prune_task].into_iter().flatten() {
         let _ = task.await;
     }
@@ -228,28 +227,6 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Requests the HTTP API is serving at the signal (their callers may have hung up) finish
-/// like the queue's: until shortly before the deadline, then they are stopped and requeue
-/// their rows.
-async fn drain_api(tasks: &TaskTracker, deadline: Instant, abort: &CancellationToken) {
-    tasks.close();
-    let left = deadline.saturating_duration_since(Instant::now());
-    let stop_at = deadline - Duration::from_secs(1).min(left / 4);
-    if tokio::time::timeout_at(stop_at, tasks.wait()).await.is_ok() {
-        return;
-    }
-    abort.cancel();
-    if tokio::time::timeout_at(deadline, tasks.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            abandoned = tasks.len(),
-            "abandoning requests the HTTP API was serving; they are retried after their lease"
-        );
-    }
 }
 
 /// Runs a one-off task (`backfill`, `catch-up`) and returns the report to print.

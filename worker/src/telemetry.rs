@@ -7,7 +7,6 @@
 //! the database's figures (`billing.health()`: the queue, held and failed events, the newest
 //! webhook), read again on every scrape so they are never older than the scrape.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
@@ -72,14 +71,9 @@ const BUCKETS: [f64; 14] = [
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
-static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-
-/// Installs the process-wide recorder (once; later calls return the same handle) and describes
-/// every metric.
+/// Installs the process-wide recorder and describes every metric. Once per process: a second
+/// recorder is refused.
 pub fn install() -> Result<PrometheusHandle, String> {
-    if let Some(handle) = HANDLE.get() {
-        return Ok(handle.clone());
-    }
     let handle = PrometheusBuilder::new()
         .set_buckets(&BUCKETS)
         .map_err(|e| format!("cannot set up metrics: {e}"))?
@@ -92,7 +86,7 @@ pub fn install() -> Result<PrometheusHandle, String> {
             Kind::Histogram => describe_histogram!(m.name, m.help),
         }
     }
-    Ok(HANDLE.get_or_init(|| handle).clone())
+    Ok(handle)
 }
 
 /// Keeps the recorder's histogram buffers small between scrapes; runs until the process ends.

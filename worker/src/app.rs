@@ -21,7 +21,7 @@ use crate::http::api::ApiState;
 use crate::http::auth::Verifier;
 use crate::http::user_limit::UserLimit;
 use crate::queue::{self, Ctx, Settings, NOT_CONFIGURED};
-use crate::stripe::{RateLimiter, Stripe};
+use crate::stripe::Stripe;
 use crate::version::{self, VersionError};
 use crate::{http, prune, shutdown, sync};
 
@@ -78,19 +78,10 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         Ok(installed) => version::check(installed.as_ref()).map_err(RunError::Unsupported)?,
         Err(()) => return Ok(()), // a signal came before the database did
     }
-    let stripe = match &config.stripe_secret_key {
-        Some(key) => Some(Stripe::new(
-            &config.stripe_api_base,
-            key.expose(),
-            &config.stripe_version,
-            Arc::new(RateLimiter::new(config.rate_limit)),
-            config.stripe_timeout,
-        )?),
-        None => {
-            tracing::warn!("{NOT_CONFIGURED}; queued requests will fail, webhooks still work");
-            None
-        }
-    };
+    let stripe = Stripe::from_config(&config)?;
+    if stripe.is_none() {
+        tracing::warn!("{NOT_CONFIGURED}; queued requests will fail, webhooks still work");
+    }
     let metrics = crate::telemetry::install()?;
     tokio::spawn(crate::telemetry::upkeep(metrics.clone()));
     let listener = http::bind(config.listen)
@@ -243,17 +234,8 @@ pub async fn run_command(config: Config, command: Command) -> Result<String, Run
             ))
         }
     }
-    let key = config
-        .stripe_secret_key
-        .as_ref()
+    let stripe = Stripe::from_config(&config)?
         .ok_or_else(|| RunError::Failed(format!("{NOT_CONFIGURED}: set STRIPE_SECRET_KEY")))?;
-    let stripe = Stripe::new(
-        &config.stripe_api_base,
-        key.expose(),
-        &config.stripe_version,
-        Arc::new(RateLimiter::new(config.rate_limit)),
-        config.stripe_timeout,
-    )?;
     match command {
         Command::Backfill { map } => {
             let mapping = match map {

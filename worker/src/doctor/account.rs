@@ -3,7 +3,6 @@
 //! endpoint delivers every event type the product applies, and a default Customer Portal
 //! configuration exists.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -14,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::database::Plan;
 use super::Check;
 use crate::config::{Config, Secret};
-use crate::stripe::{Bounds, RateLimiter, Rejection, Stripe, StripeError};
+use crate::stripe::{Bounds, Rejection, Stripe, StripeError};
 
 /// Test or live mode, as a key's prefix says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,17 +135,9 @@ pub async fn checks(config: &Config, key: &Key, plans: Result<Vec<Plan>, Check>)
         Key::Known { mode, prefix } => (*mode, *prefix),
     };
     let (mode, prefix) = mode;
-    let Some(key_text) = config.stripe_secret_key.as_ref() else {
-        unreachable!("a known key is set");
-    };
-    let stripe = match Stripe::new(
-        &config.stripe_api_base,
-        key_text.expose(),
-        &config.stripe_version,
-        Arc::new(RateLimiter::new(config.rate_limit)),
-        config.stripe_timeout,
-    ) {
-        Ok(stripe) => stripe,
+    let stripe = match Stripe::from_config(config) {
+        Ok(Some(stripe)) => stripe,
+        Ok(None) => unreachable!("a known key is set"),
         Err(e) => return skip_all("no Stripe client", Check::unknown(KEY, e)),
     };
     let client = Client {

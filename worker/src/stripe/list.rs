@@ -88,7 +88,7 @@ mod tests {
     use tokio::time::Instant;
     use tokio_util::sync::CancellationToken;
 
-    use crate::stripe::RateLimiter;
+    use crate::stripe::ratelimit::RateLimiter;
 
     /// `/v1/things` lists `ob_1`…`ob_{total}` two to a page (`limit` ignored);
     /// `/v1/broken` answers a page without `data`. Counts the calls.

@@ -16,4 +16,3 @@ pub mod retry;
 
 pub use client::{Bounds, Rejection, Stripe, StripeError};
 pub use list::Listing;
-pub use ratelimit::RateLimiter;

@@ -31,7 +31,7 @@ const SPARE_CONNECTIONS: usize = 2;
 
 /// Connections of the webhook endpoint, apart from the queue's: anyone can post to it, so
 /// it must not be able to take the connections the queue needs. Beyond these, webhooks wait
-/// `http::webhook::ACQUIRE_TIMEOUT` and then get 503 (Stripe retries).
+/// `http::ACQUIRE_TIMEOUT` and then get 503 (Stripe retries).
 const WEBHOOK_CONNECTIONS: usize = 3;
 
 /// Connections of the HTTP API per call it serves at once: one for its transaction, then two
@@ -124,7 +124,6 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let api = Arc::new(ApiState {
         verifier: Verifier::new(&config.api)?,
         limit: UserLimit::new(config.api.rate_per_minute, config.api.burst),
-        db: api_db.clone(),
         ctx: Arc::new(Ctx {
             db: api_db,
             stripe: stripe.clone(),

@@ -43,11 +43,8 @@ use tokio_util::task::TaskTracker;
 
 use super::auth::{AuthError, Verifier};
 use super::user_limit::UserLimit;
-use crate::db::Db;
+use super::{error, ACQUIRE_TIMEOUT};
 use crate::queue::{self, Ctx};
-
-/// How long a call waits for a free slot or connection before answering 503.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// While a call waits for a pending request, how often it tries to claim it itself.
 const RECLAIM_INTERVAL: Duration = Duration::from_millis(250);
@@ -56,10 +53,9 @@ const RECLAIM_INTERVAL: Duration = Duration::from_millis(250);
 pub struct ApiState {
     pub verifier: Verifier,
     pub limit: UserLimit,
-    /// The API's own connections (each call: one for its transaction, then up to two while it
-    /// serves the request), so API traffic cannot take the queue's.
-    pub db: Db,
-    /// The queue's context for serving requests at once, with `db` as its pool.
+    /// The queue's context for serving requests at once. Its pool is the API's own (each call:
+    /// one connection for its transaction, then up to two while it serves the request), so
+    /// API traffic cannot take the queue's.
     pub ctx: Arc<Ctx>,
     /// Calls in progress at most (`--api-concurrency`). A call's slot is also held by the
     /// task serving its request, which outlives a caller that hangs up: without that, callers
@@ -314,10 +310,6 @@ fn set_retry_after(response: &mut Response, wait: Duration) {
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
-}
-
-pub(super) fn error(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({"error": message}))).into_response()
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@
 //! the signal arrives, so the whole shutdown stays within the timeout.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
@@ -22,7 +21,7 @@ use crate::http::api::ApiState;
 use crate::http::auth::Verifier;
 use crate::http::user_limit::UserLimit;
 use crate::queue::{self, Ctx, Settings, NOT_CONFIGURED};
-use crate::stripe::{RateLimiter, Stripe};
+use crate::stripe::Stripe;
 use crate::version::{self, VersionError};
 use crate::{http, prune, shutdown, sync};
 
@@ -32,7 +31,7 @@ const SPARE_CONNECTIONS: usize = 2;
 
 /// Connections of the webhook endpoint, apart from the queue's: anyone can post to it, so
 /// it must not be able to take the connections the queue needs. Beyond these, webhooks wait
-/// `http::webhook::ACQUIRE_TIMEOUT` and then get 503 (Stripe retries).
+/// `http::ACQUIRE_TIMEOUT` and then get 503 (Stripe retries).
 const WEBHOOK_CONNECTIONS: usize = 3;
 
 /// Connections of the HTTP API per call it serves at once: one for its transaction, then two
@@ -79,19 +78,10 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         Ok(installed) => version::check(installed.as_ref()).map_err(RunError::Unsupported)?,
         Err(()) => return Ok(()), // a signal came before the database did
     }
-    let stripe = match &config.stripe_secret_key {
-        Some(key) => Some(Stripe::new(
-            &config.stripe_api_base,
-            key.expose(),
-            &config.stripe_version,
-            Arc::new(RateLimiter::new(config.rate_limit)),
-            config.stripe_timeout,
-        )?),
-        None => {
-            tracing::warn!("{NOT_CONFIGURED}; queued requests will fail, webhooks still work");
-            None
-        }
-    };
+    let stripe = Stripe::from_config(&config)?;
+    if stripe.is_none() {
+        tracing::warn!("{NOT_CONFIGURED}; queued requests will fail, webhooks still work");
+    }
     let metrics = crate::telemetry::install()?;
     tokio::spawn(crate::telemetry::upkeep(metrics.clone()));
     let listener = http::bind(config.listen)
@@ -134,14 +124,13 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let api = Arc::new(ApiState {
         verifier: Verifier::new(&config.api)?,
         limit: UserLimit::new(config.api.rate_per_minute, config.api.burst),
-        db: api_db.clone(),
         ctx: Arc::new(Ctx {
             db: api_db,
             stripe: stripe.clone(),
             worker_id: config.worker_id.clone(),
             abort: abort.clone(),
         }),
-        slots: Semaphore::new(config.api.concurrency),
+        slots: Arc::new(Semaphore::new(config.api.concurrency)),
         tasks: TaskTracker::new(),
         lease_seconds: config.lease_seconds,
         wait: config.api.wait,
@@ -215,7 +204,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let started = shutdown_started.await.unwrap_or_else(|_| Instant::now());
     let deadline = started + config.shutdown_timeout;
     queue::drain(in_flight, deadline, &abort).await;
-    drain_api(&api.tasks, deadline, &abort).await;
+    queue::drain_tracked(&api.tasks, deadline, &abort).await;
     for task in [listener_task, prune_task].into_iter().flatten() {
         let _ = task.await;
     }
@@ -228,28 +217,6 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Requests the HTTP API is serving at the signal (their callers may have hung up) finish
-/// like the queue's: until shortly before the deadline, then they are stopped and requeue
-/// their rows.
-async fn drain_api(tasks: &TaskTracker, deadline: Instant, abort: &CancellationToken) {
-    tasks.close();
-    let left = deadline.saturating_duration_since(Instant::now());
-    let stop_at = deadline - Duration::from_secs(1).min(left / 4);
-    if tokio::time::timeout_at(stop_at, tasks.wait()).await.is_ok() {
-        return;
-    }
-    abort.cancel();
-    if tokio::time::timeout_at(deadline, tasks.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            abandoned = tasks.len(),
-            "abandoning requests the HTTP API was serving; they are retried after their lease"
-        );
-    }
 }
 
 /// Runs a one-off task (`backfill`, `catch-up`) and returns the report to print.
@@ -266,17 +233,8 @@ pub async fn run_command(config: Config, command: Command) -> Result<String, Run
             ))
         }
     }
-    let key = config
-        .stripe_secret_key
-        .as_ref()
+    let stripe = Stripe::from_config(&config)?
         .ok_or_else(|| RunError::Failed(format!("{NOT_CONFIGURED}: set STRIPE_SECRET_KEY")))?;
-    let stripe = Stripe::new(
-        &config.stripe_api_base,
-        key.expose(),
-        &config.stripe_version,
-        Arc::new(RateLimiter::new(config.rate_limit)),
-        config.stripe_timeout,
-    )?;
     match command {
         Command::Backfill { map } => {
             let mapping = match map {

@@ -7,11 +7,12 @@
 //! the database's figures (`billing.health()`: the queue, held and failed events, the newest
 //! webhook), read again on every scrape so they are never older than the scrape.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::queue::RequestKind;
 
 /// What a metric is, for its `# TYPE` and how the code records it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,14 +71,9 @@ const BUCKETS: [f64; 14] = [
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
-static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-
-/// Installs the process-wide recorder (once; later calls return the same handle) and describes
-/// every metric.
+/// Installs the process-wide recorder and describes every metric. Once per process: a second
+/// recorder is refused.
 pub fn install() -> Result<PrometheusHandle, String> {
-    if let Some(handle) = HANDLE.get() {
-        return Ok(handle.clone());
-    }
     let handle = PrometheusBuilder::new()
         .set_buckets(&BUCKETS)
         .map_err(|e| format!("cannot set up metrics: {e}"))?
@@ -90,7 +86,7 @@ pub fn install() -> Result<PrometheusHandle, String> {
             Kind::Histogram => describe_histogram!(m.name, m.help),
         }
     }
-    Ok(HANDLE.get_or_init(|| handle).clone())
+    Ok(handle)
 }
 
 /// Keeps the recorder's histogram buffers small between scrapes; runs until the process ends.
@@ -148,24 +144,22 @@ pub fn request_handled(kind: &str, outcome: &'static str) {
 
 /// Request kinds are a closed set in SQL; anything else is counted as one label.
 fn kind_label(kind: &str) -> &'static str {
-    match kind {
-        "checkout" => "checkout",
-        "portal" => "portal",
-        "refresh" => "refresh",
-        "line_items" => "line_items",
-        _ => "other",
-    }
+    kind.parse().map_or("other", RequestKind::as_str)
 }
 
-/// A webhook delivery: `event_type` as the verified event says, or "unknown" when it was not
-/// verified (a forged post must not mint label values).
+/// A webhook delivery: `event_type` as the verified event says, or "" when it was not verified.
 pub fn webhook(event_type: &str, outcome: &'static str) {
-    let event_type = if event_type.is_empty() || event_type.len() > 100 {
+    counter!(WEBHOOKS, "type" => event_type_label(event_type), "outcome" => outcome).increment(1);
+}
+
+/// An unverified delivery (no type) and an absurdly long type share one label: a forged post
+/// must not mint label values.
+fn event_type_label(event_type: &str) -> String {
+    if event_type.is_empty() || event_type.len() > 100 {
         "unknown".to_string()
     } else {
         event_type.to_string()
-    };
-    counter!(WEBHOOKS, "type" => event_type, "outcome" => outcome).increment(1);
+    }
 }
 
 pub fn listen_notify(working: bool) {
@@ -302,5 +296,10 @@ mod tests {
     fn unverified_webhooks_and_unknown_kinds_cannot_mint_labels() {
         assert_eq!(kind_label("checkout"), "checkout");
         assert_eq!(kind_label("whatever"), "other");
+        assert_eq!(kind_label("line_items"), "line_items");
+        assert_eq!(event_type_label("invoice.paid"), "invoice.paid");
+        assert_eq!(event_type_label(""), "unknown");
+        assert_eq!(event_type_label(&"x".repeat(100)), "x".repeat(100));
+        assert_eq!(event_type_label(&"x".repeat(101)), "unknown");
     }
 }

@@ -143,10 +143,7 @@ impl Conn {
         match tokio::time::timeout(QUERY_TIMEOUT, run).await {
             Ok(result) => result.map_err(DbError::Query),
             Err(_) => {
-                if let Some(client) = self.client.take() {
-                    // Out of the pool for good; dropping it closes the connection.
-                    drop(Object::take(client));
-                }
+                self.discard();
                 Err(DbError::Timeout)
             }
         }

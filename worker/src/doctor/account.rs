@@ -3,7 +3,6 @@
 //! endpoint delivers every event type the product applies, and a default Customer Portal
 //! configuration exists.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -14,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::database::Plan;
 use super::Check;
 use crate::config::{Config, Secret};
-use crate::stripe::{Bounds, RateLimiter, Rejection, Stripe, StripeError};
+use crate::stripe::{Bounds, Rejection, Stripe, StripeError};
 
 /// Test or live mode, as a key's prefix says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,17 +135,9 @@ pub async fn checks(config: &Config, key: &Key, plans: Result<Vec<Plan>, Check>)
         Key::Known { mode, prefix } => (*mode, *prefix),
     };
     let (mode, prefix) = mode;
-    let Some(key_text) = config.stripe_secret_key.as_ref() else {
-        unreachable!("a known key is set");
-    };
-    let stripe = match Stripe::new(
-        &config.stripe_api_base,
-        key_text.expose(),
-        &config.stripe_version,
-        Arc::new(RateLimiter::new(config.rate_limit)),
-        config.stripe_timeout,
-    ) {
-        Ok(stripe) => stripe,
+    let stripe = match Stripe::from_config(config) {
+        Ok(Some(stripe)) => stripe,
+        Ok(None) => unreachable!("a known key is set"),
         Err(e) => return skip_all("no Stripe client", Check::unknown(KEY, e)),
     };
     let client = Client {
@@ -226,36 +217,25 @@ fn missing(enabled_events: &[String]) -> Vec<&'static str> {
 const MAX_PAGES: usize = 10;
 
 impl Client {
-    async fn get(&self, path: &str, params: Value) -> Result<Value, StripeError> {
-        let bounds = Bounds {
+    fn bounds(&self) -> Bounds<'_> {
+        Bounds {
             // Room for a retry of a call that used its whole timeout.
             until: Instant::now() + self.timeout * 3,
             abort: &self.abort,
-        };
-        Ok(self.stripe.get(path, &params, bounds).await?.object)
+        }
     }
 
-    /// Every object of a list, following `has_more` for up to [`MAX_PAGES`] pages.
+    async fn get(&self, path: &str, params: Value) -> Result<Value, StripeError> {
+        Ok(self.stripe.get(path, &params, self.bounds()).await?.object)
+    }
+
+    /// Every object of a list, for up to [`MAX_PAGES`] pages.
     async fn list(&self, path: &str) -> Result<Vec<Value>, StripeError> {
-        let mut all = Vec::new();
-        let mut after: Option<String> = None;
-        for _ in 0..MAX_PAGES {
-            let mut params = json!({"limit": 100});
-            if let Some(id) = &after {
-                params["starting_after"] = json!(id);
-            }
-            let page = self.get(path, params).await?;
-            let data = page["data"].as_array().cloned().unwrap_or_default();
-            after = data
-                .last()
-                .and_then(|o| o["id"].as_str())
-                .map(str::to_string);
-            all.extend(data);
-            if page["has_more"] != json!(true) || after.is_none() {
-                break;
-            }
-        }
-        Ok(all)
+        let listing = self
+            .stripe
+            .list(path, &json!({}), MAX_PAGES, || self.bounds())
+            .await?;
+        Ok(listing.data)
     }
 }
 

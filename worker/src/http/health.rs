@@ -1,16 +1,11 @@
 //! `GET /healthz`: tells a load balancer or an operator that the process answers and whether
 //! it reaches Postgres.
 
-use std::time::Duration;
-
 use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::HttpState;
-
-/// How long the health check waits for Postgres.
-const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+use super::{HttpState, HEALTH_TIMEOUT};
 
 /// `GET /healthz`: 200 `{"ok": true, "database": bool}`. The process is healthy as long as
 /// it answers; whether Postgres is reachable is reported, not fatal (the worker reconnects).

@@ -3,17 +3,12 @@
 //! longer than [`HEALTH_TIMEOUT`]) the scrape still answers, with `stripe_billing_database_up`
 //! 0 and the last figures read.
 
-use std::time::Duration;
-
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 
-use super::HttpState;
+use super::{HttpState, HEALTH_TIMEOUT};
 use crate::telemetry::{self, Health};
-
-/// How long a scrape waits for the database's figures.
-const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The content type of the Prometheus text exposition format.
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -14,10 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::{header, HeaderName, HeaderValue, Method};
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
+use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -34,6 +36,12 @@ pub const PORTAL_PATH: &str = "/api/stripe/portal";
 
 /// How long browsers may cache a preflight answer.
 const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
+
+/// How long a webhook or API call waits for a free connection (or slot) before answering 503.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long the health check and a metrics scrape wait for the database.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The path of the health check.
 pub const HEALTH_PATH: &str = "/healthz";
@@ -101,6 +109,11 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
             .expose_headers([header::RETRY_AFTER])
             .max_age(PREFLIGHT_MAX_AGE),
     )
+}
+
+/// An error answer: `{"error": message}`.
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({"error": message}))).into_response()
 }
 
 /// Binds the listen address; an error here ends the process.

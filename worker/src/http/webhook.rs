@@ -15,24 +15,19 @@
 //! The endpoint is unauthenticated until the signature is checked (in SQL), so it uses its
 //! own few connections and never queues for long: a flood gets 503 and Stripe retries.
 
-use std::time::Duration;
-
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use stripe_billing_core::errors::{self, WebhookFault};
 
-use super::HttpState;
+use super::{error, HttpState, ACQUIRE_TIMEOUT};
 use crate::db::{Db, DbError};
 use crate::telemetry;
-
-/// How long a webhook waits for one of the endpoint's connections before answering 503.
-pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The webhook handler.
 pub async fn receive(
@@ -153,14 +148,11 @@ fn refused(status: StatusCode, message: &str) -> Response {
     error(status, message)
 }
 
-fn error(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({"error": message}))).into_response()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::db::testing::SilentServer;
+    use serde_json::json;
 
     #[test]
     fn sqlstates_map_to_statuses() {

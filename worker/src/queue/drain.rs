@@ -1,12 +1,16 @@
-//! Shutdown of the queue: lets the requests in flight at the signal finish until the shutdown
-//! deadline, stops the ones that would overrun it (they requeue their rows) and abandons
-//! whatever still has not ended (the lease brings those rows back).
+//! Shutdown of the queue and of the HTTP API's serving tasks: lets the requests in flight at
+//! the signal finish until the shutdown deadline, stops the ones that would overrun it (they
+//! requeue their rows) and abandons whatever still has not ended (the lease brings those rows
+//! back).
 
+use std::future::Future;
+use std::pin::pin;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// At most this much of the shutdown timeout is kept for stopping the requests that are still
 /// running at its end, so they requeue their rows instead of leaving them to the lease.
@@ -19,34 +23,53 @@ pub async fn drain(mut tasks: JoinSet<()>, deadline: Instant, abort: &Cancellati
     if tasks.is_empty() {
         return;
     }
-    let left = deadline.saturating_duration_since(Instant::now());
     tracing::info!(
         in_flight = tasks.len(),
-        timeout_ms = left.as_millis() as u64,
+        timeout_ms = deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis() as u64,
         "waiting for in-flight requests"
     );
-    let stop_at = deadline - REQUEUE_GRACE.min(left / 4);
-    if tokio::time::timeout_at(stop_at, join_all(&mut tasks))
-        .await
-        .is_ok()
-    {
-        return;
-    }
-    tracing::warn!(
-        in_flight = tasks.len(),
-        "shutdown timeout: stopping in-flight requests; their rows are requeued"
-    );
-    abort.cancel();
-    if tokio::time::timeout_at(deadline, join_all(&mut tasks))
-        .await
-        .is_err()
-    {
+    if !until_deadline("in-flight requests", join_all(&mut tasks), deadline, abort).await {
         tracing::warn!(
             abandoned = tasks.len(),
             "abandoning in-flight requests; they are retried after their lease"
         );
         tasks.abort_all();
     }
+}
+
+/// Like [`drain`], for the requests the HTTP API is serving at the signal (their callers may
+/// have hung up).
+pub async fn drain_tracked(tasks: &TaskTracker, deadline: Instant, abort: &CancellationToken) {
+    tasks.close();
+    let what = "requests the HTTP API is serving";
+    if !until_deadline(what, tasks.wait(), deadline, abort).await {
+        tracing::warn!(
+            abandoned = tasks.len(),
+            "abandoning requests the HTTP API was serving; they are retried after their lease"
+        );
+    }
+}
+
+/// Waits for `ended` (every request of a set has ended) until a grace period before
+/// `deadline`, then cancels `abort` and waits on until the deadline. False when they have not
+/// all ended by then.
+async fn until_deadline(
+    what: &str,
+    ended: impl Future<Output = ()>,
+    deadline: Instant,
+    abort: &CancellationToken,
+) -> bool {
+    let mut ended = pin!(ended);
+    let left = deadline.saturating_duration_since(Instant::now());
+    let stop_at = deadline - REQUEUE_GRACE.min(left / 4);
+    if tokio::time::timeout_at(stop_at, &mut ended).await.is_ok() {
+        return true;
+    }
+    tracing::warn!("shutdown timeout: stopping {what}; their rows are requeued");
+    abort.cancel();
+    tokio::time::timeout_at(deadline, ended).await.is_ok()
 }
 
 async fn join_all(tasks: &mut JoinSet<()>) {
@@ -109,5 +132,33 @@ mod tests {
         let elapsed = started.elapsed();
         assert!(elapsed >= Duration::from_millis(600), "{elapsed:?}");
         assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    }
+
+    #[tokio::test]
+    async fn the_api_tasks_are_drained_alike() {
+        let abort = CancellationToken::new();
+        let (tx, mut ended) = mpsc::unbounded_channel();
+        let tasks = TaskTracker::new();
+        let work = |how_long| {
+            let (abort, tx) = (abort.clone(), tx.clone());
+            async move {
+                let how = if crate::shutdown::sleep(how_long, &abort).await {
+                    "finished"
+                } else {
+                    "stopped"
+                };
+                let _ = tx.send(how);
+            }
+        };
+        tasks.spawn(work(Duration::from_millis(10)));
+        tasks.spawn(work(Duration::from_secs(60)));
+        let started = Instant::now();
+        drain_tracked(&tasks, started + Duration::from_millis(800), &abort).await;
+        assert!(abort.is_cancelled());
+        assert_eq!(ended.try_recv(), Ok("finished"));
+        assert_eq!(ended.try_recv(), Ok("stopped"));
+        assert!(tasks.is_empty());
+        let elapsed = started.elapsed();
+        assert!(elapsed >= Duration::from_millis(600), "{elapsed:?}");
     }
 }

@@ -25,7 +25,8 @@ mod outcome;
 mod process;
 
 pub use claim::{claim_one, Claimed};
-pub use drain::drain;
+pub use drain::{drain, drain_tracked};
+pub use kinds::RequestKind;
 pub use listen::run as listen;
 pub use main_loop::{run, Settings};
 pub use process::{process, Ctx, NOT_CONFIGURED};

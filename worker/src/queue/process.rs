@@ -38,7 +38,13 @@ pub struct Ctx {
 /// Runs one claimed request to its outcome and records it.
 pub async fn process(ctx: Arc<Ctx>, req: Claimed) {
     let started = Instant::now();
-    let lock = RequestLock::take(&ctx.db, &req).await;
+    // The lock costs a second connection and two statements; only a user waits on it.
+    let awaited = req.kind.parse().is_ok_and(RequestKind::awaited);
+    let lock = if awaited {
+        RequestLock::take(&ctx.db, &req).await
+    } else {
+        None
+    };
     let outcome = match execute(&ctx, &req).await {
         Ok(result) => Outcome::Done(result),
         Err(outcome) => outcome,
@@ -50,7 +56,7 @@ pub async fn process(ctx: Arc<Ctx>, req: Claimed) {
 }
 
 /// The request's advisory lock (`billing._request_lock_key`), held on a connection of its own
-/// while this task serves the request: `billing.await_request` waits on it, and so wakes the
+/// while this task serves a request a user awaits: `billing.await_request` waits on it, and so wakes the
 /// moment the outcome is committed instead of polling. Without it (the database refused) the
 /// request is still served and waiting callers poll. A lock not released in order (the task
 /// was stopped) closes its connection, which releases it.

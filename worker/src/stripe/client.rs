@@ -16,6 +16,7 @@ use super::form;
 use super::ratelimit::RateLimiter;
 use super::retry::{self, Verdict};
 use crate::backoff::Backoff;
+use crate::config::Config;
 use crate::telemetry;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -120,6 +121,22 @@ impl Stripe {
             tries: retry::TRIES_PER_CLAIM,
             timeout,
         })
+    }
+
+    /// The client the configuration describes (`--stripe-*`, `--rate-limit`), with a rate
+    /// limiter of its own; None without a secret key.
+    pub fn from_config(config: &Config) -> Result<Option<Stripe>, String> {
+        let Some(key) = &config.stripe_secret_key else {
+            return Ok(None);
+        };
+        Stripe::new(
+            &config.stripe_api_base,
+            key.expose(),
+            &config.stripe_version,
+            Arc::new(RateLimiter::new(config.rate_limit)),
+            config.stripe_timeout,
+        )
+        .map(Some)
     }
 
     /// POSTs `params` to `path` (e.g. `/v1/customers`) and returns the object Stripe created.

@@ -4,13 +4,15 @@
 //!
 //! - `client`: the HTTP client, its timeouts and in-process retries.
 //! - `form`: Stripe's bracket-notation form encoding.
+//! - `list`: reading a list endpoint page by page.
 //! - `retry`: which failures to retry and the backoff between tries.
 //! - `ratelimit`: the token bucket in front of every call.
 
 mod client;
 pub mod form;
+mod list;
 mod ratelimit;
 pub mod retry;
 
 pub use client::{Bounds, Rejection, Stripe, StripeError};
-pub use ratelimit::RateLimiter;
+pub use list::Listing;

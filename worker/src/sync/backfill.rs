@@ -128,9 +128,10 @@ pub async fn run(
 ) -> Result<Report, String> {
     let mut conn = db.get().await.map_err(|e| e.to_string())?;
     let mut report = Report::default();
-    let (customers, _) = list_all(stripe, "/v1/customers", &json!({}), abort)
+    let customers = list_all(stripe, "/v1/customers", &json!({}), abort)
         .await
-        .map_err(|e| format!("listing customers: {e}"))?;
+        .map_err(|e| format!("listing customers: {e}"))?
+        .data;
     for customer in &customers {
         let user = mapping.user_of(customer);
         let answer: Value = conn
@@ -146,7 +147,7 @@ pub async fn run(
             ));
         }
     }
-    let (subscriptions, date) = list_all(
+    let subscriptions = list_all(
         stripe,
         "/v1/subscriptions",
         &json!({"status": "all"}),
@@ -155,8 +156,9 @@ pub async fn run(
     .await
     .map_err(|e| format!("listing subscriptions: {e}"))?;
     // Stripe's state as of its answer: newer than any event sent before it.
-    let at = date.unwrap_or_else(SystemTime::now);
+    let at = subscriptions.date.unwrap_or_else(SystemTime::now);
     for sub in subscriptions
+        .data
         .iter()
         .filter(|s| LIVE.contains(&s["status"].as_str().unwrap_or("")))
     {

@@ -34,9 +34,13 @@ pub async fn run_once(
     margin: Duration,
     abort: &CancellationToken,
 ) -> Result<Report, String> {
-    let mut conn = db.get().await.map_err(|e| e.to_string())?;
     let margin_seconds = i32::try_from(margin.as_secs()).unwrap_or(86_400);
-    let since: SystemTime = conn
+    // No connection is held while Stripe lists (minutes, for a long gap): the pool keeps none
+    // spare for the catch-up, and the health check and metrics would wait for it.
+    let since: SystemTime = db
+        .get()
+        .await
+        .map_err(|e| e.to_string())?
         .query_one("SELECT billing.catch_up_since($1)", &[&margin_seconds])
         .await
         .map_err(|e| e.to_string())?
@@ -50,14 +54,14 @@ pub async fn run_once(
     let mut events: Vec<Value> = Vec::new();
     for types in APPLIED_TYPES.chunks(TYPES_PER_LIST) {
         let query = json!({"created": {"gte": since_unix}, "types": types});
-        let (page, date) = list_all(stripe, "/v1/events", &query, abort)
+        let listing = list_all(stripe, "/v1/events", &query, abort)
             .await
             .map_err(|e| format!("listing events: {e}"))?;
-        checked_until = match (checked_until, date) {
+        checked_until = match (checked_until, listing.date) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        events.extend(page);
+        events.extend(listing.data);
     }
     // Oldest first, as Stripe created them (same-second order is the database's to settle).
     let mut seen = std::collections::HashSet::new();
@@ -67,6 +71,7 @@ pub async fn run_once(
         listed: events.len(),
         ..Report::default()
     };
+    let mut conn = db.get().await.map_err(|e| e.to_string())?;
     for event in &events {
         let payload = event.to_string();
         let answer: Value = conn

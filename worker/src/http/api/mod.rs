@@ -37,16 +37,14 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
 use super::auth::{AuthError, Verifier};
 use super::user_limit::UserLimit;
-use crate::db::Db;
+use super::{error, ACQUIRE_TIMEOUT};
 use crate::queue::{self, Ctx};
-
-/// How long a call waits for a free slot or connection before answering 503.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// While a call waits for a pending request, how often it tries to claim it itself.
 const RECLAIM_INTERVAL: Duration = Duration::from_millis(250);
@@ -55,13 +53,15 @@ const RECLAIM_INTERVAL: Duration = Duration::from_millis(250);
 pub struct ApiState {
     pub verifier: Verifier,
     pub limit: UserLimit,
-    /// The API's own connections (each call: one for its transaction, then up to two while it
-    /// serves the request), so API traffic cannot take the queue's.
-    pub db: Db,
-    /// The queue's context for serving requests at once, with `db` as its pool.
+    /// The queue's context for serving requests at once. Its pool is the API's own (each call:
+    /// one connection for its transaction, then up to two while it serves the request), so
+    /// API traffic cannot take the queue's.
     pub ctx: Arc<Ctx>,
-    /// Calls in progress at most (`--api-concurrency`).
-    pub slots: Semaphore,
+    /// Calls in progress at most (`--api-concurrency`). A call's slot is also held by the
+    /// task serving its request, which outlives a caller that hangs up: without that, callers
+    /// that hang up could start serving tasks without bound, each holding up to two of the
+    /// API's connections.
+    pub slots: Arc<Semaphore>,
     /// Requests being served at once; waited for at shutdown.
     pub tasks: TaskTracker,
     pub lease_seconds: u32,
@@ -148,15 +148,17 @@ async fn handle(
         Ok(key) => key,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
-    let Ok(Ok(_slot)) = tokio::time::timeout(ACQUIRE_TIMEOUT, api.slots.acquire()).await else {
+    let acquire = api.slots.clone().acquire_owned();
+    let Ok(Ok(slot)) = tokio::time::timeout(ACQUIRE_TIMEOUT, acquire).await else {
         return busy();
     };
+    let slot = Arc::new(slot);
     let started = Instant::now();
     let queued = match sql::queue(api, &caller, key.as_deref(), &call).await {
         Ok(queued) => queued,
         Err(failure) => return failure.response(),
     };
-    let outcome = match serve_and_await(api, &caller, queued).await {
+    let outcome = match serve_and_await(api, &caller, queued, &slot).await {
         Ok(outcome) => outcome,
         Err(failure) => return failure.response(),
     };
@@ -183,6 +185,7 @@ async fn serve_and_await(
     api: &ApiState,
     caller: &super::auth::Caller,
     queued: sql::Queued,
+    slot: &Arc<OwnedSemaphorePermit>,
 ) -> Result<Outcome, sql::Failure> {
     let deadline = Instant::now() + api.wait;
     let mut claimed = queued.claimed;
@@ -190,8 +193,7 @@ async fn serve_and_await(
     loop {
         if let Some(claim) = claimed.take() {
             served_here = true;
-            // A task of its own: a client that hangs up must not stop the request half-way.
-            let serving = api.tasks.spawn(queue::process(api.ctx.clone(), claim));
+            let serving = spawn_holding(&api.tasks, slot, queue::process(api.ctx.clone(), claim));
             if let Err(e) = serving.await {
                 tracing::error!(request_id = %queued.id, error = %e, "serving the request failed");
             }
@@ -212,6 +214,26 @@ async fn serve_and_await(
             claimed = sql::claim(api, queued.id).await?;
         }
     }
+}
+
+/// Runs `work` in a task of its own, so a client that hangs up cannot stop a request
+/// half-way; the task keeps the call's slot until it ends, so what the slots bound is the
+/// work, not the callers still connected.
+fn spawn_holding<F>(
+    tasks: &TaskTracker,
+    slot: &Arc<OwnedSemaphorePermit>,
+    work: F,
+) -> JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let slot = slot.clone();
+    tasks.spawn(async move {
+        let output = work.await;
+        drop(slot);
+        output
+    })
 }
 
 /// The JSON body, `{}` when empty.
@@ -290,10 +312,6 @@ fn set_retry_after(response: &mut Response, wait: Duration) {
         .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
 }
 
-pub(super) fn error(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({"error": message}))).into_response()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,6 +373,39 @@ mod tests {
         let err = parse::<CheckoutBody>(b"price_1").unwrap_err();
         assert!(err.starts_with("invalid request body"), "{err}");
         assert!(parse::<CheckoutBody>(br#"{"quantity": "2"}"#).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_hangs_up_leaves_its_slot_with_the_serving_task() {
+        let slots = Arc::new(Semaphore::new(1));
+        let tasks = TaskTracker::new();
+        let (finish, finished) = tokio::sync::oneshot::channel::<()>();
+        let handler = {
+            let slots = slots.clone();
+            let tasks = tasks.clone();
+            tokio::spawn(async move {
+                let slot = Arc::new(slots.acquire_owned().await.unwrap());
+                let serving = spawn_holding(&tasks, &slot, async move {
+                    let _ = finished.await;
+                });
+                let _ = serving.await;
+            })
+        };
+        while slots.available_permits() == 1 || tasks.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        // The client hangs up: axum drops the handler's future.
+        handler.abort();
+        let _ = handler.await;
+        assert_eq!(
+            slots.available_permits(),
+            0,
+            "the serving task still holds the slot"
+        );
+        finish.send(()).unwrap();
+        tasks.close();
+        tasks.wait().await;
+        assert_eq!(slots.available_permits(), 1);
     }
 
     #[test]

@@ -102,6 +102,7 @@ pub async fn queue(
     call: &Call,
 ) -> Result<Queued, Failure> {
     let mut conn = api
+        .ctx
         .db
         .get_within(ACQUIRE_TIMEOUT)
         .await
@@ -156,6 +157,7 @@ async fn request(conn: &mut Conn, call: &Call) -> Result<Uuid, DbError> {
 /// Claims the pending request `id` for this worker (outside any user's transaction).
 pub async fn claim(api: &ApiState, id: Uuid) -> Result<Option<Claimed>, Failure> {
     let mut conn = api
+        .ctx
         .db
         .get_within(ACQUIRE_TIMEOUT)
         .await
@@ -174,6 +176,7 @@ pub async fn await_outcome(
     wait: Duration,
 ) -> Result<Value, Failure> {
     let mut conn = api
+        .ctx
         .db
         .get_within(ACQUIRE_TIMEOUT)
         .await

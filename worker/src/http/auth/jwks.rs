@@ -12,7 +12,6 @@ use std::time::Duration;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
-use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::AuthError;
@@ -43,11 +42,27 @@ struct Cache {
     fetched: Option<Instant>,
 }
 
+impl Cache {
+    fn stale(&self) -> bool {
+        self.fetched.is_none_or(|at| at.elapsed() >= MAX_AGE)
+    }
+
+    /// Whether a token with a key id not in the set may fetch it again now.
+    fn may_refetch(&self) -> bool {
+        self.fetched
+            .is_none_or(|at| at.elapsed() >= REFRESH_COOLDOWN)
+    }
+}
+
 /// The key set at one URL.
 pub struct Jwks {
     url: String,
     http: reqwest::Client,
-    cache: Mutex<Cache>,
+    /// Held only to read or replace the set, never across a fetch: a token with a made-up key
+    /// id may make a fetch (once per cooldown), and genuine tokens must not wait for it.
+    cache: std::sync::Mutex<Cache>,
+    /// Held across a fetch, so there is one at a time.
+    fetching: tokio::sync::Mutex<()>,
 }
 
 impl Jwks {
@@ -59,39 +74,54 @@ impl Jwks {
         Ok(Jwks {
             url: url.to_string(),
             http,
-            cache: Mutex::new(Cache::default()),
+            cache: std::sync::Mutex::new(Cache::default()),
+            fetching: tokio::sync::Mutex::new(()),
         })
     }
 
     /// The key for a token with this key id and algorithm. Without a key id, the first key of
     /// the algorithm (a set with one key needs none).
     pub async fn key(&self, kid: Option<&str>, alg: Algorithm) -> Result<DecodingKey, AuthError> {
-        let mut cache = self.cache.lock().await;
-        let stale = cache.fetched.is_none_or(|at| at.elapsed() >= MAX_AGE);
-        if stale {
-            self.refresh(&mut cache).await?;
+        if let Some(answer) = self.cached(kid, alg) {
+            return answer;
         }
-        if let Some(key) = find(&cache.keys, kid, alg) {
-            return Ok(key);
+        let _fetching = self.fetching.lock().await;
+        // Asked again: the fetch we waited for may have brought the key, or used up the
+        // cooldown.
+        if let Some(answer) = self.cached(kid, alg) {
+            return answer;
         }
-        let may_refresh = cache
-            .fetched
-            .is_none_or(|at| at.elapsed() >= REFRESH_COOLDOWN);
-        if !stale && may_refresh {
-            self.refresh(&mut cache).await?;
-            if let Some(key) = find(&cache.keys, kid, alg) {
-                return Ok(key);
-            }
-        }
-        Err(AuthError::UnknownKey(
-            kid.unwrap_or("(none)").chars().take(100).collect(),
-        ))
+        self.refresh().await?;
+        find(&self.lock().keys, kid, alg).ok_or_else(|| unknown(kid))
     }
 
-    /// Fetches the set. A failure keeps the keys cached so far (they stay valid until the
-    /// fetch works again); only with nothing cached is it the caller's answer.
-    async fn refresh(&self, cache: &mut Cache) -> Result<(), AuthError> {
-        match self.fetch().await {
+    /// The answer the cached set gives, or None when the set must be fetched first: it is
+    /// stale, or lacks the key and the cooldown allows fetching it.
+    fn cached(&self, kid: Option<&str>, alg: Algorithm) -> Option<Result<DecodingKey, AuthError>> {
+        let cache = self.lock();
+        if cache.stale() {
+            return None;
+        }
+        match find(&cache.keys, kid, alg) {
+            Some(key) => Some(Ok(key)),
+            None if cache.may_refetch() => None,
+            None => Some(Err(unknown(kid))),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
+        // Nothing under this lock can panic half-way; a poisoned lock must not stop every
+        // verification after it.
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Fetches the set (the caller holds `fetching`). A failure keeps the keys cached so far
+    /// (they stay valid until the fetch works again); only with nothing cached is it the
+    /// caller's answer.
+    async fn refresh(&self) -> Result<(), AuthError> {
+        let fetched = self.fetch().await;
+        let mut cache = self.lock();
+        match fetched {
             Ok(keys) => {
                 tracing::debug!(keys = keys.len(), "fetched the JWKS");
                 cache.keys = keys;
@@ -164,6 +194,10 @@ fn signing_key(jwk: &Jwk) -> Option<Key> {
     })
 }
 
+fn unknown(kid: Option<&str>) -> AuthError {
+    AuthError::UnknownKey(kid.unwrap_or("(none)").chars().take(100).collect())
+}
+
 fn find(keys: &[Key], kid: Option<&str>, alg: Algorithm) -> Option<DecodingKey> {
     keys.iter()
         .find(|k| k.alg == alg && (kid.is_none() || k.kid.as_deref() == kid))
@@ -174,6 +208,8 @@ fn find(keys: &[Key], kid: Option<&str>, alg: Algorithm) -> Option<DecodingKey> 
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
 
     // Public halves of throwaway keys made for this test (openssl genpkey).
     const RSA_N: &str = "5tk84mJHRg0zWeYM1WWKtyJIQmtcfiodwrDi9GhJQ0k2JZOctMCErfB1UN2i8x5-O7TqI35g7o6JntcfC8kNvFJ6FrLHkSc7DFuA8fo-tUZrOWFGLiV4EEZD4_FtMhDFYiKt22IKZ0Ty57HGz3Y8-Awua_ips98qH_MEhiUrK-hwfOS9B2U5B461lPJFpbR7DB7U-d1_gar7bIlYHIHNfI9MHi__ZYilNVdZ4DRt9Hyf-FLXgbAgNlC2mXMOMFkTFj1O0_E0TN0zClh6NuLeZNKEO7JzIe2hMB0TVSr3COdb6N8CpYKLRvITBYeC5A05NarhUV11hA6YGz9a-t8eGQ";
@@ -214,5 +250,58 @@ mod tests {
         assert!(find(&keys, None, Algorithm::RS256).is_some());
         assert!(find(&keys, Some("gone"), Algorithm::ES256).is_none());
         assert!(keys_of(&json!({"no": "keys"})).is_err());
+    }
+
+    /// A key set server whose first answer is immediate and whose later ones take `slow`.
+    async fn serve_keys(slow: Duration) -> (String, Arc<AtomicUsize>) {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        let app = axum::Router::new().route(
+            "/jwks",
+            axum::routing::get(move || {
+                let counter = counter.clone();
+                async move {
+                    if counter.fetch_add(1, Ordering::SeqCst) > 0 {
+                        tokio::time::sleep(slow).await;
+                    }
+                    axum::Json(json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "ec-1",
+                                                 "x": EC_X, "y": EC_Y}]}))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, hits)
+    }
+
+    #[tokio::test]
+    async fn a_fetch_for_an_unknown_key_does_not_hold_up_known_keys() {
+        let slow = Duration::from_secs(2);
+        let (url, hits) = serve_keys(slow).await;
+        let jwks = Arc::new(Jwks::new(&url).unwrap());
+        assert!(jwks.key(Some("ec-1"), Algorithm::ES256).await.is_ok());
+        tokio::time::sleep(REFRESH_COOLDOWN + Duration::from_millis(100)).await;
+
+        let forged = |kid: &'static str| {
+            let jwks = jwks.clone();
+            tokio::spawn(async move { jwks.key(Some(kid), Algorithm::ES256).await })
+        };
+        let first = forged("forged-1");
+        while hits.load(Ordering::SeqCst) < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let second = forged("forged-2");
+
+        let started = Instant::now();
+        assert!(jwks.key(Some("ec-1"), Algorithm::ES256).await.is_ok());
+        assert!(started.elapsed() < slow / 4, "{:?}", started.elapsed());
+
+        for forged in [first, second] {
+            let answer = forged.await.unwrap();
+            assert!(matches!(answer, Err(AuthError::UnknownKey(_))));
+        }
+        // One fetch at a time, and the second made-up key id found the cooldown used up.
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
     }
 }

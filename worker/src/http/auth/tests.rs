@@ -1,5 +1,5 @@
 //! Token verification with an HS256 secret (the JWKS path is tested end to end in
-//! tests/tests/http_api.rs, against a key set served over HTTP).
+//! tests/tests/http_api_auth.rs, against a key set served over HTTP).
 
 use super::*;
 use crate::config::Secret;

@@ -54,13 +54,35 @@ impl FromStr for RequestKind {
     type Err = UnknownKind;
 
     fn from_str(kind: &str) -> Result<RequestKind, UnknownKind> {
-        match kind {
-            "checkout" => Ok(RequestKind::Checkout),
-            "portal" => Ok(RequestKind::Portal),
-            "refresh" => Ok(RequestKind::Refresh),
-            "line_items" => Ok(RequestKind::LineItems),
-            other => Err(UnknownKind(other.to_string())),
+        RequestKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == kind)
+            .ok_or_else(|| UnknownKind(kind.to_string()))
+    }
+}
+
+impl RequestKind {
+    const ALL: [RequestKind; 4] = [
+        RequestKind::Checkout,
+        RequestKind::Portal,
+        RequestKind::Refresh,
+        RequestKind::LineItems,
+    ];
+
+    /// The kind's name in `billing.stripe_requests.kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestKind::Checkout => "checkout",
+            RequestKind::Portal => "portal",
+            RequestKind::Refresh => "refresh",
+            RequestKind::LineItems => "line_items",
         }
+    }
+
+    /// Whether a user waits for the outcome (`billing.await_request`, the HTTP API): the
+    /// sessions they are sent to. Nobody waits for a retrieval.
+    pub fn awaited(self) -> bool {
+        matches!(self, RequestKind::Checkout | RequestKind::Portal)
     }
 }
 
@@ -110,6 +132,18 @@ mod tests {
         let long = "x".repeat(100);
         let err = long.parse::<RequestKind>().unwrap_err().to_string();
         assert_eq!(err, format!("unknown request kind {:?}", "x".repeat(40)));
+        for kind in RequestKind::ALL {
+            assert_eq!(kind.as_str().parse(), Ok(kind));
+        }
+    }
+
+    #[test]
+    fn only_sessions_are_awaited() {
+        let awaited: Vec<_> = RequestKind::ALL
+            .into_iter()
+            .filter(|k| k.awaited())
+            .collect();
+        assert_eq!(awaited, [RequestKind::Checkout, RequestKind::Portal]);
     }
 
     #[test]

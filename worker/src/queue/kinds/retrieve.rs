@@ -17,9 +17,6 @@ use crate::queue::claim::Claimed;
 use crate::queue::outcome::Outcome;
 use crate::stripe::{Bounds, Stripe};
 
-/// Stripe's longest page.
-const PAGE: i64 = 100;
-
 /// The Stripe id the row asks for, checked against the id's form before it goes into a path.
 fn object_id<'a>(req: &'a Claimed, prefix: &str) -> Result<&'a str, Outcome> {
     req.params
@@ -75,26 +72,10 @@ pub async fn refresh(ctx: &Ctx, stripe: &Stripe, req: &Claimed) -> Result<Value,
 pub async fn line_items(ctx: &Ctx, stripe: &Stripe, req: &Claimed) -> Result<Value, Outcome> {
     let id = object_id(req, "cs_")?;
     let path = format!("/v1/checkout/sessions/{id}/line_items");
-    let mut items: Vec<Value> = Vec::new();
-    loop {
-        let mut query = json!({"limit": PAGE});
-        if let Some(last) = items
-            .last()
-            .and_then(|i| i.get("id"))
-            .and_then(Value::as_str)
-        {
-            query["starting_after"] = json!(last);
-        }
-        let page = stripe.get(&path, &query, bounds(ctx, req)).await?.object;
-        let data = page
-            .get("data")
-            .and_then(Value::as_array)
-            .ok_or_else(|| Outcome::fail("Stripe's line items answer has no data list"))?;
-        items.extend(data.iter().cloned());
-        if page.get("has_more") != Some(&Value::Bool(true)) || data.is_empty() {
-            break;
-        }
-    }
+    let items = stripe
+        .list(&path, &json!({}), usize::MAX, || bounds(ctx, req))
+        .await?
+        .data;
     let count = items.len();
     let list = json!({"object": "list", "data": items});
     let mut conn = ctx.db.get().await?;

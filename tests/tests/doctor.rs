@@ -5,6 +5,7 @@
 mod worker_support;
 
 use serde_json::json;
+use stripe_billing_tests::edition::Edition;
 use stripe_billing_tests::pg::TestDb;
 use tokio_postgres::Client;
 use worker_support::pooler::TransactionPooler;
@@ -391,6 +392,27 @@ async fn no_key_or_a_key_stripe_refuses() {
         "https://dashboard.stripe.com/test/apikeys",
     );
     assert!(!r.out.contains("sk_test_revoked1234"), "{}", r.out);
+}
+
+#[tokio::test]
+async fn a_database_at_another_version() {
+    let a = account().await;
+    // Where each edition records its version (the extension's catalog row, or the pure-SQL
+    // edition's own record), set to a version this worker does not speak.
+    let (record, fix) = match Edition::current() {
+        Edition::Extension => (
+            "UPDATE pg_catalog.pg_extension SET extversion = '0.1.9' WHERE extname = 'stripe_billing'",
+            "ALTER EXTENSION stripe_billing UPDATE TO",
+        ),
+        Edition::Pure => (
+            "UPDATE billing.installation SET version = '0.1.9'",
+            "apply the pure-SQL edition's upgrade migrations",
+        ),
+    };
+    a.owner.batch_execute(record).await.unwrap();
+    a.doctor()
+        .await
+        .has_only_problem("database", "stripe_billing 0.1.9 is installed", fix);
 }
 
 #[tokio::test]

@@ -443,6 +443,11 @@ fn read(
                 Route::ListCustomers => lists::customers(&r, p),
                 Route::ListSubscriptions => lists::subscriptions(&r, p),
                 Route::ListWebhookEndpoints => lists::webhook_endpoints(&r, p, &app.api_version),
+                Route::ListPortalConfigurations => list_configurations(store, p),
+                Route::ListLineItems(id) => match store.sessions.get(id) {
+                    Some(s) => r.line_items_page(s, p),
+                    None => Err(missing("checkout.session", id)),
+                },
                 Route::GetPrice(id) if store.prices.contains_key(id) => Ok(r.price(id)),
                 Route::GetPrice(id) => Err(missing("price", id)),
                 Route::GetCharge(id) => store
@@ -498,21 +503,13 @@ fn execute(app: &App, store: &mut Store, route: &Route, params: &Value, shape: S
             r.expand(&mut object, &expand_paths(p))?;
             return Ok((object, events));
         }
-        Route::ListPortalConfigurations => {
-            list_limit(p)?;
-            return Ok((list_configurations(store, p), Vec::new()));
-        }
         Route::GetCustomer(id) => match store.customers.get(id) {
             Some(c) if c.deleted => return Ok((deleted_stub(id), Vec::new())),
             Some(_) => id.clone(),
             None => return Err(missing("customer", id)),
         },
-        Route::GetSession(id) | Route::ListLineItems(id) if store.sessions.contains_key(id) => {
-            id.clone()
-        }
-        Route::GetSession(id) | Route::ListLineItems(id) => {
-            return Err(missing("checkout.session", id))
-        }
+        Route::GetSession(id) if store.sessions.contains_key(id) => id.clone(),
+        Route::GetSession(id) => return Err(missing("checkout.session", id)),
         Route::GetSubscription(id) if store.subscriptions.contains_key(id) => id.clone(),
         Route::GetSubscription(id) => return Err(missing("subscription", id)),
         Route::GetInvoice(id) if store.invoices.contains_key(id) => id.clone(),
@@ -524,17 +521,6 @@ fn execute(app: &App, store: &mut Store, route: &Route, params: &Value, shape: S
         store,
         shape,
     };
-    if let Route::ListLineItems(_) = route {
-        let limit = list_limit(p)?;
-        let cursor = |k: &str| p.get(k).and_then(Value::as_str);
-        let list = renderer.line_items_page(
-            &store.sessions[&id],
-            limit,
-            cursor("starting_after"),
-            cursor("ending_before"),
-        );
-        return Ok((list, Vec::new()));
-    }
     let mut object = match store.portal_sessions.get(&id) {
         Some(portal) => renderer.portal(portal),
         None => renderer

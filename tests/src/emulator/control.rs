@@ -448,7 +448,7 @@ async fn pay_page(State(app): AppState, Path(id): Path<String>) -> Response {
         .iter()
         .map(|l| format!("<li>{} × {}</li>", l.quantity, escape(&l.price)))
         .collect();
-    let total = s.amount_subtotal - s.amount_discount;
+    let total = s.total();
     let cancel = s
         .cancel_url
         .as_deref()

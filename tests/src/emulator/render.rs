@@ -186,7 +186,7 @@ impl Renderer<'_> {
             Value::Null
         };
         v["amount_total"] = if has_amounts {
-            json!(s.amount_subtotal - s.amount_discount)
+            json!(s.total())
         } else {
             Value::Null
         };

@@ -11,10 +11,7 @@ use super::error::ApiError;
 use super::lifecycle::Ctx;
 use super::render::Shape;
 use super::resources::{check_email, check_url, existing_customer, metadata, str_param};
-use super::store::{ids, Customer, Session, SessionLine, Store, StoredEvent};
-
-/// Checkout sessions expire after 24 hours unless `expires_at` says otherwise.
-const SESSION_LIFETIME: i64 = 24 * 3600;
+use super::store::{ids, Customer, Session, SessionLine, Store, StoredEvent, SESSION_LIFETIME};
 
 /// `You can not pass `{key}` in `{mode}` mode.`, Stripe's wording for a parameter the mode
 /// does not take (reported for `payment_intent_data` in subscription mode and `line_items` in
@@ -341,11 +338,8 @@ pub fn create_checkout_session(
         amount_subtotal: subtotal,
         amount_discount: discount,
         coupon,
-        subscription: None,
-        invoice: None,
-        payment_intent: None,
-        setup_intent: None,
         params: p.clone(),
+        ..Default::default()
     };
     store.sessions.insert(id.clone(), session);
     Ok(id)

@@ -1,7 +1,7 @@
 //! A customer completing (and paying, now or asynchronously) a checkout, including sessions
 //! created outside the worker (a Payment Link, the Dashboard), zero-total sessions and trials.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::lifecycle::{
     bad_request, conflict, line_description, mark_paid, mark_paid_id, new_invoice, not_found, Ctx,
@@ -9,7 +9,9 @@ use super::lifecycle::{
 };
 use super::payments;
 use super::resources::insert_customer;
-use super::store::{ids, InvoiceLine, Session, SessionLine, Store, SubItem, Subscription};
+use super::store::{
+    ids, InvoiceLine, Session, SessionLine, Store, SubItem, Subscription, SESSION_LIFETIME,
+};
 
 /// The customer Checkout creates, with the email entered on the page (the session's
 /// `customer_email`, or a made-up one).
@@ -17,10 +19,6 @@ fn create_customer(store: &mut Store, email: Option<String>) -> String {
     insert_customer(store, |c| {
         c.email = email.or_else(|| Some(format!("{}@example.com", c.id.to_lowercase())));
     })
-}
-
-fn total(s: &Session) -> i64 {
-    s.amount_subtotal - s.amount_discount
 }
 
 /// `POST /_emulator/checkout/{id}/complete`.
@@ -39,7 +37,7 @@ pub fn complete_checkout(ctx: &Ctx, store: &mut Store, id: &str, paid: bool) -> 
     let now = store.clock.now();
     // A zero-total payment needs no payment method, and Checkout then creates a customer
     // (guest customers are not supported for no-cost orders).
-    let free = session.mode == "payment" && total(&session) == 0;
+    let free = session.mode == "payment" && session.total() == 0;
     let wants_customer = session.mode == "subscription"
         || free
         || session.customer_creation.as_deref() == Some("always");
@@ -79,7 +77,7 @@ pub fn complete_checkout(ctx: &Ctx, store: &mut Store, id: &str, paid: bool) -> 
         }
         "payment" => {
             let (amount, currency) = (
-                total(&s),
+                s.total(),
                 s.currency.clone().unwrap_or_else(|| "usd".into()),
             );
             s.payment_status = if paid { "paid" } else { "unpaid" }.into();
@@ -137,7 +135,7 @@ pub fn external_session(ctx: &Ctx, store: &mut Store, args: &Value) -> Step {
     let session = Session {
         id: id.clone(),
         created,
-        expires_at: created + 24 * 3600,
+        expires_at: created + SESSION_LIFETIME,
         mode: "payment".into(),
         status: "open".into(),
         payment_status: "unpaid".into(),
@@ -150,25 +148,16 @@ pub fn external_session(ctx: &Ctx, store: &mut Store, args: &Value) -> Step {
                 .to_string(),
         ),
         client_reference_id: args["client_reference_id"].as_str().map(str::to_string),
-        metadata: Map::new(),
-        subscription_metadata: Map::new(),
         lines: vec![SessionLine {
             id: ids::long("li"),
             price: price_id.to_string(),
             quantity,
         }],
         success_url: "https://example.com/paid".into(),
-        cancel_url: None,
         url: format!("{}/pay/{id}", ctx.base_url),
         currency: Some("usd".into()),
         amount_subtotal: subtotal,
-        amount_discount: 0,
-        coupon: None,
-        subscription: None,
-        invoice: None,
-        payment_intent: None,
-        setup_intent: None,
-        params: Map::new(),
+        ..Default::default()
     };
     store.sessions.insert(id.clone(), session);
     complete_checkout(ctx, store, &id, true)
@@ -361,7 +350,7 @@ pub fn async_payment(ctx: &Ctx, store: &mut Store, id: &str, succeeded: bool) ->
             let customer = updated.customer.clone();
             payments::record_payment(
                 store,
-                total(&updated),
+                updated.total(),
                 &currency,
                 customer.as_deref(),
                 Some(&pi),

@@ -79,12 +79,15 @@ pub(super) fn parse_args(body: &Bytes) -> Result<Value, String> {
 /// The control call's JSON arguments, or the 400 response for a bad body.
 macro_rules! args_or_400 {
     ($body:expr) => {
-        match parse_args(&$body) {
+        match $crate::emulator::control::parse_args(&$body) {
             Ok(a) => a,
-            Err(m) => return error(StatusCode::BAD_REQUEST, m),
+            Err(m) => {
+                return $crate::emulator::control::error(::axum::http::StatusCode::BAD_REQUEST, m)
+            }
         }
     };
 }
+pub(super) use args_or_400;
 
 /// Applies one lifecycle step under the lock, then signs (and delivers) its events and
 /// records how the deliveries went.
@@ -445,7 +448,7 @@ async fn pay_page(State(app): AppState, Path(id): Path<String>) -> Response {
         .iter()
         .map(|l| format!("<li>{} × {}</li>", l.quantity, escape(&l.price)))
         .collect();
-    let total = s.amount_subtotal - s.amount_discount;
+    let total = s.total();
     let cancel = s
         .cancel_url
         .as_deref()

@@ -13,7 +13,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::control::{error, parse_args, run_step, AppState};
+use super::control::{args_or_400, error, run_step, AppState};
 use super::events::DropRule;
 use super::store::{ids, WebhookEndpoint};
 use super::{credit_notes, direct, payments, App};
@@ -34,16 +34,6 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/_emulator/prices/{id}", post(update_price))
         .route("/_emulator/customers", post(create_customer))
         .route("/_emulator/subscriptions", post(create_subscription))
-}
-
-/// The JSON arguments of a control call, or the 400 answer.
-macro_rules! args_or_400 {
-    ($body:expr) => {
-        match parse_args(&$body) {
-            Ok(a) => a,
-            Err(m) => return error(StatusCode::BAD_REQUEST, m),
-        }
-    };
 }
 
 async fn refund(State(app): AppState, Path(id): Path<String>, body: Bytes) -> Response {

@@ -72,35 +72,19 @@ pub fn create_subscription(ctx: &Ctx, store: &mut Store, args: &Value) -> Step {
     let now = store.clock.now();
     // The subscription is built the way a completed Checkout builds it, from its items.
     let basis = Session {
-        id: String::new(),
         created: now,
         expires_at: now,
         mode: "subscription".into(),
         status: "complete".into(),
-        payment_status: String::new(),
         customer: Some(customer.clone()),
-        customer_email: None,
-        customer_creation: None,
-        client_reference_id: None,
-        metadata: Map::new(),
         subscription_metadata: metadata,
         lines: vec![SessionLine {
             id: ids::long("li"),
             price: price_id,
             quantity,
         }],
-        success_url: String::new(),
-        cancel_url: None,
-        url: String::new(),
         currency: Some("usd".into()),
-        amount_subtotal: 0,
-        amount_discount: 0,
-        coupon: None,
-        subscription: None,
-        invoice: None,
-        payment_intent: None,
-        setup_intent: None,
-        params: Map::new(),
+        ..Default::default()
     };
     let (sub, invoice) = start_subscription(ctx, store, &basis, &customer, paid, now);
     let mut events = vec![ctx.emit_now(store, "customer.subscription.created", &sub)];

@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
+use super::lists::paginate;
 use super::resources::{check_url, existing_customer, str_param};
 use super::store::{ids, PortalConfiguration, PortalSession, Store};
 
@@ -91,17 +92,29 @@ pub fn render_configuration(c: &PortalConfiguration) -> Value {
 }
 
 /// `GET /v1/billing_portal/configurations`: the saved configuration, or an empty list.
-/// `is_default` and `active` filter (the one configuration is both).
-pub fn list_configurations(store: &Store, p: &Map<String, Value>) -> Value {
+/// `is_default` and `active` filter (the one configuration is both); Stripe's pagination.
+pub fn list_configurations(store: &Store, p: &Map<String, Value>) -> Result<Value, ApiError> {
     let keep = |flag: &str| p.get(flag).and_then(Value::as_bool).unwrap_or(true);
-    let data: Vec<Value> = store
+    let items = store
         .portal_configuration
         .iter()
         .filter(|_| keep("is_default") && keep("active"))
-        .map(render_configuration)
+        .map(|c| (store.order_key(c.created, &c.id), render_configuration(c)))
         .collect();
-    json!({"object": "list", "data": data, "has_more": false,
-           "url": "/v1/billing_portal/configurations"})
+    let cursor = |id: &str| {
+        store
+            .portal_configuration
+            .as_ref()
+            .filter(|c| c.id == id)
+            .map(|c| store.order_key(c.created, &c.id))
+    };
+    paginate(
+        items,
+        p,
+        "/v1/billing_portal/configurations",
+        cursor,
+        "billing_portal.configuration",
+    )
 }
 
 /// A new saved default configuration (the emulator's start state).

@@ -11,6 +11,8 @@
 
 use serde_json::{json, Map, Value};
 
+use super::error::ApiError;
+use super::lists::paginate;
 use super::store::{
     Customer, Invoice, InvoiceLine, PortalSession, PriceKind, Session, Store, Subscription,
 };
@@ -184,7 +186,7 @@ impl Renderer<'_> {
             Value::Null
         };
         v["amount_total"] = if has_amounts {
-            json!(s.amount_subtotal - s.amount_discount)
+            json!(s.total())
         } else {
             Value::Null
         };
@@ -284,40 +286,26 @@ impl Renderer<'_> {
     /// The `line_items` list of a session as `expand[]=line_items` includes it: "the first
     /// handful" of items (the emulator's pages are 10 long).
     pub fn session_line_items(&self, s: &Session) -> Value {
-        self.line_items_page(s, 10, None, None)
+        self.line_items_page(s, &Map::new())
+            .expect("a first page has no cursor to miss")
     }
 
-    /// `GET /v1/checkout/sessions/{id}/line_items`: one page of the items, after
-    /// `starting_after` or before `ending_before` (an unknown cursor gives an empty page).
-    pub fn line_items_page(
-        &self,
-        s: &Session,
-        limit: usize,
-        starting_after: Option<&str>,
-        ending_before: Option<&str>,
-    ) -> Value {
+    /// `GET /v1/checkout/sessions/{id}/line_items`: one page of the items in the session's
+    /// order, through Stripe's pagination (`lists::paginate`: an unknown cursor or both
+    /// cursors are a 400).
+    pub fn line_items_page(&self, s: &Session, p: &Map<String, Value>) -> Result<Value, ApiError> {
         let items = self.session_items(s);
-        let position = |id: &str| items.iter().position(|i| i["id"] == id);
-        let (from, to) = match (starting_after, ending_before) {
-            (Some(after), _) => match position(after) {
-                Some(i) => (i + 1, items.len()),
-                None => (0, 0),
-            },
-            (None, Some(before)) => match position(before) {
-                Some(i) => (i.saturating_sub(limit), i),
-                None => (0, 0),
-            },
-            (None, None) => (0, items.len()),
-        };
-        let end = to.min(from + limit);
-        let data = items[from..end].to_vec();
-        let has_more = if ending_before.is_some() && starting_after.is_none() {
-            from > 0
-        } else {
-            end < to
-        };
-        json!({"object": "list", "data": data, "has_more": has_more,
-               "url": format!("/v1/checkout/sessions/{}/line_items", s.id)})
+        let n = items.len() as u64;
+        // `paginate` lists the largest key first: the first line gets the largest.
+        let key = |i: usize| (0, n - i as u64);
+        let cursor = |id: &str| s.lines.iter().position(|l| l.id == id).map(key);
+        let keyed = items
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| (key(i), v))
+            .collect();
+        let url = format!("/v1/checkout/sessions/{}/line_items", s.id);
+        paginate(keyed, p, &url, cursor, "item")
     }
 
     pub fn portal(&self, p: &PortalSession) -> Value {

@@ -168,11 +168,7 @@ pub fn delete_customer(
     let mut events = Vec::new();
     for sub in live {
         let s = store.subscriptions.get_mut(&sub).expect("listed above");
-        s.status = "canceled".into();
-        s.canceled_at = Some(now);
-        s.ended_at = Some(now);
-        s.cancel_at_period_end = false;
-        s.cancellation_reason = Some("cancellation_requested".into());
+        super::subscriptions::cancel_now(s, now, "cancellation_requested");
         let object = ctx.sub(store, &sub);
         events.push(ctx.emit(store, "customer.subscription.deleted", object, None));
     }

@@ -92,7 +92,10 @@ pub struct SessionLine {
     pub quantity: i64,
 }
 
-#[derive(Debug, Clone)]
+/// Checkout sessions expire after 24 hours unless `expires_at` says otherwise.
+pub const SESSION_LIFETIME: i64 = 24 * 3600;
+
+#[derive(Debug, Clone, Default)]
 pub struct Session {
     pub id: String,
     pub created: i64,
@@ -120,6 +123,13 @@ pub struct Session {
     pub setup_intent: Option<String>,
     /// The validated request parameters, for fields that are echoed verbatim.
     pub params: Map<String, Value>,
+}
+
+impl Session {
+    /// What the session charges: `amount_total`, the subtotal less the discount.
+    pub fn total(&self) -> i64 {
+        self.amount_subtotal - self.amount_discount
+    }
 }
 
 #[derive(Debug, Clone)]

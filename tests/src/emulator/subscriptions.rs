@@ -276,11 +276,7 @@ pub fn cancel(
             "customer.subscription.updated"
         }
         Some(false) => {
-            s.status = "canceled".into();
-            s.cancel_at_period_end = false;
-            s.canceled_at = Some(now);
-            s.ended_at = Some(now);
-            s.cancellation_reason = Some(reason.unwrap_or("cancellation_requested").into());
+            cancel_now(s, now, reason.unwrap_or("cancellation_requested"));
             "customer.subscription.deleted"
         }
         None if !sub.cancel_at_period_end => {
@@ -298,6 +294,16 @@ pub fn cancel(
     let previous = (kind == "customer.subscription.updated").then_some(&before);
     let event = ctx.emit(store, kind, after.clone(), previous);
     Ok((after, vec![event]))
+}
+
+/// Ends a subscription at once (an immediate cancel, or its customer deleted): `canceled`,
+/// `canceled_at` and `ended_at` now.
+pub fn cancel_now(s: &mut Subscription, now: i64, reason: &str) {
+    s.status = "canceled".into();
+    s.cancel_at_period_end = false;
+    s.canceled_at = Some(now);
+    s.ended_at = Some(now);
+    s.cancellation_reason = Some(reason.into());
 }
 
 /// `POST /_emulator/subscriptions/{id}/expire`: an `incomplete` subscription whose first

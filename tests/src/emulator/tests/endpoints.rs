@@ -146,6 +146,47 @@ async fn line_items_list_with_prices_discounts_and_pages() {
     let (status, e) =
         status_and_json(api.get(&format!("/v1/checkout/sessions/{id}/line_items?limit=101"))).await;
     assert_eq!((status, e["error"]["param"].as_str()), (400, Some("limit")));
+    // Backwards from the second item: the first, nothing newer.
+    let second = items[1]["id"].as_str().unwrap();
+    let (_, back) = status_and_json(api.get(&format!(
+        "/v1/checkout/sessions/{id}/line_items?limit=1&ending_before={second}"
+    )))
+    .await;
+    assert_eq!(
+        (back["data"].clone(), back["has_more"].as_bool()),
+        (json!([items[0].clone()]), Some(false))
+    );
+    // The cursors follow Stripe's pagination like every other list: an unknown one is a 400
+    // naming it, and both at once are refused.
+    for cursor in ["starting_after", "ending_before"] {
+        let (status, e) = status_and_json(api.get(&format!(
+            "/v1/checkout/sessions/{id}/line_items?{cursor}=li_missing"
+        )))
+        .await;
+        assert_eq!(
+            (
+                status,
+                e["error"]["code"].as_str(),
+                e["error"]["param"].as_str(),
+                e["error"]["message"].as_str()
+            ),
+            (
+                400,
+                Some("resource_missing"),
+                Some(cursor),
+                Some("No such item: 'li_missing'")
+            ),
+            "{cursor}"
+        );
+    }
+    let (status, e) = status_and_json(api.get(&format!(
+        "/v1/checkout/sessions/{id}/line_items?starting_after={after}&ending_before={second}"
+    )))
+    .await;
+    assert_eq!(
+        (status, e["error"]["message"].as_str()),
+        (400, Some(crate::emulator::lists::BOTH_CURSORS))
+    );
     let (status, e) =
         status_and_json(api.get("/v1/checkout/sessions/cs_test_missing/line_items")).await;
     assert_eq!(
@@ -201,6 +242,35 @@ async fn portal_configurations_and_an_account_without_one() {
     let (_, none) =
         status_and_json(api.get("/v1/billing_portal/configurations?is_default=false")).await;
     assert_eq!(none["data"], json!([]));
+    // Cursors and `expand[]`, which the list's schema accepts, are honoured.
+    let (status, after) = status_and_json(api.get(&format!(
+        "/v1/billing_portal/configurations?starting_after={config_id}"
+    )))
+    .await;
+    assert_eq!(
+        (status, after["data"].clone(), after["has_more"].as_bool()),
+        (200, json!([]), Some(false))
+    );
+    let (status, e) =
+        status_and_json(api.get("/v1/billing_portal/configurations?ending_before=bpc_missing"))
+            .await;
+    assert_eq!(
+        (
+            status,
+            e["error"]["code"].as_str(),
+            e["error"]["param"].as_str()
+        ),
+        (400, Some("resource_missing"), Some("ending_before"))
+    );
+    let (status, e) =
+        status_and_json(api.get("/v1/billing_portal/configurations?expand[]=data.features")).await;
+    assert_eq!(
+        (status, e["error"]["message"].as_str()),
+        (
+            400,
+            Some("This property cannot be expanded (data.features).")
+        )
+    );
 
     api.control("/portal_configuration", json!({"exists": false}))
         .await;

@@ -1,8 +1,10 @@
 //! Writes the golden event fixtures (`tests/fixtures/events/<version>/`): every event the
 //! emulator sends along a customer's life (subscription, renewal, failed and 3-D Secure
 //! payments, an upgrade, a token pack, refunds, a dispute won and one lost, credit notes, a
-//! cancellation, a deleted customer), in each API shape. It is not run by `make test`; run it to
-//! regenerate after changing what the emulator renders:
+//! cancellation, a deleted customer), in each API shape. The writer is not run by `make test`
+//! (`the_golden_events_are_what_the_emulator_sends` is: it fails when the event sequence or
+//! the key paths of a payload no longer match the stored files); run it to regenerate after
+//! changing what the emulator renders:
 //!
 //! ```sh
 //! cargo test -p stripe-billing-tests --lib golden -- --ignored
@@ -153,22 +155,50 @@ async fn scenario(api: &Api) {
         .unwrap();
 }
 
+/// The events the scenario makes in `version`, in order: (type, payload).
+async fn recorded(version: &str) -> Vec<(String, Value)> {
+    let running = emulator(&["--api-version", version]).await;
+    let api = Api::new(&running);
+    scenario(&api).await;
+    let events: Value = json_of(
+        api.http
+            .get(format!("{}/_emulator/events", api.base))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let ty = e["type"].as_str().unwrap().to_string();
+            (
+                ty,
+                serde_json::from_str(e["payload"].as_str().unwrap()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+const VERSIONS: [&str; 2] = ["2023-08-16", "2025-03-31.basil"];
+
+fn fixtures_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/events")
+}
+
+/// The fixture file of the `n`th event (from 0).
+fn file_name(n: usize, ty: &str) -> String {
+    format!("{:02}-{ty}.json", n + 1)
+}
+
 #[tokio::test]
 #[ignore = "writes tests/fixtures/events; run by hand to regenerate"]
 async fn write_golden_events() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/events");
-    for version in ["2023-08-16", "2025-03-31.basil"] {
-        let running = emulator(&["--api-version", version]).await;
-        let api = Api::new(&running);
-        scenario(&api).await;
-        let events: Value = json_of(
-            api.http
-                .get(format!("{}/_emulator/events", api.base))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+    let root = fixtures_root();
+    for version in VERSIONS {
+        let events = recorded(version).await;
         let dir = root.join(version);
         if dir.exists() {
             for f in std::fs::read_dir(&dir).unwrap() {
@@ -181,14 +211,11 @@ async fn write_golden_events() {
         std::fs::create_dir_all(&dir).unwrap();
         let mut types = std::collections::HashSet::new();
         // Every event, numbered in the order Stripe would send them.
-        for (n, e) in events.as_array().unwrap().iter().enumerate() {
-            let payload = e["payload"].as_str().unwrap();
-            let ty = e["type"].as_str().unwrap();
-            types.insert(ty.to_string());
-            let pretty: Value = serde_json::from_str(payload).unwrap();
+        for (n, (ty, payload)) in events.iter().enumerate() {
+            types.insert(ty.clone());
             std::fs::write(
-                dir.join(format!("{:02}-{ty}.json", n + 1)),
-                serde_json::to_string_pretty(&pretty).unwrap() + "\n",
+                dir.join(file_name(n, ty)),
+                serde_json::to_string_pretty(payload).unwrap() + "\n",
             )
             .unwrap();
         }
@@ -196,6 +223,68 @@ async fn write_golden_events() {
             types.len() >= 20,
             "{version}: only {} event types",
             types.len()
+        );
+    }
+}
+
+/// The key paths of a JSON value (`data.object.items.data[].price.id`), values left out:
+/// ids, timestamps and amounts change from run to run or do not matter here, the shape does.
+fn key_paths(v: &Value, prefix: &str, out: &mut std::collections::BTreeSet<String>) {
+    out.insert(prefix.to_string());
+    match v {
+        Value::Object(map) => {
+            for (k, x) in map {
+                key_paths(x, &format!("{prefix}.{k}"), out);
+            }
+        }
+        Value::Array(items) => {
+            for x in items {
+                key_paths(x, &format!("{prefix}[]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn the_golden_events_are_what_the_emulator_sends() {
+    // The stored fixtures are what the core and both editions are tested on: a change to what
+    // the emulator renders that was not re-recorded (see the module docs) fails here.
+    let root = fixtures_root();
+    for version in VERSIONS {
+        let mut stored: Vec<String> = std::fs::read_dir(root.join(version))
+            .unwrap()
+            .map(|f| f.unwrap().file_name().to_string_lossy().to_string())
+            .filter(|n| n.ends_with(".json") && !n.ends_with(".normalized.json"))
+            .collect();
+        stored.sort();
+        let events = recorded(version).await;
+        let sent: Vec<String> = events
+            .iter()
+            .enumerate()
+            .map(|(n, (ty, _))| file_name(n, ty))
+            .collect();
+        assert_eq!(sent, stored, "{version}: the event sequence");
+        let mut differ = Vec::new();
+        for (name, (_, payload)) in sent.iter().zip(&events) {
+            let text = std::fs::read_to_string(root.join(version).join(name)).unwrap();
+            let want: Value = serde_json::from_str(&text).unwrap();
+            let (mut got_paths, mut want_paths) = Default::default();
+            key_paths(payload, "", &mut got_paths);
+            key_paths(&want, "", &mut want_paths);
+            for path in got_paths.symmetric_difference(&want_paths) {
+                let side = if want_paths.contains(path) {
+                    "stored only"
+                } else {
+                    "sent only"
+                };
+                differ.push(format!("{version}/{name}: {path} ({side})"));
+            }
+        }
+        assert!(
+            differ.is_empty(),
+            "the emulator's events differ from the fixtures (regenerate them, see the module \
+             docs): {differ:#?}"
         );
     }
 }

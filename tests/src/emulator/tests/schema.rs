@@ -48,11 +48,17 @@ fn each_version_validates_with_its_own_schema() {
     assert!(validate(basil, &parse_form("validate=true").unwrap()).is_ok());
     assert!(validate(legacy, &parse_form("validate=true").unwrap()).is_err());
     // Every operation the emulator serves has a schema in both versions.
+    let operations = crate::emulator::api::every_operation();
     for key in [
         "DELETE /v1/customers/{customer}",
         "GET /v1/checkout/sessions/{session}/line_items",
         "GET /v1/billing_portal/configurations",
     ] {
+        assert!(operations.contains(&key), "{key}");
+    }
+    let distinct: std::collections::BTreeSet<_> = operations.iter().collect();
+    assert_eq!(distinct.len(), operations.len(), "one operation per route");
+    for key in operations {
         assert!(schemas.operation(Shape::V2023, key).is_some(), "{key}");
         assert!(schemas.operation(Shape::Basil, key).is_some(), "{key}");
     }

@@ -359,12 +359,19 @@ async fn a_user_may_have_only_a_few_requests_in_flight() {
     let q = Queue::new().await;
     set_config(&q.owner, "max_pending_requests = 3").await;
     let a = q.user.clone();
-    // Ten at once from one user: the cap holds under concurrency.
-    let mut tasks = Vec::new();
+    // Ten at once from one user: the cap holds under concurrency. Every session is connected
+    // before any starts, and all start together, so the calls really overlap.
+    let mut apis = Vec::new();
     for _ in 0..10 {
-        let mut api = q.db.api().await;
+        apis.push(q.db.api().await);
+    }
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(apis.len()));
+    let mut tasks = Vec::new();
+    for mut api in apis {
         let a = a.clone();
+        let start = start.clone();
         tasks.push(tokio::spawn(async move {
+            start.wait().await;
             let sql = format!("SELECT billing.request_checkout({PACK})");
             api.call(&a, &sql, &[]).await.map(|_| ())
         }));

@@ -207,6 +207,11 @@ async fn plan_changes_grant_a_new_period_in_full_and_upgrades_when_they_are_char
         Some(("plan", 5000, Some(year.end + DAY)))
     );
     // A downgrade's credit grants and takes nothing.
+    let before: i64 = owner
+        .query_one("SELECT billing.token_balance($1)", &[&s.user])
+        .await
+        .unwrap()
+        .get(0);
     let (_, down) = s.invoice(
         "invoice.paid",
         year.start + DAY,
@@ -224,6 +229,12 @@ async fn plan_changes_grant_a_new_period_in_full_and_upgrades_when_they_are_char
     );
     deliver(&owner, &down).await;
     assert_eq!(grants(&owner, &s).await.len(), got.len());
+    let after: i64 = owner
+        .query_one("SELECT billing.token_balance($1)", &[&s.user])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(after, before, "a downgrade's credit takes no tokens either");
 }
 
 #[tokio::test]

@@ -266,6 +266,13 @@ async fn checkouts_in_both_modes_and_the_portal_then_webhooks_close_the_loop() {
             .starts_with("customer-"),
         "{customers:?}"
     );
+    // The request's key, not the user's: a user's later request (after this customer was
+    // deleted, say) must not replay the first one's customer (issue 13.6).
+    assert_eq!(
+        customers[0]["idempotency_key"],
+        format!("customer-{sub}"),
+        "{customers:?}"
+    );
     assert_eq!(
         text(&customers[0], "/metadata/user_id"),
         user.to_string().as_str()

@@ -208,13 +208,23 @@ async fn dropped_deliveries_are_caught_up_to_the_state_full_delivery_gives() {
         .control(Method::DELETE, "/_emulator/webhook/drop", None)
         .await;
     let last = all.last().unwrap()["id"].as_str().unwrap().to_string();
-    emulator
+    let late = emulator
         .control(
             Method::POST,
             &format!("/_emulator/events/{last}/deliver"),
             Some(json!({})),
         )
         .await;
+    // The worker got it and said so: acknowledged (200), and recognised as a duplicate.
+    let delivery = &late["events"][0]["delivery"];
+    assert_eq!(delivery["status"], 200, "{late}");
+    let answer: Value = serde_json::from_str(
+        delivery["response_body"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no answer body: {late}")),
+    )
+    .unwrap_or_else(|e| panic!("the answer is not JSON ({e}): {late}"));
+    assert_eq!(answer["duplicate"], true, "{late}");
     assert_eq!(holdings(&a_owner, user).await, full);
     drop(worker_a);
 }

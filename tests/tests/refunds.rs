@@ -78,7 +78,6 @@ async fn partial_then_full_refund_of_a_pack_takes_back_its_share() {
             .await
             .unwrap();
         assert_eq!(theirs[0].get::<_, i64>(0), 0);
-        let _ = &pack.session;
     }
 }
 
@@ -120,8 +119,33 @@ async fn spent_tokens_become_a_debt_that_the_next_grant_pays_first() {
         ),
         (100, 0)
     );
-    // So does a manual grant.
     spend(&owner, shop.user, 100).await;
+    // So does a manual grant: a new debt (300 of a refunded pack's 500 tokens were spent) is
+    // paid from billing.grant_tokens before the user can spend what it gives.
+    let third = shop.buy_packs(1).await;
+    deliver_all(&owner, &shop, &shop.em.events().await).await;
+    spend(&owner, shop.user, 300).await;
+    shop.refund(&third.charge, 900).await;
+    deliver_all(&owner, &shop, &shop.em.events().await).await;
+    assert_eq!(
+        (
+            balance(&owner, shop.user).await,
+            debt(&owner, shop.user).await
+        ),
+        (0, 300)
+    );
+    owner
+        .execute("SELECT billing.grant_tokens($1, 1000)", &[&shop.user])
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            balance(&owner, shop.user).await,
+            debt(&owner, shop.user).await
+        ),
+        (1000 - 300, 0),
+        "the manual grant paid the debt first"
+    );
     assert_books(&owner).await;
 }
 

@@ -11,7 +11,7 @@ cd "$root"
 # apply to every package named).
 cargo build -q -p stripe-billing-worker --bins
 cargo build -q -p stripe-billing-tests --bin stripe-emulator
-bin="$root/target/debug"
+bin="${CARGO_TARGET_DIR:-$root/target}/debug"
 
 dir="$(mktemp -d /tmp/stripe_billing_demo.XXXXXX)"
 pids=()
@@ -71,7 +71,10 @@ echo "header:           $header"
 record "signature valid" "$(sql -c "SELECT billing.stripe_signature_is_valid('$body', '$header', 'whsec_demo')")" "t"
 record "tampered body" "$(sql -c "SELECT billing.stripe_signature_is_valid('{\"id\":\"evt_demo\",\"object\":\"evil\"}', '$header', 'whsec_demo')")" "f"
 stale=$(sql -c "SELECT billing.stripe_signature_header('$body', 'whsec_demo', $((now - 3600)))")
-echo "construct_event, stale:    $(sql -c "SELECT billing.construct_event('$body', '$stale', 'whsec_demo')" 2>&1 | head -1)"
+# An hour-old signature must be refused (replay protection): the step fails if it is accepted.
+record "construct_event, stale" "$(sql -c "SELECT billing.construct_event('$body', '$stale', 'whsec_demo')" 2>&1 | head -1)" \
+    "*Stripe-Signature timestamp is outside the tolerance zone*"
+echo "construct_event, stale:    $(tail -n 1 "$steps" | cut -f 2)"
 
 say "3. Start the Stripe emulator and the worker"
 "$bin/stripe-emulator" --listen 127.0.0.1:0 --webhook-secret whsec_demo \

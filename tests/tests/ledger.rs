@@ -612,6 +612,17 @@ async fn the_books_are_kept_by_the_database_even_against_its_owner() {
     )
     .await;
     assert_eq!(remaining, 70, "still tokens less what its allocations took");
+    let changed: String = one(
+        &c,
+        "SELECT format('%s %s', expires_at BETWEEN now() + interval '23 hours' AND now() + interval '1 day', metadata)
+         FROM billing.token_grants WHERE id = $1",
+        &[&first],
+    )
+    .await;
+    assert_eq!(
+        changed, r#"t {"note": "extended"}"#,
+        "the new expiry (in a day) and metadata are kept"
+    );
     assert!(before.contains(&format!("{first}:70")), "{before}");
     assert_eq!(balance(&c, user, None).await, 120);
 }

@@ -272,7 +272,8 @@ async fn metrics_after_real_traffic() {
         .owner
         .query_one(
             "SELECT requests_pending, events_held, events_failed,
-                    extract(epoch FROM last_webhook_test)::double precision FROM billing.health()",
+                    extract(epoch FROM last_webhook_test)::double precision, oldest_failed_seconds
+             FROM billing.health()",
             &[],
         )
         .await
@@ -305,6 +306,17 @@ async fn metrics_after_real_traffic() {
             "stripe_billing_events_oldest_age_seconds",
             &[("state", "failed")]
         ) >= 0.0
+    );
+    // The failed event's age as the scrape read it: health()'s figure, read a moment earlier,
+    // so not above what health() says now and only the time since the scrape below it.
+    let failed_age = m.value(
+        "stripe_billing_events_oldest_age_seconds",
+        &[("state", "failed")],
+    );
+    let oldest_failed: f64 = h.get(4);
+    assert!(
+        failed_age > 0.0 && failed_age <= oldest_failed && oldest_failed - failed_age < 60.0,
+        "metric {failed_age}, billing.health() {oldest_failed}"
     );
 }
 

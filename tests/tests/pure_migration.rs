@@ -30,6 +30,55 @@ async fn apply(client: &mut Client, script: &str) -> Result<(), tokio_postgres::
     tx.commit().await
 }
 
+/// Applies `script` the way `psql -v ON_ERROR_STOP=1 -f` does without `--single-transaction`:
+/// each statement commits on its own and the first error stops the rest. A refusal must come
+/// before any statement with an effect, or such a run leaves a half-made install behind.
+/// `client_encoding` is the encoding psql is told to speak. Err: psql's error output.
+fn apply_with_psql(dsn: &str, script: &str, client_encoding: &str) -> Result<(), String> {
+    let bindir = std::process::Command::new(upgrade::pg_config())
+        .arg("--bindir")
+        .output()
+        .expect("pg_config --bindir");
+    let psql = Path::new(String::from_utf8_lossy(&bindir.stdout).trim()).join("psql");
+    let file = std::env::temp_dir().join(format!(
+        "stripe_billing_refused_{}_{}.sql",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::write(&file, script).unwrap();
+    let out = std::process::Command::new(psql)
+        .env("PGCLIENTENCODING", client_encoding)
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f"])
+        .arg(&file)
+        .args(["--dbname", dsn])
+        .output()
+        .expect("run psql");
+    let _ = std::fs::remove_file(&file);
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Relations and functions in schema billing (none when it does not exist).
+async fn billing_objects(client: &Client) -> i64 {
+    client
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE n.nspname = 'billing')
+                  + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                     WHERE n.nspname = 'billing')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 fn supabase_like() -> bool {
     Edition::current() == Edition::Pure
 }
@@ -70,6 +119,12 @@ async fn the_install_refuses_a_database_it_does_not_fit() {
             "a schema billing exists that stripe_billing did not create".into()
         )
     );
+    // Also when psql runs it statement by statement (checked below: nothing left behind).
+    let refused = apply_with_psql(&taken.dsn, &script, "UTF8").unwrap_err();
+    assert!(
+        refused.contains("a schema billing exists that stripe_billing did not create"),
+        "{refused}"
+    );
 
     // With pgcrypto somewhere else than Supabase keeps it.
     let elsewhere = TestDb::empty_for(Edition::Pure).await;
@@ -91,6 +146,11 @@ async fn the_install_refuses_a_database_it_does_not_fit() {
             "pgcrypto is installed in schema crypto, and stripe_billing calls extensions.hmac()"
                 .into()
         )
+    );
+    let refused = apply_with_psql(&elsewhere.dsn, &script, "UTF8").unwrap_err();
+    assert!(
+        refused.contains("pgcrypto is installed in schema crypto"),
+        "{refused}"
     );
 
     // In a database whose encoding is not UTF-8 (Stripe signs UTF-8 bytes).
@@ -125,6 +185,14 @@ async fn the_install_refuses_a_database_it_does_not_fit() {
             "BL014".into(),
             "the database encoding is SQL_ASCII; stripe_billing needs UTF8".into()
         )
+    );
+    // psql in the database's own encoding runs the whole script statement by statement, and
+    // the guard stops it before anything else.
+    let ascii_dsn = stripe_billing_tests::pg::database_dsn(&ascii.dsn, &ascii_name);
+    let refused = apply_with_psql(&ascii_dsn, &script, "SQL_ASCII").unwrap_err();
+    assert!(
+        refused.contains("the database encoding is SQL_ASCII; stripe_billing needs UTF8"),
+        "{refused}"
     );
     let schemas: i64 = client
         .query_one(
@@ -171,7 +239,19 @@ async fn the_install_refuses_a_database_it_does_not_fit() {
             .map(|r| r.get(0))
             .unwrap_or(0);
         assert_eq!(tables, 0, "{}", db.name);
+        assert_eq!(billing_objects(&db.owner().await).await, 0, "{}", db.name);
     }
+    let schemas: i64 = elsewhere
+        .owner()
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'billing'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(schemas, 0, "the refused script left schema billing behind");
 }
 
 fn copy_dir(from: &Path, to: &Path) {

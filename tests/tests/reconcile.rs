@@ -5,10 +5,13 @@
 //! Real parts: two databases, a worker for each, the emulator delivering webhooks to one of them
 //! (dropping some) while the other gets every event, and the worker's own `catch-up` and
 //! `backfill` subcommands.
+mod common;
+mod refunds_support;
 mod worker_support;
 
 use std::time::{Duration, Instant};
 
+use refunds_support::balance;
 use reqwest::Method;
 use serde_json::{json, Value};
 use stripe_billing_tests::events;
@@ -85,10 +88,7 @@ async fn charge_of_session(emulator: &Emulator, session: &str) -> String {
     let pi = s["payment_intent"]
         .as_str()
         .expect("a paid session has a PaymentIntent");
-    let (_, intent) = emulator
-        .stripe(Method::GET, &format!("/v1/payment_intents/{pi}"), "")
-        .await;
-    intent["latest_charge"].as_str().unwrap().to_string()
+    emulator.charge_of(pi).await
 }
 
 #[tokio::test]
@@ -208,13 +208,23 @@ async fn dropped_deliveries_are_caught_up_to_the_state_full_delivery_gives() {
         .control(Method::DELETE, "/_emulator/webhook/drop", None)
         .await;
     let last = all.last().unwrap()["id"].as_str().unwrap().to_string();
-    emulator
+    let late = emulator
         .control(
             Method::POST,
             &format!("/_emulator/events/{last}/deliver"),
             Some(json!({})),
         )
         .await;
+    // The worker got it and said so: acknowledged (200), and recognised as a duplicate.
+    let delivery = &late["events"][0]["delivery"];
+    assert_eq!(delivery["status"], 200, "{late}");
+    let answer: Value = serde_json::from_str(
+        delivery["response_body"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no answer body: {late}")),
+    )
+    .unwrap_or_else(|e| panic!("the answer is not JSON ({e}): {late}"));
+    assert_eq!(answer["duplicate"], true, "{late}");
     assert_eq!(holdings(&a_owner, user).await, full);
     drop(worker_a);
 }
@@ -244,14 +254,14 @@ async fn the_worker_catches_up_when_it_starts() {
         )
         .await;
     emulator.complete_checkout(&session).await;
-    assert_eq!(owner_balance(&owner, user).await, 0);
+    assert_eq!(balance(&owner, user).await, 0);
     drop(worker);
     // Back up: the new worker reads the events API before anything else.
     let _worker = Worker::start_on(port, &db.dsn, Some(&emulator.url), &[]).await;
     // The balance shows once the event is ingested; the run is recorded after its last event.
     let deadline = Instant::now() + WAIT;
     loop {
-        let balance = owner_balance(&owner, user).await;
+        let tokens = balance(&owner, user).await;
         let sync: (i32, i32) = owner
             .query_opt(
                 "SELECT last_run_listed, last_run_new FROM billing.event_sync",
@@ -260,24 +270,16 @@ async fn the_worker_catches_up_when_it_starts() {
             .await
             .unwrap()
             .map_or((0, 0), |r| (r.get(0), r.get(1)));
-        if balance == 500 && sync.1 >= 1 {
+        if tokens == 500 && sync.1 >= 1 {
             assert!(sync.0 >= sync.1, "{sync:?}");
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "the purchase was never caught up: balance {balance}, last run {sync:?}"
+            "the purchase was never caught up: balance {tokens}, last run {sync:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-async fn owner_balance(owner: &Client, user: Uuid) -> i64 {
-    owner
-        .query_one("SELECT billing.token_balance($1)", &[&user])
-        .await
-        .unwrap()
-        .get(0)
 }
 
 #[tokio::test]
@@ -402,7 +404,7 @@ async fn backfill_adopts_an_existing_account_and_reports_what_it_skipped() {
         }
     }
     assert_eq!(
-        owner_balance(&owner, tagged).await,
+        balance(&owner, tagged).await,
         1000,
         "the renewal granted the plan's tokens"
     );

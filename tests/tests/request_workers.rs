@@ -280,4 +280,69 @@ async fn prune_expires_stale_requests_and_deletes_old_ones() {
         .await
         .unwrap();
     assert!(gone.is_empty());
+
+    // The retention periods are settings: with 40 days for requests a 31-day-old finished row
+    // stays and a 41-day-old one goes; with 60 days for applied events a 45-day-old one stays
+    // and a 61-day-old one goes (a waiting one stays whatever its age).
+    set_config(
+        &q.owner,
+        "request_retention_days = 40, event_retention_days = 60",
+    )
+    .await;
+    let [kept, dropped]: [Uuid; 2] = q.queue(2).await.try_into().unwrap();
+    assert_eq!(q.claim("w1", 10, 60).await.len(), 2);
+    for (id, days) in [(kept, 31), (dropped, 41)] {
+        assert!(q.finish(id, "w1").await);
+        q.owner
+            .execute(
+                "UPDATE billing.stripe_requests SET finished_at = now() - make_interval(days => $2) WHERE id = $1",
+                &[&id, &days],
+            )
+            .await
+            .unwrap();
+    }
+    q.owner
+        .batch_execute(
+            "INSERT INTO billing.stripe_events (id, type, livemode, created, payload, received_at, processed_at) VALUES
+                 ('evt_kept45', 'customer.updated', false, now() - interval '45 days', '{}', now() - interval '45 days', now() - interval '45 days'),
+                 ('evt_gone61', 'customer.updated', false, now() - interval '61 days', '{}', now() - interval '61 days', now() - interval '61 days'),
+                 ('evt_waits99', 'customer.updated', false, now() - interval '99 days', '{}', now() - interval '99 days', NULL)",
+        )
+        .await
+        .unwrap();
+    let pruned: Value = q
+        .owner
+        .query_one("SELECT billing.prune()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        pruned,
+        json!({"requests_expired": 0, "requests_deleted": 1, "events_deleted": 1})
+    );
+    let left: Vec<Uuid> = q
+        .owner
+        .query(
+            "SELECT id FROM billing.stripe_requests WHERE id = ANY($1)",
+            &[&vec![kept, dropped]],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(left, [kept], "request_retention_days = 40");
+    let events: Vec<String> = q
+        .owner
+        .query("SELECT id FROM billing.stripe_events ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        events,
+        ["evt_kept45", "evt_waits99"],
+        "event_retention_days = 60"
+    );
 }

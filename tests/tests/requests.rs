@@ -96,6 +96,7 @@ const BAD_CHECKOUTS: &str = "
     'price_pack', quantity => 101, {u} | 22023 | 1 to 100 for token packs, got 101
     'price_pack', quantity => NULL, {u} | 22023 | quantity must be 1 for subscriptions
     'price_pro', quantity => 2, {u} | 22023 | quantity must be 1 for subscriptions
+    'price_huge', quantity => 100, {u} | 22023 | 100 x 20000000000 tokens is more than one grant may hold
     'price_pack', project_id => '{unknown}', {u} | P0002 | unknown project
     'price_pack', project_id => '{others}', {u} | P0002 | unknown project
     NULL, {u} | 22004 | price_id must not be NULL
@@ -107,7 +108,8 @@ async fn checkout_rejects_bad_input() {
     q.owner
         .batch_execute(
             "INSERT INTO billing.plans (id, stripe_price_id, name, kind, tokens, active)
-             VALUES ('old', 'price_old', 'Old', 'token_pack', 10, false)",
+             VALUES ('old', 'price_old', 'Old', 'token_pack', 10, false),
+                    ('huge', 'price_huge', 'Huge', 'token_pack', 20000000000, true)",
         )
         .await
         .unwrap();
@@ -357,12 +359,19 @@ async fn a_user_may_have_only_a_few_requests_in_flight() {
     let q = Queue::new().await;
     set_config(&q.owner, "max_pending_requests = 3").await;
     let a = q.user.clone();
-    // Ten at once from one user: the cap holds under concurrency.
-    let mut tasks = Vec::new();
+    // Ten at once from one user: the cap holds under concurrency. Every session is connected
+    // before any starts, and all start together, so the calls really overlap.
+    let mut apis = Vec::new();
     for _ in 0..10 {
-        let mut api = q.db.api().await;
+        apis.push(q.db.api().await);
+    }
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(apis.len()));
+    let mut tasks = Vec::new();
+    for mut api in apis {
         let a = a.clone();
+        let start = start.clone();
         tasks.push(tokio::spawn(async move {
+            start.wait().await;
             let sql = format!("SELECT billing.request_checkout({PACK})");
             api.call(&a, &sql, &[]).await.map(|_| ())
         }));

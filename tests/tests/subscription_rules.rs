@@ -2,7 +2,10 @@
 //! collection, add-on items, prices the catalog does not know, plan changes billed later or as a
 //! new period, and the renewal gap (ordering and final states: subscription_order.rs). Every
 //! case goes through `handle_stripe_webhook` with Stripe-shaped random ids.
+mod common;
 mod subscription_support;
+
+use common::set_config;
 
 use serde_json::json;
 use stripe_billing_tests::events::{self, unix_now, Shape};
@@ -43,10 +46,7 @@ async fn renewal_tokens_overlap_so_a_late_renewal_leaves_no_gap() {
         an_hour_into_the_next_period, 1000,
         "no gap before the renewal is paid"
     );
-    owner
-        .batch_execute("INSERT INTO billing.config (renewal_grace_seconds) VALUES (0) ON CONFLICT (id) DO UPDATE SET renewal_grace_seconds = 0")
-        .await
-        .unwrap();
+    set_config(&owner, "renewal_grace_seconds = 0").await;
     let (_, second) = s.invoice(
         "invoice.paid",
         p0.end,
@@ -108,10 +108,7 @@ async fn trials_and_free_invoices_follow_the_setting() {
         .get(0);
     assert_eq!(trial_end, trial.end);
 
-    owner
-        .batch_execute("INSERT INTO billing.config (free_invoice_tokens) VALUES ('none') ON CONFLICT (id) DO UPDATE SET free_invoice_tokens = 'none'")
-        .await
-        .unwrap();
+    set_config(&owner, "free_invoice_tokens = 'none'").await;
     let other = Subscriber::new(Shape::Basil);
     let (_, zero) = other.invoice(
         "invoice.paid",
@@ -207,6 +204,11 @@ async fn plan_changes_grant_a_new_period_in_full_and_upgrades_when_they_are_char
         Some(("plan", 5000, Some(year.end + DAY)))
     );
     // A downgrade's credit grants and takes nothing.
+    let before: i64 = owner
+        .query_one("SELECT billing.token_balance($1)", &[&s.user])
+        .await
+        .unwrap()
+        .get(0);
     let (_, down) = s.invoice(
         "invoice.paid",
         year.start + DAY,
@@ -224,6 +226,12 @@ async fn plan_changes_grant_a_new_period_in_full_and_upgrades_when_they_are_char
     );
     deliver(&owner, &down).await;
     assert_eq!(grants(&owner, &s).await.len(), got.len());
+    let after: i64 = owner
+        .query_one("SELECT billing.token_balance($1)", &[&s.user])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(after, before, "a downgrade's credit takes no tokens either");
 }
 
 #[tokio::test]

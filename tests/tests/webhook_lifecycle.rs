@@ -450,10 +450,18 @@ async fn every_event_of_a_story_delivered_at_once_from_many_sessions() {
     let story = Story::new(Shape::V2023, false, start());
     let events = story.events();
     let (db, owner) = setup().await;
+    // Every session is connected before any delivers, and all start together, so the
+    // deliveries really overlap.
+    let mut clients = Vec::new();
+    for _ in &events {
+        clients.push(db.owner().await);
+    }
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(events.len()));
     let mut tasks = Vec::new();
-    for event in events.clone() {
-        let client = db.owner().await;
+    for (event, client) in events.clone().into_iter().zip(clients) {
+        let start = start.clone();
         tasks.push(tokio::spawn(async move {
+            start.wait().await;
             events::deliver(&client, &event).await
         }));
     }

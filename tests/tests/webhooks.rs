@@ -3,12 +3,10 @@
 //! reprocessing (signatures and entry points: webhook_signatures.rs).
 mod webhook_support;
 
-use futures_util::StreamExt;
 use serde_json::{json, Value};
 use stripe_billing_tests::emulator::store::ids;
 use stripe_billing_tests::events::{self, unix_now, Invoice, Line, Period, Shape};
-use stripe_billing_tests::pg::{Caller, TestDb};
-use tokio_postgres::{AsyncMessage, Client};
+use stripe_billing_tests::pg::{listen, Caller};
 use webhook_support::*;
 
 #[tokio::test]
@@ -171,7 +169,7 @@ async fn async_payment_grants_only_when_it_succeeds() {
     assert_eq!(balance(&owner).await, 500);
 
     // A failed async payment grants nothing and tells the app.
-    let (_listener, mut notes) = listen(&db, "billing_notifications").await;
+    let (_listener, mut notes) = listen(&db.dsn, "billing_notifications").await;
     let request2 = request_pack(&db, 1).await;
     let session2 = ids::checkout_session();
     let unpaid2 = pack_event(
@@ -192,7 +190,7 @@ async fn async_payment_grants_only_when_it_succeeds() {
     events::deliver(&owner, &failed).await.unwrap();
     events::deliver(&owner, &failed).await.unwrap();
     assert_eq!(balance(&owner).await, 500);
-    let note = notes.recv().await.unwrap();
+    let note = notes.recv().await.unwrap().payload().to_string();
     let row = owner
         .query_one(
             "SELECT user_id::text, kind, payload ->> 'session_id', event_id FROM billing.notifications WHERE id = $1::text::bigint",
@@ -209,30 +207,6 @@ async fn async_payment_grants_only_when_it_succeeds() {
         1,
         "once per event"
     );
-}
-
-/// LISTENs on `channel` on a new connection and forwards notification payloads.
-async fn listen(
-    db: &TestDb,
-    channel: &str,
-) -> (Client, tokio::sync::mpsc::UnboundedReceiver<String>) {
-    let (client, mut connection) = tokio_postgres::connect(&db.dsn, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut stream = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-        while let Some(Ok(message)) = stream.next().await {
-            if let AsyncMessage::Notification(n) = message {
-                let _ = tx.send(n.payload().to_string());
-            }
-        }
-    });
-    client
-        .batch_execute(&format!("LISTEN {channel}"))
-        .await
-        .unwrap();
-    (client, rx)
 }
 
 fn subscription_invoice(event_type: &str, sub: &str, paid: bool, extra: Value) -> Value {
@@ -266,7 +240,7 @@ fn subscription_invoice(event_type: &str, sub: &str, paid: bool, extra: Value) -
 #[tokio::test]
 async fn failed_and_blocked_payments_notify_the_app_with_ids_only() {
     let (db, owner) = setup().await;
-    let (_listener, mut notes) = listen(&db, "billing_notifications").await;
+    let (_listener, mut notes) = listen(&db.dsn, "billing_notifications").await;
     let sub = ids::long("sub");
     let url = "https://invoice.stripe.com/i/acct_1/test_YWNjdF8x";
     let failed = subscription_invoice(
@@ -287,7 +261,7 @@ async fn failed_and_blocked_payments_notify_the_app_with_ids_only() {
     }
     let mut kinds = Vec::new();
     for _ in 0..2 {
-        let id = notes.recv().await.unwrap();
+        let id = notes.recv().await.unwrap().payload().to_string();
         assert!(
             id.parse::<i64>().is_ok(),
             "the NOTIFY payload is the row id, never a user id: {id}"

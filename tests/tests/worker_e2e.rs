@@ -2,7 +2,10 @@
 //! the local Stripe emulator. Needs `cargo build -p stripe-billing-worker` first (the
 //! worker is another package's binary) and the cluster of scripts/integration-test.sh.
 //! Crashes, races and database restarts are in worker_resilience.rs.
+mod common;
 mod worker_support;
+
+use common::set_config;
 
 use std::time::Duration;
 
@@ -266,6 +269,13 @@ async fn checkouts_in_both_modes_and_the_portal_then_webhooks_close_the_loop() {
             .starts_with("customer-"),
         "{customers:?}"
     );
+    // The request's key, not the user's: a user's later request (after this customer was
+    // deleted, say) must not replay the first one's customer (issue 13.6).
+    assert_eq!(
+        customers[0]["idempotency_key"],
+        format!("customer-{sub}"),
+        "{customers:?}"
+    );
     assert_eq!(
         text(&customers[0], "/metadata/user_id"),
         user.to_string().as_str()
@@ -412,13 +422,7 @@ async fn should_retry_false_fails_even_a_server_error() {
 #[tokio::test]
 async fn retries_give_up_after_the_databases_max_attempts() {
     let s = setup(&[]).await;
-    s.owner
-        .batch_execute(
-            "INSERT INTO billing.config (id) VALUES (true) ON CONFLICT DO NOTHING;
-             UPDATE billing.config SET request_max_attempts = 2",
-        )
-        .await
-        .unwrap();
+    set_config(&s.owner, "request_max_attempts = 2").await;
     let (done, calls) = s
         .pack_checkout_after(json!({"path": "/v1/checkout/sessions", "status": 502, "count": 1000}))
         .await;

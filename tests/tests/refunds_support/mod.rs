@@ -1,6 +1,7 @@
 //! Fixtures and helpers of refunds.rs: a shop on the emulator, signed delivery, what the worker would fetch, and the books.
 #![allow(dead_code)]
 
+use crate::common::seed_plans;
 use crate::worker_support::Emulator;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -57,21 +58,8 @@ impl Shop {
             .await;
         assert_eq!(status, 200, "{s}");
         let id = s["id"].as_str().unwrap();
-        self.em
-            .control(
-                Method::POST,
-                &format!("/_emulator/checkout/{id}/complete"),
-                Some(json!({"payment_status": "paid"})),
-            )
-            .await;
+        self.em.complete_checkout(id).await;
         self.get(&format!("/v1/checkout/sessions/{id}")).await
-    }
-
-    pub async fn charge_of(&self, payment_intent: &str) -> String {
-        let pi = self
-            .get(&format!("/v1/payment_intents/{payment_intent}"))
-            .await;
-        pi["latest_charge"].as_str().unwrap().to_string()
     }
 
     /// Buys `quantity` token packs (500 tokens and 900 cents each).
@@ -81,7 +69,10 @@ impl Shop {
                 "mode=payment&line_items[0][price]=price_pack&line_items[0][quantity]={quantity}"
             ))
             .await;
-        let charge = self.charge_of(s["payment_intent"].as_str().unwrap()).await;
+        let charge = self
+            .em
+            .charge_of(s["payment_intent"].as_str().unwrap())
+            .await;
         Bought {
             session: s["id"].as_str().unwrap().to_string(),
             charge,
@@ -117,30 +108,26 @@ impl Shop {
                     .as_str()
                     .unwrap()
                     .to_string();
-                self.charge_of(&pi).await
+                self.em.charge_of(&pi).await
             }
         };
         (invoice, charge)
     }
 
-    pub async fn control(&self, path: &str, body: Value) -> Value {
-        self.em
-            .control(Method::POST, &format!("/_emulator{path}"), Some(body))
-            .await
-    }
-
     pub async fn refund(&self, charge: &str, amount: i64) {
-        self.control(
-            &format!("/charges/{charge}/refund"),
-            json!({"amount": amount}),
-        )
-        .await;
+        self.em
+            .post(
+                &format!("/_emulator/charges/{charge}/refund"),
+                json!({"amount": amount}),
+            )
+            .await;
     }
 
     /// Opens a dispute of the whole charge; returns its id.
     pub async fn dispute(&self, charge: &str) -> String {
         let v = self
-            .control(&format!("/charges/{charge}/dispute"), json!({}))
+            .em
+            .post(&format!("/_emulator/charges/{charge}/dispute"), json!({}))
             .await;
         let first: Value =
             serde_json::from_str(v["events"][0]["payload"].as_str().unwrap()).unwrap();
@@ -148,7 +135,11 @@ impl Shop {
     }
 
     pub async fn close(&self, dispute: &str, won: bool) {
-        self.control(&format!("/disputes/{dispute}/close"), json!({"won": won}))
+        self.em
+            .post(
+                &format!("/_emulator/disputes/{dispute}/close"),
+                json!({"won": won}),
+            )
             .await;
     }
 
@@ -159,7 +150,8 @@ impl Shop {
             body[how] = json!(true);
         }
         let v = self
-            .control(&format!("/invoices/{invoice}/credit_note"), body)
+            .em
+            .post(&format!("/_emulator/invoices/{invoice}/credit_note"), body)
             .await;
         let last = v["events"].as_array().unwrap().last().unwrap().clone();
         let event: Value = serde_json::from_str(last["payload"].as_str().unwrap()).unwrap();
@@ -171,14 +163,12 @@ impl Shop {
 pub async fn setup() -> (TestDb, Client) {
     let db = TestDb::new().await;
     let owner = db.owner().await;
+    seed_plans(&owner).await;
     owner
-        .batch_execute(&format!(
-            "INSERT INTO billing.webhook_secrets (secret) VALUES ('{}');
-             INSERT INTO billing.plans (id, stripe_price_id, name, kind, monthly_tokens, tokens) VALUES
-                 ('pro', 'price_pro', 'Pro', 'subscription', 1000, NULL),
-                 ('pack', 'price_pack', 'Pack', 'token_pack', NULL, 500);",
-            events::TEST_SECRET
-        ))
+        .execute(
+            "INSERT INTO billing.webhook_secrets (secret) VALUES ($1)",
+            &[&events::TEST_SECRET],
+        )
         .await
         .unwrap();
     (db, owner)

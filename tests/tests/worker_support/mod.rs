@@ -213,6 +213,14 @@ impl Emulator {
         )
     }
 
+    /// The latest charge of a PaymentIntent.
+    pub async fn charge_of(&self, payment_intent: &str) -> String {
+        let path = format!("/v1/payment_intents/{payment_intent}");
+        let (status, pi) = self.stripe(reqwest::Method::GET, &path, "").await;
+        assert_eq!(status, 200, "{path}: {pi}");
+        pi["latest_charge"].as_str().unwrap().to_string()
+    }
+
     /// Every event the emulator has made so far, in order, as Stripe would send them.
     pub async fn events(&self) -> Vec<Value> {
         let list = self

@@ -379,6 +379,19 @@ async fn health_after_real_traffic() {
         "{h}"
     );
 
+    // What the applied events asked the worker for (a retrieval of a paid invoice) is served
+    // before it goes, so the one request below is the only one waiting.
+    wait_for(&s.owner, "the queue is idle", async |c: &Client| {
+        c.query_one(
+            "SELECT count(*) FROM billing.stripe_requests WHERE status IN ('pending', 'running')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+            == 0
+    })
+    .await;
     // With the worker gone a request waits, and the queue shows it.
     s.worker.signal("KILL");
     s.worker.wait_exit(WAIT).await;

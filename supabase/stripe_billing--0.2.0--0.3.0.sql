@@ -2466,12 +2466,15 @@ BEGIN
     IF EXISTS (SELECT FROM billing.stripe_events s WHERE s.id = event_id AND s.processed_at IS NOT NULL) THEN
         RETURN;
     END IF;
+    -- One lock order on every path that applies events (DESIGN.md, "Ingestion"): the customer's
+    -- lock, then the event's row. An event's customer never changes once stored, so it can be
+    -- read before either lock.
+    PERFORM billing._lock_customer((SELECT s.stripe_customer_id FROM billing.stripe_events s WHERE s.id = event_id));
     -- The row lock makes concurrent deliveries and reprocess runs apply an event once.
     SELECT * INTO e FROM billing.stripe_events s WHERE s.id = event_id FOR UPDATE;
     IF NOT FOUND OR e.processed_at IS NOT NULL THEN
         RETURN;
     END IF;
-    PERFORM billing._lock_customer(e.stripe_customer_id);
     SELECT * INTO message, code FROM billing._apply(billing._normalize_event(e.payload::text));
     UPDATE billing.stripe_events s
     SET attempts = s.attempts + 1, error = message, error_code = code,

@@ -219,15 +219,37 @@ fn the_request_kinds_are_the_check_s() {
     );
 }
 
+/// Whether `subject` is a `kind` column (`kind`, `r.kind`, `(kind` of a CHECK), not `relkind`.
+fn is_kind_column(subject: &str) -> bool {
+    subject.trim_start_matches('(').rsplit('.').next() == Some("kind")
+}
+
 #[test]
 fn every_sql_mention_of_request_kinds_is_a_kind_the_worker_serves() {
     let all = kind_names(|_| true);
     let sessions = kind_names(RequestKind::awaited);
     let retrievals = kind_names(|k| !k.awaited());
+    let sources = sql_sources();
+    // Every kind some CHECK allows, of requests, plans, spends, reversals…: a kind compared
+    // anywhere must be one of them, so a misspelt request kind cannot pass for another table's.
+    let checked: BTreeSet<String> = sources
+        .iter()
+        .flat_map(|(_, sql)| literal_lists(sql))
+        .filter(|l| l.subject == "(kind" && l.operator == "IN")
+        .flat_map(|l| l.values)
+        .collect();
     let mut lists = 0;
-    for (path, sql) in sql_sources() {
-        for site in literal_lists(&sql) {
-            let mentions_kinds = site.subject.ends_with("kind")
+    for (path, sql) in &sources {
+        for site in literal_lists(sql) {
+            if is_kind_column(&site.subject) {
+                for v in &site.values {
+                    assert!(
+                        checked.contains(v),
+                        "sql/{path}: `{site}`: no CHECK allows the kind {v:?} (a typo?)"
+                    );
+                }
+            }
+            let mentions_kinds = is_kind_column(&site.subject)
                 || site.subject == "'kind',"
                 || site.subject.ends_with("_request_retrieval(");
             if !mentions_kinds || !site.values.iter().any(|v| all.contains(v.as_str())) {
@@ -238,7 +260,8 @@ fn every_sql_mention_of_request_kinds_is_a_kind_the_worker_serves() {
                 values.is_subset(&all),
                 "sql/{path}: `{site}` names request kinds the worker's RequestKind does not have"
             );
-            if site.operator == "IN" && !site.subject.starts_with("(kind") {
+            // The CHECK itself, `(kind IN (…))`, is the_request_kinds_are_the_check_s's.
+            if site.operator == "IN" && site.subject != "(kind" {
                 lists += 1;
                 assert!(
                     values == sessions || values == retrievals,

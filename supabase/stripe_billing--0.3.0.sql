@@ -2910,8 +2910,10 @@ BEGIN
                 PERFORM billing._apply_subscription(ev, 1::smallint);
             WHEN ev ->> 'type' = 'billing.subscription.retrieved' THEN
                 PERFORM billing._apply_subscription(ev, 2::smallint);
-            WHEN ev ->> 'type' IN ('invoice.paid', 'invoice.payment_succeeded', 'invoice.payment_failed',
-                                   'invoice.payment_action_required') THEN
+            -- Not invoice.payment_succeeded: invoice.paid reports every payment it does (and invoices
+            -- paid out of band), and a second report of one invoice would compute its grant again
+            -- from the catalog as it is by then.
+            WHEN ev ->> 'type' IN ('invoice.paid', 'invoice.payment_failed', 'invoice.payment_action_required') THEN
                 PERFORM billing._apply_invoice(ev);
             WHEN ev ->> 'type' IN ('customer.created', 'customer.updated', 'customer.deleted') THEN
                 PERFORM billing._apply_customer(ev);
@@ -2920,7 +2922,10 @@ BEGIN
             -- The money behind purchases, by the object the event reports.
             WHEN ev ->> 'object_type' = 'charge' AND ev ->> 'type' LIKE 'charge.%' THEN
                 PERFORM billing._apply_charge(ev);
-            WHEN ev ->> 'object_type' = 'refund' THEN
+            -- charge.refund.updated is the older report of a refund's change: applied when an endpoint
+            -- sends it, not asked for (APPLIED_TYPES).
+            WHEN ev ->> 'object_type' = 'refund'
+                 AND (ev ->> 'type' LIKE 'refund.%' OR ev ->> 'type' = 'charge.refund.updated') THEN
                 PERFORM billing._apply_refund(ev);
             WHEN ev ->> 'object_type' = 'dispute' AND ev ->> 'type' LIKE 'charge.dispute.%' THEN
                 PERFORM billing._apply_dispute(ev);
@@ -3706,7 +3711,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION billing._apply_invoice(jsonb) IS 'Internal: invoice.paid (and payment_succeeded) grants the invoice''s tokens once (keyed by the invoice id); invoice.payment_failed and payment_action_required notify the user.';
+COMMENT ON FUNCTION billing._apply_invoice(jsonb) IS 'Internal: invoice.paid grants the invoice''s tokens once (keyed by the invoice id); invoice.payment_failed and payment_action_required notify the user.';
 
 -- sql/effects/customer.sql
 -- Effects of customer.* events: deletions end a link for good; a customer whose metadata names

@@ -98,7 +98,7 @@ async fn checked_pool(
     size: usize,
     shutdown: &CancellationToken,
 ) -> Result<Option<Db>, StartError> {
-    let db = Db::new(config.database.clone(), size)?;
+    let db = Db::new(config.database.clone(), size, config.db_max_lifetime)?;
     match version::installed(&db, shutdown).await {
         Ok(installed) => version::check(installed.as_ref())?,
         Err(()) => return Ok(None),
@@ -123,9 +123,10 @@ impl Parts {
         let db = checked_pool(config, queue_connections, shutdown)
             .await?
             .ok_or(StartError::Interrupted)?;
-        let webhook_db = Db::new(config.database.clone(), WEBHOOK_CONNECTIONS)?;
+        let pool = |size| Db::new(config.database.clone(), size, config.db_max_lifetime);
+        let webhook_db = pool(WEBHOOK_CONNECTIONS)?;
         let api_connections = API_CONNECTIONS_PER_CALL * config.api.concurrency + 1;
-        let api_db = Db::new(config.database.clone(), api_connections)?;
+        let api_db = pool(api_connections)?;
         let stripe = Stripe::from_config(config).map_err(StartError::Stripe)?;
         if stripe.is_none() {
             tracing::warn!("{NOT_CONFIGURED}; queued requests will fail, webhooks still work");

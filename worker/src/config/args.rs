@@ -103,6 +103,12 @@ pub struct Args {
     #[arg(long, env = "STRIPE_RATE_LIMIT", default_value_t = 25.0, value_parser = rate_limit)]
     pub rate_limit: f64,
 
+    /// How long a pooled database connection is reused, in seconds; an older one is closed
+    /// when next needed, so role settings changed on the server reach the worker in this time.
+    #[arg(long, env = "WORKER_DB_MAX_LIFETIME_SECONDS", default_value_t = 600,
+        value_parser = value_parser!(u64).range(1..=86_400))]
+    pub db_max_lifetime_seconds: u64,
+
     /// Do not LISTEN for notifications; find work by polling only.
     #[arg(long, env = "WORKER_NO_LISTEN_NOTIFY")]
     pub no_listen_notify: bool,

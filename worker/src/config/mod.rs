@@ -94,6 +94,8 @@ pub struct Config {
     /// Timeout of one Stripe API call; at most half the lease.
     pub stripe_timeout: Duration,
     pub max_body_bytes: usize,
+    /// How long a pooled connection is reused before it is closed.
+    pub db_max_lifetime: Duration,
     pub rate_limit: f64,
     pub listen_notify: bool,
     /// How often the worker runs `billing.prune()`; None: never.
@@ -155,6 +157,7 @@ impl Config {
             lease_seconds: args.lease_seconds,
             stripe_timeout: Duration::from_millis(args.stripe_timeout_ms),
             max_body_bytes: args.max_body_bytes,
+            db_max_lifetime: Duration::from_secs(args.db_max_lifetime_seconds),
             rate_limit: args.rate_limit,
             listen_notify: !args.no_listen_notify,
             prune_interval: (args.prune_interval_seconds > 0)

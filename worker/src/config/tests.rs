@@ -65,6 +65,7 @@ fn defaults() {
     assert_eq!(c.stripe_timeout, Duration::from_secs(30));
     assert_eq!(c.max_body_bytes, 1 << 20);
     assert_eq!(c.rate_limit, 25.0);
+    assert_eq!(c.db_max_lifetime, Duration::from_secs(600));
     assert!(c.listen_notify);
     assert_eq!(c.prune_interval, Some(Duration::from_secs(3600)));
     assert_eq!(c.log_format, LogFormat::Text);
@@ -245,6 +246,10 @@ fn bad_values_are_rejected_with_the_flag_name() {
         ),
         (&["--rate-limit", "NaN"], "--rate-limit"),
         (&["--rate-limit", "10001"], "--rate-limit"),
+        (
+            &["--db-max-lifetime-seconds", "0"],
+            "--db-max-lifetime-seconds",
+        ),
         (&["--poll-interval-ms", "3600001"], "--poll-interval-ms"),
         (
             &["--shutdown-timeout-ms", "3600001"],

@@ -105,14 +105,16 @@ async fn handle(db: &Db, payload: &str, signature: &str) -> Result<Value, DbErro
 mod tests {
     use super::*;
     use crate::db::testing::SilentServer;
+
+    const LIFETIME: std::time::Duration = std::time::Duration::from_secs(600);
     use serde_json::json;
 
     #[tokio::test]
     async fn busy_connections_answer_503_busy() {
         let mut server = SilentServer::start().await;
         let state = HttpState {
-            db: Db::new(server.config(), 1).unwrap(),
-            webhooks: Db::new(server.config(), 2).unwrap(),
+            db: Db::new(server.config(), 1, LIFETIME).unwrap(),
+            webhooks: Db::new(server.config(), 2, LIFETIME).unwrap(),
             metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
                 .build_recorder()
                 .handle(),

@@ -12,6 +12,9 @@
 //! | all webhook connections busy for [`ACQUIRE_TIMEOUT`] | 503 `{"error": "busy"}` |
 //! | database unavailable or any other database error | 500 (Stripe retries later) |
 //!
+//! A deadlock or serialization failure with a concurrent delivery is retried a few times
+//! before answering (`Conn::query_one_retrying_conflicts`); only when every attempt lost is it a 500.
+//!
 //! The endpoint is unauthenticated until the signature is checked (in SQL), so it uses its
 //! own few connections and never queues for long: a flood gets 503 and Stripe retries.
 
@@ -90,10 +93,13 @@ pub async fn count(response: Response) -> Response {
     response
 }
 
+/// Stores and applies the delivery. A deadlock or serialization failure with a concurrent
+/// delivery is tried again before anything is answered: Stripe would retry a 500 too, but
+/// only minutes later.
 async fn handle(db: &Db, payload: &str, signature: &str) -> Result<Value, DbError> {
     let mut conn = db.get_within(ACQUIRE_TIMEOUT).await?;
     let row = conn
-        .query_one(
+        .query_one_retrying_conflicts(
             "SELECT billing.handle_stripe_webhook($1, $2)",
             &[&payload, &signature],
         )

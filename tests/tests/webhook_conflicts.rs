@@ -6,7 +6,8 @@
 //! customer's lock, then the stored event's row lock): the test holds the row, lets the
 //! delivery take the customer's lock and wait for the row, then asks for the customer's lock
 //! itself. Postgres ends the delivery's statement with 40P01 (its wait began first, so its
-//! deadlock check runs first), the test commits, and the worker's next attempt goes through.
+//! deadlock check normally runs first), the test commits, and the worker's next attempt goes
+//! through.
 mod worker_support;
 
 use std::time::{Duration, Instant};
@@ -46,7 +47,6 @@ async fn a_webhook_that_loses_a_deadlock_is_retried_before_answering() {
         },
     );
     let event = events::event(Shape::Basil, "invoice.paid", now(), invoice);
-    let event_id = event["id"].as_str().unwrap().to_string();
 
     // Stored, waiting for its user: a redelivery takes the row lock to try it again.
     let (body, header) = events::signed(&event, WEBHOOK_SECRET);
@@ -61,34 +61,23 @@ async fn a_webhook_that_loses_a_deadlock_is_retried_before_answering() {
     assert_eq!(first["processed"], false, "{first}");
 
     let worker = Worker::start(&db.dsn, None, &[]).await;
-    let locker = connect(&db.dsn).await;
-    locker.batch_execute("BEGIN").await.unwrap();
-    locker
-        .query(
-            "SELECT 1 FROM billing.stripe_events WHERE id = $1 FOR UPDATE",
-            &[&event_id],
-        )
-        .await
-        .unwrap();
-    let (body, header) = events::signed(&event, WEBHOOK_SECRET);
-    let url = worker.webhook_url();
-    let delivery =
-        tokio::spawn(async move { post_webhook_to(&url, body.into_bytes(), Some(&header)).await });
-    wait_for_lock_wait(&owner, "handle_stripe_webhook").await;
     let deadlocks_before = deadlocks(&owner).await;
-    // The cycle: Postgres ends the delivery's statement, and this lock is granted.
-    locker
-        .query("SELECT billing._lock_customer($1)", &[&customer])
-        .await
-        .expect("the test's session is not the deadlock's victim");
-    locker.batch_execute("COMMIT").await.unwrap();
-
-    let (status, answer) = tokio::time::timeout(WAIT, delivery)
-        .await
-        .expect("the delivery is answered")
-        .unwrap();
+    // Postgres checks a wait for a deadlock once, after deadlock_timeout (1 s): when a loaded
+    // machine delays the test's lock past that, the test's own wait finds the cycle and the test
+    // is the victim. That run shows nothing, so the scenario is played again.
+    let mut tries = 0;
+    let (status, answer) = loop {
+        tries += 1;
+        if let Some(answered) = deadlock_a_redelivery(&db.dsn, &owner, &worker, &event).await {
+            break answered;
+        }
+        assert!(
+            tries < 5,
+            "the test's session was the deadlock's victim {tries} times"
+        );
+    };
     assert_eq!(status, 200, "{answer}\n{}", worker.logs());
-    assert_eq!(answer["event_id"], event_id.as_str());
+    assert_eq!(answer["event_id"], event["id"]);
     assert_eq!(answer["duplicate"], true, "{answer}");
     // The deadlock did happen (the statistics arrive a little after the statement ended).
     let deadline = Instant::now() + WAIT;
@@ -96,6 +85,52 @@ async fn a_webhook_that_loses_a_deadlock_is_retried_before_answering() {
         assert!(Instant::now() < deadline, "no deadlock was detected");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Redelivers `event` through the worker while the test holds the event's row, then takes the
+/// customer's lock to close the cycle; the answer, or None when the test's session was the one
+/// Postgres ended.
+async fn deadlock_a_redelivery(
+    dsn: &str,
+    owner: &tokio_postgres::Client,
+    worker: &Worker,
+    event: &Value,
+) -> Option<(u16, Value)> {
+    let locker = connect(dsn).await;
+    locker.batch_execute("BEGIN").await.unwrap();
+    locker
+        .query(
+            "SELECT 1 FROM billing.stripe_events WHERE id = $1 FOR UPDATE",
+            &[&event["id"].as_str()],
+        )
+        .await
+        .unwrap();
+    let (body, header) = events::signed(event, WEBHOOK_SECRET);
+    let url = worker.webhook_url();
+    let delivery =
+        tokio::spawn(async move { post_webhook_to(&url, body.into_bytes(), Some(&header)).await });
+    wait_for_lock_wait(owner, "handle_stripe_webhook").await;
+    let customer = event["data"]["object"]["customer"].as_str();
+    // The cycle: Postgres ends one of the two statements, normally the delivery's.
+    let won = match locker
+        .query("SELECT billing._lock_customer($1)", &[&customer])
+        .await
+    {
+        Ok(_) => true,
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) => {
+            false
+        }
+        Err(e) => panic!("taking the customer's lock: {e}"),
+    };
+    locker
+        .batch_execute(if won { "COMMIT" } else { "ROLLBACK" })
+        .await
+        .unwrap();
+    let answered = tokio::time::timeout(WAIT, delivery)
+        .await
+        .expect("the delivery is answered")
+        .unwrap();
+    won.then_some(answered)
 }
 
 /// Waits until a session running `query_part` waits for a lock.

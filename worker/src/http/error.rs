@@ -97,7 +97,12 @@ impl ApiError {
 
     /// Every slot stayed taken for the caller's whole wait; call again in a moment.
     pub fn busy() -> ApiError {
-        let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy").retry_after(SECOND);
+        ApiError::no_connection().retry_after(SECOND)
+    }
+
+    /// Every connection of the pool stayed in use for the caller's whole wait.
+    fn no_connection() -> ApiError {
+        let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy");
         e.busy = true;
         e
     }
@@ -139,11 +144,9 @@ impl ApiError {
     pub fn webhook(e: DbError) -> ApiError {
         const CONTEXT: &str = "webhook not stored";
         if matches!(e, DbError::Busy(_)) {
-            let mut busy = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy")
+            return ApiError::no_connection()
                 .logged(Level::Warn, "webhook refused: busy")
                 .with_detail(e);
-            busy.busy = true;
-            return busy;
         }
         let Some(db) = e.as_db_error() else {
             return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "database unavailable")
@@ -197,9 +200,7 @@ const SECOND: Duration = Duration::from_secs(1);
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> ApiError {
         if matches!(e, DbError::Busy(_)) {
-            let mut busy = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy");
-            busy.busy = true;
-            return busy;
+            return ApiError::no_connection();
         }
         let Some(db) = e.as_db_error() else {
             return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database unavailable")

@@ -68,7 +68,11 @@ async fn a_webhook_that_loses_a_deadlock_is_retried_before_answering() {
     let mut tries = 0;
     let (status, answer) = loop {
         tries += 1;
-        if let Some(answered) = deadlock_a_redelivery(&db.dsn, &owner, &worker, &event).await {
+        let held = (
+            "SELECT 1 FROM billing.stripe_events WHERE id = $1 FOR UPDATE",
+            event["id"].as_str(),
+        );
+        if let Some(answered) = deadlock_a_delivery(&db.dsn, &owner, &worker, &event, held).await {
             break answered;
         }
         assert!(
@@ -87,24 +91,20 @@ async fn a_webhook_that_loses_a_deadlock_is_retried_before_answering() {
     }
 }
 
-/// Redelivers `event` through the worker while the test holds the event's row, then takes the
-/// customer's lock to close the cycle; the answer, or None when the test's session was the one
-/// Postgres ended.
-async fn deadlock_a_redelivery(
+/// Delivers `event` through the worker while the test holds a row (`held`: a locking query and
+/// its one parameter) the delivery needs after the customer's lock, then takes the customer's
+/// lock to close the cycle; the answer, or None when the test's session was the one Postgres
+/// ended.
+async fn deadlock_a_delivery(
     dsn: &str,
     owner: &tokio_postgres::Client,
     worker: &Worker,
     event: &Value,
+    held: (&str, Option<&str>),
 ) -> Option<(u16, Value)> {
     let locker = connect(dsn).await;
     locker.batch_execute("BEGIN").await.unwrap();
-    locker
-        .query(
-            "SELECT 1 FROM billing.stripe_events WHERE id = $1 FOR UPDATE",
-            &[&event["id"].as_str()],
-        )
-        .await
-        .unwrap();
+    locker.query(held.0, &[&held.1]).await.unwrap();
     let (body, header) = events::signed(event, WEBHOOK_SECRET);
     let url = worker.webhook_url();
     let delivery =
@@ -131,6 +131,100 @@ async fn deadlock_a_redelivery(
         .expect("the delivery is answered")
         .unwrap();
     won.then_some(answered)
+}
+
+#[tokio::test]
+async fn an_effect_that_loses_a_deadlock_is_retried_not_stored_as_failed() {
+    // The effects run in a subtransaction whose failures are stored with the event; a deadlock
+    // there is not the event's fault, so it must reach the worker, which tries again.
+    let db = TestDb::new().await;
+    let owner = db.owner().await;
+    seed(&owner, true).await;
+    let (customer, sub) = ("cus_effect_deadlock", "sub_effect_deadlock");
+    let user = "6f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f";
+    let period = events::Period {
+        start: now(),
+        end: now() + 2_592_000,
+    };
+    let created = events::subscription(
+        Shape::Basil,
+        &events::Sub {
+            id: sub,
+            customer,
+            status: "active",
+            price_id: "price_pro",
+            period,
+            cancel_at_period_end: false,
+            ended_at: None,
+            user_id: Some(user),
+        },
+    );
+    let (body, header) = events::signed(
+        &events::event(
+            Shape::Basil,
+            "customer.subscription.created",
+            now(),
+            created,
+        ),
+        WEBHOOK_SECRET,
+    );
+    owner
+        .query_one(
+            "SELECT billing.handle_stripe_webhook($1, $2)",
+            &[&body, &header],
+        )
+        .await
+        .unwrap();
+    let worker = Worker::start(&db.dsn, None, &[]).await;
+    let mut tries = 0;
+    let (status, answer, event) = loop {
+        tries += 1;
+        // A new renewal each try: the invoice's effect upserts the subscription row.
+        let invoice = events::invoice(
+            Shape::Basil,
+            &events::Invoice {
+                id: &format!("in_effect_deadlock_{tries}"),
+                subscription: sub,
+                customer,
+                billing_reason: "subscription_cycle",
+                paid: true,
+                lines: vec![events::Line {
+                    price_id: "price_pro",
+                    amount: 2000,
+                    proration: false,
+                    period,
+                }],
+                user_id: Some(user),
+            },
+        );
+        let event = events::event(Shape::Basil, "invoice.paid", now(), invoice);
+        let held = (
+            "SELECT 1 FROM billing.subscriptions WHERE stripe_subscription_id = $1 FOR UPDATE",
+            Some(sub),
+        );
+        if let Some((status, answer)) =
+            deadlock_a_delivery(&db.dsn, &owner, &worker, &event, held).await
+        {
+            break (status, answer, event);
+        }
+        assert!(
+            tries < 5,
+            "the test's session was the deadlock's victim {tries} times"
+        );
+    };
+    assert_eq!(status, 200, "{answer}\n{}", worker.logs());
+    assert_eq!(answer["processed"], true, "{answer}");
+    let stored: (Option<String>, bool) = {
+        let row = owner
+            .query_one(
+                "SELECT error_code, processed_at IS NOT NULL FROM billing.stripe_events WHERE id = $1",
+                &[&event["id"].as_str()],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(stored, (None, true), "applied, with no deadlock stored");
 }
 
 /// Waits until a session running `query_part` waits for a lock.

@@ -45,7 +45,7 @@ lint: setup
 	cargo clippy --workspace --all-targets -- -D warnings
 
 test-unit:
-	cargo test -p stripe-billing-core -p stripe-billing-worker
+	cargo test -p stripe-billing-core -p stripe-billing-worker -p stripe-emulator
 
 test-pg: setup
 	scripts/pg-test.sh

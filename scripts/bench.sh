@@ -6,7 +6,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-cargo build --release -p stripe-billing-tests --bin stripe-billing-bench --bin stripe-emulator
+cargo build --release -p stripe-billing-tests --bin stripe-billing-bench
+cargo build --release -p stripe-emulator --bins
 cargo build --release -p stripe-billing-worker
 dir="$(mktemp -d /tmp/stripe_billing_bench.XXXXXX)"
 trap '"$root/scripts/pg.sh" stop "$dir" || true; rm -rf "$dir"' EXIT

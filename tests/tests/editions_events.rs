@@ -34,7 +34,7 @@ fn golden_events() -> Vec<(String, String, Value)> {
 /// event, the events the tests build, and bodies made to test the readers' leniency.
 fn normalisation_corpus() -> Vec<(String, String)> {
     let mut corpus = Vec::new();
-    let fixtures = upgrade::repo_root().join("tests/fixtures/stripe");
+    let fixtures = upgrade::repo_root().join("emulator/fixtures");
     for (shape, version) in [
         (Shape::V2023, "2023-08-16"),
         (Shape::Basil, "2025-03-31.basil"),

@@ -5,10 +5,10 @@
 //! must also be what `make upgrade-script` generates from the current sources.
 use serde_json::Value;
 use stripe_billing_tests::edition::Edition;
-use stripe_billing_tests::emulator::store::ids;
 use stripe_billing_tests::events::{self, unix_now, Invoice, Line, Period, Session, Shape, Sub};
 use stripe_billing_tests::pg::{Caller, TestDb};
 use stripe_billing_tests::upgrade;
+use stripe_emulator::store::ids;
 use tokio_postgres::Client;
 use uuid::Uuid;
 

@@ -2,7 +2,7 @@
 //! `expand[]` handling.
 //!
 //! Each object starts from a template derived from Stripe's own fixtures
-//! (`tests/fixtures/stripe/templates_*.json`), so fields the emulator does not model still
+//! (`emulator/fixtures/templates_*.json`), so fields the emulator does not model still
 //! appear with realistic values. The shapes differ where the 2025-03-31 "basil" release
 //! moved things: periods (`subscription.current_period_*` before, `items.data[].current_period_*`
 //! after), invoice → subscription (`invoice.subscription` + `subscription_details` before,
@@ -17,20 +17,18 @@ use super::store::{
     Customer, Invoice, InvoiceLine, PortalSession, PriceKind, Session, Store, Subscription,
 };
 
-const LEGACY: &str = include_str!("../../fixtures/stripe/templates_v2023-08-16.json");
-const BASIL: &str = include_str!("../../fixtures/stripe/templates_v2025-03-31.basil.json");
+const LEGACY: &str = include_str!("../fixtures/templates_v2023-08-16.json");
+const BASIL: &str = include_str!("../fixtures/templates_v2025-03-31.basil.json");
 /// Charges, PaymentIntents, refunds, disputes, credit notes, invoice payments and webhook
 /// endpoints, derived from the response types of the SDK release of each version.
-const LEGACY_PAYMENTS: &str =
-    include_str!("../../fixtures/stripe/templates_payments_v2023-08-16.json");
-const BASIL_PAYMENTS: &str =
-    include_str!("../../fixtures/stripe/templates_payments_v2025-03-31.basil.json");
+const LEGACY_PAYMENTS: &str = include_str!("../fixtures/templates_payments_v2023-08-16.json");
+const BASIL_PAYMENTS: &str = include_str!("../fixtures/templates_payments_v2025-03-31.basil.json");
 
 /// The first version with the "basil" shapes.
 pub const BASIL_VERSION: &str = "2025-03-31";
 
 /// The payload shape of an API version: the one notion of "which Stripe shape" for the
-/// emulator and the test events (`crate::events`).
+/// emulator and the test events (`stripe_billing_tests::events`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
     /// 2023-08-16 and every version before basil: periods on the subscription,

@@ -25,8 +25,8 @@ use super::error::{one_of, ApiError};
 use super::form::{index_map_to_array, is_index_map};
 use super::render::Shape;
 
-const LEGACY_PARAMS: &str = include_str!("../../fixtures/stripe/form_params_v2023-08-16.json");
-const BASIL_PARAMS: &str = include_str!("../../fixtures/stripe/form_params_v2025-03-31.basil.json");
+const LEGACY_PARAMS: &str = include_str!("../fixtures/form_params_v2023-08-16.json");
+const BASIL_PARAMS: &str = include_str!("../fixtures/form_params_v2025-03-31.basil.json");
 
 /// Stripe's limits on metadata maps (https://docs.stripe.com/metadata: 50 pairs, keys up to
 /// 40 characters, values up to 500), not in the schemas.

@@ -1,5 +1,5 @@
 //! `POST /v1/checkout/sessions` after the schema check: the business rules Stripe applies
-//! (each listed with its source in `tests/README.md`), then the stored session.
+//! (each listed with its source in `emulator/README.md`), then the stored session.
 //!
 //! Rules that depend on the API version take the request's [`Shape`]: basil makes
 //! `success_url` optional in the schema (embedded and custom sessions use `return_url`) and

@@ -7,7 +7,7 @@
 //!
 //! Real Stripe is the oracle, not this emulator: every rule it enforces cites a source (a
 //! Stripe doc, the OpenAPI spec or Stripe-authored SDK types of the version, or a public
-//! report of Stripe's answer), listed in `tests/README.md` ("The emulator is held to
+//! report of Stripe's answer), listed in `emulator/README.md` ("The emulator is held to
 //! Stripe"). A rule nobody could source is not enforced. So it is not a complete model: a
 //! request the real API rejects for a rule not listed there may be accepted (see "Not
 //! emulated"). Error messages are Stripe's where a source quotes them; the table says which
@@ -30,7 +30,7 @@
 //!
 //! # Versions
 //! Requests are validated against the schema of their version (`Stripe-Version`, else the
-//! account's): `tests/fixtures/stripe/form_params_v2023-08-16.json` for every version before
+//! account's): `emulator/fixtures/form_params_v2023-08-16.json` for every version before
 //! 2025-03-31, `form_params_v2025-03-31.basil.json` for basil and later. The basil fixture
 //! (from the stripe@18.0.0 types) has no `maxLength`; where a parameter path exists in both,
 //! the 2023-08-16 limit applies (`schema.rs`). Payloads come in two shapes: 2023-08-16 for
@@ -38,7 +38,7 @@
 //! `price`) and basil for basil and later (periods on `items.data[]`,
 //! `invoice.parent.subscription_details`, line `pricing.price_details.price`). Releases after
 //! basil are validated and shaped as basil: their changelog entries change nothing the worker
-//! reads (see `tests/README.md`); dahlia's renamed `ui_mode` values are not modelled.
+//! reads (see `emulator/README.md`); dahlia's renamed `ui_mode` values are not modelled.
 //!
 //! # API (auth: `Authorization: Bearer <key>` or HTTP basic with the key as user)
 //! `POST /v1/customers`, `GET|DELETE /v1/customers/{id}`, `POST /v1/checkout/sessions`,
@@ -278,7 +278,7 @@ use render::{Shape, Templates};
 use schema::Schemas;
 use store::{ids, Coupon, Price, PriceKind, Store};
 
-const API_VERSIONS: &str = include_str!("../../fixtures/stripe/api_versions.json");
+const API_VERSIONS: &str = include_str!("../fixtures/api_versions.json");
 
 /// Every API version Stripe has released (from the OpenAPI enum).
 pub fn known_versions() -> Vec<String> {

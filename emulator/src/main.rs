@@ -1,5 +1,5 @@
 //! `stripe-emulator`: the local Stripe API emulator as a process (see
-//! `stripe_billing_tests::emulator` for the CLI, endpoints and control API).
+//! the `stripe_emulator` library for the CLI, endpoints and control API).
 //!
 //! Prints `listening on http://IP:PORT` as its only stdout line so a test can read the port;
 //! logs go to stderr. Stops on SIGINT/SIGTERM.
@@ -7,7 +7,7 @@
 use std::io::{IsTerminal, Write};
 
 use clap::Parser;
-use stripe_billing_tests::emulator::{start, Config};
+use stripe_emulator::{start, Config};
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {

@@ -158,12 +158,12 @@ async fn prices_can_be_read_and_archived() {
 
 #[tokio::test]
 async fn unknown_inactive_prices_stop_the_start() {
-    let config = <crate::emulator::Config as clap::Parser>::parse_from([
+    let config = <crate::Config as clap::Parser>::parse_from([
         "stripe-emulator",
         "--inactive-price",
         "price_x",
     ]);
-    assert!(crate::emulator::start(config).await.is_err());
+    assert!(crate::start(config).await.is_err());
 }
 
 #[tokio::test]

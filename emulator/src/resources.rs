@@ -1,6 +1,6 @@
 //! Checks shared by the create operations (redirect URLs, emails, metadata maps) and the
 //! customer operations. Checkout Sessions are in `checkout.rs`, the Customer Portal in
-//! `portal.rs`. Every rule names its source in `tests/README.md` ("The emulator is held to
+//! `portal.rs`. Every rule names its source in `emulator/README.md` ("The emulator is held to
 //! Stripe").
 
 use serde_json::{json, Map, Value};

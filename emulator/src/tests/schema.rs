@@ -4,10 +4,10 @@
 
 use serde_json::{json, Value};
 
-use crate::emulator::error::ApiError;
-use crate::emulator::form::parse_form;
-use crate::emulator::render::Shape;
-use crate::emulator::schema::{copy_max_length, validate, Schemas};
+use crate::error::ApiError;
+use crate::form::parse_form;
+use crate::render::Shape;
+use crate::schema::{copy_max_length, validate, Schemas};
 
 fn checkout_in(shape: Shape, body: &str) -> Result<Value, ApiError> {
     let schemas = Schemas::load();
@@ -48,7 +48,7 @@ fn each_version_validates_with_its_own_schema() {
     assert!(validate(basil, &parse_form("validate=true").unwrap()).is_ok());
     assert!(validate(legacy, &parse_form("validate=true").unwrap()).is_err());
     // Every operation the emulator serves has a schema in both versions.
-    let operations = crate::emulator::api::every_operation();
+    let operations = crate::api::every_operation();
     for key in [
         "DELETE /v1/customers/{customer}",
         "GET /v1/checkout/sessions/{session}/line_items",

@@ -1,5 +1,5 @@
 //! Credit notes on paid invoices, issued and voided through the control API (their event
-//! sets and sources are rows of the table in `tests/README.md`).
+//! sets and sources are rows of the table in `emulator/README.md`).
 //!
 //! For a paid invoice a credit note "does not affect its `amount_due`. Instead, it can result
 //! in any combination of" a refund, a customer balance credit and a credit outside Stripe

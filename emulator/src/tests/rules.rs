@@ -1,15 +1,15 @@
 //! The business rules of `POST /v1/checkout/sessions`, `POST /v1/billing_portal/sessions` and
-//! `POST /v1/customers`, one test per rule of the table in `tests/README.md` ("The emulator
+//! `POST /v1/customers`, one test per rule of the table in `emulator/README.md` ("The emulator
 //! is held to Stripe"), called directly on a store (no HTTP).
 
 use serde_json::{json, Map, Value};
 
-use crate::emulator::checkout::create_checkout_session;
-use crate::emulator::error::ApiError;
-use crate::emulator::portal::{create_portal_session, default_configuration, NO_CONFIGURATION};
-use crate::emulator::render::Shape;
-use crate::emulator::resources::{create_customer, is_valid_url};
-use crate::emulator::store::{Coupon, Price, PriceKind, Store};
+use crate::checkout::create_checkout_session;
+use crate::error::ApiError;
+use crate::portal::{create_portal_session, default_configuration, NO_CONFIGURATION};
+use crate::render::Shape;
+use crate::resources::{create_customer, is_valid_url};
+use crate::store::{Coupon, Price, PriceKind, Store};
 
 const BASE: &str = "http://emu";
 

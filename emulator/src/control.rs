@@ -79,11 +79,9 @@ pub(super) fn parse_args(body: &Bytes) -> Result<Value, String> {
 /// The control call's JSON arguments, or the 400 response for a bad body.
 macro_rules! args_or_400 {
     ($body:expr) => {
-        match $crate::emulator::control::parse_args(&$body) {
+        match $crate::control::parse_args(&$body) {
             Ok(a) => a,
-            Err(m) => {
-                return $crate::emulator::control::error(::axum::http::StatusCode::BAD_REQUEST, m)
-            }
+            Err(m) => return $crate::control::error(::axum::http::StatusCode::BAD_REQUEST, m),
         }
     };
 }

@@ -1,7 +1,7 @@
 //! The payments behind purchases (a PaymentIntent and its Charge for every paid payment-mode
 //! session and every paid invoice), refunds and disputes of those charges, and the webhook
 //! endpoints the account lists. Rendering is in `render_money.rs`; the control routes in
-//! `control_money.rs`. Each event set cites its source in `tests/README.md`.
+//! `control_money.rs`. Each event set cites its source in `emulator/README.md`.
 
 use serde_json::Value;
 

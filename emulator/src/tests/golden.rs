@@ -7,7 +7,7 @@
 //! changing what the emulator renders:
 //!
 //! ```sh
-//! cargo test -p stripe-billing-tests --lib golden -- --ignored
+//! cargo test -p stripe-emulator golden -- --ignored
 //! UPDATE_GOLDEN=1 cargo test -p stripe-billing-core --test golden   # then review the diff
 //! ```
 //!
@@ -184,8 +184,9 @@ async fn recorded(version: &str) -> Vec<(String, Value)> {
 
 const VERSIONS: [&str; 2] = ["2023-08-16", "2025-03-31.basil"];
 
+/// The golden events live with the tests that read them (core and both editions), not here.
 fn fixtures_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/events")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/events")
 }
 
 /// The fixture file of the `n`th event (from 0).

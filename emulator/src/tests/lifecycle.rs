@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use stripe_billing_core::signature::verify;
 
 use super::*;
-use crate::emulator::store::real_now;
+use crate::store::real_now;
 
 type Received = Arc<Mutex<Vec<(String, String)>>>;
 

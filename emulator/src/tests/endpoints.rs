@@ -185,7 +185,7 @@ async fn line_items_list_with_prices_discounts_and_pages() {
     .await;
     assert_eq!(
         (status, e["error"]["message"].as_str()),
-        (400, Some(crate::emulator::lists::BOTH_CURSORS))
+        (400, Some(crate::lists::BOTH_CURSORS))
     );
     let (status, e) =
         status_and_json(api.get("/v1/checkout/sessions/cs_test_missing/line_items")).await;

@@ -27,13 +27,13 @@ install-history: install
 # Regenerates the upgrade script of the version in development (sql/upgrades/manual/ + code),
 # and (the same binary) the pure-SQL edition's migrations, which come from the same sources.
 upgrade-script: install
-	cargo run -q -p stripe-billing-tests --bin upgrade-script
+	cargo run -q -p xtask -- upgrade-script
 	$(SUDO) install -m 644 sql/upgrades/stripe_billing--*--*.sql "$$($(PG_CONFIG) --sharedir)/extension/"
 
 # The pure-SQL edition for hosted Supabase: supabase/stripe_billing--<version>.sql (and the
 # upgrade migration of the version in development). Needs no PostgreSQL.
 supabase-sql:
-	cargo run -q -p stripe-billing-tests --bin supabase-sql
+	cargo run -q -p xtask -- supabase-sql
 
 # A tarball with the built extension (library, control file, install and upgrade scripts) laid
 # out under the PostgreSQL directories, to unpack at / on a machine without a toolchain.
@@ -45,7 +45,7 @@ lint: setup
 	cargo clippy --workspace --all-targets -- -D warnings
 
 test-unit:
-	cargo test -p stripe-billing-core -p stripe-billing-worker -p stripe-emulator
+	cargo test -p stripe-billing-core -p stripe-billing-worker -p stripe-emulator -p shipped-sql
 
 test-pg: setup
 	scripts/pg-test.sh

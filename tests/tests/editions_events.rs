@@ -6,8 +6,8 @@ mod editions_support;
 
 use editions_support::{both, normalise, numbers_as_f64, Outcome, T0};
 use serde_json::{json, Value};
+use shipped_sql::upgrade;
 use stripe_billing_tests::events::{self, Shape};
-use stripe_billing_tests::upgrade;
 
 /// The golden fixture events (`tests/fixtures/events/<version>/NN-<type>.json`) with what
 /// normalising each must give (`NN-<type>.normalized.json`, pinned by core/tests/golden.rs).

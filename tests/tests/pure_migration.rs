@@ -6,9 +6,10 @@
 //! the migrations run as Supabase's non-superuser postgres; on another, as the superuser.
 use std::path::{Path, PathBuf};
 
+use shipped_sql::{pure_sql, upgrade};
+use stripe_billing_tests::catalog;
 use stripe_billing_tests::edition::Edition;
 use stripe_billing_tests::pg::{db_error, TestDb};
-use stripe_billing_tests::{pure_sql, upgrade};
 use tokio_postgres::Client;
 
 #[test]
@@ -352,10 +353,10 @@ async fn an_upgrade_migration_gives_the_fresh_schema_of_the_next_version_and_kee
         .await
         .expect("a fresh install of the next version");
     let (upgraded, fresh_catalog) = (
-        upgrade::catalog_snapshot(&owner).await,
-        upgrade::catalog_snapshot(&fresh.owner().await).await,
+        catalog::catalog_snapshot(&owner).await,
+        catalog::catalog_snapshot(&fresh.owner().await).await,
     );
-    let (only_upgraded, only_fresh) = upgrade::snapshot_diff(&upgraded, &fresh_catalog);
+    let (only_upgraded, only_fresh) = catalog::snapshot_diff(&upgraded, &fresh_catalog);
     assert!(
         only_upgraded.is_empty() && only_fresh.is_empty(),
         "upgraded differs from fresh.\nonly after the upgrade:\n{}\n\nonly in a fresh install:\n{}",

@@ -3,9 +3,9 @@
 //! p50/p99; the worker's peak RSS. Beside it, the same loop with LISTEN disabled (poll only,
 //! at the default 1 s poll interval) in the same run, as a ratio.
 use super::{clients, rate, RUN};
-use crate::pg::TestDb;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
+use stripe_billing_tests::pg::TestDb;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio_postgres::Client;

@@ -3,9 +3,9 @@
 //! in the pure-SQL edition (whose signature check and normalisation are PL/pgSQL), beside a bare
 //! `INSERT` of the same payload into a plain jsonb table, with 1 and 2 connections.
 use super::{clients, paired_on, rate, throughput};
-use crate::edition::Edition;
-use crate::events::{self, Invoice, Line, Period, Shape};
-use crate::pg::TestDb;
+use stripe_billing_tests::edition::Edition;
+use stripe_billing_tests::events::{self, Invoice, Line, Period, Shape};
+use stripe_billing_tests::pg::TestDb;
 use tokio_postgres::Client;
 
 const USER: &str = "20000000-0000-0000-0000-000000000001";
@@ -13,7 +13,7 @@ const USER: &str = "20000000-0000-0000-0000-000000000001";
 /// A realistic ~4 KB `invoice.paid` event whose ids contain `BENCHID` (replace it to make each
 /// event new); the long-history benchmark uses it too.
 pub(super) fn template() -> String {
-    let now = crate::events::unix_now();
+    let now = stripe_billing_tests::events::unix_now();
     let period = Period {
         start: now,
         end: now + 30 * 86_400,
@@ -80,7 +80,7 @@ async fn setup(db: &TestDb) -> Client {
 }
 
 async fn deliver(c: &Client, body: String) {
-    let t = crate::events::unix_now();
+    let t = stripe_billing_tests::events::unix_now();
     let h =
         stripe_billing_core::signature::signature_header(body.as_bytes(), events::TEST_SECRET, t);
     let r: serde_json::Value = c

@@ -4,9 +4,9 @@
 //! bytes/s against this machine's SHA-256 limit from `openssl speed -evp sha256` at 16 KB
 //! blocks, all in the same run.
 use super::rate;
-use crate::edition::Edition;
-use crate::pg::TestDb;
 use std::time::Instant;
+use stripe_billing_tests::edition::Edition;
+use stripe_billing_tests::pg::TestDb;
 
 const SECRET: &str = "whsec_bench_secret";
 
@@ -92,7 +92,7 @@ pub async fn run() {
         let filler = "x".repeat(size.saturating_sub(40));
         let payload = format!("{{\"id\":\"evt_bench\",\"data\":\"{filler}\"}}");
         let payload = &payload[..payload.len().min(size)];
-        let t = crate::events::unix_now();
+        let t = stripe_billing_tests::events::unix_now();
         let header =
             stripe_billing_core::signature::signature_header(payload.as_bytes(), SECRET, t);
         let ours = measure(

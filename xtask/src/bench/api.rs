@@ -17,8 +17,8 @@ use uuid::Uuid;
 
 use super::worker::{binary, start};
 use super::RUN;
-use crate::jwt::{hs256, user_claims, TEST_JWT_SECRET};
-use crate::pg::TestDb;
+use stripe_billing_tests::jwt::{hs256, user_claims, TEST_JWT_SECRET};
+use stripe_billing_tests::pg::TestDb;
 
 const USERS: usize = 4;
 const SLICES: u32 = 6;

@@ -5,8 +5,8 @@
 //! Then the same workloads on the small table in the pure-SQL edition: the ledger is SQL in
 //! both editions, so the two should match.
 use super::{clients, paired_on, rate};
-use crate::edition::Edition;
-use crate::pg::TestDb;
+use stripe_billing_tests::edition::Edition;
+use stripe_billing_tests::pg::TestDb;
 use tokio_postgres::Client;
 
 const USERS: i64 = 10_000;

@@ -10,8 +10,8 @@
 use std::time::Instant;
 
 use super::{clients, paired_on, rate};
-use crate::events;
-use crate::pg::TestDb;
+use stripe_billing_tests::events;
+use stripe_billing_tests::pg::TestDb;
 use tokio_postgres::Client;
 
 const USERS: i64 = 10_000;

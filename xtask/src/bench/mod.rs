@@ -48,16 +48,8 @@ where
 }
 
 /// Measures two workloads in alternating slices (6 of each, [`RUN`] in all per workload), so
-/// that a noisy neighbour or a frequency change hits both alike. Returns (a/s, b/s).
-pub async fn paired<A, B>(clients: &[Client], a: A, b: B) -> (f64, f64)
-where
-    A: AsyncFn(&Client, usize, u64),
-    B: AsyncFn(&Client, usize, u64),
-{
-    paired_on(clients, a, clients, b).await
-}
-
-/// [`paired`] with separate connections (e.g. to two databases) for each workload.
+/// that a noisy neighbour or a frequency change hits both alike, each on its own connections
+/// (e.g. to two databases). Returns (a/s, b/s).
 pub async fn paired_on<A, B>(a_clients: &[Client], a: A, b_clients: &[Client], b: B) -> (f64, f64)
 where
     A: AsyncFn(&Client, usize, u64),
@@ -103,7 +95,7 @@ where
 pub async fn clients(dsn: &str, n: usize) -> Vec<Client> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        out.push(crate::pg::connect(dsn).await);
+        out.push(stripe_billing_tests::pg::connect(dsn).await);
     }
     out
 }

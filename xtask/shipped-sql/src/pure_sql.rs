@@ -98,7 +98,7 @@ pub fn without_extension_constructs(sql: &str, origin: &str) -> Result<String, S
     ] {
         if sql.contains(forbidden) {
             return Err(format!(
-                "{origin} uses {forbidden}, which the pure-SQL edition cannot translate: teach tests/src/pure_sql.rs how"
+                "{origin} uses {forbidden}, which the pure-SQL edition cannot translate: teach xtask/shipped-sql/src/pure_sql.rs how"
             ));
         }
     }
@@ -186,7 +186,7 @@ pub fn install_script(root: &Path, version: &str) -> Result<String, String> {
     };
     let mut out = header(
         &format!("stripe_billing {version}, pure-SQL edition (no compiled extension needed)."),
-        "sql/manifest.txt, sql/pure/ and tests/src/pure_sql.rs",
+        "sql/manifest.txt, sql/pure/ and xtask/shipped-sql/src/pure_sql.rs",
     );
     out.push_str(&install_guard(version));
     out.push_str(INSTALLATION_TABLE);

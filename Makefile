@@ -22,13 +22,13 @@ install-release: setup
 
 # Released install scripts, so the upgrade test can install an old version and upgrade it.
 install-history: install
-	$(SUDO) install -m 644 sql/upgrades/history/*.sql "$$($(PG_CONFIG) --sharedir)/extension/"
+	$(SUDO) install -m 644 sql/releases/*.sql "$$($(PG_CONFIG) --sharedir)/extension/"
 
-# Regenerates the upgrade script of the version in development (sql/upgrades/manual/ + code),
+# Regenerates the upgrade script of the version in development (sql/upgrades/ + code),
 # and (the same binary) the pure-SQL edition's migrations, which come from the same sources.
 upgrade-script: install
 	cargo run -q -p xtask -- upgrade-script
-	$(SUDO) install -m 644 sql/upgrades/stripe_billing--*--*.sql "$$($(PG_CONFIG) --sharedir)/extension/"
+	$(SUDO) install -m 644 sql/generated/stripe_billing--*--*.sql "$$($(PG_CONFIG) --sharedir)/extension/"
 
 # The pure-SQL edition for hosted Supabase: supabase/stripe_billing--<version>.sql (and the
 # upgrade migration of the version in development). Needs no PostgreSQL.

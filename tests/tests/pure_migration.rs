@@ -290,7 +290,7 @@ fn next_version_sources(next: &str) -> PathBuf {
     std::fs::write(&support, code).unwrap();
     let current = upgrade::current_version();
     std::fs::write(
-        root.join(format!("sql/upgrades/manual/{current}--{next}.sql")),
+        root.join(format!("sql/upgrades/{current}--{next}.sql")),
         format!("-- The next version's state change.\n{column}-- @replay\n"),
     )
     .unwrap();

@@ -8,12 +8,12 @@
 //! 2. every file of `sql/manifest.txt` in order, with what only an extension can do taken out
 //!    (`pg_extension_config_dump`: plain tables are dumped anyway) or made optional (the event
 //!    trigger, which needs a superuser or Supabase's supautils);
-//! 3. the PL/pgSQL twins of the functions written in Rust (`sql/pure/*.sql`), where pgrx puts
-//!    the Rust functions: right before the last manifest file;
+//! 3. the PL/pgSQL twins of the functions written in Rust (`sql/editions/pure/*.sql`), where
+//!    pgrx puts the Rust functions: right before the last manifest file;
 //! 4. the edition and version recorded in `billing.installation`.
 //!
 //! An upgrade migration is made the same way as the extension's upgrade script (see
-//! [`crate::upgrade`]): the hand-written `sql/upgrades/manual/FROM--TO.sql` around a replay of
+//! [`crate::upgrade`]): the hand-written `sql/upgrades/FROM--TO.sql` around a replay of
 //! the twins and every `code` file, between a guard on the installed version and the update of
 //! `billing.installation`.
 use std::path::{Path, PathBuf};
@@ -42,9 +42,10 @@ pub fn upgrade_path(root: &Path, from: &str, to: &str) -> PathBuf {
     migrations_dir(root).join(format!("stripe_billing--{from}--{to}.sql"))
 }
 
-/// The twins of the Rust functions, `sql/pure/*.sql` in name order (each file stands alone).
+/// The twins of the Rust functions, `sql/editions/pure/*.sql` in name order (each file stands
+/// alone).
 pub fn twin_files(root: &Path) -> Result<Vec<PathBuf>, String> {
-    let dir = root.join("sql/pure");
+    let dir = root.join("sql/editions/pure");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
         .filter_map(Result::ok)
@@ -58,7 +59,7 @@ pub fn twin_files(root: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(files)
 }
 
-/// The functions written in Rust in the extension, which `sql/pure/*.sql` twins in PL/pgSQL.
+/// The functions written in Rust in the extension, which `sql/editions/pure/*.sql` twins in PL/pgSQL.
 pub const TWINS: [&str; 5] = [
     "stripe_signature_is_valid",
     "construct_event",
@@ -67,8 +68,8 @@ pub const TWINS: [&str; 5] = [
     "_normalize_event",
 ];
 
-/// The functions `sql/pure/*.sql` defines besides the twins themselves: the pure-SQL edition's
-/// own helpers, which the extension does not have.
+/// The functions `sql/editions/pure/*.sql` defines besides the twins themselves: the pure-SQL
+/// edition's own helpers, which the extension does not have.
 pub fn twin_helpers() -> Vec<String> {
     let root = crate::upgrade::repo_root();
     let mut helpers = Vec::new();
@@ -186,7 +187,7 @@ pub fn install_script(root: &Path, version: &str) -> Result<String, String> {
     };
     let mut out = header(
         &format!("stripe_billing {version}, pure-SQL edition (no compiled extension needed)."),
-        "sql/manifest.txt, sql/pure/ and xtask/shipped-sql/src/pure_sql.rs",
+        "sql/manifest.txt, sql/editions/pure/ and xtask/shipped-sql/src/pure_sql.rs",
     );
     out.push_str(&install_guard(version));
     out.push_str(INSTALLATION_TABLE);
@@ -274,7 +275,7 @@ COMMENT ON SCHEMA billing IS 'stripe_billing (pure-SQL edition): Stripe billing 
     )
 }
 
-/// The upgrade migration from `from` to `to`, from `sql/upgrades/manual/FROM--TO.sql` and the
+/// The upgrade migration from `from` to `to`, from `sql/upgrades/FROM--TO.sql` and the
 /// code under `root`.
 pub fn upgrade_script(root: &Path, from: &str, to: &str) -> Result<String, String> {
     let (manual_rel, manual) = manual_part(root, from, to)?;
@@ -284,7 +285,7 @@ pub fn upgrade_script(root: &Path, from: &str, to: &str) -> Result<String, Strin
         .ok_or_else(|| format!("{manual_rel} has no {REPLAY_MARKER:?} line"))?;
     let mut out = header(
         &format!("stripe_billing {from} -> {to}, pure-SQL edition."),
-        &format!("{manual_rel}, sql/pure/ and the code files of sql/manifest.txt"),
+        &format!("{manual_rel}, sql/editions/pure/ and the code files of sql/manifest.txt"),
     );
     out.push_str(&upgrade_guard(from, to));
     out.push_str(before.trim_end());
@@ -398,7 +399,7 @@ mod tests {
             assert!(at > last, "{} is out of order", f.path);
             last = at;
         }
-        let twins_at = script.find("-- sql/pure/").unwrap();
+        let twins_at = script.find("-- sql/editions/pure/").unwrap();
         let finalize_at = script
             .find(&format!("-- sql/{}\n", files.last().unwrap().path))
             .unwrap();

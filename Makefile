@@ -9,7 +9,7 @@ export PG_CONFIG
 SUDO := $(if $(filter 0,$(shell id -u)),,$(if $(shell test -w "$$($(PG_CONFIG) --sharedir)/extension" && echo w),,sudo))
 PGRX_INSTALL := cargo pgrx install --pg-config $(PG_CONFIG) -p stripe_billing $(if $(SUDO),--sudo)
 
-.PHONY: setup install install-release install-history upgrade-script supabase-sql package test test-tiers test-unit test-pg test-integration lint demo bench
+.PHONY: fixtures-stripe setup install install-release install-history upgrade-script supabase-sql package test test-tiers test-unit test-pg test-integration lint demo bench
 
 setup:
 	@scripts/setup.sh
@@ -63,6 +63,14 @@ test: setup
 	@scripts/test-summary.sh target/test.log
 
 test-tiers: lint test-unit test-pg test-integration
+
+# Regenerates the Stripe emulator's fixtures from their sources (the SDK types fetched with
+# npm, the shared Stripe reference data); not part of `test`, the output is committed. See the
+# README.md next to the scripts.
+STRIPE_FIXTURES_DERIVE ?= emulator/fixtures/derive
+fixtures-stripe:
+	$(STRIPE_FIXTURES_DERIVE)/regenerate.sh
+	git status --short -- $(STRIPE_FIXTURES_DERIVE)/..
 
 demo: install
 	scripts/demo.sh

@@ -1,52 +1,36 @@
-//! What the 0.1.0 schema expects of this library. One shared library serves every installed
-//! schema version, and between installing a new library and `ALTER EXTENSION stripe_billing
-//! UPDATE` the 0.1.0 SQL still calls `normalize_event` (symbol `normalize_event_wrapper`) and
-//! reads its 0.1.0 output. This keeps that contract, so webhooks arriving in that window still
-//! apply; no SQL is generated for it (the 0.2.0 schema has `_normalize_event` instead).
-//! Remove it once no supported upgrade starts at 0.1.0.
+//! What older schemas need of this library until `ALTER EXTENSION stripe_billing UPDATE`.
+//!
+//! One shared library serves every installed schema version. Releases before 0.3.0 normalised
+//! events in Rust: 0.1.0's install script creates `billing.normalize_event` from the symbol
+//! `normalize_event_wrapper`, 0.2.0's creates `billing._normalize_event` from
+//! `normalize_event_json_wrapper`, and PostgreSQL checks that a C function's symbol exists when
+//! it creates the function, so installing those releases (to upgrade them) needs the symbols.
+//! Normalising events is SQL's since 0.3.0 (`sql/events/normalize.sql`), so the symbols only say
+//! what to do: a webhook that reaches an old schema in the window between installing the new
+//! files and running the update is refused before anything is stored, and Stripe delivers it
+//! again after the update (it retries for days). Remove each once no supported upgrade starts
+//! at its release.
 use crate::errors::raise;
 use pgrx::prelude::*;
 use pgrx::{JsonB, PgSqlErrorCode};
-use serde_json::Value;
-use stripe_billing_core::event;
 
-/// The 0.1.0 normalised event: today's, plus the keys the 0.1.0 effects read.
+/// 0.1.0's `billing.normalize_event`, now a stub (no SQL is generated for it).
 #[pg_extern(immutable, strict, parallel_safe, sql = false)]
-fn normalize_event(payload: &str) -> JsonB {
-    let mut v = event::normalize_to_json(payload).unwrap_or_else(|e| {
-        let code = match e {
-            event::EventError::NotJson(_) => PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
-            event::EventError::NotAnEvent(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-        };
-        raise(code, e.to_string(), None, None)
-    });
-    let kind = v["object_type"].as_str().unwrap_or_default().to_string();
-    let data = &mut v["data"];
-    match kind.as_str() {
-        "subscription" => {
-            data["price_id"] = data["items"][0]["price_id"].clone();
-            data["quantity"] = data["items"][0]["quantity"].clone();
-        }
-        "invoice" => {
-            let lines: Vec<Value> = data["lines"].as_array().cloned().unwrap_or_default();
-            let priced: Vec<&Value> = lines.iter().filter(|l| l["price_id"].is_string()).collect();
-            let amount = |l: &Value| l["amount"].as_i64().unwrap_or(0);
-            data["main_line"] = priced
-                .iter()
-                .filter(|l| l["proration"] == false)
-                .max_by_key(|l| l["period_end"].as_i64().unwrap_or(i64::MIN))
-                .map_or(Value::Null, |l| (*l).clone());
-            data["upgrade_line"] = priced
-                .iter()
-                .filter(|l| amount(l) > 0)
-                .max_by_key(|l| amount(l))
-                .map_or(Value::Null, |l| (*l).clone());
-            data["replaced_price_id"] = priced
-                .iter()
-                .find(|l| amount(l) < 0)
-                .map_or(Value::Null, |l| l["price_id"].clone());
-        }
-        _ => {}
-    }
-    JsonB(v)
+fn normalize_event(_payload: &str) -> JsonB {
+    older_schema()
+}
+
+/// 0.2.0's `billing._normalize_event`, now a stub (no SQL is generated for it).
+#[pg_extern(immutable, strict, parallel_safe, sql = false)]
+fn normalize_event_json(_payload: &str) -> JsonB {
+    older_schema()
+}
+
+fn older_schema() -> ! {
+    raise(
+        PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        "the stripe_billing schema is older than its library".into(),
+        Some("events are normalised in SQL since stripe_billing 0.3.0".into()),
+        Some("Run ALTER EXTENSION stripe_billing UPDATE; Stripe redelivers the refused events."),
+    )
 }

@@ -1,7 +1,6 @@
 //! The `stripe_billing` Postgres extension: a thin pgrx layer over `stripe-billing-core`, plus
 //! the schema SQL in `sql/` (tables, ledger, requests, webhook effects, access control).
 mod errors;
-mod event;
 mod legacy;
 mod schema;
 mod signature;

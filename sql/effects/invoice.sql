@@ -134,4 +134,4 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION billing._apply_invoice(jsonb) IS 'Internal: invoice.paid (and payment_succeeded) grants the invoice''s tokens once (keyed by the invoice id); invoice.payment_failed and payment_action_required notify the user.';
+COMMENT ON FUNCTION billing._apply_invoice(jsonb) IS 'Internal: invoice.paid grants the invoice''s tokens once (keyed by the invoice id); invoice.payment_failed and payment_action_required notify the user.';

@@ -28,8 +28,10 @@ BEGIN
                 PERFORM billing._apply_subscription(ev, 1::smallint);
             WHEN ev ->> 'type' = 'billing.subscription.retrieved' THEN
                 PERFORM billing._apply_subscription(ev, 2::smallint);
-            WHEN ev ->> 'type' IN ('invoice.paid', 'invoice.payment_succeeded', 'invoice.payment_failed',
-                                   'invoice.payment_action_required') THEN
+            -- Not invoice.payment_succeeded: invoice.paid reports every payment it does (and invoices
+            -- paid out of band), and a second report of one invoice would compute its grant again
+            -- from the catalog as it is by then.
+            WHEN ev ->> 'type' IN ('invoice.paid', 'invoice.payment_failed', 'invoice.payment_action_required') THEN
                 PERFORM billing._apply_invoice(ev);
             WHEN ev ->> 'type' IN ('customer.created', 'customer.updated', 'customer.deleted') THEN
                 PERFORM billing._apply_customer(ev);
@@ -38,7 +40,10 @@ BEGIN
             -- The money behind purchases, by the object the event reports.
             WHEN ev ->> 'object_type' = 'charge' AND ev ->> 'type' LIKE 'charge.%' THEN
                 PERFORM billing._apply_charge(ev);
-            WHEN ev ->> 'object_type' = 'refund' THEN
+            -- charge.refund.updated is the older report of a refund's change: applied when an endpoint
+            -- sends it, not asked for (APPLIED_TYPES).
+            WHEN ev ->> 'object_type' = 'refund'
+                 AND (ev ->> 'type' LIKE 'refund.%' OR ev ->> 'type' = 'charge.refund.updated') THEN
                 PERFORM billing._apply_refund(ev);
             WHEN ev ->> 'object_type' = 'dispute' AND ev ->> 'type' LIKE 'charge.dispute.%' THEN
                 PERFORM billing._apply_dispute(ev);
@@ -73,12 +78,15 @@ BEGIN
     IF EXISTS (SELECT FROM billing.stripe_events s WHERE s.id = event_id AND s.processed_at IS NOT NULL) THEN
         RETURN;
     END IF;
+    -- One lock order on every path that applies events (DESIGN.md, "Ingestion"): the customer's
+    -- lock, then the event's row. An event's customer never changes once stored, so it can be
+    -- read before either lock.
+    PERFORM billing._lock_customer((SELECT s.stripe_customer_id FROM billing.stripe_events s WHERE s.id = event_id));
     -- The row lock makes concurrent deliveries and reprocess runs apply an event once.
     SELECT * INTO e FROM billing.stripe_events s WHERE s.id = event_id FOR UPDATE;
     IF NOT FOUND OR e.processed_at IS NOT NULL THEN
         RETURN;
     END IF;
-    PERFORM billing._lock_customer(e.stripe_customer_id);
     SELECT * INTO message, code FROM billing._apply(billing._normalize_event(e.payload::text));
     UPDATE billing.stripe_events s
     SET attempts = s.attempts + 1, error = message, error_code = code,

@@ -2,7 +2,7 @@
 //! extension, the other the pure-SQL edition, and every call runs on both: the same value, or
 //! the same SQLSTATE, message and hint. Here: the signature functions on the edge cases Stripe's
 //! libraries disagree on, and the schema itself (every object but the Rust functions' language
-//! and bodies). Event normalisation is in editions_events.rs.
+//! and bodies). Event normalisation is one SQL function both editions run (event_normalizer.rs).
 mod editions_support;
 
 use editions_support::{both, s, schema_owner, Outcome, T0};

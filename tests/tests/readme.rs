@@ -421,18 +421,3 @@ fn the_readme_lists_exactly_the_event_types_the_product_applies() {
         .collect();
     assert_eq!(listed, applied);
 }
-
-#[test]
-fn health_counts_as_held_exactly_the_codes_that_wait() {
-    let root = shipped_sql::upgrade::repo_root();
-    let sql = std::fs::read_to_string(root.join("sql/operations/functions.sql")).unwrap();
-    let codes: Vec<String> = stripe_billing_core::errors::WAITING
-        .iter()
-        .map(|c| format!("'{c}'"))
-        .collect();
-    let list = format!("error_code IN ({})", codes.join(", "));
-    assert!(
-        sql.contains(&list),
-        "billing.health() should count {list} as held"
-    );
-}

@@ -26,10 +26,65 @@ fn the_shipped_upgrade_script_is_generated_from_the_current_sources() {
     );
 }
 
+/// Releases before 0.3.0 normalised events in Rust, and this library keeps only stubs of those
+/// symbols (extension/src/legacy.rs: they say "run the update"). To fill such a release through
+/// its own webhook entry point, the test stands in for the old library's normaliser: today's SQL
+/// normaliser in a schema of its own, and for 0.1.0 the keys its effects read besides (what
+/// 0.1.0's Rust added: the first item's price and quantity, the invoice's main line, upgrade
+/// line and replaced price). The stand-in is a C function's replacement inside the extension,
+/// so the upgrade replaces it like the function it stands for; its schema is dropped after.
+async fn stand_in_for_the_old_normaliser(superuser: &Client, version: &str) {
+    if upgrade::version_key(version) >= upgrade::version_key("0.3.0") {
+        return;
+    }
+    let sql = std::fs::read_to_string(upgrade::repo_root().join("sql/events/normalize.sql"))
+        .unwrap()
+        .replace("billing.", "old_library.");
+    superuser
+        .batch_execute(&format!("CREATE SCHEMA old_library;\n{sql}"))
+        .await
+        .unwrap();
+    // A string body records no dependency, so dropping old_library leaves the stand-in alone.
+    let stand_in = if version == "0.1.0" {
+        "CREATE OR REPLACE FUNCTION billing.normalize_event(payload text) RETURNS jsonb
+         LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+         DECLARE
+             ev jsonb := old_library._normalize_event(payload);
+             lines jsonb := coalesce(ev #> '{data,lines}', '[]');
+         BEGIN
+             IF ev ->> 'object_type' = 'subscription' THEN
+                 ev := jsonb_set(ev, '{data,price_id}', coalesce(ev #> '{data,items,0,price_id}', 'null'));
+                 ev := jsonb_set(ev, '{data,quantity}', coalesce(ev #> '{data,items,0,quantity}', 'null'));
+             ELSIF ev ->> 'object_type' = 'invoice' THEN
+                 ev := jsonb_set(ev, '{data,main_line}', coalesce((
+                     SELECT l FROM jsonb_array_elements(lines) WITH ORDINALITY AS x(l, n)
+                     WHERE jsonb_typeof(l -> 'price_id') = 'string' AND l -> 'proration' = 'false'
+                     ORDER BY (l ->> 'period_end')::bigint DESC NULLS LAST, n DESC LIMIT 1), 'null'));
+                 ev := jsonb_set(ev, '{data,upgrade_line}', coalesce((
+                     SELECT l FROM jsonb_array_elements(lines) WITH ORDINALITY AS x(l, n)
+                     WHERE jsonb_typeof(l -> 'price_id') = 'string' AND (l ->> 'amount')::bigint > 0
+                     ORDER BY (l ->> 'amount')::bigint DESC, n DESC LIMIT 1), 'null'));
+                 ev := jsonb_set(ev, '{data,replaced_price_id}', coalesce((
+                     SELECT l -> 'price_id' FROM jsonb_array_elements(lines) WITH ORDINALITY AS x(l, n)
+                     WHERE jsonb_typeof(l -> 'price_id') = 'string' AND (l ->> 'amount')::bigint < 0
+                     ORDER BY n LIMIT 1), 'null'));
+             END IF;
+             RETURN ev;
+         END $$"
+    } else {
+        "CREATE OR REPLACE FUNCTION billing._normalize_event(payload text) RETURNS jsonb
+         LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+         BEGIN
+             RETURN old_library._normalize_event(payload);
+         END $$"
+    };
+    superuser.batch_execute(stand_in).await.unwrap();
+}
+
 /// Data a released version holds, made through its own SQL API: grants with and without
 /// expiry, spends, a project, webhook events applied, failed (unknown price) and held
 /// (customer not linked yet), and queued, finished and failed requests.
-async fn fill(db: &TestDb) -> Vec<Uuid> {
+async fn fill(db: &TestDb, version: &str) -> (Vec<Uuid>, String) {
     let owner = db.owner().await;
     owner
         .batch_execute(&format!(
@@ -150,10 +205,11 @@ async fn fill(db: &TestDb) -> Vec<Uuid> {
             user_id: Some(&user),
         },
     );
+    let unknown_price_session = ids::checkout_session();
     let unknown_price = events::checkout_session(
         shape,
         &Session {
-            id: &ids::checkout_session(),
+            id: &unknown_price_session,
             mode: "payment",
             payment_status: "paid",
             customer: &customer,
@@ -223,13 +279,13 @@ async fn fill(db: &TestDb) -> Vec<Uuid> {
         )
         .await
         .unwrap();
-    owner
-        .execute(
-            "SELECT billing.fail_request($1, 'upgrade-test', 'No such price', NULL, 1)",
-            &[&second],
-        )
-        .await
-        .unwrap();
+    // 0.2.0 made the claim's attempt a required argument and added whether it was transient.
+    let fail = if version == "0.1.0" {
+        "SELECT billing.fail_request($1, 'upgrade-test', 'No such price', NULL, 1)"
+    } else {
+        "SELECT billing.fail_request($1, 'upgrade-test', 'No such price', 1, false)"
+    };
+    owner.execute(fail, &[&second]).await.unwrap();
     api.call(
         &Caller::User(users[2]),
         "SELECT billing.request_checkout('pro')",
@@ -237,7 +293,7 @@ async fn fill(db: &TestDb) -> Vec<Uuid> {
     )
     .await
     .unwrap();
-    users
+    (users, unknown_price_session)
 }
 
 /// Everything that must survive an upgrade unchanged, as text.
@@ -308,7 +364,13 @@ async fn every_release_upgrades_to_the_fresh_schema_and_keeps_its_data() {
     let fresh_catalog = catalog::catalog_snapshot(&fresh.owner().await).await;
     for version in upgrade::released_versions(&root).unwrap() {
         let db = TestDb::with_version(Some(&version)).await;
-        let users = fill(&db).await;
+        let superuser = db.superuser().await;
+        stand_in_for_the_old_normaliser(&superuser, &version).await;
+        let (users, unknown_price_session) = fill(&db, &version).await;
+        superuser
+            .batch_execute("DROP SCHEMA IF EXISTS old_library CASCADE")
+            .await
+            .unwrap();
         let owner = db.owner().await;
         let before = data(&owner).await;
         assert_books_balance(&owner).await;
@@ -357,14 +419,15 @@ async fn every_release_upgrades_to_the_fresh_schema_and_keeps_its_data() {
             .await
             .unwrap()
             .get(0);
-        // The pack came from a session 0.2.0 did not create (its metadata names no request), so
+        // The pack came from a session our checkout did not create (its metadata names no request), so
         // it waits for the session's line items, which the worker retrieves from Stripe.
         assert_eq!(reprocessed["succeeded"], 0, "{reprocessed}");
         let (request_user, session): (Uuid, String) = {
             let row = owner
                 .query_one(
-                    "SELECT user_id, params ->> 'object_id' FROM billing.stripe_requests WHERE kind = 'line_items'",
-                    &[],
+                    "SELECT user_id, params ->> 'object_id' FROM billing.stripe_requests
+                     WHERE kind = 'line_items' AND params ->> 'object_id' = $1",
+                    &[&unknown_price_session],
                 )
                 .await
                 .unwrap();

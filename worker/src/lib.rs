@@ -16,6 +16,7 @@
 //! - `telemetry`: the Prometheus metrics; `prune`: retention on an interval.
 //! - [`doctor`]: the `doctor` subcommand, a checklist of the whole set-up.
 //! - [`app`]: wires them together and runs until a shutdown signal (`shutdown`).
+//! - `contracts` (tests only): the lists the SQL and this crate both keep, held together.
 #![forbid(unsafe_code)]
 
 pub mod app;
@@ -32,6 +33,9 @@ mod shutdown;
 mod stripe;
 mod sync;
 mod telemetry;
+
+#[cfg(test)]
+mod contracts;
 
 /// An error with its causes, `top: cause: cause`. Library errors put the useful part in the
 /// source ("db error" / "error sending request" alone say little).

@@ -8,11 +8,11 @@
 //!
 //! ```sh
 //! cargo test -p stripe-emulator golden -- --ignored
-//! UPDATE_GOLDEN=1 cargo test -p stripe-billing-core --test golden   # then review the diff
+//! UPDATE_GOLDEN=1 scripts/integration-test.sh --test event_normalizer   # then review the diff
 //! ```
 //!
 //! Only the event payloads are written here; the expected normalised forms next to them
-//! (`*.normalized.json`) belong to core's golden test.
+//! (`*.normalized.json`) belong to the normaliser's test, tests/tests/event_normalizer.rs.
 
 use serde_json::{json, Value};
 

@@ -1,4 +1,4 @@
-//! What tests/tests/editions.rs and editions_events.rs share: a database of each edition, and
+//! What tests/tests/editions.rs uses: a database of each edition, and
 //! running one call on both.
 #![allow(dead_code)]
 
@@ -110,10 +110,6 @@ pub fn s(v: &str) -> Option<String> {
 }
 
 pub const T0: i64 = 1_700_000_000;
-
-pub async fn normalise(client: &Client, body: String) -> Outcome {
-    outcome(client, "billing._normalize_event($1::text)", &[Some(body)]).await
-}
 
 pub async fn schema_owner(client: &Client) -> String {
     client

@@ -18,7 +18,7 @@
 
 mod claim;
 mod drain;
-mod kinds;
+pub(crate) mod kinds;
 pub(crate) mod listen;
 mod main_loop;
 mod outcome;

@@ -60,12 +60,11 @@ pub fn twin_files(root: &Path) -> Result<Vec<PathBuf>, String> {
 }
 
 /// The functions written in Rust in the extension, which `sql/editions/pure/*.sql` twins in PL/pgSQL.
-pub const TWINS: [&str; 5] = [
+pub const TWINS: [&str; 4] = [
     "stripe_signature_is_valid",
     "construct_event",
     "stripe_signature_header",
     "_verify_webhook_signature",
-    "_normalize_event",
 ];
 
 /// The functions `sql/editions/pure/*.sql` defines besides the twins themselves: the pure-SQL

@@ -167,9 +167,10 @@ pub fn customer_form(user_id: Uuid, email: Option<&str>) -> Value {
 
 /// `POST /v1/checkout/sessions` for an existing customer.
 ///
-/// - `client_reference_id` and `metadata` let the webhook attribute the session to the user,
-///   the request (which holds the promised tokens) and the project; subscription mode copies
-///   the user into the subscription's metadata, which later invoices and events carry.
+/// - `client_reference_id` and `metadata` let the webhook attribute the session to the user
+///   and the request (which holds the promised tokens and the project); subscription mode
+///   copies the user into the subscription's metadata, which later invoices and events carry.
+///   The price, plan and project in the metadata are for people reading the Dashboard.
 /// - Tax ID collection for an existing customer needs `customer_update[name]=auto`, and
 ///   `customer_update[address]=auto` when the customer has no address (ours never do: they
 ///   are created with an email only). Stripe refuses the session otherwise.

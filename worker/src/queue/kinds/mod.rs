@@ -62,7 +62,7 @@ impl FromStr for RequestKind {
 }
 
 impl RequestKind {
-    const ALL: [RequestKind; 4] = [
+    pub(crate) const ALL: [RequestKind; 4] = [
         RequestKind::Checkout,
         RequestKind::Portal,
         RequestKind::Refresh,

@@ -6,9 +6,10 @@
 //! the migrations run as Supabase's non-superuser postgres; on another, as the superuser.
 use std::path::{Path, PathBuf};
 
+use shipped_sql::{pure_sql, upgrade};
+use stripe_billing_tests::catalog;
 use stripe_billing_tests::edition::Edition;
 use stripe_billing_tests::pg::{db_error, TestDb};
-use stripe_billing_tests::{pure_sql, upgrade};
 use tokio_postgres::Client;
 
 #[test]
@@ -289,7 +290,7 @@ fn next_version_sources(next: &str) -> PathBuf {
     std::fs::write(&support, code).unwrap();
     let current = upgrade::current_version();
     std::fs::write(
-        root.join(format!("sql/upgrades/manual/{current}--{next}.sql")),
+        root.join(format!("sql/upgrades/{current}--{next}.sql")),
         format!("-- The next version's state change.\n{column}-- @replay\n"),
     )
     .unwrap();
@@ -352,10 +353,10 @@ async fn an_upgrade_migration_gives_the_fresh_schema_of_the_next_version_and_kee
         .await
         .expect("a fresh install of the next version");
     let (upgraded, fresh_catalog) = (
-        upgrade::catalog_snapshot(&owner).await,
-        upgrade::catalog_snapshot(&fresh.owner().await).await,
+        catalog::catalog_snapshot(&owner).await,
+        catalog::catalog_snapshot(&fresh.owner().await).await,
     );
-    let (only_upgraded, only_fresh) = upgrade::snapshot_diff(&upgraded, &fresh_catalog);
+    let (only_upgraded, only_fresh) = catalog::snapshot_diff(&upgraded, &fresh_catalog);
     assert!(
         only_upgraded.is_empty() && only_fresh.is_empty(),
         "upgraded differs from fresh.\nonly after the upgrade:\n{}\n\nonly in a fresh install:\n{}",
@@ -489,7 +490,7 @@ async fn every_released_pure_edition_upgrades_to_the_fresh_schema_and_keeps_its_
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     };
     let fresh = TestDb::with_edition(Edition::Pure).await;
-    let fresh_catalog = upgrade::catalog_snapshot(&fresh.owner().await).await;
+    let fresh_catalog = catalog::catalog_snapshot(&fresh.owner().await).await;
     for version in released {
         let db = TestDb::empty_for(Edition::Pure).await;
         let mut owner = db.owner().await;
@@ -531,8 +532,8 @@ async fn every_released_pure_edition_upgrades_to_the_fresh_schema_and_keeps_its_
             balance, 380,
             "the ledger survives the upgrade from {version}"
         );
-        let upgraded = upgrade::catalog_snapshot(&owner).await;
-        let (only_upgraded, only_fresh) = upgrade::snapshot_diff(&upgraded, &fresh_catalog);
+        let upgraded = catalog::catalog_snapshot(&owner).await;
+        let (only_upgraded, only_fresh) = catalog::snapshot_diff(&upgraded, &fresh_catalog);
         assert!(
             only_upgraded.is_empty() && only_fresh.is_empty(),
             "{version} upgraded differs from fresh.\nonly after the upgrade:\n{}\n\nonly in a fresh install:\n{}",

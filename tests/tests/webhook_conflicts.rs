@@ -140,7 +140,7 @@ async fn an_effect_that_loses_a_deadlock_is_retried_not_stored_as_failed() {
     let db = TestDb::new().await;
     let owner = db.owner().await;
     seed(&owner, true).await;
-    let (customer, sub) = ("cus_effect_deadlock", "sub_effect_deadlock");
+    let (customer, sub) = ("cus_QeffectDeadlock", "sub_1QeffectDeadlock");
     let user = "6f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f";
     let period = events::Period {
         start: now(),
@@ -183,7 +183,7 @@ async fn an_effect_that_loses_a_deadlock_is_retried_not_stored_as_failed() {
         let invoice = events::invoice(
             Shape::Basil,
             &events::Invoice {
-                id: &format!("in_effect_deadlock_{tries}"),
+                id: &format!("in_1QeffectDeadlock{tries}"),
                 subscription: sub,
                 customer,
                 billing_reason: "subscription_cycle",
@@ -235,7 +235,8 @@ async fn wait_for_lock_wait(owner: &tokio_postgres::Client, query_part: &str) {
         let waiting: i64 = owner
             .query_one(
                 "SELECT count(*) FROM pg_stat_activity
-                 WHERE wait_event_type = 'Lock' AND query LIKE $1 AND pid <> pg_backend_pid()",
+                 WHERE wait_event_type = 'Lock' AND query LIKE $1 AND pid <> pg_backend_pid()
+                   AND datname = current_database()",
                 &[&pattern],
             )
             .await

@@ -3645,18 +3645,19 @@ COMMENT ON FUNCTION billing._apply_subscription(jsonb, smallint) IS 'Internal: a
 --   Lines: all of them. Stripe embeds one page (lines.has_more: there are more, and a renewal
 --   after many plan changes lists its prorations first, so the period line may be past it);
 --   then the worker retrieves every line into billing.invoice_lines and the event waits (BL010).
---   Period: every line that is not a proration and whose price the catalog sells as a
---   subscription: the plan's monthly_tokens x quantity. That is a first period, a renewal, or a
---   full new period a plan change started (an interval change, a billing_cycle_anchor reset, a
---   trial ended early). Prices the catalog does not know (add-ons) are ignored; an invoice with
---   no known price at all fails with BL006 until the catalog has it.
+--   Period: every line that is not a proration, charges something (amount > 0; 0 too on an
+--   invoice of amount 0, below) and whose price the catalog sells as a subscription: the plan's
+--   monthly_tokens x quantity. That is a first period, a renewal, or a full new period a plan
+--   change started (an interval change, a billing_cycle_anchor reset, a trial ended early). A
+--   line that credits is never a period. Prices the catalog does not know (add-ons) are
+--   ignored; an invoice with no known price at all fails with BL006 until the catalog has it.
 --   Upgrade: proration lines after a plan change charge the new price (amount > 0) and credit
 --   the old (amount < 0); the new plans' tokens less the old plans', when more than zero, are
 --   granted (source plan_upgrade). Downgrades grant and take nothing. Upgrade tokens come with
 --   the invoice that charges the proration: at once with proration_behavior=always_invoice, at
 --   the next renewal with Stripe's default create_prorations.
---   Amount 0 (a trial, a 100%-off coupon): as if paid, unless billing.config.free_invoice_tokens
---   is none.
+--   Amount 0 (a trial, whose lines are 0; a 100%-off coupon): as if paid, unless
+--   billing.config.free_invoice_tokens is none.
 --   Expiry: the end of the latest period the invoice pays for plus renewal_grace_seconds, and
 --   never before the moment of granting plus the grace (an invoice applied late still gives
 --   usable tokens); never for a plan that rolls over.
@@ -3710,7 +3711,9 @@ BEGIN
         quantity := greatest(coalesce((line ->> 'quantity')::bigint, 1), 1);
         amount := coalesce((line ->> 'amount')::bigint, 0);
         IF NOT coalesce((line ->> 'proration')::boolean, false) THEN
-            period_tokens := period_tokens + plan.monthly_tokens * quantity;
+            IF amount > 0 OR (amount = 0 AND free) THEN
+                period_tokens := period_tokens + plan.monthly_tokens * quantity;
+            END IF;
         ELSIF amount > 0 THEN
             new_tokens := new_tokens + plan.monthly_tokens * quantity;
         ELSIF amount < 0 THEN

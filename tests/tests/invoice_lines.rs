@@ -1,8 +1,9 @@
 //! Every line of a subscription invoice counts, and only real period lines grant a period
 //! (issue 20): Stripe embeds one page of an invoice's lines (`lines.has_more`), prorations first,
 //! so a renewal after many plan changes may carry its period line only in the full list, which
-//! the worker retrieves (`billing.store_invoice_lines`); and a proration made by an invoice
-//! item says so under `parent.invoice_item_details` (basil).
+//! the worker retrieves (`billing.store_invoice_lines`); a proration made by an invoice item
+//! says so under `parent.invoice_item_details` (basil); and a line that charges nothing or
+//! credits is no period paid for.
 mod common;
 mod subscription_support;
 
@@ -209,4 +210,48 @@ async fn prorations_made_by_invoice_items_are_prorations() {
         sources(&grants(&owner, &s).await),
         [("plan", 5000), ("plan_upgrade", 4000)]
     );
+}
+
+#[tokio::test]
+async fn a_line_that_charges_nothing_or_credits_is_no_period() {
+    let (_db, owner) = setup().await;
+    let t = unix_now();
+    for shape in Shape::ALL {
+        let s = Subscriber::new(shape);
+        let (_, paid) = s.invoice(
+            "invoice.paid",
+            t,
+            "subscription_cycle",
+            1000,
+            vec![
+                line("price_basic", 1000, false, period(t, 30)),
+                line("price_pro", 0, false, period(t, 30)),
+                line("price_pro", -2900, false, period(t, 30)),
+            ],
+        );
+        deliver(&owner, &paid).await;
+        assert_eq!(
+            sources(&grants(&owner, &s).await),
+            [("plan", 1000)],
+            "{shape:?}: only the line that charges"
+        );
+        // On an invoice of amount 0 (a trial) a line of 0 is the period; a credit never is.
+        let trial = Subscriber::new(shape);
+        let (_, free) = trial.invoice(
+            "invoice.paid",
+            t,
+            "subscription_create",
+            0,
+            vec![
+                line("price_basic", 0, false, period(t, 14)),
+                line("price_pro", -100, false, period(t, 14)),
+            ],
+        );
+        deliver(&owner, &free).await;
+        assert_eq!(
+            sources(&grants(&owner, &trial).await),
+            [("subscription_start", 1000)],
+            "{shape:?}"
+        );
+    }
 }

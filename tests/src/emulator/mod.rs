@@ -52,9 +52,9 @@
 //! `GET /v1/prices/{id}`, `GET /v1/events` (`type` with `*`, `types[]`, `created`,
 //! `delivery_success`), `GET /v1/events/{id}`, `GET /v1/webhook_endpoints`,
 //! `GET /v1/charges/{id}`, `GET /v1/payment_intents/{id}`. Lists are newest first (line items
-//! and lines in the session's or invoice's order) with `limit` (1–100, default 10), `starting_after` /
-//! `ending_before` (exclusive, not both; an unknown cursor is a 400 `resource_missing`),
-//! `has_more` and `url`. `expand[]` on the id fields and
+//! and lines in the session's or invoice's order) with `limit` (1–100, default 10),
+//! `starting_after` / `ending_before` (exclusive, not both; an unknown cursor is a 400
+//! `resource_missing`), `has_more` and `url`. `expand[]` on the id fields and
 //! the includable `line_items` (sessions), `refunds` (charges) and, from basil, `payments`
 //! (invoices), at most 4 levels, walking through sub-objects and lists
 //! (`payments.data.payment.payment_intent`, `data.customer`). Bodies are form-encoded with

@@ -3217,8 +3217,9 @@ BEGIN
         RAISE EXCEPTION 'lines must be Stripe''s list object ({"object": "list", "data": [...]})'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    -- Lines are retrieved for an invoice that has more than a page of them; none stored would
-    -- read as "not retrieved yet", and the waiting event would ask for them again and again.
+    -- Lines are retrieved for an invoice that has more than a page of them, so an empty list is a
+    -- wrong answer: refused, the retrieval fails where the operator sees it, rather than succeed
+    -- while the event keeps waiting for lines that read as "not retrieved yet".
     IF jsonb_array_length(lines -> 'data') = 0 THEN
         RAISE EXCEPTION 'lines of % must not be empty', invoice_id USING ERRCODE = 'invalid_parameter_value';
     END IF;

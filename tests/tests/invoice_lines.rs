@@ -173,7 +173,7 @@ async fn lines_that_are_not_subscription_grants_do_not_wait() {
     assert_eq!(
         empty.code().map(|c| c.code()),
         Some("22023"),
-        "no lines would read as none retrieved, and the event would ask again"
+        "an invoice with more than a page of lines has lines: the retrieval fails visibly"
     );
 }
 

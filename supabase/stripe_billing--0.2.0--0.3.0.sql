@@ -46,6 +46,33 @@ DROP FUNCTION IF EXISTS billing._lenient_int(jsonb);
 DROP FUNCTION IF EXISTS billing._lenient_bool(jsonb);
 DROP FUNCTION IF EXISTS billing._lenient_map(jsonb);
 
+-- Every line of a subscription invoice with more lines than its events carry (issue 20).
+CREATE TABLE billing.invoice_lines (
+    invoice_id text NOT NULL CHECK (invoice_id ~ '^in_[A-Za-z0-9_]+$'),
+    position integer NOT NULL CHECK (position >= 0),
+    price_id text,
+    amount bigint,
+    quantity bigint,
+    proration boolean NOT NULL,
+    period_start timestamptz,
+    period_end timestamptz,
+    retrieved_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (invoice_id, position)
+);
+COMMENT ON TABLE billing.invoice_lines IS 'Every line of a subscription invoice with more lines than its events carry (Stripe embeds one page), retrieved from Stripe and read instead of the embedded page. Privileged roles only.';
+COMMENT ON COLUMN billing.invoice_lines.invoice_id IS 'The invoice (in_...).';
+COMMENT ON COLUMN billing.invoice_lines.position IS 'Order of the line within the invoice, as Stripe lists them, from 0.';
+COMMENT ON COLUMN billing.invoice_lines.price_id IS 'The Stripe price of the line.';
+COMMENT ON COLUMN billing.invoice_lines.amount IS 'What the line charges (negative: a credit), in the smallest currency unit.';
+COMMENT ON COLUMN billing.invoice_lines.quantity IS 'The line''s quantity.';
+COMMENT ON COLUMN billing.invoice_lines.proration IS 'Whether the line is a proration (a plan change''s charge or credit) rather than a period.';
+COMMENT ON COLUMN billing.invoice_lines.period_start IS 'Start of the period the line bills.';
+COMMENT ON COLUMN billing.invoice_lines.period_end IS 'End of the period the line bills.';
+COMMENT ON COLUMN billing.invoice_lines.retrieved_at IS 'When the worker retrieved it from Stripe.';
+COMMENT ON COLUMN billing.stripe_requests.kind IS 'checkout or portal (a user''s session), refresh (retrieve a subscription whose same-second events disagree, or an invoice''s payments) or line_items (retrieve what a Checkout Session sold, or every line of an invoice).';
+-- A grant's lines may now wait for the worker (BL010), which needs the user.
+DROP FUNCTION billing._invoice_grants(jsonb);
+
 -- The functions the extension writes in Rust, as PL/pgSQL twins.
 -- sql/editions/pure/signature.sql
 -- The pure-SQL edition's twins of extension/src/signature.rs (DESIGN.md, "Signatures" and "Two
@@ -2007,7 +2034,7 @@ BEGIN
     DO NOTHING;
 END
 $$;
-COMMENT ON FUNCTION billing._request_retrieval(text, uuid, text) IS 'Internal: asks the worker to retrieve an object from Stripe (refresh: a subscription; line_items: what a Checkout Session sold), once while one is in flight.';
+COMMENT ON FUNCTION billing._request_retrieval(text, uuid, text) IS 'Internal: asks the worker to retrieve an object from Stripe (refresh: a subscription, or an invoice with its payments; line_items: what a Checkout Session sold, or every line of an invoice), once while one is in flight.';
 
 CREATE OR REPLACE FUNCTION billing._record_session_status(request_id text, session_status text) RETURNS void
 LANGUAGE plpgsql
@@ -2032,7 +2059,8 @@ COMMENT ON FUNCTION billing._record_session_status(text, text) IS 'Internal: rec
 -- - invoice → subscription: invoice.subscription (and subscription_details.metadata) before,
 --   invoice.parent.subscription_details.{subscription,metadata} after;
 -- - a line's price: price.id or plan.id before, pricing.price_details.price after;
--- - a line's proration flag: proration before, parent.subscription_item_details.proration after;
+-- - a line's proration flag: proration before; after, parent.subscription_item_details.proration
+--   or, for a line an invoice item made, parent.invoice_item_details.proration;
 -- - a charge's invoice (before basil only) and an invoice's payments (basil: invoice_payment
 --   objects, or the invoice retrieved with expand[]=payments);
 -- - a credit note's refunds: refund (an id) before basil, refunds[] with amounts after.
@@ -2173,6 +2201,7 @@ BEGIN
                 'amount', billing._json_number(item -> 'amount'),
                 'quantity', billing._json_number(item -> 'quantity'),
                 'proration', coalesce(billing._json_boolean(item #> '{parent,subscription_item_details,proration}'),
+                                      billing._json_boolean(item #> '{parent,invoice_item_details,proration}'),
                                       billing._json_boolean(item -> 'proration'), 'false'),
                 'period_start', billing._json_number(item #> '{period,start}'),
                 'period_end', billing._json_number(item #> '{period,end}'));
@@ -2216,8 +2245,10 @@ RETURN pg_catalog.jsonb_build_object(
     'payment_intent', billing._json_ref(o -> 'payment_intent'),
     'charge', billing._json_ref(o -> 'charge'),
     'payments', lists[2],
-    'lines', lists[1]);
-COMMENT ON FUNCTION billing._normalize_invoice(jsonb, jsonb[]) IS 'Internal: the normalised data of an invoice, given its normalised lines and payments.';
+    'lines', lists[1],
+    -- Stripe embeds one page of lines; true when the invoice has more than it carries.
+    'lines_has_more', coalesce(billing._json_boolean(o #> '{lines,has_more}'), 'false'));
+COMMENT ON FUNCTION billing._normalize_invoice(jsonb, jsonb[]) IS 'Internal: the normalised data of an invoice, given its normalised lines and payments; lines_has_more says the lines are one page of more.';
 
 CREATE OR REPLACE FUNCTION billing._normalize_customer(o jsonb) RETURNS jsonb
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -2691,6 +2722,37 @@ END
 $$;
 COMMENT ON FUNCTION billing.store_line_items(text, jsonb) IS 'Worker: stores what a Checkout Session sold (Stripe''s line_items list) and applies the events that waited for it; returns how many applied.';
 
+CREATE OR REPLACE FUNCTION billing.store_invoice_lines(invoice_id text, lines jsonb) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    IF invoice_id IS NULL OR invoice_id !~ '^in_[A-Za-z0-9_]+$' THEN
+        RAISE EXCEPTION 'invoice_id must be an invoice id (in_...)' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF lines IS NULL OR jsonb_typeof(lines -> 'data') IS DISTINCT FROM 'array' THEN
+        RAISE EXCEPTION 'lines must be Stripe''s list object ({"object": "list", "data": [...]})'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- Lines are retrieved for an invoice that has more than a page of them, so an empty list is a
+    -- wrong answer: refused, the retrieval fails where the operator sees it, rather than succeed
+    -- while the event keeps waiting for lines that read as "not retrieved yet".
+    IF jsonb_array_length(lines -> 'data') = 0 THEN
+        RAISE EXCEPTION 'lines of % must not be empty', invoice_id USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    DELETE FROM billing.invoice_lines l WHERE l.invoice_id = store_invoice_lines.invoice_id;
+    -- Read as the lines of an event are, in either API shape.
+    INSERT INTO billing.invoice_lines (invoice_id, position, price_id, amount, quantity, proration, period_start, period_end)
+    SELECT store_invoice_lines.invoice_id, (i.n - 1)::integer, i.line ->> 'price_id', (i.line ->> 'amount')::bigint,
+           (i.line ->> 'quantity')::bigint, (i.line ->> 'proration')::boolean,
+           billing._unix_time(i.line -> 'period_start'), billing._unix_time(i.line -> 'period_end')
+    FROM jsonb_array_elements((billing._normalize_invoice_lists(jsonb_build_object('lines', lines)))[1])
+         WITH ORDINALITY AS i(line, n);
+    RETURN billing._apply_waiting(NULL, invoice_id);
+END
+$$;
+COMMENT ON FUNCTION billing.store_invoice_lines(text, jsonb) IS 'Worker: stores every line of an invoice (Stripe''s list of the invoice''s lines, all pages, in its order) and applies the events that waited for them; returns how many applied.';
+
 CREATE OR REPLACE FUNCTION billing.reprocess_events(max_events integer DEFAULT 1000,
                                                     include_waiting boolean DEFAULT false) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
@@ -3098,27 +3160,33 @@ COMMENT ON FUNCTION billing._apply_subscription(jsonb, smallint) IS 'Internal: a
 -- What a paid subscription invoice grants (README, "Tokens for subscriptions"). Only invoices
 -- Stripe makes for subscriptions count (billing_reason subscription_create, subscription_cycle or
 -- subscription_update); manual and threshold invoices grant nothing.
---   Period: every line that is not a proration and whose price the catalog sells as a
---   subscription: the plan's monthly_tokens x quantity. That is a first period, a renewal, or a
---   full new period a plan change started (an interval change, a billing_cycle_anchor reset, a
---   trial ended early). Prices the catalog does not know (add-ons) are ignored; an invoice with
---   no known price at all fails with BL006 until the catalog has it.
+--   Lines: all of them. Stripe embeds one page (lines.has_more: there are more, and a renewal
+--   after many plan changes lists its prorations first, so the period line may be past it);
+--   then the worker retrieves every line into billing.invoice_lines and the event waits (BL010).
+--   Period: every line that is not a proration, charges something (amount > 0; 0 too on an
+--   invoice of amount 0, below) and whose price the catalog sells as a subscription: the plan's
+--   monthly_tokens x quantity. That is a first period, a renewal, or a full new period a plan
+--   change started (an interval change, a billing_cycle_anchor reset, a trial ended early). A
+--   line that credits is never a period. Prices the catalog does not know (add-ons) are
+--   ignored; an invoice with no known price at all fails with BL006 until the catalog has it.
 --   Upgrade: proration lines after a plan change charge the new price (amount > 0) and credit
 --   the old (amount < 0); the new plans' tokens less the old plans', when more than zero, are
 --   granted (source plan_upgrade). Downgrades grant and take nothing. Upgrade tokens come with
 --   the invoice that charges the proration: at once with proration_behavior=always_invoice, at
 --   the next renewal with Stripe's default create_prorations.
---   Amount 0 (a trial, a 100%-off coupon): as if paid, unless billing.config.free_invoice_tokens
---   is none.
+--   Amount 0 (a trial, whose lines are 0; a 100%-off coupon): as if paid, unless
+--   billing.config.free_invoice_tokens is none.
 --   Expiry: the end of the latest period the invoice pays for plus renewal_grace_seconds, and
 --   never before the moment of granting plus the grace (an invoice applied late still gives
 --   usable tokens); never for a plan that rolls over.
-CREATE OR REPLACE FUNCTION billing._invoice_grants(inv jsonb)
+CREATE OR REPLACE FUNCTION billing._invoice_grants(inv jsonb, uid uuid)
 RETURNS TABLE (grant_key text, tokens bigint, source text, plan_id text, expires_at timestamptz)
 LANGUAGE plpgsql STABLE
 AS $$
 DECLARE
     cfg billing.config := billing._settings();
+    free boolean := coalesce((inv ->> 'amount_paid')::bigint, 0) = 0;
+    lines jsonb := coalesce(inv -> 'lines', '[]');
     line jsonb;
     plan billing.plans;
     first_plan billing.plans;
@@ -3132,10 +3200,22 @@ DECLARE
     expiry timestamptz;
 BEGIN
     IF coalesce(inv ->> 'billing_reason', '') NOT IN ('subscription_create', 'subscription_cycle', 'subscription_update')
-       OR (coalesce((inv ->> 'amount_paid')::bigint, 0) = 0 AND cfg.free_invoice_tokens = 'none') THEN
+       OR (free AND cfg.free_invoice_tokens = 'none') THEN
         RETURN;
     END IF;
-    FOR line IN SELECT value FROM jsonb_array_elements(coalesce(inv -> 'lines', '[]')) LOOP
+    IF coalesce((inv ->> 'lines_has_more')::boolean, false) THEN
+        SELECT jsonb_agg(jsonb_build_object('price_id', l.price_id, 'amount', l.amount, 'quantity', l.quantity,
+                                            'proration', l.proration, 'period_end', extract(epoch FROM l.period_end))
+                         ORDER BY l.position)
+        INTO lines FROM billing.invoice_lines l WHERE l.invoice_id = inv ->> 'id';
+        IF lines IS NULL THEN
+            RAISE EXCEPTION 'waiting for the lines of % from Stripe', inv ->> 'id'
+                USING ERRCODE = 'BL010',
+                      DETAIL = jsonb_build_object('kind', 'line_items', 'object_id', inv ->> 'id', 'user_id', uid)::text,
+                      HINT = 'Its events carry one page of lines; the worker retrieves them all and the event is applied when they arrive.';
+        END IF;
+    END IF;
+    FOR line IN SELECT value FROM jsonb_array_elements(lines) LOOP
         latest_end := greatest(latest_end, billing._unix_time(line -> 'period_end'));
         CONTINUE WHEN line ->> 'price_id' IS NULL;
         plan := billing._plan_of_price(line ->> 'price_id');
@@ -3149,7 +3229,9 @@ BEGIN
         quantity := greatest(coalesce((line ->> 'quantity')::bigint, 1), 1);
         amount := coalesce((line ->> 'amount')::bigint, 0);
         IF NOT coalesce((line ->> 'proration')::boolean, false) THEN
-            period_tokens := period_tokens + plan.monthly_tokens * quantity;
+            IF amount > 0 OR (amount = 0 AND free) THEN
+                period_tokens := period_tokens + plan.monthly_tokens * quantity;
+            END IF;
         ELSIF amount > 0 THEN
             new_tokens := new_tokens + plan.monthly_tokens * quantity;
         ELSIF amount < 0 THEN
@@ -3175,7 +3257,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION billing._invoice_grants(jsonb) IS 'Internal: the grants a paid subscription invoice makes (key, tokens, source, plan, expiry); the documented token rules for subscriptions live here.';
+COMMENT ON FUNCTION billing._invoice_grants(jsonb, uuid) IS 'Internal: the grants a paid subscription invoice of a user makes (key, tokens, source, plan, expiry), from all its lines (BL010 while the worker retrieves those its events do not carry); the documented token rules for subscriptions live here.';
 
 CREATE OR REPLACE FUNCTION billing._apply_invoice(ev jsonb) RETURNS void
 LANGUAGE plpgsql
@@ -3202,7 +3284,7 @@ BEGIN
                                'amount_due', inv -> 'amount_due', 'currency', inv -> 'currency'));
         RETURN;
     END IF;
-    FOR g IN SELECT * FROM billing._invoice_grants(inv) LOOP
+    FOR g IN SELECT * FROM billing._invoice_grants(inv, uid) LOOP
         IF NOT recorded THEN
             PERFORM billing._lock_payment(inv ->> 'id');  -- beside its credit notes
             PERFORM billing._record_purchase(inv ->> 'id', uid, NULL, ev ->> 'customer', (inv ->> 'amount_paid')::bigint,
@@ -3645,5 +3727,8 @@ COMMENT ON FUNCTION billing.stripe_signature_header(text, text, bigint) IS 'The 
 COMMENT ON FUNCTION billing._verify_webhook_signature(text, text, text[], integer) IS 'Internal: verifies against several secrets (rotation) and returns the 1-based position of the first that matches; raises like construct_event otherwise.';
 
 SELECT billing.apply_grants();
+
+-- State that needs the functions above.
+SELECT billing._protect_table('billing.invoice_lines'::regclass, own_rows => false);
 
 UPDATE billing.installation SET version = '0.3.0', upgraded_at = now();

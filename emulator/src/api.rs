@@ -42,6 +42,7 @@ enum Route {
     ListPortalConfigurations,
     GetSubscription(String),
     GetInvoice(String),
+    ListInvoiceLines(String),
     ExpireSession(String),
     ListCustomers,
     ListSubscriptions,
@@ -69,6 +70,7 @@ impl Route {
             ("GET", ["billing_portal", "configurations"]) => Route::ListPortalConfigurations,
             ("GET", ["subscriptions", s]) => Route::GetSubscription(id(s)),
             ("GET", ["invoices", i]) => Route::GetInvoice(id(i)),
+            ("GET", ["invoices", i, "lines"]) => Route::ListInvoiceLines(id(i)),
             ("POST", ["checkout", "sessions", s, "expire"]) => Route::ExpireSession(id(s)),
             ("GET", ["customers"]) => Route::ListCustomers,
             ("GET", ["subscriptions"]) => Route::ListSubscriptions,
@@ -95,6 +97,7 @@ impl Route {
             Route::ListPortalConfigurations => "GET /v1/billing_portal/configurations",
             Route::GetSubscription(_) => "GET /v1/subscriptions/{subscription_exposed_id}",
             Route::GetInvoice(_) => "GET /v1/invoices/{invoice}",
+            Route::ListInvoiceLines(_) => "GET /v1/invoices/{invoice}/lines",
             Route::ExpireSession(_) => "POST /v1/checkout/sessions/{session}/expire",
             Route::ListCustomers => "GET /v1/customers",
             Route::ListSubscriptions => "GET /v1/subscriptions",
@@ -124,6 +127,7 @@ pub(crate) fn every_operation() -> Vec<&'static str> {
         Route::ListPortalConfigurations,
         Route::GetSubscription(id()),
         Route::GetInvoice(id()),
+        Route::ListInvoiceLines(id()),
         Route::ExpireSession(id()),
         Route::ListCustomers,
         Route::ListSubscriptions,
@@ -147,6 +151,7 @@ pub(crate) fn every_operation() -> Vec<&'static str> {
             | Route::ListPortalConfigurations
             | Route::GetSubscription(_)
             | Route::GetInvoice(_)
+            | Route::ListInvoiceLines(_)
             | Route::ExpireSession(_)
             | Route::ListCustomers
             | Route::ListSubscriptions
@@ -501,6 +506,10 @@ fn read(
                     Some(s) => r.line_items_page(s, p),
                     None => Err(missing("checkout.session", id)),
                 },
+                Route::ListInvoiceLines(id) => match store.invoices.get(id) {
+                    Some(inv) => r.invoice_lines_page(inv, p),
+                    None => Err(missing("invoice", id)),
+                },
                 Route::GetPrice(id) if store.prices.contains_key(id) => Ok(r.price(id)),
                 Route::GetPrice(id) => Err(missing("price", id)),
                 Route::GetCharge(id) => store
@@ -595,6 +604,7 @@ mod tests {
         assert!(Route::parse(&Method::DELETE, "/v1/customers/cus_1").is_some());
         assert!(Route::parse(&Method::DELETE, "/v1/customers").is_none());
         assert!(Route::parse(&Method::GET, "/v1/checkout/sessions/cs_1/line_items").is_some());
+        assert!(Route::parse(&Method::GET, "/v1/invoices/in_1/lines").is_some());
         assert!(Route::parse(&Method::GET, "/v1/billing_portal/configurations").is_some());
         assert!(Route::parse(&Method::GET, "/v2/customers/cus_1").is_none());
     }

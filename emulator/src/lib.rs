@@ -45,15 +45,16 @@
 //! `GET /v1/checkout/sessions/{id}`, `GET /v1/checkout/sessions/{id}/line_items`
 //! (`limit`, `starting_after`, `ending_before`), `POST /v1/billing_portal/sessions`,
 //! `GET /v1/billing_portal/configurations` (`is_default`, `active`, cursors),
-//! `GET /v1/subscriptions/{id}`, `GET /v1/invoices/{id}`,
+//! `GET /v1/subscriptions/{id}`, `GET /v1/invoices/{id}` (the first 10 lines embedded),
+//! `GET /v1/invoices/{id}/lines` (cursors, in the invoice's order),
 //! `POST /v1/checkout/sessions/{id}/expire`, `GET /v1/customers` (`email`, `created`),
 //! `GET /v1/subscriptions` (`customer`, `status` incl. `all`/`ended`, `price`, `created`),
 //! `GET /v1/prices/{id}`, `GET /v1/events` (`type` with `*`, `types[]`, `created`,
 //! `delivery_success`), `GET /v1/events/{id}`, `GET /v1/webhook_endpoints`,
 //! `GET /v1/charges/{id}`, `GET /v1/payment_intents/{id}`. Lists are newest first (line items
-//! in the session's order) with `limit` (1–100, default 10), `starting_after` /
-//! `ending_before` (exclusive, not both; an unknown cursor is a 400 `resource_missing`),
-//! `has_more` and `url`. `expand[]` on the id fields and
+//! and lines in the session's or invoice's order) with `limit` (1–100, default 10),
+//! `starting_after` / `ending_before` (exclusive, not both; an unknown cursor is a 400
+//! `resource_missing`), `has_more` and `url`. `expand[]` on the id fields and
 //! the includable `line_items` (sessions), `refunds` (charges) and, from basil, `payments`
 //! (invoices), at most 4 levels, walking through sub-objects and lists
 //! (`payments.data.payment.payment_intent`, `data.customer`). Bodies are form-encoded with

@@ -27,6 +27,10 @@ const BASIL_PAYMENTS: &str = include_str!("../fixtures/templates_payments_v2025-
 /// The first version with the "basil" shapes.
 pub const BASIL_VERSION: &str = "2025-03-31";
 
+/// How many of an invoice's lines the invoice embeds: one page, the first ten, with `has_more`
+/// when there are more (tests/README.md, "invoice lines embedded in an invoice").
+pub const EMBEDDED_INVOICE_LINES: usize = 10;
+
 /// The payload shape of an API version: the one notion of "which Stripe shape" for the
 /// emulator and the test events (`stripe_billing_tests::events`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -306,6 +310,26 @@ impl Renderer<'_> {
         paginate(keyed, p, &url, cursor, "item")
     }
 
+    /// `GET /v1/invoices/{id}/lines`: one page of the invoice's lines in its order (pending
+    /// prorations first), through Stripe's pagination like a session's line items.
+    pub fn invoice_lines_page(
+        &self,
+        inv: &Invoice,
+        p: &Map<String, Value>,
+    ) -> Result<Value, ApiError> {
+        let n = inv.lines.len() as u64;
+        let key = |i: usize| (0, n - i as u64);
+        let cursor = |id: &str| inv.lines.iter().position(|l| l.id == id).map(key);
+        let keyed = inv
+            .lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (key(i), self.invoice_line(inv, l)))
+            .collect();
+        let url = format!("/v1/invoices/{}/lines", inv.id);
+        paginate(keyed, p, &url, cursor, "line_item")
+    }
+
     pub fn portal(&self, p: &PortalSession) -> Value {
         let mut v = self.templates.get(self.shape, "billing_portal.session");
         v["id"] = json!(p.id);
@@ -425,6 +449,7 @@ impl Renderer<'_> {
         let lines: Vec<Value> = inv
             .lines
             .iter()
+            .take(EMBEDDED_INVOICE_LINES)
             .map(|l| self.invoice_line(inv, l))
             .collect();
         let finalized = inv.finalized_at;
@@ -477,7 +502,8 @@ impl Renderer<'_> {
         } else {
             Value::Null
         };
-        v["lines"] = json!({"object": "list", "data": lines, "has_more": false,
+        v["lines"] = json!({"object": "list", "data": lines,
+            "has_more": inv.lines.len() > EMBEDDED_INVOICE_LINES,
             "total_count": inv.lines.len(), "url": format!("/v1/invoices/{}/lines", inv.id)});
         let sub_metadata = inv.subscription_metadata.as_ref().map(map);
         match self.shape {

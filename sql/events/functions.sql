@@ -298,6 +298,37 @@ END
 $$;
 COMMENT ON FUNCTION billing.store_line_items(text, jsonb) IS 'Worker: stores what a Checkout Session sold (Stripe''s line_items list) and applies the events that waited for it; returns how many applied.';
 
+CREATE OR REPLACE FUNCTION billing.store_invoice_lines(invoice_id text, lines jsonb) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    IF invoice_id IS NULL OR invoice_id !~ '^in_[A-Za-z0-9_]+$' THEN
+        RAISE EXCEPTION 'invoice_id must be an invoice id (in_...)' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF lines IS NULL OR jsonb_typeof(lines -> 'data') IS DISTINCT FROM 'array' THEN
+        RAISE EXCEPTION 'lines must be Stripe''s list object ({"object": "list", "data": [...]})'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- Lines are retrieved for an invoice that has more than a page of them, so an empty list is a
+    -- wrong answer: refused, the retrieval fails where the operator sees it, rather than succeed
+    -- while the event keeps waiting for lines that read as "not retrieved yet".
+    IF jsonb_array_length(lines -> 'data') = 0 THEN
+        RAISE EXCEPTION 'lines of % must not be empty', invoice_id USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    DELETE FROM billing.invoice_lines l WHERE l.invoice_id = store_invoice_lines.invoice_id;
+    -- Read as the lines of an event are, in either API shape.
+    INSERT INTO billing.invoice_lines (invoice_id, position, price_id, amount, quantity, proration, period_start, period_end)
+    SELECT store_invoice_lines.invoice_id, (i.n - 1)::integer, i.line ->> 'price_id', (i.line ->> 'amount')::bigint,
+           (i.line ->> 'quantity')::bigint, (i.line ->> 'proration')::boolean,
+           billing._unix_time(i.line -> 'period_start'), billing._unix_time(i.line -> 'period_end')
+    FROM jsonb_array_elements((billing._normalize_invoice_lists(jsonb_build_object('lines', lines)))[1])
+         WITH ORDINALITY AS i(line, n);
+    RETURN billing._apply_waiting(NULL, invoice_id);
+END
+$$;
+COMMENT ON FUNCTION billing.store_invoice_lines(text, jsonb) IS 'Worker: stores every line of an invoice (Stripe''s list of the invoice''s lines, all pages, in its order) and applies the events that waited for them; returns how many applied.';
+
 CREATE OR REPLACE FUNCTION billing.reprocess_events(max_events integer DEFAULT 1000,
                                                     include_waiting boolean DEFAULT false) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER

@@ -9,7 +9,8 @@
 -- - invoice → subscription: invoice.subscription (and subscription_details.metadata) before,
 --   invoice.parent.subscription_details.{subscription,metadata} after;
 -- - a line's price: price.id or plan.id before, pricing.price_details.price after;
--- - a line's proration flag: proration before, parent.subscription_item_details.proration after;
+-- - a line's proration flag: proration before; after, parent.subscription_item_details.proration
+--   or, for a line an invoice item made, parent.invoice_item_details.proration;
 -- - a charge's invoice (before basil only) and an invoice's payments (basil: invoice_payment
 --   objects, or the invoice retrieved with expand[]=payments);
 -- - a credit note's refunds: refund (an id) before basil, refunds[] with amounts after.
@@ -150,6 +151,7 @@ BEGIN
                 'amount', billing._json_number(item -> 'amount'),
                 'quantity', billing._json_number(item -> 'quantity'),
                 'proration', coalesce(billing._json_boolean(item #> '{parent,subscription_item_details,proration}'),
+                                      billing._json_boolean(item #> '{parent,invoice_item_details,proration}'),
                                       billing._json_boolean(item -> 'proration'), 'false'),
                 'period_start', billing._json_number(item #> '{period,start}'),
                 'period_end', billing._json_number(item #> '{period,end}'));
@@ -193,8 +195,10 @@ RETURN pg_catalog.jsonb_build_object(
     'payment_intent', billing._json_ref(o -> 'payment_intent'),
     'charge', billing._json_ref(o -> 'charge'),
     'payments', lists[2],
-    'lines', lists[1]);
-COMMENT ON FUNCTION billing._normalize_invoice(jsonb, jsonb[]) IS 'Internal: the normalised data of an invoice, given its normalised lines and payments.';
+    'lines', lists[1],
+    -- Stripe embeds one page of lines; true when the invoice has more than it carries.
+    'lines_has_more', coalesce(billing._json_boolean(o #> '{lines,has_more}'), 'false'));
+COMMENT ON FUNCTION billing._normalize_invoice(jsonb, jsonb[]) IS 'Internal: the normalised data of an invoice, given its normalised lines and payments; lines_has_more says the lines are one page of more.';
 
 CREATE OR REPLACE FUNCTION billing._normalize_customer(o jsonb) RETURNS jsonb
 LANGUAGE sql IMMUTABLE PARALLEL SAFE

@@ -92,7 +92,34 @@ COMMENT ON COLUMN billing.checkout_line_items.amount_total IS 'What the line cos
 COMMENT ON COLUMN billing.checkout_line_items.currency IS 'Three-letter currency code.';
 COMMENT ON COLUMN billing.checkout_line_items.retrieved_at IS 'When the worker retrieved it from Stripe.';
 
+-- Stripe embeds one page of an invoice's lines in its events (lines.has_more says there are
+-- more): for a subscription invoice with more, the worker retrieves them all, and the invoice's
+-- grants are computed from these (sql/effects/invoice.sql).
+CREATE TABLE billing.invoice_lines (
+    invoice_id text NOT NULL CHECK (invoice_id ~ '^in_[A-Za-z0-9_]+$'),
+    position integer NOT NULL CHECK (position >= 0),
+    price_id text,
+    amount bigint,
+    quantity bigint,
+    proration boolean NOT NULL,
+    period_start timestamptz,
+    period_end timestamptz,
+    retrieved_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (invoice_id, position)
+);
+COMMENT ON TABLE billing.invoice_lines IS 'Every line of a subscription invoice with more lines than its events carry (Stripe embeds one page), retrieved from Stripe and read instead of the embedded page. Privileged roles only.';
+COMMENT ON COLUMN billing.invoice_lines.invoice_id IS 'The invoice (in_...).';
+COMMENT ON COLUMN billing.invoice_lines.position IS 'Order of the line within the invoice, as Stripe lists them, from 0.';
+COMMENT ON COLUMN billing.invoice_lines.price_id IS 'The Stripe price of the line.';
+COMMENT ON COLUMN billing.invoice_lines.amount IS 'What the line charges (negative: a credit), in the smallest currency unit.';
+COMMENT ON COLUMN billing.invoice_lines.quantity IS 'The line''s quantity.';
+COMMENT ON COLUMN billing.invoice_lines.proration IS 'Whether the line is a proration (a plan change''s charge or credit) rather than a period.';
+COMMENT ON COLUMN billing.invoice_lines.period_start IS 'Start of the period the line bills.';
+COMMENT ON COLUMN billing.invoice_lines.period_end IS 'End of the period the line bills.';
+COMMENT ON COLUMN billing.invoice_lines.retrieved_at IS 'When the worker retrieved it from Stripe.';
+
 SELECT pg_catalog.pg_extension_config_dump('billing.webhook_secrets', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.stripe_events', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.checkout_line_items', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.invoice_lines', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_get_serial_sequence('billing.webhook_secrets', 'id')::regclass, '');

@@ -22,4 +22,34 @@ DROP FUNCTION IF EXISTS billing._lenient_int(jsonb);
 DROP FUNCTION IF EXISTS billing._lenient_bool(jsonb);
 DROP FUNCTION IF EXISTS billing._lenient_map(jsonb);
 
+-- Every line of a subscription invoice with more lines than its events carry (issue 20).
+CREATE TABLE billing.invoice_lines (
+    invoice_id text NOT NULL CHECK (invoice_id ~ '^in_[A-Za-z0-9_]+$'),
+    position integer NOT NULL CHECK (position >= 0),
+    price_id text,
+    amount bigint,
+    quantity bigint,
+    proration boolean NOT NULL,
+    period_start timestamptz,
+    period_end timestamptz,
+    retrieved_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (invoice_id, position)
+);
+COMMENT ON TABLE billing.invoice_lines IS 'Every line of a subscription invoice with more lines than its events carry (Stripe embeds one page), retrieved from Stripe and read instead of the embedded page. Privileged roles only.';
+COMMENT ON COLUMN billing.invoice_lines.invoice_id IS 'The invoice (in_...).';
+COMMENT ON COLUMN billing.invoice_lines.position IS 'Order of the line within the invoice, as Stripe lists them, from 0.';
+COMMENT ON COLUMN billing.invoice_lines.price_id IS 'The Stripe price of the line.';
+COMMENT ON COLUMN billing.invoice_lines.amount IS 'What the line charges (negative: a credit), in the smallest currency unit.';
+COMMENT ON COLUMN billing.invoice_lines.quantity IS 'The line''s quantity.';
+COMMENT ON COLUMN billing.invoice_lines.proration IS 'Whether the line is a proration (a plan change''s charge or credit) rather than a period.';
+COMMENT ON COLUMN billing.invoice_lines.period_start IS 'Start of the period the line bills.';
+COMMENT ON COLUMN billing.invoice_lines.period_end IS 'End of the period the line bills.';
+COMMENT ON COLUMN billing.invoice_lines.retrieved_at IS 'When the worker retrieved it from Stripe.';
+SELECT pg_catalog.pg_extension_config_dump('billing.invoice_lines', '');
+COMMENT ON COLUMN billing.stripe_requests.kind IS 'checkout or portal (a user''s session), refresh (retrieve a subscription whose same-second events disagree, or an invoice''s payments) or line_items (retrieve what a Checkout Session sold, or every line of an invoice).';
+-- A grant's lines may now wait for the worker (BL010), which needs the user.
+DROP FUNCTION billing._invoice_grants(jsonb);
+
 -- @replay
+
+SELECT billing._protect_table('billing.invoice_lines'::regclass, own_rows => false);

@@ -330,6 +330,71 @@ async fn every_emulator_template_and_built_event_reads() {
     }
 }
 
+#[tokio::test]
+async fn invoice_item_prorations_and_a_page_of_more_lines_read() {
+    let db = TestDb::new().await;
+    let client = db.owner().await;
+    let period = events::Period {
+        start: T0,
+        end: T0 + 2_592_000,
+    };
+    for shape in Shape::ALL {
+        let mut invoice = events::invoice(
+            shape,
+            &events::Invoice {
+                id: "in_1",
+                subscription: "sub_1",
+                customer: "cus_1",
+                billing_reason: "subscription_cycle",
+                paid: true,
+                lines: vec![events::Line {
+                    price_id: "price_pro",
+                    amount: 1500,
+                    proration: false,
+                    period,
+                }],
+                user_id: None,
+            },
+        );
+        let read = |invoice: &Value| {
+            let body = events::event(shape, "invoice.paid", T0, invoice.clone()).to_string();
+            let client = &client;
+            async move {
+                let d = normalise(client, &body).await.unwrap()["data"].clone();
+                (
+                    d["lines"][0]["proration"].clone(),
+                    d["lines_has_more"].clone(),
+                )
+            }
+        };
+        assert_eq!(
+            read(&invoice).await,
+            (json!(false), json!(false)),
+            "{shape:?}"
+        );
+        invoice["lines"]["has_more"] = json!(true);
+        assert_eq!(
+            read(&invoice).await,
+            (json!(false), json!(true)),
+            "{shape:?}"
+        );
+        invoice["lines"]["has_more"] = json!("true");
+        assert_eq!(
+            read(&invoice).await.1,
+            json!(false),
+            "{shape:?}: not a boolean"
+        );
+        if shape == Shape::Basil {
+            // The parent of a line an invoice item made (basil's invoice line item).
+            invoice["lines"]["data"][0]["parent"] = json!({"type": "invoice_item_details",
+                "invoice_item_details": {"invoice_item": "ii_1", "proration": true,
+                    "proration_details": {"credited_items": null}, "subscription": "sub_1"},
+                "subscription_item_details": null});
+            assert_eq!(read(&invoice).await.0, json!(true));
+        }
+    }
+}
+
 /// An event around `object` (a JSON text).
 fn around(object: &str) -> String {
     format!(

@@ -300,3 +300,91 @@ async fn paused_collection_keeps_the_status_and_follows_the_behavior() {
         .await;
     assert_eq!(status, 400);
 }
+
+#[tokio::test]
+async fn an_invoice_embeds_ten_lines_and_lists_them_all() {
+    let running = emulator(&[]).await;
+    let api = Api::new(&running);
+    let sub = subscribed(&api).await;
+    // Five plan changes billed on the next cycle: ten proration lines before the period's.
+    for price in [
+        "price_pro",
+        "price_basic",
+        "price_pro",
+        "price_basic",
+        "price_pro",
+    ] {
+        change(&api, &sub, json!({"price": price, "deliver": false})).await;
+    }
+    let renewed = api
+        .control(
+            &format!("/subscriptions/{sub}/renew"),
+            json!({"deliver": false}),
+        )
+        .await;
+    let invoice = object_of(&renewed, 3);
+    assert_eq!(invoice["billing_reason"], "subscription_cycle");
+    let embedded = invoice["lines"]["data"].as_array().unwrap();
+    assert_eq!(
+        (embedded.len(), invoice["lines"]["has_more"].as_bool()),
+        (10, Some(true))
+    );
+    let id = invoice["id"].as_str().unwrap();
+    let (status, all) =
+        status_and_json(api.get(&format!("/v1/invoices/{id}/lines?limit=100"))).await;
+    assert_eq!(status, 200, "{all}");
+    let lines = all["data"].as_array().unwrap();
+    assert_eq!(
+        (lines.len(), all["has_more"].as_bool(), all["url"].as_str()),
+        (
+            11,
+            Some(false),
+            Some(format!("/v1/invoices/{id}/lines").as_str())
+        )
+    );
+    assert_eq!(
+        &lines[..10],
+        &embedded[..],
+        "the embedded page is the first"
+    );
+    let proration = |l: &serde_json::Value| {
+        l["parent"]["subscription_item_details"]["proration"]
+            .as_bool()
+            .unwrap()
+    };
+    assert!(lines[..10].iter().all(proration) && !proration(&lines[10]));
+    // Pages of 4 with starting_after give the same lines in the same order.
+    let mut paged = Vec::new();
+    let mut after = String::new();
+    loop {
+        let cursor = if after.is_empty() {
+            String::new()
+        } else {
+            format!("&starting_after={after}")
+        };
+        let (_, page) =
+            status_and_json(api.get(&format!("/v1/invoices/{id}/lines?limit=4{cursor}"))).await;
+        let data = page["data"].as_array().unwrap();
+        paged.extend(data.iter().cloned());
+        after = data.last().unwrap()["id"].as_str().unwrap().to_string();
+        if page["has_more"] != true {
+            break;
+        }
+    }
+    assert_eq!(&paged[..], &lines[..]);
+    let (status, e) = status_and_json(api.get(&format!(
+        "/v1/invoices/{id}/lines?starting_after=il_missing"
+    )))
+    .await;
+    assert_eq!(
+        (status, e["error"]["param"].as_str()),
+        (400, Some("starting_after"))
+    );
+    let (status, e) = status_and_json(api.get("/v1/invoices/in_missing/lines")).await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (404, Some("resource_missing"))
+    );
+    let (status, _) = status_and_json(api.get(&format!("/v1/invoices/{id}/lines?color=red"))).await;
+    assert_eq!(status, 400, "parameters are validated like every list's");
+}

@@ -6,7 +6,8 @@
 //!   dispute of that payment finds the tokens it bought;
 //! - `line_items`: a session our checkout did not create sold something; webhooks do not carry
 //!   line items, so they are fetched (`billing.store_line_items`), which applies the event that
-//!   waited for them.
+//!   waited for them. Also every line of an invoice whose events carry one page of them
+//!   (`lines.has_more`), so that its grants count them all (`billing.store_invoice_lines`).
 //!
 //! Both are GETs: nothing is created, so no idempotency key is needed.
 
@@ -68,10 +69,24 @@ pub async fn refresh(ctx: &Ctx, stripe: &Stripe, req: &Claimed) -> Result<Value,
     Ok(json!({"object_id": id, "applied": applied}))
 }
 
-/// `GET /v1/checkout/sessions/{id}/line_items`, every page, stored for the waiting event.
+/// `GET /v1/checkout/sessions/{id}/line_items` or `GET /v1/invoices/{id}/lines`, every page,
+/// stored for the waiting event.
 pub async fn line_items(ctx: &Ctx, stripe: &Stripe, req: &Claimed) -> Result<Value, Outcome> {
-    let id = object_id(req, "cs_")?;
-    let path = format!("/v1/checkout/sessions/{id}/line_items");
+    let (path, store, id) = match object_id(req, "in_") {
+        Ok(id) => (
+            format!("/v1/invoices/{id}/lines"),
+            "SELECT billing.store_invoice_lines($1, $2)",
+            id,
+        ),
+        Err(_) => {
+            let id = object_id(req, "cs_")?;
+            (
+                format!("/v1/checkout/sessions/{id}/line_items"),
+                "SELECT billing.store_line_items($1, $2)",
+                id,
+            )
+        }
+    };
     let items = stripe
         .list(&path, &json!({}), usize::MAX, || bounds(ctx, req))
         .await?
@@ -79,9 +94,7 @@ pub async fn line_items(ctx: &Ctx, stripe: &Stripe, req: &Claimed) -> Result<Val
     let count = items.len();
     let list = json!({"object": "list", "data": items});
     let mut conn = ctx.db.get().await?;
-    let row = conn
-        .query_one("SELECT billing.store_line_items($1, $2)", &[&id, &list])
-        .await?;
+    let row = conn.query_one(store, &[&id, &list]).await?;
     let applied: i32 = row.try_get(0).map_err(crate::db::DbError::from)?;
     Ok(json!({"object_id": id, "line_items": count, "events_applied": applied}))
 }

@@ -147,11 +147,17 @@ BEGIN
     ), charges AS (
         SELECT ids.charge AS ch FROM ids WHERE ids.charge IS NOT NULL
     ), refunded AS (
-        -- Per charge: the larger of what the charge reports and what its refunds add up to.
+        -- Per charge: the larger of what its live refunds add up to and what the charge's newest
+        -- report says less the refunds that report may count but that failed or were canceled
+        -- since (it was made no later than they ended). Either side can be incomplete for a
+        -- while (before acacia no refund.* events come for charges; a report can be late); every
+        -- order of delivery ends in the state Stripe ended in (DESIGN.md, "Refunds and disputes").
         SELECT coalesce(sum(greatest(
-            coalesce((SELECT c.amount_refunded FROM billing.stripe_charges c WHERE c.id = ch.ch), 0),
             coalesce((SELECT sum(r.amount) FROM billing.stripe_refunds r
-                      WHERE r.charge = ch.ch AND r.status IN ('pending', 'requires_action', 'succeeded')), 0))), 0)
+                      WHERE r.charge = ch.ch AND r.status IN ('pending', 'requires_action', 'succeeded')), 0),
+            (SELECT c.amount_refunded - coalesce((SELECT sum(r.amount) FROM billing.stripe_refunds r
+                                                  WHERE r.charge = c.id AND r.ended_at >= c.reported_at), 0)
+             FROM billing.stripe_charges c WHERE c.id = ch.ch))), 0)
             -- Refunds of a PaymentIntent that name no charge.
             + coalesce((SELECT sum(r.amount) FROM billing.stripe_refunds r JOIN intents i ON r.payment_intent = i.pi
                         WHERE r.charge IS NULL AND r.status IN ('pending', 'requires_action', 'succeeded')), 0) AS amount

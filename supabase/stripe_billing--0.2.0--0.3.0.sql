@@ -1281,12 +1281,17 @@ $$;
 COMMENT ON FUNCTION billing._revoke(billing.token_grants, bigint, text, text) IS 'Internal: takes tokens back for a grant (the grant first, then the balance); records a debt for what was already spent (written off at once with debt_policy write_off).';
 
 -- Gives tokens back: first by forgiving what is still owed for this grant, then by a new grant
--- (source restored) that expires when the original does.
+-- (source restored) for the rest: what the revocation took and what later grants repaid of its
+-- debt. The money came back now, so the tokens must be spendable now: the new grant expires when
+-- the original does, but no sooner than the renewal grace from now.
 CREATE OR REPLACE FUNCTION billing._restore(g billing.token_grants, tokens bigint, reason text, event_id text)
 RETURNS billing.token_reversals
 LANGUAGE plpgsql
 AS $$
 DECLARE
+    -- (greatest() skips NULL, which here means never.)
+    expires timestamptz := CASE WHEN g.expires_at IS NOT NULL THEN
+        greatest(g.expires_at, now() + make_interval(secs => (billing._settings()).renewal_grace_seconds)) END;
     forgive bigint := 0;
     d record;
     c bigint;
@@ -1304,7 +1309,7 @@ BEGIN
         pending_forgiveness := pending_forgiveness || jsonb_build_object('debt_id', d.id, 'tokens', c);
     END LOOP;
     IF tokens > forgive THEN
-        SELECT * INTO fresh FROM billing._insert_grant(g.user_id, tokens - forgive, 'restored', g.expires_at,
+        SELECT * INTO fresh FROM billing._insert_grant(g.user_id, tokens - forgive, 'restored', expires,
             g.project_id, format('restore:%s:%s', g.id, (SELECT count(*) + 1 FROM billing.token_reversals r
                                                           WHERE r.grant_id = g.id AND r.kind = 'restore')),
             jsonb_build_object('restores_grant', g.id, 'reason', left(reason, 500)), g.purchase_id,
@@ -1325,7 +1330,7 @@ BEGIN
     RETURN rev;
 END
 $$;
-COMMENT ON FUNCTION billing._restore(billing.token_grants, bigint, text, text) IS 'Internal: gives revoked tokens back (a dispute won, a credit note voided): forgives the grant''s outstanding debt first, then grants the rest (source restored, same expiry).';
+COMMENT ON FUNCTION billing._restore(billing.token_grants, bigint, text, text) IS 'Internal: gives revoked tokens back (a dispute won, a refund failed, a credit note voided): forgives the grant''s outstanding debt first, then grants the rest (source restored, the original expiry but at least the renewal grace from now).';
 
 CREATE OR REPLACE FUNCTION billing._settle_purchase(purchase_id text, reason text, event_id text) RETURNS void
 LANGUAGE plpgsql

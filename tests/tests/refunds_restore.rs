@@ -1,5 +1,6 @@
 //! Money that comes back gives its tokens back (issue 20): a refund that fails or is canceled
-//! after its charge reported it refunded.
+//! after its charge reported it refunded, a dispute won after its grant expired or after a later
+//! grant repaid its debt.
 //!
 //! The events are the emulator's real payloads; a refund's later failure is the emulator's own
 //! refund object with Stripe's later status, in a new event of the same second (the emulator
@@ -146,6 +147,104 @@ async fn a_refund_that_failed_stops_counting_but_a_later_refund_counts() {
         deliver(&owner, &shop, &events).await;
         // 900 of 900 reported at the second refund, less the failed 300: two thirds of 500.
         assert_eq!(balance(&owner, shop.user).await, 500 - 333, "{name}");
+        assert_books(&owner).await;
+    }
+}
+
+/// The renewal grace from now, in seconds.
+async fn grace_seconds(owner: &Client) -> i64 {
+    owner
+        .query_one(
+            "SELECT (billing._settings()).renewal_grace_seconds::bigint",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn a_dispute_won_after_its_grant_expired_gives_usable_tokens() {
+    for version in VERSIONS {
+        let (_db, owner) = setup().await;
+        let shop = Shop::open(version).await;
+        let (_invoice, charge) = shop.subscribe().await; // 1000 tokens for 2000
+        deliver_all(&owner, &shop, &shop.em.events().await).await;
+        let d = shop.dispute(&charge).await;
+        deliver_all(&owner, &shop, &shop.em.events().await).await;
+        assert_eq!(balance(&owner, shop.user).await, 0, "{version}");
+        // The period (and its grace) ends while the dispute is open.
+        owner
+            .execute(
+                "UPDATE billing.token_grants SET expires_at = now() - interval '1 minute'
+                 WHERE user_id = $1 AND purchase_id IS NOT NULL",
+                &[&shop.user],
+            )
+            .await
+            .unwrap();
+        shop.close(&d, true).await;
+        deliver_all(&owner, &shop, &shop.em.events().await).await;
+        assert_eq!(
+            balance(&owner, shop.user).await,
+            1000,
+            "{version}: won, the tokens are back and spendable"
+        );
+        let grace = grace_seconds(&owner).await;
+        let usable: bool = owner
+            .query_one(
+                "SELECT bool_and(expires_at >= now() + make_interval(secs => $2::bigint) - interval '5 seconds')
+                 FROM billing.token_grants WHERE user_id = $1 AND source = 'restored'",
+                &[&shop.user, &grace],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(usable, "{version}: restored tokens last the grace from now");
+        assert_books(&owner).await;
+    }
+}
+
+#[tokio::test]
+async fn a_won_dispute_gives_back_what_a_later_grant_repaid() {
+    for version in VERSIONS {
+        let (_db, owner) = setup().await;
+        let shop = Shop::open(version).await;
+        let (_invoice, charge) = shop.subscribe().await; // 1000 tokens for 2000
+        deliver_all(&owner, &shop, &shop.em.events().await).await;
+        spend(&owner, shop.user, 1000).await;
+        let d = shop.dispute(&charge).await;
+        deliver_all(&owner, &shop, &shop.em.events().await).await;
+        assert_eq!(debt(&owner, shop.user).await, 1000, "{version}");
+        // Two packs (1000 tokens) repay the debt at once.
+        shop.buy_packs(2).await;
+        deliver_all(&owner, &shop, &shop.em.events().await).await;
+        assert_eq!(
+            (
+                balance(&owner, shop.user).await,
+                debt(&owner, shop.user).await
+            ),
+            (0, 0),
+            "{version}"
+        );
+        // The disputed period has ended by the time the dispute is won.
+        owner
+            .execute(
+                "UPDATE billing.token_grants SET expires_at = now() - interval '1 minute'
+                 WHERE user_id = $1 AND source <> 'payg_purchase'",
+                &[&shop.user],
+            )
+            .await
+            .unwrap();
+        shop.close(&d, true).await;
+        deliver_all(&owner, &shop, &shop.em.events().await).await;
+        assert_eq!(
+            (
+                balance(&owner, shop.user).await,
+                debt(&owner, shop.user).await
+            ),
+            (1000, 0),
+            "{version}: the repaid 1000 come back, spendable"
+        );
         assert_books(&owner).await;
     }
 }

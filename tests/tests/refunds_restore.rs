@@ -1,10 +1,11 @@
-//! Money that comes back gives its tokens back (issue 20): a refund that fails or is canceled
-//! after its charge reported it refunded, a dispute won after its grant expired or after a later
-//! grant repaid its debt.
+//! Money that comes back gives its tokens back (issue 20, items 2, 3 and 7): a refund that fails
+//! or is canceled after its charge reported it refunded, a dispute won after its grant expired or
+//! after a later grant repaid its debt, and disputes that move tokens only when money moves (an
+//! inquiry moves none).
 //!
-//! The events are the emulator's real payloads; a refund's later failure is the emulator's own
-//! refund object with Stripe's later status, in a new event of the same second (the emulator
-//! cannot fail a refund itself).
+//! The events are the emulator's real payloads; a refund's later failure or an inquiry is the
+//! emulator's own refund or dispute object with Stripe's later status, in a new event of the
+//! same second (the emulator cannot fail a refund or open an inquiry itself).
 mod common;
 mod refunds_support;
 mod worker_support;
@@ -246,5 +247,65 @@ async fn a_won_dispute_gives_back_what_a_later_grant_repaid() {
             "{version}: the repaid 1000 come back, spendable"
         );
         assert_books(&owner).await;
+    }
+}
+
+#[tokio::test]
+async fn an_inquiry_takes_nothing() {
+    let shop = Shop::open("2025-03-31.basil").await;
+    let pack = shop.buy_packs(1).await;
+    let bought = shop.em.events().await;
+    shop.dispute(&pack.charge).await;
+    let opened = last_of(&shop.em.events().await, "charge.dispute.created");
+    let story = vec![
+        later(
+            &opened,
+            "charge.dispute.created",
+            json!({"status": "warning_needs_response"}),
+        ),
+        later(
+            &opened,
+            "charge.dispute.updated",
+            json!({"status": "warning_under_review"}),
+        ),
+        later(
+            &opened,
+            "charge.dispute.closed",
+            json!({"status": "warning_closed"}),
+        ),
+    ];
+    for (name, events) in orders(&story) {
+        let (_db, owner) = setup().await;
+        deliver(&owner, &shop, &bought).await;
+        deliver(&owner, &shop, &events).await;
+        assert_eq!(balance(&owner, shop.user).await, 500, "{name}");
+        assert_books(&owner).await;
+    }
+}
+
+#[tokio::test]
+async fn funds_withdrawn_take_and_funds_reinstated_give_back_in_any_order() {
+    for version in VERSIONS {
+        let shop = Shop::open(version).await;
+        let pack = shop.buy_packs(1).await;
+        let bought = shop.em.events().await;
+        let d = shop.dispute(&pack.charge).await;
+        let opened = shop.em.events().await;
+        shop.close(&d, true).await;
+        let all = shop.em.events().await;
+        // created, funds_withdrawn, closed (won), funds_reinstated, in any order.
+        let story: Vec<Value> = all[bought.len()..].to_vec();
+        for (name, events) in orders(&story) {
+            let (_db, owner) = setup().await;
+            deliver(&owner, &shop, &bought).await;
+            deliver(&owner, &shop, &events).await;
+            assert_eq!(balance(&owner, shop.user).await, 500, "{version} {name}");
+            assert_books(&owner).await;
+        }
+        // Withdrawn and not (yet) reinstated: taken.
+        let (_db, owner) = setup().await;
+        deliver(&owner, &shop, &bought).await;
+        deliver(&owner, &shop, &opened[bought.len()..]).await;
+        assert_eq!(balance(&owner, shop.user).await, 0, "{version}");
     }
 }

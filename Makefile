@@ -22,18 +22,18 @@ install-release: setup
 
 # Released install scripts, so the upgrade test can install an old version and upgrade it.
 install-history: install
-	$(SUDO) install -m 644 sql/upgrades/history/*.sql "$$($(PG_CONFIG) --sharedir)/extension/"
+	$(SUDO) install -m 644 sql/releases/*.sql "$$($(PG_CONFIG) --sharedir)/extension/"
 
-# Regenerates the upgrade script of the version in development (sql/upgrades/manual/ + code),
+# Regenerates the upgrade script of the version in development (sql/upgrades/ + code),
 # and (the same binary) the pure-SQL edition's migrations, which come from the same sources.
 upgrade-script: install
-	cargo run -q -p stripe-billing-tests --bin upgrade-script
-	$(SUDO) install -m 644 sql/upgrades/stripe_billing--*--*.sql "$$($(PG_CONFIG) --sharedir)/extension/"
+	cargo run -q -p xtask -- upgrade-script
+	$(SUDO) install -m 644 sql/generated/stripe_billing--*--*.sql "$$($(PG_CONFIG) --sharedir)/extension/"
 
 # The pure-SQL edition for hosted Supabase: supabase/stripe_billing--<version>.sql (and the
 # upgrade migration of the version in development). Needs no PostgreSQL.
 supabase-sql:
-	cargo run -q -p stripe-billing-tests --bin supabase-sql
+	cargo run -q -p xtask -- supabase-sql
 
 # A tarball with the built extension (library, control file, install and upgrade scripts) laid
 # out under the PostgreSQL directories, to unpack at / on a machine without a toolchain.
@@ -45,7 +45,7 @@ lint: setup
 	cargo clippy --workspace --all-targets -- -D warnings
 
 test-unit:
-	cargo test -p stripe-billing-core -p stripe-billing-worker
+	cargo test -p stripe-billing-core -p stripe-billing-worker -p stripe-emulator -p shipped-sql
 
 test-pg: setup
 	scripts/pg-test.sh
@@ -67,7 +67,7 @@ test-tiers: lint test-unit test-pg test-integration
 # Regenerates the Stripe emulator's fixtures from their sources (the SDK types fetched with
 # npm, the shared Stripe reference data); not part of `test`, the output is committed. See the
 # README.md next to the scripts.
-STRIPE_FIXTURES_DERIVE ?= tests/fixtures/stripe/derive
+STRIPE_FIXTURES_DERIVE ?= emulator/fixtures/derive
 fixtures-stripe:
 	$(STRIPE_FIXTURES_DERIVE)/regenerate.sh
 	git status --short -- $(STRIPE_FIXTURES_DERIVE)/..

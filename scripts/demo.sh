@@ -10,7 +10,7 @@ cd "$root"
 # Every binary the demo runs, from a clean clone (one -p per package: a --bin filter would
 # apply to every package named).
 cargo build -q -p stripe-billing-worker --bins
-cargo build -q -p stripe-billing-tests --bin stripe-emulator
+cargo build -q -p stripe-emulator --bins
 bin="${CARGO_TARGET_DIR:-$root/target}/debug"
 
 dir="$(mktemp -d /tmp/stripe_billing_demo.XXXXXX)"

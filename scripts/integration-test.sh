@@ -17,5 +17,5 @@ STRIPE_BILLING_PG="$(PG_OPTS="-c fsync=off -c synchronous_commit=off -c full_pag
 export STRIPE_BILLING_PG
 cd "$root"
 # The end-to-end tests start these binaries as real processes.
-cargo build -p stripe-billing-worker -p stripe-billing-tests --bins
+cargo build -p stripe-billing-worker -p stripe-emulator --bins
 cargo test -p stripe-billing-tests "$@"

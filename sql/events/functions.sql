@@ -53,16 +53,21 @@ BEGIN
             ELSE
                 NULL;  -- stored and acknowledged, no effect
         END CASE;
-    EXCEPTION WHEN OTHERS THEN
-        GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, code = RETURNED_SQLSTATE, detail = PG_EXCEPTION_DETAIL;
-        IF code = 'BL010' THEN
-            wanted := detail::jsonb;
-            PERFORM billing._request_retrieval(wanted ->> 'kind', (wanted ->> 'user_id')::uuid, wanted ->> 'object_id');
-        END IF;
+    EXCEPTION
+        -- A deadlock or serialization failure is not the event's fault: it goes to the caller,
+        -- whose whole transaction is tried again (the worker retries before answering Stripe).
+        WHEN deadlock_detected OR serialization_failure THEN
+            RAISE;
+        WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, code = RETURNED_SQLSTATE, detail = PG_EXCEPTION_DETAIL;
+            IF code = 'BL010' THEN
+                wanted := detail::jsonb;
+                PERFORM billing._request_retrieval(wanted ->> 'kind', (wanted ->> 'user_id')::uuid, wanted ->> 'object_id');
+            END IF;
     END;
 END
 $$;
-COMMENT ON FUNCTION billing._apply(jsonb) IS 'Internal: applies a normalised event''s effects (unknown types have none) in a subtransaction; returns the error message and SQLSTATE, or NULLs on success.';
+COMMENT ON FUNCTION billing._apply(jsonb) IS 'Internal: applies a normalised event''s effects (unknown types have none) in a subtransaction; returns the error message and SQLSTATE, or NULLs on success. Deadlocks and serialization failures are raised to the caller, which retries the whole delivery.';
 
 CREATE OR REPLACE FUNCTION billing._apply_stored_event(event_id text, OUT message text, OUT code text,
                                                        OUT applied boolean)

@@ -231,9 +231,9 @@ $$;
 COMMENT ON FUNCTION billing._normalize_credit_note_refunds(jsonb) IS 'Internal: the refunds of a credit note (refunds[] from basil on, refund before).';
 
 -- The money behind purchases: charges, refunds, disputes, credit notes, invoice payments.
-CREATE OR REPLACE FUNCTION billing._normalize_money(kind text, o jsonb, refunds jsonb) RETURNS jsonb
+CREATE OR REPLACE FUNCTION billing._normalize_money(object_type text, o jsonb, refunds jsonb) RETURNS jsonb
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN CASE kind
+RETURN CASE object_type
     WHEN 'charge' THEN pg_catalog.jsonb_build_object(
         'id', billing._json_string(o -> 'id'),
         'payment_intent', billing._json_ref(o -> 'payment_intent'),
@@ -292,7 +292,7 @@ AS $$
 DECLARE
     event jsonb;
     object jsonb;
-    kind text;
+    object_type text;
     normalized jsonb;
 BEGIN
     BEGIN
@@ -336,17 +336,17 @@ BEGIN
     IF pg_catalog.jsonb_typeof(object) IS DISTINCT FROM 'object' THEN
         PERFORM billing._not_an_event('it has no data.object');
     END IF;
-    kind := object ->> 'object';
-    normalized := CASE kind
+    object_type := object ->> 'object';
+    normalized := CASE object_type
         WHEN 'invoice' THEN billing._normalize_invoice(object, billing._normalize_invoice_lists(object))
         WHEN 'subscription' THEN billing._normalize_subscription(object, billing._normalize_subscription_items(object))
         WHEN 'checkout.session' THEN billing._normalize_checkout_session(object)
         WHEN 'customer' THEN billing._normalize_customer(object)
-        WHEN 'credit_note' THEN billing._normalize_money(kind, object, billing._normalize_credit_note_refunds(object))
-        WHEN 'charge' THEN billing._normalize_money(kind, object, NULL)
-        WHEN 'refund' THEN billing._normalize_money(kind, object, NULL)
-        WHEN 'dispute' THEN billing._normalize_money(kind, object, NULL)
-        WHEN 'invoice_payment' THEN billing._normalize_money(kind, object, NULL)
+        WHEN 'credit_note' THEN billing._normalize_money(object_type, object, billing._normalize_credit_note_refunds(object))
+        WHEN 'charge' THEN billing._normalize_money(object_type, object, NULL)
+        WHEN 'refund' THEN billing._normalize_money(object_type, object, NULL)
+        WHEN 'dispute' THEN billing._normalize_money(object_type, object, NULL)
+        WHEN 'invoice_payment' THEN billing._normalize_money(object_type, object, NULL)
         ELSE '{}'::jsonb
     END;
     RETURN pg_catalog.jsonb_build_object(
@@ -359,8 +359,8 @@ BEGIN
         'object_id', billing._json_string(object -> 'id'),
         -- The Stripe customer the object belongs to (a customer object's is its own id); disputes
         -- and invoice payments are found through their charge or invoice instead.
-        'customer', CASE WHEN kind = 'customer' THEN billing._json_string(object -> 'id')
-                         WHEN kind IN ('checkout.session', 'subscription', 'invoice', 'charge', 'refund', 'credit_note')
+        'customer', CASE WHEN object_type = 'customer' THEN billing._json_string(object -> 'id')
+                         WHEN object_type IN ('checkout.session', 'subscription', 'invoice', 'charge', 'refund', 'credit_note')
                          THEN billing._json_ref(object -> 'customer') END,
         'data', normalized);
 END

@@ -125,7 +125,7 @@ pub async fn prepare_supabase_database(admin: &Client, database: &str) {
 /// the event trigger, so this also takes the step the README gives for that case: new functions
 /// of the installer stop being executable by PUBLIC.
 pub async fn apply_pure_migration(installer: &mut Client) {
-    let script = crate::pure_sql::current_install_script();
+    let script = shipped_sql::pure_sql::current_install_script();
     let tx = installer.transaction().await.expect("begin");
     tx.batch_execute(&script)
         .await

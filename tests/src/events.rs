@@ -1,12 +1,12 @@
 //! Stripe webhook events for tests, in both API shapes, built on the emulator's object
-//! templates (`tests/fixtures/stripe/templates_*.json`, every field each version has) so that
+//! templates (`emulator/fixtures/templates_*.json`, every field each version has) so that
 //! every payload carries the many fields real events have.
-use crate::emulator::render::Templates;
-use crate::emulator::store::ids;
 use serde_json::{json, Value};
 use std::sync::OnceLock;
+use stripe_emulator::render::Templates;
+use stripe_emulator::store::ids;
 
-pub use crate::emulator::render::Shape;
+pub use stripe_emulator::render::Shape;
 
 /// The emulator's object template (every field the version has) for `resource`.
 fn fixture(shape: Shape, resource: &str) -> Value {

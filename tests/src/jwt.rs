@@ -73,7 +73,7 @@ impl SigningKey {
 
     /// The fixture RSA key (RS256).
     pub fn rs256(kid: &str) -> SigningKey {
-        let dir = crate::upgrade::repo_root().join("tests/fixtures/jwt");
+        let dir = shipped_sql::upgrade::repo_root().join("tests/fixtures/jwt");
         let pem = std::fs::read(dir.join("rsa_test_key.pem")).expect("RSA test key");
         let mut jwk: Value = serde_json::from_slice(
             &std::fs::read(dir.join("rsa_test_key.jwk.json")).expect("RSA test JWK"),

@@ -1,13 +1,10 @@
-//! Test support: throwaway databases (`pg`), realistic Stripe events (`events`) and the local
-//! Stripe emulator (`emulator`, also the `stripe-emulator` binary), the JWTs of the worker's
-//! HTTP API (`jwt`), and the generators of the upgrade scripts (`upgrade`) and of the pure-SQL
-//! edition's migrations (`pure_sql`).
+//! Test support: throwaway databases (`pg`) of either edition (`edition`), realistic Stripe
+//! events (`events`, built on the templates of the `stripe_emulator` crate), the JWTs of the
+//! worker's HTTP API (`jwt`), and the schema as comparable catalog facts (`catalog`). The
+//! generated SQL the tests check comes from the `shipped_sql` crate (`xtask/shipped-sql/`).
 
-pub mod bench;
+pub mod catalog;
 pub mod edition;
-pub mod emulator;
 pub mod events;
 pub mod jwt;
 pub mod pg;
-pub mod pure_sql;
-pub mod upgrade;

@@ -446,7 +446,7 @@ async fn a_database_without_the_extension_or_out_of_reach() {
 /// The README's doctor output blocks (```text after `<!-- doctor-output: NAME -->`), `…`
 /// standing for what differs between runs (paths, ports, ids, timings).
 fn readme_block(name: &str) -> Vec<String> {
-    let path = stripe_billing_tests::upgrade::repo_root().join("README.md");
+    let path = shipped_sql::upgrade::repo_root().join("README.md");
     let readme = std::fs::read_to_string(path).unwrap();
     let marker = format!("<!-- doctor-output: {name} -->");
     let after = readme

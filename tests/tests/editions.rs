@@ -7,9 +7,10 @@ mod editions_support;
 
 use editions_support::{both, s, schema_owner, Outcome, T0};
 use serde_json::{json, Value};
+use shipped_sql::pure_sql;
 use stripe_billing_core::signature::signature_header;
+use stripe_billing_tests::catalog;
 use stripe_billing_tests::events::{self, Shape, TEST_SECRET};
-use stripe_billing_tests::{pure_sql, upgrade};
 
 /// One call of the signature functions: what it tests, then payload, header, secret, tolerance
 /// and "at" (Unix seconds, or a timestamptz word).
@@ -246,7 +247,7 @@ async fn both_editions_have_the_same_schema() {
         schema_owner(&db.extension).await,
         schema_owner(&db.pure).await,
     );
-    let ext: std::collections::BTreeSet<String> = upgrade::catalog_snapshot(&db.extension)
+    let ext: std::collections::BTreeSet<String> = catalog::catalog_snapshot(&db.extension)
         .await
         .iter()
         .map(|l| comparable(l, &ext_owner))
@@ -256,8 +257,8 @@ async fn both_editions_have_the_same_schema() {
                 && !l.starts_with("event trigger ")
         })
         .collect();
-    let pure_helpers = stripe_billing_tests::pure_sql::twin_helpers();
-    let pure: std::collections::BTreeSet<String> = upgrade::catalog_snapshot(&db.pure)
+    let pure_helpers = shipped_sql::pure_sql::twin_helpers();
+    let pure: std::collections::BTreeSet<String> = catalog::catalog_snapshot(&db.pure)
         .await
         .iter()
         .map(|l| comparable(l, &pure_owner))

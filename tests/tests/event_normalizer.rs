@@ -12,9 +12,9 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use serde_json::{json, Value};
+use shipped_sql::upgrade::repo_root;
 use stripe_billing_tests::events::{self, Shape};
 use stripe_billing_tests::pg::TestDb;
-use stripe_billing_tests::upgrade::repo_root;
 use tokio_postgres::Client;
 
 const LEGACY: &str = "2023-08-16";
@@ -231,7 +231,7 @@ async fn every_emulator_template_and_built_event_reads() {
     // the events the tests build must read as what they were built from.
     let db = TestDb::new().await;
     let client = db.owner().await;
-    let fixtures = repo_root().join("tests/fixtures/stripe");
+    let fixtures = repo_root().join("emulator/fixtures");
     for (shape, version) in [(Shape::V2023, LEGACY), (Shape::Basil, BASIL)] {
         for file in [
             format!("templates_v{version}.json"),

@@ -6,8 +6,8 @@ mod webhook_support;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use stripe_billing_tests::emulator::store::ids;
 use stripe_billing_tests::events::{self, unix_now, Shape};
+use stripe_emulator::store::ids;
 use tokio::sync::Barrier;
 use webhook_support::*;
 

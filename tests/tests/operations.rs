@@ -187,7 +187,7 @@ impl Scrape {
 
 /// The README's metric table: (name, type, help) rows.
 fn readme_metrics() -> Vec<(String, String, String)> {
-    let path = stripe_billing_tests::upgrade::repo_root().join("README.md");
+    let path = shipped_sql::upgrade::repo_root().join("README.md");
     let readme = std::fs::read_to_string(path).unwrap();
     let table = readme
         .split_once("| metric | type | meaning |\n|---|---|---|\n")

@@ -6,9 +6,10 @@
 //! the migrations run as Supabase's non-superuser postgres; on another, as the superuser.
 use std::path::{Path, PathBuf};
 
+use shipped_sql::{pure_sql, upgrade};
+use stripe_billing_tests::catalog;
 use stripe_billing_tests::edition::Edition;
 use stripe_billing_tests::pg::{db_error, TestDb};
-use stripe_billing_tests::{pure_sql, upgrade};
 use tokio_postgres::Client;
 
 #[test]
@@ -289,11 +290,39 @@ fn next_version_sources(next: &str) -> PathBuf {
     std::fs::write(&support, code).unwrap();
     let current = upgrade::current_version();
     std::fs::write(
-        root.join(format!("sql/upgrades/manual/{current}--{next}.sql")),
+        root.join(format!("sql/upgrades/{current}--{next}.sql")),
         format!("-- The next version's state change.\n{column}-- @replay\n"),
     )
     .unwrap();
     root
+}
+
+const USER: &str = "8d3f5c1e-2b4a-4c6d-9e8f-0a1b2c3d4e5f";
+
+/// A grant of 500 and a spend of 120: the balance an upgrade must keep is 380.
+async fn fill_ledger(owner: &Client) {
+    owner
+        .execute(
+            "SELECT billing.grant_tokens($1::text::uuid, 500, 'promo', grant_key => 'before-upgrade')",
+            &[&USER],
+        )
+        .await
+        .unwrap();
+    owner
+        .execute(
+            "SELECT billing.spend_tokens($1::text::uuid, 120, idempotency_key => 'job-1')",
+            &[&USER],
+        )
+        .await
+        .unwrap();
+}
+
+async fn balance(owner: &Client) -> i64 {
+    owner
+        .query_one("SELECT billing.token_balance($1::text::uuid)", &[&USER])
+        .await
+        .unwrap()
+        .get(0)
 }
 
 async fn installed(client: &Client) -> (String, String, bool) {
@@ -317,13 +346,7 @@ async fn an_upgrade_migration_gives_the_fresh_schema_of_the_next_version_and_kee
 
     let old = TestDb::with_edition(Edition::Pure).await;
     let mut owner = old.owner().await;
-    owner
-        .batch_execute(
-            "SELECT billing.grant_tokens('8d3f5c1e-2b4a-4c6d-9e8f-0a1b2c3d4e5f', 500, 'promo', grant_key => 'before-upgrade');
-             SELECT billing.spend_tokens('8d3f5c1e-2b4a-4c6d-9e8f-0a1b2c3d4e5f', 120, idempotency_key => 'job-1');",
-        )
-        .await
-        .unwrap();
+    fill_ledger(&owner).await;
     apply(&mut owner, &upgrade_script)
         .await
         .expect("the upgrade migration applies");
@@ -331,15 +354,11 @@ async fn an_upgrade_migration_gives_the_fresh_schema_of_the_next_version_and_kee
         installed(&owner).await,
         ("pure-sql".into(), next.into(), true)
     );
-    let balance: i64 = owner
-        .query_one(
-            "SELECT billing.token_balance('8d3f5c1e-2b4a-4c6d-9e8f-0a1b2c3d4e5f')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(balance, 380, "the ledger survives the upgrade");
+    assert_eq!(
+        balance(&owner).await,
+        380,
+        "the ledger survives the upgrade"
+    );
     let probe: i32 = owner
         .query_one("SELECT billing._upgrade_probe()", &[])
         .await
@@ -352,10 +371,10 @@ async fn an_upgrade_migration_gives_the_fresh_schema_of_the_next_version_and_kee
         .await
         .expect("a fresh install of the next version");
     let (upgraded, fresh_catalog) = (
-        upgrade::catalog_snapshot(&owner).await,
-        upgrade::catalog_snapshot(&fresh.owner().await).await,
+        catalog::catalog_snapshot(&owner).await,
+        catalog::catalog_snapshot(&fresh.owner().await).await,
     );
-    let (only_upgraded, only_fresh) = upgrade::snapshot_diff(&upgraded, &fresh_catalog);
+    let (only_upgraded, only_fresh) = catalog::snapshot_diff(&upgraded, &fresh_catalog);
     assert!(
         only_upgraded.is_empty() && only_fresh.is_empty(),
         "upgraded differs from fresh.\nonly after the upgrade:\n{}\n\nonly in a fresh install:\n{}",
@@ -489,20 +508,14 @@ async fn every_released_pure_edition_upgrades_to_the_fresh_schema_and_keeps_its_
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     };
     let fresh = TestDb::with_edition(Edition::Pure).await;
-    let fresh_catalog = upgrade::catalog_snapshot(&fresh.owner().await).await;
+    let fresh_catalog = catalog::catalog_snapshot(&fresh.owner().await).await;
     for version in released {
         let db = TestDb::empty_for(Edition::Pure).await;
         let mut owner = db.owner().await;
         apply(&mut owner, &read(pure_sql::install_path(&root, &version)))
             .await
             .unwrap_or_else(|e| panic!("installing {version}: {e:?}"));
-        owner
-            .batch_execute(
-                "SELECT billing.grant_tokens('8d3f5c1e-2b4a-4c6d-9e8f-0a1b2c3d4e5f', 500, 'promo', grant_key => 'before-upgrade');
-                 SELECT billing.spend_tokens('8d3f5c1e-2b4a-4c6d-9e8f-0a1b2c3d4e5f', 120, idempotency_key => 'job-1');",
-            )
-            .await
-            .unwrap();
+        fill_ledger(&owner).await;
         let mut at = version.clone();
         for step in upgrade::released_versions(&root)
             .unwrap()
@@ -519,20 +532,13 @@ async fn every_released_pure_edition_upgrades_to_the_fresh_schema_and_keeps_its_
             installed(&owner).await,
             ("pure-sql".into(), current.into(), true)
         );
-        let balance: i64 = owner
-            .query_one(
-                "SELECT billing.token_balance('8d3f5c1e-2b4a-4c6d-9e8f-0a1b2c3d4e5f')",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
         assert_eq!(
-            balance, 380,
+            balance(&owner).await,
+            380,
             "the ledger survives the upgrade from {version}"
         );
-        let upgraded = upgrade::catalog_snapshot(&owner).await;
-        let (only_upgraded, only_fresh) = upgrade::snapshot_diff(&upgraded, &fresh_catalog);
+        let upgraded = catalog::catalog_snapshot(&owner).await;
+        let (only_upgraded, only_fresh) = catalog::snapshot_diff(&upgraded, &fresh_catalog);
         assert!(
             only_upgraded.is_empty() && only_fresh.is_empty(),
             "{version} upgraded differs from fresh.\nonly after the upgrade:\n{}\n\nonly in a fresh install:\n{}",

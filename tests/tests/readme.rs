@@ -31,7 +31,7 @@ use uuid::Uuid;
 use worker_support::{Emulator, Worker};
 
 fn readme_path() -> PathBuf {
-    stripe_billing_tests::upgrade::repo_root().join("README.md")
+    shipped_sql::upgrade::repo_root().join("README.md")
 }
 
 /// Who runs a block.
@@ -356,10 +356,10 @@ fn the_readme_error_table_is_the_one_table() {
 
 #[test]
 fn every_sqlstate_the_sql_raises_is_in_the_table() {
-    let root = stripe_billing_tests::upgrade::repo_root();
+    let root = shipped_sql::upgrade::repo_root();
     let mut missing = Vec::new();
     // Every schema file, and the pure-SQL migration (its twins and its install guard).
-    let mut sources: Vec<(String, String)> = stripe_billing_tests::upgrade::manifest(&root)
+    let mut sources: Vec<(String, String)> = shipped_sql::upgrade::manifest(&root)
         .unwrap()
         .into_iter()
         .map(|f| {
@@ -369,7 +369,7 @@ fn every_sqlstate_the_sql_raises_is_in_the_table() {
         .collect();
     sources.push((
         "the pure-SQL migration".to_string(),
-        stripe_billing_tests::pure_sql::current_install_script(),
+        shipped_sql::pure_sql::current_install_script(),
     ));
     for (path, text) in sources {
         for (n, part) in text.split("ERRCODE = '").enumerate().skip(1) {

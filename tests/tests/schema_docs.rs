@@ -105,7 +105,7 @@ async fn pure_sql_tables_are_dumped(db: &TestDb, owner: &tokio_postgres::Client)
         )
         .await
         .unwrap();
-    let bindir = std::process::Command::new(stripe_billing_tests::upgrade::pg_config())
+    let bindir = std::process::Command::new(shipped_sql::upgrade::pg_config())
         .arg("--bindir")
         .output()
         .expect("pg_config --bindir");

@@ -5,9 +5,9 @@
 mod subscription_support;
 
 use serde_json::{json, Value};
-use stripe_billing_tests::emulator::store::ids;
 use stripe_billing_tests::events::{self, unix_now, Invoice, Session, Shape};
 use stripe_billing_tests::pg::Caller;
+use stripe_emulator::store::ids;
 use subscription_support::*;
 use uuid::Uuid;
 

@@ -4,11 +4,12 @@
 //! comments) and keep its data with the ledger's invariants intact. The shipped upgrade script
 //! must also be what `make upgrade-script` generates from the current sources.
 use serde_json::Value;
+use shipped_sql::upgrade;
+use stripe_billing_tests::catalog;
 use stripe_billing_tests::edition::Edition;
-use stripe_billing_tests::emulator::store::ids;
 use stripe_billing_tests::events::{self, unix_now, Invoice, Line, Period, Session, Shape, Sub};
 use stripe_billing_tests::pg::{Caller, TestDb};
-use stripe_billing_tests::upgrade;
+use stripe_emulator::store::ids;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
@@ -360,7 +361,7 @@ async fn every_release_upgrades_to_the_fresh_schema_and_keeps_its_data() {
     }
     let root = upgrade::repo_root();
     let fresh = TestDb::new().await;
-    let fresh_catalog = upgrade::catalog_snapshot(&fresh.owner().await).await;
+    let fresh_catalog = catalog::catalog_snapshot(&fresh.owner().await).await;
     for version in upgrade::released_versions(&root).unwrap() {
         let db = TestDb::with_version(Some(&version)).await;
         let superuser = db.superuser().await;
@@ -388,8 +389,8 @@ async fn every_release_upgrades_to_the_fresh_schema_and_keeps_its_data() {
             .get(0);
         assert_eq!(installed, upgrade::current_version());
         // Grants are re-applied by the upgrade itself, as by a fresh install.
-        let upgraded_catalog = upgrade::catalog_snapshot(&owner).await;
-        let (only_upgraded, only_fresh) = upgrade::snapshot_diff(&upgraded_catalog, &fresh_catalog);
+        let upgraded_catalog = catalog::catalog_snapshot(&owner).await;
+        let (only_upgraded, only_fresh) = catalog::snapshot_diff(&upgraded_catalog, &fresh_catalog);
         assert!(
             only_upgraded.is_empty() && only_fresh.is_empty(),
             "{version} upgraded differs from a fresh install.\nonly after the upgrade:\n{}\n\nonly in a fresh install:\n{}",

@@ -6,9 +6,9 @@
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
-use stripe_billing_tests::emulator::store::ids;
 use stripe_billing_tests::events::{self, unix_now, Invoice, Line, Period, Session, Shape, Sub};
 use stripe_billing_tests::pg::TestDb;
+use stripe_emulator::store::ids;
 use tokio_postgres::Client;
 
 const USER: &str = "6f1c2a9e-3b7d-4c55-9a0e-1d2f3a4b5c6d";

@@ -4,9 +4,9 @@
 mod webhook_support;
 
 use serde_json::{json, Value};
-use stripe_billing_tests::emulator::store::ids;
 use stripe_billing_tests::events::{self, unix_now, Invoice, Line, Period, Shape};
 use stripe_billing_tests::pg::{listen, Caller};
+use stripe_emulator::store::ids;
 use webhook_support::*;
 
 #[tokio::test]

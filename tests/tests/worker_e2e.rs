@@ -92,10 +92,6 @@ async fn cli_help_and_bad_configuration() {
     }
     for (args, needle) in [
         (
-            &["--database-url", "host=/tmp", "--concurrency", "0"][..],
-            "--concurrency",
-        ),
-        (
             &["--database-url", "host=/tmp", "--listen", "nowhere"][..],
             "--listen",
         ),
@@ -124,8 +120,16 @@ async fn cli_help_and_bad_configuration() {
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
         assert!(err.contains(needle), "{err}");
     }
-    // clap's own usage errors exit with 2 as well.
+    // clap's own usage errors exit with 2 as well, a number out of its bounds among them
+    // (clap's message, with its hint on another line).
     assert_eq!(run(&[]).status.code(), Some(2));
+    let out = run(&["--database-url", "host=/tmp", "--concurrency", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("'--concurrency <CONCURRENCY>': 0 is not in 1..=1000"),
+        "{err}"
+    );
     assert_eq!(
         run(&["--database-url", "host=/tmp", "--bogus"])
             .status

@@ -15,7 +15,7 @@
 //!
 //! These tests live in the worker crate, the one that sees both sides (the worker's types
 //! are private to it). The SQL is read from the sources, not from the generated copies in
-//! `sql/upgrades/` and `supabase/`, whose freshness other tests check. No Postgres is needed.
+//! `sql/generated/` and `supabase/`, whose freshness other tests check. No Postgres is needed.
 
 mod sql_text;
 

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use stripe_billing_worker::app::{self, RunError};
+use stripe_billing_worker::app::{self, StartError};
 use stripe_billing_worker::config::{Args, Command, Config, LogFormat};
 
 fn main() -> ExitCode {
@@ -48,26 +48,22 @@ fn main() -> ExitCode {
                 print!("{report}");
                 ExitCode::SUCCESS
             }
-            Err(RunError::Unsupported(e)) => {
+            Err(e) => {
                 eprintln!("stripe-billing-worker: {e}");
-                ExitCode::from(2)
-            }
-            Err(RunError::Failed(e)) => {
-                eprintln!("stripe-billing-worker: {e}");
-                ExitCode::FAILURE
+                ExitCode::from(e.exit_code())
             }
         };
     }
     match runtime.block_on(app::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(RunError::Unsupported(e)) => {
-            // One line, like a configuration error: the operator must act before a restart helps.
+        // One line, like a configuration error: the operator must act before a restart helps.
+        Err(e @ StartError::Unsupported(_)) => {
             eprintln!("stripe-billing-worker: {e}");
-            ExitCode::from(2)
+            ExitCode::from(e.exit_code())
         }
-        Err(RunError::Failed(e)) => {
+        Err(e) => {
             tracing::error!(error = %e, "stopped");
-            ExitCode::FAILURE
+            ExitCode::from(e.exit_code())
         }
     }
 }

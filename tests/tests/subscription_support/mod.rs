@@ -2,9 +2,9 @@
 #![allow(dead_code)]
 
 use serde_json::{json, Value};
-use stripe_billing_tests::emulator::store::ids;
 use stripe_billing_tests::events::{self, Invoice, Line, Period, Shape, Sub};
 use stripe_billing_tests::pg::TestDb;
+use stripe_emulator::store::ids;
 use tokio_postgres::Client;
 use uuid::Uuid;
 

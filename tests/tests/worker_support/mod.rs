@@ -1,8 +1,9 @@
 //! Harness for the worker's end-to-end tests: the `stripe-emulator` and
 //! `stripe-billing-worker` processes, a billing database to point them at, and waits.
 //!
-//! The worker is another package's binary, which `cargo test -p stripe-billing-tests` does
-//! not build: run `cargo build -p stripe-billing-worker` first (the scripts do).
+//! The worker and the emulator are other packages' binaries, which `cargo test -p
+//! stripe-billing-tests` does not build: run `cargo build -p stripe-billing-worker -p
+//! stripe-emulator` first (scripts/integration-test.sh does).
 #![allow(dead_code)]
 
 pub mod pooler;
@@ -26,13 +27,23 @@ pub const RETURN_URL: &str = "https://app.example.test/account";
 
 /// `target/debug/stripe-billing-worker` (or under `CARGO_TARGET_DIR`).
 pub fn worker_binary() -> PathBuf {
+    debug_binary("stripe-billing-worker")
+}
+
+/// `target/debug/stripe-emulator` (or under `CARGO_TARGET_DIR`).
+pub fn emulator_binary() -> PathBuf {
+    debug_binary("stripe-emulator")
+}
+
+/// The debug build of the binary `name`, which is also its package's name.
+fn debug_binary(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let path = target.join("debug/stripe-billing-worker");
+    let path = target.join("debug").join(name);
     assert!(
         path.exists(),
-        "{} is missing: run `cargo build -p stripe-billing-worker` before these tests",
+        "{} is missing: run `cargo build -p {name}` before these tests",
         path.display()
     );
     path
@@ -86,7 +97,7 @@ impl Emulator {
 
     /// Like [`Emulator::start`], with more command-line arguments (say `--price …`).
     pub async fn start_with(webhook_url: Option<&str>, extra: &[&str]) -> Emulator {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stripe-emulator"));
+        let mut cmd = Command::new(emulator_binary());
         cmd.args(extra);
         cmd.args(["--listen", "127.0.0.1:0", "--secret-key", SECRET_KEY])
             .args(["--webhook-secret", WEBHOOK_SECRET])
@@ -484,7 +495,7 @@ pub fn event_body(id: &str) -> String {
         "id": id, "object": "event", "type": "customer.created", "api_version": "2025-03-31.basil",
         "created": now(), "livemode": false, "pending_webhooks": 1,
         "request": {"id": null, "idempotency_key": null},
-        "data": {"object": {"id": stripe_billing_tests::emulator::store::ids::customer(), "object": "customer"}}
+        "data": {"object": {"id": stripe_emulator::store::ids::customer(), "object": "customer"}}
     })
     .to_string()
 }

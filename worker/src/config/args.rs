@@ -1,10 +1,12 @@
 //! The command-line flags as clap parses them, each with its environment fallback and
-//! default. Nothing is checked here beyond what clap does (numbers are numbers); the rules
-//! live in [`Config::from_args`](super::Config::from_args).
+//! default. A number's bounds are checked here, by clap's value parsers, so `--concurrency 0`
+//! fails at parse time with clap's message and exit code 2; rules that relate flags to each
+//! other or parse text live in [`Config::from_args`](super::Config::from_args).
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::builder::RangedU64ValueParser;
+use clap::{value_parser, Parser, Subcommand, ValueEnum};
 
 use super::secret::Secret;
 
@@ -14,6 +16,18 @@ pub const DEFAULT_STRIPE_VERSION: &str = "2025-03-31.basil";
 
 /// Stripe's API, used unless `--stripe-api-base` points elsewhere (the emulator in tests).
 pub const DEFAULT_STRIPE_API_BASE: &str = "https://api.stripe.com";
+
+/// `claim_requests` refuses to hand out more rows than this at once.
+const MAX_CONCURRENCY: i64 = 1000;
+
+/// Retention runs at least weekly when it runs at all: events are kept 31 days at least.
+const MAX_PRUNE_INTERVAL_SECONDS: u64 = 7 * 86_400;
+
+/// Catching up more often than this would spend the Stripe rate limit on listing.
+const MIN_CATCH_UP_INTERVAL_SECONDS: u64 = 60;
+
+/// An hour: the longest poll interval and shutdown timeout that make sense.
+const HOUR_MS: u64 = 3_600_000;
 
 /// Log line format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -51,11 +65,13 @@ pub struct Args {
     pub stripe_version: String,
 
     /// Requests processed at the same time.
-    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 4)]
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 4,
+        value_parser = value_parser!(u32).range(1..=MAX_CONCURRENCY))]
     pub concurrency: u32,
 
     /// How often to look for work without a notification, in milliseconds.
-    #[arg(long, env = "WORKER_POLL_INTERVAL_MS", default_value_t = 1000)]
+    #[arg(long, env = "WORKER_POLL_INTERVAL_MS", default_value_t = 1000,
+        value_parser = value_parser!(u64).range(1..=HOUR_MS))]
     pub poll_interval_ms: u64,
 
     /// Address of the HTTP server (webhook endpoint and health check).
@@ -63,25 +79,35 @@ pub struct Args {
     pub listen: String,
 
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT, in milliseconds.
-    #[arg(long, env = "WORKER_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(long, env = "WORKER_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000,
+        value_parser = value_parser!(u64).range(..=HOUR_MS))]
     pub shutdown_timeout_ms: u64,
 
     /// How long a claimed request stays ours; after that another worker may take it over.
-    #[arg(long, env = "WORKER_LEASE_SECONDS", default_value_t = 60)]
+    #[arg(long, env = "WORKER_LEASE_SECONDS", default_value_t = 60,
+        value_parser = value_parser!(u32).range(1..=86_400))]
     pub lease_seconds: u32,
 
     /// Largest webhook body accepted, in bytes (larger ones get 413).
-    #[arg(long, env = "WORKER_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "WORKER_MAX_BODY_BYTES", default_value_t = 1024 * 1024,
+        value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_body_bytes: usize,
 
     /// Longest wait for one Stripe API call, in milliseconds. --lease-seconds must be at least
     /// twice as long.
-    #[arg(long, env = "STRIPE_TIMEOUT_MS", default_value_t = 30_000)]
+    #[arg(long, env = "STRIPE_TIMEOUT_MS", default_value_t = 30_000,
+        value_parser = value_parser!(u64).range(100..=600_000))]
     pub stripe_timeout_ms: u64,
 
     /// Stripe API calls per second (token bucket); Stripe allows 25/s in test mode.
-    #[arg(long, env = "STRIPE_RATE_LIMIT", default_value_t = 25.0)]
+    #[arg(long, env = "STRIPE_RATE_LIMIT", default_value_t = 25.0, value_parser = rate_limit)]
     pub rate_limit: f64,
+
+    /// How long a pooled database connection is reused, in seconds; an older one is closed
+    /// when next needed, so role settings changed on the server reach the worker in this time.
+    #[arg(long, env = "WORKER_DB_MAX_LIFETIME_SECONDS", default_value_t = 600,
+        value_parser = value_parser!(u64).range(1..=86_400))]
+    pub db_max_lifetime_seconds: u64,
 
     /// Do not LISTEN for notifications; find work by polling only.
     #[arg(long, env = "WORKER_NO_LISTEN_NOTIFY")]
@@ -89,7 +115,8 @@ pub struct Args {
 
     /// How often to run billing.prune() (retention), in seconds; 0: never (say, because
     /// pg_cron runs it). The first run is at start-up.
-    #[arg(long, env = "WORKER_PRUNE_INTERVAL_SECONDS", default_value_t = 3600)]
+    #[arg(long, env = "WORKER_PRUNE_INTERVAL_SECONDS", default_value_t = 3600,
+        value_parser = value_parser!(u64).range(..=MAX_PRUNE_INTERVAL_SECONDS))]
     pub prune_interval_seconds: u64,
 
     /// Log format.
@@ -121,33 +148,41 @@ pub struct Args {
     pub cors_origins: Vec<String>,
 
     /// HTTP API: checkout and portal calls one user may make per minute (token bucket).
-    #[arg(long, env = "API_RATE_LIMIT", default_value_t = 20)]
+    #[arg(long, env = "API_RATE_LIMIT", default_value_t = 20,
+        value_parser = value_parser!(u32).range(1..=100_000))]
     pub api_rate_limit: u32,
 
     /// HTTP API: how many calls one user may make at once before the per-minute rate applies.
-    #[arg(long, env = "API_BURST", default_value_t = 5)]
+    #[arg(long, env = "API_BURST", default_value_t = 5,
+        value_parser = value_parser!(u32).range(1..=10_000))]
     pub api_burst: u32,
 
     /// HTTP API: largest request body, in bytes (larger ones get 413).
-    #[arg(long, env = "API_MAX_BODY_BYTES", default_value_t = 16 * 1024)]
+    #[arg(long, env = "API_MAX_BODY_BYTES", default_value_t = 16 * 1024,
+        value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     pub api_max_body_bytes: usize,
 
     /// HTTP API: calls served at the same time (each holds up to two database connections).
-    #[arg(long, env = "API_CONCURRENCY", default_value_t = 8)]
+    #[arg(long, env = "API_CONCURRENCY", default_value_t = 8,
+        value_parser = value_parser!(u32).range(1..=MAX_CONCURRENCY))]
     pub api_concurrency: u32,
 
     /// HTTP API: how long a call waits for a session another worker is preparing, in
     /// milliseconds (then 503 with Retry-After).
-    #[arg(long, env = "API_WAIT_MS", default_value_t = 10_000)]
+    /// (`billing.await_request` waits at most 60 s.)
+    #[arg(long, env = "API_WAIT_MS", default_value_t = 10_000,
+        value_parser = value_parser!(u64).range(..=60_000))]
     pub api_wait_ms: u64,
 
     /// How often to read Stripe's events API for events whose webhook never arrived, in
     /// seconds (it also runs at start); 0 turns catching up off.
-    #[arg(long, env = "WORKER_CATCH_UP_INTERVAL_SECONDS", default_value_t = 900)]
+    #[arg(long, env = "WORKER_CATCH_UP_INTERVAL_SECONDS", default_value_t = 900,
+        value_parser = catch_up_interval)]
     pub catch_up_interval_seconds: u64,
 
     /// How far before where the last catch-up got to the next one starts, in seconds.
-    #[arg(long, env = "WORKER_CATCH_UP_MARGIN_SECONDS", default_value_t = 3600)]
+    #[arg(long, env = "WORKER_CATCH_UP_MARGIN_SECONDS", default_value_t = 3600,
+        value_parser = value_parser!(u64).range(..=86_400))]
     pub catch_up_margin_seconds: u64,
 
     /// Run one task and exit instead of serving.
@@ -173,4 +208,22 @@ pub enum Command {
     /// environment, print a checklist with the fix for each problem, and exit: 0 when all is
     /// well, 1 when something is wrong, 2 when the checks could not run.
     Doctor,
+}
+
+/// Stripe API calls per second: a finite number above 0 and at most 10000.
+fn rate_limit(value: &str) -> Result<f64, String> {
+    match value.trim().parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 && rate <= 10_000.0 => Ok(rate),
+        _ => Err("must be a number of requests per second above 0 and at most 10000".into()),
+    }
+}
+
+/// Seconds between catch-ups: 0 (off) or at least a minute.
+fn catch_up_interval(value: &str) -> Result<u64, String> {
+    match value.trim().parse::<u64>() {
+        Ok(seconds) if seconds == 0 || seconds >= MIN_CATCH_UP_INTERVAL_SECONDS => Ok(seconds),
+        _ => Err(format!(
+            "must be 0 (off) or at least {MIN_CATCH_UP_INTERVAL_SECONDS} seconds"
+        )),
+    }
 }

@@ -13,6 +13,31 @@ fn parse(extra: &[&str]) -> Result<Config, ConfigError> {
     Config::from_args(Args::try_parse_from(argv).expect("clap accepts the flags"))
 }
 
+/// Why `extra` is refused, as the operator reads it: clap's error for a number out of its
+/// bounds (which exits with code 2 like a configuration error), else the configuration's line.
+fn refusal(extra: &[&str]) -> String {
+    let mut argv = vec![
+        "stripe-billing-worker",
+        "--database-url",
+        "postgres://billing@localhost/app",
+    ];
+    argv.extend_from_slice(extra);
+    match Args::try_parse_from(argv) {
+        Err(e) => {
+            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{e}");
+            assert_eq!(e.exit_code(), 2, "{e}");
+            e.to_string()
+        }
+        Ok(args) => {
+            let line = Config::from_args(args)
+                .expect_err(&format!("{extra:?} must be rejected"))
+                .to_string();
+            assert!(!line.contains('\n'), "one line: {line:?}");
+            line
+        }
+    }
+}
+
 /// The environment variables clap reads, straight from the argument definitions, so the list
 /// cannot fall behind a new flag.
 fn env_vars() -> Vec<String> {
@@ -40,6 +65,7 @@ fn defaults() {
     assert_eq!(c.stripe_timeout, Duration::from_secs(30));
     assert_eq!(c.max_body_bytes, 1 << 20);
     assert_eq!(c.rate_limit, 25.0);
+    assert_eq!(c.db_max_lifetime, Duration::from_secs(600));
     assert!(c.listen_notify);
     assert_eq!(c.prune_interval, Some(Duration::from_secs(3600)));
     assert_eq!(c.log_format, LogFormat::Text);
@@ -107,10 +133,12 @@ fn bad_api_values_are_rejected() {
         (&["--api-max-body-bytes", "0"], "--api-max-body-bytes"),
         (&["--api-concurrency", "0"], "--api-concurrency"),
         (&["--api-wait-ms", "60001"], "--api-wait-ms"),
+        (&["--api-rate-limit", "100001"], "--api-rate-limit"),
+        (&["--api-burst", "10001"], "--api-burst"),
+        (&["--api-concurrency", "1001"], "--api-concurrency"),
     ];
     for (flags, needle) in cases {
-        let err = parse(flags).expect_err(&format!("{flags:?} must be rejected"));
-        let line = err.to_string();
+        let line = refusal(flags);
         assert!(line.contains(needle), "{line:?} lacks {needle}");
         assert!(
             !line.contains("too-short"),
@@ -217,6 +245,26 @@ fn bad_values_are_rejected_with_the_flag_name() {
             "--prune-interval-seconds",
         ),
         (&["--rate-limit", "NaN"], "--rate-limit"),
+        (&["--rate-limit", "10001"], "--rate-limit"),
+        (
+            &["--db-max-lifetime-seconds", "0"],
+            "--db-max-lifetime-seconds",
+        ),
+        (&["--poll-interval-ms", "3600001"], "--poll-interval-ms"),
+        (
+            &["--shutdown-timeout-ms", "3600001"],
+            "--shutdown-timeout-ms",
+        ),
+        (&["--lease-seconds", "86401"], "--lease-seconds"),
+        (&["--stripe-timeout-ms", "600001"], "--stripe-timeout-ms"),
+        (
+            &["--catch-up-interval-seconds", "59"],
+            "--catch-up-interval-seconds",
+        ),
+        (
+            &["--catch-up-margin-seconds", "86401"],
+            "--catch-up-margin-seconds",
+        ),
         (&["--stripe-api-base", "not a url"], "--stripe-api-base"),
         (&["--stripe-api-base", "ftp://x"], "--stripe-api-base"),
         (&["--stripe-api-base", "http://x/?a=b"], "--stripe-api-base"),
@@ -225,10 +273,8 @@ fn bad_values_are_rejected_with_the_flag_name() {
         (&["--worker-id", ""], "--worker-id"),
     ];
     for (flags, needle) in cases {
-        let err = parse(flags).expect_err(&format!("{flags:?} must be rejected"));
-        let line = err.to_string();
+        let line = refusal(flags);
         assert!(line.contains(needle), "{line:?} lacks {needle}");
-        assert!(!line.contains('\n'), "one line: {line:?}");
     }
 }
 
@@ -245,6 +291,33 @@ fn bad_database_urls_are_rejected_without_echoing_secrets() {
         assert!(matches!(err, ConfigError::DatabaseUrl(_)), "{url}: {err}");
         assert!(!err.to_string().contains("hunter2"));
     }
+}
+
+#[test]
+fn bounds_are_inclusive() {
+    let c = parse(&[
+        "--concurrency",
+        "1000",
+        "--poll-interval-ms",
+        "1",
+        "--shutdown-timeout-ms",
+        "0",
+        "--prune-interval-seconds",
+        "604800",
+        "--catch-up-interval-seconds",
+        "60",
+        "--rate-limit",
+        "0.5",
+        "--api-wait-ms",
+        "60000",
+    ])
+    .unwrap();
+    assert_eq!(c.concurrency, 1000);
+    assert_eq!(c.shutdown_timeout, Duration::ZERO);
+    assert_eq!(c.catch_up_interval, Some(Duration::from_secs(60)));
+    assert_eq!(c.rate_limit, 0.5);
+    let off = parse(&["--catch-up-interval-seconds", "0"]).unwrap();
+    assert_eq!(off.catch_up_interval, None);
 }
 
 #[test]

@@ -15,15 +15,18 @@ pub fn read_sql(relative: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// Every SQL source file as (path under `sql/`, text), sorted; not `sql/upgrades/`, which holds
-/// released and generated scripts.
+/// The folders of `sql/` that hold past versions' SQL, not the sources (see `sql/README.md`):
+/// frozen releases, generated upgrade scripts, hand-written upgrade steps.
+const NOT_SOURCES: [&str; 3] = ["releases", "generated", "upgrades"];
+
+/// Every SQL source file as (path under `sql/`, text), sorted; none of [`NOT_SOURCES`].
 pub fn sql_sources() -> Vec<(String, String)> {
     let mut files = Vec::new();
     let mut dirs = vec![sql_dir()];
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
-            if path.is_dir() && !path.ends_with("upgrades") {
+            if path.is_dir() && !NOT_SOURCES.iter().any(|d| path.ends_with(d)) {
                 dirs.push(path);
             } else if path.extension().is_some_and(|e| e == "sql") {
                 let relative = path.strip_prefix(sql_dir()).unwrap();

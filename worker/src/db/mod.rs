@@ -4,6 +4,7 @@
 //! thrown away and a new one is connected on the next use, so a database restart heals by
 //! itself; callers decide how long to back off, and [`DbError::is_transient`] whether to.
 
+mod conflict;
 mod error;
 mod pool;
 #[cfg(test)]

@@ -1,14 +1,21 @@
 //! A pool of Postgres clients on `deadpool-postgres`. What the worker adds to it: a 30 s
-//! bound on every query (a client whose query timed out is closed, not reused), a cached
-//! prepared statement per SQL text and client, the "busy" answer for callers that must not
-//! queue up, and the mapping of the pool's errors onto [`DbError`].
+//! bound on every query (a client whose query timed out is closed, not reused), a maximum
+//! lifetime per connection, a cached prepared statement per SQL text and client, the "busy"
+//! answer for callers that must not queue up, and the mapping of the pool's errors onto
+//! [`DbError`].
+//!
+//! **Lifetime.** A session keeps what the server gave it at connect time: the role's settings
+//! (`ALTER ROLE … SET statement_timeout`), a changed `search_path`, the cached plans of a
+//! replaced function. A connection older than its maximum lifetime is closed when it would be
+//! handed out again (never in the middle of a use), so such changes reach the worker within
+//! that time without a restart.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
 use deadpool_postgres::{
-    BuildError, Connect, Hook, HookError, Manager, ManagerConfig, Object, Pool, PoolError,
+    BuildError, Connect, Hook, HookError, Manager, ManagerConfig, Metrics, Object, Pool, PoolError,
     QueueMode, RecyclingMethod, Runtime, TimeoutType, Timeouts,
 };
 use tokio::task::JoinHandle;
@@ -24,8 +31,13 @@ pub struct Db {
 }
 
 impl Db {
-    /// A pool of at most `max_connections` (at least one) clients, opened lazily.
-    pub fn new(config: tokio_postgres::Config, max_connections: usize) -> Result<Db, BuildError> {
+    /// A pool of at most `max_connections` (at least one) clients, opened lazily, each
+    /// closed once it is older than `max_lifetime`.
+    pub fn new(
+        config: tokio_postgres::Config,
+        max_connections: usize,
+        max_lifetime: Duration,
+    ) -> Result<Db, BuildError> {
         let manager = Manager::from_connect(
             config,
             Connector,
@@ -48,9 +60,13 @@ impl Db {
             // A connection the server closed (say, a restart) is dropped quietly here, before
             // deadpool's own recycle check would log a warning for each one: the callers
             // already log the outage once, with what they were doing.
-            .pre_recycle(Hook::sync_fn(|client, _| {
+            .pre_recycle(Hook::sync_fn(move |client, metrics| {
                 if client.is_closed() {
                     Err(HookError::message("the connection is closed"))
+                } else if outlived(metrics, max_lifetime) {
+                    Err(HookError::message(
+                        "the connection reached its maximum lifetime",
+                    ))
                 } else {
                     Ok(())
                 }
@@ -91,6 +107,11 @@ impl Db {
             Err(e) => Err(DbError::Pool(e)),
         }
     }
+}
+
+/// Whether a connection with these metrics is too old to be handed out again.
+fn outlived(metrics: &Metrics, max_lifetime: Duration) -> bool {
+    metrics.age() >= max_lifetime
 }
 
 /// Opens connections without TLS (the configuration refuses `sslmode=require`) and drives
@@ -214,11 +235,28 @@ impl Conn {
 mod tests {
     use super::*;
     use crate::db::testing::SilentServer;
+    use std::time::Instant;
+
+    const LIFETIME: Duration = Duration::from_secs(600);
+
+    #[test]
+    fn connections_older_than_their_lifetime_are_not_reused() {
+        let born = |ago: Duration| Metrics {
+            created: Instant::now() - ago,
+            recycled: Some(Instant::now()),
+            recycle_count: 50,
+        };
+        assert!(!outlived(&born(Duration::ZERO), LIFETIME));
+        assert!(!outlived(&born(Duration::from_secs(599)), LIFETIME));
+        assert!(outlived(&born(Duration::from_secs(600)), LIFETIME));
+        // Age counts from the connect, not from the last use: a busy connection ages too.
+        assert!(outlived(&born(Duration::from_secs(3600)), LIFETIME));
+    }
 
     #[tokio::test]
     async fn get_within_answers_busy_when_every_connection_is_taken() {
         let mut server = SilentServer::start().await;
-        let db = Db::new(server.config(), 2).unwrap();
+        let db = Db::new(server.config(), 2, LIFETIME).unwrap();
         // Two callers take both connections (their connection attempts hang on the server).
         let held = server.hold_all(&db, 2).await;
         let started = std::time::Instant::now();

@@ -158,7 +158,7 @@ pub async fn run(config: Config) -> u8 {
     );
     println!();
     let mut printer = Printer { checks: Vec::new() };
-    let db = match Db::new(config.database.clone(), 2) {
+    let db = match Db::new(config.database.clone(), 2, config.db_max_lifetime) {
         Ok(db) => db,
         Err(e) => {
             printer.add(Check::unknown(

@@ -1,9 +1,11 @@
 //! The HTTP server: the Stripe webhook endpoint (`webhook`), the users' checkout and portal
 //! endpoints (`api`, authenticated by `auth`, limited per user by `user_limit`), a health
 //! check (`health`) and the Prometheus metrics (`metrics`), stopped gracefully on shutdown.
+//! Every failed answer is an [`ApiError`] (`error`), which logs it and writes the body.
 
 pub mod api;
 pub mod auth;
+mod error;
 mod health;
 mod metrics;
 pub mod user_limit;
@@ -14,18 +16,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{header, HeaderName, HeaderValue, Method};
+use axum::middleware::map_response;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::db::Db;
 use api::ApiState;
+pub use error::ApiError;
 
 /// The path Stripe (or `stripe listen --forward-to`) posts events to.
 pub const WEBHOOK_PATH: &str = "/api/stripe/webhook";
@@ -78,7 +80,10 @@ pub fn router(state: HttpState, max_body_bytes: usize, api: ApiRoutes) -> Router
         api_routes = api_routes.layer(cors);
     }
     Router::new()
-        .route(WEBHOOK_PATH, post(webhook::receive))
+        .route(
+            WEBHOOK_PATH,
+            post(webhook::receive).layer(map_response(webhook::count)),
+        )
         .route(HEALTH_PATH, get(health::healthz))
         .route(METRICS_PATH, get(metrics::metrics))
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -109,11 +114,6 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
             .expose_headers([header::RETRY_AFTER])
             .max_age(PREFLIGHT_MAX_AGE),
     )
-}
-
-/// An error answer: `{"error": message}`.
-fn error(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({"error": message}))).into_response()
 }
 
 /// Binds the listen address; an error here ends the process.

@@ -12,6 +12,9 @@
 //! | all webhook connections busy for [`ACQUIRE_TIMEOUT`] | 503 `{"error": "busy"}` |
 //! | database unavailable or any other database error | 500 (Stripe retries later) |
 //!
+//! A deadlock or serialization failure with a concurrent delivery is retried a few times
+//! before answering (`Conn::query_one_retrying_conflicts`); only when every attempt lost is it a 500.
+//!
 //! The endpoint is unauthenticated until the signature is checked (in SQL), so it uses its
 //! own few connections and never queues for long: a flood gets 503 and Stripe retries.
 
@@ -23,9 +26,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::Value;
 
-use stripe_billing_core::errors::{self, WebhookFault};
+use stripe_billing_core::errors;
 
-use super::{error, HttpState, ACQUIRE_TIMEOUT};
+use super::error::Outcome;
+use super::{ApiError, HttpState, ACQUIRE_TIMEOUT};
 use crate::db::{Db, DbError};
 use crate::telemetry;
 
@@ -34,82 +38,68 @@ pub async fn receive(
     State(state): State<HttpState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let body = match body {
-        Ok(body) => body,
-        // Over the size limit (413) or a broken upload.
-        Err(rejection) => return refused(rejection.status(), &rejection.body_text()),
-    };
-    let Some(signature) = headers.get("stripe-signature") else {
-        return refused(StatusCode::BAD_REQUEST, "missing Stripe-Signature header");
-    };
-    let Ok(signature) = signature.to_str() else {
-        return refused(
-            StatusCode::BAD_REQUEST,
-            "the Stripe-Signature header is not ASCII",
-        );
-    };
+) -> Result<Response, ApiError> {
+    // Over the size limit (413) or a broken upload.
+    let body = body.map_err(|r| ApiError::refused(r.status(), r.body_text()))?;
+    let bad_request = |message: &str| ApiError::refused(StatusCode::BAD_REQUEST, message);
+    let signature = headers
+        .get("stripe-signature")
+        .ok_or_else(|| bad_request("missing Stripe-Signature header"))?
+        .to_str()
+        .map_err(|_| bad_request("the Stripe-Signature header is not ASCII"))?;
     // Stripe signs the exact bytes; Postgres text must be UTF-8, and re-encoding would break
     // the signature, so anything else is refused rather than repaired.
-    let Ok(payload) = std::str::from_utf8(&body) else {
-        return refused(StatusCode::BAD_REQUEST, "the body is not valid UTF-8");
+    let payload =
+        std::str::from_utf8(&body).map_err(|_| bad_request("the body is not valid UTF-8"))?;
+    let result = handle(&state.webhooks, payload, signature)
+        .await
+        .map_err(ApiError::webhook)?;
+    // (Fields are read first: inside the macro `Value` is tracing's trait.)
+    let text = |key: &str| result.get(key).and_then(Value::as_str).unwrap_or("");
+    let flag = |key: &str| result.get(key).and_then(Value::as_bool).unwrap_or(false);
+    let (event_id, event_type, error) = (text("event_id"), text("type"), text("error"));
+    let (duplicate, processed) = (flag("duplicate"), flag("processed"));
+    let outcome = Outcome {
+        event_type: event_type.to_string(),
+        label: if duplicate {
+            "duplicate"
+        } else if processed {
+            "applied"
+        } else if errors::waits(text("code")) {
+            "held"
+        } else {
+            "failed"
+        },
     };
-    match handle(&state.webhooks, payload, signature).await {
-        Ok(result) => {
-            // (Fields are read first: inside the macro `Value` is tracing's trait.)
-            let text = |key: &str| result.get(key).and_then(Value::as_str).unwrap_or("");
-            let flag = |key: &str| result.get(key).and_then(Value::as_bool).unwrap_or(false);
-            let (event_id, event_type, error) = (text("event_id"), text("type"), text("error"));
-            let (duplicate, processed) = (flag("duplicate"), flag("processed"));
-            let code = text("code");
-            let outcome = if duplicate {
-                "duplicate"
-            } else if processed {
-                "applied"
-            } else if errors::waits(code) {
-                "held"
-            } else {
-                "failed"
-            };
-            telemetry::webhook(event_type, outcome);
-            tracing::info!(
-                event_id,
-                event_type,
-                duplicate,
-                processed,
-                error,
-                "webhook received"
-            );
-            (StatusCode::OK, Json(result)).into_response()
-        }
-        Err(e) => {
-            let (status, message) = classify(&e);
-            let code = e.as_db_error().map_or("", |db| db.code().code());
-            telemetry::webhook(
-                "",
-                match status {
-                    StatusCode::BAD_REQUEST => "rejected",
-                    StatusCode::SERVICE_UNAVAILABLE if matches!(e, DbError::Busy(_)) => "busy",
-                    StatusCode::SERVICE_UNAVAILABLE => "unavailable",
-                    _ => "error",
-                },
-            );
-            if matches!(e, DbError::Busy(_)) {
-                tracing::warn!(error = %e, status = status.as_u16(), "webhook refused: busy");
-            } else if status.is_server_error() {
-                tracing::error!(error = %e, code, status = status.as_u16(), "webhook not stored");
-            } else {
-                tracing::warn!(error = %message, code, status = status.as_u16(), "webhook refused");
-            }
-            error(status, &message)
-        }
-    }
+    tracing::info!(
+        event_id,
+        event_type,
+        duplicate,
+        processed,
+        error,
+        "webhook received"
+    );
+    let mut response = (StatusCode::OK, Json(result)).into_response();
+    response.extensions_mut().insert(outcome);
+    Ok(response)
 }
 
+/// Counts every delivery by event type and outcome, stored or not: the one place the webhook
+/// counter is kept.
+pub async fn count(response: Response) -> Response {
+    if let Some(outcome) = response.extensions().get::<Outcome>() {
+        telemetry::webhook(&outcome.event_type, outcome.label);
+    }
+    response
+}
+
+/// Stores and applies the delivery. A deadlock or serialization failure with a concurrent
+/// delivery is tried again before anything is answered: Stripe would retry a 500 too, but
+/// only minutes later.
 async fn handle(db: &Db, payload: &str, signature: &str) -> Result<Value, DbError> {
     let mut conn = db.get_within(ACQUIRE_TIMEOUT).await?;
     let row = conn
-        .query_one(
+        .query_one_retrying_conflicts(
             "SELECT billing.handle_stripe_webhook($1, $2)",
             &[&payload, &signature],
         )
@@ -117,84 +107,20 @@ async fn handle(db: &Db, payload: &str, signature: &str) -> Result<Value, DbErro
     Ok(row.try_get(0)?)
 }
 
-/// The response status and message for a failed call of the SQL function.
-fn classify(e: &DbError) -> (StatusCode, String) {
-    if let DbError::Busy(_) = e {
-        return (StatusCode::SERVICE_UNAVAILABLE, "busy".into());
-    }
-    let Some(db) = e.as_db_error() else {
-        return (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "database unavailable".into(),
-        );
-    };
-    status_for_sqlstate(db.code().code(), db.message())
-}
-
-/// The project's one table of codes decides: the sender's fault (a bad signature, header or
-/// body) is 400 and Stripe stops retrying; a configuration gap (no secret) is 503 and Stripe
-/// retries later; anything else is an internal error whose details stay in our log.
-pub fn status_for_sqlstate(code: &str, message: &str) -> (StatusCode, String) {
-    match errors::by_sqlstate(code).map(|c| c.webhook) {
-        Some(WebhookFault::Sender) => (StatusCode::BAD_REQUEST, message.to_string()),
-        Some(WebhookFault::Configuration) => (StatusCode::SERVICE_UNAVAILABLE, message.to_string()),
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, "database error".into()),
-    }
-}
-
-/// A delivery refused before it reached the database (too large, no header, not UTF-8).
-fn refused(status: StatusCode, message: &str) -> Response {
-    telemetry::webhook("", "rejected");
-    error(status, message)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::db::testing::SilentServer;
+
+    const LIFETIME: std::time::Duration = std::time::Duration::from_secs(600);
     use serde_json::json;
-
-    #[test]
-    fn sqlstates_map_to_statuses() {
-        for code in [
-            "28000", "28P01", "22P02", "22023", "22008", "22032", "BL009",
-        ] {
-            let (status, message) = status_for_sqlstate(code, "no signature matches");
-            assert_eq!(status, StatusCode::BAD_REQUEST, "{code}");
-            assert_eq!(message, "no signature matches");
-        }
-        assert_eq!(
-            status_for_sqlstate("BL003", "billing is not configured").0,
-            StatusCode::SERVICE_UNAVAILABLE
-        );
-        let (status, message) =
-            status_for_sqlstate("42P01", "relation secret_table does not exist");
-        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
-        assert_eq!(
-            message, "database error",
-            "internal details stay in the log"
-        );
-    }
-
-    #[test]
-    fn codes_outside_the_table_are_internal_errors() {
-        // A cast error in a bug is 22P02 too: still 400, since the table cannot tell them
-        // apart; codes the product never raises are ours to fix.
-        for code in ["42P01", "23505", "XX000", "P0001", "BL001"] {
-            assert_eq!(
-                status_for_sqlstate(code, "x").0,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "{code}"
-            );
-        }
-    }
 
     #[tokio::test]
     async fn busy_connections_answer_503_busy() {
         let mut server = SilentServer::start().await;
         let state = HttpState {
-            db: Db::new(server.config(), 1).unwrap(),
-            webhooks: Db::new(server.config(), 2).unwrap(),
+            db: Db::new(server.config(), 1, LIFETIME).unwrap(),
+            webhooks: Db::new(server.config(), 2, LIFETIME).unwrap(),
             metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
                 .build_recorder()
                 .handle(),
@@ -203,7 +129,9 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("stripe-signature", "t=1,v1=00".parse().unwrap());
         let started = std::time::Instant::now();
-        let response = receive(State(state), headers, Ok(Bytes::from_static(b"{}"))).await;
+        let response = receive(State(state), headers, Ok(Bytes::from_static(b"{}")))
+            .await
+            .into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         let waited = started.elapsed();
         assert!(

@@ -1,7 +1,9 @@
 //! The LISTEN connection: turns `billing_stripe_requests` notifications into wake-ups for the
 //! main loop. A notification is only a hint that work may be waiting (the table is the
-//! truth), so wake-ups are coalesced and may be dropped; after every (re)connect the loop is
-//! told to claim at once, which catches up on anything inserted while we were away.
+//! truth), so wake-ups are coalesced and may be dropped: one wake-up stands for every
+//! notification already received with it (the main loop, in turn, takes every wake-up waiting
+//! before it claims); after every (re)connect the loop is told to claim at once, which catches
+//! up on anything inserted while we were away.
 //!
 //! **Self-check.** Through a transaction pooler (PgBouncer in transaction mode, Supabase's
 //! pooler on port 6543) `LISTEN` succeeds but notifications never arrive: the server session
@@ -84,6 +86,11 @@ impl Listener {
             Ok(Err(e)) => Err(format!("LISTEN failed: {}", crate::error_chain(&e))),
             Err(_) => Err("LISTEN timed out".into()),
         }
+    }
+
+    /// Drops the notifications already received: after one wake-up they ask for nothing more.
+    fn skip_received(&mut self) {
+        while self.notes.try_recv().is_ok() {}
     }
 
     /// The next notification's payload; Err when the connection ended.
@@ -231,7 +238,10 @@ async fn listen_once(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(Continue::Stop),
-            note = listener.next() => forward(note?),
+            note = listener.next() => {
+                forward(note?);
+                listener.skip_received();
+            }
         }
     }
 }

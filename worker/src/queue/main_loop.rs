@@ -1,6 +1,9 @@
 //! The main loop: one `tokio::select!` over shutdown, notifications, the poll tick and
 //! finished tasks. Whenever something suggests work (a notification, a tick, a reconnect, a
 //! task that freed a slot) it claims up to the free slots and spawns a task per row.
+//! Wake-ups are coalesced before claiming: every one already waiting is taken with the first,
+//! so a burst of notifications (one transaction queueing 100 requests) is one claim round,
+//! without delaying a lone notification by any sleep.
 //! On shutdown it stops claiming and returns the in-flight tasks for
 //! [`drain`](super::drain::drain), which lets them finish until the shutdown deadline.
 
@@ -88,14 +91,15 @@ pub async fn run(
                 }
                 want_claim = true;
             }
-            note = wake.recv(), if wake_open => match note {
-                Some(Wake::Listening) => {
-                    // The database is evidently back: catch up now.
-                    db_retry_at = None;
-                    want_claim = true;
-                }
-                Some(Wake::Notified(payload)) => {
-                    tracing::debug!(request_id = %payload, "notified");
+            woken = next_wakeups(&mut wake), if wake_open => match woken {
+                Some(woken) => {
+                    if woken.listening {
+                        // The database is evidently back: catch up now.
+                        db_retry_at = None;
+                    }
+                    if woken.notified > 0 {
+                        tracing::debug!(notifications = woken.notified, "notified");
+                    }
                     want_claim = true;
                 }
                 None => wake_open = false,
@@ -108,6 +112,30 @@ pub async fn run(
     tasks
 }
 
+/// The wake-ups taken in one go.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Wakeups {
+    /// LISTEN is (again) in place.
+    listening: bool,
+    /// Notifications of queued requests.
+    notified: usize,
+}
+
+/// Waits for a wake-up, then takes every other one already waiting: they all ask for the same
+/// claim. None once the sender is gone (polling only).
+async fn next_wakeups(wake: &mut mpsc::Receiver<Wake>) -> Option<Wakeups> {
+    let mut woken = Wakeups::default();
+    let mut note = Some(wake.recv().await?);
+    while let Some(this) = note {
+        match this {
+            Wake::Listening => woken.listening = true,
+            Wake::Notified(_) => woken.notified += 1,
+        }
+        note = wake.try_recv().ok();
+    }
+    Some(woken)
+}
+
 async fn claim_batch(
     ctx: &Ctx,
     max: usize,
@@ -115,4 +143,45 @@ async fn claim_batch(
 ) -> Result<Vec<claim::Claimed>, crate::db::DbError> {
     let mut conn = ctx.db.get().await?;
     claim::claim(&mut conn, &ctx.worker_id, max, lease_seconds).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_burst_of_notifications_is_one_claim_round() {
+        let (tx, mut rx) = mpsc::channel(128);
+        for i in 0..100 {
+            tx.try_send(Wake::Notified(format!("request-{i}"))).unwrap();
+        }
+        let first = next_wakeups(&mut rx).await;
+        assert_eq!(
+            first,
+            Some(Wakeups {
+                listening: false,
+                notified: 100
+            })
+        );
+        // Nothing is left to wake the loop for a second round.
+        let second = tokio::time::timeout(Duration::from_millis(20), next_wakeups(&mut rx)).await;
+        assert!(second.is_err(), "{second:?}");
+    }
+
+    #[tokio::test]
+    async fn a_reconnect_in_a_burst_is_not_lost() {
+        let (tx, mut rx) = mpsc::channel(8);
+        tx.try_send(Wake::Notified("a".into())).unwrap();
+        tx.try_send(Wake::Listening).unwrap();
+        tx.try_send(Wake::Notified("b".into())).unwrap();
+        drop(tx);
+        assert_eq!(
+            next_wakeups(&mut rx).await,
+            Some(Wakeups {
+                listening: true,
+                notified: 2
+            })
+        );
+        assert_eq!(next_wakeups(&mut rx).await, None, "the sender is gone");
+    }
 }

@@ -74,8 +74,9 @@ pub async fn run_once(
     let mut conn = db.get().await.map_err(|e| e.to_string())?;
     for event in &events {
         let payload = event.to_string();
+        // A conflict with a webhook of the same object is retried, not the end of the run.
         let answer: Value = conn
-            .query_one("SELECT billing.ingest_api_event($1)", &[&payload])
+            .query_one_retrying_conflicts("SELECT billing.ingest_api_event($1)", &[&payload])
             .await
             .map_err(|e| format!("ingesting {}: {e}", event["id"]))?
             .get(0);

@@ -18,8 +18,8 @@
 //!    same user, or by a retry delay after a transient failure) is claimed and served here as
 //!    soon as it can be.
 //!
-//! Errors are `{"error": message}`. SQL's refusals keep their message and take the status the
-//! one table of codes gives (`stripe_billing_core::errors`): BL002 no billing account → 400,
+//! Errors are [`ApiError`]s, answered `{"error": message}`. SQL's refusals keep their message
+//! and take the status the one table of codes gives (`stripe_billing_core::errors`): BL002 no billing account → 400,
 //! 28000 → 401, BL011 → 429, P0002 → 404, and so on. Stripe refusing the session is 502 with
 //! Stripe's message; a session still being prepared after `--api-wait-ms` is 503 with
 //! Retry-After.
@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -41,9 +41,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
-use super::auth::{AuthError, Verifier};
+use super::auth::Verifier;
 use super::user_limit::UserLimit;
-use super::{error, ACQUIRE_TIMEOUT};
+use super::{ApiError, ACQUIRE_TIMEOUT};
 use crate::queue::{self, Ctx};
 
 /// While a call waits for a pending request, how often it tries to claim it itself.
@@ -104,7 +104,7 @@ pub async fn checkout(
     State(api): State<Arc<ApiState>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
+) -> Result<Response, ApiError> {
     handle(&api, &headers, body, |b| parse(b).map(Call::Checkout)).await
 }
 
@@ -113,7 +113,7 @@ pub async fn portal(
     State(api): State<Arc<ApiState>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
+) -> Result<Response, ApiError> {
     handle(&api, &headers, body, |b| parse(b).map(Call::Portal)).await
 }
 
@@ -122,46 +122,24 @@ async fn handle(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
     read: impl FnOnce(&[u8]) -> Result<Call, String>,
-) -> Response {
-    let body = match body {
-        Ok(body) => body,
-        // Over --api-max-body-bytes (413) or a broken upload.
-        Err(rejection) => return error(rejection.status(), &rejection.body_text()),
-    };
-    let caller = match api.verifier.caller(headers).await {
-        Ok(caller) => caller,
-        Err(e) => return auth_error(&e),
-    };
-    if let Err(wait) = api.limit.check(&caller.sub, Instant::now()) {
-        let mut response = error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many calls; wait before trying again",
-        );
-        set_retry_after(&mut response, wait);
-        return response;
-    }
-    let call = match read(&body) {
-        Ok(call) => call,
-        Err(message) => return error(StatusCode::BAD_REQUEST, &message),
-    };
-    let key = match idempotency_key(headers) {
-        Ok(key) => key,
-        Err(message) => return error(StatusCode::BAD_REQUEST, message),
-    };
+) -> Result<Response, ApiError> {
+    // Over --api-max-body-bytes (413) or a broken upload.
+    let body = body.map_err(|r| ApiError::refused(r.status(), r.body_text()))?;
+    let caller = api.verifier.caller(headers).await?;
+    api.limit
+        .check(&caller.sub, Instant::now())
+        .map_err(ApiError::rate_limited)?;
+    let bad_request = |message: String| ApiError::refused(StatusCode::BAD_REQUEST, message);
+    let call = read(&body).map_err(bad_request)?;
+    let key = idempotency_key(headers).map_err(|m| bad_request(m.to_string()))?;
     let acquire = api.slots.clone().acquire_owned();
     let Ok(Ok(slot)) = tokio::time::timeout(ACQUIRE_TIMEOUT, acquire).await else {
-        return busy();
+        return Err(ApiError::busy());
     };
     let slot = Arc::new(slot);
     let started = Instant::now();
-    let queued = match sql::queue(api, &caller, key.as_deref(), &call).await {
-        Ok(queued) => queued,
-        Err(failure) => return failure.response(),
-    };
-    let outcome = match serve_and_await(api, &caller, queued, &slot).await {
-        Ok(outcome) => outcome,
-        Err(failure) => return failure.response(),
-    };
+    let queued = sql::queue(api, &caller, key.as_deref(), &call).await?;
+    let outcome = serve_and_await(api, &caller, queued, &slot).await?;
     tracing::info!(request_id = %outcome.id, served_here = outcome.served_here,
         status = %text(&outcome.request, "status"),
         elapsed_ms = started.elapsed().as_millis() as u64, "API call answered");
@@ -186,7 +164,7 @@ async fn serve_and_await(
     caller: &super::auth::Caller,
     queued: sql::Queued,
     slot: &Arc<OwnedSemaphorePermit>,
-) -> Result<Outcome, sql::Failure> {
+) -> Result<Outcome, ApiError> {
     let deadline = Instant::now() + api.wait;
     let mut claimed = queued.claimed;
     let mut served_here = false;
@@ -256,7 +234,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, &'static str> 
 }
 
 /// The response for a finished (or still unfinished) request, as `await_request` reports it.
-fn answer(call: &Call, outcome: &Value) -> Response {
+fn answer(call: &Call, outcome: &Value) -> Result<Response, ApiError> {
     match text(outcome, "status") {
         "succeeded" => {
             let url = text(outcome, "url");
@@ -264,18 +242,11 @@ fn answer(call: &Call, outcome: &Value) -> Response {
                 Call::Checkout(_) => json!({"url": url, "sessionId": text(outcome, "session_id")}),
                 Call::Portal(_) => json!({"url": url}),
             };
-            (StatusCode::OK, Json(body)).into_response()
+            Ok((StatusCode::OK, Json(body)).into_response())
         }
         // Stripe refused (its message), or the request gave up after its attempts.
-        "failed" => error(StatusCode::BAD_GATEWAY, text(outcome, "error")),
-        _ => {
-            let mut response = error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the session is still being prepared; call again (with the same Idempotency-Key) in a moment",
-            );
-            set_retry_after(&mut response, Duration::from_secs(1));
-            response
-        }
+        "failed" => Err(ApiError::stripe_refused(text(outcome, "error"))),
+        _ => Err(ApiError::still_preparing()),
     }
 }
 
@@ -283,40 +254,13 @@ fn text<'a>(value: &'a Value, key: &str) -> &'a str {
     value.get(key).and_then(Value::as_str).unwrap_or("")
 }
 
-fn auth_error(e: &AuthError) -> Response {
-    let status = e.status();
-    if status.is_server_error() {
-        tracing::warn!(error = %e, "API call not authenticated: the keys are unavailable");
-    }
-    let mut response = error(status, &e.to_string());
-    if status == StatusCode::UNAUTHORIZED {
-        // RFC 6750: tell the client which scheme to use.
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    }
-    response
-}
-
-fn busy() -> Response {
-    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "busy");
-    set_retry_after(&mut response, Duration::from_secs(1));
-    response
-}
-
-/// Whole seconds, rounded up, at least 1.
-fn set_retry_after(response: &mut Response, wait: Duration) {
-    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::header;
 
-    async fn body_of(response: Response) -> (StatusCode, Option<String>, Value) {
+    async fn body_of(response: Result<Response, ApiError>) -> (StatusCode, Option<String>, Value) {
+        let response = response.into_response();
         let status = response.status();
         let retry = response
             .headers()
@@ -406,14 +350,5 @@ mod tests {
         tasks.close();
         tasks.wait().await;
         assert_eq!(slots.available_permits(), 1);
-    }
-
-    #[test]
-    fn retry_after_rounds_up() {
-        let mut r = error(StatusCode::TOO_MANY_REQUESTS, "x");
-        set_retry_after(&mut r, Duration::from_millis(1500));
-        assert_eq!(r.headers()[header::RETRY_AFTER], "2");
-        set_retry_after(&mut r, Duration::ZERO);
-        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
     }
 }

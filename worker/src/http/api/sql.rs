@@ -6,14 +6,10 @@
 
 use std::time::Duration;
 
-use axum::http::StatusCode;
-use axum::response::Response;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use stripe_billing_core::errors;
-
-use super::{error, ApiState, Call, ACQUIRE_TIMEOUT};
+use super::{ApiError, ApiState, Call, ACQUIRE_TIMEOUT};
 use crate::db::{Conn, DbError};
 use crate::http::auth::Caller;
 use crate::queue::{self, Claimed};
@@ -40,58 +36,6 @@ pub struct Queued {
     pub claimed: Option<Claimed>,
 }
 
-/// Why a call failed in the database, as the answer it gets.
-pub struct Failure {
-    status: StatusCode,
-    message: String,
-}
-
-impl Failure {
-    pub fn response(&self) -> Response {
-        error(self.status, &self.message)
-    }
-
-    /// SQL refused the call: its message, with the status of the table of codes. Anything
-    /// else is ours (logged, not shown): the database is away (503) or a code the product
-    /// never raises on purpose (500).
-    fn from_db(e: &DbError) -> Failure {
-        let failure = |status: StatusCode, message: &str| Failure {
-            status,
-            message: message.to_string(),
-        };
-        if matches!(e, DbError::Busy(_)) {
-            return failure(StatusCode::SERVICE_UNAVAILABLE, "busy");
-        }
-        let Some(db) = e.as_db_error() else {
-            tracing::warn!(error = %e, "API call: the database is unavailable");
-            return failure(StatusCode::SERVICE_UNAVAILABLE, "database unavailable");
-        };
-        let code = db.code().code();
-        match errors::by_sqlstate(code).and_then(|c| StatusCode::from_u16(c.http_status).ok()) {
-            Some(status) => {
-                if status.is_server_error() {
-                    tracing::warn!(code, error = %db.message(), "API call failed in SQL");
-                }
-                failure(status, db.message())
-            }
-            None => {
-                tracing::error!(code, error = %e, "API call failed in SQL");
-                failure(StatusCode::INTERNAL_SERVER_ERROR, "database error")
-            }
-        }
-    }
-
-    /// The worker's role could not become the caller: a set-up problem for the operator.
-    fn cannot_become_user(e: &DbError) -> Failure {
-        tracing::error!(error = %e,
-            "cannot run the API call as the user: the worker's database role must be able to SET ROLE authenticated (GRANT authenticated TO <worker role>)");
-        Failure {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            message: "database error".into(),
-        }
-    }
-}
-
 /// Queues the call's request as the caller and, in the same transaction, claims it for this
 /// worker. Claiming before the commit means the NOTIFY that wakes other workers (sent at
 /// commit) can never find the row still pending.
@@ -100,13 +44,8 @@ pub async fn queue(
     caller: &Caller,
     idempotency_key: Option<&str>,
     call: &Call,
-) -> Result<Queued, Failure> {
-    let mut conn = api
-        .ctx
-        .db
-        .get_within(ACQUIRE_TIMEOUT)
-        .await
-        .map_err(|e| Failure::from_db(&e))?;
+) -> Result<Queued, ApiError> {
+    let mut conn = api.ctx.db.get_within(ACQUIRE_TIMEOUT).await?;
     let claims = caller.claims.to_string();
     let headers = match idempotency_key {
         Some(key) => json!({"idempotency-key": key}),
@@ -119,7 +58,7 @@ pub async fn queue(
     let result = conn
         .in_transaction(async |conn: &mut Conn| {
             if let Err(e) = conn.query(AS_USER, &[&claims, &headers]).await {
-                failure = Some(Failure::cannot_become_user(&e));
+                failure = Some(ApiError::cannot_become_user(&e));
                 return Err(e);
             }
             let id = request(conn, call).await?;
@@ -128,7 +67,7 @@ pub async fn queue(
             Ok(Queued { id, claimed })
         })
         .await;
-    result.map_err(|e| failure.unwrap_or_else(|| Failure::from_db(&e)))
+    result.map_err(|e| failure.unwrap_or_else(|| e.into()))
 }
 
 async fn request(conn: &mut Conn, call: &Call) -> Result<Uuid, DbError> {
@@ -155,16 +94,9 @@ async fn request(conn: &mut Conn, call: &Call) -> Result<Uuid, DbError> {
 }
 
 /// Claims the pending request `id` for this worker (outside any user's transaction).
-pub async fn claim(api: &ApiState, id: Uuid) -> Result<Option<Claimed>, Failure> {
-    let mut conn = api
-        .ctx
-        .db
-        .get_within(ACQUIRE_TIMEOUT)
-        .await
-        .map_err(|e| Failure::from_db(&e))?;
-    queue::claim_one(&mut conn, &api.ctx.worker_id, id, api.lease_seconds)
-        .await
-        .map_err(|e| Failure::from_db(&e))
+pub async fn claim(api: &ApiState, id: Uuid) -> Result<Option<Claimed>, ApiError> {
+    let mut conn = api.ctx.db.get_within(ACQUIRE_TIMEOUT).await?;
+    Ok(queue::claim_one(&mut conn, &api.ctx.worker_id, id, api.lease_seconds).await?)
 }
 
 /// The request's state as `billing.await_request` reports it to the caller, after waiting up
@@ -174,13 +106,8 @@ pub async fn await_outcome(
     caller: &Caller,
     id: Uuid,
     wait: Duration,
-) -> Result<Value, Failure> {
-    let mut conn = api
-        .ctx
-        .db
-        .get_within(ACQUIRE_TIMEOUT)
-        .await
-        .map_err(|e| Failure::from_db(&e))?;
+) -> Result<Value, ApiError> {
+    let mut conn = api.ctx.db.get_within(ACQUIRE_TIMEOUT).await?;
     let claims = caller.claims.to_string();
     // At most --api-wait-ms, itself at most 60 s (config), so this fits.
     let wait_ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
@@ -188,12 +115,12 @@ pub async fn await_outcome(
     let result = conn
         .in_transaction(async |conn: &mut Conn| {
             if let Err(e) = conn.query(AS_USER, &[&claims, &"{}"]).await {
-                failure = Some(Failure::cannot_become_user(&e));
+                failure = Some(ApiError::cannot_become_user(&e));
                 return Err(e);
             }
             let row = conn.query_one(AWAIT_REQUEST, &[&id, &wait_ms]).await?;
             Ok(row.try_get::<_, Value>(0)?)
         })
         .await;
-    result.map_err(|e| failure.unwrap_or_else(|| Failure::from_db(&e)))
+    result.map_err(|e| failure.unwrap_or_else(|| e.into()))
 }

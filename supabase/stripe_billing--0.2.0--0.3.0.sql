@@ -73,6 +73,20 @@ COMMENT ON COLUMN billing.stripe_requests.kind IS 'checkout or portal (a user''s
 -- A grant's lines may now wait for the worker (BL010), which needs the user.
 DROP FUNCTION billing._invoice_grants(jsonb);
 
+-- Money that comes back gives tokens back (issue 20). A charge's amount_refunded is now its newest
+-- report's (a snapshot), and a refund records when it failed or was canceled, so that a charge
+-- report made before then no longer counts it. Rows of 0.2.0 keep their largest total as the
+-- report of their last change, and a refund already failed ended at its report.
+ALTER TABLE billing.stripe_charges ADD COLUMN reported_at timestamptz NOT NULL DEFAULT '-infinity';
+UPDATE billing.stripe_charges SET reported_at = updated_at;
+COMMENT ON TABLE billing.stripe_charges IS 'Charges as charge.* events reported them; amount_refunded is the newest report''s (a snapshot: a refund that failed since no longer counts). Privileged roles only.';
+COMMENT ON COLUMN billing.stripe_charges.amount_refunded IS 'Total refunded as of reported_at (of two reports of the same second, the larger).';
+COMMENT ON COLUMN billing.stripe_charges.reported_at IS 'Stripe''s time of the report amount_refunded comes from.';
+ALTER TABLE billing.stripe_refunds ADD COLUMN ended_at timestamptz;
+UPDATE billing.stripe_refunds SET ended_at = reported_at WHERE status IN ('failed', 'canceled');
+COMMENT ON TABLE billing.stripe_refunds IS 'Refunds as refund.* and charge.refund.updated events reported them. A failed or canceled refund moves no money: it counts neither by itself nor in its charge''s reports made before it ended. Privileged roles only.';
+COMMENT ON COLUMN billing.stripe_refunds.ended_at IS 'Stripe''s time of the first report of it failed or canceled; NULL while it is not.';
+
 -- The functions the extension writes in Rust, as PL/pgSQL twins.
 -- sql/editions/pure/signature.sql
 -- The pure-SQL edition's twins of extension/src/signature.rs (DESIGN.md, "Signatures" and "Two
@@ -1155,11 +1169,17 @@ BEGIN
     ), charges AS (
         SELECT ids.charge AS ch FROM ids WHERE ids.charge IS NOT NULL
     ), refunded AS (
-        -- Per charge: the larger of what the charge reports and what its refunds add up to.
+        -- Per charge: the larger of what its live refunds add up to and what the charge's newest
+        -- report says less the refunds that report may count but that failed or were canceled
+        -- since (it was made no later than they ended). Either side can be incomplete for a
+        -- while (before acacia no refund.* events come for charges; a report can be late); every
+        -- order of delivery ends in the state Stripe ended in (DESIGN.md, "Refunds and disputes").
         SELECT coalesce(sum(greatest(
-            coalesce((SELECT c.amount_refunded FROM billing.stripe_charges c WHERE c.id = ch.ch), 0),
             coalesce((SELECT sum(r.amount) FROM billing.stripe_refunds r
-                      WHERE r.charge = ch.ch AND r.status IN ('pending', 'requires_action', 'succeeded')), 0))), 0)
+                      WHERE r.charge = ch.ch AND r.status IN ('pending', 'requires_action', 'succeeded')), 0),
+            (SELECT c.amount_refunded - coalesce((SELECT sum(r.amount) FROM billing.stripe_refunds r
+                                                  WHERE r.charge = c.id AND r.ended_at >= c.reported_at), 0)
+             FROM billing.stripe_charges c WHERE c.id = ch.ch))), 0)
             -- Refunds of a PaymentIntent that name no charge.
             + coalesce((SELECT sum(r.amount) FROM billing.stripe_refunds r JOIN intents i ON r.payment_intent = i.pi
                         WHERE r.charge IS NULL AND r.status IN ('pending', 'requires_action', 'succeeded')), 0) AS amount
@@ -1288,12 +1308,17 @@ $$;
 COMMENT ON FUNCTION billing._revoke(billing.token_grants, bigint, text, text) IS 'Internal: takes tokens back for a grant (the grant first, then the balance); records a debt for what was already spent (written off at once with debt_policy write_off).';
 
 -- Gives tokens back: first by forgiving what is still owed for this grant, then by a new grant
--- (source restored) that expires when the original does.
+-- (source restored) for the rest: what the revocation took and what later grants repaid of its
+-- debt. The money came back now, so the tokens must be spendable now: the new grant expires when
+-- the original does, but no sooner than the renewal grace from now.
 CREATE OR REPLACE FUNCTION billing._restore(g billing.token_grants, tokens bigint, reason text, event_id text)
 RETURNS billing.token_reversals
 LANGUAGE plpgsql
 AS $$
 DECLARE
+    -- (greatest() skips NULL, which here means never.)
+    expires timestamptz := CASE WHEN g.expires_at IS NOT NULL THEN
+        greatest(g.expires_at, now() + make_interval(secs => (billing._settings()).renewal_grace_seconds)) END;
     forgive bigint := 0;
     d record;
     c bigint;
@@ -1311,7 +1336,7 @@ BEGIN
         pending_forgiveness := pending_forgiveness || jsonb_build_object('debt_id', d.id, 'tokens', c);
     END LOOP;
     IF tokens > forgive THEN
-        SELECT * INTO fresh FROM billing._insert_grant(g.user_id, tokens - forgive, 'restored', g.expires_at,
+        SELECT * INTO fresh FROM billing._insert_grant(g.user_id, tokens - forgive, 'restored', expires,
             g.project_id, format('restore:%s:%s', g.id, (SELECT count(*) + 1 FROM billing.token_reversals r
                                                           WHERE r.grant_id = g.id AND r.kind = 'restore')),
             jsonb_build_object('restores_grant', g.id, 'reason', left(reason, 500)), g.purchase_id,
@@ -1332,7 +1357,7 @@ BEGIN
     RETURN rev;
 END
 $$;
-COMMENT ON FUNCTION billing._restore(billing.token_grants, bigint, text, text) IS 'Internal: gives revoked tokens back (a dispute won, a credit note voided): forgives the grant''s outstanding debt first, then grants the rest (source restored, same expiry).';
+COMMENT ON FUNCTION billing._restore(billing.token_grants, bigint, text, text) IS 'Internal: gives revoked tokens back (a dispute won, a refund failed, a credit note voided): forgives the grant''s outstanding debt first, then grants the rest (source restored, the original expiry but at least the renewal grace from now).';
 
 CREATE OR REPLACE FUNCTION billing._settle_purchase(purchase_id text, reason text, event_id text) RETURNS void
 LANGUAGE plpgsql
@@ -2464,8 +2489,7 @@ BEGIN
             -- The money behind purchases, by the object the event reports.
             WHEN ev ->> 'object_type' = 'charge' AND ev ->> 'type' LIKE 'charge.%' THEN
                 PERFORM billing._apply_charge(ev);
-            -- charge.refund.updated is the older report of a refund's change: applied when an endpoint
-            -- sends it, not asked for (APPLIED_TYPES).
+            -- charge.refund.updated: before acacia, the only report of a charge's refund failing.
             WHEN ev ->> 'object_type' = 'refund'
                  AND (ev ->> 'type' LIKE 'refund.%' OR ev ->> 'type' = 'charge.refund.updated') THEN
                 PERFORM billing._apply_refund(ev);
@@ -3358,15 +3382,18 @@ DECLARE
     c jsonb := ev -> 'data';
 BEGIN
     PERFORM billing._lock_payment(coalesce(c ->> 'payment_intent', c ->> 'id'));
-    INSERT INTO billing.stripe_charges AS s (id, payment_intent, invoice, amount, amount_refunded, currency)
+    INSERT INTO billing.stripe_charges AS s (id, payment_intent, invoice, amount, amount_refunded, currency, reported_at)
     VALUES (c ->> 'id', c ->> 'payment_intent', c ->> 'invoice', (c ->> 'amount')::bigint,
-            coalesce((c ->> 'amount_refunded')::bigint, 0), c ->> 'currency')
+            coalesce((c ->> 'amount_refunded')::bigint, 0), c ->> 'currency', billing._unix_time(ev -> 'created'))
     ON CONFLICT (id) DO UPDATE
     SET payment_intent = coalesce(s.payment_intent, excluded.payment_intent),
         invoice = coalesce(s.invoice, excluded.invoice),
         amount = coalesce(s.amount, excluded.amount),
-        -- Refunds only add up (a failed refund is seen through its refund events).
-        amount_refunded = greatest(s.amount_refunded, excluded.amount_refunded),
+        -- A snapshot: the newest report's total, not the largest ever (a refund can fail). Two
+        -- reports of one second cannot be ordered; the larger counts until a refund says otherwise.
+        amount_refunded = CASE WHEN (excluded.reported_at, excluded.amount_refunded) > (s.reported_at, s.amount_refunded)
+                               THEN excluded.amount_refunded ELSE s.amount_refunded END,
+        reported_at = greatest(s.reported_at, excluded.reported_at),
         updated_at = now();
     -- Before basil a charge names its invoice; a charge of a paid session is linked through its
     -- PaymentIntent already.
@@ -3377,7 +3404,7 @@ BEGIN
         ev ->> 'id');
 END
 $$;
-COMMENT ON FUNCTION billing._apply_charge(jsonb) IS 'Internal: charge.* events: records the charge''s refunded total and its invoice (before basil), then settles the purchases it paid.';
+COMMENT ON FUNCTION billing._apply_charge(jsonb) IS 'Internal: charge.* events: records the charge''s refunded total as of the newest report and its invoice (before basil), then settles the purchases it paid.';
 
 CREATE OR REPLACE FUNCTION billing._apply_refund(ev jsonb) RETURNS void
 LANGUAGE plpgsql
@@ -3395,12 +3422,18 @@ BEGIN
         reported_at = excluded.reported_at, charge = coalesce(s.charge, excluded.charge),
         payment_intent = coalesce(s.payment_intent, excluded.payment_intent), updated_at = now()
     WHERE (excluded.status_rank, excluded.reported_at) >= (s.status_rank, s.reported_at);
+    -- When it ended, whichever report of its end came first (the charge's reports before then
+    -- may count it; _purchase_reversed).
+    IF r ->> 'status' IN ('failed', 'canceled') THEN
+        UPDATE billing.stripe_refunds s SET ended_at = least(s.ended_at, billing._unix_time(ev -> 'created'))
+        WHERE s.id = r ->> 'id';
+    END IF;
     PERFORM billing._settle_payment(r ->> 'charge', r ->> 'payment_intent',
         format('refund %s of %s: %s', r ->> 'id', coalesce(r ->> 'charge', r ->> 'payment_intent'), r ->> 'status'),
         ev ->> 'id');
 END
 $$;
-COMMENT ON FUNCTION billing._apply_refund(jsonb) IS 'Internal: refund.* and charge.refund.updated events: records the refund (a failed or canceled one gives nothing back), then settles the purchases its payment paid.';
+COMMENT ON FUNCTION billing._apply_refund(jsonb) IS 'Internal: refund.* and charge.refund.updated events: records the refund and when it failed or was canceled (then it moved no money), then settles the purchases its payment paid.';
 
 CREATE OR REPLACE FUNCTION billing._apply_dispute(ev jsonb) RETURNS void
 LANGUAGE plpgsql

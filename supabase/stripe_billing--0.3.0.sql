@@ -580,17 +580,19 @@ CREATE TABLE billing.stripe_charges (
     amount bigint CHECK (amount >= 0),
     amount_refunded bigint NOT NULL DEFAULT 0 CHECK (amount_refunded >= 0),
     currency text,
-    updated_at timestamptz NOT NULL DEFAULT now()
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    reported_at timestamptz NOT NULL DEFAULT '-infinity'
 );
 CREATE INDEX stripe_charges_payment_intent_idx ON billing.stripe_charges (payment_intent);
-COMMENT ON TABLE billing.stripe_charges IS 'Charges as charge.* events reported them; amount_refunded keeps the largest total reported (refunds only add up). Privileged roles only.';
+COMMENT ON TABLE billing.stripe_charges IS 'Charges as charge.* events reported them; amount_refunded is the newest report''s (a snapshot: a refund that failed since no longer counts). Privileged roles only.';
 COMMENT ON COLUMN billing.stripe_charges.id IS 'Charge id.';
 COMMENT ON COLUMN billing.stripe_charges.payment_intent IS 'Its PaymentIntent.';
 COMMENT ON COLUMN billing.stripe_charges.invoice IS 'Its invoice (API versions before basil report it).';
 COMMENT ON COLUMN billing.stripe_charges.amount IS 'Amount charged.';
-COMMENT ON COLUMN billing.stripe_charges.amount_refunded IS 'Total refunded so far.';
+COMMENT ON COLUMN billing.stripe_charges.amount_refunded IS 'Total refunded as of reported_at (of two reports of the same second, the larger).';
 COMMENT ON COLUMN billing.stripe_charges.currency IS 'Currency.';
 COMMENT ON COLUMN billing.stripe_charges.updated_at IS 'When a report last changed the row.';
+COMMENT ON COLUMN billing.stripe_charges.reported_at IS 'Stripe''s time of the report amount_refunded comes from.';
 
 CREATE TABLE billing.stripe_refunds (
     id text PRIMARY KEY CHECK (id ~ '^(re|pyr)_[A-Za-z0-9_]+$'),
@@ -600,11 +602,12 @@ CREATE TABLE billing.stripe_refunds (
     status text NOT NULL,
     status_rank smallint NOT NULL,
     reported_at timestamptz NOT NULL,
-    updated_at timestamptz NOT NULL DEFAULT now()
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    ended_at timestamptz
 );
 CREATE INDEX stripe_refunds_charge_idx ON billing.stripe_refunds (charge);
 CREATE INDEX stripe_refunds_payment_intent_idx ON billing.stripe_refunds (payment_intent);
-COMMENT ON TABLE billing.stripe_refunds IS 'Refunds as refund.* and charge.refund.updated events reported them. Failed and canceled refunds give nothing back. Privileged roles only.';
+COMMENT ON TABLE billing.stripe_refunds IS 'Refunds as refund.* and charge.refund.updated events reported them. A failed or canceled refund moves no money: it counts neither by itself nor in its charge''s reports made before it ended. Privileged roles only.';
 COMMENT ON COLUMN billing.stripe_refunds.id IS 'Refund id.';
 COMMENT ON COLUMN billing.stripe_refunds.charge IS 'The refunded charge.';
 COMMENT ON COLUMN billing.stripe_refunds.payment_intent IS 'The refunded PaymentIntent.';
@@ -613,6 +616,7 @@ COMMENT ON COLUMN billing.stripe_refunds.status IS 'pending, requires_action, su
 COMMENT ON COLUMN billing.stripe_refunds.status_rank IS 'How far along the status is; a report of a further status wins whenever it arrives, among equals the newest.';
 COMMENT ON COLUMN billing.stripe_refunds.reported_at IS 'Stripe''s time of the report that set the row.';
 COMMENT ON COLUMN billing.stripe_refunds.updated_at IS 'When a report last changed the row.';
+COMMENT ON COLUMN billing.stripe_refunds.ended_at IS 'Stripe''s time of the first report of it failed or canceled; NULL while it is not.';
 
 CREATE TABLE billing.stripe_disputes (
     id text PRIMARY KEY CHECK (id ~ '^(du|dp)_[A-Za-z0-9_]+$'),
@@ -1622,11 +1626,17 @@ BEGIN
     ), charges AS (
         SELECT ids.charge AS ch FROM ids WHERE ids.charge IS NOT NULL
     ), refunded AS (
-        -- Per charge: the larger of what the charge reports and what its refunds add up to.
+        -- Per charge: the larger of what its live refunds add up to and what the charge's newest
+        -- report says less the refunds that report may count but that failed or were canceled
+        -- since (it was made no later than they ended). Either side can be incomplete for a
+        -- while (before acacia no refund.* events come for charges; a report can be late); every
+        -- order of delivery ends in the state Stripe ended in (DESIGN.md, "Refunds and disputes").
         SELECT coalesce(sum(greatest(
-            coalesce((SELECT c.amount_refunded FROM billing.stripe_charges c WHERE c.id = ch.ch), 0),
             coalesce((SELECT sum(r.amount) FROM billing.stripe_refunds r
-                      WHERE r.charge = ch.ch AND r.status IN ('pending', 'requires_action', 'succeeded')), 0))), 0)
+                      WHERE r.charge = ch.ch AND r.status IN ('pending', 'requires_action', 'succeeded')), 0),
+            (SELECT c.amount_refunded - coalesce((SELECT sum(r.amount) FROM billing.stripe_refunds r
+                                                  WHERE r.charge = c.id AND r.ended_at >= c.reported_at), 0)
+             FROM billing.stripe_charges c WHERE c.id = ch.ch))), 0)
             -- Refunds of a PaymentIntent that name no charge.
             + coalesce((SELECT sum(r.amount) FROM billing.stripe_refunds r JOIN intents i ON r.payment_intent = i.pi
                         WHERE r.charge IS NULL AND r.status IN ('pending', 'requires_action', 'succeeded')), 0) AS amount
@@ -1755,12 +1765,17 @@ $$;
 COMMENT ON FUNCTION billing._revoke(billing.token_grants, bigint, text, text) IS 'Internal: takes tokens back for a grant (the grant first, then the balance); records a debt for what was already spent (written off at once with debt_policy write_off).';
 
 -- Gives tokens back: first by forgiving what is still owed for this grant, then by a new grant
--- (source restored) that expires when the original does.
+-- (source restored) for the rest: what the revocation took and what later grants repaid of its
+-- debt. The money came back now, so the tokens must be spendable now: the new grant expires when
+-- the original does, but no sooner than the renewal grace from now.
 CREATE OR REPLACE FUNCTION billing._restore(g billing.token_grants, tokens bigint, reason text, event_id text)
 RETURNS billing.token_reversals
 LANGUAGE plpgsql
 AS $$
 DECLARE
+    -- (greatest() skips NULL, which here means never.)
+    expires timestamptz := CASE WHEN g.expires_at IS NOT NULL THEN
+        greatest(g.expires_at, now() + make_interval(secs => (billing._settings()).renewal_grace_seconds)) END;
     forgive bigint := 0;
     d record;
     c bigint;
@@ -1778,7 +1793,7 @@ BEGIN
         pending_forgiveness := pending_forgiveness || jsonb_build_object('debt_id', d.id, 'tokens', c);
     END LOOP;
     IF tokens > forgive THEN
-        SELECT * INTO fresh FROM billing._insert_grant(g.user_id, tokens - forgive, 'restored', g.expires_at,
+        SELECT * INTO fresh FROM billing._insert_grant(g.user_id, tokens - forgive, 'restored', expires,
             g.project_id, format('restore:%s:%s', g.id, (SELECT count(*) + 1 FROM billing.token_reversals r
                                                           WHERE r.grant_id = g.id AND r.kind = 'restore')),
             jsonb_build_object('restores_grant', g.id, 'reason', left(reason, 500)), g.purchase_id,
@@ -1799,7 +1814,7 @@ BEGIN
     RETURN rev;
 END
 $$;
-COMMENT ON FUNCTION billing._restore(billing.token_grants, bigint, text, text) IS 'Internal: gives revoked tokens back (a dispute won, a credit note voided): forgives the grant''s outstanding debt first, then grants the rest (source restored, same expiry).';
+COMMENT ON FUNCTION billing._restore(billing.token_grants, bigint, text, text) IS 'Internal: gives revoked tokens back (a dispute won, a refund failed, a credit note voided): forgives the grant''s outstanding debt first, then grants the rest (source restored, the original expiry but at least the renewal grace from now).';
 
 CREATE OR REPLACE FUNCTION billing._settle_purchase(purchase_id text, reason text, event_id text) RETURNS void
 LANGUAGE plpgsql
@@ -2952,8 +2967,7 @@ BEGIN
             -- The money behind purchases, by the object the event reports.
             WHEN ev ->> 'object_type' = 'charge' AND ev ->> 'type' LIKE 'charge.%' THEN
                 PERFORM billing._apply_charge(ev);
-            -- charge.refund.updated is the older report of a refund's change: applied when an endpoint
-            -- sends it, not asked for (APPLIED_TYPES).
+            -- charge.refund.updated: before acacia, the only report of a charge's refund failing.
             WHEN ev ->> 'object_type' = 'refund'
                  AND (ev ->> 'type' LIKE 'refund.%' OR ev ->> 'type' = 'charge.refund.updated') THEN
                 PERFORM billing._apply_refund(ev);
@@ -3846,15 +3860,18 @@ DECLARE
     c jsonb := ev -> 'data';
 BEGIN
     PERFORM billing._lock_payment(coalesce(c ->> 'payment_intent', c ->> 'id'));
-    INSERT INTO billing.stripe_charges AS s (id, payment_intent, invoice, amount, amount_refunded, currency)
+    INSERT INTO billing.stripe_charges AS s (id, payment_intent, invoice, amount, amount_refunded, currency, reported_at)
     VALUES (c ->> 'id', c ->> 'payment_intent', c ->> 'invoice', (c ->> 'amount')::bigint,
-            coalesce((c ->> 'amount_refunded')::bigint, 0), c ->> 'currency')
+            coalesce((c ->> 'amount_refunded')::bigint, 0), c ->> 'currency', billing._unix_time(ev -> 'created'))
     ON CONFLICT (id) DO UPDATE
     SET payment_intent = coalesce(s.payment_intent, excluded.payment_intent),
         invoice = coalesce(s.invoice, excluded.invoice),
         amount = coalesce(s.amount, excluded.amount),
-        -- Refunds only add up (a failed refund is seen through its refund events).
-        amount_refunded = greatest(s.amount_refunded, excluded.amount_refunded),
+        -- A snapshot: the newest report's total, not the largest ever (a refund can fail). Two
+        -- reports of one second cannot be ordered; the larger counts until a refund says otherwise.
+        amount_refunded = CASE WHEN (excluded.reported_at, excluded.amount_refunded) > (s.reported_at, s.amount_refunded)
+                               THEN excluded.amount_refunded ELSE s.amount_refunded END,
+        reported_at = greatest(s.reported_at, excluded.reported_at),
         updated_at = now();
     -- Before basil a charge names its invoice; a charge of a paid session is linked through its
     -- PaymentIntent already.
@@ -3865,7 +3882,7 @@ BEGIN
         ev ->> 'id');
 END
 $$;
-COMMENT ON FUNCTION billing._apply_charge(jsonb) IS 'Internal: charge.* events: records the charge''s refunded total and its invoice (before basil), then settles the purchases it paid.';
+COMMENT ON FUNCTION billing._apply_charge(jsonb) IS 'Internal: charge.* events: records the charge''s refunded total as of the newest report and its invoice (before basil), then settles the purchases it paid.';
 
 CREATE OR REPLACE FUNCTION billing._apply_refund(ev jsonb) RETURNS void
 LANGUAGE plpgsql
@@ -3883,12 +3900,18 @@ BEGIN
         reported_at = excluded.reported_at, charge = coalesce(s.charge, excluded.charge),
         payment_intent = coalesce(s.payment_intent, excluded.payment_intent), updated_at = now()
     WHERE (excluded.status_rank, excluded.reported_at) >= (s.status_rank, s.reported_at);
+    -- When it ended, whichever report of its end came first (the charge's reports before then
+    -- may count it; _purchase_reversed).
+    IF r ->> 'status' IN ('failed', 'canceled') THEN
+        UPDATE billing.stripe_refunds s SET ended_at = least(s.ended_at, billing._unix_time(ev -> 'created'))
+        WHERE s.id = r ->> 'id';
+    END IF;
     PERFORM billing._settle_payment(r ->> 'charge', r ->> 'payment_intent',
         format('refund %s of %s: %s', r ->> 'id', coalesce(r ->> 'charge', r ->> 'payment_intent'), r ->> 'status'),
         ev ->> 'id');
 END
 $$;
-COMMENT ON FUNCTION billing._apply_refund(jsonb) IS 'Internal: refund.* and charge.refund.updated events: records the refund (a failed or canceled one gives nothing back), then settles the purchases its payment paid.';
+COMMENT ON FUNCTION billing._apply_refund(jsonb) IS 'Internal: refund.* and charge.refund.updated events: records the refund and when it failed or was canceled (then it moved no money), then settles the purchases its payment paid.';
 
 CREATE OR REPLACE FUNCTION billing._apply_dispute(ev jsonb) RETURNS void
 LANGUAGE plpgsql

@@ -32,6 +32,8 @@ pub const APPLIED_TYPES: &[&str] = &[
     "refund.created",
     "refund.updated",
     "refund.failed",
+    // Before 2024-10-28.acacia the only report of a charge's refund failing.
+    "charge.refund.updated",
     "credit_note.created",
     "credit_note.updated",
     "credit_note.voided",

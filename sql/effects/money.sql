@@ -24,15 +24,18 @@ DECLARE
     c jsonb := ev -> 'data';
 BEGIN
     PERFORM billing._lock_payment(coalesce(c ->> 'payment_intent', c ->> 'id'));
-    INSERT INTO billing.stripe_charges AS s (id, payment_intent, invoice, amount, amount_refunded, currency)
+    INSERT INTO billing.stripe_charges AS s (id, payment_intent, invoice, amount, amount_refunded, currency, reported_at)
     VALUES (c ->> 'id', c ->> 'payment_intent', c ->> 'invoice', (c ->> 'amount')::bigint,
-            coalesce((c ->> 'amount_refunded')::bigint, 0), c ->> 'currency')
+            coalesce((c ->> 'amount_refunded')::bigint, 0), c ->> 'currency', billing._unix_time(ev -> 'created'))
     ON CONFLICT (id) DO UPDATE
     SET payment_intent = coalesce(s.payment_intent, excluded.payment_intent),
         invoice = coalesce(s.invoice, excluded.invoice),
         amount = coalesce(s.amount, excluded.amount),
-        -- Refunds only add up (a failed refund is seen through its refund events).
-        amount_refunded = greatest(s.amount_refunded, excluded.amount_refunded),
+        -- A snapshot: the newest report's total, not the largest ever (a refund can fail). Two
+        -- reports of one second cannot be ordered; the larger counts until a refund says otherwise.
+        amount_refunded = CASE WHEN (excluded.reported_at, excluded.amount_refunded) > (s.reported_at, s.amount_refunded)
+                               THEN excluded.amount_refunded ELSE s.amount_refunded END,
+        reported_at = greatest(s.reported_at, excluded.reported_at),
         updated_at = now();
     -- Before basil a charge names its invoice; a charge of a paid session is linked through its
     -- PaymentIntent already.
@@ -43,7 +46,7 @@ BEGIN
         ev ->> 'id');
 END
 $$;
-COMMENT ON FUNCTION billing._apply_charge(jsonb) IS 'Internal: charge.* events: records the charge''s refunded total and its invoice (before basil), then settles the purchases it paid.';
+COMMENT ON FUNCTION billing._apply_charge(jsonb) IS 'Internal: charge.* events: records the charge''s refunded total as of the newest report and its invoice (before basil), then settles the purchases it paid.';
 
 CREATE OR REPLACE FUNCTION billing._apply_refund(ev jsonb) RETURNS void
 LANGUAGE plpgsql
@@ -61,12 +64,18 @@ BEGIN
         reported_at = excluded.reported_at, charge = coalesce(s.charge, excluded.charge),
         payment_intent = coalesce(s.payment_intent, excluded.payment_intent), updated_at = now()
     WHERE (excluded.status_rank, excluded.reported_at) >= (s.status_rank, s.reported_at);
+    -- When it ended, whichever report of its end came first (the charge's reports before then
+    -- may count it; _purchase_reversed).
+    IF r ->> 'status' IN ('failed', 'canceled') THEN
+        UPDATE billing.stripe_refunds s SET ended_at = least(s.ended_at, billing._unix_time(ev -> 'created'))
+        WHERE s.id = r ->> 'id';
+    END IF;
     PERFORM billing._settle_payment(r ->> 'charge', r ->> 'payment_intent',
         format('refund %s of %s: %s', r ->> 'id', coalesce(r ->> 'charge', r ->> 'payment_intent'), r ->> 'status'),
         ev ->> 'id');
 END
 $$;
-COMMENT ON FUNCTION billing._apply_refund(jsonb) IS 'Internal: refund.* and charge.refund.updated events: records the refund (a failed or canceled one gives nothing back), then settles the purchases its payment paid.';
+COMMENT ON FUNCTION billing._apply_refund(jsonb) IS 'Internal: refund.* and charge.refund.updated events: records the refund and when it failed or was canceled (then it moved no money), then settles the purchases its payment paid.';
 
 CREATE OR REPLACE FUNCTION billing._apply_dispute(ev jsonb) RETURNS void
 LANGUAGE plpgsql

@@ -40,8 +40,7 @@ BEGIN
             -- The money behind purchases, by the object the event reports.
             WHEN ev ->> 'object_type' = 'charge' AND ev ->> 'type' LIKE 'charge.%' THEN
                 PERFORM billing._apply_charge(ev);
-            -- charge.refund.updated is the older report of a refund's change: applied when an endpoint
-            -- sends it, not asked for (APPLIED_TYPES).
+            -- charge.refund.updated: before acacia, the only report of a charge's refund failing.
             WHEN ev ->> 'object_type' = 'refund'
                  AND (ev ->> 'type' LIKE 'refund.%' OR ev ->> 'type' = 'charge.refund.updated') THEN
                 PERFORM billing._apply_refund(ev);

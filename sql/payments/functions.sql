@@ -147,11 +147,17 @@ BEGIN
     ), charges AS (
         SELECT ids.charge AS ch FROM ids WHERE ids.charge IS NOT NULL
     ), refunded AS (
-        -- Per charge: the larger of what the charge reports and what its refunds add up to.
+        -- Per charge: the larger of what its live refunds add up to and what the charge's newest
+        -- report says less the refunds that report may count but that failed or were canceled
+        -- since (it was made no later than they ended). Either side can be incomplete for a
+        -- while (before acacia no refund.* events come for charges; a report can be late); every
+        -- order of delivery ends in the state Stripe ended in (DESIGN.md, "Refunds and disputes").
         SELECT coalesce(sum(greatest(
-            coalesce((SELECT c.amount_refunded FROM billing.stripe_charges c WHERE c.id = ch.ch), 0),
             coalesce((SELECT sum(r.amount) FROM billing.stripe_refunds r
-                      WHERE r.charge = ch.ch AND r.status IN ('pending', 'requires_action', 'succeeded')), 0))), 0)
+                      WHERE r.charge = ch.ch AND r.status IN ('pending', 'requires_action', 'succeeded')), 0),
+            (SELECT c.amount_refunded - coalesce((SELECT sum(r.amount) FROM billing.stripe_refunds r
+                                                  WHERE r.charge = c.id AND r.ended_at >= c.reported_at), 0)
+             FROM billing.stripe_charges c WHERE c.id = ch.ch))), 0)
             -- Refunds of a PaymentIntent that name no charge.
             + coalesce((SELECT sum(r.amount) FROM billing.stripe_refunds r JOIN intents i ON r.payment_intent = i.pi
                         WHERE r.charge IS NULL AND r.status IN ('pending', 'requires_action', 'succeeded')), 0) AS amount
@@ -280,12 +286,17 @@ $$;
 COMMENT ON FUNCTION billing._revoke(billing.token_grants, bigint, text, text) IS 'Internal: takes tokens back for a grant (the grant first, then the balance); records a debt for what was already spent (written off at once with debt_policy write_off).';
 
 -- Gives tokens back: first by forgiving what is still owed for this grant, then by a new grant
--- (source restored) that expires when the original does.
+-- (source restored) for the rest: what the revocation took and what later grants repaid of its
+-- debt. The money came back now, so the tokens must be spendable now: the new grant expires when
+-- the original does, but no sooner than the renewal grace from now.
 CREATE OR REPLACE FUNCTION billing._restore(g billing.token_grants, tokens bigint, reason text, event_id text)
 RETURNS billing.token_reversals
 LANGUAGE plpgsql
 AS $$
 DECLARE
+    -- (greatest() skips NULL, which here means never.)
+    expires timestamptz := CASE WHEN g.expires_at IS NOT NULL THEN
+        greatest(g.expires_at, now() + make_interval(secs => (billing._settings()).renewal_grace_seconds)) END;
     forgive bigint := 0;
     d record;
     c bigint;
@@ -303,7 +314,7 @@ BEGIN
         pending_forgiveness := pending_forgiveness || jsonb_build_object('debt_id', d.id, 'tokens', c);
     END LOOP;
     IF tokens > forgive THEN
-        SELECT * INTO fresh FROM billing._insert_grant(g.user_id, tokens - forgive, 'restored', g.expires_at,
+        SELECT * INTO fresh FROM billing._insert_grant(g.user_id, tokens - forgive, 'restored', expires,
             g.project_id, format('restore:%s:%s', g.id, (SELECT count(*) + 1 FROM billing.token_reversals r
                                                           WHERE r.grant_id = g.id AND r.kind = 'restore')),
             jsonb_build_object('restores_grant', g.id, 'reason', left(reason, 500)), g.purchase_id,
@@ -324,7 +335,7 @@ BEGIN
     RETURN rev;
 END
 $$;
-COMMENT ON FUNCTION billing._restore(billing.token_grants, bigint, text, text) IS 'Internal: gives revoked tokens back (a dispute won, a credit note voided): forgives the grant''s outstanding debt first, then grants the rest (source restored, same expiry).';
+COMMENT ON FUNCTION billing._restore(billing.token_grants, bigint, text, text) IS 'Internal: gives revoked tokens back (a dispute won, a refund failed, a credit note voided): forgives the grant''s outstanding debt first, then grants the rest (source restored, the original expiry but at least the renewal grace from now).';
 
 CREATE OR REPLACE FUNCTION billing._settle_purchase(purchase_id text, reason text, event_id text) RETURNS void
 LANGUAGE plpgsql

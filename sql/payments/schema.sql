@@ -43,17 +43,19 @@ CREATE TABLE billing.stripe_charges (
     amount bigint CHECK (amount >= 0),
     amount_refunded bigint NOT NULL DEFAULT 0 CHECK (amount_refunded >= 0),
     currency text,
-    updated_at timestamptz NOT NULL DEFAULT now()
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    reported_at timestamptz NOT NULL DEFAULT '-infinity'
 );
 CREATE INDEX stripe_charges_payment_intent_idx ON billing.stripe_charges (payment_intent);
-COMMENT ON TABLE billing.stripe_charges IS 'Charges as charge.* events reported them; amount_refunded keeps the largest total reported (refunds only add up). Privileged roles only.';
+COMMENT ON TABLE billing.stripe_charges IS 'Charges as charge.* events reported them; amount_refunded is the newest report''s (a snapshot: a refund that failed since no longer counts). Privileged roles only.';
 COMMENT ON COLUMN billing.stripe_charges.id IS 'Charge id.';
 COMMENT ON COLUMN billing.stripe_charges.payment_intent IS 'Its PaymentIntent.';
 COMMENT ON COLUMN billing.stripe_charges.invoice IS 'Its invoice (API versions before basil report it).';
 COMMENT ON COLUMN billing.stripe_charges.amount IS 'Amount charged.';
-COMMENT ON COLUMN billing.stripe_charges.amount_refunded IS 'Total refunded so far.';
+COMMENT ON COLUMN billing.stripe_charges.amount_refunded IS 'Total refunded as of reported_at (of two reports of the same second, the larger).';
 COMMENT ON COLUMN billing.stripe_charges.currency IS 'Currency.';
 COMMENT ON COLUMN billing.stripe_charges.updated_at IS 'When a report last changed the row.';
+COMMENT ON COLUMN billing.stripe_charges.reported_at IS 'Stripe''s time of the report amount_refunded comes from.';
 
 CREATE TABLE billing.stripe_refunds (
     id text PRIMARY KEY CHECK (id ~ '^(re|pyr)_[A-Za-z0-9_]+$'),
@@ -63,11 +65,12 @@ CREATE TABLE billing.stripe_refunds (
     status text NOT NULL,
     status_rank smallint NOT NULL,
     reported_at timestamptz NOT NULL,
-    updated_at timestamptz NOT NULL DEFAULT now()
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    ended_at timestamptz
 );
 CREATE INDEX stripe_refunds_charge_idx ON billing.stripe_refunds (charge);
 CREATE INDEX stripe_refunds_payment_intent_idx ON billing.stripe_refunds (payment_intent);
-COMMENT ON TABLE billing.stripe_refunds IS 'Refunds as refund.* and charge.refund.updated events reported them. Failed and canceled refunds give nothing back. Privileged roles only.';
+COMMENT ON TABLE billing.stripe_refunds IS 'Refunds as refund.* and charge.refund.updated events reported them. A failed or canceled refund moves no money: it counts neither by itself nor in its charge''s reports made before it ended. Privileged roles only.';
 COMMENT ON COLUMN billing.stripe_refunds.id IS 'Refund id.';
 COMMENT ON COLUMN billing.stripe_refunds.charge IS 'The refunded charge.';
 COMMENT ON COLUMN billing.stripe_refunds.payment_intent IS 'The refunded PaymentIntent.';
@@ -76,6 +79,7 @@ COMMENT ON COLUMN billing.stripe_refunds.status IS 'pending, requires_action, su
 COMMENT ON COLUMN billing.stripe_refunds.status_rank IS 'How far along the status is; a report of a further status wins whenever it arrives, among equals the newest.';
 COMMENT ON COLUMN billing.stripe_refunds.reported_at IS 'Stripe''s time of the report that set the row.';
 COMMENT ON COLUMN billing.stripe_refunds.updated_at IS 'When a report last changed the row.';
+COMMENT ON COLUMN billing.stripe_refunds.ended_at IS 'Stripe''s time of the first report of it failed or canceled; NULL while it is not.';
 
 CREATE TABLE billing.stripe_disputes (
     id text PRIMARY KEY CHECK (id ~ '^(du|dp)_[A-Za-z0-9_]+$'),

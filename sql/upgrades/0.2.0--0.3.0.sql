@@ -50,6 +50,20 @@ COMMENT ON COLUMN billing.stripe_requests.kind IS 'checkout or portal (a user''s
 -- A grant's lines may now wait for the worker (BL010), which needs the user.
 DROP FUNCTION billing._invoice_grants(jsonb);
 
+-- Money that comes back gives tokens back (issue 20). A charge's amount_refunded is now its newest
+-- report's (a snapshot), and a refund records when it failed or was canceled, so that a charge
+-- report made before then no longer counts it. Rows of 0.2.0 keep their largest total as the
+-- report of their last change, and a refund already failed ended at its report.
+ALTER TABLE billing.stripe_charges ADD COLUMN reported_at timestamptz NOT NULL DEFAULT '-infinity';
+UPDATE billing.stripe_charges SET reported_at = updated_at;
+COMMENT ON TABLE billing.stripe_charges IS 'Charges as charge.* events reported them; amount_refunded is the newest report''s (a snapshot: a refund that failed since no longer counts). Privileged roles only.';
+COMMENT ON COLUMN billing.stripe_charges.amount_refunded IS 'Total refunded as of reported_at (of two reports of the same second, the larger).';
+COMMENT ON COLUMN billing.stripe_charges.reported_at IS 'Stripe''s time of the report amount_refunded comes from.';
+ALTER TABLE billing.stripe_refunds ADD COLUMN ended_at timestamptz;
+UPDATE billing.stripe_refunds SET ended_at = reported_at WHERE status IN ('failed', 'canceled');
+COMMENT ON TABLE billing.stripe_refunds IS 'Refunds as refund.* and charge.refund.updated events reported them. A failed or canceled refund moves no money: it counts neither by itself nor in its charge''s reports made before it ended. Privileged roles only.';
+COMMENT ON COLUMN billing.stripe_refunds.ended_at IS 'Stripe''s time of the first report of it failed or canceled; NULL while it is not.';
+
 -- @replay
 
 SELECT billing._protect_table('billing.invoice_lines'::regclass, own_rows => false);

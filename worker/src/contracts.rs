@@ -39,7 +39,7 @@ const OURS: &[&str] = &[
 
 /// Stripe types `billing._apply` applies when an endpoint sends them but that endpoints are not
 /// asked for, each with the applied type that reports the same change.
-const APPLIED_WHEN_SENT: &[(&str, &str)] = &[("charge.refund.updated", "refund.updated")];
+const APPLIED_WHEN_SENT: &[(&str, &str)] = &[];
 
 /// Stripe metadata keys the worker writes for people reading the Dashboard; no SQL reads them
 /// (the request row, which `request_id` names, holds the price, plan and project).

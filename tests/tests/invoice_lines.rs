@@ -8,8 +8,8 @@ mod common;
 mod subscription_support;
 
 use serde_json::{json, Value};
-use stripe_billing_tests::emulator::store::ids;
 use stripe_billing_tests::events::{unix_now, Line, Period, Shape};
+use stripe_emulator::store::ids;
 use subscription_support::*;
 use tokio_postgres::Client;
 

@@ -228,7 +228,7 @@ pub fn session_form(request_id: Uuid, user_id: Uuid, customer: &str, p: &Checkou
 /// forgets the link and the retry creates another customer. Stripe refuses a key used before
 /// with other parameters (400 `idempotency_error`), so the customer is part of the key: a
 /// retry with the same customer replays the first answer, one with a new customer is a new
-/// call.
+/// call (https://docs.stripe.com/api/idempotent_requests; the emulator's rules table).
 pub fn session_key(request_id: Uuid, customer: &str) -> String {
     format!("checkout-{request_id}-{customer}")
 }

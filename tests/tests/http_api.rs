@@ -45,10 +45,7 @@ async fn the_brief_calls_are_served_at_once_by_the_accepting_worker() {
     // The emulator saw the session created once, under the request's idempotency key, and the
     // row was claimed once: by the API's worker, whose queue loop never polled meanwhile.
     let id = s.request_of(session).await;
-    let calls = s
-        .emulator
-        .calls("/v1/checkout/sessions", &format!("checkout-{id}"))
-        .await;
+    let calls = s.emulator.checkout_calls(id).await;
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert_eq!(
         calls[0]["params"]["client_reference_id"],

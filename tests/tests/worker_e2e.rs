@@ -50,11 +50,7 @@ impl Setup {
         let mut api = self.db.api().await;
         let id = request_checkout(&mut api, Uuid::new_v4(), "price_pack", "").await;
         let done = finished(&self.owner, id, WAIT).await;
-        let calls = self
-            .emulator
-            .calls("/v1/checkout/sessions", &format!("checkout-{id}"))
-            .await
-            .len();
+        let calls = self.emulator.checkout_calls(id).await.len();
         (done, calls)
     }
 }
@@ -235,10 +231,7 @@ async fn checkouts_in_both_modes_and_the_portal_then_webhooks_close_the_loop() {
         .is_some_and(|u| u.starts_with("http")));
 
     // The parameters the worker sends, as Stripe received them.
-    let calls = s
-        .emulator
-        .calls("/v1/checkout/sessions", &format!("checkout-{sub}"))
-        .await;
+    let calls = s.emulator.checkout_calls(sub).await;
     assert_eq!(calls.len(), 1);
     let call = &calls[0];
     assert_eq!(call["stripe_version"], "2025-03-31.basil");
@@ -313,10 +306,7 @@ async fn checkouts_in_both_modes_and_the_portal_then_webhooks_close_the_loop() {
     let done = finished(&s.owner, pack, WAIT).await;
     assert_eq!(done.status, "succeeded", "{done:?}");
     assert_eq!(done.result.as_ref().unwrap()["customer"], customer.as_str());
-    let call = &s
-        .emulator
-        .calls("/v1/checkout/sessions", &format!("checkout-{pack}"))
-        .await[0];
+    let call = &s.emulator.checkout_calls(pack).await[0];
     assert_eq!(text(call, "/mode"), "payment");
     assert_eq!(text(call, "/line_items/0/quantity"), "2");
     assert!(
@@ -378,13 +368,44 @@ async fn an_unknown_price_fails_at_once_with_stripes_message() {
         error.contains("No such price") && error.contains("price_ghost"),
         "{error}"
     );
-    assert_eq!(
-        s.emulator
-            .calls("/v1/checkout/sessions", &format!("checkout-{id}"))
-            .await
-            .len(),
-        1
-    );
+    assert_eq!(s.emulator.checkout_calls(id).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_checkout_retried_with_a_new_customer_is_a_new_call() {
+    // The user's linked customer is gone from Stripe (deleted in the Dashboard, unheard of by
+    // the worker): the session call is "No such customer", SQL forgets the link, and the retry
+    // creates a customer and sends it. Under the first call's key Stripe would answer
+    // `idempotency_error` for the other `customer`.
+    let s = setup(&[]).await;
+    let user = Uuid::new_v4();
+    common::add_customer(&s.owner, user, "cus_goneFromStripe").await;
+    let mut api = s.db.api().await;
+    let id = request_checkout(&mut api, user, "price_pack", "").await;
+    let done = finished(&s.owner, id, WAIT).await;
+    assert_eq!(done.status, "succeeded", "{done:?}");
+    let customer = done.result.as_ref().unwrap()["customer"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(customer, "cus_goneFromStripe");
+    let calls = s.emulator.checkout_calls(id).await;
+    let sent: Vec<(&str, &str, &Value)> = calls
+        .iter()
+        .map(|c| {
+            (
+                c["idempotency_key"].as_str().unwrap(),
+                c["params"]["customer"].as_str().unwrap(),
+                &c["status"],
+            )
+        })
+        .collect();
+    assert_eq!(sent.len(), 2, "{calls:?}");
+    assert_eq!(sent[0].1, "cus_goneFromStripe", "{calls:?}");
+    assert_eq!(sent[0].2, 400, "{calls:?}");
+    assert_eq!(sent[1].1, customer, "{calls:?}");
+    assert_eq!(sent[1].2, 200, "{calls:?}");
+    assert_ne!(sent[0].0, sent[1].0, "another key for other parameters");
 }
 
 #[tokio::test]

@@ -180,6 +180,22 @@ impl Emulator {
             .collect()
     }
 
+    /// The Checkout Session calls of request `id`, whatever customer they sent: the key is
+    /// `checkout-<request id>-<customer id>`.
+    pub async fn checkout_calls(&self, id: Uuid) -> Vec<Value> {
+        let prefix = format!("checkout-{id}-");
+        self.requests()
+            .await
+            .into_iter()
+            .filter(|r| {
+                r["path"] == "/v1/checkout/sessions"
+                    && r["idempotency_key"]
+                        .as_str()
+                        .is_some_and(|k| k.starts_with(&prefix))
+            })
+            .collect()
+    }
+
     /// Completes a Checkout Session as if the customer paid; returns the lifecycle report.
     /// Waits until the worker has asked for `user`'s Stripe customer (the first call of a
     /// checkout), so a test can act while the session call is still to come.

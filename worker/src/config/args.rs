@@ -60,7 +60,7 @@ pub struct Args {
     #[arg(long, env = "STRIPE_API_BASE", default_value = DEFAULT_STRIPE_API_BASE)]
     pub stripe_api_base: String,
 
-    /// Stripe API version sent as the Stripe-Version header.
+    /// Stripe API version sent as the Stripe-Version header; 2023-08-16 or later.
     #[arg(long, env = "STRIPE_VERSION", default_value = DEFAULT_STRIPE_VERSION)]
     pub stripe_version: String,
 

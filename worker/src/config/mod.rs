@@ -20,6 +20,27 @@ pub use secret::Secret;
 /// margin (`queue::claim::work_budget`).
 const LEASE_PER_TIMEOUT: u64 = 2;
 
+/// The oldest Stripe API version whose objects the event normaliser reads (the 2023-08-16
+/// shape; basil, 2025-03-31, and later are read too). The worker's own calls are answered in
+/// `--stripe-version`, so an older one is refused at start-up.
+pub const OLDEST_STRIPE_VERSION: &str = "2023-08-16";
+
+/// The API versions the golden event fixtures cover (tests/fixtures/events): the shapes the
+/// product is tested with. The doctor warns about a webhook endpoint on any other.
+pub const VETTED_STRIPE_VERSIONS: [&str; 2] = ["2023-08-16", "2025-03-31.basil"];
+
+/// The date of a Stripe API version (`2025-03-31.basil` → `2025-03-31`, `2023-08-16` →
+/// itself); None for anything not shaped like one.
+pub fn version_date(version: &str) -> Option<&str> {
+    let date = version.get(..10)?;
+    let rest = &version[10..];
+    let shaped = date.bytes().enumerate().all(|(i, b)| match i {
+        4 | 7 => b == b'-',
+        _ => b.is_ascii_digit(),
+    });
+    (shaped && (rest.is_empty() || (rest.len() > 1 && rest.starts_with('.')))).then_some(date)
+}
+
 /// A configuration problem, reported as one line before exiting with code 2.
 #[derive(Debug, Error, PartialEq)]
 pub enum ConfigError {
@@ -31,6 +52,10 @@ pub enum ConfigError {
     ApiBase { value: String, reason: String },
     #[error("invalid --stripe-version {0:?}: expected a version such as {DEFAULT_STRIPE_VERSION}")]
     StripeVersion(String),
+    #[error(
+        "invalid --stripe-version {0:?}: older than {OLDEST_STRIPE_VERSION}, the oldest shape of Stripe's objects the event normaliser reads"
+    )]
+    StripeVersionTooOld(String),
     #[error("invalid --listen {0:?}: expected IP:PORT, e.g. 127.0.0.1:8080")]
     Listen(String),
     #[error("invalid --{flag}: {reason}")]
@@ -116,11 +141,17 @@ impl Config {
         let api = api_config(&args)?;
         let stripe_secret_key = secret_key(args.stripe_secret_key)?;
         let stripe_api_base = api_base(&args.stripe_api_base)?;
-        if args.stripe_version.is_empty()
-            || args.stripe_version.len() > 100
-            || !args.stripe_version.bytes().all(|b| b.is_ascii_graphic())
-        {
-            return Err(ConfigError::StripeVersion(args.stripe_version));
+        match version_date(&args.stripe_version) {
+            _ if args.stripe_version.len() > 100
+                || !args.stripe_version.bytes().all(|b| b.is_ascii_graphic()) =>
+            {
+                return Err(ConfigError::StripeVersion(args.stripe_version))
+            }
+            None => return Err(ConfigError::StripeVersion(args.stripe_version)),
+            Some(date) if date < OLDEST_STRIPE_VERSION => {
+                return Err(ConfigError::StripeVersionTooOld(args.stripe_version))
+            }
+            Some(_) => {}
         }
         let listen = SocketAddr::from_str(args.listen.trim())
             .map_err(|_| ConfigError::Listen(args.listen.clone()))?;

@@ -270,6 +270,7 @@ fn bad_values_are_rejected_with_the_flag_name() {
         (&["--stripe-api-base", "http://x/?a=b"], "--stripe-api-base"),
         (&["--stripe-version", ""], "--stripe-version"),
         (&["--stripe-version", "a b"], "--stripe-version"),
+        (&["--stripe-version", "basil"], "--stripe-version"),
         (&["--worker-id", ""], "--worker-id"),
     ];
     for (flags, needle) in cases {
@@ -383,6 +384,45 @@ fn every_flag_with_an_env_fallback_is_seen() {
         assert!(
             vars.iter().any(|v| v == expected),
             "{expected} missing from {vars:?}"
+        );
+    }
+}
+
+#[test]
+fn stripe_versions_older_than_the_normaliser_reads_are_refused() {
+    let with = |v: &str| {
+        Config::from_args(
+            Args::try_parse_from([
+                "w",
+                "--database-url",
+                "postgres://billing@localhost/app",
+                "--stripe-version",
+                v,
+            ])
+            .unwrap(),
+        )
+    };
+    for old in ["2023-08-15", "2022-11-15", "2020-08-27"] {
+        let err = with(old).expect_err(old);
+        assert_eq!(err, ConfigError::StripeVersionTooOld(old.into()));
+        let line = err.to_string();
+        assert!(
+            line.contains(old) && line.contains("2023-08-16") && line.contains("oldest"),
+            "{line}"
+        );
+    }
+    for ok in [
+        "2023-08-16",
+        "2024-06-20",
+        "2025-03-31.basil",
+        "2025-09-30.clover",
+    ] {
+        assert_eq!(with(ok).expect(ok).stripe_version, ok);
+    }
+    for shapeless in ["basil", "2025-3-31", "2025-03-31.", "2025-03-31basil"] {
+        assert_eq!(
+            with(shapeless).expect_err(shapeless),
+            ConfigError::StripeVersion(shapeless.into())
         );
     }
 }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::database::Plan;
 use super::Check;
-use crate::config::{Config, Secret};
+use crate::config::{Config, Secret, VETTED_STRIPE_VERSIONS};
 use crate::stripe::{Bounds, Rejection, Stripe, StripeError};
 
 /// Test or live mode, as a key's prefix says.
@@ -185,7 +185,9 @@ pub async fn checks(config: &Config, key: &Key, plans: Result<Vec<Plan>, Check>)
             }
         }
     }
+    let version_warning = endpoints.as_ref().ok().and_then(|list| version_check(list));
     out.push(endpoint_check(endpoints, mode));
+    out.extend(version_warning);
     out.push(portal_check(&client, mode).await);
     out
 }
@@ -337,6 +339,34 @@ async fn price_check(client: &Client, plan: &Plan, mode: Mode) -> Check {
             format!("{kind}, price {} is active and one-time", plan.price)
         },
     )
+}
+
+/// A warning for enabled endpoints pinned to an API version the product has not vetted, that
+/// is, one its golden event fixtures do not cover ([`VETTED_STRIPE_VERSIONS`]): the normaliser
+/// reads the 2023-08-16 shape and basil's, and a version between them, or after basil, may
+/// have changed a field it reads. An endpoint without `api_version` sends the account's
+/// default version, which the API does not report; it is not judged here.
+fn version_check(endpoints: &[Value]) -> Option<Check> {
+    let unvetted: Vec<String> = endpoints
+        .iter()
+        .filter(|e| e["status"].as_str().unwrap_or("enabled") == "enabled")
+        .filter_map(|e| {
+            let version = e["api_version"].as_str()?;
+            (!VETTED_STRIPE_VERSIONS.contains(&version))
+                .then(|| format!("{} sends {version}", e["id"].as_str().unwrap_or("?")))
+        })
+        .collect();
+    if unvetted.is_empty() {
+        return None;
+    }
+    Some(Check::warning(
+        "webhook API version",
+        format!(
+            "{}, a version the event normaliser was not tested with (tested: {}); compare its changelog with the fields the product reads, or pin the endpoint to a tested version",
+            unvetted.join("; "),
+            VETTED_STRIPE_VERSIONS.join(", ")
+        ),
+    ))
 }
 
 fn endpoint_check(endpoints: Result<Vec<Value>, StripeError>, mode: Mode) -> Check {
@@ -496,6 +526,41 @@ mod tests {
         assert!(!gaps.contains(&"invoice.paid"));
         assert_eq!(gaps[0], "checkout.session.async_payment_succeeded");
         assert!(!delivers(&[], "invoice.paid"));
+    }
+
+    #[test]
+    fn an_endpoint_on_an_untested_api_version_is_a_warning() {
+        let on = |version: Value| {
+            let mut e = endpoint("we_1", "enabled", &["*"]);
+            e["api_version"] = version;
+            e
+        };
+        for vetted in ["2023-08-16", "2025-03-31.basil"] {
+            assert_eq!(version_check(&[on(json!(vetted))]), None, "{vetted}");
+        }
+        assert_eq!(
+            version_check(&[on(Value::Null)]),
+            None,
+            "the account default"
+        );
+        let mut off = on(json!("2024-06-20"));
+        off["status"] = json!("disabled");
+        assert_eq!(
+            version_check(&[off]),
+            None,
+            "a disabled endpoint sends nothing"
+        );
+        let w = version_check(&[on(json!("2025-03-31.basil")), on(json!("2024-06-20"))])
+            .expect("a warning");
+        assert_eq!(w.status, Status::Warning);
+        assert!(w.detail.starts_with("we_1 sends 2024-06-20, "), "{w}");
+        assert!(w.to_string().starts_with("! webhook API version: "), "{w}");
+        assert_eq!(
+            crate::doctor::exit_code(std::slice::from_ref(&w)),
+            0,
+            "not a failure"
+        );
+        assert_eq!(crate::doctor::summary(&[w]), "0 passed, 1 warning");
     }
 
     #[test]

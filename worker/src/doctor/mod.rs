@@ -30,6 +30,8 @@ pub enum Status {
     Unknown,
     /// Not run, because an earlier problem makes it meaningless.
     Skipped,
+    /// Works, but worth a look; not a failure (exit code 0).
+    Warning,
 }
 
 /// One line of the checklist (and its fix).
@@ -58,6 +60,10 @@ impl Check {
         Check::new(name, Status::Unknown, detail, None)
     }
 
+    pub fn warning(name: impl Into<String>, detail: impl Into<String>) -> Check {
+        Check::new(name, Status::Warning, detail, None)
+    }
+
     pub fn skipped(name: impl Into<String>, why: impl Into<String>) -> Check {
         Check::new(name, Status::Skipped, why, None)
     }
@@ -84,6 +90,7 @@ impl fmt::Display for Check {
             Status::Problem => "✗",
             Status::Unknown => "?",
             Status::Skipped => "-",
+            Status::Warning => "!",
         };
         write!(f, "{mark} {}: {}", self.name, self.detail)?;
         if let Some(fix) = &self.fix {
@@ -116,6 +123,7 @@ pub fn summary(checks: &[Check]) -> String {
     for (status, one, many) in [
         (Status::Problem, "problem", "problems"),
         (Status::Unknown, "not checked", "not checked"),
+        (Status::Warning, "warning", "warnings"),
         (Status::Skipped, "skipped", "skipped"),
     ] {
         match count(status) {

@@ -33,7 +33,7 @@ pub async fn run(ctx: &Ctx, stripe: &Stripe, req: &Claimed) -> Result<Value, Out
         None => create_customer(ctx, stripe, req, params.email.as_deref()).await?,
     };
     let form = session_form(req.id, req.user_id, &customer, &params);
-    let key = format!("checkout-{}", req.id);
+    let key = session_key(req.id, &customer);
     let session = stripe
         .post("/v1/checkout/sessions", &form, &key, bounds)
         .await?;
@@ -220,6 +220,17 @@ pub fn session_form(request_id: Uuid, user_id: Uuid, customer: &str, p: &Checkou
         form["discounts"] = json!([{"coupon": coupon}]);
     }
     form
+}
+
+/// The Idempotency-Key of the Checkout Session call: keyed by what the call sends. The form
+/// is made from the request's row, fixed once queued, and the customer, which is not: when
+/// Stripe no longer has the linked customer (deleted in the Dashboard), `billing.fail_request`
+/// forgets the link and the retry creates another customer. Stripe refuses a key used before
+/// with other parameters (400 `idempotency_error`), so the customer is part of the key: a
+/// retry with the same customer replays the first answer, one with a new customer is a new
+/// call (https://docs.stripe.com/api/idempotent_requests; the emulator's rules table).
+pub fn session_key(request_id: Uuid, customer: &str) -> String {
+    format!("checkout-{request_id}-{customer}")
 }
 
 /// The id of a created customer.

@@ -150,3 +150,15 @@ fn customer_ids_need_an_id() {
     assert_eq!(customer_id(&json!({"id": "cus_9"})).unwrap(), "cus_9");
     assert!(customer_id(&json!({})).is_err());
 }
+
+#[test]
+fn the_session_key_follows_the_customer_sent() {
+    // A retry with the same customer replays; after the customer was forgotten and another
+    // created, the same request sends other parameters and needs another key.
+    assert_eq!(
+        session_key(REQUEST, "cus_1"),
+        format!("checkout-{REQUEST_S}-cus_1")
+    );
+    assert_eq!(session_key(REQUEST, "cus_1"), session_key(REQUEST, "cus_1"));
+    assert_ne!(session_key(REQUEST, "cus_1"), session_key(REQUEST, "cus_2"));
+}

@@ -87,6 +87,22 @@ UPDATE billing.stripe_refunds SET ended_at = reported_at WHERE status IN ('faile
 COMMENT ON TABLE billing.stripe_refunds IS 'Refunds as refund.* and charge.refund.updated events reported them. A failed or canceled refund moves no money: it counts neither by itself nor in its charge''s reports made before it ended. Privileged roles only.';
 COMMENT ON COLUMN billing.stripe_refunds.ended_at IS 'Stripe''s time of the first report of it failed or canceled; NULL while it is not.';
 
+-- Where a revocation takes tokens from is an operator setting (issue 20): with revocation_scope
+-- grant, what the refunded grant no longer holds is recorded as not taken instead of being taken
+-- from the balance or owed, and a restoration cancels it before giving anything back.
+ALTER TABLE billing.config ADD COLUMN revocation_scope text CHECK (revocation_scope IN ('grant', 'balance'));
+COMMENT ON COLUMN billing.config.revocation_scope IS 'Where a refund, dispute or credit note takes tokens back from: grant = only the refunded grant (even expired) and what was restored for it, the rest is recorded as not taken (no debt), so refunding last month''s invoice leaves this month''s allowance alone; balance = the grant, then the balance''s other live grants, then a debt (debt_policy). NULL = balance: money that goes back takes its tokens back wherever they are, so buying, spending and refunding cannot keep what was used.';
+ALTER TABLE billing.token_reversals ADD COLUMN not_taken bigint NOT NULL DEFAULT 0 CHECK (not_taken >= 0);
+ALTER TABLE billing.token_reversals DROP CONSTRAINT token_reversals_adds_up;
+ALTER TABLE billing.token_reversals ADD CONSTRAINT token_reversals_adds_up CHECK (CASE kind
+    WHEN 'revoke' THEN taken + debt + not_taken = tokens AND debt_forgiven = 0 AND restored_grant_id IS NULL
+                       AND (spend_id IS NOT NULL) = (taken > 0)
+    ELSE taken = 0 AND debt = 0 AND spend_id IS NULL
+         AND (restored_grant_id IS NOT NULL) = (tokens > debt_forgiven + not_taken)
+         AND debt_forgiven + not_taken <= tokens END);
+COMMENT ON COLUMN billing.token_reversals.not_taken IS 'revoke: tokens neither taken nor owed, because the grant no longer held them and revocation_scope grant forbids taking them from the rest of the balance; restore: tokens of such revocations, cancelled without giving anything back (nothing was taken for them).';
+COMMENT ON COLUMN billing.token_reversals.taken IS 'revoke: tokens taken from the balance (the grant first, then, with revocation_scope balance, the soonest-expiring others).';
+
 -- The functions the extension writes in Rust, as PL/pgSQL twins.
 -- sql/editions/pure/signature.sql
 -- The pure-SQL edition's twins of extension/src/signature.rs (DESIGN.md, "Signatures" and "Two
@@ -473,6 +489,7 @@ BEGIN
     c.request_retention_days := coalesce(c.request_retention_days, 30);
     c.event_retention_days := coalesce(c.event_retention_days, 90);
     c.debt_policy := coalesce(c.debt_policy, 'collect');
+    c.revocation_scope := coalesce(c.revocation_scope, 'balance');
     RETURN c;
 END
 $$;
@@ -1232,8 +1249,10 @@ COMMENT ON FUNCTION billing._net_revoked(bigint) IS 'Internal: tokens revoked fr
 
 -- Takes tokens back: from the grant first (even expired, worthless, tokens count), then from the
 -- user's other spendable tokens of the same balance, soonest-expiring first; what was already
--- spent becomes a debt. The rows are locked in spend order, like a spend locks them, so a
--- revocation and spends never deadlock.
+-- spent becomes a debt. With revocation_scope grant only the grant and the spendable grants that
+-- restored it give, and the rest is recorded as not taken: no debt, so neither this month's
+-- allowance nor the next pays for a refund of last month's invoice. The rows are locked in spend
+-- order, like a spend locks them, so a revocation and spends never deadlock.
 CREATE OR REPLACE FUNCTION billing._revoke(g billing.token_grants, tokens bigint, reason text, event_id text)
 RETURNS billing.token_reversals
 LANGUAGE plpgsql
@@ -1243,6 +1262,7 @@ DECLARE
     ids bigint[] := '{}';
     takes bigint[] := '{}';
     left_to_take bigint := tokens;
+    not_taken bigint := 0;
     take bigint;
     o record;
     spend bigint;
@@ -1273,6 +1293,9 @@ BEGIN
         WHERE t.id <> g.id AND t.user_id = g.user_id
           AND coalesce(t.project_id, billing._no_project()) = coalesce(g.project_id, billing._no_project())
           AND t.remaining > 0 AND coalesce(t.expires_at, 'infinity'::timestamptz) > now()
+          AND (cfg.revocation_scope = 'balance'
+               OR t.id IN (SELECT r.restored_grant_id FROM billing.token_reversals r
+                           WHERE r.grant_id = g.id AND r.kind = 'restore'))
         ORDER BY coalesce(t.expires_at, 'infinity'::timestamptz), t.created_at, t.id
     LOOP
         EXIT WHEN left_to_take = 0;
@@ -1288,10 +1311,14 @@ BEGIN
         INSERT INTO billing.token_spend_allocations (spend_id, grant_id, user_id, tokens)
         SELECT spend, a.id, g.user_id, a.take FROM unnest(ids, takes) AS a(id, take);
     END IF;
+    IF cfg.revocation_scope = 'grant' THEN
+        not_taken := left_to_take;
+        left_to_take := 0;
+    END IF;
     INSERT INTO billing.token_reversals (user_id, project_id, purchase_id, grant_id, kind, tokens, taken, debt,
-                                         spend_id, reason, event_id)
-    VALUES (g.user_id, g.project_id, g.purchase_id, g.id, 'revoke', tokens, tokens - left_to_take, left_to_take,
-            spend, left(reason, 500), event_id)
+                                         not_taken, spend_id, reason, event_id)
+    VALUES (g.user_id, g.project_id, g.purchase_id, g.id, 'revoke', tokens, tokens - left_to_take - not_taken,
+            left_to_take, not_taken, spend, left(reason, 500), event_id)
     RETURNING * INTO rev;
     IF left_to_take > 0 THEN
         INSERT INTO billing.token_debts (user_id, project_id, reversal_id, tokens)
@@ -1305,11 +1332,14 @@ BEGIN
     RETURN rev;
 END
 $$;
-COMMENT ON FUNCTION billing._revoke(billing.token_grants, bigint, text, text) IS 'Internal: takes tokens back for a grant (the grant first, then the balance); records a debt for what was already spent (written off at once with debt_policy write_off).';
+COMMENT ON FUNCTION billing._revoke(billing.token_grants, bigint, text, text) IS 'Internal: takes tokens back for a grant (the grant first, then the balance); records a debt for what was already spent (written off at once with debt_policy write_off), or with revocation_scope grant takes only from the grant (and its restorations) and records the rest as not taken.';
 
--- Gives tokens back: first by forgiving what is still owed for this grant, then by a new grant
--- (source restored) for the rest: what the revocation took and what later grants repaid of its
--- debt. The money came back now, so the tokens must be spendable now: the new grant expires when
+-- Gives tokens back: first by cancelling what revocations of this grant did not take
+-- (revocation_scope grant: there is nothing to give back for it), then by forgiving what is still
+-- owed for this grant, then by a new grant (source restored) for the rest: what the revocation
+-- took and what later grants repaid of its debt. Cancelling the not-taken tokens first keeps
+-- them at most the net revocation, so by the time everything is restored they are all cancelled
+-- and what was given back is exactly what was taken (or repaid). The money came back now, so the tokens must be spendable now: the new grant expires when
 -- the original does, but no sooner than the renewal grace from now.
 CREATE OR REPLACE FUNCTION billing._restore(g billing.token_grants, tokens bigint, reason text, event_id text)
 RETURNS billing.token_reversals
@@ -1325,7 +1355,13 @@ DECLARE
     fresh record;
     rev billing.token_reversals;
     pending_forgiveness jsonb := '[]';
+    cancel bigint;
 BEGIN
+    -- Not taken, net: what revocations did not take less what restorations cancelled of it (the
+    -- caller holds the purchase's row lock, so settlements of the grant never interleave).
+    SELECT least(_restore.tokens, greatest(coalesce(sum(CASE r.kind WHEN 'revoke' THEN r.not_taken ELSE -r.not_taken END), 0), 0))
+    INTO cancel FROM billing.token_reversals r WHERE r.grant_id = g.id;
+    forgive := cancel;
     FOR d IN SELECT debt.id, debt.remaining FROM billing.token_debts debt
              JOIN billing.token_reversals r ON r.id = debt.reversal_id
              WHERE r.grant_id = g.id AND debt.remaining > 0
@@ -1343,8 +1379,8 @@ BEGIN
             collect_debts => false);
     END IF;
     INSERT INTO billing.token_reversals (user_id, project_id, purchase_id, grant_id, kind, tokens, debt_forgiven,
-                                         restored_grant_id, reason, event_id)
-    VALUES (g.user_id, g.project_id, g.purchase_id, g.id, 'restore', tokens, forgive, (fresh.g).id,
+                                         not_taken, restored_grant_id, reason, event_id)
+    VALUES (g.user_id, g.project_id, g.purchase_id, g.id, 'restore', tokens, forgive - cancel, cancel, (fresh.g).id,
             left(reason, 500), event_id)
     RETURNING * INTO rev;
     INSERT INTO billing.token_debt_settlements (debt_id, user_id, kind, tokens, reversal_id)
@@ -1357,7 +1393,7 @@ BEGIN
     RETURN rev;
 END
 $$;
-COMMENT ON FUNCTION billing._restore(billing.token_grants, bigint, text, text) IS 'Internal: gives revoked tokens back (a dispute won, a refund failed, a credit note voided): forgives the grant''s outstanding debt first, then grants the rest (source restored, the original expiry but at least the renewal grace from now).';
+COMMENT ON FUNCTION billing._restore(billing.token_grants, bigint, text, text) IS 'Internal: gives revoked tokens back (a dispute won, a refund failed, a credit note voided): cancels what revocations of the grant did not take (revocation_scope grant), forgives the grant''s outstanding debt, then grants the rest (source restored, the original expiry but at least the renewal grace from now).';
 
 CREATE OR REPLACE FUNCTION billing._settle_purchase(purchase_id text, reason text, event_id text) RETURNS void
 LANGUAGE plpgsql

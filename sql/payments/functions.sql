@@ -210,8 +210,10 @@ COMMENT ON FUNCTION billing._net_revoked(bigint) IS 'Internal: tokens revoked fr
 
 -- Takes tokens back: from the grant first (even expired, worthless, tokens count), then from the
 -- user's other spendable tokens of the same balance, soonest-expiring first; what was already
--- spent becomes a debt. The rows are locked in spend order, like a spend locks them, so a
--- revocation and spends never deadlock.
+-- spent becomes a debt. With revocation_scope grant only the grant and the spendable grants that
+-- restored it give, and the rest is recorded as not taken: no debt, so neither this month's
+-- allowance nor the next pays for a refund of last month's invoice. The rows are locked in spend
+-- order, like a spend locks them, so a revocation and spends never deadlock.
 CREATE OR REPLACE FUNCTION billing._revoke(g billing.token_grants, tokens bigint, reason text, event_id text)
 RETURNS billing.token_reversals
 LANGUAGE plpgsql
@@ -221,6 +223,7 @@ DECLARE
     ids bigint[] := '{}';
     takes bigint[] := '{}';
     left_to_take bigint := tokens;
+    not_taken bigint := 0;
     take bigint;
     o record;
     spend bigint;
@@ -251,6 +254,9 @@ BEGIN
         WHERE t.id <> g.id AND t.user_id = g.user_id
           AND coalesce(t.project_id, billing._no_project()) = coalesce(g.project_id, billing._no_project())
           AND t.remaining > 0 AND coalesce(t.expires_at, 'infinity'::timestamptz) > now()
+          AND (cfg.revocation_scope = 'balance'
+               OR t.id IN (SELECT r.restored_grant_id FROM billing.token_reversals r
+                           WHERE r.grant_id = g.id AND r.kind = 'restore'))
         ORDER BY coalesce(t.expires_at, 'infinity'::timestamptz), t.created_at, t.id
     LOOP
         EXIT WHEN left_to_take = 0;
@@ -266,10 +272,14 @@ BEGIN
         INSERT INTO billing.token_spend_allocations (spend_id, grant_id, user_id, tokens)
         SELECT spend, a.id, g.user_id, a.take FROM unnest(ids, takes) AS a(id, take);
     END IF;
+    IF cfg.revocation_scope = 'grant' THEN
+        not_taken := left_to_take;
+        left_to_take := 0;
+    END IF;
     INSERT INTO billing.token_reversals (user_id, project_id, purchase_id, grant_id, kind, tokens, taken, debt,
-                                         spend_id, reason, event_id)
-    VALUES (g.user_id, g.project_id, g.purchase_id, g.id, 'revoke', tokens, tokens - left_to_take, left_to_take,
-            spend, left(reason, 500), event_id)
+                                         not_taken, spend_id, reason, event_id)
+    VALUES (g.user_id, g.project_id, g.purchase_id, g.id, 'revoke', tokens, tokens - left_to_take - not_taken,
+            left_to_take, not_taken, spend, left(reason, 500), event_id)
     RETURNING * INTO rev;
     IF left_to_take > 0 THEN
         INSERT INTO billing.token_debts (user_id, project_id, reversal_id, tokens)
@@ -283,11 +293,14 @@ BEGIN
     RETURN rev;
 END
 $$;
-COMMENT ON FUNCTION billing._revoke(billing.token_grants, bigint, text, text) IS 'Internal: takes tokens back for a grant (the grant first, then the balance); records a debt for what was already spent (written off at once with debt_policy write_off).';
+COMMENT ON FUNCTION billing._revoke(billing.token_grants, bigint, text, text) IS 'Internal: takes tokens back for a grant (the grant first, then the balance); records a debt for what was already spent (written off at once with debt_policy write_off), or with revocation_scope grant takes only from the grant (and its restorations) and records the rest as not taken.';
 
--- Gives tokens back: first by forgiving what is still owed for this grant, then by a new grant
--- (source restored) for the rest: what the revocation took and what later grants repaid of its
--- debt. The money came back now, so the tokens must be spendable now: the new grant expires when
+-- Gives tokens back: first by cancelling what revocations of this grant did not take
+-- (revocation_scope grant: there is nothing to give back for it), then by forgiving what is still
+-- owed for this grant, then by a new grant (source restored) for the rest: what the revocation
+-- took and what later grants repaid of its debt. Cancelling the not-taken tokens first keeps
+-- them at most the net revocation, so by the time everything is restored they are all cancelled
+-- and what was given back is exactly what was taken (or repaid). The money came back now, so the tokens must be spendable now: the new grant expires when
 -- the original does, but no sooner than the renewal grace from now.
 CREATE OR REPLACE FUNCTION billing._restore(g billing.token_grants, tokens bigint, reason text, event_id text)
 RETURNS billing.token_reversals
@@ -303,7 +316,13 @@ DECLARE
     fresh record;
     rev billing.token_reversals;
     pending_forgiveness jsonb := '[]';
+    cancel bigint;
 BEGIN
+    -- Not taken, net: what revocations did not take less what restorations cancelled of it (the
+    -- caller holds the purchase's row lock, so settlements of the grant never interleave).
+    SELECT least(_restore.tokens, greatest(coalesce(sum(CASE r.kind WHEN 'revoke' THEN r.not_taken ELSE -r.not_taken END), 0), 0))
+    INTO cancel FROM billing.token_reversals r WHERE r.grant_id = g.id;
+    forgive := cancel;
     FOR d IN SELECT debt.id, debt.remaining FROM billing.token_debts debt
              JOIN billing.token_reversals r ON r.id = debt.reversal_id
              WHERE r.grant_id = g.id AND debt.remaining > 0
@@ -321,8 +340,8 @@ BEGIN
             collect_debts => false);
     END IF;
     INSERT INTO billing.token_reversals (user_id, project_id, purchase_id, grant_id, kind, tokens, debt_forgiven,
-                                         restored_grant_id, reason, event_id)
-    VALUES (g.user_id, g.project_id, g.purchase_id, g.id, 'restore', tokens, forgive, (fresh.g).id,
+                                         not_taken, restored_grant_id, reason, event_id)
+    VALUES (g.user_id, g.project_id, g.purchase_id, g.id, 'restore', tokens, forgive - cancel, cancel, (fresh.g).id,
             left(reason, 500), event_id)
     RETURNING * INTO rev;
     INSERT INTO billing.token_debt_settlements (debt_id, user_id, kind, tokens, reversal_id)
@@ -335,7 +354,7 @@ BEGIN
     RETURN rev;
 END
 $$;
-COMMENT ON FUNCTION billing._restore(billing.token_grants, bigint, text, text) IS 'Internal: gives revoked tokens back (a dispute won, a refund failed, a credit note voided): forgives the grant''s outstanding debt first, then grants the rest (source restored, the original expiry but at least the renewal grace from now).';
+COMMENT ON FUNCTION billing._restore(billing.token_grants, bigint, text, text) IS 'Internal: gives revoked tokens back (a dispute won, a refund failed, a credit note voided): cancels what revocations of the grant did not take (revocation_scope grant), forgives the grant''s outstanding debt, then grants the rest (source restored, the original expiry but at least the renewal grace from now).';
 
 CREATE OR REPLACE FUNCTION billing._settle_purchase(purchase_id text, reason text, event_id text) RETURNS void
 LANGUAGE plpgsql

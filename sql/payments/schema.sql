@@ -154,13 +154,16 @@ CREATE TABLE billing.token_reversals (
     reason text NOT NULL CHECK (length(reason) <= 500),
     event_id text,
     created_at timestamptz NOT NULL DEFAULT now(),
-    -- A revocation is what it took plus what it could not (the debt); a restoration is debt
-    -- forgiven plus tokens given back by a new grant.
+    not_taken bigint NOT NULL DEFAULT 0 CHECK (not_taken >= 0),
+    -- A revocation is what it took plus what it could not (the debt, or not taken at all with
+    -- revocation_scope grant); a restoration is what was not taken, debt forgiven, and tokens
+    -- given back by a new grant.
     CONSTRAINT token_reversals_adds_up CHECK (CASE kind
-        WHEN 'revoke' THEN taken + debt = tokens AND debt_forgiven = 0 AND restored_grant_id IS NULL
+        WHEN 'revoke' THEN taken + debt + not_taken = tokens AND debt_forgiven = 0 AND restored_grant_id IS NULL
                            AND (spend_id IS NOT NULL) = (taken > 0)
         ELSE taken = 0 AND debt = 0 AND spend_id IS NULL
-             AND (restored_grant_id IS NOT NULL) = (tokens > debt_forgiven) AND debt_forgiven <= tokens END)
+             AND (restored_grant_id IS NOT NULL) = (tokens > debt_forgiven + not_taken)
+             AND debt_forgiven + not_taken <= tokens END)
 );
 CREATE INDEX token_reversals_grant_idx ON billing.token_reversals (grant_id);
 CREATE INDEX token_reversals_user_idx ON billing.token_reversals (user_id, created_at);
@@ -173,9 +176,10 @@ COMMENT ON COLUMN billing.token_reversals.purchase_id IS 'The purchase whose mon
 COMMENT ON COLUMN billing.token_reversals.grant_id IS 'The grant the tokens came from.';
 COMMENT ON COLUMN billing.token_reversals.kind IS 'revoke or restore.';
 COMMENT ON COLUMN billing.token_reversals.tokens IS 'Tokens revoked or restored.';
-COMMENT ON COLUMN billing.token_reversals.taken IS 'revoke: tokens taken from the balance (the grant first, then the soonest-expiring others).';
+COMMENT ON COLUMN billing.token_reversals.taken IS 'revoke: tokens taken from the balance (the grant first, then, with revocation_scope balance, the soonest-expiring others).';
 COMMENT ON COLUMN billing.token_reversals.debt IS 'revoke: tokens already spent, recorded as a debt in billing.token_debts.';
 COMMENT ON COLUMN billing.token_reversals.debt_forgiven IS 'restore: outstanding debt of this grant cancelled instead of giving tokens back.';
+COMMENT ON COLUMN billing.token_reversals.not_taken IS 'revoke: tokens neither taken nor owed, because the grant no longer held them and revocation_scope grant forbids taking them from the rest of the balance; restore: tokens of such revocations, cancelled without giving anything back (nothing was taken for them).';
 COMMENT ON COLUMN billing.token_reversals.spend_id IS 'revoke: the spend (kind revocation) that took the tokens.';
 COMMENT ON COLUMN billing.token_reversals.restored_grant_id IS 'restore: the grant (source restored) that gave tokens back.';
 COMMENT ON COLUMN billing.token_reversals.reason IS 'What moved the money, e.g. "refund re_... of charge ch_..." or "dispute du_... won".';

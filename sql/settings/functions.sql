@@ -21,6 +21,7 @@ BEGIN
     c.request_retention_days := coalesce(c.request_retention_days, 30);
     c.event_retention_days := coalesce(c.event_retention_days, 90);
     c.debt_policy := coalesce(c.debt_policy, 'collect');
+    c.revocation_scope := coalesce(c.revocation_scope, 'balance');
     RETURN c;
 END
 $$;

@@ -64,6 +64,22 @@ UPDATE billing.stripe_refunds SET ended_at = reported_at WHERE status IN ('faile
 COMMENT ON TABLE billing.stripe_refunds IS 'Refunds as refund.* and charge.refund.updated events reported them. A failed or canceled refund moves no money: it counts neither by itself nor in its charge''s reports made before it ended. Privileged roles only.';
 COMMENT ON COLUMN billing.stripe_refunds.ended_at IS 'Stripe''s time of the first report of it failed or canceled; NULL while it is not.';
 
+-- Where a revocation takes tokens from is an operator setting (issue 20): with revocation_scope
+-- grant, what the refunded grant no longer holds is recorded as not taken instead of being taken
+-- from the balance or owed, and a restoration cancels it before giving anything back.
+ALTER TABLE billing.config ADD COLUMN revocation_scope text CHECK (revocation_scope IN ('grant', 'balance'));
+COMMENT ON COLUMN billing.config.revocation_scope IS 'Where a refund, dispute or credit note takes tokens back from: grant = only the refunded grant (even expired) and what was restored for it, the rest is recorded as not taken (no debt), so refunding last month''s invoice leaves this month''s allowance alone; balance = the grant, then the balance''s other live grants, then a debt (debt_policy). NULL = balance: money that goes back takes its tokens back wherever they are, so buying, spending and refunding cannot keep what was used.';
+ALTER TABLE billing.token_reversals ADD COLUMN not_taken bigint NOT NULL DEFAULT 0 CHECK (not_taken >= 0);
+ALTER TABLE billing.token_reversals DROP CONSTRAINT token_reversals_adds_up;
+ALTER TABLE billing.token_reversals ADD CONSTRAINT token_reversals_adds_up CHECK (CASE kind
+    WHEN 'revoke' THEN taken + debt + not_taken = tokens AND debt_forgiven = 0 AND restored_grant_id IS NULL
+                       AND (spend_id IS NOT NULL) = (taken > 0)
+    ELSE taken = 0 AND debt = 0 AND spend_id IS NULL
+         AND (restored_grant_id IS NOT NULL) = (tokens > debt_forgiven + not_taken)
+         AND debt_forgiven + not_taken <= tokens END);
+COMMENT ON COLUMN billing.token_reversals.not_taken IS 'revoke: tokens neither taken nor owed, because the grant no longer held them and revocation_scope grant forbids taking them from the rest of the balance; restore: tokens of such revocations, cancelled without giving anything back (nothing was taken for them).';
+COMMENT ON COLUMN billing.token_reversals.taken IS 'revoke: tokens taken from the balance (the grant first, then, with revocation_scope balance, the soonest-expiring others).';
+
 -- @replay
 
 SELECT billing._protect_table('billing.invoice_lines'::regclass, own_rows => false);

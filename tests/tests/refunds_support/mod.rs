@@ -92,6 +92,32 @@ impl Shop {
             ))
             .await;
         let invoice = sub["latest_invoice"].as_str().unwrap().to_string();
+        let charge = self.charge_of_invoice(&invoice).await;
+        (invoice, charge)
+    }
+
+    /// Renews the subscription `invoice` billed (the next period, paid); returns the renewal's
+    /// invoice and its charge.
+    pub async fn renew(&self, invoice: &str) -> (String, String) {
+        let inv = self.get(&format!("/v1/invoices/{invoice}")).await;
+        // Before basil an invoice names its subscription; from basil on its parent does.
+        let sub = inv["subscription"]
+            .as_str()
+            .or(inv["parent"]["subscription_details"]["subscription"].as_str())
+            .unwrap()
+            .to_string();
+        self.em
+            .post(&format!("/_emulator/subscriptions/{sub}/renew"), json!({}))
+            .await;
+        let sub = self.get(&format!("/v1/subscriptions/{sub}")).await;
+        let next = sub["latest_invoice"].as_str().unwrap().to_string();
+        assert_ne!(next, invoice, "the renewal billed a new invoice");
+        let charge = self.charge_of_invoice(&next).await;
+        (next, charge)
+    }
+
+    /// The charge that paid `invoice`.
+    pub async fn charge_of_invoice(&self, invoice: &str) -> String {
         // Before basil an invoice names its charge; from basil on its payments say (and
         // only basil has them to expand).
         let inv = self.get(&format!("/v1/invoices/{invoice}")).await;
@@ -101,7 +127,7 @@ impl Shop {
             self.get(&format!("/v1/invoices/{invoice}?expand[]=payments"))
                 .await
         };
-        let charge = match inv["charge"].as_str() {
+        match inv["charge"].as_str() {
             Some(ch) => ch.to_string(),
             None => {
                 let pi = inv["payments"]["data"][0]["payment"]["payment_intent"]
@@ -110,8 +136,7 @@ impl Shop {
                     .to_string();
                 self.em.charge_of(&pi).await
             }
-        };
-        (invoice, charge)
+        }
     }
 
     pub async fn refund(&self, charge: &str, amount: i64) {

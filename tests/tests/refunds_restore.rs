@@ -15,6 +15,7 @@ use rand::SeedableRng;
 use refunds_support::*;
 use serde_json::{json, Value};
 use stripe_billing_tests::events;
+use stripe_billing_tests::pg::TestDb;
 use tokio_postgres::Client;
 
 /// The emulator's event of `event_type` (the last one).
@@ -50,6 +51,23 @@ fn orders(story: &[Value]) -> Vec<(String, Vec<Value>)> {
         let mut twice: Vec<Value> = story.iter().chain(story.iter()).cloned().collect();
         twice.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
         out.push((format!("shuffled twice (seed {seed})"), twice));
+    }
+    out
+}
+
+/// For each order a delivery can take (see [`orders`]): a fresh database where `bought` and then
+/// the story in that order were delivered.
+async fn in_every_order(
+    shop: &Shop,
+    bought: &[Value],
+    story: &[Value],
+) -> Vec<(String, TestDb, Client)> {
+    let mut out = Vec::new();
+    for (name, events) in orders(story) {
+        let (db, owner) = setup().await;
+        deliver(&owner, shop, bought).await;
+        deliver(&owner, shop, &events).await;
+        out.push((name, db, owner));
     }
     out
 }
@@ -91,10 +109,7 @@ async fn a_refund_that_fails_or_is_canceled_after_the_charge_reported_it_gives_t
         ("refund.updated", "canceled"),
     ] {
         let (shop, bought, story) = refund_that_fails("2025-03-31.basil", failure, true).await;
-        for (name, events) in orders(&story) {
-            let (_db, owner) = setup().await;
-            deliver(&owner, &shop, &bought).await;
-            deliver(&owner, &shop, &events).await;
+        for (name, _db, owner) in in_every_order(&shop, &bought, &story).await {
             assert_eq!(
                 (
                     balance(&owner, shop.user).await,
@@ -119,10 +134,7 @@ async fn charge_refund_updated_reports_a_failed_refund_before_acacia() {
     // charge.refunded snapshot, then charge.refund.updated when the refund failed.
     let (shop, bought, story) =
         refund_that_fails("2023-08-16", ("charge.refund.updated", "failed"), false).await;
-    for (name, events) in orders(&story) {
-        let (_db, owner) = setup().await;
-        deliver(&owner, &shop, &bought).await;
-        deliver(&owner, &shop, &events).await;
+    for (name, _db, owner) in in_every_order(&shop, &bought, &story).await {
         assert_eq!(balance(&owner, shop.user).await, 500, "{name}");
         assert_books(&owner).await;
     }
@@ -142,10 +154,7 @@ async fn a_refund_that_failed_stops_counting_but_a_later_refund_counts() {
     let all = shop.em.events().await;
     let mut story: Vec<Value> = all[bought.len()..].to_vec();
     story.push(failed);
-    for (name, events) in orders(&story) {
-        let (_db, owner) = setup().await;
-        deliver(&owner, &shop, &bought).await;
-        deliver(&owner, &shop, &events).await;
+    for (name, _db, owner) in in_every_order(&shop, &bought, &story).await {
         // 900 of 900 reported at the second refund, less the failed 300: two thirds of 500.
         assert_eq!(balance(&owner, shop.user).await, 500 - 333, "{name}");
         assert_books(&owner).await;
@@ -274,10 +283,7 @@ async fn an_inquiry_takes_nothing() {
             json!({"status": "warning_closed"}),
         ),
     ];
-    for (name, events) in orders(&story) {
-        let (_db, owner) = setup().await;
-        deliver(&owner, &shop, &bought).await;
-        deliver(&owner, &shop, &events).await;
+    for (name, _db, owner) in in_every_order(&shop, &bought, &story).await {
         assert_eq!(balance(&owner, shop.user).await, 500, "{name}");
         assert_books(&owner).await;
     }
@@ -295,10 +301,7 @@ async fn funds_withdrawn_take_and_funds_reinstated_give_back_in_any_order() {
         let all = shop.em.events().await;
         // created, funds_withdrawn, closed (won), funds_reinstated, in any order.
         let story: Vec<Value> = all[bought.len()..].to_vec();
-        for (name, events) in orders(&story) {
-            let (_db, owner) = setup().await;
-            deliver(&owner, &shop, &bought).await;
-            deliver(&owner, &shop, &events).await;
+        for (name, _db, owner) in in_every_order(&shop, &bought, &story).await {
             assert_eq!(balance(&owner, shop.user).await, 500, "{version} {name}");
             assert_books(&owner).await;
         }

@@ -3761,8 +3761,8 @@ COMMENT ON FUNCTION billing._apply_subscription(jsonb, smallint) IS 'Internal: a
 --   other: an up-and-down cycle never gains a token. Prorations come with the invoice that
 --   bills them: at once with proration_behavior=always_invoice, with the next renewal (beside
 --   its period line) under Stripe's default create_prorations.
---   Free: an invoice whose total is 0 (a trial, whose lines are 0; a 100%-off coupon) grants
---   as if paid, unless billing.config.free_invoice_tokens is none. A renewal the customer's
+--   Free: an invoice whose total is 0 (a trial, whose lines are 0; a 100%-off coupon), or below
+--   (credits above the charges), grants as if paid, unless billing.config.free_invoice_tokens is none. A renewal the customer's
 --   credit balance paid (amount_paid 0, total > 0) is paid, not free. A downgrade's take-back
 --   happens on any invoice (one with always_invoice has a negative total Stripe credits to
 --   the customer's balance).
@@ -3775,7 +3775,9 @@ LANGUAGE plpgsql STABLE
 AS $$
 DECLARE
     cfg billing.config := billing._settings();
-    free boolean := coalesce((inv ->> 'total')::bigint, (inv ->> 'amount_paid')::bigint, 0) = 0;
+    -- Nothing to pay: a total of 0 (or a credit above the charges). amount_paid 0 alone is not
+    -- free: the customer's credit balance may have paid.
+    free boolean := coalesce((inv ->> 'total')::bigint, (inv ->> 'amount_paid')::bigint, 0) <= 0;
     grants_nothing boolean;
     lines jsonb := coalesce(inv -> 'lines', '[]');
     line jsonb;

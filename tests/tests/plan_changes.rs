@@ -9,6 +9,7 @@ mod subscription_support;
 use common::set_config;
 use serde_json::{json, Value};
 use stripe_billing_tests::events::{self, unix_now, Shape};
+use stripe_billing_tests::pg::Caller;
 use subscription_support::*;
 use tokio_postgres::Client;
 
@@ -263,7 +264,8 @@ async fn an_upgrade_grants_the_share_of_the_plan_its_money_bought() {
 
 #[tokio::test]
 async fn a_downgrade_takes_back_what_it_credits_and_owes_what_was_spent() {
-    let (_db, owner) = setup().await;
+    let (db, owner) = setup().await;
+    let mut api = db.api().await;
     catalog(&owner).await;
     for shape in [Shape::V2023, Shape::Basil] {
         let p = period(unix_now() - 21 * DAY, 30);
@@ -312,6 +314,27 @@ async fn a_downgrade_takes_back_what_it_credits_and_owes_what_was_spent() {
                 .map(|n| (n.0.as_str(), n.1["tokens"].as_i64()))
                 .collect::<Vec<_>>(),
             [("tokens_revoked", Some(270)), ("debt_created", Some(250))]
+        );
+        // The user sees it under row-level security, as PostgREST would show it.
+        let mine = api
+            .call(
+                &Caller::User(s.user),
+                "SELECT kind, tokens, taken, debt, billing.token_debt() FROM billing.token_reversals",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            mine.iter()
+                .map(|r| (
+                    r.get::<_, String>(0),
+                    r.get(1),
+                    r.get(2),
+                    r.get(3),
+                    r.get(4)
+                ))
+                .collect::<Vec<(String, i64, i64, i64, i64)>>(),
+            [("downgrade".to_string(), 270, 20, 250, 250)]
         );
         // The next renewal (Small, 100 tokens) pays the debt off first.
         let p2 = period(p.end, 30);

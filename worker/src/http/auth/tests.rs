@@ -17,6 +17,8 @@ fn config(audience: Option<&str>) -> ApiConfig {
         jwks_url: None,
         jwt_audience: audience.map(str::to_string),
         cors_origins: Vec::new(),
+        cookie_origins: Vec::new(),
+        cookie_name: None,
         rate_per_minute: 20,
         burst: 5,
         max_body_bytes: 1024,
@@ -116,6 +118,15 @@ async fn bad_tokens_are_refused_with_their_reason() {
             AuthError::NotAUser("service_role".into()),
         ),
         (Some(with(json!({"sub": null}))), AuthError::NoSubject),
+        // PostgREST's PGRST303: issued more than the 30 s skew from now.
+        (
+            Some(with(json!({"iat": now() + 600}))),
+            AuthError::IssuedInFuture,
+        ),
+        (
+            Some(with(json!({"iat": "yesterday"}))),
+            AuthError::IatNotANumber,
+        ),
     ];
     for (authorization, expected) in cases {
         let got = check(&v, authorization.as_deref()).await.unwrap_err();
@@ -144,6 +155,23 @@ async fn expiry_has_a_small_leeway() {
             .unwrap_err(),
         AuthError::Expired
     );
+}
+
+#[tokio::test]
+async fn iat_has_the_same_leeway_as_postgrest() {
+    let v = Verifier::new(&config(None)).unwrap();
+    let signed = |iat: Value| {
+        let mut claims = user_claims();
+        claims["iat"] = iat;
+        format!("Bearer {}", token(claims, SECRET))
+    };
+    for ok in [json!(now() + 10), json!(now() - 86400), Value::Null] {
+        assert!(check(&v, Some(&signed(ok.clone()))).await.is_ok(), "{ok}");
+    }
+    let err = check(&v, Some(&signed(json!(now() + LEEWAY_SECONDS as i64 + 5))))
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "JWT issued at future");
 }
 
 #[tokio::test]

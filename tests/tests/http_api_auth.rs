@@ -323,7 +323,8 @@ async fn session_cookie_only_from_allowed_origins() {
     assert!(cookie.contains(".1="), "{cookie}");
     let body = json!({"priceId": "price_pack", "mode": "payment", "successUrl": OK_URL, "cancelUrl": CANCEL_URL}).to_string();
 
-    let refused: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
+    type Headers<'a> = Vec<(&'a str, &'a str)>;
+    let refused: Vec<(&str, Headers, &str)> = vec![
         (
             "no Origin",
             vec![("cookie", &cookie)],

@@ -80,7 +80,7 @@ impl SessionCookie {
             ));
         };
         let origin = origin.to_str().unwrap_or("").trim().to_ascii_lowercase();
-        if self.origins.iter().any(|o| *o == origin) {
+        if self.origins.contains(&origin) {
             Ok(())
         } else {
             let shown: String = origin.chars().take(100).collect();

@@ -232,3 +232,28 @@ fn base64url(bytes: &[u8]) -> String {
     }
     out
 }
+
+#[tokio::test]
+async fn the_session_cookie_is_read_only_with_configured_origins() {
+    use base64::Engine;
+    let session = json!({"access_token": token(user_claims(), SECRET), "refresh_token": "r"});
+    let value = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(session.to_string());
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::COOKIE,
+        format!("sb-ref-auth-token=base64-{value}").parse().unwrap(),
+    );
+    headers.insert(header::ORIGIN, "https://app.example.com".parse().unwrap());
+    // Without --session-cookie-origin the cookie is not even looked at.
+    let off = Verifier::new(&config(None)).unwrap();
+    assert_eq!(off.caller(&headers).await.unwrap_err(), AuthError::Missing);
+    let on = Verifier::new(&ApiConfig {
+        cookie_origins: vec!["https://app.example.com".into()],
+        ..config(None)
+    })
+    .unwrap();
+    assert_eq!(on.caller(&headers).await.unwrap().sub, USER);
+    // A bearer header wins, even a bad one.
+    headers.insert(header::AUTHORIZATION, "Basic x".parse().unwrap());
+    assert_eq!(on.caller(&headers).await.unwrap_err(), AuthError::NotBearer);
+}

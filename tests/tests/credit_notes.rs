@@ -195,7 +195,7 @@ async fn a_credit_notes_refund_that_failed_stops_counting() {
         deliver_all(&owner, &shop, &bought).await;
         deliver_all(&owner, &shop, &events).await;
         assert_eq!(balance(&owner, shop.user).await, 1000, "{order}");
-        deliver_all(&owner, &shop, &[lost.clone()]).await;
+        deliver_all(&owner, &shop, std::slice::from_ref(&lost)).await;
         assert_eq!(
             balance(&owner, shop.user).await,
             1000,

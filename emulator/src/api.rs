@@ -52,6 +52,7 @@ enum Route {
     ListWebhookEndpoints,
     GetCharge(String),
     GetPaymentIntent(String),
+    GetRefund(String),
 }
 
 impl Route {
@@ -80,6 +81,7 @@ impl Route {
             ("GET", ["webhook_endpoints"]) => Route::ListWebhookEndpoints,
             ("GET", ["charges", c]) => Route::GetCharge(id(c)),
             ("GET", ["payment_intents", i]) => Route::GetPaymentIntent(id(i)),
+            ("GET", ["refunds", r]) => Route::GetRefund(id(r)),
             _ => return None,
         })
     }
@@ -107,6 +109,7 @@ impl Route {
             Route::ListWebhookEndpoints => "GET /v1/webhook_endpoints",
             Route::GetCharge(_) => "GET /v1/charges/{charge}",
             Route::GetPaymentIntent(_) => "GET /v1/payment_intents/{intent}",
+            Route::GetRefund(_) => "GET /v1/refunds/{refund}",
         }
     }
 }
@@ -137,6 +140,7 @@ pub(crate) fn every_operation() -> Vec<&'static str> {
         Route::ListWebhookEndpoints,
         Route::GetCharge(id()),
         Route::GetPaymentIntent(id()),
+        Route::GetRefund(id()),
     ];
     for route in &routes {
         // No wildcard: a new route does not compile here until it is also listed above.
@@ -160,7 +164,8 @@ pub(crate) fn every_operation() -> Vec<&'static str> {
             | Route::GetEvent(_)
             | Route::ListWebhookEndpoints
             | Route::GetCharge(_)
-            | Route::GetPaymentIntent(_) => {}
+            | Route::GetPaymentIntent(_)
+            | Route::GetRefund(_) => {}
         }
     }
     routes.iter().map(Route::operation).collect()
@@ -522,6 +527,11 @@ fn read(
                     .get(id)
                     .map(|i| r.payment_intent(i))
                     .ok_or_else(|| missing("payment_intent", id)),
+                Route::GetRefund(id) => store
+                    .refunds
+                    .get(id)
+                    .map(|x| r.refund(x))
+                    .ok_or_else(|| missing("refund", id)),
                 _ => return None,
             }
         }

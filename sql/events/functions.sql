@@ -41,8 +41,9 @@ BEGIN
             WHEN ev ->> 'object_type' = 'charge' AND ev ->> 'type' LIKE 'charge.%' THEN
                 PERFORM billing._apply_charge(ev);
             -- charge.refund.updated: before acacia, the only report of a charge's refund failing.
+            -- billing.refund.retrieved: a credit note's refund that no event reported.
             WHEN ev ->> 'object_type' = 'refund'
-                 AND (ev ->> 'type' LIKE 'refund.%' OR ev ->> 'type' = 'charge.refund.updated') THEN
+                 AND (ev ->> 'type' LIKE 'refund.%' OR ev ->> 'type' IN ('charge.refund.updated', 'billing.refund.retrieved')) THEN
                 PERFORM billing._apply_refund(ev);
             WHEN ev ->> 'object_type' = 'dispute' AND ev ->> 'type' LIKE 'charge.dispute.%' THEN
                 PERFORM billing._apply_dispute(ev);

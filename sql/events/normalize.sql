@@ -15,7 +15,8 @@
 --   or, for a line an invoice item made, parent.invoice_item_details.proration;
 -- - a charge's invoice (before basil only) and an invoice's payments (basil: invoice_payment
 --   objects, or the invoice retrieved with expand[]=payments);
--- - a credit note's refunds: refund (an id) before basil, refunds[] with amounts after.
+-- - a credit note's refunds: refund (an id) before basil, refunds[] with amounts after; from
+--   2025-05-28.basil its pre_payment_amount and post_payment_amount (type mixed).
 --
 -- Reading is lenient, because a field of an unexpected JSON type must not make an event that
 -- Stripe will redeliver for days fail: a value of another type reads as absent, a reference may
@@ -287,6 +288,10 @@ RETURN CASE object_type
         'type', billing._json_string(o -> 'type'),
         'total', billing._json_number(o -> 'total'),
         'out_of_band_amount', billing._json_number(o -> 'out_of_band_amount'),
+        -- From 2025-05-28.basil a credit note can be mixed: pre_payment_amount lowered what was
+        -- due, post_payment_amount was refunded, credited or credited outside Stripe.
+        'pre_payment_amount', billing._json_number(o -> 'pre_payment_amount'),
+        'post_payment_amount', billing._json_number(o -> 'post_payment_amount'),
         'currency', billing._json_string(o -> 'currency'),
         'refunds', refunds)
     WHEN 'invoice_payment' THEN pg_catalog.jsonb_build_object(

@@ -113,16 +113,18 @@ CREATE TABLE billing.stripe_credit_notes (
     refunds jsonb NOT NULL DEFAULT '[]' CHECK (jsonb_typeof(refunds) = 'array'),
     status_rank smallint NOT NULL,
     reported_at timestamptz NOT NULL,
-    updated_at timestamptz NOT NULL DEFAULT now()
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    post_payment_amount bigint
 );
 CREATE INDEX stripe_credit_notes_invoice_idx ON billing.stripe_credit_notes (invoice);
-COMMENT ON TABLE billing.stripe_credit_notes IS 'Credit notes as credit_note.* events reported them. An issued post-payment credit note gives back its total; the part it refunded is already counted with the charge''s refunds. Privileged roles only.';
+COMMENT ON TABLE billing.stripe_credit_notes IS 'Credit notes as credit_note.* events reported them. An issued credit note gives back its post-payment part (a post_payment note''s total, a mixed note''s post_payment_amount); the part it refunded is already counted with the charge''s refunds. Privileged roles only.';
 COMMENT ON COLUMN billing.stripe_credit_notes.id IS 'Credit note id.';
 COMMENT ON COLUMN billing.stripe_credit_notes.invoice IS 'The credited invoice.';
-COMMENT ON COLUMN billing.stripe_credit_notes.note_type IS 'pre_payment (lowers what is due; nothing was paid for it) or post_payment.';
+COMMENT ON COLUMN billing.stripe_credit_notes.note_type IS 'pre_payment (lowers what is due; nothing was paid for it), post_payment, or mixed (from 2025-05-28.basil: part of each; only post_payment_amount gives money back).';
 COMMENT ON COLUMN billing.stripe_credit_notes.status IS 'issued or void.';
 COMMENT ON COLUMN billing.stripe_credit_notes.total IS 'Amount credited.';
 COMMENT ON COLUMN billing.stripe_credit_notes.out_of_band_amount IS 'The part credited outside Stripe.';
+COMMENT ON COLUMN billing.stripe_credit_notes.post_payment_amount IS 'The part that was refunded, credited to the customer''s balance or credited outside Stripe (from 2025-05-28.basil; NULL before, when a post_payment credit note''s total is all post-payment).';
 COMMENT ON COLUMN billing.stripe_credit_notes.refunds IS 'The refunds it made: [{refund, amount_refunded}] (amount_refunded is NULL before basil).';
 COMMENT ON COLUMN billing.stripe_credit_notes.status_rank IS 'How far along the status is; a report of a further status wins whenever it arrives, among equals the newest.';
 COMMENT ON COLUMN billing.stripe_credit_notes.reported_at IS 'Stripe''s time of the report that set the row.';

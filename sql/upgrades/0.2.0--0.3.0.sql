@@ -115,6 +115,14 @@ COMMENT ON COLUMN billing.token_reversals.spend_id IS 'revoke and downgrade: the
 COMMENT ON COLUMN billing.config.free_invoice_tokens IS 'What a paid invoice whose total is 0 (a trial, a 100%-off coupon) grants: plan = the plan''s allowance as if paid, none = nothing; NULL = plan. An invoice the customer''s credit balance paid (amount_paid 0, total above 0) is paid, not free; a downgrade''s take-back happens either way.';
 COMMENT ON COLUMN billing.config.debt_policy IS 'What happens to tokens a refund, dispute, credit note or downgrade takes back after they were spent: collect = recorded as a debt that later grants pay off first, write_off = recorded and written off at once; NULL = collect.';
 
+-- From 2025-05-28.basil a credit note can be mixed (issue 20): only its post_payment_amount gives
+-- money back, its pre_payment_amount lowered what was due.
+ALTER TABLE billing.stripe_credit_notes ADD COLUMN post_payment_amount bigint;
+COMMENT ON COLUMN billing.stripe_credit_notes.post_payment_amount IS 'The part that was refunded, credited to the customer''s balance or credited outside Stripe (from 2025-05-28.basil; NULL before, when a post_payment credit note''s total is all post-payment).';
+COMMENT ON COLUMN billing.stripe_credit_notes.note_type IS 'pre_payment (lowers what is due; nothing was paid for it), post_payment, or mixed (from 2025-05-28.basil: part of each; only post_payment_amount gives money back).';
+COMMENT ON TABLE billing.stripe_credit_notes IS 'Credit notes as credit_note.* events reported them. An issued credit note gives back its post-payment part (a post_payment note''s total, a mixed note''s post_payment_amount); the part it refunded is already counted with the charge''s refunds. Privileged roles only.';
+COMMENT ON COLUMN billing.stripe_requests.kind IS 'checkout or portal (a user''s session), refresh (retrieve a subscription whose same-second events disagree, an invoice''s payments, or a credit note''s refund no event reported) or line_items (retrieve what a Checkout Session sold, or every line of an invoice).';
+
 -- @replay
 
 SELECT billing._protect_table('billing.invoice_lines'::regclass, own_rows => false);

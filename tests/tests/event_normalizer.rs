@@ -168,26 +168,62 @@ const SHAPE_DIFFERENCES: &[(&str, &str, &str, &str)] = &[
     ),
 ];
 
+/// Events one version sends and the other does not, for the same story: before
+/// 2024-10-28.acacia Stripe sends no `refund.*` event for a charge's refund and reports its
+/// change as `charge.refund.updated`; from acacia on `refund.created`, `refund.updated` and
+/// `refund.failed` (https://docs.stripe.com/changelog/acacia/2024-10-28/refund-webhook-update).
+const VERSION_ONLY_EVENTS: &[(&str, &str)] = &[
+    (LEGACY, "charge.refund.updated"),
+    (BASIL, "refund.created"),
+    (BASIL, "refund.updated"),
+    (BASIL, "refund.failed"),
+];
+
 #[test]
 fn both_api_shapes_normalise_to_the_same_fields() {
-    // The same life in both versions, event by event (paired by file name), gives the same
-    // non-null fields but for the documented differences: the effects never have to know which
-    // version sent an event, and a shape that turns a field into null is caught.
+    // The same life in both versions, event by event (paired in order, less the events only
+    // one version sends), gives the same non-null fields but for the documented differences:
+    // the effects never have to know which version sent an event, and a shape that turns a
+    // field into null is caught.
     let root = repo_root().join("tests/fixtures/events");
-    let normalized = |version: &str| -> BTreeSet<String> {
-        std::fs::read_dir(root.join(version))
+    let normalized = |version: &str| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(root.join(version))
             .unwrap()
             .map(|f| f.unwrap().file_name().to_string_lossy().to_string())
             .filter(|n| n.ends_with(".normalized.json"))
+            .collect();
+        names.sort();
+        names
+            .into_iter()
+            .filter(|n| {
+                let ty = n[3..].trim_end_matches(".normalized.json");
+                !VERSION_ONLY_EVENTS.contains(&(version, ty))
+            })
             .collect()
     };
-    let names = normalized(LEGACY);
-    assert_eq!(names, normalized(BASIL), "the same events in both versions");
-    assert!(names.len() >= 40, "only {} events", names.len());
+    let (legacy_names, basil_names) = (normalized(LEGACY), normalized(BASIL));
+    let kinds =
+        |names: &[String]| -> Vec<String> { names.iter().map(|n| n[3..].to_string()).collect() };
+    assert_eq!(
+        kinds(&legacy_names),
+        kinds(&basil_names),
+        "the same events in both versions"
+    );
+    assert!(
+        legacy_names.len() >= 40,
+        "only {} events",
+        legacy_names.len()
+    );
+    let names: Vec<(String, String)> = legacy_names.into_iter().zip(basil_names).collect();
     let mut used = BTreeSet::new();
     let mut differ = Vec::new();
-    for name in &names {
+    for (legacy_name, basil_name) in &names {
         let paths = |version: &str| {
+            let name = if version == LEGACY {
+                legacy_name
+            } else {
+                basil_name
+            };
             let text = std::fs::read_to_string(root.join(version).join(name)).unwrap();
             let ev: Value = serde_json::from_str(&text).unwrap();
             let mut out = BTreeSet::new();
@@ -196,7 +232,8 @@ fn both_api_shapes_normalise_to_the_same_fields() {
         };
         let (ty, legacy) = paths(LEGACY);
         let (basil_ty, basil) = paths(BASIL);
-        assert_eq!(ty, basil_ty, "{name}");
+        assert_eq!(ty, basil_ty, "{legacy_name}");
+        let name = legacy_name;
         for (version, only) in [
             (LEGACY, legacy.difference(&basil)),
             (BASIL, basil.difference(&legacy)),

@@ -121,6 +121,14 @@ COMMENT ON COLUMN billing.token_reversals.spend_id IS 'revoke and downgrade: the
 COMMENT ON COLUMN billing.config.free_invoice_tokens IS 'What a paid invoice whose total is 0 (a trial, a 100%-off coupon) grants: plan = the plan''s allowance as if paid, none = nothing; NULL = plan. An invoice the customer''s credit balance paid (amount_paid 0, total above 0) is paid, not free; a downgrade''s take-back happens either way.';
 COMMENT ON COLUMN billing.config.debt_policy IS 'What happens to tokens a refund, dispute, credit note or downgrade takes back after they were spent: collect = recorded as a debt that later grants pay off first, write_off = recorded and written off at once; NULL = collect.';
 
+-- From 2025-05-28.basil a credit note can be mixed (issue 20): only its post_payment_amount gives
+-- money back, its pre_payment_amount lowered what was due.
+ALTER TABLE billing.stripe_credit_notes ADD COLUMN post_payment_amount bigint;
+COMMENT ON COLUMN billing.stripe_credit_notes.post_payment_amount IS 'The part that was refunded, credited to the customer''s balance or credited outside Stripe (from 2025-05-28.basil; NULL before, when a post_payment credit note''s total is all post-payment).';
+COMMENT ON COLUMN billing.stripe_credit_notes.note_type IS 'pre_payment (lowers what is due; nothing was paid for it), post_payment, or mixed (from 2025-05-28.basil: part of each; only post_payment_amount gives money back).';
+COMMENT ON TABLE billing.stripe_credit_notes IS 'Credit notes as credit_note.* events reported them. An issued credit note gives back its post-payment part (a post_payment note''s total, a mixed note''s post_payment_amount); the part it refunded is already counted with the charge''s refunds. Privileged roles only.';
+COMMENT ON COLUMN billing.stripe_requests.kind IS 'checkout or portal (a user''s session), refresh (retrieve a subscription whose same-second events disagree, an invoice''s payments, or a credit note''s refund no event reported) or line_items (retrieve what a Checkout Session sold, or every line of an invoice).';
+
 -- Functions written in Rust.
 -- extension/src/signature.rs:97
 -- stripe_billing::signature::_verify_webhook_signature
@@ -919,8 +927,9 @@ COMMENT ON FUNCTION billing._notify(uuid, text, text, jsonb) IS 'Internal: recor
 --
 -- The rule, in one place: a grant's net revoked tokens are always
 --     round(grant tokens x reversed / amount paid)   (all of them once everything is reversed)
--- where reversed = refunds + disputed funds withdrawn + post-payment credit notes (less what
--- they refunded, already among the refunds), at most the amount paid. Every report about the
+-- where reversed = refunds + disputed funds withdrawn + the post-payment part of credit notes
+-- (less what they refunded, already among the refunds; a mixed note's pre-payment part lowered
+-- what was due and gives nothing back), at most the amount paid. Every report about the
 -- money (in any order, any number of times) updates the facts, then _settle_purchase moves each
 -- grant from what it has to that target: revoking more, or restoring. Applying a report twice,
 -- or reports in another order, ends in the same ledger.
@@ -1010,19 +1019,49 @@ BEGIN
     -- PL/pgSQL rather than SQL: its plan is cached, and this runs for every report.
     RETURN (
     -- basil and later say how much of each refund the note accounts for; before, the refund's
-    -- own amount is used when a refund event reported it, else everything not credited out of
-    -- band is taken to be refunded.
+    -- own amount, as a refund event reported it or the worker retrieved it (pre-acacia Stripe
+    -- sends no refund event for a charge's refund: _request_credit_note_refunds). Until then,
+    -- everything post-payment not credited out of band is taken to be refunded.
     SELECT CASE
         WHEN jsonb_array_length(n.refunds) = 0 THEN 0
         WHEN bool_and(r ->> 'amount_refunded' IS NOT NULL) THEN sum((r ->> 'amount_refunded')::bigint)
         WHEN bool_and(s.amount IS NOT NULL) THEN sum(s.amount)
-        ELSE greatest(n.total - coalesce(n.out_of_band_amount, 0), 0) END
+        ELSE greatest(coalesce(n.post_payment_amount, n.total) - coalesce(n.out_of_band_amount, 0), 0) END
     FROM jsonb_array_elements(CASE WHEN jsonb_array_length(n.refunds) = 0 THEN '[{}]'::jsonb ELSE n.refunds END) r
     LEFT JOIN billing.stripe_refunds s ON s.id = r ->> 'refund'
     );
 END
 $$;
 COMMENT ON FUNCTION billing._credit_note_refunded(billing.stripe_credit_notes) IS 'Internal: how much of a credit note was a refund (counted with the charge''s refunds, not again as credit).';
+
+-- What a credit note gives back besides its refunds: its post-payment part (a post_payment
+-- note's total; from 2025-05-28.basil post_payment_amount, which a mixed note splits from the
+-- pre_payment_amount that only lowered what was due) less what it refunded. A refund that
+-- failed is in neither: it moved no money.
+CREATE OR REPLACE FUNCTION billing._credit_note_credited(n billing.stripe_credit_notes) RETURNS bigint
+LANGUAGE sql STABLE
+AS $$
+    SELECT CASE WHEN n.status <> 'issued' OR n.note_type = 'pre_payment' THEN 0
+                ELSE greatest(coalesce(n.post_payment_amount, n.total) - billing._credit_note_refunded(n), 0) END
+$$;
+COMMENT ON FUNCTION billing._credit_note_credited(billing.stripe_credit_notes) IS 'Internal: the money an issued credit note gives back other than by refund: its post-payment part (post_payment_amount from 2025-05-28.basil, else a post_payment note''s total) less what it refunded.';
+
+-- A credit note's refund whose amount no event said (before basil a credit note names its refund
+-- without an amount, and before acacia Stripe sends no refund.* event for a charge's refund) is
+-- retrieved from Stripe; the retrieved refund settles the purchase again with its real amount
+-- and status.
+CREATE OR REPLACE FUNCTION billing._request_credit_note_refunds(p billing.purchases) RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM billing._request_retrieval('refresh', p.user_id, r ->> 'refund')
+    FROM billing.stripe_credit_notes n CROSS JOIN jsonb_array_elements(n.refunds) r
+    WHERE n.invoice = p.id AND n.status = 'issued' AND r ->> 'amount_refunded' IS NULL
+      AND r ->> 'refund' ~ '^re_[A-Za-z0-9_]+$'
+      AND NOT EXISTS (SELECT FROM billing.stripe_refunds s WHERE s.id = r ->> 'refund');
+END
+$$;
+COMMENT ON FUNCTION billing._request_credit_note_refunds(billing.purchases) IS 'Internal: asks the worker to retrieve the refunds of a purchase''s credit notes whose amount no event reported (refresh of the re_ id), once while one is in flight.';
 
 -- Both ids of every payment of a purchase: a report may name only the charge or only the
 -- PaymentIntent, and the purchase may know only the other one. One place, so settling and its
@@ -1082,9 +1121,8 @@ BEGIN
         WHERE d.status IN ('needs_response', 'under_review', 'lost')
           AND (d.charge IN (SELECT ch FROM charges) OR d.payment_intent IN (SELECT pi FROM intents))
     ), credited AS (
-        SELECT coalesce(sum(greatest(n.total - billing._credit_note_refunded(n), 0)), 0) AS amount
-        FROM billing.stripe_credit_notes n
-        WHERE n.invoice = p.id AND n.status = 'issued' AND coalesce(n.note_type, 'post_payment') <> 'pre_payment'
+        SELECT coalesce(sum(billing._credit_note_credited(n)), 0) AS amount
+        FROM billing.stripe_credit_notes n WHERE n.invoice = p.id
     )
     SELECT least(p.amount_paid, refunded.amount + disputed.amount + credited.amount)
     FROM refunded, disputed, credited
@@ -1296,6 +1334,7 @@ BEGIN
     IF NOT billing._purchase_has_reports(p.id) THEN
         RETURN;
     END IF;
+    PERFORM billing._request_credit_note_refunds(p);
     reversed := billing._purchase_reversed(p);
     FOR g IN SELECT * FROM billing.token_grants t
              WHERE t.purchase_id = p.id AND t.source <> 'restored' ORDER BY t.id LOOP
@@ -1971,7 +2010,7 @@ BEGIN
     DO NOTHING;
 END
 $$;
-COMMENT ON FUNCTION billing._request_retrieval(text, uuid, text) IS 'Internal: asks the worker to retrieve an object from Stripe (refresh: a subscription, or an invoice with its payments; line_items: what a Checkout Session sold, or every line of an invoice), once while one is in flight.';
+COMMENT ON FUNCTION billing._request_retrieval(text, uuid, text) IS 'Internal: asks the worker to retrieve an object from Stripe (refresh: a subscription, an invoice with its payments, or a credit note''s refund; line_items: what a Checkout Session sold, or every line of an invoice), once while one is in flight.';
 
 CREATE OR REPLACE FUNCTION billing._record_session_status(request_id text, session_status text) RETURNS void
 LANGUAGE plpgsql
@@ -2002,7 +2041,8 @@ COMMENT ON FUNCTION billing._record_session_status(text, text) IS 'Internal: rec
 --   or, for a line an invoice item made, parent.invoice_item_details.proration;
 -- - a charge's invoice (before basil only) and an invoice's payments (basil: invoice_payment
 --   objects, or the invoice retrieved with expand[]=payments);
--- - a credit note's refunds: refund (an id) before basil, refunds[] with amounts after.
+-- - a credit note's refunds: refund (an id) before basil, refunds[] with amounts after; from
+--   2025-05-28.basil its pre_payment_amount and post_payment_amount (type mixed).
 --
 -- Reading is lenient, because a field of an unexpected JSON type must not make an event that
 -- Stripe will redeliver for days fail: a value of another type reads as absent, a reference may
@@ -2274,6 +2314,10 @@ RETURN CASE object_type
         'type', billing._json_string(o -> 'type'),
         'total', billing._json_number(o -> 'total'),
         'out_of_band_amount', billing._json_number(o -> 'out_of_band_amount'),
+        -- From 2025-05-28.basil a credit note can be mixed: pre_payment_amount lowered what was
+        -- due, post_payment_amount was refunded, credited or credited outside Stripe.
+        'pre_payment_amount', billing._json_number(o -> 'pre_payment_amount'),
+        'post_payment_amount', billing._json_number(o -> 'post_payment_amount'),
         'currency', billing._json_string(o -> 'currency'),
         'refunds', refunds)
     WHEN 'invoice_payment' THEN pg_catalog.jsonb_build_object(
@@ -2434,8 +2478,9 @@ BEGIN
             WHEN ev ->> 'object_type' = 'charge' AND ev ->> 'type' LIKE 'charge.%' THEN
                 PERFORM billing._apply_charge(ev);
             -- charge.refund.updated: before acacia, the only report of a charge's refund failing.
+            -- billing.refund.retrieved: a credit note's refund that no event reported.
             WHEN ev ->> 'object_type' = 'refund'
-                 AND (ev ->> 'type' LIKE 'refund.%' OR ev ->> 'type' = 'charge.refund.updated') THEN
+                 AND (ev ->> 'type' LIKE 'refund.%' OR ev ->> 'type' IN ('charge.refund.updated', 'billing.refund.retrieved')) THEN
                 PERFORM billing._apply_refund(ev);
             WHEN ev ->> 'object_type' = 'dispute' AND ev ->> 'type' LIKE 'charge.dispute.%' THEN
                 PERFORM billing._apply_dispute(ev);
@@ -3550,14 +3595,15 @@ BEGIN
         RETURN;
     END IF;
     PERFORM billing._lock_payment(n ->> 'invoice');
-    INSERT INTO billing.stripe_credit_notes AS s (id, invoice, note_type, status, total, out_of_band_amount, refunds,
-                                                  status_rank, reported_at)
+    INSERT INTO billing.stripe_credit_notes AS s (id, invoice, note_type, status, total, out_of_band_amount,
+                                                  post_payment_amount, refunds, status_rank, reported_at)
     VALUES (n ->> 'id', n ->> 'invoice', n ->> 'type', coalesce(n ->> 'status', 'issued'),
-            coalesce((n ->> 'total')::bigint, 0), (n ->> 'out_of_band_amount')::bigint, coalesce(n -> 'refunds', '[]'),
+            coalesce((n ->> 'total')::bigint, 0), (n ->> 'out_of_band_amount')::bigint,
+            (n ->> 'post_payment_amount')::bigint, coalesce(n -> 'refunds', '[]'),
             rank, billing._unix_time(ev -> 'created'))
     ON CONFLICT (id) DO UPDATE
     SET status = excluded.status, total = excluded.total, out_of_band_amount = excluded.out_of_band_amount,
-        refunds = excluded.refunds, note_type = excluded.note_type, status_rank = excluded.status_rank,
+        post_payment_amount = excluded.post_payment_amount, refunds = excluded.refunds, note_type = excluded.note_type, status_rank = excluded.status_rank,
         reported_at = excluded.reported_at, updated_at = now()
     WHERE (excluded.status_rank, excluded.reported_at) >= (s.status_rank, s.reported_at);
     PERFORM billing._settle_purchase(n ->> 'invoice',

@@ -129,12 +129,15 @@ async fn holdings(owner: &Client, r: &Rendered) -> Value {
     }
     let row = owner
         .query_one(
-            "SELECT billing.token_balance($1), billing.token_debt($1)",
+            "SELECT billing.token_balance($1), billing.token_debt($1),
+                    (SELECT coalesce(sum(tokens), 0)::bigint FROM billing.token_reversals
+                     WHERE user_id = $1 AND kind = 'downgrade')",
             &[&r.user],
         )
         .await
         .unwrap();
-    json!({"balance": row.get::<_, i64>(0), "debt": row.get::<_, i64>(1), "grants": grants})
+    json!({"balance": row.get::<_, i64>(0), "debt": row.get::<_, i64>(1), "taken_back": row.get::<_, i64>(2),
+           "grants": grants})
 }
 
 /// Delivers one rendering of the lifecycle in the order `order` names; returns the holdings.
@@ -264,7 +267,8 @@ async fn run_lifecycle(
             want_grants.insert(names[key].clone(), json!([g.tokens, g.revoked(), g.source]));
         }
         let net = model.balance_less_debt();
-        let want = json!({"balance": net.max(0), "debt": (-net).max(0), "grants": want_grants});
+        let want = json!({"balance": net.max(0), "debt": (-net).max(0), "taken_back": model.taken_back,
+                          "grants": want_grants});
         if got != want {
             return Err(format!(
                 "{name}: holdings differ from the model\n  got  {got}\n  want {want}"

@@ -69,6 +69,8 @@ pub struct SubInvoice {
     pub reason: &'static str,
     pub plan: usize,
     pub quantity: i64,
+    /// Whether it bills a period (a plan change's own invoice bills only prorations).
+    pub period_line: bool,
     /// The period line's amount (0 on a trial invoice).
     pub period_amount: i64,
     /// Proration lines: (plan, amount; below 0 credits).
@@ -165,6 +167,23 @@ fn money_ops(rng: &mut StdRng, paid: i64, invoice: bool) -> Vec<MoneyOp> {
     ops
 }
 
+/// Plan changes on, by the switch or MODEL_PLAN_CHANGES=1 (to see the test fail on a ledger
+/// without proportional plan changes).
+pub fn plan_changes() -> bool {
+    PLAN_CHANGES || std::env::var("MODEL_PLAN_CHANGES").is_ok_and(|v| v == "1")
+}
+
+/// Draws how an invoice was paid (pre-payment credit, the customer's credit balance) and what
+/// happened to its money.
+fn with_money(rng: &mut StdRng, mut inv: SubInvoice, renewal: bool) -> SubInvoice {
+    if inv.total() > 0 && rng.random_bool(0.15) {
+        inv.pre_payment_credit = rng.random_range(1..=inv.total() / 2);
+    }
+    inv.from_balance = renewal && inv.due() > 0 && rng.random_bool(0.15);
+    inv.money = money_ops(rng, inv.paid(), true);
+    inv
+}
+
 /// A random lifecycle of one customer.
 pub fn generate(rng: &mut StdRng) -> Lifecycle {
     let mut packs = Vec::new();
@@ -185,19 +204,33 @@ pub fn generate(rng: &mut StdRng) -> Lifecycle {
         let quantity = rng.random_range(1..=2);
         for k in 0..rng.random_range(1..=4) {
             let mut prorations = Vec::new();
-            if PLAN_CHANGES && k > 0 && rng.random_bool(0.3) {
+            if plan_changes() && k > 0 && rng.random_bool(0.35) {
+                // A change with `part` per cent of the period left: the new plan charged for
+                // it, the old one credited.
                 let to = 1 - plan;
-                let part = rng.random_range(1..=100);
+                let part = rng.random_range(1..=99);
                 prorations.push((to, PLANS[to].2 * quantity * part / 100));
                 prorations.push((plan, -(PLANS[plan].2 * quantity * part / 100)));
                 plan = to;
+                if rng.random_bool(0.5) {
+                    // proration_behavior=always_invoice: an invoice of its own, now.
+                    let change = SubInvoice {
+                        reason: "subscription_update",
+                        plan,
+                        quantity,
+                        period_line: false,
+                        period_amount: 0,
+                        prorations: std::mem::take(&mut prorations),
+                        pre_payment_credit: 0,
+                        from_balance: false,
+                        failed_attempt: false,
+                        money: Vec::new(),
+                    };
+                    invoices.push(with_money(rng, change, false));
+                }
+                // Else Stripe's default create_prorations: billed with the next renewal.
             }
-            let period_amount = if trial && k == 0 {
-                0
-            } else {
-                PLANS[plan].2 * quantity
-            };
-            let mut inv = SubInvoice {
+            let inv = SubInvoice {
                 reason: if k == 0 {
                     "subscription_create"
                 } else {
@@ -205,19 +238,19 @@ pub fn generate(rng: &mut StdRng) -> Lifecycle {
                 },
                 plan,
                 quantity,
-                period_amount,
+                period_line: true,
+                period_amount: if trial && k == 0 {
+                    0
+                } else {
+                    PLANS[plan].2 * quantity
+                },
                 prorations,
                 pre_payment_credit: 0,
                 from_balance: false,
                 failed_attempt: rng.random_bool(0.15),
                 money: Vec::new(),
             };
-            if inv.total() > 0 && rng.random_bool(0.15) {
-                inv.pre_payment_credit = rng.random_range(1..=inv.total() / 2);
-            }
-            inv.from_balance = k > 0 && rng.random_bool(0.15);
-            inv.money = money_ops(rng, inv.paid(), true);
-            invoices.push(inv);
+            invoices.push(with_money(rng, inv, k > 0));
         }
     }
     Lifecycle {
@@ -288,12 +321,15 @@ pub fn reversed(paid: i64, ops: &[MoneyOp]) -> i64 {
     total.min(paid)
 }
 
-/// Tokens one invoice grants, by grant key suffix ("" for the period, ":upgrade").
-pub fn invoice_grants(inv: &SubInvoice) -> Vec<(&'static str, i64, &'static str)> {
-    let free = inv.paid() == 0 && inv.total() == 0;
+/// Tokens one invoice grants, by grant key suffix ("" for the period, ":upgrade"), and what a
+/// downgrade takes back. Prorations (the `upgrades` branch's rule): each line is worth
+/// monthly_tokens × quantity × min(|amount| ÷ (unit amount × quantity), 1), exactly; the net
+/// of charging less crediting lines is granted rounded down, or taken back rounded up.
+pub fn invoice_grants(inv: &SubInvoice) -> (Vec<(&'static str, i64, &'static str)>, i64) {
+    let free = inv.total() <= 0;
     let mut out = Vec::new();
     let monthly = PLANS[inv.plan].1 * inv.quantity;
-    if inv.period_amount > 0 || (inv.period_amount == 0 && free) {
+    if inv.period_line && (inv.period_amount > 0 || (inv.period_amount == 0 && free)) {
         let source = if inv.reason == "subscription_create" {
             "subscription_start"
         } else {
@@ -301,28 +337,31 @@ pub fn invoice_grants(inv: &SubInvoice) -> Vec<(&'static str, i64, &'static str)
         };
         out.push(("", monthly, source));
     }
-    // Proration lines: tokens in proportion to the money (the `upgrades` branch's rule).
-    let mut net = 0.0f64;
+    // net × D exactly, D a multiple of every unit amount.
+    let d: i128 = PLANS.iter().map(|p| p.2 as i128).product();
+    let mut net: i128 = 0;
     for (plan, amount) in &inv.prorations {
-        let unit = PLANS[*plan].2 * inv.quantity;
-        let fraction = (amount.abs() as f64 / unit as f64).min(1.0);
-        let tokens = PLANS[*plan].1 as f64 * inv.quantity as f64 * fraction;
-        net += if *amount > 0 { tokens } else { -tokens };
+        let (_, tokens, unit) = PLANS[*plan];
+        let paid_for = (amount.abs()).min(unit * inv.quantity) as i128;
+        let worth = tokens as i128 * paid_for * (d / unit as i128);
+        net += if *amount > 0 { worth } else { -worth };
     }
-    if net >= 1.0 {
-        let up = net.floor() as i64;
-        out.push((":upgrade", up, "plan_upgrade"));
+    let mut take_back = 0;
+    if net >= d {
+        out.push((":upgrade", (net / d) as i64, "plan_upgrade"));
+    } else if net < 0 {
+        take_back = ((-net + d - 1) / d) as i64;
     }
-    out
+    (out, take_back)
 }
 
 /// Invariant (c), apart from the model: an invoice's tokens never exceed its plans' tokens
 /// times the part of a period each line pays for (a full period line: all of it; a proration:
 /// its amount over the price's; a trial: all of it, as the README's free-invoice rule says).
 pub fn period_cap(inv: &SubInvoice) -> f64 {
-    let free = inv.total() == 0;
+    let free = inv.total() <= 0;
     let mut cap = 0.0;
-    if inv.period_amount > 0 || free {
+    if inv.period_line && (inv.period_amount > 0 || free) {
         cap += (PLANS[inv.plan].1 * inv.quantity) as f64;
     }
     for (plan, amount) in &inv.prorations {
@@ -339,6 +378,8 @@ pub struct Expected {
     pub grants: BTreeMap<String, Grant>,
     /// Tokens granted before any money report (what the spend is a share of).
     pub granted: i64,
+    /// Tokens downgrades took back.
+    pub taken_back: i64,
     pub spent: i64,
 }
 
@@ -348,6 +389,7 @@ impl Expected {
             .values()
             .map(|g| g.tokens - g.revoked())
             .sum::<i64>()
+            - self.taken_back
             - self.spent
     }
     /// Per source: (tokens granted, tokens revoked).
@@ -382,8 +424,11 @@ pub fn expected(life: &Lifecycle, sessions: &[String], invoices: &[String]) -> E
             },
         );
     }
+    let mut taken_back = 0;
     for (inv, id) in life.invoices.iter().zip(invoices) {
-        for (suffix, tokens, source) in invoice_grants(inv) {
+        let (made, took) = invoice_grants(inv);
+        taken_back += took;
+        for (suffix, tokens, source) in made {
             grants.insert(
                 format!("{id}{suffix}"),
                 Grant {
@@ -399,6 +444,8 @@ pub fn expected(life: &Lifecycle, sessions: &[String], invoices: &[String]) -> E
     Expected {
         grants,
         granted,
-        spent: granted * life.spend_permille / 1000,
+        taken_back,
+        // What the purchases leave to spend (a downgrade may have taken some back).
+        spent: (granted - taken_back).max(0) * life.spend_permille / 1000,
     }
 }

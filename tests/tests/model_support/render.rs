@@ -264,7 +264,7 @@ pub fn render(life: &Lifecycle, shape: Shape, rng: &mut StdRng, now: i64) -> Ren
             start,
             end: start + 30 * DAY,
         };
-        let status = if inv.period_amount == 0 {
+        let status = if inv.period_line && inv.period_amount == 0 {
             "trialing"
         } else {
             "active"
@@ -391,24 +391,24 @@ fn invoice(
     user: &str,
     paid_by: Option<&Payment>,
 ) -> Value {
-    let mut lines = vec![Line {
-        price_id: PLANS[inv.plan].0,
-        amount: inv.period_amount,
-        proration: false,
-        period,
-    }];
-    for (plan, amount) in &inv.prorations {
-        lines.push(Line {
+    // The period line (unless the invoice bills only a plan change), then the prorations.
+    let period_line = inv
+        .period_line
+        .then_some((inv.plan, inv.period_amount, false));
+    let all: Vec<(usize, i64, bool)> = period_line
+        .into_iter()
+        .chain(inv.prorations.iter().map(|(p, a)| (*p, *a, true)))
+        .collect();
+    let lines = all
+        .iter()
+        .map(|(plan, amount, proration)| Line {
             price_id: PLANS[*plan].0,
             amount: *amount,
-            proration: true,
+            proration: *proration,
             period,
-        });
-    }
-    let units: Vec<i64> = std::iter::once(inv.plan)
-        .chain(inv.prorations.iter().map(|(p, _)| *p))
-        .map(|p| PLANS[p].2)
+        })
         .collect();
+    let units: Vec<i64> = all.iter().map(|(p, _, _)| PLANS[*p].2).collect();
     let mut o = events::invoice(
         out.shape,
         &Invoice {

@@ -54,6 +54,7 @@ CREATE TABLE billing.invoice_lines (
     amount bigint,
     quantity bigint,
     proration boolean NOT NULL,
+    unit_amount numeric,
     period_start timestamptz,
     period_end timestamptz,
     retrieved_at timestamptz NOT NULL DEFAULT now(),
@@ -65,6 +66,7 @@ COMMENT ON COLUMN billing.invoice_lines.position IS 'Order of the line within th
 COMMENT ON COLUMN billing.invoice_lines.price_id IS 'The Stripe price of the line.';
 COMMENT ON COLUMN billing.invoice_lines.amount IS 'What the line charges (negative: a credit), in the smallest currency unit.';
 COMMENT ON COLUMN billing.invoice_lines.quantity IS 'The line''s quantity.';
+COMMENT ON COLUMN billing.invoice_lines.unit_amount IS 'The unit amount of the line''s price (a decimal, in the smallest currency unit), of which a proration line''s amount is a share; NULL when Stripe gives none (tiered prices).';
 COMMENT ON COLUMN billing.invoice_lines.proration IS 'Whether the line is a proration (a plan change''s charge or credit) rather than a period.';
 COMMENT ON COLUMN billing.invoice_lines.period_start IS 'Start of the period the line bills.';
 COMMENT ON COLUMN billing.invoice_lines.period_end IS 'End of the period the line bills.';
@@ -91,7 +93,7 @@ COMMENT ON COLUMN billing.stripe_refunds.ended_at IS 'Stripe''s time of the firs
 -- grant, what the refunded grant no longer holds is recorded as not taken instead of being taken
 -- from the balance or owed, and a restoration cancels it before giving anything back.
 ALTER TABLE billing.config ADD COLUMN revocation_scope text CHECK (revocation_scope IN ('grant', 'balance'));
-COMMENT ON COLUMN billing.config.revocation_scope IS 'Where a refund, dispute or credit note takes tokens back from: grant = only the refunded grant (even expired) and what was restored for it, the rest is recorded as not taken (no debt), so refunding last month''s invoice leaves this month''s allowance alone; balance = the grant, then the balance''s other live grants, then a debt (debt_policy). NULL = balance: money that goes back takes its tokens back wherever they are, so buying, spending and refunding cannot keep what was used.';
+COMMENT ON COLUMN billing.config.revocation_scope IS 'Where a refund, dispute or credit note takes tokens back from: grant = only the refunded grant (even expired) and what was restored for it, the rest is recorded as not taken (no debt), so refunding last month''s invoice leaves this month''s allowance alone; balance = the grant, then the balance''s other live grants, then a debt (debt_policy). NULL = balance: money that goes back takes its tokens back wherever they are, so buying, spending and refunding cannot keep what was used. A downgrade''s take-back likewise takes, with grant, only from the subscription''s live grants (the rest not taken), and with balance from them and then the rest of the balance.';
 ALTER TABLE billing.token_reversals ADD COLUMN not_taken bigint NOT NULL DEFAULT 0 CHECK (not_taken >= 0);
 ALTER TABLE billing.token_reversals DROP CONSTRAINT token_reversals_adds_up;
 ALTER TABLE billing.token_reversals ADD CONSTRAINT token_reversals_adds_up CHECK (CASE kind
@@ -102,6 +104,39 @@ ALTER TABLE billing.token_reversals ADD CONSTRAINT token_reversals_adds_up CHECK
          AND debt_forgiven + not_taken <= tokens END);
 COMMENT ON COLUMN billing.token_reversals.not_taken IS 'revoke: tokens neither taken nor owed, because the grant no longer held them and revocation_scope grant forbids taking them from the rest of the balance; restore: tokens of such revocations, cancelled without giving anything back (nothing was taken for them).';
 COMMENT ON COLUMN billing.token_reversals.taken IS 'revoke: tokens taken from the balance (the grant first, then, with revocation_scope balance, the soonest-expiring others).';
+
+-- Plan downgrades take back what their prorations credited (issue 20, item 1): a reversal of
+-- kind downgrade, keyed once per invoice, of no purchase or grant (nothing was refunded, so
+-- settling a purchase never sees or undoes it).
+ALTER TABLE billing.token_reversals ALTER COLUMN purchase_id DROP NOT NULL;
+ALTER TABLE billing.token_reversals ALTER COLUMN grant_id DROP NOT NULL;
+ALTER TABLE billing.token_reversals DROP CONSTRAINT token_reversals_kind_check;
+ALTER TABLE billing.token_reversals ADD CONSTRAINT token_reversals_kind_check
+    CHECK (kind IN ('revoke', 'restore', 'downgrade'));
+ALTER TABLE billing.token_reversals ADD COLUMN take_key text UNIQUE;
+ALTER TABLE billing.token_reversals DROP CONSTRAINT token_reversals_adds_up;
+ALTER TABLE billing.token_reversals ADD CONSTRAINT token_reversals_adds_up CHECK (CASE kind
+    WHEN 'restore' THEN taken = 0 AND debt = 0 AND spend_id IS NULL
+         AND (restored_grant_id IS NOT NULL) = (tokens > debt_forgiven + not_taken)
+         AND debt_forgiven + not_taken <= tokens
+    ELSE taken + debt + not_taken = tokens AND debt_forgiven = 0 AND restored_grant_id IS NULL
+         AND (spend_id IS NOT NULL) = (taken > 0) END);
+ALTER TABLE billing.token_reversals ADD CONSTRAINT token_reversals_owner CHECK (CASE kind
+    WHEN 'downgrade' THEN take_key IS NOT NULL AND purchase_id IS NULL AND grant_id IS NULL
+    ELSE take_key IS NULL AND purchase_id IS NOT NULL AND grant_id IS NOT NULL END);
+
+COMMENT ON TABLE billing.token_reversals IS 'Tokens taken back from a grant because its purchase was refunded, disputed or credited (revoke), given back when a dispute is won or a credit note voided (restore), and taken back from the balance once per invoice whose plan-change prorations credit more than they charge (downgrade). A grant''s net revoked tokens are always its purchase''s reversed share of it. Append-only; users read their own rows.';
+COMMENT ON COLUMN billing.token_reversals.purchase_id IS 'The purchase whose money moved (NULL for a downgrade).';
+COMMENT ON COLUMN billing.token_reversals.grant_id IS 'The grant the tokens came from (NULL for a downgrade, which takes from the balance: its spend''s allocations say from which grants).';
+COMMENT ON COLUMN billing.token_reversals.kind IS 'revoke, restore, or downgrade (a plan change''s prorations credited more plan than they charged: the difference in tokens taken back, README "What events do").';
+COMMENT ON COLUMN billing.token_reversals.take_key IS 'downgrade: <invoice id>:downgrade, so an invoice takes back once whatever its events'' delivery; NULL otherwise.';
+COMMENT ON COLUMN billing.token_reversals.taken IS 'revoke and downgrade: tokens taken from the balance (the grant first, then, with revocation_scope balance, the soonest-expiring others).';
+COMMENT ON COLUMN billing.token_reversals.debt IS 'revoke and downgrade: tokens already spent, recorded as a debt in billing.token_debts.';
+COMMENT ON COLUMN billing.token_reversals.spend_id IS 'revoke and downgrade: the spend (kind revocation) that took the tokens.';
+
+-- An invoice is free when its total is 0, not when nothing was charged (issue 20, item 10).
+COMMENT ON COLUMN billing.config.free_invoice_tokens IS 'What a paid invoice whose total is 0 (a trial, a 100%-off coupon) grants: plan = the plan''s allowance as if paid, none = nothing; NULL = plan. An invoice the customer''s credit balance paid (amount_paid 0, total above 0) is paid, not free; a downgrade''s take-back happens either way.';
+COMMENT ON COLUMN billing.config.debt_policy IS 'What happens to tokens a refund, dispute, credit note or downgrade takes back after they were spent: collect = recorded as a debt that later grants pay off first, write_off = recorded and written off at once; NULL = collect.';
 
 -- The functions the extension writes in Rust, as PL/pgSQL twins.
 -- sql/editions/pure/signature.sql
@@ -2122,6 +2157,8 @@ COMMENT ON FUNCTION billing._record_session_status(text, text) IS 'Internal: rec
 -- - invoice → subscription: invoice.subscription (and subscription_details.metadata) before,
 --   invoice.parent.subscription_details.{subscription,metadata} after;
 -- - a line's price: price.id or plan.id before, pricing.price_details.price after;
+-- - a line's unit amount: price.unit_amount_decimal or price.unit_amount (the expanded Price)
+--   before, pricing.unit_amount_decimal after;
 -- - a line's proration flag: proration before; after, parent.subscription_item_details.proration
 --   or, for a line an invoice item made, parent.invoice_item_details.proration;
 -- - a charge's invoice (before basil only) and an invoice's payments (basil: invoice_payment
@@ -2158,6 +2195,17 @@ CREATE OR REPLACE FUNCTION billing._json_boolean(value jsonb) RETURNS jsonb
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN CASE WHEN pg_catalog.jsonb_typeof(value) = 'boolean' THEN value END;
 COMMENT ON FUNCTION billing._json_boolean(jsonb) IS 'Internal: a JSON boolean, NULL for any other JSON type (event normalisation reads leniently).';
+
+-- A decimal: Stripe sends unit amounts as integers (price.unit_amount) or as decimal strings
+-- (unit_amount_decimal, "at most 12 decimal places"); both read as a JSON number, anything else
+-- (NULL, a malformed string) as absent.
+CREATE OR REPLACE FUNCTION billing._json_decimal(value jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE pg_catalog.jsonb_typeof(value)
+    WHEN 'number' THEN value
+    WHEN 'string' THEN CASE WHEN (value #>> '{}') ~ '^-?[0-9]{1,20}(\.[0-9]{1,12})?$'
+                            THEN pg_catalog.to_jsonb((value #>> '{}')::numeric) END END;
+COMMENT ON FUNCTION billing._json_decimal(jsonb) IS 'Internal: a JSON number, or a decimal string (unit_amount_decimal) as a number; NULL for anything else (event normalisation reads leniently).';
 
 -- Metadata: an object, or an empty one for anything else.
 CREATE OR REPLACE FUNCTION billing._json_map(value jsonb) RETURNS jsonb
@@ -2266,6 +2314,14 @@ BEGIN
                 'proration', coalesce(billing._json_boolean(item #> '{parent,subscription_item_details,proration}'),
                                       billing._json_boolean(item #> '{parent,invoice_item_details,proration}'),
                                       billing._json_boolean(item -> 'proration'), 'false'),
+                -- The price's unit amount, which a proration line's amount is a share of
+                -- (sql/effects/invoice.sql): basil's line.pricing.unit_amount_decimal, before it the
+                -- expanded line.price's unit_amount_decimal or unit_amount (Stripe's OpenAPI:
+                -- line_item.pricing, price.unit_amount, price.unit_amount_decimal). NULL for a
+                -- price without one (tiered, custom unit amounts).
+                'unit_amount', coalesce(billing._json_decimal(item #> '{pricing,unit_amount_decimal}'),
+                                        billing._json_decimal(item #> '{price,unit_amount_decimal}'),
+                                        billing._json_number(item #> '{price,unit_amount}')),
                 'period_start', billing._json_number(item #> '{period,start}'),
                 'period_end', billing._json_number(item #> '{period,end}'));
         END LOOP;
@@ -2283,7 +2339,7 @@ BEGIN
     RETURN ARRAY[pg_catalog.to_jsonb(lines), pg_catalog.to_jsonb(payments)];
 END
 $$;
-COMMENT ON FUNCTION billing._normalize_invoice_lists(jsonb) IS 'Internal: an invoice''s normalised lines (price, amount, quantity, proration flag and period, in either API shape) and payments (basil, retrieved with expand[]=payments), as an array of the two.';
+COMMENT ON FUNCTION billing._normalize_invoice_lists(jsonb) IS 'Internal: an invoice''s normalised lines (price, amount, unit amount, quantity, proration flag and period, in either API shape) and payments (basil, retrieved with expand[]=payments), as an array of the two.';
 
 CREATE OR REPLACE FUNCTION billing._normalize_invoice(o jsonb, lists jsonb[]) RETURNS jsonb
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -2820,9 +2876,10 @@ BEGIN
     END IF;
     DELETE FROM billing.invoice_lines l WHERE l.invoice_id = store_invoice_lines.invoice_id;
     -- Read as the lines of an event are, in either API shape.
-    INSERT INTO billing.invoice_lines (invoice_id, position, price_id, amount, quantity, proration, period_start, period_end)
+    INSERT INTO billing.invoice_lines (invoice_id, position, price_id, amount, quantity, proration, unit_amount,
+                                       period_start, period_end)
     SELECT store_invoice_lines.invoice_id, (i.n - 1)::integer, i.line ->> 'price_id', (i.line ->> 'amount')::bigint,
-           (i.line ->> 'quantity')::bigint, (i.line ->> 'proration')::boolean,
+           (i.line ->> 'quantity')::bigint, (i.line ->> 'proration')::boolean, (i.line ->> 'unit_amount')::numeric,
            billing._unix_time(i.line -> 'period_start'), billing._unix_time(i.line -> 'period_end')
     FROM jsonb_array_elements((billing._normalize_invoice_lists(jsonb_build_object('lines', lines)))[1])
          WITH ORDINALITY AS i(line, n);
@@ -3235,25 +3292,39 @@ COMMENT ON FUNCTION billing._apply_subscription(jsonb, smallint) IS 'Internal: a
 -- payment fails or needs the customer. Subscription status is not taken from invoices: the
 -- customer.subscription.* events Stripe sends with them report it (DESIGN.md, "Ordering").
 
--- What a paid subscription invoice grants (README, "Tokens for subscriptions"). Only invoices
--- Stripe makes for subscriptions count (billing_reason subscription_create, subscription_cycle or
+-- What a paid subscription invoice grants (README, "What events do"). Only invoices Stripe makes
+-- for subscriptions count (billing_reason subscription_create, subscription_cycle or
 -- subscription_update); manual and threshold invoices grant nothing.
 --   Lines: all of them. Stripe embeds one page (lines.has_more: there are more, and a renewal
 --   after many plan changes lists its prorations first, so the period line may be past it);
 --   then the worker retrieves every line into billing.invoice_lines and the event waits (BL010).
---   Period: every line that is not a proration, charges something (amount > 0; 0 too on an
---   invoice of amount 0, below) and whose price the catalog sells as a subscription: the plan's
+--   Period: every line that is not a proration, charges something (amount > 0; 0 too on a free
+--   invoice, below) and whose price the catalog sells as a subscription: the plan's
 --   monthly_tokens x quantity. That is a first period, a renewal, or a full new period a plan
 --   change started (an interval change, a billing_cycle_anchor reset, a trial ended early). A
 --   line that credits is never a period. Prices the catalog does not know (add-ons) are
 --   ignored; an invoice with no known price at all fails with BL006 until the catalog has it.
---   Upgrade: proration lines after a plan change charge the new price (amount > 0) and credit
---   the old (amount < 0); the new plans' tokens less the old plans', when more than zero, are
---   granted (source plan_upgrade). Downgrades grant and take nothing. Upgrade tokens come with
---   the invoice that charges the proration: at once with proration_behavior=always_invoice, at
---   the next renewal with Stripe's default create_prorations.
---   Amount 0 (a trial, whose lines are 0; a 100%-off coupon): as if paid, unless
---   billing.config.free_invoice_tokens is none.
+--   Plan changes (issue 20): a proration line is worth the share of its plan its money is,
+--   fraction = |amount| / (unit amount x quantity), at most 1, so its tokens are
+--   monthly_tokens x quantity x fraction, exact (numeric, no rounding per line). Tokens, like
+--   Stripe's money, then follow what was really paid for: upgrading late in a period and going
+--   back down cannot gain anything. The unit amount is the line's own (normalised from
+--   pricing.unit_amount_decimal, or price.unit_amount(_decimal) before basil). Without one (a
+--   tiered price) the line's period is its share of the period of a non-proration line of the
+--   same price on the same invoice (only a renewal under create_prorations has one); failing
+--   that the line is worth nothing, since no order-independent length of its plan period is
+--   known from the invoice alone. Net = charging lines' tokens - crediting lines' tokens:
+--   above 0, floor(net) is granted (source plan_upgrade, key <invoice>:upgrade); below 0,
+--   ceil(-net) is returned as a row of negative tokens (key <invoice>:downgrade) that the
+--   caller takes back from the balance (_take_back_downgrade). Floor one way, ceiling the
+--   other: an up-and-down cycle never gains a token. Prorations come with the invoice that
+--   bills them: at once with proration_behavior=always_invoice, with the next renewal (beside
+--   its period line) under Stripe's default create_prorations.
+--   Free: an invoice whose total is 0 (a trial, whose lines are 0; a 100%-off coupon), or below
+--   (credits above the charges), grants as if paid, unless billing.config.free_invoice_tokens is none. A renewal the customer's
+--   credit balance paid (amount_paid 0, total > 0) is paid, not free. A downgrade's take-back
+--   happens on any invoice (one with always_invoice has a negative total Stripe credits to
+--   the customer's balance).
 --   Expiry: the end of the latest period the invoice pays for plus renewal_grace_seconds, and
 --   never before the moment of granting plus the grace (an invoice applied late still gives
 --   usable tokens); never for a plan that rolls over.
@@ -3263,27 +3334,34 @@ LANGUAGE plpgsql STABLE
 AS $$
 DECLARE
     cfg billing.config := billing._settings();
-    free boolean := coalesce((inv ->> 'amount_paid')::bigint, 0) = 0;
+    -- Nothing to pay: a total of 0 (or a credit above the charges). amount_paid 0 alone is not
+    -- free: the customer's credit balance may have paid.
+    free boolean := coalesce((inv ->> 'total')::bigint, (inv ->> 'amount_paid')::bigint, 0) <= 0;
+    grants_nothing boolean;
     lines jsonb := coalesce(inv -> 'lines', '[]');
     line jsonb;
     plan billing.plans;
     first_plan billing.plans;
     quantity bigint;
     amount bigint;
+    unit numeric;
+    fraction numeric;
+    full_period numeric;
     period_tokens bigint := 0;
-    new_tokens bigint := 0;
-    old_tokens bigint := 0;
+    net numeric := 0;
     unknown_price text;
     latest_end timestamptz;
     expiry timestamptz;
 BEGIN
-    IF coalesce(inv ->> 'billing_reason', '') NOT IN ('subscription_create', 'subscription_cycle', 'subscription_update')
-       OR (free AND cfg.free_invoice_tokens = 'none') THEN
+    IF coalesce(inv ->> 'billing_reason', '') NOT IN ('subscription_create', 'subscription_cycle', 'subscription_update') THEN
         RETURN;
     END IF;
+    grants_nothing := free AND cfg.free_invoice_tokens = 'none';
     IF coalesce((inv ->> 'lines_has_more')::boolean, false) THEN
         SELECT jsonb_agg(jsonb_build_object('price_id', l.price_id, 'amount', l.amount, 'quantity', l.quantity,
-                                            'proration', l.proration, 'period_end', extract(epoch FROM l.period_end))
+                                            'proration', l.proration, 'unit_amount', l.unit_amount,
+                                            'period_start', extract(epoch FROM l.period_start),
+                                            'period_end', extract(epoch FROM l.period_end))
                          ORDER BY l.position)
         INTO lines FROM billing.invoice_lines l WHERE l.invoice_id = inv ->> 'id';
         IF lines IS NULL THEN
@@ -3310,11 +3388,23 @@ BEGIN
             IF amount > 0 OR (amount = 0 AND free) THEN
                 period_tokens := period_tokens + plan.monthly_tokens * quantity;
             END IF;
-        ELSIF amount > 0 THEN
-            new_tokens := new_tokens + plan.monthly_tokens * quantity;
-        ELSIF amount < 0 THEN
-            old_tokens := old_tokens + plan.monthly_tokens * quantity;
+            CONTINUE;
         END IF;
+        CONTINUE WHEN amount = 0;
+        unit := abs((line ->> 'unit_amount')::numeric);
+        IF unit > 0 THEN
+            fraction := least(abs(amount) / (unit * quantity), 1);
+        ELSE
+            -- No unit amount: the line's period against a full period of the same price billed
+            -- on this invoice, if there is one.
+            SELECT max((p.value ->> 'period_end')::numeric - (p.value ->> 'period_start')::numeric) INTO full_period
+            FROM jsonb_array_elements(lines) p
+            WHERE p.value ->> 'price_id' = line ->> 'price_id' AND NOT coalesce((p.value ->> 'proration')::boolean, false);
+            fraction := CASE WHEN full_period > 0 THEN
+                least(greatest((line ->> 'period_end')::numeric - (line ->> 'period_start')::numeric, 0) / full_period, 1)
+                ELSE 0 END;
+        END IF;
+        net := net + sign(amount) * plan.monthly_tokens * quantity * coalesce(fraction, 0);
     END LOOP;
     IF first_plan.id IS NULL THEN
         IF unknown_price IS NOT NULL THEN
@@ -3325,17 +3415,109 @@ BEGIN
     IF NOT first_plan.rollover THEN
         expiry := greatest(latest_end, now()) + make_interval(secs => cfg.renewal_grace_seconds);
     END IF;
-    IF period_tokens > 0 THEN
+    IF period_tokens > 0 AND NOT grants_nothing THEN
         RETURN QUERY SELECT inv ->> 'id', period_tokens,
             CASE inv ->> 'billing_reason' WHEN 'subscription_create' THEN 'subscription_start' ELSE 'plan' END,
             first_plan.id, expiry;
     END IF;
-    IF new_tokens > old_tokens THEN
-        RETURN QUERY SELECT (inv ->> 'id') || ':upgrade', new_tokens - old_tokens, 'plan_upgrade', first_plan.id, expiry;
+    IF floor(net) >= 1 AND NOT grants_nothing THEN
+        RETURN QUERY SELECT (inv ->> 'id') || ':upgrade', floor(net)::bigint, 'plan_upgrade', first_plan.id, expiry;
+    ELSIF net < 0 THEN
+        RETURN QUERY SELECT (inv ->> 'id') || ':downgrade', -ceil(-net)::bigint, 'plan_downgrade', first_plan.id,
+            NULL::timestamptz;
     END IF;
 END
 $$;
-COMMENT ON FUNCTION billing._invoice_grants(jsonb, uuid) IS 'Internal: the grants a paid subscription invoice of a user makes (key, tokens, source, plan, expiry), from all its lines (BL010 while the worker retrieves those its events do not carry); the documented token rules for subscriptions live here.';
+COMMENT ON FUNCTION billing._invoice_grants(jsonb, uuid) IS 'Internal: the grants a paid subscription invoice of a user makes (key, tokens, source, plan, expiry), from all its lines (BL010 while the worker retrieves those its events do not carry), and, as a row of negative tokens, what a downgrade''s prorations take back; the documented token rules for subscriptions live here.';
+
+-- A downgrade's take-back (see _invoice_grants): once per invoice (take_key, unique), from the
+-- user's own balance like a revocation, the subscription's grants first, then the soonest-
+-- expiring others; never below zero, and what was already spent becomes a debt (debt_policy
+-- collect or write_off). With revocation_scope grant only the subscription's live grants give
+-- and the rest is recorded as not taken: the allowance of the period the proration covers is
+-- what the plan change shrank. It is no purchase reversal: nothing was refunded, and settling
+-- a purchase never sees it (it names no purchase or grant). Rows are locked in spend order, so
+-- it never deadlocks with spends.
+CREATE OR REPLACE FUNCTION billing._take_back_downgrade(uid uuid, sub_id text, invoice_id text, tokens bigint,
+                                                        reason text, event_id text) RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    cfg billing.config := billing._settings();
+    key text := invoice_id || ':downgrade';
+    ids bigint[] := '{}';
+    takes bigint[] := '{}';
+    left_to_take bigint := tokens;
+    not_taken bigint := 0;
+    take bigint;
+    o record;
+    spend bigint;
+    rev billing.token_reversals;
+    debt billing.token_debts;
+BEGIN
+    IF tokens <= 0 OR EXISTS (SELECT FROM billing.token_reversals r WHERE r.take_key = key) THEN
+        RETURN;
+    END IF;
+    FOR o IN
+        SELECT t.id, t.remaining FROM billing.token_grants t
+        WHERE t.user_id = uid AND t.project_id IS NULL
+          AND t.remaining > 0 AND coalesce(t.expires_at, 'infinity'::timestamptz) > now()
+        ORDER BY coalesce(t.expires_at, 'infinity'::timestamptz), t.created_at, t.id
+        FOR UPDATE
+    LOOP
+        NULL;  -- locks only
+    END LOOP;
+    FOR o IN
+        SELECT t.id, t.remaining FROM billing.token_grants t
+        WHERE t.user_id = uid AND t.project_id IS NULL
+          AND t.remaining > 0 AND coalesce(t.expires_at, 'infinity'::timestamptz) > now()
+          AND (cfg.revocation_scope = 'balance' OR t.metadata ->> 'subscription_id' = sub_id)
+        ORDER BY (t.metadata ->> 'subscription_id' IS NOT DISTINCT FROM sub_id) DESC,
+                 coalesce(t.expires_at, 'infinity'::timestamptz), t.created_at, t.id
+    LOOP
+        EXIT WHEN left_to_take = 0;
+        take := least(o.remaining, left_to_take);
+        ids := ids || o.id;
+        takes := takes || take;
+        left_to_take := left_to_take - take;
+    END LOOP;
+    IF tokens - left_to_take > 0 THEN
+        INSERT INTO billing.token_spends (user_id, project_id, amount, reason, kind)
+        VALUES (uid, NULL, tokens - left_to_take, left(reason, 500), 'revocation')
+        RETURNING id INTO spend;
+        INSERT INTO billing.token_spend_allocations (spend_id, grant_id, user_id, tokens)
+        SELECT spend, a.id, uid, a.take FROM unnest(ids, takes) AS a(id, take);
+    END IF;
+    IF cfg.revocation_scope = 'grant' THEN
+        not_taken := left_to_take;
+        left_to_take := 0;
+    END IF;
+    INSERT INTO billing.token_reversals (user_id, project_id, purchase_id, grant_id, kind, tokens, taken, debt,
+                                         not_taken, spend_id, reason, event_id, take_key)
+    VALUES (uid, NULL, NULL, NULL, 'downgrade', tokens, tokens - left_to_take - not_taken, left_to_take, not_taken,
+            spend, left(reason, 500), event_id, key)
+    RETURNING * INTO rev;
+    IF left_to_take > 0 THEN
+        INSERT INTO billing.token_debts (user_id, project_id, reversal_id, tokens)
+        VALUES (uid, NULL, rev.id, left_to_take)
+        RETURNING * INTO debt;
+        IF cfg.debt_policy = 'write_off' THEN
+            INSERT INTO billing.token_debt_settlements (debt_id, user_id, kind, tokens)
+            VALUES (debt.id, uid, 'written_off', left_to_take);
+        END IF;
+    END IF;
+    PERFORM billing._notify(uid, 'tokens_revoked', event_id,
+        jsonb_build_object('invoice_id', invoice_id, 'subscription_id', sub_id, 'tokens', tokens, 'taken', rev.taken,
+                           'debt', rev.debt, 'reason', reason, 'balance', billing._live_balance(uid, NULL),
+                           'project_id', NULL));
+    IF rev.debt > 0 THEN
+        PERFORM billing._notify(uid, 'debt_created', event_id,
+            jsonb_build_object('invoice_id', invoice_id, 'tokens', rev.debt, 'reason', reason, 'project_id', NULL,
+                               'written_off', cfg.debt_policy = 'write_off'));
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION billing._take_back_downgrade(uuid, text, text, bigint, text, text) IS 'Internal: takes back, once per invoice, the tokens a downgrade''s prorations credit (the subscription''s grants first, then the balance; the spent part a debt, or not taken with revocation_scope grant) and notifies the user (tokens_revoked, debt_created).';
 
 CREATE OR REPLACE FUNCTION billing._apply_invoice(ev jsonb) RETURNS void
 LANGUAGE plpgsql
@@ -3363,6 +3545,12 @@ BEGIN
         RETURN;
     END IF;
     FOR g IN SELECT * FROM billing._invoice_grants(inv, uid) LOOP
+        IF g.tokens < 0 THEN
+            -- Rows come grants first, so a renewal's own period grant is there to take from.
+            PERFORM billing._take_back_downgrade(uid, sub_id, inv ->> 'id', -g.tokens,
+                format('plan downgrade on invoice %s', inv ->> 'id'), ev ->> 'id');
+            CONTINUE;
+        END IF;
         IF NOT recorded THEN
             PERFORM billing._lock_payment(inv ->> 'id');  -- beside its credit notes
             PERFORM billing._record_purchase(inv ->> 'id', uid, NULL, ev ->> 'customer', (inv ->> 'amount_paid')::bigint,
@@ -3387,7 +3575,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION billing._apply_invoice(jsonb) IS 'Internal: invoice.paid grants the invoice''s tokens once (keyed by the invoice id); invoice.payment_failed and payment_action_required notify the user.';
+COMMENT ON FUNCTION billing._apply_invoice(jsonb) IS 'Internal: invoice.paid grants the invoice''s tokens once (keyed by the invoice id) and takes back once what a downgrade''s prorations credit; invoice.payment_failed and payment_action_required notify the user.';
 
 -- sql/effects/customer.sql
 -- Effects of customer.* events: deletions end a link for good; a customer whose metadata names

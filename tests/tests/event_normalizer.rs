@@ -521,16 +521,27 @@ async fn fields_of_unexpected_types_read_as_absent() {
             json!({"id": "", "deleted": false, "email": null, "metadata": {}})
         )
     );
-    let (customer, d) = data(r#"{"object":"invoice","customer":{"id":5},"subscription":"","lines":{"data":[{"price":{"id":5},"amount":1.5},5,{"plan":{"id":"p2"},"amount":"7"}]}}"#).await;
+    let (customer, d) = data(r#"{"object":"invoice","customer":{"id":5},"subscription":"","lines":{"data":[{"price":{"id":5,"unit_amount":"9"},"amount":1.5},5,{"plan":{"id":"p2"},"amount":"7","pricing":{"unit_amount_decimal":"1e3"}}]}}"#).await;
     assert_eq!(customer, Value::Null);
     assert_eq!(d["subscription"], Value::Null);
     assert_eq!(
         d["lines"],
         json!([
             // A number stays a number, whole or not: an effect that needs a whole one says so.
-            {"price_id": null, "amount": 1.5, "quantity": null, "proration": false, "period_start": null, "period_end": null},
-            {"price_id": "p2", "amount": null, "quantity": null, "proration": false, "period_start": null, "period_end": null}
+            // A unit amount is a number, or a decimal string (unit_amount_decimal) read as one.
+            {"price_id": null, "amount": 1.5, "quantity": null, "proration": false, "period_start": null, "period_end": null, "unit_amount": null},
+            {"price_id": "p2", "amount": null, "quantity": null, "proration": false, "period_start": null, "period_end": null, "unit_amount": null}
         ])
+    );
+    let (_, d) = data(r#"{"object":"invoice","lines":{"data":[{"pricing":{"unit_amount_decimal":"2933.333333333333"}},{"price":{"unit_amount_decimal":"10.5","unit_amount":11}},{"price":{"unit_amount":12}}]}}"#).await;
+    assert_eq!(
+        d["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["unit_amount"].to_string())
+            .collect::<Vec<_>>(),
+        ["2933.333333333333", "10.5", "12"]
     );
     let (_, d) = data(r#"{"object":"invoice","lines":[{"price":"p1"}],"parent":{"subscription_details":{"subscription":{"id":"sub_p"},"metadata":null}},"subscription_details":{"metadata":{"c":"d"}},"subscription":"sub_x"}"#).await;
     assert_eq!(

@@ -253,8 +253,6 @@ async fn run_lifecycle(
             .await
             .map_err(|e| format!("{name}: {e}"))?;
         delivered += n;
-        // (b) the model's holdings.
-        let mut want_grants = serde_json::Map::new();
         let mut names = BTreeMap::new();
         for (i, s) in r.sessions.iter().enumerate() {
             names.insert(s.clone(), format!("pack{i}"));
@@ -262,17 +260,6 @@ async fn run_lifecycle(
         for (k, inv) in r.invoices.iter().enumerate() {
             names.insert(inv.clone(), format!("invoice{k}"));
             names.insert(format!("{inv}:upgrade"), format!("invoice{k}:upgrade"));
-        }
-        for (key, g) in &model.grants {
-            want_grants.insert(names[key].clone(), json!([g.tokens, g.revoked(), g.source]));
-        }
-        let net = model.balance_less_debt();
-        let want = json!({"balance": net.max(0), "debt": (-net).max(0), "taken_back": model.taken_back,
-                          "grants": want_grants});
-        if got != want {
-            return Err(format!(
-                "{name}: holdings differ from the model\n  got  {got}\n  want {want}"
-            ));
         }
         // (c) no invoice grants more than the part of a period it paid for.
         for (k, inv) in life.invoices.iter().enumerate() {
@@ -286,7 +273,9 @@ async fn run_lifecycle(
                 ));
             }
         }
-        // (d) tokens kept never exceed what the money kept bought (each grant rounds once).
+        // (d) tokens kept never exceed what the money kept bought: the tokens the rules sell
+        // for the purchase, times the share of its payment not reversed (each grant rounds
+        // once, by at most half a token).
         for (key, g) in &model.grants {
             let got_g = &got["grants"][&names[key]];
             let (tokens, revoked) = (
@@ -294,16 +283,30 @@ async fn run_lifecycle(
                 got_g[1].as_i64().unwrap_or(0),
             );
             if g.paid > 0
-                && 2 * (tokens - revoked) * g.paid > 2 * tokens * (g.paid - g.reversed) + g.paid
+                && 2 * (tokens - revoked) * g.paid > 2 * g.tokens * (g.paid - g.reversed) + g.paid
             {
                 return Err(format!(
-                    "{name}: {} keeps {} of {tokens} tokens, but {} of {} cents were reversed",
+                    "{name}: {} keeps {} of {tokens} tokens, but {} of the {} cents that bought {} were reversed",
                     names[key],
                     tokens - revoked,
                     g.reversed,
-                    g.paid
+                    g.paid,
+                    g.tokens
                 ));
             }
+        }
+        // (b) the model's holdings.
+        let mut want_grants = serde_json::Map::new();
+        for (key, g) in &model.grants {
+            want_grants.insert(names[key].clone(), json!([g.tokens, g.revoked(), g.source]));
+        }
+        let net = model.balance_less_debt();
+        let want = json!({"balance": net.max(0), "debt": (-net).max(0), "taken_back": model.taken_back,
+                          "grants": want_grants});
+        if got != want {
+            return Err(format!(
+                "{name}: holdings differ from the model\n  got  {got}\n  want {want}"
+            ));
         }
         // (a) the same holdings in every order.
         match &first {
@@ -326,7 +329,8 @@ async fn run(shape: Shape) {
     let start = env_u64("MODEL_SEED").unwrap_or(1);
     let began = std::time::Instant::now();
     // What the cases exercised, so a generator that stopped drawing something shows.
-    let (mut events, mut revoked, mut debts, mut sources) = (0, 0, 0, BTreeMap::new());
+    let (mut events, mut revoked, mut debts, mut taken, mut sources) =
+        (0, 0, 0, 0, BTreeMap::new());
     for seed in start..start + cases {
         match run_case(&owner, shape, seed).await {
             Ok((h, n)) => {
@@ -335,6 +339,7 @@ async fn run(shape: Shape) {
                 }
                 events += n;
                 debts += (h["debt"].as_i64() > Some(0)) as usize;
+                taken += (h["taken_back"].as_i64() > Some(0)) as usize;
                 let grants = h["grants"].as_object().expect("grants");
                 revoked += grants.values().any(|g| g[1].as_i64() > Some(0)) as usize;
                 for g in grants.values() {
@@ -353,7 +358,8 @@ async fn run(shape: Shape) {
     }
     eprintln!(
         "ledger_model {shape:?}: {cases} cases x {} orders, {events} events delivered in {:?}; \
-         {revoked} cases revoked tokens, {debts} ended in debt; grants by source {sources:?}",
+         {revoked} cases revoked tokens, {taken} took a downgrade back, {debts} ended in debt; \
+         grants by source {sources:?}",
         ORDERS.len(),
         began.elapsed()
     );

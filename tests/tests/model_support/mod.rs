@@ -16,9 +16,10 @@ pub const PACK_TOKENS: i64 = 500;
 pub const PACK_PRICE: i64 = 900;
 pub const PLANS: [(&str, i64, i64); 2] = [("price_mbasic", 1000, 2000), ("price_mpro", 3000, 5000)];
 
-/// Plan changes with proration invoices. Off until the `upgrades` branch (tokens proportional
-/// to the proration money) has landed: 0.3.0's main grants an upgrade the full difference.
-pub const PLAN_CHANGES: bool = false;
+/// Plan changes with proration invoices, modelled by the `upgrades` branch's rule (tokens
+/// proportional to the proration money). Off, the generator draws none (a ledger that grants
+/// an upgrade the full difference, as 0.2.0 did, fails the model when they are on).
+pub const PLAN_CHANGES: bool = true;
 
 /// What happens to the money of one payment, in Stripe's order.
 #[derive(Clone, Debug)]

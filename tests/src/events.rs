@@ -230,7 +230,7 @@ pub fn invoice(shape: Shape, inv: &Invoice) -> Value {
     out
 }
 
-/// Sets the unit amount of a line of `invoice`, where each API shape says it: basil's
+/// Sets the unit amount of an invoice line object, where each API shape says it: basil's
 /// `pricing.unit_amount_decimal` (a decimal string), the expanded `price`'s `unit_amount` and
 /// `unit_amount_decimal` before (Stripe's OpenAPI: line_item.pricing, price). None: no unit
 /// amount, as for a tiered price.

@@ -343,7 +343,9 @@ DECLARE
     forgive bigint := 0;
     d record;
     c bigint;
-    fresh record;
+    -- A row, not a record: it must read as NULL when everything given back was debt forgiven
+    -- and no grant was made (an unassigned record cannot be read at all: 55000).
+    fresh billing.token_grants;
     rev billing.token_reversals;
     pending_forgiveness jsonb := '[]';
     cancel bigint;
@@ -363,23 +365,23 @@ BEGIN
         pending_forgiveness := pending_forgiveness || jsonb_build_object('debt_id', d.id, 'tokens', c);
     END LOOP;
     IF tokens > forgive THEN
-        SELECT * INTO fresh FROM billing._insert_grant(g.user_id, tokens - forgive, 'restored', expires,
+        fresh := (SELECT i.g FROM billing._insert_grant(g.user_id, tokens - forgive, 'restored', expires,
             g.project_id, format('restore:%s:%s', g.id, (SELECT count(*) + 1 FROM billing.token_reversals r
                                                           WHERE r.grant_id = g.id AND r.kind = 'restore')),
             jsonb_build_object('restores_grant', g.id, 'reason', left(reason, 500)), g.purchase_id,
-            collect_debts => false);
+            collect_debts => false) i);
     END IF;
     INSERT INTO billing.token_reversals (user_id, project_id, purchase_id, grant_id, kind, tokens, debt_forgiven,
                                          not_taken, restored_grant_id, reason, event_id)
-    VALUES (g.user_id, g.project_id, g.purchase_id, g.id, 'restore', tokens, forgive - cancel, cancel, (fresh.g).id,
+    VALUES (g.user_id, g.project_id, g.purchase_id, g.id, 'restore', tokens, forgive - cancel, cancel, fresh.id,
             left(reason, 500), event_id)
     RETURNING * INTO rev;
     INSERT INTO billing.token_debt_settlements (debt_id, user_id, kind, tokens, reversal_id)
     SELECT (f ->> 'debt_id')::bigint, g.user_id, 'forgiven', (f ->> 'tokens')::bigint, rev.id
     FROM jsonb_array_elements(pending_forgiveness) f;
     -- Only now, with this grant's own debt forgiven, may the new grant pay other debts.
-    IF (fresh.g).id IS NOT NULL AND (billing._settings()).debt_policy = 'collect' THEN
-        PERFORM billing._collect_debts((fresh.g));
+    IF fresh.id IS NOT NULL AND (billing._settings()).debt_policy = 'collect' THEN
+        PERFORM billing._collect_debts(fresh);
     END IF;
     RETURN rev;
 END

@@ -44,6 +44,13 @@ pub fn envelope(shape: Shape, id: &str, event_type: &str, created: i64, object: 
     )
 }
 
+/// Any object of the emulator's templates (`charge`, `refund`, `dispute`, `credit_note`,
+/// `invoice_payment`, `customer`, ...) in `shape`, with `patch`'s keys set over it: money
+/// events carry every field real ones do, like the session and invoice builders' do.
+pub fn object(shape: Shape, resource: &str, patch: Value) -> Value {
+    merge(fixture(shape, resource), patch)
+}
+
 /// Fields of a Checkout Session event.
 pub struct Session<'a> {
     pub id: &'a str,

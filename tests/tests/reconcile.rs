@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use refunds_support::balance;
 use reqwest::Method;
 use serde_json::{json, Value};
+use stripe_billing_tests::docs;
 use stripe_billing_tests::events;
 use stripe_billing_tests::pg::TestDb;
 use tokio_postgres::Client;
@@ -191,7 +192,8 @@ async fn dropped_deliveries_are_caught_up_to_the_state_full_delivery_gives() {
     );
     let (code, out, err) = subcommand(&a.dsn, &emulator, &["catch-up"]);
     assert_eq!(code, 0, "{out}{err}");
-    println!("$ stripe-billing-worker catch-up\n{out}");
+    // docs/worker.md shows this run.
+    docs::assert_transcript("catch-up", &format!("$ stripe-billing-worker catch-up\n{out}"));
     let missed = all.len() as i64 - delivered;
     assert!(
         out.contains(&format!("never delivered before: {missed}\n")),
@@ -335,7 +337,11 @@ async fn backfill_adopts_an_existing_account_and_reports_what_it_skipped() {
 
     let (code, out, err) = subcommand(&db.dsn, &emulator, &["backfill", "--map", &map_arg]);
     assert_eq!(code, 0, "{out}{err}");
-    println!("$ stripe-billing-worker backfill --map users.csv\n{out}");
+    // docs/worker.md shows this run.
+    docs::assert_transcript(
+        "backfill",
+        &format!("$ stripe-billing-worker backfill --map users.csv\n{out}"),
+    );
     assert!(
         out.starts_with("customers: 2 linked, 1 skipped\nsubscriptions: 2 adopted\n"),
         "{out}"

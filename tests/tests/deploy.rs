@@ -89,7 +89,11 @@ fn unit_mistakes(unit: &str, env: &str) -> Vec<String> {
     }
     let mut database_urls: Vec<String> = get("Service", "Environment")
         .iter()
-        .filter_map(|e| e.trim_matches('"').strip_prefix("DATABASE_URL=").map(str::to_string))
+        .filter_map(|e| {
+            e.trim_matches('"')
+                .strip_prefix("DATABASE_URL=")
+                .map(str::to_string)
+        })
         .collect();
     if !get("Service", "EnvironmentFile").is_empty() {
         database_urls.extend(
@@ -158,9 +162,13 @@ fn systemd_analyze_verifies_the_unit() {
         .arg(&path)
         .output()
         .unwrap();
-    let said = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    let said =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     std::fs::remove_dir_all(&dir).ok();
-    assert!(out.status.success() && said.trim().is_empty(), "systemd-analyze verify: {said}");
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "systemd-analyze verify: {said}"
+    );
 }
 
 /// The variables the worker reads, from its `--help` (`[env: NAME=…]`).
@@ -188,7 +196,10 @@ async fn the_example_environment_starts_the_worker_with_the_units_command_line()
             continue;
         };
         if name.chars().all(|c| c.is_ascii_uppercase() || c == '_') {
-            assert!(known.iter().any(|k| k == name), "{ENV_FILE}: the worker has no {name}");
+            assert!(
+                known.iter().any(|k| k == name),
+                "{ENV_FILE}: the worker has no {name}"
+            );
         }
     }
     let settings = unit_settings(&read(UNIT));
@@ -253,13 +264,19 @@ fn make_install_builds_the_release_extension() {
         .lines()
         .find(|l| l.contains("cargo pgrx install"))
         .unwrap_or_else(|| panic!("make install runs no cargo pgrx install:\n{commands}"));
-    assert!(pgrx.contains("--release"), "make install builds debug: {pgrx}");
+    assert!(
+        pgrx.contains("--release"),
+        "make install builds debug: {pgrx}"
+    );
 }
 
 #[test]
 fn the_package_holds_the_worker_unit_and_environment_file() {
     let script = read("scripts/package.sh");
     for shipped in [UNIT, ENV_FILE, "release/stripe-billing-worker"] {
-        assert!(script.contains(shipped), "scripts/package.sh does not ship {shipped}");
+        assert!(
+            script.contains(shipped),
+            "scripts/package.sh does not ship {shipped}"
+        );
     }
 }

@@ -99,17 +99,24 @@ async fn the_http_api_transcript_is_what_curl_prints() {
     let shown = docs::transcript("api-curl");
     let host = worker.base.trim_start_matches("http://").to_string();
     let mut real = String::new();
+    let mut keyed_sessions = Vec::new();
     for command in commands(&shown.body) {
         let printed = bash(
             &command.replace("localhost:8080", &host),
             &[("TOKEN", &token)],
         );
+        if command.contains("Idempotency-Key: 4f1c2a") && printed.contains("sessionId") {
+            keyed_sessions.push(printed.split('"').nth(3).unwrap_or_default().to_string());
+        }
         real.push_str(&format!("$ {command}\n{printed}"));
         if !real.ends_with('\n') {
             real.push('\n');
         }
     }
     docs::assert_transcript("api-curl", &real);
+    // The retry with the same Idempotency-Key returns the session of the first call.
+    assert_eq!(keyed_sessions.len(), 2, "{real}");
+    assert_eq!(keyed_sessions[0], keyed_sessions[1], "{real}");
 }
 
 #[test]

@@ -193,7 +193,10 @@ async fn dropped_deliveries_are_caught_up_to_the_state_full_delivery_gives() {
     let (code, out, err) = subcommand(&a.dsn, &emulator, &["catch-up"]);
     assert_eq!(code, 0, "{out}{err}");
     // docs/worker.md shows this run.
-    docs::assert_transcript("catch-up", &format!("$ stripe-billing-worker catch-up\n{out}"));
+    docs::assert_transcript(
+        "catch-up",
+        &format!("$ stripe-billing-worker catch-up\n{out}"),
+    );
     let missed = all.len() as i64 - delivered;
     assert!(
         out.contains(&format!("never delivered before: {missed}\n")),

@@ -29,9 +29,7 @@ pub fn comments(sql: &str) -> Result<Vec<Comment>, String> {
     let mut rest = sql;
     while let Some(at) = rest.find("COMMENT ON ") {
         rest = &rest[at + "COMMENT ON ".len()..];
-        let (kind, after) = rest
-            .split_once(' ')
-            .ok_or("COMMENT ON without an object")?;
+        let (kind, after) = rest.split_once(' ').ok_or("COMMENT ON without an object")?;
         let is = after
             .find(" IS ")
             .ok_or_else(|| format!("COMMENT ON {kind} without IS"))?;
@@ -157,7 +155,10 @@ pub fn render(comments: &[Comment]) -> String {
         out.push_str(&format!(
             "## {title}\n\n| function | arguments | what it does |\n|---|---|---|\n"
         ));
-        for (n, t) in functions.iter().filter(|(n, _)| internal(n) == want_internal) {
+        for (n, t) in functions
+            .iter()
+            .filter(|(n, _)| internal(n) == want_internal)
+        {
             let (f, args) = split_signature(n);
             out.push_str(&format!("| `{f}` | `{args}` | {} |\n", cell(t)));
         }
@@ -187,8 +188,14 @@ mod tests {
         assert_eq!(c[0].text, "A table; it's ours.");
         assert_eq!(c[2].name, "billing._f(uuid, text)");
         let md = render(&c);
-        assert!(md.contains("### `billing.t`\n\nA table; it's ours."), "{md}");
+        assert!(
+            md.contains("### `billing.t`\n\nA table; it's ours."),
+            "{md}"
+        );
         assert!(md.contains("| `c` | A \\| column |"), "{md}");
-        assert!(md.contains("| `billing._f` | `uuid, text` | Internal. |"), "{md}");
+        assert!(
+            md.contains("| `billing._f` | `uuid, text` | Internal. |"),
+            "{md}"
+        );
     }
 }

@@ -15,7 +15,7 @@
 //! blocks of `docs/*.md` on another, file after file in reading order (`docs::ORDER`: each
 //! continues the state the previous one left). For
 //! the pure-SQL edition (`STRIPE_BILLING_EDITION=pure`) the database starts with the migration
-//! applied, as the README's section on it says, since it installs with psql or the Supabase CLI.
+//! applied, as docs/supabase.md says, since it installs with psql or the Supabase CLI.
 //! After each statement, comment lines starting with `--  ` (two spaces) are its expected rows
 //! (columns separated by ` | `), and `-- ERROR:  <SQLSTATE>: <message>` an expected error; `…`
 //! in either matches any text. With `UPDATE_README=1` the expected lines of statements whose
@@ -297,7 +297,7 @@ async fn run_chain(files: &[String]) {
                 continue;
             }
             if block.worker && started.is_none() {
-                // The README's catalog, as a Stripe account would have it.
+                // The docs' catalog, as a Stripe account would have it.
                 let emulator = Emulator::start_with(
                     None,
                     &[

@@ -9,34 +9,43 @@ export PG_CONFIG
 SUDO := $(if $(filter 0,$(shell id -u)),,$(if $(shell test -w "$$($(PG_CONFIG) --sharedir)/extension" && echo w),,sudo))
 PGRX_INSTALL := cargo pgrx install --pg-config $(PG_CONFIG) -p stripe_billing $(if $(SUDO),--sudo)
 
-.PHONY: fixtures-stripe setup install install-release install-history upgrade-script supabase-sql package test test-tiers test-unit test-pg test-integration test-integration-pg17 lint demo bench
+.PHONY: fixtures-stripe setup install install-release install-debug install-history upgrade-script supabase-sql package test test-tiers test-unit test-pg test-integration test-integration-pg17 lint demo bench
 
 setup:
 	@scripts/setup.sh
 
+# The release build: what a database you keep should run (signature checks are about 25 times
+# faster than in a debug build).
 install: setup
-	$(PGRX_INSTALL)
-
-install-release: setup
 	$(PGRX_INSTALL) --release
 
+install-release: install
+
+# A debug build, quicker to compile: for the tests and the demo, which install into throwaway
+# clusters or private copies.
+install-debug: setup
+	$(PGRX_INSTALL)
+
 # Released install scripts, so the upgrade test can install an old version and upgrade it.
-install-history: install
+install-history: install-debug
 	$(SUDO) install -m 644 sql/releases/*.sql "$$($(PG_CONFIG) --sharedir)/extension/"
 
 # Regenerates the upgrade script of the version in development (sql/upgrades/ + code),
 # and (the same binary) the pure-SQL edition's migrations, which come from the same sources.
-upgrade-script: install
+upgrade-script: install-debug
 	cargo run -q -p xtask -- upgrade-script
 	$(SUDO) install -m 644 sql/generated/stripe_billing--*--*.sql "$$($(PG_CONFIG) --sharedir)/extension/"
 
 # The pure-SQL edition for hosted Supabase: supabase/stripe_billing--<version>.sql (and the
-# upgrade migration of the version in development). Needs no PostgreSQL.
+# upgrade migration of the version in development), and docs/sql-reference.md from the same
+# sources' COMMENT ONs. Needs no PostgreSQL.
 supabase-sql:
 	cargo run -q -p xtask -- supabase-sql
+	cargo run -q -p xtask -- sql-reference
 
-# A tarball with the built extension (library, control file, install and upgrade scripts) laid
-# out under the PostgreSQL directories, to unpack at / on a machine without a toolchain.
+# Two tarballs for machines without a toolchain: the built extension (library, control file,
+# install and upgrade scripts) laid out under the PostgreSQL directories, to unpack at /; and
+# the worker (release binary, systemd unit, example environment file).
 package: setup
 	scripts/package.sh
 
@@ -79,7 +88,7 @@ fixtures-stripe:
 	$(STRIPE_FIXTURES_DERIVE)/regenerate.sh
 	git status --short -- $(STRIPE_FIXTURES_DERIVE)/..
 
-demo: install
+demo: install-debug
 	scripts/demo.sh
 
 bench: install-release

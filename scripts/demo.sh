@@ -170,8 +170,11 @@ record "cancelled: balance" "$(balance)" "2880"
 record "events not applied" "$(sql -c "SELECT count(*) FROM billing.stripe_events WHERE processed_at IS NULL")" "0"
 
 say "Summary"
-printf '%-24s %s\n' "step" "result"
-while IFS=$'\t' read -r step value; do printf '%-24s %s\n' "$step" "$value"; done <"$steps"
+summary="$(printf '%-24s %s\n' "step" "result"
+    while IFS=$'\t' read -r step value; do printf '%-24s %s\n' "$step" "$value"; done <"$steps")"
+echo "$summary"
+# docs/local-testing.md shows this summary; it must stay what the demo prints.
+"$root/scripts/docs-transcript.py" demo <<<"$summary" || fail "docs/local-testing.md shows another summary"
 echo
 table "SELECT source, tokens, spent, spendable, state, expires_at::date FROM billing.token_grant_balances ORDER BY grant_id"
 table "SELECT type, count(*) AS events, bool_and(processed_at IS NOT NULL) AS applied FROM billing.stripe_events GROUP BY type ORDER BY min(created), type"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make package`: a release build of the extension as a tarball laid out under the PostgreSQL
 # directories (the shared library, the control file, the install script and every upgrade
-# script), for machines without a Rust toolchain. Unpack it at / (see the README).
+# script), for machines without a Rust toolchain. Unpack it at / (see docs/install.md). Then the
+# worker's tarball.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -21,3 +22,18 @@ tar -C "$stage" -czf "$tarball" .
 echo "contents:"
 tar -tzf "$tarball" | grep -v '/$' | sed 's/^\.\//  \//'
 echo "wrote $tarball"
+
+# The worker: its release binary, the systemd unit and the example environment file, under one
+# directory to unpack anywhere (docs/worker.md, "Deploying the worker", says where each goes).
+cargo build --release -p stripe-billing-worker --bin stripe-billing-worker
+wname="stripe-billing-worker-${version}-$(uname -m)-linux-gnu"
+wstage="$out/$wname"
+rm -rf "$wstage"
+mkdir -p "$wstage"
+install -m 755 "${CARGO_TARGET_DIR:-$root/target}/release/stripe-billing-worker" "$wstage/"
+install -m 644 worker/deploy/stripe-billing-worker.service worker/deploy/worker.env.example "$wstage/"
+wtarball="$out/$wname.tar.gz"
+tar -C "$out" -czf "$wtarball" "$wname"
+echo "contents:"
+tar -tzf "$wtarball" | grep -v '/$' | sed 's/^/  /'
+echo "wrote $wtarball"

@@ -1,5 +1,5 @@
 //! The one table of error codes. The extension raises these SQLSTATEs (with the meaning given
-//! here), the worker maps them to HTTP statuses from here, and the README's error table is
+//! here), the worker maps them to HTTP statuses from here, and docs/errors.md's table is
 //! rendered from here (a test keeps the three in step, and another checks that the SQL raises no
 //! code missing from this table).
 
@@ -22,7 +22,7 @@ pub struct Code {
     pub sqlstate: &'static str,
     /// The PL/pgSQL condition name for standard codes, or our short name for `BL…` codes.
     pub name: &'static str,
-    /// What it means, for the README and for people reading logs.
+    /// What it means, for docs/errors.md and for people reading logs.
     pub meaning: &'static str,
     /// The HTTP status an API caller (the worker's checkout and portal endpoints) gets.
     pub http_status: u16,
@@ -98,7 +98,7 @@ pub fn by_name(name: &str) -> Option<&'static Code> {
     CODES.iter().find(|c| c.name == name)
 }
 
-/// The README's error table: `| SQLSTATE | name | meaning | HTTP |` rows.
+/// docs/errors.md's error table: `| SQLSTATE | name | meaning | HTTP |` rows.
 pub fn markdown_table() -> String {
     let mut out =
         String::from("| SQLSTATE | condition | meaning | HTTP (worker API) |\n|---|---|---|---|\n");

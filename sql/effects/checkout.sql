@@ -1,7 +1,7 @@
 -- Effects of checkout.session.* events: link the customer to the user, record a subscription,
 -- and grant a paid token pack.
 
--- What a paid payment-mode session grants, keyed by the session id (README, "Token packs"):
+-- What a paid payment-mode session grants, keyed by the session id (docs/events-and-refunds.md, "Token packs"):
 --   a session our checkout created (its metadata names one of the user's checkout requests):
 --   the tokens promised when it was requested (the pack's tokens x quantity then);
 --   any other session (a Payment Link, the Dashboard, your own back end): what Stripe says it

@@ -2,7 +2,7 @@
 -- payment fails or needs the customer. Subscription status is not taken from invoices: the
 -- customer.subscription.* events Stripe sends with them report it (DESIGN.md, "Ordering").
 
--- What a paid subscription invoice grants (README, "What events do"). Only invoices Stripe makes
+-- What a paid subscription invoice grants (docs/events-and-refunds.md, "What events do"). Only invoices Stripe makes
 -- for subscriptions count (billing_reason subscription_create, subscription_cycle or
 -- subscription_update); manual and threshold invoices grant nothing.
 --   Lines: all of them. Stripe embeds one page (lines.has_more: there are more, and a renewal

@@ -183,7 +183,7 @@ COMMENT ON COLUMN billing.token_reversals.user_id IS 'Owner of the grant.';
 COMMENT ON COLUMN billing.token_reversals.project_id IS 'The grant''s project, or NULL.';
 COMMENT ON COLUMN billing.token_reversals.purchase_id IS 'The purchase whose money moved (NULL for a downgrade).';
 COMMENT ON COLUMN billing.token_reversals.grant_id IS 'The grant the tokens came from (NULL for a downgrade, which takes from the balance: its spend''s allocations say from which grants).';
-COMMENT ON COLUMN billing.token_reversals.kind IS 'revoke, restore, or downgrade (a plan change''s prorations credited more plan than they charged: the difference in tokens taken back, README "What events do").';
+COMMENT ON COLUMN billing.token_reversals.kind IS 'revoke, restore, or downgrade (a plan change''s prorations credited more plan than they charged: the difference in tokens taken back, docs/events-and-refunds.md "What events do").';
 COMMENT ON COLUMN billing.token_reversals.tokens IS 'Tokens revoked or restored.';
 COMMENT ON COLUMN billing.token_reversals.take_key IS 'downgrade: <invoice id>:downgrade, so an invoice takes back once whatever its events'' delivery; NULL otherwise.';
 COMMENT ON COLUMN billing.token_reversals.taken IS 'revoke and downgrade: tokens taken from the balance (the grant first, then, with revocation_scope balance, the soonest-expiring others).';

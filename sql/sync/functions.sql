@@ -1,6 +1,6 @@
 -- Webhooks are not the only source: the worker reads Stripe's events API to catch up on
 -- deliveries that never arrived, and adopts the customers and subscriptions of a Stripe account
--- that existed before the product (README, "Catching up and adopting an account"). Both go
+-- that existed before the product (docs/worker.md, "Catching up and adopting an existing account"). Both go
 -- through the one ingestion path, so a webhook and a catch-up of the same event apply once.
 
 -- Stripe lists events of the last 30 days only.

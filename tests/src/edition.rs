@@ -141,7 +141,7 @@ pub async fn prepare_supabase_database(admin: &Client, database: &str) {
 
 /// Applies the current pure-SQL migration as the installer (`installer` is connected as it),
 /// in one transaction as `supabase db push` does. Without supautils the installer cannot create
-/// the event trigger, so this also takes the step the README gives for that case: new functions
+/// the event trigger, so this also takes the step docs/supabase.md gives for that case: new functions
 /// of the installer stop being executable by PUBLIC.
 pub async fn apply_pure_migration(installer: &mut Client) {
     let script = shipped_sql::pure_sql::current_install_script();

@@ -4,6 +4,7 @@
 //! generated SQL the tests check comes from the `shipped_sql` crate (`xtask/shipped-sql/`).
 
 pub mod catalog;
+pub mod docs;
 pub mod edition;
 pub mod events;
 pub mod jwt;

@@ -1,6 +1,6 @@
 //! `stripe-billing-worker doctor` end to end: the real binary against a test database and the
 //! local Stripe emulator, healthy and broken in each way it checks. Every broken set-up must
-//! give exactly its own ✗ (with a fix) and exit code 1; the README shows the real output of a
+//! give exactly its own ✗ (with a fix) and exit code 1; docs/operations.md shows the real output of a
 //! healthy and a broken set-up, which this file compares with a run.
 mod worker_support;
 
@@ -495,15 +495,15 @@ async fn a_worker_role_that_cannot_act_as_authenticated() {
     );
 }
 
-/// The README's doctor output blocks (```text after `<!-- doctor-output: NAME -->`), `…`
+/// docs/operations.md's doctor output blocks (```text after `<!-- doctor-output: NAME -->`), `…`
 /// standing for what differs between runs (paths, ports, ids, timings).
 fn readme_block(name: &str) -> Vec<String> {
-    let path = shipped_sql::upgrade::repo_root().join("README.md");
+    let path = shipped_sql::upgrade::repo_root().join("docs/operations.md");
     let readme = std::fs::read_to_string(path).unwrap();
     let marker = format!("<!-- doctor-output: {name} -->");
     let after = readme
         .split_once(&marker)
-        .unwrap_or_else(|| panic!("README has no {marker}"))
+        .unwrap_or_else(|| panic!("docs/operations.md has no {marker}"))
         .1;
     let block = after
         .split_once("```text\n")
@@ -542,7 +542,7 @@ fn assert_readme_shows(name: &str, report: &Report) {
     let same = shown.len() == real.len() && shown.iter().zip(&real).all(|(s, r)| matches(s, r));
     assert!(
         same,
-        "README's {name:?} doctor output differs from a real run:\n--- README\n{}\n--- run\n{}",
+        "docs/operations.md's {name:?} doctor output differs from a real run:\n--- docs\n{}\n--- run\n{}",
         shown.join("\n"),
         report.out
     );

@@ -5,7 +5,7 @@
 //! events Stripe sends in both API shapes and delivered signed to billing.handle_stripe_webhook
 //! in order, reversed, shuffled, and shuffled with every event twice. Each case asserts:
 //!   (a) the same holdings whatever the order and duplication;
-//!   (b) the holdings the model (model_support, written from the README's rules) says;
+//!   (b) the holdings the model (model_support, written from the rules in docs/events-and-refunds.md) says;
 //!   (c) no invoice grants more than its plans' tokens times the part of a period it paid for;
 //!   (d) no purchase keeps more tokens than the money it kept bought.
 //! A case that spends does so between the purchases and the money reports, so what it spends

@@ -1,7 +1,7 @@
 //! Operating it, end to end with the real worker and the emulator: `/metrics` and
 //! `billing.health()` after real traffic (a paid checkout, a forged webhook, events held for an
 //! unknown customer and one failing for an unknown price), the LISTEN self-check behind a real
-//! transaction pooler, and retention on an interval. The README's table of metrics is compared
+//! transaction pooler, and retention on an interval. The table of metrics in docs/operations.md is compared
 //! with a real scrape.
 mod worker_support;
 
@@ -185,13 +185,13 @@ impl Scrape {
     }
 }
 
-/// The README's metric table: (name, type, help) rows.
+/// docs/operations.md's metric table: (name, type, help) rows.
 fn readme_metrics() -> Vec<(String, String, String)> {
-    let path = shipped_sql::upgrade::repo_root().join("README.md");
+    let path = shipped_sql::upgrade::repo_root().join("docs/operations.md");
     let readme = std::fs::read_to_string(path).unwrap();
     let table = readme
         .split_once("| metric | type | meaning |\n|---|---|---|\n")
-        .expect("README has the table of metrics")
+        .expect("docs/operations.md has the table of metrics")
         .1;
     table
         .lines()
@@ -214,7 +214,7 @@ async fn metrics_after_real_traffic() {
     traffic(&s).await;
     let m = parse(s.worker.metrics().await);
 
-    // Every metric the README lists is scraped, with the README's help text and type, and
+    // Every metric docs/operations.md lists is scraped, with its help text and type, and
     // nothing else is.
     let listed = readme_metrics();
     for (name, kind, help) in &listed {

@@ -13,7 +13,7 @@ use stripe_billing_tests::pg::Caller;
 use subscription_support::*;
 use tokio_postgres::Client;
 
-/// The README's example catalog: Small, 100 tokens for $10; Big, 1000 tokens for $100.
+/// The example catalog of docs/events-and-refunds.md: Small, 100 tokens for $10; Big, 1000 tokens for $100.
 const SMALL: (&str, i64) = ("price_small", 1000);
 const BIG: (&str, i64) = ("price_big", 10000);
 
@@ -207,7 +207,7 @@ async fn an_upgrade_grants_the_share_of_the_plan_its_money_bought() {
     let (_db, owner) = setup().await;
     catalog(&owner).await;
     for shape in [Shape::V2023, Shape::Basil] {
-        // The README's example: 9 of 30 days left, $30.00 charged for Big, $3.00 credited for
+        // The example of docs/events-and-refunds.md: 9 of 30 days left, $30.00 charged for Big, $3.00 credited for
         // Small: 300 - 30 = 270 tokens.
         let p = period(unix_now() - 21 * DAY, 30);
         let s = on_small(&owner, shape, p).await;

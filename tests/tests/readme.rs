@@ -1,4 +1,5 @@
-//! The README runs as written. Every ```sql block is preceded by a marker naming who runs it:
+//! The README and `docs/*.md` run as written. Every ```sql block is preceded by a marker naming
+//! who runs it:
 //!
 //! ```text
 //! <!-- readme-test: owner -->                 the role that installed stripe_billing
@@ -10,28 +11,33 @@
 //! <!-- readme-test: skip: <why> -->           not run (say why)
 //! ```
 //!
-//! The blocks run in order on one fresh database, as a reader following the README would. For
+//! The README's blocks run in order on one fresh database, as a reader following it would; the
+//! blocks of `docs/*.md` on another, file after file in reading order (`docs::ORDER`: each
+//! continues the state the previous one left). For
 //! the pure-SQL edition (`STRIPE_BILLING_EDITION=pure`) the database starts with the migration
-//! applied, as the README's section on it says, since it installs with psql or the Supabase CLI.
+//! applied, as docs/supabase.md says, since it installs with psql or the Supabase CLI.
 //! After each statement, comment lines starting with `--  ` (two spaces) are its expected rows
 //! (columns separated by ` | `), and `-- ERROR:  <SQLSTATE>: <message>` an expected error; `…`
 //! in either matches any text. With `UPDATE_README=1` the expected lines of statements whose
 //! output differs are rewritten from the real output (then put `…` where values vary).
 //!
-//! The error-code table in the README is rendered from `stripe_billing_core::errors`, and every
-//! SQLSTATE the SQL raises is in that table.
+//! The error-code table in docs/errors.md is rendered from `stripe_billing_core::errors`, and
+//! every SQLSTATE the SQL raises is in that table. Every other fenced block of the README and the
+//! docs carries a marker too (`stripe_billing_tests::docs` lists them): a file's content shown
+//! verbatim, a transcript that a named test compares with a real run, or a reason to skip it.
 mod worker_support;
 
 use std::path::PathBuf;
 
+use stripe_billing_tests::docs;
 use stripe_billing_tests::edition::Edition;
 use stripe_billing_tests::pg::TestDb;
 use tokio_postgres::SimpleQueryMessage;
 use uuid::Uuid;
 use worker_support::{Emulator, Worker};
 
-fn readme_path() -> PathBuf {
-    shipped_sql::upgrade::repo_root().join("README.md")
+fn doc_path(file: &str) -> PathBuf {
+    docs::root().join(file)
 }
 
 /// Who runs a block.
@@ -98,7 +104,7 @@ fn parse_marker(line: &str) -> Option<(Context, bool, Option<Edition>)> {
     ))
 }
 
-fn parse(readme: &str) -> Vec<Block> {
+fn parse(file: &str, readme: &str) -> Vec<Block> {
     let lines: Vec<&str> = readme.lines().collect();
     let mut blocks = Vec::new();
     let mut i = 0;
@@ -114,7 +120,7 @@ fn parse(readme: &str) -> Vec<Block> {
             .find_map(|l| parse_marker(l))
             .unwrap_or_else(|| {
                 panic!(
-                    "README line {}: a ```sql block without a readme-test marker",
+                    "{file} line {}: a ```sql block without a readme-test marker",
                     i + 1
                 )
             });
@@ -161,7 +167,7 @@ fn parse(readme: &str) -> Vec<Block> {
         }
         assert!(
             sql.trim().is_empty(),
-            "README line {}: a statement without a closing ;",
+            "{file} line {}: a statement without a closing ;",
             end
         );
         blocks.push(Block {
@@ -250,10 +256,32 @@ async fn run(client: &tokio_postgres::Client, context: &Context, sql: &str) -> O
 
 #[tokio::test]
 async fn the_readme_sql_runs_as_written() {
-    let path = readme_path();
-    let text = std::fs::read_to_string(&path).unwrap();
-    let blocks = parse(&text);
-    assert!(blocks.iter().filter(|b| b.context != Context::Skip).count() >= 5);
+    run_chain(&["README.md".to_string()]).await;
+}
+
+#[tokio::test]
+async fn the_docs_sql_runs_as_written() {
+    run_chain(&docs::doc_files()).await;
+}
+
+/// Runs the ```sql blocks of `files`, in order, on one fresh database.
+async fn run_chain(files: &[String]) {
+    let parsed: Vec<(String, String, Vec<Block>)> = files
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(doc_path(f)).unwrap();
+            let blocks = parse(f, &text);
+            (f.clone(), text, blocks)
+        })
+        .collect();
+    assert!(
+        parsed
+            .iter()
+            .flat_map(|(_, _, b)| b)
+            .filter(|b| b.context != Context::Skip)
+            .count()
+            >= 3
+    );
     let edition = Edition::current();
     let db = match edition {
         Edition::Extension => TestDb::empty().await,
@@ -261,96 +289,100 @@ async fn the_readme_sql_runs_as_written() {
     };
     let client = db.owner().await;
     let mut started: Option<(Emulator, Worker)> = None;
-    let mut rewrites: Vec<(std::ops::Range<usize>, Vec<String>)> = Vec::new();
     let mut failures = Vec::new();
-    for block in &blocks {
-        if block.context == Context::Skip || block.edition.is_some_and(|e| e != edition) {
-            continue;
-        }
-        if block.worker && started.is_none() {
-            // The README's catalog, as a Stripe account would have it.
-            let emulator = Emulator::start_with(
-                None,
-                &[
-                    "--price",
-                    "price_1PgafmB7WZ01zgkW6dKueIc5:recurring:2000",
-                    "--price",
-                    "price_1PgafmB7WZ01zgkW02Hf9z6c:one_time:900",
-                    "--coupon",
-                    "LAUNCH20:percent_off:20",
-                ],
-            )
-            .await;
-            let worker = Worker::start(&db.dsn, Some(&emulator.url), &[]).await;
-            started = Some((emulator, worker));
-        }
-        for st in &block.statements {
-            let outcome = run(&client, &block.context, &st.sql).await;
-            let ok = match (&outcome, &st.error) {
-                (Outcome::Error(code, message), Some((want_code, want_message))) => {
-                    code == want_code && matches(want_message, message)
-                }
-                (Outcome::Rows(rows), None) => {
-                    st.expected.is_empty()
-                        || (rows.len() == st.expected.len()
-                            && rows.iter().zip(&st.expected).all(|(a, e)| matches(e, a)))
-                }
-                _ => false,
-            };
-            if ok {
+    for (file, text, blocks) in &parsed {
+        let mut rewrites: Vec<(std::ops::Range<usize>, Vec<String>)> = Vec::new();
+        for block in blocks.iter() {
+            if block.context == Context::Skip || block.edition.is_some_and(|e| e != edition) {
                 continue;
             }
-            let shown = match &outcome {
-                Outcome::Rows(rows) => rows.iter().map(|r| format!("--  {r}")).collect::<Vec<_>>(),
-                Outcome::Error(code, message) => vec![format!("-- ERROR:  {code}: {message}")],
-            };
-            failures.push(format!(
-                "{}\nREADME shows:\n{}\nit gives:\n{}",
-                st.sql.trim(),
-                if let Some((c, m)) = &st.error {
-                    format!("-- ERROR:  {c}: {m}")
-                } else {
-                    st.expected
-                        .iter()
-                        .map(|e| format!("--  {e}"))
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                },
-                shown.join("\n")
-            ));
-            rewrites.push((st.expected_lines.clone(), shown));
+            if block.worker && started.is_none() {
+                // The docs' catalog, as a Stripe account would have it.
+                let emulator = Emulator::start_with(
+                    None,
+                    &[
+                        "--price",
+                        "price_1PgafmB7WZ01zgkW6dKueIc5:recurring:2000",
+                        "--price",
+                        "price_1PgafmB7WZ01zgkW02Hf9z6c:one_time:900",
+                        "--coupon",
+                        "LAUNCH20:percent_off:20",
+                    ],
+                )
+                .await;
+                let worker = Worker::start(&db.dsn, Some(&emulator.url), &[]).await;
+                started = Some((emulator, worker));
+            }
+            for st in &block.statements {
+                let outcome = run(&client, &block.context, &st.sql).await;
+                let ok = match (&outcome, &st.error) {
+                    (Outcome::Error(code, message), Some((want_code, want_message))) => {
+                        code == want_code && matches(want_message, message)
+                    }
+                    (Outcome::Rows(rows), None) => {
+                        st.expected.is_empty()
+                            || (rows.len() == st.expected.len()
+                                && rows.iter().zip(&st.expected).all(|(a, e)| matches(e, a)))
+                    }
+                    _ => false,
+                };
+                if ok {
+                    continue;
+                }
+                let shown = match &outcome {
+                    Outcome::Rows(rows) => {
+                        rows.iter().map(|r| format!("--  {r}")).collect::<Vec<_>>()
+                    }
+                    Outcome::Error(code, message) => vec![format!("-- ERROR:  {code}: {message}")],
+                };
+                failures.push(format!(
+                    "{file}: {}\nit shows:\n{}\nit gives:\n{}",
+                    st.sql.trim(),
+                    if let Some((c, m)) = &st.error {
+                        format!("-- ERROR:  {c}: {m}")
+                    } else {
+                        st.expected
+                            .iter()
+                            .map(|e| format!("--  {e}"))
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    },
+                    shown.join("\n")
+                ));
+                rewrites.push((st.expected_lines.clone(), shown));
+            }
         }
-    }
-    if !failures.is_empty() && std::env::var_os("UPDATE_README").is_some() {
-        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
-        for (range, new) in rewrites.into_iter().rev() {
-            // Keep prose comments that followed the statement; replace the output lines.
-            let kept: Vec<String> = lines[range.clone()]
-                .iter()
-                .filter(|l| {
-                    let c = l.trim_start();
-                    !c.starts_with("--  ") && !c.starts_with("-- ERROR:")
-                })
-                .cloned()
-                .collect();
-            lines.splice(range, new.into_iter().chain(kept));
+        if !rewrites.is_empty() && std::env::var_os("UPDATE_README").is_some() {
+            let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+            for (range, new) in rewrites.into_iter().rev() {
+                // Keep prose comments that followed the statement; replace the output lines.
+                let kept: Vec<String> = lines[range.clone()]
+                    .iter()
+                    .filter(|l| {
+                        let c = l.trim_start();
+                        !c.starts_with("--  ") && !c.starts_with("-- ERROR:")
+                    })
+                    .cloned()
+                    .collect();
+                lines.splice(range, new.into_iter().chain(kept));
+            }
+            std::fs::write(doc_path(file), lines.join("\n") + "\n").unwrap();
         }
-        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
     }
     assert!(
         failures.is_empty(),
-        "the README differs from what its SQL does:\n\n{}",
+        "the docs differ from what their SQL does:\n\n{}",
         failures.join("\n\n")
     );
 }
 
 #[test]
-fn the_readme_error_table_is_the_one_table() {
-    let readme = std::fs::read_to_string(readme_path()).unwrap();
+fn the_docs_error_table_is_the_one_table() {
+    let errors = std::fs::read_to_string(doc_path("docs/errors.md")).unwrap();
     let table = stripe_billing_core::errors::markdown_table();
     assert!(
-        readme.contains(&table),
-        "README's error table differs from core/src/errors.rs; it should read:\n{table}"
+        errors.contains(&table),
+        "docs/errors.md's table differs from core/src/errors.rs; it should read:\n{table}"
     );
 }
 
@@ -400,8 +432,8 @@ fn wildcards_match_any_text() {
 }
 
 #[test]
-fn the_readme_lists_exactly_the_event_types_the_product_applies() {
-    let readme = std::fs::read_to_string(readme_path()).unwrap();
+fn the_docs_list_exactly_the_event_types_the_product_applies() {
+    let readme = std::fs::read_to_string(doc_path("docs/events-and-refunds.md")).unwrap();
     let start = readme
         .find("Enable these events on the endpoint")
         .expect("the Webhooks section lists the events to enable");
@@ -420,4 +452,77 @@ fn the_readme_lists_exactly_the_event_types_the_product_applies() {
         .copied()
         .collect();
     assert_eq!(listed, applied);
+}
+
+/// Every fenced block of the README and the docs says how it is checked, and the checks it names
+/// exist: a file shown is the file, a transcript is compared by a test (or by the script that
+/// prints it), and a skipped block says why.
+#[test]
+fn every_block_of_the_docs_is_run_or_says_why_not() {
+    let mut problems = Vec::new();
+    let sources: String = ["tests/tests", "scripts"]
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(docs::root().join(dir)).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+        .collect();
+    // Calls as rustfmt and shells lay them out, whitespace aside.
+    let compact: String = sources.split_whitespace().collect();
+    for file in docs::all_files() {
+        for fence in docs::fences(&file) {
+            let at = format!("{}:{} (```{})", fence.file, fence.line, fence.lang);
+            let marker = fence.marker.clone().unwrap_or_default();
+            if let Some(path) = marker.strip_prefix("docs-test: file ") {
+                let actual = std::fs::read_to_string(docs::repo_path(path.trim()))
+                    .unwrap_or_else(|e| panic!("{at}: {path}: {e}"));
+                if actual.trim_end() != fence.body.trim_end() {
+                    problems.push(format!("{at}: differs from the file {path}"));
+                }
+            } else if let Some(name) = marker.strip_prefix("docs-test: transcript ") {
+                let name = name.trim();
+                let claimed = [
+                    format!("assert_transcript(\"{name}\""),
+                    format!("docs-transcript.py\"{name}"),
+                    format!("docs-transcript.py{name}"),
+                ]
+                .iter()
+                .any(|call| compact.contains(call));
+                if !claimed {
+                    problems.push(format!("{at}: no test compares the transcript {name}"));
+                }
+            } else if let Some(name) = marker.strip_prefix("docs-test: run ") {
+                if !compact.contains(&format!("docs::script(\"{}\")", name.trim())) {
+                    problems.push(format!("{at}: no test runs {}", name.trim()));
+                }
+            } else if let Some(why) = marker
+                .strip_prefix("docs-test: skip:")
+                .or_else(|| marker.strip_prefix("readme-test: skip:"))
+            {
+                if why.trim().is_empty() {
+                    problems.push(format!("{at}: skipped without a reason"));
+                }
+            } else if marker.starts_with("readme-test:") {
+                if fence.lang != "sql" {
+                    problems.push(format!("{at}: readme-test runs ```sql blocks only"));
+                }
+            } else if !marker.starts_with("doctor-output: ") {
+                problems.push(format!(
+                    "{at}: no marker (docs-test: file/transcript/skip, readme-test, doctor-output)"
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn the_sql_reference_is_generated_from_the_current_comments() {
+    let (path, generated) = shipped_sql::sql_reference::generate_current().expect("generate");
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "{} is out of date: run `make supabase-sql` (or `cargo run -p xtask -- sql-reference`) and commit the result",
+        path.display()
+    );
 }

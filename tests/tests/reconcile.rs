@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use refunds_support::balance;
 use reqwest::Method;
 use serde_json::{json, Value};
+use stripe_billing_tests::docs;
 use stripe_billing_tests::events;
 use stripe_billing_tests::pg::TestDb;
 use tokio_postgres::Client;
@@ -191,7 +192,11 @@ async fn dropped_deliveries_are_caught_up_to_the_state_full_delivery_gives() {
     );
     let (code, out, err) = subcommand(&a.dsn, &emulator, &["catch-up"]);
     assert_eq!(code, 0, "{out}{err}");
-    println!("$ stripe-billing-worker catch-up\n{out}");
+    // docs/worker.md shows this run.
+    docs::assert_transcript(
+        "catch-up",
+        &format!("$ stripe-billing-worker catch-up\n{out}"),
+    );
     let missed = all.len() as i64 - delivered;
     assert!(
         out.contains(&format!("never delivered before: {missed}\n")),
@@ -335,7 +340,11 @@ async fn backfill_adopts_an_existing_account_and_reports_what_it_skipped() {
 
     let (code, out, err) = subcommand(&db.dsn, &emulator, &["backfill", "--map", &map_arg]);
     assert_eq!(code, 0, "{out}{err}");
-    println!("$ stripe-billing-worker backfill --map users.csv\n{out}");
+    // docs/worker.md shows this run.
+    docs::assert_transcript(
+        "backfill",
+        &format!("$ stripe-billing-worker backfill --map users.csv\n{out}"),
+    );
     assert!(
         out.starts_with("customers: 2 linked, 1 skipped\nsubscriptions: 2 adopted\n"),
         "{out}"
@@ -423,7 +432,7 @@ async fn backfill_adopts_an_existing_account_and_reports_what_it_skipped() {
 #[tokio::test]
 async fn an_event_caught_up_in_an_older_api_version_applies_beside_basil_webhooks() {
     // Stripe's events API returns each event in the API version the account had when the event
-    // was created (README, "Catching up and adopting an existing account"). The account was on
+    // was created (docs/worker.md, "Catching up and adopting an existing account"). The account was on
     // 2023-08-16 when the subscription was bought, and every delivery of that was lost; it was
     // upgraded to basil since, and the renewal's webhooks come in basil's shape. Catch-up then
     // brings the purchase and a credit note in the 2023-08-16 shape, and all apply: the first

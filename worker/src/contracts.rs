@@ -116,7 +116,7 @@ fn apply_applies_exactly_the_applied_types() {
     let arms = apply_arms();
     let applied: BTreeSet<&str> = APPLIED_TYPES.iter().copied().collect();
     let when_sent: BTreeSet<&str> = APPLIED_WHEN_SENT.iter().map(|(t, _)| *t).collect();
-    let fix = "fix APPLIED_TYPES (core/src/event/mod.rs, and README's list of events to enable) \
+    let fix = "fix APPLIED_TYPES (core/src/event/mod.rs, and docs/events-and-refunds.md's list of events to enable) \
                or billing._apply (sql/events/functions.sql)";
     for t in APPLIED_TYPES {
         assert!(

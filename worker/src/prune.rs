@@ -1,5 +1,5 @@
 //! Retention: runs `billing.prune()` at start-up and then every `--prune-interval-seconds`
-//! (the SQL decides what goes: see its comment and README "Operations"). Several workers may
+//! (the SQL decides what goes: see its comment and docs/operations.md). Several workers may
 //! prune at once; the deletes simply meet on the same rows.
 //!
 //! A run gets a connection of its own, without the pool's 30 s statement bound: the first

@@ -1,7 +1,7 @@
 //! Prometheus metrics, served at `GET /metrics` on the worker's HTTP server. The code records
 //! through the `metrics` facade; `metrics-exporter-prometheus` keeps the values and renders
 //! them. Every metric is listed in [`METRICS`] with its help text, which the exporter prints
-//! as `# HELP`; the README's table of metrics is compared with a real scrape by a test.
+//! as `# HELP`; the table of metrics in docs/operations.md is compared with a real scrape by a test.
 //!
 //! Two sources: what this process saw (Stripe calls, claims, webhooks, the rate limiter) and
 //! the database's figures (`billing.health()`: the queue, held and failed events, the newest

@@ -4,6 +4,7 @@
 //! - `upgrade-script`: the generated SQL files, the extension's upgrade script included (needs
 //!   the current extension installed).
 //! - `supabase-sql`: the pure-SQL edition's migrations only (needs no PostgreSQL).
+//! - `sql-reference`: docs/sql-reference.md from the schema's `COMMENT ON`s (needs no PostgreSQL).
 //! - `bench [NAME…]`: the benchmarks (signature, ledger, webhook, worker, api, history; none
 //!   runs all), on the cluster `scripts/bench.sh` starts; run through `make bench`.
 use std::process::ExitCode;
@@ -12,7 +13,7 @@ mod bench;
 mod supabase_sql;
 mod upgrade_script;
 
-const USAGE: &str = "usage: xtask upgrade-script | supabase-sql | bench [NAME…]";
+const USAGE: &str = "usage: xtask upgrade-script | supabase-sql | sql-reference | bench [NAME…]";
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -20,6 +21,8 @@ fn main() -> ExitCode {
     let done = match command.as_str() {
         "upgrade-script" => upgrade_script::run(),
         "supabase-sql" => supabase_sql::run(),
+        "sql-reference" => shipped_sql::sql_reference::generate_current()
+            .and_then(|(path, text)| shipped_sql::upgrade::write_generated(&path, &text)),
         "bench" => {
             let which: Vec<String> = args.collect();
             tokio::runtime::Runtime::new()

@@ -5,4 +5,5 @@
 //! pure-SQL edition from it.
 
 pub mod pure_sql;
+pub mod sql_reference;
 pub mod upgrade;

@@ -1,6 +1,6 @@
 //! `make bench`: throughput figures printed as ratios against baselines measured in the same
 //! run (never timed assertions). Each benchmark gets a fresh database on the cluster that
-//! `scripts/bench.sh` starts; see README "Benchmarks".
+//! `scripts/bench.sh` starts; see docs/benchmarks.md.
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 

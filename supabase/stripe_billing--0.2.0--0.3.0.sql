@@ -128,7 +128,7 @@ ALTER TABLE billing.token_reversals ADD CONSTRAINT token_reversals_owner CHECK (
 COMMENT ON TABLE billing.token_reversals IS 'Tokens taken back from a grant because its purchase was refunded, disputed or credited (revoke), given back when a dispute is won or a credit note voided (restore), and taken back from the balance once per invoice whose plan-change prorations credit more than they charge (downgrade). A grant''s net revoked tokens are always its purchase''s reversed share of it. Append-only; users read their own rows.';
 COMMENT ON COLUMN billing.token_reversals.purchase_id IS 'The purchase whose money moved (NULL for a downgrade).';
 COMMENT ON COLUMN billing.token_reversals.grant_id IS 'The grant the tokens came from (NULL for a downgrade, which takes from the balance: its spend''s allocations say from which grants).';
-COMMENT ON COLUMN billing.token_reversals.kind IS 'revoke, restore, or downgrade (a plan change''s prorations credited more plan than they charged: the difference in tokens taken back, README "What events do").';
+COMMENT ON COLUMN billing.token_reversals.kind IS 'revoke, restore, or downgrade (a plan change''s prorations credited more plan than they charged: the difference in tokens taken back, docs/events-and-refunds.md "What events do").';
 COMMENT ON COLUMN billing.token_reversals.take_key IS 'downgrade: <invoice id>:downgrade, so an invoice takes back once whatever its events'' delivery; NULL otherwise.';
 COMMENT ON COLUMN billing.token_reversals.taken IS 'revoke and downgrade: tokens taken from the balance (the grant first, then, with revocation_scope balance, the soonest-expiring others).';
 COMMENT ON COLUMN billing.token_reversals.debt IS 'revoke and downgrade: tokens already spent, recorded as a debt in billing.token_debts.';
@@ -3059,7 +3059,7 @@ COMMENT ON FUNCTION billing.prune() IS 'Privileged (pg_cron, or the worker): exp
 -- sql/sync/functions.sql
 -- Webhooks are not the only source: the worker reads Stripe's events API to catch up on
 -- deliveries that never arrived, and adopts the customers and subscriptions of a Stripe account
--- that existed before the product (README, "Catching up and adopting an account"). Both go
+-- that existed before the product (docs/worker.md, "Catching up and adopting an existing account"). Both go
 -- through the one ingestion path, so a webhook and a catch-up of the same event apply once.
 
 -- Stripe lists events of the last 30 days only.
@@ -3212,7 +3212,7 @@ COMMENT ON FUNCTION billing.adopt_subscription(jsonb, timestamptz) IS 'Worker (b
 -- Effects of checkout.session.* events: link the customer to the user, record a subscription,
 -- and grant a paid token pack.
 
--- What a paid payment-mode session grants, keyed by the session id (README, "Token packs"):
+-- What a paid payment-mode session grants, keyed by the session id (docs/events-and-refunds.md, "Token packs"):
 --   a session our checkout created (its metadata names one of the user's checkout requests):
 --   the tokens promised when it was requested (the pack's tokens x quantity then);
 --   any other session (a Payment Link, the Dashboard, your own back end): what Stripe says it
@@ -3391,7 +3391,7 @@ COMMENT ON FUNCTION billing._apply_subscription(jsonb, smallint) IS 'Internal: a
 -- payment fails or needs the customer. Subscription status is not taken from invoices: the
 -- customer.subscription.* events Stripe sends with them report it (DESIGN.md, "Ordering").
 
--- What a paid subscription invoice grants (README, "What events do"). Only invoices Stripe makes
+-- What a paid subscription invoice grants (docs/events-and-refunds.md, "What events do"). Only invoices Stripe makes
 -- for subscriptions count (billing_reason subscription_create, subscription_cycle or
 -- subscription_update); manual and threshold invoices grant nothing.
 --   Lines: all of them. Stripe embeds one page (lines.has_more: there are more, and a renewal

@@ -46,7 +46,7 @@ COMMENT ON COLUMN billing.invoice_lines.period_start IS 'Start of the period the
 COMMENT ON COLUMN billing.invoice_lines.period_end IS 'End of the period the line bills.';
 COMMENT ON COLUMN billing.invoice_lines.retrieved_at IS 'When the worker retrieved it from Stripe.';
 SELECT pg_catalog.pg_extension_config_dump('billing.invoice_lines', '');
-COMMENT ON COLUMN billing.stripe_requests.kind IS 'checkout or portal (a user''s session), refresh (retrieve a subscription whose same-second events disagree, or an invoice''s payments) or line_items (retrieve what a Checkout Session sold, or every line of an invoice).';
+COMMENT ON COLUMN billing.stripe_requests.kind IS 'checkout or portal (a user''s session), refresh (retrieve a subscription whose same-second events disagree, an invoice''s payments, or the invoices a PaymentIntent paid when a refund or dispute needs them) or line_items (retrieve what a Checkout Session sold, or every line of an invoice).';
 -- A grant's lines may now wait for the worker (BL010), which needs the user.
 DROP FUNCTION billing._invoice_grants(jsonb);
 
@@ -80,6 +80,26 @@ ALTER TABLE billing.token_reversals ADD CONSTRAINT token_reversals_adds_up CHECK
 COMMENT ON COLUMN billing.token_reversals.not_taken IS 'revoke: tokens neither taken nor owed, because the grant no longer held them and revocation_scope grant forbids taking them from the rest of the balance; restore: tokens of such revocations, cancelled without giving anything back (nothing was taken for them).';
 COMMENT ON COLUMN billing.token_reversals.taken IS 'revoke: tokens taken from the balance (the grant first, then, with revocation_scope balance, the soonest-expiring others).';
 
+-- One payment may pay several invoices (basil), each its own part of it, and a payment's
+-- invoices are looked up only when a refund or dispute needs them (issue 20).
+ALTER TABLE billing.purchase_payments DROP CONSTRAINT purchase_payments_pkey;
+ALTER TABLE billing.purchase_payments ADD COLUMN amount bigint CHECK (amount >= 0);
+ALTER TABLE billing.purchase_payments ADD PRIMARY KEY (payment, purchase_id);
+COMMENT ON TABLE billing.purchase_payments IS 'Which PaymentIntent or charge paid which purchase (one payment may pay several invoices), learned from sessions, invoices (before basil), charges, invoice payments (basil and later), retrieved invoices and payment lookups. A payment may be known before its purchase is. Privileged roles only.';
+COMMENT ON COLUMN billing.purchase_payments.amount IS 'The part of the payment that paid this purchase (an invoice payment''s amount_paid), in the payment''s currency; NULL when the source did not say (then the payment paid the purchase alone).';
+DROP FUNCTION billing._link_payment(text, text);
+CREATE TABLE billing.payment_lookups (
+    payment text PRIMARY KEY CHECK (payment ~ '^pi_[A-Za-z0-9_]+$'),
+    invoices integer NOT NULL CHECK (invoices >= 0),
+    looked_up_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE billing.payment_lookups IS 'PaymentIntents whose invoice payments the worker listed (GET /v1/invoice_payments), so that a refund or dispute of a payment that paid none of ours waits only once. Privileged roles only.';
+COMMENT ON COLUMN billing.payment_lookups.payment IS 'The PaymentIntent looked up.';
+COMMENT ON COLUMN billing.payment_lookups.invoices IS 'How many paid invoices Stripe listed for it.';
+COMMENT ON COLUMN billing.payment_lookups.looked_up_at IS 'When the answer was stored.';
+SELECT pg_catalog.pg_extension_config_dump('billing.payment_lookups', '');
+
 -- @replay
 
 SELECT billing._protect_table('billing.invoice_lines'::regclass, own_rows => false);
+SELECT billing._protect_table('billing.payment_lookups'::regclass, own_rows => false);

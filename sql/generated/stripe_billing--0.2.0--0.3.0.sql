@@ -896,7 +896,8 @@ BEGIN
     PERFORM billing._lock_payment(payment);
     -- A link is learned once; its part of the payment when a source first says it.
     INSERT INTO billing.purchase_payments AS l (payment, purchase_id, amount)
-    VALUES (_link_payment.payment, _link_payment.purchase_id, greatest(_link_payment.amount, 0))
+    VALUES (_link_payment.payment, _link_payment.purchase_id,
+            CASE WHEN _link_payment.amount >= 0 THEN _link_payment.amount END)
     ON CONFLICT (payment, purchase_id) DO UPDATE SET amount = excluded.amount
     WHERE l.amount IS NULL AND excluded.amount IS NOT NULL
     RETURNING l.payment INTO changed;

@@ -4,7 +4,7 @@
 //! - `upgrade-script`: the generated SQL files, the extension's upgrade script included (needs
 //!   the current extension installed).
 //! - `supabase-sql`: the pure-SQL edition's migrations only (needs no PostgreSQL).
-//! - `bench [NAME…]`: the benchmarks (signature, ledger, webhook, worker, api, history; none
+//! - `bench [NAME…]`: the benchmarks (signature, ledger, webhook, worker, renewal, api, history; none
 //!   runs all), on the cluster `scripts/bench.sh` starts; run through `make bench`.
 use std::process::ExitCode;
 

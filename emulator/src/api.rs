@@ -164,7 +164,8 @@ pub(crate) fn every_operation() -> Vec<&'static str> {
             | Route::GetEvent(_)
             | Route::ListWebhookEndpoints
             | Route::GetCharge(_)
-            | Route::GetPaymentIntent(_) => {}
+            | Route::GetPaymentIntent(_)
+            | Route::ListInvoicePayments => {}
         }
     }
     routes.iter().map(Route::operation).collect()

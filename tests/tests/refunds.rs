@@ -439,7 +439,8 @@ async fn a_refund_and_its_purchase_applied_at_the_same_moment_still_meet() {
         let answer = events::deliver(&refunder, &e).await.unwrap();
         assert_eq!(answer["code"], "BL010", "{answer}");
         let intent = e["data"]["object"]["payment_intent"].as_str().unwrap();
-        let none = json!({"object": "list", "data": [], "has_more": false, "url": "/v1/invoice_payments"});
+        let none =
+            json!({"object": "list", "data": [], "has_more": false, "url": "/v1/invoice_payments"});
         refunder
             .execute(
                 "SELECT billing.store_invoice_payments($1, $2)",

@@ -13,8 +13,8 @@ mod worker_support;
 
 use refunds_support::{assert_books, balance, setup};
 use serde_json::{json, Value};
-use stripe_billing_tests::events::{self, Shape};
 use stripe_billing_tests::events::unix_now;
+use stripe_billing_tests::events::{self, Shape};
 use stripe_emulator::render::Templates;
 use stripe_emulator::store::ids;
 use tokio_postgres::Client;
@@ -161,7 +161,11 @@ async fn a_refund_of_a_renewal_nothing_links_waits_for_the_lookup_and_then_takes
     assert_eq!(answer["processed"], true, "{answer}");
     assert_eq!(balance(&owner, user).await, 500);
     assert_eq!(
-        one(&owner, "SELECT count(*) FROM billing.stripe_events WHERE processed_at IS NULL").await,
+        one(
+            &owner,
+            "SELECT count(*) FROM billing.stripe_events WHERE processed_at IS NULL"
+        )
+        .await,
         0
     );
     assert_books(&owner).await;
@@ -171,17 +175,35 @@ async fn a_refund_of_a_renewal_nothing_links_waits_for_the_lookup_and_then_takes
 async fn a_refund_of_a_payment_that_paid_none_of_ours_waits_once() {
     let (_db, owner) = setup().await;
     let intent = ids::long("pi");
-    let answer = deliver(&owner, "refund.created", refund(&ids::long("ch"), &intent, 500)).await;
+    let answer = deliver(
+        &owner,
+        "refund.created",
+        refund(&ids::long("ch"), &intent, 500),
+    )
+    .await;
     assert_eq!(answer["code"], "BL010", "{answer}");
-    let empty = json!({"object": "list", "data": [], "has_more": false, "url": "/v1/invoice_payments"});
+    let empty =
+        json!({"object": "list", "data": [], "has_more": false, "url": "/v1/invoice_payments"});
     owner
-        .execute("SELECT billing.store_invoice_payments($1, $2)", &[&intent, &empty])
+        .execute(
+            "SELECT billing.store_invoice_payments($1, $2)",
+            &[&intent, &empty],
+        )
         .await
         .unwrap();
-    let answer = deliver(&owner, "refund.created", refund(&ids::long("ch"), &intent, 100)).await;
+    let answer = deliver(
+        &owner,
+        "refund.created",
+        refund(&ids::long("ch"), &intent, 100),
+    )
+    .await;
     assert_eq!(answer["processed"], true, "{answer}");
     assert_eq!(
-        one(&owner, "SELECT count(*) FROM billing.stripe_events WHERE processed_at IS NULL").await,
+        one(
+            &owner,
+            "SELECT count(*) FROM billing.stripe_events WHERE processed_at IS NULL"
+        )
+        .await,
         0,
         "the first refund applied with the answer"
     );
@@ -189,7 +211,10 @@ async fn a_refund_of_a_payment_that_paid_none_of_ours_waits_once() {
     let other = json!({"object": "list", "has_more": false, "url": "/v1/invoice_payments",
                        "data": [invoice_payment(&ids::long("in"), &ids::long("pi"), 100)]});
     let err = owner
-        .execute("SELECT billing.store_invoice_payments($1, $2)", &[&intent, &other])
+        .execute(
+            "SELECT billing.store_invoice_payments($1, $2)",
+            &[&intent, &other],
+        )
         .await
         .unwrap_err();
     assert_eq!(err.code().unwrap().code(), "22023", "{err}");
@@ -205,7 +230,12 @@ async fn one_payment_that_paid_two_invoices_is_reversed_once_in_their_shares() {
     let (charge, intent) = (ids::long("ch"), ids::long("pi"));
     // Basil: one PaymentIntent of 2000 paid both, 1000 each (invoice_payment.paid each).
     for inv in [&a, &b] {
-        let answer = deliver(&owner, "invoice_payment.paid", invoice_payment(inv, &intent, 1000)).await;
+        let answer = deliver(
+            &owner,
+            "invoice_payment.paid",
+            invoice_payment(inv, &intent, 1000),
+        )
+        .await;
         assert_eq!(answer["processed"], true, "{answer}");
     }
     let refunded = object(

@@ -71,8 +71,7 @@ async fn basil_renewals_cost_no_call_and_their_refunds_still_take_tokens() {
     seed(&owner, true).await;
     let port = free_port();
     let hook = format!("http://127.0.0.1:{port}/api/stripe/webhook");
-    let emulator =
-        Emulator::start_with(Some(&hook), &["--api-version", "2025-03-31.basil"]).await;
+    let emulator = Emulator::start_with(Some(&hook), &["--api-version", "2025-03-31.basil"]).await;
     let worker = Worker::start_on(port, &db.dsn, Some(&emulator.url), &[]).await;
 
     let mut api = db.api().await;
@@ -100,7 +99,9 @@ async fn basil_renewals_cost_no_call_and_their_refunds_still_take_tokens() {
         .post(&format!("/_emulator/subscriptions/{sub}/renew"), json!({}))
         .await;
     wait_balance(&owner, user, 2000, &worker).await;
-    let charge = emulator.charge_of(&newest_paid_intent(&emulator).await).await;
+    let charge = emulator
+        .charge_of(&newest_paid_intent(&emulator).await)
+        .await;
     emulator
         .post(
             &format!("/_emulator/charges/{charge}/refund"),

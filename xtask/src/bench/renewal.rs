@@ -6,8 +6,8 @@
 //! the `in_` id, `GET /v1/invoices/{id}?expand[]=payments`), which the worker serves. The
 //! emulator answers those at once (404: the invoices are not its own), so the baseline's real
 //! cost, Stripe's latency and read rate limit, is larger than shown.
-use super::worker::{binary, start};
 use super::rate;
+use super::worker::{binary, start};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 use stripe_billing_tests::events::{self, Shape};

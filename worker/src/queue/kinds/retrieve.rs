@@ -116,7 +116,9 @@ async fn invoice_payments(
 ) -> Result<Value, Outcome> {
     let query = json!({"payment": {"type": "payment_intent", "payment_intent": id}});
     let payments = stripe
-        .list("/v1/invoice_payments", &query, usize::MAX, || bounds(ctx, req))
+        .list("/v1/invoice_payments", &query, usize::MAX, || {
+            bounds(ctx, req)
+        })
         .await?
         .data;
     let count = payments.len();

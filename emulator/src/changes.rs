@@ -107,7 +107,7 @@ fn settle(
     let (after, updated) = ctx.emit_subscription_updated(store, id, before);
     let mut events = vec![updated];
     if let Some(inv) = invoice {
-        events.extend(ctx.emit_invoice_paid(store, &inv));
+        events.push(ctx.emit_now(store, "invoice.paid", &inv));
     }
     (after, events)
 }

@@ -99,11 +99,7 @@ pub fn complete_checkout(ctx: &Ctx, store: &mut Store, id: &str, paid: bool) -> 
     store.sessions.insert(id.to_string(), s);
     let mut events = vec![ctx.emit_now(store, "checkout.session.completed", id)];
     for (kind, object_id) in events_after_session {
-        if kind == "invoice.paid" {
-            events.extend(ctx.emit_invoice_paid(store, &object_id));
-        } else {
-            events.push(ctx.emit_now(store, kind, &object_id));
-        }
+        events.push(ctx.emit_now(store, kind, &object_id));
     }
     Ok((ctx.session(store, id), events))
 }
@@ -369,7 +365,7 @@ pub fn async_payment(ctx: &Ctx, store: &mut Store, id: &str, succeeded: bool) ->
         if store.invoices.contains_key(&inv) {
             mark_paid_id(store, &inv, now);
         }
-        events.extend(ctx.emit_invoice_paid(store, &inv));
+        events.push(ctx.emit_now(store, "invoice.paid", &inv));
         store
             .subscriptions
             .get_mut(&sub)

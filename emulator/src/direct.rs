@@ -89,7 +89,7 @@ pub fn create_subscription(ctx: &Ctx, store: &mut Store, args: &Value) -> Step {
     let (sub, invoice) = start_subscription(ctx, store, &basis, &customer, paid, now);
     let mut events = vec![ctx.emit_now(store, "customer.subscription.created", &sub)];
     if store.invoices[&invoice].status == "paid" {
-        events.extend(ctx.emit_invoice_paid(store, &invoice));
+        events.push(ctx.emit_now(store, "invoice.paid", &invoice));
     }
     Ok((ctx.sub(store, &sub), events))
 }

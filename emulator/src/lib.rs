@@ -52,8 +52,7 @@
 //! `GET /v1/prices/{id}`, `GET /v1/events` (`type` with `*`, `types[]`, `created`,
 //! `delivery_success`), `GET /v1/events/{id}`, `GET /v1/webhook_endpoints`,
 //! `GET /v1/charges/{id}`, `GET /v1/payment_intents/{id}`, from basil `GET /v1/invoice_payments`
-//! (`invoice`, `payment[type]`, `payment[payment_intent]`, `status`; after each `invoice.paid`
-//! also `invoice_payment.paid`). Lists are newest first (line items
+//! (`invoice`, `payment[type]`, `payment[payment_intent]`, `status`). Lists are newest first (line items
 //! and lines in the session's or invoice's order) with `limit` (1–100, default 10),
 //! `starting_after` / `ending_before` (exclusive, not both; an unknown cursor is a 400
 //! `resource_missing`), `has_more` and `url`. `expand[]` on the id fields and
@@ -235,7 +234,7 @@
 //! retries on a schedule, webhook retries, deliveries to registered endpoints, and
 //! events Stripe sends besides the ones above (`customer.created` for `POST /v1/customers`
 //! and Checkout customers, `invoice.created` for invoices finalized at once,
-//! `invoice.payment_succeeded`, `payment_intent.*`,
+//! `invoice.payment_succeeded`, `invoice_payment.paid`, `payment_intent.*`,
 //! `charge.succeeded`, `charge.dispute.updated`, …). A missing `mode` is taken as payment
 //! mode (Stripe's answer is unsourced).
 

@@ -109,21 +109,6 @@ impl<'a> Ctx<'a> {
         self.emit(store, kind, object, None)
     }
 
-    /// `invoice.paid` for the invoice `id`, and from basil on also `invoice_payment.paid` for
-    /// its payment (the invoice names no payment then; Stripe sends the event since its
-    /// InvoicePayment object came in: `InvoicePaymentPaidEvent` in `stripe@19.0.0`'s types).
-    pub(super) fn emit_invoice_paid(&self, store: &mut Store, id: &str) -> Vec<StoredEvent> {
-        let mut events = vec![self.emit_now(store, "invoice.paid", id)];
-        if Shape::of(self.api_version) == Shape::Basil {
-            let payments = self.renderer(store).invoice_payments(&store.invoices[id]);
-            if let Some(payment) = payments["data"].as_array().and_then(|d| d.first()) {
-                let payment = payment.clone();
-                events.push(self.emit(store, "invoice_payment.paid", payment, None));
-            }
-        }
-        events
-    }
-
     /// `customer.subscription.updated` with the subscription as it is now and `before` as
     /// `previous_attributes`; returns the current object too.
     pub(super) fn emit_subscription_updated(

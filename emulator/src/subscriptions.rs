@@ -73,11 +73,7 @@ pub(super) fn attempt(
             ("invoice.payment_action_required", "past_due")
         }
     };
-    if kind == "invoice.paid" {
-        events.extend(ctx.emit_invoice_paid(store, inv));
-    } else {
-        events.push(ctx.emit_now(store, kind, inv));
-    }
+    events.push(ctx.emit_now(store, kind, inv));
     let s = store
         .subscriptions
         .get_mut(sub)

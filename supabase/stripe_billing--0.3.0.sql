@@ -91,14 +91,14 @@ COMMENT ON COLUMN billing.config.portal_return_url IS 'Default return_url for bi
 COMMENT ON COLUMN billing.config.webhook_tolerance_seconds IS 'Maximum age (either direction) of a webhook signature timestamp; 0 disables the check; NULL = 300.';
 COMMENT ON COLUMN billing.config.request_max_attempts IS 'How many times the worker tries an outbound Stripe request before failing it; NULL = 5.';
 COMMENT ON COLUMN billing.config.renewal_grace_seconds IS 'How long a plan period''s tokens stay spendable after the period ends, so a renewal paid a little late (Stripe charges about an hour after the period starts) leaves no gap; NULL = 86400 (one day).';
-COMMENT ON COLUMN billing.config.free_invoice_tokens IS 'What a paid invoice of amount 0 (a trial, a 100%-off coupon) grants: plan = the plan''s allowance as if paid, none = nothing; NULL = plan.';
+COMMENT ON COLUMN billing.config.free_invoice_tokens IS 'What a paid invoice whose total is 0 (a trial, a 100%-off coupon) grants: plan = the plan''s allowance as if paid, none = nothing; NULL = plan. An invoice the customer''s credit balance paid (amount_paid 0, total above 0) is paid, not free; a downgrade''s take-back happens either way.';
 COMMENT ON COLUMN billing.config.collect_tax_ids IS 'Whether Checkout collects business tax IDs (tax_id_collection, with customer_update[name] and [address] = auto as Stripe requires for an existing customer); NULL = true.';
 COMMENT ON COLUMN billing.config.redirect_origins IS 'Origins (scheme://host[:port], lower case) that success, cancel and return URLs passed by callers may point to, besides the origins of the default URLs above; anything else is refused (BL013). NULL = only the defaults'' origins.';
 COMMENT ON COLUMN billing.config.max_pending_requests IS 'How many checkout and portal requests one user may have queued or running at once (BL011 beyond); NULL = 5.';
 COMMENT ON COLUMN billing.config.request_retention_days IS 'billing.prune() deletes finished requests older than this; NULL = 30.';
 COMMENT ON COLUMN billing.config.event_retention_days IS 'billing.prune() deletes applied events older than this (at least 31: Stripe redelivers for 3 days and lists events for 30); NULL = 90.';
-COMMENT ON COLUMN billing.config.debt_policy IS 'What happens to tokens a refund, dispute or credit note takes back after they were spent: collect = recorded as a debt that later grants pay off first, write_off = recorded and written off at once; NULL = collect.';
-COMMENT ON COLUMN billing.config.revocation_scope IS 'Where a refund, dispute or credit note takes tokens back from: grant = only the refunded grant (even expired) and what was restored for it, the rest is recorded as not taken (no debt), so refunding last month''s invoice leaves this month''s allowance alone; balance = the grant, then the balance''s other live grants, then a debt (debt_policy). NULL = balance: money that goes back takes its tokens back wherever they are, so buying, spending and refunding cannot keep what was used.';
+COMMENT ON COLUMN billing.config.debt_policy IS 'What happens to tokens a refund, dispute, credit note or downgrade takes back after they were spent: collect = recorded as a debt that later grants pay off first, write_off = recorded and written off at once; NULL = collect.';
+COMMENT ON COLUMN billing.config.revocation_scope IS 'Where a refund, dispute or credit note takes tokens back from: grant = only the refunded grant (even expired) and what was restored for it, the rest is recorded as not taken (no debt), so refunding last month''s invoice leaves this month''s allowance alone; balance = the grant, then the balance''s other live grants, then a debt (debt_policy). NULL = balance: money that goes back takes its tokens back wherever they are, so buying, spending and refunding cannot keep what was used. A downgrade''s take-back likewise takes, with grant, only from the subscription''s live grants (the rest not taken), and with balance from them and then the rest of the balance.';
 COMMENT ON COLUMN billing.config.save_payment_method IS 'Whether a token pack''s card is saved to the customer for the next purchase (payment_intent_data[setup_future_usage] = on_session); NULL = true.';
 
 -- sql/catalog/schema.sql
@@ -427,6 +427,7 @@ CREATE TABLE billing.invoice_lines (
     amount bigint,
     quantity bigint,
     proration boolean NOT NULL,
+    unit_amount numeric,
     period_start timestamptz,
     period_end timestamptz,
     retrieved_at timestamptz NOT NULL DEFAULT now(),
@@ -438,6 +439,7 @@ COMMENT ON COLUMN billing.invoice_lines.position IS 'Order of the line within th
 COMMENT ON COLUMN billing.invoice_lines.price_id IS 'The Stripe price of the line.';
 COMMENT ON COLUMN billing.invoice_lines.amount IS 'What the line charges (negative: a credit), in the smallest currency unit.';
 COMMENT ON COLUMN billing.invoice_lines.quantity IS 'The line''s quantity.';
+COMMENT ON COLUMN billing.invoice_lines.unit_amount IS 'The unit amount of the line''s price (a decimal, in the smallest currency unit), of which a proration line''s amount is a share; NULL when Stripe gives none (tiered prices).';
 COMMENT ON COLUMN billing.invoice_lines.proration IS 'Whether the line is a proration (a plan change''s charge or credit) rather than a period.';
 COMMENT ON COLUMN billing.invoice_lines.period_start IS 'Start of the period the line bills.';
 COMMENT ON COLUMN billing.invoice_lines.period_end IS 'End of the period the line bills.';
@@ -483,7 +485,7 @@ CREATE UNIQUE INDEX stripe_requests_one_retrieval_idx ON billing.stripe_requests
 COMMENT ON TABLE billing.stripe_requests IS 'Outbound Stripe calls for the worker: pending -> running -> succeeded | failed. Inserting a row NOTIFYs channel billing_stripe_requests with the row id.';
 COMMENT ON COLUMN billing.stripe_requests.id IS 'Request id; also the root of the Stripe Idempotency-Key.';
 COMMENT ON COLUMN billing.stripe_requests.user_id IS 'The user the request is for.';
-COMMENT ON COLUMN billing.stripe_requests.kind IS 'checkout or portal (a user''s session), refresh (retrieve a subscription whose same-second events disagree, an invoice''s payments, or the invoices a PaymentIntent paid when a refund or dispute needs them) or line_items (retrieve what a Checkout Session sold, or every line of an invoice).';
+COMMENT ON COLUMN billing.stripe_requests.kind IS 'checkout or portal (a user''s session), refresh (retrieve a subscription whose same-second events disagree, an invoice''s payments, a credit note''s refund no event reported, or the invoices a PaymentIntent paid when a refund or dispute needs them) or line_items (retrieve what a Checkout Session sold, or every line of an invoice).';
 COMMENT ON COLUMN billing.stripe_requests.params IS 'Validated parameters (price, mode, URLs, project, coupon, email; object_id for retrievals).';
 COMMENT ON COLUMN billing.stripe_requests.status IS 'pending, running (claimed by a worker), succeeded or failed.';
 COMMENT ON COLUMN billing.stripe_requests.attempts IS 'How many times a worker has claimed it.';
@@ -668,16 +670,18 @@ CREATE TABLE billing.stripe_credit_notes (
     refunds jsonb NOT NULL DEFAULT '[]' CHECK (jsonb_typeof(refunds) = 'array'),
     status_rank smallint NOT NULL,
     reported_at timestamptz NOT NULL,
-    updated_at timestamptz NOT NULL DEFAULT now()
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    post_payment_amount bigint
 );
 CREATE INDEX stripe_credit_notes_invoice_idx ON billing.stripe_credit_notes (invoice);
-COMMENT ON TABLE billing.stripe_credit_notes IS 'Credit notes as credit_note.* events reported them. An issued post-payment credit note gives back its total; the part it refunded is already counted with the charge''s refunds. Privileged roles only.';
+COMMENT ON TABLE billing.stripe_credit_notes IS 'Credit notes as credit_note.* events reported them. An issued credit note gives back its post-payment part (a post_payment note''s total, a mixed note''s post_payment_amount); the part it refunded is already counted with the charge''s refunds. Privileged roles only.';
 COMMENT ON COLUMN billing.stripe_credit_notes.id IS 'Credit note id.';
 COMMENT ON COLUMN billing.stripe_credit_notes.invoice IS 'The credited invoice.';
-COMMENT ON COLUMN billing.stripe_credit_notes.note_type IS 'pre_payment (lowers what is due; nothing was paid for it) or post_payment.';
+COMMENT ON COLUMN billing.stripe_credit_notes.note_type IS 'pre_payment (lowers what is due; nothing was paid for it), post_payment, or mixed (from 2025-05-28.basil: part of each; only post_payment_amount gives money back).';
 COMMENT ON COLUMN billing.stripe_credit_notes.status IS 'issued or void.';
 COMMENT ON COLUMN billing.stripe_credit_notes.total IS 'Amount credited.';
 COMMENT ON COLUMN billing.stripe_credit_notes.out_of_band_amount IS 'The part credited outside Stripe.';
+COMMENT ON COLUMN billing.stripe_credit_notes.post_payment_amount IS 'The part that was refunded, credited to the customer''s balance or credited outside Stripe (from 2025-05-28.basil; NULL before, when a post_payment credit note''s total is all post-payment).';
 COMMENT ON COLUMN billing.stripe_credit_notes.refunds IS 'The refunds it made: [{refund, amount_refunded}] (amount_refunded is NULL before basil).';
 COMMENT ON COLUMN billing.stripe_credit_notes.status_rank IS 'How far along the status is; a report of a further status wins whenever it arrives, among equals the newest.';
 COMMENT ON COLUMN billing.stripe_credit_notes.reported_at IS 'Stripe''s time of the report that set the row.';
@@ -697,9 +701,9 @@ CREATE TABLE billing.token_reversals (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     user_id uuid NOT NULL,
     project_id uuid REFERENCES billing.projects (id),
-    purchase_id text NOT NULL REFERENCES billing.purchases (id),
-    grant_id bigint NOT NULL REFERENCES billing.token_grants (id),
-    kind text NOT NULL CHECK (kind IN ('revoke', 'restore')),
+    purchase_id text REFERENCES billing.purchases (id),
+    grant_id bigint REFERENCES billing.token_grants (id),
+    kind text NOT NULL CHECK (kind IN ('revoke', 'restore', 'downgrade')),
     tokens bigint NOT NULL CHECK (tokens > 0),
     taken bigint NOT NULL DEFAULT 0 CHECK (taken >= 0),
     debt bigint NOT NULL DEFAULT 0 CHECK (debt >= 0),
@@ -710,32 +714,40 @@ CREATE TABLE billing.token_reversals (
     event_id text,
     created_at timestamptz NOT NULL DEFAULT now(),
     not_taken bigint NOT NULL DEFAULT 0 CHECK (not_taken >= 0),
-    -- A revocation is what it took plus what it could not (the debt, or not taken at all with
-    -- revocation_scope grant); a restoration is what was not taken, debt forgiven, and tokens
-    -- given back by a new grant.
+    take_key text UNIQUE,
+    -- A revocation (or a downgrade's take-back) is what it took plus what it could not (the debt,
+    -- or not taken at all with revocation_scope grant); a restoration is what was not taken, debt
+    -- forgiven, and tokens given back by a new grant.
     CONSTRAINT token_reversals_adds_up CHECK (CASE kind
-        WHEN 'revoke' THEN taken + debt + not_taken = tokens AND debt_forgiven = 0 AND restored_grant_id IS NULL
-                           AND (spend_id IS NOT NULL) = (taken > 0)
-        ELSE taken = 0 AND debt = 0 AND spend_id IS NULL
+        WHEN 'restore' THEN taken = 0 AND debt = 0 AND spend_id IS NULL
              AND (restored_grant_id IS NOT NULL) = (tokens > debt_forgiven + not_taken)
-             AND debt_forgiven + not_taken <= tokens END)
+             AND debt_forgiven + not_taken <= tokens
+        ELSE taken + debt + not_taken = tokens AND debt_forgiven = 0 AND restored_grant_id IS NULL
+             AND (spend_id IS NOT NULL) = (taken > 0) END),
+    -- A purchase's reversals belong to one of its grants; a downgrade's take-back to no purchase
+    -- (nothing was refunded, so settling a purchase never sees or undoes it) and is keyed once
+    -- per invoice.
+    CONSTRAINT token_reversals_owner CHECK (CASE kind
+        WHEN 'downgrade' THEN take_key IS NOT NULL AND purchase_id IS NULL AND grant_id IS NULL
+        ELSE take_key IS NULL AND purchase_id IS NOT NULL AND grant_id IS NOT NULL END)
 );
 CREATE INDEX token_reversals_grant_idx ON billing.token_reversals (grant_id);
 CREATE INDEX token_reversals_user_idx ON billing.token_reversals (user_id, created_at);
 CREATE INDEX token_reversals_purchase_idx ON billing.token_reversals (purchase_id);
-COMMENT ON TABLE billing.token_reversals IS 'Tokens taken back from a grant because its purchase was refunded, disputed or credited (revoke), and given back when a dispute is won or a credit note voided (restore). A grant''s net revoked tokens are always its purchase''s reversed share of it. Append-only; users read their own rows.';
+COMMENT ON TABLE billing.token_reversals IS 'Tokens taken back from a grant because its purchase was refunded, disputed or credited (revoke), given back when a dispute is won or a credit note voided (restore), and taken back from the balance once per invoice whose plan-change prorations credit more than they charge (downgrade). A grant''s net revoked tokens are always its purchase''s reversed share of it. Append-only; users read their own rows.';
 COMMENT ON COLUMN billing.token_reversals.id IS 'Surrogate key.';
 COMMENT ON COLUMN billing.token_reversals.user_id IS 'Owner of the grant.';
 COMMENT ON COLUMN billing.token_reversals.project_id IS 'The grant''s project, or NULL.';
-COMMENT ON COLUMN billing.token_reversals.purchase_id IS 'The purchase whose money moved.';
-COMMENT ON COLUMN billing.token_reversals.grant_id IS 'The grant the tokens came from.';
-COMMENT ON COLUMN billing.token_reversals.kind IS 'revoke or restore.';
+COMMENT ON COLUMN billing.token_reversals.purchase_id IS 'The purchase whose money moved (NULL for a downgrade).';
+COMMENT ON COLUMN billing.token_reversals.grant_id IS 'The grant the tokens came from (NULL for a downgrade, which takes from the balance: its spend''s allocations say from which grants).';
+COMMENT ON COLUMN billing.token_reversals.kind IS 'revoke, restore, or downgrade (a plan change''s prorations credited more plan than they charged: the difference in tokens taken back, README "What events do").';
 COMMENT ON COLUMN billing.token_reversals.tokens IS 'Tokens revoked or restored.';
-COMMENT ON COLUMN billing.token_reversals.taken IS 'revoke: tokens taken from the balance (the grant first, then, with revocation_scope balance, the soonest-expiring others).';
-COMMENT ON COLUMN billing.token_reversals.debt IS 'revoke: tokens already spent, recorded as a debt in billing.token_debts.';
+COMMENT ON COLUMN billing.token_reversals.take_key IS 'downgrade: <invoice id>:downgrade, so an invoice takes back once whatever its events'' delivery; NULL otherwise.';
+COMMENT ON COLUMN billing.token_reversals.taken IS 'revoke and downgrade: tokens taken from the balance (the grant first, then, with revocation_scope balance, the soonest-expiring others).';
+COMMENT ON COLUMN billing.token_reversals.debt IS 'revoke and downgrade: tokens already spent, recorded as a debt in billing.token_debts.';
 COMMENT ON COLUMN billing.token_reversals.debt_forgiven IS 'restore: outstanding debt of this grant cancelled instead of giving tokens back.';
 COMMENT ON COLUMN billing.token_reversals.not_taken IS 'revoke: tokens neither taken nor owed, because the grant no longer held them and revocation_scope grant forbids taking them from the rest of the balance; restore: tokens of such revocations, cancelled without giving anything back (nothing was taken for them).';
-COMMENT ON COLUMN billing.token_reversals.spend_id IS 'revoke: the spend (kind revocation) that took the tokens.';
+COMMENT ON COLUMN billing.token_reversals.spend_id IS 'revoke and downgrade: the spend (kind revocation) that took the tokens.';
 COMMENT ON COLUMN billing.token_reversals.restored_grant_id IS 'restore: the grant (source restored) that gave tokens back.';
 COMMENT ON COLUMN billing.token_reversals.reason IS 'What moved the money, e.g. "refund re_... of charge ch_..." or "dispute du_... won".';
 COMMENT ON COLUMN billing.token_reversals.event_id IS 'The Stripe event that caused it.';
@@ -1155,6 +1167,60 @@ END
 $$;
 COMMENT ON FUNCTION billing._upsert_subscription_link(text, uuid, text) IS 'Internal: makes sure a subscription row exists for its user before reports fill it in.';
 
+-- "Is this user subscribed, to what, until when": one call for an app's paywall. Runs as the
+-- caller (no SECURITY DEFINER): row-level security decides what a signed-in user can see, as for
+-- billing.token_balance.
+CREATE OR REPLACE FUNCTION billing.subscription_status(user_id uuid DEFAULT NULL)
+RETURNS TABLE (active boolean, status text, plan_id text, plan_name text, stripe_price_id text,
+               stripe_subscription_id text, current_period_end timestamptz,
+               cancel_at_period_end boolean, cancel_at timestamptz, trial_end timestamptz)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    who uuid := coalesce(subscription_status.user_id, billing.current_user_id());
+BEGIN
+    IF who IS NULL THEN
+        RAISE EXCEPTION 'user_id must not be NULL when the caller is not signed in'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Signed-in users call billing.my_subscription(); the server passes the user id.';
+    END IF;
+    IF who IS DISTINCT FROM billing.current_user_id() AND NOT billing._is_privileged() THEN
+        RAISE EXCEPTION 'permission denied: you can only read your own subscription'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    -- The subscription that decides access: an active one first (active, trialing, then
+    -- past_due), then the latest of the rest, so a user who resubscribed after canceling sees
+    -- the new subscription and one who never subscribed gets a row with active = false.
+    RETURN QUERY
+    WITH best AS (
+        SELECT s.*, p.name AS plan_name
+        FROM billing.subscriptions s LEFT JOIN billing.plans p ON p.id = s.plan_id
+        WHERE s.user_id = who
+        ORDER BY CASE s.status WHEN 'active' THEN 0 WHEN 'trialing' THEN 1 WHEN 'past_due' THEN 2 ELSE 3 END,
+                 s.current_period_end DESC NULLS LAST, s.created_at DESC, s.stripe_subscription_id
+        LIMIT 1
+    )
+    SELECT coalesce(b.status IN ('active', 'trialing', 'past_due'), false), b.status, b.plan_id, b.plan_name,
+           b.stripe_price_id, b.stripe_subscription_id, b.current_period_end, coalesce(b.cancel_at_period_end, false),
+           b.cancel_at, b.trial_end
+    FROM (SELECT 1) one LEFT JOIN best b ON true;
+END
+$$;
+COMMENT ON FUNCTION billing.subscription_status(uuid) IS 'Whether a user (default: the caller; another user only for privileged roles) is subscribed, to which plan and until when: exactly one row. active is true for the statuses Stripe still serves: active, trialing, and past_due (Stripe is retrying the renewal payment; when it gives up the status becomes canceled or unpaid, per the account''s retry settings); false for unpaid, paused, incomplete, incomplete_expired, canceled and when there is no subscription. With several subscriptions, an active one wins (active, trialing, past_due), then the latest. cancel_at_period_end true: active until current_period_end, then it ends.';
+
+CREATE OR REPLACE FUNCTION billing.my_subscription()
+RETURNS TABLE (active boolean, status text, plan_id text, plan_name text, stripe_price_id text,
+               stripe_subscription_id text, current_period_end timestamptz,
+               cancel_at_period_end boolean, cancel_at timestamptz, trial_end timestamptz)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM billing.subscription_status(billing._require_user());
+END
+$$;
+COMMENT ON FUNCTION billing.my_subscription() IS 'For signed-in users: billing.subscription_status of the caller (SQLSTATE 28000 when not signed in). From supabase-js: supabase.schema(''billing'').rpc(''my_subscription'').single().';
+
 -- sql/ledger/functions.sql
 -- The token ledger: granting, spending and balances. A spend takes from grants soonest-expiring
 -- first, never-expiring last, then oldest, locking each grant row it takes from, so concurrent
@@ -1507,8 +1573,9 @@ COMMENT ON FUNCTION billing._notify(uuid, text, text, jsonb) IS 'Internal: recor
 -- The rule, in one place: a grant's net revoked tokens are always
 --     round(grant tokens x reversed / amount paid)   (all of them once everything is reversed)
 -- where reversed = per charge, (refunded + disputed funds withdrawn) / the charge's amount x the
--- part of the charge that paid this purchase, + post-payment credit notes (less what they
--- refunded, already among the refunds), at most the amount paid. Every report about the
+-- part of the charge that paid this purchase, + the post-payment part of credit notes (less what
+-- they refunded, already among the refunds; a mixed note's pre-payment part lowered what was due
+-- and gives nothing back), at most the amount paid. Every report about the
 -- money (in any order, any number of times) updates the facts, then _settle_purchase moves each
 -- grant from what it has to that target: revoking more, or restoring. Applying a report twice,
 -- or reports in another order, ends in the same ledger.
@@ -1603,19 +1670,49 @@ BEGIN
     -- PL/pgSQL rather than SQL: its plan is cached, and this runs for every report.
     RETURN (
     -- basil and later say how much of each refund the note accounts for; before, the refund's
-    -- own amount is used when a refund event reported it, else everything not credited out of
-    -- band is taken to be refunded.
+    -- own amount, as a refund event reported it or the worker retrieved it (pre-acacia Stripe
+    -- sends no refund event for a charge's refund: _request_credit_note_refunds). Until then,
+    -- everything post-payment not credited out of band is taken to be refunded.
     SELECT CASE
         WHEN jsonb_array_length(n.refunds) = 0 THEN 0
         WHEN bool_and(r ->> 'amount_refunded' IS NOT NULL) THEN sum((r ->> 'amount_refunded')::bigint)
         WHEN bool_and(s.amount IS NOT NULL) THEN sum(s.amount)
-        ELSE greatest(n.total - coalesce(n.out_of_band_amount, 0), 0) END
+        ELSE greatest(coalesce(n.post_payment_amount, n.total) - coalesce(n.out_of_band_amount, 0), 0) END
     FROM jsonb_array_elements(CASE WHEN jsonb_array_length(n.refunds) = 0 THEN '[{}]'::jsonb ELSE n.refunds END) r
     LEFT JOIN billing.stripe_refunds s ON s.id = r ->> 'refund'
     );
 END
 $$;
 COMMENT ON FUNCTION billing._credit_note_refunded(billing.stripe_credit_notes) IS 'Internal: how much of a credit note was a refund (counted with the charge''s refunds, not again as credit).';
+
+-- What a credit note gives back besides its refunds: its post-payment part (a post_payment
+-- note's total; from 2025-05-28.basil post_payment_amount, which a mixed note splits from the
+-- pre_payment_amount that only lowered what was due) less what it refunded. A refund that
+-- failed is in neither: it moved no money.
+CREATE OR REPLACE FUNCTION billing._credit_note_credited(n billing.stripe_credit_notes) RETURNS bigint
+LANGUAGE sql STABLE
+AS $$
+    SELECT CASE WHEN n.status <> 'issued' OR n.note_type = 'pre_payment' THEN 0
+                ELSE greatest(coalesce(n.post_payment_amount, n.total) - billing._credit_note_refunded(n), 0) END
+$$;
+COMMENT ON FUNCTION billing._credit_note_credited(billing.stripe_credit_notes) IS 'Internal: the money an issued credit note gives back other than by refund: its post-payment part (post_payment_amount from 2025-05-28.basil, else a post_payment note''s total) less what it refunded.';
+
+-- A credit note's refund whose amount no event said (before basil a credit note names its refund
+-- without an amount, and before acacia Stripe sends no refund.* event for a charge's refund) is
+-- retrieved from Stripe; the retrieved refund settles the purchase again with its real amount
+-- and status.
+CREATE OR REPLACE FUNCTION billing._request_credit_note_refunds(p billing.purchases) RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM billing._request_retrieval('refresh', p.user_id, r ->> 'refund')
+    FROM billing.stripe_credit_notes n CROSS JOIN jsonb_array_elements(n.refunds) r
+    WHERE n.invoice = p.id AND n.status = 'issued' AND r ->> 'amount_refunded' IS NULL
+      AND r ->> 'refund' ~ '^re_[A-Za-z0-9_]+$'
+      AND NOT EXISTS (SELECT FROM billing.stripe_refunds s WHERE s.id = r ->> 'refund');
+END
+$$;
+COMMENT ON FUNCTION billing._request_credit_note_refunds(billing.purchases) IS 'Internal: asks the worker to retrieve the refunds of a purchase''s credit notes whose amount no event reported (refresh of the re_ id), once while one is in flight.';
 
 -- Both ids of every payment of a purchase: a report may name only the charge or only the
 -- PaymentIntent, and the purchase may know only the other one. One place, so settling and its
@@ -1706,9 +1803,8 @@ BEGIN
                             WHERE l.purchase_id = p.id AND l.payment = ANY (b.pays)) part
         WHERE b.amount_back > 0
     ), credited AS (
-        SELECT coalesce(sum(greatest(n.total - billing._credit_note_refunded(n), 0)), 0) AS amount
-        FROM billing.stripe_credit_notes n
-        WHERE n.invoice = p.id AND n.status = 'issued' AND coalesce(n.note_type, 'post_payment') <> 'pre_payment'
+        SELECT coalesce(sum(billing._credit_note_credited(n)), 0) AS amount
+        FROM billing.stripe_credit_notes n WHERE n.invoice = p.id
     )
     SELECT least(p.amount_paid,
                  round(coalesce((SELECT sum(s.part * least(1, s.amount_back::numeric / nullif(s.whole, 0))) FROM shares s), 0))::bigint
@@ -1922,6 +2018,7 @@ BEGIN
     IF NOT billing._purchase_has_reports(p.id) THEN
         RETURN;
     END IF;
+    PERFORM billing._request_credit_note_refunds(p);
     reversed := billing._purchase_reversed(p);
     FOR g IN SELECT * FROM billing.token_grants t
              WHERE t.purchase_id = p.id AND t.source <> 'restored' ORDER BY t.id LOOP
@@ -2612,7 +2709,7 @@ BEGIN
     DO NOTHING;
 END
 $$;
-COMMENT ON FUNCTION billing._request_retrieval(text, uuid, text) IS 'Internal: asks the worker to retrieve an object from Stripe (refresh: a subscription, an invoice with its payments, or a PaymentIntent''s invoice payments; line_items: what a Checkout Session sold, or every line of an invoice), once while one is in flight.';
+COMMENT ON FUNCTION billing._request_retrieval(text, uuid, text) IS 'Internal: asks the worker to retrieve an object from Stripe (refresh: a subscription, an invoice with its payments, a credit note''s refund, or a PaymentIntent''s invoice payments; line_items: what a Checkout Session sold, or every line of an invoice), once while one is in flight.';
 
 CREATE OR REPLACE FUNCTION billing._record_session_status(request_id text, session_status text) RETURNS void
 LANGUAGE plpgsql
@@ -2643,11 +2740,14 @@ CREATE TRIGGER stripe_requests_notify AFTER INSERT ON billing.stripe_requests
 -- - invoice → subscription: invoice.subscription (and subscription_details.metadata) before,
 --   invoice.parent.subscription_details.{subscription,metadata} after;
 -- - a line's price: price.id or plan.id before, pricing.price_details.price after;
+-- - a line's unit amount: price.unit_amount_decimal or price.unit_amount (the expanded Price)
+--   before, pricing.unit_amount_decimal after;
 -- - a line's proration flag: proration before; after, parent.subscription_item_details.proration
 --   or, for a line an invoice item made, parent.invoice_item_details.proration;
 -- - a charge's invoice (before basil only) and an invoice's payments (basil: invoice_payment
 --   objects, or the invoice retrieved with expand[]=payments);
--- - a credit note's refunds: refund (an id) before basil, refunds[] with amounts after.
+-- - a credit note's refunds: refund (an id) before basil, refunds[] with amounts after; from
+--   2025-05-28.basil its pre_payment_amount and post_payment_amount (type mixed).
 --
 -- Reading is lenient, because a field of an unexpected JSON type must not make an event that
 -- Stripe will redeliver for days fail: a value of another type reads as absent, a reference may
@@ -2679,6 +2779,17 @@ CREATE OR REPLACE FUNCTION billing._json_boolean(value jsonb) RETURNS jsonb
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN CASE WHEN pg_catalog.jsonb_typeof(value) = 'boolean' THEN value END;
 COMMENT ON FUNCTION billing._json_boolean(jsonb) IS 'Internal: a JSON boolean, NULL for any other JSON type (event normalisation reads leniently).';
+
+-- A decimal: Stripe sends unit amounts as integers (price.unit_amount) or as decimal strings
+-- (unit_amount_decimal, "at most 12 decimal places"); both read as a JSON number, anything else
+-- (NULL, a malformed string) as absent.
+CREATE OR REPLACE FUNCTION billing._json_decimal(value jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE pg_catalog.jsonb_typeof(value)
+    WHEN 'number' THEN value
+    WHEN 'string' THEN CASE WHEN (value #>> '{}') ~ '^-?[0-9]{1,20}(\.[0-9]{1,12})?$'
+                            THEN pg_catalog.to_jsonb((value #>> '{}')::numeric) END END;
+COMMENT ON FUNCTION billing._json_decimal(jsonb) IS 'Internal: a JSON number, or a decimal string (unit_amount_decimal) as a number; NULL for anything else (event normalisation reads leniently).';
 
 -- Metadata: an object, or an empty one for anything else.
 CREATE OR REPLACE FUNCTION billing._json_map(value jsonb) RETURNS jsonb
@@ -2787,6 +2898,14 @@ BEGIN
                 'proration', coalesce(billing._json_boolean(item #> '{parent,subscription_item_details,proration}'),
                                       billing._json_boolean(item #> '{parent,invoice_item_details,proration}'),
                                       billing._json_boolean(item -> 'proration'), 'false'),
+                -- The price's unit amount, which a proration line's amount is a share of
+                -- (sql/effects/invoice.sql): basil's line.pricing.unit_amount_decimal, before it the
+                -- expanded line.price's unit_amount_decimal or unit_amount (Stripe's OpenAPI:
+                -- line_item.pricing, price.unit_amount, price.unit_amount_decimal). NULL for a
+                -- price without one (tiered, custom unit amounts).
+                'unit_amount', coalesce(billing._json_decimal(item #> '{pricing,unit_amount_decimal}'),
+                                        billing._json_decimal(item #> '{price,unit_amount_decimal}'),
+                                        billing._json_number(item #> '{price,unit_amount}')),
                 'period_start', billing._json_number(item #> '{period,start}'),
                 'period_end', billing._json_number(item #> '{period,end}'));
         END LOOP;
@@ -2804,7 +2923,7 @@ BEGIN
     RETURN ARRAY[pg_catalog.to_jsonb(lines), pg_catalog.to_jsonb(payments)];
 END
 $$;
-COMMENT ON FUNCTION billing._normalize_invoice_lists(jsonb) IS 'Internal: an invoice''s normalised lines (price, amount, quantity, proration flag and period, in either API shape) and payments (basil, retrieved with expand[]=payments), as an array of the two.';
+COMMENT ON FUNCTION billing._normalize_invoice_lists(jsonb) IS 'Internal: an invoice''s normalised lines (price, amount, unit amount, quantity, proration flag and period, in either API shape) and payments (basil, retrieved with expand[]=payments), as an array of the two.';
 
 CREATE OR REPLACE FUNCTION billing._normalize_invoice(o jsonb, lists jsonb[]) RETURNS jsonb
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -2900,6 +3019,10 @@ RETURN CASE object_type
         'type', billing._json_string(o -> 'type'),
         'total', billing._json_number(o -> 'total'),
         'out_of_band_amount', billing._json_number(o -> 'out_of_band_amount'),
+        -- From 2025-05-28.basil a credit note can be mixed: pre_payment_amount lowered what was
+        -- due, post_payment_amount was refunded, credited or credited outside Stripe.
+        'pre_payment_amount', billing._json_number(o -> 'pre_payment_amount'),
+        'post_payment_amount', billing._json_number(o -> 'post_payment_amount'),
         'currency', billing._json_string(o -> 'currency'),
         'refunds', refunds)
     WHEN 'invoice_payment' THEN pg_catalog.jsonb_build_object(
@@ -3060,8 +3183,9 @@ BEGIN
             WHEN ev ->> 'object_type' = 'charge' AND ev ->> 'type' LIKE 'charge.%' THEN
                 PERFORM billing._apply_charge(ev);
             -- charge.refund.updated: before acacia, the only report of a charge's refund failing.
+            -- billing.refund.retrieved: a credit note's refund that no event reported.
             WHEN ev ->> 'object_type' = 'refund'
-                 AND (ev ->> 'type' LIKE 'refund.%' OR ev ->> 'type' = 'charge.refund.updated') THEN
+                 AND (ev ->> 'type' LIKE 'refund.%' OR ev ->> 'type' IN ('charge.refund.updated', 'billing.refund.retrieved')) THEN
                 PERFORM billing._apply_refund(ev);
             WHEN ev ->> 'object_type' = 'dispute' AND ev ->> 'type' LIKE 'charge.dispute.%' THEN
                 PERFORM billing._apply_dispute(ev);
@@ -3341,9 +3465,10 @@ BEGIN
     END IF;
     DELETE FROM billing.invoice_lines l WHERE l.invoice_id = store_invoice_lines.invoice_id;
     -- Read as the lines of an event are, in either API shape.
-    INSERT INTO billing.invoice_lines (invoice_id, position, price_id, amount, quantity, proration, period_start, period_end)
+    INSERT INTO billing.invoice_lines (invoice_id, position, price_id, amount, quantity, proration, unit_amount,
+                                       period_start, period_end)
     SELECT store_invoice_lines.invoice_id, (i.n - 1)::integer, i.line ->> 'price_id', (i.line ->> 'amount')::bigint,
-           (i.line ->> 'quantity')::bigint, (i.line ->> 'proration')::boolean,
+           (i.line ->> 'quantity')::bigint, (i.line ->> 'proration')::boolean, (i.line ->> 'unit_amount')::numeric,
            billing._unix_time(i.line -> 'period_start'), billing._unix_time(i.line -> 'period_end')
     FROM jsonb_array_elements((billing._normalize_invoice_lists(jsonb_build_object('lines', lines)))[1])
          WITH ORDINALITY AS i(line, n);
@@ -3800,25 +3925,39 @@ COMMENT ON FUNCTION billing._apply_subscription(jsonb, smallint) IS 'Internal: a
 -- payment fails or needs the customer. Subscription status is not taken from invoices: the
 -- customer.subscription.* events Stripe sends with them report it (DESIGN.md, "Ordering").
 
--- What a paid subscription invoice grants (README, "Tokens for subscriptions"). Only invoices
--- Stripe makes for subscriptions count (billing_reason subscription_create, subscription_cycle or
+-- What a paid subscription invoice grants (README, "What events do"). Only invoices Stripe makes
+-- for subscriptions count (billing_reason subscription_create, subscription_cycle or
 -- subscription_update); manual and threshold invoices grant nothing.
 --   Lines: all of them. Stripe embeds one page (lines.has_more: there are more, and a renewal
 --   after many plan changes lists its prorations first, so the period line may be past it);
 --   then the worker retrieves every line into billing.invoice_lines and the event waits (BL010).
---   Period: every line that is not a proration, charges something (amount > 0; 0 too on an
---   invoice of amount 0, below) and whose price the catalog sells as a subscription: the plan's
+--   Period: every line that is not a proration, charges something (amount > 0; 0 too on a free
+--   invoice, below) and whose price the catalog sells as a subscription: the plan's
 --   monthly_tokens x quantity. That is a first period, a renewal, or a full new period a plan
 --   change started (an interval change, a billing_cycle_anchor reset, a trial ended early). A
 --   line that credits is never a period. Prices the catalog does not know (add-ons) are
 --   ignored; an invoice with no known price at all fails with BL006 until the catalog has it.
---   Upgrade: proration lines after a plan change charge the new price (amount > 0) and credit
---   the old (amount < 0); the new plans' tokens less the old plans', when more than zero, are
---   granted (source plan_upgrade). Downgrades grant and take nothing. Upgrade tokens come with
---   the invoice that charges the proration: at once with proration_behavior=always_invoice, at
---   the next renewal with Stripe's default create_prorations.
---   Amount 0 (a trial, whose lines are 0; a 100%-off coupon): as if paid, unless
---   billing.config.free_invoice_tokens is none.
+--   Plan changes (issue 20): a proration line is worth the share of its plan its money is,
+--   fraction = |amount| / (unit amount x quantity), at most 1, so its tokens are
+--   monthly_tokens x quantity x fraction, exact (numeric, no rounding per line). Tokens, like
+--   Stripe's money, then follow what was really paid for: upgrading late in a period and going
+--   back down cannot gain anything. The unit amount is the line's own (normalised from
+--   pricing.unit_amount_decimal, or price.unit_amount(_decimal) before basil). Without one (a
+--   tiered price) the line's period is its share of the period of a non-proration line of the
+--   same price on the same invoice (only a renewal under create_prorations has one); failing
+--   that the line is worth nothing, since no order-independent length of its plan period is
+--   known from the invoice alone. Net = charging lines' tokens - crediting lines' tokens:
+--   above 0, floor(net) is granted (source plan_upgrade, key <invoice>:upgrade); below 0,
+--   ceil(-net) is returned as a row of negative tokens (key <invoice>:downgrade) that the
+--   caller takes back from the balance (_take_back_downgrade). Floor one way, ceiling the
+--   other: an up-and-down cycle never gains a token. Prorations come with the invoice that
+--   bills them: at once with proration_behavior=always_invoice, with the next renewal (beside
+--   its period line) under Stripe's default create_prorations.
+--   Free: an invoice whose total is 0 (a trial, whose lines are 0; a 100%-off coupon), or below
+--   (credits above the charges), grants as if paid, unless billing.config.free_invoice_tokens is none. A renewal the customer's
+--   credit balance paid (amount_paid 0, total > 0) is paid, not free. A downgrade's take-back
+--   happens on any invoice (one with always_invoice has a negative total Stripe credits to
+--   the customer's balance).
 --   Expiry: the end of the latest period the invoice pays for plus renewal_grace_seconds, and
 --   never before the moment of granting plus the grace (an invoice applied late still gives
 --   usable tokens); never for a plan that rolls over.
@@ -3828,27 +3967,34 @@ LANGUAGE plpgsql STABLE
 AS $$
 DECLARE
     cfg billing.config := billing._settings();
-    free boolean := coalesce((inv ->> 'amount_paid')::bigint, 0) = 0;
+    -- Nothing to pay: a total of 0 (or a credit above the charges). amount_paid 0 alone is not
+    -- free: the customer's credit balance may have paid.
+    free boolean := coalesce((inv ->> 'total')::bigint, (inv ->> 'amount_paid')::bigint, 0) <= 0;
+    grants_nothing boolean;
     lines jsonb := coalesce(inv -> 'lines', '[]');
     line jsonb;
     plan billing.plans;
     first_plan billing.plans;
     quantity bigint;
     amount bigint;
+    unit numeric;
+    fraction numeric;
+    full_period numeric;
     period_tokens bigint := 0;
-    new_tokens bigint := 0;
-    old_tokens bigint := 0;
+    net numeric := 0;
     unknown_price text;
     latest_end timestamptz;
     expiry timestamptz;
 BEGIN
-    IF coalesce(inv ->> 'billing_reason', '') NOT IN ('subscription_create', 'subscription_cycle', 'subscription_update')
-       OR (free AND cfg.free_invoice_tokens = 'none') THEN
+    IF coalesce(inv ->> 'billing_reason', '') NOT IN ('subscription_create', 'subscription_cycle', 'subscription_update') THEN
         RETURN;
     END IF;
+    grants_nothing := free AND cfg.free_invoice_tokens = 'none';
     IF coalesce((inv ->> 'lines_has_more')::boolean, false) THEN
         SELECT jsonb_agg(jsonb_build_object('price_id', l.price_id, 'amount', l.amount, 'quantity', l.quantity,
-                                            'proration', l.proration, 'period_end', extract(epoch FROM l.period_end))
+                                            'proration', l.proration, 'unit_amount', l.unit_amount,
+                                            'period_start', extract(epoch FROM l.period_start),
+                                            'period_end', extract(epoch FROM l.period_end))
                          ORDER BY l.position)
         INTO lines FROM billing.invoice_lines l WHERE l.invoice_id = inv ->> 'id';
         IF lines IS NULL THEN
@@ -3875,11 +4021,23 @@ BEGIN
             IF amount > 0 OR (amount = 0 AND free) THEN
                 period_tokens := period_tokens + plan.monthly_tokens * quantity;
             END IF;
-        ELSIF amount > 0 THEN
-            new_tokens := new_tokens + plan.monthly_tokens * quantity;
-        ELSIF amount < 0 THEN
-            old_tokens := old_tokens + plan.monthly_tokens * quantity;
+            CONTINUE;
         END IF;
+        CONTINUE WHEN amount = 0;
+        unit := abs((line ->> 'unit_amount')::numeric);
+        IF unit > 0 THEN
+            fraction := least(abs(amount) / (unit * quantity), 1);
+        ELSE
+            -- No unit amount: the line's period against a full period of the same price billed
+            -- on this invoice, if there is one.
+            SELECT max((p.value ->> 'period_end')::numeric - (p.value ->> 'period_start')::numeric) INTO full_period
+            FROM jsonb_array_elements(lines) p
+            WHERE p.value ->> 'price_id' = line ->> 'price_id' AND NOT coalesce((p.value ->> 'proration')::boolean, false);
+            fraction := CASE WHEN full_period > 0 THEN
+                least(greatest((line ->> 'period_end')::numeric - (line ->> 'period_start')::numeric, 0) / full_period, 1)
+                ELSE 0 END;
+        END IF;
+        net := net + sign(amount) * plan.monthly_tokens * quantity * coalesce(fraction, 0);
     END LOOP;
     IF first_plan.id IS NULL THEN
         IF unknown_price IS NOT NULL THEN
@@ -3890,17 +4048,109 @@ BEGIN
     IF NOT first_plan.rollover THEN
         expiry := greatest(latest_end, now()) + make_interval(secs => cfg.renewal_grace_seconds);
     END IF;
-    IF period_tokens > 0 THEN
+    IF period_tokens > 0 AND NOT grants_nothing THEN
         RETURN QUERY SELECT inv ->> 'id', period_tokens,
             CASE inv ->> 'billing_reason' WHEN 'subscription_create' THEN 'subscription_start' ELSE 'plan' END,
             first_plan.id, expiry;
     END IF;
-    IF new_tokens > old_tokens THEN
-        RETURN QUERY SELECT (inv ->> 'id') || ':upgrade', new_tokens - old_tokens, 'plan_upgrade', first_plan.id, expiry;
+    IF floor(net) >= 1 AND NOT grants_nothing THEN
+        RETURN QUERY SELECT (inv ->> 'id') || ':upgrade', floor(net)::bigint, 'plan_upgrade', first_plan.id, expiry;
+    ELSIF net < 0 THEN
+        RETURN QUERY SELECT (inv ->> 'id') || ':downgrade', -ceil(-net)::bigint, 'plan_downgrade', first_plan.id,
+            NULL::timestamptz;
     END IF;
 END
 $$;
-COMMENT ON FUNCTION billing._invoice_grants(jsonb, uuid) IS 'Internal: the grants a paid subscription invoice of a user makes (key, tokens, source, plan, expiry), from all its lines (BL010 while the worker retrieves those its events do not carry); the documented token rules for subscriptions live here.';
+COMMENT ON FUNCTION billing._invoice_grants(jsonb, uuid) IS 'Internal: the grants a paid subscription invoice of a user makes (key, tokens, source, plan, expiry), from all its lines (BL010 while the worker retrieves those its events do not carry), and, as a row of negative tokens, what a downgrade''s prorations take back; the documented token rules for subscriptions live here.';
+
+-- A downgrade's take-back (see _invoice_grants): once per invoice (take_key, unique), from the
+-- user's own balance like a revocation, the subscription's grants first, then the soonest-
+-- expiring others; never below zero, and what was already spent becomes a debt (debt_policy
+-- collect or write_off). With revocation_scope grant only the subscription's live grants give
+-- and the rest is recorded as not taken: the allowance of the period the proration covers is
+-- what the plan change shrank. It is no purchase reversal: nothing was refunded, and settling
+-- a purchase never sees it (it names no purchase or grant). Rows are locked in spend order, so
+-- it never deadlocks with spends.
+CREATE OR REPLACE FUNCTION billing._take_back_downgrade(uid uuid, sub_id text, invoice_id text, tokens bigint,
+                                                        reason text, event_id text) RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    cfg billing.config := billing._settings();
+    key text := invoice_id || ':downgrade';
+    ids bigint[] := '{}';
+    takes bigint[] := '{}';
+    left_to_take bigint := tokens;
+    not_taken bigint := 0;
+    take bigint;
+    o record;
+    spend bigint;
+    rev billing.token_reversals;
+    debt billing.token_debts;
+BEGIN
+    IF tokens <= 0 OR EXISTS (SELECT FROM billing.token_reversals r WHERE r.take_key = key) THEN
+        RETURN;
+    END IF;
+    FOR o IN
+        SELECT t.id, t.remaining FROM billing.token_grants t
+        WHERE t.user_id = uid AND t.project_id IS NULL
+          AND t.remaining > 0 AND coalesce(t.expires_at, 'infinity'::timestamptz) > now()
+        ORDER BY coalesce(t.expires_at, 'infinity'::timestamptz), t.created_at, t.id
+        FOR UPDATE
+    LOOP
+        NULL;  -- locks only
+    END LOOP;
+    FOR o IN
+        SELECT t.id, t.remaining FROM billing.token_grants t
+        WHERE t.user_id = uid AND t.project_id IS NULL
+          AND t.remaining > 0 AND coalesce(t.expires_at, 'infinity'::timestamptz) > now()
+          AND (cfg.revocation_scope = 'balance' OR t.metadata ->> 'subscription_id' = sub_id)
+        ORDER BY (t.metadata ->> 'subscription_id' IS NOT DISTINCT FROM sub_id) DESC,
+                 coalesce(t.expires_at, 'infinity'::timestamptz), t.created_at, t.id
+    LOOP
+        EXIT WHEN left_to_take = 0;
+        take := least(o.remaining, left_to_take);
+        ids := ids || o.id;
+        takes := takes || take;
+        left_to_take := left_to_take - take;
+    END LOOP;
+    IF tokens - left_to_take > 0 THEN
+        INSERT INTO billing.token_spends (user_id, project_id, amount, reason, kind)
+        VALUES (uid, NULL, tokens - left_to_take, left(reason, 500), 'revocation')
+        RETURNING id INTO spend;
+        INSERT INTO billing.token_spend_allocations (spend_id, grant_id, user_id, tokens)
+        SELECT spend, a.id, uid, a.take FROM unnest(ids, takes) AS a(id, take);
+    END IF;
+    IF cfg.revocation_scope = 'grant' THEN
+        not_taken := left_to_take;
+        left_to_take := 0;
+    END IF;
+    INSERT INTO billing.token_reversals (user_id, project_id, purchase_id, grant_id, kind, tokens, taken, debt,
+                                         not_taken, spend_id, reason, event_id, take_key)
+    VALUES (uid, NULL, NULL, NULL, 'downgrade', tokens, tokens - left_to_take - not_taken, left_to_take, not_taken,
+            spend, left(reason, 500), event_id, key)
+    RETURNING * INTO rev;
+    IF left_to_take > 0 THEN
+        INSERT INTO billing.token_debts (user_id, project_id, reversal_id, tokens)
+        VALUES (uid, NULL, rev.id, left_to_take)
+        RETURNING * INTO debt;
+        IF cfg.debt_policy = 'write_off' THEN
+            INSERT INTO billing.token_debt_settlements (debt_id, user_id, kind, tokens)
+            VALUES (debt.id, uid, 'written_off', left_to_take);
+        END IF;
+    END IF;
+    PERFORM billing._notify(uid, 'tokens_revoked', event_id,
+        jsonb_build_object('invoice_id', invoice_id, 'subscription_id', sub_id, 'tokens', tokens, 'taken', rev.taken,
+                           'debt', rev.debt, 'reason', reason, 'balance', billing._live_balance(uid, NULL),
+                           'project_id', NULL));
+    IF rev.debt > 0 THEN
+        PERFORM billing._notify(uid, 'debt_created', event_id,
+            jsonb_build_object('invoice_id', invoice_id, 'tokens', rev.debt, 'reason', reason, 'project_id', NULL,
+                               'written_off', cfg.debt_policy = 'write_off'));
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION billing._take_back_downgrade(uuid, text, text, bigint, text, text) IS 'Internal: takes back, once per invoice, the tokens a downgrade''s prorations credit (the subscription''s grants first, then the balance; the spent part a debt, or not taken with revocation_scope grant) and notifies the user (tokens_revoked, debt_created).';
 
 CREATE OR REPLACE FUNCTION billing._apply_invoice(ev jsonb) RETURNS void
 LANGUAGE plpgsql
@@ -3928,6 +4178,12 @@ BEGIN
         RETURN;
     END IF;
     FOR g IN SELECT * FROM billing._invoice_grants(inv, uid) LOOP
+        IF g.tokens < 0 THEN
+            -- Rows come grants first, so a renewal's own period grant is there to take from.
+            PERFORM billing._take_back_downgrade(uid, sub_id, inv ->> 'id', -g.tokens,
+                format('plan downgrade on invoice %s', inv ->> 'id'), ev ->> 'id');
+            CONTINUE;
+        END IF;
         IF NOT recorded THEN
             PERFORM billing._lock_payment(inv ->> 'id');  -- beside its credit notes
             PERFORM billing._record_purchase(inv ->> 'id', uid, NULL, ev ->> 'customer', (inv ->> 'amount_paid')::bigint,
@@ -3950,7 +4206,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION billing._apply_invoice(jsonb) IS 'Internal: invoice.paid grants the invoice''s tokens once (keyed by the invoice id); invoice.payment_failed and payment_action_required notify the user.';
+COMMENT ON FUNCTION billing._apply_invoice(jsonb) IS 'Internal: invoice.paid grants the invoice''s tokens once (keyed by the invoice id) and takes back once what a downgrade''s prorations credit; invoice.payment_failed and payment_action_required notify the user.';
 
 -- sql/effects/customer.sql
 -- Effects of customer.* events: deletions end a link for good; a customer whose metadata names
@@ -4089,14 +4345,15 @@ BEGIN
         RETURN;
     END IF;
     PERFORM billing._lock_payment(n ->> 'invoice');
-    INSERT INTO billing.stripe_credit_notes AS s (id, invoice, note_type, status, total, out_of_band_amount, refunds,
-                                                  status_rank, reported_at)
+    INSERT INTO billing.stripe_credit_notes AS s (id, invoice, note_type, status, total, out_of_band_amount,
+                                                  post_payment_amount, refunds, status_rank, reported_at)
     VALUES (n ->> 'id', n ->> 'invoice', n ->> 'type', coalesce(n ->> 'status', 'issued'),
-            coalesce((n ->> 'total')::bigint, 0), (n ->> 'out_of_band_amount')::bigint, coalesce(n -> 'refunds', '[]'),
+            coalesce((n ->> 'total')::bigint, 0), (n ->> 'out_of_band_amount')::bigint,
+            (n ->> 'post_payment_amount')::bigint, coalesce(n -> 'refunds', '[]'),
             rank, billing._unix_time(ev -> 'created'))
     ON CONFLICT (id) DO UPDATE
     SET status = excluded.status, total = excluded.total, out_of_band_amount = excluded.out_of_band_amount,
-        refunds = excluded.refunds, note_type = excluded.note_type, status_rank = excluded.status_rank,
+        post_payment_amount = excluded.post_payment_amount, refunds = excluded.refunds, note_type = excluded.note_type, status_rank = excluded.status_rank,
         reported_at = excluded.reported_at, updated_at = now()
     WHERE (excluded.status_rank, excluded.reported_at) >= (s.status_rank, s.reported_at);
     PERFORM billing._settle_purchase(n ->> 'invoice',
@@ -4281,6 +4538,9 @@ SET search_path = pg_catalog, pg_temp AS $$
         ('authenticated', 'billing._live_balance(uuid,uuid)', 'EXECUTE'),
         ('authenticated', 'billing.token_balance(uuid,uuid)', 'EXECUTE'),
         ('authenticated', 'billing.spend_my_tokens(bigint,uuid,text,text)', 'EXECUTE'),
+        ('authenticated', 'billing.subscription_status(uuid)', 'EXECUTE'),
+        ('authenticated', 'billing.my_subscription()', 'EXECUTE'),
+        ('authenticated', 'billing._require_user()', 'EXECUTE'),
         ('authenticated', 'billing.request_checkout(text,text,text,text,uuid,text,boolean,integer)', 'EXECUTE'),
         ('authenticated', 'billing.request_portal(text)', 'EXECUTE'),
         ('authenticated', 'billing.await_request(uuid,integer)', 'EXECUTE'),

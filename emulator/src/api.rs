@@ -53,6 +53,7 @@ enum Route {
     GetCharge(String),
     GetPaymentIntent(String),
     ListInvoicePayments,
+    GetRefund(String),
 }
 
 impl Route {
@@ -82,6 +83,7 @@ impl Route {
             ("GET", ["charges", c]) => Route::GetCharge(id(c)),
             ("GET", ["payment_intents", i]) => Route::GetPaymentIntent(id(i)),
             ("GET", ["invoice_payments"]) => Route::ListInvoicePayments,
+            ("GET", ["refunds", r]) => Route::GetRefund(id(r)),
             _ => return None,
         })
     }
@@ -110,6 +112,7 @@ impl Route {
             Route::GetCharge(_) => "GET /v1/charges/{charge}",
             Route::GetPaymentIntent(_) => "GET /v1/payment_intents/{intent}",
             Route::ListInvoicePayments => "GET /v1/invoice_payments",
+            Route::GetRefund(_) => "GET /v1/refunds/{refund}",
         }
     }
 }
@@ -141,6 +144,7 @@ pub(crate) fn every_operation() -> Vec<&'static str> {
         Route::GetCharge(id()),
         Route::GetPaymentIntent(id()),
         Route::ListInvoicePayments,
+        Route::GetRefund(id()),
     ];
     for route in &routes {
         // No wildcard: a new route does not compile here until it is also listed above.
@@ -165,7 +169,8 @@ pub(crate) fn every_operation() -> Vec<&'static str> {
             | Route::ListWebhookEndpoints
             | Route::GetCharge(_)
             | Route::GetPaymentIntent(_)
-            | Route::ListInvoicePayments => {}
+            | Route::ListInvoicePayments
+            | Route::GetRefund(_) => {}
         }
     }
     routes.iter().map(Route::operation).collect()
@@ -528,6 +533,11 @@ fn read(
                     .get(id)
                     .map(|i| r.payment_intent(i))
                     .ok_or_else(|| missing("payment_intent", id)),
+                Route::GetRefund(id) => store
+                    .refunds
+                    .get(id)
+                    .map(|x| r.refund(x))
+                    .ok_or_else(|| missing("refund", id)),
                 _ => return None,
             }
         }

@@ -21,6 +21,7 @@ use super::{credit_notes, direct, payments, App};
 pub fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/_emulator/charges/{id}/refund", post(refund))
+        .route("/_emulator/refunds/{id}/fail", post(fail_refund))
         .route("/_emulator/charges/{id}/dispute", post(dispute))
         .route("/_emulator/disputes/{id}/close", post(close_dispute))
         .route("/_emulator/invoices/{id}/credit_note", post(credit_note))
@@ -39,6 +40,11 @@ pub fn routes() -> Router<Arc<App>> {
 async fn refund(State(app): AppState, Path(id): Path<String>, body: Bytes) -> Response {
     let a = args_or_400!(body);
     run_step(&app, &a, |c, s| payments::refund(c, s, &id, &a)).await
+}
+
+async fn fail_refund(State(app): AppState, Path(id): Path<String>, body: Bytes) -> Response {
+    let a = args_or_400!(body);
+    run_step(&app, &a, |c, s| payments::fail_refund(c, s, &id)).await
 }
 
 async fn dispute(State(app): AppState, Path(id): Path<String>, body: Bytes) -> Response {

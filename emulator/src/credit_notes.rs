@@ -3,7 +3,8 @@
 //!
 //! For a paid invoice a credit note "does not affect its `amount_due`. Instead, it can result
 //! in any combination of" a refund, a customer balance credit and a credit outside Stripe
-//! (spec text of the create operation): `{"refund": true}` refunds the invoice's charge,
+//! (spec text of the create operation): `{"refund": true}` refunds the invoice's charge
+//! (`"refund_amount"` of it, the rest credited to the customer's balance),
 //! `{"out_of_band": true}` records `out_of_band_amount`, otherwise the customer's balance is
 //! credited. Open invoices (where a credit note lowers `amount_due`) are not modelled.
 
@@ -42,9 +43,9 @@ pub struct CreditNote {
     pub line_id: String,
 }
 
-/// `POST /_emulator/invoices/{id}/credit_note` `{"amount", "refund"?, "out_of_band"?,
-/// "reason"?}`: with a refund `charge.refunded` and `refund.created` first, then
-/// `credit_note.created`.
+/// `POST /_emulator/invoices/{id}/credit_note` `{"amount", "refund"?, "refund_amount"?,
+/// "out_of_band"?, "reason"?}`: with a refund its events first (`refund_amount` of it refunded,
+/// default all, the rest a customer-balance credit), then `credit_note.created`.
 pub fn issue(ctx: &Ctx, store: &mut Store, invoice: &str, args: &Value) -> Step {
     let inv = store
         .invoices
@@ -70,6 +71,16 @@ pub fn issue(ctx: &Ctx, store: &mut Store, invoice: &str, args: &Value) -> Step 
     let (refund, out_of_band) = (flag("refund"), flag("out_of_band"));
     if refund && out_of_band {
         return Err(bad_request("refund and out_of_band exclude each other"));
+    }
+    // Part refunded, the rest credited to the customer's balance (the create operation's
+    // `refund_amount` and `credit_amount`, which add up to the post-payment amount).
+    let refund_amount = match &args["refund_amount"] {
+        Value::Null => amount,
+        _ if !refund => return Err(bad_request("refund_amount needs refund")),
+        _ => amount_arg(&serde_json::json!({"amount": args["refund_amount"]}), 0)?,
+    };
+    if refund_amount > amount {
+        return Err(bad_request("refund_amount is more than amount"));
     }
     let reason = match args["reason"].as_str() {
         None => None,
@@ -105,9 +116,9 @@ pub fn issue(ctx: &Ctx, store: &mut Store, invoice: &str, args: &Value) -> Step 
             )))
         }
         (true, Some(ch)) => {
-            let id = refund_charge(store, &ch, Some(amount))?;
+            let id = refund_charge(store, &ch, Some(refund_amount))?;
             refund_events(ctx, store, &ch, &id, &mut events);
-            Some((id, amount))
+            Some((id, refund_amount))
         }
     };
     let id = ids::long("cn");
@@ -121,8 +132,9 @@ pub fn issue(ctx: &Ctx, store: &mut Store, invoice: &str, args: &Value) -> Step 
         created: store.clock.now(),
         status: "issued".into(),
         voided_at: None,
-        customer_balance_transaction: (refund.is_none() && !out_of_band)
-            .then(|| ids::long("cbtxn")),
+        customer_balance_transaction: (!out_of_band
+            && refund.as_ref().is_none_or(|(_, r)| *r < amount))
+        .then(|| ids::long("cbtxn")),
         out_of_band_amount: out_of_band.then_some(amount),
         refund,
         reason,

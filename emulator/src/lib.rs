@@ -133,10 +133,11 @@
 //!   "resumes_at"?}`.
 //! - `POST /_emulator/invoices/{id}/pay`: an open invoice is paid (late).
 //! - `POST /_emulator/charges/{id}/refund` `{"amount"?}` (default: what is left; refunds add
-//!   up), `POST /_emulator/charges/{id}/dispute` `{"amount"?}`,
+//!   up), `POST /_emulator/refunds/{id}/fail`, `POST /_emulator/charges/{id}/dispute` `{"amount"?}`,
 //!   `POST /_emulator/disputes/{id}/close` `{"won":bool}`.
-//! - `POST /_emulator/invoices/{id}/credit_note` `{"amount","refund"?:bool,"out_of_band"?:bool,
-//!   "reason"?}` (paid invoices; neither flag: a customer-balance credit),
+//! - `POST /_emulator/invoices/{id}/credit_note` `{"amount","refund"?:bool,"refund_amount"?,
+//!   "out_of_band"?:bool,"reason"?}` (paid invoices; neither flag: a customer-balance credit;
+//!   `refund_amount` below `amount`: the rest a customer-balance credit),
 //!   `POST /_emulator/credit_notes/{id}/void`.
 //! - `POST /_emulator/webhook/drop` `{"all"?:bool,"types"?:["invoice.*",…],"fraction"?:0..1,
 //!   "seed"?:n}`: matching deliveries fail as if the endpoint were down (`delivery.dropped`);
@@ -198,11 +199,13 @@
 //!   the cycle anchored now).
 //! - pause / resume: `customer.subscription.updated` (`pause_collection`; status unchanged).
 //! - `POST /v1/checkout/sessions/{id}/expire`: `checkout.session.expired` (after the answer).
-//! - refund: `charge.refunded` (the charge with the new `amount_refunded`/`refunded`), then
-//!   `refund.created` (`re_…`, `status: succeeded`). dispute: `charge.dispute.created`, then
+//! - refund: `charge.refunded` (the charge with the new `amount_refunded`/`refunded`), then,
+//!   from 2024-10-28.acacia on, `refund.created` (`re_…`, `status: succeeded`). A refund that
+//!   fails: `refund.updated` and `refund.failed` from acacia on, `charge.refund.updated` before
+//!   (`failed`; the charge's `amount_refunded` drops by its amount). dispute: `charge.dispute.created`, then
 //!   `charge.dispute.funds_withdrawn` (`du_…`, `needs_response`); close:
 //!   `charge.dispute.closed` (`won`/`lost`), then, when won, `charge.dispute.funds_reinstated`.
-//! - credit_note: with `refund`, `charge.refunded` and `refund.created` first; then
+//! - credit_note: with `refund`, the refund's events first; then
 //!   `credit_note.created` (`cn_…`, `issued`, one `custom_line_item` line; `refund` before
 //!   basil, `refunds` from basil). void: `credit_note.voided` (a refund it made stays).
 //! - customers: `customer.created`. subscriptions: `customer.subscription.created`, and

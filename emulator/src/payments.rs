@@ -3,7 +3,7 @@
 //! endpoints the account lists. Rendering is in `render_money.rs`; the control routes in
 //! `control_money.rs`. Each event set cites its source in `emulator/README.md`.
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::lifecycle::{bad_request, conflict, not_found, Ctx, Step};
 use super::store::{ids, Store};
@@ -45,7 +45,8 @@ impl Charge {
     }
 }
 
-/// A Refund (`re_…`); the emulator's refunds succeed at once.
+/// A Refund (`re_…`); the emulator's refunds succeed at once, and fail only through
+/// `POST /_emulator/refunds/{id}/fail`.
 #[derive(Debug, Clone)]
 pub struct Refund {
     pub id: String,
@@ -54,6 +55,19 @@ pub struct Refund {
     pub payment_intent: String,
     pub currency: String,
     pub created: i64,
+    /// `succeeded` or `failed`.
+    pub status: String,
+}
+
+/// The first API version that sends `refund.created`, `refund.updated` and `refund.failed` for
+/// refunds of charges; before it they come "only for refunds without a corresponding charge",
+/// and a charge's refund changing is `charge.refund.updated`
+/// (https://docs.stripe.com/changelog/acacia/2024-10-28/refund-webhook-update).
+const REFUND_EVENTS_FOR_CHARGES: &str = "2024-10-28";
+
+/// Whether `version` (`YYYY-MM-DD[.name]`) sends `refund.*` events for refunds of charges.
+pub(super) fn refund_events_for_charges(version: &str) -> bool {
+    version.get(..10).unwrap_or(version) >= REFUND_EVENTS_FOR_CHARGES
 }
 
 /// A Dispute (`du_…`): `needs_response` until closed as `won` or `lost`.
@@ -202,6 +216,7 @@ pub(super) fn refund_charge(
         payment_intent: charge.payment_intent.clone(),
         currency: charge.currency.clone(),
         created: now,
+        status: "succeeded".into(),
     };
     store.refunds.insert(id.clone(), refund);
     store
@@ -212,7 +227,7 @@ pub(super) fn refund_charge(
     Ok(id)
 }
 
-/// `charge.refunded` (the charge as it is now) then `refund.created`.
+/// `charge.refunded` (the charge as it is now), then from acacia on `refund.created`.
 pub(super) fn refund_events(
     ctx: &Ctx,
     store: &mut Store,
@@ -222,8 +237,47 @@ pub(super) fn refund_events(
 ) {
     let charge = ctx.render(store, |r| r.charge(&store.charges[ch]));
     events.push(ctx.emit(store, "charge.refunded", charge, None));
-    let refund = ctx.render(store, |r| r.refund(&store.refunds[refund]));
-    events.push(ctx.emit(store, "refund.created", refund, None));
+    if refund_events_for_charges(ctx.api_version) {
+        let refund = ctx.render(store, |r| r.refund(&store.refunds[refund]));
+        events.push(ctx.emit(store, "refund.created", refund, None));
+    }
+}
+
+/// `POST /_emulator/refunds/{id}/fail`: the refund `failed` and its amount no longer refunded
+/// on the charge; from acacia on `refund.updated` then `refund.failed`, before it
+/// `charge.refund.updated` (the refund object).
+pub fn fail_refund(ctx: &Ctx, store: &mut Store, id: &str) -> Step {
+    let refund = store
+        .refunds
+        .get_mut(id)
+        .ok_or_else(|| not_found("refund", id))?;
+    if refund.status != "succeeded" {
+        return Err(conflict(format!(
+            "refund {id} is already {}",
+            refund.status
+        )));
+    }
+    refund.status = "failed".into();
+    let (ch, amount) = (refund.charge.clone(), refund.amount);
+    if let Some(charge) = store.charges.get_mut(&ch) {
+        charge.amount_refunded -= amount;
+    }
+    let object = ctx.render(store, |r| r.refund(&store.refunds[id]));
+    let previous = json!({"status": "succeeded"});
+    let events = if refund_events_for_charges(ctx.api_version) {
+        vec![
+            ctx.emit(store, "refund.updated", object.clone(), Some(&previous)),
+            ctx.emit(store, "refund.failed", object.clone(), Some(&previous)),
+        ]
+    } else {
+        vec![ctx.emit(
+            store,
+            "charge.refund.updated",
+            object.clone(),
+            Some(&previous),
+        )]
+    };
+    Ok((object, events))
 }
 
 /// `POST /_emulator/charges/{id}/refund` `{"amount"?}` (default: what is left).

@@ -94,7 +94,7 @@ impl Renderer<'_> {
             ("payment_intent", json!(r.payment_intent)),
             ("currency", json!(r.currency)),
             ("created", json!(r.created)),
-            ("status", json!("succeeded")),
+            ("status", json!(r.status)),
             ("metadata", json!({})),
         ] {
             v[key] = value;

@@ -2,25 +2,39 @@
 -- payment fails or needs the customer. Subscription status is not taken from invoices: the
 -- customer.subscription.* events Stripe sends with them report it (DESIGN.md, "Ordering").
 
--- What a paid subscription invoice grants (README, "Tokens for subscriptions"). Only invoices
--- Stripe makes for subscriptions count (billing_reason subscription_create, subscription_cycle or
+-- What a paid subscription invoice grants (README, "What events do"). Only invoices Stripe makes
+-- for subscriptions count (billing_reason subscription_create, subscription_cycle or
 -- subscription_update); manual and threshold invoices grant nothing.
 --   Lines: all of them. Stripe embeds one page (lines.has_more: there are more, and a renewal
 --   after many plan changes lists its prorations first, so the period line may be past it);
 --   then the worker retrieves every line into billing.invoice_lines and the event waits (BL010).
---   Period: every line that is not a proration, charges something (amount > 0; 0 too on an
---   invoice of amount 0, below) and whose price the catalog sells as a subscription: the plan's
+--   Period: every line that is not a proration, charges something (amount > 0; 0 too on a free
+--   invoice, below) and whose price the catalog sells as a subscription: the plan's
 --   monthly_tokens x quantity. That is a first period, a renewal, or a full new period a plan
 --   change started (an interval change, a billing_cycle_anchor reset, a trial ended early). A
 --   line that credits is never a period. Prices the catalog does not know (add-ons) are
 --   ignored; an invoice with no known price at all fails with BL006 until the catalog has it.
---   Upgrade: proration lines after a plan change charge the new price (amount > 0) and credit
---   the old (amount < 0); the new plans' tokens less the old plans', when more than zero, are
---   granted (source plan_upgrade). Downgrades grant and take nothing. Upgrade tokens come with
---   the invoice that charges the proration: at once with proration_behavior=always_invoice, at
---   the next renewal with Stripe's default create_prorations.
---   Amount 0 (a trial, whose lines are 0; a 100%-off coupon): as if paid, unless
---   billing.config.free_invoice_tokens is none.
+--   Plan changes (issue 20): a proration line is worth the share of its plan its money is,
+--   fraction = |amount| / (unit amount x quantity), at most 1, so its tokens are
+--   monthly_tokens x quantity x fraction, exact (numeric, no rounding per line). Tokens, like
+--   Stripe's money, then follow what was really paid for: upgrading late in a period and going
+--   back down cannot gain anything. The unit amount is the line's own (normalised from
+--   pricing.unit_amount_decimal, or price.unit_amount(_decimal) before basil). Without one (a
+--   tiered price) the line's period is its share of the period of a non-proration line of the
+--   same price on the same invoice (only a renewal under create_prorations has one); failing
+--   that the line is worth nothing, since no order-independent length of its plan period is
+--   known from the invoice alone. Net = charging lines' tokens - crediting lines' tokens:
+--   above 0, floor(net) is granted (source plan_upgrade, key <invoice>:upgrade); below 0,
+--   ceil(-net) is returned as a row of negative tokens (key <invoice>:downgrade) that the
+--   caller takes back from the balance (_take_back_downgrade). Floor one way, ceiling the
+--   other: an up-and-down cycle never gains a token. Prorations come with the invoice that
+--   bills them: at once with proration_behavior=always_invoice, with the next renewal (beside
+--   its period line) under Stripe's default create_prorations.
+--   Free: an invoice whose total is 0 (a trial, whose lines are 0; a 100%-off coupon), or below
+--   (credits above the charges), grants as if paid, unless billing.config.free_invoice_tokens is none. A renewal the customer's
+--   credit balance paid (amount_paid 0, total > 0) is paid, not free. A downgrade's take-back
+--   happens on any invoice (one with always_invoice has a negative total Stripe credits to
+--   the customer's balance).
 --   Expiry: the end of the latest period the invoice pays for plus renewal_grace_seconds, and
 --   never before the moment of granting plus the grace (an invoice applied late still gives
 --   usable tokens); never for a plan that rolls over.
@@ -30,27 +44,34 @@ LANGUAGE plpgsql STABLE
 AS $$
 DECLARE
     cfg billing.config := billing._settings();
-    free boolean := coalesce((inv ->> 'amount_paid')::bigint, 0) = 0;
+    -- Nothing to pay: a total of 0 (or a credit above the charges). amount_paid 0 alone is not
+    -- free: the customer's credit balance may have paid.
+    free boolean := coalesce((inv ->> 'total')::bigint, (inv ->> 'amount_paid')::bigint, 0) <= 0;
+    grants_nothing boolean;
     lines jsonb := coalesce(inv -> 'lines', '[]');
     line jsonb;
     plan billing.plans;
     first_plan billing.plans;
     quantity bigint;
     amount bigint;
+    unit numeric;
+    fraction numeric;
+    full_period numeric;
     period_tokens bigint := 0;
-    new_tokens bigint := 0;
-    old_tokens bigint := 0;
+    net numeric := 0;
     unknown_price text;
     latest_end timestamptz;
     expiry timestamptz;
 BEGIN
-    IF coalesce(inv ->> 'billing_reason', '') NOT IN ('subscription_create', 'subscription_cycle', 'subscription_update')
-       OR (free AND cfg.free_invoice_tokens = 'none') THEN
+    IF coalesce(inv ->> 'billing_reason', '') NOT IN ('subscription_create', 'subscription_cycle', 'subscription_update') THEN
         RETURN;
     END IF;
+    grants_nothing := free AND cfg.free_invoice_tokens = 'none';
     IF coalesce((inv ->> 'lines_has_more')::boolean, false) THEN
         SELECT jsonb_agg(jsonb_build_object('price_id', l.price_id, 'amount', l.amount, 'quantity', l.quantity,
-                                            'proration', l.proration, 'period_end', extract(epoch FROM l.period_end))
+                                            'proration', l.proration, 'unit_amount', l.unit_amount,
+                                            'period_start', extract(epoch FROM l.period_start),
+                                            'period_end', extract(epoch FROM l.period_end))
                          ORDER BY l.position)
         INTO lines FROM billing.invoice_lines l WHERE l.invoice_id = inv ->> 'id';
         IF lines IS NULL THEN
@@ -77,11 +98,23 @@ BEGIN
             IF amount > 0 OR (amount = 0 AND free) THEN
                 period_tokens := period_tokens + plan.monthly_tokens * quantity;
             END IF;
-        ELSIF amount > 0 THEN
-            new_tokens := new_tokens + plan.monthly_tokens * quantity;
-        ELSIF amount < 0 THEN
-            old_tokens := old_tokens + plan.monthly_tokens * quantity;
+            CONTINUE;
         END IF;
+        CONTINUE WHEN amount = 0;
+        unit := abs((line ->> 'unit_amount')::numeric);
+        IF unit > 0 THEN
+            fraction := least(abs(amount) / (unit * quantity), 1);
+        ELSE
+            -- No unit amount: the line's period against a full period of the same price billed
+            -- on this invoice, if there is one.
+            SELECT max((p.value ->> 'period_end')::numeric - (p.value ->> 'period_start')::numeric) INTO full_period
+            FROM jsonb_array_elements(lines) p
+            WHERE p.value ->> 'price_id' = line ->> 'price_id' AND NOT coalesce((p.value ->> 'proration')::boolean, false);
+            fraction := CASE WHEN full_period > 0 THEN
+                least(greatest((line ->> 'period_end')::numeric - (line ->> 'period_start')::numeric, 0) / full_period, 1)
+                ELSE 0 END;
+        END IF;
+        net := net + sign(amount) * plan.monthly_tokens * quantity * coalesce(fraction, 0);
     END LOOP;
     IF first_plan.id IS NULL THEN
         IF unknown_price IS NOT NULL THEN
@@ -92,17 +125,109 @@ BEGIN
     IF NOT first_plan.rollover THEN
         expiry := greatest(latest_end, now()) + make_interval(secs => cfg.renewal_grace_seconds);
     END IF;
-    IF period_tokens > 0 THEN
+    IF period_tokens > 0 AND NOT grants_nothing THEN
         RETURN QUERY SELECT inv ->> 'id', period_tokens,
             CASE inv ->> 'billing_reason' WHEN 'subscription_create' THEN 'subscription_start' ELSE 'plan' END,
             first_plan.id, expiry;
     END IF;
-    IF new_tokens > old_tokens THEN
-        RETURN QUERY SELECT (inv ->> 'id') || ':upgrade', new_tokens - old_tokens, 'plan_upgrade', first_plan.id, expiry;
+    IF floor(net) >= 1 AND NOT grants_nothing THEN
+        RETURN QUERY SELECT (inv ->> 'id') || ':upgrade', floor(net)::bigint, 'plan_upgrade', first_plan.id, expiry;
+    ELSIF net < 0 THEN
+        RETURN QUERY SELECT (inv ->> 'id') || ':downgrade', -ceil(-net)::bigint, 'plan_downgrade', first_plan.id,
+            NULL::timestamptz;
     END IF;
 END
 $$;
-COMMENT ON FUNCTION billing._invoice_grants(jsonb, uuid) IS 'Internal: the grants a paid subscription invoice of a user makes (key, tokens, source, plan, expiry), from all its lines (BL010 while the worker retrieves those its events do not carry); the documented token rules for subscriptions live here.';
+COMMENT ON FUNCTION billing._invoice_grants(jsonb, uuid) IS 'Internal: the grants a paid subscription invoice of a user makes (key, tokens, source, plan, expiry), from all its lines (BL010 while the worker retrieves those its events do not carry), and, as a row of negative tokens, what a downgrade''s prorations take back; the documented token rules for subscriptions live here.';
+
+-- A downgrade's take-back (see _invoice_grants): once per invoice (take_key, unique), from the
+-- user's own balance like a revocation, the subscription's grants first, then the soonest-
+-- expiring others; never below zero, and what was already spent becomes a debt (debt_policy
+-- collect or write_off). With revocation_scope grant only the subscription's live grants give
+-- and the rest is recorded as not taken: the allowance of the period the proration covers is
+-- what the plan change shrank. It is no purchase reversal: nothing was refunded, and settling
+-- a purchase never sees it (it names no purchase or grant). Rows are locked in spend order, so
+-- it never deadlocks with spends.
+CREATE OR REPLACE FUNCTION billing._take_back_downgrade(uid uuid, sub_id text, invoice_id text, tokens bigint,
+                                                        reason text, event_id text) RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    cfg billing.config := billing._settings();
+    key text := invoice_id || ':downgrade';
+    ids bigint[] := '{}';
+    takes bigint[] := '{}';
+    left_to_take bigint := tokens;
+    not_taken bigint := 0;
+    take bigint;
+    o record;
+    spend bigint;
+    rev billing.token_reversals;
+    debt billing.token_debts;
+BEGIN
+    IF tokens <= 0 OR EXISTS (SELECT FROM billing.token_reversals r WHERE r.take_key = key) THEN
+        RETURN;
+    END IF;
+    FOR o IN
+        SELECT t.id, t.remaining FROM billing.token_grants t
+        WHERE t.user_id = uid AND t.project_id IS NULL
+          AND t.remaining > 0 AND coalesce(t.expires_at, 'infinity'::timestamptz) > now()
+        ORDER BY coalesce(t.expires_at, 'infinity'::timestamptz), t.created_at, t.id
+        FOR UPDATE
+    LOOP
+        NULL;  -- locks only
+    END LOOP;
+    FOR o IN
+        SELECT t.id, t.remaining FROM billing.token_grants t
+        WHERE t.user_id = uid AND t.project_id IS NULL
+          AND t.remaining > 0 AND coalesce(t.expires_at, 'infinity'::timestamptz) > now()
+          AND (cfg.revocation_scope = 'balance' OR t.metadata ->> 'subscription_id' = sub_id)
+        ORDER BY (t.metadata ->> 'subscription_id' IS NOT DISTINCT FROM sub_id) DESC,
+                 coalesce(t.expires_at, 'infinity'::timestamptz), t.created_at, t.id
+    LOOP
+        EXIT WHEN left_to_take = 0;
+        take := least(o.remaining, left_to_take);
+        ids := ids || o.id;
+        takes := takes || take;
+        left_to_take := left_to_take - take;
+    END LOOP;
+    IF tokens - left_to_take > 0 THEN
+        INSERT INTO billing.token_spends (user_id, project_id, amount, reason, kind)
+        VALUES (uid, NULL, tokens - left_to_take, left(reason, 500), 'revocation')
+        RETURNING id INTO spend;
+        INSERT INTO billing.token_spend_allocations (spend_id, grant_id, user_id, tokens)
+        SELECT spend, a.id, uid, a.take FROM unnest(ids, takes) AS a(id, take);
+    END IF;
+    IF cfg.revocation_scope = 'grant' THEN
+        not_taken := left_to_take;
+        left_to_take := 0;
+    END IF;
+    INSERT INTO billing.token_reversals (user_id, project_id, purchase_id, grant_id, kind, tokens, taken, debt,
+                                         not_taken, spend_id, reason, event_id, take_key)
+    VALUES (uid, NULL, NULL, NULL, 'downgrade', tokens, tokens - left_to_take - not_taken, left_to_take, not_taken,
+            spend, left(reason, 500), event_id, key)
+    RETURNING * INTO rev;
+    IF left_to_take > 0 THEN
+        INSERT INTO billing.token_debts (user_id, project_id, reversal_id, tokens)
+        VALUES (uid, NULL, rev.id, left_to_take)
+        RETURNING * INTO debt;
+        IF cfg.debt_policy = 'write_off' THEN
+            INSERT INTO billing.token_debt_settlements (debt_id, user_id, kind, tokens)
+            VALUES (debt.id, uid, 'written_off', left_to_take);
+        END IF;
+    END IF;
+    PERFORM billing._notify(uid, 'tokens_revoked', event_id,
+        jsonb_build_object('invoice_id', invoice_id, 'subscription_id', sub_id, 'tokens', tokens, 'taken', rev.taken,
+                           'debt', rev.debt, 'reason', reason, 'balance', billing._live_balance(uid, NULL),
+                           'project_id', NULL));
+    IF rev.debt > 0 THEN
+        PERFORM billing._notify(uid, 'debt_created', event_id,
+            jsonb_build_object('invoice_id', invoice_id, 'tokens', rev.debt, 'reason', reason, 'project_id', NULL,
+                               'written_off', cfg.debt_policy = 'write_off'));
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION billing._take_back_downgrade(uuid, text, text, bigint, text, text) IS 'Internal: takes back, once per invoice, the tokens a downgrade''s prorations credit (the subscription''s grants first, then the balance; the spent part a debt, or not taken with revocation_scope grant) and notifies the user (tokens_revoked, debt_created).';
 
 CREATE OR REPLACE FUNCTION billing._apply_invoice(ev jsonb) RETURNS void
 LANGUAGE plpgsql
@@ -130,6 +255,12 @@ BEGIN
         RETURN;
     END IF;
     FOR g IN SELECT * FROM billing._invoice_grants(inv, uid) LOOP
+        IF g.tokens < 0 THEN
+            -- Rows come grants first, so a renewal's own period grant is there to take from.
+            PERFORM billing._take_back_downgrade(uid, sub_id, inv ->> 'id', -g.tokens,
+                format('plan downgrade on invoice %s', inv ->> 'id'), ev ->> 'id');
+            CONTINUE;
+        END IF;
         IF NOT recorded THEN
             PERFORM billing._lock_payment(inv ->> 'id');  -- beside its credit notes
             PERFORM billing._record_purchase(inv ->> 'id', uid, NULL, ev ->> 'customer', (inv ->> 'amount_paid')::bigint,
@@ -152,4 +283,4 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION billing._apply_invoice(jsonb) IS 'Internal: invoice.paid grants the invoice''s tokens once (keyed by the invoice id); invoice.payment_failed and payment_action_required notify the user.';
+COMMENT ON FUNCTION billing._apply_invoice(jsonb) IS 'Internal: invoice.paid grants the invoice''s tokens once (keyed by the invoice id) and takes back once what a downgrade''s prorations credit; invoice.payment_failed and payment_action_required notify the user.';

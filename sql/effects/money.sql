@@ -114,14 +114,15 @@ BEGIN
         RETURN;
     END IF;
     PERFORM billing._lock_payment(n ->> 'invoice');
-    INSERT INTO billing.stripe_credit_notes AS s (id, invoice, note_type, status, total, out_of_band_amount, refunds,
-                                                  status_rank, reported_at)
+    INSERT INTO billing.stripe_credit_notes AS s (id, invoice, note_type, status, total, out_of_band_amount,
+                                                  post_payment_amount, refunds, status_rank, reported_at)
     VALUES (n ->> 'id', n ->> 'invoice', n ->> 'type', coalesce(n ->> 'status', 'issued'),
-            coalesce((n ->> 'total')::bigint, 0), (n ->> 'out_of_band_amount')::bigint, coalesce(n -> 'refunds', '[]'),
+            coalesce((n ->> 'total')::bigint, 0), (n ->> 'out_of_band_amount')::bigint,
+            (n ->> 'post_payment_amount')::bigint, coalesce(n -> 'refunds', '[]'),
             rank, billing._unix_time(ev -> 'created'))
     ON CONFLICT (id) DO UPDATE
     SET status = excluded.status, total = excluded.total, out_of_band_amount = excluded.out_of_band_amount,
-        refunds = excluded.refunds, note_type = excluded.note_type, status_rank = excluded.status_rank,
+        post_payment_amount = excluded.post_payment_amount, refunds = excluded.refunds, note_type = excluded.note_type, status_rank = excluded.status_rank,
         reported_at = excluded.reported_at, updated_at = now()
     WHERE (excluded.status_rank, excluded.reported_at) >= (s.status_rank, s.reported_at);
     PERFORM billing._settle_purchase(n ->> 'invoice',

@@ -41,8 +41,9 @@ BEGIN
             WHEN ev ->> 'object_type' = 'charge' AND ev ->> 'type' LIKE 'charge.%' THEN
                 PERFORM billing._apply_charge(ev);
             -- charge.refund.updated: before acacia, the only report of a charge's refund failing.
+            -- billing.refund.retrieved: a credit note's refund that no event reported.
             WHEN ev ->> 'object_type' = 'refund'
-                 AND (ev ->> 'type' LIKE 'refund.%' OR ev ->> 'type' = 'charge.refund.updated') THEN
+                 AND (ev ->> 'type' LIKE 'refund.%' OR ev ->> 'type' IN ('charge.refund.updated', 'billing.refund.retrieved')) THEN
                 PERFORM billing._apply_refund(ev);
             WHEN ev ->> 'object_type' = 'dispute' AND ev ->> 'type' LIKE 'charge.dispute.%' THEN
                 PERFORM billing._apply_dispute(ev);
@@ -322,9 +323,10 @@ BEGIN
     END IF;
     DELETE FROM billing.invoice_lines l WHERE l.invoice_id = store_invoice_lines.invoice_id;
     -- Read as the lines of an event are, in either API shape.
-    INSERT INTO billing.invoice_lines (invoice_id, position, price_id, amount, quantity, proration, period_start, period_end)
+    INSERT INTO billing.invoice_lines (invoice_id, position, price_id, amount, quantity, proration, unit_amount,
+                                       period_start, period_end)
     SELECT store_invoice_lines.invoice_id, (i.n - 1)::integer, i.line ->> 'price_id', (i.line ->> 'amount')::bigint,
-           (i.line ->> 'quantity')::bigint, (i.line ->> 'proration')::boolean,
+           (i.line ->> 'quantity')::bigint, (i.line ->> 'proration')::boolean, (i.line ->> 'unit_amount')::numeric,
            billing._unix_time(i.line -> 'period_start'), billing._unix_time(i.line -> 'period_end')
     FROM jsonb_array_elements((billing._normalize_invoice_lists(jsonb_build_object('lines', lines)))[1])
          WITH ORDINALITY AS i(line, n);

@@ -9,11 +9,14 @@
 -- - invoice → subscription: invoice.subscription (and subscription_details.metadata) before,
 --   invoice.parent.subscription_details.{subscription,metadata} after;
 -- - a line's price: price.id or plan.id before, pricing.price_details.price after;
+-- - a line's unit amount: price.unit_amount_decimal or price.unit_amount (the expanded Price)
+--   before, pricing.unit_amount_decimal after;
 -- - a line's proration flag: proration before; after, parent.subscription_item_details.proration
 --   or, for a line an invoice item made, parent.invoice_item_details.proration;
 -- - a charge's invoice (before basil only) and an invoice's payments (basil: invoice_payment
 --   objects, or the invoice retrieved with expand[]=payments);
--- - a credit note's refunds: refund (an id) before basil, refunds[] with amounts after.
+-- - a credit note's refunds: refund (an id) before basil, refunds[] with amounts after; from
+--   2025-05-28.basil its pre_payment_amount and post_payment_amount (type mixed).
 --
 -- Reading is lenient, because a field of an unexpected JSON type must not make an event that
 -- Stripe will redeliver for days fail: a value of another type reads as absent, a reference may
@@ -45,6 +48,17 @@ CREATE OR REPLACE FUNCTION billing._json_boolean(value jsonb) RETURNS jsonb
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN CASE WHEN pg_catalog.jsonb_typeof(value) = 'boolean' THEN value END;
 COMMENT ON FUNCTION billing._json_boolean(jsonb) IS 'Internal: a JSON boolean, NULL for any other JSON type (event normalisation reads leniently).';
+
+-- A decimal: Stripe sends unit amounts as integers (price.unit_amount) or as decimal strings
+-- (unit_amount_decimal, "at most 12 decimal places"); both read as a JSON number, anything else
+-- (NULL, a malformed string) as absent.
+CREATE OR REPLACE FUNCTION billing._json_decimal(value jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE pg_catalog.jsonb_typeof(value)
+    WHEN 'number' THEN value
+    WHEN 'string' THEN CASE WHEN (value #>> '{}') ~ '^-?[0-9]{1,20}(\.[0-9]{1,12})?$'
+                            THEN pg_catalog.to_jsonb((value #>> '{}')::numeric) END END;
+COMMENT ON FUNCTION billing._json_decimal(jsonb) IS 'Internal: a JSON number, or a decimal string (unit_amount_decimal) as a number; NULL for anything else (event normalisation reads leniently).';
 
 -- Metadata: an object, or an empty one for anything else.
 CREATE OR REPLACE FUNCTION billing._json_map(value jsonb) RETURNS jsonb
@@ -153,6 +167,14 @@ BEGIN
                 'proration', coalesce(billing._json_boolean(item #> '{parent,subscription_item_details,proration}'),
                                       billing._json_boolean(item #> '{parent,invoice_item_details,proration}'),
                                       billing._json_boolean(item -> 'proration'), 'false'),
+                -- The price's unit amount, which a proration line's amount is a share of
+                -- (sql/effects/invoice.sql): basil's line.pricing.unit_amount_decimal, before it the
+                -- expanded line.price's unit_amount_decimal or unit_amount (Stripe's OpenAPI:
+                -- line_item.pricing, price.unit_amount, price.unit_amount_decimal). NULL for a
+                -- price without one (tiered, custom unit amounts).
+                'unit_amount', coalesce(billing._json_decimal(item #> '{pricing,unit_amount_decimal}'),
+                                        billing._json_decimal(item #> '{price,unit_amount_decimal}'),
+                                        billing._json_number(item #> '{price,unit_amount}')),
                 'period_start', billing._json_number(item #> '{period,start}'),
                 'period_end', billing._json_number(item #> '{period,end}'));
         END LOOP;
@@ -170,7 +192,7 @@ BEGIN
     RETURN ARRAY[pg_catalog.to_jsonb(lines), pg_catalog.to_jsonb(payments)];
 END
 $$;
-COMMENT ON FUNCTION billing._normalize_invoice_lists(jsonb) IS 'Internal: an invoice''s normalised lines (price, amount, quantity, proration flag and period, in either API shape) and payments (basil, retrieved with expand[]=payments), as an array of the two.';
+COMMENT ON FUNCTION billing._normalize_invoice_lists(jsonb) IS 'Internal: an invoice''s normalised lines (price, amount, unit amount, quantity, proration flag and period, in either API shape) and payments (basil, retrieved with expand[]=payments), as an array of the two.';
 
 CREATE OR REPLACE FUNCTION billing._normalize_invoice(o jsonb, lists jsonb[]) RETURNS jsonb
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -266,6 +288,10 @@ RETURN CASE object_type
         'type', billing._json_string(o -> 'type'),
         'total', billing._json_number(o -> 'total'),
         'out_of_band_amount', billing._json_number(o -> 'out_of_band_amount'),
+        -- From 2025-05-28.basil a credit note can be mixed: pre_payment_amount lowered what was
+        -- due, post_payment_amount was refunded, credited or credited outside Stripe.
+        'pre_payment_amount', billing._json_number(o -> 'pre_payment_amount'),
+        'post_payment_amount', billing._json_number(o -> 'post_payment_amount'),
         'currency', billing._json_string(o -> 'currency'),
         'refunds', refunds)
     WHEN 'invoice_payment' THEN pg_catalog.jsonb_build_object(

@@ -102,6 +102,7 @@ CREATE TABLE billing.invoice_lines (
     amount bigint,
     quantity bigint,
     proration boolean NOT NULL,
+    unit_amount numeric,
     period_start timestamptz,
     period_end timestamptz,
     retrieved_at timestamptz NOT NULL DEFAULT now(),
@@ -113,6 +114,7 @@ COMMENT ON COLUMN billing.invoice_lines.position IS 'Order of the line within th
 COMMENT ON COLUMN billing.invoice_lines.price_id IS 'The Stripe price of the line.';
 COMMENT ON COLUMN billing.invoice_lines.amount IS 'What the line charges (negative: a credit), in the smallest currency unit.';
 COMMENT ON COLUMN billing.invoice_lines.quantity IS 'The line''s quantity.';
+COMMENT ON COLUMN billing.invoice_lines.unit_amount IS 'The unit amount of the line''s price (a decimal, in the smallest currency unit), of which a proration line''s amount is a share; NULL when Stripe gives none (tiered prices).';
 COMMENT ON COLUMN billing.invoice_lines.proration IS 'Whether the line is a proration (a plan change''s charge or credit) rather than a period.';
 COMMENT ON COLUMN billing.invoice_lines.period_start IS 'Start of the period the line bills.';
 COMMENT ON COLUMN billing.invoice_lines.period_end IS 'End of the period the line bills.';

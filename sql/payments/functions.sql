@@ -5,8 +5,9 @@
 -- The rule, in one place: a grant's net revoked tokens are always
 --     round(grant tokens x reversed / amount paid)   (all of them once everything is reversed)
 -- where reversed = per charge, (refunded + disputed funds withdrawn) / the charge's amount x the
--- part of the charge that paid this purchase, + post-payment credit notes (less what they
--- refunded, already among the refunds), at most the amount paid. Every report about the
+-- part of the charge that paid this purchase, + the post-payment part of credit notes (less what
+-- they refunded, already among the refunds; a mixed note's pre-payment part lowered what was due
+-- and gives nothing back), at most the amount paid. Every report about the
 -- money (in any order, any number of times) updates the facts, then _settle_purchase moves each
 -- grant from what it has to that target: revoking more, or restoring. Applying a report twice,
 -- or reports in another order, ends in the same ledger.
@@ -101,19 +102,49 @@ BEGIN
     -- PL/pgSQL rather than SQL: its plan is cached, and this runs for every report.
     RETURN (
     -- basil and later say how much of each refund the note accounts for; before, the refund's
-    -- own amount is used when a refund event reported it, else everything not credited out of
-    -- band is taken to be refunded.
+    -- own amount, as a refund event reported it or the worker retrieved it (pre-acacia Stripe
+    -- sends no refund event for a charge's refund: _request_credit_note_refunds). Until then,
+    -- everything post-payment not credited out of band is taken to be refunded.
     SELECT CASE
         WHEN jsonb_array_length(n.refunds) = 0 THEN 0
         WHEN bool_and(r ->> 'amount_refunded' IS NOT NULL) THEN sum((r ->> 'amount_refunded')::bigint)
         WHEN bool_and(s.amount IS NOT NULL) THEN sum(s.amount)
-        ELSE greatest(n.total - coalesce(n.out_of_band_amount, 0), 0) END
+        ELSE greatest(coalesce(n.post_payment_amount, n.total) - coalesce(n.out_of_band_amount, 0), 0) END
     FROM jsonb_array_elements(CASE WHEN jsonb_array_length(n.refunds) = 0 THEN '[{}]'::jsonb ELSE n.refunds END) r
     LEFT JOIN billing.stripe_refunds s ON s.id = r ->> 'refund'
     );
 END
 $$;
 COMMENT ON FUNCTION billing._credit_note_refunded(billing.stripe_credit_notes) IS 'Internal: how much of a credit note was a refund (counted with the charge''s refunds, not again as credit).';
+
+-- What a credit note gives back besides its refunds: its post-payment part (a post_payment
+-- note's total; from 2025-05-28.basil post_payment_amount, which a mixed note splits from the
+-- pre_payment_amount that only lowered what was due) less what it refunded. A refund that
+-- failed is in neither: it moved no money.
+CREATE OR REPLACE FUNCTION billing._credit_note_credited(n billing.stripe_credit_notes) RETURNS bigint
+LANGUAGE sql STABLE
+AS $$
+    SELECT CASE WHEN n.status <> 'issued' OR n.note_type = 'pre_payment' THEN 0
+                ELSE greatest(coalesce(n.post_payment_amount, n.total) - billing._credit_note_refunded(n), 0) END
+$$;
+COMMENT ON FUNCTION billing._credit_note_credited(billing.stripe_credit_notes) IS 'Internal: the money an issued credit note gives back other than by refund: its post-payment part (post_payment_amount from 2025-05-28.basil, else a post_payment note''s total) less what it refunded.';
+
+-- A credit note's refund whose amount no event said (before basil a credit note names its refund
+-- without an amount, and before acacia Stripe sends no refund.* event for a charge's refund) is
+-- retrieved from Stripe; the retrieved refund settles the purchase again with its real amount
+-- and status.
+CREATE OR REPLACE FUNCTION billing._request_credit_note_refunds(p billing.purchases) RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM billing._request_retrieval('refresh', p.user_id, r ->> 'refund')
+    FROM billing.stripe_credit_notes n CROSS JOIN jsonb_array_elements(n.refunds) r
+    WHERE n.invoice = p.id AND n.status = 'issued' AND r ->> 'amount_refunded' IS NULL
+      AND r ->> 'refund' ~ '^re_[A-Za-z0-9_]+$'
+      AND NOT EXISTS (SELECT FROM billing.stripe_refunds s WHERE s.id = r ->> 'refund');
+END
+$$;
+COMMENT ON FUNCTION billing._request_credit_note_refunds(billing.purchases) IS 'Internal: asks the worker to retrieve the refunds of a purchase''s credit notes whose amount no event reported (refresh of the re_ id), once while one is in flight.';
 
 -- Both ids of every payment of a purchase: a report may name only the charge or only the
 -- PaymentIntent, and the purchase may know only the other one. One place, so settling and its
@@ -204,9 +235,8 @@ BEGIN
                             WHERE l.purchase_id = p.id AND l.payment = ANY (b.pays)) part
         WHERE b.amount_back > 0
     ), credited AS (
-        SELECT coalesce(sum(greatest(n.total - billing._credit_note_refunded(n), 0)), 0) AS amount
-        FROM billing.stripe_credit_notes n
-        WHERE n.invoice = p.id AND n.status = 'issued' AND coalesce(n.note_type, 'post_payment') <> 'pre_payment'
+        SELECT coalesce(sum(billing._credit_note_credited(n)), 0) AS amount
+        FROM billing.stripe_credit_notes n WHERE n.invoice = p.id
     )
     SELECT least(p.amount_paid,
                  round(coalesce((SELECT sum(s.part * least(1, s.amount_back::numeric / nullif(s.whole, 0))) FROM shares s), 0))::bigint
@@ -420,6 +450,7 @@ BEGIN
     IF NOT billing._purchase_has_reports(p.id) THEN
         RETURN;
     END IF;
+    PERFORM billing._request_credit_note_refunds(p);
     reversed := billing._purchase_reversed(p);
     FOR g IN SELECT * FROM billing.token_grants t
              WHERE t.purchase_id = p.id AND t.source <> 'restored' ORDER BY t.id LOOP

@@ -129,16 +129,18 @@ CREATE TABLE billing.stripe_credit_notes (
     refunds jsonb NOT NULL DEFAULT '[]' CHECK (jsonb_typeof(refunds) = 'array'),
     status_rank smallint NOT NULL,
     reported_at timestamptz NOT NULL,
-    updated_at timestamptz NOT NULL DEFAULT now()
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    post_payment_amount bigint
 );
 CREATE INDEX stripe_credit_notes_invoice_idx ON billing.stripe_credit_notes (invoice);
-COMMENT ON TABLE billing.stripe_credit_notes IS 'Credit notes as credit_note.* events reported them. An issued post-payment credit note gives back its total; the part it refunded is already counted with the charge''s refunds. Privileged roles only.';
+COMMENT ON TABLE billing.stripe_credit_notes IS 'Credit notes as credit_note.* events reported them. An issued credit note gives back its post-payment part (a post_payment note''s total, a mixed note''s post_payment_amount); the part it refunded is already counted with the charge''s refunds. Privileged roles only.';
 COMMENT ON COLUMN billing.stripe_credit_notes.id IS 'Credit note id.';
 COMMENT ON COLUMN billing.stripe_credit_notes.invoice IS 'The credited invoice.';
-COMMENT ON COLUMN billing.stripe_credit_notes.note_type IS 'pre_payment (lowers what is due; nothing was paid for it) or post_payment.';
+COMMENT ON COLUMN billing.stripe_credit_notes.note_type IS 'pre_payment (lowers what is due; nothing was paid for it), post_payment, or mixed (from 2025-05-28.basil: part of each; only post_payment_amount gives money back).';
 COMMENT ON COLUMN billing.stripe_credit_notes.status IS 'issued or void.';
 COMMENT ON COLUMN billing.stripe_credit_notes.total IS 'Amount credited.';
 COMMENT ON COLUMN billing.stripe_credit_notes.out_of_band_amount IS 'The part credited outside Stripe.';
+COMMENT ON COLUMN billing.stripe_credit_notes.post_payment_amount IS 'The part that was refunded, credited to the customer''s balance or credited outside Stripe (from 2025-05-28.basil; NULL before, when a post_payment credit note''s total is all post-payment).';
 COMMENT ON COLUMN billing.stripe_credit_notes.refunds IS 'The refunds it made: [{refund, amount_refunded}] (amount_refunded is NULL before basil).';
 COMMENT ON COLUMN billing.stripe_credit_notes.status_rank IS 'How far along the status is; a report of a further status wins whenever it arrives, among equals the newest.';
 COMMENT ON COLUMN billing.stripe_credit_notes.reported_at IS 'Stripe''s time of the report that set the row.';
@@ -158,9 +160,9 @@ CREATE TABLE billing.token_reversals (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     user_id uuid NOT NULL,
     project_id uuid REFERENCES billing.projects (id),
-    purchase_id text NOT NULL REFERENCES billing.purchases (id),
-    grant_id bigint NOT NULL REFERENCES billing.token_grants (id),
-    kind text NOT NULL CHECK (kind IN ('revoke', 'restore')),
+    purchase_id text REFERENCES billing.purchases (id),
+    grant_id bigint REFERENCES billing.token_grants (id),
+    kind text NOT NULL CHECK (kind IN ('revoke', 'restore', 'downgrade')),
     tokens bigint NOT NULL CHECK (tokens > 0),
     taken bigint NOT NULL DEFAULT 0 CHECK (taken >= 0),
     debt bigint NOT NULL DEFAULT 0 CHECK (debt >= 0),
@@ -171,32 +173,40 @@ CREATE TABLE billing.token_reversals (
     event_id text,
     created_at timestamptz NOT NULL DEFAULT now(),
     not_taken bigint NOT NULL DEFAULT 0 CHECK (not_taken >= 0),
-    -- A revocation is what it took plus what it could not (the debt, or not taken at all with
-    -- revocation_scope grant); a restoration is what was not taken, debt forgiven, and tokens
-    -- given back by a new grant.
+    take_key text UNIQUE,
+    -- A revocation (or a downgrade's take-back) is what it took plus what it could not (the debt,
+    -- or not taken at all with revocation_scope grant); a restoration is what was not taken, debt
+    -- forgiven, and tokens given back by a new grant.
     CONSTRAINT token_reversals_adds_up CHECK (CASE kind
-        WHEN 'revoke' THEN taken + debt + not_taken = tokens AND debt_forgiven = 0 AND restored_grant_id IS NULL
-                           AND (spend_id IS NOT NULL) = (taken > 0)
-        ELSE taken = 0 AND debt = 0 AND spend_id IS NULL
+        WHEN 'restore' THEN taken = 0 AND debt = 0 AND spend_id IS NULL
              AND (restored_grant_id IS NOT NULL) = (tokens > debt_forgiven + not_taken)
-             AND debt_forgiven + not_taken <= tokens END)
+             AND debt_forgiven + not_taken <= tokens
+        ELSE taken + debt + not_taken = tokens AND debt_forgiven = 0 AND restored_grant_id IS NULL
+             AND (spend_id IS NOT NULL) = (taken > 0) END),
+    -- A purchase's reversals belong to one of its grants; a downgrade's take-back to no purchase
+    -- (nothing was refunded, so settling a purchase never sees or undoes it) and is keyed once
+    -- per invoice.
+    CONSTRAINT token_reversals_owner CHECK (CASE kind
+        WHEN 'downgrade' THEN take_key IS NOT NULL AND purchase_id IS NULL AND grant_id IS NULL
+        ELSE take_key IS NULL AND purchase_id IS NOT NULL AND grant_id IS NOT NULL END)
 );
 CREATE INDEX token_reversals_grant_idx ON billing.token_reversals (grant_id);
 CREATE INDEX token_reversals_user_idx ON billing.token_reversals (user_id, created_at);
 CREATE INDEX token_reversals_purchase_idx ON billing.token_reversals (purchase_id);
-COMMENT ON TABLE billing.token_reversals IS 'Tokens taken back from a grant because its purchase was refunded, disputed or credited (revoke), and given back when a dispute is won or a credit note voided (restore). A grant''s net revoked tokens are always its purchase''s reversed share of it. Append-only; users read their own rows.';
+COMMENT ON TABLE billing.token_reversals IS 'Tokens taken back from a grant because its purchase was refunded, disputed or credited (revoke), given back when a dispute is won or a credit note voided (restore), and taken back from the balance once per invoice whose plan-change prorations credit more than they charge (downgrade). A grant''s net revoked tokens are always its purchase''s reversed share of it. Append-only; users read their own rows.';
 COMMENT ON COLUMN billing.token_reversals.id IS 'Surrogate key.';
 COMMENT ON COLUMN billing.token_reversals.user_id IS 'Owner of the grant.';
 COMMENT ON COLUMN billing.token_reversals.project_id IS 'The grant''s project, or NULL.';
-COMMENT ON COLUMN billing.token_reversals.purchase_id IS 'The purchase whose money moved.';
-COMMENT ON COLUMN billing.token_reversals.grant_id IS 'The grant the tokens came from.';
-COMMENT ON COLUMN billing.token_reversals.kind IS 'revoke or restore.';
+COMMENT ON COLUMN billing.token_reversals.purchase_id IS 'The purchase whose money moved (NULL for a downgrade).';
+COMMENT ON COLUMN billing.token_reversals.grant_id IS 'The grant the tokens came from (NULL for a downgrade, which takes from the balance: its spend''s allocations say from which grants).';
+COMMENT ON COLUMN billing.token_reversals.kind IS 'revoke, restore, or downgrade (a plan change''s prorations credited more plan than they charged: the difference in tokens taken back, README "What events do").';
 COMMENT ON COLUMN billing.token_reversals.tokens IS 'Tokens revoked or restored.';
-COMMENT ON COLUMN billing.token_reversals.taken IS 'revoke: tokens taken from the balance (the grant first, then, with revocation_scope balance, the soonest-expiring others).';
-COMMENT ON COLUMN billing.token_reversals.debt IS 'revoke: tokens already spent, recorded as a debt in billing.token_debts.';
+COMMENT ON COLUMN billing.token_reversals.take_key IS 'downgrade: <invoice id>:downgrade, so an invoice takes back once whatever its events'' delivery; NULL otherwise.';
+COMMENT ON COLUMN billing.token_reversals.taken IS 'revoke and downgrade: tokens taken from the balance (the grant first, then, with revocation_scope balance, the soonest-expiring others).';
+COMMENT ON COLUMN billing.token_reversals.debt IS 'revoke and downgrade: tokens already spent, recorded as a debt in billing.token_debts.';
 COMMENT ON COLUMN billing.token_reversals.debt_forgiven IS 'restore: outstanding debt of this grant cancelled instead of giving tokens back.';
 COMMENT ON COLUMN billing.token_reversals.not_taken IS 'revoke: tokens neither taken nor owed, because the grant no longer held them and revocation_scope grant forbids taking them from the rest of the balance; restore: tokens of such revocations, cancelled without giving anything back (nothing was taken for them).';
-COMMENT ON COLUMN billing.token_reversals.spend_id IS 'revoke: the spend (kind revocation) that took the tokens.';
+COMMENT ON COLUMN billing.token_reversals.spend_id IS 'revoke and downgrade: the spend (kind revocation) that took the tokens.';
 COMMENT ON COLUMN billing.token_reversals.restored_grant_id IS 'restore: the grant (source restored) that gave tokens back.';
 COMMENT ON COLUMN billing.token_reversals.reason IS 'What moved the money, e.g. "refund re_... of charge ch_..." or "dispute du_... won".';
 COMMENT ON COLUMN billing.token_reversals.event_id IS 'The Stripe event that caused it.';

@@ -53,3 +53,57 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION billing._upsert_subscription_link(text, uuid, text) IS 'Internal: makes sure a subscription row exists for its user before reports fill it in.';
+
+-- "Is this user subscribed, to what, until when": one call for an app's paywall. Runs as the
+-- caller (no SECURITY DEFINER): row-level security decides what a signed-in user can see, as for
+-- billing.token_balance.
+CREATE OR REPLACE FUNCTION billing.subscription_status(user_id uuid DEFAULT NULL)
+RETURNS TABLE (active boolean, status text, plan_id text, plan_name text, stripe_price_id text,
+               stripe_subscription_id text, current_period_end timestamptz,
+               cancel_at_period_end boolean, cancel_at timestamptz, trial_end timestamptz)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    who uuid := coalesce(subscription_status.user_id, billing.current_user_id());
+BEGIN
+    IF who IS NULL THEN
+        RAISE EXCEPTION 'user_id must not be NULL when the caller is not signed in'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Signed-in users call billing.my_subscription(); the server passes the user id.';
+    END IF;
+    IF who IS DISTINCT FROM billing.current_user_id() AND NOT billing._is_privileged() THEN
+        RAISE EXCEPTION 'permission denied: you can only read your own subscription'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    -- The subscription that decides access: an active one first (active, trialing, then
+    -- past_due), then the latest of the rest, so a user who resubscribed after canceling sees
+    -- the new subscription and one who never subscribed gets a row with active = false.
+    RETURN QUERY
+    WITH best AS (
+        SELECT s.*, p.name AS plan_name
+        FROM billing.subscriptions s LEFT JOIN billing.plans p ON p.id = s.plan_id
+        WHERE s.user_id = who
+        ORDER BY CASE s.status WHEN 'active' THEN 0 WHEN 'trialing' THEN 1 WHEN 'past_due' THEN 2 ELSE 3 END,
+                 s.current_period_end DESC NULLS LAST, s.created_at DESC, s.stripe_subscription_id
+        LIMIT 1
+    )
+    SELECT coalesce(b.status IN ('active', 'trialing', 'past_due'), false), b.status, b.plan_id, b.plan_name,
+           b.stripe_price_id, b.stripe_subscription_id, b.current_period_end, coalesce(b.cancel_at_period_end, false),
+           b.cancel_at, b.trial_end
+    FROM (SELECT 1) one LEFT JOIN best b ON true;
+END
+$$;
+COMMENT ON FUNCTION billing.subscription_status(uuid) IS 'Whether a user (default: the caller; another user only for privileged roles) is subscribed, to which plan and until when: exactly one row. active is true for the statuses Stripe still serves: active, trialing, and past_due (Stripe is retrying the renewal payment; when it gives up the status becomes canceled or unpaid, per the account''s retry settings); false for unpaid, paused, incomplete, incomplete_expired, canceled and when there is no subscription. With several subscriptions, an active one wins (active, trialing, past_due), then the latest. cancel_at_period_end true: active until current_period_end, then it ends.';
+
+CREATE OR REPLACE FUNCTION billing.my_subscription()
+RETURNS TABLE (active boolean, status text, plan_id text, plan_name text, stripe_price_id text,
+               stripe_subscription_id text, current_period_end timestamptz,
+               cancel_at_period_end boolean, cancel_at timestamptz, trial_end timestamptz)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM billing.subscription_status(billing._require_user());
+END
+$$;
+COMMENT ON FUNCTION billing.my_subscription() IS 'For signed-in users: billing.subscription_status of the caller (SQLSTATE 28000 when not signed in). From supabase-js: supabase.schema(''billing'').rpc(''my_subscription'').single().';

@@ -30,6 +30,7 @@ CREATE TABLE billing.invoice_lines (
     amount bigint,
     quantity bigint,
     proration boolean NOT NULL,
+    unit_amount numeric,
     period_start timestamptz,
     period_end timestamptz,
     retrieved_at timestamptz NOT NULL DEFAULT now(),
@@ -41,6 +42,7 @@ COMMENT ON COLUMN billing.invoice_lines.position IS 'Order of the line within th
 COMMENT ON COLUMN billing.invoice_lines.price_id IS 'The Stripe price of the line.';
 COMMENT ON COLUMN billing.invoice_lines.amount IS 'What the line charges (negative: a credit), in the smallest currency unit.';
 COMMENT ON COLUMN billing.invoice_lines.quantity IS 'The line''s quantity.';
+COMMENT ON COLUMN billing.invoice_lines.unit_amount IS 'The unit amount of the line''s price (a decimal, in the smallest currency unit), of which a proration line''s amount is a share; NULL when Stripe gives none (tiered prices).';
 COMMENT ON COLUMN billing.invoice_lines.proration IS 'Whether the line is a proration (a plan change''s charge or credit) rather than a period.';
 COMMENT ON COLUMN billing.invoice_lines.period_start IS 'Start of the period the line bills.';
 COMMENT ON COLUMN billing.invoice_lines.period_end IS 'End of the period the line bills.';
@@ -68,7 +70,7 @@ COMMENT ON COLUMN billing.stripe_refunds.ended_at IS 'Stripe''s time of the firs
 -- grant, what the refunded grant no longer holds is recorded as not taken instead of being taken
 -- from the balance or owed, and a restoration cancels it before giving anything back.
 ALTER TABLE billing.config ADD COLUMN revocation_scope text CHECK (revocation_scope IN ('grant', 'balance'));
-COMMENT ON COLUMN billing.config.revocation_scope IS 'Where a refund, dispute or credit note takes tokens back from: grant = only the refunded grant (even expired) and what was restored for it, the rest is recorded as not taken (no debt), so refunding last month''s invoice leaves this month''s allowance alone; balance = the grant, then the balance''s other live grants, then a debt (debt_policy). NULL = balance: money that goes back takes its tokens back wherever they are, so buying, spending and refunding cannot keep what was used.';
+COMMENT ON COLUMN billing.config.revocation_scope IS 'Where a refund, dispute or credit note takes tokens back from: grant = only the refunded grant (even expired) and what was restored for it, the rest is recorded as not taken (no debt), so refunding last month''s invoice leaves this month''s allowance alone; balance = the grant, then the balance''s other live grants, then a debt (debt_policy). NULL = balance: money that goes back takes its tokens back wherever they are, so buying, spending and refunding cannot keep what was used. A downgrade''s take-back likewise takes, with grant, only from the subscription''s live grants (the rest not taken), and with balance from them and then the rest of the balance.';
 ALTER TABLE billing.token_reversals ADD COLUMN not_taken bigint NOT NULL DEFAULT 0 CHECK (not_taken >= 0);
 ALTER TABLE billing.token_reversals DROP CONSTRAINT token_reversals_adds_up;
 ALTER TABLE billing.token_reversals ADD CONSTRAINT token_reversals_adds_up CHECK (CASE kind
@@ -79,6 +81,47 @@ ALTER TABLE billing.token_reversals ADD CONSTRAINT token_reversals_adds_up CHECK
          AND debt_forgiven + not_taken <= tokens END);
 COMMENT ON COLUMN billing.token_reversals.not_taken IS 'revoke: tokens neither taken nor owed, because the grant no longer held them and revocation_scope grant forbids taking them from the rest of the balance; restore: tokens of such revocations, cancelled without giving anything back (nothing was taken for them).';
 COMMENT ON COLUMN billing.token_reversals.taken IS 'revoke: tokens taken from the balance (the grant first, then, with revocation_scope balance, the soonest-expiring others).';
+
+-- Plan downgrades take back what their prorations credited (issue 20, item 1): a reversal of
+-- kind downgrade, keyed once per invoice, of no purchase or grant (nothing was refunded, so
+-- settling a purchase never sees or undoes it).
+ALTER TABLE billing.token_reversals ALTER COLUMN purchase_id DROP NOT NULL;
+ALTER TABLE billing.token_reversals ALTER COLUMN grant_id DROP NOT NULL;
+ALTER TABLE billing.token_reversals DROP CONSTRAINT token_reversals_kind_check;
+ALTER TABLE billing.token_reversals ADD CONSTRAINT token_reversals_kind_check
+    CHECK (kind IN ('revoke', 'restore', 'downgrade'));
+ALTER TABLE billing.token_reversals ADD COLUMN take_key text UNIQUE;
+ALTER TABLE billing.token_reversals DROP CONSTRAINT token_reversals_adds_up;
+ALTER TABLE billing.token_reversals ADD CONSTRAINT token_reversals_adds_up CHECK (CASE kind
+    WHEN 'restore' THEN taken = 0 AND debt = 0 AND spend_id IS NULL
+         AND (restored_grant_id IS NOT NULL) = (tokens > debt_forgiven + not_taken)
+         AND debt_forgiven + not_taken <= tokens
+    ELSE taken + debt + not_taken = tokens AND debt_forgiven = 0 AND restored_grant_id IS NULL
+         AND (spend_id IS NOT NULL) = (taken > 0) END);
+ALTER TABLE billing.token_reversals ADD CONSTRAINT token_reversals_owner CHECK (CASE kind
+    WHEN 'downgrade' THEN take_key IS NOT NULL AND purchase_id IS NULL AND grant_id IS NULL
+    ELSE take_key IS NULL AND purchase_id IS NOT NULL AND grant_id IS NOT NULL END);
+
+COMMENT ON TABLE billing.token_reversals IS 'Tokens taken back from a grant because its purchase was refunded, disputed or credited (revoke), given back when a dispute is won or a credit note voided (restore), and taken back from the balance once per invoice whose plan-change prorations credit more than they charge (downgrade). A grant''s net revoked tokens are always its purchase''s reversed share of it. Append-only; users read their own rows.';
+COMMENT ON COLUMN billing.token_reversals.purchase_id IS 'The purchase whose money moved (NULL for a downgrade).';
+COMMENT ON COLUMN billing.token_reversals.grant_id IS 'The grant the tokens came from (NULL for a downgrade, which takes from the balance: its spend''s allocations say from which grants).';
+COMMENT ON COLUMN billing.token_reversals.kind IS 'revoke, restore, or downgrade (a plan change''s prorations credited more plan than they charged: the difference in tokens taken back, README "What events do").';
+COMMENT ON COLUMN billing.token_reversals.take_key IS 'downgrade: <invoice id>:downgrade, so an invoice takes back once whatever its events'' delivery; NULL otherwise.';
+COMMENT ON COLUMN billing.token_reversals.taken IS 'revoke and downgrade: tokens taken from the balance (the grant first, then, with revocation_scope balance, the soonest-expiring others).';
+COMMENT ON COLUMN billing.token_reversals.debt IS 'revoke and downgrade: tokens already spent, recorded as a debt in billing.token_debts.';
+COMMENT ON COLUMN billing.token_reversals.spend_id IS 'revoke and downgrade: the spend (kind revocation) that took the tokens.';
+
+-- An invoice is free when its total is 0, not when nothing was charged (issue 20, item 10).
+COMMENT ON COLUMN billing.config.free_invoice_tokens IS 'What a paid invoice whose total is 0 (a trial, a 100%-off coupon) grants: plan = the plan''s allowance as if paid, none = nothing; NULL = plan. An invoice the customer''s credit balance paid (amount_paid 0, total above 0) is paid, not free; a downgrade''s take-back happens either way.';
+COMMENT ON COLUMN billing.config.debt_policy IS 'What happens to tokens a refund, dispute, credit note or downgrade takes back after they were spent: collect = recorded as a debt that later grants pay off first, write_off = recorded and written off at once; NULL = collect.';
+
+-- From 2025-05-28.basil a credit note can be mixed (issue 20): only its post_payment_amount gives
+-- money back, its pre_payment_amount lowered what was due.
+ALTER TABLE billing.stripe_credit_notes ADD COLUMN post_payment_amount bigint;
+COMMENT ON COLUMN billing.stripe_credit_notes.post_payment_amount IS 'The part that was refunded, credited to the customer''s balance or credited outside Stripe (from 2025-05-28.basil; NULL before, when a post_payment credit note''s total is all post-payment).';
+COMMENT ON COLUMN billing.stripe_credit_notes.note_type IS 'pre_payment (lowers what is due; nothing was paid for it), post_payment, or mixed (from 2025-05-28.basil: part of each; only post_payment_amount gives money back).';
+COMMENT ON TABLE billing.stripe_credit_notes IS 'Credit notes as credit_note.* events reported them. An issued credit note gives back its post-payment part (a post_payment note''s total, a mixed note''s post_payment_amount); the part it refunded is already counted with the charge''s refunds. Privileged roles only.';
+COMMENT ON COLUMN billing.stripe_requests.kind IS 'checkout or portal (a user''s session), refresh (retrieve a subscription whose same-second events disagree, an invoice''s payments, a credit note''s refund no event reported, or the invoices a PaymentIntent paid when a refund or dispute needs them) or line_items (retrieve what a Checkout Session sold, or every line of an invoice).';
 
 -- One payment may pay several invoices (basil), each its own part of it, and a payment's
 -- invoices are looked up only when a refund or dispute needs them (issue 20).

@@ -7,8 +7,8 @@
 //! roles and grants supabase/postgres sets up (`migrations/db/init-scripts/` and
 //! `migrations/db/migrations/` of that repository):
 //! - the cluster's superuser is `supabase_admin`; `postgres` is NOSUPERUSER with CREATEDB,
-//!   CREATEROLE, REPLICATION and BYPASSRLS, a member of the API roles, and its search_path is
-//!   `"$user", public, extensions`;
+//!   CREATEROLE, REPLICATION and BYPASSRLS, a member of the API roles (on PostgreSQL 16 and
+//!   later with their ADMIN OPTION), and its search_path is `"$user", public, extensions`;
 //! - `anon`, `authenticated` (NOLOGIN) and `service_role` (NOLOGIN BYPASSRLS), and
 //!   `authenticator`, which PostgREST logs in as; statement timeouts: anon 3 s, authenticated
 //!   8 s, authenticator 8 s (the test API applies the role's timeout the way PostgREST does);
@@ -47,6 +47,17 @@ impl Edition {
     }
 }
 
+/// Set to `1` by the run against PostgreSQL 17 (`make test-integration-pg17`): its server comes
+/// from scripts/pg17.sh, which has no build of the extension and no pg_dump of its version. The
+/// few tests that need either skip that part there and say so; every other test runs in full.
+pub const SERVER_ONLY_ENV: &str = "STRIPE_BILLING_SERVER_ONLY";
+
+/// Whether this run's server has the extension built for it and PostgreSQL's client programs of
+/// its own version (false only for the PostgreSQL 17 run, see [`SERVER_ONLY_ENV`]).
+pub fn full_installation() -> bool {
+    !matches!(std::env::var(SERVER_ONLY_ENV).as_deref(), Ok("1"))
+}
+
 /// Supabase's roles, created once per cluster by its superuser. Run as one statement per line
 /// so that a second test binary finding them made is not an error.
 const SUPABASE_ROLES: &[&str] = &[
@@ -57,7 +68,15 @@ const SUPABASE_ROLES: &[&str] = &[
     "CREATE ROLE service_role NOLOGIN BYPASSRLS",
     "CREATE ROLE authenticator LOGIN NOINHERIT",
     "GRANT anon, authenticated, service_role TO authenticator",
-    "GRANT anon, authenticated, service_role TO postgres",
+    // PostgreSQL 16 took from CREATEROLE the right to grant any role: granting a role now needs
+    // its ADMIN OPTION. Supabase gives postgres that option on 16 and later (its migration
+    // grant_with_admin_to_postgres_16_and_above), so that postgres can still make a worker role
+    // a member of service_role.
+    "DO $v$ BEGIN IF current_setting('server_version_num')::int >= 160000 THEN
+        GRANT anon, authenticated, service_role TO postgres WITH ADMIN OPTION;
+     ELSE
+        GRANT anon, authenticated, service_role TO postgres;
+     END IF; END $v$",
     "ALTER ROLE anon SET statement_timeout = '3s'",
     "ALTER ROLE authenticated SET statement_timeout = '8s'",
     "ALTER ROLE authenticator SET statement_timeout = '8s'",

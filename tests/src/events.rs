@@ -176,13 +176,17 @@ pub fn invoice(shape: Shape, inv: &Invoice) -> Value {
                 Shape::Basil => {
                     line["pricing"] = json!({"type": "price_details",
                         "price_details": {"price": l.price_id, "product": "prod_test"},
-                        "unit_amount_decimal": l.amount.to_string()});
+                        "unit_amount_decimal": null});
                     line["parent"] = json!({"type": "subscription_item_details",
                         "subscription_item_details": {"invoice_item": null, "proration": l.proration,
                             "proration_details": {"credited_items": null},
                             "subscription": inv.subscription, "subscription_item": "si_test"}});
                 }
             }
+            // A period line of quantity 1 charges its price's unit amount; a proration's unit
+            // amount is its price's, which the line does not say: unknown until a test sets it
+            // (set_unit_amount).
+            set_unit_amount(shape, &mut line, (!l.proration).then_some(l.amount));
             line
         })
         .collect();
@@ -191,7 +195,7 @@ pub fn invoice(shape: Shape, inv: &Invoice) -> Value {
         json!({
             "id": inv.id, "object": "invoice", "customer": inv.customer,
             "billing_reason": inv.billing_reason, "status": if inv.paid { "paid" } else { "open" },
-            "amount_due": total.max(0), "amount_paid": if inv.paid { total.max(0) } else { 0 },
+            "total": total, "subtotal": total, "amount_due": total.max(0), "amount_paid": if inv.paid { total.max(0) } else { 0 },
             "amount_remaining": if inv.paid { 0 } else { total.max(0) }, "currency": "usd",
             "livemode": false, "lines": {"object": "list", "data": lines, "has_more": false}
         }),
@@ -217,6 +221,21 @@ pub fn invoice(shape: Shape, inv: &Invoice) -> Value {
         }
     }
     out
+}
+
+/// Sets the unit amount of an invoice line object, where each API shape says it: basil's
+/// `pricing.unit_amount_decimal` (a decimal string), the expanded `price`'s `unit_amount` and
+/// `unit_amount_decimal` before (Stripe's OpenAPI: line_item.pricing, price). None: no unit
+/// amount, as for a tiered price.
+pub fn set_unit_amount(shape: Shape, line: &mut Value, unit: Option<i64>) {
+    let decimal = unit.map(|u| u.to_string());
+    match shape {
+        Shape::V2023 => {
+            line["price"]["unit_amount"] = json!(unit);
+            line["price"]["unit_amount_decimal"] = json!(decimal);
+        }
+        Shape::Basil => line["pricing"]["unit_amount_decimal"] = json!(decimal),
+    }
 }
 
 /// A new Stripe-shaped event id: random, like Stripe's, so no test can lean on their order.

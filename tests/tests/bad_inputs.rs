@@ -289,3 +289,39 @@ async fn catch_up_and_backfill_functions_refuse_what_stripe_would_never_send() {
     assert_eq!(skipped["outcome"], "skipped");
     assert_eq!(count(&c, "customers").await, 0);
 }
+
+/// The subscription-status calls refuse a missing user plainly, and change nothing.
+#[tokio::test]
+async fn subscription_status_refuses_a_missing_user() {
+    let (_db, c) = owner().await;
+    assert_error(
+        c.query("SELECT * FROM billing.subscription_status(NULL)", &[])
+            .await,
+        "22004",
+        "user_id must not be NULL when the caller is not signed in",
+    );
+    assert_error(
+        c.query("SELECT * FROM billing.subscription_status()", &[])
+            .await,
+        "22004",
+        "user_id must not be NULL",
+    );
+    // Not signed in: there is no "my".
+    assert_error(
+        c.query("SELECT * FROM billing.my_subscription()", &[])
+            .await,
+        "28000",
+        "not authenticated: no user id in request.jwt.claims",
+    );
+    // A user with no subscription is an answer, not an error.
+    let row = c
+        .query_one(
+            "SELECT active, status FROM billing.subscription_status($1::text::uuid)",
+            &[&USER],
+        )
+        .await
+        .unwrap();
+    assert!(!row.get::<_, bool>(0));
+    assert_eq!(row.get::<_, Option<String>>(1), None);
+    assert_eq!(count(&c, "subscriptions").await, 0);
+}

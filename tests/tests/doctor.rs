@@ -113,8 +113,19 @@ impl Report {
 }
 
 async fn doctor_with(dsn: &str, stripe: Option<&str>, key: Option<&str>) -> Report {
+    doctor_env(dsn, stripe, key, &[]).await
+}
+
+/// The doctor with extra environment variables (e.g. the HTTP API's JWT_SECRET).
+async fn doctor_env(
+    dsn: &str,
+    stripe: Option<&str>,
+    key: Option<&str>,
+    env: &[(&str, &str)],
+) -> Report {
     let mut cmd = tokio::process::Command::new(worker_binary());
     cmd.env_clear().args(["--database-url", dsn]);
+    cmd.envs(env.iter().copied());
     if let Some(base) = stripe {
         cmd.args(["--stripe-api-base", base]);
     }
@@ -441,6 +452,47 @@ async fn a_database_without_the_extension_or_out_of_reach() {
         r.out
     );
     assert!(r.marked("✗ ").is_empty(), "{}", r.out);
+}
+
+/// With the HTTP API on, the worker's role must be able to act as `authenticated` (each API
+/// call's SQL runs as the user); a role that is only a member of service_role passes every
+/// other check, and its API answers 500. The doctor says so and names the GRANT.
+#[tokio::test]
+async fn a_worker_role_that_cannot_act_as_authenticated() {
+    let a = account().await;
+    let role = format!("billing_worker_{}", uuid::Uuid::new_v4().simple());
+    a.owner
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN; GRANT service_role TO {role};"
+        ))
+        .await
+        .unwrap();
+    let dsn = a.db.dsn.replace("user=postgres", &format!("user={role}"));
+    assert_ne!(dsn, a.db.dsn);
+    let api = [("JWT_SECRET", stripe_billing_tests::jwt::TEST_JWT_SECRET)];
+    let r = doctor_env(&dsn, Some(&a.emulator.url), Some(SECRET_KEY), &api).await;
+    r.has_only_problem(
+        "HTTP API role",
+        "cannot act as authenticated",
+        &format!("GRANT authenticated TO {role};"),
+    );
+    // Without the API the right is not needed, and not checked.
+    let r = doctor_env(&dsn, Some(&a.emulator.url), Some(SECRET_KEY), &[]).await;
+    assert_eq!(r.code, Some(0), "{}", r.out);
+    assert!(!r.out.contains("HTTP API role"), "{}", r.out);
+    // The fix it names works.
+    a.owner
+        .batch_execute(&format!("GRANT authenticated TO {role};"))
+        .await
+        .unwrap();
+    let r = doctor_env(&dsn, Some(&a.emulator.url), Some(SECRET_KEY), &api).await;
+    assert_eq!(r.code, Some(0), "{}", r.out);
+    assert!(
+        r.checks()
+            .contains(&"✓ HTTP API role: the worker's role can act as authenticated"),
+        "{}",
+        r.out
+    );
 }
 
 /// The README's doctor output blocks (```text after `<!-- doctor-output: NAME -->`), `…`

@@ -25,6 +25,8 @@ async fn tokens_valid_expired_wrongly_signed_missing_and_anon() {
     anon.as_object_mut().unwrap().remove("sub");
     let mut other_audience = user_claims(user);
     other_audience["aud"] = json!("somebody-else");
+    let mut from_the_future = user_claims(user);
+    from_the_future["iat"] = json!(stripe_billing_tests::jwt::unix_now() + 600);
     let mut not_a_uuid = user_claims(user);
     not_a_uuid["sub"] = json!("user-42");
     let cases: Vec<(&str, Option<String>, u16, &str)> = vec![
@@ -60,6 +62,13 @@ async fn tokens_valid_expired_wrongly_signed_missing_and_anon() {
             Some(hs256(TEST_JWT_SECRET, &other_audience)),
             401,
             "JWT audience is not accepted",
+        ),
+        // PostgREST refuses it (PGRST303); so does the API, whose SQL runs as PostgREST's would.
+        (
+            "iat in the future",
+            Some(hs256(TEST_JWT_SECRET, &from_the_future)),
+            401,
+            "JWT issued at future",
         ),
         (
             "garbage",
@@ -292,4 +301,157 @@ async fn body_size_and_per_user_rate_limits() {
             .status,
         400
     );
+}
+
+/// The @supabase/ssr session cookie signs a call from a configured origin; from anywhere
+/// else (no Origin, another origin, Sec-Fetch-Site: cross-site, a form post) it is refused
+/// with 403 before anything is queued. A bearer header still works and wins over a cookie.
+#[tokio::test]
+async fn session_cookie_only_from_allowed_origins() {
+    let s = setup(&[
+        "--no-listen-notify",
+        "--poll-interval-ms",
+        "3600000",
+        "--session-cookie-origin",
+        ORIGIN,
+    ])
+    .await;
+    let user = Uuid::new_v4();
+    let name = "sb-abcdefghijklmnop-auth-token";
+    // Long enough to be split in two, as @supabase/ssr splits at 3180 characters.
+    let cookie = session_cookie(name, &user_token(user), 3000, 3180);
+    assert!(cookie.contains(".1="), "{cookie}");
+    let body = json!({"priceId": "price_pack", "mode": "payment", "successUrl": OK_URL, "cancelUrl": CANCEL_URL}).to_string();
+
+    type Headers<'a> = Vec<(&'a str, &'a str)>;
+    let refused: Vec<(&str, Headers, &str)> = vec![
+        (
+            "no Origin",
+            vec![("cookie", &cookie)],
+            "a call signed in by the session cookie must carry an Origin header",
+        ),
+        (
+            "another origin",
+            vec![("cookie", &cookie), ("origin", "https://evil.example")],
+            "the session cookie is not accepted from origin \"https://evil.example\"",
+        ),
+        (
+            "a sibling host",
+            vec![
+                ("cookie", &cookie),
+                ("origin", "https://evil.example.test"),
+                ("sec-fetch-site", "same-site"),
+            ],
+            "the session cookie is not accepted from origin \"https://evil.example.test\"",
+        ),
+        (
+            "cross-site",
+            vec![
+                ("cookie", &cookie),
+                ("origin", ORIGIN),
+                ("sec-fetch-site", "cross-site"),
+            ],
+            "the session cookie is not accepted on a cross-site request",
+        ),
+        (
+            "a form post from another site",
+            vec![
+                ("cookie", &cookie),
+                ("origin", "https://evil.example"),
+                ("sec-fetch-site", "cross-site"),
+                ("content-type", "text/plain"),
+            ],
+            "the session cookie is not accepted on a cross-site request",
+        ),
+    ];
+    for (case, headers, message) in refused {
+        let a = s.post("/api/stripe/checkout", None, &body, &headers).await;
+        assert_eq!(a.status, 403, "{case}: {a:?}");
+        assert_eq!(a.body, json!({"error": message}), "{case}");
+    }
+    assert_eq!(
+        s.requests().await,
+        0,
+        "a refused cookie call creates nothing"
+    );
+    s.worker
+        .wait_log("not from an allowed origin", Duration::from_secs(5))
+        .await;
+
+    // From the app's own page: accepted, as the cookie's user.
+    let a = s
+        .post(
+            "/api/stripe/checkout",
+            None,
+            &body,
+            &[
+                ("cookie", &cookie),
+                ("origin", ORIGIN),
+                ("sec-fetch-site", "same-site"),
+            ],
+        )
+        .await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let owner: Uuid = s
+        .owner
+        .query_one(
+            "SELECT user_id FROM billing.stripe_requests WHERE result ->> 'session_id' = $1",
+            &[&a.body["sessionId"].as_str().unwrap()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(owner, user);
+    // A broken cookie says so (401), an expired token in it is refused as in a header.
+    let a = s
+        .post(
+            "/api/stripe/portal",
+            None,
+            "",
+            &[
+                ("cookie", &format!("{name}=base64-%%%")),
+                ("origin", ORIGIN),
+            ],
+        )
+        .await;
+    assert_eq!(a.status, 401, "{a:?}");
+    assert!(a.body["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("the session cookie is malformed"));
+    // A bearer header wins over whatever cookie rides along.
+    let other = Uuid::new_v4();
+    let a = s
+        .post(
+            "/api/stripe/portal",
+            Some(&user_token(other)),
+            "",
+            &[
+                ("cookie", "sb-x-auth-token=garbage"),
+                ("origin", "https://evil.example"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        a.body["error"], "no billing account yet, make a purchase first",
+        "{a:?}"
+    );
+    // The browser may send the cookie cross-origin only when CORS allows credentials.
+    let preflight = s
+        .http
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/api/stripe/checkout", s.worker.base),
+        )
+        .header("origin", ORIGIN)
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        preflight.headers()["access-control-allow-credentials"],
+        "true"
+    );
+    assert_eq!(s.requests().await, 1);
 }

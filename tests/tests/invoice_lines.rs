@@ -14,18 +14,20 @@ use subscription_support::*;
 use tokio_postgres::Client;
 
 /// A renewal after five plan changes billed with Stripe's default `create_prorations`: ten
-/// proration lines (basic ⇄ pro), then the new period's line (pro). Upgrades 3 × 5000 + 2 × 1000
-/// against credits 3 × 1000 + 2 × 5000: 4000 upgrade tokens.
+/// proration lines (basic ⇄ pro) for the last 10 of 30 days, a third of each price (Basic $3.33
+/// of $10, Pro $16.67 of $50), then the new period's line (pro). With unit amounts
+/// (with_unit_amounts) the changes are worth 3 × 1667 + 2 × 333 tokens charged against
+/// 3 × 333 + 2 × 1667 credited: 1334 upgrade tokens (6334 cents in all).
 fn renewal_lines(changed: Period, next: Period) -> Vec<Line<'static>> {
     let mut lines = Vec::new();
     for n in 0..5 {
-        let (old, new) = if n % 2 == 0 {
-            ("price_basic", "price_pro")
+        let ((old, old_share), (new, new_share)) = if n % 2 == 0 {
+            (("price_basic", 333), ("price_pro", 1667))
         } else {
-            ("price_pro", "price_basic")
+            (("price_pro", 1667), ("price_basic", 333))
         };
-        lines.push(line(old, -300 - n, true, changed));
-        lines.push(line(new, 900 + n, true, changed));
+        lines.push(line(old, -old_share, true, changed));
+        lines.push(line(new, new_share, true, changed));
     }
     lines.push(line("price_pro", 5000, false, next));
     lines
@@ -82,10 +84,10 @@ async fn a_renewal_whose_period_line_is_past_the_embedded_page_waits_for_every_l
             "invoice.paid",
             p1.end,
             "subscription_cycle",
-            6000,
+            6334,
             renewal_lines(period(t - 10 * DAY, 10), p2),
         );
-        let (event, all) = first_page(renewal);
+        let (event, all) = first_page(with_unit_amounts(shape, renewal));
         let answer = deliver(&owner, &event).await;
         assert_eq!(answer["code"], "BL010", "{shape:?}: {answer}");
         assert_eq!(
@@ -111,7 +113,7 @@ async fn a_renewal_whose_period_line_is_past_the_embedded_page_waits_for_every_l
             [
                 ("subscription_start", 1000),
                 ("plan", 5000),
-                ("plan_upgrade", 4000)
+                ("plan_upgrade", 1334)
             ],
             "{shape:?}"
         );
@@ -130,14 +132,14 @@ async fn a_renewal_whose_period_line_is_past_the_embedded_page_waits_for_every_l
             "invoice.paid",
             p1.end,
             "subscription_cycle",
-            6000,
+            6334,
             renewal_lines(period(t - 10 * DAY, 10), p2),
         );
-        let answer = deliver(&owner, &whole).await;
+        let answer = deliver(&owner, &with_unit_amounts(shape, whole)).await;
         assert_eq!(answer["processed"], true, "{shape:?}: {answer}");
         assert_eq!(
             sources(&grants(&owner, &other).await),
-            [("plan", 5000), ("plan_upgrade", 4000)],
+            [("plan", 5000), ("plan_upgrade", 1334)],
             "{shape:?}"
         );
         assert!(line_requests(&owner, &other).await.is_empty(), "{shape:?}");
@@ -150,18 +152,17 @@ async fn lines_that_are_not_subscription_grants_do_not_wait() {
     common::set_config(&owner, "free_invoice_tokens = 'none'").await;
     let t = unix_now();
     let s = Subscriber::new(Shape::Basil);
-    // A free invoice that grants nothing by the setting, and a manual invoice: never retrieved.
-    for (reason, paid) in [("subscription_cycle", 0), ("manual", 6000)] {
-        let (_, event) = s.invoice(
-            "invoice.paid",
-            t,
-            reason,
-            paid,
-            renewal_lines(period(t, 10), period(t, 30)),
-        );
-        let answer = deliver(&owner, &first_page(event).0).await;
-        assert_eq!(answer["processed"], true, "{reason}: {answer}");
-    }
+    // A manual invoice: never retrieved. (A free one is, since a downgrade's take-back happens
+    // whatever free_invoice_tokens says and its prorations may be past the page.)
+    let (_, event) = s.invoice(
+        "invoice.paid",
+        t,
+        "manual",
+        6334,
+        renewal_lines(period(t, 10), period(t, 30)),
+    );
+    let answer = deliver(&owner, &first_page(event).0).await;
+    assert_eq!(answer["processed"], true, "{answer}");
     assert!(line_requests(&owner, &s).await.is_empty());
     let empty = owner
         .query_one(
@@ -182,18 +183,20 @@ async fn prorations_made_by_invoice_items_are_prorations() {
     let (_db, owner) = setup().await;
     let t = unix_now();
     let s = Subscriber::new(Shape::Basil);
+    // Upgraded with 10 of 30 days left: Pro's 1667 of 5000 cents less Basic's 333 of 1000.
     let changed = period(t - 10 * DAY, 10);
-    let (_, mut renewal) = s.invoice(
+    let (_, renewal) = s.invoice(
         "invoice.paid",
         t,
         "subscription_cycle",
-        7400,
+        6334,
         vec![
-            line("price_basic", -700, true, changed),
-            line("price_pro", 3100, true, changed),
+            line("price_basic", -333, true, changed),
+            line("price_pro", 1667, true, changed),
             line("price_pro", 5000, false, period(t, 30)),
         ],
     );
+    let mut renewal = with_unit_amounts(s.shape, renewal);
     // Basil's parent of a line an invoice item made (the API reference's invoice line item).
     for l in renewal["data"]["object"]["lines"]["data"]
         .as_array_mut()
@@ -208,7 +211,7 @@ async fn prorations_made_by_invoice_items_are_prorations() {
     deliver(&owner, &renewal).await;
     assert_eq!(
         sources(&grants(&owner, &s).await),
-        [("plan", 5000), ("plan_upgrade", 4000)]
+        [("plan", 5000), ("plan_upgrade", 1334)]
     );
 }
 
@@ -224,7 +227,7 @@ async fn a_line_that_charges_nothing_or_credits_is_no_period() {
             "subscription_cycle",
             1000,
             vec![
-                line("price_basic", 1000, false, period(t, 30)),
+                line("price_basic", 3900, false, period(t, 30)),
                 line("price_pro", 0, false, period(t, 30)),
                 line("price_pro", -2900, false, period(t, 30)),
             ],
@@ -235,7 +238,8 @@ async fn a_line_that_charges_nothing_or_credits_is_no_period() {
             [("plan", 1000)],
             "{shape:?}: only the line that charges"
         );
-        // On an invoice of amount 0 (a trial) a line of 0 is the period; a credit never is.
+        // On an invoice with nothing to pay (a trial; here a credit makes its total -100) a line
+        // of 0 is the period; a credit never is.
         let trial = Subscriber::new(shape);
         let (_, free) = trial.invoice(
             "invoice.paid",

@@ -419,3 +419,173 @@ async fn backfill_adopts_an_existing_account_and_reports_what_it_skipped() {
     );
     let _ = std::fs::remove_file(&map);
 }
+
+#[tokio::test]
+async fn an_event_caught_up_in_an_older_api_version_applies_beside_basil_webhooks() {
+    // Stripe's events API returns each event in the API version the account had when the event
+    // was created (README, "Catching up and adopting an existing account"). The account was on
+    // 2023-08-16 when the subscription was bought, and every delivery of that was lost; it was
+    // upgraded to basil since, and the renewal's webhooks come in basil's shape. Catch-up then
+    // brings the purchase and a credit note in the 2023-08-16 shape, and all apply: the first
+    // period's tokens less the credit, the renewal's, and the subscription keeps the newer
+    // report (basil's period).
+    let db = TestDb::new().await;
+    let owner = db.owner().await;
+    seed(&owner, true).await;
+    let port = free_port();
+    let hook = format!("http://127.0.0.1:{port}/api/stripe/webhook");
+    let emulator = Emulator::start_with(Some(&hook), &["--api-version", "2023-08-16"]).await;
+    let worker = Worker::start_on(
+        port,
+        &db.dsn,
+        Some(&emulator.url),
+        &["--catch-up-interval-seconds", "0"],
+    )
+    .await;
+    let user = Uuid::new_v4();
+    let mut api = db.api().await;
+    let request = request_checkout(&mut api, user, "price_pro", "").await;
+    let session = finished(&owner, request, WAIT).await.result.unwrap()["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    emulator
+        .control(
+            Method::POST,
+            "/_emulator/webhook/drop",
+            Some(json!({"all": true})),
+        )
+        .await;
+    emulator.complete_checkout(&session).await;
+    let paid = emulator
+        .events()
+        .await
+        .into_iter()
+        .find(|e| e["type"] == "invoice.paid")
+        .unwrap();
+    // A credit note of 800, 300 of it refunded and 500 credited to the customer's balance: a
+    // 2023-08-16 credit note names its refund without an amount, and no refund.* event comes
+    // before acacia, so the worker retrieves the refund.
+    emulator
+        .post(
+            &format!(
+                "/_emulator/invoices/{}/credit_note",
+                paid["data"]["object"]["id"].as_str().unwrap()
+            ),
+            json!({"amount": 800, "refund": true, "refund_amount": 300}),
+        )
+        .await;
+    let old = emulator.events().await;
+    assert!(old.iter().all(|e| e["api_version"] == "2023-08-16"));
+    assert!(old.iter().any(|e| e["type"] == "credit_note.created"));
+    let first = &paid["data"]["object"];
+    let (sub_id, customer) = (
+        first["subscription"].as_str().unwrap(),
+        first["customer"].as_str().unwrap(),
+    );
+    let period_end = first["lines"]["data"][0]["period"]["end"].as_i64().unwrap();
+    let bought_at = paid["created"].as_i64().unwrap();
+    assert_eq!(balance(&owner, user).await, 0, "nothing was delivered");
+
+    // After the upgrade, basil-shaped webhooks signed for the worker's endpoint: the
+    // subscription moved on to its next period and that period's invoice paid. (Minutes after
+    // the purchase rather than a month: the catch-up margin below covers them.)
+    let next = events::Period {
+        start: period_end,
+        end: period_end + 30 * 86_400,
+    };
+    let user_id = user.to_string();
+    let renewed = events::subscription(
+        events::Shape::Basil,
+        &events::Sub {
+            id: sub_id,
+            customer,
+            status: "active",
+            price_id: "price_pro",
+            period: next,
+            cancel_at_period_end: false,
+            ended_at: None,
+            user_id: Some(&user_id),
+        },
+    );
+    let renewal_invoice = format!("in_{}", &events::event_id()[4..]);
+    let invoice = events::invoice(
+        events::Shape::Basil,
+        &events::Invoice {
+            id: &renewal_invoice,
+            subscription: sub_id,
+            customer,
+            billing_reason: "subscription_cycle",
+            paid: true,
+            lines: vec![events::Line {
+                price_id: "price_pro",
+                amount: 2000,
+                proration: false,
+                period: next,
+            }],
+            user_id: Some(&user_id),
+        },
+    );
+    for (ty, at, object) in [
+        ("customer.subscription.updated", bought_at + 60, renewed),
+        ("invoice.paid", bought_at + 120, invoice),
+    ] {
+        let event = events::event(events::Shape::Basil, ty, at, object);
+        assert_eq!(event["api_version"], "2025-03-31.basil");
+        let (body, signature) = events::signed(&event, WEBHOOK_SECRET);
+        let (status, answer) = post_webhook(&worker, body.into_bytes(), Some(&signature)).await;
+        assert_eq!(status, 200, "{ty}: {answer}");
+    }
+
+    // Catch-up (from the newest event less its margin) brings the older-shape purchase.
+    let (code, out, err) = subcommand(&db.dsn, &emulator, &["catch-up"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let caught: Vec<(String, Option<String>)> = owner
+        .query(
+            "SELECT type, api_version FROM billing.stripe_events WHERE source = 'api' ORDER BY created, type",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert!(
+        caught
+            .iter()
+            .any(|(t, v)| t == "invoice.paid" && v.as_deref() == Some("2023-08-16")),
+        "{caught:?}"
+    );
+    let failed: i64 = owner
+        .query_one(
+            "SELECT count(*) FROM billing.stripe_events WHERE error IS NOT NULL AND error_code NOT IN ('BL007', 'BL010')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(failed, 0, "every event applied or waits for data");
+    settled(&owner).await;
+    // Both periods, each once, less 800 of the first's 2000 credited (400 tokens).
+    assert_eq!(balance(&owner, user).await, 1600);
+    let (status, end): (String, i64) = {
+        let r = owner
+            .query_one(
+                "SELECT status, extract(epoch FROM current_period_end)::bigint FROM billing.subscriptions
+                 WHERE stripe_subscription_id = $1",
+                &[&sub_id],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(
+        (status.as_str(), end),
+        ("active", next.end),
+        "the newer report"
+    );
+    // A second catch-up changes nothing.
+    subcommand(&db.dsn, &emulator, &["catch-up"]);
+    settled(&owner).await;
+    assert_eq!(balance(&owner, user).await, 1600);
+}

@@ -156,20 +156,29 @@ async fn plan_changes_grant_a_new_period_in_full_and_upgrades_when_they_are_char
     );
     deliver(&owner, &first).await;
     // Stripe's default create_prorations: nothing is invoiced at the change; the proration lines
-    // come with the next renewal, next to the new period's line. The upgrade is granted then.
+    // come with the next renewal, next to the new period's line. The upgrade is granted then:
+    // with 20 of 30 days left, Pro's 3333 of 5000 cents are 3333 tokens, Basic's 667 of 1000
+    // cents credited are 667, so 2666 (plan_changes.rs has the rules in full).
     let changed = period(t + 10 * DAY, 20);
     let p2 = period(p1.end, 30);
-    let (_, renewal) = s.invoice(
+    let (_, mut renewal) = s.invoice(
         "invoice.paid",
         p1.end,
         "subscription_cycle",
-        7400,
+        7666,
         vec![
-            line("price_basic", -700, true, changed),
-            line("price_pro", 3100, true, changed),
+            line("price_basic", -667, true, changed),
+            line("price_pro", 3333, true, changed),
             line("price_pro", 5000, false, p2),
         ],
     );
+    for (i, unit) in [(0, 1000), (1, 5000)] {
+        events::set_unit_amount(
+            s.shape,
+            &mut renewal["data"]["object"]["lines"]["data"][i],
+            Some(unit),
+        );
+    }
     deliver(&owner, &renewal).await;
     let got = grants(&owner, &s).await;
     assert_eq!(
@@ -177,7 +186,7 @@ async fn plan_changes_grant_a_new_period_in_full_and_upgrades_when_they_are_char
         [
             ("subscription_start", 1000),
             ("plan", 5000),
-            ("plan_upgrade", 4000)
+            ("plan_upgrade", 2666)
         ]
     );
     assert_eq!(
@@ -185,17 +194,29 @@ async fn plan_changes_grant_a_new_period_in_full_and_upgrades_when_they_are_char
         Some(p2.end + DAY),
         "upgrade tokens live through the period the invoice pays for"
     );
-    // An interval change (monthly to yearly) resets the cycle: a full year billed at once.
+    // An interval change (monthly to yearly) resets the cycle: a full year billed at once, in
+    // full; the unused 20 days of Pro monthly are credited (3333 of 5000 cents), and so are
+    // their tokens: 3333 taken back, as a downgrade's credit is.
     let year = period(t + 40 * DAY, 365);
-    let (_, yearly) = s.invoice(
+    let before: i64 = owner
+        .query_one("SELECT billing.token_balance($1)", &[&s.user])
+        .await
+        .unwrap()
+        .get(0);
+    let (_, mut yearly) = s.invoice(
         "invoice.paid",
         year.start,
         "subscription_update",
-        52000,
+        51667,
         vec![
-            line("price_pro", -3000, true, period(year.start, 20)),
+            line("price_pro", -3333, true, period(year.start, 20)),
             line("price_pro_yearly", 55000, false, year),
         ],
+    );
+    events::set_unit_amount(
+        s.shape,
+        &mut yearly["data"]["object"]["lines"]["data"][0],
+        Some(5000),
     );
     deliver(&owner, &yearly).await;
     let got = grants(&owner, &s).await;
@@ -203,35 +224,16 @@ async fn plan_changes_grant_a_new_period_in_full_and_upgrades_when_they_are_char
         got.last().map(|g| (g.0.as_str(), g.1, g.2)),
         Some(("plan", 5000, Some(year.end + DAY)))
     );
-    // A downgrade's credit grants and takes nothing.
-    let before: i64 = owner
-        .query_one("SELECT billing.token_balance($1)", &[&s.user])
-        .await
-        .unwrap()
-        .get(0);
-    let (_, down) = s.invoice(
-        "invoice.paid",
-        year.start + DAY,
-        "subscription_update",
-        0,
-        vec![
-            line(
-                "price_pro_yearly",
-                -50000,
-                true,
-                period(year.start + DAY, 364),
-            ),
-            line("price_basic", 900, true, period(year.start + DAY, 364)),
-        ],
-    );
-    deliver(&owner, &down).await;
-    assert_eq!(grants(&owner, &s).await.len(), got.len());
     let after: i64 = owner
         .query_one("SELECT billing.token_balance($1)", &[&s.user])
         .await
         .unwrap()
         .get(0);
-    assert_eq!(after, before, "a downgrade's credit takes no tokens either");
+    assert_eq!(
+        after,
+        before + 5000 - 3333,
+        "the credited time's tokens go back"
+    );
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@
 use serde_json::Value;
 use shipped_sql::upgrade;
 use stripe_billing_tests::catalog;
-use stripe_billing_tests::edition::Edition;
+use stripe_billing_tests::edition::{self, Edition};
 use stripe_billing_tests::events::{self, unix_now, Invoice, Line, Period, Session, Shape, Sub};
 use stripe_billing_tests::pg::{Caller, TestDb};
 use stripe_emulator::store::ids;
@@ -15,6 +15,11 @@ use uuid::Uuid;
 
 #[test]
 fn the_shipped_upgrade_script_is_generated_from_the_current_sources() {
+    if !edition::full_installation() {
+        // The generator reads the extension's install script from the server's directory.
+        eprintln!("skipped: this server has no build of the extension");
+        return;
+    }
     let Some((path, generated)) = upgrade::generate_development_script().expect("generate") else {
         return; // the current version is released: its scripts are history
     };

@@ -180,19 +180,23 @@ impl Story {
                 self.change_at(),
                 self.sub("active", "price_pro", p1, false, None),
             ),
-            e(
-                "invoice.paid",
-                self.change_at(),
-                self.inv(
+            // 20 of 30 days left: Basic's $6.67 of $10 credited, Pro's $33.33 of $50 charged,
+            // each line saying its price's unit amount as Stripe's do: 3333 - 667 tokens.
+            e("invoice.paid", self.change_at(), {
+                let mut inv = self.inv(
                     2,
                     "subscription_update",
                     true,
                     vec![
-                        line("price_basic", -600, true, prorated),
-                        line("price_pro", 3000, true, prorated),
+                        line("price_basic", -667, true, prorated),
+                        line("price_pro", 3333, true, prorated),
                     ],
-                ),
-            ),
+                );
+                for (i, unit) in [(0, 1000), (1, 5000)] {
+                    events::set_unit_amount(self.shape, &mut inv["lines"]["data"][i], Some(unit));
+                }
+                inv
+            }),
             e(
                 "invoice.payment_failed",
                 p2.start,
@@ -248,7 +252,7 @@ impl Story {
         format!(
             "{USER}|{}|pro|canceled|{}|{}|t|{}\n\
              {i0}:{USER}:subscription_start:1000:{} {i1}:{USER}:plan:1000:{} \
-             {i2}:upgrade:{USER}:plan_upgrade:4000:{} {i3}:{USER}:plan:5000:{}\n\
+             {i2}:upgrade:{USER}:plan_upgrade:2666:{} {i3}:{USER}:plan:5000:{}\n\
              payment_failed:{i3}",
             self.customer,
             p2.start,

@@ -1,7 +1,8 @@
 //! End to end with the real worker and the emulator: a renewal after five plan changes has
 //! eleven lines, of which Stripe's invoice embeds ten (the prorations); the worker pages the
-//! invoice's lines and the renewal grants its period (issue 20). The rules themselves are
-//! pinned in invoice_lines.rs.
+//! invoice's lines and the renewal grants its period (issue 20), and the changes' prorations,
+//! read with the unit amounts the emulator's lines carry, take back what they credited. The
+//! rules themselves are pinned in invoice_lines.rs and plan_changes.rs.
 mod worker_support;
 
 use std::time::{Duration, Instant};
@@ -97,6 +98,22 @@ async fn a_renewal_with_more_lines_than_its_events_carry_is_granted_in_full() {
         "{}",
         worker.logs()
     );
+    // The emulator's lines say their prices' unit amounts, as Stripe's do: the five changes,
+    // made at once just after the start, net to Pro (1000 tokens, $20) credited and Basic (100,
+    // $5) charged for nearly the whole period, so nearly 900 tokens are taken back.
+    let (taken, balance): (i64, i64) = {
+        let row = owner
+            .query_one(
+                "SELECT (SELECT tokens FROM billing.token_reversals WHERE user_id = $1 AND kind = 'downgrade'),
+                        billing.token_balance($1)",
+                &[&user],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert!((890..=900).contains(&taken), "{taken}");
+    assert_eq!(balance, 1000 + 100 - taken);
     let pages: Vec<_> = emulator
         .requests()
         .await

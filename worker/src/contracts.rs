@@ -35,6 +35,7 @@ use sql_text::{like, literal_lists, read_sql, sql_sources, statement, strip_comm
 const OURS: &[&str] = &[
     "billing.subscription.retrieved",
     "billing.invoice.retrieved",
+    "billing.refund.retrieved",
 ];
 
 /// Stripe types `billing._apply` applies when an endpoint sends them but that endpoints are not

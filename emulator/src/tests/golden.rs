@@ -1,6 +1,6 @@
 //! Writes the golden event fixtures (`tests/fixtures/events/<version>/`): every event the
 //! emulator sends along a customer's life (subscription, renewal, failed and 3-D Secure
-//! payments, an upgrade, a token pack, refunds, a dispute won and one lost, credit notes, a
+//! payments, an upgrade, a token pack, refunds (one of which fails), a dispute won and one lost, credit notes, a
 //! cancellation, a deleted customer), in each API shape. The writer is not run by `make test`
 //! (`the_golden_events_are_what_the_emulator_sends` is: it fails when the event sequence or
 //! the key paths of a payload no longer match the stored files); run it to regenerate after
@@ -112,6 +112,29 @@ async fn scenario(api: &Api) {
                 )
                 .await;
             }
+            // The second refund fails: `charge.refund.updated` before acacia, `refund.updated`
+            // and `refund.failed` from acacia on.
+            let listed = json_of(
+                api.get(&format!("/v1/charges/{charge}?expand[]=refunds"))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            let second = listed["refunds"]["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["amount"] == 700)
+                .unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            api.control(
+                &format!("/refunds/{second}/fail"),
+                json!({"deliver": false}),
+            )
+            .await;
             continue;
         }
         let d = api

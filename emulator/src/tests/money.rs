@@ -167,8 +167,19 @@ async fn subscription_invoices_are_charged_at_creation_and_renewal() {
     }
 }
 
+/// The events of a refund of a charge: `charge.refunded`, and from 2024-10-28.acacia on
+/// `refund.created` ("Previously, these events were only sent for refunds without a
+/// corresponding charge": https://docs.stripe.com/changelog/acacia/2024-10-28/refund-webhook-update).
+fn refund_types(version: &str) -> Vec<&'static str> {
+    if legacy(version) {
+        vec!["charge.refunded"]
+    } else {
+        vec!["charge.refunded", "refund.created"]
+    }
+}
+
 #[tokio::test]
-async fn refunds_accumulate_and_send_charge_refunded_then_refund_created() {
+async fn refunds_accumulate_and_send_refund_events_from_acacia_on() {
     for version in VERSIONS {
         let running = emulator(&["--api-version", version]).await;
         let api = Api::new(&running);
@@ -184,7 +195,7 @@ async fn refunds_accumulate_and_send_charge_refunded_then_refund_created() {
                 json!({"amount": 300, "deliver": false}),
             )
             .await;
-        assert_eq!(types(&first), ["charge.refunded", "refund.created"]);
+        assert_eq!(types(&first), refund_types(version), "{version}");
         let charge = object_of(&first, 0);
         assert_eq!(
             (
@@ -193,8 +204,16 @@ async fn refunds_accumulate_and_send_charge_refunded_then_refund_created() {
             ),
             (Some(300), Some(false))
         );
-        let refund = object_of(&first, 1);
-        assert!(refund["id"].as_str().unwrap().starts_with("re_"));
+        let listed = get(&api, &format!("/v1/charges/{ch}?expand[]=refunds")).await;
+        let id = listed["refunds"]["data"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(id.starts_with("re_"));
+        let refund = get(&api, &format!("/v1/refunds/{id}")).await;
+        if !legacy(version) {
+            assert_eq!(object_of(&first, 1), refund, "{version}");
+        }
         for (key, want) in [
             ("object", json!("refund")),
             ("charge", json!(ch)),
@@ -217,17 +236,82 @@ async fn refunds_accumulate_and_send_charge_refunded_then_refund_created() {
             ),
             (Some(1000), Some(true))
         );
-        assert_eq!(object_of(&rest, 1)["amount"], 700);
         let (status, _) = api
             .control_err(&format!("/charges/{ch}/refund"), json!({}))
             .await;
         assert_eq!(status, 409);
         let listed = get(&api, &format!("/v1/charges/{ch}?expand[]=refunds")).await;
-        assert_eq!(listed["refunds"]["data"].as_array().unwrap().len(), 2);
+        let amounts: Vec<i64> = listed["refunds"]["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["amount"].as_i64().unwrap())
+            .collect();
+        assert_eq!(amounts.iter().sum::<i64>(), 1000, "{version}: {amounts:?}");
         assert_eq!(
             get(&api, &format!("/v1/charges/{ch}")).await["amount_refunded"],
             1000
         );
+        let (status, _) = status_and_json(api.get("/v1/refunds/re_missing")).await;
+        assert_eq!(status, 404);
+    }
+}
+
+/// A refund of a charge that fails: from acacia on `refund.updated` and `refund.failed`,
+/// before it `charge.refund.updated` (the changelog above; the `stripe@17.3.0` event text of
+/// `charge.refund.updated`, "Occurs whenever a refund is updated, on selected payment
+/// methods"); the charge no longer counts it.
+#[tokio::test]
+async fn a_failed_refund_is_reported_per_version_and_leaves_the_charge() {
+    for version in VERSIONS {
+        let running = emulator(&["--api-version", version]).await;
+        let api = Api::new(&running);
+        let session = bought_pack(&api).await;
+        let pi = session["payment_intent"].as_str().unwrap();
+        let ch = get(&api, &format!("/v1/payment_intents/{pi}")).await["latest_charge"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        api.control(
+            &format!("/charges/{ch}/refund"),
+            json!({"amount": 400, "deliver": false}),
+        )
+        .await;
+        let listed = get(&api, &format!("/v1/charges/{ch}?expand[]=refunds")).await;
+        let id = listed["refunds"]["data"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let failed = api
+            .control(&format!("/refunds/{id}/fail"), json!({"deliver": false}))
+            .await;
+        let want: &[&str] = if legacy(version) {
+            &["charge.refund.updated"]
+        } else {
+            &["refund.updated", "refund.failed"]
+        };
+        assert_eq!(types(&failed), want, "{version}");
+        for i in 0..want.len() {
+            let refund = object_of(&failed, i);
+            assert_eq!(
+                (refund["id"].as_str(), refund["status"].as_str()),
+                (Some(id.as_str()), Some("failed")),
+                "{version}"
+            );
+        }
+        assert_eq!(
+            get(&api, &format!("/v1/refunds/{id}")).await["status"],
+            "failed"
+        );
+        assert_eq!(
+            get(&api, &format!("/v1/charges/{ch}")).await["amount_refunded"],
+            0,
+            "{version}"
+        );
+        let (status, _) = api
+            .control_err(&format!("/refunds/{id}/fail"), json!({}))
+            .await;
+        assert_eq!(status, 409, "{version}: already failed");
     }
 }
 
@@ -353,12 +437,21 @@ async fn credit_notes_refund_credit_or_record_outside_stripe_and_void() {
                 json!({"amount": 400, "refund": true, "reason": "order_change", "deliver": false}),
             )
             .await;
-        assert_eq!(
-            types(&refunded),
-            ["charge.refunded", "refund.created", "credit_note.created"]
-        );
-        let refund = object_of(&refunded, 1)["id"].as_str().unwrap().to_string();
-        let note = object_of(&refunded, 2);
+        let mut want = refund_types(version);
+        want.push("credit_note.created");
+        assert_eq!(types(&refunded), want, "{version}");
+        let note = object_of(&refunded, want.len() - 1);
+        let refund = get(
+            &api,
+            &format!(
+                "/v1/charges/{}?expand[]=refunds",
+                object_of(&refunded, 0)["id"].as_str().unwrap()
+            ),
+        )
+        .await["refunds"]["data"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
         let cn = note["id"].as_str().unwrap().to_string();
         assert!(cn.starts_with("cn_"));
         for (key, want) in [

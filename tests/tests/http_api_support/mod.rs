@@ -133,6 +133,33 @@ impl Setup {
     }
 }
 
+/// The `Cookie` header a browser sends for the session @supabase/ssr stores (its default
+/// encoding: `base64-` + base64url of the session JSON), split into `.0`, `.1`, … pieces of at
+/// most `chunk` characters as its chunker does for a long session. The session carries a
+/// user object padded to `pad` characters, as a real one with metadata is long.
+pub fn session_cookie(name: &str, token: &str, pad: usize, chunk: usize) -> String {
+    use base64::Engine;
+    let session = json!({
+        "access_token": token, "token_type": "bearer", "expires_in": 3600,
+        "expires_at": stripe_billing_tests::jwt::unix_now() + 3600, "refresh_token": "r3fr3sh",
+        "user": {"id": Uuid::new_v4(), "user_metadata": {"bio": "x".repeat(pad)}},
+    });
+    let value = format!(
+        "base64-{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(session.to_string())
+    );
+    if value.len() <= chunk {
+        return format!("{name}={value}");
+    }
+    let pieces: Vec<String> = value
+        .as_bytes()
+        .chunks(chunk)
+        .enumerate()
+        .map(|(i, piece)| format!("{name}.{i}={}", std::str::from_utf8(piece).unwrap()))
+        .collect();
+    pieces.join("; ")
+}
+
 pub fn user_token(user: Uuid) -> String {
     hs256(TEST_JWT_SECRET, &user_claims(user))
 }

@@ -199,8 +199,9 @@ pub async fn setup() -> (TestDb, Client) {
     (db, owner)
 }
 
-/// Does what the worker does for the retrievals the events asked for: a session's line items
-/// and an invoice with its payments, fetched from the emulator and stored the worker's way.
+/// Does what the worker does for the retrievals the events asked for: a session's line items,
+/// an invoice with its payments and a credit note's refund, fetched from the emulator and
+/// stored the worker's way.
 pub async fn serve_retrievals(owner: &Client, shop: &Shop) {
     let pending = owner
         .query(
@@ -240,6 +241,9 @@ pub async fn serve_retrievals(owner: &Client, shop: &Shop) {
         } else {
             let path = if object.starts_with("in_") {
                 format!("/v1/invoices/{object}?expand[]=payments")
+            } else if object.starts_with("re_") {
+                // A credit note's refund that no event reported.
+                format!("/v1/refunds/{object}")
             } else {
                 format!("/v1/subscriptions/{object}")
             };

@@ -120,6 +120,33 @@ pub fn line(price: &'static str, amount: i64, proration: bool, period: Period) -
     }
 }
 
+/// What the catalog of setup() charges per unit, in cents: what Stripe would say for each line.
+pub const UNIT_AMOUNTS: [(&str, i64); 3] = [
+    ("price_basic", 1000),
+    ("price_pro", 5000),
+    ("price_pro_yearly", 55000),
+];
+
+/// Sets every line's unit amount to its price's (UNIT_AMOUNTS) where the event's shape says it,
+/// as Stripe does, proration lines included (events::invoice leaves theirs unknown).
+pub fn with_unit_amounts(shape: Shape, mut event: Value) -> Value {
+    for l in event["data"]["object"]["lines"]["data"]
+        .as_array_mut()
+        .expect("an invoice event")
+    {
+        let price = match shape {
+            Shape::V2023 => l["price"]["id"].as_str(),
+            Shape::Basil => l["pricing"]["price_details"]["price"].as_str(),
+        }
+        .unwrap_or_default()
+        .to_string();
+        if let Some((_, unit)) = UNIT_AMOUNTS.iter().find(|(p, _)| *p == price) {
+            events::set_unit_amount(shape, l, Some(*unit));
+        }
+    }
+    event
+}
+
 pub fn period(start: i64, days: i64) -> Period {
     Period {
         start,

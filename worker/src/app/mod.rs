@@ -190,6 +190,7 @@ async fn start(config: &Config, parts: Parts, signals: &Signals) -> Result<Runni
         state: api.clone(),
         max_body_bytes: config.api.max_body_bytes,
         cors_origins: config.api.cors_origins.clone(),
+        cookie_origins: config.api.cookie_origins.clone(),
     };
     let state = http::HttpState {
         db: parts.db.clone(),
@@ -275,6 +276,7 @@ fn announce(config: &Config, bound: std::net::SocketAddr, billing_configured: bo
         api_hs256 = config.api.jwt_secret.is_some(),
         api_jwks = config.api.jwks_url.as_deref().unwrap_or(""),
         cors_origins = config.api.cors_origins.len(),
+        session_cookie_origins = config.api.cookie_origins.len(),
         "worker started"
     );
     if !config.api.enabled() {

@@ -147,6 +147,22 @@ pub struct Args {
     #[arg(long = "cors-origin", env = "CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
 
+    /// HTTP API: an origin (https://app.example.com) whose pages may sign their calls with the
+    /// @supabase/ssr session cookie instead of a bearer header; repeat (or comma-separate in the
+    /// env var) for more. Such a call must carry one of these in its Origin header and must not
+    /// be Sec-Fetch-Site: cross-site (the CSRF defence). None: the cookie is never read.
+    #[arg(
+        long = "session-cookie-origin",
+        env = "SESSION_COOKIE_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub session_cookie_origins: Vec<String>,
+
+    /// HTTP API: the session cookie's name, sb-<project ref>-auth-token [default: the one
+    /// sb-*-auth-token cookie the browser sends].
+    #[arg(long, env = "SESSION_COOKIE_NAME")]
+    pub session_cookie_name: Option<String>,
+
     /// HTTP API: checkout and portal calls one user may make per minute (token bucket).
     #[arg(long, env = "API_RATE_LIMIT", default_value_t = 20,
         value_parser = value_parser!(u32).range(1..=100_000))]

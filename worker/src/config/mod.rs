@@ -67,9 +67,11 @@ pub enum ConfigError {
     #[error("invalid --jwks-url {value:?}: {reason}")]
     JwksUrl { value: String, reason: String },
     #[error(
-        "invalid --cors-origin {0:?}: expected scheme://host[:port], e.g. https://app.example.com"
+        "invalid --{flag} {value:?}: expected scheme://host[:port], e.g. https://app.example.com"
     )]
-    CorsOrigin(String),
+    CorsOrigin { flag: &'static str, value: String },
+    #[error("invalid --session-cookie-name {0:?}: expected a cookie name such as sb-<project ref>-auth-token")]
+    CookieName(String),
 }
 
 /// The shortest HS256 secret accepted: a shorter one can be guessed offline from any token.
@@ -86,6 +88,10 @@ pub struct ApiConfig {
     pub jwt_audience: Option<String>,
     /// Origins allowed to call from a browser (normalised: lower case, no trailing slash).
     pub cors_origins: Vec<String>,
+    /// Origins whose calls may be signed by the session cookie (normalised like cors_origins).
+    pub cookie_origins: Vec<String>,
+    /// The session cookie's name; None: any single `sb-*-auth-token`.
+    pub cookie_name: Option<String>,
     /// Calls per minute and burst, per user.
     pub rate_per_minute: u32,
     pub burst: u32,
@@ -219,21 +225,20 @@ fn api_config(args: &Args) -> Result<ApiConfig, ConfigError> {
         None | Some("") => None,
         Some(value) => Some(jwks_url(value)?),
     };
-    let mut cors_origins = Vec::new();
-    for origin in args
-        .cors_origins
-        .iter()
-        .map(|o| o.trim())
-        .filter(|o| !o.is_empty())
-    {
-        cors_origins
-            .push(cors_origin(origin).ok_or_else(|| ConfigError::CorsOrigin(origin.to_string()))?);
-    }
+    let cors_origins = origins(&args.cors_origins, "cors-origin")?;
+    let cookie_origins = origins(&args.session_cookie_origins, "session-cookie-origin")?;
+    let cookie_name = match args.session_cookie_name.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(name) if cookie_name_ok(name) => Some(name.to_string()),
+        Some(name) => return Err(ConfigError::CookieName(name.to_string())),
+    };
     Ok(ApiConfig {
         jwt_secret,
         jwks_url,
         jwt_audience: args.jwt_audience.clone().filter(|a| !a.trim().is_empty()),
         cors_origins,
+        cookie_origins,
+        cookie_name,
         rate_per_minute: args.api_rate_limit,
         burst: args.api_burst,
         max_body_bytes: args.api_max_body_bytes,
@@ -255,6 +260,26 @@ fn jwks_url(value: &str) -> Result<String, ConfigError> {
         return Err(bad("no host"));
     }
     Ok(url.to_string())
+}
+
+/// The normalised origins of a repeatable origin flag (empty values skipped).
+fn origins(values: &[String], flag: &'static str) -> Result<Vec<String>, ConfigError> {
+    let mut origins = Vec::new();
+    for origin in values.iter().map(|o| o.trim()).filter(|o| !o.is_empty()) {
+        origins.push(cors_origin(origin).ok_or_else(|| ConfigError::CorsOrigin {
+            flag,
+            value: origin.to_string(),
+        })?);
+    }
+    Ok(origins)
+}
+
+/// A cookie name as RFC 6265 allows it (a token: no separators, spaces or controls).
+fn cookie_name_ok(name: &str) -> bool {
+    name.len() <= 200
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
 }
 
 /// An origin as browsers send it in the `Origin` header: scheme, host and a port other than

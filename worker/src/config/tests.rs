@@ -114,6 +114,17 @@ fn api_flags() {
     // The default port is dropped, as browsers send the Origin header.
     let c = parse(&["--cors-origin", "https://app.example.com:443"]).unwrap();
     assert_eq!(c.api.cors_origins, ["https://app.example.com"]);
+    // The session cookie: origins normalised the same way, and an optional name.
+    let c = parse(&[
+        "--session-cookie-origin",
+        "https://App.example.com/",
+        "--session-cookie-name",
+        "sb-abcd-auth-token",
+    ])
+    .unwrap();
+    assert_eq!(c.api.cookie_origins, ["https://app.example.com"]);
+    assert_eq!(c.api.cookie_name.as_deref(), Some("sb-abcd-auth-token"));
+    assert!(parse(&[]).unwrap().api.cookie_origins.is_empty());
 }
 
 #[test]
@@ -128,6 +139,11 @@ fn bad_api_values_are_rejected() {
             "--cors-origin",
         ),
         (&["--cors-origin", "*"], "--cors-origin"),
+        (&["--session-cookie-origin", "*"], "--session-cookie-origin"),
+        (
+            &["--session-cookie-name", "sb-a-auth-token; x=y"],
+            "--session-cookie-name",
+        ),
         (&["--api-rate-limit", "0"], "--api-rate-limit"),
         (&["--api-burst", "0"], "--api-burst"),
         (&["--api-max-body-bytes", "0"], "--api-max-body-bytes"),

@@ -152,6 +152,56 @@ fn judge_secrets(secrets: &[SecretRow], key_mode: Option<Mode>) -> Check {
     )
 }
 
+/// The HTTP API runs each call's SQL as `authenticated` (PostgREST's way, so row-level
+/// security applies): the worker's role must be allowed to switch to it. Without that, every
+/// API call fails in the database and answers 500, though nothing else looks wrong. Tried
+/// the way the API does it, in a transaction that is rolled back.
+pub async fn api_role(db: &Db) -> Check {
+    const NAME: &str = "HTTP API role";
+    const AS_USER: &str = "authenticated";
+    let tried = async {
+        let mut conn = db.get().await?;
+        conn.batch("BEGIN").await?;
+        let switched = conn
+            .query(
+                "SELECT current_user::text, set_config('role', $1, true)",
+                &[&AS_USER],
+            )
+            .await;
+        let _ = conn.batch("ROLLBACK").await;
+        switched.map(|rows| rows[0].get::<_, String>(0))
+    };
+    match tried.await {
+        Ok(_) => Check::passed(NAME, "the worker's role can act as authenticated"),
+        Err(e) => match e.as_db_error().map(|d| (d.code().code(), d.message().to_string())) {
+            // 42501: not a member (or no SET option); 22023: no such role.
+            Some((code @ ("42501" | "22023"), message)) => Check::problem(
+                NAME,
+                format!(
+                    "the worker's role cannot act as authenticated ({message}, SQLSTATE {code}): every HTTP API call answers 500"
+                ),
+                match code {
+                    "22023" => "CREATE ROLE authenticated NOLOGIN;  -- Supabase has it; then GRANT authenticated TO <the worker's role>;".to_string(),
+                    _ => format!("GRANT authenticated TO {};", role_of(db).await),
+                },
+            ),
+            _ => Check::unknown(NAME, format!("cannot try SET ROLE authenticated: {e}")),
+        },
+    }
+}
+
+/// The role the worker logs in as, for a fix to name it (or a placeholder).
+async fn role_of(db: &Db) -> String {
+    let read = async {
+        let mut conn = db.get().await?;
+        conn.query_one("SELECT quote_ident(session_user::text)", &[])
+            .await
+            .map(|row| row.get::<_, String>(0))
+    };
+    read.await
+        .unwrap_or_else(|_: crate::db::DbError| "<the worker's role>".into())
+}
+
 /// `billing.security_report()` is empty.
 pub async fn security_report(db: &Db) -> Check {
     const NAME: &str = "security report";

@@ -184,6 +184,10 @@ pub async fn run(config: Config) -> u8 {
     if reachable && schema_fits {
         printer.add(database::webhook_secrets(&db, key.mode()).await);
         printer.add(database::security_report(&db).await);
+        // Only where the HTTP API is on: a worker that serves no API needs no such right.
+        if config.api.enabled() {
+            printer.add(database::api_role(&db).await);
+        }
     } else {
         let why = if reachable {
             "the extension does not fit this worker"

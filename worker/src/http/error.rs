@@ -228,6 +228,14 @@ impl From<AuthError> for ApiError {
                 "API call not authenticated: the keys are unavailable",
             );
         }
+        // Worth an operator's eye: either a page of the app's own is missing from
+        // --session-cookie-origin, or another site is trying its users' cookies (CSRF).
+        if matches!(e, AuthError::CrossSite(_)) {
+            error = error.logged(
+                Level::Warn,
+                "API call refused: signed by the session cookie, not from an allowed origin",
+            );
+        }
         error.challenge = status == StatusCode::UNAUTHORIZED;
         error
     }

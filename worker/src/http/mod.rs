@@ -66,6 +66,9 @@ pub struct ApiRoutes {
     pub max_body_bytes: usize,
     /// Origins allowed to call from a browser (already normalised by the configuration).
     pub cors_origins: Vec<String>,
+    /// Origins whose pages may sign calls with the session cookie: CORS lets them too, and
+    /// lets their browser send the cookie (credentials).
+    pub cookie_origins: Vec<String>,
 }
 
 /// The routes, with the webhook body limited to `max_body_bytes` and the API's to its own
@@ -76,7 +79,7 @@ pub fn router(state: HttpState, max_body_bytes: usize, api: ApiRoutes) -> Router
         .route(PORTAL_PATH, post(api::portal))
         .layer(DefaultBodyLimit::max(api.max_body_bytes))
         .with_state(api.state);
-    if let Some(cors) = cors(&api.cors_origins) {
+    if let Some(cors) = cors(&api.cors_origins, &api.cookie_origins) {
         api_routes = api_routes.layer(cors);
     }
     Router::new()
@@ -93,17 +96,23 @@ pub fn router(state: HttpState, max_body_bytes: usize, api: ApiRoutes) -> Router
 
 /// Browsers on these origins may call the API (the preflight is answered here); pages on any
 /// other origin get no CORS headers, so their browser refuses to hand them the answer. None:
-/// no CORS at all (same-origin callers, or a proxy in front).
-fn cors(origins: &[String]) -> Option<CorsLayer> {
-    let origins: Vec<HeaderValue> = origins
+/// no CORS at all (same-origin callers, or a proxy in front). With cookie origins, the
+/// answers also allow credentials, which a browser needs before it sends the cookie on a
+/// cross-origin `fetch(..., {credentials: 'include'})`; that is safe only because a cookie
+/// call is accepted from the cookie origins alone (auth::cookie checks Origin itself).
+fn cors(cors_origins: &[String], cookie_origins: &[String]) -> Option<CorsLayer> {
+    let mut origins: Vec<HeaderValue> = cors_origins
         .iter()
+        .chain(cookie_origins)
         .filter_map(|o| HeaderValue::from_str(o).ok())
         .collect();
+    origins.dedup();
     if origins.is_empty() {
         return None;
     }
     Some(
         CorsLayer::new()
+            .allow_credentials(!cookie_origins.is_empty())
             .allow_origin(AllowOrigin::list(origins))
             .allow_methods([Method::POST])
             .allow_headers([

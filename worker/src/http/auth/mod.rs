@@ -8,7 +8,12 @@
 //! checked against its own keys: an HS256 token is never checked against a public key (the
 //! classic algorithm-confusion attack), and a token whose algorithm no configured key serves is
 //! refused.
+//!
+//! The token comes from the `Authorization: Bearer` header or, for the origins configured for
+//! it, from the `@supabase/ssr` session cookie (`cookie`, which also holds the CSRF checks).
+//! A bearer header always wins: a call that sends one is judged by it alone.
 
+mod cookie;
 mod jwks;
 
 use std::collections::HashSet;
@@ -19,9 +24,12 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
 use crate::config::ApiConfig;
+pub use cookie::SessionCookie;
 pub use jwks::Jwks;
 
-/// Clock skew tolerated on `exp` and `nbf`, in seconds.
+/// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds: PostgREST's fixed allowance
+/// (its docs, "JWT claims validation"; PostgREST PR #2772), so a token PostgREST takes is
+/// taken here and one it refuses is refused.
 pub const LEEWAY_SECONDS: u64 = 30;
 
 /// The only role that may call the API, as PostgREST names a signed-in Supabase user.
@@ -49,6 +57,11 @@ pub enum AuthError {
     Expired,
     #[error("JWT is not valid yet (nbf)")]
     NotYetValid,
+    /// PostgREST's PGRST303 message for the same token.
+    #[error("JWT issued at future")]
+    IssuedInFuture,
+    #[error("JWT iat claim is not a number")]
+    IatNotANumber,
     #[error("JWT has no exp claim")]
     NoExpiry,
     #[error("JWT signature does not match")]
@@ -68,6 +81,11 @@ pub enum AuthError {
     KeysUnavailable,
     #[error("the HTTP API is not configured: start the worker with --jwt-secret or --jwks-url")]
     NotConfigured,
+    #[error("the session cookie is malformed: {0}")]
+    BadCookie(&'static str),
+    /// A cookie-authenticated call that another site's page may have sent (CSRF).
+    #[error("{0}")]
+    CrossSite(String),
 }
 
 impl AuthError {
@@ -77,6 +95,7 @@ impl AuthError {
             AuthError::KeysUnavailable | AuthError::NotConfigured => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            AuthError::CrossSite(_) => StatusCode::FORBIDDEN,
             _ => StatusCode::UNAUTHORIZED,
         }
     }
@@ -87,6 +106,7 @@ pub struct Verifier {
     secret: Option<DecodingKey>,
     jwks: Option<Jwks>,
     audience: Option<String>,
+    cookie: Option<SessionCookie>,
 }
 
 impl Verifier {
@@ -102,6 +122,11 @@ impl Verifier {
                 .map(|s| DecodingKey::from_secret(s.expose().as_bytes())),
             jwks,
             audience: config.jwt_audience.clone(),
+            // No origins: the cookie is never read, so no browser can be tricked into using it.
+            cookie: (!config.cookie_origins.is_empty()).then(|| SessionCookie {
+                name: config.cookie_name.clone(),
+                origins: config.cookie_origins.clone(),
+            }),
         })
     }
 
@@ -110,8 +135,12 @@ impl Verifier {
         if self.secret.is_none() && self.jwks.is_none() {
             return Err(AuthError::NotConfigured);
         }
-        let token = bearer_token(headers)?;
-        let claims = self.verify(token).await?;
+        let token = match (&self.cookie, headers.contains_key(header::AUTHORIZATION)) {
+            (Some(cookie), false) => cookie.token(headers)?,
+            _ => bearer_token(headers)?.to_string(),
+        };
+        let claims = self.verify(&token).await?;
+        not_issued_in_future(&claims, now())?;
         caller_of(claims)
     }
 
@@ -179,6 +208,27 @@ fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
         }
         _ => Err(AuthError::NotBearer),
     }
+}
+
+/// PostgREST refuses a token whose `iat` lies more than the allowed skew in the future
+/// (PGRST303 "JWT issued at future") and one whose `iat` is not a number; jsonwebtoken does
+/// not look at `iat`, so it is checked here. A token without `iat` passes, as there.
+fn not_issued_in_future(claims: &Value, now: u64) -> Result<(), AuthError> {
+    match claims.get("iat") {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::Number(iat)) => match iat.as_f64() {
+            Some(iat) if iat > (now + LEEWAY_SECONDS) as f64 => Err(AuthError::IssuedInFuture),
+            _ => Ok(()),
+        },
+        Some(_) => Err(AuthError::IatNotANumber),
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Only a signed-in user may call: PostgREST's `anon` (and any other role) may not.

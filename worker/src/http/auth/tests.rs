@@ -17,6 +17,8 @@ fn config(audience: Option<&str>) -> ApiConfig {
         jwks_url: None,
         jwt_audience: audience.map(str::to_string),
         cors_origins: Vec::new(),
+        cookie_origins: Vec::new(),
+        cookie_name: None,
         rate_per_minute: 20,
         burst: 5,
         max_body_bytes: 1024,
@@ -116,6 +118,15 @@ async fn bad_tokens_are_refused_with_their_reason() {
             AuthError::NotAUser("service_role".into()),
         ),
         (Some(with(json!({"sub": null}))), AuthError::NoSubject),
+        // PostgREST's PGRST303: issued more than the 30 s skew from now.
+        (
+            Some(with(json!({"iat": now() + 600}))),
+            AuthError::IssuedInFuture,
+        ),
+        (
+            Some(with(json!({"iat": "yesterday"}))),
+            AuthError::IatNotANumber,
+        ),
     ];
     for (authorization, expected) in cases {
         let got = check(&v, authorization.as_deref()).await.unwrap_err();
@@ -144,6 +155,23 @@ async fn expiry_has_a_small_leeway() {
             .unwrap_err(),
         AuthError::Expired
     );
+}
+
+#[tokio::test]
+async fn iat_has_the_same_leeway_as_postgrest() {
+    let v = Verifier::new(&config(None)).unwrap();
+    let signed = |iat: Value| {
+        let mut claims = user_claims();
+        claims["iat"] = iat;
+        format!("Bearer {}", token(claims, SECRET))
+    };
+    for ok in [json!(now() + 10), json!(now() - 86400), Value::Null] {
+        assert!(check(&v, Some(&signed(ok.clone()))).await.is_ok(), "{ok}");
+    }
+    let err = check(&v, Some(&signed(json!(now() + LEEWAY_SECONDS as i64 + 5))))
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "JWT issued at future");
 }
 
 #[tokio::test]
@@ -203,4 +231,29 @@ fn base64url(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+#[tokio::test]
+async fn the_session_cookie_is_read_only_with_configured_origins() {
+    use base64::Engine;
+    let session = json!({"access_token": token(user_claims(), SECRET), "refresh_token": "r"});
+    let value = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(session.to_string());
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::COOKIE,
+        format!("sb-ref-auth-token=base64-{value}").parse().unwrap(),
+    );
+    headers.insert(header::ORIGIN, "https://app.example.com".parse().unwrap());
+    // Without --session-cookie-origin the cookie is not even looked at.
+    let off = Verifier::new(&config(None)).unwrap();
+    assert_eq!(off.caller(&headers).await.unwrap_err(), AuthError::Missing);
+    let on = Verifier::new(&ApiConfig {
+        cookie_origins: vec!["https://app.example.com".into()],
+        ..config(None)
+    })
+    .unwrap();
+    assert_eq!(on.caller(&headers).await.unwrap().sub, USER);
+    // A bearer header wins, even a bad one.
+    headers.insert(header::AUTHORIZATION, "Basic x".parse().unwrap());
+    assert_eq!(on.caller(&headers).await.unwrap_err(), AuthError::NotBearer);
 }

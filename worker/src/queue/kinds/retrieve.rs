@@ -2,10 +2,13 @@
 //! - `refresh`: two reports of a subscription in the same second disagree, and the lifecycle
 //!   cannot order them; Stripe's current object, as of its answer's `Date`, is applied as the
 //!   newest report (`billing.ingest_retrieved`). Also an invoice with its payments (basil and
-//!   later send neither its PaymentIntent nor its charge with invoice events), queued by 0.2.0;
-//!   and the invoices a PaymentIntent paid (`GET /v1/invoice_payments`), asked only when a basil
-//!   refund or dispute names a payment that no purchase is linked to, never per renewal
-//!   (`billing.store_invoice_payments` links them and applies the refund or dispute that waited);
+//!   later send neither its PaymentIntent nor its charge with invoice events), queued by 0.2.0.
+//!   Also a credit note's refund whose amount no event reported (`GET /v1/refunds/{id}`): before
+//!   basil a credit note names its refund without an amount, and before acacia Stripe sends no
+//!   `refund.*` event for it. And the invoices a PaymentIntent paid (`GET /v1/invoice_payments`),
+//!   asked only when a basil refund or dispute names a payment that no purchase is linked to,
+//!   never per renewal (`billing.store_invoice_payments` links them and applies the refund or
+//!   dispute that waited);
 //! - `line_items`: a session our checkout did not create sold something; webhooks do not carry
 //!   line items, so they are fetched (`billing.store_line_items`), which applies the event that
 //!   waited for them. Also every line of an invoice whose events carry one page of them
@@ -46,21 +49,23 @@ fn bounds<'a>(ctx: &'a Ctx, req: &Claimed) -> Bounds<'a> {
 
 /// `GET /v1/subscriptions/{id}`, applied as the authoritative state; or
 /// `GET /v1/invoices/{id}?expand[]=payments`, whose payments say which PaymentIntent paid it; or
-/// for a PaymentIntent, [`invoice_payments`].
+/// `GET /v1/refunds/{id}`, a credit note's refund with its real amount and status; or for a
+/// PaymentIntent, [`invoice_payments`].
 pub async fn refresh(ctx: &Ctx, stripe: &Stripe, req: &Claimed) -> Result<Value, Outcome> {
     if let Ok(id) = object_id(req, "pi_") {
         return invoice_payments(ctx, stripe, req, id).await;
     }
-    let (path, query, id) = match object_id(req, "in_") {
-        Ok(id) => (
+    let (path, query, id) = if let Ok(id) = object_id(req, "in_") {
+        (
             format!("/v1/invoices/{id}"),
             json!({"expand": ["payments"]}),
             id,
-        ),
-        Err(_) => {
-            let id = object_id(req, "sub_")?;
-            (format!("/v1/subscriptions/{id}"), json!({}), id)
-        }
+        )
+    } else if let Ok(id) = object_id(req, "re_") {
+        (format!("/v1/refunds/{id}"), json!({}), id)
+    } else {
+        let id = object_id(req, "sub_")?;
+        (format!("/v1/subscriptions/{id}"), json!({}), id)
     };
     let answer = stripe.get(&path, &query, bounds(ctx, req)).await?;
     let at = answer.date.unwrap_or_else(std::time::SystemTime::now);

@@ -485,7 +485,7 @@ CREATE UNIQUE INDEX stripe_requests_one_retrieval_idx ON billing.stripe_requests
 COMMENT ON TABLE billing.stripe_requests IS 'Outbound Stripe calls for the worker: pending -> running -> succeeded | failed. Inserting a row NOTIFYs channel billing_stripe_requests with the row id.';
 COMMENT ON COLUMN billing.stripe_requests.id IS 'Request id; also the root of the Stripe Idempotency-Key.';
 COMMENT ON COLUMN billing.stripe_requests.user_id IS 'The user the request is for.';
-COMMENT ON COLUMN billing.stripe_requests.kind IS 'checkout or portal (a user''s session), refresh (retrieve a subscription whose same-second events disagree, an invoice''s payments, or a credit note''s refund no event reported) or line_items (retrieve what a Checkout Session sold, or every line of an invoice).';
+COMMENT ON COLUMN billing.stripe_requests.kind IS 'checkout or portal (a user''s session), refresh (retrieve a subscription whose same-second events disagree, an invoice''s payments, a credit note''s refund no event reported, or the invoices a PaymentIntent paid when a refund or dispute needs them) or line_items (retrieve what a Checkout Session sold, or every line of an invoice).';
 COMMENT ON COLUMN billing.stripe_requests.params IS 'Validated parameters (price, mode, URLs, project, coupon, email; object_id for retrievals).';
 COMMENT ON COLUMN billing.stripe_requests.status IS 'pending, running (claimed by a worker), succeeded or failed.';
 COMMENT ON COLUMN billing.stripe_requests.attempts IS 'How many times a worker has claimed it.';
@@ -564,15 +564,31 @@ COMMENT ON COLUMN billing.purchases.currency IS 'Three-letter ISO code, lower ca
 COMMENT ON COLUMN billing.purchases.created_at IS 'When the purchase was recorded.';
 
 CREATE TABLE billing.purchase_payments (
-    payment text PRIMARY KEY CHECK (payment ~ '^(pi|ch|py)_[A-Za-z0-9_]+$'),
+    payment text NOT NULL CHECK (payment ~ '^(pi|ch|py)_[A-Za-z0-9_]+$'),
     purchase_id text NOT NULL CHECK (purchase_id ~ '^(cs|in)_[A-Za-z0-9_]+$'),
-    created_at timestamptz NOT NULL DEFAULT now()
+    created_at timestamptz NOT NULL DEFAULT now(),
+    -- From basil one PaymentIntent may pay several invoices, each its own part of it.
+    amount bigint CHECK (amount >= 0),
+    PRIMARY KEY (payment, purchase_id)
 );
 CREATE INDEX purchase_payments_purchase_idx ON billing.purchase_payments (purchase_id);
-COMMENT ON TABLE billing.purchase_payments IS 'Which PaymentIntent or charge paid which purchase, learned from sessions, invoices (before basil), charges, invoice payments (basil and later) and retrieved invoices. A payment may be known before its purchase is. Privileged roles only.';
+COMMENT ON TABLE billing.purchase_payments IS 'Which PaymentIntent or charge paid which purchase (one payment may pay several invoices), learned from sessions, invoices (before basil), charges, invoice payments (basil and later), retrieved invoices and payment lookups. A payment may be known before its purchase is. Privileged roles only.';
 COMMENT ON COLUMN billing.purchase_payments.payment IS 'PaymentIntent (pi_...) or charge (ch_..., py_...) id.';
 COMMENT ON COLUMN billing.purchase_payments.purchase_id IS 'The Checkout Session or invoice it paid (not a foreign key: the purchase may arrive later).';
 COMMENT ON COLUMN billing.purchase_payments.created_at IS 'When the link was learned.';
+COMMENT ON COLUMN billing.purchase_payments.amount IS 'The part of the payment that paid this purchase (an invoice payment''s amount_paid), in the payment''s currency; NULL when the source did not say (then the payment paid the purchase alone).';
+
+-- Which invoices a PaymentIntent paid, asked of Stripe only when a refund or dispute names a
+-- payment that no purchase is linked to (basil invoice events name no payment).
+CREATE TABLE billing.payment_lookups (
+    payment text PRIMARY KEY CHECK (payment ~ '^pi_[A-Za-z0-9_]+$'),
+    invoices integer NOT NULL CHECK (invoices >= 0),
+    looked_up_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE billing.payment_lookups IS 'PaymentIntents whose invoice payments the worker listed (GET /v1/invoice_payments), so that a refund or dispute of a payment that paid none of ours waits only once. Privileged roles only.';
+COMMENT ON COLUMN billing.payment_lookups.payment IS 'The PaymentIntent looked up.';
+COMMENT ON COLUMN billing.payment_lookups.invoices IS 'How many paid invoices Stripe listed for it.';
+COMMENT ON COLUMN billing.payment_lookups.looked_up_at IS 'When the answer was stored.';
 
 -- What Stripe reported about payments, one row per object. A report of a further status (a final
 -- one above all) replaces the row whatever the order of arrival; among reports of equal rank the
@@ -1556,9 +1572,10 @@ COMMENT ON FUNCTION billing._notify(uuid, text, text, jsonb) IS 'Internal: recor
 --
 -- The rule, in one place: a grant's net revoked tokens are always
 --     round(grant tokens x reversed / amount paid)   (all of them once everything is reversed)
--- where reversed = refunds + disputed funds withdrawn + the post-payment part of credit notes
--- (less what they refunded, already among the refunds; a mixed note's pre-payment part lowered
--- what was due and gives nothing back), at most the amount paid. Every report about the
+-- where reversed = per charge, (refunded + disputed funds withdrawn) / the charge's amount x the
+-- part of the charge that paid this purchase, + the post-payment part of credit notes (less what
+-- they refunded, already among the refunds; a mixed note's pre-payment part lowered what was due
+-- and gives nothing back), at most the amount paid. Every report about the
 -- money (in any order, any number of times) updates the facts, then _settle_purchase moves each
 -- grant from what it has to that target: revoking more, or restoring. Applying a report twice,
 -- or reports in another order, ends in the same ledger.
@@ -1588,25 +1605,30 @@ END
 $$;
 COMMENT ON FUNCTION billing._record_purchase(text, uuid, uuid, text, bigint, text) IS 'Internal: records what funded a grant (a paid Checkout Session or invoice), once.';
 
-CREATE OR REPLACE FUNCTION billing._link_payment(payment text, purchase_id text) RETURNS boolean
+CREATE OR REPLACE FUNCTION billing._link_payment(payment text, purchase_id text, amount bigint DEFAULT NULL)
+RETURNS boolean
 LANGUAGE plpgsql
 AS $$
 #variable_conflict use_column
 DECLARE
-    inserted text;
+    changed text;
 BEGIN
     IF payment IS NULL OR purchase_id IS NULL OR payment !~ '^(pi|ch|py)_[A-Za-z0-9_]+$'
        OR purchase_id !~ '^(cs|in)_[A-Za-z0-9_]+$' THEN
         RETURN false;
     END IF;
     PERFORM billing._lock_payment(payment);
-    INSERT INTO billing.purchase_payments (payment, purchase_id) VALUES (_link_payment.payment, _link_payment.purchase_id)
-    ON CONFLICT (payment) DO NOTHING
-    RETURNING billing.purchase_payments.payment INTO inserted;
-    RETURN inserted IS NOT NULL;
+    -- A link is learned once; its part of the payment when a source first says it.
+    INSERT INTO billing.purchase_payments AS l (payment, purchase_id, amount)
+    VALUES (_link_payment.payment, _link_payment.purchase_id,
+            CASE WHEN _link_payment.amount >= 0 THEN _link_payment.amount END)
+    ON CONFLICT (payment, purchase_id) DO UPDATE SET amount = excluded.amount
+    WHERE l.amount IS NULL AND excluded.amount IS NOT NULL
+    RETURNING l.payment INTO changed;
+    RETURN changed IS NOT NULL;
 END
 $$;
-COMMENT ON FUNCTION billing._link_payment(text, text) IS 'Internal: records that a PaymentIntent or charge paid a purchase; true when the link is new.';
+COMMENT ON FUNCTION billing._link_payment(text, text, bigint) IS 'Internal: records that a PaymentIntent or charge paid a purchase, and the part of it that did when known; true when the link or its part is new.';
 
 CREATE OR REPLACE FUNCTION billing._link_payments(purchase_id text, VARIADIC payments text[]) RETURNS boolean
 LANGUAGE plpgsql
@@ -1717,6 +1739,14 @@ AS $$
 $$;
 COMMENT ON FUNCTION billing._purchase_payment_ids(text) IS 'Internal: the PaymentIntents (intent) and charges (charge) that paid a purchase, each id also through the other id of the same payment.';
 
+-- Reversed per charge, never as money summed against the purchase: what went back of a charge
+-- (refunds, disputed funds withdrawn) is a fraction of that charge, and the purchase loses that
+-- fraction of the part of the charge that paid it. One PaymentIntent that paid invoices A and B
+-- (basil) is refunded once for both: 500 of a 2,000 charge is a quarter, a quarter of A's 1,000
+-- and of B's, 500 in all. Amounts of one charge are in one currency, so currencies never mix:
+-- only fractions meet the purchase. The charge's amount is its own report; without one, the
+-- parts of it known to have paid purchases add up to it, and without those the purchase's amount
+-- paid is its whole part (the rule before basil: one payment, one purchase).
 CREATE OR REPLACE FUNCTION billing._purchase_reversed(p billing.purchases) RETURNS bigint
 LANGUAGE plpgsql STABLE
 AS $$
@@ -1725,40 +1755,65 @@ BEGIN
     RETURN (
     WITH ids AS (
         SELECT * FROM billing._purchase_payment_ids(p.id)
-    ), intents AS (
-        SELECT ids.intent AS pi FROM ids WHERE ids.intent IS NOT NULL
     ), charges AS (
-        SELECT ids.charge AS ch FROM ids WHERE ids.charge IS NOT NULL
-    ), refunded AS (
+        -- Each charge with its PaymentIntent, as any report names it.
+        SELECT ids.charge AS ch,
+               coalesce(c.payment_intent,
+                        (SELECT r.payment_intent FROM billing.stripe_refunds r
+                         WHERE r.charge = ids.charge AND r.payment_intent IS NOT NULL LIMIT 1),
+                        (SELECT d.payment_intent FROM billing.stripe_disputes d
+                         WHERE d.charge = ids.charge AND d.payment_intent IS NOT NULL LIMIT 1)) AS pi,
+               c.amount
+        FROM ids LEFT JOIN billing.stripe_charges c ON c.id = ids.charge
+        WHERE ids.charge IS NOT NULL
+    ), back AS (
         -- Per charge: the larger of what its live refunds add up to and what the charge's newest
         -- report says less the refunds that report may count but that failed or were canceled
         -- since (it was made no later than they ended). Either side can be incomplete for a
         -- while (before acacia no refund.* events come for charges; a report can be late); every
         -- order of delivery ends in the state Stripe ended in (DESIGN.md, "Refunds and disputes").
-        SELECT coalesce(sum(greatest(
-            coalesce((SELECT sum(r.amount) FROM billing.stripe_refunds r
-                      WHERE r.charge = ch.ch AND r.status IN ('pending', 'requires_action', 'succeeded')), 0),
-            (SELECT c.amount_refunded - coalesce((SELECT sum(r.amount) FROM billing.stripe_refunds r
-                                                  WHERE r.charge = c.id AND r.ended_at >= c.reported_at), 0)
-             FROM billing.stripe_charges c WHERE c.id = ch.ch))), 0)
-            -- Refunds of a PaymentIntent that name no charge.
-            + coalesce((SELECT sum(r.amount) FROM billing.stripe_refunds r JOIN intents i ON r.payment_intent = i.pi
-                        WHERE r.charge IS NULL AND r.status IN ('pending', 'requires_action', 'succeeded')), 0) AS amount
+        -- Plus its disputes whose funds are withdrawn.
+        SELECT ARRAY[ch.ch, ch.pi] AS pays, ch.amount,
+            greatest(
+                coalesce((SELECT sum(r.amount) FROM billing.stripe_refunds r
+                          WHERE r.charge = ch.ch AND r.status IN ('pending', 'requires_action', 'succeeded')), 0),
+                (SELECT c.amount_refunded - coalesce((SELECT sum(r.amount) FROM billing.stripe_refunds r
+                                                      WHERE r.charge = c.id AND r.ended_at >= c.reported_at), 0)
+                 FROM billing.stripe_charges c WHERE c.id = ch.ch))
+            + coalesce((SELECT sum(d.amount) FROM billing.stripe_disputes d
+                        WHERE d.charge = ch.ch AND d.status IN ('needs_response', 'under_review', 'lost')), 0) AS amount_back
         FROM charges ch
-    ), disputed AS (
-        SELECT coalesce(sum(d.amount), 0) AS amount FROM billing.stripe_disputes d
-        WHERE d.status IN ('needs_response', 'under_review', 'lost')
-          AND (d.charge IN (SELECT ch FROM charges) OR d.payment_intent IN (SELECT pi FROM intents))
+        UNION ALL
+        -- Refunds and disputes of a PaymentIntent that name no charge.
+        SELECT ARRAY[i.intent], NULL,
+            coalesce((SELECT sum(r.amount) FROM billing.stripe_refunds r
+                      WHERE r.payment_intent = i.intent AND r.charge IS NULL
+                        AND r.status IN ('pending', 'requires_action', 'succeeded')), 0)
+            + coalesce((SELECT sum(d.amount) FROM billing.stripe_disputes d
+                        WHERE d.payment_intent = i.intent AND d.charge IS NULL
+                          AND d.status IN ('needs_response', 'under_review', 'lost')), 0)
+        FROM ids i WHERE i.intent IS NOT NULL
+    ), shares AS (
+        SELECT b.amount_back, part.amount AS part,
+               coalesce(b.amount, (SELECT sum(x.part) FROM (SELECT max(l.amount) AS part FROM billing.purchase_payments l
+                                                            WHERE l.payment = ANY (b.pays) GROUP BY l.purchase_id) x),
+                        part.amount) AS whole
+        FROM back b
+        CROSS JOIN LATERAL (SELECT coalesce(max(l.amount), p.amount_paid) AS amount FROM billing.purchase_payments l
+                            WHERE l.purchase_id = p.id AND l.payment = ANY (b.pays)) part
+        WHERE b.amount_back > 0
     ), credited AS (
         SELECT coalesce(sum(billing._credit_note_credited(n)), 0) AS amount
         FROM billing.stripe_credit_notes n WHERE n.invoice = p.id
     )
-    SELECT least(p.amount_paid, refunded.amount + disputed.amount + credited.amount)
-    FROM refunded, disputed, credited
+    SELECT least(p.amount_paid,
+                 round(coalesce((SELECT sum(s.part * least(1, s.amount_back::numeric / nullif(s.whole, 0))) FROM shares s), 0))::bigint
+                 + credited.amount)
+    FROM credited
     );
 END
 $$;
-COMMENT ON FUNCTION billing._purchase_reversed(billing.purchases) IS 'Internal: how much of a purchase''s payment has gone back (refunds, disputed funds withdrawn, post-payment credit notes), at most the amount paid.';
+COMMENT ON FUNCTION billing._purchase_reversed(billing.purchases) IS 'Internal: how much of a purchase''s payment has gone back: per charge, the fraction of it refunded or disputed times the part of it that paid this purchase, plus post-payment credit notes; at most the amount paid.';
 
 CREATE OR REPLACE FUNCTION billing._purchase_has_reports(purchase_id text) RETURNS boolean
 LANGUAGE plpgsql STABLE
@@ -2656,7 +2711,7 @@ BEGIN
     DO NOTHING;
 END
 $$;
-COMMENT ON FUNCTION billing._request_retrieval(text, uuid, text) IS 'Internal: asks the worker to retrieve an object from Stripe (refresh: a subscription, an invoice with its payments, or a credit note''s refund; line_items: what a Checkout Session sold, or every line of an invoice), once while one is in flight.';
+COMMENT ON FUNCTION billing._request_retrieval(text, uuid, text) IS 'Internal: asks the worker to retrieve an object from Stripe (refresh: a subscription, an invoice with its payments, a credit note''s refund, or a PaymentIntent''s invoice payments; line_items: what a Checkout Session sold, or every line of an invoice), once while one is in flight.';
 
 CREATE OR REPLACE FUNCTION billing._record_session_status(request_id text, session_status text) RETURNS void
 LANGUAGE plpgsql
@@ -3424,6 +3479,50 @@ END
 $$;
 COMMENT ON FUNCTION billing.store_invoice_lines(text, jsonb) IS 'Worker: stores every line of an invoice (Stripe''s list of the invoice''s lines, all pages, in its order) and applies the events that waited for them; returns how many applied.';
 
+CREATE OR REPLACE FUNCTION billing.store_invoice_payments(payment_intent text, payments jsonb) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    p jsonb;
+    paid integer := 0;
+    w record;
+    applied integer := 0;
+BEGIN
+    IF payment_intent IS NULL OR payment_intent !~ '^pi_[A-Za-z0-9_]+$' THEN
+        RAISE EXCEPTION 'payment_intent must be a PaymentIntent id (pi_...)' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF payments IS NULL OR jsonb_typeof(payments -> 'data') IS DISTINCT FROM 'array' THEN
+        RAISE EXCEPTION 'payments must be Stripe''s list object ({"object": "list", "data": [...]})'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- Only what this PaymentIntent paid: a list that names another payment is a wrong answer.
+    FOR p IN SELECT value FROM jsonb_array_elements(payments -> 'data') LOOP
+        IF jsonb_typeof(p) <> 'object' OR billing._json_ref(p #> '{payment,payment_intent}') #>> '{}' IS DISTINCT FROM payment_intent THEN
+            RAISE EXCEPTION 'payments of % must all be paid by it', payment_intent USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        CONTINUE WHEN p ->> 'status' IS DISTINCT FROM 'paid';
+        PERFORM billing._link_invoice_payment(p);
+        paid := paid + 1;
+    END LOOP;
+    INSERT INTO billing.payment_lookups AS l (payment, invoices) VALUES (store_invoice_payments.payment_intent, paid)
+    ON CONFLICT (payment) DO UPDATE SET invoices = excluded.invoices, looked_up_at = now();
+    -- The refunds and disputes of this payment that waited for the answer (they name no
+    -- customer; their payment is in the stored payload), in Stripe's order; each applies and
+    -- settles every purchase it finds.
+    FOR w IN SELECT e.id FROM billing.stripe_events e
+             WHERE e.processed_at IS NULL AND e.error_code = 'BL010'
+               AND e.payload -> 'data' -> 'object' ->> 'payment_intent' = store_invoice_payments.payment_intent
+             ORDER BY e.created, e.received_at LOOP
+        IF (billing._apply_stored_event(w.id)).applied THEN
+            applied := applied + 1;
+        END IF;
+    END LOOP;
+    RETURN applied;
+END
+$$;
+COMMENT ON FUNCTION billing.store_invoice_payments(text, jsonb) IS 'Worker: stores which invoices a PaymentIntent paid (Stripe''s list of its invoice payments, GET /v1/invoice_payments, all pages), so refunds and disputes find the purchases, and applies the events that waited for it; returns how many applied.';
+
 CREATE OR REPLACE FUNCTION billing.reprocess_events(max_events integer DEFAULT 1000,
                                                     include_waiting boolean DEFAULT false) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
@@ -4101,12 +4200,10 @@ BEGIN
     END LOOP;
     IF recorded THEN
         -- Which payment paid the invoice: before basil the invoice says; from basil on only its
-        -- payments do, which invoice events do not carry, so the worker retrieves the invoice.
+        -- payments do, which invoice events do not carry. Then invoice_payment.paid says, or, when
+        -- a refund or dispute needs it, the worker asks (_await_payment_lookup): no Stripe call per
+        -- renewal.
         PERFORM billing._link_payments(inv ->> 'id', inv ->> 'payment_intent', inv ->> 'charge');
-        IF inv ->> 'payment_intent' IS NULL AND inv ->> 'charge' IS NULL
-           AND coalesce((inv ->> 'amount_paid')::bigint, 0) > 0 THEN
-            PERFORM billing._request_retrieval('refresh', uid, inv ->> 'id');
-        END IF;
         PERFORM billing._settle_purchase(inv ->> 'id', format('payment of invoice %s', inv ->> 'id'), ev ->> 'id');
     END IF;
 END
@@ -4137,8 +4234,9 @@ COMMENT ON FUNCTION billing._apply_customer(jsonb) IS 'Internal: customer.delete
 -- Effects of what Stripe reports about the money behind purchases: charge.*, refund.*,
 -- charge.dispute.*, credit_note.* and invoice_payment.* events, and invoices retrieved with their
 -- payments. Each records the report (the newest, or the further status, wins), learns which
--- purchase a payment paid, and settles that purchase (sql/payments/functions.sql). None of them
--- waits for anything: a report that arrives before its purchase is settled when the purchase is.
+-- purchase a payment paid, and settles that purchase (sql/payments/functions.sql). A report that
+-- arrives before its purchase is settled when the purchase is; only a basil refund or dispute of a
+-- payment nothing links waits, for the worker's lookup of that payment (_await_payment_lookup).
 
 -- How far along a status is (a further status replaces the row whatever the order of arrival).
 CREATE OR REPLACE FUNCTION billing._money_status_rank(object_type text, status text) RETURNS smallint
@@ -4206,6 +4304,7 @@ BEGIN
         UPDATE billing.stripe_refunds s SET ended_at = least(s.ended_at, billing._unix_time(ev -> 'created'))
         WHERE s.id = r ->> 'id';
     END IF;
+    PERFORM billing._await_payment_lookup(ev);
     PERFORM billing._settle_payment(r ->> 'charge', r ->> 'payment_intent',
         format('refund %s of %s: %s', r ->> 'id', coalesce(r ->> 'charge', r ->> 'payment_intent'), r ->> 'status'),
         ev ->> 'id');
@@ -4229,6 +4328,7 @@ BEGIN
         reported_at = excluded.reported_at, charge = coalesce(s.charge, excluded.charge),
         payment_intent = coalesce(s.payment_intent, excluded.payment_intent), updated_at = now()
     WHERE (excluded.status_rank, excluded.reported_at) >= (s.status_rank, s.reported_at);
+    PERFORM billing._await_payment_lookup(ev);
     PERFORM billing._settle_payment(d ->> 'charge', d ->> 'payment_intent',
         format('dispute %s of %s: %s', d ->> 'id', coalesce(d ->> 'charge', d ->> 'payment_intent'), d ->> 'status'),
         ev ->> 'id');
@@ -4270,12 +4370,59 @@ AS $$
 DECLARE
     p jsonb := ev -> 'data';
 BEGIN
-    IF billing._link_payments(p ->> 'invoice', p ->> 'payment_intent', p ->> 'charge') THEN
-        PERFORM billing._settle_purchase(p ->> 'invoice', format('payment of invoice %s', p ->> 'invoice'), ev ->> 'id');
+    IF billing._link_invoice_payment(p) THEN
+        -- Every purchase of the payment: a part of it newly known changes the others' shares.
+        PERFORM billing._settle_payment(p ->> 'charge', p ->> 'payment_intent',
+            format('payment of invoice %s', p ->> 'invoice'), ev ->> 'id');
     END IF;
 END
 $$;
-COMMENT ON FUNCTION billing._apply_invoice_payment(jsonb) IS 'Internal: invoice_payment.* events (basil and later): learns which PaymentIntent paid an invoice, then settles the invoice''s purchase.';
+COMMENT ON FUNCTION billing._apply_invoice_payment(jsonb) IS 'Internal: invoice_payment.* events (basil and later): learns which PaymentIntent paid an invoice and how much of it, then settles the purchases that payment paid.';
+
+-- An invoice payment (normalised, or as the list endpoint answers it) links its payment to its
+-- invoice with the part of the payment that paid it.
+CREATE OR REPLACE FUNCTION billing._link_invoice_payment(p jsonb) RETURNS boolean
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    invoice text := billing._json_ref(p -> 'invoice') #>> '{}';
+    amount bigint := (billing._json_number(p -> 'amount_paid') #>> '{}')::bigint;
+BEGIN
+    -- Every link is recorded (no short-circuit), whichever of them is new.
+    RETURN billing._link_payment(coalesce(p ->> 'payment_intent', billing._json_ref(p #> '{payment,payment_intent}') #>> '{}'),
+                                 invoice, amount)::int
+         + billing._link_payment(coalesce(p ->> 'charge', billing._json_ref(p #> '{payment,charge}') #>> '{}'),
+                                 invoice, amount)::int > 0;
+END
+$$;
+COMMENT ON FUNCTION billing._link_invoice_payment(jsonb) IS 'Internal: links the PaymentIntent or charge of an invoice payment to its invoice with its amount_paid; true when anything is new.';
+
+-- From basil on invoice events name no payment, so a refund or dispute of a payment no purchase
+-- is linked to may be of a renewal whose invoice_payment.paid the endpoint does not receive. It
+-- waits (BL010) while the worker lists the PaymentIntent's invoice payments, once per payment
+-- (billing.store_invoice_payments); the answer links it and applies the waiting events. Asked
+-- only here, where the money goes back, never per renewal. Before basil invoices and charges
+-- name their payments, so there is nothing to ask.
+CREATE OR REPLACE FUNCTION billing._await_payment_lookup(ev jsonb) RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    intent text := ev -> 'data' ->> 'payment_intent';
+BEGIN
+    IF intent IS NULL OR intent !~ '^pi_[A-Za-z0-9_]+$' OR coalesce(ev ->> 'api_version', '') < '2025-03-31'
+       OR EXISTS (SELECT FROM billing._purchases_of(ev -> 'data' ->> 'charge', intent))
+       OR EXISTS (SELECT FROM billing.payment_lookups l WHERE l.payment = intent) THEN
+        RETURN;
+    END IF;
+    RAISE EXCEPTION 'which invoices % paid is being retrieved from Stripe', intent
+        USING ERRCODE = 'BL010',
+              -- The request is nobody's: its user is derived from the payment, so lookups of
+              -- different payments run side by side and no user's own requests wait for them.
+              DETAIL = jsonb_build_object('kind', 'refresh', 'user_id', md5('billing.payment:' || intent)::uuid,
+                                          'object_id', intent)::text;
+END
+$$;
+COMMENT ON FUNCTION billing._await_payment_lookup(jsonb) IS 'Internal: BL010 for a basil refund or dispute of a PaymentIntent that no purchase is linked to and that was never looked up, queuing the worker''s list of its invoice payments.';
 
 CREATE OR REPLACE FUNCTION billing._apply_retrieved_invoice(ev jsonb) RETURNS void
 LANGUAGE plpgsql
@@ -4287,7 +4434,7 @@ DECLARE
 BEGIN
     learned := billing._link_payments(inv ->> 'id', inv ->> 'payment_intent', inv ->> 'charge');
     FOR p IN SELECT value FROM jsonb_array_elements(coalesce(inv -> 'payments', '[]')) LOOP
-        learned := billing._link_payments(inv ->> 'id', p ->> 'payment_intent', p ->> 'charge') OR learned;
+        learned := billing._link_invoice_payment(p || jsonb_build_object('invoice', inv ->> 'id')) OR learned;
     END LOOP;
     IF learned THEN
         PERFORM billing._settle_purchase(inv ->> 'id', format('payment of invoice %s', inv ->> 'id'), ev ->> 'id');
@@ -4545,7 +4692,8 @@ SELECT billing._protect_table(t::regclass, own_rows => false)
 FROM unnest(ARRAY['billing.config', 'billing.webhook_secrets', 'billing.stripe_events', 'billing.plans',
                   'billing.plan_prices', 'billing.deleted_customers', 'billing.checkout_line_items', 'billing.coupons',
                   'billing.purchase_payments', 'billing.stripe_charges', 'billing.stripe_refunds', 'billing.stripe_disputes',
-                  'billing.stripe_credit_notes', 'billing.event_sync', 'billing.invoice_lines']) AS t;
+                  'billing.stripe_credit_notes', 'billing.event_sync', 'billing.invoice_lines',
+                  'billing.payment_lookups']) AS t;
 -- The catalog is public to signed-in users.
 CREATE POLICY catalog_readable ON billing.plans FOR SELECT USING (true);
 

@@ -51,7 +51,8 @@
 //! `GET /v1/subscriptions` (`customer`, `status` incl. `all`/`ended`, `price`, `created`),
 //! `GET /v1/prices/{id}`, `GET /v1/events` (`type` with `*`, `types[]`, `created`,
 //! `delivery_success`), `GET /v1/events/{id}`, `GET /v1/webhook_endpoints`,
-//! `GET /v1/charges/{id}`, `GET /v1/payment_intents/{id}`. Lists are newest first (line items
+//! `GET /v1/charges/{id}`, `GET /v1/payment_intents/{id}`, from basil `GET /v1/invoice_payments`
+//! (`invoice`, `payment[type]`, `payment[payment_intent]`, `status`). Lists are newest first (line items
 //! and lines in the session's or invoice's order) with `limit` (1–100, default 10),
 //! `starting_after` / `ending_before` (exclusive, not both; an unknown cursor is a 400
 //! `resource_missing`), `has_more` and `url`. `expand[]` on the id fields and
@@ -230,7 +231,7 @@
 //! # Not emulated
 //! `price_data` line items (400, register prices with `--price`), promotion codes (every id
 //! is unknown), quantities other than per-unit, taxes, endpoints not listed above (no
-//! `GET /v1/invoice_payments`, refunds, disputes or credit notes over the API: they happen
+//! refunds, disputes or credit notes over the API: they happen
 //! through the control API), credit notes on open invoices, expanding a price's `product`,
 //! sessions expiring by themselves at `expires_at` (even when the clock passes it), payment
 //! retries on a schedule, webhook retries, deliveries to registered endpoints, and

@@ -179,6 +179,45 @@ pub fn webhook_endpoints(
     )
 }
 
+/// `GET /v1/invoice_payments` (basil and later): the invoice payments of every invoice, newest
+/// first, filtered by `invoice`, `payment[payment_intent]` (with `payment[type]`
+/// `payment_intent`, which the schema requires) and `status`. Each paid invoice has its one
+/// default payment here (`Renderer::invoice_payments`); unpaid ones list none.
+pub fn invoice_payments(r: &Renderer, p: &Map<String, Value>) -> Result<Value, ApiError> {
+    let store = r.store;
+    let arg = |k: &str| p.get(k).and_then(Value::as_str);
+    let intent = p
+        .get("payment")
+        .and_then(|v| v.get("payment_intent"))
+        .and_then(Value::as_str);
+    let items = store
+        .invoices
+        .values()
+        .filter(|inv| arg("invoice").is_none_or(|i| inv.id == i))
+        .flat_map(|inv| {
+            let data = r.invoice_payments(inv)["data"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            data.into_iter().map(move |pay| {
+                (
+                    store.order_key(inv.finalized_at.unwrap_or(inv.created), &inv.id),
+                    pay,
+                )
+            })
+        })
+        .filter(|(_, pay)| intent.is_none_or(|i| pay["payment"]["payment_intent"] == i))
+        .filter(|(_, pay)| arg("status").is_none_or(|s| pay["status"] == s))
+        .collect();
+    let cursor = |id: &str| {
+        let inv = store
+            .invoices
+            .get(&format!("in_{}", id.strip_prefix("inpay_")?))?;
+        Some(store.order_key(inv.finalized_at.unwrap_or(inv.created), &inv.id))
+    };
+    paginate(items, p, "/v1/invoice_payments", cursor, "invoice_payment")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

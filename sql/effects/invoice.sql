@@ -275,12 +275,10 @@ BEGIN
     END LOOP;
     IF recorded THEN
         -- Which payment paid the invoice: before basil the invoice says; from basil on only its
-        -- payments do, which invoice events do not carry, so the worker retrieves the invoice.
+        -- payments do, which invoice events do not carry. Then invoice_payment.paid says, or, when
+        -- a refund or dispute needs it, the worker asks (_await_payment_lookup): no Stripe call per
+        -- renewal.
         PERFORM billing._link_payments(inv ->> 'id', inv ->> 'payment_intent', inv ->> 'charge');
-        IF inv ->> 'payment_intent' IS NULL AND inv ->> 'charge' IS NULL
-           AND coalesce((inv ->> 'amount_paid')::bigint, 0) > 0 THEN
-            PERFORM billing._request_retrieval('refresh', uid, inv ->> 'id');
-        END IF;
         PERFORM billing._settle_purchase(inv ->> 'id', format('payment of invoice %s', inv ->> 'id'), ev ->> 'id');
     END IF;
 END

@@ -1,8 +1,9 @@
 -- Effects of what Stripe reports about the money behind purchases: charge.*, refund.*,
 -- charge.dispute.*, credit_note.* and invoice_payment.* events, and invoices retrieved with their
 -- payments. Each records the report (the newest, or the further status, wins), learns which
--- purchase a payment paid, and settles that purchase (sql/payments/functions.sql). None of them
--- waits for anything: a report that arrives before its purchase is settled when the purchase is.
+-- purchase a payment paid, and settles that purchase (sql/payments/functions.sql). A report that
+-- arrives before its purchase is settled when the purchase is; only a basil refund or dispute of a
+-- payment nothing links waits, for the worker's lookup of that payment (_await_payment_lookup).
 
 -- How far along a status is (a further status replaces the row whatever the order of arrival).
 CREATE OR REPLACE FUNCTION billing._money_status_rank(object_type text, status text) RETURNS smallint
@@ -70,6 +71,7 @@ BEGIN
         UPDATE billing.stripe_refunds s SET ended_at = least(s.ended_at, billing._unix_time(ev -> 'created'))
         WHERE s.id = r ->> 'id';
     END IF;
+    PERFORM billing._await_payment_lookup(ev);
     PERFORM billing._settle_payment(r ->> 'charge', r ->> 'payment_intent',
         format('refund %s of %s: %s', r ->> 'id', coalesce(r ->> 'charge', r ->> 'payment_intent'), r ->> 'status'),
         ev ->> 'id');
@@ -93,6 +95,7 @@ BEGIN
         reported_at = excluded.reported_at, charge = coalesce(s.charge, excluded.charge),
         payment_intent = coalesce(s.payment_intent, excluded.payment_intent), updated_at = now()
     WHERE (excluded.status_rank, excluded.reported_at) >= (s.status_rank, s.reported_at);
+    PERFORM billing._await_payment_lookup(ev);
     PERFORM billing._settle_payment(d ->> 'charge', d ->> 'payment_intent',
         format('dispute %s of %s: %s', d ->> 'id', coalesce(d ->> 'charge', d ->> 'payment_intent'), d ->> 'status'),
         ev ->> 'id');
@@ -134,12 +137,59 @@ AS $$
 DECLARE
     p jsonb := ev -> 'data';
 BEGIN
-    IF billing._link_payments(p ->> 'invoice', p ->> 'payment_intent', p ->> 'charge') THEN
-        PERFORM billing._settle_purchase(p ->> 'invoice', format('payment of invoice %s', p ->> 'invoice'), ev ->> 'id');
+    IF billing._link_invoice_payment(p) THEN
+        -- Every purchase of the payment: a part of it newly known changes the others' shares.
+        PERFORM billing._settle_payment(p ->> 'charge', p ->> 'payment_intent',
+            format('payment of invoice %s', p ->> 'invoice'), ev ->> 'id');
     END IF;
 END
 $$;
-COMMENT ON FUNCTION billing._apply_invoice_payment(jsonb) IS 'Internal: invoice_payment.* events (basil and later): learns which PaymentIntent paid an invoice, then settles the invoice''s purchase.';
+COMMENT ON FUNCTION billing._apply_invoice_payment(jsonb) IS 'Internal: invoice_payment.* events (basil and later): learns which PaymentIntent paid an invoice and how much of it, then settles the purchases that payment paid.';
+
+-- An invoice payment (normalised, or as the list endpoint answers it) links its payment to its
+-- invoice with the part of the payment that paid it.
+CREATE OR REPLACE FUNCTION billing._link_invoice_payment(p jsonb) RETURNS boolean
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    invoice text := billing._json_ref(p -> 'invoice') #>> '{}';
+    amount bigint := (billing._json_number(p -> 'amount_paid') #>> '{}')::bigint;
+BEGIN
+    -- Every link is recorded (no short-circuit), whichever of them is new.
+    RETURN billing._link_payment(coalesce(p ->> 'payment_intent', billing._json_ref(p #> '{payment,payment_intent}') #>> '{}'),
+                                 invoice, amount)::int
+         + billing._link_payment(coalesce(p ->> 'charge', billing._json_ref(p #> '{payment,charge}') #>> '{}'),
+                                 invoice, amount)::int > 0;
+END
+$$;
+COMMENT ON FUNCTION billing._link_invoice_payment(jsonb) IS 'Internal: links the PaymentIntent or charge of an invoice payment to its invoice with its amount_paid; true when anything is new.';
+
+-- From basil on invoice events name no payment, so a refund or dispute of a payment no purchase
+-- is linked to may be of a renewal whose invoice_payment.paid the endpoint does not receive. It
+-- waits (BL010) while the worker lists the PaymentIntent's invoice payments, once per payment
+-- (billing.store_invoice_payments); the answer links it and applies the waiting events. Asked
+-- only here, where the money goes back, never per renewal. Before basil invoices and charges
+-- name their payments, so there is nothing to ask.
+CREATE OR REPLACE FUNCTION billing._await_payment_lookup(ev jsonb) RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    intent text := ev -> 'data' ->> 'payment_intent';
+BEGIN
+    IF intent IS NULL OR intent !~ '^pi_[A-Za-z0-9_]+$' OR coalesce(ev ->> 'api_version', '') < '2025-03-31'
+       OR EXISTS (SELECT FROM billing._purchases_of(ev -> 'data' ->> 'charge', intent))
+       OR EXISTS (SELECT FROM billing.payment_lookups l WHERE l.payment = intent) THEN
+        RETURN;
+    END IF;
+    RAISE EXCEPTION 'which invoices % paid is being retrieved from Stripe', intent
+        USING ERRCODE = 'BL010',
+              -- The request is nobody's: its user is derived from the payment, so lookups of
+              -- different payments run side by side and no user's own requests wait for them.
+              DETAIL = jsonb_build_object('kind', 'refresh', 'user_id', md5('billing.payment:' || intent)::uuid,
+                                          'object_id', intent)::text;
+END
+$$;
+COMMENT ON FUNCTION billing._await_payment_lookup(jsonb) IS 'Internal: BL010 for a basil refund or dispute of a PaymentIntent that no purchase is linked to and that was never looked up, queuing the worker''s list of its invoice payments.';
 
 CREATE OR REPLACE FUNCTION billing._apply_retrieved_invoice(ev jsonb) RETURNS void
 LANGUAGE plpgsql
@@ -151,7 +201,7 @@ DECLARE
 BEGIN
     learned := billing._link_payments(inv ->> 'id', inv ->> 'payment_intent', inv ->> 'charge');
     FOR p IN SELECT value FROM jsonb_array_elements(coalesce(inv -> 'payments', '[]')) LOOP
-        learned := billing._link_payments(inv ->> 'id', p ->> 'payment_intent', p ->> 'charge') OR learned;
+        learned := billing._link_invoice_payment(p || jsonb_build_object('invoice', inv ->> 'id')) OR learned;
     END LOOP;
     IF learned THEN
         PERFORM billing._settle_purchase(inv ->> 'id', format('payment of invoice %s', inv ->> 'id'), ev ->> 'id');

@@ -4,9 +4,10 @@
 --
 -- The rule, in one place: a grant's net revoked tokens are always
 --     round(grant tokens x reversed / amount paid)   (all of them once everything is reversed)
--- where reversed = refunds + disputed funds withdrawn + the post-payment part of credit notes
--- (less what they refunded, already among the refunds; a mixed note's pre-payment part lowered
--- what was due and gives nothing back), at most the amount paid. Every report about the
+-- where reversed = per charge, (refunded + disputed funds withdrawn) / the charge's amount x the
+-- part of the charge that paid this purchase, + the post-payment part of credit notes (less what
+-- they refunded, already among the refunds; a mixed note's pre-payment part lowered what was due
+-- and gives nothing back), at most the amount paid. Every report about the
 -- money (in any order, any number of times) updates the facts, then _settle_purchase moves each
 -- grant from what it has to that target: revoking more, or restoring. Applying a report twice,
 -- or reports in another order, ends in the same ledger.
@@ -36,25 +37,30 @@ END
 $$;
 COMMENT ON FUNCTION billing._record_purchase(text, uuid, uuid, text, bigint, text) IS 'Internal: records what funded a grant (a paid Checkout Session or invoice), once.';
 
-CREATE OR REPLACE FUNCTION billing._link_payment(payment text, purchase_id text) RETURNS boolean
+CREATE OR REPLACE FUNCTION billing._link_payment(payment text, purchase_id text, amount bigint DEFAULT NULL)
+RETURNS boolean
 LANGUAGE plpgsql
 AS $$
 #variable_conflict use_column
 DECLARE
-    inserted text;
+    changed text;
 BEGIN
     IF payment IS NULL OR purchase_id IS NULL OR payment !~ '^(pi|ch|py)_[A-Za-z0-9_]+$'
        OR purchase_id !~ '^(cs|in)_[A-Za-z0-9_]+$' THEN
         RETURN false;
     END IF;
     PERFORM billing._lock_payment(payment);
-    INSERT INTO billing.purchase_payments (payment, purchase_id) VALUES (_link_payment.payment, _link_payment.purchase_id)
-    ON CONFLICT (payment) DO NOTHING
-    RETURNING billing.purchase_payments.payment INTO inserted;
-    RETURN inserted IS NOT NULL;
+    -- A link is learned once; its part of the payment when a source first says it.
+    INSERT INTO billing.purchase_payments AS l (payment, purchase_id, amount)
+    VALUES (_link_payment.payment, _link_payment.purchase_id,
+            CASE WHEN _link_payment.amount >= 0 THEN _link_payment.amount END)
+    ON CONFLICT (payment, purchase_id) DO UPDATE SET amount = excluded.amount
+    WHERE l.amount IS NULL AND excluded.amount IS NOT NULL
+    RETURNING l.payment INTO changed;
+    RETURN changed IS NOT NULL;
 END
 $$;
-COMMENT ON FUNCTION billing._link_payment(text, text) IS 'Internal: records that a PaymentIntent or charge paid a purchase; true when the link is new.';
+COMMENT ON FUNCTION billing._link_payment(text, text, bigint) IS 'Internal: records that a PaymentIntent or charge paid a purchase, and the part of it that did when known; true when the link or its part is new.';
 
 CREATE OR REPLACE FUNCTION billing._link_payments(purchase_id text, VARIADIC payments text[]) RETURNS boolean
 LANGUAGE plpgsql
@@ -165,6 +171,14 @@ AS $$
 $$;
 COMMENT ON FUNCTION billing._purchase_payment_ids(text) IS 'Internal: the PaymentIntents (intent) and charges (charge) that paid a purchase, each id also through the other id of the same payment.';
 
+-- Reversed per charge, never as money summed against the purchase: what went back of a charge
+-- (refunds, disputed funds withdrawn) is a fraction of that charge, and the purchase loses that
+-- fraction of the part of the charge that paid it. One PaymentIntent that paid invoices A and B
+-- (basil) is refunded once for both: 500 of a 2,000 charge is a quarter, a quarter of A's 1,000
+-- and of B's, 500 in all. Amounts of one charge are in one currency, so currencies never mix:
+-- only fractions meet the purchase. The charge's amount is its own report; without one, the
+-- parts of it known to have paid purchases add up to it, and without those the purchase's amount
+-- paid is its whole part (the rule before basil: one payment, one purchase).
 CREATE OR REPLACE FUNCTION billing._purchase_reversed(p billing.purchases) RETURNS bigint
 LANGUAGE plpgsql STABLE
 AS $$
@@ -173,40 +187,65 @@ BEGIN
     RETURN (
     WITH ids AS (
         SELECT * FROM billing._purchase_payment_ids(p.id)
-    ), intents AS (
-        SELECT ids.intent AS pi FROM ids WHERE ids.intent IS NOT NULL
     ), charges AS (
-        SELECT ids.charge AS ch FROM ids WHERE ids.charge IS NOT NULL
-    ), refunded AS (
+        -- Each charge with its PaymentIntent, as any report names it.
+        SELECT ids.charge AS ch,
+               coalesce(c.payment_intent,
+                        (SELECT r.payment_intent FROM billing.stripe_refunds r
+                         WHERE r.charge = ids.charge AND r.payment_intent IS NOT NULL LIMIT 1),
+                        (SELECT d.payment_intent FROM billing.stripe_disputes d
+                         WHERE d.charge = ids.charge AND d.payment_intent IS NOT NULL LIMIT 1)) AS pi,
+               c.amount
+        FROM ids LEFT JOIN billing.stripe_charges c ON c.id = ids.charge
+        WHERE ids.charge IS NOT NULL
+    ), back AS (
         -- Per charge: the larger of what its live refunds add up to and what the charge's newest
         -- report says less the refunds that report may count but that failed or were canceled
         -- since (it was made no later than they ended). Either side can be incomplete for a
         -- while (before acacia no refund.* events come for charges; a report can be late); every
         -- order of delivery ends in the state Stripe ended in (DESIGN.md, "Refunds and disputes").
-        SELECT coalesce(sum(greatest(
-            coalesce((SELECT sum(r.amount) FROM billing.stripe_refunds r
-                      WHERE r.charge = ch.ch AND r.status IN ('pending', 'requires_action', 'succeeded')), 0),
-            (SELECT c.amount_refunded - coalesce((SELECT sum(r.amount) FROM billing.stripe_refunds r
-                                                  WHERE r.charge = c.id AND r.ended_at >= c.reported_at), 0)
-             FROM billing.stripe_charges c WHERE c.id = ch.ch))), 0)
-            -- Refunds of a PaymentIntent that name no charge.
-            + coalesce((SELECT sum(r.amount) FROM billing.stripe_refunds r JOIN intents i ON r.payment_intent = i.pi
-                        WHERE r.charge IS NULL AND r.status IN ('pending', 'requires_action', 'succeeded')), 0) AS amount
+        -- Plus its disputes whose funds are withdrawn.
+        SELECT ARRAY[ch.ch, ch.pi] AS pays, ch.amount,
+            greatest(
+                coalesce((SELECT sum(r.amount) FROM billing.stripe_refunds r
+                          WHERE r.charge = ch.ch AND r.status IN ('pending', 'requires_action', 'succeeded')), 0),
+                (SELECT c.amount_refunded - coalesce((SELECT sum(r.amount) FROM billing.stripe_refunds r
+                                                      WHERE r.charge = c.id AND r.ended_at >= c.reported_at), 0)
+                 FROM billing.stripe_charges c WHERE c.id = ch.ch))
+            + coalesce((SELECT sum(d.amount) FROM billing.stripe_disputes d
+                        WHERE d.charge = ch.ch AND d.status IN ('needs_response', 'under_review', 'lost')), 0) AS amount_back
         FROM charges ch
-    ), disputed AS (
-        SELECT coalesce(sum(d.amount), 0) AS amount FROM billing.stripe_disputes d
-        WHERE d.status IN ('needs_response', 'under_review', 'lost')
-          AND (d.charge IN (SELECT ch FROM charges) OR d.payment_intent IN (SELECT pi FROM intents))
+        UNION ALL
+        -- Refunds and disputes of a PaymentIntent that name no charge.
+        SELECT ARRAY[i.intent], NULL,
+            coalesce((SELECT sum(r.amount) FROM billing.stripe_refunds r
+                      WHERE r.payment_intent = i.intent AND r.charge IS NULL
+                        AND r.status IN ('pending', 'requires_action', 'succeeded')), 0)
+            + coalesce((SELECT sum(d.amount) FROM billing.stripe_disputes d
+                        WHERE d.payment_intent = i.intent AND d.charge IS NULL
+                          AND d.status IN ('needs_response', 'under_review', 'lost')), 0)
+        FROM ids i WHERE i.intent IS NOT NULL
+    ), shares AS (
+        SELECT b.amount_back, part.amount AS part,
+               coalesce(b.amount, (SELECT sum(x.part) FROM (SELECT max(l.amount) AS part FROM billing.purchase_payments l
+                                                            WHERE l.payment = ANY (b.pays) GROUP BY l.purchase_id) x),
+                        part.amount) AS whole
+        FROM back b
+        CROSS JOIN LATERAL (SELECT coalesce(max(l.amount), p.amount_paid) AS amount FROM billing.purchase_payments l
+                            WHERE l.purchase_id = p.id AND l.payment = ANY (b.pays)) part
+        WHERE b.amount_back > 0
     ), credited AS (
         SELECT coalesce(sum(billing._credit_note_credited(n)), 0) AS amount
         FROM billing.stripe_credit_notes n WHERE n.invoice = p.id
     )
-    SELECT least(p.amount_paid, refunded.amount + disputed.amount + credited.amount)
-    FROM refunded, disputed, credited
+    SELECT least(p.amount_paid,
+                 round(coalesce((SELECT sum(s.part * least(1, s.amount_back::numeric / nullif(s.whole, 0))) FROM shares s), 0))::bigint
+                 + credited.amount)
+    FROM credited
     );
 END
 $$;
-COMMENT ON FUNCTION billing._purchase_reversed(billing.purchases) IS 'Internal: how much of a purchase''s payment has gone back (refunds, disputed funds withdrawn, post-payment credit notes), at most the amount paid.';
+COMMENT ON FUNCTION billing._purchase_reversed(billing.purchases) IS 'Internal: how much of a purchase''s payment has gone back: per charge, the fraction of it refunded or disputed times the part of it that paid this purchase, plus post-payment credit notes; at most the amount paid.';
 
 CREATE OR REPLACE FUNCTION billing._purchase_has_reports(purchase_id text) RETURNS boolean
 LANGUAGE plpgsql STABLE

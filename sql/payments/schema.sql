@@ -23,15 +23,31 @@ COMMENT ON COLUMN billing.purchases.currency IS 'Three-letter ISO code, lower ca
 COMMENT ON COLUMN billing.purchases.created_at IS 'When the purchase was recorded.';
 
 CREATE TABLE billing.purchase_payments (
-    payment text PRIMARY KEY CHECK (payment ~ '^(pi|ch|py)_[A-Za-z0-9_]+$'),
+    payment text NOT NULL CHECK (payment ~ '^(pi|ch|py)_[A-Za-z0-9_]+$'),
     purchase_id text NOT NULL CHECK (purchase_id ~ '^(cs|in)_[A-Za-z0-9_]+$'),
-    created_at timestamptz NOT NULL DEFAULT now()
+    created_at timestamptz NOT NULL DEFAULT now(),
+    -- From basil one PaymentIntent may pay several invoices, each its own part of it.
+    amount bigint CHECK (amount >= 0),
+    PRIMARY KEY (payment, purchase_id)
 );
 CREATE INDEX purchase_payments_purchase_idx ON billing.purchase_payments (purchase_id);
-COMMENT ON TABLE billing.purchase_payments IS 'Which PaymentIntent or charge paid which purchase, learned from sessions, invoices (before basil), charges, invoice payments (basil and later) and retrieved invoices. A payment may be known before its purchase is. Privileged roles only.';
+COMMENT ON TABLE billing.purchase_payments IS 'Which PaymentIntent or charge paid which purchase (one payment may pay several invoices), learned from sessions, invoices (before basil), charges, invoice payments (basil and later), retrieved invoices and payment lookups. A payment may be known before its purchase is. Privileged roles only.';
 COMMENT ON COLUMN billing.purchase_payments.payment IS 'PaymentIntent (pi_...) or charge (ch_..., py_...) id.';
 COMMENT ON COLUMN billing.purchase_payments.purchase_id IS 'The Checkout Session or invoice it paid (not a foreign key: the purchase may arrive later).';
 COMMENT ON COLUMN billing.purchase_payments.created_at IS 'When the link was learned.';
+COMMENT ON COLUMN billing.purchase_payments.amount IS 'The part of the payment that paid this purchase (an invoice payment''s amount_paid), in the payment''s currency; NULL when the source did not say (then the payment paid the purchase alone).';
+
+-- Which invoices a PaymentIntent paid, asked of Stripe only when a refund or dispute names a
+-- payment that no purchase is linked to (basil invoice events name no payment).
+CREATE TABLE billing.payment_lookups (
+    payment text PRIMARY KEY CHECK (payment ~ '^pi_[A-Za-z0-9_]+$'),
+    invoices integer NOT NULL CHECK (invoices >= 0),
+    looked_up_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE billing.payment_lookups IS 'PaymentIntents whose invoice payments the worker listed (GET /v1/invoice_payments), so that a refund or dispute of a payment that paid none of ours waits only once. Privileged roles only.';
+COMMENT ON COLUMN billing.payment_lookups.payment IS 'The PaymentIntent looked up.';
+COMMENT ON COLUMN billing.payment_lookups.invoices IS 'How many paid invoices Stripe listed for it.';
+COMMENT ON COLUMN billing.payment_lookups.looked_up_at IS 'When the answer was stored.';
 
 -- What Stripe reported about payments, one row per object. A report of a further status (a final
 -- one above all) replaces the row whatever the order of arrival; among reports of equal rank the
@@ -245,6 +261,7 @@ COMMENT ON COLUMN billing.token_debt_settlements.created_at IS 'When.';
 -- One call per statement: each call rewrites the extension's catalog row.
 SELECT pg_catalog.pg_extension_config_dump('billing.purchases', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.purchase_payments', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.payment_lookups', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.stripe_charges', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.stripe_refunds', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.stripe_disputes', '');

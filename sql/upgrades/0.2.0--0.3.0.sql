@@ -48,7 +48,7 @@ COMMENT ON COLUMN billing.invoice_lines.period_start IS 'Start of the period the
 COMMENT ON COLUMN billing.invoice_lines.period_end IS 'End of the period the line bills.';
 COMMENT ON COLUMN billing.invoice_lines.retrieved_at IS 'When the worker retrieved it from Stripe.';
 SELECT pg_catalog.pg_extension_config_dump('billing.invoice_lines', '');
-COMMENT ON COLUMN billing.stripe_requests.kind IS 'checkout or portal (a user''s session), refresh (retrieve a subscription whose same-second events disagree, or an invoice''s payments) or line_items (retrieve what a Checkout Session sold, or every line of an invoice).';
+COMMENT ON COLUMN billing.stripe_requests.kind IS 'checkout or portal (a user''s session), refresh (retrieve a subscription whose same-second events disagree, an invoice''s payments, or the invoices a PaymentIntent paid when a refund or dispute needs them) or line_items (retrieve what a Checkout Session sold, or every line of an invoice).';
 -- A grant's lines may now wait for the worker (BL010), which needs the user.
 DROP FUNCTION billing._invoice_grants(jsonb);
 
@@ -121,8 +121,28 @@ ALTER TABLE billing.stripe_credit_notes ADD COLUMN post_payment_amount bigint;
 COMMENT ON COLUMN billing.stripe_credit_notes.post_payment_amount IS 'The part that was refunded, credited to the customer''s balance or credited outside Stripe (from 2025-05-28.basil; NULL before, when a post_payment credit note''s total is all post-payment).';
 COMMENT ON COLUMN billing.stripe_credit_notes.note_type IS 'pre_payment (lowers what is due; nothing was paid for it), post_payment, or mixed (from 2025-05-28.basil: part of each; only post_payment_amount gives money back).';
 COMMENT ON TABLE billing.stripe_credit_notes IS 'Credit notes as credit_note.* events reported them. An issued credit note gives back its post-payment part (a post_payment note''s total, a mixed note''s post_payment_amount); the part it refunded is already counted with the charge''s refunds. Privileged roles only.';
-COMMENT ON COLUMN billing.stripe_requests.kind IS 'checkout or portal (a user''s session), refresh (retrieve a subscription whose same-second events disagree, an invoice''s payments, or a credit note''s refund no event reported) or line_items (retrieve what a Checkout Session sold, or every line of an invoice).';
+COMMENT ON COLUMN billing.stripe_requests.kind IS 'checkout or portal (a user''s session), refresh (retrieve a subscription whose same-second events disagree, an invoice''s payments, a credit note''s refund no event reported, or the invoices a PaymentIntent paid when a refund or dispute needs them) or line_items (retrieve what a Checkout Session sold, or every line of an invoice).';
+
+-- One payment may pay several invoices (basil), each its own part of it, and a payment's
+-- invoices are looked up only when a refund or dispute needs them (issue 20).
+ALTER TABLE billing.purchase_payments DROP CONSTRAINT purchase_payments_pkey;
+ALTER TABLE billing.purchase_payments ADD COLUMN amount bigint CHECK (amount >= 0);
+ALTER TABLE billing.purchase_payments ADD PRIMARY KEY (payment, purchase_id);
+COMMENT ON TABLE billing.purchase_payments IS 'Which PaymentIntent or charge paid which purchase (one payment may pay several invoices), learned from sessions, invoices (before basil), charges, invoice payments (basil and later), retrieved invoices and payment lookups. A payment may be known before its purchase is. Privileged roles only.';
+COMMENT ON COLUMN billing.purchase_payments.amount IS 'The part of the payment that paid this purchase (an invoice payment''s amount_paid), in the payment''s currency; NULL when the source did not say (then the payment paid the purchase alone).';
+DROP FUNCTION billing._link_payment(text, text);
+CREATE TABLE billing.payment_lookups (
+    payment text PRIMARY KEY CHECK (payment ~ '^pi_[A-Za-z0-9_]+$'),
+    invoices integer NOT NULL CHECK (invoices >= 0),
+    looked_up_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE billing.payment_lookups IS 'PaymentIntents whose invoice payments the worker listed (GET /v1/invoice_payments), so that a refund or dispute of a payment that paid none of ours waits only once. Privileged roles only.';
+COMMENT ON COLUMN billing.payment_lookups.payment IS 'The PaymentIntent looked up.';
+COMMENT ON COLUMN billing.payment_lookups.invoices IS 'How many paid invoices Stripe listed for it.';
+COMMENT ON COLUMN billing.payment_lookups.looked_up_at IS 'When the answer was stored.';
+SELECT pg_catalog.pg_extension_config_dump('billing.payment_lookups', '');
 
 -- @replay
 
 SELECT billing._protect_table('billing.invoice_lines'::regclass, own_rows => false);
+SELECT billing._protect_table('billing.payment_lookups'::regclass, own_rows => false);

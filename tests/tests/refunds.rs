@@ -431,9 +431,23 @@ async fn a_refund_and_its_purchase_applied_at_the_same_moment_still_meet() {
         .await;
     let refunder = db.owner().await;
     refunder.batch_execute("BEGIN").await.unwrap();
-    // Only the refund object: it names no customer, so no customer lock orders the two.
+    // Only the refund object: it names no customer, so no customer lock orders the two. From
+    // basil a refund of a payment nothing links yet waits for the worker's lookup of the
+    // PaymentIntent (renewal_payment.rs); the answer (it paid no invoice) applies it, here in
+    // the same transaction.
     for e in of("refund.created") {
-        events::deliver(&refunder, &e).await.unwrap();
+        let answer = events::deliver(&refunder, &e).await.unwrap();
+        assert_eq!(answer["code"], "BL010", "{answer}");
+        let intent = e["data"]["object"]["payment_intent"].as_str().unwrap();
+        let none =
+            json!({"object": "list", "data": [], "has_more": false, "url": "/v1/invoice_payments"});
+        refunder
+            .execute(
+                "SELECT billing.store_invoice_payments($1, $2)",
+                &[&intent, &none],
+            )
+            .await
+            .unwrap();
     }
     let granter = db.owner().await;
     let session = pack.session.clone();

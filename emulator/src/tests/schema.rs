@@ -59,7 +59,10 @@ fn each_version_validates_with_its_own_schema() {
     let distinct: std::collections::BTreeSet<_> = operations.iter().collect();
     assert_eq!(distinct.len(), operations.len(), "one operation per route");
     for key in operations {
-        assert!(schemas.operation(Shape::V2023, key).is_some(), "{key}");
+        // Invoice payments are basil's: before, the URL is unknown (api.rs answers 404).
+        if key != "GET /v1/invoice_payments" {
+            assert!(schemas.operation(Shape::V2023, key).is_some(), "{key}");
+        }
         assert!(schemas.operation(Shape::Basil, key).is_some(), "{key}");
     }
 }

@@ -224,6 +224,20 @@ pub async fn serve_retrievals(owner: &Client, shop: &Shop) {
                 )
                 .await
                 .unwrap();
+        } else if object.starts_with("pi_") {
+            // A refund or dispute names a payment nothing links: which invoices it paid.
+            let list = shop
+                .get(&format!(
+                    "/v1/invoice_payments?payment[type]=payment_intent&payment[payment_intent]={object}&limit=100"
+                ))
+                .await;
+            owner
+                .execute(
+                    "SELECT billing.store_invoice_payments($1, $2)",
+                    &[&object, &list],
+                )
+                .await
+                .unwrap();
         } else {
             let path = if object.starts_with("in_") {
                 format!("/v1/invoices/{object}?expand[]=payments")

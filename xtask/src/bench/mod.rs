@@ -7,6 +7,7 @@ use tokio_postgres::Client;
 mod api;
 mod history;
 mod ledger;
+mod renewal;
 mod signature;
 mod webhook;
 mod worker;
@@ -28,6 +29,9 @@ pub async fn main(which: &[String]) {
     }
     if wants("worker") {
         worker::run().await;
+    }
+    if wants("renewal") {
+        renewal::run().await;
     }
     if wants("api") {
         api::run().await;

@@ -2,10 +2,13 @@
 //! - `refresh`: two reports of a subscription in the same second disagree, and the lifecycle
 //!   cannot order them; Stripe's current object, as of its answer's `Date`, is applied as the
 //!   newest report (`billing.ingest_retrieved`). Also an invoice with its payments (basil and
-//!   later send neither its PaymentIntent nor its charge with invoice events), so a refund or
-//!   dispute of that payment finds the tokens it bought. Also a credit note's refund whose
-//!   amount no event reported (`GET /v1/refunds/{id}`): before basil a credit note names its
-//!   refund without an amount, and before acacia Stripe sends no `refund.*` event for it;
+//!   later send neither its PaymentIntent nor its charge with invoice events), queued by 0.2.0.
+//!   Also a credit note's refund whose amount no event reported (`GET /v1/refunds/{id}`): before
+//!   basil a credit note names its refund without an amount, and before acacia Stripe sends no
+//!   `refund.*` event for it. And the invoices a PaymentIntent paid (`GET /v1/invoice_payments`),
+//!   asked only when a basil refund or dispute names a payment that no purchase is linked to,
+//!   never per renewal (`billing.store_invoice_payments` links them and applies the refund or
+//!   dispute that waited);
 //! - `line_items`: a session our checkout did not create sold something; webhooks do not carry
 //!   line items, so they are fetched (`billing.store_line_items`), which applies the event that
 //!   waited for them. Also every line of an invoice whose events carry one page of them
@@ -46,8 +49,12 @@ fn bounds<'a>(ctx: &'a Ctx, req: &Claimed) -> Bounds<'a> {
 
 /// `GET /v1/subscriptions/{id}`, applied as the authoritative state; or
 /// `GET /v1/invoices/{id}?expand[]=payments`, whose payments say which PaymentIntent paid it; or
-/// `GET /v1/refunds/{id}`, a credit note's refund with its real amount and status.
+/// `GET /v1/refunds/{id}`, a credit note's refund with its real amount and status; or for a
+/// PaymentIntent, [`invoice_payments`].
 pub async fn refresh(ctx: &Ctx, stripe: &Stripe, req: &Claimed) -> Result<Value, Outcome> {
+    if let Ok(id) = object_id(req, "pi_") {
+        return invoice_payments(ctx, stripe, req, id).await;
+    }
     let (path, query, id) = if let Ok(id) = object_id(req, "in_") {
         (
             format!("/v1/invoices/{id}"),
@@ -101,4 +108,33 @@ pub async fn line_items(ctx: &Ctx, stripe: &Stripe, req: &Claimed) -> Result<Val
     let row = conn.query_one(store, &[&id, &list]).await?;
     let applied: i32 = row.try_get(0).map_err(crate::db::DbError::from)?;
     Ok(json!({"object_id": id, "line_items": count, "events_applied": applied}))
+}
+
+/// `GET /v1/invoice_payments?payment[type]=payment_intent&payment[payment_intent]={id}`, every
+/// page: which invoices one PaymentIntent paid, and how much of it each (from basil one payment
+/// may pay several invoices). Stored for the refunds and disputes that waited for it.
+async fn invoice_payments(
+    ctx: &Ctx,
+    stripe: &Stripe,
+    req: &Claimed,
+    id: &str,
+) -> Result<Value, Outcome> {
+    let query = json!({"payment": {"type": "payment_intent", "payment_intent": id}});
+    let payments = stripe
+        .list("/v1/invoice_payments", &query, usize::MAX, || {
+            bounds(ctx, req)
+        })
+        .await?
+        .data;
+    let count = payments.len();
+    let list = json!({"object": "list", "data": payments});
+    let mut conn = ctx.db.get().await?;
+    let row = conn
+        .query_one(
+            "SELECT billing.store_invoice_payments($1, $2)",
+            &[&id, &list],
+        )
+        .await?;
+    let applied: i32 = row.try_get(0).map_err(crate::db::DbError::from)?;
+    Ok(json!({"object_id": id, "invoice_payments": count, "events_applied": applied}))
 }

@@ -159,7 +159,7 @@ CREATE TABLE billing.payment_lookups (
     invoices integer NOT NULL CHECK (invoices >= 0),
     looked_up_at timestamptz NOT NULL DEFAULT now()
 );
-COMMENT ON TABLE billing.payment_lookups IS 'PaymentIntents whose invoice payments the worker listed (GET /v1/invoice_payments), so that a refund or dispute of a payment that paid none of ours waits only once. Privileged roles only.';
+COMMENT ON TABLE billing.payment_lookups IS 'PaymentIntents whose invoice payments the worker listed (GET /v1/invoice_payments), so that a payment is looked up once, whatever its refunds and disputes. Privileged roles only.';
 COMMENT ON COLUMN billing.payment_lookups.payment IS 'The PaymentIntent looked up.';
 COMMENT ON COLUMN billing.payment_lookups.invoices IS 'How many paid invoices Stripe listed for it.';
 COMMENT ON COLUMN billing.payment_lookups.looked_up_at IS 'When the answer was stored.';
@@ -3051,8 +3051,6 @@ SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     p jsonb;
     paid integer := 0;
-    w record;
-    applied integer := 0;
 BEGIN
     IF payment_intent IS NULL OR payment_intent !~ '^pi_[A-Za-z0-9_]+$' THEN
         RAISE EXCEPTION 'payment_intent must be a PaymentIntent id (pi_...)' USING ERRCODE = 'invalid_parameter_value';
@@ -3061,6 +3059,8 @@ BEGIN
         RAISE EXCEPTION 'payments must be Stripe''s list object ({"object": "list", "data": [...]})'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- In the payment's lock, as every transaction that ties it to a purchase or reports its money.
+    PERFORM billing._lock_payment(payment_intent);
     -- Only what this PaymentIntent paid: a list that names another payment is a wrong answer.
     FOR p IN SELECT value FROM jsonb_array_elements(payments -> 'data') LOOP
         IF jsonb_typeof(p) <> 'object' OR billing._json_ref(p #> '{payment,payment_intent}') #>> '{}' IS DISTINCT FROM payment_intent THEN
@@ -3072,21 +3072,13 @@ BEGIN
     END LOOP;
     INSERT INTO billing.payment_lookups AS l (payment, invoices) VALUES (store_invoice_payments.payment_intent, paid)
     ON CONFLICT (payment) DO UPDATE SET invoices = excluded.invoices, looked_up_at = now();
-    -- The refunds and disputes of this payment that waited for the answer (they name no
-    -- customer; their payment is in the stored payload), in Stripe's order; each applies and
-    -- settles every purchase it finds.
-    FOR w IN SELECT e.id FROM billing.stripe_events e
-             WHERE e.processed_at IS NULL AND e.error_code = 'BL010'
-               AND e.payload -> 'data' -> 'object' ->> 'payment_intent' = store_invoice_payments.payment_intent
-             ORDER BY e.created, e.received_at LOOP
-        IF (billing._apply_stored_event(w.id)).applied THEN
-            applied := applied + 1;
-        END IF;
-    END LOOP;
-    RETURN applied;
+    -- What the payment's refunds and disputes, recorded before anything named their purchases,
+    -- take from the purchases it paid.
+    PERFORM billing._settle_payment(NULL, payment_intent, format('payments of %s looked up', payment_intent), NULL);
+    RETURN paid;
 END
 $$;
-COMMENT ON FUNCTION billing.store_invoice_payments(text, jsonb) IS 'Worker: stores which invoices a PaymentIntent paid (Stripe''s list of its invoice payments, GET /v1/invoice_payments, all pages), so refunds and disputes find the purchases, and applies the events that waited for it; returns how many applied.';
+COMMENT ON FUNCTION billing.store_invoice_payments(text, jsonb) IS 'Worker: stores which invoices a PaymentIntent paid (Stripe''s list of its invoice payments, GET /v1/invoice_payments, all pages), so its refunds and disputes find the purchases, and settles those purchases; returns how many invoices it paid.';
 
 CREATE OR REPLACE FUNCTION billing.reprocess_events(max_events integer DEFAULT 1000,
                                                     include_waiting boolean DEFAULT false) RETURNS jsonb
@@ -3766,7 +3758,7 @@ BEGIN
     IF recorded THEN
         -- Which payment paid the invoice: before basil the invoice says; from basil on only its
         -- payments do, which invoice events do not carry. Then invoice_payment.paid says, or, when
-        -- a refund or dispute needs it, the worker asks (_await_payment_lookup): no Stripe call per
+        -- a refund or dispute needs it, the worker asks (_ask_payment_lookup): no Stripe call per
         -- renewal.
         PERFORM billing._link_payments(inv ->> 'id', inv ->> 'payment_intent', inv ->> 'charge');
         PERFORM billing._settle_purchase(inv ->> 'id', format('payment of invoice %s', inv ->> 'id'), ev ->> 'id');
@@ -3801,7 +3793,7 @@ COMMENT ON FUNCTION billing._apply_customer(jsonb) IS 'Internal: customer.delete
 -- payments. Each records the report (the newest, or the further status, wins), learns which
 -- purchase a payment paid, and settles that purchase (sql/payments/functions.sql). A report that
 -- arrives before its purchase is settled when the purchase is; only a basil refund or dispute of a
--- payment nothing links waits, for the worker's lookup of that payment (_await_payment_lookup).
+-- payment nothing links asks the worker to look that payment up (_ask_payment_lookup).
 
 -- How far along a status is (a further status replaces the row whatever the order of arrival).
 CREATE OR REPLACE FUNCTION billing._money_status_rank(object_type text, status text) RETURNS smallint
@@ -3869,7 +3861,7 @@ BEGIN
         UPDATE billing.stripe_refunds s SET ended_at = least(s.ended_at, billing._unix_time(ev -> 'created'))
         WHERE s.id = r ->> 'id';
     END IF;
-    PERFORM billing._await_payment_lookup(ev);
+    PERFORM billing._ask_payment_lookup(ev);
     PERFORM billing._settle_payment(r ->> 'charge', r ->> 'payment_intent',
         format('refund %s of %s: %s', r ->> 'id', coalesce(r ->> 'charge', r ->> 'payment_intent'), r ->> 'status'),
         ev ->> 'id');
@@ -3893,7 +3885,7 @@ BEGIN
         reported_at = excluded.reported_at, charge = coalesce(s.charge, excluded.charge),
         payment_intent = coalesce(s.payment_intent, excluded.payment_intent), updated_at = now()
     WHERE (excluded.status_rank, excluded.reported_at) >= (s.status_rank, s.reported_at);
-    PERFORM billing._await_payment_lookup(ev);
+    PERFORM billing._ask_payment_lookup(ev);
     PERFORM billing._settle_payment(d ->> 'charge', d ->> 'payment_intent',
         format('dispute %s of %s: %s', d ->> 'id', coalesce(d ->> 'charge', d ->> 'payment_intent'), d ->> 'status'),
         ev ->> 'id');
@@ -3963,12 +3955,14 @@ $$;
 COMMENT ON FUNCTION billing._link_invoice_payment(jsonb) IS 'Internal: links the PaymentIntent or charge of an invoice payment to its invoice with its amount_paid; true when anything is new.';
 
 -- From basil on invoice events name no payment, so a refund or dispute of a payment no purchase
--- is linked to may be of a renewal whose invoice_payment.paid the endpoint does not receive. It
--- waits (BL010) while the worker lists the PaymentIntent's invoice payments, once per payment
--- (billing.store_invoice_payments); the answer links it and applies the waiting events. Asked
--- only here, where the money goes back, never per renewal. Before basil invoices and charges
--- name their payments, so there is nothing to ask.
-CREATE OR REPLACE FUNCTION billing._await_payment_lookup(ev jsonb) RETURNS void
+-- is linked to may be of a renewal whose invoice_payment.paid the endpoint does not receive. The
+-- worker then lists the PaymentIntent's invoice payments, once per payment
+-- (billing.store_invoice_payments), and the answer links them and settles what they paid. The
+-- refund or dispute itself does not wait: it is recorded like any report that arrives before
+-- its purchase, and counts the moment a link names the purchase. Asked only here, where the
+-- money goes back, never per renewal. Before basil invoices and charges name their payments, so
+-- there is nothing to ask.
+CREATE OR REPLACE FUNCTION billing._ask_payment_lookup(ev jsonb) RETURNS void
 LANGUAGE plpgsql
 AS $$
 DECLARE
@@ -3979,15 +3973,12 @@ BEGIN
        OR EXISTS (SELECT FROM billing.payment_lookups l WHERE l.payment = intent) THEN
         RETURN;
     END IF;
-    RAISE EXCEPTION 'which invoices % paid is being retrieved from Stripe', intent
-        USING ERRCODE = 'BL010',
-              -- The request is nobody's: its user is derived from the payment, so lookups of
-              -- different payments run side by side and no user's own requests wait for them.
-              DETAIL = jsonb_build_object('kind', 'refresh', 'user_id', md5('billing.payment:' || intent)::uuid,
-                                          'object_id', intent)::text;
+    -- The request is nobody's: its user is derived from the payment, so lookups of different
+    -- payments run side by side and no user's own requests wait for them.
+    PERFORM billing._request_retrieval('refresh', md5('billing.payment:' || intent)::uuid, intent);
 END
 $$;
-COMMENT ON FUNCTION billing._await_payment_lookup(jsonb) IS 'Internal: BL010 for a basil refund or dispute of a PaymentIntent that no purchase is linked to and that was never looked up, queuing the worker''s list of its invoice payments.';
+COMMENT ON FUNCTION billing._ask_payment_lookup(jsonb) IS 'Internal: for a basil refund or dispute of a PaymentIntent that no purchase is linked to and that was never looked up, queues the worker''s list of its invoice payments (the event itself applies at once).';
 
 CREATE OR REPLACE FUNCTION billing._apply_retrieved_invoice(ev jsonb) RETURNS void
 LANGUAGE plpgsql

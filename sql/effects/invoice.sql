@@ -276,7 +276,7 @@ BEGIN
     IF recorded THEN
         -- Which payment paid the invoice: before basil the invoice says; from basil on only its
         -- payments do, which invoice events do not carry. Then invoice_payment.paid says, or, when
-        -- a refund or dispute needs it, the worker asks (_await_payment_lookup): no Stripe call per
+        -- a refund or dispute needs it, the worker asks (_ask_payment_lookup): no Stripe call per
         -- renewal.
         PERFORM billing._link_payments(inv ->> 'id', inv ->> 'payment_intent', inv ->> 'charge');
         PERFORM billing._settle_purchase(inv ->> 'id', format('payment of invoice %s', inv ->> 'id'), ev ->> 'id');

@@ -3,7 +3,7 @@
 -- payments. Each records the report (the newest, or the further status, wins), learns which
 -- purchase a payment paid, and settles that purchase (sql/payments/functions.sql). A report that
 -- arrives before its purchase is settled when the purchase is; only a basil refund or dispute of a
--- payment nothing links waits, for the worker's lookup of that payment (_await_payment_lookup).
+-- payment nothing links asks the worker to look that payment up (_ask_payment_lookup).
 
 -- How far along a status is (a further status replaces the row whatever the order of arrival).
 CREATE OR REPLACE FUNCTION billing._money_status_rank(object_type text, status text) RETURNS smallint
@@ -71,7 +71,7 @@ BEGIN
         UPDATE billing.stripe_refunds s SET ended_at = least(s.ended_at, billing._unix_time(ev -> 'created'))
         WHERE s.id = r ->> 'id';
     END IF;
-    PERFORM billing._await_payment_lookup(ev);
+    PERFORM billing._ask_payment_lookup(ev);
     PERFORM billing._settle_payment(r ->> 'charge', r ->> 'payment_intent',
         format('refund %s of %s: %s', r ->> 'id', coalesce(r ->> 'charge', r ->> 'payment_intent'), r ->> 'status'),
         ev ->> 'id');
@@ -95,7 +95,7 @@ BEGIN
         reported_at = excluded.reported_at, charge = coalesce(s.charge, excluded.charge),
         payment_intent = coalesce(s.payment_intent, excluded.payment_intent), updated_at = now()
     WHERE (excluded.status_rank, excluded.reported_at) >= (s.status_rank, s.reported_at);
-    PERFORM billing._await_payment_lookup(ev);
+    PERFORM billing._ask_payment_lookup(ev);
     PERFORM billing._settle_payment(d ->> 'charge', d ->> 'payment_intent',
         format('dispute %s of %s: %s', d ->> 'id', coalesce(d ->> 'charge', d ->> 'payment_intent'), d ->> 'status'),
         ev ->> 'id');
@@ -165,12 +165,14 @@ $$;
 COMMENT ON FUNCTION billing._link_invoice_payment(jsonb) IS 'Internal: links the PaymentIntent or charge of an invoice payment to its invoice with its amount_paid; true when anything is new.';
 
 -- From basil on invoice events name no payment, so a refund or dispute of a payment no purchase
--- is linked to may be of a renewal whose invoice_payment.paid the endpoint does not receive. It
--- waits (BL010) while the worker lists the PaymentIntent's invoice payments, once per payment
--- (billing.store_invoice_payments); the answer links it and applies the waiting events. Asked
--- only here, where the money goes back, never per renewal. Before basil invoices and charges
--- name their payments, so there is nothing to ask.
-CREATE OR REPLACE FUNCTION billing._await_payment_lookup(ev jsonb) RETURNS void
+-- is linked to may be of a renewal whose invoice_payment.paid the endpoint does not receive. The
+-- worker then lists the PaymentIntent's invoice payments, once per payment
+-- (billing.store_invoice_payments), and the answer links them and settles what they paid. The
+-- refund or dispute itself does not wait: it is recorded like any report that arrives before
+-- its purchase, and counts the moment a link names the purchase. Asked only here, where the
+-- money goes back, never per renewal. Before basil invoices and charges name their payments, so
+-- there is nothing to ask.
+CREATE OR REPLACE FUNCTION billing._ask_payment_lookup(ev jsonb) RETURNS void
 LANGUAGE plpgsql
 AS $$
 DECLARE
@@ -181,15 +183,12 @@ BEGIN
        OR EXISTS (SELECT FROM billing.payment_lookups l WHERE l.payment = intent) THEN
         RETURN;
     END IF;
-    RAISE EXCEPTION 'which invoices % paid is being retrieved from Stripe', intent
-        USING ERRCODE = 'BL010',
-              -- The request is nobody's: its user is derived from the payment, so lookups of
-              -- different payments run side by side and no user's own requests wait for them.
-              DETAIL = jsonb_build_object('kind', 'refresh', 'user_id', md5('billing.payment:' || intent)::uuid,
-                                          'object_id', intent)::text;
+    -- The request is nobody's: its user is derived from the payment, so lookups of different
+    -- payments run side by side and no user's own requests wait for them.
+    PERFORM billing._request_retrieval('refresh', md5('billing.payment:' || intent)::uuid, intent);
 END
 $$;
-COMMENT ON FUNCTION billing._await_payment_lookup(jsonb) IS 'Internal: BL010 for a basil refund or dispute of a PaymentIntent that no purchase is linked to and that was never looked up, queuing the worker''s list of its invoice payments.';
+COMMENT ON FUNCTION billing._ask_payment_lookup(jsonb) IS 'Internal: for a basil refund or dispute of a PaymentIntent that no purchase is linked to and that was never looked up, queues the worker''s list of its invoice payments (the event itself applies at once).';
 
 CREATE OR REPLACE FUNCTION billing._apply_retrieved_invoice(ev jsonb) RETURNS void
 LANGUAGE plpgsql

@@ -342,8 +342,6 @@ SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     p jsonb;
     paid integer := 0;
-    w record;
-    applied integer := 0;
 BEGIN
     IF payment_intent IS NULL OR payment_intent !~ '^pi_[A-Za-z0-9_]+$' THEN
         RAISE EXCEPTION 'payment_intent must be a PaymentIntent id (pi_...)' USING ERRCODE = 'invalid_parameter_value';
@@ -352,6 +350,8 @@ BEGIN
         RAISE EXCEPTION 'payments must be Stripe''s list object ({"object": "list", "data": [...]})'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- In the payment's lock, as every transaction that ties it to a purchase or reports its money.
+    PERFORM billing._lock_payment(payment_intent);
     -- Only what this PaymentIntent paid: a list that names another payment is a wrong answer.
     FOR p IN SELECT value FROM jsonb_array_elements(payments -> 'data') LOOP
         IF jsonb_typeof(p) <> 'object' OR billing._json_ref(p #> '{payment,payment_intent}') #>> '{}' IS DISTINCT FROM payment_intent THEN
@@ -363,21 +363,13 @@ BEGIN
     END LOOP;
     INSERT INTO billing.payment_lookups AS l (payment, invoices) VALUES (store_invoice_payments.payment_intent, paid)
     ON CONFLICT (payment) DO UPDATE SET invoices = excluded.invoices, looked_up_at = now();
-    -- The refunds and disputes of this payment that waited for the answer (they name no
-    -- customer; their payment is in the stored payload), in Stripe's order; each applies and
-    -- settles every purchase it finds.
-    FOR w IN SELECT e.id FROM billing.stripe_events e
-             WHERE e.processed_at IS NULL AND e.error_code = 'BL010'
-               AND e.payload -> 'data' -> 'object' ->> 'payment_intent' = store_invoice_payments.payment_intent
-             ORDER BY e.created, e.received_at LOOP
-        IF (billing._apply_stored_event(w.id)).applied THEN
-            applied := applied + 1;
-        END IF;
-    END LOOP;
-    RETURN applied;
+    -- What the payment's refunds and disputes, recorded before anything named their purchases,
+    -- take from the purchases it paid.
+    PERFORM billing._settle_payment(NULL, payment_intent, format('payments of %s looked up', payment_intent), NULL);
+    RETURN paid;
 END
 $$;
-COMMENT ON FUNCTION billing.store_invoice_payments(text, jsonb) IS 'Worker: stores which invoices a PaymentIntent paid (Stripe''s list of its invoice payments, GET /v1/invoice_payments, all pages), so refunds and disputes find the purchases, and applies the events that waited for it; returns how many applied.';
+COMMENT ON FUNCTION billing.store_invoice_payments(text, jsonb) IS 'Worker: stores which invoices a PaymentIntent paid (Stripe''s list of its invoice payments, GET /v1/invoice_payments, all pages), so its refunds and disputes find the purchases, and settles those purchases; returns how many invoices it paid.';
 
 CREATE OR REPLACE FUNCTION billing.reprocess_events(max_events integer DEFAULT 1000,
                                                     include_waiting boolean DEFAULT false) RETURNS jsonb

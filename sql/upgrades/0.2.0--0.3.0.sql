@@ -136,7 +136,7 @@ CREATE TABLE billing.payment_lookups (
     invoices integer NOT NULL CHECK (invoices >= 0),
     looked_up_at timestamptz NOT NULL DEFAULT now()
 );
-COMMENT ON TABLE billing.payment_lookups IS 'PaymentIntents whose invoice payments the worker listed (GET /v1/invoice_payments), so that a refund or dispute of a payment that paid none of ours waits only once. Privileged roles only.';
+COMMENT ON TABLE billing.payment_lookups IS 'PaymentIntents whose invoice payments the worker listed (GET /v1/invoice_payments), so that a payment is looked up once, whatever its refunds and disputes. Privileged roles only.';
 COMMENT ON COLUMN billing.payment_lookups.payment IS 'The PaymentIntent looked up.';
 COMMENT ON COLUMN billing.payment_lookups.invoices IS 'How many paid invoices Stripe listed for it.';
 COMMENT ON COLUMN billing.payment_lookups.looked_up_at IS 'When the answer was stored.';

@@ -120,8 +120,8 @@ async fn basil_renewals_cost_no_call_and_their_refunds_still_take_tokens() {
         "no retrieval per renewal"
     );
 
-    // A refund of the last renewal waits while the worker lists its PaymentIntent's invoice
-    // payments, then takes its share: 1000 of 2000 is half of the renewal's 1000 tokens.
+    // A refund of the last renewal asks the worker to list its PaymentIntent's invoice
+    // payments, and takes its share with the answer: 1000 of 2000 is half of the renewal's 1000 tokens.
     let invoice = get(&emulator, &format!("/v1/subscriptions/{sub}")).await["latest_invoice"]
         .as_str()
         .unwrap()

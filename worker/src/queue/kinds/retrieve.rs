@@ -7,8 +7,8 @@
 //!   basil a credit note names its refund without an amount, and before acacia Stripe sends no
 //!   `refund.*` event for it. And the invoices a PaymentIntent paid (`GET /v1/invoice_payments`),
 //!   asked only when a basil refund or dispute names a payment that no purchase is linked to,
-//!   never per renewal (`billing.store_invoice_payments` links them and applies the refund or
-//!   dispute that waited);
+//!   never per renewal (`billing.store_invoice_payments` links them and settles what the
+//!   payment's recorded refunds and disputes take);
 //! - `line_items`: a session our checkout did not create sold something; webhooks do not carry
 //!   line items, so they are fetched (`billing.store_line_items`), which applies the event that
 //!   waited for them. Also every line of an invoice whose events carry one page of them

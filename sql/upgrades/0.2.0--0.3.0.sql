@@ -115,6 +115,30 @@ COMMENT ON COLUMN billing.token_reversals.spend_id IS 'revoke and downgrade: the
 COMMENT ON COLUMN billing.config.free_invoice_tokens IS 'What a paid invoice whose total is 0 (a trial, a 100%-off coupon) grants: plan = the plan''s allowance as if paid, none = nothing; NULL = plan. An invoice the customer''s credit balance paid (amount_paid 0, total above 0) is paid, not free; a downgrade''s take-back happens either way.';
 COMMENT ON COLUMN billing.config.debt_policy IS 'What happens to tokens a refund, dispute, credit note or downgrade takes back after they were spent: collect = recorded as a debt that later grants pay off first, write_off = recorded and written off at once; NULL = collect.';
 
+-- Each price's amount, synced from Stripe (proration lines are valued against it; the public
+-- catalog shows it).
+CREATE TABLE billing.prices (
+    stripe_price_id text PRIMARY KEY CHECK (length(stripe_price_id) BETWEEN 1 AND 255),
+    unit_amount numeric CHECK (unit_amount >= 0),
+    currency text CHECK (currency ~ '^[a-z]{3}$'),
+    recurring_interval text CHECK (recurring_interval IN ('day', 'week', 'month', 'year')),
+    interval_count integer CHECK (interval_count > 0),
+    active boolean,
+    synced_at timestamptz NOT NULL
+);
+COMMENT ON TABLE billing.prices IS 'Stripe''s public fields of each price, synced from its price.created and price.updated events and from the worker''s retrieval (GET /v1/prices/{id}) when an invoice needs an amount the table lacks. Privileged roles only; billing.public_catalog shows the catalog''s prices to anyone.';
+COMMENT ON COLUMN billing.prices.stripe_price_id IS 'The Stripe price (price_...).';
+COMMENT ON COLUMN billing.prices.unit_amount IS 'The price in the currency''s smallest unit (cents), from Stripe''s unit_amount_decimal (fractions of a cent kept); NULL for a price without one (tiered, customer-chosen amounts).';
+COMMENT ON COLUMN billing.prices.currency IS 'Three-letter ISO currency code, lower case, as Stripe sends it.';
+COMMENT ON COLUMN billing.prices.recurring_interval IS 'recurring.interval: day, week, month or year; NULL for a one-time price.';
+COMMENT ON COLUMN billing.prices.interval_count IS 'recurring.interval_count: how many intervals one billing period is; NULL for a one-time price.';
+COMMENT ON COLUMN billing.prices.active IS 'Whether Stripe lets the price be used for new purchases.';
+COMMENT ON COLUMN billing.prices.synced_at IS 'As of when Stripe said so: the event''s created time, or the retrieval''s answer time; an older report never overwrites a newer one.';
+
+SELECT pg_catalog.pg_extension_config_dump('billing.prices', '');
+COMMENT ON COLUMN billing.stripe_requests.kind IS 'checkout or portal (a user''s session), refresh (retrieve a subscription whose same-second events disagree, an invoice''s payments, or a price whose amount the catalog lacks) or line_items (retrieve what a Checkout Session sold, or every line of an invoice).';
+
 -- @replay
 
 SELECT billing._protect_table('billing.invoice_lines'::regclass, own_rows => false);
+SELECT billing._protect_table('billing.prices'::regclass, own_rows => false);

@@ -17,15 +17,38 @@ use tokio_postgres::Client;
 const SMALL: (&str, i64) = ("price_small", 1000);
 const BIG: (&str, i64) = ("price_big", 10000);
 
-async fn catalog(owner: &Client) {
+/// A plan on a tiered price: Stripe's Price has no unit amount.
+const TIERED: (&str, i64) = ("price_tiered", 0);
+
+async fn plans(owner: &Client) {
     owner
         .batch_execute(
             "INSERT INTO billing.plans (id, stripe_price_id, name, kind, monthly_tokens) VALUES
                  ('small', 'price_small', 'Small', 'subscription', 100),
-                 ('big', 'price_big', 'Big', 'subscription', 1000);",
+                 ('big', 'price_big', 'Big', 'subscription', 1000),
+                 ('tiered', 'price_tiered', 'Tiered', 'subscription', 1000);",
         )
         .await
         .unwrap();
+}
+
+/// The plans, and their prices' amounts as Stripe's price.created events report them.
+async fn catalog(owner: &Client) {
+    plans(owner).await;
+    let at = unix_now() - 90 * DAY;
+    for (id, unit) in [
+        (SMALL.0, Some(SMALL.1)),
+        (BIG.0, Some(BIG.1)),
+        (TIERED.0, None),
+    ] {
+        let ev = events::event(
+            Shape::Basil,
+            "price.created",
+            at,
+            events::price(id, unit, at),
+        );
+        deliver(owner, &ev).await;
+    }
 }
 
 /// One line: (price, unit amount or None for a price without one, amount, proration, period).
@@ -228,8 +251,9 @@ async fn an_upgrade_grants_the_share_of_the_plan_its_money_bought() {
             .get(0);
         assert_eq!(key, format!("{id}:upgrade"));
         assert_eq!(balance(&owner, &s).await, 370, "{shape:?}");
-        // A plan without a unit amount (a tiered price) on an always_invoice invoice: no
-        // period line on it tells how long its period is, so its line is worth nothing.
+        // A plan without a unit amount (a tiered price, as the catalog's synced price says)
+        // on an always_invoice invoice: no period line on it tells how long its period is, so
+        // its line is worth nothing.
         let t = Subscriber::new(shape);
         let (_, first) = invoice(
             &t,
@@ -250,7 +274,7 @@ async fn an_upgrade_grants_the_share_of_the_plan_its_money_bought() {
             None,
             &[
                 (SMALL, Some(SMALL.1), -300, true, rest),
-                (BIG, None, 3000, true, rest),
+                (TIERED, None, 3000, true, rest),
             ],
         );
         deliver(&owner, &u).await;
@@ -465,9 +489,9 @@ async fn create_prorations_net_on_the_renewal_beside_the_new_period() {
         deliver(&owner, &renewal).await;
         assert_eq!(balance(&owner, &t).await, 1000 + 100 - 270, "{shape:?}");
         assert_eq!(take_backs(&owner, &t).await, vec![(270, 270, 0, 0)]);
-        // Prices without a unit amount (tiered): a proration line of a price the invoice also
-        // bills a period of is worth its share of that period (9 of 30 days); one whose price
-        // has no period line here is worth nothing.
+        // A price without a unit amount (tiered, as its synced Price says): a proration line
+        // of a price the invoice also bills a period of is worth its share of that period (9
+        // of 30 days of 1000 tokens); Small's credit is valued by its amount (30 tokens).
         let u = on_small(&owner, shape, p).await;
         let (_, renewal) = invoice(
             &u,
@@ -475,13 +499,13 @@ async fn create_prorations_net_on_the_renewal_beside_the_new_period() {
             "subscription_cycle",
             None,
             &[
-                (SMALL, None, -300, true, changed),
-                (BIG, None, 3000, true, changed),
-                (BIG, None, BIG.1, false, p2),
+                (SMALL, Some(SMALL.1), -300, true, changed),
+                (TIERED, None, 3000, true, changed),
+                (TIERED, None, 10000, false, p2),
             ],
         );
         deliver(&owner, &renewal).await;
-        assert_eq!(balance(&owner, &u).await, 100 + 1000 + 300, "{shape:?}");
+        assert_eq!(balance(&owner, &u).await, 100 + 1000 + 300 - 30, "{shape:?}");
     }
 }
 
@@ -547,4 +571,132 @@ async fn with_revocation_scope_grant_a_downgrade_takes_only_from_the_subscriptio
         (balance(&owner, &s).await, debt(&owner, &s).await),
         (1000, 0)
     );
+}
+
+/// (error code, error) of the event `id`, NULLs once applied.
+async fn outcome(owner: &Client, id: &str) -> (Option<String>, Option<String>) {
+    let r = owner
+        .query_one(
+            "SELECT error_code, error FROM billing.stripe_events WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    (r.get(0), r.get(1))
+}
+
+/// The prices the worker is asked to retrieve.
+async fn price_retrievals(owner: &Client) -> Vec<String> {
+    owner
+        .query(
+            "SELECT params ->> 'object_id' FROM billing.stripe_requests
+             WHERE kind = 'refresh' AND params ->> 'object_id' LIKE 'price%' ORDER BY created_at, id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_basil_upgrade_is_valued_against_the_catalogs_synced_price() {
+    let (_db, owner) = setup().await;
+    plans(&owner).await;
+    // Basil's proration lines say pricing.unit_amount_decimal null (as Stripe's do), and the
+    // catalog has no amounts yet: the invoice waits for them instead of granting nothing.
+    let p = period(unix_now() - 21 * DAY, 30);
+    let s = on_small(&owner, Shape::Basil, p).await;
+    let (_, u) = up(&s, p, 9 * DAY);
+    let lines = &u["data"]["object"]["lines"]["data"];
+    assert_eq!(lines[0]["pricing"]["unit_amount_decimal"], Value::Null);
+    assert_eq!(lines[1]["pricing"]["unit_amount_decimal"], Value::Null);
+    let event = u["id"].as_str().unwrap().to_string();
+    deliver(&owner, &u).await;
+    assert_eq!(balance(&owner, &s).await, 100);
+    assert_eq!(
+        outcome(&owner, &event).await,
+        (
+            Some("BL010".into()),
+            Some("waiting for the price price_small from Stripe".into())
+        )
+    );
+    assert_eq!(price_retrievals(&owner).await, vec!["price_small"]);
+    // Small's price.created arrives: the invoice tries again and waits for Big's amount.
+    let at = unix_now() - 30 * DAY;
+    deliver(
+        &owner,
+        &events::event(
+            Shape::Basil,
+            "price.created",
+            at,
+            events::price(SMALL.0, Some(SMALL.1), at),
+        ),
+    )
+    .await;
+    assert_eq!(outcome(&owner, &event).await.0.as_deref(), Some("BL010"));
+    assert_eq!(
+        price_retrievals(&owner).await,
+        vec!["price_small", "price_big"]
+    );
+    // The worker's retrieval of Big's price (GET /v1/prices/{id}) applies it: 300 - 30 tokens.
+    let applied: i32 = owner
+        .query_one(
+            "SELECT billing.store_price($1, now())",
+            &[&events::price(BIG.0, Some(BIG.1), at)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(applied, 1);
+    assert_eq!(outcome(&owner, &event).await, (None, None));
+    assert_eq!(balance(&owner, &s).await, 370);
+    let synced: Vec<(String, Option<String>, String, String, i32)> = owner
+        .query(
+            "SELECT stripe_price_id, unit_amount::text, currency, recurring_interval, interval_count
+             FROM billing.prices WHERE stripe_price_id IN ('price_small', 'price_big') ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect();
+    assert_eq!(
+        synced,
+        vec![
+            (
+                "price_big".into(),
+                Some("10000".into()),
+                "usd".into(),
+                "month".into(),
+                1
+            ),
+            (
+                "price_small".into(),
+                Some("1000".into()),
+                "usd".into(),
+                "month".into(),
+                1
+            ),
+        ]
+    );
+    // An older report of a price never overwrites a newer one.
+    let mut old = events::price(SMALL.0, Some(SMALL.1), at);
+    old["active"] = json!(false);
+    deliver(
+        &owner,
+        &events::event(Shape::Basil, "price.updated", at - 60, old),
+    )
+    .await;
+    let active: bool = owner
+        .query_one(
+            "SELECT active FROM billing.prices WHERE stripe_price_id = 'price_small'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(active);
 }

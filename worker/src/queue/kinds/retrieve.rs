@@ -3,7 +3,8 @@
 //!   cannot order them; Stripe's current object, as of its answer's `Date`, is applied as the
 //!   newest report (`billing.ingest_retrieved`). Also an invoice with its payments (basil and
 //!   later send neither its PaymentIntent nor its charge with invoice events), so a refund or
-//!   dispute of that payment finds the tokens it bought;
+//!   dispute of that payment finds the tokens it bought. Also a price whose amount the catalog
+//!   lacks (basil's proration lines carry none), stored by `billing.store_price`;
 //! - `line_items`: a session our checkout did not create sold something; webhooks do not carry
 //!   line items, so they are fetched (`billing.store_line_items`), which applies the event that
 //!   waited for them. Also every line of an invoice whose events carry one page of them
@@ -43,8 +44,12 @@ fn bounds<'a>(ctx: &'a Ctx, req: &Claimed) -> Bounds<'a> {
 }
 
 /// `GET /v1/subscriptions/{id}`, applied as the authoritative state; or
-/// `GET /v1/invoices/{id}?expand[]=payments`, whose payments say which PaymentIntent paid it.
+/// `GET /v1/invoices/{id}?expand[]=payments`, whose payments say which PaymentIntent paid it;
+/// or `GET /v1/prices/{id}`, a price whose amount an invoice's prorations are valued against.
 pub async fn refresh(ctx: &Ctx, stripe: &Stripe, req: &Claimed) -> Result<Value, Outcome> {
+    if let Ok(id) = object_id(req, "price_") {
+        return price(ctx, stripe, req, id).await;
+    }
     let (path, query, id) = match object_id(req, "in_") {
         Ok(id) => (
             format!("/v1/invoices/{id}"),
@@ -67,6 +72,20 @@ pub async fn refresh(ctx: &Ctx, stripe: &Stripe, req: &Claimed) -> Result<Value,
         .await?;
     let applied: Value = row.try_get(0).map_err(crate::db::DbError::from)?;
     Ok(json!({"object_id": id, "applied": applied}))
+}
+
+/// `GET /v1/prices/{id}` into the catalog's `billing.prices`, as of the answer's `Date`.
+async fn price(ctx: &Ctx, stripe: &Stripe, req: &Claimed, id: &str) -> Result<Value, Outcome> {
+    let answer = stripe
+        .get(&format!("/v1/prices/{id}"), &json!({}), bounds(ctx, req))
+        .await?;
+    let at = answer.date.unwrap_or_else(std::time::SystemTime::now);
+    let mut conn = ctx.db.get().await?;
+    let row = conn
+        .query_one("SELECT billing.store_price($1, $2)", &[&answer.object, &at])
+        .await?;
+    let applied: i32 = row.try_get(0).map_err(crate::db::DbError::from)?;
+    Ok(json!({"object_id": id, "events_applied": applied}))
 }
 
 /// `GET /v1/checkout/sessions/{id}/line_items` or `GET /v1/invoices/{id}/lines`, every page,

@@ -147,7 +147,12 @@ async fn update_price(State(app): AppState, Path(id): Path<String>, body: Bytes)
         let was = p.active;
         p.active = active;
         let price = c.render(s, |r| r.price(&id));
-        let event = c.emit(s, "price.updated", price.clone(), Some(&json!({"active": was})));
+        let event = c.emit(
+            s,
+            "price.updated",
+            price.clone(),
+            Some(&json!({"active": was})),
+        );
         Ok((price, vec![event]))
     })
     .await

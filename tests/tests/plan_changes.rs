@@ -505,7 +505,11 @@ async fn create_prorations_net_on_the_renewal_beside_the_new_period() {
             ],
         );
         deliver(&owner, &renewal).await;
-        assert_eq!(balance(&owner, &u).await, 100 + 1000 + 300 - 30, "{shape:?}");
+        assert_eq!(
+            balance(&owner, &u).await,
+            100 + 1000 + 300 - 30,
+            "{shape:?}"
+        );
     }
 }
 

@@ -38,4 +38,7 @@ pub const APPLIED_TYPES: &[&str] = &[
     "credit_note.updated",
     "credit_note.voided",
     "invoice_payment.paid",
+    // A price's amount, currency and interval, for the catalog (billing.prices).
+    "price.created",
+    "price.updated",
 ];

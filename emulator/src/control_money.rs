@@ -138,19 +138,30 @@ async fn add_endpoint(State(app): AppState, body: Bytes) -> Response {
 }
 
 /// `{"active": bool}`: archives a catalog price or brings it back.
+/// Archives or restores a price as the Dashboard does, and sends `price.updated` with the
+/// price as it is now and the old `active` in `previous_attributes`
+/// (https://docs.stripe.com/api/events/types, `price.updated`).
 async fn update_price(State(app): AppState, Path(id): Path<String>, body: Bytes) -> Response {
     let a = args_or_400!(body);
     let Some(active) = a["active"].as_bool() else {
         return error(StatusCode::BAD_REQUEST, "active (boolean) is required");
     };
-    let mut store = app.lock();
-    match store.prices.get_mut(&id) {
-        Some(p) => {
-            p.active = active;
-            Json(json!({"id": id, "active": active})).into_response()
-        }
-        None => error(StatusCode::NOT_FOUND, format!("No such price: '{id}'")),
-    }
+    run_step(&app, &a, |c, s| {
+        let Some(p) = s.prices.get_mut(&id) else {
+            return Err(super::lifecycle::not_found("price", &id));
+        };
+        let was = p.active;
+        p.active = active;
+        let price = c.render(s, |r| r.price(&id));
+        let event = c.emit(
+            s,
+            "price.updated",
+            price.clone(),
+            Some(&json!({"active": was})),
+        );
+        Ok((price, vec![event]))
+    })
+    .await
 }
 
 async fn create_customer(State(app): AppState, body: Bytes) -> Response {

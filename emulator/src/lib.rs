@@ -144,7 +144,7 @@
 //!   `DELETE` stops. `POST /_emulator/clock/advance` `{"days"?,"seconds"?}` moves the event
 //!   clock forward (nothing renews by itself); answers `{"clock"}`.
 //! - `POST /_emulator/webhook_endpoints` `{"url","enabled_events":[…]}`;
-//!   `POST /_emulator/prices/{id}` `{"active":bool}`.
+//!   `POST /_emulator/prices/{id}` `{"active":bool}` (sends `price.updated`).
 //! - `POST /_emulator/customers` `{"email"?,"name"?,"metadata"?}`,
 //!   `POST /_emulator/subscriptions` `{"customer","price","quantity"?,"metadata"?,"paid"?:true}`:
 //!   made as in the Dashboard (metadata only as given).

@@ -437,6 +437,8 @@ impl Renderer<'_> {
                     "invoice_item": line.invoice_item, "proration": line.proration,
                     "proration_details": {"credited_items": null},
                     "subscription": inv.subscription, "subscription_item": line.subscription_item});
+                // Stripe's proration lines carry no unit amount in basil (rules table).
+                let unit = if line.proration { None } else { unit };
                 v["pricing"] = json!({"type": "price_details", "unit_amount_decimal": unit,
                     "price_details": {"price": line.price, "product": product}});
             }

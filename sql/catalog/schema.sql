@@ -42,6 +42,31 @@ COMMENT ON COLUMN billing.plan_prices.created_at IS 'When the price was first se
 
 SELECT pg_catalog.pg_extension_config_dump('billing.plan_prices', '');
 
+-- What Stripe says each price costs, synced from price.created / price.updated events and from the
+-- worker's GET /v1/prices/{id} (a proration line is valued against it: sql/effects/invoice.sql).
+-- Its own table, not columns of plan_prices: Stripe sends a price's events when the price is
+-- made, usually before anyone adds its plan row, and a row keyed by the price alone keeps them
+-- in any order.
+CREATE TABLE billing.prices (
+    stripe_price_id text PRIMARY KEY CHECK (length(stripe_price_id) BETWEEN 1 AND 255),
+    unit_amount numeric CHECK (unit_amount >= 0),
+    currency text CHECK (currency ~ '^[a-z]{3}$'),
+    recurring_interval text CHECK (recurring_interval IN ('day', 'week', 'month', 'year')),
+    interval_count integer CHECK (interval_count > 0),
+    active boolean,
+    synced_at timestamptz NOT NULL
+);
+COMMENT ON TABLE billing.prices IS 'Stripe''s public fields of each price, synced from its price.created and price.updated events and from the worker''s retrieval (GET /v1/prices/{id}) when an invoice needs an amount the table lacks. Privileged roles only; billing.public_catalog shows the catalog''s prices to anyone.';
+COMMENT ON COLUMN billing.prices.stripe_price_id IS 'The Stripe price (price_...).';
+COMMENT ON COLUMN billing.prices.unit_amount IS 'The price in the currency''s smallest unit (cents), from Stripe''s unit_amount_decimal (fractions of a cent kept); NULL for a price without one (tiered, customer-chosen amounts).';
+COMMENT ON COLUMN billing.prices.currency IS 'Three-letter ISO currency code, lower case, as Stripe sends it.';
+COMMENT ON COLUMN billing.prices.recurring_interval IS 'recurring.interval: day, week, month or year; NULL for a one-time price.';
+COMMENT ON COLUMN billing.prices.interval_count IS 'recurring.interval_count: how many intervals one billing period is; NULL for a one-time price.';
+COMMENT ON COLUMN billing.prices.active IS 'Whether Stripe lets the price be used for new purchases.';
+COMMENT ON COLUMN billing.prices.synced_at IS 'As of when Stripe said so: the event''s created time, or the retrieval''s answer time; an older report never overwrites a newer one.';
+
+SELECT pg_catalog.pg_extension_config_dump('billing.prices', '');
+
 CREATE TABLE billing.coupons (
     id text PRIMARY KEY CHECK (id ~ '^[A-Za-z0-9_-]{1,100}$'),
     description text CHECK (length(description) <= 500),

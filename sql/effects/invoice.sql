@@ -18,12 +18,15 @@
 --   fraction = |amount| / (unit amount x quantity), at most 1, so its tokens are
 --   monthly_tokens x quantity x fraction, exact (numeric, no rounding per line). Tokens, like
 --   Stripe's money, then follow what was really paid for: upgrading late in a period and going
---   back down cannot gain anything. The unit amount is the line's own (normalised from
---   pricing.unit_amount_decimal, or price.unit_amount(_decimal) before basil). Without one (a
---   tiered price) the line's period is its share of the period of a non-proration line of the
---   same price on the same invoice (only a renewal under create_prorations has one); failing
---   that the line is worth nothing, since no order-independent length of its plan period is
---   known from the invoice alone. Net = charging lines' tokens - crediting lines' tokens:
+--   back down cannot gain anything. The unit amount is the catalog's for the line's price
+--   (billing.prices, synced from price events and retrievals), else the line's expanded Price
+--   (before basil, price.unit_amount(_decimal)); basil's proration lines carry
+--   pricing.unit_amount_decimal null, so with neither the invoice waits (BL010) while the
+--   worker retrieves the price. A price without a unit amount (tiered: Stripe's Price has
+--   unit_amount null): the line's period is its share of the period of a non-proration line of
+--   the same price on the same invoice (only a renewal under create_prorations has one);
+--   failing that the line is worth nothing, since no order-independent length of its plan
+--   period is known from the invoice alone. Net = charging lines' tokens - crediting lines' tokens:
 --   above 0, floor(net) is granted (source plan_upgrade, key <invoice>:upgrade); below 0,
 --   ceil(-net) is returned as a row of negative tokens (key <invoice>:downgrade) that the
 --   caller takes back from the balance (_take_back_downgrade). Floor one way, ceiling the
@@ -55,6 +58,7 @@ DECLARE
     quantity bigint;
     amount bigint;
     unit numeric;
+    price_known boolean;
     fraction numeric;
     full_period numeric;
     period_tokens bigint := 0;
@@ -101,7 +105,21 @@ BEGIN
             CONTINUE;
         END IF;
         CONTINUE WHEN amount = 0;
-        unit := abs((line ->> 'unit_amount')::numeric);
+        -- The price's unit amount: the catalog's, synced from Stripe; else the line's expanded
+        -- Price (before basil). Basil's proration lines carry none, so an amount the catalog
+        -- lacks is retrieved (GET /v1/prices/{id}) and the invoice waits for it.
+        SELECT true, pr.unit_amount INTO price_known, unit FROM billing.prices pr
+        WHERE pr.stripe_price_id = line ->> 'price_id';
+        IF NOT coalesce(price_known, false) THEN
+            unit := (line ->> 'unit_amount')::numeric;
+            IF unit IS NULL THEN
+                RAISE EXCEPTION 'waiting for the price % from Stripe', line ->> 'price_id'
+                    USING ERRCODE = 'BL010',
+                          DETAIL = jsonb_build_object('kind', 'refresh', 'object_id', line ->> 'price_id', 'user_id', uid)::text,
+                          HINT = 'A proration line is valued against its price''s amount, which the catalog (billing.prices) does not have yet; the worker retrieves the price and the event is applied when it arrives.';
+            END IF;
+        END IF;
+        unit := abs(unit);
         IF unit > 0 THEN
             fraction := least(abs(amount) / (unit * quantity), 1);
         ELSE

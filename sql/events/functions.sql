@@ -51,6 +51,8 @@ BEGIN
                 PERFORM billing._apply_credit_note(ev);
             WHEN ev ->> 'object_type' = 'invoice_payment' AND ev ->> 'type' LIKE 'invoice_payment.%' THEN
                 PERFORM billing._apply_invoice_payment(ev);
+            WHEN ev ->> 'object_type' = 'price' AND ev ->> 'type' IN ('price.created', 'price.updated') THEN
+                PERFORM billing._apply_price(ev);
             ELSE
                 NULL;  -- stored and acknowledged, no effect
         END CASE;
@@ -119,10 +121,18 @@ BEGIN
     END IF;
     WHILE progress LOOP
         progress := false;
-        FOR w IN SELECT e.id FROM billing.stripe_events e
+        FOR w IN SELECT e.id, e.created, e.received_at FROM billing.stripe_events e
                  WHERE e.processed_at IS NULL AND e.error_code IN ('BL007', 'BL010')
                    AND (e.stripe_customer_id = customer OR e.object_id = _apply_waiting.object_id)
-                 ORDER BY e.created, e.received_at
+                 UNION
+                 -- An invoice waiting for a price's amount (sql/effects/invoice.sql) says so in its
+                 -- error. A branch of its own, read only for a price, so every other delivery keeps
+                 -- to the two indexes above.
+                 SELECT e.id, e.created, e.received_at FROM billing.stripe_events e
+                 WHERE starts_with(_apply_waiting.object_id, 'price_')
+                   AND e.processed_at IS NULL AND e.error_code = 'BL010'
+                   AND e.error = 'waiting for the price ' || _apply_waiting.object_id || ' from Stripe'
+                 ORDER BY 2, 3
                  LIMIT 200 LOOP
             IF (billing._apply_stored_event(w.id)).applied THEN
                 applied := applied + 1;
@@ -133,7 +143,7 @@ BEGIN
     RETURN applied;
 END
 $$;
-COMMENT ON FUNCTION billing._apply_waiting(text, text) IS 'Internal: applies the events of a customer or object that wait for their user (BL007) or for data from Stripe (BL010); returns how many now applied.';
+COMMENT ON FUNCTION billing._apply_waiting(text, text) IS 'Internal: applies the events of a customer or object that wait for their user (BL007) or for data from Stripe (BL010), and for a price the invoices waiting for its amount; returns how many now applied.';
 
 CREATE OR REPLACE FUNCTION billing._event_result(e billing.stripe_events, duplicate boolean) RETURNS jsonb
 LANGUAGE sql STABLE
@@ -370,6 +380,23 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION billing.store_invoice_payments(text, jsonb) IS 'Worker: stores which invoices a PaymentIntent paid (Stripe''s list of its invoice payments, GET /v1/invoice_payments, all pages), so its refunds and disputes find the purchases, and settles those purchases; returns how many invoices it paid.';
+
+CREATE OR REPLACE FUNCTION billing.store_price(price jsonb, as_of timestamptz) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF price IS NULL OR price ->> 'object' IS DISTINCT FROM 'price' OR coalesce(price ->> 'id', '') !~ '^price_[A-Za-z0-9_]+$' THEN
+        RAISE EXCEPTION 'price must be a Stripe Price object (object "price", id price_...)'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF as_of IS NULL THEN
+        RAISE EXCEPTION 'as_of must be the time of Stripe''s answer' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM billing._sync_price(price ->> 'id', billing._normalize_price(price), as_of);
+    RETURN billing._apply_waiting(NULL, price ->> 'id');
+END
+$$;
+COMMENT ON FUNCTION billing.store_price(jsonb, timestamptz) IS 'Worker: stores a price retrieved from Stripe (GET /v1/prices/{id}) in billing.prices as of the answer''s time and applies the invoice events that waited for its amount; returns how many applied.';
 
 CREATE OR REPLACE FUNCTION billing.reprocess_events(max_events integer DEFAULT 1000,
                                                     include_waiting boolean DEFAULT false) RETURNS jsonb

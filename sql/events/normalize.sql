@@ -10,7 +10,7 @@
 --   invoice.parent.subscription_details.{subscription,metadata} after;
 -- - a line's price: price.id or plan.id before, pricing.price_details.price after;
 -- - a line's unit amount: price.unit_amount_decimal or price.unit_amount (the expanded Price)
---   before, pricing.unit_amount_decimal after;
+--   before, pricing.unit_amount_decimal after (null on proration lines: not read there);
 -- - a line's proration flag: proration before; after, parent.subscription_item_details.proration
 --   or, for a line an invoice item made, parent.invoice_item_details.proration;
 -- - a charge's invoice (before basil only) and an invoice's payments (basil: invoice_payment
@@ -144,6 +144,17 @@ RETURN pg_catalog.jsonb_build_object(
     'metadata', billing._json_map(o -> 'metadata'));
 COMMENT ON FUNCTION billing._normalize_subscription(jsonb, jsonb) IS 'Internal: the normalised data of a subscription, given its normalised items.';
 
+-- A Price (price.created, price.updated, a retrieved price): its public fields for the catalog.
+CREATE OR REPLACE FUNCTION billing._normalize_price(o jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN pg_catalog.jsonb_build_object(
+    'unit_amount', coalesce(billing._json_decimal(o -> 'unit_amount_decimal'), billing._json_number(o -> 'unit_amount')),
+    'currency', billing._json_string(o -> 'currency'),
+    'interval', billing._json_string(o #> '{recurring,interval}'),
+    'interval_count', billing._json_number(o #> '{recurring,interval_count}'),
+    'active', billing._json_boolean(o -> 'active'));
+COMMENT ON FUNCTION billing._normalize_price(jsonb) IS 'Internal: the normalised data of a Price: unit amount (unit_amount_decimal, else unit_amount), currency, recurring interval and count, active.';
+
 -- An invoice's lines (price, amount, quantity, proration flag and period, in either API shape)
 -- and what paid it (basil, retrieved with expand[]=payments), as [lines, payments].
 CREATE OR REPLACE FUNCTION billing._normalize_invoice_lists(o jsonb) RETURNS jsonb[]
@@ -168,13 +179,18 @@ BEGIN
                                       billing._json_boolean(item #> '{parent,invoice_item_details,proration}'),
                                       billing._json_boolean(item -> 'proration'), 'false'),
                 -- The price's unit amount, which a proration line's amount is a share of
-                -- (sql/effects/invoice.sql): basil's line.pricing.unit_amount_decimal, before it the
-                -- expanded line.price's unit_amount_decimal or unit_amount (Stripe's OpenAPI:
-                -- line_item.pricing, price.unit_amount, price.unit_amount_decimal). NULL for a
+                -- (sql/effects/invoice.sql): before basil the expanded line.price is the Price
+                -- itself (its unit_amount_decimal or unit_amount, Stripe's OpenAPI); basil's
+                -- line.pricing.unit_amount_decimal only on lines that are no proration, since
+                -- Stripe sends null there on proration lines (recorded responses: emulator/README.md,
+                -- rules table), and the effects then use the catalog's synced price. NULL for a
                 -- price without one (tiered, custom unit amounts).
-                'unit_amount', coalesce(billing._json_decimal(item #> '{pricing,unit_amount_decimal}'),
-                                        billing._json_decimal(item #> '{price,unit_amount_decimal}'),
-                                        billing._json_number(item #> '{price,unit_amount}')),
+                'unit_amount', coalesce(billing._json_decimal(item #> '{price,unit_amount_decimal}'),
+                                        billing._json_number(item #> '{price,unit_amount}'),
+                                        CASE WHEN coalesce(billing._json_boolean(item #> '{parent,subscription_item_details,proration}'),
+                                                               billing._json_boolean(item #> '{parent,invoice_item_details,proration}'),
+                                                               billing._json_boolean(item -> 'proration'), 'false') <> 'true'
+                                             THEN billing._json_decimal(item #> '{pricing,unit_amount_decimal}') END),
                 'period_start', billing._json_number(item #> '{period,start}'),
                 'period_end', billing._json_number(item #> '{period,end}'));
         END LOOP;
@@ -388,6 +404,7 @@ BEGIN
         WHEN 'refund' THEN billing._normalize_money(object_type, object, NULL)
         WHEN 'dispute' THEN billing._normalize_money(object_type, object, NULL)
         WHEN 'invoice_payment' THEN billing._normalize_money(object_type, object, NULL)
+        WHEN 'price' THEN billing._normalize_price(object)
         ELSE '{}'::jsonb
     END;
     RETURN pg_catalog.jsonb_build_object(

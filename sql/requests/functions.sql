@@ -537,7 +537,7 @@ BEGIN
     DO NOTHING;
 END
 $$;
-COMMENT ON FUNCTION billing._request_retrieval(text, uuid, text) IS 'Internal: asks the worker to retrieve an object from Stripe (refresh: a subscription, an invoice with its payments, a credit note''s refund, or a PaymentIntent''s invoice payments; line_items: what a Checkout Session sold, or every line of an invoice), once while one is in flight.';
+COMMENT ON FUNCTION billing._request_retrieval(text, uuid, text) IS 'Internal: asks the worker to retrieve an object from Stripe (refresh: a subscription, an invoice with its payments, a credit note''s refund, a PaymentIntent''s invoice payments, or a price; line_items: what a Checkout Session sold, or every line of an invoice), once while one is in flight.';
 
 CREATE OR REPLACE FUNCTION billing._record_session_status(request_id text, session_status text) RETURNS void
 LANGUAGE plpgsql

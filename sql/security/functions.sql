@@ -1,5 +1,6 @@
 -- Access control, part 2: the roles' API and the functions that grant and audit it.
---   anon:          only the PostgREST webhook entry point billing.stripe_webhook(json).
+--   anon:          the PostgREST webhook entry point billing.stripe_webhook(json) and the
+--                  pricing page's billing.public_catalog.
 --   authenticated: reads its own rows (RLS), the catalog, its balance; spends its own tokens;
 --                  requests Checkout / Portal sessions for itself and awaits them.
 --   service_role:  everything (grants, catalog, events, secrets, the worker API).
@@ -29,6 +30,8 @@ LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp AS $$
     VALUES
         ('anon', 'billing.stripe_webhook(json)', 'EXECUTE'),
+        ('anon', 'billing.public_catalog', 'SELECT'),
+        ('authenticated', 'billing.public_catalog', 'SELECT'),
         ('authenticated', 'billing.current_user_id()', 'EXECUTE'),
         ('authenticated', 'billing._is_privileged()', 'EXECUTE'),
         ('authenticated', 'billing._no_project()', 'EXECUTE'),

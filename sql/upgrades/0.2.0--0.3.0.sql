@@ -121,7 +121,7 @@ ALTER TABLE billing.stripe_credit_notes ADD COLUMN post_payment_amount bigint;
 COMMENT ON COLUMN billing.stripe_credit_notes.post_payment_amount IS 'The part that was refunded, credited to the customer''s balance or credited outside Stripe (from 2025-05-28.basil; NULL before, when a post_payment credit note''s total is all post-payment).';
 COMMENT ON COLUMN billing.stripe_credit_notes.note_type IS 'pre_payment (lowers what is due; nothing was paid for it), post_payment, or mixed (from 2025-05-28.basil: part of each; only post_payment_amount gives money back).';
 COMMENT ON TABLE billing.stripe_credit_notes IS 'Credit notes as credit_note.* events reported them. An issued credit note gives back its post-payment part (a post_payment note''s total, a mixed note''s post_payment_amount); the part it refunded is already counted with the charge''s refunds. Privileged roles only.';
-COMMENT ON COLUMN billing.stripe_requests.kind IS 'checkout or portal (a user''s session), refresh (retrieve a subscription whose same-second events disagree, an invoice''s payments, a credit note''s refund no event reported, or the invoices a PaymentIntent paid when a refund or dispute needs them) or line_items (retrieve what a Checkout Session sold, or every line of an invoice).';
+COMMENT ON COLUMN billing.stripe_requests.kind IS 'checkout or portal (a user''s session), refresh (retrieve a subscription whose same-second events disagree, an invoice''s payments, a credit note''s refund no event reported, the invoices a PaymentIntent paid when a refund or dispute needs them, or a price whose amount the catalog lacks) or line_items (retrieve what a Checkout Session sold, or every line of an invoice).';
 
 -- One payment may pay several invoices (basil), each its own part of it, and a payment's
 -- invoices are looked up only when a refund or dispute needs them (issue 20).
@@ -142,7 +142,30 @@ COMMENT ON COLUMN billing.payment_lookups.invoices IS 'How many paid invoices St
 COMMENT ON COLUMN billing.payment_lookups.looked_up_at IS 'When the answer was stored.';
 SELECT pg_catalog.pg_extension_config_dump('billing.payment_lookups', '');
 
+-- Each price's amount, synced from Stripe (proration lines are valued against it; the public
+-- catalog shows it).
+CREATE TABLE billing.prices (
+    stripe_price_id text PRIMARY KEY CHECK (length(stripe_price_id) BETWEEN 1 AND 255),
+    unit_amount numeric CHECK (unit_amount >= 0),
+    currency text CHECK (currency ~ '^[a-z]{3}$'),
+    recurring_interval text CHECK (recurring_interval IN ('day', 'week', 'month', 'year')),
+    interval_count integer CHECK (interval_count > 0),
+    active boolean,
+    synced_at timestamptz NOT NULL
+);
+COMMENT ON TABLE billing.prices IS 'Stripe''s public fields of each price, synced from its price.created and price.updated events and from the worker''s retrieval (GET /v1/prices/{id}) when an invoice needs an amount the table lacks. Privileged roles only; billing.public_catalog shows the catalog''s prices to anyone.';
+COMMENT ON COLUMN billing.prices.stripe_price_id IS 'The Stripe price (price_...).';
+COMMENT ON COLUMN billing.prices.unit_amount IS 'The price in the currency''s smallest unit (cents), from Stripe''s unit_amount_decimal (fractions of a cent kept); NULL for a price without one (tiered, customer-chosen amounts).';
+COMMENT ON COLUMN billing.prices.currency IS 'Three-letter ISO currency code, lower case, as Stripe sends it.';
+COMMENT ON COLUMN billing.prices.recurring_interval IS 'recurring.interval: day, week, month or year; NULL for a one-time price.';
+COMMENT ON COLUMN billing.prices.interval_count IS 'recurring.interval_count: how many intervals one billing period is; NULL for a one-time price.';
+COMMENT ON COLUMN billing.prices.active IS 'Whether Stripe lets the price be used for new purchases.';
+COMMENT ON COLUMN billing.prices.synced_at IS 'As of when Stripe said so: the event''s created time, or the retrieval''s answer time; an older report never overwrites a newer one.';
+
+SELECT pg_catalog.pg_extension_config_dump('billing.prices', '');
+
 -- @replay
 
 SELECT billing._protect_table('billing.invoice_lines'::regclass, own_rows => false);
 SELECT billing._protect_table('billing.payment_lookups'::regclass, own_rows => false);
+SELECT billing._protect_table('billing.prices'::regclass, own_rows => false);

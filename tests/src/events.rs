@@ -233,7 +233,9 @@ pub fn invoice(shape: Shape, inv: &Invoice) -> Value {
 /// Sets the unit amount of an invoice line object, where each API shape says it: basil's
 /// `pricing.unit_amount_decimal` (a decimal string), the expanded `price`'s `unit_amount` and
 /// `unit_amount_decimal` before (Stripe's OpenAPI: line_item.pricing, price). None: no unit
-/// amount, as for a tiered price.
+/// amount, as for a tiered price. Basil's proration lines carry `pricing.unit_amount_decimal:
+/// null` whatever the price (recorded Stripe responses, emulator/README.md's rules table), so
+/// theirs stays null: the catalog's synced price says it ([`price`]).
 pub fn set_unit_amount(shape: Shape, line: &mut Value, unit: Option<i64>) {
     let decimal = unit.map(|u| u.to_string());
     match shape {
@@ -241,8 +243,32 @@ pub fn set_unit_amount(shape: Shape, line: &mut Value, unit: Option<i64>) {
             line["price"]["unit_amount"] = json!(unit);
             line["price"]["unit_amount_decimal"] = json!(decimal);
         }
-        Shape::Basil => line["pricing"]["unit_amount_decimal"] = json!(decimal),
+        Shape::Basil => {
+            let proration = line["parent"]["subscription_item_details"]["proration"] == true
+                || line["parent"]["invoice_item_details"]["proration"] == true;
+            line["pricing"]["unit_amount_decimal"] = if proration {
+                Value::Null
+            } else {
+                json!(decimal)
+            };
+        }
     }
+}
+
+/// A monthly Stripe Price (the same object in both API shapes): `unit` cents of usd, or None
+/// for a tiered price (Stripe's `unit_amount` and `unit_amount_decimal` are null then).
+pub fn price(id: &str, unit: Option<i64>, created: i64) -> Value {
+    json!({
+        "id": id, "object": "price", "active": true,
+        "billing_scheme": if unit.is_some() { "per_unit" } else { "tiered" },
+        "created": created, "currency": "usd", "custom_unit_amount": null, "livemode": false,
+        "lookup_key": null, "metadata": {}, "nickname": null, "product": ids::long("prod"),
+        "recurring": {"interval": "month", "interval_count": 1, "meter": null,
+                      "trial_period_days": null, "usage_type": "licensed"},
+        "tax_behavior": "unspecified", "tiers_mode": if unit.is_some() { Value::Null } else { json!("graduated") },
+        "transform_quantity": null, "type": "recurring",
+        "unit_amount": unit, "unit_amount_decimal": unit.map(|u| u.to_string()),
+    })
 }
 
 /// A new Stripe-shaped event id: random, like Stripe's, so no test can lean on their order.

@@ -132,6 +132,12 @@ fn non_null_paths(v: &Value, prefix: &str, out: &mut BTreeSet<String>) {
 const SHAPE_DIFFERENCES: &[(&str, &str, &str, &str)] = &[
     (
         "invoice.",
+        "data.lines[].unit_amount",
+        LEGACY,
+        "basil's proration lines carry pricing.unit_amount_decimal null (the catalog's synced price says it)",
+    ),
+    (
+        "invoice.",
         "data.charge",
         LEGACY,
         "basil removed Invoice.charge (the payment is in invoice.payments)",

@@ -45,13 +45,22 @@ async fn setup() -> (TestDb, Client) {
         ))
         .await
         .unwrap();
-    for (i, (price, monthly, _)) in PLANS.iter().enumerate() {
+    for (i, (price, monthly, unit)) in PLANS.iter().enumerate() {
         owner
             .execute(
                 "INSERT INTO billing.plans (id, stripe_price_id, name, kind, monthly_tokens)
                  VALUES ($1, $2, $1, 'subscription', $3)",
                 &[&format!("plan{i}"), price, monthly],
             )
+            .await
+            .unwrap();
+        // The catalog's amounts, as the worker syncs them from Stripe (basil proration lines
+        // carry none).
+        let stripe_price = serde_json::json!({"object": "price", "id": price, "active": true,
+            "currency": "usd", "unit_amount": unit, "unit_amount_decimal": unit.to_string(),
+            "recurring": {"interval": "month", "interval_count": 1}});
+        owner
+            .execute("SELECT billing.store_price($1, now())", &[&stripe_price])
             .await
             .unwrap();
     }

@@ -4,160 +4,15 @@
 //! And a renewal the customer's credit balance paid is paid, not free (item 10). Invoices are
 //! built as Stripe computes them: unit amount x quantity x the period left, rounded to cents.
 mod common;
+mod plan_change_support;
 mod subscription_support;
 
 use common::set_config;
+use plan_change_support::*;
 use serde_json::{json, Value};
 use stripe_billing_tests::events::{self, unix_now, Shape};
 use stripe_billing_tests::pg::Caller;
 use subscription_support::*;
-use tokio_postgres::Client;
-
-/// The example catalog of docs/events-and-refunds.md: Small, 100 tokens for $10; Big, 1000 tokens for $100.
-const SMALL: (&str, i64) = ("price_small", 1000);
-const BIG: (&str, i64) = ("price_big", 10000);
-
-async fn catalog(owner: &Client) {
-    owner
-        .batch_execute(
-            "INSERT INTO billing.plans (id, stripe_price_id, name, kind, monthly_tokens) VALUES
-                 ('small', 'price_small', 'Small', 'subscription', 100),
-                 ('big', 'price_big', 'Big', 'subscription', 1000);",
-        )
-        .await
-        .unwrap();
-}
-
-/// One line: (price, unit amount or None for a price without one, amount, proration, period).
-type L = ((&'static str, i64), Option<i64>, i64, bool, events::Period);
-
-/// What Stripe charges for `left` of `whole` seconds of a price: rounded to the cent.
-fn share(unit: i64, left: i64, whole: i64) -> i64 {
-    ((unit as f64) * (left as f64) / (whole as f64)).round() as i64
-}
-
-/// A paid invoice of `s` with these lines (unit amounts where each shape puts them); paid
-/// with `amount_paid`, or by default the total when above 0 (a negative total goes to the
-/// customer's credit balance and nothing is paid).
-fn invoice(
-    s: &Subscriber,
-    at: i64,
-    reason: &str,
-    amount_paid: Option<i64>,
-    lines: &[L],
-) -> (String, Value) {
-    let total: i64 = lines.iter().map(|l| l.2).sum();
-    let (id, mut ev) = s.invoice(
-        "invoice.paid",
-        at,
-        reason,
-        amount_paid.unwrap_or(total.max(0)),
-        lines.iter().map(|l| line(l.0 .0, l.2, l.3, l.4)).collect(),
-    );
-    for (i, l) in lines.iter().enumerate() {
-        events::set_unit_amount(s.shape, &mut ev["data"]["object"]["lines"]["data"][i], l.1);
-    }
-    (id, ev)
-}
-
-/// The upgrade Small -> Big with `left` seconds of the period `p` left, always_invoice.
-fn up(s: &Subscriber, p: events::Period, left: i64) -> (String, Value) {
-    let at = p.end - left;
-    let rest = events::Period {
-        start: at,
-        end: p.end,
-    };
-    let whole = p.end - p.start;
-    invoice(
-        s,
-        at,
-        "subscription_update",
-        None,
-        &[
-            (
-                SMALL,
-                Some(SMALL.1),
-                -share(SMALL.1, left, whole),
-                true,
-                rest,
-            ),
-            (BIG, Some(BIG.1), share(BIG.1, left, whole), true, rest),
-        ],
-    )
-}
-
-/// The downgrade Big -> Small with `left` seconds of the period `p` left, always_invoice: a
-/// negative total, credited to the customer's balance (amount_paid 0).
-fn down(s: &Subscriber, p: events::Period, left: i64) -> (String, Value) {
-    let at = p.end - left;
-    let rest = events::Period {
-        start: at,
-        end: p.end,
-    };
-    let whole = p.end - p.start;
-    invoice(
-        s,
-        at,
-        "subscription_update",
-        None,
-        &[
-            (BIG, Some(BIG.1), -share(BIG.1, left, whole), true, rest),
-            (
-                SMALL,
-                Some(SMALL.1),
-                share(SMALL.1, left, whole),
-                true,
-                rest,
-            ),
-        ],
-    )
-}
-
-async fn balance(owner: &Client, s: &Subscriber) -> i64 {
-    owner
-        .query_one("SELECT billing.token_balance($1)", &[&s.user])
-        .await
-        .unwrap()
-        .get(0)
-}
-
-async fn debt(owner: &Client, s: &Subscriber) -> i64 {
-    owner
-        .query_one("SELECT billing.token_debt($1)", &[&s.user])
-        .await
-        .unwrap()
-        .get(0)
-}
-
-/// (tokens, taken, debt, not_taken) of the user's downgrade take-backs.
-async fn take_backs(owner: &Client, s: &Subscriber) -> Vec<(i64, i64, i64, i64)> {
-    owner
-        .query(
-            "SELECT tokens, taken, debt, not_taken FROM billing.token_reversals
-             WHERE user_id = $1 AND kind = 'downgrade' ORDER BY id",
-            &[&s.user],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-        .collect()
-}
-
-/// A new subscriber on Small, its first period paid: 100 tokens.
-async fn on_small(owner: &Client, shape: Shape, p: events::Period) -> Subscriber {
-    let s = Subscriber::new(shape);
-    let (_, first) = invoice(
-        &s,
-        p.start,
-        "subscription_create",
-        None,
-        &[(SMALL, Some(SMALL.1), SMALL.1, false, p)],
-    );
-    deliver(owner, &first).await;
-    assert_eq!(balance(owner, &s).await, 100);
-    s
-}
 
 #[tokio::test]
 async fn switching_plans_back_and_forth_late_in_a_period_gains_nothing() {
@@ -207,7 +62,7 @@ async fn an_upgrade_grants_the_share_of_the_plan_its_money_bought() {
     let (_db, owner) = setup().await;
     catalog(&owner).await;
     for shape in [Shape::V2023, Shape::Basil] {
-        // The example of docs/events-and-refunds.md: 9 of 30 days left, $30.00 charged for Big, $3.00 credited for
+        // The README's example: 9 of 30 days left, $30.00 charged for Big, $3.00 credited for
         // Small: 300 - 30 = 270 tokens.
         let p = period(unix_now() - 21 * DAY, 30);
         let s = on_small(&owner, shape, p).await;
@@ -228,8 +83,9 @@ async fn an_upgrade_grants_the_share_of_the_plan_its_money_bought() {
             .get(0);
         assert_eq!(key, format!("{id}:upgrade"));
         assert_eq!(balance(&owner, &s).await, 370, "{shape:?}");
-        // A plan without a unit amount (a tiered price) on an always_invoice invoice: no
-        // period line on it tells how long its period is, so its line is worth nothing.
+        // A plan without a unit amount (a tiered price, as the catalog's synced price says)
+        // on an always_invoice invoice: no period line on it tells how long its period is, so
+        // its line is worth nothing.
         let t = Subscriber::new(shape);
         let (_, first) = invoice(
             &t,
@@ -250,7 +106,7 @@ async fn an_upgrade_grants_the_share_of_the_plan_its_money_bought() {
             None,
             &[
                 (SMALL, Some(SMALL.1), -300, true, rest),
-                (BIG, None, 3000, true, rest),
+                (TIERED, None, 3000, true, rest),
             ],
         );
         deliver(&owner, &u).await;
@@ -465,9 +321,9 @@ async fn create_prorations_net_on_the_renewal_beside_the_new_period() {
         deliver(&owner, &renewal).await;
         assert_eq!(balance(&owner, &t).await, 1000 + 100 - 270, "{shape:?}");
         assert_eq!(take_backs(&owner, &t).await, vec![(270, 270, 0, 0)]);
-        // Prices without a unit amount (tiered): a proration line of a price the invoice also
-        // bills a period of is worth its share of that period (9 of 30 days); one whose price
-        // has no period line here is worth nothing.
+        // A price without a unit amount (tiered, as its synced Price says): a proration line
+        // of a price the invoice also bills a period of is worth its share of that period (9
+        // of 30 days of 1000 tokens); Small's credit is valued by its amount (30 tokens).
         let u = on_small(&owner, shape, p).await;
         let (_, renewal) = invoice(
             &u,
@@ -475,13 +331,17 @@ async fn create_prorations_net_on_the_renewal_beside_the_new_period() {
             "subscription_cycle",
             None,
             &[
-                (SMALL, None, -300, true, changed),
-                (BIG, None, 3000, true, changed),
-                (BIG, None, BIG.1, false, p2),
+                (SMALL, Some(SMALL.1), -300, true, changed),
+                (TIERED, None, 3000, true, changed),
+                (TIERED, None, 10000, false, p2),
             ],
         );
         deliver(&owner, &renewal).await;
-        assert_eq!(balance(&owner, &u).await, 100 + 1000 + 300, "{shape:?}");
+        assert_eq!(
+            balance(&owner, &u).await,
+            100 + 1000 + 300 - 30,
+            "{shape:?}"
+        );
     }
 }
 

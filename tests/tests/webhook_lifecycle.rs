@@ -24,7 +24,12 @@ async fn setup() -> (TestDb, Client) {
             "INSERT INTO billing.webhook_secrets (secret) VALUES ('{}');
              INSERT INTO billing.plans (id, stripe_price_id, name, kind, monthly_tokens) VALUES
                  ('basic', 'price_basic', 'Basic', 'subscription', 1000),
-                 ('pro', 'price_pro', 'Pro', 'subscription', 5000);",
+                 ('pro', 'price_pro', 'Pro', 'subscription', 5000);
+             -- Synced from Stripe's price events: basil's proration lines carry no unit amount.
+             INSERT INTO billing.prices (stripe_price_id, unit_amount, currency, recurring_interval,
+                                         interval_count, active, synced_at) VALUES
+                 ('price_basic', 1000, 'usd', 'month', 1, true, now()),
+                 ('price_pro', 5000, 'usd', 'month', 1, true, now());",
             events::TEST_SECRET
         ))
         .await

@@ -1,7 +1,8 @@
 //! End to end with the real worker and the emulator: a renewal after five plan changes has
 //! eleven lines, of which Stripe's invoice embeds ten (the prorations); the worker pages the
 //! invoice's lines and the renewal grants its period (issue 20), and the changes' prorations,
-//! read with the unit amounts the emulator's lines carry, take back what they credited. The
+//! valued against the prices the worker retrieves (basil's proration lines carry no unit
+//! amount), take back what they credited. The
 //! rules themselves are pinned in invoice_lines.rs and plan_changes.rs.
 mod worker_support;
 
@@ -98,7 +99,7 @@ async fn a_renewal_with_more_lines_than_its_events_carry_is_granted_in_full() {
         "{}",
         worker.logs()
     );
-    // The emulator's lines say their prices' unit amounts, as Stripe's do: the five changes,
+    // Valued against the prices' amounts, which the worker retrieved: the five changes,
     // made at once just after the start, net to Pro (1000 tokens, $20) credited and Basic (100,
     // $5) charged for nearly the whole period, so nearly 900 tokens are taken back.
     let (taken, balance): (i64, i64) = {
@@ -125,6 +126,30 @@ async fn a_renewal_with_more_lines_than_its_events_carry_is_granted_in_full() {
         })
         .collect();
     assert_eq!(pages.len(), 1, "one page of up to 100: {pages:?}");
+    // Basil's proration lines carry no unit amount: the worker retrieved both prices once
+    // into the catalog (billing.prices), against which the prorations were valued.
+    let mut prices: Vec<String> = emulator
+        .requests()
+        .await
+        .into_iter()
+        .filter_map(|r| {
+            r["path"]
+                .as_str()
+                .filter(|p| p.starts_with("/v1/prices/"))
+                .map(str::to_string)
+        })
+        .collect();
+    prices.sort();
+    assert_eq!(prices, ["/v1/prices/price_basic", "/v1/prices/price_pro"]);
+    let synced: i64 = owner
+        .query_one(
+            "SELECT count(*) FROM billing.prices WHERE unit_amount IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(synced, 2);
     assert_eq!(pages[0]["params"]["limit"], 100);
     let waiting: i64 = owner
         .query_one(

@@ -40,6 +40,30 @@ async fn create_prorations_bills_the_change_on_the_next_cycle_invoice() {
     assert!(!proration(&lines[2]));
     assert_eq!(lines[2]["amount"], 3000);
     assert_eq!(lines[2]["pricing"]["price_details"]["price"], "price_pro");
+    // Basil: proration lines carry no unit amount (recorded Stripe responses), the period
+    // line its price's.
+    assert_eq!(lines[0]["pricing"]["unit_amount_decimal"], json!(null));
+    assert_eq!(lines[1]["pricing"]["unit_amount_decimal"], json!(null));
+    assert_eq!(lines[2]["pricing"]["unit_amount_decimal"], "3000");
+}
+
+#[tokio::test]
+async fn archiving_a_price_sends_price_updated() {
+    let running = emulator(&[]).await;
+    let api = Api::new(&running);
+    let archived = api
+        .control(
+            "/prices/price_pro",
+            json!({"active": false, "deliver": false}),
+        )
+        .await;
+    assert_eq!(types(&archived), ["price.updated"]);
+    let price = object_of(&archived, 0);
+    assert_eq!(
+        (price["id"].clone(), price["active"].clone()),
+        (json!("price_pro"), json!(false))
+    );
+    assert_eq!(price["unit_amount_decimal"], "3000");
 }
 
 #[tokio::test]

@@ -20,6 +20,13 @@ pub async fn setup() -> (TestDb, Client) {
                  ('basic', 'price_basic', 'Basic', 'subscription', 1000),
                  ('pro', 'price_pro', 'Pro', 'subscription', 5000),
                  ('pro_yearly', 'price_pro_yearly', 'Pro yearly', 'subscription', 5000);
+             -- Their prices' amounts (UNIT_AMOUNTS), as Stripe's price events sync them: basil's
+             -- proration lines do not carry them.
+             INSERT INTO billing.prices (stripe_price_id, unit_amount, currency, recurring_interval,
+                                         interval_count, active, synced_at) VALUES
+                 ('price_basic', 1000, 'usd', 'month', 1, true, now()),
+                 ('price_pro', 5000, 'usd', 'month', 1, true, now()),
+                 ('price_pro_yearly', 55000, 'usd', 'year', 1, true, now());
              INSERT INTO billing.config (checkout_success_url, checkout_cancel_url)
                  VALUES ('https://app.example.test/ok', 'https://app.example.test/no');",
             events::TEST_SECRET

@@ -8,7 +8,8 @@
 //!   `refund.*` event for it. And the invoices a PaymentIntent paid (`GET /v1/invoice_payments`),
 //!   asked only when a basil refund or dispute names a payment that no purchase is linked to,
 //!   never per renewal (`billing.store_invoice_payments` links them and settles what the
-//!   payment's recorded refunds and disputes take);
+//!   payment's recorded refunds and disputes take). Also a price whose amount the catalog
+//!   lacks (basil's proration lines carry none), stored by `billing.store_price`;
 //! - `line_items`: a session our checkout did not create sold something; webhooks do not carry
 //!   line items, so they are fetched (`billing.store_line_items`), which applies the event that
 //!   waited for them. Also every line of an invoice whose events carry one page of them
@@ -50,10 +51,14 @@ fn bounds<'a>(ctx: &'a Ctx, req: &Claimed) -> Bounds<'a> {
 /// `GET /v1/subscriptions/{id}`, applied as the authoritative state; or
 /// `GET /v1/invoices/{id}?expand[]=payments`, whose payments say which PaymentIntent paid it; or
 /// `GET /v1/refunds/{id}`, a credit note's refund with its real amount and status; or for a
-/// PaymentIntent, [`invoice_payments`].
+/// PaymentIntent, [`invoice_payments`]; or `GET /v1/prices/{id}`, a price whose amount an
+/// invoice's prorations are valued against.
 pub async fn refresh(ctx: &Ctx, stripe: &Stripe, req: &Claimed) -> Result<Value, Outcome> {
     if let Ok(id) = object_id(req, "pi_") {
         return invoice_payments(ctx, stripe, req, id).await;
+    }
+    if let Ok(id) = object_id(req, "price_") {
+        return price(ctx, stripe, req, id).await;
     }
     let (path, query, id) = if let Ok(id) = object_id(req, "in_") {
         (
@@ -78,6 +83,20 @@ pub async fn refresh(ctx: &Ctx, stripe: &Stripe, req: &Claimed) -> Result<Value,
         .await?;
     let applied: Value = row.try_get(0).map_err(crate::db::DbError::from)?;
     Ok(json!({"object_id": id, "applied": applied}))
+}
+
+/// `GET /v1/prices/{id}` into the catalog's `billing.prices`, as of the answer's `Date`.
+async fn price(ctx: &Ctx, stripe: &Stripe, req: &Claimed, id: &str) -> Result<Value, Outcome> {
+    let answer = stripe
+        .get(&format!("/v1/prices/{id}"), &json!({}), bounds(ctx, req))
+        .await?;
+    let at = answer.date.unwrap_or_else(std::time::SystemTime::now);
+    let mut conn = ctx.db.get().await?;
+    let row = conn
+        .query_one("SELECT billing.store_price($1, $2)", &[&answer.object, &at])
+        .await?;
+    let applied: i32 = row.try_get(0).map_err(crate::db::DbError::from)?;
+    Ok(json!({"object_id": id, "events_applied": applied}))
 }
 
 /// `GET /v1/checkout/sessions/{id}/line_items` or `GET /v1/invoices/{id}/lines`, every page,

@@ -9,11 +9,13 @@ mod error;
 mod pool;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod tls;
 
 use std::time::Duration;
 
 pub use error::DbError;
 pub use pool::{Conn, Db};
+pub use tls::DbConfig;
 
 /// How long a query may take before the client is considered stuck and discarded.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(30);

@@ -1,0 +1,619 @@
+//! TLS for every connection the worker opens, with libpq's `sslmode` and `sslrootcert`.
+//!
+//! tokio-postgres parses `sslmode` only up to `require` and knows no `sslrootcert`, so the
+//! connection string is read here first (see [`DbConfig::parse`]): the two options are taken
+//! out, the rest goes to tokio-postgres, and a rustls connector does what libpq documents
+//! (PostgreSQL manual, "libpq - SSL Support", table "SSL Mode Descriptions"):
+//!
+//! - `disable`: plain connections only.
+//! - `prefer` (libpq's default): TLS when the server offers it, plain otherwise; the
+//!   certificate is not checked, so it protects against eavesdropping, not impersonation.
+//! - `require`: TLS or no connection, certificate not checked, except that libpq checks the
+//!   chain (as `verify-ca`) when a root certificate is given; so do we.
+//! - `verify-ca`: TLS, and the server's chain must lead to a trusted root.
+//! - `verify-full`: as `verify-ca`, and the certificate must name the host connected to.
+//!
+//! The trusted roots are the PEM certificates in `sslrootcert=<file>`; without one (or with
+//! `sslrootcert=system`, which libpq allows only with `verify-full`, as a public CA will sign
+//! any host its owner controls) the Mozilla root bundle built into the worker, the same roots
+//! its Stripe client trusts, so a container image without a CA store still works. libpq itself
+//! would look for `~/.postgresql/root.crt`; a daemon should not depend on its home directory.
+//! `allow` (plain first, TLS only when the server insists) is refused: tokio-postgres cannot
+//! do it, and `prefer` is never weaker.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
+
+/// libpq's `sslmode` values that the worker speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
+    fn parse(value: &str) -> Result<SslMode, String> {
+        Ok(match value {
+            "disable" => SslMode::Disable,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            "allow" => return Err(
+                "sslmode=allow is not supported (use prefer, which tries TLS first, or require)"
+                    .into(),
+            ),
+            _ => {
+                return Err(
+                    "sslmode must be one of disable, prefer, require, verify-ca, verify-full"
+                        .into(),
+                )
+            }
+        })
+    }
+}
+
+/// A connection string as the worker uses it: tokio-postgres's settings plus the TLS
+/// connector that `sslmode` and `sslrootcert` call for. `Debug` shows no password.
+#[derive(Clone, Debug)]
+pub struct DbConfig {
+    pub pg: tokio_postgres::Config,
+    pub tls: Tls,
+}
+
+impl std::ops::Deref for DbConfig {
+    type Target = tokio_postgres::Config;
+    fn deref(&self) -> &tokio_postgres::Config {
+        &self.pg
+    }
+}
+
+impl std::ops::DerefMut for DbConfig {
+    fn deref_mut(&mut self) -> &mut tokio_postgres::Config {
+        &mut self.pg
+    }
+}
+
+/// A tokio-postgres configuration built in code (tests): its own `sslmode`, no certificate
+/// check.
+impl From<tokio_postgres::Config> for DbConfig {
+    fn from(pg: tokio_postgres::Config) -> DbConfig {
+        let mode = match pg.get_ssl_mode() {
+            tokio_postgres::config::SslMode::Disable => SslMode::Disable,
+            tokio_postgres::config::SslMode::Require => SslMode::Require,
+            _ => SslMode::Prefer,
+        };
+        let tls = Tls::new(mode, Roots::Builtin, Check::Nothing);
+        DbConfig { pg, tls }
+    }
+}
+
+impl DbConfig {
+    /// Parses a URL (`postgres://…?sslmode=verify-full&sslrootcert=/path`) or key=value
+    /// string. Errors never echo the input: it may hold a password.
+    pub fn parse(text: &str) -> Result<DbConfig, String> {
+        let (rest, options) = take_tls_options(text.trim())?;
+        let mut pg = tokio_postgres::Config::from_str(&rest).map_err(|e| e.to_string())?;
+        let root = options.root.as_deref();
+        let system = root == Some("system");
+        let mode = match options.mode.as_deref() {
+            None if system => SslMode::VerifyFull,
+            None => SslMode::Prefer,
+            Some(m) => SslMode::parse(m)?,
+        };
+        if system && mode != SslMode::VerifyFull {
+            return Err(format!(
+                "sslrootcert=system needs sslmode=verify-full (got {}): any host's owner can get a certificate from a public CA",
+                mode.as_str()
+            ));
+        }
+        let roots = match root {
+            Some(path) if !system && mode != SslMode::Disable => Roots::File(load_roots(path)?),
+            _ => Roots::Builtin,
+        };
+        // libpq checks the chain in every TLS mode once a root certificate is given.
+        let check = match mode {
+            SslMode::VerifyFull => Check::ChainAndName,
+            SslMode::VerifyCa => Check::Chain,
+            _ if matches!(roots, Roots::File(_)) => Check::Chain,
+            _ => Check::Nothing,
+        };
+        pg.ssl_mode(match mode {
+            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            _ => tokio_postgres::config::SslMode::Require,
+        });
+        Ok(DbConfig {
+            pg,
+            tls: Tls::new(mode, roots, check),
+        })
+    }
+
+    /// Opens one connection with this configuration's TLS.
+    pub async fn connect(
+        &self,
+    ) -> Result<
+        (
+            tokio_postgres::Client,
+            tokio_postgres::Connection<tokio_postgres::Socket, TlsStreamOf>,
+        ),
+        tokio_postgres::Error,
+    > {
+        self.pg.connect(self.tls.clone()).await
+    }
+}
+
+/// The stream type of a connection the worker opened.
+pub type TlsStreamOf = RustlsStream<tokio_postgres::Socket>;
+
+#[derive(Default)]
+struct TlsOptions {
+    mode: Option<String>,
+    root: Option<String>,
+}
+
+/// Splits `sslmode` and `sslrootcert` off the connection string; the rest is for
+/// tokio-postgres, in the form it came in.
+fn take_tls_options(text: &str) -> Result<(String, TlsOptions), String> {
+    let mut options = TlsOptions::default();
+    let mut keep = |key: &str, value: String| match key {
+        "sslmode" => {
+            options.mode = Some(value);
+            false
+        }
+        "sslrootcert" => {
+            options.root = Some(value);
+            false
+        }
+        _ => true,
+    };
+    let rest = if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        match text.split_once('?') {
+            None => text.to_string(),
+            Some((base, query)) => {
+                let decode = |s: &str| {
+                    percent_encoding::percent_decode_str(s)
+                        .decode_utf8()
+                        .map(|v| v.into_owned())
+                        .map_err(|_| "the connection string is not valid UTF-8".to_string())
+                };
+                let mut kept = Vec::new();
+                for pair in query.split('&') {
+                    let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                    if keep(&decode(key)?, decode(value)?) {
+                        kept.push(pair);
+                    }
+                }
+                if kept.is_empty() {
+                    base.to_string()
+                } else {
+                    format!("{base}?{}", kept.join("&"))
+                }
+            }
+        }
+    } else {
+        let mut rest = String::new();
+        for (key, value, span) in key_values(text)? {
+            if keep(&key, value) {
+                rest.push_str(&text[span]);
+                rest.push(' ');
+            }
+        }
+        rest
+    };
+    Ok((rest, options))
+}
+
+/// The `key = value` pairs of a libpq key/value string (values optionally single-quoted, with
+/// backslash escapes), each with the span of the text it came from.
+fn key_values(text: &str) -> Result<Vec<(String, String, std::ops::Range<usize>)>, String> {
+    let bytes = text.as_bytes();
+    let mut pairs = Vec::new();
+    let mut i = 0;
+    let skip_space = |mut i: usize| {
+        while i < bytes.len() && bytes[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        i
+    };
+    loop {
+        i = skip_space(i);
+        if i == bytes.len() {
+            return Ok(pairs);
+        }
+        let start = i;
+        while i < bytes.len() && bytes[i] != b'=' && !bytes[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let key = text[start..i].to_string();
+        i = skip_space(i);
+        if bytes.get(i) != Some(&b'=') {
+            // Let tokio-postgres word the error.
+            return Ok(vec![(String::new(), String::new(), 0..text.len())]);
+        }
+        i = skip_space(i + 1);
+        let mut value = Vec::new();
+        let quoted = bytes.get(i) == Some(&b'\'');
+        if quoted {
+            i += 1;
+        }
+        loop {
+            match bytes.get(i) {
+                None if quoted => {
+                    return Err("unterminated quoted value in the connection string".into())
+                }
+                None => break,
+                Some(b'\'') if quoted => {
+                    i += 1;
+                    break;
+                }
+                Some(b) if !quoted && b.is_ascii_whitespace() => break,
+                Some(b'\\') if i + 1 < bytes.len() => {
+                    value.push(bytes[i + 1]);
+                    i += 2;
+                }
+                Some(&b) => {
+                    value.push(b);
+                    i += 1;
+                }
+            }
+        }
+        let value = String::from_utf8(value)
+            .map_err(|_| "the connection string is not valid UTF-8".to_string())?;
+        pairs.push((key, value, start..i));
+    }
+}
+
+fn load_roots(path: &str) -> Result<Arc<RootCertStore>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read sslrootcert {path}: {e}"))?;
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| format!("sslrootcert {path} is not PEM: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("sslrootcert {path} holds an unusable certificate: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("sslrootcert {path} holds no certificate"));
+    }
+    Ok(Arc::new(roots))
+}
+
+#[derive(Clone, Debug)]
+enum Roots {
+    Builtin,
+    File(Arc<RootCertStore>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Check {
+    Nothing,
+    Chain,
+    ChainAndName,
+}
+
+/// The connector: a rustls client configuration for the mode.
+#[derive(Clone, Debug)]
+pub struct Tls {
+    mode: SslMode,
+    config: Arc<ClientConfig>,
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+impl Tls {
+    fn new(mode: SslMode, roots: Roots, check: Check) -> Tls {
+        let roots = match roots {
+            Roots::File(store) => store,
+            Roots::Builtin => Arc::new(RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            }),
+        };
+        let provider = provider();
+        let verifier: Arc<dyn ServerCertVerifier> = match check {
+            Check::ChainAndName => {
+                WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+                    .build()
+                    .expect("a root store with at least one certificate")
+            }
+            Check::Chain => Arc::new(ChainOnly {
+                roots,
+                provider: provider.clone(),
+            }),
+            Check::Nothing => Arc::new(Unchecked {
+                provider: provider.clone(),
+            }),
+        };
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default TLS versions")
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        Tls {
+            mode,
+            config: Arc::new(config),
+        }
+    }
+
+    pub fn mode(&self) -> SslMode {
+        self.mode
+    }
+}
+
+impl<S> MakeTlsConnect<S> for Tls
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Stream = RustlsStream<S>;
+    type TlsConnect = Handshake;
+    type Error = TlsError;
+
+    /// Called for every host, Unix sockets included (with an empty name), before tokio-postgres
+    /// knows whether TLS will be used; so the name is checked only in the handshake.
+    fn make_tls_connect(&mut self, host: &str) -> Result<Handshake, TlsError> {
+        Ok(Handshake {
+            tls: self.clone(),
+            host: host.to_string(),
+        })
+    }
+}
+
+/// One handshake to `host`.
+pub struct Handshake {
+    tls: Tls,
+    host: String,
+}
+
+impl<S> TlsConnect<S> for Handshake
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Stream = RustlsStream<S>;
+    type Error = TlsError;
+    type Future = Pin<Box<dyn Future<Output = Result<RustlsStream<S>, TlsError>> + Send>>;
+
+    fn connect(self, stream: S) -> Self::Future {
+        Box::pin(async move {
+            let Handshake { tls, host } = self;
+            let refused = |reason: String| TlsError {
+                mode: tls.mode,
+                host: host.clone(),
+                reason,
+                certificate: true,
+            };
+            let name = match ServerName::try_from(host.clone()) {
+                Ok(name) => name,
+                // Nothing to compare with: the name only goes out as SNI, which servers ignore.
+                Err(_) if tls.mode != SslMode::VerifyFull => ServerName::try_from("localhost")
+                    .expect("a valid name")
+                    .to_owned(),
+                Err(_) => {
+                    return Err(refused(
+                        "verify-full needs a host name (or IP address) to check the certificate against".into(),
+                    ))
+                }
+            };
+            tokio_rustls::TlsConnector::from(tls.config.clone())
+                .connect(name, stream)
+                .await
+                .map(RustlsStream)
+                .map_err(|e| {
+                    let certificate = e
+                        .get_ref()
+                        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                        .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)));
+                    TlsError {
+                        certificate,
+                        ..refused(e.to_string())
+                    }
+                })
+        })
+    }
+}
+
+/// A failed handshake, with what to look at; never the password.
+#[derive(Debug)]
+pub struct TlsError {
+    mode: SslMode,
+    host: String,
+    reason: String,
+    /// The server's certificate was refused: retrying cannot help.
+    certificate: bool,
+}
+
+impl std::fmt::Display for TlsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "TLS handshake with {:?} failed (sslmode={}): {}",
+            self.host,
+            self.mode.as_str(),
+            self.reason
+        )?;
+        if self.certificate {
+            write!(f, "; check sslrootcert (the CA that signed the server's certificate) and that the host name is one the certificate names")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for TlsError {}
+
+/// Whether connecting failed for a reason no retry changes: the server's certificate was
+/// refused, or TLS was required and the server does not offer it.
+pub fn is_refusal(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(tls) = c.downcast_ref::<TlsError>() {
+            return tls.certificate;
+        }
+        // tokio-postgres's own error for a server that answered "no" to the TLS request; it
+        // has no type of its own to look for.
+        if c.source().is_none() && c.to_string() == "server does not support TLS" {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// `require` and `prefer` without a root certificate: encrypt, but take any certificate
+/// (libpq's behaviour). The handshake's signatures are still checked, so the session is
+/// bound to whichever key the server showed.
+#[derive(Debug)]
+struct Unchecked {
+    provider: Arc<CryptoProvider>,
+}
+
+/// `verify-ca`: the chain must lead to a trusted root; the name is not compared.
+#[derive(Debug)]
+struct ChainOnly {
+    roots: Arc<RootCertStore>,
+    provider: Arc<CryptoProvider>,
+}
+
+macro_rules! signatures {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.provider.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.provider.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.provider
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    };
+}
+
+impl ServerCertVerifier for Unchecked {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    signatures!();
+}
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &cert,
+            &self.roots,
+            intermediates,
+            now,
+            self.provider.signature_verification_algorithms.all,
+        )?;
+        Ok(ServerCertVerified::assertion())
+    }
+    signatures!();
+}
+
+/// A TLS connection as tokio-postgres wants it.
+pub struct RustlsStream<S>(tokio_rustls::client::TlsStream<S>);
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for RustlsStream<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for RustlsStream<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream for RustlsStream<S> {
+    /// No SCRAM channel binding: tokio-postgres then authenticates with plain SCRAM-SHA-256,
+    /// which servers accept unless `channel_binding=require` is set.
+    fn channel_binding(&self) -> ChannelBinding {
+        ChannelBinding::none()
+    }
+}
+
+#[cfg(test)]
+#[path = "tls_tests.rs"]
+mod tests;

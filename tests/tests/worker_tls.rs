@@ -283,33 +283,32 @@ async fn the_worker_speaks_tls_as_libpq_sslmode_says() {
         (
             "127.0.0.1",
             format!("sslmode=verify-full sslrootcert={root}"),
-            "not valid for name",
+            "by a host name the certificate lists".to_string(),
         ),
         (
             "localhost",
             format!("sslmode=verify-full sslrootcert={other}"),
-            "UnknownIssuer",
+            format!("not signed by a CA in sslrootcert {other}"),
         ),
         (
             "localhost",
             format!("sslmode=verify-ca sslrootcert={other}"),
-            "UnknownIssuer",
+            format!("not signed by a CA in sslrootcert {other}"),
         ),
         // libpq checks the chain with sslmode=require too once a root certificate is given.
         (
             "localhost",
             format!("sslmode=require sslrootcert={other}"),
-            "UnknownIssuer",
+            format!("not signed by a CA in sslrootcert {other}"),
         ),
     ] {
         let dsn = over_tcp(&owner, host, &format!("{tls} password=hunter2"));
         let (code, stderr) = refused(&dsn).await;
         assert_eq!(code, Some(2), "{dsn}: {stderr}");
         assert!(
-            stderr.contains("TLS handshake with") && stderr.contains(why),
+            stderr.contains("TLS handshake with") && stderr.contains(&why),
             "{dsn}: {stderr}"
         );
-        assert!(stderr.contains("check sslrootcert"), "{stderr}");
         assert!(!stderr.contains("hunter2"), "{stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
     }

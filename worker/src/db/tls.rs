@@ -134,14 +134,16 @@ impl DbConfig {
             ));
         }
         let roots = match root {
-            Some(path) if !system && mode != SslMode::Disable => Roots::File(load_roots(path)?),
+            Some(path) if !system && mode != SslMode::Disable => {
+                Roots::File(load_roots(path)?, path.to_string())
+            }
             _ => Roots::Builtin,
         };
         // libpq checks the chain in every TLS mode once a root certificate is given.
         let check = match mode {
             SslMode::VerifyFull => Check::ChainAndName,
             SslMode::VerifyCa => Check::Chain,
-            _ if matches!(roots, Roots::File(_)) => Check::Chain,
+            _ if matches!(roots, Roots::File(..)) => Check::Chain,
             _ => Check::Nothing,
         };
         pg.ssl_mode(match mode {
@@ -308,7 +310,8 @@ fn load_roots(path: &str) -> Result<Arc<RootCertStore>, String> {
 #[derive(Clone, Debug)]
 enum Roots {
     Builtin,
-    File(Arc<RootCertStore>),
+    /// The certificates and the file they came from.
+    File(Arc<RootCertStore>, String),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -323,6 +326,8 @@ enum Check {
 pub struct Tls {
     mode: SslMode,
     config: Arc<ClientConfig>,
+    /// Where the trusted roots come from, for error messages.
+    roots: String,
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -331,11 +336,14 @@ fn provider() -> Arc<CryptoProvider> {
 
 impl Tls {
     fn new(mode: SslMode, roots: Roots, check: Check) -> Tls {
-        let roots = match roots {
-            Roots::File(store) => store,
-            Roots::Builtin => Arc::new(RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            }),
+        let (roots, source) = match roots {
+            Roots::File(store, path) => (store, format!("sslrootcert {path}")),
+            Roots::Builtin => (
+                Arc::new(RootCertStore {
+                    roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+                }),
+                "the built-in roots (no sslrootcert given)".to_string(),
+            ),
         };
         let provider = provider();
         let verifier: Arc<dyn ServerCertVerifier> = match check {
@@ -361,6 +369,7 @@ impl Tls {
         Tls {
             mode,
             config: Arc::new(config),
+            roots: source,
         }
     }
 
@@ -404,11 +413,11 @@ where
     fn connect(self, stream: S) -> Self::Future {
         Box::pin(async move {
             let Handshake { tls, host } = self;
-            let refused = |reason: String| TlsError {
+            let refused = |reason: String, hint: Option<String>| TlsError {
                 mode: tls.mode,
                 host: host.clone(),
                 reason,
-                certificate: true,
+                hint,
             };
             let name = match ServerName::try_from(host.clone()) {
                 Ok(name) => name,
@@ -419,6 +428,7 @@ where
                 Err(_) => {
                     return Err(refused(
                         "verify-full needs a host name (or IP address) to check the certificate against".into(),
+                        Some("give host=NAME".into()),
                     ))
                 }
             };
@@ -427,16 +437,34 @@ where
                 .await
                 .map(RustlsStream)
                 .map_err(|e| {
-                    let certificate = e
+                    let hint = match e
                         .get_ref()
                         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-                        .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)));
-                    TlsError {
-                        certificate,
-                        ..refused(e.to_string())
-                    }
+                    {
+                        Some(rustls::Error::InvalidCertificate(why)) => Some(hint(why, &tls)),
+                        _ => None,
+                    };
+                    refused(e.to_string(), hint)
                 })
         })
+    }
+}
+
+/// What to change when the server's certificate was refused.
+fn hint(why: &rustls::CertificateError, tls: &Tls) -> String {
+    use rustls::CertificateError as E;
+    match why {
+        E::NotValidForName | E::NotValidForNameContext { .. } => {
+            "connect by a host name the certificate lists, or use sslmode=verify-ca".into()
+        }
+        E::UnknownIssuer | E::BadSignature => format!(
+            "the server's certificate is not signed by a CA in {}",
+            tls.roots
+        ),
+        _ => format!(
+            "the server's certificate is refused (trusted roots: {})",
+            tls.roots
+        ),
     }
 }
 
@@ -446,8 +474,8 @@ pub struct TlsError {
     mode: SslMode,
     host: String,
     reason: String,
-    /// The server's certificate was refused: retrying cannot help.
-    certificate: bool,
+    /// Set when the server's certificate was refused, which no retry changes: what to do.
+    hint: Option<String>,
 }
 
 impl std::fmt::Display for TlsError {
@@ -459,8 +487,8 @@ impl std::fmt::Display for TlsError {
             self.mode.as_str(),
             self.reason
         )?;
-        if self.certificate {
-            write!(f, "; check sslrootcert (the CA that signed the server's certificate) and that the host name is one the certificate names")?;
+        if let Some(hint) = &self.hint {
+            write!(f, ": {hint}")?;
         }
         Ok(())
     }
@@ -474,7 +502,7 @@ pub fn is_refusal(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(e);
     while let Some(c) = cause {
         if let Some(tls) = c.downcast_ref::<TlsError>() {
-            return tls.certificate;
+            return tls.hint.is_some();
         }
         // tokio-postgres's own error for a server that answered "no" to the TLS request; it
         // has no type of its own to look for.

@@ -5,6 +5,7 @@
 //! itself; callers decide how long to back off, and [`DbError::is_transient`] whether to.
 
 mod conflict;
+mod dsn;
 mod error;
 mod pool;
 #[cfg(test)]

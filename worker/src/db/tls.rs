@@ -10,7 +10,8 @@
 //!   certificate is not checked, so it protects against eavesdropping, not impersonation.
 //! - `require`: TLS or no connection, certificate not checked, except that libpq checks the
 //!   chain (as `verify-ca`) when a root certificate is given; so do we.
-//! - `verify-ca`: TLS, and the server's chain must lead to a trusted root.
+//! - `verify-ca`: TLS, and the server's chain must lead to a root in `sslrootcert` (required,
+//!   as in libpq: against public roots a chain check alone proves nothing).
 //! - `verify-full`: as `verify-ca`, and the certificate must name the host connected to.
 //!
 //! The trusted roots are the PEM certificates in `sslrootcert=<file>`; without one (or with
@@ -133,17 +134,24 @@ impl DbConfig {
                 mode.as_str()
             ));
         }
+        // libpq refuses verify-ca without a root file too; against the public roots a chain
+        // check alone proves nothing.
+        if mode == SslMode::VerifyCa && root.is_none() {
+            return Err("sslmode=verify-ca needs sslrootcert=FILE, the CA that signed the server's certificate (or use verify-full)".into());
+        }
         let roots = match root {
             Some(path) if !system && mode != SslMode::Disable => {
                 Roots::File(load_roots(path)?, path.to_string())
             }
             _ => Roots::Builtin,
         };
-        // libpq checks the chain in every TLS mode once a root certificate is given.
+        // libpq's require checks the chain once a root certificate is given. Its prefer does
+        // too, but falls back to plain text when the check fails, which tokio-postgres cannot
+        // do; so prefer checks nothing here rather than fail where libpq would connect.
         let check = match mode {
             SslMode::VerifyFull => Check::ChainAndName,
             SslMode::VerifyCa => Check::Chain,
-            _ if matches!(roots, Roots::File(..)) => Check::Chain,
+            SslMode::Require if matches!(roots, Roots::File(..)) => Check::Chain,
             _ => Check::Nothing,
         };
         pg.ssl_mode(match mode {

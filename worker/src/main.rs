@@ -57,7 +57,7 @@ fn main() -> ExitCode {
     match runtime.block_on(app::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         // One line, like a configuration error: the operator must act before a restart helps.
-        Err(e @ StartError::Unsupported(_)) => {
+        Err(e @ (StartError::Unsupported(_) | StartError::Database(_))) => {
             eprintln!("stripe-billing-worker: {e}");
             ExitCode::from(e.exit_code())
         }

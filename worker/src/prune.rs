@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
 use crate::telemetry;
@@ -16,7 +15,7 @@ use crate::telemetry;
 const RUN_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Prunes every `interval` until `shutdown`.
-pub async fn run(config: tokio_postgres::Config, interval: Duration, shutdown: CancellationToken) {
+pub async fn run(config: crate::db::DbConfig, interval: Duration, shutdown: CancellationToken) {
     loop {
         let outcome = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -47,9 +46,9 @@ pub async fn run(config: tokio_postgres::Config, interval: Duration, shutdown: C
 }
 
 /// One run: (requests expired, requests deleted, events deleted).
-async fn prune_once(config: &tokio_postgres::Config) -> Result<(i64, i64, i64), String> {
+async fn prune_once(config: &crate::db::DbConfig) -> Result<(i64, i64, i64), String> {
     let (client, connection) = config
-        .connect(NoTls)
+        .connect()
         .await
         .map_err(|e| format!("cannot connect: {}", crate::error_chain(&e)))?;
     let driver = tokio::spawn(connection);

@@ -108,12 +108,21 @@ impl Installed {
 }
 
 /// Reads what is installed, waiting (with backoff) while the database cannot be reached.
-/// Ok(None) when stripe_billing is not installed; Err when `shutdown` ended the wait.
-pub async fn installed(db: &Db, shutdown: &CancellationToken) -> Result<Option<Installed>, ()> {
+/// Ok(None) when stripe_billing is not installed; Err(None) when `shutdown` ended the wait,
+/// Err(Some) when connecting failed for a reason no wait can change.
+pub async fn installed(
+    db: &Db,
+    shutdown: &CancellationToken,
+) -> Result<Option<Installed>, Option<crate::db::DbError>> {
     let mut failures = 0u32;
     loop {
         match read(db).await {
             Ok(installed) => return Ok(installed),
+            // A refused certificate, or TLS required of a server without it: waiting cannot
+            // help, and a worker that retries quietly looks like one that runs.
+            Err(crate::db::DbError::Connect(e)) if crate::db::tls::is_refusal(&e) => {
+                return Err(Some(crate::db::DbError::Connect(e)));
+            }
             Err(e) => {
                 failures += 1;
                 let wait = backoff::DB_BACKOFF.full_jitter(failures, &mut rand::rng());
@@ -121,7 +130,7 @@ pub async fn installed(db: &Db, shutdown: &CancellationToken) -> Result<Option<I
                 tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64,
                     "cannot read the stripe_billing version yet, retrying");
                 if !crate::shutdown::sleep(wait, shutdown).await {
-                    return Err(());
+                    return Err(None);
                 }
             }
         }

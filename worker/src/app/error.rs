@@ -15,6 +15,9 @@ pub enum StartError {
     /// The database's stripe_billing is missing, another version, or unreadable.
     #[error(transparent)]
     Unsupported(#[from] VersionError),
+    /// Connecting failed in a way no retry changes (TLS refused).
+    #[error("{0}")]
+    Database(String),
     #[error("cannot set up the database connection pool: {0}")]
     Pool(#[from] BuildError),
     /// A shutdown signal came before the database answered.
@@ -47,7 +50,8 @@ impl StartError {
     /// The process's exit code for this failure.
     pub fn exit_code(&self) -> u8 {
         match self {
-            StartError::Unsupported(_) => 2,
+            // The operator must act before a restart helps.
+            StartError::Unsupported(_) | StartError::Database(_) => 2,
             _ => 1,
         }
     }
@@ -58,12 +62,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_a_version_mismatch_exits_with_2() {
+    fn only_a_version_mismatch_or_a_tls_refusal_exits_with_2() {
         assert_eq!(StartError::from(VersionError::NotInstalled).exit_code(), 2);
         assert_eq!(
             StartError::Unsupported(VersionError::Unreadable).exit_code(),
             2
         );
+        assert_eq!(StartError::Database("refused".into()).exit_code(), 2);
         assert_eq!(StartError::Interrupted.exit_code(), 1);
         let taken = StartError::Listen {
             addr: "127.0.0.1:8080".parse().unwrap(),

@@ -101,7 +101,8 @@ async fn checked_pool(
     let db = Db::new(config.database.clone(), size, config.db_max_lifetime)?;
     match version::installed(&db, shutdown).await {
         Ok(installed) => version::check(installed.as_ref())?,
-        Err(()) => return Ok(None),
+        Err(None) => return Ok(None),
+        Err(Some(e)) => return Err(StartError::Database(e.to_string())),
     }
     Ok(Some(db))
 }

@@ -112,7 +112,7 @@ impl ApiConfig {
 /// `tokio_postgres::Config` redacts the password itself.
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub database: tokio_postgres::Config,
+    pub database: crate::db::DbConfig,
     pub stripe_secret_key: Option<Secret>,
     /// Without a trailing slash, so paths like `/v1/customers` can be appended.
     pub stripe_api_base: String,
@@ -300,9 +300,9 @@ fn range(flag: &'static str, reason: String) -> ConfigError {
 }
 
 /// Parses the connection string and fills in what a daemon needs but libpq leaves open.
-fn database_config(url: &str) -> Result<tokio_postgres::Config, ConfigError> {
-    // The parser's messages never echo the input, so a password cannot leak into the log.
-    let mut config = tokio_postgres::Config::from_str(url.trim())
+fn database_config(url: &str) -> Result<crate::db::DbConfig, ConfigError> {
+    // The parsers' messages never echo the input, so a password cannot leak into the log.
+    let mut config = crate::db::DbConfig::parse(url)
         .map_err(|e| {
             ConfigError::DatabaseUrl(format!(
                 "{e} (expected postgres://USER@HOST:PORT/DB or key=value pairs such as host=... dbname=...)"
@@ -311,11 +311,6 @@ fn database_config(url: &str) -> Result<tokio_postgres::Config, ConfigError> {
     if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
         return Err(ConfigError::DatabaseUrl(
             "no host given (add host=... or postgres://HOST/...)".into(),
-        ));
-    }
-    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-        return Err(ConfigError::DatabaseUrl(
-            "sslmode=require is not supported: this worker connects without TLS (use a local or private-network connection)".into(),
         ));
     }
     if config.get_connect_timeout().is_none() {

@@ -300,7 +300,7 @@ fn bad_database_urls_are_rejected_without_echoing_secrets() {
     for url in [
         "postgres://u:hunter2@host:notaport/db",
         "dbname=x",
-        "host=h sslmode=require",
+        "host=h sslmode=verify",
         "host=h port=",
     ] {
         let err = Config::from_args(Args::try_parse_from(["w", "--database-url", url]).unwrap())

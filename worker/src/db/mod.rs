@@ -5,15 +5,18 @@
 //! itself; callers decide how long to back off, and [`DbError::is_transient`] whether to.
 
 mod conflict;
+mod dsn;
 mod error;
 mod pool;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod tls;
 
 use std::time::Duration;
 
 pub use error::DbError;
 pub use pool::{Conn, Db};
+pub use tls::DbConfig;
 
 /// How long a query may take before the client is considered stuck and discarded.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(30);

@@ -20,7 +20,9 @@ use deadpool_postgres::{
 };
 use tokio::task::JoinHandle;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, NoTls, Row};
+use tokio_postgres::{Client, Row};
+
+use super::tls::{DbConfig, Tls};
 
 use super::{DbError, QUERY_TIMEOUT};
 
@@ -34,13 +36,14 @@ impl Db {
     /// A pool of at most `max_connections` (at least one) clients, opened lazily, each
     /// closed once it is older than `max_lifetime`.
     pub fn new(
-        config: tokio_postgres::Config,
+        config: impl Into<DbConfig>,
         max_connections: usize,
         max_lifetime: Duration,
     ) -> Result<Db, BuildError> {
+        let DbConfig { pg, tls } = config.into();
         let manager = Manager::from_connect(
-            config,
-            Connector,
+            pg,
+            Connector { tls },
             ManagerConfig {
                 // Checks `is_closed()` only: a dead connection that is not yet known to be
                 // dead fails its next query, which callers retry as transient anyway.
@@ -114,10 +117,12 @@ fn outlived(metrics: &Metrics, max_lifetime: Duration) -> bool {
     metrics.age() >= max_lifetime
 }
 
-/// Opens connections without TLS (the configuration refuses `sslmode=require`) and drives
-/// each in a task of its own. A connection that ends is logged at debug level only: a
+/// Opens connections with the TLS that `sslmode` asks for and drives each in a task of its
+/// own. A connection that ends is logged at debug level only: a
 /// restart ends them all at once, and the callers report the outage.
-struct Connector;
+struct Connector {
+    tls: Tls,
+}
 
 type Connecting<'a> = Pin<
     Box<dyn Future<Output = Result<(Client, JoinHandle<()>), tokio_postgres::Error>> + Send + 'a>,
@@ -126,8 +131,9 @@ type Connecting<'a> = Pin<
 impl Connect for Connector {
     fn connect(&self, config: &tokio_postgres::Config) -> Connecting<'_> {
         let config = config.clone();
+        let tls = self.tls.clone();
         Box::pin(async move {
-            let (client, connection) = config.connect(NoTls).await?;
+            let (client, connection) = config.connect(tls).await?;
             let driver = tokio::spawn(async move {
                 if let Err(e) = connection.await {
                     tracing::debug!(error = %e, "Postgres connection closed");

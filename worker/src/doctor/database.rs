@@ -262,7 +262,7 @@ pub async fn active_plans(db: &Db) -> Result<Vec<Plan>, Check> {
 
 /// A notification sent on this database reaches a LISTEN connection (the worker's start-up
 /// self-check, `queue::listen`).
-pub async fn notify_round_trip(config: &tokio_postgres::Config, db: &Db) -> Check {
+pub async fn notify_round_trip(config: &crate::db::DbConfig, db: &Db) -> Check {
     const NAME: &str = "NOTIFY";
     let mut listener = match Listener::start(config).await {
         Ok(listener) => listener,

@@ -158,7 +158,11 @@ impl Printer {
 /// Runs every check, printing the checklist to stdout; returns the exit code.
 pub async fn run(config: Config) -> u8 {
     println!("stripe-billing-worker doctor");
-    println!("  database: {}", database::describe(&config.database));
+    println!(
+        "  database: {}, sslmode={}",
+        database::describe(&config.database),
+        config.database.tls.mode().as_str()
+    );
     println!(
         "  Stripe:   {} ({})",
         config.stripe_api_base,

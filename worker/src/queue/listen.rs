@@ -17,7 +17,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::{AsyncMessage, Client};
+
+use crate::db::DbConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff;
@@ -51,8 +53,8 @@ pub struct Listener {
 
 impl Listener {
     /// Connects and LISTENs, both within [`crate::db::QUERY_TIMEOUT`].
-    pub async fn start(config: &tokio_postgres::Config) -> Result<Listener, String> {
-        let connect = tokio::time::timeout(crate::db::QUERY_TIMEOUT, config.connect(NoTls));
+    pub async fn start(config: &DbConfig) -> Result<Listener, String> {
+        let connect = tokio::time::timeout(crate::db::QUERY_TIMEOUT, config.connect());
         let (client, mut connection) = match connect.await {
             Ok(Ok(pair)) => pair,
             Ok(Err(e)) => return Err(format!("cannot connect: {}", crate::error_chain(&e))),
@@ -149,7 +151,7 @@ pub async fn round_trip(
 /// (dropping `wake`, which leaves the main loop to poll) when the self-check shows that
 /// notifications do not arrive on this connection.
 pub async fn run(
-    config: tokio_postgres::Config,
+    config: DbConfig,
     db: Db,
     poll_interval: Duration,
     wake: mpsc::Sender<Wake>,
@@ -197,7 +199,7 @@ enum Continue {
 
 /// One connection's life. Err when the connection failed or dropped.
 async fn listen_once(
-    config: &tokio_postgres::Config,
+    config: &DbConfig,
     db: &Db,
     wake: &mpsc::Sender<Wake>,
     shutdown: &CancellationToken,

@@ -144,7 +144,7 @@ ALTER TABLE billing.stripe_credit_notes ADD COLUMN post_payment_amount bigint;
 COMMENT ON COLUMN billing.stripe_credit_notes.post_payment_amount IS 'The part that was refunded, credited to the customer''s balance or credited outside Stripe (from 2025-05-28.basil; NULL before, when a post_payment credit note''s total is all post-payment).';
 COMMENT ON COLUMN billing.stripe_credit_notes.note_type IS 'pre_payment (lowers what is due; nothing was paid for it), post_payment, or mixed (from 2025-05-28.basil: part of each; only post_payment_amount gives money back).';
 COMMENT ON TABLE billing.stripe_credit_notes IS 'Credit notes as credit_note.* events reported them. An issued credit note gives back its post-payment part (a post_payment note''s total, a mixed note''s post_payment_amount); the part it refunded is already counted with the charge''s refunds. Privileged roles only.';
-COMMENT ON COLUMN billing.stripe_requests.kind IS 'checkout or portal (a user''s session), refresh (retrieve a subscription whose same-second events disagree, an invoice''s payments, a credit note''s refund no event reported, or the invoices a PaymentIntent paid when a refund or dispute needs them) or line_items (retrieve what a Checkout Session sold, or every line of an invoice).';
+COMMENT ON COLUMN billing.stripe_requests.kind IS 'checkout or portal (a user''s session), refresh (retrieve a subscription whose same-second events disagree, an invoice''s payments, a credit note''s refund no event reported, the invoices a PaymentIntent paid when a refund or dispute needs them, or a price whose amount the catalog lacks) or line_items (retrieve what a Checkout Session sold, or every line of an invoice).';
 
 -- One payment may pay several invoices (basil), each its own part of it, and a payment's
 -- invoices are looked up only when a refund or dispute needs them (issue 20).
@@ -163,6 +163,26 @@ COMMENT ON TABLE billing.payment_lookups IS 'PaymentIntents whose invoice paymen
 COMMENT ON COLUMN billing.payment_lookups.payment IS 'The PaymentIntent looked up.';
 COMMENT ON COLUMN billing.payment_lookups.invoices IS 'How many paid invoices Stripe listed for it.';
 COMMENT ON COLUMN billing.payment_lookups.looked_up_at IS 'When the answer was stored.';
+
+-- Each price's amount, synced from Stripe (proration lines are valued against it; the public
+-- catalog shows it).
+CREATE TABLE billing.prices (
+    stripe_price_id text PRIMARY KEY CHECK (length(stripe_price_id) BETWEEN 1 AND 255),
+    unit_amount numeric CHECK (unit_amount >= 0),
+    currency text CHECK (currency ~ '^[a-z]{3}$'),
+    recurring_interval text CHECK (recurring_interval IN ('day', 'week', 'month', 'year')),
+    interval_count integer CHECK (interval_count > 0),
+    active boolean,
+    synced_at timestamptz NOT NULL
+);
+COMMENT ON TABLE billing.prices IS 'Stripe''s public fields of each price, synced from its price.created and price.updated events and from the worker''s retrieval (GET /v1/prices/{id}) when an invoice needs an amount the table lacks. Privileged roles only; billing.public_catalog shows the catalog''s prices to anyone.';
+COMMENT ON COLUMN billing.prices.stripe_price_id IS 'The Stripe price (price_...).';
+COMMENT ON COLUMN billing.prices.unit_amount IS 'The price in the currency''s smallest unit (cents), from Stripe''s unit_amount_decimal (fractions of a cent kept); NULL for a price without one (tiered, customer-chosen amounts).';
+COMMENT ON COLUMN billing.prices.currency IS 'Three-letter ISO currency code, lower case, as Stripe sends it.';
+COMMENT ON COLUMN billing.prices.recurring_interval IS 'recurring.interval: day, week, month or year; NULL for a one-time price.';
+COMMENT ON COLUMN billing.prices.interval_count IS 'recurring.interval_count: how many intervals one billing period is; NULL for a one-time price.';
+COMMENT ON COLUMN billing.prices.active IS 'Whether Stripe lets the price be used for new purchases.';
+COMMENT ON COLUMN billing.prices.synced_at IS 'As of when Stripe said so: the event''s created time, or the retrieval''s answer time; an older report never overwrites a newer one.';
 
 -- The functions the extension writes in Rust, as PL/pgSQL twins.
 -- sql/editions/pure/signature.sql
@@ -601,6 +621,62 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION billing._record_plan_price() IS 'Internal (trigger): keeps every price a plan sells in billing.plan_prices and gives waiting subscriptions on it their plan.';
+
+-- A price as Stripe reports it (a price event's normalised data, or a retrieved Price): kept
+-- when newer than what the catalog has, so events in any order, redelivered, or racing a
+-- retrieval leave the newest report. A price's unit amount never changes in Stripe (only
+-- active, metadata and the like can be updated), so the amount is the same whichever wins.
+CREATE OR REPLACE FUNCTION billing._sync_price(price_id text, data jsonb, as_of timestamptz) RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF price_id IS NULL THEN
+        RETURN;
+    END IF;
+    INSERT INTO billing.prices AS p (stripe_price_id, unit_amount, currency, recurring_interval, interval_count,
+                                     active, synced_at)
+    VALUES (price_id, (data ->> 'unit_amount')::numeric, lower(data ->> 'currency'), data ->> 'interval',
+            (data ->> 'interval_count')::integer, (data ->> 'active')::boolean, as_of)
+    ON CONFLICT (stripe_price_id) DO UPDATE
+    SET unit_amount = excluded.unit_amount, currency = excluded.currency,
+        recurring_interval = excluded.recurring_interval, interval_count = excluded.interval_count,
+        active = excluded.active, synced_at = excluded.synced_at
+    WHERE p.synced_at <= excluded.synced_at;
+END
+$$;
+COMMENT ON FUNCTION billing._sync_price(text, jsonb, timestamptz) IS 'Internal: records a price''s public fields (the normalised data of a Price) in billing.prices as of a time, unless the catalog already has a newer report.';
+
+CREATE OR REPLACE FUNCTION billing._apply_price(ev jsonb) RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM billing._sync_price(ev ->> 'object_id', ev -> 'data', to_timestamp((ev ->> 'created')::bigint));
+END
+$$;
+COMMENT ON FUNCTION billing._apply_price(jsonb) IS 'Internal: price.created and price.updated keep the price''s amount, currency and interval in billing.prices (as of the event''s time).';
+
+-- The pricing page's catalog: what each plan sells and what Stripe charges for it, readable by
+-- anyone (anon too), without the plans' metadata (your own notes, which may not be public).
+-- A plain view, run with its owner's rights: billing.plans and billing.prices stay private to
+-- anon, who sees these columns only.
+CREATE OR REPLACE VIEW billing.public_catalog AS
+SELECT pl.id AS plan_id, pl.name, pl.kind, pl.monthly_tokens, pl.tokens, pl.stripe_price_id AS price_id,
+       pr.unit_amount AS amount, pr.currency, pr.recurring_interval, pr.interval_count,
+       pl.active AND coalesce(pr.active, true) AS active
+FROM billing.plans pl
+LEFT JOIN billing.prices pr ON pr.stripe_price_id = pl.stripe_price_id;
+COMMENT ON VIEW billing.public_catalog IS 'The catalog for a pricing page, one row per plan with its current price''s amount as synced from Stripe (billing.prices); readable by anon and authenticated; no metadata.';
+COMMENT ON COLUMN billing.public_catalog.plan_id IS 'The plan (billing.plans.id).';
+COMMENT ON COLUMN billing.public_catalog.name IS 'Display name.';
+COMMENT ON COLUMN billing.public_catalog.kind IS 'subscription or token_pack.';
+COMMENT ON COLUMN billing.public_catalog.monthly_tokens IS 'Subscription plans: tokens for each paid billing period.';
+COMMENT ON COLUMN billing.public_catalog.tokens IS 'Token packs: tokens per purchase.';
+COMMENT ON COLUMN billing.public_catalog.price_id IS 'The Stripe price the plan sells now (pass it to billing.request_checkout).';
+COMMENT ON COLUMN billing.public_catalog.amount IS 'What the price costs, in the currency''s smallest unit (cents); NULL until Stripe''s price is synced (price events, or the worker''s retrieval), and for prices without a unit amount (tiered).';
+COMMENT ON COLUMN billing.public_catalog.currency IS 'Three-letter ISO currency code (lower case); NULL until synced.';
+COMMENT ON COLUMN billing.public_catalog.recurring_interval IS 'day, week, month or year for a subscription price; NULL for a one-time price or until synced.';
+COMMENT ON COLUMN billing.public_catalog.interval_count IS 'Intervals per billing period (3 with month: quarterly); NULL for a one-time price or until synced.';
+COMMENT ON COLUMN billing.public_catalog.active IS 'Whether it can be bought: the plan is active and Stripe has not archived the price.';
 
 -- sql/customers/functions.sql
 -- Customers: linking users to Stripe customers, and finding the user an event concerns.
@@ -2282,7 +2358,7 @@ BEGIN
     DO NOTHING;
 END
 $$;
-COMMENT ON FUNCTION billing._request_retrieval(text, uuid, text) IS 'Internal: asks the worker to retrieve an object from Stripe (refresh: a subscription, an invoice with its payments, a credit note''s refund, or a PaymentIntent''s invoice payments; line_items: what a Checkout Session sold, or every line of an invoice), once while one is in flight.';
+COMMENT ON FUNCTION billing._request_retrieval(text, uuid, text) IS 'Internal: asks the worker to retrieve an object from Stripe (refresh: a subscription, an invoice with its payments, a credit note''s refund, a PaymentIntent''s invoice payments, or a price; line_items: what a Checkout Session sold, or every line of an invoice), once while one is in flight.';
 
 CREATE OR REPLACE FUNCTION billing._record_session_status(request_id text, session_status text) RETURNS void
 LANGUAGE plpgsql
@@ -2308,7 +2384,7 @@ COMMENT ON FUNCTION billing._record_session_status(text, text) IS 'Internal: rec
 --   invoice.parent.subscription_details.{subscription,metadata} after;
 -- - a line's price: price.id or plan.id before, pricing.price_details.price after;
 -- - a line's unit amount: price.unit_amount_decimal or price.unit_amount (the expanded Price)
---   before, pricing.unit_amount_decimal after;
+--   before, pricing.unit_amount_decimal after (null on proration lines: not read there);
 -- - a line's proration flag: proration before; after, parent.subscription_item_details.proration
 --   or, for a line an invoice item made, parent.invoice_item_details.proration;
 -- - a charge's invoice (before basil only) and an invoice's payments (basil: invoice_payment
@@ -2442,6 +2518,17 @@ RETURN pg_catalog.jsonb_build_object(
     'metadata', billing._json_map(o -> 'metadata'));
 COMMENT ON FUNCTION billing._normalize_subscription(jsonb, jsonb) IS 'Internal: the normalised data of a subscription, given its normalised items.';
 
+-- A Price (price.created, price.updated, a retrieved price): its public fields for the catalog.
+CREATE OR REPLACE FUNCTION billing._normalize_price(o jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN pg_catalog.jsonb_build_object(
+    'unit_amount', coalesce(billing._json_decimal(o -> 'unit_amount_decimal'), billing._json_number(o -> 'unit_amount')),
+    'currency', billing._json_string(o -> 'currency'),
+    'interval', billing._json_string(o #> '{recurring,interval}'),
+    'interval_count', billing._json_number(o #> '{recurring,interval_count}'),
+    'active', billing._json_boolean(o -> 'active'));
+COMMENT ON FUNCTION billing._normalize_price(jsonb) IS 'Internal: the normalised data of a Price: unit amount (unit_amount_decimal, else unit_amount), currency, recurring interval and count, active.';
+
 -- An invoice's lines (price, amount, quantity, proration flag and period, in either API shape)
 -- and what paid it (basil, retrieved with expand[]=payments), as [lines, payments].
 CREATE OR REPLACE FUNCTION billing._normalize_invoice_lists(o jsonb) RETURNS jsonb[]
@@ -2466,13 +2553,18 @@ BEGIN
                                       billing._json_boolean(item #> '{parent,invoice_item_details,proration}'),
                                       billing._json_boolean(item -> 'proration'), 'false'),
                 -- The price's unit amount, which a proration line's amount is a share of
-                -- (sql/effects/invoice.sql): basil's line.pricing.unit_amount_decimal, before it the
-                -- expanded line.price's unit_amount_decimal or unit_amount (Stripe's OpenAPI:
-                -- line_item.pricing, price.unit_amount, price.unit_amount_decimal). NULL for a
+                -- (sql/effects/invoice.sql): before basil the expanded line.price is the Price
+                -- itself (its unit_amount_decimal or unit_amount, Stripe's OpenAPI); basil's
+                -- line.pricing.unit_amount_decimal only on lines that are no proration, since
+                -- Stripe sends null there on proration lines (recorded responses: emulator/README.md,
+                -- rules table), and the effects then use the catalog's synced price. NULL for a
                 -- price without one (tiered, custom unit amounts).
-                'unit_amount', coalesce(billing._json_decimal(item #> '{pricing,unit_amount_decimal}'),
-                                        billing._json_decimal(item #> '{price,unit_amount_decimal}'),
-                                        billing._json_number(item #> '{price,unit_amount}')),
+                'unit_amount', coalesce(billing._json_decimal(item #> '{price,unit_amount_decimal}'),
+                                        billing._json_number(item #> '{price,unit_amount}'),
+                                        CASE WHEN coalesce(billing._json_boolean(item #> '{parent,subscription_item_details,proration}'),
+                                                               billing._json_boolean(item #> '{parent,invoice_item_details,proration}'),
+                                                               billing._json_boolean(item -> 'proration'), 'false') <> 'true'
+                                             THEN billing._json_decimal(item #> '{pricing,unit_amount_decimal}') END),
                 'period_start', billing._json_number(item #> '{period,start}'),
                 'period_end', billing._json_number(item #> '{period,end}'));
         END LOOP;
@@ -2686,6 +2778,7 @@ BEGIN
         WHEN 'refund' THEN billing._normalize_money(object_type, object, NULL)
         WHEN 'dispute' THEN billing._normalize_money(object_type, object, NULL)
         WHEN 'invoice_payment' THEN billing._normalize_money(object_type, object, NULL)
+        WHEN 'price' THEN billing._normalize_price(object)
         ELSE '{}'::jsonb
     END;
     RETURN pg_catalog.jsonb_build_object(
@@ -2760,6 +2853,8 @@ BEGIN
                 PERFORM billing._apply_credit_note(ev);
             WHEN ev ->> 'object_type' = 'invoice_payment' AND ev ->> 'type' LIKE 'invoice_payment.%' THEN
                 PERFORM billing._apply_invoice_payment(ev);
+            WHEN ev ->> 'object_type' = 'price' AND ev ->> 'type' IN ('price.created', 'price.updated') THEN
+                PERFORM billing._apply_price(ev);
             ELSE
                 NULL;  -- stored and acknowledged, no effect
         END CASE;
@@ -2828,10 +2923,18 @@ BEGIN
     END IF;
     WHILE progress LOOP
         progress := false;
-        FOR w IN SELECT e.id FROM billing.stripe_events e
+        FOR w IN SELECT e.id, e.created, e.received_at FROM billing.stripe_events e
                  WHERE e.processed_at IS NULL AND e.error_code IN ('BL007', 'BL010')
                    AND (e.stripe_customer_id = customer OR e.object_id = _apply_waiting.object_id)
-                 ORDER BY e.created, e.received_at
+                 UNION
+                 -- An invoice waiting for a price's amount (sql/effects/invoice.sql) says so in its
+                 -- error. A branch of its own, read only for a price, so every other delivery keeps
+                 -- to the two indexes above.
+                 SELECT e.id, e.created, e.received_at FROM billing.stripe_events e
+                 WHERE starts_with(_apply_waiting.object_id, 'price_')
+                   AND e.processed_at IS NULL AND e.error_code = 'BL010'
+                   AND e.error = 'waiting for the price ' || _apply_waiting.object_id || ' from Stripe'
+                 ORDER BY 2, 3
                  LIMIT 200 LOOP
             IF (billing._apply_stored_event(w.id)).applied THEN
                 applied := applied + 1;
@@ -2842,7 +2945,7 @@ BEGIN
     RETURN applied;
 END
 $$;
-COMMENT ON FUNCTION billing._apply_waiting(text, text) IS 'Internal: applies the events of a customer or object that wait for their user (BL007) or for data from Stripe (BL010); returns how many now applied.';
+COMMENT ON FUNCTION billing._apply_waiting(text, text) IS 'Internal: applies the events of a customer or object that wait for their user (BL007) or for data from Stripe (BL010), and for a price the invoices waiting for its amount; returns how many now applied.';
 
 CREATE OR REPLACE FUNCTION billing._event_result(e billing.stripe_events, duplicate boolean) RETURNS jsonb
 LANGUAGE sql STABLE
@@ -3079,6 +3182,23 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION billing.store_invoice_payments(text, jsonb) IS 'Worker: stores which invoices a PaymentIntent paid (Stripe''s list of its invoice payments, GET /v1/invoice_payments, all pages), so its refunds and disputes find the purchases, and settles those purchases; returns how many invoices it paid.';
+
+CREATE OR REPLACE FUNCTION billing.store_price(price jsonb, as_of timestamptz) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF price IS NULL OR price ->> 'object' IS DISTINCT FROM 'price' OR coalesce(price ->> 'id', '') !~ '^price_[A-Za-z0-9_]+$' THEN
+        RAISE EXCEPTION 'price must be a Stripe Price object (object "price", id price_...)'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF as_of IS NULL THEN
+        RAISE EXCEPTION 'as_of must be the time of Stripe''s answer' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM billing._sync_price(price ->> 'id', billing._normalize_price(price), as_of);
+    RETURN billing._apply_waiting(NULL, price ->> 'id');
+END
+$$;
+COMMENT ON FUNCTION billing.store_price(jsonb, timestamptz) IS 'Worker: stores a price retrieved from Stripe (GET /v1/prices/{id}) in billing.prices as of the answer''s time and applies the invoice events that waited for its amount; returns how many applied.';
 
 CREATE OR REPLACE FUNCTION billing.reprocess_events(max_events integer DEFAULT 1000,
                                                     include_waiting boolean DEFAULT false) RETURNS jsonb
@@ -3500,12 +3620,15 @@ COMMENT ON FUNCTION billing._apply_subscription(jsonb, smallint) IS 'Internal: a
 --   fraction = |amount| / (unit amount x quantity), at most 1, so its tokens are
 --   monthly_tokens x quantity x fraction, exact (numeric, no rounding per line). Tokens, like
 --   Stripe's money, then follow what was really paid for: upgrading late in a period and going
---   back down cannot gain anything. The unit amount is the line's own (normalised from
---   pricing.unit_amount_decimal, or price.unit_amount(_decimal) before basil). Without one (a
---   tiered price) the line's period is its share of the period of a non-proration line of the
---   same price on the same invoice (only a renewal under create_prorations has one); failing
---   that the line is worth nothing, since no order-independent length of its plan period is
---   known from the invoice alone. Net = charging lines' tokens - crediting lines' tokens:
+--   back down cannot gain anything. The unit amount is the catalog's for the line's price
+--   (billing.prices, synced from price events and retrievals), else the line's expanded Price
+--   (before basil, price.unit_amount(_decimal)); basil's proration lines carry
+--   pricing.unit_amount_decimal null, so with neither the invoice waits (BL010) while the
+--   worker retrieves the price. A price without a unit amount (tiered: Stripe's Price has
+--   unit_amount null): the line's period is its share of the period of a non-proration line of
+--   the same price on the same invoice (only a renewal under create_prorations has one);
+--   failing that the line is worth nothing, since no order-independent length of its plan
+--   period is known from the invoice alone. Net = charging lines' tokens - crediting lines' tokens:
 --   above 0, floor(net) is granted (source plan_upgrade, key <invoice>:upgrade); below 0,
 --   ceil(-net) is returned as a row of negative tokens (key <invoice>:downgrade) that the
 --   caller takes back from the balance (_take_back_downgrade). Floor one way, ceiling the
@@ -3537,6 +3660,7 @@ DECLARE
     quantity bigint;
     amount bigint;
     unit numeric;
+    price_known boolean;
     fraction numeric;
     full_period numeric;
     period_tokens bigint := 0;
@@ -3583,7 +3707,21 @@ BEGIN
             CONTINUE;
         END IF;
         CONTINUE WHEN amount = 0;
-        unit := abs((line ->> 'unit_amount')::numeric);
+        -- The price's unit amount: the catalog's, synced from Stripe; else the line's expanded
+        -- Price (before basil). Basil's proration lines carry none, so an amount the catalog
+        -- lacks is retrieved (GET /v1/prices/{id}) and the invoice waits for it.
+        SELECT true, pr.unit_amount INTO price_known, unit FROM billing.prices pr
+        WHERE pr.stripe_price_id = line ->> 'price_id';
+        IF NOT coalesce(price_known, false) THEN
+            unit := (line ->> 'unit_amount')::numeric;
+            IF unit IS NULL THEN
+                RAISE EXCEPTION 'waiting for the price % from Stripe', line ->> 'price_id'
+                    USING ERRCODE = 'BL010',
+                          DETAIL = jsonb_build_object('kind', 'refresh', 'object_id', line ->> 'price_id', 'user_id', uid)::text,
+                          HINT = 'A proration line is valued against its price''s amount, which the catalog (billing.prices) does not have yet; the worker retrieves the price and the event is applied when it arrives.';
+            END IF;
+        END IF;
+        unit := abs(unit);
         IF unit > 0 THEN
             fraction := least(abs(amount) / (unit * quantity), 1);
         ELSE
@@ -4060,7 +4198,8 @@ COMMENT ON FUNCTION billing.health() IS 'Privileged (monitoring): one row of fig
 
 -- sql/security/functions.sql
 -- Access control, part 2: the roles' API and the functions that grant and audit it.
---   anon:          only the PostgREST webhook entry point billing.stripe_webhook(json).
+--   anon:          the PostgREST webhook entry point billing.stripe_webhook(json) and the
+--                  pricing page's billing.public_catalog.
 --   authenticated: reads its own rows (RLS), the catalog, its balance; spends its own tokens;
 --                  requests Checkout / Portal sessions for itself and awaits them.
 --   service_role:  everything (grants, catalog, events, secrets, the worker API).
@@ -4090,6 +4229,8 @@ LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp AS $$
     VALUES
         ('anon', 'billing.stripe_webhook(json)', 'EXECUTE'),
+        ('anon', 'billing.public_catalog', 'SELECT'),
+        ('authenticated', 'billing.public_catalog', 'SELECT'),
         ('authenticated', 'billing.current_user_id()', 'EXECUTE'),
         ('authenticated', 'billing._is_privileged()', 'EXECUTE'),
         ('authenticated', 'billing._no_project()', 'EXECUTE'),
@@ -4249,5 +4390,6 @@ SELECT billing.apply_grants();
 -- State that needs the functions above.
 SELECT billing._protect_table('billing.invoice_lines'::regclass, own_rows => false);
 SELECT billing._protect_table('billing.payment_lookups'::regclass, own_rows => false);
+SELECT billing._protect_table('billing.prices'::regclass, own_rows => false);
 
 UPDATE billing.installation SET version = '0.3.0', upgraded_at = now();

@@ -144,6 +144,30 @@ COMMENT ON COLUMN billing.plan_prices.plan_id IS 'The plan it sells (or sold).';
 COMMENT ON COLUMN billing.plan_prices.created_at IS 'When the price was first seen on the plan.';
 
 
+-- What Stripe says each price costs, synced from price.created / price.updated events and from the
+-- worker's GET /v1/prices/{id} (a proration line is valued against it: sql/effects/invoice.sql).
+-- Its own table, not columns of plan_prices: Stripe sends a price's events when the price is
+-- made, usually before anyone adds its plan row, and a row keyed by the price alone keeps them
+-- in any order.
+CREATE TABLE billing.prices (
+    stripe_price_id text PRIMARY KEY CHECK (length(stripe_price_id) BETWEEN 1 AND 255),
+    unit_amount numeric CHECK (unit_amount >= 0),
+    currency text CHECK (currency ~ '^[a-z]{3}$'),
+    recurring_interval text CHECK (recurring_interval IN ('day', 'week', 'month', 'year')),
+    interval_count integer CHECK (interval_count > 0),
+    active boolean,
+    synced_at timestamptz NOT NULL
+);
+COMMENT ON TABLE billing.prices IS 'Stripe''s public fields of each price, synced from its price.created and price.updated events and from the worker''s retrieval (GET /v1/prices/{id}) when an invoice needs an amount the table lacks. Privileged roles only; billing.public_catalog shows the catalog''s prices to anyone.';
+COMMENT ON COLUMN billing.prices.stripe_price_id IS 'The Stripe price (price_...).';
+COMMENT ON COLUMN billing.prices.unit_amount IS 'The price in the currency''s smallest unit (cents), from Stripe''s unit_amount_decimal (fractions of a cent kept); NULL for a price without one (tiered, customer-chosen amounts).';
+COMMENT ON COLUMN billing.prices.currency IS 'Three-letter ISO currency code, lower case, as Stripe sends it.';
+COMMENT ON COLUMN billing.prices.recurring_interval IS 'recurring.interval: day, week, month or year; NULL for a one-time price.';
+COMMENT ON COLUMN billing.prices.interval_count IS 'recurring.interval_count: how many intervals one billing period is; NULL for a one-time price.';
+COMMENT ON COLUMN billing.prices.active IS 'Whether Stripe lets the price be used for new purchases.';
+COMMENT ON COLUMN billing.prices.synced_at IS 'As of when Stripe said so: the event''s created time, or the retrieval''s answer time; an older report never overwrites a newer one.';
+
+
 CREATE TABLE billing.coupons (
     id text PRIMARY KEY CHECK (id ~ '^[A-Za-z0-9_-]{1,100}$'),
     description text CHECK (length(description) <= 500),
@@ -485,7 +509,7 @@ CREATE UNIQUE INDEX stripe_requests_one_retrieval_idx ON billing.stripe_requests
 COMMENT ON TABLE billing.stripe_requests IS 'Outbound Stripe calls for the worker: pending -> running -> succeeded | failed. Inserting a row NOTIFYs channel billing_stripe_requests with the row id.';
 COMMENT ON COLUMN billing.stripe_requests.id IS 'Request id; also the root of the Stripe Idempotency-Key.';
 COMMENT ON COLUMN billing.stripe_requests.user_id IS 'The user the request is for.';
-COMMENT ON COLUMN billing.stripe_requests.kind IS 'checkout or portal (a user''s session), refresh (retrieve a subscription whose same-second events disagree, an invoice''s payments, a credit note''s refund no event reported, or the invoices a PaymentIntent paid when a refund or dispute needs them) or line_items (retrieve what a Checkout Session sold, or every line of an invoice).';
+COMMENT ON COLUMN billing.stripe_requests.kind IS 'checkout or portal (a user''s session), refresh (retrieve a subscription whose same-second events disagree, an invoice''s payments, a credit note''s refund no event reported, the invoices a PaymentIntent paid when a refund or dispute needs them, or a price whose amount the catalog lacks) or line_items (retrieve what a Checkout Session sold, or every line of an invoice).';
 COMMENT ON COLUMN billing.stripe_requests.params IS 'Validated parameters (price, mode, URLs, project, coupon, email; object_id for retrievals).';
 COMMENT ON COLUMN billing.stripe_requests.status IS 'pending, running (claimed by a worker), succeeded or failed.';
 COMMENT ON COLUMN billing.stripe_requests.attempts IS 'How many times a worker has claimed it.';
@@ -992,6 +1016,62 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION billing._record_plan_price() IS 'Internal (trigger): keeps every price a plan sells in billing.plan_prices and gives waiting subscriptions on it their plan.';
+
+-- A price as Stripe reports it (a price event's normalised data, or a retrieved Price): kept
+-- when newer than what the catalog has, so events in any order, redelivered, or racing a
+-- retrieval leave the newest report. A price's unit amount never changes in Stripe (only
+-- active, metadata and the like can be updated), so the amount is the same whichever wins.
+CREATE OR REPLACE FUNCTION billing._sync_price(price_id text, data jsonb, as_of timestamptz) RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF price_id IS NULL THEN
+        RETURN;
+    END IF;
+    INSERT INTO billing.prices AS p (stripe_price_id, unit_amount, currency, recurring_interval, interval_count,
+                                     active, synced_at)
+    VALUES (price_id, (data ->> 'unit_amount')::numeric, lower(data ->> 'currency'), data ->> 'interval',
+            (data ->> 'interval_count')::integer, (data ->> 'active')::boolean, as_of)
+    ON CONFLICT (stripe_price_id) DO UPDATE
+    SET unit_amount = excluded.unit_amount, currency = excluded.currency,
+        recurring_interval = excluded.recurring_interval, interval_count = excluded.interval_count,
+        active = excluded.active, synced_at = excluded.synced_at
+    WHERE p.synced_at <= excluded.synced_at;
+END
+$$;
+COMMENT ON FUNCTION billing._sync_price(text, jsonb, timestamptz) IS 'Internal: records a price''s public fields (the normalised data of a Price) in billing.prices as of a time, unless the catalog already has a newer report.';
+
+CREATE OR REPLACE FUNCTION billing._apply_price(ev jsonb) RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM billing._sync_price(ev ->> 'object_id', ev -> 'data', to_timestamp((ev ->> 'created')::bigint));
+END
+$$;
+COMMENT ON FUNCTION billing._apply_price(jsonb) IS 'Internal: price.created and price.updated keep the price''s amount, currency and interval in billing.prices (as of the event''s time).';
+
+-- The pricing page's catalog: what each plan sells and what Stripe charges for it, readable by
+-- anyone (anon too), without the plans' metadata (your own notes, which may not be public).
+-- A plain view, run with its owner's rights: billing.plans and billing.prices stay private to
+-- anon, who sees these columns only.
+CREATE OR REPLACE VIEW billing.public_catalog AS
+SELECT pl.id AS plan_id, pl.name, pl.kind, pl.monthly_tokens, pl.tokens, pl.stripe_price_id AS price_id,
+       pr.unit_amount AS amount, pr.currency, pr.recurring_interval, pr.interval_count,
+       pl.active AND coalesce(pr.active, true) AS active
+FROM billing.plans pl
+LEFT JOIN billing.prices pr ON pr.stripe_price_id = pl.stripe_price_id;
+COMMENT ON VIEW billing.public_catalog IS 'The catalog for a pricing page, one row per plan with its current price''s amount as synced from Stripe (billing.prices); readable by anon and authenticated; no metadata.';
+COMMENT ON COLUMN billing.public_catalog.plan_id IS 'The plan (billing.plans.id).';
+COMMENT ON COLUMN billing.public_catalog.name IS 'Display name.';
+COMMENT ON COLUMN billing.public_catalog.kind IS 'subscription or token_pack.';
+COMMENT ON COLUMN billing.public_catalog.monthly_tokens IS 'Subscription plans: tokens for each paid billing period.';
+COMMENT ON COLUMN billing.public_catalog.tokens IS 'Token packs: tokens per purchase.';
+COMMENT ON COLUMN billing.public_catalog.price_id IS 'The Stripe price the plan sells now (pass it to billing.request_checkout).';
+COMMENT ON COLUMN billing.public_catalog.amount IS 'What the price costs, in the currency''s smallest unit (cents); NULL until Stripe''s price is synced (price events, or the worker''s retrieval), and for prices without a unit amount (tiered).';
+COMMENT ON COLUMN billing.public_catalog.currency IS 'Three-letter ISO currency code (lower case); NULL until synced.';
+COMMENT ON COLUMN billing.public_catalog.recurring_interval IS 'day, week, month or year for a subscription price; NULL for a one-time price or until synced.';
+COMMENT ON COLUMN billing.public_catalog.interval_count IS 'Intervals per billing period (3 with month: quarterly); NULL for a one-time price or until synced.';
+COMMENT ON COLUMN billing.public_catalog.active IS 'Whether it can be bought: the plan is active and Stripe has not archived the price.';
 
 -- sql/catalog/triggers.sql
 -- Every price a plan sells is remembered, so a plan's price can change without losing the
@@ -2711,7 +2791,7 @@ BEGIN
     DO NOTHING;
 END
 $$;
-COMMENT ON FUNCTION billing._request_retrieval(text, uuid, text) IS 'Internal: asks the worker to retrieve an object from Stripe (refresh: a subscription, an invoice with its payments, a credit note''s refund, or a PaymentIntent''s invoice payments; line_items: what a Checkout Session sold, or every line of an invoice), once while one is in flight.';
+COMMENT ON FUNCTION billing._request_retrieval(text, uuid, text) IS 'Internal: asks the worker to retrieve an object from Stripe (refresh: a subscription, an invoice with its payments, a credit note''s refund, a PaymentIntent''s invoice payments, or a price; line_items: what a Checkout Session sold, or every line of an invoice), once while one is in flight.';
 
 CREATE OR REPLACE FUNCTION billing._record_session_status(request_id text, session_status text) RETURNS void
 LANGUAGE plpgsql
@@ -2743,7 +2823,7 @@ CREATE TRIGGER stripe_requests_notify AFTER INSERT ON billing.stripe_requests
 --   invoice.parent.subscription_details.{subscription,metadata} after;
 -- - a line's price: price.id or plan.id before, pricing.price_details.price after;
 -- - a line's unit amount: price.unit_amount_decimal or price.unit_amount (the expanded Price)
---   before, pricing.unit_amount_decimal after;
+--   before, pricing.unit_amount_decimal after (null on proration lines: not read there);
 -- - a line's proration flag: proration before; after, parent.subscription_item_details.proration
 --   or, for a line an invoice item made, parent.invoice_item_details.proration;
 -- - a charge's invoice (before basil only) and an invoice's payments (basil: invoice_payment
@@ -2877,6 +2957,17 @@ RETURN pg_catalog.jsonb_build_object(
     'metadata', billing._json_map(o -> 'metadata'));
 COMMENT ON FUNCTION billing._normalize_subscription(jsonb, jsonb) IS 'Internal: the normalised data of a subscription, given its normalised items.';
 
+-- A Price (price.created, price.updated, a retrieved price): its public fields for the catalog.
+CREATE OR REPLACE FUNCTION billing._normalize_price(o jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN pg_catalog.jsonb_build_object(
+    'unit_amount', coalesce(billing._json_decimal(o -> 'unit_amount_decimal'), billing._json_number(o -> 'unit_amount')),
+    'currency', billing._json_string(o -> 'currency'),
+    'interval', billing._json_string(o #> '{recurring,interval}'),
+    'interval_count', billing._json_number(o #> '{recurring,interval_count}'),
+    'active', billing._json_boolean(o -> 'active'));
+COMMENT ON FUNCTION billing._normalize_price(jsonb) IS 'Internal: the normalised data of a Price: unit amount (unit_amount_decimal, else unit_amount), currency, recurring interval and count, active.';
+
 -- An invoice's lines (price, amount, quantity, proration flag and period, in either API shape)
 -- and what paid it (basil, retrieved with expand[]=payments), as [lines, payments].
 CREATE OR REPLACE FUNCTION billing._normalize_invoice_lists(o jsonb) RETURNS jsonb[]
@@ -2901,13 +2992,18 @@ BEGIN
                                       billing._json_boolean(item #> '{parent,invoice_item_details,proration}'),
                                       billing._json_boolean(item -> 'proration'), 'false'),
                 -- The price's unit amount, which a proration line's amount is a share of
-                -- (sql/effects/invoice.sql): basil's line.pricing.unit_amount_decimal, before it the
-                -- expanded line.price's unit_amount_decimal or unit_amount (Stripe's OpenAPI:
-                -- line_item.pricing, price.unit_amount, price.unit_amount_decimal). NULL for a
+                -- (sql/effects/invoice.sql): before basil the expanded line.price is the Price
+                -- itself (its unit_amount_decimal or unit_amount, Stripe's OpenAPI); basil's
+                -- line.pricing.unit_amount_decimal only on lines that are no proration, since
+                -- Stripe sends null there on proration lines (recorded responses: emulator/README.md,
+                -- rules table), and the effects then use the catalog's synced price. NULL for a
                 -- price without one (tiered, custom unit amounts).
-                'unit_amount', coalesce(billing._json_decimal(item #> '{pricing,unit_amount_decimal}'),
-                                        billing._json_decimal(item #> '{price,unit_amount_decimal}'),
-                                        billing._json_number(item #> '{price,unit_amount}')),
+                'unit_amount', coalesce(billing._json_decimal(item #> '{price,unit_amount_decimal}'),
+                                        billing._json_number(item #> '{price,unit_amount}'),
+                                        CASE WHEN coalesce(billing._json_boolean(item #> '{parent,subscription_item_details,proration}'),
+                                                               billing._json_boolean(item #> '{parent,invoice_item_details,proration}'),
+                                                               billing._json_boolean(item -> 'proration'), 'false') <> 'true'
+                                             THEN billing._json_decimal(item #> '{pricing,unit_amount_decimal}') END),
                 'period_start', billing._json_number(item #> '{period,start}'),
                 'period_end', billing._json_number(item #> '{period,end}'));
         END LOOP;
@@ -3121,6 +3217,7 @@ BEGIN
         WHEN 'refund' THEN billing._normalize_money(object_type, object, NULL)
         WHEN 'dispute' THEN billing._normalize_money(object_type, object, NULL)
         WHEN 'invoice_payment' THEN billing._normalize_money(object_type, object, NULL)
+        WHEN 'price' THEN billing._normalize_price(object)
         ELSE '{}'::jsonb
     END;
     RETURN pg_catalog.jsonb_build_object(
@@ -3195,6 +3292,8 @@ BEGIN
                 PERFORM billing._apply_credit_note(ev);
             WHEN ev ->> 'object_type' = 'invoice_payment' AND ev ->> 'type' LIKE 'invoice_payment.%' THEN
                 PERFORM billing._apply_invoice_payment(ev);
+            WHEN ev ->> 'object_type' = 'price' AND ev ->> 'type' IN ('price.created', 'price.updated') THEN
+                PERFORM billing._apply_price(ev);
             ELSE
                 NULL;  -- stored and acknowledged, no effect
         END CASE;
@@ -3263,10 +3362,18 @@ BEGIN
     END IF;
     WHILE progress LOOP
         progress := false;
-        FOR w IN SELECT e.id FROM billing.stripe_events e
+        FOR w IN SELECT e.id, e.created, e.received_at FROM billing.stripe_events e
                  WHERE e.processed_at IS NULL AND e.error_code IN ('BL007', 'BL010')
                    AND (e.stripe_customer_id = customer OR e.object_id = _apply_waiting.object_id)
-                 ORDER BY e.created, e.received_at
+                 UNION
+                 -- An invoice waiting for a price's amount (sql/effects/invoice.sql) says so in its
+                 -- error. A branch of its own, read only for a price, so every other delivery keeps
+                 -- to the two indexes above.
+                 SELECT e.id, e.created, e.received_at FROM billing.stripe_events e
+                 WHERE starts_with(_apply_waiting.object_id, 'price_')
+                   AND e.processed_at IS NULL AND e.error_code = 'BL010'
+                   AND e.error = 'waiting for the price ' || _apply_waiting.object_id || ' from Stripe'
+                 ORDER BY 2, 3
                  LIMIT 200 LOOP
             IF (billing._apply_stored_event(w.id)).applied THEN
                 applied := applied + 1;
@@ -3277,7 +3384,7 @@ BEGIN
     RETURN applied;
 END
 $$;
-COMMENT ON FUNCTION billing._apply_waiting(text, text) IS 'Internal: applies the events of a customer or object that wait for their user (BL007) or for data from Stripe (BL010); returns how many now applied.';
+COMMENT ON FUNCTION billing._apply_waiting(text, text) IS 'Internal: applies the events of a customer or object that wait for their user (BL007) or for data from Stripe (BL010), and for a price the invoices waiting for its amount; returns how many now applied.';
 
 CREATE OR REPLACE FUNCTION billing._event_result(e billing.stripe_events, duplicate boolean) RETURNS jsonb
 LANGUAGE sql STABLE
@@ -3514,6 +3621,23 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION billing.store_invoice_payments(text, jsonb) IS 'Worker: stores which invoices a PaymentIntent paid (Stripe''s list of its invoice payments, GET /v1/invoice_payments, all pages), so its refunds and disputes find the purchases, and settles those purchases; returns how many invoices it paid.';
+
+CREATE OR REPLACE FUNCTION billing.store_price(price jsonb, as_of timestamptz) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF price IS NULL OR price ->> 'object' IS DISTINCT FROM 'price' OR coalesce(price ->> 'id', '') !~ '^price_[A-Za-z0-9_]+$' THEN
+        RAISE EXCEPTION 'price must be a Stripe Price object (object "price", id price_...)'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF as_of IS NULL THEN
+        RAISE EXCEPTION 'as_of must be the time of Stripe''s answer' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM billing._sync_price(price ->> 'id', billing._normalize_price(price), as_of);
+    RETURN billing._apply_waiting(NULL, price ->> 'id');
+END
+$$;
+COMMENT ON FUNCTION billing.store_price(jsonb, timestamptz) IS 'Worker: stores a price retrieved from Stripe (GET /v1/prices/{id}) in billing.prices as of the answer''s time and applies the invoice events that waited for its amount; returns how many applied.';
 
 CREATE OR REPLACE FUNCTION billing.reprocess_events(max_events integer DEFAULT 1000,
                                                     include_waiting boolean DEFAULT false) RETURNS jsonb
@@ -3935,12 +4059,15 @@ COMMENT ON FUNCTION billing._apply_subscription(jsonb, smallint) IS 'Internal: a
 --   fraction = |amount| / (unit amount x quantity), at most 1, so its tokens are
 --   monthly_tokens x quantity x fraction, exact (numeric, no rounding per line). Tokens, like
 --   Stripe's money, then follow what was really paid for: upgrading late in a period and going
---   back down cannot gain anything. The unit amount is the line's own (normalised from
---   pricing.unit_amount_decimal, or price.unit_amount(_decimal) before basil). Without one (a
---   tiered price) the line's period is its share of the period of a non-proration line of the
---   same price on the same invoice (only a renewal under create_prorations has one); failing
---   that the line is worth nothing, since no order-independent length of its plan period is
---   known from the invoice alone. Net = charging lines' tokens - crediting lines' tokens:
+--   back down cannot gain anything. The unit amount is the catalog's for the line's price
+--   (billing.prices, synced from price events and retrievals), else the line's expanded Price
+--   (before basil, price.unit_amount(_decimal)); basil's proration lines carry
+--   pricing.unit_amount_decimal null, so with neither the invoice waits (BL010) while the
+--   worker retrieves the price. A price without a unit amount (tiered: Stripe's Price has
+--   unit_amount null): the line's period is its share of the period of a non-proration line of
+--   the same price on the same invoice (only a renewal under create_prorations has one);
+--   failing that the line is worth nothing, since no order-independent length of its plan
+--   period is known from the invoice alone. Net = charging lines' tokens - crediting lines' tokens:
 --   above 0, floor(net) is granted (source plan_upgrade, key <invoice>:upgrade); below 0,
 --   ceil(-net) is returned as a row of negative tokens (key <invoice>:downgrade) that the
 --   caller takes back from the balance (_take_back_downgrade). Floor one way, ceiling the
@@ -3972,6 +4099,7 @@ DECLARE
     quantity bigint;
     amount bigint;
     unit numeric;
+    price_known boolean;
     fraction numeric;
     full_period numeric;
     period_tokens bigint := 0;
@@ -4018,7 +4146,21 @@ BEGIN
             CONTINUE;
         END IF;
         CONTINUE WHEN amount = 0;
-        unit := abs((line ->> 'unit_amount')::numeric);
+        -- The price's unit amount: the catalog's, synced from Stripe; else the line's expanded
+        -- Price (before basil). Basil's proration lines carry none, so an amount the catalog
+        -- lacks is retrieved (GET /v1/prices/{id}) and the invoice waits for it.
+        SELECT true, pr.unit_amount INTO price_known, unit FROM billing.prices pr
+        WHERE pr.stripe_price_id = line ->> 'price_id';
+        IF NOT coalesce(price_known, false) THEN
+            unit := (line ->> 'unit_amount')::numeric;
+            IF unit IS NULL THEN
+                RAISE EXCEPTION 'waiting for the price % from Stripe', line ->> 'price_id'
+                    USING ERRCODE = 'BL010',
+                          DETAIL = jsonb_build_object('kind', 'refresh', 'object_id', line ->> 'price_id', 'user_id', uid)::text,
+                          HINT = 'A proration line is valued against its price''s amount, which the catalog (billing.prices) does not have yet; the worker retrieves the price and the event is applied when it arrives.';
+            END IF;
+        END IF;
+        unit := abs(unit);
         IF unit > 0 THEN
             fraction := least(abs(amount) / (unit * quantity), 1);
         ELSE
@@ -4495,7 +4637,8 @@ COMMENT ON FUNCTION billing.health() IS 'Privileged (monitoring): one row of fig
 
 -- sql/security/functions.sql
 -- Access control, part 2: the roles' API and the functions that grant and audit it.
---   anon:          only the PostgREST webhook entry point billing.stripe_webhook(json).
+--   anon:          the PostgREST webhook entry point billing.stripe_webhook(json) and the
+--                  pricing page's billing.public_catalog.
 --   authenticated: reads its own rows (RLS), the catalog, its balance; spends its own tokens;
 --                  requests Checkout / Portal sessions for itself and awaits them.
 --   service_role:  everything (grants, catalog, events, secrets, the worker API).
@@ -4525,6 +4668,8 @@ LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp AS $$
     VALUES
         ('anon', 'billing.stripe_webhook(json)', 'EXECUTE'),
+        ('anon', 'billing.public_catalog', 'SELECT'),
+        ('authenticated', 'billing.public_catalog', 'SELECT'),
         ('authenticated', 'billing.current_user_id()', 'EXECUTE'),
         ('authenticated', 'billing._is_privileged()', 'EXECUTE'),
         ('authenticated', 'billing._no_project()', 'EXECUTE'),
@@ -4684,7 +4829,7 @@ FROM unnest(ARRAY['billing.config', 'billing.webhook_secrets', 'billing.stripe_e
                   'billing.plan_prices', 'billing.deleted_customers', 'billing.checkout_line_items', 'billing.coupons',
                   'billing.purchase_payments', 'billing.stripe_charges', 'billing.stripe_refunds', 'billing.stripe_disputes',
                   'billing.stripe_credit_notes', 'billing.event_sync', 'billing.invoice_lines',
-                  'billing.payment_lookups']) AS t;
+                  'billing.payment_lookups', 'billing.prices']) AS t;
 -- The catalog is public to signed-in users.
 CREATE POLICY catalog_readable ON billing.plans FOR SELECT USING (true);
 

@@ -449,7 +449,9 @@ fn invoice(
             }
             // Stripe leaves a basil proration line's unit amount null (plan_change_prices.rs);
             // the catalog's synced price values it.
-            Shape::Basil if line["parent"]["subscription_item_details"]["proration"] == json!(true) => {
+            Shape::Basil
+                if line["parent"]["subscription_item_details"]["proration"] == json!(true) =>
+            {
                 line["pricing"]["unit_amount_decimal"] = Value::Null
             }
             Shape::Basil => line["pricing"]["unit_amount_decimal"] = json!(unit.to_string()),

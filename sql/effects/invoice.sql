@@ -176,12 +176,9 @@ DECLARE
     ids bigint[] := '{}';
     takes bigint[] := '{}';
     left_to_take bigint := tokens;
-    not_taken bigint := 0;
     take bigint;
     o record;
-    spend bigint;
     rev billing.token_reversals;
-    debt billing.token_debts;
 BEGIN
     IF tokens <= 0 OR EXISTS (SELECT FROM billing.token_reversals r WHERE r.take_key = key) THEN
         RETURN;
@@ -209,31 +206,7 @@ BEGIN
         takes := takes || take;
         left_to_take := left_to_take - take;
     END LOOP;
-    IF tokens - left_to_take > 0 THEN
-        INSERT INTO billing.token_spends (user_id, project_id, amount, reason, kind)
-        VALUES (uid, NULL, tokens - left_to_take, left(reason, 500), 'revocation')
-        RETURNING id INTO spend;
-        INSERT INTO billing.token_spend_allocations (spend_id, grant_id, user_id, tokens)
-        SELECT spend, a.id, uid, a.take FROM unnest(ids, takes) AS a(id, take);
-    END IF;
-    IF cfg.revocation_scope = 'grant' THEN
-        not_taken := left_to_take;
-        left_to_take := 0;
-    END IF;
-    INSERT INTO billing.token_reversals (user_id, project_id, purchase_id, grant_id, kind, tokens, taken, debt,
-                                         not_taken, spend_id, reason, event_id, take_key)
-    VALUES (uid, NULL, NULL, NULL, 'downgrade', tokens, tokens - left_to_take - not_taken, left_to_take, not_taken,
-            spend, left(reason, 500), event_id, key)
-    RETURNING * INTO rev;
-    IF left_to_take > 0 THEN
-        INSERT INTO billing.token_debts (user_id, project_id, reversal_id, tokens)
-        VALUES (uid, NULL, rev.id, left_to_take)
-        RETURNING * INTO debt;
-        IF cfg.debt_policy = 'write_off' THEN
-            INSERT INTO billing.token_debt_settlements (debt_id, user_id, kind, tokens)
-            VALUES (debt.id, uid, 'written_off', left_to_take);
-        END IF;
-    END IF;
+    rev := billing._book_take(uid, NULL, NULL, NULL, 'downgrade', tokens, ids, takes, reason, event_id, key);
     PERFORM billing._notify(uid, 'tokens_revoked', event_id,
         jsonb_build_object('invoice_id', invoice_id, 'subscription_id', sub_id, 'tokens', tokens, 'taken', rev.taken,
                            'debt', rev.debt, 'reason', reason, 'balance', billing._live_balance(uid, NULL),

@@ -277,6 +277,55 @@ END
 $$;
 COMMENT ON FUNCTION billing._net_revoked(bigint) IS 'Internal: tokens revoked from a grant less those restored.';
 
+-- The bookkeeping of taking tokens back, one rule for revocations and downgrades: the tokens
+-- chosen (ids, takes: grants locked in spend order by the caller) leave through one spend of
+-- kind revocation; the rest is owed (a debt, written off at once with debt_policy write_off),
+-- or with revocation_scope grant recorded as not taken.
+CREATE OR REPLACE FUNCTION billing._book_take(who uuid, balance_project uuid, purchase text, from_grant bigint,
+                                              reversal_kind text, tokens bigint, ids bigint[], takes bigint[],
+                                              reason text, event_id text, take_key text)
+RETURNS billing.token_reversals
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    cfg billing.config := billing._settings();
+    taken bigint := coalesce((SELECT sum(x) FROM unnest(takes) AS x), 0);
+    owed bigint := tokens - taken;
+    not_taken bigint := 0;
+    spend bigint;
+    rev billing.token_reversals;
+    debt billing.token_debts;
+BEGIN
+    IF taken > 0 THEN
+        INSERT INTO billing.token_spends (user_id, project_id, amount, reason, kind)
+        VALUES (who, balance_project, taken, left(reason, 500), 'revocation')
+        RETURNING id INTO spend;
+        INSERT INTO billing.token_spend_allocations (spend_id, grant_id, user_id, tokens)
+        SELECT spend, a.id, who, a.take FROM unnest(ids, takes) AS a(id, take);
+    END IF;
+    IF cfg.revocation_scope = 'grant' THEN
+        not_taken := owed;
+        owed := 0;
+    END IF;
+    INSERT INTO billing.token_reversals (user_id, project_id, purchase_id, grant_id, kind, tokens, taken, debt,
+                                         not_taken, spend_id, reason, event_id, take_key)
+    VALUES (who, balance_project, purchase, from_grant, reversal_kind, tokens, taken, owed, not_taken, spend,
+            left(reason, 500), event_id, take_key)
+    RETURNING * INTO rev;
+    IF owed > 0 THEN
+        INSERT INTO billing.token_debts (user_id, project_id, reversal_id, tokens)
+        VALUES (who, balance_project, rev.id, owed)
+        RETURNING * INTO debt;
+        IF cfg.debt_policy = 'write_off' THEN
+            INSERT INTO billing.token_debt_settlements (debt_id, user_id, kind, tokens)
+            VALUES (debt.id, who, 'written_off', owed);
+        END IF;
+    END IF;
+    RETURN rev;
+END
+$$;
+COMMENT ON FUNCTION billing._book_take(uuid, uuid, text, bigint, text, bigint, bigint[], bigint[], text, text, text) IS 'Internal: records taking tokens back (a revocation of a grant, or a downgrade''s take-back): one revocation spend of the chosen grants, the reversal row, and a debt for the rest (written off with debt_policy write_off), or with revocation_scope grant the rest as not taken.';
+
 -- Takes tokens back: from the grant first (even expired, worthless, tokens count), then from the
 -- user's other spendable tokens of the same balance, soonest-expiring first; what was already
 -- spent becomes a debt. With revocation_scope grant only the grant and the spendable grants that
@@ -292,12 +341,8 @@ DECLARE
     ids bigint[] := '{}';
     takes bigint[] := '{}';
     left_to_take bigint := tokens;
-    not_taken bigint := 0;
     take bigint;
     o record;
-    spend bigint;
-    rev billing.token_reversals;
-    debt billing.token_debts;
 BEGIN
     FOR o IN
         SELECT t.id, t.remaining FROM billing.token_grants t
@@ -334,32 +379,8 @@ BEGIN
         takes := takes || take;
         left_to_take := left_to_take - take;
     END LOOP;
-    IF tokens - left_to_take > 0 THEN
-        INSERT INTO billing.token_spends (user_id, project_id, amount, reason, kind)
-        VALUES (g.user_id, g.project_id, tokens - left_to_take, left(reason, 500), 'revocation')
-        RETURNING id INTO spend;
-        INSERT INTO billing.token_spend_allocations (spend_id, grant_id, user_id, tokens)
-        SELECT spend, a.id, g.user_id, a.take FROM unnest(ids, takes) AS a(id, take);
-    END IF;
-    IF cfg.revocation_scope = 'grant' THEN
-        not_taken := left_to_take;
-        left_to_take := 0;
-    END IF;
-    INSERT INTO billing.token_reversals (user_id, project_id, purchase_id, grant_id, kind, tokens, taken, debt,
-                                         not_taken, spend_id, reason, event_id)
-    VALUES (g.user_id, g.project_id, g.purchase_id, g.id, 'revoke', tokens, tokens - left_to_take - not_taken,
-            left_to_take, not_taken, spend, left(reason, 500), event_id)
-    RETURNING * INTO rev;
-    IF left_to_take > 0 THEN
-        INSERT INTO billing.token_debts (user_id, project_id, reversal_id, tokens)
-        VALUES (g.user_id, g.project_id, rev.id, left_to_take)
-        RETURNING * INTO debt;
-        IF cfg.debt_policy = 'write_off' THEN
-            INSERT INTO billing.token_debt_settlements (debt_id, user_id, kind, tokens)
-            VALUES (debt.id, g.user_id, 'written_off', left_to_take);
-        END IF;
-    END IF;
-    RETURN rev;
+    RETURN billing._book_take(g.user_id, g.project_id, g.purchase_id, g.id, 'revoke', tokens, ids, takes, reason,
+                              event_id, NULL);
 END
 $$;
 COMMENT ON FUNCTION billing._revoke(billing.token_grants, bigint, text, text) IS 'Internal: takes tokens back for a grant (the grant first, then the balance); records a debt for what was already spent (written off at once with debt_policy write_off), or with revocation_scope grant takes only from the grant (and its restorations) and records the rest as not taken.';

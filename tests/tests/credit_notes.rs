@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use stripe_billing_tests::events;
 use tokio_postgres::Client;
 use uuid::Uuid;
-use worker_support::{finished, free_port, request_checkout, seed, Emulator, Worker};
+use worker_support::{checkout_session, free_port, seed, Emulator, Worker};
 
 const LEGACY: &str = "2023-08-16";
 const BASIL: &str = "2025-03-31.basil";
@@ -226,13 +226,7 @@ async fn the_worker_retrieves_a_credit_notes_refund() {
     let worker = Worker::start_on(port, &db.dsn, Some(&emulator.url), &[]).await;
     let mut api = db.api().await;
     let user = Uuid::new_v4();
-    let request = request_checkout(&mut api, user, "price_pro", "").await;
-    let done = finished(&owner, request, WAIT).await;
-    assert_eq!(done.status, "succeeded", "{done:?}\n{}", worker.logs());
-    let session = done.result.unwrap()["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let session = checkout_session(&mut api, &owner, user, "price_pro", &worker).await;
     emulator.complete_checkout(&session).await;
     let (status, s) = emulator
         .stripe(

@@ -34,13 +34,7 @@ async fn a_renewal_with_more_lines_than_its_events_carry_is_granted_in_full() {
 
     let mut api = db.api().await;
     let user = Uuid::new_v4();
-    let request = request_checkout(&mut api, user, "price_pro", "").await;
-    let done = finished(&owner, request, WAIT).await;
-    assert_eq!(done.status, "succeeded", "{done:?}\n{}", worker.logs());
-    let session = done.result.unwrap()["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let session = checkout_session(&mut api, &owner, user, "price_pro", &worker).await;
     emulator.complete_checkout(&session).await;
     let sub: String = owner
         .query_one(

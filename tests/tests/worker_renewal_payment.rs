@@ -87,13 +87,7 @@ async fn basil_renewals_cost_no_call_and_their_refunds_still_take_tokens() {
 
     let mut api = db.api().await;
     let user = Uuid::new_v4();
-    let request = request_checkout(&mut api, user, "price_pro", "").await;
-    let done = finished(&owner, request, WAIT).await;
-    assert_eq!(done.status, "succeeded", "{done:?}\n{}", worker.logs());
-    let session = done.result.unwrap()["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let session = checkout_session(&mut api, &owner, user, "price_pro", &worker).await;
     emulator.complete_checkout(&session).await;
     wait_balance(&owner, user, 1000, &worker).await;
     let sub: String = owner

@@ -450,6 +450,24 @@ pub async fn wait_row(
     }
 }
 
+/// A user's checkout of `price` through the worker (the RPC path), served: the id of the
+/// Checkout Session it made.
+pub async fn checkout_session(
+    api: &mut Api,
+    owner: &Client,
+    user: Uuid,
+    price: &str,
+    worker: &Worker,
+) -> String {
+    let request = request_checkout(api, user, price, "").await;
+    let done = finished(owner, request, Duration::from_secs(30)).await;
+    assert_eq!(done.status, "succeeded", "{done:?}\n{}", worker.logs());
+    done.result.unwrap()["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// Queues a checkout for `user` through the SQL API, as the app would.
 pub async fn request_checkout(api: &mut Api, user: Uuid, price: &str, extra: &str) -> Uuid {
     let sql = format!(

@@ -91,5 +91,12 @@ fixtures-stripe:
 demo: install-debug
 	scripts/demo.sh
 
+# `make bench` runs every benchmark; `make bench renewal api` only those named (the names are
+# scripts/bench.sh's arguments, not targets).
+BENCH_NAMES := $(filter-out bench,$(MAKECMDGOALS))
 bench: install-release
-	scripts/bench.sh
+	scripts/bench.sh $(BENCH_NAMES)
+ifneq ($(filter bench,$(MAKECMDGOALS)),)
+$(BENCH_NAMES):
+	@:
+endif

@@ -70,7 +70,14 @@ install_pg17() {
     log "PostgreSQL 17 for the pure-SQL edition's run: $("$(dirname "$0")/pg17.sh")"
 }
 
+# The npm packages docs/app.md's examples import, for tests/tests/app_docs.rs to run them
+# (scripts/app-js.sh; once into a cache, then found). npm came with install_pg17.
+install_app_js() {
+    log "npm packages of the app examples: $("$(dirname "$0")/app-js.sh")"
+}
+
 install_system_packages
 install_cargo_pgrx
 install_pg17
+install_app_js
 log "set-up complete"

@@ -12,60 +12,21 @@
 //!
 //! What does not run, and why: the supabase-js calls that go to PostgREST (`.rpc()`, `.from()`)
 //! and to Supabase Realtime (`.channel()`), because neither server can be had here (no registry
-//! reachable from this machine ships a PostgREST or Realtime binary; tests/README.md). The SQL
-//! functions those calls reach are tested as PostgREST runs them (role `authenticated`, the JWT's
-//! claims) in subscription_status.rs, ledger.rs, public_catalog.rs and http_api_auth.rs; the plain
-//! LISTEN that docs/app.md shows for a server is run here.
+//! reachable from this machine ships a PostgREST or Realtime binary; tests/README.md).
+//! app_docs_postgrest.rs checks the requests supabase-js makes for the PostgREST calls against
+//! the database; the Realtime subscription is only parsed. The plain LISTEN that docs/app.md
+//! shows for a server is run here.
 //!
 //! Skipped, saying so, without node and npm.
+mod app_docs_support;
 mod http_api_support;
 mod worker_support;
 
-use std::path::{Path, PathBuf};
+use app_docs_support::*;
+use std::path::Path;
 use std::process::Command;
 use uuid::Uuid;
 use worker_support::{CANCEL_URL, OK_URL, RETURN_URL};
-
-/// The ```js blocks of a markdown text.
-fn js_blocks(markdown: &str) -> Vec<String> {
-    let mut blocks = Vec::new();
-    let mut current: Option<String> = None;
-    for line in markdown.lines() {
-        match (&mut current, line.trim_start()) {
-            (None, "```js") => current = Some(String::new()),
-            (Some(block), "```") => {
-                blocks.push(std::mem::take(block));
-                current = None;
-            }
-            (Some(block), _) => {
-                block.push_str(line);
-                block.push('\n');
-            }
-            _ => {}
-        }
-    }
-    blocks
-}
-
-/// The ```js blocks of a file of the repository.
-fn js_blocks_of(file: &str) -> Vec<String> {
-    let root = shipped_sql::upgrade::repo_root();
-    js_blocks(&std::fs::read_to_string(root.join(file)).unwrap_or_else(|e| panic!("{file}: {e}")))
-}
-
-/// The one block of `file` that contains every one of `needles`.
-fn example(file: &str, needles: &[&str]) -> String {
-    let found: Vec<String> = js_blocks_of(file)
-        .into_iter()
-        .filter(|b| needles.iter().all(|n| b.contains(n)))
-        .collect();
-    assert_eq!(found.len(), 1, "{file}: one js block with {needles:?}");
-    found.into_iter().next().unwrap()
-}
-
-fn have_node() -> bool {
-    Command::new("node").arg("--version").output().is_ok()
-}
 
 #[test]
 fn every_js_example_parses() {
@@ -97,13 +58,6 @@ fn every_js_example_parses() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A new scratch directory for one test's files.
-fn scratch(what: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("app_docs_{what}_{}", Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// Runs `code` as an ES module in `dir` with node; its stdout, or a panic with everything
 /// that explains a failure.
 async fn node(dir: &Path, name: &str, code: &str, worker_logs: impl Fn() -> String) -> String {
@@ -124,23 +78,6 @@ async fn node(dir: &Path, name: &str, code: &str, worker_logs: impl Fn() -> Stri
         worker_logs()
     );
     stdout
-}
-
-/// supabase-js (2.119) makes its Realtime client when it is created, and stops there without a
-/// WebSocket: Node 22 has one, Node 20 only with `--experimental-websocket` (docs/app.md says so).
-fn websocket_flag() -> Vec<&'static str> {
-    let has = Command::new("node")
-        .args([
-            "-e",
-            "process.exit(typeof WebSocket === 'function' ? 0 : 1)",
-        ])
-        .status()
-        .is_ok_and(|s| s.success());
-    if has {
-        vec![]
-    } else {
-        vec!["--experimental-websocket"]
-    }
 }
 
 /// What a browser page gives the examples: the signed-in `session` (as supabase-js's
@@ -183,20 +120,6 @@ fn assert_pays(stdout: &str, pay_page: &str) {
         went.first().is_some_and(|url| url.starts_with(pay_page)),
         "no redirect to {pay_page}…:\n{stdout}"
     );
-}
-
-/// The node_modules of scripts/app-js.sh (installed on first use).
-fn app_js_modules() -> PathBuf {
-    let root = shipped_sql::upgrade::repo_root();
-    let out = Command::new(root.join("scripts/app-js.sh"))
-        .output()
-        .expect("run scripts/app-js.sh");
-    assert!(
-        out.status.success(),
-        "scripts/app-js.sh: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
 /// The Next.js route handler of docs/app.md, run by Node as Next would: `POST` gets a real

@@ -81,7 +81,9 @@ CREATE TABLE billing.config (
     request_retention_days integer CHECK (request_retention_days >= 1),
     event_retention_days integer CHECK (event_retention_days >= 31),
     debt_policy text CHECK (debt_policy IN ('collect', 'write_off')),
-    revocation_scope text CHECK (revocation_scope IN ('grant', 'balance'))
+    revocation_scope text CHECK (revocation_scope IN ('grant', 'balance')),
+    -- Entitlements (issue 23, item 3).
+    past_due_grace_seconds integer CHECK (past_due_grace_seconds >= 0)
 );
 COMMENT ON TABLE billing.config IS 'Optional single-row settings: default Checkout/Portal URLs, webhook tolerance, request retry limit, token rules. Without a row (or with NULLs) the documented defaults apply. Privileged roles only.';
 COMMENT ON COLUMN billing.config.id IS 'Always true: keeps the table to one row.';
@@ -99,6 +101,7 @@ COMMENT ON COLUMN billing.config.request_retention_days IS 'billing.prune() dele
 COMMENT ON COLUMN billing.config.event_retention_days IS 'billing.prune() deletes applied events older than this (at least 31: Stripe redelivers for 3 days and lists events for 30); NULL = 90.';
 COMMENT ON COLUMN billing.config.debt_policy IS 'What happens to tokens a refund, dispute, credit note or downgrade takes back after they were spent: collect = recorded as a debt that later grants pay off first, write_off = recorded and written off at once; NULL = collect.';
 COMMENT ON COLUMN billing.config.revocation_scope IS 'Where a refund, dispute or credit note takes tokens back from: grant = only the refunded grant (even expired) and what was restored for it, the rest is recorded as not taken (no debt), so refunding last month''s invoice leaves this month''s allowance alone; balance = the grant, then the balance''s other live grants, then a debt (debt_policy). NULL = balance: money that goes back takes its tokens back wherever they are, so buying, spending and refunding cannot keep what was used. A downgrade''s take-back likewise takes, with grant, only from the subscription''s live grants (the rest not taken), and with balance from them and then the rest of the balance.';
+COMMENT ON COLUMN billing.config.past_due_grace_seconds IS 'How long a past_due subscription keeps its plan''s features (billing.has_feature, billing.feature_limit) after it became past due (billing.subscriptions.status_since), while Stripe retries the payment; 0 = features stop at once; NULL = 604800 (7 days). billing.subscription_status still reports past_due as active until Stripe gives up.';
 COMMENT ON COLUMN billing.config.save_payment_method IS 'Whether a token pack''s card is saved to the customer for the next purchase (payment_intent_data[setup_future_usage] = on_session); NULL = true.';
 
 -- sql/catalog/schema.sql
@@ -233,7 +236,8 @@ CREATE TABLE billing.subscriptions (
     updated_at timestamptz NOT NULL DEFAULT now(),
     trial_end timestamptz,
     pause_collection text CHECK (pause_collection IN ('keep_as_draft', 'mark_uncollectible', 'void')),
-    version billing.event_version
+    version billing.event_version,
+    status_since timestamptz
 );
 CREATE INDEX subscriptions_user_id_idx ON billing.subscriptions (user_id);
 COMMENT ON TABLE billing.subscriptions IS 'Stripe subscriptions as last reported by Stripe (subscription events, or the object retrieved from the API): an older report never overwrites a newer one, and canceled and incomplete_expired are final.';
@@ -253,6 +257,7 @@ COMMENT ON COLUMN billing.subscriptions.created_at IS 'When the row was first wr
 COMMENT ON COLUMN billing.subscriptions.updated_at IS 'When the row was last changed.';
 COMMENT ON COLUMN billing.subscriptions.trial_end IS 'End of the trial, if the subscription has or had one.';
 COMMENT ON COLUMN billing.subscriptions.pause_collection IS 'When payment collection is paused, how Stripe treats new invoices (keep_as_draft, mark_uncollectible or void); the status stays active. NULL when collecting.';
+COMMENT ON COLUMN billing.subscriptions.status_since IS 'Stripe''s time of the first report of the current status (the event''s created time, or the time of the retrieval''s answer): how long a past_due subscription has been past due, which billing.has_feature compares with past_due_grace_seconds. NULL until a report sets a status.';
 COMMENT ON COLUMN billing.subscriptions.version IS 'When (Stripe time, rank) the state in this row was reported; a report replaces it only when newer. NULL until a subscription report arrives.';
 
 -- sql/ledger/schema.sql
@@ -825,6 +830,25 @@ COMMENT ON COLUMN billing.token_debt_settlements.created_at IS 'When.';
 
 -- One call per statement: each call rewrites the extension's catalog row.
 
+-- sql/entitlements/schema.sql
+-- Entitlements: what each plan lets its subscribers do (issue 23, item 3). billing.has_feature
+-- and billing.feature_limit (sql/entitlements/functions.sql) read it with the subscription's
+-- state, once per statement inside an app's RLS policies.
+
+CREATE TABLE billing.plan_features (
+    plan_id text NOT NULL REFERENCES billing.plans (id) ON UPDATE CASCADE ON DELETE CASCADE,
+    feature text NOT NULL CHECK (feature ~ '^[a-z][a-z0-9_.-]{0,62}$'),
+    limit_value bigint CHECK (limit_value >= 0),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    -- (plan_id, feature) is the key has_feature's join probes: one index lookup per subscription.
+    PRIMARY KEY (plan_id, feature)
+);
+COMMENT ON TABLE billing.plan_features IS 'The features each plan grants its subscribers (while the subscription is active, trialing, or past_due within past_due_grace_seconds), with an optional limit: what billing.has_feature and billing.feature_limit answer from. Privileged roles only.';
+COMMENT ON COLUMN billing.plan_features.plan_id IS 'The plan (billing.plans.id) that grants the feature.';
+COMMENT ON COLUMN billing.plan_features.feature IS 'The feature''s key, your own short identifier: lower-case letter first, then up to 62 of a-z, 0-9, _, . and -, e.g. export or seats.max.';
+COMMENT ON COLUMN billing.plan_features.limit_value IS 'How much of the feature the plan allows (a count of projects, exports a month, ...), for the app to enforce; NULL = no limit. billing.feature_limit returns the largest over the user''s qualifying plans.';
+COMMENT ON COLUMN billing.plan_features.created_at IS 'When the row was added.';
+
 -- sql/support/functions.sql
 -- Small helpers every concept uses: argument checks and Stripe's value formats.
 --
@@ -966,6 +990,7 @@ BEGIN
     c.event_retention_days := coalesce(c.event_retention_days, 90);
     c.debt_policy := coalesce(c.debt_policy, 'collect');
     c.revocation_scope := coalesce(c.revocation_scope, 'balance');
+    c.past_due_grace_seconds := coalesce(c.past_due_grace_seconds, 604800);
     RETURN c;
 END
 $$;
@@ -1300,6 +1325,83 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION billing.my_subscription() IS 'For signed-in users: billing.subscription_status of the caller (SQLSTATE 28000 when not signed in). From supabase-js: supabase.schema(''billing'').rpc(''my_subscription'').single().';
+
+-- sql/entitlements/functions.sql
+-- Entitlements: "may the current user use this feature, and how much of it" (issue 23, item 3),
+-- cheap enough to sit in an app's row-level security policies (DESIGN.md, "Entitlements").
+--
+-- Written as (select billing.has_feature('export')) in a policy, the call is an initPlan: it
+-- runs once per statement, not once per row. Both functions are SECURITY DEFINER so that anon
+-- and users read neither billing.subscriptions nor billing.plan_features through their own
+-- policies (anon has no grant on them at all; it simply gets false), and they pin search_path.
+
+CREATE OR REPLACE FUNCTION billing._check_feature_key(feature text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM billing._check_not_null(feature, 'feature');
+    -- The same rule as billing.plan_features.feature's CHECK: a key that could never be stored
+    -- is a caller's mistake (a typo, a display name), not a feature nobody has.
+    IF feature !~ '^[a-z][a-z0-9_.-]{0,62}$' THEN
+        RAISE EXCEPTION 'feature % is not a feature key', quote_literal(left(feature, 80))
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A key is a lower-case letter, then up to 62 of a-z, 0-9, _, . and -, as in billing.plan_features.feature.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION billing._check_feature_key(text) IS 'Internal: raises 22004 for a NULL feature and 22023 for one that is not a feature key (the billing.plan_features.feature rule).';
+
+-- The one place that says which subscriptions entitle a user: today the user's own. When
+-- accounts arrive (issue 23, item 1), the owner test becomes the user's active account's.
+CREATE OR REPLACE FUNCTION billing._feature_grants(user_id uuid, feature text, grace_seconds integer)
+RETURNS TABLE (plan_id text, limit_value bigint)
+LANGUAGE sql STABLE PARALLEL SAFE
+-- A plain SQL body, so the planner inlines it into the callers' queries.
+AS $$
+    SELECT f.plan_id, f.limit_value
+    FROM billing.subscriptions s
+    JOIN billing.plan_features f ON f.plan_id = s.plan_id AND f.feature = _feature_grants.feature
+    WHERE s.user_id = _feature_grants.user_id
+      AND (s.status IN ('active', 'trialing')
+           OR (s.status = 'past_due'
+               AND coalesce(s.status_since, s.updated_at) > now() - make_interval(secs => grace_seconds)))
+$$;
+COMMENT ON FUNCTION billing._feature_grants(uuid, text, integer) IS 'Internal: the plan_features rows of feature on the plans of user_id''s subscriptions that are active, trialing, or past_due for less than grace_seconds.';
+
+CREATE OR REPLACE FUNCTION billing.has_feature(feature text) RETURNS boolean
+LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    uid uuid := billing.current_user_id();
+BEGIN
+    PERFORM billing._check_feature_key(feature);
+    IF uid IS NULL THEN
+        RETURN false;  -- anon, or a role without a user: nobody's subscription
+    END IF;
+    RETURN EXISTS (SELECT FROM billing._feature_grants(uid, feature, (billing._settings()).past_due_grace_seconds));
+END
+$$;
+COMMENT ON FUNCTION billing.has_feature(text) IS 'Whether the signed-in user (billing.current_user_id()) may use feature: true when a subscription of theirs is active, trialing, or past_due for less than billing.config.past_due_grace_seconds, and its plan has the feature in billing.plan_features. False for unknown features, anon and users without such a subscription; 22004 for NULL, 22023 for a malformed key. In RLS policies write (select billing.has_feature(''export'')) so it runs once per statement.';
+
+CREATE OR REPLACE FUNCTION billing.feature_limit(feature text) RETURNS bigint
+LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    uid uuid := billing.current_user_id();
+    unlimited boolean;
+    largest bigint;
+BEGIN
+    PERFORM billing._check_feature_key(feature);
+    IF uid IS NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT bool_or(g.limit_value IS NULL), max(g.limit_value) INTO unlimited, largest
+    FROM billing._feature_grants(uid, feature, (billing._settings()).past_due_grace_seconds) g;
+    -- Several qualifying plans: the most generous wins, and no limit beats any limit.
+    RETURN CASE WHEN unlimited THEN NULL ELSE largest END;
+END
+$$;
+COMMENT ON FUNCTION billing.feature_limit(text) IS 'The signed-in user''s limit of feature: the largest billing.plan_features.limit_value among the plans that give them the feature (as billing.has_feature decides). NULL when there is no limit to apply: the user has the feature without a limit, or does not have it (unknown features, anon, no qualifying subscription), so check billing.has_feature first. 22004 for NULL, 22023 for a malformed key. In RLS policies write (select billing.feature_limit(''projects'')).';
 
 -- sql/ledger/functions.sql
 -- The token ledger: granting, spending and balances. A spend takes from grants soonest-expiring
@@ -4048,8 +4150,14 @@ BEGIN
             RETURN;
         END IF;
     END IF;
+    -- When the current status began (past_due's grace counts from it): kept while reports
+    -- repeat the status, restarted at this report's time when the status changes.
+    IF new.status IS DISTINCT FROM cur.status OR cur.status_since IS NULL THEN
+        new.status_since := (v).created;
+    END IF;
     UPDATE billing.subscriptions c SET
         plan_id = new.plan_id, stripe_price_id = new.stripe_price_id, status = new.status,
+        status_since = new.status_since,
         current_period_start = new.current_period_start, current_period_end = new.current_period_end,
         cancel_at_period_end = new.cancel_at_period_end, cancel_at = new.cancel_at,
         canceled_at = new.canceled_at, ended_at = new.ended_at, trial_end = new.trial_end,
@@ -4663,6 +4771,9 @@ SET search_path = pg_catalog, pg_temp AS $$
     VALUES
         ('anon', 'billing.stripe_webhook(json)', 'EXECUTE'),
         ('anon', 'billing.public_catalog', 'SELECT'),
+        -- Entitlements sit in app policies that anon's queries run too: false/NULL for anon.
+        ('anon', 'billing.has_feature(text)', 'EXECUTE'),
+        ('anon', 'billing.feature_limit(text)', 'EXECUTE'),
         ('authenticated', 'billing.public_catalog', 'SELECT'),
         ('authenticated', 'billing.current_user_id()', 'EXECUTE'),
         ('authenticated', 'billing._is_privileged()', 'EXECUTE'),
@@ -4672,6 +4783,8 @@ SET search_path = pg_catalog, pg_temp AS $$
         ('authenticated', 'billing.spend_my_tokens(bigint,uuid,text,text)', 'EXECUTE'),
         ('authenticated', 'billing.subscription_status(uuid)', 'EXECUTE'),
         ('authenticated', 'billing.my_subscription()', 'EXECUTE'),
+        ('authenticated', 'billing.has_feature(text)', 'EXECUTE'),
+        ('authenticated', 'billing.feature_limit(text)', 'EXECUTE'),
         ('authenticated', 'billing._require_user()', 'EXECUTE'),
         ('authenticated', 'billing.request_checkout(text,text,text,text,uuid,text,boolean,integer)', 'EXECUTE'),
         ('authenticated', 'billing.request_portal(text)', 'EXECUTE'),
@@ -4823,7 +4936,7 @@ FROM unnest(ARRAY['billing.config', 'billing.webhook_secrets', 'billing.stripe_e
                   'billing.plan_prices', 'billing.deleted_customers', 'billing.checkout_line_items', 'billing.coupons',
                   'billing.purchase_payments', 'billing.stripe_charges', 'billing.stripe_refunds', 'billing.stripe_disputes',
                   'billing.stripe_credit_notes', 'billing.event_sync', 'billing.invoice_lines',
-                  'billing.payment_lookups', 'billing.prices']) AS t;
+                  'billing.payment_lookups', 'billing.prices', 'billing.plan_features']) AS t;
 -- The catalog is public to signed-in users.
 CREATE POLICY catalog_readable ON billing.plans FOR SELECT USING (true);
 

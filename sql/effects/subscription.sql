@@ -64,8 +64,14 @@ BEGIN
             RETURN;
         END IF;
     END IF;
+    -- When the current status began (past_due's grace counts from it): kept while reports
+    -- repeat the status, restarted at this report's time when the status changes.
+    IF new.status IS DISTINCT FROM cur.status OR cur.status_since IS NULL THEN
+        new.status_since := (v).created;
+    END IF;
     UPDATE billing.subscriptions c SET
         plan_id = new.plan_id, stripe_price_id = new.stripe_price_id, status = new.status,
+        status_since = new.status_since,
         current_period_start = new.current_period_start, current_period_end = new.current_period_end,
         cancel_at_period_end = new.cancel_at_period_end, cancel_at = new.cancel_at,
         canceled_at = new.canceled_at, ended_at = new.ended_at, trial_end = new.trial_end,

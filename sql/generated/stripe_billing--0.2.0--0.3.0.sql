@@ -170,6 +170,36 @@ COMMENT ON COLUMN billing.prices.synced_at IS 'As of when Stripe said so: the ev
 
 SELECT pg_catalog.pg_extension_config_dump('billing.prices', '');
 
+-- Entitlements (issue 23, item 3): features per plan, and when each subscription's status began,
+-- from which a past_due subscription's grace counts. 0.2.0 did not record it: a row gets the time
+-- of its newest report (else its last change), which is never earlier than the truth, so an
+-- upgrade never ends a grace early.
+-- sql/entitlements/schema.sql
+-- Entitlements: what each plan lets its subscribers do (issue 23, item 3). billing.has_feature
+-- and billing.feature_limit (sql/entitlements/functions.sql) read it with the subscription's
+-- state, once per statement inside an app's RLS policies.
+
+CREATE TABLE billing.plan_features (
+    plan_id text NOT NULL REFERENCES billing.plans (id) ON UPDATE CASCADE ON DELETE CASCADE,
+    feature text NOT NULL CHECK (feature ~ '^[a-z][a-z0-9_.-]{0,62}$'),
+    limit_value bigint CHECK (limit_value >= 0),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    -- (plan_id, feature) is the key has_feature's join probes: one index lookup per subscription.
+    PRIMARY KEY (plan_id, feature)
+);
+COMMENT ON TABLE billing.plan_features IS 'The features each plan grants its subscribers (while the subscription is active, trialing, or past_due within past_due_grace_seconds), with an optional limit: what billing.has_feature and billing.feature_limit answer from. Privileged roles only.';
+COMMENT ON COLUMN billing.plan_features.plan_id IS 'The plan (billing.plans.id) that grants the feature.';
+COMMENT ON COLUMN billing.plan_features.feature IS 'The feature''s key, your own short identifier: lower-case letter first, then up to 62 of a-z, 0-9, _, . and -, e.g. export or seats.max.';
+COMMENT ON COLUMN billing.plan_features.limit_value IS 'How much of the feature the plan allows (a count of projects, exports a month, ...), for the app to enforce; NULL = no limit. billing.feature_limit returns the largest over the user''s qualifying plans.';
+COMMENT ON COLUMN billing.plan_features.created_at IS 'When the row was added.';
+
+SELECT pg_catalog.pg_extension_config_dump('billing.plan_features', '');
+ALTER TABLE billing.subscriptions ADD COLUMN status_since timestamptz;
+UPDATE billing.subscriptions SET status_since = coalesce((version).created, updated_at) WHERE status IS NOT NULL;
+COMMENT ON COLUMN billing.subscriptions.status_since IS 'Stripe''s time of the first report of the current status (the event''s created time, or the time of the retrieval''s answer): how long a past_due subscription has been past due, which billing.has_feature compares with past_due_grace_seconds. NULL until a report sets a status.';
+ALTER TABLE billing.config ADD COLUMN past_due_grace_seconds integer CHECK (past_due_grace_seconds >= 0);
+COMMENT ON COLUMN billing.config.past_due_grace_seconds IS 'How long a past_due subscription keeps its plan''s features (billing.has_feature, billing.feature_limit) after it became past due (billing.subscriptions.status_since), while Stripe retries the payment; 0 = features stop at once; NULL = 604800 (7 days). billing.subscription_status still reports past_due as active until Stripe gives up.';
+
 -- Functions written in Rust.
 -- extension/src/signature.rs:97
 -- stripe_billing::signature::_verify_webhook_signature
@@ -361,6 +391,7 @@ BEGIN
     c.event_retention_days := coalesce(c.event_retention_days, 90);
     c.debt_policy := coalesce(c.debt_policy, 'collect');
     c.revocation_scope := coalesce(c.revocation_scope, 'balance');
+    c.past_due_grace_seconds := coalesce(c.past_due_grace_seconds, 604800);
     RETURN c;
 END
 $$;
@@ -688,6 +719,83 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION billing.my_subscription() IS 'For signed-in users: billing.subscription_status of the caller (SQLSTATE 28000 when not signed in). From supabase-js: supabase.schema(''billing'').rpc(''my_subscription'').single().';
+
+-- sql/entitlements/functions.sql
+-- Entitlements: "may the current user use this feature, and how much of it" (issue 23, item 3),
+-- cheap enough to sit in an app's row-level security policies (DESIGN.md, "Entitlements").
+--
+-- Written as (select billing.has_feature('export')) in a policy, the call is an initPlan: it
+-- runs once per statement, not once per row. Both functions are SECURITY DEFINER so that anon
+-- and users read neither billing.subscriptions nor billing.plan_features through their own
+-- policies (anon has no grant on them at all; it simply gets false), and they pin search_path.
+
+CREATE OR REPLACE FUNCTION billing._check_feature_key(feature text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM billing._check_not_null(feature, 'feature');
+    -- The same rule as billing.plan_features.feature's CHECK: a key that could never be stored
+    -- is a caller's mistake (a typo, a display name), not a feature nobody has.
+    IF feature !~ '^[a-z][a-z0-9_.-]{0,62}$' THEN
+        RAISE EXCEPTION 'feature % is not a feature key', quote_literal(left(feature, 80))
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A key is a lower-case letter, then up to 62 of a-z, 0-9, _, . and -, as in billing.plan_features.feature.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION billing._check_feature_key(text) IS 'Internal: raises 22004 for a NULL feature and 22023 for one that is not a feature key (the billing.plan_features.feature rule).';
+
+-- The one place that says which subscriptions entitle a user: today the user's own. When
+-- accounts arrive (issue 23, item 1), the owner test becomes the user's active account's.
+CREATE OR REPLACE FUNCTION billing._feature_grants(user_id uuid, feature text, grace_seconds integer)
+RETURNS TABLE (plan_id text, limit_value bigint)
+LANGUAGE sql STABLE PARALLEL SAFE
+-- A plain SQL body, so the planner inlines it into the callers' queries.
+AS $$
+    SELECT f.plan_id, f.limit_value
+    FROM billing.subscriptions s
+    JOIN billing.plan_features f ON f.plan_id = s.plan_id AND f.feature = _feature_grants.feature
+    WHERE s.user_id = _feature_grants.user_id
+      AND (s.status IN ('active', 'trialing')
+           OR (s.status = 'past_due'
+               AND coalesce(s.status_since, s.updated_at) > now() - make_interval(secs => grace_seconds)))
+$$;
+COMMENT ON FUNCTION billing._feature_grants(uuid, text, integer) IS 'Internal: the plan_features rows of feature on the plans of user_id''s subscriptions that are active, trialing, or past_due for less than grace_seconds.';
+
+CREATE OR REPLACE FUNCTION billing.has_feature(feature text) RETURNS boolean
+LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    uid uuid := billing.current_user_id();
+BEGIN
+    PERFORM billing._check_feature_key(feature);
+    IF uid IS NULL THEN
+        RETURN false;  -- anon, or a role without a user: nobody's subscription
+    END IF;
+    RETURN EXISTS (SELECT FROM billing._feature_grants(uid, feature, (billing._settings()).past_due_grace_seconds));
+END
+$$;
+COMMENT ON FUNCTION billing.has_feature(text) IS 'Whether the signed-in user (billing.current_user_id()) may use feature: true when a subscription of theirs is active, trialing, or past_due for less than billing.config.past_due_grace_seconds, and its plan has the feature in billing.plan_features. False for unknown features, anon and users without such a subscription; 22004 for NULL, 22023 for a malformed key. In RLS policies write (select billing.has_feature(''export'')) so it runs once per statement.';
+
+CREATE OR REPLACE FUNCTION billing.feature_limit(feature text) RETURNS bigint
+LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    uid uuid := billing.current_user_id();
+    unlimited boolean;
+    largest bigint;
+BEGIN
+    PERFORM billing._check_feature_key(feature);
+    IF uid IS NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT bool_or(g.limit_value IS NULL), max(g.limit_value) INTO unlimited, largest
+    FROM billing._feature_grants(uid, feature, (billing._settings()).past_due_grace_seconds) g;
+    -- Several qualifying plans: the most generous wins, and no limit beats any limit.
+    RETURN CASE WHEN unlimited THEN NULL ELSE largest END;
+END
+$$;
+COMMENT ON FUNCTION billing.feature_limit(text) IS 'The signed-in user''s limit of feature: the largest billing.plan_features.limit_value among the plans that give them the feature (as billing.has_feature decides). NULL when there is no limit to apply: the user has the feature without a limit, or does not have it (unknown features, anon, no qualifying subscription), so check billing.has_feature first. 22004 for NULL, 22023 for a malformed key. In RLS policies write (select billing.feature_limit(''projects'')).';
 
 -- sql/ledger/functions.sql
 -- The token ledger: granting, spending and balances. A spend takes from grants soonest-expiring
@@ -3399,8 +3507,14 @@ BEGIN
             RETURN;
         END IF;
     END IF;
+    -- When the current status began (past_due's grace counts from it): kept while reports
+    -- repeat the status, restarted at this report's time when the status changes.
+    IF new.status IS DISTINCT FROM cur.status OR cur.status_since IS NULL THEN
+        new.status_since := (v).created;
+    END IF;
     UPDATE billing.subscriptions c SET
         plan_id = new.plan_id, stripe_price_id = new.stripe_price_id, status = new.status,
+        status_since = new.status_since,
         current_period_start = new.current_period_start, current_period_end = new.current_period_end,
         cancel_at_period_end = new.cancel_at_period_end, cancel_at = new.cancel_at,
         canceled_at = new.canceled_at, ended_at = new.ended_at, trial_end = new.trial_end,
@@ -4014,6 +4128,9 @@ SET search_path = pg_catalog, pg_temp AS $$
     VALUES
         ('anon', 'billing.stripe_webhook(json)', 'EXECUTE'),
         ('anon', 'billing.public_catalog', 'SELECT'),
+        -- Entitlements sit in app policies that anon's queries run too: false/NULL for anon.
+        ('anon', 'billing.has_feature(text)', 'EXECUTE'),
+        ('anon', 'billing.feature_limit(text)', 'EXECUTE'),
         ('authenticated', 'billing.public_catalog', 'SELECT'),
         ('authenticated', 'billing.current_user_id()', 'EXECUTE'),
         ('authenticated', 'billing._is_privileged()', 'EXECUTE'),
@@ -4023,6 +4140,8 @@ SET search_path = pg_catalog, pg_temp AS $$
         ('authenticated', 'billing.spend_my_tokens(bigint,uuid,text,text)', 'EXECUTE'),
         ('authenticated', 'billing.subscription_status(uuid)', 'EXECUTE'),
         ('authenticated', 'billing.my_subscription()', 'EXECUTE'),
+        ('authenticated', 'billing.has_feature(text)', 'EXECUTE'),
+        ('authenticated', 'billing.feature_limit(text)', 'EXECUTE'),
         ('authenticated', 'billing._require_user()', 'EXECUTE'),
         ('authenticated', 'billing.request_checkout(text,text,text,text,uuid,text,boolean,integer)', 'EXECUTE'),
         ('authenticated', 'billing.request_portal(text)', 'EXECUTE'),
@@ -4175,3 +4294,4 @@ SELECT billing.apply_grants();
 SELECT billing._protect_table('billing.invoice_lines'::regclass, own_rows => false);
 SELECT billing._protect_table('billing.payment_lookups'::regclass, own_rows => false);
 SELECT billing._protect_table('billing.prices'::regclass, own_rows => false);
+SELECT billing._protect_table('billing.plan_features'::regclass, own_rows => false);

@@ -31,6 +31,9 @@ SET search_path = pg_catalog, pg_temp AS $$
     VALUES
         ('anon', 'billing.stripe_webhook(json)', 'EXECUTE'),
         ('anon', 'billing.public_catalog', 'SELECT'),
+        -- Entitlements sit in app policies that anon's queries run too: false/NULL for anon.
+        ('anon', 'billing.has_feature(text)', 'EXECUTE'),
+        ('anon', 'billing.feature_limit(text)', 'EXECUTE'),
         ('authenticated', 'billing.public_catalog', 'SELECT'),
         ('authenticated', 'billing.current_user_id()', 'EXECUTE'),
         ('authenticated', 'billing._is_privileged()', 'EXECUTE'),
@@ -40,6 +43,8 @@ SET search_path = pg_catalog, pg_temp AS $$
         ('authenticated', 'billing.spend_my_tokens(bigint,uuid,text,text)', 'EXECUTE'),
         ('authenticated', 'billing.subscription_status(uuid)', 'EXECUTE'),
         ('authenticated', 'billing.my_subscription()', 'EXECUTE'),
+        ('authenticated', 'billing.has_feature(text)', 'EXECUTE'),
+        ('authenticated', 'billing.feature_limit(text)', 'EXECUTE'),
         ('authenticated', 'billing._require_user()', 'EXECUTE'),
         ('authenticated', 'billing.request_checkout(text,text,text,text,uuid,text,boolean,integer)', 'EXECUTE'),
         ('authenticated', 'billing.request_portal(text)', 'EXECUTE'),

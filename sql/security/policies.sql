@@ -11,7 +11,7 @@ FROM unnest(ARRAY['billing.config', 'billing.webhook_secrets', 'billing.stripe_e
                   'billing.plan_prices', 'billing.deleted_customers', 'billing.checkout_line_items', 'billing.coupons',
                   'billing.purchase_payments', 'billing.stripe_charges', 'billing.stripe_refunds', 'billing.stripe_disputes',
                   'billing.stripe_credit_notes', 'billing.event_sync', 'billing.invoice_lines',
-                  'billing.payment_lookups', 'billing.prices']) AS t;
+                  'billing.payment_lookups', 'billing.prices', 'billing.plan_features']) AS t;
 -- The catalog is public to signed-in users.
 CREATE POLICY catalog_readable ON billing.plans FOR SELECT USING (true);
 

@@ -22,6 +22,7 @@ BEGIN
     c.event_retention_days := coalesce(c.event_retention_days, 90);
     c.debt_policy := coalesce(c.debt_policy, 'collect');
     c.revocation_scope := coalesce(c.revocation_scope, 'balance');
+    c.past_due_grace_seconds := coalesce(c.past_due_grace_seconds, 604800);
     RETURN c;
 END
 $$;

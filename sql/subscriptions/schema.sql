@@ -25,7 +25,8 @@ CREATE TABLE billing.subscriptions (
     updated_at timestamptz NOT NULL DEFAULT now(),
     trial_end timestamptz,
     pause_collection text CHECK (pause_collection IN ('keep_as_draft', 'mark_uncollectible', 'void')),
-    version billing.event_version
+    version billing.event_version,
+    status_since timestamptz
 );
 CREATE INDEX subscriptions_user_id_idx ON billing.subscriptions (user_id);
 COMMENT ON TABLE billing.subscriptions IS 'Stripe subscriptions as last reported by Stripe (subscription events, or the object retrieved from the API): an older report never overwrites a newer one, and canceled and incomplete_expired are final.';
@@ -45,6 +46,7 @@ COMMENT ON COLUMN billing.subscriptions.created_at IS 'When the row was first wr
 COMMENT ON COLUMN billing.subscriptions.updated_at IS 'When the row was last changed.';
 COMMENT ON COLUMN billing.subscriptions.trial_end IS 'End of the trial, if the subscription has or had one.';
 COMMENT ON COLUMN billing.subscriptions.pause_collection IS 'When payment collection is paused, how Stripe treats new invoices (keep_as_draft, mark_uncollectible or void); the status stays active. NULL when collecting.';
+COMMENT ON COLUMN billing.subscriptions.status_since IS 'Stripe''s time of the first report of the current status (the event''s created time, or the time of the retrieval''s answer): how long a past_due subscription has been past due, which billing.has_feature compares with past_due_grace_seconds. NULL until a report sets a status.';
 COMMENT ON COLUMN billing.subscriptions.version IS 'When (Stripe time, rank) the state in this row was reported; a report replaces it only when newer. NULL until a subscription report arrives.';
 
 SELECT pg_catalog.pg_extension_config_dump('billing.subscriptions', '');

@@ -164,8 +164,20 @@ COMMENT ON COLUMN billing.prices.synced_at IS 'As of when Stripe said so: the ev
 
 SELECT pg_catalog.pg_extension_config_dump('billing.prices', '');
 
+-- Entitlements (issue 23, item 3): features per plan, and when each subscription's status began,
+-- from which a past_due subscription's grace counts. 0.2.0 did not record it: a row gets the time
+-- of its newest report (else its last change), which is never earlier than the truth, so an
+-- upgrade never ends a grace early.
+-- @include sql/entitlements/schema.sql
+ALTER TABLE billing.subscriptions ADD COLUMN status_since timestamptz;
+UPDATE billing.subscriptions SET status_since = coalesce((version).created, updated_at) WHERE status IS NOT NULL;
+COMMENT ON COLUMN billing.subscriptions.status_since IS 'Stripe''s time of the first report of the current status (the event''s created time, or the time of the retrieval''s answer): how long a past_due subscription has been past due, which billing.has_feature compares with past_due_grace_seconds. NULL until a report sets a status.';
+ALTER TABLE billing.config ADD COLUMN past_due_grace_seconds integer CHECK (past_due_grace_seconds >= 0);
+COMMENT ON COLUMN billing.config.past_due_grace_seconds IS 'How long a past_due subscription keeps its plan''s features (billing.has_feature, billing.feature_limit) after it became past due (billing.subscriptions.status_since), while Stripe retries the payment; 0 = features stop at once; NULL = 604800 (7 days). billing.subscription_status still reports past_due as active until Stripe gives up.';
+
 -- @replay
 
 SELECT billing._protect_table('billing.invoice_lines'::regclass, own_rows => false);
 SELECT billing._protect_table('billing.payment_lookups'::regclass, own_rows => false);
 SELECT billing._protect_table('billing.prices'::regclass, own_rows => false);
+SELECT billing._protect_table('billing.plan_features'::regclass, own_rows => false);

@@ -5,7 +5,7 @@
 //!   the current extension installed).
 //! - `supabase-sql`: the pure-SQL edition's migrations only (needs no PostgreSQL).
 //! - `sql-reference`: docs/sql-reference.md from the schema's `COMMENT ON`s (needs no PostgreSQL).
-//! - `bench [NAME…]`: the benchmarks (signature, ledger, webhook, worker, renewal, api, history; none
+//! - `bench [NAME…]`: the benchmarks (signature, ledger, webhook, worker, renewal, api, history, entitlements; none
 //!   runs all), on the cluster `scripts/bench.sh` starts; run through `make bench`.
 use std::process::ExitCode;
 

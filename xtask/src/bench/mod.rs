@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
 mod api;
+mod entitlements;
 mod history;
 mod ledger;
 mod renewal;
@@ -38,6 +39,9 @@ pub async fn main(which: &[String]) {
     }
     if wants("history") {
         history::run().await;
+    }
+    if wants("entitlements") {
+        entitlements::run().await;
     }
 }
 

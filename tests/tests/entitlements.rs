@@ -344,16 +344,19 @@ async fn an_rls_policy_on_an_app_table_follows_the_feature() {
     features(&owner).await;
     owner
         .batch_execute(
-            "CREATE TABLE public.reports (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            "-- A schema of the app's own (hosted Supabase lets postgres create in public too).
+             CREATE SCHEMA app;
+             GRANT USAGE ON SCHEMA app TO anon, authenticated;
+             CREATE TABLE app.reports (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
                                           owner_id uuid NOT NULL, title text NOT NULL);
-             ALTER TABLE public.reports ENABLE ROW LEVEL SECURITY;
-             CREATE POLICY exports_need_the_feature ON public.reports FOR SELECT TO authenticated
+             ALTER TABLE app.reports ENABLE ROW LEVEL SECURITY;
+             CREATE POLICY exports_need_the_feature ON app.reports FOR SELECT TO authenticated
                  USING (owner_id = (select billing.current_user_id())
                         AND (select billing.has_feature('export')));
              -- anon may not call current_user_id; has_feature it may, and gets false.
-             CREATE POLICY showcase_for_subscribers ON public.reports FOR SELECT TO anon
+             CREATE POLICY showcase_for_subscribers ON app.reports FOR SELECT TO anon
                  USING ((select billing.has_feature('export')));
-             GRANT SELECT ON public.reports TO anon, authenticated;",
+             GRANT SELECT ON app.reports TO anon, authenticated;",
         )
         .await
         .unwrap();
@@ -363,7 +366,7 @@ async fn an_rls_policy_on_an_app_table_follows_the_feature() {
     for (user, n) in [(subscribed.user, 3), (other, 2)] {
         owner
             .execute(
-                "INSERT INTO public.reports (owner_id, title) SELECT $1, 'report ' || i FROM generate_series(1, $2) i",
+                "INSERT INTO app.reports (owner_id, title) SELECT $1, 'report ' || i FROM generate_series(1, $2) i",
                 &[&user, &n],
             )
             .await
@@ -382,7 +385,7 @@ async fn an_rls_policy_on_an_app_table_follows_the_feature() {
     )
     .await;
     let mut api = db.api().await;
-    let count = "SELECT count(*) FROM public.reports";
+    let count = "SELECT count(*) FROM app.reports";
     for (caller, expected) in [
         (Caller::User(subscribed.user), 3i64),
         (Caller::User(other), 0),

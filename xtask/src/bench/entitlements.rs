@@ -25,7 +25,9 @@ async fn load(owner: &Client) {
                                             status, status_since)
          SELECT 'sub_bench' || u, ('20000000-0000-0000-0000-' || lpad(to_hex(u), 12, '0'))::uuid, 'pro',
                 'price_pro', CASE WHEN u % 10 = 9 THEN 'past_due' ELSE 'active' END, now() - interval '1 day'
-         FROM generate_series(0, {SUBSCRIBERS} - 1) u;"
+         FROM generate_series(0, {SUBSCRIBERS} - 1) u;
+         CREATE SCHEMA app;
+         GRANT USAGE ON SCHEMA app TO authenticated;"
     );
     for (table, policy) in [
         ("rows_owned", "owner_id = (select billing.current_user_id())"),
@@ -39,11 +41,11 @@ async fn load(owner: &Client) {
         ),
     ] {
         sql.push_str(&format!(
-            "CREATE TABLE public.{table} (id bigint PRIMARY KEY, owner_id uuid NOT NULL, title text NOT NULL);
-             INSERT INTO public.{table} SELECT i, '{ME}', 'row ' || i FROM generate_series(1, {ROWS}) i;
-             ALTER TABLE public.{table} ENABLE ROW LEVEL SECURITY;
-             CREATE POLICY reader ON public.{table} FOR SELECT TO authenticated USING ({policy});
-             GRANT SELECT ON public.{table} TO authenticated;"
+            "CREATE TABLE app.{table} (id bigint PRIMARY KEY, owner_id uuid NOT NULL, title text NOT NULL);
+             INSERT INTO app.{table} SELECT i, '{ME}', 'row ' || i FROM generate_series(1, {ROWS}) i;
+             ALTER TABLE app.{table} ENABLE ROW LEVEL SECURITY;
+             CREATE POLICY reader ON app.{table} FOR SELECT TO authenticated USING ({policy});
+             GRANT SELECT ON app.{table} TO authenticated;"
         ));
     }
     owner.batch_execute(&sql).await.unwrap();
@@ -66,7 +68,7 @@ async fn readers(dsn: &str, n: usize) -> Vec<Client> {
 
 async fn read_all(c: &Client, table: &str) {
     let rows = c
-        .query(&format!("SELECT id, title FROM public.{table}"), &[])
+        .query(&format!("SELECT id, title FROM app.{table}"), &[])
         .await
         .unwrap();
     assert_eq!(

@@ -505,3 +505,84 @@ async fn bad_feature_keys_are_refused_and_only_the_operator_writes_features() {
         .unwrap();
     assert_eq!(by_service.len(), 1);
 }
+
+/// 0.2.0 did not record when a status began: the upgrade takes the time of each row's newest
+/// report (else its last change), so a subscription past due for ten days before the upgrade
+/// is beyond the grace after it, and one past due since yesterday within it. The extension only:
+/// the pure-SQL edition has no 0.2.0 to install here (pure_migration.rs runs its upgrade).
+#[tokio::test]
+async fn an_upgrade_from_0_2_0_dates_each_status_from_its_newest_report() {
+    if stripe_billing_tests::edition::Edition::current()
+        == stripe_billing_tests::edition::Edition::Pure
+    {
+        eprintln!("skipped: the pure-SQL edition has no released 0.2.0 to upgrade from");
+        return;
+    }
+    let db = stripe_billing_tests::pg::TestDb::with_version(Some("0.2.0")).await;
+    let owner = db.owner().await;
+    let (long_ago, yesterday, unversioned) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    owner
+        .execute(
+            "INSERT INTO billing.plans (id, stripe_price_id, name, kind, monthly_tokens)
+                 VALUES ('pro', 'price_pro', 'Pro', 'subscription', 1000)",
+            &[],
+        )
+        .await
+        .unwrap();
+    for (user, sub, reported, changed) in [
+        (long_ago, "sub_1LongAgo", Some(10), 10),
+        (yesterday, "sub_1Yesterday", Some(1), 10),
+        (unversioned, "sub_1Unversioned", None, 2),
+    ] {
+        owner
+            .execute(
+                "INSERT INTO billing.subscriptions (stripe_subscription_id, user_id, plan_id, stripe_price_id,
+                                                    status, version, updated_at)
+                 VALUES ($1, $2, 'pro', 'price_pro', 'past_due',
+                         CASE WHEN $3::int IS NOT NULL
+                              THEN ROW(now() - make_interval(days => $3::int), 1)::billing.event_version END,
+                         now() - make_interval(days => $4::int))",
+                &[&sub, &user, &reported, &changed],
+            )
+            .await
+            .unwrap();
+    }
+    owner
+        .batch_execute(
+            "ALTER EXTENSION stripe_billing UPDATE;
+             SELECT billing.apply_grants();
+             INSERT INTO billing.plan_features (plan_id, feature) VALUES ('pro', 'export');",
+        )
+        .await
+        .unwrap();
+    let mut api = db.api().await;
+    for (user, since_days, has) in [
+        (long_ago, 10, false),
+        (yesterday, 1, true),
+        (unversioned, 2, true),
+    ] {
+        let days: f64 = owner
+            .query_one(
+                "SELECT round(extract(epoch FROM now() - status_since) / 86400)::float8 FROM billing.subscriptions
+                 WHERE user_id = $1",
+                &[&user],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(days, since_days as f64, "{user}");
+        let rows = api
+            .call(
+                &Caller::User(user),
+                "SELECT billing.has_feature('export')",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            rows[0].get::<_, bool>(0),
+            has,
+            "{user}: past due for {since_days} days"
+        );
+    }
+}

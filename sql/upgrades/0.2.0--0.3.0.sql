@@ -170,8 +170,13 @@ SELECT pg_catalog.pg_extension_config_dump('billing.prices', '');
 -- upgrade never ends a grace early.
 -- @include sql/entitlements/schema.sql
 ALTER TABLE billing.subscriptions ADD COLUMN status_since timestamptz;
-UPDATE billing.subscriptions SET status_since = coalesce((version).created, updated_at) WHERE status IS NOT NULL;
-COMMENT ON COLUMN billing.subscriptions.status_since IS 'Stripe''s time of the first report of the current status (the event''s created time, or the time of the retrieval''s answer): how long a past_due subscription has been past due, which billing.has_feature compares with past_due_grace_seconds. NULL until a report sets a status.';
+ALTER TABLE billing.subscriptions ADD COLUMN previous_status_at timestamptz;
+-- previous_status_at = status_since: a late report older than the upgrade moves neither earlier.
+UPDATE billing.subscriptions SET status_since = coalesce((version).created, updated_at),
+                                 previous_status_at = coalesce((version).created, updated_at)
+WHERE status IS NOT NULL;
+COMMENT ON COLUMN billing.subscriptions.status_since IS 'Stripe''s time of the first report of the current status (the event''s created time, or the time of the retrieval''s answer), whatever order the reports arrived in (never earlier than the truth): how long a past_due subscription has been past due, which billing.has_feature compares with past_due_grace_seconds. NULL until a report sets a status.';
+COMMENT ON COLUMN billing.subscriptions.previous_status_at IS 'Stripe''s time of the newest known report of a status other than the current one: the current status began after it. With it, a report older than the row''s state corrects status_since in any delivery order. NULL when none is known.';
 ALTER TABLE billing.config ADD COLUMN past_due_grace_seconds integer CHECK (past_due_grace_seconds >= 0);
 COMMENT ON COLUMN billing.config.past_due_grace_seconds IS 'How long a past_due subscription keeps its plan''s features (billing.has_feature, billing.feature_limit) after it became past due (billing.subscriptions.status_since), while Stripe retries the payment; 0 = features stop at once; NULL = 604800 (7 days). billing.subscription_status still reports past_due as active until Stripe gives up.';
 

@@ -231,6 +231,92 @@ async fn features_follow_the_subscription_from_its_webhooks() {
     }
 }
 
+/// Every order of `n` items, as index lists.
+fn orders(n: usize) -> Vec<Vec<usize>> {
+    if n == 0 {
+        return vec![vec![]];
+    }
+    let mut out = Vec::new();
+    for rest in orders(n - 1) {
+        for at in 0..=rest.len() {
+            let mut o = rest.clone();
+            o.insert(at, n - 1);
+            out.push(o);
+        }
+    }
+    out
+}
+
+/// When the status began, and so the grace, does not depend on the order Stripe's reports
+/// arrive in (Stripe delivers in any order): every order gives the same status_since and answer.
+#[tokio::test]
+async fn the_grace_is_the_same_in_every_delivery_order() {
+    let (db, owner) = setup().await;
+    features(&owner).await;
+    let mut api = db.api().await;
+    let now = unix_now();
+    let p = period(now - 20 * DAY, 30);
+    let scenarios: [(Vec<(&str, i64)>, i64, Seen); 2] = [
+        // Past due 8 days ago and reported again yesterday: beyond the 7-day grace.
+        (
+            vec![
+                ("active", now - 20 * DAY),
+                ("past_due", now - 8 * DAY),
+                ("past_due", now - DAY),
+            ],
+            now - 8 * DAY,
+            NOTHING,
+        ),
+        // Past due, paid, and past due again 2 days ago: the grace counts from the second time.
+        (
+            vec![
+                ("active", now - 20 * DAY),
+                ("past_due", now - 9 * DAY),
+                ("active", now - 5 * DAY),
+                ("past_due", now - 2 * DAY),
+            ],
+            now - 2 * DAY,
+            PRO,
+        ),
+    ];
+    for (reports, since, expected) in scenarios {
+        for order in orders(reports.len()) {
+            let shape = if order[0] % 2 == 0 {
+                Shape::Basil
+            } else {
+                Shape::V2023
+            };
+            let s = Subscriber::new(shape);
+            for &i in &order {
+                let (status, at) = reports[i];
+                let event = s.subscription_event(
+                    "customer.subscription.updated",
+                    at,
+                    status,
+                    "price_pro",
+                    p,
+                );
+                deliver(&owner, &event).await;
+            }
+            let got: i64 = owner
+                .query_one(
+                    "SELECT extract(epoch FROM status_since)::bigint FROM billing.subscriptions
+                     WHERE stripe_subscription_id = $1",
+                    &[&s.sub],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(got, since, "order {order:?} of {reports:?}");
+            assert_eq!(
+                seen(&mut api, &Caller::User(s.user)).await,
+                expected,
+                "order {order:?}"
+            );
+        }
+    }
+}
+
 /// An incomplete first payment grants nothing, nor does its expiry; a trial that ends without a
 /// payment method pauses the subscription, and its features stop.
 #[tokio::test]

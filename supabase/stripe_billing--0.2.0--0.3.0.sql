@@ -209,8 +209,13 @@ COMMENT ON COLUMN billing.plan_features.limit_value IS 'How much of the feature 
 COMMENT ON COLUMN billing.plan_features.created_at IS 'When the row was added.';
 
 ALTER TABLE billing.subscriptions ADD COLUMN status_since timestamptz;
-UPDATE billing.subscriptions SET status_since = coalesce((version).created, updated_at) WHERE status IS NOT NULL;
-COMMENT ON COLUMN billing.subscriptions.status_since IS 'Stripe''s time of the first report of the current status (the event''s created time, or the time of the retrieval''s answer): how long a past_due subscription has been past due, which billing.has_feature compares with past_due_grace_seconds. NULL until a report sets a status.';
+ALTER TABLE billing.subscriptions ADD COLUMN previous_status_at timestamptz;
+-- previous_status_at = status_since: a late report older than the upgrade moves neither earlier.
+UPDATE billing.subscriptions SET status_since = coalesce((version).created, updated_at),
+                                 previous_status_at = coalesce((version).created, updated_at)
+WHERE status IS NOT NULL;
+COMMENT ON COLUMN billing.subscriptions.status_since IS 'Stripe''s time of the first report of the current status (the event''s created time, or the time of the retrieval''s answer), whatever order the reports arrived in (never earlier than the truth): how long a past_due subscription has been past due, which billing.has_feature compares with past_due_grace_seconds. NULL until a report sets a status.';
+COMMENT ON COLUMN billing.subscriptions.previous_status_at IS 'Stripe''s time of the newest known report of a status other than the current one: the current status began after it. With it, a report older than the row''s state corrects status_since in any delivery order. NULL when none is known.';
 ALTER TABLE billing.config ADD COLUMN past_due_grace_seconds integer CHECK (past_due_grace_seconds >= 0);
 COMMENT ON COLUMN billing.config.past_due_grace_seconds IS 'How long a past_due subscription keeps its plan''s features (billing.has_feature, billing.feature_limit) after it became past due (billing.subscriptions.status_since), while Stripe retries the payment; 0 = features stop at once; NULL = 604800 (7 days). billing.subscription_status still reports past_due as active until Stripe gives up.';
 
@@ -3714,6 +3719,8 @@ BEGIN
                 RETURN;
             END IF;
         ELSE
+            -- An older report changes none of the state, but may tell when the status began.
+            PERFORM billing._date_status_from_older_report(sub_id, new.status, (v).created);
             RETURN;
         END IF;
     END IF;
@@ -3721,10 +3728,11 @@ BEGIN
     -- repeat the status, restarted at this report's time when the status changes.
     IF new.status IS DISTINCT FROM cur.status OR cur.status_since IS NULL THEN
         new.status_since := (v).created;
+        new.previous_status_at := (cur.version).created;  -- the newest report until now, of the old status
     END IF;
     UPDATE billing.subscriptions c SET
         plan_id = new.plan_id, stripe_price_id = new.stripe_price_id, status = new.status,
-        status_since = new.status_since,
+        status_since = new.status_since, previous_status_at = new.previous_status_at,
         current_period_start = new.current_period_start, current_period_end = new.current_period_end,
         cancel_at_period_end = new.cancel_at_period_end, cancel_at = new.cancel_at,
         canceled_at = new.canceled_at, ended_at = new.ended_at, trial_end = new.trial_end,
@@ -3733,6 +3741,30 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION billing._apply_subscription(jsonb, smallint) IS 'Internal: applies a report of a subscription (an event, rank 1, or the object retrieved from Stripe, rank 2) when it is newer than the row''s state; same-second reports are ordered by the lifecycle or settled by retrieving the subscription.';
+
+-- When the current status began, whatever order reports arrive in (the grace of past_due counts
+-- from it): a newer report that changes the status starts it at its own time, and an older one
+-- can only move it. An older report of the current status, made after the newest known report
+-- of another status, moves status_since back to itself; an older report of another status made
+-- after status_since shows the run began later, at a report we no longer have, so status_since
+-- moves up to the newest report (version), which is never earlier than the truth. Exact for any
+-- order of up to three reports; never earlier than the truth for any number.
+CREATE OR REPLACE FUNCTION billing._date_status_from_older_report(sub_id text, reported_status text, reported_at timestamptz)
+RETURNS void
+LANGUAGE sql
+AS $$
+    UPDATE billing.subscriptions c SET
+        status_since = CASE WHEN c.status = reported_status THEN least(c.status_since, reported_at)
+                            WHEN reported_at > c.status_since THEN (c.version).created
+                            ELSE c.status_since END,
+        previous_status_at = CASE WHEN c.status = reported_status THEN c.previous_status_at
+                                  ELSE greatest(c.previous_status_at, reported_at) END
+    WHERE c.stripe_subscription_id = sub_id
+      AND reported_status IS NOT NULL AND reported_at IS NOT NULL AND c.status_since IS NOT NULL
+      AND reported_at < (c.version).created
+      AND (c.previous_status_at IS NULL OR reported_at > c.previous_status_at)
+$$;
+COMMENT ON FUNCTION billing._date_status_from_older_report(text, text, timestamptz) IS 'Internal: corrects a subscription''s status_since (and previous_status_at) with a report older than its state, so that when the current status began does not depend on the order reports arrived in.';
 
 -- sql/effects/invoice.sql
 -- Effects of invoice.* events: tokens for paid subscription invoices, and notifications when a

@@ -237,7 +237,8 @@ CREATE TABLE billing.subscriptions (
     trial_end timestamptz,
     pause_collection text CHECK (pause_collection IN ('keep_as_draft', 'mark_uncollectible', 'void')),
     version billing.event_version,
-    status_since timestamptz
+    status_since timestamptz,
+    previous_status_at timestamptz
 );
 CREATE INDEX subscriptions_user_id_idx ON billing.subscriptions (user_id);
 COMMENT ON TABLE billing.subscriptions IS 'Stripe subscriptions as last reported by Stripe (subscription events, or the object retrieved from the API): an older report never overwrites a newer one, and canceled and incomplete_expired are final.';
@@ -257,7 +258,8 @@ COMMENT ON COLUMN billing.subscriptions.created_at IS 'When the row was first wr
 COMMENT ON COLUMN billing.subscriptions.updated_at IS 'When the row was last changed.';
 COMMENT ON COLUMN billing.subscriptions.trial_end IS 'End of the trial, if the subscription has or had one.';
 COMMENT ON COLUMN billing.subscriptions.pause_collection IS 'When payment collection is paused, how Stripe treats new invoices (keep_as_draft, mark_uncollectible or void); the status stays active. NULL when collecting.';
-COMMENT ON COLUMN billing.subscriptions.status_since IS 'Stripe''s time of the first report of the current status (the event''s created time, or the time of the retrieval''s answer): how long a past_due subscription has been past due, which billing.has_feature compares with past_due_grace_seconds. NULL until a report sets a status.';
+COMMENT ON COLUMN billing.subscriptions.status_since IS 'Stripe''s time of the first report of the current status (the event''s created time, or the time of the retrieval''s answer), whatever order the reports arrived in (never earlier than the truth): how long a past_due subscription has been past due, which billing.has_feature compares with past_due_grace_seconds. NULL until a report sets a status.';
+COMMENT ON COLUMN billing.subscriptions.previous_status_at IS 'Stripe''s time of the newest known report of a status other than the current one: the current status began after it. With it, a report older than the row''s state corrects status_since in any delivery order. NULL when none is known.';
 COMMENT ON COLUMN billing.subscriptions.version IS 'When (Stripe time, rank) the state in this row was reported; a report replaces it only when newer. NULL until a subscription report arrives.';
 
 -- sql/ledger/schema.sql
@@ -4147,6 +4149,8 @@ BEGIN
                 RETURN;
             END IF;
         ELSE
+            -- An older report changes none of the state, but may tell when the status began.
+            PERFORM billing._date_status_from_older_report(sub_id, new.status, (v).created);
             RETURN;
         END IF;
     END IF;
@@ -4154,10 +4158,11 @@ BEGIN
     -- repeat the status, restarted at this report's time when the status changes.
     IF new.status IS DISTINCT FROM cur.status OR cur.status_since IS NULL THEN
         new.status_since := (v).created;
+        new.previous_status_at := (cur.version).created;  -- the newest report until now, of the old status
     END IF;
     UPDATE billing.subscriptions c SET
         plan_id = new.plan_id, stripe_price_id = new.stripe_price_id, status = new.status,
-        status_since = new.status_since,
+        status_since = new.status_since, previous_status_at = new.previous_status_at,
         current_period_start = new.current_period_start, current_period_end = new.current_period_end,
         cancel_at_period_end = new.cancel_at_period_end, cancel_at = new.cancel_at,
         canceled_at = new.canceled_at, ended_at = new.ended_at, trial_end = new.trial_end,
@@ -4166,6 +4171,30 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION billing._apply_subscription(jsonb, smallint) IS 'Internal: applies a report of a subscription (an event, rank 1, or the object retrieved from Stripe, rank 2) when it is newer than the row''s state; same-second reports are ordered by the lifecycle or settled by retrieving the subscription.';
+
+-- When the current status began, whatever order reports arrive in (the grace of past_due counts
+-- from it): a newer report that changes the status starts it at its own time, and an older one
+-- can only move it. An older report of the current status, made after the newest known report
+-- of another status, moves status_since back to itself; an older report of another status made
+-- after status_since shows the run began later, at a report we no longer have, so status_since
+-- moves up to the newest report (version), which is never earlier than the truth. Exact for any
+-- order of up to three reports; never earlier than the truth for any number.
+CREATE OR REPLACE FUNCTION billing._date_status_from_older_report(sub_id text, reported_status text, reported_at timestamptz)
+RETURNS void
+LANGUAGE sql
+AS $$
+    UPDATE billing.subscriptions c SET
+        status_since = CASE WHEN c.status = reported_status THEN least(c.status_since, reported_at)
+                            WHEN reported_at > c.status_since THEN (c.version).created
+                            ELSE c.status_since END,
+        previous_status_at = CASE WHEN c.status = reported_status THEN c.previous_status_at
+                                  ELSE greatest(c.previous_status_at, reported_at) END
+    WHERE c.stripe_subscription_id = sub_id
+      AND reported_status IS NOT NULL AND reported_at IS NOT NULL AND c.status_since IS NOT NULL
+      AND reported_at < (c.version).created
+      AND (c.previous_status_at IS NULL OR reported_at > c.previous_status_at)
+$$;
+COMMENT ON FUNCTION billing._date_status_from_older_report(text, text, timestamptz) IS 'Internal: corrects a subscription''s status_since (and previous_status_at) with a report older than its state, so that when the current status began does not depend on the order reports arrived in.';
 
 -- sql/effects/invoice.sql
 -- Effects of invoice.* events: tokens for paid subscription invoices, and notifications when a

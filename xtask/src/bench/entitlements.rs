@@ -148,9 +148,7 @@ pub async fn run() {
         let (p50, p99, max) = latency(&a[0], 10_000).await;
         let (i50, i99, imax) = in_database(&a[0], 10_000).await;
         println!(
-            "| {edition:?} | {} | {} | {:.3} | {:.2} | {:.4} | {i50:.0} / {i99:.0} / {imax:.0} | {p50:.0} / {p99:.0} / {max:.0} |",
-            format!("{owned:.1}"),
-            format!("{featured:.1}"),
+            "| {edition:?} | {owned:.1} | {featured:.1} | {:.3} | {:.2} | {:.4} | {i50:.0} / {i99:.0} / {imax:.0} | {p50:.0} / {p99:.0} / {max:.0} |",
             featured / owned,
             per_row,
             per_row / owned,

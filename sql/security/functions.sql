@@ -45,6 +45,7 @@ SET search_path = pg_catalog, pg_temp AS $$
         ('authenticated', 'billing.my_subscription()', 'EXECUTE'),
         ('authenticated', 'billing.has_feature(text)', 'EXECUTE'),
         ('authenticated', 'billing.feature_limit(text)', 'EXECUTE'),
+        ('authenticated', 'billing.my_features()', 'EXECUTE'),
         ('authenticated', 'billing._require_user()', 'EXECUTE'),
         ('authenticated', 'billing.request_checkout(text,text,text,text,uuid,text,boolean,integer)', 'EXECUTE'),
         ('authenticated', 'billing.request_portal(text)', 'EXECUTE'),

@@ -172,6 +172,30 @@ async fn bad_feature_keys_are_refused_and_only_the_operator_writes_features() {
             "permission denied",
         );
     }
+    // my_features is the signed-in user's: anon has no such API, a role without a user id is
+    // not a user, and a user without a subscription has none.
+    assert_error(
+        api.call(&Caller::Anon, "SELECT * FROM billing.my_features()", &[])
+            .await,
+        "42501",
+        "permission denied for function my_features",
+    );
+    assert_error(
+        api.call_as(
+            "authenticated",
+            r#"{"role":"authenticated"}"#,
+            "SELECT * FROM billing.my_features()",
+            &[],
+        )
+        .await,
+        "28000",
+        "not authenticated",
+    );
+    assert!(api
+        .call(&me, "SELECT * FROM billing.my_features()", &[])
+        .await
+        .unwrap()
+        .is_empty());
     let by_service = api
         .call(
             &Caller::Service,

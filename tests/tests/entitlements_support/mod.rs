@@ -35,7 +35,30 @@ pub async fn seen(api: &mut Api, caller: &Caller) -> Seen {
         .await
         .unwrap();
     let r = &rows[0];
-    (r.get(0), r.get(1), r.get(2), r.get(3))
+    let seen: Seen = (r.get(0), r.get(1), r.get(2), r.get(3));
+    // A signed-in user's billing.my_features() lists the same, by the same rule.
+    if let Caller::User(_) = caller {
+        let listed: Vec<(String, Option<i64>)> = api
+            .call(
+                caller,
+                "SELECT feature, limit_value FROM billing.my_features()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let mut expected = Vec::new();
+        if seen.2 {
+            expected.push(("api".to_string(), seen.3));
+        }
+        if seen.0 {
+            expected.push(("export".to_string(), seen.1));
+        }
+        assert_eq!(listed, expected, "my_features agrees with has_feature");
+    }
+    seen
 }
 
 pub const NOTHING: Seen = (false, None, false, None);

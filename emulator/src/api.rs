@@ -29,7 +29,7 @@ use super::schema::validate;
 use super::store::{ids, real_now, RequestRecord, Store, StoredEvent};
 use super::webhook::{dispatch, record as record_deliveries, target};
 use super::App;
-use super::{events, lists};
+use super::{events, lists, meters};
 
 enum Route {
     CreateCustomer,
@@ -54,6 +54,9 @@ enum Route {
     GetPaymentIntent(String),
     ListInvoicePayments,
     GetRefund(String),
+    CreateMeter,
+    ListMeters,
+    CreateMeterEvent,
 }
 
 impl Route {
@@ -84,6 +87,9 @@ impl Route {
             ("GET", ["payment_intents", i]) => Route::GetPaymentIntent(id(i)),
             ("GET", ["invoice_payments"]) => Route::ListInvoicePayments,
             ("GET", ["refunds", r]) => Route::GetRefund(id(r)),
+            ("POST", ["billing", "meters"]) => Route::CreateMeter,
+            ("GET", ["billing", "meters"]) => Route::ListMeters,
+            ("POST", ["billing", "meter_events"]) => Route::CreateMeterEvent,
             _ => return None,
         })
     }
@@ -113,6 +119,9 @@ impl Route {
             Route::GetPaymentIntent(_) => "GET /v1/payment_intents/{intent}",
             Route::ListInvoicePayments => "GET /v1/invoice_payments",
             Route::GetRefund(_) => "GET /v1/refunds/{refund}",
+            Route::CreateMeter => "POST /v1/billing/meters",
+            Route::ListMeters => "GET /v1/billing/meters",
+            Route::CreateMeterEvent => "POST /v1/billing/meter_events",
         }
     }
 }
@@ -145,6 +154,9 @@ pub(crate) fn every_operation() -> Vec<&'static str> {
         Route::GetPaymentIntent(id()),
         Route::ListInvoicePayments,
         Route::GetRefund(id()),
+        Route::CreateMeter,
+        Route::ListMeters,
+        Route::CreateMeterEvent,
     ];
     for route in &routes {
         // No wildcard: a new route does not compile here until it is also listed above.
@@ -170,7 +182,10 @@ pub(crate) fn every_operation() -> Vec<&'static str> {
             | Route::GetCharge(_)
             | Route::GetPaymentIntent(_)
             | Route::ListInvoicePayments
-            | Route::GetRefund(_) => {}
+            | Route::GetRefund(_)
+            | Route::CreateMeter
+            | Route::ListMeters
+            | Route::CreateMeterEvent => {}
         }
     }
     routes.iter().map(Route::operation).collect()
@@ -500,6 +515,9 @@ fn read(
     let missing = |resource: &str, id: &str| ApiError::not_found(resource, id, "id");
     let object = match route {
         Route::ListEvents => events::list(store, p),
+        Route::ListMeters => meters::list_meters(store, p),
+        Route::CreateMeter => meters::create_meter(store, p),
+        Route::CreateMeterEvent => meters::create_meter_event(store, p),
         Route::GetEvent(id) => events::retrieve(store, id),
         _ => {
             let r = Renderer {

@@ -258,6 +258,7 @@ pub mod form;
 pub mod idempotency;
 pub mod lifecycle;
 pub mod lists;
+pub mod meters;
 pub mod payments;
 pub mod portal;
 pub mod render;
@@ -506,6 +507,7 @@ impl Drop for Running {
 pub fn router(app: Arc<App>) -> Router {
     control::routes()
         .merge(control_money::routes())
+        .merge(meters::routes())
         .fallback(api::handle)
         .with_state(app)
 }

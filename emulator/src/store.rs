@@ -390,6 +390,8 @@ pub struct Store {
     /// Creation order of customers and subscriptions, for lists (`created` has one-second
     /// resolution, so objects of one second are ordered by this).
     pub sequence: HashMap<String, u64>,
+    /// Billing Meters and the meter events recorded (`meters.rs`).
+    pub meters: super::meters::Meters,
 }
 
 impl Store {

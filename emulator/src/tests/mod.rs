@@ -9,6 +9,7 @@ mod events_api;
 mod golden;
 mod invoice_payments;
 mod lifecycle;
+mod meters;
 mod listing;
 mod money;
 mod rules;

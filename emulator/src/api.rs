@@ -57,6 +57,7 @@ enum Route {
     CreateMeter,
     ListMeters,
     CreateMeterEvent,
+    ListPrices,
 }
 
 impl Route {
@@ -90,6 +91,7 @@ impl Route {
             ("POST", ["billing", "meters"]) => Route::CreateMeter,
             ("GET", ["billing", "meters"]) => Route::ListMeters,
             ("POST", ["billing", "meter_events"]) => Route::CreateMeterEvent,
+            ("GET", ["prices"]) => Route::ListPrices,
             _ => return None,
         })
     }
@@ -122,6 +124,7 @@ impl Route {
             Route::CreateMeter => "POST /v1/billing/meters",
             Route::ListMeters => "GET /v1/billing/meters",
             Route::CreateMeterEvent => "POST /v1/billing/meter_events",
+            Route::ListPrices => "GET /v1/prices",
         }
     }
 }
@@ -157,6 +160,7 @@ pub(crate) fn every_operation() -> Vec<&'static str> {
         Route::CreateMeter,
         Route::ListMeters,
         Route::CreateMeterEvent,
+        Route::ListPrices,
     ];
     for route in &routes {
         // No wildcard: a new route does not compile here until it is also listed above.
@@ -185,7 +189,8 @@ pub(crate) fn every_operation() -> Vec<&'static str> {
             | Route::GetRefund(_)
             | Route::CreateMeter
             | Route::ListMeters
-            | Route::CreateMeterEvent => {}
+            | Route::CreateMeterEvent
+            | Route::ListPrices => {}
         }
     }
     routes.iter().map(Route::operation).collect()
@@ -368,6 +373,7 @@ async fn process(
 
     let fault = app.lock().take_fault(method.as_str(), path);
     let mut during_execution = None;
+    let answer_delay = fault.as_ref().and_then(|f| f.answer_delay_ms);
     if let Some(fault) = fault {
         record.fault = Some(serde_json::to_string(&fault).unwrap_or_default());
         if let Some(ms) = fault.delay_ms {
@@ -403,6 +409,10 @@ async fn process(
             outcome.headers.clone(),
             request_id,
         );
+    }
+    if let Some(ms) = answer_delay {
+        // Done and stored: a client that gives up now never hears that it worked.
+        tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     (outcome, events)
 }
@@ -546,6 +556,7 @@ fn read(
                     .map(|c| r.charge(c))
                     .ok_or_else(|| missing("charge", id)),
                 Route::ListInvoicePayments => lists::invoice_payments(&r, p),
+                Route::ListPrices => meters::list_prices(&r, p),
                 Route::GetPaymentIntent(id) => store
                     .payment_intents
                     .get(id)

@@ -14,9 +14,11 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
+use super::control::{args_or_400, error};
 use super::error::ApiError;
 use super::lists::paginate;
-use super::store::{new_id, Store};
+use super::render::Renderer;
+use super::store::{new_id, Price, PriceKind, Store};
 use super::App;
 
 /// A meter event's `timestamp` may be at most this far in the past (35 calendar days) …
@@ -86,7 +88,10 @@ pub fn list_meters(store: &Store, p: &Map<String, Value>) -> Result<Value, ApiEr
         .collect();
     let key_of = |id: &str| {
         let i = store.meters.meters.iter().position(|m| m["id"] == id)?;
-        Some((store.meters.meters[i]["created"].as_i64().unwrap_or(0), i as u64))
+        Some((
+            store.meters.meters[i]["created"].as_i64().unwrap_or(0),
+            i as u64,
+        ))
     };
     paginate(items, p, "/v1/billing/meters", key_of, "billing.meter")
 }
@@ -165,6 +170,90 @@ async fn recorded(
     Json(json!({"data": events})).into_response()
 }
 
+/// `GET /v1/prices`: the catalog's prices, newest first, by `product`, `active`, `type`.
+pub fn list_prices(r: &Renderer, p: &Map<String, Value>) -> Result<Value, ApiError> {
+    let product = text(p, "product");
+    let active = p.get("active").and_then(Value::as_bool);
+    let kind = text(p, "type");
+    let store = r.store;
+    let key = |price: &Price| {
+        (
+            price.created,
+            store.sequence.get(&price.id).copied().unwrap_or(0),
+        )
+    };
+    let items: Vec<((i64, u64), Value)> = store
+        .prices
+        .values()
+        .filter(|price| product.is_none_or(|x| price.product == x))
+        .filter(|price| active.is_none_or(|a| price.active == a))
+        .filter(|price| kind.is_none_or(|k| (k == "recurring") == price.is_recurring()))
+        .map(|price| (key(price), r.price(&price.id)))
+        .collect();
+    paginate(
+        items,
+        p,
+        "/v1/prices",
+        |id| store.prices.get(id).map(key),
+        "price",
+    )
+}
+
+/// The control call `POST /_emulator/metered_prices` `{"product_of", "meter", "unit_amount"?}`:
+/// a monthly metered price on the product of the price `product_of`, billing the meter `meter`
+/// (in the Dashboard: a usage-based price on the plan's product).
+async fn metered_price(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Response {
+    let args = args_or_400!(body);
+    let mut store = app.lock();
+    let (Some(of), Some(meter)) = (args["product_of"].as_str(), args["meter"].as_str()) else {
+        return error(
+            axum::http::StatusCode::BAD_REQUEST,
+            "product_of and meter are required",
+        );
+    };
+    let Some(product) = store.prices.get(of).map(|p| p.product.clone()) else {
+        return error(axum::http::StatusCode::NOT_FOUND, format!("no price {of}"));
+    };
+    let id = new_id("price_", 14);
+    let created = store.clock.now();
+    store.prices.insert(
+        id.clone(),
+        Price {
+            id: id.clone(),
+            kind: PriceKind::Recurring,
+            unit_amount: args["unit_amount"].as_i64().unwrap_or(1),
+            currency: "usd".into(),
+            product,
+            created,
+            months: 1,
+            active: true,
+            meter: Some(meter.to_string()),
+        },
+    );
+    store.register(&id);
+    Json(json!({"id": id})).into_response()
+}
+
+/// The control call `DELETE /_emulator/idempotency_keys`: Stripe prunes keys "at least 24
+/// hours old" (https://docs.stripe.com/api/idempotent_requests), after which a retry with the
+/// same key runs again; only the meter event's identifier then stands between it and a
+/// second event.
+async fn forget_keys(State(app): State<Arc<App>>) -> Response {
+    let mut store = app.lock();
+    let forgotten = store.idempotency.len();
+    store.idempotency.clear();
+    Json(json!({"forgotten": forgotten})).into_response()
+}
+
 pub fn routes() -> Router<Arc<App>> {
-    Router::new().route("/_emulator/meter_events", get(recorded))
+    Router::new()
+        .route(
+            "/_emulator/idempotency_keys",
+            axum::routing::delete(forget_keys),
+        )
+        .route("/_emulator/meter_events", get(recorded))
+        .route(
+            "/_emulator/metered_prices",
+            axum::routing::post(metered_price),
+        )
 }

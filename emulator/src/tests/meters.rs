@@ -21,7 +21,10 @@ async fn meters_are_created_and_listed_in_both_versions() {
         let (status, m) = status_and_json(
             api.post(
                 "/v1/billing/meters",
-                &format!("display_name=Tokens&event_name=ev_{}&default_aggregation[formula]=sum", version.len()),
+                &format!(
+                    "display_name=Tokens&event_name=ev_{}&default_aggregation[formula]=sum",
+                    version.len()
+                ),
             )
             .header("Stripe-Version", version),
         )
@@ -29,7 +32,10 @@ async fn meters_are_created_and_listed_in_both_versions() {
         assert_eq!(status, 200, "{version}: {m}");
         assert!(m["id"].as_str().unwrap().starts_with("mtr_"));
         assert_eq!(m["status"], "active");
-        assert_eq!(m["customer_mapping"]["event_payload_key"], "stripe_customer_id");
+        assert_eq!(
+            m["customer_mapping"]["event_payload_key"],
+            "stripe_customer_id"
+        );
         assert_eq!(m["value_settings"]["event_payload_key"], "value");
     }
     // display_name and default_aggregation are required.
@@ -56,7 +62,11 @@ async fn a_meter_event_is_recorded_once_per_identifier() {
     let (status, e) = status_and_json(post("k1", event("ovg_1", now))).await;
     assert_eq!(status, 200, "{e}");
     assert_eq!(
-        (e["object"].as_str(), e["identifier"].as_str(), e["payload"]["value"].as_str()),
+        (
+            e["object"].as_str(),
+            e["identifier"].as_str(),
+            e["payload"]["value"].as_str()
+        ),
         (Some("billing.meter_event"), Some("ovg_1"), Some("25"))
     );
     // The same key replays the answer; a new key with the same identifier is refused.
@@ -74,7 +84,10 @@ async fn a_meter_event_is_recorded_once_per_identifier() {
     );
     let recorded = api
         .http
-        .get(format!("{}/_emulator/meter_events?customer=cus_1", api.base))
+        .get(format!(
+            "{}/_emulator/meter_events?customer=cus_1",
+            api.base
+        ))
         .send()
         .await
         .unwrap();
@@ -98,19 +111,29 @@ async fn a_meter_event_s_timestamp_and_identifier_are_bounded() {
         (now + 360, false),
     ] {
         let id = format!("ovg_ts_{ts}");
-        let (status, e) = status_and_json(api.post("/v1/billing/meter_events", &event(&id, ts))).await;
+        let (status, e) =
+            status_and_json(api.post("/v1/billing/meter_events", &event(&id, ts))).await;
         assert_eq!(status == 200, ok, "timestamp {ts} (now {now}): {e}");
         if !ok {
             assert_eq!(e["error"]["param"], "timestamp");
         }
     }
     let long = "x".repeat(101);
-    let (status, e) = status_and_json(api.post("/v1/billing/meter_events", &event(&long, now))).await;
-    assert_eq!((status, e["error"]["param"].as_str()), (400, Some("identifier")), "{e}");
+    let (status, e) =
+        status_and_json(api.post("/v1/billing/meter_events", &event(&long, now))).await;
+    assert_eq!(
+        (status, e["error"]["param"].as_str()),
+        (400, Some("identifier")),
+        "{e}"
+    );
     let (status, e) = status_and_json(api.post(
         "/v1/billing/meter_events",
         "event_name=tokens_over&timestamp=1",
     ))
     .await;
-    assert_eq!((status, e["error"]["code"].as_str()), (400, Some("parameter_missing")), "{e}");
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (400, Some("parameter_missing")),
+        "{e}"
+    );
 }

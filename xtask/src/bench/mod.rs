@@ -7,6 +7,7 @@ use tokio_postgres::Client;
 mod api;
 mod history;
 mod ledger;
+mod meter;
 mod renewal;
 mod signature;
 mod webhook;
@@ -35,6 +36,9 @@ pub async fn main(which: &[String]) {
     }
     if wants("api") {
         api::run().await;
+    }
+    if wants("meter") {
+        meter::run().await;
     }
     if wants("history") {
         history::run().await;

@@ -317,3 +317,49 @@ async fn the_next_grant_does_not_repay_overage() {
     .await;
     assert_eq!(repaid, 1, "no repayment spend");
 }
+
+#[tokio::test]
+async fn concurrent_spends_never_take_more_overage_than_the_limit() {
+    let db = TestDb::new().await;
+    let owner = db.owner().await;
+    seed(&owner).await;
+    let (user, _, _) = subscriber(&owner, "metered", 100).await;
+    // 8 sessions, 5 spends of 60 each: 100 of balance and 500 of overage fit 10 of them.
+    let mut sessions = Vec::new();
+    for s in 0..8 {
+        let c = db.owner().await;
+        sessions.push(tokio::spawn(async move {
+            let mut ok = 0;
+            for i in 0..5 {
+                let key = format!("s{s}-{i}");
+                match c.query_one(SPEND, &[&user, &60i64, &key]).await {
+                    Ok(_) => ok += 1,
+                    Err(e) => assert_eq!(e.as_db_error().unwrap().code().code(), "BL001", "{e}"),
+                }
+            }
+            ok
+        }));
+    }
+    let mut succeeded = 0;
+    for s in sessions {
+        succeeded += s.await.unwrap();
+    }
+    assert_eq!(succeeded, 10, "600 tokens are 10 spends of 60");
+    let row = owner
+        .query_one(
+            "SELECT (SELECT sum(tokens)::bigint FROM billing.token_overages WHERE user_id = $1),
+                    (SELECT count(*) FROM billing.stripe_requests WHERE user_id = $1 AND kind = 'meter_event'),
+                    (SELECT sum(amount)::bigint FROM billing.token_spends WHERE user_id = $1)",
+            &[&user],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 500);
+    assert_eq!(
+        row.get::<_, i64>(1),
+        9,
+        "one meter event per spend that went into overage"
+    );
+    assert_eq!(row.get::<_, i64>(2), 600);
+    assert_eq!(balance(&owner, user).await, 0);
+}

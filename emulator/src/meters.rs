@@ -61,7 +61,9 @@ pub fn create_meter(store: &mut Store, p: &Map<String, Value>) -> Result<Value, 
         "object": "billing.meter",
         "created": now,
         "customer_mapping": {"event_payload_key": customer_key, "type": "by_id"},
-        "default_aggregation": {"formula": p["default_aggregation"]["formula"]},
+        "default_aggregation": {
+            "formula": p.get("default_aggregation").and_then(|a| a.get("formula")).cloned()
+        },
         "display_name": text(p, "display_name"),
         "event_name": event_name,
         "event_time_window": p.get("event_time_window").cloned().unwrap_or(Value::Null),

@@ -29,7 +29,7 @@ use super::schema::validate;
 use super::store::{ids, real_now, RequestRecord, Store, StoredEvent};
 use super::webhook::{dispatch, record as record_deliveries, target};
 use super::App;
-use super::{events, lists};
+use super::{events, lists, meters};
 
 enum Route {
     CreateCustomer,
@@ -54,6 +54,10 @@ enum Route {
     GetPaymentIntent(String),
     ListInvoicePayments,
     GetRefund(String),
+    CreateMeter,
+    ListMeters,
+    CreateMeterEvent,
+    ListPrices,
 }
 
 impl Route {
@@ -84,6 +88,10 @@ impl Route {
             ("GET", ["payment_intents", i]) => Route::GetPaymentIntent(id(i)),
             ("GET", ["invoice_payments"]) => Route::ListInvoicePayments,
             ("GET", ["refunds", r]) => Route::GetRefund(id(r)),
+            ("POST", ["billing", "meters"]) => Route::CreateMeter,
+            ("GET", ["billing", "meters"]) => Route::ListMeters,
+            ("POST", ["billing", "meter_events"]) => Route::CreateMeterEvent,
+            ("GET", ["prices"]) => Route::ListPrices,
             _ => return None,
         })
     }
@@ -113,6 +121,10 @@ impl Route {
             Route::GetPaymentIntent(_) => "GET /v1/payment_intents/{intent}",
             Route::ListInvoicePayments => "GET /v1/invoice_payments",
             Route::GetRefund(_) => "GET /v1/refunds/{refund}",
+            Route::CreateMeter => "POST /v1/billing/meters",
+            Route::ListMeters => "GET /v1/billing/meters",
+            Route::CreateMeterEvent => "POST /v1/billing/meter_events",
+            Route::ListPrices => "GET /v1/prices",
         }
     }
 }
@@ -145,6 +157,10 @@ pub(crate) fn every_operation() -> Vec<&'static str> {
         Route::GetPaymentIntent(id()),
         Route::ListInvoicePayments,
         Route::GetRefund(id()),
+        Route::CreateMeter,
+        Route::ListMeters,
+        Route::CreateMeterEvent,
+        Route::ListPrices,
     ];
     for route in &routes {
         // No wildcard: a new route does not compile here until it is also listed above.
@@ -170,7 +186,11 @@ pub(crate) fn every_operation() -> Vec<&'static str> {
             | Route::GetCharge(_)
             | Route::GetPaymentIntent(_)
             | Route::ListInvoicePayments
-            | Route::GetRefund(_) => {}
+            | Route::GetRefund(_)
+            | Route::CreateMeter
+            | Route::ListMeters
+            | Route::CreateMeterEvent
+            | Route::ListPrices => {}
         }
     }
     routes.iter().map(Route::operation).collect()
@@ -353,6 +373,7 @@ async fn process(
 
     let fault = app.lock().take_fault(method.as_str(), path);
     let mut during_execution = None;
+    let answer_delay = fault.as_ref().and_then(|f| f.answer_delay_ms);
     if let Some(fault) = fault {
         record.fault = Some(serde_json::to_string(&fault).unwrap_or_default());
         if let Some(ms) = fault.delay_ms {
@@ -388,6 +409,10 @@ async fn process(
             outcome.headers.clone(),
             request_id,
         );
+    }
+    if let Some(ms) = answer_delay {
+        // Done and stored: a client that gives up now never hears that it worked.
+        tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     (outcome, events)
 }
@@ -500,6 +525,9 @@ fn read(
     let missing = |resource: &str, id: &str| ApiError::not_found(resource, id, "id");
     let object = match route {
         Route::ListEvents => events::list(store, p),
+        Route::ListMeters => meters::list_meters(store, p),
+        Route::CreateMeter => meters::create_meter(store, p),
+        Route::CreateMeterEvent => meters::create_meter_event(store, p),
         Route::GetEvent(id) => events::retrieve(store, id),
         _ => {
             let r = Renderer {
@@ -528,6 +556,7 @@ fn read(
                     .map(|c| r.charge(c))
                     .ok_or_else(|| missing("charge", id)),
                 Route::ListInvoicePayments => lists::invoice_payments(&r, p),
+                Route::ListPrices => meters::list_prices(&r, p),
                 Route::GetPaymentIntent(id) => store
                     .payment_intents
                     .get(id)

@@ -231,6 +231,7 @@ pub fn add_item(ctx: &Ctx, store: &mut Store, id: &str, args: &Value) -> Step {
                 created,
                 months,
                 active: true,
+                meter: None,
             },
         );
     }

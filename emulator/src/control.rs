@@ -116,10 +116,10 @@ async fn add_fault(State(app): AppState, body: Bytes) -> Response {
         Ok(f) => f,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid fault: {e}")),
     };
-    if fault.status.is_none() && fault.delay_ms.is_none() {
+    if fault.status.is_none() && fault.delay_ms.is_none() && fault.answer_delay_ms.is_none() {
         return error(
             StatusCode::BAD_REQUEST,
-            "a fault needs a status, a delay_ms, or both",
+            "a fault needs a status, a delay_ms or an answer_delay_ms",
         );
     }
     if fault.status.is_some_and(|s| !(400..=599).contains(&s)) || fault.count == 0 {

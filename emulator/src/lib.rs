@@ -49,7 +49,8 @@
 //! `GET /v1/invoices/{id}/lines` (cursors, in the invoice's order),
 //! `POST /v1/checkout/sessions/{id}/expire`, `GET /v1/customers` (`email`, `created`),
 //! `GET /v1/subscriptions` (`customer`, `status` incl. `all`/`ended`, `price`, `created`),
-//! `GET /v1/prices/{id}`, `GET /v1/events` (`type` with `*`, `types[]`, `created`,
+//! `GET /v1/prices/{id}`, `GET /v1/prices`, `POST`/`GET /v1/billing/meters`,
+//! `POST /v1/billing/meter_events`, `GET /v1/events` (`type` with `*`, `types[]`, `created`,
 //! `delivery_success`), `GET /v1/events/{id}`, `GET /v1/webhook_endpoints`,
 //! `GET /v1/charges/{id}`, `GET /v1/payment_intents/{id}`, from basil `GET /v1/invoice_payments`
 //! (`invoice`, `payment[type]`, `payment[payment_intent]`, `status`). Lists are newest first (line items
@@ -111,7 +112,11 @@
 //! # Control API (no auth; JSON bodies; `"deliver": false` returns events without POSTing)
 //! - `POST /_emulator/faults` `{"path":"/v1/checkout/sessions"|"/v1/*","method"?,"status"?,
 //!   "count"?:1,"should_retry"?:bool,"delay_ms"?,"message"?,"type"?,"code"?,
-//!   "during_execution"?:bool}`; `GET` lists, `DELETE` clears.
+//!   "during_execution"?:bool,"answer_delay_ms"?}`; `GET` lists, `DELETE` clears.
+//!   `answer_delay_ms` executes the request at once (stored under its key) and holds the answer
+//!   back: an answer lost after Stripe did the work.
+//! - `DELETE /_emulator/idempotency_keys`: forgets every stored idempotency key, as Stripe
+//!   prunes keys at least 24 hours old.
 //! - `GET /_emulator/requests` (`DELETE` clears): `[{id,method,path,params,idempotency_key,
 //!   stripe_version,status,replayed,fault,time}]`. `GET /_emulator/state`: counts and objects.
 //! - `GET /_emulator/events`; `POST /_emulator/events/{id}/deliver` (fresh signature).
@@ -145,6 +150,9 @@
 //!   clock forward (nothing renews by itself); answers `{"clock"}`.
 //! - `POST /_emulator/webhook_endpoints` `{"url","enabled_events":[…]}`;
 //!   `POST /_emulator/prices/{id}` `{"active":bool}` (sends `price.updated`).
+//!   `POST /_emulator/metered_prices` `{"product_of","meter","unit_amount"?}`: a metered
+//!   price on the product of price `product_of`; `GET /_emulator/meter_events?customer=`: the
+//!   meter events recorded (`meters.rs`).
 //! - `POST /_emulator/customers` `{"email"?,"name"?,"metadata"?}`,
 //!   `POST /_emulator/subscriptions` `{"customer","price","quantity"?,"metadata"?,"paid"?:true}`:
 //!   made as in the Dashboard (metadata only as given).
@@ -258,6 +266,7 @@ pub mod form;
 pub mod idempotency;
 pub mod lifecycle;
 pub mod lists;
+pub mod meters;
 pub mod payments;
 pub mod portal;
 pub mod render;
@@ -335,6 +344,7 @@ fn parse_price(s: &str) -> Result<Price, String> {
         created: store::real_now(),
         months,
         active: true,
+        meter: None,
     })
 }
 
@@ -506,6 +516,7 @@ impl Drop for Running {
 pub fn router(app: Arc<App>) -> Router {
     control::routes()
         .merge(control_money::routes())
+        .merge(meters::routes())
         .fallback(api::handle)
         .with_state(app)
 }

@@ -127,6 +127,10 @@ impl Renderer<'_> {
                 v["type"] = json!("recurring");
                 v["recurring"]["interval"] = json!(if p.months == 12 { "year" } else { "month" });
                 v["recurring"]["interval_count"] = json!(1);
+                if let Some(meter) = &p.meter {
+                    v["recurring"]["meter"] = json!(meter);
+                    v["recurring"]["usage_type"] = json!("metered");
+                }
             }
             PriceKind::OneTime => {
                 v["type"] = json!("one_time");

@@ -37,6 +37,8 @@ pub struct Price {
     pub months: i64,
     /// An archived price (`active: false`) cannot be bought.
     pub active: bool,
+    /// The Billing Meter a metered price bills (`recurring.meter`, `usage_type` metered).
+    pub meter: Option<String>,
 }
 
 impl Price {
@@ -324,6 +326,11 @@ pub struct Fault {
     /// the answer is stored under the request's idempotency key and replayed.
     #[serde(default)]
     pub during_execution: bool,
+    /// The request executes (and its answer is stored) at once, but the answer is held back
+    /// this long: an answer lost in the network, or a client that dies waiting, after Stripe
+    /// did the work.
+    #[serde(default)]
+    pub answer_delay_ms: Option<u64>,
 }
 
 fn one() -> u32 {
@@ -390,6 +397,8 @@ pub struct Store {
     /// Creation order of customers and subscriptions, for lists (`created` has one-second
     /// resolution, so objects of one second are ordered by this).
     pub sequence: HashMap<String, u64>,
+    /// Billing Meters and the meter events recorded (`meters.rs`).
+    pub meters: super::meters::Meters,
 }
 
 impl Store {

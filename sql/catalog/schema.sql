@@ -11,6 +11,12 @@ CREATE TABLE billing.plans (
     active boolean NOT NULL DEFAULT true,
     metadata jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(metadata) = 'object'),
     created_at timestamptz NOT NULL DEFAULT now(),
+    -- Metered overage (sql/overage/): how far below zero a subscriber may spend per period, and
+    -- the Stripe Billing Meter event that bills it.
+    overage_limit bigint CHECK (overage_limit > 0 AND overage_limit <= 1000000000000),
+    meter_event_name text CHECK (length(meter_event_name) BETWEEN 1 AND 100),
+    CONSTRAINT plans_overage_fits_kind CHECK ((overage_limit IS NULL) = (meter_event_name IS NULL)
+                                              AND (overage_limit IS NULL OR kind = 'subscription')),
     CONSTRAINT plans_tokens_match_kind CHECK (
         (kind = 'subscription' AND monthly_tokens IS NOT NULL AND tokens IS NULL)
         OR (kind = 'token_pack' AND tokens IS NOT NULL AND monthly_tokens IS NULL AND NOT rollover))
@@ -26,6 +32,8 @@ COMMENT ON COLUMN billing.plans.rollover IS 'Subscription plans: when true, peri
 COMMENT ON COLUMN billing.plans.active IS 'Inactive plans cannot be bought; existing subscriptions keep working.';
 COMMENT ON COLUMN billing.plans.metadata IS 'Free-form JSON object for your app (features, limits, ...).';
 COMMENT ON COLUMN billing.plans.created_at IS 'When the row was added.';
+COMMENT ON COLUMN billing.plans.overage_limit IS 'Subscription plans: how many tokens a subscriber may spend beyond their balance per billing period, billed by Stripe through the meter named by meter_event_name (docs/tokens.md, "Metered overage"); NULL = no overage, a spend beyond the balance fails with BL001.';
+COMMENT ON COLUMN billing.plans.meter_event_name IS 'The event_name of the Stripe Billing Meter that bills this plan''s overage (its subscription must include a metered price on that meter); set together with overage_limit.';
 
 SELECT pg_catalog.pg_extension_config_dump('billing.plans', '');
 

@@ -204,6 +204,58 @@ COMMENT ON COLUMN billing.subscriptions.status_since IS 'Stripe''s time of the f
 COMMENT ON COLUMN billing.subscriptions.previous_status_at IS 'Stripe''s time of the newest known report of a status other than the current one: the current status began after it. With it, a report older than the row''s state corrects status_since in any delivery order. NULL when none is known.';
 ALTER TABLE billing.config ADD COLUMN past_due_grace_seconds integer CHECK (past_due_grace_seconds >= 0);
 COMMENT ON COLUMN billing.config.past_due_grace_seconds IS 'How long a past_due subscription keeps its plan''s features (billing.has_feature, billing.feature_limit) after it became past due (billing.subscriptions.status_since), while Stripe retries the payment; 0 = features stop at once; NULL = 604800 (7 days). billing.subscription_status still reports past_due as active until Stripe gives up.';
+-- Metered overage (issue 22, item 4): a subscription plan may allow spending beyond the balance
+-- up to overage_limit per period, reported to Stripe as Billing Meter events (kind meter_event).
+ALTER TABLE billing.plans ADD COLUMN overage_limit bigint CHECK (overage_limit > 0 AND overage_limit <= 1000000000000);
+ALTER TABLE billing.plans ADD COLUMN meter_event_name text CHECK (length(meter_event_name) BETWEEN 1 AND 100);
+ALTER TABLE billing.plans ADD CONSTRAINT plans_overage_fits_kind CHECK ((overage_limit IS NULL) = (meter_event_name IS NULL)
+                                              AND (overage_limit IS NULL OR kind = 'subscription'));
+COMMENT ON COLUMN billing.plans.overage_limit IS 'Subscription plans: how many tokens a subscriber may spend beyond their balance per billing period, billed by Stripe through the meter named by meter_event_name (docs/tokens.md, "Metered overage"); NULL = no overage, a spend beyond the balance fails with BL001.';
+COMMENT ON COLUMN billing.plans.meter_event_name IS 'The event_name of the Stripe Billing Meter that bills this plan''s overage (its subscription must include a metered price on that meter); set together with overage_limit.';
+ALTER TABLE billing.stripe_requests DROP CONSTRAINT stripe_requests_kind_check;
+ALTER TABLE billing.stripe_requests ADD CONSTRAINT stripe_requests_kind_check
+    CHECK (kind IN ('checkout', 'portal', 'refresh', 'line_items', 'meter_event'));
+COMMENT ON COLUMN billing.stripe_requests.kind IS 'checkout or portal (a user''s session), refresh (retrieve a subscription whose same-second events disagree, an invoice''s payments, a credit note''s refund no event reported, the invoices a PaymentIntent paid when a refund or dispute needs them, or a price whose amount the catalog lacks) or line_items (retrieve what a Checkout Session sold, or every line of an invoice), or meter_event (report a spend''s metered overage to Stripe, POST /v1/billing/meter_events).';
+COMMENT ON TABLE billing.token_spend_allocations IS 'Which grants each spend drew from: sum(tokens) per spend equals its amount less its metered overage (billing.token_overages), and per grant equals tokens - remaining.';
+-- sql/overage/schema.sql
+-- Metered overage: tokens spent beyond the balance, within the subscription plan's
+-- overage_limit per billing period, which Stripe bills through a Billing Meter (DESIGN.md,
+-- "Metered overage"). Overage is not a debt: no grant ever pays it off, since Stripe invoices it.
+
+CREATE TABLE billing.token_overages (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id uuid NOT NULL,
+    spend_id bigint NOT NULL UNIQUE REFERENCES billing.token_spends (id),
+    stripe_subscription_id text NOT NULL REFERENCES billing.subscriptions (stripe_subscription_id),
+    period_start timestamptz NOT NULL,
+    period_end timestamptz NOT NULL,
+    tokens bigint NOT NULL CHECK (tokens > 0 AND tokens <= 1000000000000),
+    identifier text NOT NULL UNIQUE CHECK (length(identifier) BETWEEN 1 AND 100),
+    request_id uuid NOT NULL UNIQUE,
+    status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'reported', 'failed')),
+    reported_at timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT token_overages_reported_when CHECK ((status = 'reported') = (reported_at IS NOT NULL))
+);
+-- What a period has used so far: one range scan per spend that goes into overage.
+CREATE INDEX token_overages_period_idx ON billing.token_overages (stripe_subscription_id, period_start);
+CREATE INDEX token_overages_user_idx ON billing.token_overages (user_id, created_at);
+COMMENT ON TABLE billing.token_overages IS 'The part of a spend beyond the balance that the user''s subscription plan allowed as overage (billing.plans.overage_limit per period), one row per spend, each reported once to Stripe as a Billing Meter event. Users read their own rows.';
+COMMENT ON COLUMN billing.token_overages.id IS 'Surrogate key.';
+COMMENT ON COLUMN billing.token_overages.user_id IS 'Whose spend it was.';
+COMMENT ON COLUMN billing.token_overages.spend_id IS 'The spend (billing.token_spends) whose uncovered part this is; its allocations cover the rest.';
+COMMENT ON COLUMN billing.token_overages.stripe_subscription_id IS 'The subscription whose plan allowed it and whose metered price bills it.';
+COMMENT ON COLUMN billing.token_overages.period_start IS 'Start of the billing period it counts against (the limit is per period).';
+COMMENT ON COLUMN billing.token_overages.period_end IS 'End of that billing period.';
+COMMENT ON COLUMN billing.token_overages.tokens IS 'Tokens spent beyond the balance: the meter event''s value.';
+COMMENT ON COLUMN billing.token_overages.identifier IS 'The meter event''s identifier, by which Stripe refuses a second event of the same spend, whatever the worker''s retries.';
+COMMENT ON COLUMN billing.token_overages.request_id IS 'The meter_event request (billing.stripe_requests) that reports it.';
+COMMENT ON COLUMN billing.token_overages.status IS 'pending (queued for Stripe), reported (Stripe accepted the meter event) or failed (Stripe refused it, or the request used all its attempts: see the request''s error).';
+COMMENT ON COLUMN billing.token_overages.reported_at IS 'When Stripe accepted the meter event; NULL until then.';
+COMMENT ON COLUMN billing.token_overages.created_at IS 'When the spend went into overage (the meter event''s timestamp).';
+
+SELECT pg_catalog.pg_extension_config_dump('billing.token_overages', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_get_serial_sequence('billing.token_overages', 'id')::regclass, '');
 
 -- Functions written in Rust.
 -- extension/src/signature.rs:97
@@ -975,7 +1027,10 @@ BEGIN
         left_to_take := left_to_take - take;
         EXIT WHEN left_to_take = 0;
     END LOOP;
-    IF left_to_take > 0 THEN
+    -- Metered overage (sql/overage/functions.sql): a plan may let the rest go on as overage
+    -- that Stripe bills; otherwise the spend fails and its allocations roll back with it.
+    IF left_to_take > 0
+       AND NOT billing._take_overage(_spend.user_id, _spend.project_id, new_spend_id, left_to_take) THEN
         RAISE EXCEPTION 'insufficient tokens: balance %, requested %', amount - left_to_take, amount
             USING ERRCODE = 'BL001',
                   HINT = 'Buy a token pack or wait for the next plan period.';
@@ -995,7 +1050,7 @@ BEGIN
     RETURN billing._spend(user_id, amount, project_id, reason, idempotency_key, 'server');
 END
 $$;
-COMMENT ON FUNCTION billing.spend_tokens(uuid, bigint, uuid, text, text) IS 'Privileged: spends a user''s tokens, soonest-expiring grants first. Fails with BL001 and changes nothing when the balance is short; a repeated idempotency_key returns the first result with duplicate = true.';
+COMMENT ON FUNCTION billing.spend_tokens(uuid, bigint, uuid, text, text) IS 'Privileged: spends a user''s tokens, soonest-expiring grants first. Fails with BL001 and changes nothing when the balance is short, unless the user''s subscription plan allows metered overage with room left this period (the rest is then recorded in billing.token_overages and billed by Stripe); a repeated idempotency_key returns the first result with duplicate = true.';
 
 CREATE OR REPLACE FUNCTION billing.spend_my_tokens(amount bigint, project_id uuid DEFAULT NULL,
                                         reason text DEFAULT NULL, idempotency_key text DEFAULT NULL)
@@ -2313,6 +2368,117 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION billing._record_session_status(text, text) IS 'Internal: records on a checkout request that its session completed or expired.';
+
+-- sql/overage/functions.sql
+-- Metered overage (DESIGN.md, "Metered overage"): a spend beyond the balance goes on as overage
+-- when the user's active subscription's plan allows it and the period has room, and is reported
+-- to Stripe as one Billing Meter event per spend through the request queue (kind meter_event).
+
+-- Called by billing._spend once its allocations have taken the whole balance (sql/ledger/functions.sql).
+CREATE OR REPLACE FUNCTION billing._take_overage(user_id uuid, project_id uuid, spend_id bigint, tokens bigint)
+RETURNS boolean
+LANGUAGE plpgsql
+AS $$
+#variable_conflict use_variable
+DECLARE
+    s record;
+    used bigint;
+    ident text;
+    request uuid;
+BEGIN
+    -- A plan's overage is the subscriber's own: project balances never go below zero.
+    IF project_id IS NOT NULL THEN
+        RETURN false;
+    END IF;
+    SELECT sub.stripe_subscription_id, sub.stripe_customer_id, sub.current_period_start, sub.current_period_end,
+           p.overage_limit, p.meter_event_name
+    INTO s
+    FROM billing.subscriptions sub JOIN billing.plans p ON p.id = sub.plan_id
+    WHERE sub.user_id = _take_overage.user_id AND sub.status = 'active' AND p.overage_limit IS NOT NULL
+      AND sub.stripe_customer_id IS NOT NULL
+      AND sub.current_period_start <= now() AND now() < sub.current_period_end
+    ORDER BY sub.current_period_end DESC, sub.stripe_subscription_id
+    LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    -- One user's overage spends count the period's use one at a time. A lock of its own: the
+    -- spend may hold no grant row (an empty balance), and event effects lock subscription rows
+    -- before grants, so locking the subscription here could deadlock with them.
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('billing.overage:' || user_id, 0));
+    SELECT coalesce(sum(o.tokens), 0) INTO used FROM billing.token_overages o
+    WHERE o.stripe_subscription_id = s.stripe_subscription_id AND o.period_start = s.current_period_start;
+    IF used + tokens > s.overage_limit THEN
+        RETURN false;
+    END IF;
+    -- Random, not derived from the spend id: ids restart in another database (a restore, test
+    -- and live side by side) reporting to the same Stripe account, whose identifiers must not.
+    ident := 'ovg_' || replace(gen_random_uuid()::text, '-', '');
+    INSERT INTO billing.stripe_requests (user_id, kind, params)
+    VALUES (user_id, 'meter_event', jsonb_build_object(
+        'event_name', s.meter_event_name, 'stripe_customer_id', s.stripe_customer_id, 'value', tokens,
+        'identifier', ident, 'timestamp', floor(extract(epoch FROM now()))::bigint,
+        'spend_id', spend_id))
+    RETURNING id INTO request;
+    INSERT INTO billing.token_overages (user_id, spend_id, stripe_subscription_id, period_start, period_end, tokens,
+                                        identifier, request_id)
+    VALUES (user_id, spend_id, s.stripe_subscription_id, s.current_period_start, s.current_period_end, tokens,
+            ident, request);
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION billing._take_overage(uuid, uuid, bigint, bigint) IS 'Internal: records tokens a spend could not take from the balance as overage, and queues its meter event, when the user''s active subscription''s plan allows overage and the current period has room; false (the spend then fails with BL001) otherwise.';
+
+CREATE OR REPLACE FUNCTION billing._record_meter_outcome() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    UPDATE billing.token_overages o
+    SET status = CASE WHEN NEW.status = 'succeeded' THEN 'reported' ELSE 'failed' END,
+        reported_at = CASE WHEN NEW.status = 'succeeded' THEN now() END
+    WHERE o.request_id = NEW.id;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION billing._record_meter_outcome() IS 'Internal (trigger): a meter_event request that succeeded marks its overage reported; one that failed for good, failed.';
+
+CREATE OR REPLACE FUNCTION billing.token_overage(user_id uuid DEFAULT NULL) RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    who uuid := coalesce(user_id, billing.current_user_id());
+    s record;
+    used bigint;
+BEGIN
+    IF who IS NULL THEN
+        RAISE EXCEPTION 'user_id must not be NULL when the caller is not signed in'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF who IS DISTINCT FROM billing.current_user_id() AND NOT billing._is_privileged() THEN
+        RAISE EXCEPTION 'permission denied: you can only read your own overage'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    -- The subscription billing._take_overage would charge now.
+    SELECT sub.stripe_subscription_id, sub.current_period_start, sub.current_period_end, p.overage_limit
+    INTO s
+    FROM billing.subscriptions sub JOIN billing.plans p ON p.id = sub.plan_id
+    WHERE sub.user_id = who AND sub.status = 'active' AND p.overage_limit IS NOT NULL
+      AND sub.stripe_customer_id IS NOT NULL
+      AND sub.current_period_start <= now() AND now() < sub.current_period_end
+    ORDER BY sub.current_period_end DESC, sub.stripe_subscription_id
+    LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN jsonb_build_object('allowed', false, 'limit', 0, 'used', 0, 'left', 0);
+    END IF;
+    SELECT coalesce(sum(o.tokens), 0) INTO used FROM billing.token_overages o
+    WHERE o.stripe_subscription_id = s.stripe_subscription_id AND o.period_start = s.current_period_start;
+    RETURN jsonb_build_object('allowed', true, 'limit', s.overage_limit, 'used', used,
+        'left', greatest(s.overage_limit - used, 0), 'subscription', s.stripe_subscription_id,
+        'period_start', s.current_period_start, 'period_end', s.current_period_end);
+END
+$$;
+COMMENT ON FUNCTION billing.token_overage(uuid) IS 'Metered overage of a user (default: the caller) in the current billing period: {allowed, limit, used, left, subscription, period_start, period_end}. allowed is false (and the rest 0) without an active subscription whose plan allows overage. The balance itself never goes below zero: overage is what Stripe bills, not a debt.';
 
 -- sql/events/normalize.sql
 -- Event normalisation, the one implementation both editions run (DESIGN.md, "Events in SQL"):
@@ -4212,7 +4378,9 @@ SET search_path = pg_catalog, pg_temp AS $$
         ('authenticated', 'billing.purchases', 'SELECT'),
         ('authenticated', 'billing.token_reversals', 'SELECT'),
         ('authenticated', 'billing.token_debts', 'SELECT'),
-        ('authenticated', 'billing.token_debt_settlements', 'SELECT')
+        ('authenticated', 'billing.token_debt_settlements', 'SELECT'),
+        ('authenticated', 'billing.token_overage(uuid)', 'EXECUTE'),
+        ('authenticated', 'billing.token_overages', 'SELECT')
 $$;
 COMMENT ON FUNCTION billing.client_api() IS 'The complete list of what the client roles anon and authenticated may use; billing.apply_grants() grants exactly this and billing.security_report() flags anything more.';
 
@@ -4347,3 +4515,11 @@ SELECT billing._protect_table('billing.invoice_lines'::regclass, own_rows => fal
 SELECT billing._protect_table('billing.payment_lookups'::regclass, own_rows => false);
 SELECT billing._protect_table('billing.prices'::regclass, own_rows => false);
 SELECT billing._protect_table('billing.plan_features'::regclass, own_rows => false);
+SELECT billing._protect_table('billing.token_overages'::regclass, own_rows => true);
+-- sql/overage/triggers.sql
+-- A meter_event request's outcome is its overage's reported status.
+
+CREATE TRIGGER stripe_requests_meter_outcome AFTER UPDATE OF status ON billing.stripe_requests
+    FOR EACH ROW WHEN (NEW.kind = 'meter_event' AND NEW.status IN ('succeeded', 'failed')
+                       AND OLD.status IS DISTINCT FROM NEW.status)
+    EXECUTE FUNCTION billing._record_meter_outcome();

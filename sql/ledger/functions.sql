@@ -151,7 +151,10 @@ BEGIN
         left_to_take := left_to_take - take;
         EXIT WHEN left_to_take = 0;
     END LOOP;
-    IF left_to_take > 0 THEN
+    -- Metered overage (sql/overage/functions.sql): a plan may let the rest go on as overage
+    -- that Stripe bills; otherwise the spend fails and its allocations roll back with it.
+    IF left_to_take > 0
+       AND NOT billing._take_overage(_spend.user_id, _spend.project_id, new_spend_id, left_to_take) THEN
         RAISE EXCEPTION 'insufficient tokens: balance %, requested %', amount - left_to_take, amount
             USING ERRCODE = 'BL001',
                   HINT = 'Buy a token pack or wait for the next plan period.';
@@ -171,7 +174,7 @@ BEGIN
     RETURN billing._spend(user_id, amount, project_id, reason, idempotency_key, 'server');
 END
 $$;
-COMMENT ON FUNCTION billing.spend_tokens(uuid, bigint, uuid, text, text) IS 'Privileged: spends a user''s tokens, soonest-expiring grants first. Fails with BL001 and changes nothing when the balance is short; a repeated idempotency_key returns the first result with duplicate = true.';
+COMMENT ON FUNCTION billing.spend_tokens(uuid, bigint, uuid, text, text) IS 'Privileged: spends a user''s tokens, soonest-expiring grants first. Fails with BL001 and changes nothing when the balance is short, unless the user''s subscription plan allows metered overage with room left this period (the rest is then recorded in billing.token_overages and billed by Stripe); a repeated idempotency_key returns the first result with duplicate = true.';
 
 CREATE OR REPLACE FUNCTION billing.spend_my_tokens(amount bigint, project_id uuid DEFAULT NULL,
                                         reason text DEFAULT NULL, idempotency_key text DEFAULT NULL)

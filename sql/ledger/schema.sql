@@ -82,7 +82,7 @@ CREATE TABLE billing.token_spend_allocations (
     PRIMARY KEY (spend_id, grant_id)
 );
 CREATE INDEX token_spend_allocations_grant_idx ON billing.token_spend_allocations (grant_id);
-COMMENT ON TABLE billing.token_spend_allocations IS 'Which grants each spend drew from: sum(tokens) per spend equals its amount, and per grant equals tokens - remaining.';
+COMMENT ON TABLE billing.token_spend_allocations IS 'Which grants each spend drew from: sum(tokens) per spend equals its amount less its metered overage (billing.token_overages), and per grant equals tokens - remaining.';
 COMMENT ON COLUMN billing.token_spend_allocations.spend_id IS 'The spend.';
 COMMENT ON COLUMN billing.token_spend_allocations.grant_id IS 'The grant drawn from.';
 COMMENT ON COLUMN billing.token_spend_allocations.user_id IS 'Owner of spend and grant (kept for row-level security).';

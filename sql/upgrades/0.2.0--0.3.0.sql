@@ -179,6 +179,20 @@ COMMENT ON COLUMN billing.subscriptions.status_since IS 'Stripe''s time of the f
 COMMENT ON COLUMN billing.subscriptions.previous_status_at IS 'Stripe''s time of the newest known report of a status other than the current one: the current status began after it. With it, a report older than the row''s state corrects status_since in any delivery order. NULL when none is known.';
 ALTER TABLE billing.config ADD COLUMN past_due_grace_seconds integer CHECK (past_due_grace_seconds >= 0);
 COMMENT ON COLUMN billing.config.past_due_grace_seconds IS 'How long a past_due subscription keeps its plan''s features (billing.has_feature, billing.feature_limit) after it became past due (billing.subscriptions.status_since), while Stripe retries the payment; 0 = features stop at once; NULL = 604800 (7 days). billing.subscription_status still reports past_due as active until Stripe gives up.';
+-- Metered overage (issue 22, item 4): a subscription plan may allow spending beyond the balance
+-- up to overage_limit per period, reported to Stripe as Billing Meter events (kind meter_event).
+ALTER TABLE billing.plans ADD COLUMN overage_limit bigint CHECK (overage_limit > 0 AND overage_limit <= 1000000000000);
+ALTER TABLE billing.plans ADD COLUMN meter_event_name text CHECK (length(meter_event_name) BETWEEN 1 AND 100);
+ALTER TABLE billing.plans ADD CONSTRAINT plans_overage_fits_kind CHECK ((overage_limit IS NULL) = (meter_event_name IS NULL)
+                                              AND (overage_limit IS NULL OR kind = 'subscription'));
+COMMENT ON COLUMN billing.plans.overage_limit IS 'Subscription plans: how many tokens a subscriber may spend beyond their balance per billing period, billed by Stripe through the meter named by meter_event_name (docs/tokens.md, "Metered overage"); NULL = no overage, a spend beyond the balance fails with BL001.';
+COMMENT ON COLUMN billing.plans.meter_event_name IS 'The event_name of the Stripe Billing Meter that bills this plan''s overage (its subscription must include a metered price on that meter); set together with overage_limit.';
+ALTER TABLE billing.stripe_requests DROP CONSTRAINT stripe_requests_kind_check;
+ALTER TABLE billing.stripe_requests ADD CONSTRAINT stripe_requests_kind_check
+    CHECK (kind IN ('checkout', 'portal', 'refresh', 'line_items', 'meter_event'));
+COMMENT ON COLUMN billing.stripe_requests.kind IS 'checkout or portal (a user''s session), refresh (retrieve a subscription whose same-second events disagree, an invoice''s payments, a credit note''s refund no event reported, the invoices a PaymentIntent paid when a refund or dispute needs them, or a price whose amount the catalog lacks) or line_items (retrieve what a Checkout Session sold, or every line of an invoice), or meter_event (report a spend''s metered overage to Stripe, POST /v1/billing/meter_events).';
+COMMENT ON TABLE billing.token_spend_allocations IS 'Which grants each spend drew from: sum(tokens) per spend equals its amount less its metered overage (billing.token_overages), and per grant equals tokens - remaining.';
+-- @include sql/overage/schema.sql
 
 -- @replay
 
@@ -186,3 +200,5 @@ SELECT billing._protect_table('billing.invoice_lines'::regclass, own_rows => fal
 SELECT billing._protect_table('billing.payment_lookups'::regclass, own_rows => false);
 SELECT billing._protect_table('billing.prices'::regclass, own_rows => false);
 SELECT billing._protect_table('billing.plan_features'::regclass, own_rows => false);
+SELECT billing._protect_table('billing.token_overages'::regclass, own_rows => true);
+-- @include sql/overage/triggers.sql

@@ -265,6 +265,50 @@ async fn an_archived_price() {
 }
 
 #[tokio::test]
+async fn a_plan_with_overage_needs_its_meter_and_a_price_metered_on_it() {
+    let a = account().await;
+    a.owner
+        .batch_execute("UPDATE billing.plans SET overage_limit = 500, meter_event_name = 'tokens_over' WHERE id = 'pro'")
+        .await
+        .unwrap();
+    a.doctor().await.has_only_problem(
+        "meter of plan pro",
+        "no active Billing Meter has event_name tokens_over in Stripe's test mode",
+        "create the meter in https://dashboard.stripe.com/test/meters",
+    );
+    let (status, meter) = a
+        .emulator
+        .stripe(
+            reqwest::Method::POST,
+            "/v1/billing/meters",
+            "display_name=Over&event_name=tokens_over&default_aggregation[formula]=sum",
+        )
+        .await;
+    assert_eq!(status, 200, "{meter}");
+    let meter = meter["id"].as_str().unwrap();
+    a.doctor().await.has_only_problem(
+        "meter of plan pro",
+        &format!("meter {meter} (tokens_over) exists, but no active price of product"),
+        &format!("add a usage-based price on meter {meter}"),
+    );
+    a.emulator
+        .post(
+            "/_emulator/metered_prices",
+            json!({"product_of": "price_pro", "meter": meter}),
+        )
+        .await;
+    let r = a.doctor().await;
+    assert_eq!(r.code, Some(0), "{}", r.out);
+    assert!(
+        r.out.contains(&format!(
+            "✓ meter of plan pro: meter {meter} (tokens_over) is active"
+        )),
+        "{}",
+        r.out
+    );
+}
+
+#[tokio::test]
 async fn a_one_time_price_on_a_subscription_plan_and_the_reverse() {
     let a = account().await;
     a.owner

@@ -10,6 +10,7 @@ mod golden;
 mod invoice_payments;
 mod lifecycle;
 mod listing;
+mod meters;
 mod money;
 mod rules;
 mod schema;

@@ -30,6 +30,7 @@ fn store() -> Store {
                 created: 0,
                 months,
                 active: true,
+                meter: None,
             },
         );
     }

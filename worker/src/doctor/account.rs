@@ -35,7 +35,7 @@ impl Mode {
     }
 
     /// A Dashboard page of this mode.
-    fn dashboard(self, page: &str) -> String {
+    pub(super) fn dashboard(self, page: &str) -> String {
         match self {
             Mode::Test => format!("https://dashboard.stripe.com/test/{page}"),
             Mode::Live => format!("https://dashboard.stripe.com/{page}"),
@@ -183,6 +183,7 @@ pub async fn checks(config: &Config, key: &Key, plans: Result<Vec<Plan>, Check>)
             for plan in &plans {
                 out.push(price_check(&client, plan, mode).await);
             }
+            out.extend(super::meters::checks(&client, &plans, mode).await);
         }
     }
     let version_warning = endpoints.as_ref().ok().and_then(|list| version_check(list));
@@ -193,7 +194,7 @@ pub async fn checks(config: &Config, key: &Key, plans: Result<Vec<Plan>, Check>)
 }
 
 /// The Stripe client with the bounds the doctor gives each call.
-struct Client {
+pub(super) struct Client {
     stripe: Stripe,
     abort: CancellationToken,
     timeout: Duration,
@@ -227,15 +228,24 @@ impl Client {
         }
     }
 
-    async fn get(&self, path: &str, params: Value) -> Result<Value, StripeError> {
+    pub(super) async fn get(&self, path: &str, params: Value) -> Result<Value, StripeError> {
         Ok(self.stripe.get(path, &params, self.bounds()).await?.object)
     }
 
     /// Every object of a list, for up to [`MAX_PAGES`] pages.
-    async fn list(&self, path: &str) -> Result<Vec<Value>, StripeError> {
+    pub(super) async fn list(&self, path: &str) -> Result<Vec<Value>, StripeError> {
+        self.list_with(path, json!({})).await
+    }
+
+    /// [`Client::list`] with filters.
+    pub(super) async fn list_with(
+        &self,
+        path: &str,
+        params: Value,
+    ) -> Result<Vec<Value>, StripeError> {
         let listing = self
             .stripe
-            .list(path, &json!({}), MAX_PAGES, || self.bounds())
+            .list(path, &params, MAX_PAGES, || self.bounds())
             .await?;
         Ok(listing.data)
     }
@@ -243,7 +253,7 @@ impl Client {
 
 /// A path segment made of an id read from the database: anything outside Stripe's id
 /// alphabet is percent-encoded, so it cannot change the path.
-fn segment(id: &str) -> String {
+pub(super) fn segment(id: &str) -> String {
     id.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {

@@ -232,6 +232,8 @@ pub struct Plan {
     pub id: String,
     pub price: String,
     pub subscription: bool,
+    /// The Billing Meter event of a plan that allows metered overage.
+    pub meter_event_name: Option<String>,
 }
 
 /// The active plans, or the check that says why they could not be read.
@@ -239,7 +241,7 @@ pub async fn active_plans(db: &Db) -> Result<Vec<Plan>, Check> {
     let rows = async {
         let mut conn = db.get().await?;
         conn.query(
-            "SELECT id, stripe_price_id, kind = 'subscription' FROM billing.plans WHERE active ORDER BY id",
+            "SELECT id, stripe_price_id, kind = 'subscription', meter_event_name FROM billing.plans WHERE active ORDER BY id",
             &[],
         )
         .await
@@ -251,6 +253,7 @@ pub async fn active_plans(db: &Db) -> Result<Vec<Plan>, Check> {
                 id: r.get(0),
                 price: r.get(1),
                 subscription: r.get(2),
+                meter_event_name: r.get(3),
             })
             .collect()),
         Err(e) => Err(Check::unknown(

@@ -6,6 +6,7 @@
 //!   whether NOTIFY reaches a LISTEN connection (the worker's own self-check).
 //! - `account`: the key's mode, every active plan's price, the webhook endpoints' event types
 //!   and the Customer Portal configuration, read from Stripe.
+//! - `meters`: the Billing Meter and metered price of each plan that allows overage.
 //!
 //! Exit codes: 0 when every check passed, 1 when at least one found a problem, 2 when none
 //! did but some could not be carried out (the database or Stripe unreachable, a bad flag).
@@ -13,6 +14,7 @@
 
 mod account;
 mod database;
+mod meters;
 
 use std::fmt;
 use std::io::Write;

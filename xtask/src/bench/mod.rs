@@ -8,6 +8,7 @@ mod api;
 mod entitlements;
 mod history;
 mod ledger;
+mod meter;
 mod renewal;
 mod signature;
 mod webhook;
@@ -36,6 +37,9 @@ pub async fn main(which: &[String]) {
     }
     if wants("api") {
         api::run().await;
+    }
+    if wants("meter") {
+        meter::run().await;
     }
     if wants("history") {
         history::run().await;

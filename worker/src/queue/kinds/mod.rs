@@ -8,6 +8,7 @@
 //! retrievals (`retrieve`) hand what Stripe has to the database.
 
 pub mod checkout;
+pub mod meter;
 pub mod portal;
 pub mod retrieve;
 
@@ -32,6 +33,8 @@ pub enum RequestKind {
     Refresh,
     /// Retrieve what a Checkout Session sold.
     LineItems,
+    /// Report a spend's metered overage as a Billing Meter event (`billing._take_overage`).
+    MeterEvent,
 }
 
 /// A `kind` the worker does not serve; its message is what the row's `error` says.
@@ -62,11 +65,12 @@ impl FromStr for RequestKind {
 }
 
 impl RequestKind {
-    pub(crate) const ALL: [RequestKind; 4] = [
+    pub(crate) const ALL: [RequestKind; 5] = [
         RequestKind::Checkout,
         RequestKind::Portal,
         RequestKind::Refresh,
         RequestKind::LineItems,
+        RequestKind::MeterEvent,
     ];
 
     /// The kind's name in `billing.stripe_requests.kind`.
@@ -76,13 +80,22 @@ impl RequestKind {
             RequestKind::Portal => "portal",
             RequestKind::Refresh => "refresh",
             RequestKind::LineItems => "line_items",
+            RequestKind::MeterEvent => "meter_event",
         }
     }
 
     /// Whether a user waits for the outcome (`billing.await_request`, the HTTP API): the
-    /// sessions they are sent to. Nobody waits for a retrieval.
+    /// sessions they are sent to. Nobody waits for a retrieval or a meter event.
     pub fn awaited(self) -> bool {
         matches!(self, RequestKind::Checkout | RequestKind::Portal)
+    }
+
+    /// Whether the row retrieves an object from Stripe for the event effects (one in flight
+    /// per object, `billing._request_retrieval`); a meter event is neither a session nor this.
+    /// (The contracts test holds the SQL's lists of retrieval kinds to it.)
+    #[cfg(test)]
+    pub fn retrieval(self) -> bool {
+        matches!(self, RequestKind::Refresh | RequestKind::LineItems)
     }
 }
 
@@ -98,6 +111,7 @@ pub async fn execute(
         RequestKind::Portal => portal::run(ctx, stripe, req).await,
         RequestKind::Refresh => retrieve::refresh(ctx, stripe, req).await,
         RequestKind::LineItems => retrieve::line_items(ctx, stripe, req).await,
+        RequestKind::MeterEvent => meter::run(ctx, stripe, req).await,
     }
 }
 
@@ -125,6 +139,7 @@ mod tests {
         assert_eq!("portal".parse(), Ok(RequestKind::Portal));
         assert_eq!("refresh".parse(), Ok(RequestKind::Refresh));
         assert_eq!("line_items".parse(), Ok(RequestKind::LineItems));
+        assert_eq!("meter_event".parse(), Ok(RequestKind::MeterEvent));
         // No SQL function queues customer rows: the worker does not serve them.
         let err = "customer".parse::<RequestKind>().unwrap_err();
         assert_eq!(err.to_string(), r#"unknown request kind "customer""#);

@@ -1,0 +1,109 @@
+-- Metered overage (DESIGN.md, "Metered overage"): a spend beyond the balance goes on as overage
+-- when the user's active subscription's plan allows it and the period has room, and is reported
+-- to Stripe as one Billing Meter event per spend through the request queue (kind meter_event).
+
+-- Called by billing._spend once its allocations have taken the whole balance (sql/ledger/functions.sql).
+CREATE OR REPLACE FUNCTION billing._take_overage(user_id uuid, project_id uuid, spend_id bigint, tokens bigint)
+RETURNS boolean
+LANGUAGE plpgsql
+AS $$
+#variable_conflict use_variable
+DECLARE
+    s record;
+    used bigint;
+    ident text;
+    request uuid;
+BEGIN
+    -- A plan's overage is the subscriber's own: project balances never go below zero.
+    IF project_id IS NOT NULL THEN
+        RETURN false;
+    END IF;
+    SELECT sub.stripe_subscription_id, sub.stripe_customer_id, sub.current_period_start, sub.current_period_end,
+           p.overage_limit, p.meter_event_name
+    INTO s
+    FROM billing.subscriptions sub JOIN billing.plans p ON p.id = sub.plan_id
+    WHERE sub.user_id = _take_overage.user_id AND sub.status = 'active' AND p.overage_limit IS NOT NULL
+      AND sub.stripe_customer_id IS NOT NULL
+      AND sub.current_period_start <= now() AND now() < sub.current_period_end
+    ORDER BY sub.current_period_end DESC, sub.stripe_subscription_id
+    LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    -- One user's overage spends count the period's use one at a time. A lock of its own: the
+    -- spend may hold no grant row (an empty balance), and event effects lock subscription rows
+    -- before grants, so locking the subscription here could deadlock with them.
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('billing.overage:' || user_id, 0));
+    SELECT coalesce(sum(o.tokens), 0) INTO used FROM billing.token_overages o
+    WHERE o.stripe_subscription_id = s.stripe_subscription_id AND o.period_start = s.current_period_start;
+    IF used + tokens > s.overage_limit THEN
+        RETURN false;
+    END IF;
+    -- Random, not derived from the spend id: ids restart in another database (a restore, test
+    -- and live side by side) reporting to the same Stripe account, whose identifiers must not.
+    ident := 'ovg_' || replace(gen_random_uuid()::text, '-', '');
+    INSERT INTO billing.stripe_requests (user_id, kind, params)
+    VALUES (user_id, 'meter_event', jsonb_build_object(
+        'event_name', s.meter_event_name, 'stripe_customer_id', s.stripe_customer_id, 'value', tokens,
+        'identifier', ident, 'timestamp', floor(extract(epoch FROM now()))::bigint,
+        'spend_id', spend_id))
+    RETURNING id INTO request;
+    INSERT INTO billing.token_overages (user_id, spend_id, stripe_subscription_id, period_start, period_end, tokens,
+                                        identifier, request_id)
+    VALUES (user_id, spend_id, s.stripe_subscription_id, s.current_period_start, s.current_period_end, tokens,
+            ident, request);
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION billing._take_overage(uuid, uuid, bigint, bigint) IS 'Internal: records tokens a spend could not take from the balance as overage, and queues its meter event, when the user''s active subscription''s plan allows overage and the current period has room; false (the spend then fails with BL001) otherwise.';
+
+CREATE OR REPLACE FUNCTION billing._record_meter_outcome() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    UPDATE billing.token_overages o
+    SET status = CASE WHEN NEW.status = 'succeeded' THEN 'reported' ELSE 'failed' END,
+        reported_at = CASE WHEN NEW.status = 'succeeded' THEN now() END
+    WHERE o.request_id = NEW.id;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION billing._record_meter_outcome() IS 'Internal (trigger): a meter_event request that succeeded marks its overage reported; one that failed for good, failed.';
+
+CREATE OR REPLACE FUNCTION billing.token_overage(user_id uuid DEFAULT NULL) RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    who uuid := coalesce(user_id, billing.current_user_id());
+    s record;
+    used bigint;
+BEGIN
+    IF who IS NULL THEN
+        RAISE EXCEPTION 'user_id must not be NULL when the caller is not signed in'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF who IS DISTINCT FROM billing.current_user_id() AND NOT billing._is_privileged() THEN
+        RAISE EXCEPTION 'permission denied: you can only read your own overage'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    -- The subscription billing._take_overage would charge now.
+    SELECT sub.stripe_subscription_id, sub.current_period_start, sub.current_period_end, p.overage_limit
+    INTO s
+    FROM billing.subscriptions sub JOIN billing.plans p ON p.id = sub.plan_id
+    WHERE sub.user_id = who AND sub.status = 'active' AND p.overage_limit IS NOT NULL
+      AND sub.stripe_customer_id IS NOT NULL
+      AND sub.current_period_start <= now() AND now() < sub.current_period_end
+    ORDER BY sub.current_period_end DESC, sub.stripe_subscription_id
+    LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN jsonb_build_object('allowed', false, 'limit', 0, 'used', 0, 'left', 0);
+    END IF;
+    SELECT coalesce(sum(o.tokens), 0) INTO used FROM billing.token_overages o
+    WHERE o.stripe_subscription_id = s.stripe_subscription_id AND o.period_start = s.current_period_start;
+    RETURN jsonb_build_object('allowed', true, 'limit', s.overage_limit, 'used', used,
+        'left', greatest(s.overage_limit - used, 0), 'subscription', s.stripe_subscription_id,
+        'period_start', s.current_period_start, 'period_end', s.current_period_end);
+END
+$$;
+COMMENT ON FUNCTION billing.token_overage(uuid) IS 'Metered overage of a user (default: the caller) in the current billing period: {allowed, limit, used, left, subscription, period_start, period_end}. allowed is false (and the rest 0) without an active subscription whose plan allows overage. The balance itself never goes below zero: overage is what Stripe bills, not a debt.';

@@ -22,6 +22,7 @@ BEGIN
     c.event_retention_days := coalesce(c.event_retention_days, 90);
     c.debt_policy := coalesce(c.debt_policy, 'collect');
     c.revocation_scope := coalesce(c.revocation_scope, 'balance');
+    c.expiry_warning_days := coalesce(c.expiry_warning_days, 3);
     RETURN c;
 END
 $$;

@@ -164,8 +164,19 @@ COMMENT ON COLUMN billing.prices.synced_at IS 'As of when Stripe said so: the ev
 
 SELECT pg_catalog.pg_extension_config_dump('billing.prices', '');
 
+-- alerts: low-balance alerts and expiry warnings (issue 22, items 1 and 3): two operator
+-- defaults at the end of billing.config, and the alerts' own tables and the sweep's index.
+ALTER TABLE billing.config ADD COLUMN low_balance_threshold bigint
+    CHECK (low_balance_threshold BETWEEN 0 AND 1000000000000);
+ALTER TABLE billing.config ADD COLUMN expiry_warning_days integer CHECK (expiry_warning_days BETWEEN 0 AND 365);
+COMMENT ON COLUMN billing.config.low_balance_threshold IS 'Default low-balance threshold of every balance without one of its own (billing.balance_alerts): a spend that takes a balance from above it to at or below it writes one low_balance notification; NULL = no alerts by default.';
+COMMENT ON COLUMN billing.config.expiry_warning_days IS 'billing.warn_expiring_grants() (the worker, with billing.prune()) writes one tokens_expiring notification for each unspent grant expiring within this many days (1 to 365; 0: never); NULL = 3.';
+-- @include sql/alerts/schema.sql
+
 -- @replay
 
 SELECT billing._protect_table('billing.invoice_lines'::regclass, own_rows => false);
 SELECT billing._protect_table('billing.payment_lookups'::regclass, own_rows => false);
 SELECT billing._protect_table('billing.prices'::regclass, own_rows => false);
+SELECT billing._protect_table('billing.balance_alerts'::regclass, own_rows => true);
+SELECT billing._protect_table('billing.expiry_warnings'::regclass, own_rows => true);

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
+mod alerts;
 mod api;
 mod history;
 mod ledger;
@@ -35,6 +36,9 @@ pub async fn main(which: &[String]) {
     }
     if wants("api") {
         api::run().await;
+    }
+    if wants("alerts") {
+        alerts::run().await;
     }
     if wants("history") {
         history::run().await;

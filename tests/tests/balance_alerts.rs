@@ -417,3 +417,29 @@ async fn users_set_and_read_their_own_alerts_under_rls() {
         "low_balance_threshold",
     );
 }
+
+/// Spends of one balance already serialise on the grant rows they lock, so the test above
+/// passes without the alert's own guard; this one calls the spend's hook as two spends that
+/// both saw a crossing would (a balance of zero locks no grant row): the second waits on the
+/// alert row's lock and, finding it disarmed, writes nothing.
+#[tokio::test]
+async fn two_crossings_seen_at_once_meet_on_the_alert_row_and_notify_once() {
+    let db = TestDb::new().await;
+    let owner = db.owner().await;
+    let user = Uuid::new_v4();
+    set_alert(&owner, user, Some(50)).await;
+    let hook = "SELECT billing._after_spend_alerts($1, NULL, 100, 40)";
+    let first = stripe_billing_tests::pg::connect(&db.dsn).await;
+    first.batch_execute("BEGIN").await.unwrap();
+    first.execute(hook, &[&user]).await.unwrap();
+    let dsn = db.dsn.clone();
+    let second = tokio::spawn(async move {
+        let c = stripe_billing_tests::pg::connect(&dsn).await;
+        c.execute(hook, &[&user]).await.unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!second.is_finished(), "the second waits on the alert row");
+    first.batch_execute("COMMIT").await.unwrap();
+    second.await.unwrap();
+    assert_eq!(alerts(&owner, user).await.len(), 1);
+}

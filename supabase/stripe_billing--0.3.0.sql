@@ -83,7 +83,10 @@ CREATE TABLE billing.config (
     debt_policy text CHECK (debt_policy IN ('collect', 'write_off')),
     revocation_scope text CHECK (revocation_scope IN ('grant', 'balance')),
     -- Entitlements (issue 23, item 3).
-    past_due_grace_seconds integer CHECK (past_due_grace_seconds >= 0)
+    past_due_grace_seconds integer CHECK (past_due_grace_seconds >= 0),
+    -- alerts (sql/alerts/): low-balance alerts and expiry warnings.
+    low_balance_threshold bigint CHECK (low_balance_threshold BETWEEN 0 AND 1000000000000),
+    expiry_warning_days integer CHECK (expiry_warning_days BETWEEN 0 AND 365)
 );
 COMMENT ON TABLE billing.config IS 'Optional single-row settings: default Checkout/Portal URLs, webhook tolerance, request retry limit, token rules. Without a row (or with NULLs) the documented defaults apply. Privileged roles only.';
 COMMENT ON COLUMN billing.config.id IS 'Always true: keeps the table to one row.';
@@ -103,6 +106,9 @@ COMMENT ON COLUMN billing.config.debt_policy IS 'What happens to tokens a refund
 COMMENT ON COLUMN billing.config.revocation_scope IS 'Where a refund, dispute or credit note takes tokens back from: grant = only the refunded grant (even expired) and what was restored for it, the rest is recorded as not taken (no debt), so refunding last month''s invoice leaves this month''s allowance alone; balance = the grant, then the balance''s other live grants, then a debt (debt_policy). NULL = balance: money that goes back takes its tokens back wherever they are, so buying, spending and refunding cannot keep what was used. A downgrade''s take-back likewise takes, with grant, only from the subscription''s live grants (the rest not taken), and with balance from them and then the rest of the balance.';
 COMMENT ON COLUMN billing.config.past_due_grace_seconds IS 'How long a past_due subscription keeps its plan''s features (billing.has_feature, billing.feature_limit) after it became past due (billing.subscriptions.status_since), while Stripe retries the payment; 0 = features stop at once; NULL = 604800 (7 days). billing.subscription_status still reports past_due as active until Stripe gives up.';
 COMMENT ON COLUMN billing.config.save_payment_method IS 'Whether a token pack''s card is saved to the customer for the next purchase (payment_intent_data[setup_future_usage] = on_session); NULL = true.';
+
+COMMENT ON COLUMN billing.config.low_balance_threshold IS 'Default low-balance threshold of every balance without one of its own (billing.balance_alerts): a spend that takes a balance from above it to at or below it writes one low_balance notification; NULL = no alerts by default.';
+COMMENT ON COLUMN billing.config.expiry_warning_days IS 'billing.warn_expiring_grants() (the worker, with billing.prune()) writes one tokens_expiring notification for each unspent grant expiring within this many days (1 to 365; 0: never); NULL = 3.';
 
 -- sql/catalog/schema.sql
 -- The catalog: what each Stripe price sells.
@@ -896,6 +902,53 @@ COMMENT ON COLUMN billing.token_overages.status IS 'pending (queued for Stripe),
 COMMENT ON COLUMN billing.token_overages.reported_at IS 'When Stripe accepted the meter event; NULL until then.';
 COMMENT ON COLUMN billing.token_overages.created_at IS 'When the spend went into overage (the meter event''s timestamp).';
 
+-- sql/alerts/schema.sql
+-- Alerts: a user hears before running out of tokens (low-balance alerts) and before tokens
+-- expire (expiry warnings). Both write billing.notifications (DESIGN.md, "Alerts").
+
+CREATE TABLE billing.balance_alerts (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id uuid NOT NULL,
+    project_id uuid REFERENCES billing.projects (id),
+    threshold bigint CHECK (threshold BETWEEN 0 AND 1000000000000),
+    enabled boolean NOT NULL DEFAULT true,
+    armed boolean NOT NULL DEFAULT true,
+    generation bigint NOT NULL DEFAULT 0 CHECK (generation >= 0),
+    fired_at timestamptz,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+-- One row per balance, found by the spend with the same key as the live-grant index.
+CREATE UNIQUE INDEX balance_alerts_balance_key ON billing.balance_alerts
+    (user_id, coalesce(project_id, billing._no_project()));
+COMMENT ON TABLE billing.balance_alerts IS 'Low-balance alert of one balance (a user''s own, or one project''s): its threshold and whether it may fire. A balance without a row follows billing.config.low_balance_threshold; a row is written when a user or operator sets one, or when the default first fires. Users read their own rows.';
+COMMENT ON COLUMN billing.balance_alerts.id IS 'Surrogate key; part of the low_balance notification''s key.';
+COMMENT ON COLUMN billing.balance_alerts.user_id IS 'Whose balance.';
+COMMENT ON COLUMN billing.balance_alerts.project_id IS 'The project whose balance it watches, or NULL for the user''s own balance.';
+COMMENT ON COLUMN billing.balance_alerts.threshold IS 'A spend that takes the balance from above this to at or below it notifies (0 to 1000000000000); NULL = the operator''s billing.config.low_balance_threshold.';
+COMMENT ON COLUMN billing.balance_alerts.enabled IS 'false: no alerts for this balance, whatever the default.';
+COMMENT ON COLUMN billing.balance_alerts.armed IS 'Whether the next crossing notifies: false after an alert, true again once a grant lifts the balance above the threshold (or the threshold is set again).';
+COMMENT ON COLUMN billing.balance_alerts.generation IS 'How many alerts fired; the notification''s key is low_balance:<id>:<generation>, so one crossing notifies once.';
+COMMENT ON COLUMN billing.balance_alerts.fired_at IS 'When the last alert fired.';
+COMMENT ON COLUMN billing.balance_alerts.updated_at IS 'When the threshold or enabled was last set.';
+
+-- Grants already warned of their expiry: a table of its own, because the ledger's grants are
+-- append-only in what matters and a sweep must not rewrite them; the key makes a warning once.
+CREATE TABLE billing.expiry_warnings (
+    grant_id bigint PRIMARY KEY REFERENCES billing.token_grants (id),
+    user_id uuid NOT NULL,
+    warned_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE billing.expiry_warnings IS 'Grants whose coming expiry billing.warn_expiring_grants() has notified (tokens_expiring), one row per grant so a grant is warned once. Users read their own rows.';
+COMMENT ON COLUMN billing.expiry_warnings.grant_id IS 'The grant warned about.';
+COMMENT ON COLUMN billing.expiry_warnings.user_id IS 'Its owner (kept for row-level security).';
+COMMENT ON COLUMN billing.expiry_warnings.warned_at IS 'When the warning was written.';
+
+-- The sweep's index: live grants by expiry. Spent-out grants leave it and expired ones sit
+-- before now(), so a sweep reads only the grants expiring within the window, however long the
+-- history grows.
+CREATE INDEX token_grants_expiring_idx ON billing.token_grants (expires_at)
+    WHERE remaining > 0 AND expires_at IS NOT NULL;
+
 -- sql/support/functions.sql
 -- Small helpers every concept uses: argument checks and Stripe's value formats.
 --
@@ -1038,6 +1091,7 @@ BEGIN
     c.debt_policy := coalesce(c.debt_policy, 'collect');
     c.revocation_scope := coalesce(c.revocation_scope, 'balance');
     c.past_due_grace_seconds := coalesce(c.past_due_grace_seconds, 604800);
+    c.expiry_warning_days := coalesce(c.expiry_warning_days, 3);
     RETURN c;
 END
 $$;
@@ -1510,6 +1564,8 @@ BEGIN
         IF collect_debts AND (billing._settings()).debt_policy = 'collect' AND billing._collect_debts(g) > 0 THEN
             SELECT * INTO g FROM billing.token_grants t WHERE t.id = g.id;
         END IF;
+        -- Low-balance alerts: the balance rose (sql/alerts/functions.sql).
+        PERFORM billing._rearm_balance_alert(g.user_id, g.project_id);
         RETURN;
     END IF;
     SELECT * INTO STRICT g FROM billing.token_grants t WHERE t.grant_key = _insert_grant.grant_key;
@@ -1575,6 +1631,7 @@ DECLARE
     left_to_take bigint := amount;
     take bigint;
     g record;
+    balance_after bigint;
 BEGIN
     PERFORM billing._check_not_null(user_id, 'user_id');
     PERFORM billing._check_not_null(amount, 'amount');
@@ -1631,8 +1688,14 @@ BEGIN
             USING ERRCODE = 'BL001',
                   HINT = 'Buy a token pack or wait for the next plan period.';
     END IF;
+    balance_after := billing._live_balance(user_id, project_id);
+
+    -- Low-balance alerts (sql/alerts/functions.sql): the balance before is the one after plus
+    -- the amount, so no second scan.
+    PERFORM billing._after_spend_alerts(user_id, project_id, balance_after + amount, balance_after);
+
     RETURN jsonb_build_object('spend_id', new_spend_id, 'amount', amount,
-        'balance', billing._live_balance(user_id, project_id), 'duplicate', false);
+        'balance', balance_after, 'duplicate', false);
 END
 $$;
 COMMENT ON FUNCTION billing._spend(uuid, bigint, uuid, text, text, text) IS 'Internal: the spend algorithm behind billing.spend_tokens and billing.spend_my_tokens.';
@@ -1815,6 +1878,214 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION billing._notify(uuid, text, text, jsonb) IS 'Internal: records a notification for a user (once per event and kind) and NOTIFYs billing_notifications with its id.';
+
+-- sql/alerts/functions.sql
+-- Low-balance alerts and expiry warnings (sql/alerts/schema.sql; DESIGN.md, "Alerts").
+
+-- Called once by billing._spend after a spend, with the balance before and after it: the spend
+-- computed the balance after for its answer, and before = after + amount, so this costs the
+-- spend one index probe of billing.balance_alerts and no scan of the grants.
+CREATE OR REPLACE FUNCTION billing._after_spend_alerts(user_id uuid, project_id uuid, balance_before bigint,
+                                                       balance_after bigint) RETURNS void
+LANGUAGE plpgsql
+AS $$
+#variable_conflict use_column
+DECLARE
+    a billing.balance_alerts;
+    threshold bigint;
+BEGIN
+    SELECT * INTO a FROM billing.balance_alerts x
+    WHERE x.user_id = _after_spend_alerts.user_id
+      AND coalesce(x.project_id, billing._no_project()) = coalesce(_after_spend_alerts.project_id, billing._no_project());
+    IF FOUND AND NOT (a.enabled AND a.armed) THEN
+        RETURN;
+    END IF;
+    threshold := coalesce(a.threshold, (billing._settings()).low_balance_threshold);
+    IF threshold IS NULL OR NOT (balance_before > threshold AND threshold >= balance_after) THEN
+        RETURN;
+    END IF;
+    IF a.id IS NULL THEN
+        -- The operator's default fires for a balance without a row: the row records that it did.
+        INSERT INTO billing.balance_alerts AS x (user_id, project_id)
+        VALUES (_after_spend_alerts.user_id, _after_spend_alerts.project_id)
+        ON CONFLICT (user_id, coalesce(project_id, billing._no_project())) DO NOTHING;
+        SELECT * INTO STRICT a FROM billing.balance_alerts x
+        WHERE x.user_id = _after_spend_alerts.user_id
+          AND coalesce(x.project_id, billing._no_project()) = coalesce(_after_spend_alerts.project_id, billing._no_project());
+    END IF;
+    -- Disarm under the row's lock: of two spends that both saw the crossing, the second waits
+    -- here, finds the row disarmed and writes nothing.
+    UPDATE billing.balance_alerts x SET armed = false, generation = x.generation + 1, fired_at = now()
+    WHERE x.id = a.id AND x.armed AND x.enabled
+    RETURNING * INTO a;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    PERFORM billing._notify(user_id, 'low_balance', format('low_balance:%s:%s', a.id, a.generation),
+        jsonb_build_object('threshold', threshold, 'balance', balance_after, 'project_id', project_id));
+END
+$$;
+COMMENT ON FUNCTION billing._after_spend_alerts(uuid, uuid, bigint, bigint) IS 'Internal: after a spend, writes one low_balance notification when it took the balance from above its threshold to at or below it and the alert is armed, and disarms it.';
+
+-- Called by billing._insert_grant for each new grant (restorations included: every grant goes
+-- through it). Cheap when there is nothing to do: the balance is summed only for a disarmed row.
+CREATE OR REPLACE FUNCTION billing._rearm_balance_alert(user_id uuid, project_id uuid) RETURNS void
+LANGUAGE plpgsql
+AS $$
+#variable_conflict use_column
+BEGIN
+    UPDATE billing.balance_alerts x SET armed = true
+    WHERE x.user_id = _rearm_balance_alert.user_id
+      AND coalesce(x.project_id, billing._no_project()) = coalesce(_rearm_balance_alert.project_id, billing._no_project())
+      AND NOT x.armed
+      AND billing._live_balance(x.user_id, x.project_id)
+          > coalesce(x.threshold, (billing._settings()).low_balance_threshold, -1);
+END
+$$;
+COMMENT ON FUNCTION billing._rearm_balance_alert(uuid, uuid) IS 'Internal: re-arms a balance''s fired low-balance alert once a grant has lifted the balance above its threshold again.';
+
+CREATE OR REPLACE FUNCTION billing.set_low_balance_alert(user_id uuid, threshold bigint, project_id uuid DEFAULT NULL,
+                                                         enabled boolean DEFAULT true) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    a billing.balance_alerts;
+BEGIN
+    PERFORM billing._check_user_exists(user_id);
+    PERFORM billing._check_not_null(enabled, 'enabled');
+    IF threshold < 0 OR threshold > 1000000000000 THEN
+        RAISE EXCEPTION 'threshold must be between 0 and 1000000000000, got %', threshold
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass NULL to follow the operator''s default (billing.config.low_balance_threshold).';
+    END IF;
+    PERFORM billing._check_project(user_id, project_id);
+    -- Setting a threshold arms the alert: a spend still notifies only when it crosses it.
+    INSERT INTO billing.balance_alerts AS x (user_id, project_id, threshold, enabled, armed)
+    VALUES (set_low_balance_alert.user_id, set_low_balance_alert.project_id, set_low_balance_alert.threshold,
+            set_low_balance_alert.enabled, true)
+    ON CONFLICT (user_id, coalesce(project_id, billing._no_project()))
+    DO UPDATE SET threshold = excluded.threshold, enabled = excluded.enabled, armed = true, updated_at = now()
+    RETURNING * INTO a;
+    RETURN jsonb_build_object('user_id', a.user_id, 'project_id', a.project_id, 'threshold', a.threshold,
+        'effective_threshold', CASE WHEN a.enabled THEN coalesce(a.threshold, (billing._settings()).low_balance_threshold) END,
+        'enabled', a.enabled);
+END
+$$;
+COMMENT ON FUNCTION billing.set_low_balance_alert(uuid, bigint, uuid, boolean) IS 'Privileged: sets the low-balance threshold of a user''s own balance (project_id NULL) or of one of their projects (0 to 1000000000000; NULL = the operator''s default), or turns its alerts off (enabled false). Arms the alert.';
+
+CREATE OR REPLACE FUNCTION billing.set_my_low_balance_alert(threshold bigint, project_id uuid DEFAULT NULL,
+                                                            enabled boolean DEFAULT true) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN billing.set_low_balance_alert(billing._require_user(), threshold, project_id, enabled);
+END
+$$;
+COMMENT ON FUNCTION billing.set_my_low_balance_alert(bigint, uuid, boolean) IS 'For signed-in users: billing.set_low_balance_alert on the caller''s own balance or project. From supabase-js: supabase.schema(''billing'').rpc(''set_my_low_balance_alert'', { threshold: 100 }).';
+
+-- SECURITY DEFINER for the config row alone, which client roles may not read; the callers check
+-- whose settings they show with the caller's own rights.
+CREATE OR REPLACE FUNCTION billing._alert_defaults(OUT low_balance_threshold bigint, OUT expiry_warning_days integer)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c billing.config := billing._settings();
+BEGIN
+    low_balance_threshold := c.low_balance_threshold;
+    expiry_warning_days := c.expiry_warning_days;
+END
+$$;
+COMMENT ON FUNCTION billing._alert_defaults() IS 'Internal: the operator''s alert defaults (billing.config.low_balance_threshold and expiry_warning_days, with their documented defaults), readable by signed-in users.';
+
+CREATE OR REPLACE FUNCTION billing.credit_settings(user_id uuid DEFAULT NULL)
+RETURNS TABLE (project_id uuid, low_balance_threshold bigint, threshold_from text, armed boolean,
+               expiry_warning_days integer)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    who uuid := coalesce(user_id, billing.current_user_id());
+    c record;
+BEGIN
+    SELECT * INTO c FROM billing._alert_defaults();
+    IF who IS NULL THEN
+        RAISE EXCEPTION 'user_id must not be NULL when the caller is not signed in'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF who IS DISTINCT FROM billing.current_user_id() AND NOT billing._is_privileged() THEN
+        RAISE EXCEPTION 'permission denied: you can only read your own credit settings'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    -- The user's own balance always, then each project balance with a setting of its own.
+    RETURN QUERY
+    SELECT b.project_id,
+           CASE WHEN coalesce(a.enabled, true) THEN coalesce(a.threshold, c.low_balance_threshold) END,
+           CASE WHEN NOT coalesce(a.enabled, true) THEN 'off' WHEN a.threshold IS NOT NULL THEN 'user'
+                WHEN c.low_balance_threshold IS NOT NULL THEN 'default' ELSE 'off' END,
+           coalesce(a.armed, true), c.expiry_warning_days
+    FROM (SELECT NULL::uuid AS project_id
+          UNION ALL
+          SELECT x.project_id FROM billing.balance_alerts x WHERE x.user_id = who AND x.project_id IS NOT NULL) b
+    LEFT JOIN billing.balance_alerts a
+           ON a.user_id = who AND coalesce(a.project_id, billing._no_project()) = coalesce(b.project_id, billing._no_project())
+    ORDER BY b.project_id NULLS FIRST;
+END
+$$;
+COMMENT ON FUNCTION billing.credit_settings(uuid) IS 'A user''s (default: the caller; another user only for privileged roles) low-balance alerts and expiry warning window: one row for their own balance (project_id NULL) and one per project with a setting of its own. threshold_from: user (their own threshold), default (billing.config.low_balance_threshold) or off; armed false: the alert fired and waits for the balance to rise above the threshold again.';
+
+CREATE OR REPLACE FUNCTION billing.my_credit_settings()
+RETURNS TABLE (project_id uuid, low_balance_threshold bigint, threshold_from text, armed boolean,
+               expiry_warning_days integer)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM billing.credit_settings(billing._require_user());
+END
+$$;
+COMMENT ON FUNCTION billing.my_credit_settings() IS 'For signed-in users: billing.credit_settings of the caller (SQLSTATE 28000 when not signed in).';
+
+CREATE OR REPLACE FUNCTION billing.warn_expiring_grants(max_warnings integer DEFAULT 1000) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    window_days integer := (billing._settings()).expiry_warning_days;
+    g record;
+    written integer := 0;
+BEGIN
+    PERFORM billing._check_not_null(max_warnings, 'max_warnings');
+    IF max_warnings < 1 OR max_warnings > 100000 THEN
+        RAISE EXCEPTION 'max_warnings must be between 1 and 100000, got %', max_warnings
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF window_days = 0 THEN
+        RETURN 0;
+    END IF;
+    -- A range scan of token_grants_expiring_idx over (now, now + window]: spent grants are not
+    -- in it and expired ones lie before it, so the cost follows the grants expiring soon.
+    FOR g IN
+        SELECT t.id, t.user_id, t.project_id, t.remaining, t.expires_at FROM billing.token_grants t
+        WHERE t.remaining > 0 AND t.expires_at IS NOT NULL
+          AND t.expires_at > now() AND t.expires_at <= now() + make_interval(days => window_days)
+          AND NOT EXISTS (SELECT FROM billing.expiry_warnings w WHERE w.grant_id = t.id)
+        ORDER BY t.expires_at
+        LIMIT max_warnings
+    LOOP
+        -- The key makes a warning once: of two sweeps at once, the second waits on the first's
+        -- row and skips the grant.
+        INSERT INTO billing.expiry_warnings (grant_id, user_id) VALUES (g.id, g.user_id)
+        ON CONFLICT (grant_id) DO NOTHING;
+        IF FOUND THEN
+            PERFORM billing._notify(g.user_id, 'tokens_expiring', 'tokens_expiring:' || g.id,
+                jsonb_build_object('grant_id', g.id, 'project_id', g.project_id, 'remaining', g.remaining,
+                                   'expires_at', g.expires_at));
+            written := written + 1;
+        END IF;
+    END LOOP;
+    RETURN written;
+END
+$$;
+COMMENT ON FUNCTION billing.warn_expiring_grants(integer) IS 'Privileged: writes one tokens_expiring notification (grant_id, project_id, remaining, expires_at) for each unspent grant expiring within billing.config.expiry_warning_days that was not warned yet, at most max_warnings (1 to 100000) per call; returns how many it wrote. The worker runs it with billing.prune(); operators may run it from pg_cron.';
 
 -- sql/payments/functions.sql
 -- Following the money: purchases and their payments, the reversed share of each purchase, and
@@ -5021,7 +5292,13 @@ SET search_path = pg_catalog, pg_temp AS $$
         ('authenticated', 'billing.token_debts', 'SELECT'),
         ('authenticated', 'billing.token_debt_settlements', 'SELECT'),
         ('authenticated', 'billing.token_overage(uuid)', 'EXECUTE'),
-        ('authenticated', 'billing.token_overages', 'SELECT')
+        ('authenticated', 'billing.token_overages', 'SELECT'),
+        ('authenticated', 'billing.set_my_low_balance_alert(bigint,uuid,boolean)', 'EXECUTE'),
+        ('authenticated', 'billing.my_credit_settings()', 'EXECUTE'),
+        ('authenticated', 'billing.credit_settings(uuid)', 'EXECUTE'),
+        ('authenticated', 'billing._alert_defaults()', 'EXECUTE'),
+        ('authenticated', 'billing.balance_alerts', 'SELECT'),
+        ('authenticated', 'billing.expiry_warnings', 'SELECT')
 $$;
 COMMENT ON FUNCTION billing.client_api() IS 'The complete list of what the client roles anon and authenticated may use; billing.apply_grants() grants exactly this and billing.security_report() flags anything more.';
 
@@ -5148,7 +5425,8 @@ SELECT billing._protect_table(t::regclass, own_rows => true)
 FROM unnest(ARRAY['billing.customers', 'billing.subscriptions', 'billing.token_grants', 'billing.token_spends',
                   'billing.token_spend_allocations', 'billing.stripe_requests', 'billing.projects',
                   'billing.notifications', 'billing.purchases', 'billing.token_reversals', 'billing.token_debts',
-                  'billing.token_debt_settlements', 'billing.token_overages']) AS t;
+                  'billing.token_debt_settlements', 'billing.token_overages',
+                  'billing.balance_alerts', 'billing.expiry_warnings']) AS t;
 SELECT billing._protect_table(t::regclass, own_rows => false)
 FROM unnest(ARRAY['billing.config', 'billing.webhook_secrets', 'billing.stripe_events', 'billing.plans',
                   'billing.plan_prices', 'billing.deleted_customers', 'billing.checkout_line_items', 'billing.coupons',

@@ -38,6 +38,8 @@ BEGIN
         IF collect_debts AND (billing._settings()).debt_policy = 'collect' AND billing._collect_debts(g) > 0 THEN
             SELECT * INTO g FROM billing.token_grants t WHERE t.id = g.id;
         END IF;
+        -- Low-balance alerts: the balance rose (sql/alerts/functions.sql).
+        PERFORM billing._rearm_balance_alert(g.user_id, g.project_id);
         RETURN;
     END IF;
     SELECT * INTO STRICT g FROM billing.token_grants t WHERE t.grant_key = _insert_grant.grant_key;
@@ -103,6 +105,7 @@ DECLARE
     left_to_take bigint := amount;
     take bigint;
     g record;
+    balance_after bigint;
 BEGIN
     PERFORM billing._check_not_null(user_id, 'user_id');
     PERFORM billing._check_not_null(amount, 'amount');
@@ -159,8 +162,14 @@ BEGIN
             USING ERRCODE = 'BL001',
                   HINT = 'Buy a token pack or wait for the next plan period.';
     END IF;
+    balance_after := billing._live_balance(user_id, project_id);
+
+    -- Low-balance alerts (sql/alerts/functions.sql): the balance before is the one after plus
+    -- the amount, so no second scan.
+    PERFORM billing._after_spend_alerts(user_id, project_id, balance_after + amount, balance_after);
+
     RETURN jsonb_build_object('spend_id', new_spend_id, 'amount', amount,
-        'balance', billing._live_balance(user_id, project_id), 'duplicate', false);
+        'balance', balance_after, 'duplicate', false);
 END
 $$;
 COMMENT ON FUNCTION billing._spend(uuid, bigint, uuid, text, text, text) IS 'Internal: the spend algorithm behind billing.spend_tokens and billing.spend_my_tokens.';

@@ -66,7 +66,13 @@ SET search_path = pg_catalog, pg_temp AS $$
         ('authenticated', 'billing.token_debts', 'SELECT'),
         ('authenticated', 'billing.token_debt_settlements', 'SELECT'),
         ('authenticated', 'billing.token_overage(uuid)', 'EXECUTE'),
-        ('authenticated', 'billing.token_overages', 'SELECT')
+        ('authenticated', 'billing.token_overages', 'SELECT'),
+        ('authenticated', 'billing.set_my_low_balance_alert(bigint,uuid,boolean)', 'EXECUTE'),
+        ('authenticated', 'billing.my_credit_settings()', 'EXECUTE'),
+        ('authenticated', 'billing.credit_settings(uuid)', 'EXECUTE'),
+        ('authenticated', 'billing._alert_defaults()', 'EXECUTE'),
+        ('authenticated', 'billing.balance_alerts', 'SELECT'),
+        ('authenticated', 'billing.expiry_warnings', 'SELECT')
 $$;
 COMMENT ON FUNCTION billing.client_api() IS 'The complete list of what the client roles anon and authenticated may use; billing.apply_grants() grants exactly this and billing.security_report() flags anything more.';
 

@@ -23,6 +23,7 @@ BEGIN
     c.debt_policy := coalesce(c.debt_policy, 'collect');
     c.revocation_scope := coalesce(c.revocation_scope, 'balance');
     c.past_due_grace_seconds := coalesce(c.past_due_grace_seconds, 604800);
+    c.expiry_warning_days := coalesce(c.expiry_warning_days, 3);
     RETURN c;
 END
 $$;

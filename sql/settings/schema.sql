@@ -20,7 +20,10 @@ CREATE TABLE billing.config (
     debt_policy text CHECK (debt_policy IN ('collect', 'write_off')),
     revocation_scope text CHECK (revocation_scope IN ('grant', 'balance')),
     -- Entitlements (issue 23, item 3).
-    past_due_grace_seconds integer CHECK (past_due_grace_seconds >= 0)
+    past_due_grace_seconds integer CHECK (past_due_grace_seconds >= 0),
+    -- alerts (sql/alerts/): low-balance alerts and expiry warnings.
+    low_balance_threshold bigint CHECK (low_balance_threshold BETWEEN 0 AND 1000000000000),
+    expiry_warning_days integer CHECK (expiry_warning_days BETWEEN 0 AND 365)
 );
 COMMENT ON TABLE billing.config IS 'Optional single-row settings: default Checkout/Portal URLs, webhook tolerance, request retry limit, token rules. Without a row (or with NULLs) the documented defaults apply. Privileged roles only.';
 COMMENT ON COLUMN billing.config.id IS 'Always true: keeps the table to one row.';
@@ -40,5 +43,8 @@ COMMENT ON COLUMN billing.config.debt_policy IS 'What happens to tokens a refund
 COMMENT ON COLUMN billing.config.revocation_scope IS 'Where a refund, dispute or credit note takes tokens back from: grant = only the refunded grant (even expired) and what was restored for it, the rest is recorded as not taken (no debt), so refunding last month''s invoice leaves this month''s allowance alone; balance = the grant, then the balance''s other live grants, then a debt (debt_policy). NULL = balance: money that goes back takes its tokens back wherever they are, so buying, spending and refunding cannot keep what was used. A downgrade''s take-back likewise takes, with grant, only from the subscription''s live grants (the rest not taken), and with balance from them and then the rest of the balance.';
 COMMENT ON COLUMN billing.config.past_due_grace_seconds IS 'How long a past_due subscription keeps its plan''s features (billing.has_feature, billing.feature_limit) after it became past due (billing.subscriptions.status_since), while Stripe retries the payment; 0 = features stop at once; NULL = 604800 (7 days). billing.subscription_status still reports past_due as active until Stripe gives up.';
 COMMENT ON COLUMN billing.config.save_payment_method IS 'Whether a token pack''s card is saved to the customer for the next purchase (payment_intent_data[setup_future_usage] = on_session); NULL = true.';
+
+COMMENT ON COLUMN billing.config.low_balance_threshold IS 'Default low-balance threshold of every balance without one of its own (billing.balance_alerts): a spend that takes a balance from above it to at or below it writes one low_balance notification; NULL = no alerts by default.';
+COMMENT ON COLUMN billing.config.expiry_warning_days IS 'billing.warn_expiring_grants() (the worker, with billing.prune()) writes one tokens_expiring notification for each unspent grant expiring within this many days (1 to 365; 0: never); NULL = 3.';
 
 SELECT pg_catalog.pg_extension_config_dump('billing.config', '');

@@ -193,6 +193,14 @@ ALTER TABLE billing.stripe_requests ADD CONSTRAINT stripe_requests_kind_check
 COMMENT ON COLUMN billing.stripe_requests.kind IS 'checkout or portal (a user''s session), refresh (retrieve a subscription whose same-second events disagree, an invoice''s payments, a credit note''s refund no event reported, the invoices a PaymentIntent paid when a refund or dispute needs them, or a price whose amount the catalog lacks) or line_items (retrieve what a Checkout Session sold, or every line of an invoice), or meter_event (report a spend''s metered overage to Stripe, POST /v1/billing/meter_events).';
 COMMENT ON TABLE billing.token_spend_allocations IS 'Which grants each spend drew from: sum(tokens) per spend equals its amount less its metered overage (billing.token_overages), and per grant equals tokens - remaining.';
 -- @include sql/overage/schema.sql
+-- alerts: low-balance alerts and expiry warnings (issue 22, items 1 and 3): two operator
+-- defaults at the end of billing.config, and the alerts' own tables and the sweep's index.
+ALTER TABLE billing.config ADD COLUMN low_balance_threshold bigint
+    CHECK (low_balance_threshold BETWEEN 0 AND 1000000000000);
+ALTER TABLE billing.config ADD COLUMN expiry_warning_days integer CHECK (expiry_warning_days BETWEEN 0 AND 365);
+COMMENT ON COLUMN billing.config.low_balance_threshold IS 'Default low-balance threshold of every balance without one of its own (billing.balance_alerts): a spend that takes a balance from above it to at or below it writes one low_balance notification; NULL = no alerts by default.';
+COMMENT ON COLUMN billing.config.expiry_warning_days IS 'billing.warn_expiring_grants() (the worker, with billing.prune()) writes one tokens_expiring notification for each unspent grant expiring within this many days (1 to 365; 0: never); NULL = 3.';
+-- @include sql/alerts/schema.sql
 
 -- @replay
 
@@ -202,3 +210,5 @@ SELECT billing._protect_table('billing.prices'::regclass, own_rows => false);
 SELECT billing._protect_table('billing.plan_features'::regclass, own_rows => false);
 SELECT billing._protect_table('billing.token_overages'::regclass, own_rows => true);
 -- @include sql/overage/triggers.sql
+SELECT billing._protect_table('billing.balance_alerts'::regclass, own_rows => true);
+SELECT billing._protect_table('billing.expiry_warnings'::regclass, own_rows => true);

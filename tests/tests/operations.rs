@@ -497,3 +497,53 @@ async fn the_worker_prunes_on_its_interval() {
     assert_eq!(m.value(pruned, &[("what", "requests_deleted")]), 1.0);
     assert_eq!(m.value(pruned, &[("what", "events_deleted")]), 1.0);
 }
+
+#[tokio::test]
+async fn the_worker_warns_of_expiring_grants_on_its_interval() {
+    let s = setup(&["--prune-interval-seconds", "1"]).await;
+    let user = Uuid::new_v4();
+    // One grant expiring within the default window (3 days), one beyond it, one never.
+    let grant = async |tokens: i64, days: Option<i32>| -> i64 {
+        let g: Value = s
+            .owner
+            .query_one(
+                "SELECT billing.grant_tokens($1, $2, expires_at => now() + make_interval(days => $3))",
+                &[&user, &tokens, &days],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        g["grant_id"].as_i64().unwrap()
+    };
+    let soon = grant(40, Some(2)).await;
+    grant(50, Some(10)).await;
+    grant(60, None).await;
+    let warnings = async |c: &Client| -> Vec<Value> {
+        c.query(
+            "SELECT payload FROM billing.notifications WHERE kind = 'tokens_expiring'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+    };
+    wait_for(
+        &s.owner,
+        "the expiring grant to be warned",
+        async |c: &Client| !warnings(c).await.is_empty(),
+    )
+    .await;
+    // Several more runs of the job write nothing more.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let all = warnings(&s.owner).await;
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0]["grant_id"], soon);
+    assert_eq!(all[0]["remaining"], 40);
+    assert!(
+        s.worker.logs().contains("tokens_expiring warnings written"),
+        "{}",
+        s.worker.logs()
+    );
+}

@@ -13,7 +13,7 @@
 //! - `http`: the webhook endpoint and the health check.
 //! - `sync`: catching up from Stripe's events API, and adopting an existing account.
 //! - [`version`]: the check that the database has the extension version this worker speaks.
-//! - `telemetry`: the Prometheus metrics; `prune`: retention on an interval.
+//! - `telemetry`: the Prometheus metrics; `prune`: retention and expiry warnings on an interval.
 //! - [`doctor`]: the `doctor` subcommand, a checklist of the whole set-up.
 //! - [`app`]: wires them together and runs until a shutdown signal (`shutdown`).
 //! - `contracts` (tests only): the lists the SQL and this crate both keep, held together.

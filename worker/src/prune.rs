@@ -1,6 +1,8 @@
-//! Retention: runs `billing.prune()` at start-up and then every `--prune-interval-seconds`
-//! (the SQL decides what goes: see its comment and docs/operations.md). Several workers may
-//! prune at once; the deletes simply meet on the same rows.
+//! The periodic job: runs `billing.prune()` (retention) at start-up and then every
+//! `--prune-interval-seconds` (the SQL decides what goes: see its comment and
+//! docs/operations.md), then `billing.warn_expiring_grants()` (expiry warnings, docs/tokens.md).
+//! Several workers may run it at once; the deletes simply meet on the same rows, and a grant's
+//! warning is keyed by the grant, so it is written once.
 //!
 //! A run gets a connection of its own, without the pool's 30 s statement bound: the first
 //! run over a long history may take minutes, and a run cut short would roll back all it did.
@@ -13,6 +15,10 @@ use crate::telemetry;
 
 /// Longest a single run may take before it is abandoned (and rolled back).
 const RUN_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Expiry warnings one call of `billing.warn_expiring_grants` writes, in one transaction; a run
+/// calls it again while it writes this many, so a large backlog commits in steps.
+const WARNINGS_PER_CALL: i32 = 1000;
 
 /// Prunes every `interval` until `shutdown`.
 pub async fn run(config: crate::db::DbConfig, interval: Duration, shutdown: CancellationToken) {
@@ -37,6 +43,27 @@ pub async fn run(config: crate::db::DbConfig, interval: Duration, shutdown: Canc
             Err(_) => tracing::warn!(
                 timeout_s = RUN_TIMEOUT.as_secs(),
                 "billing.prune() took too long and was abandoned"
+            ),
+        }
+        let outcome = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = tokio::time::timeout(RUN_TIMEOUT, warn_once(&config)) => r,
+        };
+        match outcome {
+            Ok(Ok(written)) if written > 0 => {
+                tracing::info!(
+                    warnings_written = written,
+                    "tokens_expiring warnings written"
+                )
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(
+                error = %e,
+                "billing.warn_expiring_grants() failed; trying again at the next interval"
+            ),
+            Err(_) => tracing::warn!(
+                timeout_s = RUN_TIMEOUT.as_secs(),
+                "billing.warn_expiring_grants() took too long and was abandoned"
             ),
         }
         if !crate::shutdown::sleep(interval, &shutdown).await {
@@ -70,4 +97,35 @@ async fn prune_once(config: &crate::db::DbConfig) -> Result<(i64, i64, i64), Str
         count("requests_deleted"),
         count("events_deleted"),
     ))
+}
+
+/// One run of expiry warnings: how many it wrote, in calls of [`WARNINGS_PER_CALL`].
+async fn warn_once(config: &crate::db::DbConfig) -> Result<i64, String> {
+    let (client, connection) = config
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect: {}", crate::error_chain(&e)))?;
+    let driver = tokio::spawn(connection);
+    let mut written = 0_i64;
+    let result = loop {
+        match client
+            .query_one(
+                "SELECT billing.warn_expiring_grants($1)",
+                &[&WARNINGS_PER_CALL],
+            )
+            .await
+        {
+            Ok(row) => {
+                let n: i32 = row.get(0);
+                written += i64::from(n);
+                if n < WARNINGS_PER_CALL {
+                    break Ok(written);
+                }
+            }
+            Err(e) => break Err(crate::error_chain(&e)),
+        }
+    };
+    drop(client);
+    let _ = driver.await;
+    result
 }

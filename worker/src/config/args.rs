@@ -113,8 +113,9 @@ pub struct Args {
     #[arg(long, env = "WORKER_NO_LISTEN_NOTIFY")]
     pub no_listen_notify: bool,
 
-    /// How often to run billing.prune() (retention), in seconds; 0: never (say, because
-    /// pg_cron runs it). The first run is at start-up.
+    /// How often to run billing.prune() (retention) and billing.warn_expiring_grants() (expiry
+    /// warnings), in seconds; 0: never (say, because pg_cron runs them). The first run is at
+    /// start-up.
     #[arg(long, env = "WORKER_PRUNE_INTERVAL_SECONDS", default_value_t = 3600,
         value_parser = value_parser!(u64).range(..=MAX_PRUNE_INTERVAL_SECONDS))]
     pub prune_interval_seconds: u64,

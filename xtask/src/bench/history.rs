@@ -223,6 +223,19 @@ pub async fn run() {
         empty: e,
         history: h,
     });
+    // The expiry sweep the worker runs with prune(): the history's grants are expired unspent,
+    // so they stay in its index, before now().
+    let sweep = async |c: &Client, _: usize, _: u64| {
+        c.query_one("SELECT billing.warn_expiring_grants()", &[])
+            .await
+            .unwrap();
+    };
+    let (e, h) = paired_on(&one, sweep, &one_history, sweep).await;
+    rows.push(Row {
+        name: "billing.warn_expiring_grants() with nothing to warn, 1 conn".into(),
+        empty: e,
+        history: h,
+    });
 
     println!(
         "\n## A long history (calls/s; history = {EVENTS} stored events, {} grants; loaded in {:.0} s: events {events_size}, grants {grants_size})\n",

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
+mod alerts;
 mod api;
 mod entitlements;
 mod history;
@@ -40,6 +41,9 @@ pub async fn main(which: &[String]) {
     }
     if wants("meter") {
         meter::run().await;
+    }
+    if wants("alerts") {
+        alerts::run().await;
     }
     if wants("history") {
         history::run().await;

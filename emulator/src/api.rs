@@ -29,7 +29,7 @@ use super::schema::validate;
 use super::store::{ids, real_now, RequestRecord, Store, StoredEvent};
 use super::webhook::{dispatch, record as record_deliveries, target};
 use super::App;
-use super::{events, lists};
+use super::{events, intents, lists};
 
 enum Route {
     CreateCustomer,
@@ -54,6 +54,9 @@ enum Route {
     GetPaymentIntent(String),
     ListInvoicePayments,
     GetRefund(String),
+    ListPaymentMethods(String),
+    AttachPaymentMethod(String),
+    CreatePaymentIntent,
 }
 
 impl Route {
@@ -84,6 +87,9 @@ impl Route {
             ("GET", ["payment_intents", i]) => Route::GetPaymentIntent(id(i)),
             ("GET", ["invoice_payments"]) => Route::ListInvoicePayments,
             ("GET", ["refunds", r]) => Route::GetRefund(id(r)),
+            ("GET", ["customers", c, "payment_methods"]) => Route::ListPaymentMethods(id(c)),
+            ("POST", ["payment_methods", m, "attach"]) => Route::AttachPaymentMethod(id(m)),
+            ("POST", ["payment_intents"]) => Route::CreatePaymentIntent,
             _ => return None,
         })
     }
@@ -113,6 +119,9 @@ impl Route {
             Route::GetPaymentIntent(_) => "GET /v1/payment_intents/{intent}",
             Route::ListInvoicePayments => "GET /v1/invoice_payments",
             Route::GetRefund(_) => "GET /v1/refunds/{refund}",
+            Route::ListPaymentMethods(_) => "GET /v1/customers/{customer}/payment_methods",
+            Route::AttachPaymentMethod(_) => "POST /v1/payment_methods/{payment_method}/attach",
+            Route::CreatePaymentIntent => "POST /v1/payment_intents",
         }
     }
 }
@@ -145,6 +154,9 @@ pub(crate) fn every_operation() -> Vec<&'static str> {
         Route::GetPaymentIntent(id()),
         Route::ListInvoicePayments,
         Route::GetRefund(id()),
+        Route::ListPaymentMethods(id()),
+        Route::AttachPaymentMethod(id()),
+        Route::CreatePaymentIntent,
     ];
     for route in &routes {
         // No wildcard: a new route does not compile here until it is also listed above.
@@ -170,7 +182,10 @@ pub(crate) fn every_operation() -> Vec<&'static str> {
             | Route::GetCharge(_)
             | Route::GetPaymentIntent(_)
             | Route::ListInvoicePayments
-            | Route::GetRefund(_) => {}
+            | Route::GetRefund(_)
+            | Route::ListPaymentMethods(_)
+            | Route::AttachPaymentMethod(_)
+            | Route::CreatePaymentIntent => {}
         }
     }
     routes.iter().map(Route::operation).collect()
@@ -371,13 +386,15 @@ async fn process(
     let (outcome, events) = match during_execution {
         Some(e) => fail(e),
         None => {
-            let result = {
+            let (result, sent_anyway) = {
                 let mut store = app.lock();
-                execute(app, &mut store, &route, &params, shape)
+                let result = execute(app, &mut store, &route, &params, shape);
+                (result, std::mem::take(&mut store.failed_call_events))
             };
             match result {
                 Ok((object, events)) => (Outcome::json(200, &object), events),
-                Err(e) => fail(e),
+                // A declined charge answers 402 and still sends payment_intent.payment_failed.
+                Err(e) => (Outcome::error(&e, request_id), sent_anyway),
             }
         }
     };
@@ -538,6 +555,9 @@ fn read(
                     .get(id)
                     .map(|x| r.refund(x))
                     .ok_or_else(|| missing("refund", id)),
+                Route::ListPaymentMethods(id) => {
+                    list_limit(p).and_then(|limit| intents::list(store, id, p, limit))
+                }
                 _ => return None,
             }
         }
@@ -565,6 +585,8 @@ fn execute(app: &App, store: &mut Store, route: &Route, params: &Value, shape: S
         Route::CreateCustomer => create_customer(store, p)?,
         Route::CreateSession => create_checkout_session(store, &app.base_url, shape, p)?,
         Route::CreatePortal => create_portal_session(store, &app.base_url, p)?,
+        Route::AttachPaymentMethod(id) => return Ok((intents::attach(store, id, p)?, Vec::new())),
+        Route::CreatePaymentIntent => return intents::create(&Ctx::new(app), store, shape, p),
         Route::DeleteCustomer(id) => {
             let ctx = Ctx::new(app);
             return delete_customer(&ctx, store, id);

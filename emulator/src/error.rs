@@ -18,6 +18,9 @@ pub struct ApiError {
     pub param: Option<String>,
     /// Sent as the `Stripe-Should-Retry` header when set.
     pub should_retry: Option<bool>,
+    /// Further fields of `error` (a card error's `decline_code`, `payment_intent`,
+    /// `payment_method`).
+    pub extra: Map<String, Value>,
 }
 
 impl ApiError {
@@ -29,6 +32,7 @@ impl ApiError {
             message: message.into(),
             param: None,
             should_retry: None,
+            extra: Map::new(),
         }
     }
 
@@ -119,6 +123,9 @@ impl ApiError {
         }
         if let Some(param) = &self.param {
             err.insert("param".into(), json!(param));
+        }
+        for (key, value) in &self.extra {
+            err.insert(key.clone(), value.clone());
         }
         err.insert(
             "request_log_url".into(),

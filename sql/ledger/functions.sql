@@ -103,6 +103,7 @@ DECLARE
     left_to_take bigint := amount;
     take bigint;
     g record;
+    balance_after bigint;
 BEGIN
     PERFORM billing._check_not_null(user_id, 'user_id');
     PERFORM billing._check_not_null(amount, 'amount');
@@ -156,8 +157,11 @@ BEGIN
             USING ERRCODE = 'BL001',
                   HINT = 'Buy a token pack or wait for the next plan period.';
     END IF;
+    balance_after := billing._live_balance(user_id, project_id);
+    -- Auto top-up (sql/topups/functions.sql): the balance before is the one after plus this spend.
+    PERFORM billing._after_spend_top_up(user_id, project_id, balance_after + amount, balance_after);
     RETURN jsonb_build_object('spend_id', new_spend_id, 'amount', amount,
-        'balance', billing._live_balance(user_id, project_id), 'duplicate', false);
+        'balance', balance_after, 'duplicate', false);
 END
 $$;
 COMMENT ON FUNCTION billing._spend(uuid, bigint, uuid, text, text, text) IS 'Internal: the spend algorithm behind billing.spend_tokens and billing.spend_my_tokens.';

@@ -58,7 +58,10 @@ SET search_path = pg_catalog, pg_temp AS $$
         ('authenticated', 'billing.purchases', 'SELECT'),
         ('authenticated', 'billing.token_reversals', 'SELECT'),
         ('authenticated', 'billing.token_debts', 'SELECT'),
-        ('authenticated', 'billing.token_debt_settlements', 'SELECT')
+        ('authenticated', 'billing.token_debt_settlements', 'SELECT'),
+        ('authenticated', 'billing.auto_top_ups', 'SELECT'),
+        ('authenticated', 'billing.set_my_auto_top_up(text,bigint,integer,bigint)', 'EXECUTE'),
+        ('authenticated', 'billing.disable_my_auto_top_up()', 'EXECUTE')
 $$;
 COMMENT ON FUNCTION billing.client_api() IS 'The complete list of what the client roles anon and authenticated may use; billing.apply_grants() grants exactly this and billing.security_report() flags anything more.';
 

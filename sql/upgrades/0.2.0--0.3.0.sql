@@ -164,8 +164,28 @@ COMMENT ON COLUMN billing.prices.synced_at IS 'As of when Stripe said so: the ev
 
 SELECT pg_catalog.pg_extension_config_dump('billing.prices', '');
 
+-- Auto top-up (issue 22, item 2): the settings, the top_up request kind (one in flight per user),
+-- and an auto top-up's PaymentIntent as a purchase, so refunds and disputes take its tokens back.
+-- @include sql/topups/schema.sql
+ALTER TABLE billing.stripe_requests DROP CONSTRAINT stripe_requests_kind_check;
+ALTER TABLE billing.stripe_requests ADD CONSTRAINT stripe_requests_kind_check
+    CHECK (kind IN ('checkout', 'portal', 'refresh', 'line_items', 'top_up'));
+CREATE UNIQUE INDEX stripe_requests_one_top_up_idx ON billing.stripe_requests (user_id)
+    WHERE kind = 'top_up' AND status IN ('pending', 'running');
+COMMENT ON COLUMN billing.stripe_requests.kind IS 'checkout or portal (a user''s session), refresh (retrieve a subscription whose same-second events disagree, an invoice''s payments, a credit note''s refund no event reported, the invoices a PaymentIntent paid when a refund or dispute needs them, or a price whose amount the catalog lacks), line_items (retrieve what a Checkout Session sold, or every line of an invoice) or top_up (charge the card saved at checkout for an auto top-up''s pack, off-session).';
+ALTER TABLE billing.purchases DROP CONSTRAINT purchases_id_check;
+ALTER TABLE billing.purchases ADD CONSTRAINT purchases_id_check CHECK (id ~ '^(cs|in|pi)_[A-Za-z0-9_]+$');
+ALTER TABLE billing.purchase_payments DROP CONSTRAINT purchase_payments_purchase_id_check;
+ALTER TABLE billing.purchase_payments ADD CONSTRAINT purchase_payments_purchase_id_check
+    CHECK (purchase_id ~ '^(cs|in|pi)_[A-Za-z0-9_]+$');
+COMMENT ON TABLE billing.purchases IS 'What funded paid grants: a paid Checkout Session (a token pack), a paid subscription invoice, or an auto top-up''s PaymentIntent. Refunds, disputes and credit notes of its payments take back the same share of its grants. Users read their own rows.';
+COMMENT ON COLUMN billing.purchases.id IS 'The Checkout Session (cs_...), invoice (in_...) or auto top-up PaymentIntent (pi_...) id.';
+COMMENT ON COLUMN billing.purchase_payments.purchase_id IS 'The Checkout Session, invoice or auto top-up PaymentIntent it paid (not a foreign key: the purchase may arrive later).';
+COMMENT ON COLUMN billing.notifications.event_id IS 'The Stripe event that caused it, or a key of ours for what no event causes (top_up:<request id>, top_up_limit:<user>:<month>): one notification of a kind per key.';
+
 -- @replay
 
 SELECT billing._protect_table('billing.invoice_lines'::regclass, own_rows => false);
 SELECT billing._protect_table('billing.payment_lookups'::regclass, own_rows => false);
 SELECT billing._protect_table('billing.prices'::regclass, own_rows => false);
+SELECT billing._protect_table('billing.auto_top_ups'::regclass, own_rows => true);

@@ -27,6 +27,7 @@ use stripe_billing_core::event::APPLIED_TYPES;
 use uuid::Uuid;
 
 use crate::queue::kinds::checkout::{customer_form, session_form, CheckoutParams};
+use crate::queue::kinds::top_up::{intent_form, TopUpParams};
 use crate::queue::RequestKind;
 use sql_text::{like, literal_lists, read_sql, sql_sources, statement, strip_comments, Literals};
 
@@ -229,7 +230,7 @@ fn is_kind_column(subject: &str) -> bool {
 fn every_sql_mention_of_request_kinds_is_a_kind_the_worker_serves() {
     let all = kind_names(|_| true);
     let sessions = kind_names(RequestKind::awaited);
-    let retrievals = kind_names(|k| !k.awaited());
+    let retrievals = kind_names(RequestKind::retrieves);
     let sources = sql_sources();
     // Every kind some CHECK allows, of requests, plans, spends, reversals…: a kind compared
     // anywhere must be one of them, so a misspelt request kind cannot pass for another table's.
@@ -298,6 +299,17 @@ fn metadata_written() -> BTreeSet<String> {
         forms.push(session["subscription_data"].clone());
         forms.push(session);
     }
+    let top_up = TopUpParams::from_json(&json!({
+        "plan_id": "pack", "price_id": "price_1", "tokens": 10, "amount": 100, "currency": "usd",
+    }))
+    .unwrap();
+    forms.push(intent_form(
+        Uuid::from_u128(4),
+        user,
+        "cus_1",
+        "pm_1",
+        &top_up,
+    ));
     forms
         .iter()
         .filter_map(|f| f.get("metadata").and_then(Value::as_object))

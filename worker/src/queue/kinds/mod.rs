@@ -5,11 +5,13 @@
 //!
 //! Checkout and portal answer with a session whose `url` the app sends the user to; the row's
 //! result is that url, the session id and the Stripe customer ([`session_result`]). The
-//! retrievals (`retrieve`) hand what Stripe has to the database.
+//! retrievals (`retrieve`) hand what Stripe has to the database. A top-up (`top_up`) charges
+//! a saved card; its tokens come with Stripe's webhook, not with this answer.
 
 pub mod checkout;
 pub mod portal;
 pub mod retrieve;
+pub mod top_up;
 
 use std::fmt;
 use std::str::FromStr;
@@ -32,6 +34,8 @@ pub enum RequestKind {
     Refresh,
     /// Retrieve what a Checkout Session sold.
     LineItems,
+    /// Charge the saved card for an auto top-up (`billing._queue_top_up`).
+    TopUp,
 }
 
 /// A `kind` the worker does not serve; its message is what the row's `error` says.
@@ -62,11 +66,12 @@ impl FromStr for RequestKind {
 }
 
 impl RequestKind {
-    pub(crate) const ALL: [RequestKind; 4] = [
+    pub(crate) const ALL: [RequestKind; 5] = [
         RequestKind::Checkout,
         RequestKind::Portal,
         RequestKind::Refresh,
         RequestKind::LineItems,
+        RequestKind::TopUp,
     ];
 
     /// The kind's name in `billing.stripe_requests.kind`.
@@ -76,6 +81,7 @@ impl RequestKind {
             RequestKind::Portal => "portal",
             RequestKind::Refresh => "refresh",
             RequestKind::LineItems => "line_items",
+            RequestKind::TopUp => "top_up",
         }
     }
 
@@ -83,6 +89,13 @@ impl RequestKind {
     /// sessions they are sent to. Nobody waits for a retrieval.
     pub fn awaited(self) -> bool {
         matches!(self, RequestKind::Checkout | RequestKind::Portal)
+    }
+
+    /// Whether the row retrieves an object from Stripe for the event effects (one in flight
+    /// per object: `stripe_requests_one_retrieval_idx`). The contracts test checks the SQL by it.
+    #[cfg(test)]
+    pub fn retrieves(self) -> bool {
+        matches!(self, RequestKind::Refresh | RequestKind::LineItems)
     }
 }
 
@@ -98,6 +111,7 @@ pub async fn execute(
         RequestKind::Portal => portal::run(ctx, stripe, req).await,
         RequestKind::Refresh => retrieve::refresh(ctx, stripe, req).await,
         RequestKind::LineItems => retrieve::line_items(ctx, stripe, req).await,
+        RequestKind::TopUp => top_up::run(ctx, stripe, req).await,
     }
 }
 
@@ -125,6 +139,7 @@ mod tests {
         assert_eq!("portal".parse(), Ok(RequestKind::Portal));
         assert_eq!("refresh".parse(), Ok(RequestKind::Refresh));
         assert_eq!("line_items".parse(), Ok(RequestKind::LineItems));
+        assert_eq!("top_up".parse(), Ok(RequestKind::TopUp));
         // No SQL function queues customer rows: the worker does not serve them.
         let err = "customer".parse::<RequestKind>().unwrap_err();
         assert_eq!(err.to_string(), r#"unknown request kind "customer""#);

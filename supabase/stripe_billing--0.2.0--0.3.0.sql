@@ -4477,9 +4477,10 @@ BEGIN
     PERFORM FROM billing.auto_top_ups a WHERE a.user_id = r.user_id FOR UPDATE;
     UPDATE billing.auto_top_ups a SET enabled = false, disabled_reason = reason, updated_at = now()
     WHERE a.user_id = r.user_id AND a.enabled;
-    IF EXISTS (SELECT FROM billing.notifications n WHERE n.event_id = 'top_up:' || r.id AND n.kind = 'top_up_failed')
-       OR EXISTS (SELECT FROM billing.stripe_requests c
-                  WHERE c.user_id = r.user_id AND c.kind = 'checkout' AND c.params ->> 'top_up_request' = r.id::text) THEN
+    -- Told once: the notification is keyed by the top-up (billing._notify ignores a second),
+    -- and its Checkout link is asked for once.
+    IF EXISTS (SELECT FROM billing.stripe_requests c
+               WHERE c.user_id = r.user_id AND c.kind = 'checkout' AND c.params ->> 'top_up_request' = r.id::text) THEN
         RETURN;
     END IF;
     SELECT * INTO pack FROM billing._top_up_pack(r.params ->> 'plan_id');

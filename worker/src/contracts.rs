@@ -45,7 +45,7 @@ const APPLIED_WHEN_SENT: &[(&str, &str)] = &[];
 
 /// Stripe metadata keys the worker writes for people reading the Dashboard; no SQL reads them
 /// (the request row, which `request_id` names, holds the price, plan and project).
-const METADATA_FOR_PEOPLE: &[&str] = &["price_id", "plan_id", "project_id"];
+const METADATA_FOR_PEOPLE: &[&str] = &["price_id", "project_id"];
 
 /// One `WHEN … THEN` arm of `billing._apply`'s CASE: the event types it names.
 #[derive(Debug)]

@@ -20,7 +20,8 @@ pub struct ApiError {
     pub should_retry: Option<bool>,
     /// Further fields of `error` (a card error's `decline_code`, `payment_intent`,
     /// `payment_method`).
-    pub extra: Map<String, Value>,
+    /// (Boxed: most errors have none, and every `Result` carries the size.)
+    pub extra: Box<Map<String, Value>>,
 }
 
 impl ApiError {
@@ -32,7 +33,7 @@ impl ApiError {
             message: message.into(),
             param: None,
             should_retry: None,
-            extra: Map::new(),
+            extra: Box::default(),
         }
     }
 
@@ -124,7 +125,7 @@ impl ApiError {
         if let Some(param) = &self.param {
             err.insert("param".into(), json!(param));
         }
-        for (key, value) in &self.extra {
+        for (key, value) in self.extra.iter() {
             err.insert(key.clone(), value.clone());
         }
         err.insert(

@@ -9,7 +9,7 @@ mod worker_support;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use stripe_billing_tests::pg::{Api, Caller, TestDb};
+use stripe_billing_tests::pg::{Caller, TestDb};
 use tokio_postgres::Client;
 use uuid::Uuid;
 use worker_support::*;
@@ -23,7 +23,6 @@ const LEGACY: &str = "2023-08-16";
 struct World {
     _db: TestDb,
     owner: Client,
-    api: Api,
     emulator: Emulator,
     worker: Worker,
     user: Uuid,
@@ -75,7 +74,6 @@ async fn world(version: &str, count_limit: i32) -> World {
     World {
         _db: db,
         owner,
-        api,
         emulator,
         worker,
         user,

@@ -9,6 +9,7 @@ mod history;
 mod ledger;
 mod renewal;
 mod signature;
+mod top_up;
 mod webhook;
 mod worker;
 
@@ -38,6 +39,9 @@ pub async fn main(which: &[String]) {
     }
     if wants("history") {
         history::run().await;
+    }
+    if wants("top_up") {
+        top_up::run().await;
     }
 }
 

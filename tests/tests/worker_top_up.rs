@@ -414,3 +414,35 @@ async fn past_the_monthly_limit_no_charge_and_one_notification() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(intents_created(&w).await.len(), 1);
 }
+
+#[tokio::test]
+async fn a_disputed_top_up_takes_its_tokens_back_until_the_dispute_is_won() {
+    let w = world(LEGACY, 3).await;
+    spend(&w, 450).await;
+    let request = top_up_request(&w).await;
+    wait_balance(&w.owner, w.user, 550, &w.worker).await;
+    let done = finished(&w.owner, request, WAIT).await;
+    let intent = done.result.unwrap()["payment_intent"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let charge = w.emulator.charge_of(&intent).await;
+    let dispute = w
+        .emulator
+        .post(&format!("/_emulator/charges/{charge}/dispute"), json!({}))
+        .await;
+    // The funds are withdrawn: the top-up's 500 tokens go back.
+    wait_balance(&w.owner, w.user, 50, &w.worker).await;
+    let id = dispute["object"]["id"]
+        .as_str()
+        .or_else(|| dispute["id"].as_str())
+        .expect("the dispute's id")
+        .to_string();
+    w.emulator
+        .post(
+            &format!("/_emulator/disputes/{id}/close"),
+            json!({"won": true}),
+        )
+        .await;
+    wait_balance(&w.owner, w.user, 550, &w.worker).await;
+}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: release builds, a throwaway cluster, and every benchmark printed as a table of
 # rates and ratios against baselines measured in the same run. Arguments pick benchmarks
-# (signature, ledger, webhook, worker, renewal, api, meter, alerts, history, entitlements); none runs all. The extension must already
+# (signature, ledger, webhook, worker, renewal, api, meter, alerts, history, entitlements, top_up); none runs all. The extension must already
 # be installed in release mode (`make bench` does that).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"

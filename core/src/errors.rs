@@ -74,8 +74,8 @@ pub const CODES: &[Code] = &[
     code("28000", "invalid_authorization_specification", "not signed in (or: no Stripe-Signature header)", 401, Sender),
     code("28P01", "invalid_password", "no signature in the Stripe-Signature header matches the payload", 400, Sender),
     code("42501", "insufficient_privilege", "not allowed", 403, Unexpected),
-    code("55000", "object_not_in_prerequisite_state", "no webhook signing secret was passed (construct_event), or the schema is older than the installed library (run ALTER EXTENSION stripe_billing UPDATE)", 400, Sender),
-    code("P0002", "no_data_found", "unknown price, project, user or request", 404, Unexpected),
+    code("55000", "object_not_in_prerequisite_state", "no webhook signing secret was passed (construct_event), the schema is older than the installed library (run ALTER EXTENSION stripe_billing UPDATE), or an auto top-up's pack has no known price yet", 400, Sender),
+    code("P0002", "no_data_found", "unknown price, plan, project, user, request or auto top-up", 404, Unexpected),
 ];
 
 /// The code with this SQLSTATE, if the product raises it deliberately.

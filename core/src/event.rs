@@ -41,4 +41,7 @@ pub const APPLIED_TYPES: &[&str] = &[
     // A price's amount, currency and interval, for the catalog (billing.prices).
     "price.created",
     "price.updated",
+    // An auto top-up's charge: granted when it succeeds, turned off when it fails.
+    "payment_intent.payment_failed",
+    "payment_intent.succeeded",
 ];

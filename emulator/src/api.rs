@@ -29,7 +29,7 @@ use super::schema::validate;
 use super::store::{ids, real_now, RequestRecord, Store, StoredEvent};
 use super::webhook::{dispatch, record as record_deliveries, target};
 use super::App;
-use super::{events, lists, meters};
+use super::{events, intents, lists, meters};
 
 enum Route {
     CreateCustomer,
@@ -58,6 +58,9 @@ enum Route {
     ListMeters,
     CreateMeterEvent,
     ListPrices,
+    ListPaymentMethods(String),
+    AttachPaymentMethod(String),
+    CreatePaymentIntent,
 }
 
 impl Route {
@@ -92,6 +95,9 @@ impl Route {
             ("GET", ["billing", "meters"]) => Route::ListMeters,
             ("POST", ["billing", "meter_events"]) => Route::CreateMeterEvent,
             ("GET", ["prices"]) => Route::ListPrices,
+            ("GET", ["customers", c, "payment_methods"]) => Route::ListPaymentMethods(id(c)),
+            ("POST", ["payment_methods", m, "attach"]) => Route::AttachPaymentMethod(id(m)),
+            ("POST", ["payment_intents"]) => Route::CreatePaymentIntent,
             _ => return None,
         })
     }
@@ -125,6 +131,9 @@ impl Route {
             Route::ListMeters => "GET /v1/billing/meters",
             Route::CreateMeterEvent => "POST /v1/billing/meter_events",
             Route::ListPrices => "GET /v1/prices",
+            Route::ListPaymentMethods(_) => "GET /v1/customers/{customer}/payment_methods",
+            Route::AttachPaymentMethod(_) => "POST /v1/payment_methods/{payment_method}/attach",
+            Route::CreatePaymentIntent => "POST /v1/payment_intents",
         }
     }
 }
@@ -161,6 +170,9 @@ pub(crate) fn every_operation() -> Vec<&'static str> {
         Route::ListMeters,
         Route::CreateMeterEvent,
         Route::ListPrices,
+        Route::ListPaymentMethods(id()),
+        Route::AttachPaymentMethod(id()),
+        Route::CreatePaymentIntent,
     ];
     for route in &routes {
         // No wildcard: a new route does not compile here until it is also listed above.
@@ -191,6 +203,9 @@ pub(crate) fn every_operation() -> Vec<&'static str> {
             | Route::ListMeters
             | Route::CreateMeterEvent
             | Route::ListPrices => {}
+            | Route::ListPaymentMethods(_)
+            | Route::AttachPaymentMethod(_)
+            | Route::CreatePaymentIntent => {}
         }
     }
     routes.iter().map(Route::operation).collect()
@@ -392,13 +407,15 @@ async fn process(
     let (outcome, events) = match during_execution {
         Some(e) => fail(e),
         None => {
-            let result = {
+            let (result, sent_anyway) = {
                 let mut store = app.lock();
-                execute(app, &mut store, &route, &params, shape)
+                let result = execute(app, &mut store, &route, &params, shape);
+                (result, std::mem::take(&mut store.failed_call_events))
             };
             match result {
                 Ok((object, events)) => (Outcome::json(200, &object), events),
-                Err(e) => fail(e),
+                // A declined charge answers 402 and still sends payment_intent.payment_failed.
+                Err(e) => (Outcome::error(&e, request_id), sent_anyway),
             }
         }
     };
@@ -567,6 +584,9 @@ fn read(
                     .get(id)
                     .map(|x| r.refund(x))
                     .ok_or_else(|| missing("refund", id)),
+                Route::ListPaymentMethods(id) => {
+                    list_limit(p).and_then(|limit| intents::list(store, id, p, limit))
+                }
                 _ => return None,
             }
         }
@@ -594,6 +614,8 @@ fn execute(app: &App, store: &mut Store, route: &Route, params: &Value, shape: S
         Route::CreateCustomer => create_customer(store, p)?,
         Route::CreateSession => create_checkout_session(store, &app.base_url, shape, p)?,
         Route::CreatePortal => create_portal_session(store, &app.base_url, p)?,
+        Route::AttachPaymentMethod(id) => return Ok((intents::attach(store, id, p)?, Vec::new())),
+        Route::CreatePaymentIntent => return intents::create(&Ctx::new(app), store, shape, p),
         Route::DeleteCustomer(id) => {
             let ctx = Ctx::new(app);
             return delete_customer(&ctx, store, id);

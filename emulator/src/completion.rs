@@ -7,11 +7,11 @@ use super::lifecycle::{
     bad_request, conflict, line_description, mark_paid, mark_paid_id, new_invoice, not_found, Ctx,
     Step,
 };
-use super::payments;
 use super::resources::insert_customer;
 use super::store::{
     ids, InvoiceLine, Session, SessionLine, Store, SubItem, Subscription, SESSION_LIFETIME,
 };
+use super::{intents, payments};
 
 /// The customer Checkout creates, with the email entered on the page (the session's
 /// `customer_email`, or a made-up one).
@@ -82,7 +82,24 @@ pub fn complete_checkout(ctx: &Ctx, store: &mut Store, id: &str, paid: bool) -> 
             );
             s.payment_status = if paid { "paid" } else { "unpaid" }.into();
             s.payment_intent = Some(if paid {
-                payments::record_payment(store, amount, &currency, s.customer.as_deref(), None).0
+                let pi =
+                    payments::record_payment(store, amount, &currency, s.customer.as_deref(), None)
+                        .0;
+                // setup_future_usage saves the card to the customer (intents.rs).
+                let saves = s
+                    .params
+                    .get("payment_intent_data")
+                    .and_then(|d| d.get("setup_future_usage"))
+                    .and_then(Value::as_str)
+                    .is_some_and(|u| u == "on_session" || u == "off_session");
+                if let (true, Some(customer)) = (saves, s.customer.clone()) {
+                    let card =
+                        intents::save_card(store, &customer, intents::Behaviour::Succeeds, "4242");
+                    if let Some(i) = store.payment_intents.get_mut(&pi) {
+                        i.payment_method = Some(card);
+                    }
+                }
+                pi
             } else {
                 // A delayed payment method: the intent is processing until async_payment.
                 payments::pending_intent(store, amount, &currency, s.customer.as_deref())

@@ -18,6 +18,10 @@ pub struct ApiError {
     pub param: Option<String>,
     /// Sent as the `Stripe-Should-Retry` header when set.
     pub should_retry: Option<bool>,
+    /// Further fields of `error` (a card error's `decline_code`, `payment_intent`,
+    /// `payment_method`).
+    /// (Boxed: most errors have none, and every `Result` carries the size.)
+    pub extra: Box<Map<String, Value>>,
 }
 
 impl ApiError {
@@ -29,6 +33,7 @@ impl ApiError {
             message: message.into(),
             param: None,
             should_retry: None,
+            extra: Box::default(),
         }
     }
 
@@ -119,6 +124,9 @@ impl ApiError {
         }
         if let Some(param) = &self.param {
             err.insert("param".into(), json!(param));
+        }
+        for (key, value) in self.extra.iter() {
+            err.insert(key.clone(), value.clone());
         }
         err.insert(
             "request_log_url".into(),

@@ -264,6 +264,7 @@ pub mod events;
 pub mod expand;
 pub mod form;
 pub mod idempotency;
+pub mod intents;
 pub mod lifecycle;
 pub mod lists;
 pub mod meters;

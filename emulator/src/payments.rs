@@ -22,6 +22,12 @@ pub struct PaymentIntent {
     pub status: String,
     pub created: i64,
     pub client_secret: String,
+    /// Set by `POST /v1/payment_intents` (`intents.rs`); empty / None for Checkout's.
+    pub metadata: serde_json::Map<String, Value>,
+    pub payment_method: Option<String>,
+    pub description: Option<String>,
+    /// `last_payment_error` of a failed attempt.
+    pub last_payment_error: Option<Value>,
 }
 
 /// A successful Charge (`ch_…`) and what happened to it since.
@@ -126,7 +132,7 @@ pub fn record_payment(
     (pi, ch)
 }
 
-fn new_intent(
+pub(super) fn new_intent(
     id: &str,
     amount: i64,
     currency: &str,
@@ -143,6 +149,10 @@ fn new_intent(
         status: "processing".into(),
         created: now,
         client_secret: format!("{id}_secret_{}", ids::short("x").split_off(2)),
+        metadata: serde_json::Map::new(),
+        payment_method: None,
+        description: None,
+        last_payment_error: None,
     }
 }
 

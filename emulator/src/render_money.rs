@@ -76,6 +76,10 @@ impl Renderer<'_> {
             ("capture_method", json!("automatic")),
             ("confirmation_method", json!("automatic")),
             ("payment_method_types", json!(["card"])),
+            ("metadata", json!(i.metadata)),
+            ("payment_method", json!(i.payment_method)),
+            ("description", json!(i.description)),
+            ("last_payment_error", json!(i.last_payment_error)),
         ] {
             v[key] = value;
         }

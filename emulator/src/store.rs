@@ -394,6 +394,12 @@ pub struct Store {
     pub own_endpoint: (String, i64),
     /// `POST /_emulator/webhook/drop`: deliveries that fail as if the endpoint were down.
     pub drop_rule: Option<DropRule>,
+    /// Saved cards (`pm_…`): attached by Checkout with `setup_future_usage`, or by
+    /// `POST /v1/payment_methods/{test card}/attach`.
+    pub payment_methods: BTreeMap<String, super::intents::PaymentMethod>,
+    /// Events an API call emits although it answers with an error (a declined PaymentIntent's
+    /// `payment_intent.payment_failed`); `api::process` sends them with the error.
+    pub failed_call_events: Vec<StoredEvent>,
     /// Creation order of customers and subscriptions, for lists (`created` has one-second
     /// resolution, so objects of one second are ordered by this).
     pub sequence: HashMap<String, u64>,

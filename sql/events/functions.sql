@@ -53,6 +53,10 @@ BEGIN
                 PERFORM billing._apply_invoice_payment(ev);
             WHEN ev ->> 'object_type' = 'price' AND ev ->> 'type' IN ('price.created', 'price.updated') THEN
                 PERFORM billing._apply_price(ev);
+            -- Auto top-ups: granted only from Stripe's report of the money (sql/topups/functions.sql).
+            WHEN ev ->> 'object_type' = 'payment_intent'
+                 AND ev ->> 'type' IN ('payment_intent.succeeded', 'payment_intent.payment_failed') THEN
+                PERFORM billing._apply_payment_intent(ev);
             ELSE
                 NULL;  -- stored and acknowledged, no effect
         END CASE;

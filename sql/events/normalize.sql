@@ -320,6 +320,23 @@ RETURN CASE object_type
 END;
 COMMENT ON FUNCTION billing._normalize_money(text, jsonb, jsonb) IS 'Internal: the normalised data of a charge, refund, dispute, credit note (given its normalised refunds) or invoice payment.';
 
+-- A PaymentIntent: what an auto top-up charged (sql/topups/functions.sql). The error of a failed
+-- attempt is read flat, as its code and message are all the effect tells the user.
+CREATE OR REPLACE FUNCTION billing._normalize_payment_intent(o jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN pg_catalog.jsonb_build_object(
+    'id', billing._json_string(o -> 'id'),
+    'status', billing._json_string(o -> 'status'),
+    'amount', billing._json_number(o -> 'amount'),
+    'amount_received', billing._json_number(o -> 'amount_received'),
+    'currency', billing._json_string(o -> 'currency'),
+    'payment_method', billing._json_ref(o -> 'payment_method'),
+    'latest_charge', billing._json_ref(o -> 'latest_charge'),
+    'error_code', billing._json_string(o #> '{last_payment_error,code}'),
+    'error_message', billing._json_string(o #> '{last_payment_error,message}'),
+    'metadata', billing._json_map(o -> 'metadata'));
+COMMENT ON FUNCTION billing._normalize_payment_intent(jsonb) IS 'Internal: the normalised data of a PaymentIntent (an auto top-up''s charge).';
+
 -- Raises the error for a body that is JSON but not a Stripe event.
 CREATE OR REPLACE FUNCTION billing._not_an_event(reason text) RETURNS void
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
@@ -405,6 +422,7 @@ BEGIN
         WHEN 'dispute' THEN billing._normalize_money(object_type, object, NULL)
         WHEN 'invoice_payment' THEN billing._normalize_money(object_type, object, NULL)
         WHEN 'price' THEN billing._normalize_price(object)
+        WHEN 'payment_intent' THEN billing._normalize_payment_intent(object)
         ELSE '{}'::jsonb
     END;
     RETURN pg_catalog.jsonb_build_object(
@@ -418,7 +436,8 @@ BEGIN
         -- The Stripe customer the object belongs to (a customer object's is its own id); disputes
         -- and invoice payments are found through their charge or invoice instead.
         'customer', CASE WHEN object_type = 'customer' THEN billing._json_string(object -> 'id')
-                         WHEN object_type IN ('checkout.session', 'subscription', 'invoice', 'charge', 'refund', 'credit_note')
+                         WHEN object_type IN ('checkout.session', 'subscription', 'invoice', 'charge', 'refund', 'credit_note',
+                                              'payment_intent')
                          THEN billing._json_ref(object -> 'customer') END,
         'data', normalized);
 END

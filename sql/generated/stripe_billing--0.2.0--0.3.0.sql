@@ -313,6 +313,59 @@ CREATE INDEX token_grants_expiring_idx ON billing.token_grants (expires_at)
 SELECT pg_catalog.pg_extension_config_dump('billing.balance_alerts', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_get_serial_sequence('billing.balance_alerts', 'id')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump('billing.expiry_warnings', '');
+-- Auto top-up (issue 22, item 2): the settings, the top_up request kind (one in flight per user),
+-- and an auto top-up's PaymentIntent as a purchase, so refunds and disputes take its tokens back.
+-- sql/topups/schema.sql
+-- Auto top-up: a user's standing order to buy a token pack with the card saved at checkout when
+-- a spend takes their balance to the threshold or below (docs/tokens.md, "Auto top-up").
+
+CREATE TABLE billing.auto_top_ups (
+    user_id uuid PRIMARY KEY,
+    plan_id text NOT NULL REFERENCES billing.plans (id) ON UPDATE CASCADE,
+    threshold bigint NOT NULL CHECK (threshold BETWEEN 0 AND 1000000000000),
+    monthly_count_limit integer NOT NULL CHECK (monthly_count_limit BETWEEN 1 AND 100),
+    monthly_amount_limit bigint NOT NULL CHECK (monthly_amount_limit BETWEEN 1 AND 100000000),
+    enabled boolean NOT NULL DEFAULT true,
+    disabled_reason text CHECK (length(disabled_reason) <= 2000),
+    period_start date,
+    period_count integer NOT NULL DEFAULT 0 CHECK (period_count >= 0),
+    period_amount bigint NOT NULL DEFAULT 0 CHECK (period_amount >= 0),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    -- Off always says why, so the app can tell the user what to do.
+    CONSTRAINT auto_top_ups_reason_when_off CHECK (enabled = (disabled_reason IS NULL))
+);
+CREATE INDEX auto_top_ups_plan_idx ON billing.auto_top_ups (plan_id);
+COMMENT ON TABLE billing.auto_top_ups IS 'Auto top-up settings, one row per user: when a spend takes the user''s own balance (no project) from above threshold to threshold or below, one top_up request charges the card saved at checkout for the pack plan_id, within the monthly limits. Users read their own row and change it only through billing.set_my_auto_top_up / billing.disable_my_auto_top_up; privileged roles through billing.set_auto_top_up.';
+COMMENT ON COLUMN billing.auto_top_ups.user_id IS 'The user.';
+COMMENT ON COLUMN billing.auto_top_ups.plan_id IS 'The token pack to buy (billing.plans, kind token_pack).';
+COMMENT ON COLUMN billing.auto_top_ups.threshold IS 'Top up when a spend leaves the balance at or below this many tokens (having been above it).';
+COMMENT ON COLUMN billing.auto_top_ups.monthly_count_limit IS 'At most this many top-ups per calendar month (UTC); past it the user is told once (notification top_up_limit_reached).';
+COMMENT ON COLUMN billing.auto_top_ups.monthly_amount_limit IS 'At most this much money per calendar month (UTC), in the smallest unit of the pack price''s currency (cents).';
+COMMENT ON COLUMN billing.auto_top_ups.enabled IS 'false after a charge was declined or needed the user''s authentication, or when the user turned it off; setting it again turns it on.';
+COMMENT ON COLUMN billing.auto_top_ups.disabled_reason IS 'Why it is off (Stripe''s decline code and message, or "turned off by the user"); NULL while on.';
+COMMENT ON COLUMN billing.auto_top_ups.period_start IS 'The month (its first day, UTC) that period_count and period_amount count; a top-up in a later month starts them again.';
+COMMENT ON COLUMN billing.auto_top_ups.period_count IS 'Top-ups queued in the month of period_start (a declined charge counts: it was attempted).';
+COMMENT ON COLUMN billing.auto_top_ups.period_amount IS 'Their amount, in the smallest currency unit.';
+COMMENT ON COLUMN billing.auto_top_ups.updated_at IS 'When the settings last changed.';
+COMMENT ON COLUMN billing.auto_top_ups.created_at IS 'When the user first set it.';
+
+SELECT pg_catalog.pg_extension_config_dump('billing.auto_top_ups', '');
+ALTER TABLE billing.stripe_requests DROP CONSTRAINT stripe_requests_kind_check;
+ALTER TABLE billing.stripe_requests ADD CONSTRAINT stripe_requests_kind_check
+    CHECK (kind IN ('checkout', 'portal', 'refresh', 'line_items', 'meter_event', 'top_up'));
+CREATE UNIQUE INDEX stripe_requests_one_top_up_idx ON billing.stripe_requests (user_id)
+    WHERE kind = 'top_up' AND status IN ('pending', 'running');
+COMMENT ON COLUMN billing.stripe_requests.kind IS 'checkout or portal (a user''s session), refresh (retrieve a subscription whose same-second events disagree, an invoice''s payments, a credit note''s refund no event reported, the invoices a PaymentIntent paid when a refund or dispute needs them, or a price whose amount the catalog lacks) or line_items (retrieve what a Checkout Session sold, or every line of an invoice), or meter_event (report a spend''s metered overage to Stripe, POST /v1/billing/meter_events), or top_up (charge the card saved at checkout for an auto top-up''s pack, off-session).';
+ALTER TABLE billing.purchases DROP CONSTRAINT purchases_id_check;
+ALTER TABLE billing.purchases ADD CONSTRAINT purchases_id_check CHECK (id ~ '^(cs|in|pi)_[A-Za-z0-9_]+$');
+ALTER TABLE billing.purchase_payments DROP CONSTRAINT purchase_payments_purchase_id_check;
+ALTER TABLE billing.purchase_payments ADD CONSTRAINT purchase_payments_purchase_id_check
+    CHECK (purchase_id ~ '^(cs|in|pi)_[A-Za-z0-9_]+$');
+COMMENT ON TABLE billing.purchases IS 'What funded paid grants: a paid Checkout Session (a token pack), a paid subscription invoice, or an auto top-up''s PaymentIntent. Refunds, disputes and credit notes of its payments take back the same share of its grants. Users read their own rows.';
+COMMENT ON COLUMN billing.purchases.id IS 'The Checkout Session (cs_...), invoice (in_...) or auto top-up PaymentIntent (pi_...) id.';
+COMMENT ON COLUMN billing.purchase_payments.purchase_id IS 'The Checkout Session, invoice or auto top-up PaymentIntent it paid (not a foreign key: the purchase may arrive later).';
+COMMENT ON COLUMN billing.notifications.event_id IS 'The Stripe event that caused it, or a key of ours for what no event causes (top_up:<request id>, top_up_limit:<user>:<month>): one notification of a kind per key.';
 
 -- Functions written in Rust.
 -- extension/src/signature.rs:97
@@ -1040,6 +1093,7 @@ DECLARE
     take bigint;
     g record;
     balance_after bigint;
+    balance_before bigint;
 BEGIN
     PERFORM billing._check_not_null(user_id, 'user_id');
     PERFORM billing._check_not_null(amount, 'amount');
@@ -1098,10 +1152,14 @@ BEGIN
     END IF;
     balance_after := billing._live_balance(user_id, project_id);
 
-    -- Low-balance alerts (sql/alerts/functions.sql): the balance before is the one after plus
-    -- the amount, so no second scan.
-    PERFORM billing._after_spend_alerts(user_id, project_id, balance_after + amount, balance_after);
+    -- What the spend took from the balance: the amount less any metered overage (left_to_take
+    -- after _take_overage), so the balance before is the one after plus it, with no second scan.
+    balance_before := balance_after + amount - left_to_take;
+    -- Low-balance alerts (sql/alerts/functions.sql).
+    PERFORM billing._after_spend_alerts(user_id, project_id, balance_before, balance_after);
 
+    -- Auto top-up (sql/topups/functions.sql).
+    PERFORM billing._after_spend_top_up(user_id, project_id, balance_before, balance_after);
     RETURN jsonb_build_object('spend_id', new_spend_id, 'amount', amount,
         'balance', balance_after, 'duplicate', false);
 END
@@ -1528,7 +1586,7 @@ DECLARE
     changed text;
 BEGIN
     IF payment IS NULL OR purchase_id IS NULL OR payment !~ '^(pi|ch|py)_[A-Za-z0-9_]+$'
-       OR purchase_id !~ '^(cs|in)_[A-Za-z0-9_]+$' THEN
+       OR purchase_id !~ '^(cs|in|pi)_[A-Za-z0-9_]+$' THEN
         RETURN false;
     END IF;
     PERFORM billing._lock_payment(payment);
@@ -2300,6 +2358,9 @@ BEGIN
         'allow_promotion_codes', CASE WHEN allow_promotion_codes THEN true END,
         'collect_tax_ids', cfg.collect_tax_ids,
         'save_payment_method', CASE WHEN plan.kind = 'token_pack' THEN cfg.save_payment_method END,
+        -- A card saved for auto top-up must be chargeable off-session (sql/topups/functions.sql).
+        'save_for_off_session', CASE WHEN plan.kind = 'token_pack' AND cfg.save_payment_method
+                                      AND EXISTS (SELECT FROM billing.auto_top_ups a WHERE a.user_id = uid) THEN true END,
         'email', nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'email'));
     request_id := billing._replayed_request(uid, 'checkout', params, key);
     IF request_id IS NOT NULL THEN
@@ -2549,6 +2610,8 @@ CREATE OR REPLACE FUNCTION billing.finish_request(request_id uuid, worker text, 
 RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    done billing.stripe_requests;
 BEGIN
     IF result IS NULL OR jsonb_typeof(result) <> 'object' THEN
         RAISE EXCEPTION 'result must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
@@ -2557,8 +2620,13 @@ BEGIN
     SET status = 'succeeded', result = finish_request.result, error = NULL, finished_at = now(),
         locked_by = NULL, locked_until = NULL
     WHERE r.id = request_id AND r.status = 'running' AND r.locked_by = worker
-      AND (attempt IS NULL OR r.attempts = attempt);
-    RETURN FOUND;
+      AND (attempt IS NULL OR r.attempts = attempt)
+    RETURNING r.* INTO done;
+    -- The Checkout link for a failed auto top-up exists now: tell the user (sql/topups/functions.sql).
+    IF done.kind = 'checkout' AND done.params ? 'top_up_request' THEN
+        PERFORM billing._top_up_link_ready(done);
+    END IF;
+    RETURN done.id IS NOT NULL;
 END
 $$;
 COMMENT ON FUNCTION billing.finish_request(uuid, text, jsonb, integer) IS 'Worker: marks a claimed request succeeded with its result ({url, session_id, ...}); false when the claim was lost. Pass the attempts value the claim returned as attempt so that a late worker cannot finish a newer claim of the same row.';
@@ -2614,6 +2682,13 @@ BEGIN
         finished_at = CASE WHEN again THEN NULL ELSE now() END,
         locked_by = NULL, locked_until = NULL
     WHERE s.id = request_id;
+    -- An auto top-up's charge failed for good, or the Checkout link for one could not be made
+    -- (sql/topups/functions.sql).
+    IF NOT again AND r.kind = 'top_up' THEN
+        PERFORM billing._top_up_failed(r.id, stripe_code, message);
+    ELSIF NOT again AND r.kind = 'checkout' AND r.params ? 'top_up_request' THEN
+        PERFORM billing._top_up_link_ready(r);
+    END IF;
     RETURN CASE WHEN again THEN 'pending' ELSE 'failed' END;
 END
 $$;
@@ -3078,6 +3153,23 @@ RETURN CASE object_type
 END;
 COMMENT ON FUNCTION billing._normalize_money(text, jsonb, jsonb) IS 'Internal: the normalised data of a charge, refund, dispute, credit note (given its normalised refunds) or invoice payment.';
 
+-- A PaymentIntent: what an auto top-up charged (sql/topups/functions.sql). The error of a failed
+-- attempt is read flat, as its code and message are all the effect tells the user.
+CREATE OR REPLACE FUNCTION billing._normalize_payment_intent(o jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN pg_catalog.jsonb_build_object(
+    'id', billing._json_string(o -> 'id'),
+    'status', billing._json_string(o -> 'status'),
+    'amount', billing._json_number(o -> 'amount'),
+    'amount_received', billing._json_number(o -> 'amount_received'),
+    'currency', billing._json_string(o -> 'currency'),
+    'payment_method', billing._json_ref(o -> 'payment_method'),
+    'latest_charge', billing._json_ref(o -> 'latest_charge'),
+    'error_code', billing._json_string(o #> '{last_payment_error,code}'),
+    'error_message', billing._json_string(o #> '{last_payment_error,message}'),
+    'metadata', billing._json_map(o -> 'metadata'));
+COMMENT ON FUNCTION billing._normalize_payment_intent(jsonb) IS 'Internal: the normalised data of a PaymentIntent (an auto top-up''s charge).';
+
 -- Raises the error for a body that is JSON but not a Stripe event.
 CREATE OR REPLACE FUNCTION billing._not_an_event(reason text) RETURNS void
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
@@ -3163,6 +3255,7 @@ BEGIN
         WHEN 'dispute' THEN billing._normalize_money(object_type, object, NULL)
         WHEN 'invoice_payment' THEN billing._normalize_money(object_type, object, NULL)
         WHEN 'price' THEN billing._normalize_price(object)
+        WHEN 'payment_intent' THEN billing._normalize_payment_intent(object)
         ELSE '{}'::jsonb
     END;
     RETURN pg_catalog.jsonb_build_object(
@@ -3176,7 +3269,8 @@ BEGIN
         -- The Stripe customer the object belongs to (a customer object's is its own id); disputes
         -- and invoice payments are found through their charge or invoice instead.
         'customer', CASE WHEN object_type = 'customer' THEN billing._json_string(object -> 'id')
-                         WHEN object_type IN ('checkout.session', 'subscription', 'invoice', 'charge', 'refund', 'credit_note')
+                         WHEN object_type IN ('checkout.session', 'subscription', 'invoice', 'charge', 'refund', 'credit_note',
+                                              'payment_intent')
                          THEN billing._json_ref(object -> 'customer') END,
         'data', normalized);
 END
@@ -3239,6 +3333,10 @@ BEGIN
                 PERFORM billing._apply_invoice_payment(ev);
             WHEN ev ->> 'object_type' = 'price' AND ev ->> 'type' IN ('price.created', 'price.updated') THEN
                 PERFORM billing._apply_price(ev);
+            -- Auto top-ups: granted only from Stripe's report of the money (sql/topups/functions.sql).
+            WHEN ev ->> 'object_type' = 'payment_intent'
+                 AND ev ->> 'type' IN ('payment_intent.succeeded', 'payment_intent.payment_failed') THEN
+                PERFORM billing._apply_payment_intent(ev);
             ELSE
                 NULL;  -- stored and acknowledged, no effect
         END CASE;
@@ -4527,6 +4625,330 @@ END
 $$;
 COMMENT ON FUNCTION billing._apply_retrieved_invoice(jsonb) IS 'Internal: an invoice the worker retrieved with its payments (basil and later do not send them with invoice events): learns which payments paid it, then settles its purchase.';
 
+-- sql/topups/functions.sql
+-- Auto top-up (docs/tokens.md, "Auto top-up"). The spend that takes a user's balance from above
+-- their threshold to it or below queues one top_up request (billing._after_spend_top_up, called
+-- once by billing._spend); the worker charges the card saved at checkout off-session with a
+-- PaymentIntent; the tokens come only from Stripe's payment_intent.succeeded (grant key = the
+-- PaymentIntent), so a lost answer or a repeated event grants once, and the PaymentIntent is a
+-- purchase like any other, so refunds and disputes take its tokens back. A declined charge, or
+-- one that needs the user's authentication, turns auto top-up off and tells the user, with a
+-- Checkout link for the same pack when the operator has a default success URL.
+
+-- The pack a top-up buys and what one costs; NULL amount when it cannot be bought now.
+CREATE OR REPLACE FUNCTION billing._top_up_pack(plan_id text, OUT plan billing.plans, OUT amount bigint,
+                                                OUT currency text)
+LANGUAGE plpgsql STABLE
+AS $$
+#variable_conflict use_column
+DECLARE
+    price billing.prices;
+BEGIN
+    SELECT * INTO plan FROM billing.plans p WHERE p.id = _top_up_pack.plan_id;
+    IF NOT FOUND OR plan.kind <> 'token_pack' OR NOT plan.active THEN
+        plan := NULL;
+        RETURN;
+    END IF;
+    SELECT * INTO price FROM billing.prices p WHERE p.stripe_price_id = plan.stripe_price_id;
+    -- A one-time price of a whole amount: a PaymentIntent takes an integer amount.
+    IF price.unit_amount > 0 AND price.unit_amount = trunc(price.unit_amount) AND price.currency IS NOT NULL
+       AND price.recurring_interval IS NULL THEN
+        amount := price.unit_amount::bigint;
+        currency := price.currency;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION billing._top_up_pack(text) IS 'Internal: the token pack an auto top-up buys, with its price''s amount and currency from billing.prices; plan NULL when it is not an active pack, amount NULL when its one-time price is not known.';
+
+CREATE OR REPLACE FUNCTION billing._auto_top_up_json(s billing.auto_top_ups) RETURNS jsonb
+LANGUAGE sql STABLE
+AS $$
+    SELECT jsonb_build_object('user_id', s.user_id, 'plan_id', s.plan_id, 'threshold', s.threshold,
+        'monthly_count_limit', s.monthly_count_limit, 'monthly_amount_limit', s.monthly_amount_limit,
+        'enabled', s.enabled, 'disabled_reason', s.disabled_reason,
+        'count_this_month', CASE WHEN s.period_start = date_trunc('month', now() AT TIME ZONE 'UTC')::date
+                                 THEN s.period_count ELSE 0 END,
+        'amount_this_month', CASE WHEN s.period_start = date_trunc('month', now() AT TIME ZONE 'UTC')::date
+                                  THEN s.period_amount ELSE 0 END)
+$$;
+COMMENT ON FUNCTION billing._auto_top_up_json(billing.auto_top_ups) IS 'Internal: the JSON shape the auto top-up functions return (the settings and this month''s use).';
+
+-- One place for the rules of the settings, whoever sets them.
+CREATE OR REPLACE FUNCTION billing._set_auto_top_up(uid uuid, plan_id text, threshold bigint,
+                                                    monthly_count_limit integer, monthly_amount_limit bigint,
+                                                    enabled boolean)
+RETURNS jsonb
+LANGUAGE plpgsql
+AS $$
+#variable_conflict use_column
+DECLARE
+    pack record;
+    s billing.auto_top_ups;
+BEGIN
+    PERFORM billing._check_not_null(plan_id, 'plan_id');
+    PERFORM billing._check_not_null(threshold, 'threshold');
+    PERFORM billing._check_not_null(monthly_count_limit, 'monthly_count_limit');
+    PERFORM billing._check_not_null(monthly_amount_limit, 'monthly_amount_limit');
+    PERFORM billing._check_not_null(enabled, 'enabled');
+    IF NOT EXISTS (SELECT FROM billing.plans p WHERE p.id = _set_auto_top_up.plan_id) THEN
+        RAISE EXCEPTION 'unknown plan %', quote_literal(left(plan_id, 100))
+            USING ERRCODE = 'no_data_found', HINT = 'Pass the id of a token pack from billing.plans.';
+    END IF;
+    SELECT * INTO pack FROM billing._top_up_pack(plan_id);
+    IF (pack.plan).id IS NULL THEN
+        RAISE EXCEPTION 'plan % is not a token pack for sale', plan_id
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Auto top-up buys an active plan of kind token_pack.';
+    END IF;
+    IF pack.amount IS NULL THEN
+        RAISE EXCEPTION 'the price of pack % is not known yet', plan_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'billing.prices learns it from Stripe''s price.created and price.updated events (enable them on the webhook endpoint); the pack needs a one-time price of a fixed amount.';
+    END IF;
+    IF threshold < 0 OR threshold > 1000000000000 THEN
+        RAISE EXCEPTION 'threshold must be between 0 and 1000000000000, got %', threshold
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF monthly_count_limit < 1 OR monthly_count_limit > 100 THEN
+        RAISE EXCEPTION 'monthly_count_limit must be between 1 and 100, got %', monthly_count_limit
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- A limit below one pack could never allow a top-up.
+    IF monthly_amount_limit < pack.amount OR monthly_amount_limit > 100000000 THEN
+        RAISE EXCEPTION 'monthly_amount_limit must be between one pack (% %) and 100000000, got %',
+                        pack.amount, pack.currency, monthly_amount_limit
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Amounts are in the smallest unit of the pack price''s currency (cents).';
+    END IF;
+    INSERT INTO billing.auto_top_ups AS a (user_id, plan_id, threshold, monthly_count_limit, monthly_amount_limit,
+                                           enabled, disabled_reason)
+    VALUES (uid, plan_id, threshold, monthly_count_limit, monthly_amount_limit, enabled,
+            CASE WHEN NOT enabled THEN 'turned off' END)
+    ON CONFLICT (user_id) DO UPDATE
+    SET plan_id = excluded.plan_id, threshold = excluded.threshold, monthly_count_limit = excluded.monthly_count_limit,
+        monthly_amount_limit = excluded.monthly_amount_limit, enabled = excluded.enabled,
+        disabled_reason = excluded.disabled_reason, updated_at = now()
+    RETURNING * INTO s;
+    RETURN billing._auto_top_up_json(s);
+END
+$$;
+COMMENT ON FUNCTION billing._set_auto_top_up(uuid, text, bigint, integer, bigint, boolean) IS 'Internal: validates and stores a user''s auto top-up settings (22004 for a NULL, P0002 for an unknown plan, 22023 for a plan that is not a pack for sale or a value out of bounds, 55000 while the pack''s price is not known).';
+
+CREATE OR REPLACE FUNCTION billing.set_my_auto_top_up(plan_id text, threshold bigint, monthly_count_limit integer,
+                                                      monthly_amount_limit bigint)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN billing._set_auto_top_up(billing._require_user(), plan_id, threshold, monthly_count_limit,
+                                    monthly_amount_limit, true);
+END
+$$;
+COMMENT ON FUNCTION billing.set_my_auto_top_up(text, bigint, integer, bigint) IS 'For signed-in users: turns on auto top-up for the caller''s own balance (or changes it, or turns it on again after a failed charge): when a spend leaves the balance at or below threshold, the token pack plan_id is bought with the card saved at checkout, at most monthly_count_limit times and monthly_amount_limit (smallest currency unit) per calendar month. Returns the settings and this month''s use.';
+
+CREATE OR REPLACE FUNCTION billing.disable_my_auto_top_up() RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s billing.auto_top_ups;
+BEGIN
+    UPDATE billing.auto_top_ups a SET enabled = false, disabled_reason = 'turned off by the user', updated_at = now()
+    WHERE a.user_id = billing._require_user()
+    RETURNING * INTO s;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'auto top-up is not set up' USING ERRCODE = 'no_data_found',
+            HINT = 'billing.set_my_auto_top_up sets it up.';
+    END IF;
+    RETURN billing._auto_top_up_json(s);
+END
+$$;
+COMMENT ON FUNCTION billing.disable_my_auto_top_up() IS 'For signed-in users: turns the caller''s auto top-up off (P0002 when it was never set up); a top-up already queued still runs. billing.set_my_auto_top_up turns it on again.';
+
+CREATE OR REPLACE FUNCTION billing.set_auto_top_up(user_id uuid, plan_id text, threshold bigint,
+                                                   monthly_count_limit integer, monthly_amount_limit bigint,
+                                                   enabled boolean DEFAULT true)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM billing._check_user_exists(user_id);
+    RETURN billing._set_auto_top_up(user_id, plan_id, threshold, monthly_count_limit, monthly_amount_limit, enabled);
+END
+$$;
+COMMENT ON FUNCTION billing.set_auto_top_up(uuid, text, bigint, integer, bigint, boolean) IS 'Privileged: sets any user''s auto top-up, like billing.set_my_auto_top_up; enabled false turns it off.';
+
+-- Called once per spend by billing._spend. One primary-key probe when the spend crosses nothing.
+CREATE OR REPLACE FUNCTION billing._after_spend_top_up(user_id uuid, project_id uuid, balance_before bigint,
+                                                       balance_after bigint)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+#variable_conflict use_column
+DECLARE
+    s billing.auto_top_ups;
+BEGIN
+    -- Only the user's own balance is topped up (a pack bought by top-up goes there).
+    IF project_id IS NOT NULL THEN
+        RETURN;
+    END IF;
+    SELECT * INTO s FROM billing.auto_top_ups a WHERE a.user_id = _after_spend_top_up.user_id;
+    -- Crossing, not being below: the spends after the one that crossed queue nothing more.
+    IF NOT FOUND OR NOT s.enabled OR balance_before <= s.threshold OR balance_after > s.threshold THEN
+        RETURN;
+    END IF;
+    PERFORM billing._queue_top_up(_after_spend_top_up.user_id);
+END
+$$;
+COMMENT ON FUNCTION billing._after_spend_top_up(uuid, uuid, bigint, bigint) IS 'Internal (billing._spend): when a spend takes the user''s own balance from above their auto top-up threshold to it or below, queues the top-up.';
+
+CREATE OR REPLACE FUNCTION billing._queue_top_up(uid uuid) RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    s billing.auto_top_ups;
+    pack record;
+    month date := date_trunc('month', now() AT TIME ZONE 'UTC')::date;
+    used_count integer;
+    used_amount bigint;
+    queued uuid;
+BEGIN
+    -- The row lock serialises the spends of one user that cross at once, and their counting.
+    SELECT * INTO s FROM billing.auto_top_ups a WHERE a.user_id = uid AND a.enabled FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    SELECT * INTO pack FROM billing._top_up_pack(s.plan_id);
+    IF pack.amount IS NULL THEN
+        UPDATE billing.auto_top_ups a SET enabled = false, updated_at = now(),
+            disabled_reason = format('the pack %s cannot be bought any more', s.plan_id)
+        WHERE a.user_id = uid;
+        PERFORM billing._notify(uid, 'top_up_failed', format('top_up_unavailable:%s:%s', uid, s.updated_at),
+            jsonb_build_object('plan_id', s.plan_id, 'code', 'pack_unavailable',
+                               'message', format('the pack %s cannot be bought any more', s.plan_id)));
+        RETURN;
+    END IF;
+    used_count := CASE WHEN s.period_start = month THEN s.period_count ELSE 0 END;
+    used_amount := CASE WHEN s.period_start = month THEN s.period_amount ELSE 0 END;
+    IF used_count + 1 > s.monthly_count_limit OR used_amount + pack.amount > s.monthly_amount_limit THEN
+        -- Once a month, whatever the number of spends that cross.
+        PERFORM billing._notify(uid, 'top_up_limit_reached', format('top_up_limit:%s:%s', uid, month),
+            jsonb_build_object('plan_id', s.plan_id, 'month', month, 'count', used_count, 'amount', used_amount,
+                               'currency', pack.currency, 'monthly_count_limit', s.monthly_count_limit,
+                               'monthly_amount_limit', s.monthly_amount_limit));
+        RETURN;
+    END IF;
+    INSERT INTO billing.stripe_requests AS r (user_id, kind, params)
+    VALUES (uid, 'top_up', jsonb_build_object('plan_id', (pack.plan).id, 'price_id', (pack.plan).stripe_price_id,
+                                              'tokens', (pack.plan).tokens, 'amount', pack.amount,
+                                              'currency', pack.currency))
+    ON CONFLICT (user_id) WHERE kind = 'top_up' AND status IN ('pending', 'running') DO NOTHING
+    RETURNING r.id INTO queued;
+    IF queued IS NOT NULL THEN
+        UPDATE billing.auto_top_ups a
+        SET period_start = month, period_count = used_count + 1, period_amount = used_amount + pack.amount
+        WHERE a.user_id = uid;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION billing._queue_top_up(uuid) IS 'Internal: queues one top_up request for the user within the monthly limits (one in flight at a time: stripe_requests_one_top_up_idx); past a limit, notifies top_up_limit_reached once a month instead.';
+
+-- A top-up's charge failed for good (a decline, authentication required, no saved card): auto
+-- top-up goes off until the user sets it again, and the user is told once, with a Checkout link
+-- for the same pack when one can be made (its URL is in the notification once the worker has
+-- created the session: billing._top_up_link_ready).
+CREATE OR REPLACE FUNCTION billing._top_up_failed(request_id uuid, code text, message text) RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    r billing.stripe_requests;
+    cfg billing.config := billing._settings();
+    pack record;
+    reason text;
+BEGIN
+    SELECT * INTO r FROM billing.stripe_requests s WHERE s.id = request_id AND s.kind = 'top_up';
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    reason := left(format('the charge of top-up %s failed: %s', r.id, concat_ws(': ', code, message)), 2000);
+    -- The settings row lock orders the worker's report and the webhook's: the second sees the first's.
+    PERFORM FROM billing.auto_top_ups a WHERE a.user_id = r.user_id FOR UPDATE;
+    UPDATE billing.auto_top_ups a SET enabled = false, disabled_reason = reason, updated_at = now()
+    WHERE a.user_id = r.user_id AND a.enabled;
+    -- Told once: the notification is keyed by the top-up (billing._notify ignores a second),
+    -- and its Checkout link is asked for once.
+    IF EXISTS (SELECT FROM billing.stripe_requests c
+               WHERE c.user_id = r.user_id AND c.kind = 'checkout' AND c.params ->> 'top_up_request' = r.id::text) THEN
+        RETURN;
+    END IF;
+    SELECT * INTO pack FROM billing._top_up_pack(r.params ->> 'plan_id');
+    IF cfg.checkout_success_url IS NULL OR pack.amount IS NULL THEN
+        PERFORM billing._notify(r.user_id, 'top_up_failed', 'top_up:' || r.id,
+            jsonb_build_object('request_id', r.id, 'plan_id', r.params ->> 'plan_id', 'code', code,
+                               'message', message, 'checkout_url', NULL));
+        RETURN;
+    END IF;
+    -- The link pays on-session and saves the card for the next top-up (save_for_off_session).
+    INSERT INTO billing.stripe_requests (user_id, kind, params)
+    VALUES (r.user_id, 'checkout', jsonb_strip_nulls(jsonb_build_object(
+        'price_id', (pack.plan).stripe_price_id, 'plan_id', (pack.plan).id, 'mode', 'payment', 'quantity', 1,
+        'tokens', (pack.plan).tokens, 'success_url', cfg.checkout_success_url, 'cancel_url', cfg.checkout_cancel_url,
+        'collect_tax_ids', cfg.collect_tax_ids, 'save_payment_method', true, 'save_for_off_session', true,
+        'top_up_request', r.id, 'top_up_code', code, 'top_up_message', left(message, 500))));
+END
+$$;
+COMMENT ON FUNCTION billing._top_up_failed(uuid, text, text) IS 'Internal: a top-up''s charge failed for good (the worker''s answer or payment_intent.payment_failed, whichever comes first): turns auto top-up off and tells the user once (notification top_up_failed), with a Checkout link for the same pack when billing.config has a checkout_success_url.';
+
+-- The Checkout link for a failed top-up is made, or could not be: now the user is told.
+CREATE OR REPLACE FUNCTION billing._top_up_link_ready(c billing.stripe_requests) RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM billing._notify(c.user_id, 'top_up_failed', 'top_up:' || (c.params ->> 'top_up_request'),
+        jsonb_build_object('request_id', c.params ->> 'top_up_request', 'plan_id', c.params ->> 'plan_id',
+                           'code', c.params ->> 'top_up_code', 'message', c.params ->> 'top_up_message',
+                           'checkout_request_id', c.id, 'checkout_url', c.result ->> 'url'));
+END
+$$;
+COMMENT ON FUNCTION billing._top_up_link_ready(billing.stripe_requests) IS 'Internal (finish_request, fail_request): the checkout request made for a failed top-up is over; notifies top_up_failed with its URL (NULL when it failed).';
+
+-- payment_intent.* effects. Only PaymentIntents of our top-ups count (Checkout's are granted
+-- from their sessions): the metadata names the request, and carries the tokens so that a top-up
+-- whose request was pruned still grants.
+CREATE OR REPLACE FUNCTION billing._apply_payment_intent(ev jsonb) RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    pi jsonb := ev -> 'data';
+    r billing.stripe_requests;
+    uid uuid;
+    tokens bigint;
+BEGIN
+    SELECT * INTO r FROM billing.stripe_requests s
+    WHERE s.id = billing._uuid_or_null(pi -> 'metadata' ->> 'request_id') AND s.kind = 'top_up';
+    IF r.id IS NULL AND pi -> 'metadata' ->> 'top_up_tokens' IS NULL THEN
+        RETURN;
+    END IF;
+    IF ev ->> 'type' = 'payment_intent.payment_failed' THEN
+        PERFORM billing._top_up_failed(r.id, pi ->> 'error_code', pi ->> 'error_message');
+        RETURN;
+    END IF;
+    uid := billing._resolve_user(pi -> 'metadata' ->> 'user_id', ev ->> 'customer', NULL);
+    tokens := coalesce((r.params ->> 'tokens')::bigint, (pi -> 'metadata' ->> 'top_up_tokens')::bigint);
+    PERFORM billing._lock_payment(pi ->> 'id');
+    -- The PaymentIntent is the purchase: a refund or dispute of it takes its share back.
+    PERFORM billing._record_purchase(pi ->> 'id', uid, NULL, ev ->> 'customer',
+                                     coalesce((pi ->> 'amount_received')::bigint, (pi ->> 'amount')::bigint),
+                                     pi ->> 'currency');
+    PERFORM billing._link_payments(pi ->> 'id', pi ->> 'id', pi ->> 'latest_charge');
+    PERFORM billing._insert_grant(uid, tokens, 'auto_top_up', NULL, NULL, pi ->> 'id',
+        jsonb_strip_nulls(jsonb_build_object('payment_intent', pi ->> 'id', 'request_id', r.id,
+            'plan_id', pi -> 'metadata' ->> 'plan_id', 'amount_paid', pi -> 'amount_received',
+            'currency', pi -> 'currency', 'event_id', ev ->> 'id')), pi ->> 'id');
+    -- A refund or dispute reported before this event takes its share now.
+    PERFORM billing._settle_purchase(pi ->> 'id', format('payment of auto top-up %s', pi ->> 'id'), ev ->> 'id');
+END
+$$;
+COMMENT ON FUNCTION billing._apply_payment_intent(jsonb) IS 'Internal: payment_intent.succeeded of an auto top-up grants its pack once (grant key = the PaymentIntent, source auto_top_up) and records it as a purchase; payment_intent.payment_failed turns auto top-up off and tells the user (billing._top_up_failed). Other PaymentIntents are ignored.';
+
 -- sql/operations/functions.sql
 -- Operations: the figures an operator watches, in one call, so that "is it keeping up?" needs
 -- no hand-written SQL. The worker's /metrics endpoint reads the same function on every scrape.
@@ -4661,7 +5083,10 @@ SET search_path = pg_catalog, pg_temp AS $$
         ('authenticated', 'billing.credit_settings(uuid)', 'EXECUTE'),
         ('authenticated', 'billing._alert_defaults()', 'EXECUTE'),
         ('authenticated', 'billing.balance_alerts', 'SELECT'),
-        ('authenticated', 'billing.expiry_warnings', 'SELECT')
+        ('authenticated', 'billing.expiry_warnings', 'SELECT'),
+        ('authenticated', 'billing.auto_top_ups', 'SELECT'),
+        ('authenticated', 'billing.set_my_auto_top_up(text,bigint,integer,bigint)', 'EXECUTE'),
+        ('authenticated', 'billing.disable_my_auto_top_up()', 'EXECUTE')
 $$;
 COMMENT ON FUNCTION billing.client_api() IS 'The complete list of what the client roles anon and authenticated may use; billing.apply_grants() grants exactly this and billing.security_report() flags anything more.';
 
@@ -4806,3 +5231,4 @@ CREATE TRIGGER stripe_requests_meter_outcome AFTER UPDATE OF status ON billing.s
     EXECUTE FUNCTION billing._record_meter_outcome();
 SELECT billing._protect_table('billing.balance_alerts'::regclass, own_rows => true);
 SELECT billing._protect_table('billing.expiry_warnings'::regclass, own_rows => true);
+SELECT billing._protect_table('billing.auto_top_ups'::regclass, own_rows => true);

@@ -106,6 +106,7 @@ DECLARE
     take bigint;
     g record;
     balance_after bigint;
+    balance_before bigint;
 BEGIN
     PERFORM billing._check_not_null(user_id, 'user_id');
     PERFORM billing._check_not_null(amount, 'amount');
@@ -164,10 +165,14 @@ BEGIN
     END IF;
     balance_after := billing._live_balance(user_id, project_id);
 
-    -- Low-balance alerts (sql/alerts/functions.sql): the balance before is the one after plus
-    -- the amount, so no second scan.
-    PERFORM billing._after_spend_alerts(user_id, project_id, balance_after + amount, balance_after);
+    -- What the spend took from the balance: the amount less any metered overage (left_to_take
+    -- after _take_overage), so the balance before is the one after plus it, with no second scan.
+    balance_before := balance_after + amount - left_to_take;
+    -- Low-balance alerts (sql/alerts/functions.sql).
+    PERFORM billing._after_spend_alerts(user_id, project_id, balance_before, balance_after);
 
+    -- Auto top-up (sql/topups/functions.sql).
+    PERFORM billing._after_spend_top_up(user_id, project_id, balance_before, balance_after);
     RETURN jsonb_build_object('spend_id', new_spend_id, 'amount', amount,
         'balance', balance_after, 'duplicate', false);
 END

@@ -16,7 +16,7 @@ COMMENT ON COLUMN billing.notifications.id IS 'Notification id; the payload of t
 COMMENT ON COLUMN billing.notifications.user_id IS 'The user to tell.';
 COMMENT ON COLUMN billing.notifications.kind IS 'payment_failed, payment_action_required, ...';
 COMMENT ON COLUMN billing.notifications.payload IS 'Details for the app, e.g. the invoice and its hosted_invoice_url.';
-COMMENT ON COLUMN billing.notifications.event_id IS 'The Stripe event that caused it (one notification of a kind per event).';
+COMMENT ON COLUMN billing.notifications.event_id IS 'The Stripe event that caused it, or a key of ours for what no event causes (top_up:<request id>, top_up_limit:<user>:<month>): one notification of a kind per key.';
 COMMENT ON COLUMN billing.notifications.created_at IS 'When it was written.';
 
 SELECT pg_catalog.pg_extension_config_dump('billing.notifications', '');

@@ -46,7 +46,7 @@ DECLARE
     changed text;
 BEGIN
     IF payment IS NULL OR purchase_id IS NULL OR payment !~ '^(pi|ch|py)_[A-Za-z0-9_]+$'
-       OR purchase_id !~ '^(cs|in)_[A-Za-z0-9_]+$' THEN
+       OR purchase_id !~ '^(cs|in|pi)_[A-Za-z0-9_]+$' THEN
         RETURN false;
     END IF;
     PERFORM billing._lock_payment(payment);

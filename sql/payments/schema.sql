@@ -4,7 +4,7 @@
 -- the tokens to take back were already spent (DESIGN.md, "Refunds and disputes").
 
 CREATE TABLE billing.purchases (
-    id text PRIMARY KEY CHECK (id ~ '^(cs|in)_[A-Za-z0-9_]+$'),
+    id text PRIMARY KEY CHECK (id ~ '^(cs|in|pi)_[A-Za-z0-9_]+$'),
     user_id uuid NOT NULL,
     project_id uuid REFERENCES billing.projects (id),
     stripe_customer_id text,
@@ -13,8 +13,8 @@ CREATE TABLE billing.purchases (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX purchases_user_idx ON billing.purchases (user_id, created_at);
-COMMENT ON TABLE billing.purchases IS 'What funded paid grants: a paid Checkout Session (a token pack) or a paid subscription invoice. Refunds, disputes and credit notes of its payments take back the same share of its grants. Users read their own rows.';
-COMMENT ON COLUMN billing.purchases.id IS 'The Checkout Session (cs_...) or invoice (in_...) id.';
+COMMENT ON TABLE billing.purchases IS 'What funded paid grants: a paid Checkout Session (a token pack), a paid subscription invoice, or an auto top-up''s PaymentIntent. Refunds, disputes and credit notes of its payments take back the same share of its grants. Users read their own rows.';
+COMMENT ON COLUMN billing.purchases.id IS 'The Checkout Session (cs_...), invoice (in_...) or auto top-up PaymentIntent (pi_...) id.';
 COMMENT ON COLUMN billing.purchases.user_id IS 'The buyer.';
 COMMENT ON COLUMN billing.purchases.project_id IS 'The project its tokens went to, or NULL.';
 COMMENT ON COLUMN billing.purchases.stripe_customer_id IS 'The Stripe customer who paid.';
@@ -24,7 +24,7 @@ COMMENT ON COLUMN billing.purchases.created_at IS 'When the purchase was recorde
 
 CREATE TABLE billing.purchase_payments (
     payment text NOT NULL CHECK (payment ~ '^(pi|ch|py)_[A-Za-z0-9_]+$'),
-    purchase_id text NOT NULL CHECK (purchase_id ~ '^(cs|in)_[A-Za-z0-9_]+$'),
+    purchase_id text NOT NULL CHECK (purchase_id ~ '^(cs|in|pi)_[A-Za-z0-9_]+$'),
     created_at timestamptz NOT NULL DEFAULT now(),
     -- From basil one PaymentIntent may pay several invoices, each its own part of it.
     amount bigint CHECK (amount >= 0),
@@ -33,7 +33,7 @@ CREATE TABLE billing.purchase_payments (
 CREATE INDEX purchase_payments_purchase_idx ON billing.purchase_payments (purchase_id);
 COMMENT ON TABLE billing.purchase_payments IS 'Which PaymentIntent or charge paid which purchase (one payment may pay several invoices), learned from sessions, invoices (before basil), charges, invoice payments (basil and later), retrieved invoices and payment lookups. A payment may be known before its purchase is. Privileged roles only.';
 COMMENT ON COLUMN billing.purchase_payments.payment IS 'PaymentIntent (pi_...) or charge (ch_..., py_...) id.';
-COMMENT ON COLUMN billing.purchase_payments.purchase_id IS 'The Checkout Session or invoice it paid (not a foreign key: the purchase may arrive later).';
+COMMENT ON COLUMN billing.purchase_payments.purchase_id IS 'The Checkout Session, invoice or auto top-up PaymentIntent it paid (not a foreign key: the purchase may arrive later).';
 COMMENT ON COLUMN billing.purchase_payments.created_at IS 'When the link was learned.';
 COMMENT ON COLUMN billing.purchase_payments.amount IS 'The part of the payment that paid this purchase (an invoice payment''s amount_paid), in the payment''s currency; NULL when the source did not say (then the payment paid the purchase alone).';
 

@@ -206,6 +206,9 @@ BEGIN
         'allow_promotion_codes', CASE WHEN allow_promotion_codes THEN true END,
         'collect_tax_ids', cfg.collect_tax_ids,
         'save_payment_method', CASE WHEN plan.kind = 'token_pack' THEN cfg.save_payment_method END,
+        -- A card saved for auto top-up must be chargeable off-session (sql/topups/functions.sql).
+        'save_for_off_session', CASE WHEN plan.kind = 'token_pack' AND cfg.save_payment_method
+                                      AND EXISTS (SELECT FROM billing.auto_top_ups a WHERE a.user_id = uid) THEN true END,
         'email', nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'email'));
     request_id := billing._replayed_request(uid, 'checkout', params, key);
     IF request_id IS NOT NULL THEN
@@ -455,6 +458,8 @@ CREATE OR REPLACE FUNCTION billing.finish_request(request_id uuid, worker text, 
 RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    done billing.stripe_requests;
 BEGIN
     IF result IS NULL OR jsonb_typeof(result) <> 'object' THEN
         RAISE EXCEPTION 'result must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
@@ -463,8 +468,13 @@ BEGIN
     SET status = 'succeeded', result = finish_request.result, error = NULL, finished_at = now(),
         locked_by = NULL, locked_until = NULL
     WHERE r.id = request_id AND r.status = 'running' AND r.locked_by = worker
-      AND (attempt IS NULL OR r.attempts = attempt);
-    RETURN FOUND;
+      AND (attempt IS NULL OR r.attempts = attempt)
+    RETURNING r.* INTO done;
+    -- The Checkout link for a failed auto top-up exists now: tell the user (sql/topups/functions.sql).
+    IF done.kind = 'checkout' AND done.params ? 'top_up_request' THEN
+        PERFORM billing._top_up_link_ready(done);
+    END IF;
+    RETURN done.id IS NOT NULL;
 END
 $$;
 COMMENT ON FUNCTION billing.finish_request(uuid, text, jsonb, integer) IS 'Worker: marks a claimed request succeeded with its result ({url, session_id, ...}); false when the claim was lost. Pass the attempts value the claim returned as attempt so that a late worker cannot finish a newer claim of the same row.';
@@ -520,6 +530,13 @@ BEGIN
         finished_at = CASE WHEN again THEN NULL ELSE now() END,
         locked_by = NULL, locked_until = NULL
     WHERE s.id = request_id;
+    -- An auto top-up's charge failed for good, or the Checkout link for one could not be made
+    -- (sql/topups/functions.sql).
+    IF NOT again AND r.kind = 'top_up' THEN
+        PERFORM billing._top_up_failed(r.id, stripe_code, message);
+    ELSIF NOT again AND r.kind = 'checkout' AND r.params ? 'top_up_request' THEN
+        PERFORM billing._top_up_link_ready(r);
+    END IF;
     RETURN CASE WHEN again THEN 'pending' ELSE 'failed' END;
 END
 $$;

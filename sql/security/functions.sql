@@ -72,7 +72,10 @@ SET search_path = pg_catalog, pg_temp AS $$
         ('authenticated', 'billing.credit_settings(uuid)', 'EXECUTE'),
         ('authenticated', 'billing._alert_defaults()', 'EXECUTE'),
         ('authenticated', 'billing.balance_alerts', 'SELECT'),
-        ('authenticated', 'billing.expiry_warnings', 'SELECT')
+        ('authenticated', 'billing.expiry_warnings', 'SELECT'),
+        ('authenticated', 'billing.auto_top_ups', 'SELECT'),
+        ('authenticated', 'billing.set_my_auto_top_up(text,bigint,integer,bigint)', 'EXECUTE'),
+        ('authenticated', 'billing.disable_my_auto_top_up()', 'EXECUTE')
 $$;
 COMMENT ON FUNCTION billing.client_api() IS 'The complete list of what the client roles anon and authenticated may use; billing.apply_grants() grants exactly this and billing.security_report() flags anything more.';
 

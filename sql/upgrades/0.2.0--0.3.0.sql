@@ -201,6 +201,24 @@ ALTER TABLE billing.config ADD COLUMN expiry_warning_days integer CHECK (expiry_
 COMMENT ON COLUMN billing.config.low_balance_threshold IS 'Default low-balance threshold of every balance without one of its own (billing.balance_alerts): a spend that takes a balance from above it to at or below it writes one low_balance notification; NULL = no alerts by default.';
 COMMENT ON COLUMN billing.config.expiry_warning_days IS 'billing.warn_expiring_grants() (the worker, with billing.prune()) writes one tokens_expiring notification for each unspent grant expiring within this many days (1 to 365; 0: never); NULL = 3.';
 -- @include sql/alerts/schema.sql
+-- Auto top-up (issue 22, item 2): the settings, the top_up request kind (one in flight per user),
+-- and an auto top-up's PaymentIntent as a purchase, so refunds and disputes take its tokens back.
+-- @include sql/topups/schema.sql
+ALTER TABLE billing.stripe_requests DROP CONSTRAINT stripe_requests_kind_check;
+ALTER TABLE billing.stripe_requests ADD CONSTRAINT stripe_requests_kind_check
+    CHECK (kind IN ('checkout', 'portal', 'refresh', 'line_items', 'meter_event', 'top_up'));
+CREATE UNIQUE INDEX stripe_requests_one_top_up_idx ON billing.stripe_requests (user_id)
+    WHERE kind = 'top_up' AND status IN ('pending', 'running');
+COMMENT ON COLUMN billing.stripe_requests.kind IS 'checkout or portal (a user''s session), refresh (retrieve a subscription whose same-second events disagree, an invoice''s payments, a credit note''s refund no event reported, the invoices a PaymentIntent paid when a refund or dispute needs them, or a price whose amount the catalog lacks) or line_items (retrieve what a Checkout Session sold, or every line of an invoice), or meter_event (report a spend''s metered overage to Stripe, POST /v1/billing/meter_events), or top_up (charge the card saved at checkout for an auto top-up''s pack, off-session).';
+ALTER TABLE billing.purchases DROP CONSTRAINT purchases_id_check;
+ALTER TABLE billing.purchases ADD CONSTRAINT purchases_id_check CHECK (id ~ '^(cs|in|pi)_[A-Za-z0-9_]+$');
+ALTER TABLE billing.purchase_payments DROP CONSTRAINT purchase_payments_purchase_id_check;
+ALTER TABLE billing.purchase_payments ADD CONSTRAINT purchase_payments_purchase_id_check
+    CHECK (purchase_id ~ '^(cs|in|pi)_[A-Za-z0-9_]+$');
+COMMENT ON TABLE billing.purchases IS 'What funded paid grants: a paid Checkout Session (a token pack), a paid subscription invoice, or an auto top-up''s PaymentIntent. Refunds, disputes and credit notes of its payments take back the same share of its grants. Users read their own rows.';
+COMMENT ON COLUMN billing.purchases.id IS 'The Checkout Session (cs_...), invoice (in_...) or auto top-up PaymentIntent (pi_...) id.';
+COMMENT ON COLUMN billing.purchase_payments.purchase_id IS 'The Checkout Session, invoice or auto top-up PaymentIntent it paid (not a foreign key: the purchase may arrive later).';
+COMMENT ON COLUMN billing.notifications.event_id IS 'The Stripe event that caused it, or a key of ours for what no event causes (top_up:<request id>, top_up_limit:<user>:<month>): one notification of a kind per key.';
 
 -- @replay
 
@@ -212,3 +230,4 @@ SELECT billing._protect_table('billing.token_overages'::regclass, own_rows => tr
 -- @include sql/overage/triggers.sql
 SELECT billing._protect_table('billing.balance_alerts'::regclass, own_rows => true);
 SELECT billing._protect_table('billing.expiry_warnings'::regclass, own_rows => true);
+SELECT billing._protect_table('billing.auto_top_ups'::regclass, own_rows => true);

@@ -1,5 +1,5 @@
 //! The ledger against a model (issue 20, "prove it with a model, not examples"): random
-//! customer lifecycles — token packs, subscriptions with trials and renewals, refunds (partial,
+//! customer lifecycles — token packs, auto top-ups, subscriptions with trials and renewals, refunds (partial,
 //! full, failed), disputes (won, lost, open, inquiries), credit notes (pre-payment, refunding,
 //! to the balance, out of band, voided), cancellation, a deleted customer — rendered as the
 //! events Stripe sends in both API shapes and delivered signed to billing.handle_stripe_webhook
@@ -110,6 +110,9 @@ async fn holdings(owner: &Client, r: &Rendered) -> Value {
     let mut names = BTreeMap::new();
     for (i, s) in r.sessions.iter().enumerate() {
         names.insert(s.clone(), format!("pack{i}"));
+    }
+    for (i, pi) in r.top_ups.iter().enumerate() {
+        names.insert(pi.clone(), format!("top_up{i}"));
     }
     for (k, inv) in r.invoices.iter().enumerate() {
         names.insert(inv.clone(), format!("invoice{k}"));
@@ -257,7 +260,7 @@ async fn run_lifecycle(
         let stream = seed.wrapping_mul(31).wrapping_add(o as u64) ^ ((shape as u64) << 40);
         let mut rng = rand::rngs::StdRng::seed_from_u64(stream);
         let r = render(&life, shape, &mut rng, now);
-        let model = expected(&life, &r.sessions, &r.invoices);
+        let model = expected(&life, &r.sessions, &r.invoices, &r.top_ups);
         let (got, n) = deliver(owner, &life, &r, o, model.spent, &mut rng)
             .await
             .map_err(|e| format!("{name}: {e}"))?;
@@ -265,6 +268,9 @@ async fn run_lifecycle(
         let mut names = BTreeMap::new();
         for (i, s) in r.sessions.iter().enumerate() {
             names.insert(s.clone(), format!("pack{i}"));
+        }
+        for (i, pi) in r.top_ups.iter().enumerate() {
+            names.insert(pi.clone(), format!("top_up{i}"));
         }
         for (k, inv) in r.invoices.iter().enumerate() {
             names.insert(inv.clone(), format!("invoice{k}"));
@@ -419,6 +425,7 @@ async fn a_failed_refund_of_a_spent_pack_forgives_its_debt() {
                 fails: true,
             }],
         }],
+        top_ups: Vec::new(),
         invoices: Vec::new(),
         canceled: false,
         customer_deleted: false,

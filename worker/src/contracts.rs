@@ -27,6 +27,7 @@ use stripe_billing_core::event::APPLIED_TYPES;
 use uuid::Uuid;
 
 use crate::queue::kinds::checkout::{customer_form, session_form, CheckoutParams};
+use crate::queue::kinds::top_up::{intent_form, TopUpParams};
 use crate::queue::RequestKind;
 use sql_text::{like, literal_lists, read_sql, sql_sources, statement, strip_comments, Literals};
 
@@ -44,7 +45,7 @@ const APPLIED_WHEN_SENT: &[(&str, &str)] = &[];
 
 /// Stripe metadata keys the worker writes for people reading the Dashboard; no SQL reads them
 /// (the request row, which `request_id` names, holds the price, plan and project).
-const METADATA_FOR_PEOPLE: &[&str] = &["price_id", "plan_id", "project_id"];
+const METADATA_FOR_PEOPLE: &[&str] = &["price_id", "project_id"];
 
 /// One `WHEN … THEN` arm of `billing._apply`'s CASE: the event types it names.
 #[derive(Debug)]
@@ -298,6 +299,17 @@ fn metadata_written() -> BTreeSet<String> {
         forms.push(session["subscription_data"].clone());
         forms.push(session);
     }
+    let top_up = TopUpParams::from_json(&json!({
+        "plan_id": "pack", "price_id": "price_1", "tokens": 10, "amount": 100, "currency": "usd",
+    }))
+    .unwrap();
+    forms.push(intent_form(
+        Uuid::from_u128(4),
+        user,
+        "cus_1",
+        "pm_1",
+        &top_up,
+    ));
     forms
         .iter()
         .filter_map(|f| f.get("metadata").and_then(Value::as_object))

@@ -7,6 +7,7 @@ mod changes;
 mod endpoints;
 mod events_api;
 mod golden;
+mod intents;
 mod invoice_payments;
 mod lifecycle;
 mod listing;

@@ -107,6 +107,9 @@ impl SubInvoice {
 #[derive(Clone, Debug)]
 pub struct Lifecycle {
     pub packs: Vec<Pack>,
+    /// Auto top-ups: one pack each, charged off-session (payment_intent.succeeded grants it,
+    /// keyed by the PaymentIntent), and what happened to its money.
+    pub top_ups: Vec<Vec<MoneyOp>>,
     pub invoices: Vec<SubInvoice>,
     /// customer.subscription.deleted at the end.
     pub canceled: bool,
@@ -254,8 +257,9 @@ pub fn generate(rng: &mut StdRng) -> Lifecycle {
             invoices.push(with_money(rng, inv, k > 0));
         }
     }
-    Lifecycle {
+    let mut life = Lifecycle {
         packs,
+        top_ups: Vec::new(),
         canceled: !invoices.is_empty() && rng.random_bool(0.3),
         invoices,
         customer_deleted: rng.random_bool(0.2),
@@ -264,7 +268,12 @@ pub fn generate(rng: &mut StdRng) -> Lifecycle {
         } else {
             rng.random_range(1..=1000)
         },
+    };
+    // Drawn last, so a seed's other purchases are what they were before auto top-up.
+    for _ in 0..rng.random_range(0..=2) {
+        life.top_ups.push(money_ops(rng, PACK_PRICE, false));
     }
+    life
 }
 
 /// One grant the rules promise: its tokens, source, what its purchase paid and had reversed.
@@ -405,10 +414,27 @@ impl Expected {
     }
 }
 
-/// The model: the grants of a lifecycle whose objects got the ids `ids` (session and invoice
-/// ids, in the order of the lifecycle's packs and invoices).
-pub fn expected(life: &Lifecycle, sessions: &[String], invoices: &[String]) -> Expected {
+/// The model: the grants of a lifecycle whose objects got the ids `ids` (session, invoice and
+/// top-up PaymentIntent ids, in the order of the lifecycle's packs, invoices and top-ups).
+pub fn expected(
+    life: &Lifecycle,
+    sessions: &[String],
+    invoices: &[String],
+    top_ups: &[String],
+) -> Expected {
     let mut grants = BTreeMap::new();
+    // An auto top-up is a pack bought with a PaymentIntent, keyed by it.
+    for (money, id) in life.top_ups.iter().zip(top_ups) {
+        grants.insert(
+            id.clone(),
+            Grant {
+                tokens: PACK_TOKENS,
+                source: "auto_top_up",
+                paid: PACK_PRICE,
+                reversed: reversed(PACK_PRICE, money),
+            },
+        );
+    }
     for (pack, id) in life.packs.iter().zip(sessions) {
         let paid = if pack.free {
             0

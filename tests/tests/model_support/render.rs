@@ -23,6 +23,8 @@ pub struct Rendered {
     pub events: Vec<(Phase, Value)>,
     pub sessions: Vec<String>,
     pub invoices: Vec<String>,
+    /// The PaymentIntent of each auto top-up.
+    pub top_ups: Vec<String>,
     /// The line items Stripe reports for each session (what the worker would retrieve).
     pub line_items: BTreeMap<String, Value>,
 }
@@ -253,6 +255,29 @@ pub fn render(life: &Lifecycle, shape: Shape, rng: &mut StdRng, now: i64) -> Ren
         money(&mut out, &p, &pack.money);
         sessions.push(session);
     }
+    // Auto top-ups: the worker's PaymentIntent, charged at once; its metadata carries the
+    // tokens and the user (the request row is not part of the model).
+    let mut top_ups = Vec::new();
+    for money_ops in &life.top_ups {
+        let p = Payment {
+            charge: out.id("ch_3", 24),
+            intent: out.id("pi_3", 24),
+            amount: PACK_PRICE,
+            invoice: None,
+        };
+        let created = out.clock;
+        let card = out.id("pm_1", 24);
+        let pi = out.object(
+            "payment_intent",
+            json!({"id": p.intent, "amount": PACK_PRICE, "amount_received": PACK_PRICE, "currency": "usd",
+                   "customer": customer, "status": "succeeded", "latest_charge": p.charge, "created": created,
+                   "payment_method": card,
+                   "metadata": {"user_id": user_s, "plan_id": "pack", "top_up_tokens": PACK_TOKENS.to_string()}}),
+        );
+        out.emit(Phase::Purchase, "payment_intent.succeeded", pi);
+        money(&mut out, &p, money_ops);
+        top_ups.push(p.intent);
+    }
     let mut invoices = Vec::new();
     let sub_id = out.id("sub_1", 24);
     let n = life.invoices.len() as i64;
@@ -346,6 +371,7 @@ pub fn render(life: &Lifecycle, shape: Shape, rng: &mut StdRng, now: i64) -> Ren
         events: out.events,
         sessions,
         invoices,
+        top_ups,
         line_items,
     }
 }

@@ -9,15 +9,15 @@ use stripe_billing_tests::edition::Edition;
 use stripe_billing_tests::pg::TestDb;
 use tokio_postgres::Client;
 
-const USERS: i64 = 10_000;
+pub(super) const USERS: i64 = 10_000;
 
-fn user(i: i64) -> uuid::Uuid {
+pub(super) fn user(i: i64) -> uuid::Uuid {
     uuid::Uuid::from_u128(0x1000_0000_0000_0000_0000_0000_0000_0000 + i as u128)
 }
 
 /// Loads the ledger with one live grant per user plus `history` dead grants per user, and the
 /// naive tables with the same rows.
-async fn load(client: &tokio_postgres::Client, history: i64) {
+pub(super) async fn load(client: &tokio_postgres::Client, history: i64) {
     let sql = format!(
         "INSERT INTO billing.token_grants (user_id, source, tokens, remaining, expires_at, created_at)
          SELECT ('10000000-0000-0000-0000-' || lpad(to_hex(u), 12, '0'))::uuid, 'plan', 1000,

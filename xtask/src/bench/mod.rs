@@ -12,6 +12,7 @@ mod ledger;
 mod meter;
 mod renewal;
 mod signature;
+mod top_up;
 mod webhook;
 mod worker;
 
@@ -50,6 +51,9 @@ pub async fn main(which: &[String]) {
     }
     if wants("entitlements") {
         entitlements::run().await;
+    }
+    if wants("top_up") {
+        top_up::run().await;
     }
 }
 

@@ -144,6 +144,8 @@ pub struct CheckoutParams {
     pub collect_tax_ids: Option<bool>,
     /// Save a token pack's card for the next purchase (billing.config.save_payment_method).
     pub save_payment_method: Option<bool>,
+    /// Save it for off-session use too: the user has auto top-up (`billing.auto_top_ups`).
+    pub save_for_off_session: Option<bool>,
     /// A subscription checkout of the same user that is still open and must be expired first.
     pub expire_session: Option<String>,
     pub email: Option<String>,
@@ -175,7 +177,9 @@ pub fn customer_form(user_id: Uuid, email: Option<&str>) -> Value {
 ///   `customer_update[address]=auto` when the customer has no address (ours never do: they
 ///   are created with an email only). Stripe refuses the session otherwise.
 /// - In payment mode with a customer, `payment_intent_data[setup_future_usage]=on_session`
-///   saves the card to the customer for the next purchase.
+///   saves the card to the customer for the next purchase; `off_session` when the user has
+///   auto top-up, whose charges are made without them (Stripe: "Use off_session if your
+///   customer may or may not be present in your checkout flow").
 /// - Never `customer_creation`: we always pass `customer`.
 pub fn session_form(request_id: Uuid, user_id: Uuid, customer: &str, p: &CheckoutParams) -> Value {
     let user = user_id.to_string();
@@ -209,7 +213,12 @@ pub fn session_form(request_id: Uuid, user_id: Uuid, customer: &str, p: &Checkou
             });
         }
         Mode::Payment if p.save_payment_method == Some(true) => {
-            form["payment_intent_data"] = json!({"setup_future_usage": "on_session"});
+            let usage = if p.save_for_off_session == Some(true) {
+                "off_session"
+            } else {
+                "on_session"
+            };
+            form["payment_intent_data"] = json!({"setup_future_usage": usage});
         }
         Mode::Payment => {}
     }

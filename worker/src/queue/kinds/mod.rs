@@ -5,12 +5,14 @@
 //!
 //! Checkout and portal answer with a session whose `url` the app sends the user to; the row's
 //! result is that url, the session id and the Stripe customer ([`session_result`]). The
-//! retrievals (`retrieve`) hand what Stripe has to the database.
+//! retrievals (`retrieve`) hand what Stripe has to the database. A top-up (`top_up`) charges
+//! a saved card; its tokens come with Stripe's webhook, not with this answer.
 
 pub mod checkout;
 pub mod meter;
 pub mod portal;
 pub mod retrieve;
+pub mod top_up;
 
 use std::fmt;
 use std::str::FromStr;
@@ -35,6 +37,8 @@ pub enum RequestKind {
     LineItems,
     /// Report a spend's metered overage as a Billing Meter event (`billing._take_overage`).
     MeterEvent,
+    /// Charge the saved card for an auto top-up (`billing._queue_top_up`).
+    TopUp,
 }
 
 /// A `kind` the worker does not serve; its message is what the row's `error` says.
@@ -71,6 +75,7 @@ impl RequestKind {
         RequestKind::Refresh,
         RequestKind::LineItems,
         RequestKind::MeterEvent,
+        RequestKind::TopUp,
     ];
 
     /// The kind's name in `billing.stripe_requests.kind`.
@@ -81,6 +86,7 @@ impl RequestKind {
             RequestKind::Refresh => "refresh",
             RequestKind::LineItems => "line_items",
             RequestKind::MeterEvent => "meter_event",
+            RequestKind::TopUp => "top_up",
         }
     }
 
@@ -112,6 +118,7 @@ pub async fn execute(
         RequestKind::Refresh => retrieve::refresh(ctx, stripe, req).await,
         RequestKind::LineItems => retrieve::line_items(ctx, stripe, req).await,
         RequestKind::MeterEvent => meter::run(ctx, stripe, req).await,
+        RequestKind::TopUp => top_up::run(ctx, stripe, req).await,
     }
 }
 
@@ -140,6 +147,7 @@ mod tests {
         assert_eq!("refresh".parse(), Ok(RequestKind::Refresh));
         assert_eq!("line_items".parse(), Ok(RequestKind::LineItems));
         assert_eq!("meter_event".parse(), Ok(RequestKind::MeterEvent));
+        assert_eq!("top_up".parse(), Ok(RequestKind::TopUp));
         // No SQL function queues customer rows: the worker does not serve them.
         let err = "customer".parse::<RequestKind>().unwrap_err();
         assert_eq!(err.to_string(), r#"unknown request kind "customer""#);

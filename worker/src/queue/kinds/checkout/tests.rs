@@ -93,6 +93,21 @@ fn payment_mode_with_project_and_coupon_saves_the_card() {
 }
 
 #[test]
+fn a_card_for_auto_top_up_is_saved_for_off_session_use() {
+    let form = |save_for_off_session: Value| {
+        let p = params(json!({
+            "price_id": "price_pack", "mode": "payment", "success_url": "https://a.test/ok",
+            "save_payment_method": true, "save_for_off_session": save_for_off_session,
+        }));
+        pairs(&session_form(REQUEST, USER, "cus_1", &p))["payment_intent_data[setup_future_usage]"]
+            .clone()
+    };
+    assert_eq!(form(json!(true)), "off_session");
+    assert_eq!(form(json!(null)), "on_session");
+    assert_eq!(form(json!(false)), "on_session");
+}
+
+#[test]
 fn the_form_follows_the_row_and_decides_nothing() {
     for mode in ["subscription", "payment"] {
         for save in [None, Some(false), Some(true)] {

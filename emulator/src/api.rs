@@ -203,7 +203,7 @@ pub(crate) fn every_operation() -> Vec<&'static str> {
             | Route::ListMeters
             | Route::CreateMeterEvent
             | Route::ListPrices => {}
-            | Route::ListPaymentMethods(_)
+            Route::ListPaymentMethods(_)
             | Route::AttachPaymentMethod(_)
             | Route::CreatePaymentIntent => {}
         }

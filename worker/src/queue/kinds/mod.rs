@@ -69,7 +69,7 @@ impl FromStr for RequestKind {
 }
 
 impl RequestKind {
-    pub(crate) const ALL: [RequestKind; 5] = [
+    pub(crate) const ALL: [RequestKind; 6] = [
         RequestKind::Checkout,
         RequestKind::Portal,
         RequestKind::Refresh,

@@ -129,6 +129,27 @@ async fn has_feature_answers_for_the_active_team_of_its_members() {
             (Some(true), Some(5))
         );
     }
+    // my_features lists the active account's features: the team's with the header only.
+    let features = |who: Uuid, headers: String| {
+        let db = &t.db;
+        async move {
+            let mut api = db.api().await;
+            api.call_with_headers(
+                &Caller::User(who),
+                &headers,
+                "SELECT feature || ':' || coalesce(limit_value::text, '-') FROM billing.my_features()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(features(bob, header.clone()).await, ["export:5"]);
+    assert!(features(bob, "{}".into()).await.is_empty());
+    assert!(features(carol, header.clone()).await.is_empty());
     // Not Carol's team, however she asks; anon gets nothing either.
     for sql in [personal, named] {
         assert_eq!(

@@ -22,8 +22,8 @@ END
 $$;
 COMMENT ON FUNCTION billing._check_feature_key(text) IS 'Internal: raises 22004 for a NULL feature and 22023 for one that is not a feature key (the billing.plan_features.feature rule).';
 
--- The one place that says which subscriptions entitle a user: today the user's own. When
--- accounts arrive (issue 23, item 1), the owner test becomes the user's active account's.
+-- The one place that says which subscriptions entitle an account (a user's personal account is
+-- their id; a team's is its billing.accounts.id): the callers pick the account and the feature.
 CREATE OR REPLACE FUNCTION billing._feature_grants(user_id uuid, grace_seconds integer)
 RETURNS TABLE (feature text, plan_id text, limit_value bigint)
 LANGUAGE sql STABLE PARALLEL SAFE
@@ -38,44 +38,75 @@ AS $$
            OR (s.status = 'past_due'
                AND coalesce(s.status_since, s.updated_at) > now() - make_interval(secs => grace_seconds)))
 $$;
-COMMENT ON FUNCTION billing._feature_grants(uuid, integer) IS 'Internal: the plan_features rows of the plans of user_id''s subscriptions that are active, trialing, or past_due for less than grace_seconds.';
+COMMENT ON FUNCTION billing._feature_grants(uuid, integer) IS 'Internal: the plan_features rows of the plans of the subscriptions of account user_id (a user''s own id or a team''s) that are active, trialing, or past_due for less than grace_seconds.';
 
-CREATE OR REPLACE FUNCTION billing.has_feature(feature text) RETURNS boolean
+-- has_feature/feature_limit answer for an account: the active one (billing.active_account(): the
+-- X-Billing-Account header, else the personal account), or the one named, which must be one of
+-- the caller's (billing._visible_accounts()); any other account gives nothing.
+CREATE OR REPLACE FUNCTION billing._feature_account(account_id uuid) RETURNS uuid
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF account_id IS NULL THEN
+        RETURN billing.active_account();
+    END IF;
+    RETURN CASE WHEN account_id = ANY (billing._visible_accounts()) THEN account_id END;
+END
+$$;
+COMMENT ON FUNCTION billing._feature_account(uuid) IS 'Internal: the account billing.has_feature and billing.feature_limit answer for: account_id when it is one of the caller''s, NULL when it is not; with account_id NULL the active account (billing.active_account()).';
+
+CREATE OR REPLACE FUNCTION billing.has_feature(feature text, account_id uuid) RETURNS boolean
 LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    uid uuid := billing.current_user_id();
+    acct uuid;
 BEGIN
     PERFORM billing._check_feature_key(feature);
-    IF uid IS NULL THEN
-        RETURN false;  -- anon, or a role without a user: nobody's subscription
+    acct := billing._feature_account(account_id);
+    IF acct IS NULL THEN
+        RETURN false;  -- anon, a role without a user, or an account not the caller's
     END IF;
-    RETURN EXISTS (SELECT FROM billing._feature_grants(uid, (billing._settings()).past_due_grace_seconds) g
+    RETURN EXISTS (SELECT FROM billing._feature_grants(acct, (billing._settings()).past_due_grace_seconds) g
                    WHERE g.feature = has_feature.feature);
 END
 $$;
-COMMENT ON FUNCTION billing.has_feature(text) IS 'Whether the signed-in user (billing.current_user_id()) may use feature: true when a subscription of theirs is active, trialing, or past_due for less than billing.config.past_due_grace_seconds, and its plan has the feature in billing.plan_features. False for unknown features, anon and users without such a subscription; 22004 for NULL, 22023 for a malformed key. In RLS policies write (select billing.has_feature(''export'')) so it runs once per statement.';
+COMMENT ON FUNCTION billing.has_feature(text, uuid) IS 'Whether the signed-in user may use feature through account_id (their own id or a team they belong to; NULL = the active account, billing.active_account()): true when a subscription of that account is active, trialing, or past_due for less than billing.config.past_due_grace_seconds, and its plan has the feature in billing.plan_features. False for unknown features, anon, accounts not the caller''s, and accounts without such a subscription; 22004 for NULL feature, 22023 for a malformed key.';
 
-CREATE OR REPLACE FUNCTION billing.feature_limit(feature text) RETURNS bigint
+CREATE OR REPLACE FUNCTION billing.has_feature(feature text) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+    SELECT billing.has_feature(feature, NULL::uuid)
+$$;
+COMMENT ON FUNCTION billing.has_feature(text) IS 'Whether the signed-in user''s active account (billing.active_account(): the team named by the X-Billing-Account header, else their personal account) may use feature: billing.has_feature(feature, NULL). False for unknown features and anon; 22004 for NULL, 22023 for a malformed key. In RLS policies write (select billing.has_feature(''export'')) so it runs once per statement.';
+
+CREATE OR REPLACE FUNCTION billing.feature_limit(feature text, account_id uuid) RETURNS bigint
 LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    uid uuid := billing.current_user_id();
+    acct uuid;
     unlimited boolean;
     largest bigint;
 BEGIN
     PERFORM billing._check_feature_key(feature);
-    IF uid IS NULL THEN
+    acct := billing._feature_account(account_id);
+    IF acct IS NULL THEN
         RETURN NULL;
     END IF;
     SELECT bool_or(g.limit_value IS NULL), max(g.limit_value) INTO unlimited, largest
-    FROM billing._feature_grants(uid, (billing._settings()).past_due_grace_seconds) g
+    FROM billing._feature_grants(acct, (billing._settings()).past_due_grace_seconds) g
     WHERE g.feature = feature_limit.feature;
     -- Several qualifying plans: the most generous wins, and no limit beats any limit.
     RETURN CASE WHEN unlimited THEN NULL ELSE largest END;
 END
 $$;
-COMMENT ON FUNCTION billing.feature_limit(text) IS 'The signed-in user''s limit of feature: the largest billing.plan_features.limit_value among the plans that give them the feature (as billing.has_feature decides). NULL when there is no limit to apply: the user has the feature without a limit, or does not have it (unknown features, anon, no qualifying subscription), so check billing.has_feature first. 22004 for NULL, 22023 for a malformed key. In RLS policies write (select billing.feature_limit(''projects'')).';
+COMMENT ON FUNCTION billing.feature_limit(text, uuid) IS 'The limit of feature for account_id (their own id or a team of the signed-in user; NULL = the active account): the largest billing.plan_features.limit_value among the plans that give the account the feature (as billing.has_feature decides). NULL when there is no limit to apply (no limit, or no feature: check billing.has_feature first). 22004 for NULL feature, 22023 for a malformed key.';
+
+CREATE OR REPLACE FUNCTION billing.feature_limit(feature text) RETURNS bigint
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+    SELECT billing.feature_limit(feature, NULL::uuid)
+$$;
+COMMENT ON FUNCTION billing.feature_limit(text) IS 'The signed-in user''s active account''s limit of feature (billing.feature_limit(feature, NULL)): the largest billing.plan_features.limit_value among the plans that give it the feature. NULL when there is no limit to apply: no limit, or no feature (unknown features, anon, no qualifying subscription), so check billing.has_feature first. 22004 for NULL, 22023 for a malformed key. In RLS policies write (select billing.feature_limit(''projects'')).';
 
 -- What the app shows ("your plan includes ..."): every feature at once, by the same rule.
 CREATE OR REPLACE FUNCTION billing.my_features()
@@ -84,11 +115,12 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 BEGIN
+    PERFORM billing._require_user();
     RETURN QUERY
     SELECT g.feature, CASE WHEN bool_or(g.limit_value IS NULL) THEN NULL ELSE max(g.limit_value) END
-    FROM billing._feature_grants(billing._require_user(), (billing._settings()).past_due_grace_seconds) g
+    FROM billing._feature_grants(billing.active_account(), (billing._settings()).past_due_grace_seconds) g
     GROUP BY g.feature
     ORDER BY g.feature;
 END
 $$;
-COMMENT ON FUNCTION billing.my_features() IS 'For signed-in users: every feature they have now, one row each with its limit as billing.feature_limit gives it (NULL = no limit); no rows without a qualifying subscription; 28000 when not signed in. From supabase-js: supabase.schema(''billing'').rpc(''my_features'').';
+COMMENT ON FUNCTION billing.my_features() IS 'For signed-in users: every feature their active account (billing.active_account(): the team named by the X-Billing-Account header, else their personal account) has now, one row each with its limit as billing.feature_limit gives it (NULL = no limit); no rows without a qualifying subscription; 28000 when not signed in. From supabase-js: supabase.schema(''billing'').rpc(''my_features'').';

@@ -367,6 +367,73 @@ COMMENT ON COLUMN billing.purchases.id IS 'The Checkout Session (cs_...), invoic
 COMMENT ON COLUMN billing.purchase_payments.purchase_id IS 'The Checkout Session, invoice or auto top-up PaymentIntent it paid (not a foreign key: the purchase may arrive later).';
 COMMENT ON COLUMN billing.notifications.event_id IS 'The Stripe event that caused it, or a key of ours for what no event causes (top_up:<request id>, top_up_limit:<user>:<month>): one notification of a kind per key.';
 
+-- Accounts and teams (issue 23, item 1; DESIGN.md, "Accounts"). A personal account's id is its
+-- user's id, so every 0.2.0 row already belongs to its personal account: nothing is rewritten.
+-- request_checkout and request_portal gain account_id (a new signature: the old one goes).
+-- sql/accounts/schema.sql
+-- Accounts (issue 23, item 1): who owns a wallet, a customer, subscriptions, purchases and grants.
+-- A personal account is implicit: its id IS the user's id, so every 0.2.0 row (keyed by user_id)
+-- already belongs to the right account and the upgrade rewrites nothing. A team is an explicit
+-- row here with its own uuid, which then stands in the same user_id columns of the ledger, the
+-- customers, subscriptions, purchases, requests and notifications (DESIGN.md, "Accounts").
+
+CREATE TABLE billing.accounts (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    name text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    created_by uuid NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE billing.accounts IS 'Team accounts (billing.create_team). A personal account has no row: its id is the user''s id. Members read their teams (row-level security).';
+COMMENT ON COLUMN billing.accounts.id IS 'The team''s account id: what the user_id columns of customers, subscriptions, grants, spends, purchases and notifications hold for the team''s rows.';
+COMMENT ON COLUMN billing.accounts.name IS 'Display name, 1 to 200 characters.';
+COMMENT ON COLUMN billing.accounts.created_by IS 'The user who created the team (its first owner).';
+COMMENT ON COLUMN billing.accounts.created_at IS 'When the team was created.';
+
+CREATE TABLE billing.account_members (
+    account_id uuid NOT NULL REFERENCES billing.accounts (id) ON DELETE CASCADE,
+    user_id uuid NOT NULL,
+    role text NOT NULL CHECK (role IN ('owner', 'admin', 'member')),
+    spend_limit bigint CHECK (spend_limit BETWEEN 0 AND 1000000000000),
+    added_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (account_id, user_id),
+    -- A team's id is never a user's own id, so personal and team rows cannot be confused.
+    CONSTRAINT account_members_not_self CHECK (user_id <> account_id)
+);
+-- billing._visible_accounts() looks a user's teams up by user: one index probe per statement.
+CREATE INDEX account_members_user_idx ON billing.account_members (user_id);
+COMMENT ON TABLE billing.account_members IS 'Who belongs to each team and with which role: owners and admins buy, open the portal and manage members; every member spends from the team wallet (billing.spend_account_tokens). Removing a row ends the member''s access and spending at once.';
+COMMENT ON COLUMN billing.account_members.account_id IS 'The team (billing.accounts.id).';
+COMMENT ON COLUMN billing.account_members.user_id IS 'The member''s user id.';
+COMMENT ON COLUMN billing.account_members.role IS 'owner (everything, at least one per team), admin (buys, opens the portal, manages members other than owners) or member (spends, reads).';
+COMMENT ON COLUMN billing.account_members.spend_limit IS 'Most tokens the member may spend from the team wallet per calendar month (UTC); NULL = no limit of their own.';
+COMMENT ON COLUMN billing.account_members.added_at IS 'When the member was added.';
+
+-- Which member spent a team's tokens; NULL for a personal account's spends and server spends.
+ALTER TABLE billing.token_spends ADD COLUMN spent_by uuid;
+COMMENT ON COLUMN billing.token_spends.spent_by IS 'For a team''s spend through billing.spend_account_tokens: the member who spent (their monthly spend_limit counts these). NULL otherwise.';
+-- A member's spends of one team this month, summed under their member row's lock.
+CREATE INDEX token_spends_member_idx ON billing.token_spends (user_id, spent_by, created_at)
+    WHERE spent_by IS NOT NULL;
+
+SELECT pg_catalog.pg_extension_config_dump('billing.accounts', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.account_members', '');
+DROP FUNCTION billing.request_checkout(text, text, text, text, uuid, text, boolean, integer);
+DROP FUNCTION billing.request_portal(text);
+-- The owner test of the policies becomes "one of the caller's accounts": recreated below
+-- (billing._protect_table).
+DROP POLICY own_rows ON billing.customers;
+DROP POLICY own_rows ON billing.subscriptions;
+DROP POLICY own_rows ON billing.token_grants;
+DROP POLICY own_rows ON billing.token_spends;
+DROP POLICY own_rows ON billing.token_spend_allocations;
+DROP POLICY own_rows ON billing.stripe_requests;
+DROP POLICY own_rows ON billing.projects;
+DROP POLICY own_rows ON billing.notifications;
+DROP POLICY own_rows ON billing.purchases;
+DROP POLICY own_rows ON billing.token_reversals;
+DROP POLICY own_rows ON billing.token_debts;
+DROP POLICY own_rows ON billing.token_debt_settlements;
+
 -- Functions written in Rust.
 -- extension/src/signature.rs:97
 -- stripe_billing::signature::_verify_webhook_signature
@@ -521,8 +588,9 @@ DECLARE
     present boolean;
 BEGIN
     PERFORM billing._check_not_null(user_id, 'user_id');
-    -- On Supabase the users live in auth.users; elsewhere any uuid is a user.
-    IF to_regclass('auth.users') IS NOT NULL THEN
+    -- On Supabase the users live in auth.users; elsewhere any uuid is a user. A team's account
+    -- id stands where a user id does (a grant to the team's wallet).
+    IF to_regclass('auth.users') IS NOT NULL AND NOT EXISTS (SELECT FROM billing.accounts a WHERE a.id = user_id) THEN
         EXECUTE 'SELECT EXISTS (SELECT FROM auth.users WHERE id = $1)' INTO present USING user_id;
         IF NOT present THEN
             RAISE EXCEPTION 'unknown user %', user_id
@@ -531,7 +599,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION billing._check_user_exists(uuid) IS 'Internal: raises P0002 when auth.users exists (Supabase) and has no such user.';
+COMMENT ON FUNCTION billing._check_user_exists(uuid) IS 'Internal: raises P0002 when auth.users exists (Supabase) and has no such user, nor is it a team''s account id.';
 
 -- sql/settings/functions.sql
 -- Settings: the defaults behind billing.config.
@@ -913,8 +981,8 @@ END
 $$;
 COMMENT ON FUNCTION billing._check_feature_key(text) IS 'Internal: raises 22004 for a NULL feature and 22023 for one that is not a feature key (the billing.plan_features.feature rule).';
 
--- The one place that says which subscriptions entitle a user: today the user's own. When
--- accounts arrive (issue 23, item 1), the owner test becomes the user's active account's.
+-- The one place that says which subscriptions entitle an account (a user's personal account is
+-- their id; a team's is its billing.accounts.id): the callers pick the account and the feature.
 CREATE OR REPLACE FUNCTION billing._feature_grants(user_id uuid, grace_seconds integer)
 RETURNS TABLE (feature text, plan_id text, limit_value bigint)
 LANGUAGE sql STABLE PARALLEL SAFE
@@ -929,44 +997,75 @@ AS $$
            OR (s.status = 'past_due'
                AND coalesce(s.status_since, s.updated_at) > now() - make_interval(secs => grace_seconds)))
 $$;
-COMMENT ON FUNCTION billing._feature_grants(uuid, integer) IS 'Internal: the plan_features rows of the plans of user_id''s subscriptions that are active, trialing, or past_due for less than grace_seconds.';
+COMMENT ON FUNCTION billing._feature_grants(uuid, integer) IS 'Internal: the plan_features rows of the plans of the subscriptions of account user_id (a user''s own id or a team''s) that are active, trialing, or past_due for less than grace_seconds.';
 
-CREATE OR REPLACE FUNCTION billing.has_feature(feature text) RETURNS boolean
+-- has_feature/feature_limit answer for an account: the active one (billing.active_account(): the
+-- X-Billing-Account header, else the personal account), or the one named, which must be one of
+-- the caller's (billing._visible_accounts()); any other account gives nothing.
+CREATE OR REPLACE FUNCTION billing._feature_account(account_id uuid) RETURNS uuid
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF account_id IS NULL THEN
+        RETURN billing.active_account();
+    END IF;
+    RETURN CASE WHEN account_id = ANY (billing._visible_accounts()) THEN account_id END;
+END
+$$;
+COMMENT ON FUNCTION billing._feature_account(uuid) IS 'Internal: the account billing.has_feature and billing.feature_limit answer for: account_id when it is one of the caller''s, NULL when it is not; with account_id NULL the active account (billing.active_account()).';
+
+CREATE OR REPLACE FUNCTION billing.has_feature(feature text, account_id uuid) RETURNS boolean
 LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    uid uuid := billing.current_user_id();
+    acct uuid;
 BEGIN
     PERFORM billing._check_feature_key(feature);
-    IF uid IS NULL THEN
-        RETURN false;  -- anon, or a role without a user: nobody's subscription
+    acct := billing._feature_account(account_id);
+    IF acct IS NULL THEN
+        RETURN false;  -- anon, a role without a user, or an account not the caller's
     END IF;
-    RETURN EXISTS (SELECT FROM billing._feature_grants(uid, (billing._settings()).past_due_grace_seconds) g
+    RETURN EXISTS (SELECT FROM billing._feature_grants(acct, (billing._settings()).past_due_grace_seconds) g
                    WHERE g.feature = has_feature.feature);
 END
 $$;
-COMMENT ON FUNCTION billing.has_feature(text) IS 'Whether the signed-in user (billing.current_user_id()) may use feature: true when a subscription of theirs is active, trialing, or past_due for less than billing.config.past_due_grace_seconds, and its plan has the feature in billing.plan_features. False for unknown features, anon and users without such a subscription; 22004 for NULL, 22023 for a malformed key. In RLS policies write (select billing.has_feature(''export'')) so it runs once per statement.';
+COMMENT ON FUNCTION billing.has_feature(text, uuid) IS 'Whether the signed-in user may use feature through account_id (their own id or a team they belong to; NULL = the active account, billing.active_account()): true when a subscription of that account is active, trialing, or past_due for less than billing.config.past_due_grace_seconds, and its plan has the feature in billing.plan_features. False for unknown features, anon, accounts not the caller''s, and accounts without such a subscription; 22004 for NULL feature, 22023 for a malformed key.';
 
-CREATE OR REPLACE FUNCTION billing.feature_limit(feature text) RETURNS bigint
+CREATE OR REPLACE FUNCTION billing.has_feature(feature text) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+    SELECT billing.has_feature(feature, NULL::uuid)
+$$;
+COMMENT ON FUNCTION billing.has_feature(text) IS 'Whether the signed-in user''s active account (billing.active_account(): the team named by the X-Billing-Account header, else their personal account) may use feature: billing.has_feature(feature, NULL). False for unknown features and anon; 22004 for NULL, 22023 for a malformed key. In RLS policies write (select billing.has_feature(''export'')) so it runs once per statement.';
+
+CREATE OR REPLACE FUNCTION billing.feature_limit(feature text, account_id uuid) RETURNS bigint
 LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    uid uuid := billing.current_user_id();
+    acct uuid;
     unlimited boolean;
     largest bigint;
 BEGIN
     PERFORM billing._check_feature_key(feature);
-    IF uid IS NULL THEN
+    acct := billing._feature_account(account_id);
+    IF acct IS NULL THEN
         RETURN NULL;
     END IF;
     SELECT bool_or(g.limit_value IS NULL), max(g.limit_value) INTO unlimited, largest
-    FROM billing._feature_grants(uid, (billing._settings()).past_due_grace_seconds) g
+    FROM billing._feature_grants(acct, (billing._settings()).past_due_grace_seconds) g
     WHERE g.feature = feature_limit.feature;
     -- Several qualifying plans: the most generous wins, and no limit beats any limit.
     RETURN CASE WHEN unlimited THEN NULL ELSE largest END;
 END
 $$;
-COMMENT ON FUNCTION billing.feature_limit(text) IS 'The signed-in user''s limit of feature: the largest billing.plan_features.limit_value among the plans that give them the feature (as billing.has_feature decides). NULL when there is no limit to apply: the user has the feature without a limit, or does not have it (unknown features, anon, no qualifying subscription), so check billing.has_feature first. 22004 for NULL, 22023 for a malformed key. In RLS policies write (select billing.feature_limit(''projects'')).';
+COMMENT ON FUNCTION billing.feature_limit(text, uuid) IS 'The limit of feature for account_id (their own id or a team of the signed-in user; NULL = the active account): the largest billing.plan_features.limit_value among the plans that give the account the feature (as billing.has_feature decides). NULL when there is no limit to apply (no limit, or no feature: check billing.has_feature first). 22004 for NULL feature, 22023 for a malformed key.';
+
+CREATE OR REPLACE FUNCTION billing.feature_limit(feature text) RETURNS bigint
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+    SELECT billing.feature_limit(feature, NULL::uuid)
+$$;
+COMMENT ON FUNCTION billing.feature_limit(text) IS 'The signed-in user''s active account''s limit of feature (billing.feature_limit(feature, NULL)): the largest billing.plan_features.limit_value among the plans that give it the feature. NULL when there is no limit to apply: no limit, or no feature (unknown features, anon, no qualifying subscription), so check billing.has_feature first. 22004 for NULL, 22023 for a malformed key. In RLS policies write (select billing.feature_limit(''projects'')).';
 
 -- What the app shows ("your plan includes ..."): every feature at once, by the same rule.
 CREATE OR REPLACE FUNCTION billing.my_features()
@@ -975,14 +1074,15 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 BEGIN
+    PERFORM billing._require_user();
     RETURN QUERY
     SELECT g.feature, CASE WHEN bool_or(g.limit_value IS NULL) THEN NULL ELSE max(g.limit_value) END
-    FROM billing._feature_grants(billing._require_user(), (billing._settings()).past_due_grace_seconds) g
+    FROM billing._feature_grants(billing.active_account(), (billing._settings()).past_due_grace_seconds) g
     GROUP BY g.feature
     ORDER BY g.feature;
 END
 $$;
-COMMENT ON FUNCTION billing.my_features() IS 'For signed-in users: every feature they have now, one row each with its limit as billing.feature_limit gives it (NULL = no limit); no rows without a qualifying subscription; 28000 when not signed in. From supabase-js: supabase.schema(''billing'').rpc(''my_features'').';
+COMMENT ON FUNCTION billing.my_features() IS 'For signed-in users: every feature their active account (billing.active_account(): the team named by the X-Billing-Account header, else their personal account) has now, one row each with its limit as billing.feature_limit gives it (NULL = no limit); no rows without a qualifying subscription; 28000 when not signed in. From supabase-js: supabase.schema(''billing'').rpc(''my_features'').';
 
 -- sql/ledger/functions.sql
 -- The token ledger: granting, spending and balances. A spend takes from grants soonest-expiring
@@ -1215,14 +1315,14 @@ BEGIN
         RAISE EXCEPTION 'user_id must not be NULL when the caller is not signed in'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    IF who IS DISTINCT FROM billing.current_user_id() AND NOT billing._is_privileged() THEN
-        RAISE EXCEPTION 'permission denied: you can only read your own balance'
+    IF NOT who = ANY (billing._visible_accounts()) AND NOT billing._is_privileged() THEN
+        RAISE EXCEPTION 'permission denied: you can only read your own balance or that of a team you belong to'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     RETURN billing._live_balance(who, project_id);
 END
 $$;
-COMMENT ON FUNCTION billing.token_balance(uuid, uuid) IS 'Spendable tokens of a user (default: the caller), for their own balance (project_id NULL) or one project. Expired grants stop counting at expires_at.';
+COMMENT ON FUNCTION billing.token_balance(uuid, uuid) IS 'Spendable tokens of an account (default: the caller''s personal one; a team''s for its members), for its own balance (project_id NULL) or one project. Expired grants stop counting at expires_at.';
 
 CREATE OR REPLACE FUNCTION billing._check_project(user_id uuid, project_id uuid) RETURNS void
 LANGUAGE plpgsql STABLE
@@ -1305,6 +1405,297 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION billing._refuse_ledger_edit() IS 'Internal (trigger): refuses edits that would let the books disagree (a grant''s tokens or remaining, a spend''s amount, any allocation).';
+
+-- sql/accounts/functions.sql
+-- Accounts and teams (issue 23, item 1; DESIGN.md, "Accounts"): who may see and spend what.
+-- Every function here is SECURITY DEFINER with a pinned search_path and checks the caller's
+-- role itself; users never write the account tables directly.
+
+-- The teams half of the owner test of the row-level security policies (billing._protect_table):
+-- a row is the caller's when its user_id is theirs or one of these. SECURITY DEFINER so that it
+-- reads account_members past that table's own policy (which uses it too); in a policy it runs
+-- once per statement (an initPlan, or the hashed subplan's one build).
+CREATE OR REPLACE FUNCTION billing._team_accounts() RETURNS uuid[]
+LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    uid uuid := billing.current_user_id();
+BEGIN
+    IF uid IS NULL THEN
+        RETURN '{}';
+    END IF;
+    RETURN ARRAY(SELECT m.account_id FROM billing.account_members m WHERE m.user_id = uid);
+END
+$$;
+COMMENT ON FUNCTION billing._team_accounts() IS 'Internal: the teams the signed-in user is a member of (empty when none or not signed in): with their own id, the accounts whose rows the row-level security policies let them read.';
+
+CREATE OR REPLACE FUNCTION billing._visible_accounts() RETURNS uuid[]
+LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    uid uuid := billing.current_user_id();
+BEGIN
+    IF uid IS NULL THEN
+        RETURN '{}';
+    END IF;
+    RETURN array_prepend(uid, billing._team_accounts());
+END
+$$;
+COMMENT ON FUNCTION billing._visible_accounts() IS 'Internal: the accounts the signed-in user may read and use: their personal account (their own id) and every team they are a member of; empty when not signed in.';
+
+CREATE OR REPLACE FUNCTION billing._account_role(account_id uuid, user_id uuid) RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+    -- A user is the owner of their personal account.
+    SELECT CASE WHEN account_id = user_id THEN 'owner'
+                ELSE (SELECT m.role FROM billing.account_members m
+                      WHERE m.account_id = _account_role.account_id AND m.user_id = _account_role.user_id) END
+$$;
+COMMENT ON FUNCTION billing._account_role(uuid, uuid) IS 'Internal: the role (owner, admin, member) of user_id in account_id, owner for their personal account, NULL when they are not a member.';
+
+-- Refuses unless the caller has one of the roles in account_id. Unknown teams and teams the
+-- caller is not in get the same answer, so the error tells nobody which team ids exist.
+CREATE OR REPLACE FUNCTION billing._require_account_role(account_id uuid, roles text[]) RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    uid uuid := billing._require_user();
+    role text;
+BEGIN
+    PERFORM billing._check_not_null(account_id, 'account_id');
+    role := billing._account_role(account_id, uid);
+    IF role IS NULL OR NOT role = ANY (roles) THEN
+        RAISE EXCEPTION 'permission denied: you are not % of account %', array_to_string(roles, ' or '), account_id
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Only members with that role in the team may do this; billing.account_members lists yours.';
+    END IF;
+    RETURN role;
+END
+$$;
+COMMENT ON FUNCTION billing._require_account_role(uuid, text[]) IS 'Internal: the signed-in caller''s role in account_id, or 42501 unless it is one of roles (28000 when not signed in, 22004 for a NULL account).';
+
+CREATE OR REPLACE FUNCTION billing.create_team(name text) RETURNS uuid
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    uid uuid := billing._require_user();
+    team uuid;
+BEGIN
+    PERFORM billing._check_not_null(name, 'name');
+    IF length(btrim(name)) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'name must be 1 to 200 characters, not blank' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO billing.accounts (name, created_by) VALUES (btrim(name), uid) RETURNING id INTO team;
+    INSERT INTO billing.account_members (account_id, user_id, role) VALUES (team, uid, 'owner');
+    RETURN team;
+END
+$$;
+COMMENT ON FUNCTION billing.create_team(text) IS 'For signed-in users: creates a team account named name (1 to 200 characters) with the caller as its owner and returns its id; buy for it with billing.request_checkout(..., account_id => id). 22004 for NULL, 22023 for a blank or long name.';
+
+CREATE OR REPLACE FUNCTION billing._member_json(m billing.account_members) RETURNS jsonb
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT jsonb_build_object('account_id', m.account_id, 'user_id', m.user_id, 'role', m.role,
+                              'spend_limit', m.spend_limit, 'added_at', m.added_at)
+$$;
+COMMENT ON FUNCTION billing._member_json(billing.account_members) IS 'Internal: the JSON shape the member functions return.';
+
+-- Every membership change of a team locks the team's row first, so "at least one owner" holds
+-- however many owners and admins change members at once.
+CREATE OR REPLACE FUNCTION billing._lock_team(account_id uuid) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM FROM billing.accounts a WHERE a.id = account_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'permission denied: account % is not a team of yours', account_id
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Members are managed on teams (billing.create_team); a personal account has none.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION billing._lock_team(uuid) IS 'Internal: locks a team''s row for a membership change; 42501 when there is no such team (a personal account has no members).';
+
+CREATE OR REPLACE FUNCTION billing.set_team_member(account_id uuid, user_id uuid, role text DEFAULT 'member',
+                                                   spend_limit bigint DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    uid uuid := billing._require_user();
+    mine text;
+    theirs text;
+    m billing.account_members;
+BEGIN
+    PERFORM billing._check_not_null(account_id, 'account_id');
+    PERFORM billing._check_not_null(user_id, 'user_id');
+    PERFORM billing._check_not_null(role, 'role');
+    IF role NOT IN ('owner', 'admin', 'member') THEN
+        RAISE EXCEPTION 'role must be owner, admin or member, got %', quote_literal(left(role, 40))
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF spend_limit IS NOT NULL AND (spend_limit < 0 OR spend_limit > 1000000000000) THEN
+        RAISE EXCEPTION 'spend_limit must be between 0 and 1000000000000 or NULL, got %', spend_limit
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'NULL means no limit of the member''s own.';
+    END IF;
+    IF user_id = account_id THEN
+        RAISE EXCEPTION 'a team cannot be a member of itself' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    mine := billing._require_account_role(account_id, ARRAY['owner', 'admin']);
+    PERFORM billing._lock_team(account_id);
+    PERFORM billing._check_user_exists(user_id);
+    theirs := billing._account_role(account_id, user_id);
+    -- Admins manage members and admins; only an owner makes or changes an owner.
+    IF mine <> 'owner' AND (role = 'owner' OR theirs = 'owner') THEN
+        RAISE EXCEPTION 'permission denied: only an owner may make or change an owner'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF theirs = 'owner' AND role <> 'owner' THEN
+        PERFORM billing._keep_an_owner(account_id, user_id);
+    END IF;
+    INSERT INTO billing.account_members AS a (account_id, user_id, role, spend_limit)
+    VALUES (set_team_member.account_id, set_team_member.user_id, set_team_member.role, set_team_member.spend_limit)
+    ON CONFLICT ON CONSTRAINT account_members_pkey
+    DO UPDATE SET role = excluded.role, spend_limit = excluded.spend_limit
+    RETURNING * INTO m;
+    RETURN billing._member_json(m);
+END
+$$;
+COMMENT ON FUNCTION billing.set_team_member(uuid, uuid, text, bigint) IS 'For a team''s owners and admins: adds user_id to the team, or changes their role and spend_limit (tokens per calendar month, UTC; NULL = none); returns the member. Only owners make or change owners, and the last owner stays one (BL021). 42501 for callers without the role (or an unknown team), 22004 for NULLs, 22023 for a bad role or limit, P0002 for a user not in auth.users.';
+
+CREATE OR REPLACE FUNCTION billing._keep_an_owner(account_id uuid, leaving uuid) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM billing.account_members m
+                   WHERE m.account_id = _keep_an_owner.account_id AND m.role = 'owner' AND m.user_id <> leaving) THEN
+        RAISE EXCEPTION 'account % would be left without an owner', account_id
+            USING ERRCODE = 'BL021', HINT = 'Make another member an owner first (billing.set_team_member).';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION billing._keep_an_owner(uuid, uuid) IS 'Internal: BL021 unless the team keeps an owner other than leaving; call it with the team''s row locked.';
+
+CREATE OR REPLACE FUNCTION billing.remove_team_member(account_id uuid, user_id uuid) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    uid uuid := billing._require_user();
+    mine text;
+    theirs text;
+BEGIN
+    PERFORM billing._check_not_null(account_id, 'account_id');
+    PERFORM billing._check_not_null(user_id, 'user_id');
+    -- Anyone may leave; owners and admins remove others.
+    mine := billing._require_account_role(account_id,
+        CASE WHEN user_id = uid THEN ARRAY['owner', 'admin', 'member'] ELSE ARRAY['owner', 'admin'] END);
+    PERFORM billing._lock_team(account_id);
+    theirs := billing._account_role(account_id, user_id);
+    IF theirs IS NULL THEN
+        RETURN false;
+    END IF;
+    IF theirs = 'owner' THEN
+        IF mine <> 'owner' THEN
+            RAISE EXCEPTION 'permission denied: only an owner may remove an owner' USING ERRCODE = 'insufficient_privilege';
+        END IF;
+        PERFORM billing._keep_an_owner(account_id, user_id);
+    END IF;
+    -- Waits for the member's spend in flight (it holds their row), after which they can neither
+    -- spend nor read the team's rows.
+    DELETE FROM billing.account_members m
+    WHERE m.account_id = remove_team_member.account_id AND m.user_id = remove_team_member.user_id;
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION billing.remove_team_member(uuid, uuid) IS 'For a team''s owners and admins (and any member removing themselves): removes user_id from the team at once: their next spend and read of the team''s rows are refused. True when they were a member, false when not. Only owners remove owners, never the last one (BL021); 42501 for callers without the role, 22004 for NULLs.';
+
+CREATE OR REPLACE FUNCTION billing.spend_account_tokens(account_id uuid, amount bigint, project_id uuid DEFAULT NULL,
+                                                        reason text DEFAULT NULL, idempotency_key text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    uid uuid := billing._require_user();
+    m billing.account_members;
+    key text;
+    used bigint;
+    result jsonb;
+BEGIN
+    PERFORM billing._check_not_null(account_id, 'account_id');
+    IF account_id = uid THEN
+        RETURN billing._spend(uid, amount, project_id, reason, idempotency_key, 'user');  -- spend_my_tokens
+    END IF;
+    PERFORM billing._check_not_null(amount, 'amount');
+    IF idempotency_key IS NOT NULL AND length(idempotency_key) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'idempotency_key must be 1 to 200 characters' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- The member's row, locked: their spends of this team run one at a time (so the limit holds
+    -- under concurrency), and a removal waits for the spend in flight and then refuses the next.
+    SELECT * INTO m FROM billing.account_members a
+    WHERE a.account_id = spend_account_tokens.account_id AND a.user_id = uid
+    FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'permission denied: you are not a member of account %', account_id
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    -- Each member's keys are their own: the team's ledger stores them under the member's id.
+    key := uid || ':' || idempotency_key;
+    IF m.spend_limit IS NOT NULL AND amount > 0
+       AND NOT EXISTS (SELECT FROM billing.token_spends s
+                       WHERE s.user_id = spend_account_tokens.account_id AND s.key_scope = 'user' AND s.idempotency_key = key) THEN
+        SELECT coalesce(sum(s.amount), 0) INTO used FROM billing.token_spends s
+        WHERE s.user_id = spend_account_tokens.account_id AND s.spent_by = uid
+          AND s.created_at >= date_trunc('month', now(), 'UTC');
+        IF used + amount > m.spend_limit THEN
+            RAISE EXCEPTION 'spend limit reached: % of your % tokens this month spent, requested %', used, m.spend_limit, amount
+                USING ERRCODE = 'BL020',
+                      HINT = 'A team owner or admin sets the limit (billing.set_team_member); it starts again on the 1st (UTC).';
+        END IF;
+    END IF;
+    result := billing._spend(account_id, amount, project_id, reason, key, 'user');
+    IF NOT (result ->> 'duplicate')::boolean THEN
+        UPDATE billing.token_spends s SET spent_by = uid WHERE s.id = (result ->> 'spend_id')::bigint;
+    END IF;
+    RETURN result;
+END
+$$;
+COMMENT ON FUNCTION billing.spend_account_tokens(uuid, bigint, uuid, text, text) IS 'For signed-in users: spends tokens of an account they belong to: their own id (as billing.spend_my_tokens) or a team of theirs, recording who spent (token_spends.spent_by). A member with a spend_limit is refused beyond it for the calendar month (BL020); BL001 when the wallet is short, 42501 for non-members (and members just removed). Idempotency keys (1 to 200 characters for teams) are each member''s own.';
+
+-- The active account of billing.has_feature / feature_limit: a header the app sends with the
+-- request (PostgREST puts headers in request.headers), so a policy's (select has_feature(...))
+-- stays one call per statement; without it the personal account.
+CREATE OR REPLACE FUNCTION billing.active_account() RETURNS uuid
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    uid uuid := billing.current_user_id();
+    headers text := current_setting('request.headers', true);
+    chosen text;
+BEGIN
+    IF uid IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF headers IS NOT NULL AND headers <> '' THEN
+        BEGIN
+            chosen := headers::jsonb ->> 'x-billing-account';
+        EXCEPTION WHEN invalid_text_representation THEN
+            RAISE EXCEPTION 'request.headers is not valid JSON' USING ERRCODE = 'invalid_text_representation';
+        END;
+    END IF;
+    IF chosen IS NULL OR chosen = '' THEN
+        RETURN uid;
+    END IF;
+    IF chosen !~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
+        RAISE EXCEPTION 'the X-Billing-Account header is not an account id (uuid)' USING ERRCODE = 'invalid_text_representation';
+    END IF;
+    -- An account the caller does not belong to is nobody's: they get nothing from it.
+    IF chosen::uuid = ANY (billing._visible_accounts()) THEN
+        RETURN chosen::uuid;
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION billing.active_account() IS 'The signed-in user''s active account: the X-Billing-Account request header (request.headers) when it names an account they belong to, NULL when it names another (and when not signed in), else their personal account (their own id). billing.has_feature(feature) and billing.feature_limit(feature) answer for it. 22P02 for a header that is not a uuid.';
 
 -- sql/notifications/functions.sql
 -- Notifications: written by effects, announced by NOTIFY.
@@ -2290,15 +2681,32 @@ END
 $$;
 COMMENT ON FUNCTION billing._replayed_request(uuid, text, jsonb, text) IS 'Internal: the caller''s request made earlier with this Idempotency-Key, NULL when there is none; BL004 when the key was used for other parameters.';
 
+CREATE OR REPLACE FUNCTION billing._buying_account(account_id uuid) RETURNS uuid
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    uid uuid := billing._require_user();
+BEGIN
+    IF account_id IS NULL OR account_id = uid THEN
+        RETURN uid;
+    END IF;
+    PERFORM billing._require_account_role(account_id, ARRAY['owner', 'admin']);
+    RETURN account_id;
+END
+$$;
+COMMENT ON FUNCTION billing._buying_account(uuid) IS 'Internal: the account a checkout or portal request is for: the caller''s own (account_id NULL or their id), or a team in which they are owner or admin (42501 otherwise; 28000 when not signed in).';
+
 CREATE OR REPLACE FUNCTION billing.request_checkout(price_id text, mode text DEFAULT NULL, success_url text DEFAULT NULL,
                                          cancel_url text DEFAULT NULL, project_id uuid DEFAULT NULL,
                                          coupon text DEFAULT NULL, allow_promotion_codes boolean DEFAULT false,
-                                         quantity integer DEFAULT 1)
+                                         quantity integer DEFAULT 1, account_id uuid DEFAULT NULL)
 RETURNS uuid
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    uid uuid := billing._require_user();
+    -- The account that buys (its Stripe customer, subscription, grants): the caller's own, or a
+    -- team they own or administer. Everything below is keyed by it.
+    uid uuid := billing._buying_account(account_id);
     plan billing.plans;
     cfg billing.config := billing._settings();
     expected_mode text;
@@ -2396,13 +2804,13 @@ BEGIN
     RETURN request_id;
 END
 $$;
-COMMENT ON FUNCTION billing.request_checkout(text, text, text, text, uuid, text, boolean, integer) IS 'For signed-in users: queues a Stripe Checkout Session for the caller (mode subscription for plans, payment for token packs) and returns the request id; then call billing.await_request(id) for the URL. Refuses what Stripe or the operator would: unknown or inactive plans, coupons not in billing.coupons (BL012), redirect URLs off the allowed origins (BL013), a second subscription (BL005), too many requests in progress (BL011). An Idempotency-Key in request.headers returns the request made with that key before (BL004 when its parameters differ).';
+COMMENT ON FUNCTION billing.request_checkout(text, text, text, text, uuid, text, boolean, integer, uuid) IS 'For signed-in users: queues a Stripe Checkout Session for the caller, or with account_id for a team they own or administer (42501 otherwise) (mode subscription for plans, payment for token packs) and returns the request id; then call billing.await_request(id) for the URL. Refuses what Stripe or the operator would: unknown or inactive plans, coupons not in billing.coupons (BL012), redirect URLs off the allowed origins (BL013), a second subscription (BL005), too many requests in progress (BL011). An Idempotency-Key in request.headers returns the request made with that key before (BL004 when its parameters differ).';
 
-CREATE OR REPLACE FUNCTION billing.request_portal(return_url text DEFAULT NULL) RETURNS uuid
+CREATE OR REPLACE FUNCTION billing.request_portal(return_url text DEFAULT NULL, account_id uuid DEFAULT NULL) RETURNS uuid
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    uid uuid := billing._require_user();
+    uid uuid := billing._buying_account(account_id);
     cfg billing.config := billing._settings();
     url text;
     key text := billing._idempotency_key();
@@ -2424,7 +2832,7 @@ BEGIN
     RETURN request_id;
 END
 $$;
-COMMENT ON FUNCTION billing.request_portal(text) IS 'For signed-in users: queues a Stripe Customer Portal session; fails with BL002 when the caller has no Stripe customer yet, BL013 for a return URL off the allowed origins, BL011 with too many requests in progress. An Idempotency-Key in request.headers returns the request made with that key before (BL004 when its return URL differs).';
+COMMENT ON FUNCTION billing.request_portal(text, uuid) IS 'For signed-in users: queues a Stripe Customer Portal session for the caller, or with account_id for a team they own or administer (42501 otherwise); fails with BL002 when the caller has no Stripe customer yet, BL013 for a return URL off the allowed origins, BL011 with too many requests in progress. An Idempotency-Key in request.headers returns the request made with that key before (BL004 when its return URL differs).';
 
 CREATE OR REPLACE FUNCTION billing._request_json(r billing.stripe_requests) RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE
@@ -2473,7 +2881,10 @@ BEGIN
     deadline := clock_timestamp() + make_interval(secs => timeout_ms / 1000.0);
     LOOP
         -- Each statement takes a new snapshot under READ COMMITTED, so this sees the worker's commit.
-        SELECT * INTO r FROM billing.stripe_requests s WHERE s.id = request_id AND s.user_id = uid;
+        -- The caller's own requests, and those they made for a team they still own or administer.
+        SELECT * INTO r FROM billing.stripe_requests s
+        WHERE s.id = request_id
+          AND (s.user_id = uid OR billing._account_role(s.user_id, uid) IN ('owner', 'admin'));
         IF NOT FOUND THEN
             RAISE EXCEPTION 'request % not found', request_id USING ERRCODE = 'no_data_found';
         END IF;
@@ -5024,8 +5435,13 @@ AS $$
 BEGIN
     EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', t);
     IF own_rows AND NOT EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = t AND p.polname = 'own_rows') THEN
+        -- The caller's accounts: their own id, then their teams' (billing._team_accounts). Every
+        -- row is tested (the privileged arm rules out an index), so the common case stays one
+        -- uuid comparison: the teams' hashed lookup runs only for members of a team.
         EXECUTE format($p$CREATE POLICY own_rows ON %s FOR SELECT
-                          USING (user_id = (SELECT billing.current_user_id()))$p$, t);
+                          USING (user_id = (SELECT billing.current_user_id())
+                                 OR ((SELECT cardinality(billing._team_accounts()) > 0)
+                                     AND user_id IN (SELECT unnest(billing._team_accounts()))))$p$, t);
     END IF;
     IF NOT EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = t AND p.polname = 'privileged') THEN
         EXECUTE format($p$CREATE POLICY privileged ON %s FOR ALL
@@ -5033,7 +5449,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION billing._protect_table(regclass, boolean) IS 'Internal: row-level security for a table: privileged roles may do anything, and with own_rows users may read the rows whose user_id is theirs.';
+COMMENT ON FUNCTION billing._protect_table(regclass, boolean) IS 'Internal: row-level security for a table: privileged roles may do anything, and with own_rows users may read the rows whose user_id is one of their accounts (their own id or a team of theirs, billing._team_accounts()).';
 
 CREATE OR REPLACE FUNCTION billing.client_api()
 RETURNS TABLE (role_name text, object_name text, privilege text)
@@ -5057,9 +5473,21 @@ SET search_path = pg_catalog, pg_temp AS $$
         ('authenticated', 'billing.has_feature(text)', 'EXECUTE'),
         ('authenticated', 'billing.feature_limit(text)', 'EXECUTE'),
         ('authenticated', 'billing.my_features()', 'EXECUTE'),
+        -- Accounts and teams (sql/accounts/functions.sql).
+        ('authenticated', 'billing._visible_accounts()', 'EXECUTE'),
+        ('authenticated', 'billing._team_accounts()', 'EXECUTE'),
+        ('authenticated', 'billing.active_account()', 'EXECUTE'),
+        ('authenticated', 'billing.has_feature(text,uuid)', 'EXECUTE'),
+        ('authenticated', 'billing.feature_limit(text,uuid)', 'EXECUTE'),
+        ('authenticated', 'billing.create_team(text)', 'EXECUTE'),
+        ('authenticated', 'billing.set_team_member(uuid,uuid,text,bigint)', 'EXECUTE'),
+        ('authenticated', 'billing.remove_team_member(uuid,uuid)', 'EXECUTE'),
+        ('authenticated', 'billing.spend_account_tokens(uuid,bigint,uuid,text,text)', 'EXECUTE'),
+        ('authenticated', 'billing.accounts', 'SELECT'),
+        ('authenticated', 'billing.account_members', 'SELECT'),
         ('authenticated', 'billing._require_user()', 'EXECUTE'),
-        ('authenticated', 'billing.request_checkout(text,text,text,text,uuid,text,boolean,integer)', 'EXECUTE'),
-        ('authenticated', 'billing.request_portal(text)', 'EXECUTE'),
+        ('authenticated', 'billing.request_checkout(text,text,text,text,uuid,text,boolean,integer,uuid)', 'EXECUTE'),
+        ('authenticated', 'billing.request_portal(text,uuid)', 'EXECUTE'),
         ('authenticated', 'billing.await_request(uuid,integer)', 'EXECUTE'),
         ('authenticated', 'billing.plans', 'SELECT'),
         ('authenticated', 'billing.projects', 'SELECT'),
@@ -5221,6 +5649,16 @@ SELECT billing._protect_table('billing.invoice_lines'::regclass, own_rows => fal
 SELECT billing._protect_table('billing.payment_lookups'::regclass, own_rows => false);
 SELECT billing._protect_table('billing.prices'::regclass, own_rows => false);
 SELECT billing._protect_table('billing.plan_features'::regclass, own_rows => false);
+SELECT billing._protect_table(t::regclass, own_rows => true)
+FROM unnest(ARRAY['billing.customers', 'billing.subscriptions', 'billing.token_grants', 'billing.token_spends',
+                  'billing.token_spend_allocations', 'billing.stripe_requests', 'billing.projects',
+                  'billing.notifications', 'billing.purchases', 'billing.token_reversals', 'billing.token_debts',
+                  'billing.token_debt_settlements']) AS t;
+SELECT billing._protect_table(t::regclass, own_rows => false)
+FROM unnest(ARRAY['billing.accounts', 'billing.account_members']) AS t;
+CREATE POLICY member_rows ON billing.accounts FOR SELECT USING (id = ANY ((SELECT billing._visible_accounts())::uuid[]));
+CREATE POLICY member_rows ON billing.account_members FOR SELECT
+    USING (account_id = ANY ((SELECT billing._visible_accounts())::uuid[]));
 SELECT billing._protect_table('billing.token_overages'::regclass, own_rows => true);
 -- sql/overage/triggers.sql
 -- A meter_event request's outcome is its overage's reported status.

@@ -68,8 +68,9 @@ DECLARE
     present boolean;
 BEGIN
     PERFORM billing._check_not_null(user_id, 'user_id');
-    -- On Supabase the users live in auth.users; elsewhere any uuid is a user.
-    IF to_regclass('auth.users') IS NOT NULL THEN
+    -- On Supabase the users live in auth.users; elsewhere any uuid is a user. A team's account
+    -- id stands where a user id does (a grant to the team's wallet).
+    IF to_regclass('auth.users') IS NOT NULL AND NOT EXISTS (SELECT FROM billing.accounts a WHERE a.id = user_id) THEN
         EXECUTE 'SELECT EXISTS (SELECT FROM auth.users WHERE id = $1)' INTO present USING user_id;
         IF NOT present THEN
             RAISE EXCEPTION 'unknown user %', user_id
@@ -78,4 +79,4 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION billing._check_user_exists(uuid) IS 'Internal: raises P0002 when auth.users exists (Supabase) and has no such user.';
+COMMENT ON FUNCTION billing._check_user_exists(uuid) IS 'Internal: raises P0002 when auth.users exists (Supabase) and has no such user, nor is it a team''s account id.';

@@ -228,14 +228,14 @@ BEGIN
         RAISE EXCEPTION 'user_id must not be NULL when the caller is not signed in'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    IF who IS DISTINCT FROM billing.current_user_id() AND NOT billing._is_privileged() THEN
-        RAISE EXCEPTION 'permission denied: you can only read your own balance'
+    IF NOT who = ANY (billing._visible_accounts()) AND NOT billing._is_privileged() THEN
+        RAISE EXCEPTION 'permission denied: you can only read your own balance or that of a team you belong to'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     RETURN billing._live_balance(who, project_id);
 END
 $$;
-COMMENT ON FUNCTION billing.token_balance(uuid, uuid) IS 'Spendable tokens of a user (default: the caller), for their own balance (project_id NULL) or one project. Expired grants stop counting at expires_at.';
+COMMENT ON FUNCTION billing.token_balance(uuid, uuid) IS 'Spendable tokens of an account (default: the caller''s personal one; a team''s for its members), for its own balance (project_id NULL) or one project. Expired grants stop counting at expires_at.';
 
 CREATE OR REPLACE FUNCTION billing._check_project(user_id uuid, project_id uuid) RETURNS void
 LANGUAGE plpgsql STABLE

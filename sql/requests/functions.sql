@@ -138,15 +138,32 @@ END
 $$;
 COMMENT ON FUNCTION billing._replayed_request(uuid, text, jsonb, text) IS 'Internal: the caller''s request made earlier with this Idempotency-Key, NULL when there is none; BL004 when the key was used for other parameters.';
 
+CREATE OR REPLACE FUNCTION billing._buying_account(account_id uuid) RETURNS uuid
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    uid uuid := billing._require_user();
+BEGIN
+    IF account_id IS NULL OR account_id = uid THEN
+        RETURN uid;
+    END IF;
+    PERFORM billing._require_account_role(account_id, ARRAY['owner', 'admin']);
+    RETURN account_id;
+END
+$$;
+COMMENT ON FUNCTION billing._buying_account(uuid) IS 'Internal: the account a checkout or portal request is for: the caller''s own (account_id NULL or their id), or a team in which they are owner or admin (42501 otherwise; 28000 when not signed in).';
+
 CREATE OR REPLACE FUNCTION billing.request_checkout(price_id text, mode text DEFAULT NULL, success_url text DEFAULT NULL,
                                          cancel_url text DEFAULT NULL, project_id uuid DEFAULT NULL,
                                          coupon text DEFAULT NULL, allow_promotion_codes boolean DEFAULT false,
-                                         quantity integer DEFAULT 1)
+                                         quantity integer DEFAULT 1, account_id uuid DEFAULT NULL)
 RETURNS uuid
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    uid uuid := billing._require_user();
+    -- The account that buys (its Stripe customer, subscription, grants): the caller's own, or a
+    -- team they own or administer. Everything below is keyed by it.
+    uid uuid := billing._buying_account(account_id);
     plan billing.plans;
     cfg billing.config := billing._settings();
     expected_mode text;
@@ -244,13 +261,13 @@ BEGIN
     RETURN request_id;
 END
 $$;
-COMMENT ON FUNCTION billing.request_checkout(text, text, text, text, uuid, text, boolean, integer) IS 'For signed-in users: queues a Stripe Checkout Session for the caller (mode subscription for plans, payment for token packs) and returns the request id; then call billing.await_request(id) for the URL. Refuses what Stripe or the operator would: unknown or inactive plans, coupons not in billing.coupons (BL012), redirect URLs off the allowed origins (BL013), a second subscription (BL005), too many requests in progress (BL011). An Idempotency-Key in request.headers returns the request made with that key before (BL004 when its parameters differ).';
+COMMENT ON FUNCTION billing.request_checkout(text, text, text, text, uuid, text, boolean, integer, uuid) IS 'For signed-in users: queues a Stripe Checkout Session for the caller, or with account_id for a team they own or administer (42501 otherwise) (mode subscription for plans, payment for token packs) and returns the request id; then call billing.await_request(id) for the URL. Refuses what Stripe or the operator would: unknown or inactive plans, coupons not in billing.coupons (BL012), redirect URLs off the allowed origins (BL013), a second subscription (BL005), too many requests in progress (BL011). An Idempotency-Key in request.headers returns the request made with that key before (BL004 when its parameters differ).';
 
-CREATE OR REPLACE FUNCTION billing.request_portal(return_url text DEFAULT NULL) RETURNS uuid
+CREATE OR REPLACE FUNCTION billing.request_portal(return_url text DEFAULT NULL, account_id uuid DEFAULT NULL) RETURNS uuid
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    uid uuid := billing._require_user();
+    uid uuid := billing._buying_account(account_id);
     cfg billing.config := billing._settings();
     url text;
     key text := billing._idempotency_key();
@@ -272,7 +289,7 @@ BEGIN
     RETURN request_id;
 END
 $$;
-COMMENT ON FUNCTION billing.request_portal(text) IS 'For signed-in users: queues a Stripe Customer Portal session; fails with BL002 when the caller has no Stripe customer yet, BL013 for a return URL off the allowed origins, BL011 with too many requests in progress. An Idempotency-Key in request.headers returns the request made with that key before (BL004 when its return URL differs).';
+COMMENT ON FUNCTION billing.request_portal(text, uuid) IS 'For signed-in users: queues a Stripe Customer Portal session for the caller, or with account_id for a team they own or administer (42501 otherwise); fails with BL002 when the caller has no Stripe customer yet, BL013 for a return URL off the allowed origins, BL011 with too many requests in progress. An Idempotency-Key in request.headers returns the request made with that key before (BL004 when its return URL differs).';
 
 CREATE OR REPLACE FUNCTION billing._request_json(r billing.stripe_requests) RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE
@@ -321,7 +338,10 @@ BEGIN
     deadline := clock_timestamp() + make_interval(secs => timeout_ms / 1000.0);
     LOOP
         -- Each statement takes a new snapshot under READ COMMITTED, so this sees the worker's commit.
-        SELECT * INTO r FROM billing.stripe_requests s WHERE s.id = request_id AND s.user_id = uid;
+        -- The caller's own requests, and those they made for a team they still own or administer.
+        SELECT * INTO r FROM billing.stripe_requests s
+        WHERE s.id = request_id
+          AND (s.user_id = uid OR billing._account_role(s.user_id, uid) IN ('owner', 'admin'));
         IF NOT FOUND THEN
             RAISE EXCEPTION 'request % not found', request_id USING ERRCODE = 'no_data_found';
         END IF;

@@ -13,8 +13,13 @@ AS $$
 BEGIN
     EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', t);
     IF own_rows AND NOT EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = t AND p.polname = 'own_rows') THEN
+        -- The caller's accounts: their own id, then their teams' (billing._team_accounts). Every
+        -- row is tested (the privileged arm rules out an index), so the common case stays one
+        -- uuid comparison: the teams' hashed lookup runs only for members of a team.
         EXECUTE format($p$CREATE POLICY own_rows ON %s FOR SELECT
-                          USING (user_id = (SELECT billing.current_user_id()))$p$, t);
+                          USING (user_id = (SELECT billing.current_user_id())
+                                 OR ((SELECT cardinality(billing._team_accounts()) > 0)
+                                     AND user_id IN (SELECT unnest(billing._team_accounts()))))$p$, t);
     END IF;
     IF NOT EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = t AND p.polname = 'privileged') THEN
         EXECUTE format($p$CREATE POLICY privileged ON %s FOR ALL
@@ -22,7 +27,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION billing._protect_table(regclass, boolean) IS 'Internal: row-level security for a table: privileged roles may do anything, and with own_rows users may read the rows whose user_id is theirs.';
+COMMENT ON FUNCTION billing._protect_table(regclass, boolean) IS 'Internal: row-level security for a table: privileged roles may do anything, and with own_rows users may read the rows whose user_id is one of their accounts (their own id or a team of theirs, billing._team_accounts()).';
 
 CREATE OR REPLACE FUNCTION billing.client_api()
 RETURNS TABLE (role_name text, object_name text, privilege text)
@@ -46,9 +51,21 @@ SET search_path = pg_catalog, pg_temp AS $$
         ('authenticated', 'billing.has_feature(text)', 'EXECUTE'),
         ('authenticated', 'billing.feature_limit(text)', 'EXECUTE'),
         ('authenticated', 'billing.my_features()', 'EXECUTE'),
+        -- Accounts and teams (sql/accounts/functions.sql).
+        ('authenticated', 'billing._visible_accounts()', 'EXECUTE'),
+        ('authenticated', 'billing._team_accounts()', 'EXECUTE'),
+        ('authenticated', 'billing.active_account()', 'EXECUTE'),
+        ('authenticated', 'billing.has_feature(text,uuid)', 'EXECUTE'),
+        ('authenticated', 'billing.feature_limit(text,uuid)', 'EXECUTE'),
+        ('authenticated', 'billing.create_team(text)', 'EXECUTE'),
+        ('authenticated', 'billing.set_team_member(uuid,uuid,text,bigint)', 'EXECUTE'),
+        ('authenticated', 'billing.remove_team_member(uuid,uuid)', 'EXECUTE'),
+        ('authenticated', 'billing.spend_account_tokens(uuid,bigint,uuid,text,text)', 'EXECUTE'),
+        ('authenticated', 'billing.accounts', 'SELECT'),
+        ('authenticated', 'billing.account_members', 'SELECT'),
         ('authenticated', 'billing._require_user()', 'EXECUTE'),
-        ('authenticated', 'billing.request_checkout(text,text,text,text,uuid,text,boolean,integer)', 'EXECUTE'),
-        ('authenticated', 'billing.request_portal(text)', 'EXECUTE'),
+        ('authenticated', 'billing.request_checkout(text,text,text,text,uuid,text,boolean,integer,uuid)', 'EXECUTE'),
+        ('authenticated', 'billing.request_portal(text,uuid)', 'EXECUTE'),
         ('authenticated', 'billing.await_request(uuid,integer)', 'EXECUTE'),
         ('authenticated', 'billing.plans', 'SELECT'),
         ('authenticated', 'billing.projects', 'SELECT'),

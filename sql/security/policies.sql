@@ -14,6 +14,12 @@ FROM unnest(ARRAY['billing.config', 'billing.webhook_secrets', 'billing.stripe_e
                   'billing.purchase_payments', 'billing.stripe_charges', 'billing.stripe_refunds', 'billing.stripe_disputes',
                   'billing.stripe_credit_notes', 'billing.event_sync', 'billing.invoice_lines',
                   'billing.payment_lookups', 'billing.prices', 'billing.plan_features']) AS t;
+-- Members read their teams and their teams' members, as every owned row (billing._visible_accounts).
+SELECT billing._protect_table(t::regclass, own_rows => false)
+FROM unnest(ARRAY['billing.accounts', 'billing.account_members']) AS t;
+CREATE POLICY member_rows ON billing.accounts FOR SELECT USING (id = ANY ((SELECT billing._visible_accounts())::uuid[]));
+CREATE POLICY member_rows ON billing.account_members FOR SELECT
+    USING (account_id = ANY ((SELECT billing._visible_accounts())::uuid[]));
 -- The catalog is public to signed-in users.
 CREATE POLICY catalog_readable ON billing.plans FOR SELECT USING (true);
 

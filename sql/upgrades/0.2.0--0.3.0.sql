@@ -220,12 +220,43 @@ COMMENT ON COLUMN billing.purchases.id IS 'The Checkout Session (cs_...), invoic
 COMMENT ON COLUMN billing.purchase_payments.purchase_id IS 'The Checkout Session, invoice or auto top-up PaymentIntent it paid (not a foreign key: the purchase may arrive later).';
 COMMENT ON COLUMN billing.notifications.event_id IS 'The Stripe event that caused it, or a key of ours for what no event causes (top_up:<request id>, top_up_limit:<user>:<month>): one notification of a kind per key.';
 
+-- Accounts and teams (issue 23, item 1; DESIGN.md, "Accounts"). A personal account's id is its
+-- user's id, so every 0.2.0 row already belongs to its personal account: nothing is rewritten.
+-- request_checkout and request_portal gain account_id (a new signature: the old one goes).
+-- @include sql/accounts/schema.sql
+DROP FUNCTION billing.request_checkout(text, text, text, text, uuid, text, boolean, integer);
+DROP FUNCTION billing.request_portal(text);
+-- The owner test of the policies becomes "one of the caller's accounts": recreated below
+-- (billing._protect_table).
+DROP POLICY own_rows ON billing.customers;
+DROP POLICY own_rows ON billing.subscriptions;
+DROP POLICY own_rows ON billing.token_grants;
+DROP POLICY own_rows ON billing.token_spends;
+DROP POLICY own_rows ON billing.token_spend_allocations;
+DROP POLICY own_rows ON billing.stripe_requests;
+DROP POLICY own_rows ON billing.projects;
+DROP POLICY own_rows ON billing.notifications;
+DROP POLICY own_rows ON billing.purchases;
+DROP POLICY own_rows ON billing.token_reversals;
+DROP POLICY own_rows ON billing.token_debts;
+DROP POLICY own_rows ON billing.token_debt_settlements;
+
 -- @replay
 
 SELECT billing._protect_table('billing.invoice_lines'::regclass, own_rows => false);
 SELECT billing._protect_table('billing.payment_lookups'::regclass, own_rows => false);
 SELECT billing._protect_table('billing.prices'::regclass, own_rows => false);
 SELECT billing._protect_table('billing.plan_features'::regclass, own_rows => false);
+SELECT billing._protect_table(t::regclass, own_rows => true)
+FROM unnest(ARRAY['billing.customers', 'billing.subscriptions', 'billing.token_grants', 'billing.token_spends',
+                  'billing.token_spend_allocations', 'billing.stripe_requests', 'billing.projects',
+                  'billing.notifications', 'billing.purchases', 'billing.token_reversals', 'billing.token_debts',
+                  'billing.token_debt_settlements']) AS t;
+SELECT billing._protect_table(t::regclass, own_rows => false)
+FROM unnest(ARRAY['billing.accounts', 'billing.account_members']) AS t;
+CREATE POLICY member_rows ON billing.accounts FOR SELECT USING (id = ANY ((SELECT billing._visible_accounts())::uuid[]));
+CREATE POLICY member_rows ON billing.account_members FOR SELECT
+    USING (account_id = ANY ((SELECT billing._visible_accounts())::uuid[]));
 SELECT billing._protect_table('billing.token_overages'::regclass, own_rows => true);
 -- @include sql/overage/triggers.sql
 SELECT billing._protect_table('billing.balance_alerts'::regclass, own_rows => true);

@@ -33,6 +33,7 @@ pub const ORDER: &[&str] = &[
     "docs/tokens.md",
     "docs/worker.md",
     "docs/app.md",
+    "docs/teams.md",
     "docs/events-and-refunds.md",
     "docs/operations.md",
     "docs/upgrading.md",

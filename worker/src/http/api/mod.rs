@@ -83,6 +83,8 @@ pub struct CheckoutBody {
     pub coupon: Option<String>,
     pub allow_promotion_codes: Option<bool>,
     pub quantity: Option<i32>,
+    /// A team to buy for (its owners and admins only; the SQL checks the caller's role).
+    pub account_id: Option<String>,
 }
 
 /// `POST /api/stripe/portal` body (may be empty).
@@ -90,6 +92,8 @@ pub struct CheckoutBody {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PortalBody {
     pub return_url: Option<String>,
+    /// A team whose portal to open (its owners and admins only).
+    pub account_id: Option<String>,
 }
 
 /// What the caller asked for.

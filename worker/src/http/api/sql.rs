@@ -24,9 +24,11 @@ const AS_WORKER: &str = "SELECT set_config('role', 'none', true), \
 
 const REQUEST_CHECKOUT: &str = "SELECT billing.request_checkout(price_id => $1, mode => $2, \
      success_url => $3, cancel_url => $4, project_id => $5::text::uuid, coupon => $6, \
-     allow_promotion_codes => coalesce($7::boolean, false), quantity => coalesce($8::integer, 1))";
+     allow_promotion_codes => coalesce($7::boolean, false), quantity => coalesce($8::integer, 1), \
+     account_id => $9::text::uuid)";
 
-const REQUEST_PORTAL: &str = "SELECT billing.request_portal(return_url => $1)";
+const REQUEST_PORTAL: &str =
+    "SELECT billing.request_portal(return_url => $1, account_id => $2::text::uuid)";
 
 const AWAIT_REQUEST: &str = "SELECT billing.await_request($1, $2)";
 
@@ -84,11 +86,15 @@ async fn request(conn: &mut Conn, call: &Call) -> Result<Uuid, DbError> {
                     &b.coupon,
                     &b.allow_promotion_codes,
                     &b.quantity,
+                    &b.account_id,
                 ],
             )
             .await?
         }
-        Call::Portal(b) => conn.query_one(REQUEST_PORTAL, &[&b.return_url]).await?,
+        Call::Portal(b) => {
+            conn.query_one(REQUEST_PORTAL, &[&b.return_url, &b.account_id])
+                .await?
+        }
     };
     Ok(row.try_get(0)?)
 }

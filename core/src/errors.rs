@@ -66,6 +66,7 @@ pub const CODES: &[Code] = &[
     code("BL014", "install_refused", "the pure-SQL migration does not fit this database (stripe_billing is there already, a foreign schema billing, pgcrypto elsewhere, not UTF8)", 500, Unexpected),
     code("BL020", "member_spend_limit", "a team member's monthly spend limit would be exceeded (nothing was spent)", 402, Unexpected),
     code("BL021", "last_owner", "a team would be left without an owner", 409, Unexpected),
+    code("BL022", "no_free_seat", "a team's members fill its seats (its subscription's quantity); nothing was changed", 409, Unexpected),
     code("22004", "null_value_not_allowed", "a required argument is NULL", 400, Sender),
     code("22008", "datetime_field_overflow", "the Stripe-Signature timestamp is outside the tolerance", 400, Sender),
     code("22023", "invalid_parameter_value", "an argument is invalid (or: the header has no v1 signature, the body is not a Stripe event)", 400, Sender),

@@ -12,6 +12,7 @@ DECLARE
     item jsonb;
     plan billing.plans;
     price text;
+    quantity bigint;
     cur billing.subscriptions;
     new billing.subscriptions;
     winner text;
@@ -23,6 +24,7 @@ BEGIN
         plan := billing._plan_of_price(item ->> 'price_id');
         IF plan.kind = 'subscription' THEN
             price := item ->> 'price_id';
+            quantity := (item ->> 'quantity')::bigint;
             EXIT;
         END IF;
         plan := NULL;
@@ -32,6 +34,9 @@ BEGIN
     new := cur;
     new.plan_id := plan.id;
     new.stripe_price_id := coalesce(price, s -> 'items' -> 0 ->> 'price_id');
+    -- The plan item's quantity: a team's seats (billing._team_seats). Without a catalog plan,
+    -- the first item's, like the price.
+    new.quantity := coalesce(quantity, (s -> 'items' -> 0 ->> 'quantity')::bigint);
     new.status := s ->> 'status';
     new.current_period_start := billing._unix_time(s -> 'current_period_start');
     new.current_period_end := billing._unix_time(s -> 'current_period_end');
@@ -48,10 +53,10 @@ BEGIN
     IF NOT billing._is_newer(v, cur.version) THEN
         IF v = cur.version AND (new.plan_id, new.stripe_price_id, new.status, new.current_period_start,
                 new.current_period_end, new.cancel_at_period_end, new.cancel_at, new.canceled_at,
-                new.ended_at, new.trial_end, new.pause_collection)
+                new.ended_at, new.trial_end, new.pause_collection, new.quantity)
              IS DISTINCT FROM (cur.plan_id, cur.stripe_price_id, cur.status, cur.current_period_start,
                 cur.current_period_end, cur.cancel_at_period_end, cur.cancel_at, cur.canceled_at,
-                cur.ended_at, cur.trial_end, cur.pause_collection) THEN
+                cur.ended_at, cur.trial_end, cur.pause_collection, cur.quantity) THEN
             winner := billing._same_second_winner(cur.status, new.status);
             IF winner IS NULL OR new.status IS NOT DISTINCT FROM cur.status THEN
                 -- Two different reports of one second, and the lifecycle cannot order them.
@@ -78,7 +83,7 @@ BEGIN
         current_period_start = new.current_period_start, current_period_end = new.current_period_end,
         cancel_at_period_end = new.cancel_at_period_end, cancel_at = new.cancel_at,
         canceled_at = new.canceled_at, ended_at = new.ended_at, trial_end = new.trial_end,
-        pause_collection = new.pause_collection, version = new.version, updated_at = now()
+        pause_collection = new.pause_collection, quantity = new.quantity, version = new.version, updated_at = now()
     WHERE c.stripe_subscription_id = sub_id;
 END
 $$;

@@ -433,6 +433,11 @@ DROP POLICY own_rows ON billing.purchases;
 DROP POLICY own_rows ON billing.token_reversals;
 DROP POLICY own_rows ON billing.token_debts;
 DROP POLICY own_rows ON billing.token_debt_settlements;
+-- Seats (issue 23, item 2): a team's subscription's quantity is its seats. 0.2.0 did not record
+-- it; the newest stored report of each subscription fills it after the replay (below), else it
+-- stays NULL (unknown: no seat limit) until the next report.
+ALTER TABLE billing.subscriptions ADD COLUMN quantity bigint CHECK (quantity >= 0);
+COMMENT ON COLUMN billing.subscriptions.quantity IS 'The quantity of the plan''s subscription item (else the first item''s) as last reported by Stripe: for a team''s subscription, its seats (billing._team_seats). NULL until a report carries it (0.2.0 rows until their next report).';
 
 -- Functions written in Rust.
 -- extension/src/signature.rs:97
@@ -1553,6 +1558,9 @@ BEGIN
     IF theirs = 'owner' AND role <> 'owner' THEN
         PERFORM billing._keep_an_owner(account_id, user_id);
     END IF;
+    IF theirs IS NULL THEN
+        PERFORM billing._check_free_seat(account_id);
+    END IF;
     INSERT INTO billing.account_members AS a (account_id, user_id, role, spend_limit)
     VALUES (set_team_member.account_id, set_team_member.user_id, set_team_member.role, set_team_member.spend_limit)
     ON CONFLICT ON CONSTRAINT account_members_pkey
@@ -1561,7 +1569,40 @@ BEGIN
     RETURN billing._member_json(m);
 END
 $$;
-COMMENT ON FUNCTION billing.set_team_member(uuid, uuid, text, bigint) IS 'For a team''s owners and admins: adds user_id to the team, or changes their role and spend_limit (tokens per calendar month, UTC; NULL = none); returns the member. Only owners make or change owners, and the last owner stays one (BL021). 42501 for callers without the role (or an unknown team), 22004 for NULLs, 22023 for a bad role or limit, P0002 for a user not in auth.users.';
+COMMENT ON FUNCTION billing.set_team_member(uuid, uuid, text, bigint) IS 'For a team''s owners and admins: adds user_id to the team, or changes their role and spend_limit (tokens per calendar month, UTC; NULL = none); returns the member. Only owners make or change owners, and the last owner stays one (BL021); a new member needs a free seat when the team''s subscription has seats (BL022, billing._team_seats). 42501 for callers without the role (or an unknown team), 22004 for NULLs, 22023 for a bad role or limit, P0002 for a user not in auth.users.';
+
+-- Seats (issue 23, item 2): a team's subscription's quantity is how many members it may have.
+-- Every subscription a team owns is a team plan, so no plan flag is needed: a personal account
+-- has no members to count. With several live subscriptions the largest quantity counts.
+CREATE OR REPLACE FUNCTION billing._team_seats(account_id uuid) RETURNS bigint
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+    SELECT max(s.quantity) FROM billing.subscriptions s
+    WHERE s.user_id = _team_seats.account_id AND s.status IN ('active', 'trialing', 'past_due')
+$$;
+COMMENT ON FUNCTION billing._team_seats(uuid) IS 'Internal: how many members a team may have: the quantity of its active, trialing or past_due subscription (the largest, with several); NULL = no limit (no such subscription, or its quantity not reported yet).';
+
+-- Called with the team's row locked (billing._lock_team), so members are added one at a time
+-- and concurrent adds cannot both take the last seat: each counts after the previous committed.
+CREATE OR REPLACE FUNCTION billing._check_free_seat(account_id uuid) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    seats bigint := billing._team_seats(account_id);
+    taken bigint;
+BEGIN
+    IF seats IS NULL THEN
+        RETURN;
+    END IF;
+    SELECT count(*) INTO taken FROM billing.account_members m WHERE m.account_id = _check_free_seat.account_id;
+    IF taken >= seats THEN
+        RAISE EXCEPTION 'no free seat: account % has % seats and % members', account_id, seats, taken
+            USING ERRCODE = 'BL022',
+                  HINT = 'An owner or admin buys more seats (the subscription''s quantity), or removes a member first.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION billing._check_free_seat(uuid) IS 'Internal: BL022 when the team''s members (owners and admins included) already fill its seats (billing._team_seats); call it with the team''s row locked.';
 
 CREATE OR REPLACE FUNCTION billing._keep_an_owner(account_id uuid, leaving uuid) RETURNS void
 LANGUAGE plpgsql
@@ -4429,6 +4470,7 @@ DECLARE
     item jsonb;
     plan billing.plans;
     price text;
+    quantity bigint;
     cur billing.subscriptions;
     new billing.subscriptions;
     winner text;
@@ -4440,6 +4482,7 @@ BEGIN
         plan := billing._plan_of_price(item ->> 'price_id');
         IF plan.kind = 'subscription' THEN
             price := item ->> 'price_id';
+            quantity := (item ->> 'quantity')::bigint;
             EXIT;
         END IF;
         plan := NULL;
@@ -4449,6 +4492,9 @@ BEGIN
     new := cur;
     new.plan_id := plan.id;
     new.stripe_price_id := coalesce(price, s -> 'items' -> 0 ->> 'price_id');
+    -- The plan item's quantity: a team's seats (billing._team_seats). Without a catalog plan,
+    -- the first item's, like the price.
+    new.quantity := coalesce(quantity, (s -> 'items' -> 0 ->> 'quantity')::bigint);
     new.status := s ->> 'status';
     new.current_period_start := billing._unix_time(s -> 'current_period_start');
     new.current_period_end := billing._unix_time(s -> 'current_period_end');
@@ -4465,10 +4511,10 @@ BEGIN
     IF NOT billing._is_newer(v, cur.version) THEN
         IF v = cur.version AND (new.plan_id, new.stripe_price_id, new.status, new.current_period_start,
                 new.current_period_end, new.cancel_at_period_end, new.cancel_at, new.canceled_at,
-                new.ended_at, new.trial_end, new.pause_collection)
+                new.ended_at, new.trial_end, new.pause_collection, new.quantity)
              IS DISTINCT FROM (cur.plan_id, cur.stripe_price_id, cur.status, cur.current_period_start,
                 cur.current_period_end, cur.cancel_at_period_end, cur.cancel_at, cur.canceled_at,
-                cur.ended_at, cur.trial_end, cur.pause_collection) THEN
+                cur.ended_at, cur.trial_end, cur.pause_collection, cur.quantity) THEN
             winner := billing._same_second_winner(cur.status, new.status);
             IF winner IS NULL OR new.status IS NOT DISTINCT FROM cur.status THEN
                 -- Two different reports of one second, and the lifecycle cannot order them.
@@ -4495,7 +4541,7 @@ BEGIN
         current_period_start = new.current_period_start, current_period_end = new.current_period_end,
         cancel_at_period_end = new.cancel_at_period_end, cancel_at = new.cancel_at,
         canceled_at = new.canceled_at, ended_at = new.ended_at, trial_end = new.trial_end,
-        pause_collection = new.pause_collection, version = new.version, updated_at = now()
+        pause_collection = new.pause_collection, quantity = new.quantity, version = new.version, updated_at = now()
     WHERE c.stripe_subscription_id = sub_id;
 END
 $$;
@@ -5670,3 +5716,17 @@ CREATE TRIGGER stripe_requests_meter_outcome AFTER UPDATE OF status ON billing.s
 SELECT billing._protect_table('billing.balance_alerts'::regclass, own_rows => true);
 SELECT billing._protect_table('billing.expiry_warnings'::regclass, own_rows => true);
 SELECT billing._protect_table('billing.auto_top_ups'::regclass, own_rows => true);
+-- Seats: each subscription's quantity from its newest stored report (an object retrieved from
+-- Stripe outranks an event of the same second), the item of its recorded price, normalised the
+-- way billing._apply_subscription reads both API shapes. Pruned payloads leave it NULL.
+UPDATE billing.subscriptions s SET quantity = (
+    SELECT (i ->> 'quantity')::bigint
+    FROM jsonb_array_elements(billing._normalize_subscription_items(r.payload::jsonb #> '{data,object}')) i
+    ORDER BY (i ->> 'price_id') IS NOT DISTINCT FROM s.stripe_price_id DESC
+    LIMIT 1)
+FROM (SELECT DISTINCT ON (e.object_id) e.object_id, e.payload
+      FROM billing.stripe_events e
+      WHERE e.object_id LIKE 'sub\_%' AND e.processed_at IS NOT NULL
+        AND e.payload::jsonb #>> '{data,object,object}' = 'subscription'
+      ORDER BY e.object_id, e.created DESC, e.source = 'retrieved' DESC) r
+WHERE r.object_id = s.stripe_subscription_id AND s.quantity IS NULL;

@@ -27,7 +27,8 @@ CREATE TABLE billing.subscriptions (
     pause_collection text CHECK (pause_collection IN ('keep_as_draft', 'mark_uncollectible', 'void')),
     version billing.event_version,
     status_since timestamptz,
-    previous_status_at timestamptz
+    previous_status_at timestamptz,
+    quantity bigint CHECK (quantity >= 0)
 );
 CREATE INDEX subscriptions_user_id_idx ON billing.subscriptions (user_id);
 COMMENT ON TABLE billing.subscriptions IS 'Stripe subscriptions as last reported by Stripe (subscription events, or the object retrieved from the API): an older report never overwrites a newer one, and canceled and incomplete_expired are final.';
@@ -50,5 +51,7 @@ COMMENT ON COLUMN billing.subscriptions.pause_collection IS 'When payment collec
 COMMENT ON COLUMN billing.subscriptions.status_since IS 'Stripe''s time of the first report of the current status (the event''s created time, or the time of the retrieval''s answer), whatever order the reports arrived in (never earlier than the truth): how long a past_due subscription has been past due, which billing.has_feature compares with past_due_grace_seconds. NULL until a report sets a status.';
 COMMENT ON COLUMN billing.subscriptions.previous_status_at IS 'Stripe''s time of the newest known report of a status other than the current one: the current status began after it. With it, a report older than the row''s state corrects status_since in any delivery order. NULL when none is known.';
 COMMENT ON COLUMN billing.subscriptions.version IS 'When (Stripe time, rank) the state in this row was reported; a report replaces it only when newer. NULL until a subscription report arrives.';
+
+COMMENT ON COLUMN billing.subscriptions.quantity IS 'The quantity of the plan''s subscription item (else the first item''s) as last reported by Stripe: for a team''s subscription, its seats (billing._team_seats). NULL until a report carries it (0.2.0 rows until their next report).';
 
 SELECT pg_catalog.pg_extension_config_dump('billing.subscriptions', '');

@@ -240,6 +240,11 @@ DROP POLICY own_rows ON billing.purchases;
 DROP POLICY own_rows ON billing.token_reversals;
 DROP POLICY own_rows ON billing.token_debts;
 DROP POLICY own_rows ON billing.token_debt_settlements;
+-- Seats (issue 23, item 2): a team's subscription's quantity is its seats. 0.2.0 did not record
+-- it; the newest stored report of each subscription fills it after the replay (below), else it
+-- stays NULL (unknown: no seat limit) until the next report.
+ALTER TABLE billing.subscriptions ADD COLUMN quantity bigint CHECK (quantity >= 0);
+COMMENT ON COLUMN billing.subscriptions.quantity IS 'The quantity of the plan''s subscription item (else the first item''s) as last reported by Stripe: for a team''s subscription, its seats (billing._team_seats). NULL until a report carries it (0.2.0 rows until their next report).';
 
 -- @replay
 
@@ -262,3 +267,17 @@ SELECT billing._protect_table('billing.token_overages'::regclass, own_rows => tr
 SELECT billing._protect_table('billing.balance_alerts'::regclass, own_rows => true);
 SELECT billing._protect_table('billing.expiry_warnings'::regclass, own_rows => true);
 SELECT billing._protect_table('billing.auto_top_ups'::regclass, own_rows => true);
+-- Seats: each subscription's quantity from its newest stored report (an object retrieved from
+-- Stripe outranks an event of the same second), the item of its recorded price, normalised the
+-- way billing._apply_subscription reads both API shapes. Pruned payloads leave it NULL.
+UPDATE billing.subscriptions s SET quantity = (
+    SELECT (i ->> 'quantity')::bigint
+    FROM jsonb_array_elements(billing._normalize_subscription_items(r.payload::jsonb #> '{data,object}')) i
+    ORDER BY (i ->> 'price_id') IS NOT DISTINCT FROM s.stripe_price_id DESC
+    LIMIT 1)
+FROM (SELECT DISTINCT ON (e.object_id) e.object_id, e.payload
+      FROM billing.stripe_events e
+      WHERE e.object_id LIKE 'sub\_%' AND e.processed_at IS NOT NULL
+        AND e.payload::jsonb #>> '{data,object,object}' = 'subscription'
+      ORDER BY e.object_id, e.created DESC, e.source = 'retrieved' DESC) r
+WHERE r.object_id = s.stripe_subscription_id AND s.quantity IS NULL;

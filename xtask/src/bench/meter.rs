@@ -5,7 +5,7 @@
 //! number of `refresh` retrievals (a `GET /v1/prices/{id}` each, of a price the emulator has, stored by `billing.store_price`) through the
 //! same queue and worker: the cost of a queued Stripe call without the meter event's own.
 use super::rate;
-use super::worker::{binary, start};
+use super::worker::{binary, queue_worker, start};
 use std::time::{Duration, Instant};
 use stripe_billing_tests::pg::TestDb;
 use tokio::process::Command;
@@ -48,19 +48,7 @@ async fn measure(stripe: &str, queue: &str) -> f64 {
         .batch_execute(&SUBSCRIBERS.replace("$N", &REQUESTS.to_string()))
         .await
         .unwrap();
-    let mut cmd = Command::new(binary("stripe-billing-worker"));
-    cmd.args([
-        "--listen",
-        "127.0.0.1:0",
-        "--concurrency",
-        "4",
-        "--rate-limit",
-        "10000",
-    ])
-    .env("DATABASE_URL", &db.dsn)
-    .env("STRIPE_SECRET_KEY", "sk_test_emulator")
-    .env("STRIPE_API_BASE", stripe)
-    .env("RUST_LOG", "error");
+    let cmd = queue_worker(&db.dsn, stripe);
     let (_worker, _base) = start(cmd).await;
     let start = Instant::now();
     owner.batch_execute(queue).await.unwrap();

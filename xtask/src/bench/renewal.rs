@@ -7,7 +7,7 @@
 //! emulator answers those at once (404: the invoices are not its own), so the baseline's real
 //! cost, Stripe's latency and read rate limit, is larger than shown.
 use super::rate;
-use super::worker::{binary, start};
+use super::worker::{binary, queue_worker, start};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 use stripe_billing_tests::events::{self, Shape};
@@ -84,19 +84,7 @@ async fn measure(stripe: &str, old: bool) -> Outcome {
     if old {
         owner.batch_execute(OLD_BEHAVIOUR).await.unwrap();
     }
-    let mut cmd = Command::new(binary("stripe-billing-worker"));
-    cmd.args([
-        "--listen",
-        "127.0.0.1:0",
-        "--concurrency",
-        "4",
-        "--rate-limit",
-        "10000",
-    ])
-    .env("DATABASE_URL", &db.dsn)
-    .env("STRIPE_SECRET_KEY", "sk_test_emulator")
-    .env("STRIPE_API_BASE", stripe)
-    .env("RUST_LOG", "error");
+    let cmd = queue_worker(&db.dsn, stripe);
     let (_worker, base) = start(cmd).await;
     let http = reqwest::Client::new();
     let calls_before = stripe_calls(&http, stripe).await;

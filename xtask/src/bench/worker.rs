@@ -20,6 +20,25 @@ pub(super) fn binary(name: &str) -> std::path::PathBuf {
 }
 
 /// Starts a process that prints `listening on URL` first and returns it with the URL.
+/// The worker as the queue benchmarks run it: four at a time, Stripe's rate limit out of the way,
+/// against the emulator at `stripe`; quiet but for errors.
+pub(super) fn queue_worker(dsn: &str, stripe: &str) -> Command {
+    let mut cmd = Command::new(binary("stripe-billing-worker"));
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--concurrency",
+        "4",
+        "--rate-limit",
+        "10000",
+    ])
+    .env("DATABASE_URL", dsn)
+    .env("STRIPE_SECRET_KEY", "sk_test_emulator")
+    .env("STRIPE_API_BASE", stripe)
+    .env("RUST_LOG", "error");
+    cmd
+}
+
 pub(super) async fn start(mut cmd: Command) -> (Child, String) {
     cmd.stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -166,19 +185,8 @@ pub async fn run() {
             )
             .await
             .unwrap();
-        let mut cmd = Command::new(binary("stripe-billing-worker"));
-        cmd.args([
-            "--listen",
-            "127.0.0.1:0",
-            "--concurrency",
-            "4",
-            "--rate-limit",
-            "10000",
-        ])
-        .env("DATABASE_URL", &db.dsn)
-        .env("STRIPE_SECRET_KEY", "sk_test_emulator")
-        .env("STRIPE_API_BASE", &stripe)
-        .env("RUST_LOG", "warn");
+        let mut cmd = queue_worker(&db.dsn, &stripe);
+        cmd.env("RUST_LOG", "warn");
         if let Some(flag) = extra {
             cmd.arg(flag);
         }

@@ -67,6 +67,8 @@ pub const CODES: &[Code] = &[
     code("BL020", "member_spend_limit", "a team member's monthly spend limit would be exceeded (nothing was spent)", 402, Unexpected),
     code("BL021", "last_owner", "a team would be left without an owner", 409, Unexpected),
     code("BL022", "no_free_seat", "a team's members fill its seats (its subscription's quantity); nothing was changed", 409, Unexpected),
+    code("BL023", "seats_below_members", "fewer seats were asked for than the team has members", 409, Unexpected),
+    code("BL024", "seat_change_in_progress", "a seat change of the team is still in progress", 409, Unexpected),
     code("22004", "null_value_not_allowed", "a required argument is NULL", 400, Sender),
     code("22008", "datetime_field_overflow", "the Stripe-Signature timestamp is outside the tolerance", 400, Sender),
     code("22023", "invalid_parameter_value", "an argument is invalid (or: the header has no v1 signature, the body is not a Stripe event)", 400, Sender),

@@ -29,7 +29,7 @@ use super::schema::validate;
 use super::store::{ids, real_now, RequestRecord, Store, StoredEvent};
 use super::webhook::{dispatch, record as record_deliveries, target};
 use super::App;
-use super::{events, intents, lists, meters};
+use super::{events, intents, lists, meters, updates};
 
 enum Route {
     CreateCustomer,
@@ -61,6 +61,7 @@ enum Route {
     ListPaymentMethods(String),
     AttachPaymentMethod(String),
     CreatePaymentIntent,
+    UpdateSubscription(String),
 }
 
 impl Route {
@@ -98,6 +99,7 @@ impl Route {
             ("GET", ["customers", c, "payment_methods"]) => Route::ListPaymentMethods(id(c)),
             ("POST", ["payment_methods", m, "attach"]) => Route::AttachPaymentMethod(id(m)),
             ("POST", ["payment_intents"]) => Route::CreatePaymentIntent,
+            ("POST", ["subscriptions", s]) => Route::UpdateSubscription(id(s)),
             _ => return None,
         })
     }
@@ -134,6 +136,7 @@ impl Route {
             Route::ListPaymentMethods(_) => "GET /v1/customers/{customer}/payment_methods",
             Route::AttachPaymentMethod(_) => "POST /v1/payment_methods/{payment_method}/attach",
             Route::CreatePaymentIntent => "POST /v1/payment_intents",
+            Route::UpdateSubscription(_) => "POST /v1/subscriptions/{subscription_exposed_id}",
         }
     }
 }
@@ -173,6 +176,7 @@ pub(crate) fn every_operation() -> Vec<&'static str> {
         Route::ListPaymentMethods(id()),
         Route::AttachPaymentMethod(id()),
         Route::CreatePaymentIntent,
+        Route::UpdateSubscription(id()),
     ];
     for route in &routes {
         // No wildcard: a new route does not compile here until it is also listed above.
@@ -205,7 +209,8 @@ pub(crate) fn every_operation() -> Vec<&'static str> {
             | Route::ListPrices => {}
             Route::ListPaymentMethods(_)
             | Route::AttachPaymentMethod(_)
-            | Route::CreatePaymentIntent => {}
+            | Route::CreatePaymentIntent
+            | Route::UpdateSubscription(_) => {}
         }
     }
     routes.iter().map(Route::operation).collect()
@@ -616,6 +621,17 @@ fn execute(app: &App, store: &mut Store, route: &Route, params: &Value, shape: S
         Route::CreatePortal => create_portal_session(store, &app.base_url, p)?,
         Route::AttachPaymentMethod(id) => return Ok((intents::attach(store, id, p)?, Vec::new())),
         Route::CreatePaymentIntent => return intents::create(&Ctx::new(app), store, shape, p),
+        Route::UpdateSubscription(id) => {
+            let (mut object, events) =
+                updates::update_subscription(&Ctx::new(app), store, shape, id, p)?;
+            let r = Renderer {
+                templates: &app.templates,
+                store,
+                shape,
+            };
+            r.expand(&mut object, &expand_paths(p))?;
+            return Ok((object, events));
+        }
         Route::DeleteCustomer(id) => {
             let ctx = Ctx::new(app);
             return delete_customer(&ctx, store, id);

@@ -199,6 +199,45 @@ pub fn change_price(
     Ok(settle(ctx, store, id, &before, lines, proration))
 }
 
+/// A new `quantity` of item `item` (`POST /v1/subscriptions/{id}` with `items[i][id]` and
+/// `items[i][quantity]`). Stripe prorates a quantity change like a price change ("We also
+/// prorate when you make quantity changes"): a credit for the unused time at the old quantity
+/// and a charge for the rest of the period at the new one, per `proration`. A trial is free, so
+/// a change during it prorates nothing. The same quantity again changes nothing and sends no
+/// event.
+pub fn change_quantity(
+    ctx: &Ctx,
+    store: &mut Store,
+    id: &str,
+    item: &str,
+    quantity: i64,
+    proration: Proration,
+) -> Step {
+    let sub = live_subscription(store, id)?.clone();
+    let index = sub
+        .items
+        .iter()
+        .position(|i| i.id == item)
+        .ok_or_else(|| not_found("subscription item", item))?;
+    let current = sub.items[index].clone();
+    if current.quantity == quantity {
+        return Ok((ctx.sub(store, id), Vec::new()));
+    }
+    let now = store.clock.now();
+    let before = ctx.sub(store, id);
+    let mut lines = Vec::new();
+    if proration != Proration::None && sub.status != "trialing" {
+        lines.push(proration_line(store, &current, &current.price, true, now));
+        let changed = SubItem {
+            quantity,
+            ..current.clone()
+        };
+        lines.push(proration_line(store, &changed, &current.price, false, now));
+    }
+    store.subscriptions.get_mut(id).expect("exists").items[index].quantity = quantity;
+    Ok(settle(ctx, store, id, &before, lines, proration))
+}
+
 /// `POST /_emulator/subscriptions/{id}/add_item` `{"price", "quantity"?, "unit_amount"?,
 /// "proration_behavior"?}`: a second item (an add-on). A price the emulator does not know is
 /// created when `unit_amount` is given. The rest of the current period is prorated per

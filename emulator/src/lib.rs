@@ -276,6 +276,7 @@ pub mod resources;
 pub mod schema;
 pub mod store;
 pub mod subscriptions;
+pub mod updates;
 pub mod webhook;
 
 #[cfg(test)]

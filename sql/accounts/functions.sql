@@ -157,39 +157,6 @@ END
 $$;
 COMMENT ON FUNCTION billing.set_team_member(uuid, uuid, text, bigint) IS 'For a team''s owners and admins: adds user_id to the team, or changes their role and spend_limit (tokens per calendar month, UTC; NULL = none); returns the member. Only owners make or change owners, and the last owner stays one (BL021); a new member needs a free seat when the team''s subscription has seats (BL022, billing._team_seats). 42501 for callers without the role (or an unknown team), 22004 for NULLs, 22023 for a bad role or limit, P0002 for a user not in auth.users.';
 
--- Seats (issue 23, item 2): a team's subscription's quantity is how many members it may have.
--- Every subscription a team owns is a team plan, so no plan flag is needed: a personal account
--- has no members to count. With several live subscriptions the largest quantity counts.
-CREATE OR REPLACE FUNCTION billing._team_seats(account_id uuid) RETURNS bigint
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp AS $$
-    SELECT max(s.quantity) FROM billing.subscriptions s
-    WHERE s.user_id = _team_seats.account_id AND s.status IN ('active', 'trialing', 'past_due')
-$$;
-COMMENT ON FUNCTION billing._team_seats(uuid) IS 'Internal: how many members a team may have: the quantity of its active, trialing or past_due subscription (the largest, with several); NULL = no limit (no such subscription, or its quantity not reported yet).';
-
--- Called with the team's row locked (billing._lock_team), so members are added one at a time
--- and concurrent adds cannot both take the last seat: each counts after the previous committed.
-CREATE OR REPLACE FUNCTION billing._check_free_seat(account_id uuid) RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    seats bigint := billing._team_seats(account_id);
-    taken bigint;
-BEGIN
-    IF seats IS NULL THEN
-        RETURN;
-    END IF;
-    SELECT count(*) INTO taken FROM billing.account_members m WHERE m.account_id = _check_free_seat.account_id;
-    IF taken >= seats THEN
-        RAISE EXCEPTION 'no free seat: account % has % seats and % members', account_id, seats, taken
-            USING ERRCODE = 'BL022',
-                  HINT = 'An owner or admin buys more seats (the subscription''s quantity), or removes a member first.';
-    END IF;
-END
-$$;
-COMMENT ON FUNCTION billing._check_free_seat(uuid) IS 'Internal: BL022 when the team''s members (owners and admins included) already fill its seats (billing._team_seats); call it with the team''s row locked.';
-
 CREATE OR REPLACE FUNCTION billing._keep_an_owner(account_id uuid, leaving uuid) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$

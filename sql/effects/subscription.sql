@@ -13,6 +13,7 @@ DECLARE
     plan billing.plans;
     price text;
     quantity bigint;
+    item_id text;
     cur billing.subscriptions;
     new billing.subscriptions;
     winner text;
@@ -25,6 +26,7 @@ BEGIN
         IF plan.kind = 'subscription' THEN
             price := item ->> 'price_id';
             quantity := (item ->> 'quantity')::bigint;
+            item_id := item ->> 'item_id';
             EXIT;
         END IF;
         plan := NULL;
@@ -37,6 +39,9 @@ BEGIN
     -- The plan item's quantity: a team's seats (billing._team_seats). Without a catalog plan,
     -- the first item's, like the price.
     new.quantity := coalesce(quantity, (s -> 'items' -> 0 ->> 'quantity')::bigint);
+    -- Its item, which a seat change updates (billing.request_seat_change).
+    item_id := coalesce(item_id, CASE WHEN plan.id IS NULL THEN s -> 'items' -> 0 ->> 'item_id' END);
+    new.stripe_item_id := CASE WHEN item_id ~ '^si_[A-Za-z0-9_]+$' THEN item_id END;
     new.status := s ->> 'status';
     new.current_period_start := billing._unix_time(s -> 'current_period_start');
     new.current_period_end := billing._unix_time(s -> 'current_period_end');
@@ -53,10 +58,10 @@ BEGIN
     IF NOT billing._is_newer(v, cur.version) THEN
         IF v = cur.version AND (new.plan_id, new.stripe_price_id, new.status, new.current_period_start,
                 new.current_period_end, new.cancel_at_period_end, new.cancel_at, new.canceled_at,
-                new.ended_at, new.trial_end, new.pause_collection, new.quantity)
+                new.ended_at, new.trial_end, new.pause_collection, new.quantity, new.stripe_item_id)
              IS DISTINCT FROM (cur.plan_id, cur.stripe_price_id, cur.status, cur.current_period_start,
                 cur.current_period_end, cur.cancel_at_period_end, cur.cancel_at, cur.canceled_at,
-                cur.ended_at, cur.trial_end, cur.pause_collection, cur.quantity) THEN
+                cur.ended_at, cur.trial_end, cur.pause_collection, cur.quantity, cur.stripe_item_id) THEN
             winner := billing._same_second_winner(cur.status, new.status);
             IF winner IS NULL OR new.status IS NOT DISTINCT FROM cur.status THEN
                 -- Two different reports of one second, and the lifecycle cannot order them.
@@ -83,7 +88,8 @@ BEGIN
         current_period_start = new.current_period_start, current_period_end = new.current_period_end,
         cancel_at_period_end = new.cancel_at_period_end, cancel_at = new.cancel_at,
         canceled_at = new.canceled_at, ended_at = new.ended_at, trial_end = new.trial_end,
-        pause_collection = new.pause_collection, quantity = new.quantity, version = new.version, updated_at = now()
+        pause_collection = new.pause_collection, quantity = new.quantity,
+        stripe_item_id = new.stripe_item_id, version = new.version, updated_at = now()
     WHERE c.stripe_subscription_id = sub_id;
 END
 $$;

@@ -108,6 +108,7 @@ BEGIN
             item := list -> i;
             CONTINUE WHEN pg_catalog.jsonb_typeof(item) <> 'object';
             items := items || pg_catalog.jsonb_build_object(
+                'item_id', billing._json_string(item -> 'id'),
                 'price_id', coalesce(billing._json_ref(item -> 'price'), billing._json_ref(item -> 'plan')),
                 'quantity', billing._json_number(item -> 'quantity'),
                 'current_period_start', billing._json_number(item -> 'current_period_start'),
@@ -115,13 +116,13 @@ BEGIN
         END LOOP;
     END IF;
     IF items = '{}' AND billing._json_ref(o -> 'plan') IS NOT NULL THEN
-        items := ARRAY[pg_catalog.jsonb_build_object('price_id', billing._json_ref(o -> 'plan'),
+        items := ARRAY[pg_catalog.jsonb_build_object('item_id', NULL, 'price_id', billing._json_ref(o -> 'plan'),
             'quantity', billing._json_number(o -> 'quantity'), 'current_period_start', NULL, 'current_period_end', NULL)];
     END IF;
     RETURN pg_catalog.to_jsonb(items);
 END
 $$;
-COMMENT ON FUNCTION billing._normalize_subscription_items(jsonb) IS 'Internal: the normalised items of a subscription (price, quantity, and the item''s period from basil on).';
+COMMENT ON FUNCTION billing._normalize_subscription_items(jsonb) IS 'Internal: the normalised items of a subscription (the item''s id, price, quantity, and the item''s period from basil on).';
 
 CREATE OR REPLACE FUNCTION billing._normalize_subscription(o jsonb, items jsonb) RETURNS jsonb
 LANGUAGE sql IMMUTABLE PARALLEL SAFE

@@ -438,6 +438,19 @@ DROP POLICY own_rows ON billing.token_debt_settlements;
 -- stays NULL (unknown: no seat limit) until the next report.
 ALTER TABLE billing.subscriptions ADD COLUMN quantity bigint CHECK (quantity >= 0);
 COMMENT ON COLUMN billing.subscriptions.quantity IS 'The quantity of the plan''s subscription item (else the first item''s) as last reported by Stripe: for a team''s subscription, its seats (billing._team_seats). NULL until a report carries it (0.2.0 rows until their next report).';
+-- Seat changes through the queue: the item a change updates, the operator's proration
+-- behaviour, the seats request kind (one in flight per team).
+ALTER TABLE billing.subscriptions ADD COLUMN stripe_item_id text CHECK (stripe_item_id ~ '^si_[A-Za-z0-9_]+$');
+COMMENT ON COLUMN billing.subscriptions.stripe_item_id IS 'The subscription item (si_...) whose quantity is recorded: the one a seat change updates (billing.request_seat_change). NULL until a report carries it (0.2.0 rows until their next report).';
+ALTER TABLE billing.config ADD COLUMN seat_proration_behavior text
+    CHECK (seat_proration_behavior IN ('create_prorations', 'always_invoice', 'none'));
+COMMENT ON COLUMN billing.config.seat_proration_behavior IS 'How Stripe bills a seat change (billing.request_seat_change), sent as proration_behavior: create_prorations = the added or removed seats'' share of the period goes on the next renewal invoice; always_invoice = invoiced (or credited) at once; none = no proration, the new quantity is billed from the next period. The tokens follow what the invoices charge. NULL = create_prorations, Stripe''s default.';
+ALTER TABLE billing.stripe_requests DROP CONSTRAINT stripe_requests_kind_check;
+ALTER TABLE billing.stripe_requests ADD CONSTRAINT stripe_requests_kind_check
+    CHECK (kind IN ('checkout', 'portal', 'refresh', 'line_items', 'meter_event', 'top_up', 'seats'));
+CREATE UNIQUE INDEX stripe_requests_one_seat_change_idx ON billing.stripe_requests (user_id)
+    WHERE kind = 'seats' AND status IN ('pending', 'running');
+COMMENT ON COLUMN billing.stripe_requests.kind IS 'checkout or portal (a user''s session), refresh (retrieve a subscription whose same-second events disagree, an invoice''s payments, a credit note''s refund no event reported, the invoices a PaymentIntent paid when a refund or dispute needs them, or a price whose amount the catalog lacks) or line_items (retrieve what a Checkout Session sold, or every line of an invoice), or meter_event (report a spend''s metered overage to Stripe, POST /v1/billing/meter_events), or top_up (charge the card saved at checkout for an auto top-up''s pack, off-session), or seats (change a team subscription''s quantity, POST /v1/subscriptions/{id}; billing.request_seat_change).';
 
 -- Functions written in Rust.
 -- extension/src/signature.rs:97
@@ -1570,39 +1583,6 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION billing.set_team_member(uuid, uuid, text, bigint) IS 'For a team''s owners and admins: adds user_id to the team, or changes their role and spend_limit (tokens per calendar month, UTC; NULL = none); returns the member. Only owners make or change owners, and the last owner stays one (BL021); a new member needs a free seat when the team''s subscription has seats (BL022, billing._team_seats). 42501 for callers without the role (or an unknown team), 22004 for NULLs, 22023 for a bad role or limit, P0002 for a user not in auth.users.';
-
--- Seats (issue 23, item 2): a team's subscription's quantity is how many members it may have.
--- Every subscription a team owns is a team plan, so no plan flag is needed: a personal account
--- has no members to count. With several live subscriptions the largest quantity counts.
-CREATE OR REPLACE FUNCTION billing._team_seats(account_id uuid) RETURNS bigint
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp AS $$
-    SELECT max(s.quantity) FROM billing.subscriptions s
-    WHERE s.user_id = _team_seats.account_id AND s.status IN ('active', 'trialing', 'past_due')
-$$;
-COMMENT ON FUNCTION billing._team_seats(uuid) IS 'Internal: how many members a team may have: the quantity of its active, trialing or past_due subscription (the largest, with several); NULL = no limit (no such subscription, or its quantity not reported yet).';
-
--- Called with the team's row locked (billing._lock_team), so members are added one at a time
--- and concurrent adds cannot both take the last seat: each counts after the previous committed.
-CREATE OR REPLACE FUNCTION billing._check_free_seat(account_id uuid) RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    seats bigint := billing._team_seats(account_id);
-    taken bigint;
-BEGIN
-    IF seats IS NULL THEN
-        RETURN;
-    END IF;
-    SELECT count(*) INTO taken FROM billing.account_members m WHERE m.account_id = _check_free_seat.account_id;
-    IF taken >= seats THEN
-        RAISE EXCEPTION 'no free seat: account % has % seats and % members', account_id, seats, taken
-            USING ERRCODE = 'BL022',
-                  HINT = 'An owner or admin buys more seats (the subscription''s quantity), or removes a member first.';
-    END IF;
-END
-$$;
-COMMENT ON FUNCTION billing._check_free_seat(uuid) IS 'Internal: BL022 when the team''s members (owners and admins included) already fill its seats (billing._team_seats); call it with the team''s row locked.';
 
 CREATE OR REPLACE FUNCTION billing._keep_an_owner(account_id uuid, leaving uuid) RETURNS void
 LANGUAGE plpgsql
@@ -2775,9 +2755,12 @@ BEGIN
         RAISE EXCEPTION 'mode % does not fit plan %, which is a %', mode, plan.id, replace(plan.kind, '_', ' ')
             USING ERRCODE = 'invalid_parameter_value', HINT = format('Use mode %s, or leave mode NULL.', expected_mode);
     END IF;
-    IF quantity IS NULL OR quantity < 1 OR quantity > 100 OR (plan.kind = 'subscription' AND quantity <> 1) THEN
-        RAISE EXCEPTION 'quantity must be 1 for subscriptions and 1 to 100 for token packs, got %', quantity
-            USING ERRCODE = 'invalid_parameter_value';
+    -- A team's subscription is bought by the seat (sql/accounts/seats.sql); a person's is one.
+    IF plan.kind = 'subscription' AND uid <> billing._require_user() THEN
+        PERFORM billing._check_seat_count(uid, quantity);
+    ELSIF quantity IS NULL OR quantity < 1 OR quantity > 100 OR (plan.kind = 'subscription' AND quantity <> 1) THEN
+        RAISE EXCEPTION 'quantity must be 1 for a personal subscription and 1 to 100 for token packs, got %', quantity
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'A team''s subscription takes its seats as quantity (1 to 10000).';
     END IF;
     -- The grant made when it is paid must be possible: refuse now rather than take money then.
     IF plan.kind = 'token_pack' AND plan.tokens * quantity > 1000000000000 THEN
@@ -2845,7 +2828,7 @@ BEGIN
     RETURN request_id;
 END
 $$;
-COMMENT ON FUNCTION billing.request_checkout(text, text, text, text, uuid, text, boolean, integer, uuid) IS 'For signed-in users: queues a Stripe Checkout Session for the caller, or with account_id for a team they own or administer (42501 otherwise) (mode subscription for plans, payment for token packs) and returns the request id; then call billing.await_request(id) for the URL. Refuses what Stripe or the operator would: unknown or inactive plans, coupons not in billing.coupons (BL012), redirect URLs off the allowed origins (BL013), a second subscription (BL005), too many requests in progress (BL011). An Idempotency-Key in request.headers returns the request made with that key before (BL004 when its parameters differ).';
+COMMENT ON FUNCTION billing.request_checkout(text, text, text, text, uuid, text, boolean, integer, uuid) IS 'For signed-in users: queues a Stripe Checkout Session for the caller, or with account_id for a team they own or administer (42501 otherwise) (mode subscription for plans, payment for token packs) and returns the request id; then call billing.await_request(id) for the URL. quantity: packs 1 to 100; a personal subscription 1; a team''s subscription its seats, 1 to 10000 and at least its members (BL023). Refuses what Stripe or the operator would: unknown or inactive plans, coupons not in billing.coupons (BL012), redirect URLs off the allowed origins (BL013), a second subscription (BL005), too many requests in progress (BL011). An Idempotency-Key in request.headers returns the request made with that key before (BL004 when its parameters differ).';
 
 CREATE OR REPLACE FUNCTION billing.request_portal(return_url text DEFAULT NULL, account_id uuid DEFAULT NULL) RETURNS uuid
 LANGUAGE plpgsql SECURITY DEFINER
@@ -3171,6 +3154,133 @@ END
 $$;
 COMMENT ON FUNCTION billing._record_session_status(text, text) IS 'Internal: records on a checkout request that its session completed or expired.';
 
+-- sql/accounts/seats.sql
+-- Seats (issue 23, item 2): a team's subscription's quantity is how many members it may have.
+-- Every subscription a team owns is a team plan, so no plan flag is needed: a personal account
+-- has no members to count. The quantity changes only in Stripe: a team buys its first seats at
+-- Checkout and changes them through the queue (billing.request_seat_change); what Stripe then
+-- reports (the worker's answer, the customer.subscription.updated event) sets it here.
+
+-- The team's live subscription: the one whose seats count (the largest quantity with several).
+CREATE OR REPLACE FUNCTION billing._team_subscription(account_id uuid) RETURNS billing.subscriptions
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+    SELECT s.* FROM billing.subscriptions s
+    WHERE s.user_id = _team_subscription.account_id AND s.status IN ('active', 'trialing', 'past_due')
+    ORDER BY s.quantity DESC NULLS LAST, s.created_at DESC
+    LIMIT 1
+$$;
+COMMENT ON FUNCTION billing._team_subscription(uuid) IS 'Internal: a team''s active, trialing or past_due subscription whose quantity is its seats (the largest, with several); NULL when it has none.';
+
+-- A seat change not answered yet counts at once when it lowers the seats, so members cannot be
+-- added meanwhile into seats that are about to go.
+CREATE OR REPLACE FUNCTION billing._team_seats(account_id uuid) RETURNS bigint
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+    SELECT least((billing._team_subscription(_team_seats.account_id)).quantity,
+                 (SELECT (r.params ->> 'quantity')::bigint FROM billing.stripe_requests r
+                  WHERE r.user_id = _team_seats.account_id AND r.kind = 'seats' AND r.status IN ('pending', 'running')))
+$$;
+COMMENT ON FUNCTION billing._team_seats(uuid) IS 'Internal: how many members a team may have: the quantity of its active, trialing or past_due subscription (the largest, with several), or the seats a pending seat change asks for when fewer; NULL = no limit (no such subscription, or its quantity not reported yet).';
+
+-- Called with the team's row locked (billing._lock_team), so members are added one at a time
+-- and concurrent adds cannot both take the last seat: each counts after the previous committed.
+CREATE OR REPLACE FUNCTION billing._check_free_seat(account_id uuid) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    seats bigint := billing._team_seats(account_id);
+    taken bigint;
+BEGIN
+    IF seats IS NULL THEN
+        RETURN;
+    END IF;
+    SELECT count(*) INTO taken FROM billing.account_members m WHERE m.account_id = _check_free_seat.account_id;
+    IF taken >= seats THEN
+        RAISE EXCEPTION 'no free seat: account % has % seats and % members', account_id, seats, taken
+            USING ERRCODE = 'BL022',
+                  HINT = 'An owner or admin buys more seats (billing.request_seat_change), or removes a member first.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION billing._check_free_seat(uuid) IS 'Internal: BL022 when the team''s members (owners and admins included) already fill its seats (billing._team_seats); call it with the team''s row locked.';
+
+-- The one rule for a number of seats, at Checkout and for a change: 1 to 10000 (a bound of
+-- ours, so that a typo cannot bill thousands of seats), and never fewer than the members.
+CREATE OR REPLACE FUNCTION billing._check_seat_count(account_id uuid, quantity bigint) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    taken bigint;
+BEGIN
+    PERFORM billing._check_not_null(quantity, 'quantity');
+    IF quantity NOT BETWEEN 1 AND 10000 THEN
+        RAISE EXCEPTION 'a team''s seats must be 1 to 10000, got %', quantity USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT count(*) INTO taken FROM billing.account_members m WHERE m.account_id = _check_seat_count.account_id;
+    IF quantity < taken THEN
+        RAISE EXCEPTION 'fewer seats than members: account % has % members, % seats asked', account_id, taken, quantity
+            USING ERRCODE = 'BL023',
+                  HINT = 'Remove members first (billing.remove_team_member), then lower the seats.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION billing._check_seat_count(uuid, bigint) IS 'Internal: 22023 unless quantity is 1 to 10000, BL023 when it is below the team''s members (owners and admins included); call it with the team''s row locked.';
+
+CREATE OR REPLACE FUNCTION billing.request_seat_change(account_id uuid, quantity integer) RETURNS uuid
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    cfg billing.config := billing._settings();
+    sub billing.subscriptions;
+    params jsonb;
+    key text := billing._idempotency_key();
+    request_id uuid;
+BEGIN
+    PERFORM billing._check_not_null(account_id, 'account_id');
+    PERFORM billing._require_account_role(account_id, ARRAY['owner', 'admin']);
+    PERFORM billing._check_not_null(quantity, 'quantity');
+    -- The membership lock: a member added meanwhile is counted, and one added after counts the
+    -- seats this change asks for (billing._team_seats).
+    PERFORM billing._lock_team(account_id);
+    PERFORM billing._check_seat_count(account_id, quantity);
+    sub := billing._team_subscription(account_id);
+    IF sub.stripe_subscription_id IS NULL THEN
+        RAISE EXCEPTION 'account % has no active, trialing or past_due subscription', account_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'A team buys its first seats at Checkout: billing.request_checkout(price, quantity => seats, account_id => team).';
+    END IF;
+    IF sub.stripe_item_id IS NULL OR sub.quantity IS NULL THEN
+        RAISE EXCEPTION 'the seats of subscription % are not known yet', sub.stripe_subscription_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Its item and quantity come with Stripe''s next report of it (a customer.subscription.* webhook).';
+    END IF;
+    params := jsonb_build_object(
+        'subscription_id', sub.stripe_subscription_id,
+        'item_id', sub.stripe_item_id,
+        'quantity', quantity,
+        'from_quantity', sub.quantity,
+        'proration_behavior', coalesce(cfg.seat_proration_behavior, 'create_prorations'));
+    request_id := billing._replayed_request(account_id, 'seats', params, key);
+    IF request_id IS NOT NULL THEN
+        RETURN request_id;
+    END IF;
+    IF EXISTS (SELECT FROM billing.stripe_requests r
+               WHERE r.user_id = request_seat_change.account_id AND r.kind = 'seats' AND r.status IN ('pending', 'running')) THEN
+        RAISE EXCEPTION 'a seat change of account % is in progress', account_id
+            USING ERRCODE = 'BL024', HINT = 'Wait for it (billing.await_request) and ask again.';
+    END IF;
+    IF quantity = sub.quantity THEN
+        RAISE EXCEPTION 'account % has % seats already', account_id, quantity USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO billing.stripe_requests (user_id, kind, params, idempotency_key)
+    VALUES (account_id, 'seats', params, key)
+    RETURNING id INTO request_id;
+    RETURN request_id;
+END
+$$;
+COMMENT ON FUNCTION billing.request_seat_change(uuid, integer) IS 'For a team''s owners and admins: queues a change of the team''s seats (its subscription item''s quantity) to quantity and returns the request id; the worker asks Stripe with billing.config.seat_proration_behavior, and Stripe''s answer sets billing.subscriptions.quantity (await with billing.await_request). Refused: fewer seats than members (BL023), another change in progress (BL024), the same number (22023), not 1 to 10000 (22023), no live subscription or its seats not reported yet (55000), callers who are not owner or admin (42501), NULLs (22004). An Idempotency-Key in request.headers returns the request made with that key before.';
+
 -- sql/overage/functions.sql
 -- Metered overage (DESIGN.md, "Metered overage"): a spend beyond the balance goes on as overage
 -- when the user's active subscription's plan allows it and the period has room, and is reported
@@ -3393,6 +3503,7 @@ BEGIN
             item := list -> i;
             CONTINUE WHEN pg_catalog.jsonb_typeof(item) <> 'object';
             items := items || pg_catalog.jsonb_build_object(
+                'item_id', billing._json_string(item -> 'id'),
                 'price_id', coalesce(billing._json_ref(item -> 'price'), billing._json_ref(item -> 'plan')),
                 'quantity', billing._json_number(item -> 'quantity'),
                 'current_period_start', billing._json_number(item -> 'current_period_start'),
@@ -3400,13 +3511,13 @@ BEGIN
         END LOOP;
     END IF;
     IF items = '{}' AND billing._json_ref(o -> 'plan') IS NOT NULL THEN
-        items := ARRAY[pg_catalog.jsonb_build_object('price_id', billing._json_ref(o -> 'plan'),
+        items := ARRAY[pg_catalog.jsonb_build_object('item_id', NULL, 'price_id', billing._json_ref(o -> 'plan'),
             'quantity', billing._json_number(o -> 'quantity'), 'current_period_start', NULL, 'current_period_end', NULL)];
     END IF;
     RETURN pg_catalog.to_jsonb(items);
 END
 $$;
-COMMENT ON FUNCTION billing._normalize_subscription_items(jsonb) IS 'Internal: the normalised items of a subscription (price, quantity, and the item''s period from basil on).';
+COMMENT ON FUNCTION billing._normalize_subscription_items(jsonb) IS 'Internal: the normalised items of a subscription (the item''s id, price, quantity, and the item''s period from basil on).';
 
 CREATE OR REPLACE FUNCTION billing._normalize_subscription(o jsonb, items jsonb) RETURNS jsonb
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -4471,6 +4582,7 @@ DECLARE
     plan billing.plans;
     price text;
     quantity bigint;
+    item_id text;
     cur billing.subscriptions;
     new billing.subscriptions;
     winner text;
@@ -4483,6 +4595,7 @@ BEGIN
         IF plan.kind = 'subscription' THEN
             price := item ->> 'price_id';
             quantity := (item ->> 'quantity')::bigint;
+            item_id := item ->> 'item_id';
             EXIT;
         END IF;
         plan := NULL;
@@ -4495,6 +4608,9 @@ BEGIN
     -- The plan item's quantity: a team's seats (billing._team_seats). Without a catalog plan,
     -- the first item's, like the price.
     new.quantity := coalesce(quantity, (s -> 'items' -> 0 ->> 'quantity')::bigint);
+    -- Its item, which a seat change updates (billing.request_seat_change).
+    item_id := coalesce(item_id, CASE WHEN plan.id IS NULL THEN s -> 'items' -> 0 ->> 'item_id' END);
+    new.stripe_item_id := CASE WHEN item_id ~ '^si_[A-Za-z0-9_]+$' THEN item_id END;
     new.status := s ->> 'status';
     new.current_period_start := billing._unix_time(s -> 'current_period_start');
     new.current_period_end := billing._unix_time(s -> 'current_period_end');
@@ -4511,10 +4627,10 @@ BEGIN
     IF NOT billing._is_newer(v, cur.version) THEN
         IF v = cur.version AND (new.plan_id, new.stripe_price_id, new.status, new.current_period_start,
                 new.current_period_end, new.cancel_at_period_end, new.cancel_at, new.canceled_at,
-                new.ended_at, new.trial_end, new.pause_collection, new.quantity)
+                new.ended_at, new.trial_end, new.pause_collection, new.quantity, new.stripe_item_id)
              IS DISTINCT FROM (cur.plan_id, cur.stripe_price_id, cur.status, cur.current_period_start,
                 cur.current_period_end, cur.cancel_at_period_end, cur.cancel_at, cur.canceled_at,
-                cur.ended_at, cur.trial_end, cur.pause_collection, cur.quantity) THEN
+                cur.ended_at, cur.trial_end, cur.pause_collection, cur.quantity, cur.stripe_item_id) THEN
             winner := billing._same_second_winner(cur.status, new.status);
             IF winner IS NULL OR new.status IS NOT DISTINCT FROM cur.status THEN
                 -- Two different reports of one second, and the lifecycle cannot order them.
@@ -4541,7 +4657,8 @@ BEGIN
         current_period_start = new.current_period_start, current_period_end = new.current_period_end,
         cancel_at_period_end = new.cancel_at_period_end, cancel_at = new.cancel_at,
         canceled_at = new.canceled_at, ended_at = new.ended_at, trial_end = new.trial_end,
-        pause_collection = new.pause_collection, quantity = new.quantity, version = new.version, updated_at = now()
+        pause_collection = new.pause_collection, quantity = new.quantity,
+        stripe_item_id = new.stripe_item_id, version = new.version, updated_at = now()
     WHERE c.stripe_subscription_id = sub_id;
 END
 $$;
@@ -5529,6 +5646,7 @@ SET search_path = pg_catalog, pg_temp AS $$
         ('authenticated', 'billing.set_team_member(uuid,uuid,text,bigint)', 'EXECUTE'),
         ('authenticated', 'billing.remove_team_member(uuid,uuid)', 'EXECUTE'),
         ('authenticated', 'billing.spend_account_tokens(uuid,bigint,uuid,text,text)', 'EXECUTE'),
+        ('authenticated', 'billing.request_seat_change(uuid,integer)', 'EXECUTE'),
         ('authenticated', 'billing.accounts', 'SELECT'),
         ('authenticated', 'billing.account_members', 'SELECT'),
         ('authenticated', 'billing._require_user()', 'EXECUTE'),
@@ -5716,11 +5834,11 @@ CREATE TRIGGER stripe_requests_meter_outcome AFTER UPDATE OF status ON billing.s
 SELECT billing._protect_table('billing.balance_alerts'::regclass, own_rows => true);
 SELECT billing._protect_table('billing.expiry_warnings'::regclass, own_rows => true);
 SELECT billing._protect_table('billing.auto_top_ups'::regclass, own_rows => true);
--- Seats: each subscription's quantity from its newest stored report (an object retrieved from
--- Stripe outranks an event of the same second), the item of its recorded price, normalised the
--- way billing._apply_subscription reads both API shapes. Pruned payloads leave it NULL.
-UPDATE billing.subscriptions s SET quantity = (
-    SELECT (i ->> 'quantity')::bigint
+-- Seats: each subscription's quantity and item from its newest stored report (an object retrieved
+-- from Stripe outranks an event of the same second), the item of its recorded price, normalised
+-- the way billing._apply_subscription reads both API shapes. Pruned payloads leave them NULL.
+UPDATE billing.subscriptions s SET (quantity, stripe_item_id) = (
+    SELECT (i ->> 'quantity')::bigint, CASE WHEN i ->> 'item_id' ~ '^si_[A-Za-z0-9_]+$' THEN i ->> 'item_id' END
     FROM jsonb_array_elements(billing._normalize_subscription_items(r.payload::jsonb #> '{data,object}')) i
     ORDER BY (i ->> 'price_id') IS NOT DISTINCT FROM s.stripe_price_id DESC
     LIMIT 1)

@@ -191,9 +191,12 @@ BEGIN
         RAISE EXCEPTION 'mode % does not fit plan %, which is a %', mode, plan.id, replace(plan.kind, '_', ' ')
             USING ERRCODE = 'invalid_parameter_value', HINT = format('Use mode %s, or leave mode NULL.', expected_mode);
     END IF;
-    IF quantity IS NULL OR quantity < 1 OR quantity > 100 OR (plan.kind = 'subscription' AND quantity <> 1) THEN
-        RAISE EXCEPTION 'quantity must be 1 for subscriptions and 1 to 100 for token packs, got %', quantity
-            USING ERRCODE = 'invalid_parameter_value';
+    -- A team's subscription is bought by the seat (sql/accounts/seats.sql); a person's is one.
+    IF plan.kind = 'subscription' AND uid <> billing._require_user() THEN
+        PERFORM billing._check_seat_count(uid, quantity);
+    ELSIF quantity IS NULL OR quantity < 1 OR quantity > 100 OR (plan.kind = 'subscription' AND quantity <> 1) THEN
+        RAISE EXCEPTION 'quantity must be 1 for a personal subscription and 1 to 100 for token packs, got %', quantity
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'A team''s subscription takes its seats as quantity (1 to 10000).';
     END IF;
     -- The grant made when it is paid must be possible: refuse now rather than take money then.
     IF plan.kind = 'token_pack' AND plan.tokens * quantity > 1000000000000 THEN
@@ -261,7 +264,7 @@ BEGIN
     RETURN request_id;
 END
 $$;
-COMMENT ON FUNCTION billing.request_checkout(text, text, text, text, uuid, text, boolean, integer, uuid) IS 'For signed-in users: queues a Stripe Checkout Session for the caller, or with account_id for a team they own or administer (42501 otherwise) (mode subscription for plans, payment for token packs) and returns the request id; then call billing.await_request(id) for the URL. Refuses what Stripe or the operator would: unknown or inactive plans, coupons not in billing.coupons (BL012), redirect URLs off the allowed origins (BL013), a second subscription (BL005), too many requests in progress (BL011). An Idempotency-Key in request.headers returns the request made with that key before (BL004 when its parameters differ).';
+COMMENT ON FUNCTION billing.request_checkout(text, text, text, text, uuid, text, boolean, integer, uuid) IS 'For signed-in users: queues a Stripe Checkout Session for the caller, or with account_id for a team they own or administer (42501 otherwise) (mode subscription for plans, payment for token packs) and returns the request id; then call billing.await_request(id) for the URL. quantity: packs 1 to 100; a personal subscription 1; a team''s subscription its seats, 1 to 10000 and at least its members (BL023). Refuses what Stripe or the operator would: unknown or inactive plans, coupons not in billing.coupons (BL012), redirect URLs off the allowed origins (BL013), a second subscription (BL005), too many requests in progress (BL011). An Idempotency-Key in request.headers returns the request made with that key before (BL004 when its parameters differ).';
 
 CREATE OR REPLACE FUNCTION billing.request_portal(return_url text DEFAULT NULL, account_id uuid DEFAULT NULL) RETURNS uuid
 LANGUAGE plpgsql SECURITY DEFINER

@@ -4,7 +4,7 @@
 CREATE TABLE billing.stripe_requests (
     id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     user_id uuid NOT NULL,
-    kind text NOT NULL CHECK (kind IN ('checkout', 'portal', 'refresh', 'line_items', 'meter_event', 'top_up')),
+    kind text NOT NULL CHECK (kind IN ('checkout', 'portal', 'refresh', 'line_items', 'meter_event', 'top_up', 'seats')),
     params jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(params) = 'object'),
     status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'running', 'succeeded', 'failed')),
     attempts integer NOT NULL DEFAULT 0,
@@ -37,10 +37,14 @@ CREATE UNIQUE INDEX stripe_requests_one_retrieval_idx ON billing.stripe_requests
 -- One auto top-up charge in flight per user, however many spends cross the threshold at once.
 CREATE UNIQUE INDEX stripe_requests_one_top_up_idx ON billing.stripe_requests (user_id)
     WHERE kind = 'top_up' AND status IN ('pending', 'running');
+-- One seat change in flight per team: each names an absolute quantity checked against the
+-- members when it was asked, so a second one waits until the first is settled.
+CREATE UNIQUE INDEX stripe_requests_one_seat_change_idx ON billing.stripe_requests (user_id)
+    WHERE kind = 'seats' AND status IN ('pending', 'running');
 COMMENT ON TABLE billing.stripe_requests IS 'Outbound Stripe calls for the worker: pending -> running -> succeeded | failed. Inserting a row NOTIFYs channel billing_stripe_requests with the row id.';
 COMMENT ON COLUMN billing.stripe_requests.id IS 'Request id; also the root of the Stripe Idempotency-Key.';
 COMMENT ON COLUMN billing.stripe_requests.user_id IS 'The user the request is for.';
-COMMENT ON COLUMN billing.stripe_requests.kind IS 'checkout or portal (a user''s session), refresh (retrieve a subscription whose same-second events disagree, an invoice''s payments, a credit note''s refund no event reported, the invoices a PaymentIntent paid when a refund or dispute needs them, or a price whose amount the catalog lacks) or line_items (retrieve what a Checkout Session sold, or every line of an invoice), or meter_event (report a spend''s metered overage to Stripe, POST /v1/billing/meter_events), or top_up (charge the card saved at checkout for an auto top-up''s pack, off-session).';
+COMMENT ON COLUMN billing.stripe_requests.kind IS 'checkout or portal (a user''s session), refresh (retrieve a subscription whose same-second events disagree, an invoice''s payments, a credit note''s refund no event reported, the invoices a PaymentIntent paid when a refund or dispute needs them, or a price whose amount the catalog lacks) or line_items (retrieve what a Checkout Session sold, or every line of an invoice), or meter_event (report a spend''s metered overage to Stripe, POST /v1/billing/meter_events), or top_up (charge the card saved at checkout for an auto top-up''s pack, off-session), or seats (change a team subscription''s quantity, POST /v1/subscriptions/{id}; billing.request_seat_change).';
 COMMENT ON COLUMN billing.stripe_requests.params IS 'Validated parameters (price, mode, URLs, project, coupon, email; object_id for retrievals).';
 COMMENT ON COLUMN billing.stripe_requests.status IS 'pending, running (claimed by a worker), succeeded or failed.';
 COMMENT ON COLUMN billing.stripe_requests.attempts IS 'How many times a worker has claimed it.';

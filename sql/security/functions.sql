@@ -61,6 +61,7 @@ SET search_path = pg_catalog, pg_temp AS $$
         ('authenticated', 'billing.set_team_member(uuid,uuid,text,bigint)', 'EXECUTE'),
         ('authenticated', 'billing.remove_team_member(uuid,uuid)', 'EXECUTE'),
         ('authenticated', 'billing.spend_account_tokens(uuid,bigint,uuid,text,text)', 'EXECUTE'),
+        ('authenticated', 'billing.request_seat_change(uuid,integer)', 'EXECUTE'),
         ('authenticated', 'billing.accounts', 'SELECT'),
         ('authenticated', 'billing.account_members', 'SELECT'),
         ('authenticated', 'billing._require_user()', 'EXECUTE'),

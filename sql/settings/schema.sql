@@ -23,7 +23,9 @@ CREATE TABLE billing.config (
     past_due_grace_seconds integer CHECK (past_due_grace_seconds >= 0),
     -- alerts (sql/alerts/): low-balance alerts and expiry warnings.
     low_balance_threshold bigint CHECK (low_balance_threshold BETWEEN 0 AND 1000000000000),
-    expiry_warning_days integer CHECK (expiry_warning_days BETWEEN 0 AND 365)
+    expiry_warning_days integer CHECK (expiry_warning_days BETWEEN 0 AND 365),
+    -- Seats (issue 23, item 2): how a seat change is billed.
+    seat_proration_behavior text CHECK (seat_proration_behavior IN ('create_prorations', 'always_invoice', 'none'))
 );
 COMMENT ON TABLE billing.config IS 'Optional single-row settings: default Checkout/Portal URLs, webhook tolerance, request retry limit, token rules. Without a row (or with NULLs) the documented defaults apply. Privileged roles only.';
 COMMENT ON COLUMN billing.config.id IS 'Always true: keeps the table to one row.';
@@ -46,5 +48,6 @@ COMMENT ON COLUMN billing.config.save_payment_method IS 'Whether a token pack''s
 
 COMMENT ON COLUMN billing.config.low_balance_threshold IS 'Default low-balance threshold of every balance without one of its own (billing.balance_alerts): a spend that takes a balance from above it to at or below it writes one low_balance notification; NULL = no alerts by default.';
 COMMENT ON COLUMN billing.config.expiry_warning_days IS 'billing.warn_expiring_grants() (the worker, with billing.prune()) writes one tokens_expiring notification for each unspent grant expiring within this many days (1 to 365; 0: never); NULL = 3.';
+COMMENT ON COLUMN billing.config.seat_proration_behavior IS 'How Stripe bills a seat change (billing.request_seat_change), sent as proration_behavior: create_prorations = the added or removed seats'' share of the period goes on the next renewal invoice; always_invoice = invoiced (or credited) at once; none = no proration, the new quantity is billed from the next period. The tokens follow what the invoices charge. NULL = create_prorations, Stripe''s default.';
 
 SELECT pg_catalog.pg_extension_config_dump('billing.config', '');

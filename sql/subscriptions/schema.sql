@@ -28,7 +28,8 @@ CREATE TABLE billing.subscriptions (
     version billing.event_version,
     status_since timestamptz,
     previous_status_at timestamptz,
-    quantity bigint CHECK (quantity >= 0)
+    quantity bigint CHECK (quantity >= 0),
+    stripe_item_id text CHECK (stripe_item_id ~ '^si_[A-Za-z0-9_]+$')
 );
 CREATE INDEX subscriptions_user_id_idx ON billing.subscriptions (user_id);
 COMMENT ON TABLE billing.subscriptions IS 'Stripe subscriptions as last reported by Stripe (subscription events, or the object retrieved from the API): an older report never overwrites a newer one, and canceled and incomplete_expired are final.';
@@ -53,5 +54,6 @@ COMMENT ON COLUMN billing.subscriptions.previous_status_at IS 'Stripe''s time of
 COMMENT ON COLUMN billing.subscriptions.version IS 'When (Stripe time, rank) the state in this row was reported; a report replaces it only when newer. NULL until a subscription report arrives.';
 
 COMMENT ON COLUMN billing.subscriptions.quantity IS 'The quantity of the plan''s subscription item (else the first item''s) as last reported by Stripe: for a team''s subscription, its seats (billing._team_seats). NULL until a report carries it (0.2.0 rows until their next report).';
+COMMENT ON COLUMN billing.subscriptions.stripe_item_id IS 'The subscription item (si_...) whose quantity is recorded: the one a seat change updates (billing.request_seat_change). NULL until a report carries it (0.2.0 rows until their next report).';
 
 SELECT pg_catalog.pg_extension_config_dump('billing.subscriptions', '');

@@ -245,6 +245,19 @@ DROP POLICY own_rows ON billing.token_debt_settlements;
 -- stays NULL (unknown: no seat limit) until the next report.
 ALTER TABLE billing.subscriptions ADD COLUMN quantity bigint CHECK (quantity >= 0);
 COMMENT ON COLUMN billing.subscriptions.quantity IS 'The quantity of the plan''s subscription item (else the first item''s) as last reported by Stripe: for a team''s subscription, its seats (billing._team_seats). NULL until a report carries it (0.2.0 rows until their next report).';
+-- Seat changes through the queue: the item a change updates, the operator's proration
+-- behaviour, the seats request kind (one in flight per team).
+ALTER TABLE billing.subscriptions ADD COLUMN stripe_item_id text CHECK (stripe_item_id ~ '^si_[A-Za-z0-9_]+$');
+COMMENT ON COLUMN billing.subscriptions.stripe_item_id IS 'The subscription item (si_...) whose quantity is recorded: the one a seat change updates (billing.request_seat_change). NULL until a report carries it (0.2.0 rows until their next report).';
+ALTER TABLE billing.config ADD COLUMN seat_proration_behavior text
+    CHECK (seat_proration_behavior IN ('create_prorations', 'always_invoice', 'none'));
+COMMENT ON COLUMN billing.config.seat_proration_behavior IS 'How Stripe bills a seat change (billing.request_seat_change), sent as proration_behavior: create_prorations = the added or removed seats'' share of the period goes on the next renewal invoice; always_invoice = invoiced (or credited) at once; none = no proration, the new quantity is billed from the next period. The tokens follow what the invoices charge. NULL = create_prorations, Stripe''s default.';
+ALTER TABLE billing.stripe_requests DROP CONSTRAINT stripe_requests_kind_check;
+ALTER TABLE billing.stripe_requests ADD CONSTRAINT stripe_requests_kind_check
+    CHECK (kind IN ('checkout', 'portal', 'refresh', 'line_items', 'meter_event', 'top_up', 'seats'));
+CREATE UNIQUE INDEX stripe_requests_one_seat_change_idx ON billing.stripe_requests (user_id)
+    WHERE kind = 'seats' AND status IN ('pending', 'running');
+COMMENT ON COLUMN billing.stripe_requests.kind IS 'checkout or portal (a user''s session), refresh (retrieve a subscription whose same-second events disagree, an invoice''s payments, a credit note''s refund no event reported, the invoices a PaymentIntent paid when a refund or dispute needs them, or a price whose amount the catalog lacks) or line_items (retrieve what a Checkout Session sold, or every line of an invoice), or meter_event (report a spend''s metered overage to Stripe, POST /v1/billing/meter_events), or top_up (charge the card saved at checkout for an auto top-up''s pack, off-session), or seats (change a team subscription''s quantity, POST /v1/subscriptions/{id}; billing.request_seat_change).';
 
 -- @replay
 
@@ -267,11 +280,11 @@ SELECT billing._protect_table('billing.token_overages'::regclass, own_rows => tr
 SELECT billing._protect_table('billing.balance_alerts'::regclass, own_rows => true);
 SELECT billing._protect_table('billing.expiry_warnings'::regclass, own_rows => true);
 SELECT billing._protect_table('billing.auto_top_ups'::regclass, own_rows => true);
--- Seats: each subscription's quantity from its newest stored report (an object retrieved from
--- Stripe outranks an event of the same second), the item of its recorded price, normalised the
--- way billing._apply_subscription reads both API shapes. Pruned payloads leave it NULL.
-UPDATE billing.subscriptions s SET quantity = (
-    SELECT (i ->> 'quantity')::bigint
+-- Seats: each subscription's quantity and item from its newest stored report (an object retrieved
+-- from Stripe outranks an event of the same second), the item of its recorded price, normalised
+-- the way billing._apply_subscription reads both API shapes. Pruned payloads leave them NULL.
+UPDATE billing.subscriptions s SET (quantity, stripe_item_id) = (
+    SELECT (i ->> 'quantity')::bigint, CASE WHEN i ->> 'item_id' ~ '^si_[A-Za-z0-9_]+$' THEN i ->> 'item_id' END
     FROM jsonb_array_elements(billing._normalize_subscription_items(r.payload::jsonb #> '{data,object}')) i
     ORDER BY (i ->> 'price_id') IS NOT DISTINCT FROM s.stripe_price_id DESC
     LIMIT 1)

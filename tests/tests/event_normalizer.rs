@@ -607,7 +607,7 @@ async fn fields_of_unexpected_types_read_as_absent() {
     let (_, d) = data(r#"{"object":"subscription","plan":"price_old","quantity":3,"items":{"data":[]},"cancel_at_period_end":"yes","pause_collection":{"behavior":"void","resumes_at":99}}"#).await;
     assert_eq!(
         d["items"],
-        json!([{"price_id": "price_old", "quantity": 3, "current_period_start": null, "current_period_end": null}])
+        json!([{"item_id": null, "price_id": "price_old", "quantity": 3, "current_period_start": null, "current_period_end": null}])
     );
     assert_eq!(
         (

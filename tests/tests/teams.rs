@@ -17,11 +17,12 @@ async fn owners_and_admins_buy_and_manage_members_and_members_do_not() {
     let (team, alice, bob, carol) = (t.team, t.alice, t.bob, t.carol);
     let api = &mut t.api;
 
-    // Alice buys for the team: the request is the team's, so its customer will be too.
+    // Alice buys for the team, a seat for each member and more: the request is the team's,
+    // so its customer will be too.
     let request: Uuid = one(
         api,
         alice,
-        "SELECT billing.request_checkout('price_pro', account_id => $1)",
+        "SELECT billing.request_checkout('price_pro', quantity => 5, account_id => $1)",
         &[&team],
     )
     .await

@@ -15,6 +15,7 @@ mod meters;
 mod money;
 mod rules;
 mod schema;
+mod updates;
 
 use clap::Parser;
 use reqwest::{RequestBuilder, Response};

@@ -148,10 +148,22 @@ impl Stripe {
         idempotency_key: &str,
         bounds: Bounds<'_>,
     ) -> Result<Value, StripeError> {
-        let answer = self
-            .call(Method::POST, path, params, Some(idempotency_key), bounds)
-            .await?;
-        Ok(answer.object)
+        Ok(self
+            .post_answer(path, params, idempotency_key, bounds)
+            .await?
+            .object)
+    }
+
+    /// As [`Stripe::post`], with the answer's `Date`: when the object was as Stripe returned it.
+    pub async fn post_answer(
+        &self,
+        path: &str,
+        params: &Value,
+        idempotency_key: &str,
+        bounds: Bounds<'_>,
+    ) -> Result<Answer, StripeError> {
+        self.call(Method::POST, path, params, Some(idempotency_key), bounds)
+            .await
     }
 
     /// GETs `path` with `params` as the query string (e.g. `/v1/subscriptions/sub_…`).

@@ -6,12 +6,14 @@
 //! Checkout and portal answer with a session whose `url` the app sends the user to; the row's
 //! result is that url, the session id and the Stripe customer ([`session_result`]). The
 //! retrievals (`retrieve`) hand what Stripe has to the database. A top-up (`top_up`) charges
-//! a saved card; its tokens come with Stripe's webhook, not with this answer.
+//! a saved card; its tokens come with Stripe's webhook, not with this answer. A seat change
+//! (`seats`) updates a team subscription's quantity and applies Stripe's answer.
 
 pub mod checkout;
 pub mod meter;
 pub mod portal;
 pub mod retrieve;
+pub mod seats;
 pub mod top_up;
 
 use std::fmt;
@@ -39,6 +41,8 @@ pub enum RequestKind {
     MeterEvent,
     /// Charge the saved card for an auto top-up (`billing._queue_top_up`).
     TopUp,
+    /// Change a team subscription's seats (`billing.request_seat_change`).
+    Seats,
 }
 
 /// A `kind` the worker does not serve; its message is what the row's `error` says.
@@ -69,13 +73,14 @@ impl FromStr for RequestKind {
 }
 
 impl RequestKind {
-    pub(crate) const ALL: [RequestKind; 6] = [
+    pub(crate) const ALL: [RequestKind; 7] = [
         RequestKind::Checkout,
         RequestKind::Portal,
         RequestKind::Refresh,
         RequestKind::LineItems,
         RequestKind::MeterEvent,
         RequestKind::TopUp,
+        RequestKind::Seats,
     ];
 
     /// The kind's name in `billing.stripe_requests.kind`.
@@ -87,6 +92,7 @@ impl RequestKind {
             RequestKind::LineItems => "line_items",
             RequestKind::MeterEvent => "meter_event",
             RequestKind::TopUp => "top_up",
+            RequestKind::Seats => "seats",
         }
     }
 
@@ -119,6 +125,7 @@ pub async fn execute(
         RequestKind::LineItems => retrieve::line_items(ctx, stripe, req).await,
         RequestKind::MeterEvent => meter::run(ctx, stripe, req).await,
         RequestKind::TopUp => top_up::run(ctx, stripe, req).await,
+        RequestKind::Seats => seats::run(ctx, stripe, req).await,
     }
 }
 
@@ -148,6 +155,7 @@ mod tests {
         assert_eq!("line_items".parse(), Ok(RequestKind::LineItems));
         assert_eq!("meter_event".parse(), Ok(RequestKind::MeterEvent));
         assert_eq!("top_up".parse(), Ok(RequestKind::TopUp));
+        assert_eq!("seats".parse(), Ok(RequestKind::Seats));
         // No SQL function queues customer rows: the worker does not serve them.
         let err = "customer".parse::<RequestKind>().unwrap_err();
         assert_eq!(err.to_string(), r#"unknown request kind "customer""#);

@@ -4827,7 +4827,12 @@ BEGIN
         RETURN;  -- Stripe never changes a final subscription again
     END IF;
     IF NOT billing._is_newer(v, cur.version) THEN
-        IF v = cur.version AND (new.plan_id, new.stripe_price_id, new.status, new.current_period_start,
+        IF v = cur.version AND (v).rank = 2 THEN
+            -- Two of Stripe's answers in one second (a seat change's, a retrieval's): one
+            -- account's requests run one at a time (billing.claim_requests), so the answer
+            -- applied later was given later, and it wins.
+            NULL;
+        ELSIF v = cur.version AND (new.plan_id, new.stripe_price_id, new.status, new.current_period_start,
                 new.current_period_end, new.cancel_at_period_end, new.cancel_at, new.canceled_at,
                 new.ended_at, new.trial_end, new.pause_collection, new.quantity, new.stripe_item_id)
              IS DISTINCT FROM (cur.plan_id, cur.stripe_price_id, cur.status, cur.current_period_start,

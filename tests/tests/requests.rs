@@ -92,10 +92,10 @@ const BAD_CHECKOUTS: &str = "
     'price_pack', coupon => 'SPRING_10', allow_promotion_codes => true, {u} | 22023 | pass either coupon or allow_promotion_codes, not both
     'price_pack', coupon => 'STAFF100', {u} | BL012 | coupon 'STAFF100' is not offered
     'price_pack', coupon => 'bad coupon!', {u} | BL012 | coupon 'bad coupon!' is not offered
-    'price_pack', quantity => 0, {u} | 22023 | quantity must be 1 for subscriptions and 1 to 100 for token packs, got 0
+    'price_pack', quantity => 0, {u} | 22023 | quantity must be 1 for a personal subscription and 1 to 100 for token packs, got 0
     'price_pack', quantity => 101, {u} | 22023 | 1 to 100 for token packs, got 101
-    'price_pack', quantity => NULL, {u} | 22023 | quantity must be 1 for subscriptions
-    'price_pro', quantity => 2, {u} | 22023 | quantity must be 1 for subscriptions
+    'price_pack', quantity => NULL, {u} | 22023 | quantity must be 1 for a personal subscription
+    'price_pro', quantity => 2, {u} | 22023 | quantity must be 1 for a personal subscription
     'price_huge', quantity => 100, {u} | 22023 | 100 x 20000000000 tokens is more than one grant may hold
     'price_pack', project_id => '{unknown}', {u} | P0002 | unknown project
     'price_pack', project_id => '{others}', {u} | P0002 | unknown project

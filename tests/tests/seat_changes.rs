@@ -397,3 +397,67 @@ async fn a_team_buys_its_first_seats_at_checkout() {
         "1 for a personal subscription",
     );
 }
+
+/// Two of Stripe's answers in one second (an increase and the decrease right after it, as the
+/// worker applies them with `billing.ingest_retrieved` at their `Date`): the later one wins,
+/// as one account's requests run one at a time; events of that second rank below both.
+#[tokio::test]
+async fn the_later_of_two_answers_in_one_second_wins() {
+    for shape in [Shape::V2023, Shape::Basil] {
+        let (_db, owner, _api, s, _alice, _bob, item) = subscribed_team(shape, 2).await;
+        let at = unix_now();
+        let answer = |seats: i64| {
+            let mut ev = s.subscription_event(
+                "customer.subscription.updated",
+                at,
+                "active",
+                "price_basic",
+                period(at - DAY, 30),
+            );
+            ev["data"]["object"]["items"]["data"][0]["quantity"] = json!(seats);
+            ev["data"]["object"]["items"]["data"][0]["id"] = json!(item);
+            ev["data"]["object"].clone()
+        };
+        for seats in [4, 3] {
+            owner
+                .execute(
+                    "SELECT billing.ingest_retrieved($1, $2, to_timestamp($3::bigint))",
+                    &[&Uuid::new_v4(), &answer(seats), &at],
+                )
+                .await
+                .unwrap();
+        }
+        let row = owner
+            .query_one(
+                "SELECT quantity, (SELECT count(*) FROM billing.stripe_requests WHERE kind = 'refresh')
+                 FROM billing.subscriptions WHERE stripe_subscription_id = $1",
+                &[&s.sub],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (row.get::<_, Option<i64>>(0), row.get::<_, i64>(1)),
+            (Some(3), 0),
+            "{shape:?}"
+        );
+        // The webhook of that second (quantity 4) is older than both answers.
+        let mut ev = s.subscription_event(
+            "customer.subscription.updated",
+            at,
+            "active",
+            "price_basic",
+            period(at - DAY, 30),
+        );
+        ev["data"]["object"]["items"]["data"][0]["quantity"] = json!(4);
+        deliver(&owner, &ev).await;
+        let q: Option<i64> = owner
+            .query_one(
+                "SELECT quantity FROM billing.subscriptions WHERE stripe_subscription_id = $1",
+                &[&s.sub],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(q, Some(3), "{shape:?}");
+    }
+}

@@ -273,6 +273,7 @@ pub mod portal;
 pub mod render;
 pub mod render_money;
 pub mod resources;
+pub mod routes;
 pub mod schema;
 pub mod store;
 pub mod subscriptions;

@@ -48,7 +48,7 @@ fn each_version_validates_with_its_own_schema() {
     assert!(validate(basil, &parse_form("validate=true").unwrap()).is_ok());
     assert!(validate(legacy, &parse_form("validate=true").unwrap()).is_err());
     // Every operation the emulator serves has a schema in both versions.
-    let operations = crate::api::every_operation();
+    let operations = crate::routes::every_operation();
     for key in [
         "DELETE /v1/customers/{customer}",
         "GET /v1/checkout/sessions/{session}/line_items",

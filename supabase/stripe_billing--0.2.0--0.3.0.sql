@@ -3374,6 +3374,13 @@ SET search_path = pg_catalog, pg_temp AS $$
 $$;
 COMMENT ON FUNCTION billing._team_subscription(uuid) IS 'Internal: a team''s active, trialing or past_due subscription whose quantity is its seats (the largest, with several); NULL when it has none.';
 
+CREATE OR REPLACE FUNCTION billing._team_members(account_id uuid) RETURNS bigint
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+    SELECT count(*) FROM billing.account_members m WHERE m.account_id = _team_members.account_id
+$$;
+COMMENT ON FUNCTION billing._team_members(uuid) IS 'Internal: how many members (owners and admins included) a team has: the seats they take.';
+
 -- A seat change not answered yet counts at once when it lowers the seats, so members cannot be
 -- added meanwhile into seats that are about to go.
 CREATE OR REPLACE FUNCTION billing._team_seats(account_id uuid) RETURNS bigint
@@ -3392,12 +3399,11 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     seats bigint := billing._team_seats(account_id);
-    taken bigint;
+    taken bigint := billing._team_members(account_id);
 BEGIN
     IF seats IS NULL THEN
         RETURN;
     END IF;
-    SELECT count(*) INTO taken FROM billing.account_members m WHERE m.account_id = _check_free_seat.account_id;
     IF taken >= seats THEN
         RAISE EXCEPTION 'no free seat: account % has % seats and % members', account_id, seats, taken
             USING ERRCODE = 'BL022',
@@ -3413,13 +3419,12 @@ CREATE OR REPLACE FUNCTION billing._check_seat_count(account_id uuid, quantity b
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    taken bigint;
+    taken bigint := billing._team_members(account_id);
 BEGIN
     PERFORM billing._check_not_null(quantity, 'quantity');
     IF quantity NOT BETWEEN 1 AND 10000 THEN
         RAISE EXCEPTION 'a team''s seats must be 1 to 10000, got %', quantity USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT count(*) INTO taken FROM billing.account_members m WHERE m.account_id = _check_seat_count.account_id;
     IF quantity < taken THEN
         RAISE EXCEPTION 'fewer seats than members: account % has % members, % seats asked', account_id, taken, quantity
             USING ERRCODE = 'BL023',

@@ -14,5 +14,5 @@ mod list;
 mod ratelimit;
 pub mod retry;
 
-pub use client::{Bounds, Rejection, Stripe, StripeError};
+pub use client::{Answer, Bounds, Rejection, Stripe, StripeError};
 pub use list::Listing;

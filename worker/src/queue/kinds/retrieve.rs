@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use super::Ctx;
 use crate::queue::claim::Claimed;
 use crate::queue::outcome::Outcome;
-use crate::stripe::{Bounds, Stripe};
+use crate::stripe::{Answer, Bounds, Stripe};
 
 /// The Stripe id the row asks for, checked against the id's form before it goes into a path.
 fn object_id<'a>(req: &'a Claimed, prefix: &str) -> Result<&'a str, Outcome> {
@@ -73,6 +73,13 @@ pub async fn refresh(ctx: &Ctx, stripe: &Stripe, req: &Claimed) -> Result<Value,
         (format!("/v1/subscriptions/{id}"), json!({}), id)
     };
     let answer = stripe.get(&path, &query, bounds(ctx, req)).await?;
+    let applied = ingest(ctx, req, &answer).await?;
+    Ok(json!({"object_id": id, "applied": applied}))
+}
+
+/// Applies Stripe's answer to `req` as the object's state at the answer's `Date`
+/// (`billing.ingest_retrieved`, once per request); returns what it applied.
+pub(super) async fn ingest(ctx: &Ctx, req: &Claimed, answer: &Answer) -> Result<Value, Outcome> {
     let at = answer.date.unwrap_or_else(std::time::SystemTime::now);
     let mut conn = ctx.db.get().await?;
     let row = conn
@@ -81,8 +88,7 @@ pub async fn refresh(ctx: &Ctx, stripe: &Stripe, req: &Claimed) -> Result<Value,
             &[&req.id, &answer.object, &at],
         )
         .await?;
-    let applied: Value = row.try_get(0).map_err(crate::db::DbError::from)?;
-    Ok(json!({"object_id": id, "applied": applied}))
+    Ok(row.try_get(0).map_err(crate::db::DbError::from)?)
 }
 
 /// `GET /v1/prices/{id}` into the catalog's `billing.prices`, as of the answer's `Date`.

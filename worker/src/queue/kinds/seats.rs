@@ -98,15 +98,7 @@ pub async fn run(ctx: &Ctx, stripe: &Stripe, req: &Claimed) -> Result<Value, Out
         )
         .await?;
     let quantity = answered_quantity(&answer.object, &p.item_id).map_err(malformed)?;
-    let at = answer.date.unwrap_or_else(std::time::SystemTime::now);
-    let mut conn = ctx.db.get().await?;
-    let row = conn
-        .query_one(
-            "SELECT billing.ingest_retrieved($1, $2, $3)",
-            &[&req.id, &answer.object, &at],
-        )
-        .await?;
-    let applied: Value = row.try_get(0).map_err(crate::db::DbError::from)?;
+    let applied = super::retrieve::ingest(ctx, req, &answer).await?;
     Ok(json!({"subscription": p.subscription_id, "quantity": quantity, "applied": applied}))
 }
 

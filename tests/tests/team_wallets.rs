@@ -236,7 +236,10 @@ async fn members_may_not_change_the_teams_alert_or_auto_top_up() {
                            + (SELECT count(*) FROM billing.auto_top_ups WHERE threshold <> 100)
                     WHERE $1::uuid IS NOT NULL";
     let before = count(&t.owner, settings, team).await;
-    for who in [t.bob, t.carol] {
+    // A member, an outsider, and the owner naming an account that does not exist: the same
+    // answer, which tells nobody which team ids exist.
+    let nowhere = Uuid::new_v4();
+    for (who, account) in [(t.bob, team), (t.carol, team), (t.alice, nowhere)] {
         for sql in [
             "SELECT billing.set_my_low_balance_alert(5, account_id => $1)",
             "SELECT billing.set_my_low_balance_alert(NULL, enabled => false, account_id => $1)",
@@ -244,12 +247,23 @@ async fn members_may_not_change_the_teams_alert_or_auto_top_up() {
             "SELECT billing.disable_my_auto_top_up($1)",
         ] {
             assert_error(
-                call(api, who, sql, &[&team]).await,
+                call(api, who, sql, &[&account]).await,
                 "42501",
                 "not owner or admin of account",
             );
         }
     }
+    assert_error(
+        call(
+            api,
+            t.alice,
+            "SELECT * FROM billing.my_credit_settings($1)",
+            &[&nowhere],
+        )
+        .await,
+        "42501",
+        "permission denied",
+    );
     assert_eq!(
         count(&t.owner, settings, team).await,
         before,

@@ -310,7 +310,7 @@ async fn a_teams_auto_top_up_queues_one_top_up_for_the_team() {
     let set = json(
         &mut t.api,
         t.alice,
-        "SELECT billing.set_my_auto_top_up('pack', 100, 3, 10000, account_id => $1)",
+        "SELECT billing.set_my_auto_top_up('pack', 100, 1, 10000, account_id => $1)",
         &[&team],
     )
     .await;
@@ -349,20 +349,23 @@ async fn a_teams_auto_top_up_queues_one_top_up_for_the_team() {
         .await,
         1
     );
-    // The members see the team's request and its use of the month.
-    for who in [t.bob, t.dave] {
-        let used = json(
-            &mut t.api,
-            who,
-            "SELECT jsonb_build_object('requests', (SELECT count(*) FROM billing.stripe_requests
-                                                    WHERE kind = 'top_up' AND user_id = $1),
-                                       'count', (SELECT period_count FROM billing.auto_top_ups))",
-            &[&team],
-        )
-        .await;
+    // Past the month's limit of one, the next crossing queues nothing and tells the team once:
+    // every member reads it, with the one request; an outsider neither.
+    t.owner
+        .execute("SELECT billing.grant_tokens($1, 400)", &[&team])
+        .await
+        .unwrap();
+    spend(&mut t.api, t.bob, team, 450).await;
+    let seen = "SELECT jsonb_build_object(
+                    'requests', (SELECT count(*) FROM billing.stripe_requests WHERE kind = 'top_up' AND user_id = $1),
+                    'told', (SELECT count(*) FROM billing.notifications
+                             WHERE kind = 'top_up_limit_reached' AND user_id = $1))";
+    for (who, want) in [(t.alice, 1), (t.dave, 1), (t.bob, 1), (t.carol, 0)] {
+        let got = json(&mut t.api, who, seen, &[&team]).await;
         assert_eq!(
-            (used["requests"].clone(), used["count"].clone()),
-            (1.into(), 1.into())
+            (got["requests"].clone(), got["told"].clone()),
+            (want.into(), want.into()),
+            "{got}"
         );
     }
 }

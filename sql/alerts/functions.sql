@@ -93,14 +93,17 @@ $$;
 COMMENT ON FUNCTION billing.set_low_balance_alert(uuid, bigint, uuid, boolean) IS 'Privileged: sets the low-balance threshold of a user''s own balance (project_id NULL) or of one of their projects (0 to 1000000000000; NULL = the operator''s default), or turns its alerts off (enabled false). Arms the alert.';
 
 CREATE OR REPLACE FUNCTION billing.set_my_low_balance_alert(threshold bigint, project_id uuid DEFAULT NULL,
-                                                            enabled boolean DEFAULT true) RETURNS jsonb
+                                                            enabled boolean DEFAULT true,
+                                                            account_id uuid DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    RETURN billing.set_low_balance_alert(billing._require_user(), threshold, project_id, enabled);
+    -- A team's alert is the team's money, so it is set by those who buy for it (owners and
+    -- admins), the same rule as its checkout: billing._buying_account.
+    RETURN billing.set_low_balance_alert(billing._buying_account(account_id), threshold, project_id, enabled);
 END
 $$;
-COMMENT ON FUNCTION billing.set_my_low_balance_alert(bigint, uuid, boolean) IS 'For signed-in users: billing.set_low_balance_alert on the caller''s own balance or project. From supabase-js: supabase.schema(''billing'').rpc(''set_my_low_balance_alert'', { threshold: 100 }).';
+COMMENT ON FUNCTION billing.set_my_low_balance_alert(bigint, uuid, boolean, uuid) IS 'For signed-in users: billing.set_low_balance_alert on the caller''s own balance or project (account_id NULL or their id), or on a team''s when they are its owner or admin (42501 for members and others). The notification goes to the account: every member of a team reads it. From supabase-js: supabase.schema(''billing'').rpc(''set_my_low_balance_alert'', { threshold: 100 }).';
 
 -- SECURITY DEFINER for the config row alone, which client roles may not read; the callers check
 -- whose settings they show with the caller's own rights.
@@ -131,8 +134,9 @@ BEGIN
         RAISE EXCEPTION 'user_id must not be NULL when the caller is not signed in'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    IF who IS DISTINCT FROM billing.current_user_id() AND NOT billing._is_privileged() THEN
-        RAISE EXCEPTION 'permission denied: you can only read your own credit settings'
+    -- A team's settings are readable by its members, as its balance_alerts rows already are.
+    IF NOT who = ANY (billing._visible_accounts()) AND NOT billing._is_privileged() THEN
+        RAISE EXCEPTION 'permission denied: you can only read your own credit settings or those of a team you belong to'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     -- The user's own balance always, then each project balance with a setting of its own.
@@ -150,18 +154,20 @@ BEGIN
     ORDER BY b.project_id NULLS FIRST;
 END
 $$;
-COMMENT ON FUNCTION billing.credit_settings(uuid) IS 'A user''s (default: the caller; another user only for privileged roles) low-balance alerts and expiry warning window: one row for their own balance (project_id NULL) and one per project with a setting of its own. threshold_from: user (their own threshold), default (billing.config.low_balance_threshold) or off; armed false: the alert fired and waits for the balance to rise above the threshold again.';
+COMMENT ON FUNCTION billing.credit_settings(uuid) IS 'An account''s (default: the caller''s personal one; a team''s for its members; any for privileged roles) low-balance alerts and expiry warning window: one row for their own balance (project_id NULL) and one per project with a setting of its own. threshold_from: user (their own threshold), default (billing.config.low_balance_threshold) or off; armed false: the alert fired and waits for the balance to rise above the threshold again.';
 
-CREATE OR REPLACE FUNCTION billing.my_credit_settings()
+CREATE OR REPLACE FUNCTION billing.my_credit_settings(account_id uuid DEFAULT NULL)
 RETURNS TABLE (project_id uuid, low_balance_threshold bigint, threshold_from text, armed boolean,
                expiry_warning_days integer)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    uid uuid := billing._require_user();
 BEGIN
-    RETURN QUERY SELECT * FROM billing.credit_settings(billing._require_user());
+    RETURN QUERY SELECT * FROM billing.credit_settings(coalesce(account_id, uid));
 END
 $$;
-COMMENT ON FUNCTION billing.my_credit_settings() IS 'For signed-in users: billing.credit_settings of the caller (SQLSTATE 28000 when not signed in).';
+COMMENT ON FUNCTION billing.my_credit_settings(uuid) IS 'For signed-in users: billing.credit_settings of the caller''s own account (account_id NULL) or of a team they belong to (42501 otherwise; 28000 when not signed in).';
 
 CREATE OR REPLACE FUNCTION billing.warn_expiring_grants(max_warnings integer DEFAULT 1000) RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER

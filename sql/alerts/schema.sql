@@ -17,7 +17,7 @@ CREATE UNIQUE INDEX balance_alerts_balance_key ON billing.balance_alerts
     (user_id, coalesce(project_id, billing._no_project()));
 COMMENT ON TABLE billing.balance_alerts IS 'Low-balance alert of one balance (a user''s own, or one project''s): its threshold and whether it may fire. A balance without a row follows billing.config.low_balance_threshold; a row is written when a user or operator sets one, or when the default first fires. Users read their own rows.';
 COMMENT ON COLUMN billing.balance_alerts.id IS 'Surrogate key; part of the low_balance notification''s key.';
-COMMENT ON COLUMN billing.balance_alerts.user_id IS 'Whose balance.';
+COMMENT ON COLUMN billing.balance_alerts.user_id IS 'Whose balance: a user''s id, or a team''s (billing.accounts.id; its owners and admins set it, its members read it and its notifications).';
 COMMENT ON COLUMN billing.balance_alerts.project_id IS 'The project whose balance it watches, or NULL for the user''s own balance.';
 COMMENT ON COLUMN billing.balance_alerts.threshold IS 'A spend that takes the balance from above this to at or below it notifies (0 to 1000000000000); NULL = the operator''s billing.config.low_balance_threshold.';
 COMMENT ON COLUMN billing.balance_alerts.enabled IS 'false: no alerts for this balance, whatever the default.';

@@ -283,7 +283,7 @@ CREATE UNIQUE INDEX balance_alerts_balance_key ON billing.balance_alerts
     (user_id, coalesce(project_id, billing._no_project()));
 COMMENT ON TABLE billing.balance_alerts IS 'Low-balance alert of one balance (a user''s own, or one project''s): its threshold and whether it may fire. A balance without a row follows billing.config.low_balance_threshold; a row is written when a user or operator sets one, or when the default first fires. Users read their own rows.';
 COMMENT ON COLUMN billing.balance_alerts.id IS 'Surrogate key; part of the low_balance notification''s key.';
-COMMENT ON COLUMN billing.balance_alerts.user_id IS 'Whose balance.';
+COMMENT ON COLUMN billing.balance_alerts.user_id IS 'Whose balance: a user''s id, or a team''s (billing.accounts.id; its owners and admins set it, its members read it and its notifications).';
 COMMENT ON COLUMN billing.balance_alerts.project_id IS 'The project whose balance it watches, or NULL for the user''s own balance.';
 COMMENT ON COLUMN billing.balance_alerts.threshold IS 'A spend that takes the balance from above this to at or below it notifies (0 to 1000000000000); NULL = the operator''s billing.config.low_balance_threshold.';
 COMMENT ON COLUMN billing.balance_alerts.enabled IS 'false: no alerts for this balance, whatever the default.';
@@ -336,8 +336,8 @@ CREATE TABLE billing.auto_top_ups (
     CONSTRAINT auto_top_ups_reason_when_off CHECK (enabled = (disabled_reason IS NULL))
 );
 CREATE INDEX auto_top_ups_plan_idx ON billing.auto_top_ups (plan_id);
-COMMENT ON TABLE billing.auto_top_ups IS 'Auto top-up settings, one row per user: when a spend takes the user''s own balance (no project) from above threshold to threshold or below, one top_up request charges the card saved at checkout for the pack plan_id, within the monthly limits. Users read their own row and change it only through billing.set_my_auto_top_up / billing.disable_my_auto_top_up; privileged roles through billing.set_auto_top_up.';
-COMMENT ON COLUMN billing.auto_top_ups.user_id IS 'The user.';
+COMMENT ON TABLE billing.auto_top_ups IS 'Auto top-up settings, one row per account (a user''s personal one, or a team''s): when a spend takes the account''s own balance (no project) from above threshold to threshold or below, one top_up request charges the card saved at the account''s checkout for the pack plan_id, within the monthly limits. Users and team members read their accounts'' rows; owners and admins change them only through billing.set_my_auto_top_up / billing.disable_my_auto_top_up; privileged roles through billing.set_auto_top_up.';
+COMMENT ON COLUMN billing.auto_top_ups.user_id IS 'The account: a user''s id, or a team''s (billing.accounts.id).';
 COMMENT ON COLUMN billing.auto_top_ups.plan_id IS 'The token pack to buy (billing.plans, kind token_pack).';
 COMMENT ON COLUMN billing.auto_top_ups.threshold IS 'Top up when a spend leaves the balance at or below this many tokens (having been above it).';
 COMMENT ON COLUMN billing.auto_top_ups.monthly_count_limit IS 'At most this many top-ups per calendar month (UTC); past it the user is told once (notification top_up_limit_reached).';
@@ -920,9 +920,10 @@ END
 $$;
 COMMENT ON FUNCTION billing._upsert_subscription_link(text, uuid, text) IS 'Internal: makes sure a subscription row exists for its user before reports fill it in.';
 
--- "Is this user subscribed, to what, until when": one call for an app's paywall. Runs as the
+-- "Is this account subscribed, to what, until when": one call for an app's paywall. Runs as the
 -- caller (no SECURITY DEFINER): row-level security decides what a signed-in user can see, as for
--- billing.token_balance.
+-- billing.token_balance. Without an account it answers for the active one, the account
+-- billing.has_feature answers for, so a paywall and an RLS policy never disagree on a team.
 CREATE OR REPLACE FUNCTION billing.subscription_status(user_id uuid DEFAULT NULL)
 RETURNS TABLE (active boolean, status text, plan_id text, plan_name text, stripe_price_id text,
                stripe_subscription_id text, current_period_end timestamptz,
@@ -931,15 +932,19 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
-    who uuid := coalesce(subscription_status.user_id, billing.current_user_id());
+    who uuid := subscription_status.user_id;
 BEGIN
-    IF who IS NULL THEN
+    IF who IS NULL AND billing.current_user_id() IS NULL THEN
         RAISE EXCEPTION 'user_id must not be NULL when the caller is not signed in'
             USING ERRCODE = 'null_value_not_allowed',
                   HINT = 'Signed-in users call billing.my_subscription(); the server passes the user id.';
     END IF;
-    IF who IS DISTINCT FROM billing.current_user_id() AND NOT billing._is_privileged() THEN
-        RAISE EXCEPTION 'permission denied: you can only read your own subscription'
+    IF who IS NULL THEN
+        -- NULL when the X-Billing-Account header names an account not the caller's: like
+        -- has_feature, such an account is not subscribed as far as they can tell.
+        who := billing.active_account();
+    ELSIF NOT who = ANY (billing._visible_accounts()) AND NOT billing._is_privileged() THEN
+        RAISE EXCEPTION 'permission denied: you can only read your own subscription or that of a team you belong to'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     -- The subscription that decides access: an active one first (active, trialing, then
@@ -960,7 +965,7 @@ BEGIN
     FROM (SELECT 1) one LEFT JOIN best b ON true;
 END
 $$;
-COMMENT ON FUNCTION billing.subscription_status(uuid) IS 'Whether a user (default: the caller; another user only for privileged roles) is subscribed, to which plan and until when: exactly one row. active is true for the statuses Stripe still serves: active, trialing, and past_due (Stripe is retrying the renewal payment; when it gives up the status becomes canceled or unpaid, per the account''s retry settings); false for unpaid, paused, incomplete, incomplete_expired, canceled and when there is no subscription. With several subscriptions, an active one wins (active, trialing, past_due), then the latest. cancel_at_period_end true: active until current_period_end, then it ends.';
+COMMENT ON FUNCTION billing.subscription_status(uuid) IS 'Whether an account is subscribed (user_id: a user''s id or a team''s, which its members may read, any for privileged roles; default: the caller''s active account, billing.active_account(), the one billing.has_feature answers for: the team named by the X-Billing-Account header, else their personal account; a header naming an account not theirs gives the row of no subscription), to which plan and until when: exactly one row. active is true for the statuses Stripe still serves: active, trialing, and past_due (Stripe is retrying the renewal payment; when it gives up the status becomes canceled or unpaid, per the account''s retry settings); false for unpaid, paused, incomplete, incomplete_expired, canceled and when there is no subscription. With several subscriptions, an active one wins (active, trialing, past_due), then the latest. cancel_at_period_end true: active until current_period_end, then it ends.';
 
 CREATE OR REPLACE FUNCTION billing.my_subscription()
 RETURNS TABLE (active boolean, status text, plan_id text, plan_name text, stripe_price_id text,
@@ -969,10 +974,11 @@ RETURNS TABLE (active boolean, status text, plan_id text, plan_name text, stripe
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    RETURN QUERY SELECT * FROM billing.subscription_status(billing._require_user());
+    PERFORM billing._require_user();
+    RETURN QUERY SELECT * FROM billing.subscription_status(NULL);
 END
 $$;
-COMMENT ON FUNCTION billing.my_subscription() IS 'For signed-in users: billing.subscription_status of the caller (SQLSTATE 28000 when not signed in). From supabase-js: supabase.schema(''billing'').rpc(''my_subscription'').single().';
+COMMENT ON FUNCTION billing.my_subscription() IS 'For signed-in users: billing.subscription_status of the caller''s active account (billing.active_account(): the team named by the X-Billing-Account header, else their personal account, as for billing.has_feature; SQLSTATE 28000 when not signed in). From supabase-js: supabase.schema(''billing'').rpc(''my_subscription'').single().';
 
 -- sql/entitlements/functions.sql
 -- Entitlements: "may the current user use this feature, and how much of it" (issue 23, item 3),
@@ -1837,14 +1843,17 @@ $$;
 COMMENT ON FUNCTION billing.set_low_balance_alert(uuid, bigint, uuid, boolean) IS 'Privileged: sets the low-balance threshold of a user''s own balance (project_id NULL) or of one of their projects (0 to 1000000000000; NULL = the operator''s default), or turns its alerts off (enabled false). Arms the alert.';
 
 CREATE OR REPLACE FUNCTION billing.set_my_low_balance_alert(threshold bigint, project_id uuid DEFAULT NULL,
-                                                            enabled boolean DEFAULT true) RETURNS jsonb
+                                                            enabled boolean DEFAULT true,
+                                                            account_id uuid DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    RETURN billing.set_low_balance_alert(billing._require_user(), threshold, project_id, enabled);
+    -- A team's alert is the team's money, so it is set by those who buy for it (owners and
+    -- admins), the same rule as its checkout: billing._buying_account.
+    RETURN billing.set_low_balance_alert(billing._buying_account(account_id), threshold, project_id, enabled);
 END
 $$;
-COMMENT ON FUNCTION billing.set_my_low_balance_alert(bigint, uuid, boolean) IS 'For signed-in users: billing.set_low_balance_alert on the caller''s own balance or project. From supabase-js: supabase.schema(''billing'').rpc(''set_my_low_balance_alert'', { threshold: 100 }).';
+COMMENT ON FUNCTION billing.set_my_low_balance_alert(bigint, uuid, boolean, uuid) IS 'For signed-in users: billing.set_low_balance_alert on the caller''s own balance or project (account_id NULL or their id), or on a team''s when they are its owner or admin (42501 for members and others). The notification goes to the account: every member of a team reads it. From supabase-js: supabase.schema(''billing'').rpc(''set_my_low_balance_alert'', { threshold: 100 }).';
 
 -- SECURITY DEFINER for the config row alone, which client roles may not read; the callers check
 -- whose settings they show with the caller's own rights.
@@ -1875,8 +1884,9 @@ BEGIN
         RAISE EXCEPTION 'user_id must not be NULL when the caller is not signed in'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    IF who IS DISTINCT FROM billing.current_user_id() AND NOT billing._is_privileged() THEN
-        RAISE EXCEPTION 'permission denied: you can only read your own credit settings'
+    -- A team's settings are readable by its members, as its balance_alerts rows already are.
+    IF NOT who = ANY (billing._visible_accounts()) AND NOT billing._is_privileged() THEN
+        RAISE EXCEPTION 'permission denied: you can only read your own credit settings or those of a team you belong to'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     -- The user's own balance always, then each project balance with a setting of its own.
@@ -1894,18 +1904,20 @@ BEGIN
     ORDER BY b.project_id NULLS FIRST;
 END
 $$;
-COMMENT ON FUNCTION billing.credit_settings(uuid) IS 'A user''s (default: the caller; another user only for privileged roles) low-balance alerts and expiry warning window: one row for their own balance (project_id NULL) and one per project with a setting of its own. threshold_from: user (their own threshold), default (billing.config.low_balance_threshold) or off; armed false: the alert fired and waits for the balance to rise above the threshold again.';
+COMMENT ON FUNCTION billing.credit_settings(uuid) IS 'An account''s (default: the caller''s personal one; a team''s for its members; any for privileged roles) low-balance alerts and expiry warning window: one row for their own balance (project_id NULL) and one per project with a setting of its own. threshold_from: user (their own threshold), default (billing.config.low_balance_threshold) or off; armed false: the alert fired and waits for the balance to rise above the threshold again.';
 
-CREATE OR REPLACE FUNCTION billing.my_credit_settings()
+CREATE OR REPLACE FUNCTION billing.my_credit_settings(account_id uuid DEFAULT NULL)
 RETURNS TABLE (project_id uuid, low_balance_threshold bigint, threshold_from text, armed boolean,
                expiry_warning_days integer)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    uid uuid := billing._require_user();
 BEGIN
-    RETURN QUERY SELECT * FROM billing.credit_settings(billing._require_user());
+    RETURN QUERY SELECT * FROM billing.credit_settings(coalesce(account_id, uid));
 END
 $$;
-COMMENT ON FUNCTION billing.my_credit_settings() IS 'For signed-in users: billing.credit_settings of the caller (SQLSTATE 28000 when not signed in).';
+COMMENT ON FUNCTION billing.my_credit_settings(uuid) IS 'For signed-in users: billing.credit_settings of the caller''s own account (account_id NULL) or of a team they belong to (42501 otherwise; 28000 when not signed in).';
 
 CREATE OR REPLACE FUNCTION billing.warn_expiring_grants(max_warnings integer DEFAULT 1000) RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER
@@ -3372,8 +3384,9 @@ BEGIN
         RAISE EXCEPTION 'user_id must not be NULL when the caller is not signed in'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    IF who IS DISTINCT FROM billing.current_user_id() AND NOT billing._is_privileged() THEN
-        RAISE EXCEPTION 'permission denied: you can only read your own overage'
+    -- A team's overage is its members' to read, as its balance is (billing.token_balance).
+    IF NOT who = ANY (billing._visible_accounts()) AND NOT billing._is_privileged() THEN
+        RAISE EXCEPTION 'permission denied: you can only read your own overage or that of a team you belong to'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     -- The subscription billing._take_overage would charge now.
@@ -3395,7 +3408,7 @@ BEGIN
         'period_start', s.current_period_start, 'period_end', s.current_period_end);
 END
 $$;
-COMMENT ON FUNCTION billing.token_overage(uuid) IS 'Metered overage of a user (default: the caller) in the current billing period: {allowed, limit, used, left, subscription, period_start, period_end}. allowed is false (and the rest 0) without an active subscription whose plan allows overage. The balance itself never goes below zero: overage is what Stripe bills, not a debt.';
+COMMENT ON FUNCTION billing.token_overage(uuid) IS 'Metered overage of an account (default: the caller''s personal one; a team''s for its members) in the current billing period: {allowed, limit, used, left, subscription, period_start, period_end}. allowed is false (and the rest 0) without an active subscription whose plan allows overage. The balance itself never goes below zero: overage is what Stripe bills, not a debt.';
 
 -- sql/events/normalize.sql
 -- Event normalisation, the one implementation both editions run (DESIGN.md, "Events in SQL"):
@@ -5318,25 +5331,28 @@ $$;
 COMMENT ON FUNCTION billing._set_auto_top_up(uuid, text, bigint, integer, bigint, boolean) IS 'Internal: validates and stores a user''s auto top-up settings (22004 for a NULL, P0002 for an unknown plan, 22023 for a plan that is not a pack for sale or a value out of bounds, 55000 while the pack''s price is not known).';
 
 CREATE OR REPLACE FUNCTION billing.set_my_auto_top_up(plan_id text, threshold bigint, monthly_count_limit integer,
-                                                      monthly_amount_limit bigint)
+                                                      monthly_amount_limit bigint, account_id uuid DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    RETURN billing._set_auto_top_up(billing._require_user(), plan_id, threshold, monthly_count_limit,
+    -- A team's top-up spends the team's money on its saved card: only those who buy for it
+    -- (owners and admins, billing._buying_account) set it.
+    RETURN billing._set_auto_top_up(billing._buying_account(account_id), plan_id, threshold, monthly_count_limit,
                                     monthly_amount_limit, true);
 END
 $$;
-COMMENT ON FUNCTION billing.set_my_auto_top_up(text, bigint, integer, bigint) IS 'For signed-in users: turns on auto top-up for the caller''s own balance (or changes it, or turns it on again after a failed charge): when a spend leaves the balance at or below threshold, the token pack plan_id is bought with the card saved at checkout, at most monthly_count_limit times and monthly_amount_limit (smallest currency unit) per calendar month. Returns the settings and this month''s use.';
+COMMENT ON FUNCTION billing.set_my_auto_top_up(text, bigint, integer, bigint, uuid) IS 'For signed-in users: turns on auto top-up for the caller''s own balance (account_id NULL or their id) or a team''s when they are its owner or admin (42501 for members and others), or changes it, or turns it on again after a failed charge: when a spend leaves the balance at or below threshold, the token pack plan_id is bought with the card saved at checkout (a team''s: the card saved at the team''s checkout), at most monthly_count_limit times and monthly_amount_limit (smallest currency unit) per calendar month. Returns the settings and this month''s use.';
 
-CREATE OR REPLACE FUNCTION billing.disable_my_auto_top_up() RETURNS jsonb
+CREATE OR REPLACE FUNCTION billing.disable_my_auto_top_up(account_id uuid DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    acct uuid := billing._buying_account(account_id);
     s billing.auto_top_ups;
 BEGIN
     UPDATE billing.auto_top_ups a SET enabled = false, disabled_reason = 'turned off by the user', updated_at = now()
-    WHERE a.user_id = billing._require_user()
+    WHERE a.user_id = acct
     RETURNING * INTO s;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'auto top-up is not set up' USING ERRCODE = 'no_data_found',
@@ -5345,7 +5361,7 @@ BEGIN
     RETURN billing._auto_top_up_json(s);
 END
 $$;
-COMMENT ON FUNCTION billing.disable_my_auto_top_up() IS 'For signed-in users: turns the caller''s auto top-up off (P0002 when it was never set up); a top-up already queued still runs. billing.set_my_auto_top_up turns it on again.';
+COMMENT ON FUNCTION billing.disable_my_auto_top_up(uuid) IS 'For signed-in users: turns the auto top-up of the caller''s own account (account_id NULL) or of a team they own or administer (42501 otherwise) off (P0002 when it was never set up); a top-up already queued still runs. billing.set_my_auto_top_up turns it on again.';
 
 CREATE OR REPLACE FUNCTION billing.set_auto_top_up(user_id uuid, plan_id text, threshold bigint,
                                                    monthly_count_limit integer, monthly_amount_limit bigint,
@@ -5680,15 +5696,15 @@ SET search_path = pg_catalog, pg_temp AS $$
         ('authenticated', 'billing.token_debt_settlements', 'SELECT'),
         ('authenticated', 'billing.token_overage(uuid)', 'EXECUTE'),
         ('authenticated', 'billing.token_overages', 'SELECT'),
-        ('authenticated', 'billing.set_my_low_balance_alert(bigint,uuid,boolean)', 'EXECUTE'),
-        ('authenticated', 'billing.my_credit_settings()', 'EXECUTE'),
+        ('authenticated', 'billing.set_my_low_balance_alert(bigint,uuid,boolean,uuid)', 'EXECUTE'),
+        ('authenticated', 'billing.my_credit_settings(uuid)', 'EXECUTE'),
         ('authenticated', 'billing.credit_settings(uuid)', 'EXECUTE'),
         ('authenticated', 'billing._alert_defaults()', 'EXECUTE'),
         ('authenticated', 'billing.balance_alerts', 'SELECT'),
         ('authenticated', 'billing.expiry_warnings', 'SELECT'),
         ('authenticated', 'billing.auto_top_ups', 'SELECT'),
-        ('authenticated', 'billing.set_my_auto_top_up(text,bigint,integer,bigint)', 'EXECUTE'),
-        ('authenticated', 'billing.disable_my_auto_top_up()', 'EXECUTE')
+        ('authenticated', 'billing.set_my_auto_top_up(text,bigint,integer,bigint,uuid)', 'EXECUTE'),
+        ('authenticated', 'billing.disable_my_auto_top_up(uuid)', 'EXECUTE')
 $$;
 COMMENT ON FUNCTION billing.client_api() IS 'The complete list of what the client roles anon and authenticated may use; billing.apply_grants() grants exactly this and billing.security_report() flags anything more.';
 

@@ -83,8 +83,9 @@ BEGIN
         RAISE EXCEPTION 'user_id must not be NULL when the caller is not signed in'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    IF who IS DISTINCT FROM billing.current_user_id() AND NOT billing._is_privileged() THEN
-        RAISE EXCEPTION 'permission denied: you can only read your own overage'
+    -- A team's overage is its members' to read, as its balance is (billing.token_balance).
+    IF NOT who = ANY (billing._visible_accounts()) AND NOT billing._is_privileged() THEN
+        RAISE EXCEPTION 'permission denied: you can only read your own overage or that of a team you belong to'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     -- The subscription billing._take_overage would charge now.
@@ -106,4 +107,4 @@ BEGIN
         'period_start', s.current_period_start, 'period_end', s.current_period_end);
 END
 $$;
-COMMENT ON FUNCTION billing.token_overage(uuid) IS 'Metered overage of a user (default: the caller) in the current billing period: {allowed, limit, used, left, subscription, period_start, period_end}. allowed is false (and the rest 0) without an active subscription whose plan allows overage. The balance itself never goes below zero: overage is what Stripe bills, not a debt.';
+COMMENT ON FUNCTION billing.token_overage(uuid) IS 'Metered overage of an account (default: the caller''s personal one; a team''s for its members) in the current billing period: {allowed, limit, used, left, subscription, period_start, period_end}. allowed is false (and the rest 0) without an active subscription whose plan allows overage. The balance itself never goes below zero: overage is what Stripe bills, not a debt.';

@@ -85,15 +85,15 @@ SET search_path = pg_catalog, pg_temp AS $$
         ('authenticated', 'billing.token_debt_settlements', 'SELECT'),
         ('authenticated', 'billing.token_overage(uuid)', 'EXECUTE'),
         ('authenticated', 'billing.token_overages', 'SELECT'),
-        ('authenticated', 'billing.set_my_low_balance_alert(bigint,uuid,boolean)', 'EXECUTE'),
-        ('authenticated', 'billing.my_credit_settings()', 'EXECUTE'),
+        ('authenticated', 'billing.set_my_low_balance_alert(bigint,uuid,boolean,uuid)', 'EXECUTE'),
+        ('authenticated', 'billing.my_credit_settings(uuid)', 'EXECUTE'),
         ('authenticated', 'billing.credit_settings(uuid)', 'EXECUTE'),
         ('authenticated', 'billing._alert_defaults()', 'EXECUTE'),
         ('authenticated', 'billing.balance_alerts', 'SELECT'),
         ('authenticated', 'billing.expiry_warnings', 'SELECT'),
         ('authenticated', 'billing.auto_top_ups', 'SELECT'),
-        ('authenticated', 'billing.set_my_auto_top_up(text,bigint,integer,bigint)', 'EXECUTE'),
-        ('authenticated', 'billing.disable_my_auto_top_up()', 'EXECUTE')
+        ('authenticated', 'billing.set_my_auto_top_up(text,bigint,integer,bigint,uuid)', 'EXECUTE'),
+        ('authenticated', 'billing.disable_my_auto_top_up(uuid)', 'EXECUTE')
 $$;
 COMMENT ON FUNCTION billing.client_api() IS 'The complete list of what the client roles anon and authenticated may use; billing.apply_grants() grants exactly this and billing.security_report() flags anything more.';
 

@@ -54,9 +54,10 @@ END
 $$;
 COMMENT ON FUNCTION billing._upsert_subscription_link(text, uuid, text) IS 'Internal: makes sure a subscription row exists for its user before reports fill it in.';
 
--- "Is this user subscribed, to what, until when": one call for an app's paywall. Runs as the
+-- "Is this account subscribed, to what, until when": one call for an app's paywall. Runs as the
 -- caller (no SECURITY DEFINER): row-level security decides what a signed-in user can see, as for
--- billing.token_balance.
+-- billing.token_balance. Without an account it answers for the active one, the account
+-- billing.has_feature answers for, so a paywall and an RLS policy never disagree on a team.
 CREATE OR REPLACE FUNCTION billing.subscription_status(user_id uuid DEFAULT NULL)
 RETURNS TABLE (active boolean, status text, plan_id text, plan_name text, stripe_price_id text,
                stripe_subscription_id text, current_period_end timestamptz,
@@ -65,15 +66,19 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
-    who uuid := coalesce(subscription_status.user_id, billing.current_user_id());
+    who uuid := subscription_status.user_id;
 BEGIN
-    IF who IS NULL THEN
+    IF who IS NULL AND billing.current_user_id() IS NULL THEN
         RAISE EXCEPTION 'user_id must not be NULL when the caller is not signed in'
             USING ERRCODE = 'null_value_not_allowed',
                   HINT = 'Signed-in users call billing.my_subscription(); the server passes the user id.';
     END IF;
-    IF who IS DISTINCT FROM billing.current_user_id() AND NOT billing._is_privileged() THEN
-        RAISE EXCEPTION 'permission denied: you can only read your own subscription'
+    IF who IS NULL THEN
+        -- NULL when the X-Billing-Account header names an account not the caller's: like
+        -- has_feature, such an account is not subscribed as far as they can tell.
+        who := billing.active_account();
+    ELSIF NOT who = ANY (billing._visible_accounts()) AND NOT billing._is_privileged() THEN
+        RAISE EXCEPTION 'permission denied: you can only read your own subscription or that of a team you belong to'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     -- The subscription that decides access: an active one first (active, trialing, then
@@ -94,7 +99,7 @@ BEGIN
     FROM (SELECT 1) one LEFT JOIN best b ON true;
 END
 $$;
-COMMENT ON FUNCTION billing.subscription_status(uuid) IS 'Whether a user (default: the caller; another user only for privileged roles) is subscribed, to which plan and until when: exactly one row. active is true for the statuses Stripe still serves: active, trialing, and past_due (Stripe is retrying the renewal payment; when it gives up the status becomes canceled or unpaid, per the account''s retry settings); false for unpaid, paused, incomplete, incomplete_expired, canceled and when there is no subscription. With several subscriptions, an active one wins (active, trialing, past_due), then the latest. cancel_at_period_end true: active until current_period_end, then it ends.';
+COMMENT ON FUNCTION billing.subscription_status(uuid) IS 'Whether an account is subscribed (user_id: a user''s id or a team''s, which its members may read, any for privileged roles; default: the caller''s active account, billing.active_account(), the one billing.has_feature answers for: the team named by the X-Billing-Account header, else their personal account; a header naming an account not theirs gives the row of no subscription), to which plan and until when: exactly one row. active is true for the statuses Stripe still serves: active, trialing, and past_due (Stripe is retrying the renewal payment; when it gives up the status becomes canceled or unpaid, per the account''s retry settings); false for unpaid, paused, incomplete, incomplete_expired, canceled and when there is no subscription. With several subscriptions, an active one wins (active, trialing, past_due), then the latest. cancel_at_period_end true: active until current_period_end, then it ends.';
 
 CREATE OR REPLACE FUNCTION billing.my_subscription()
 RETURNS TABLE (active boolean, status text, plan_id text, plan_name text, stripe_price_id text,
@@ -103,7 +108,8 @@ RETURNS TABLE (active boolean, status text, plan_id text, plan_name text, stripe
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    RETURN QUERY SELECT * FROM billing.subscription_status(billing._require_user());
+    PERFORM billing._require_user();
+    RETURN QUERY SELECT * FROM billing.subscription_status(NULL);
 END
 $$;
-COMMENT ON FUNCTION billing.my_subscription() IS 'For signed-in users: billing.subscription_status of the caller (SQLSTATE 28000 when not signed in). From supabase-js: supabase.schema(''billing'').rpc(''my_subscription'').single().';
+COMMENT ON FUNCTION billing.my_subscription() IS 'For signed-in users: billing.subscription_status of the caller''s active account (billing.active_account(): the team named by the X-Billing-Account header, else their personal account, as for billing.has_feature; SQLSTATE 28000 when not signed in). From supabase-js: supabase.schema(''billing'').rpc(''my_subscription'').single().';

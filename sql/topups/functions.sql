@@ -106,25 +106,28 @@ $$;
 COMMENT ON FUNCTION billing._set_auto_top_up(uuid, text, bigint, integer, bigint, boolean) IS 'Internal: validates and stores a user''s auto top-up settings (22004 for a NULL, P0002 for an unknown plan, 22023 for a plan that is not a pack for sale or a value out of bounds, 55000 while the pack''s price is not known).';
 
 CREATE OR REPLACE FUNCTION billing.set_my_auto_top_up(plan_id text, threshold bigint, monthly_count_limit integer,
-                                                      monthly_amount_limit bigint)
+                                                      monthly_amount_limit bigint, account_id uuid DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    RETURN billing._set_auto_top_up(billing._require_user(), plan_id, threshold, monthly_count_limit,
+    -- A team's top-up spends the team's money on its saved card: only those who buy for it
+    -- (owners and admins, billing._buying_account) set it.
+    RETURN billing._set_auto_top_up(billing._buying_account(account_id), plan_id, threshold, monthly_count_limit,
                                     monthly_amount_limit, true);
 END
 $$;
-COMMENT ON FUNCTION billing.set_my_auto_top_up(text, bigint, integer, bigint) IS 'For signed-in users: turns on auto top-up for the caller''s own balance (or changes it, or turns it on again after a failed charge): when a spend leaves the balance at or below threshold, the token pack plan_id is bought with the card saved at checkout, at most monthly_count_limit times and monthly_amount_limit (smallest currency unit) per calendar month. Returns the settings and this month''s use.';
+COMMENT ON FUNCTION billing.set_my_auto_top_up(text, bigint, integer, bigint, uuid) IS 'For signed-in users: turns on auto top-up for the caller''s own balance (account_id NULL or their id) or a team''s when they are its owner or admin (42501 for members and others), or changes it, or turns it on again after a failed charge: when a spend leaves the balance at or below threshold, the token pack plan_id is bought with the card saved at checkout (a team''s: the card saved at the team''s checkout), at most monthly_count_limit times and monthly_amount_limit (smallest currency unit) per calendar month. Returns the settings and this month''s use.';
 
-CREATE OR REPLACE FUNCTION billing.disable_my_auto_top_up() RETURNS jsonb
+CREATE OR REPLACE FUNCTION billing.disable_my_auto_top_up(account_id uuid DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    acct uuid := billing._buying_account(account_id);
     s billing.auto_top_ups;
 BEGIN
     UPDATE billing.auto_top_ups a SET enabled = false, disabled_reason = 'turned off by the user', updated_at = now()
-    WHERE a.user_id = billing._require_user()
+    WHERE a.user_id = acct
     RETURNING * INTO s;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'auto top-up is not set up' USING ERRCODE = 'no_data_found',
@@ -133,7 +136,7 @@ BEGIN
     RETURN billing._auto_top_up_json(s);
 END
 $$;
-COMMENT ON FUNCTION billing.disable_my_auto_top_up() IS 'For signed-in users: turns the caller''s auto top-up off (P0002 when it was never set up); a top-up already queued still runs. billing.set_my_auto_top_up turns it on again.';
+COMMENT ON FUNCTION billing.disable_my_auto_top_up(uuid) IS 'For signed-in users: turns the auto top-up of the caller''s own account (account_id NULL) or of a team they own or administer (42501 otherwise) off (P0002 when it was never set up); a top-up already queued still runs. billing.set_my_auto_top_up turns it on again.';
 
 CREATE OR REPLACE FUNCTION billing.set_auto_top_up(user_id uuid, plan_id text, threshold bigint,
                                                    monthly_count_limit integer, monthly_amount_limit bigint,

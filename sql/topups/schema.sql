@@ -18,8 +18,8 @@ CREATE TABLE billing.auto_top_ups (
     CONSTRAINT auto_top_ups_reason_when_off CHECK (enabled = (disabled_reason IS NULL))
 );
 CREATE INDEX auto_top_ups_plan_idx ON billing.auto_top_ups (plan_id);
-COMMENT ON TABLE billing.auto_top_ups IS 'Auto top-up settings, one row per user: when a spend takes the user''s own balance (no project) from above threshold to threshold or below, one top_up request charges the card saved at checkout for the pack plan_id, within the monthly limits. Users read their own row and change it only through billing.set_my_auto_top_up / billing.disable_my_auto_top_up; privileged roles through billing.set_auto_top_up.';
-COMMENT ON COLUMN billing.auto_top_ups.user_id IS 'The user.';
+COMMENT ON TABLE billing.auto_top_ups IS 'Auto top-up settings, one row per account (a user''s personal one, or a team''s): when a spend takes the account''s own balance (no project) from above threshold to threshold or below, one top_up request charges the card saved at the account''s checkout for the pack plan_id, within the monthly limits. Users and team members read their accounts'' rows; owners and admins change them only through billing.set_my_auto_top_up / billing.disable_my_auto_top_up; privileged roles through billing.set_auto_top_up.';
+COMMENT ON COLUMN billing.auto_top_ups.user_id IS 'The account: a user''s id, or a team''s (billing.accounts.id).';
 COMMENT ON COLUMN billing.auto_top_ups.plan_id IS 'The token pack to buy (billing.plans, kind token_pack).';
 COMMENT ON COLUMN billing.auto_top_ups.threshold IS 'Top up when a spend leaves the balance at or below this many tokens (having been above it).';
 COMMENT ON COLUMN billing.auto_top_ups.monthly_count_limit IS 'At most this many top-ups per calendar month (UTC); past it the user is told once (notification top_up_limit_reached).';

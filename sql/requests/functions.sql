@@ -374,21 +374,47 @@ COMMENT ON FUNCTION billing.await_request(uuid, integer) IS 'For signed-in users
 
 -- Worker API -------------------------------------------------------------------------------
 
+-- What a request failing for good sets off, the same whichever way it failed: the worker's answer
+-- (fail_request) or a lease that ran out after its last attempt (_give_up_abandoned_requests).
+-- Before 0.3.0 only fail_request did this, so a top-up whose worker died on its last attempt left
+-- auto top-up on and its user untold.
+CREATE OR REPLACE FUNCTION billing._request_failed(r billing.stripe_requests, code text, message text) RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    -- An auto top-up's charge failed for good, or the Checkout link for one could not be made
+    -- (sql/topups/functions.sql). A meter event's overage follows by trigger (sql/overage/).
+    IF r.kind = 'top_up' THEN
+        PERFORM billing._top_up_failed(r.id, code, message);
+    ELSIF r.kind = 'checkout' AND r.params ? 'top_up_request' THEN
+        PERFORM billing._top_up_link_ready(r);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION billing._request_failed(billing.stripe_requests, text, text) IS 'Internal (fail_request, _give_up_abandoned_requests): what a request that failed for good sets off, whichever way it failed: a top_up turns auto top-up off and tells the user (billing._top_up_failed); the Checkout link of a failed top-up tells the user without a link (billing._top_up_link_ready).';
+
 CREATE OR REPLACE FUNCTION billing._give_up_abandoned_requests() RETURNS void
 LANGUAGE plpgsql
 AS $$
 DECLARE
     max_attempts integer := (billing._settings()).request_max_attempts;
+    r billing.stripe_requests;
 BEGIN
     -- A worker that died mid-request leaves its row running; once the lease is over the row is
-    -- retried, or failed when it has used all its attempts.
-    UPDATE billing.stripe_requests r
-    SET status = 'failed', error = format('gave up after %s attempts (the worker stopped responding)', r.attempts),
-        finished_at = now(), locked_by = NULL, locked_until = NULL
-    WHERE r.status = 'running' AND r.locked_until < clock_timestamp() AND r.attempts >= max_attempts;
+    -- retried, or failed when it has used all its attempts, with the same follow-up as a failure
+    -- the worker reported.
+    FOR r IN
+        UPDATE billing.stripe_requests s
+        SET status = 'failed', error = format('gave up after %s attempts (the worker stopped responding)', s.attempts),
+            finished_at = now(), locked_by = NULL, locked_until = NULL
+        WHERE s.status = 'running' AND s.locked_until < clock_timestamp() AND s.attempts >= max_attempts
+        RETURNING s.*
+    LOOP
+        PERFORM billing._request_failed(r, NULL, r.error);
+    END LOOP;
 END
 $$;
-COMMENT ON FUNCTION billing._give_up_abandoned_requests() IS 'Internal (claims): fails the running requests whose lease ran out after their last allowed attempt.';
+COMMENT ON FUNCTION billing._give_up_abandoned_requests() IS 'Internal (claims): fails the running requests whose lease ran out after their last allowed attempt, with what any request failing for good sets off (billing._request_failed).';
 
 CREATE OR REPLACE FUNCTION billing.claim_requests(worker text, max_count integer DEFAULT 1, lease_seconds integer DEFAULT 60)
 RETURNS TABLE (id uuid, kind text, user_id uuid, params jsonb, attempts integer, stripe_customer_id text,
@@ -553,12 +579,8 @@ BEGIN
         finished_at = CASE WHEN again THEN NULL ELSE now() END,
         locked_by = NULL, locked_until = NULL
     WHERE s.id = request_id;
-    -- An auto top-up's charge failed for good, or the Checkout link for one could not be made
-    -- (sql/topups/functions.sql).
-    IF NOT again AND r.kind = 'top_up' THEN
-        PERFORM billing._top_up_failed(r.id, stripe_code, message);
-    ELSIF NOT again AND r.kind = 'checkout' AND r.params ? 'top_up_request' THEN
-        PERFORM billing._top_up_link_ready(r);
+    IF NOT again THEN
+        PERFORM billing._request_failed(r, stripe_code, message);
     END IF;
     RETURN CASE WHEN again THEN 'pending' ELSE 'failed' END;
 END

@@ -108,3 +108,69 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION billing.token_overage(uuid) IS 'Metered overage of an account (default: the caller''s personal one; a team''s for its members) in the current billing period: {allowed, limit, used, left, subscription, period_start, period_end}. allowed is false (and the rest 0) without an active subscription whose plan allows overage. The balance itself never goes below zero: overage is what Stripe bills, not a debt.';
+
+-- A meter event that failed for good (Stripe down for longer than the request's attempts last, a
+-- worker that stopped on the last attempt, a refusal) leaves usage Stripe never billed. Stripe
+-- takes an event whose timestamp is within the past 35 calendar days (the API reference of
+-- POST /v1/billing/meter_events, `timestamp`), so until then the operator can send it again,
+-- with the same timestamp and identifier, which keeps it one event: Stripe refuses an identifier
+-- it already holds for at least 24 hours (the reference of `identifier`), and the worker counts
+-- that refusal as delivered. A day of the 35 is kept in hand for the queue's own retries and for
+-- however Stripe counts a calendar day.
+CREATE OR REPLACE FUNCTION billing._meter_window_start() RETURNS timestamptz
+LANGUAGE sql STABLE
+RETURN now() - interval '34 days';
+COMMENT ON FUNCTION billing._meter_window_start() IS 'Internal: the oldest spend time whose meter event may still be sent to Stripe (which takes timestamps up to 35 calendar days back; a day kept in hand). billing.retry_failed_meter_events and the doctor use it.';
+
+CREATE OR REPLACE FUNCTION billing.retry_failed_meter_events(max_events integer DEFAULT 1000) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    o record;
+    request uuid;
+    requeued integer := 0;
+    too_old integer;
+    too_old_tokens bigint;
+BEGIN
+    PERFORM billing._check_not_null(max_events, 'max_events');
+    IF max_events < 1 OR max_events > 100000 THEN
+        RAISE EXCEPTION 'max_events must be between 1 and 100000, got %', max_events
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- Each failed overage once, whoever else retries at the same time: the row lock and its
+    -- status (pending once queued again) keep a second caller off it.
+    FOR o IN
+        SELECT ov.id, ov.user_id, ov.spend_id, ov.tokens, ov.identifier, ov.created_at,
+               coalesce(r.params, jsonb_build_object(
+                   'event_name', p.meter_event_name, 'stripe_customer_id', sub.stripe_customer_id,
+                   'value', ov.tokens, 'identifier', ov.identifier,
+                   'timestamp', floor(extract(epoch FROM ov.created_at))::bigint, 'spend_id', ov.spend_id)) AS params
+        FROM billing.token_overages ov
+        -- The failed request's parameters are the event as it was first sent; once it is pruned,
+        -- the same event is made again from the overage and its subscription.
+        LEFT JOIN billing.stripe_requests r ON r.id = ov.request_id
+        LEFT JOIN billing.subscriptions sub ON sub.stripe_subscription_id = ov.stripe_subscription_id
+        LEFT JOIN billing.plans p ON p.id = sub.plan_id
+        WHERE ov.status = 'failed' AND ov.created_at >= billing._meter_window_start()
+        ORDER BY ov.created_at, ov.id
+        LIMIT max_events
+        FOR UPDATE OF ov SKIP LOCKED
+    LOOP
+        IF o.params ->> 'event_name' IS NULL OR o.params ->> 'stripe_customer_id' IS NULL THEN
+            CONTINUE;  -- nothing left to say which meter or customer: counted below as left
+        END IF;
+        INSERT INTO billing.stripe_requests (user_id, kind, params)
+        VALUES (o.user_id, 'meter_event', o.params)
+        RETURNING id INTO request;
+        UPDATE billing.token_overages ov SET status = 'pending', request_id = request WHERE ov.id = o.id;
+        requeued := requeued + 1;
+    END LOOP;
+    SELECT count(*), coalesce(sum(ov.tokens), 0) INTO too_old, too_old_tokens
+    FROM billing.token_overages ov
+    WHERE ov.status = 'failed' AND ov.created_at < billing._meter_window_start();
+    RETURN jsonb_build_object('requeued', requeued,
+        'still_failed', (SELECT count(*) FROM billing.token_overages ov WHERE ov.status = 'failed'),
+        'too_old', too_old, 'too_old_tokens', too_old_tokens);
+END
+$$;
+COMMENT ON FUNCTION billing.retry_failed_meter_events(integer) IS 'Privileged: queues again, oldest first and at most max_events (1 to 100000), the meter events of overage that failed for good (billing.token_overages status failed) and whose spend is still within Stripe''s window (the past 34 days: Stripe takes timestamps up to 35 calendar days back), each with its first timestamp and identifier, so Stripe bills it once. Returns {requeued, still_failed, too_old, too_old_tokens}: too_old counts failed overage Stripe no longer takes, to bill another way. Run it soon after the cause is fixed: within 24 hours of the failure Stripe refuses a second event with the same identifier.';

@@ -363,3 +363,186 @@ async fn concurrent_spends_never_take_more_overage_than_the_limit() {
     assert_eq!(row.get::<_, i64>(2), 600);
     assert_eq!(balance(&owner, user).await, 0);
 }
+
+/// Claims every ready request as worker `w` and fails the meter events among them for good,
+/// as the worker does when Stripe stayed down for all their attempts.
+/// (A claim takes one request of each user, so it claims until nothing is left.)
+async fn fail_meter_events(owner: &Client) {
+    loop {
+        let claimed = owner
+            .query(
+                "SELECT id, attempts, kind FROM billing.claim_requests('w', 1000, 60)",
+                &[],
+            )
+            .await
+            .unwrap();
+        if claimed.is_empty() {
+            return;
+        }
+        for r in claimed {
+            let (id, attempt, kind): (Uuid, i32, String) = (r.get(0), r.get(1), r.get(2));
+            assert_eq!(kind, "meter_event");
+            let status: String = one(
+                owner,
+                "SELECT billing.fail_request($1, 'w', 'Stripe answered 503', $2)",
+                &[&id, &attempt],
+            )
+            .await;
+            assert_eq!(status, "failed");
+        }
+    }
+}
+
+/// (status, request id, request params) of a user's overage rows, in the order of their spends.
+async fn overages(owner: &Client, user: Uuid) -> Vec<(String, Uuid, Value)> {
+    owner
+        .query(
+            "SELECT o.status, o.request_id, r.params FROM billing.token_overages o
+             LEFT JOIN billing.stripe_requests r ON r.id = o.request_id
+             WHERE o.user_id = $1 ORDER BY o.id",
+            &[&user],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                r.get(1),
+                r.get::<_, Option<Value>>(2).unwrap_or(Value::Null),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn failed_meter_events_within_stripes_window_are_sent_again_once() {
+    let db = TestDb::new().await;
+    let owner = db.owner().await;
+    seed(&owner).await;
+    let (user, _, customer) = subscriber(&owner, "metered", 0).await;
+    for key in ["job-1", "job-2", "job-3"] {
+        one::<Value>(&owner, SPEND, &[&user, &40i64, &key]).await;
+    }
+    let first = overages(&owner, user).await;
+    fail_meter_events(&owner).await;
+    assert!(overages(&owner, user).await.iter().all(|o| o.0 == "failed"));
+    // The second's spend is older than Stripe takes (35 days; 34 with a day in hand), and the
+    // third's request was pruned: it is made again from the overage and its subscription.
+    owner
+        .execute(
+            "UPDATE billing.token_overages SET created_at = now() - interval '34 days 1 hour' WHERE request_id = $1",
+            &[&first[1].1],
+        )
+        .await
+        .unwrap();
+    owner
+        .execute(
+            "DELETE FROM billing.stripe_requests WHERE id = $1",
+            &[&first[2].1],
+        )
+        .await
+        .unwrap();
+
+    let out: Value = one(&owner, "SELECT billing.retry_failed_meter_events()", &[]).await;
+    assert_eq!(
+        out,
+        serde_json::json!({"requeued": 2, "still_failed": 1, "too_old": 1, "too_old_tokens": 40})
+    );
+    let now = overages(&owner, user).await;
+    for i in [0, 2] {
+        assert_eq!(now[i].0, "pending");
+        assert_ne!(now[i].1, first[i].1, "a new request");
+        // The very event first sent: same identifier (Stripe keeps one per identifier), same
+        // timestamp (the usage lands in the period it was spent in).
+        assert_eq!(now[i].2, first[i].2, "overage {i}");
+    }
+    assert_eq!(now[2].2["stripe_customer_id"], customer.as_str());
+    assert_eq!(now[1].0, "failed");
+    let again: Value = one(&owner, "SELECT billing.retry_failed_meter_events()", &[]).await;
+    assert_eq!(
+        again["requeued"], 0,
+        "each failed event is queued again once"
+    );
+
+    // The new requests' outcome is the overage's, as before.
+    let claimed = owner
+        .query(
+            "SELECT id, attempts FROM billing.claim_requests('w', 1000, 60)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1, "one request of a user at a time");
+    let (id, attempt): (Uuid, i32) = (claimed[0].get(0), claimed[0].get(1));
+    let finished: bool = one(
+        &owner,
+        "SELECT billing.finish_request($1, 'w', '{\"duplicate\": false}', $2)",
+        &[&id, &attempt],
+    )
+    .await;
+    assert!(finished);
+    let reported: i64 = one(
+        &owner,
+        "SELECT count(*) FROM billing.token_overages WHERE user_id = $1 AND status = 'reported'",
+        &[&user],
+    )
+    .await;
+    assert_eq!(reported, 1);
+}
+
+#[tokio::test]
+async fn retrying_meter_events_is_privileged_bounded_and_concurrent_safe() {
+    let db = TestDb::new().await;
+    let owner = db.owner().await;
+    seed(&owner).await;
+    for bad in [0, 100_001] {
+        assert_error(
+            owner
+                .query_one("SELECT billing.retry_failed_meter_events($1)", &[&bad])
+                .await,
+            "22023",
+            "max_events must be between 1 and 100000",
+        );
+    }
+    assert_error(
+        owner
+            .query_one("SELECT billing.retry_failed_meter_events(NULL)", &[])
+            .await,
+        "22004",
+        "max_events must not be NULL",
+    );
+    let mut api = db.api().await;
+    for caller in [Caller::Anon, Caller::User(Uuid::new_v4())] {
+        assert_error(
+            api.call(&caller, "SELECT billing.retry_failed_meter_events()", &[])
+                .await,
+            "42501",
+            "permission denied",
+        );
+    }
+
+    // Two operators at once: the first holds its rows, the second skips them.
+    let mut users = Vec::new();
+    for _ in 0..4 {
+        let (user, _, _) = subscriber(&owner, "metered", 0).await;
+        one::<Value>(&owner, SPEND, &[&user, &10i64, &"job"]).await;
+        users.push(user);
+    }
+    fail_meter_events(&owner).await;
+    let a = db.owner().await;
+    let b = db.owner().await;
+    a.batch_execute("BEGIN").await.unwrap();
+    let by_a: Value = one(&a, "SELECT billing.retry_failed_meter_events(3)", &[]).await;
+    let by_b: Value = one(&b, "SELECT billing.retry_failed_meter_events()", &[]).await;
+    a.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(by_a["requeued"], 3);
+    assert_eq!(by_b["requeued"], 1);
+    let requests: i64 = one(
+        &owner,
+        "SELECT count(*) FROM billing.stripe_requests WHERE kind = 'meter_event' AND status = 'pending'",
+        &[],
+    )
+    .await;
+    assert_eq!(requests, 4, "one new request per failed event");
+}

@@ -4,12 +4,17 @@
 //! metered on that meter (`GET /v1/prices?product=…`, its `recurring.meter`). Without the
 //! meter Stripe refuses nothing at once and reports the events as errors later; without the
 //! price the usage is metered but never invoiced. Either way overage would go unbilled.
+//!
+//! And, from the database alone, overage whose meter event failed for good
+//! (`billing.token_overages` status `failed`): a line only when there is some, telling what
+//! Stripe still takes (`billing.retry_failed_meter_events()`) from what it no longer does.
 
 use serde_json::{json, Value};
 
 use super::account::{segment, Client, Mode};
 use super::database::Plan;
 use super::Check;
+use crate::db::Db;
 use crate::stripe::StripeError;
 
 /// The checks of the plans that allow overage; none when no plan does.
@@ -30,6 +35,71 @@ pub(super) async fn checks(client: &Client, plans: &[Plan], mode: Mode) -> Vec<C
         });
     }
     out
+}
+
+/// Overage whose meter event failed for good, split by Stripe's window
+/// (`billing._meter_window_start()`); `None` when there is none, so a healthy install's
+/// checklist does not change. A warning, not a problem: the usage is the operator's to bill.
+pub(super) async fn failed_events(db: &Db) -> Option<Check> {
+    const NAME: &str = "failed meter events";
+    let read = async {
+        let mut conn = db.get().await?;
+        conn.query_one(
+            "SELECT count(*) FILTER (WHERE o.created_at >= billing._meter_window_start()),
+                    coalesce(sum(o.tokens) FILTER (WHERE o.created_at >= billing._meter_window_start()), 0)::bigint,
+                    count(*) FILTER (WHERE o.created_at < billing._meter_window_start()),
+                    coalesce(sum(o.tokens) FILTER (WHERE o.created_at < billing._meter_window_start()), 0)::bigint
+             FROM billing.token_overages o WHERE o.status = 'failed'",
+            &[],
+        )
+        .await
+    };
+    let row = match read.await {
+        Ok(row) => row,
+        Err(e) => {
+            return Some(Check::unknown(
+                NAME,
+                format!("cannot read billing.token_overages: {e}"),
+            ))
+        }
+    };
+    let (open, open_tokens, old, old_tokens): (i64, i64, i64, i64) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    failed_events_check(open, open_tokens, old, old_tokens)
+}
+
+/// The check for `open` failed events (of `open_tokens`) Stripe still takes and `old` ones it
+/// no longer does.
+pub fn failed_events_check(
+    open: i64,
+    open_tokens: i64,
+    old: i64,
+    old_tokens: i64,
+) -> Option<Check> {
+    const NAME: &str = "failed meter events";
+    if open == 0 && old == 0 {
+        return None;
+    }
+    let mut detail = Vec::new();
+    let mut fix = Vec::new();
+    if open > 0 {
+        detail.push(format!(
+            "{open} overage meter events ({open_tokens} tokens) failed and were never billed; Stripe still takes them (timestamps within 35 days)"
+        ));
+        fix.push(
+            "fix what failed them (see billing.stripe_requests.error of kind meter_event), then: SELECT billing.retry_failed_meter_events();"
+                .to_string(),
+        );
+    }
+    if old > 0 {
+        detail.push(format!(
+            "{old} ({old_tokens} tokens) are too old for Stripe's 35-day window"
+        ));
+        fix.push("bill those another way (an invoice item), or accept the loss".to_string());
+    }
+    let mut check = Check::warning(NAME, detail.join("; "));
+    check.fix = Some(fix.join("\n"));
+    Some(check)
 }
 
 fn name(plan: &Plan) -> String {
@@ -128,6 +198,31 @@ mod tests {
         assert!(
             metered_price(&prices[..2], "mtr_1").is_none(),
             "an archived price does not bill"
+        );
+    }
+
+    #[test]
+    fn failed_meter_events_warn_only_when_there_are_some() {
+        assert_eq!(failed_events_check(0, 0, 0, 0), None);
+        let open = failed_events_check(2, 300, 0, 0).unwrap();
+        assert_eq!(open.status, super::super::Status::Warning);
+        assert!(
+            open.detail
+                .starts_with("2 overage meter events (300 tokens)"),
+            "{open}"
+        );
+        assert!(open
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("billing.retry_failed_meter_events()"));
+        let both = failed_events_check(1, 10, 3, 40).unwrap();
+        assert!(both.detail.contains("3 (40 tokens) are too old"), "{both}");
+        assert_eq!(both.fix.as_deref().unwrap().lines().count(), 2);
+        let old = failed_events_check(0, 0, 1, 5).unwrap();
+        assert!(
+            !old.fix.as_deref().unwrap().contains("retry_failed"),
+            "{old}"
         );
     }
 }

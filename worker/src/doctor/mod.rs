@@ -194,6 +194,9 @@ pub async fn run(config: Config) -> u8 {
         if config.api.enabled() {
             printer.add(database::api_role(&db).await);
         }
+        if let Some(check) = meters::failed_events(&db).await {
+            printer.add(check);
+        }
     } else {
         let why = if reachable {
             "the extension does not fit this worker"

@@ -448,6 +448,7 @@ DECLARE
     expired integer;
     requests integer;
     events integer;
+    warnings integer;
 BEGIN
     -- A checkout or portal request nobody served within a day is no use to its user any more
     -- (a Checkout Session itself lasts 24 hours).
@@ -466,7 +467,19 @@ BEGIN
     WHERE e.processed_at IS NOT NULL
       AND e.received_at < now() - make_interval(days => cfg.event_retention_days);
     GET DIAGNOSTICS events = ROW_COUNT;
-    RETURN jsonb_build_object('requests_expired', expired, 'requests_deleted', requests, 'events_deleted', events);
+    -- An expiry warning's row is what stops billing.warn_expiring_grants() warning its grant
+    -- twice, so it stays while the sweep could still pick the grant: one with tokens left that
+    -- has not expired. A grant's remaining never grows and its expires_at never changes, so once
+    -- spent out or expired it is never swept again. An expired grant's row waits a day more, for
+    -- a sweep whose transaction began before the expiry and reads the grant as live; the
+    -- notification itself stays in billing.notifications, keyed by the grant.
+    DELETE FROM billing.expiry_warnings w
+    USING billing.token_grants t
+    WHERE t.id = w.grant_id
+      AND (t.remaining = 0 OR t.expires_at < now() - interval '1 day');
+    GET DIAGNOSTICS warnings = ROW_COUNT;
+    RETURN jsonb_build_object('requests_expired', expired, 'requests_deleted', requests, 'events_deleted', events,
+                              'expiry_warnings_deleted', warnings);
 END
 $$;
-COMMENT ON FUNCTION billing.prune() IS 'Privileged (pg_cron, or the worker): expires checkout and portal requests queued for over a day, deletes finished requests older than request_retention_days and applied events older than event_retention_days. Never touches the ledger, waiting or failed events.';
+COMMENT ON FUNCTION billing.prune() IS 'Privileged (pg_cron, or the worker): expires checkout and portal requests queued for over a day, deletes finished requests older than request_retention_days, applied events older than event_retention_days, and the expiry warnings (billing.expiry_warnings) of grants spent out or expired over a day ago, which no sweep can warn again. Returns the counts {requests_expired, requests_deleted, events_deleted, expiry_warnings_deleted}. Never touches the ledger, waiting or failed events.';

@@ -23,7 +23,10 @@ BEGIN
     c.debt_policy := coalesce(c.debt_policy, 'collect');
     c.revocation_scope := coalesce(c.revocation_scope, 'balance');
     c.past_due_grace_seconds := coalesce(c.past_due_grace_seconds, 604800);
-    c.expiry_warning_days := coalesce(c.expiry_warning_days, 3);
+    -- Off unless the operator sets a window: a new kind of notification must not start reaching
+    -- users of an install just because it was upgraded, and a fresh install behaves the same
+    -- (like low_balance_threshold).
+    c.expiry_warning_days := coalesce(c.expiry_warning_days, 0);
     RETURN c;
 END
 $$;

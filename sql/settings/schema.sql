@@ -47,7 +47,7 @@ COMMENT ON COLUMN billing.config.past_due_grace_seconds IS 'How long a past_due 
 COMMENT ON COLUMN billing.config.save_payment_method IS 'Whether a token pack''s card is saved to the customer for the next purchase (payment_intent_data[setup_future_usage] = on_session); NULL = true.';
 
 COMMENT ON COLUMN billing.config.low_balance_threshold IS 'Default low-balance threshold of every balance without one of its own (billing.balance_alerts): a spend that takes a balance from above it to at or below it writes one low_balance notification; NULL = no alerts by default.';
-COMMENT ON COLUMN billing.config.expiry_warning_days IS 'billing.warn_expiring_grants() (the worker, with billing.prune()) writes one tokens_expiring notification for each unspent grant expiring within this many days (1 to 365; 0: never); NULL = 3.';
+COMMENT ON COLUMN billing.config.expiry_warning_days IS 'billing.warn_expiring_grants() (the worker, with billing.prune()) writes one tokens_expiring notification for each unspent grant expiring within this many days (1 to 365; 0: never); NULL = 0, so warnings are off until the operator sets a window.';
 COMMENT ON COLUMN billing.config.seat_proration_behavior IS 'How Stripe bills a seat change (billing.request_seat_change), sent as proration_behavior: create_prorations = the added or removed seats'' share of the period goes on the next renewal invoice; always_invoice = invoiced (or credited) at once; none = no proration, the new quantity is billed from the next period. The tokens follow what the invoices charge. NULL = create_prorations, Stripe''s default.';
 
 SELECT pg_catalog.pg_extension_config_dump('billing.config', '');

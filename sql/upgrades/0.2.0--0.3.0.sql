@@ -199,7 +199,7 @@ ALTER TABLE billing.config ADD COLUMN low_balance_threshold bigint
     CHECK (low_balance_threshold BETWEEN 0 AND 1000000000000);
 ALTER TABLE billing.config ADD COLUMN expiry_warning_days integer CHECK (expiry_warning_days BETWEEN 0 AND 365);
 COMMENT ON COLUMN billing.config.low_balance_threshold IS 'Default low-balance threshold of every balance without one of its own (billing.balance_alerts): a spend that takes a balance from above it to at or below it writes one low_balance notification; NULL = no alerts by default.';
-COMMENT ON COLUMN billing.config.expiry_warning_days IS 'billing.warn_expiring_grants() (the worker, with billing.prune()) writes one tokens_expiring notification for each unspent grant expiring within this many days (1 to 365; 0: never); NULL = 3.';
+COMMENT ON COLUMN billing.config.expiry_warning_days IS 'billing.warn_expiring_grants() (the worker, with billing.prune()) writes one tokens_expiring notification for each unspent grant expiring within this many days (1 to 365; 0: never); NULL = 0, so warnings are off until the operator sets a window.';
 -- @include sql/alerts/schema.sql
 -- Auto top-up (issue 22, item 2): the settings, the top_up request kind (one in flight per user),
 -- and an auto top-up's PaymentIntent as a purchase, so refunds and disputes take its tokens back.

@@ -502,7 +502,12 @@ async fn the_worker_prunes_on_its_interval() {
 async fn the_worker_warns_of_expiring_grants_on_its_interval() {
     let s = setup(&["--prune-interval-seconds", "1"]).await;
     let user = Uuid::new_v4();
-    // One grant expiring within the default window (3 days), one beyond it, one never.
+    // Warnings are off until the operator sets a window.
+    s.owner
+        .batch_execute("INSERT INTO billing.config (expiry_warning_days) VALUES (3)")
+        .await
+        .unwrap();
+    // One grant expiring within the window (3 days), one beyond it, one never.
     let grant = async |tokens: i64, days: Option<i32>| -> i64 {
         let g: Value = s
             .owner

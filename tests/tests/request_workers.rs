@@ -264,7 +264,7 @@ async fn prune_expires_stale_requests_and_deletes_old_ones() {
         .get(0);
     assert_eq!(
         pruned,
-        json!({"requests_expired": 1, "requests_deleted": 1, "events_deleted": 0})
+        json!({"requests_expired": 1, "requests_deleted": 1, "events_deleted": 0, "expiry_warnings_deleted": 0})
     );
     assert_eq!(
         pick(&q.row(stale).await, "status error"),
@@ -318,7 +318,7 @@ async fn prune_expires_stale_requests_and_deletes_old_ones() {
         .get(0);
     assert_eq!(
         pruned,
-        json!({"requests_expired": 0, "requests_deleted": 1, "events_deleted": 1})
+        json!({"requests_expired": 0, "requests_deleted": 1, "events_deleted": 1, "expiry_warnings_deleted": 0})
     );
     let left: Vec<Uuid> = q
         .owner

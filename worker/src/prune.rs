@@ -2,7 +2,8 @@
 //! `--prune-interval-seconds` (the SQL decides what goes: see its comment and
 //! docs/operations.md), then `billing.warn_expiring_grants()` (expiry warnings, docs/tokens.md).
 //! Several workers may run it at once; the deletes simply meet on the same rows, and a grant's
-//! warning is keyed by the grant, so it is written once.
+//! warning is keyed by the grant, so it is written once. `billing.prune()` also deletes the
+//! warnings of grants no sweep can pick again (spent out, or expired over a day ago).
 //!
 //! A run gets a connection of its own, without the pool's 30 s statement bound: the first
 //! run over a long history may take minutes, and a run cut short would roll back all it did.
@@ -28,12 +29,13 @@ pub async fn run(config: crate::db::DbConfig, interval: Duration, shutdown: Canc
             r = tokio::time::timeout(RUN_TIMEOUT, prune_once(&config)) => r,
         };
         match outcome {
-            Ok(Ok((expired, requests, events))) => {
-                telemetry::pruned(expired, requests, events);
+            Ok(Ok(p)) => {
+                telemetry::pruned(&p);
                 tracing::info!(
-                    requests_expired = expired,
-                    requests_deleted = requests,
-                    events_deleted = events,
+                    requests_expired = p.requests_expired,
+                    requests_deleted = p.requests_deleted,
+                    events_deleted = p.events_deleted,
+                    expiry_warnings_deleted = p.expiry_warnings_deleted,
                     "pruned"
                 );
             }
@@ -72,8 +74,17 @@ pub async fn run(config: crate::db::DbConfig, interval: Duration, shutdown: Canc
     }
 }
 
-/// One run: (requests expired, requests deleted, events deleted).
-async fn prune_once(config: &crate::db::DbConfig) -> Result<(i64, i64, i64), String> {
+/// What one run of `billing.prune()` did (the keys of its answer).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Pruned {
+    pub requests_expired: i64,
+    pub requests_deleted: i64,
+    pub events_deleted: i64,
+    pub expiry_warnings_deleted: i64,
+}
+
+/// One run.
+async fn prune_once(config: &crate::db::DbConfig) -> Result<Pruned, String> {
     let (client, connection) = config
         .connect()
         .await
@@ -92,11 +103,12 @@ async fn prune_once(config: &crate::db::DbConfig) -> Result<(i64, i64, i64), Str
             .and_then(serde_json::Value::as_i64)
             .unwrap_or(0)
     };
-    Ok((
-        count("requests_expired"),
-        count("requests_deleted"),
-        count("events_deleted"),
-    ))
+    Ok(Pruned {
+        requests_expired: count("requests_expired"),
+        requests_deleted: count("requests_deleted"),
+        events_deleted: count("events_deleted"),
+        expiry_warnings_deleted: count("expiry_warnings_deleted"),
+    })
 }
 
 /// One run of expiry warnings: how many it wrote, in calls of [`WARNINGS_PER_CALL`].

@@ -167,11 +167,12 @@ pub fn listen_notify(working: bool) {
 }
 
 /// What one run of `billing.prune()` did.
-pub fn pruned(requests_expired: i64, requests_deleted: i64, events_deleted: i64) {
+pub fn pruned(p: &crate::prune::Pruned) {
     for (what, n) in [
-        ("requests_expired", requests_expired),
-        ("requests_deleted", requests_deleted),
-        ("events_deleted", events_deleted),
+        ("requests_expired", p.requests_expired),
+        ("requests_deleted", p.requests_deleted),
+        ("events_deleted", p.events_deleted),
+        ("expiry_warnings_deleted", p.expiry_warnings_deleted),
     ] {
         counter!(PRUNED, "what" => what).increment(n.max(0) as u64);
     }

@@ -224,7 +224,16 @@ pub async fn run() {
         history: h,
     });
     // The expiry sweep the worker runs with prune(): the history's grants are expired unspent,
-    // so they stay in its index, before now().
+    // so they stay in its index, before now(). Warnings are off by default (the sweep would
+    // return at once): both databases get the window an operator would set.
+    for c in [&one[0], &one_history[0]] {
+        c.batch_execute(
+            "INSERT INTO billing.config (expiry_warning_days) VALUES (3)
+             ON CONFLICT (id) DO UPDATE SET expiry_warning_days = 3",
+        )
+        .await
+        .unwrap();
+    }
     let sweep = async |c: &Client, _: usize, _: u64| {
         c.query_one("SELECT billing.warn_expiring_grants()", &[])
             .await

@@ -110,7 +110,7 @@ COMMENT ON COLUMN billing.config.past_due_grace_seconds IS 'How long a past_due 
 COMMENT ON COLUMN billing.config.save_payment_method IS 'Whether a token pack''s card is saved to the customer for the next purchase (payment_intent_data[setup_future_usage] = on_session); NULL = true.';
 
 COMMENT ON COLUMN billing.config.low_balance_threshold IS 'Default low-balance threshold of every balance without one of its own (billing.balance_alerts): a spend that takes a balance from above it to at or below it writes one low_balance notification; NULL = no alerts by default.';
-COMMENT ON COLUMN billing.config.expiry_warning_days IS 'billing.warn_expiring_grants() (the worker, with billing.prune()) writes one tokens_expiring notification for each unspent grant expiring within this many days (1 to 365; 0: never); NULL = 3.';
+COMMENT ON COLUMN billing.config.expiry_warning_days IS 'billing.warn_expiring_grants() (the worker, with billing.prune()) writes one tokens_expiring notification for each unspent grant expiring within this many days (1 to 365; 0: never); NULL = 0, so warnings are off until the operator sets a window.';
 COMMENT ON COLUMN billing.config.seat_proration_behavior IS 'How Stripe bills a seat change (billing.request_seat_change), sent as proration_behavior: create_prorations = the added or removed seats'' share of the period goes on the next renewal invoice; always_invoice = invoiced (or credited) at once; none = no proration, the new quantity is billed from the next period. The tokens follow what the invoices charge. NULL = create_prorations, Stripe''s default.';
 
 -- sql/catalog/schema.sql
@@ -1187,7 +1187,10 @@ BEGIN
     c.debt_policy := coalesce(c.debt_policy, 'collect');
     c.revocation_scope := coalesce(c.revocation_scope, 'balance');
     c.past_due_grace_seconds := coalesce(c.past_due_grace_seconds, 604800);
-    c.expiry_warning_days := coalesce(c.expiry_warning_days, 3);
+    -- Off unless the operator sets a window: a new kind of notification must not start reaching
+    -- users of an install just because it was upgraded, and a fresh install behaves the same
+    -- (like low_balance_threshold).
+    c.expiry_warning_days := coalesce(c.expiry_warning_days, 0);
     RETURN c;
 END
 $$;
@@ -3530,21 +3533,47 @@ COMMENT ON FUNCTION billing.await_request(uuid, integer) IS 'For signed-in users
 
 -- Worker API -------------------------------------------------------------------------------
 
+-- What a request failing for good sets off, the same whichever way it failed: the worker's answer
+-- (fail_request) or a lease that ran out after its last attempt (_give_up_abandoned_requests).
+-- Before 0.3.0 only fail_request did this, so a top-up whose worker died on its last attempt left
+-- auto top-up on and its user untold.
+CREATE OR REPLACE FUNCTION billing._request_failed(r billing.stripe_requests, code text, message text) RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    -- An auto top-up's charge failed for good, or the Checkout link for one could not be made
+    -- (sql/topups/functions.sql). A meter event's overage follows by trigger (sql/overage/).
+    IF r.kind = 'top_up' THEN
+        PERFORM billing._top_up_failed(r.id, code, message);
+    ELSIF r.kind = 'checkout' AND r.params ? 'top_up_request' THEN
+        PERFORM billing._top_up_link_ready(r);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION billing._request_failed(billing.stripe_requests, text, text) IS 'Internal (fail_request, _give_up_abandoned_requests): what a request that failed for good sets off, whichever way it failed: a top_up turns auto top-up off and tells the user (billing._top_up_failed); the Checkout link of a failed top-up tells the user without a link (billing._top_up_link_ready).';
+
 CREATE OR REPLACE FUNCTION billing._give_up_abandoned_requests() RETURNS void
 LANGUAGE plpgsql
 AS $$
 DECLARE
     max_attempts integer := (billing._settings()).request_max_attempts;
+    r billing.stripe_requests;
 BEGIN
     -- A worker that died mid-request leaves its row running; once the lease is over the row is
-    -- retried, or failed when it has used all its attempts.
-    UPDATE billing.stripe_requests r
-    SET status = 'failed', error = format('gave up after %s attempts (the worker stopped responding)', r.attempts),
-        finished_at = now(), locked_by = NULL, locked_until = NULL
-    WHERE r.status = 'running' AND r.locked_until < clock_timestamp() AND r.attempts >= max_attempts;
+    -- retried, or failed when it has used all its attempts, with the same follow-up as a failure
+    -- the worker reported.
+    FOR r IN
+        UPDATE billing.stripe_requests s
+        SET status = 'failed', error = format('gave up after %s attempts (the worker stopped responding)', s.attempts),
+            finished_at = now(), locked_by = NULL, locked_until = NULL
+        WHERE s.status = 'running' AND s.locked_until < clock_timestamp() AND s.attempts >= max_attempts
+        RETURNING s.*
+    LOOP
+        PERFORM billing._request_failed(r, NULL, r.error);
+    END LOOP;
 END
 $$;
-COMMENT ON FUNCTION billing._give_up_abandoned_requests() IS 'Internal (claims): fails the running requests whose lease ran out after their last allowed attempt.';
+COMMENT ON FUNCTION billing._give_up_abandoned_requests() IS 'Internal (claims): fails the running requests whose lease ran out after their last allowed attempt, with what any request failing for good sets off (billing._request_failed).';
 
 CREATE OR REPLACE FUNCTION billing.claim_requests(worker text, max_count integer DEFAULT 1, lease_seconds integer DEFAULT 60)
 RETURNS TABLE (id uuid, kind text, user_id uuid, params jsonb, attempts integer, stripe_customer_id text,
@@ -3709,12 +3738,8 @@ BEGIN
         finished_at = CASE WHEN again THEN NULL ELSE now() END,
         locked_by = NULL, locked_until = NULL
     WHERE s.id = request_id;
-    -- An auto top-up's charge failed for good, or the Checkout link for one could not be made
-    -- (sql/topups/functions.sql).
-    IF NOT again AND r.kind = 'top_up' THEN
-        PERFORM billing._top_up_failed(r.id, stripe_code, message);
-    ELSIF NOT again AND r.kind = 'checkout' AND r.params ? 'top_up_request' THEN
-        PERFORM billing._top_up_link_ready(r);
+    IF NOT again THEN
+        PERFORM billing._request_failed(r, stripe_code, message);
     END IF;
     RETURN CASE WHEN again THEN 'pending' ELSE 'failed' END;
 END
@@ -3995,6 +4020,72 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION billing.token_overage(uuid) IS 'Metered overage of an account (default: the caller''s personal one; a team''s for its members) in the current billing period: {allowed, limit, used, left, subscription, period_start, period_end}. allowed is false (and the rest 0) without an active subscription whose plan allows overage. The balance itself never goes below zero: overage is what Stripe bills, not a debt.';
+
+-- A meter event that failed for good (Stripe down for longer than the request's attempts last, a
+-- worker that stopped on the last attempt, a refusal) leaves usage Stripe never billed. Stripe
+-- takes an event whose timestamp is within the past 35 calendar days (the API reference of
+-- POST /v1/billing/meter_events, `timestamp`), so until then the operator can send it again,
+-- with the same timestamp and identifier, which keeps it one event: Stripe refuses an identifier
+-- it already holds for at least 24 hours (the reference of `identifier`), and the worker counts
+-- that refusal as delivered. A day of the 35 is kept in hand for the queue's own retries and for
+-- however Stripe counts a calendar day.
+CREATE OR REPLACE FUNCTION billing._meter_window_start() RETURNS timestamptz
+LANGUAGE sql STABLE
+RETURN now() - interval '34 days';
+COMMENT ON FUNCTION billing._meter_window_start() IS 'Internal: the oldest spend time whose meter event may still be sent to Stripe (which takes timestamps up to 35 calendar days back; a day kept in hand). billing.retry_failed_meter_events and the doctor use it.';
+
+CREATE OR REPLACE FUNCTION billing.retry_failed_meter_events(max_events integer DEFAULT 1000) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    o record;
+    request uuid;
+    requeued integer := 0;
+    too_old integer;
+    too_old_tokens bigint;
+BEGIN
+    PERFORM billing._check_not_null(max_events, 'max_events');
+    IF max_events < 1 OR max_events > 100000 THEN
+        RAISE EXCEPTION 'max_events must be between 1 and 100000, got %', max_events
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- Each failed overage once, whoever else retries at the same time: the row lock and its
+    -- status (pending once queued again) keep a second caller off it.
+    FOR o IN
+        SELECT ov.id, ov.user_id, ov.spend_id, ov.tokens, ov.identifier, ov.created_at,
+               coalesce(r.params, jsonb_build_object(
+                   'event_name', p.meter_event_name, 'stripe_customer_id', sub.stripe_customer_id,
+                   'value', ov.tokens, 'identifier', ov.identifier,
+                   'timestamp', floor(extract(epoch FROM ov.created_at))::bigint, 'spend_id', ov.spend_id)) AS params
+        FROM billing.token_overages ov
+        -- The failed request's parameters are the event as it was first sent; once it is pruned,
+        -- the same event is made again from the overage and its subscription.
+        LEFT JOIN billing.stripe_requests r ON r.id = ov.request_id
+        LEFT JOIN billing.subscriptions sub ON sub.stripe_subscription_id = ov.stripe_subscription_id
+        LEFT JOIN billing.plans p ON p.id = sub.plan_id
+        WHERE ov.status = 'failed' AND ov.created_at >= billing._meter_window_start()
+        ORDER BY ov.created_at, ov.id
+        LIMIT max_events
+        FOR UPDATE OF ov SKIP LOCKED
+    LOOP
+        IF o.params ->> 'event_name' IS NULL OR o.params ->> 'stripe_customer_id' IS NULL THEN
+            CONTINUE;  -- nothing left to say which meter or customer: counted below as left
+        END IF;
+        INSERT INTO billing.stripe_requests (user_id, kind, params)
+        VALUES (o.user_id, 'meter_event', o.params)
+        RETURNING id INTO request;
+        UPDATE billing.token_overages ov SET status = 'pending', request_id = request WHERE ov.id = o.id;
+        requeued := requeued + 1;
+    END LOOP;
+    SELECT count(*), coalesce(sum(ov.tokens), 0) INTO too_old, too_old_tokens
+    FROM billing.token_overages ov
+    WHERE ov.status = 'failed' AND ov.created_at < billing._meter_window_start();
+    RETURN jsonb_build_object('requeued', requeued,
+        'still_failed', (SELECT count(*) FROM billing.token_overages ov WHERE ov.status = 'failed'),
+        'too_old', too_old, 'too_old_tokens', too_old_tokens);
+END
+$$;
+COMMENT ON FUNCTION billing.retry_failed_meter_events(integer) IS 'Privileged: queues again, oldest first and at most max_events (1 to 100000), the meter events of overage that failed for good (billing.token_overages status failed) and whose spend is still within Stripe''s window (the past 34 days: Stripe takes timestamps up to 35 calendar days back), each with its first timestamp and identifier, so Stripe bills it once. Returns {requeued, still_failed, too_old, too_old_tokens}: too_old counts failed overage Stripe no longer takes, to bill another way. Run it soon after the cause is fixed: within 24 hours of the failure Stripe refuses a second event with the same identifier.';
 
 -- sql/overage/triggers.sql
 -- A meter_event request's outcome is its overage's reported status.
@@ -4903,6 +4994,7 @@ DECLARE
     expired integer;
     requests integer;
     events integer;
+    warnings integer;
 BEGIN
     -- A checkout or portal request nobody served within a day is no use to its user any more
     -- (a Checkout Session itself lasts 24 hours).
@@ -4921,10 +5013,22 @@ BEGIN
     WHERE e.processed_at IS NOT NULL
       AND e.received_at < now() - make_interval(days => cfg.event_retention_days);
     GET DIAGNOSTICS events = ROW_COUNT;
-    RETURN jsonb_build_object('requests_expired', expired, 'requests_deleted', requests, 'events_deleted', events);
+    -- An expiry warning's row is what stops billing.warn_expiring_grants() warning its grant
+    -- twice, so it stays while the sweep could still pick the grant: one with tokens left that
+    -- has not expired. A grant's remaining never grows and its expires_at never changes, so once
+    -- spent out or expired it is never swept again. An expired grant's row waits a day more, for
+    -- a sweep whose transaction began before the expiry and reads the grant as live; the
+    -- notification itself stays in billing.notifications, keyed by the grant.
+    DELETE FROM billing.expiry_warnings w
+    USING billing.token_grants t
+    WHERE t.id = w.grant_id
+      AND (t.remaining = 0 OR t.expires_at < now() - interval '1 day');
+    GET DIAGNOSTICS warnings = ROW_COUNT;
+    RETURN jsonb_build_object('requests_expired', expired, 'requests_deleted', requests, 'events_deleted', events,
+                              'expiry_warnings_deleted', warnings);
 END
 $$;
-COMMENT ON FUNCTION billing.prune() IS 'Privileged (pg_cron, or the worker): expires checkout and portal requests queued for over a day, deletes finished requests older than request_retention_days and applied events older than event_retention_days. Never touches the ledger, waiting or failed events.';
+COMMENT ON FUNCTION billing.prune() IS 'Privileged (pg_cron, or the worker): expires checkout and portal requests queued for over a day, deletes finished requests older than request_retention_days, applied events older than event_retention_days, and the expiry warnings (billing.expiry_warnings) of grants spent out or expired over a day ago, which no sweep can warn again. Returns the counts {requests_expired, requests_deleted, events_deleted, expiry_warnings_deleted}. Never touches the ledger, waiting or failed events.';
 
 -- sql/sync/functions.sql
 -- Webhooks are not the only source: the worker reads Stripe's events API to catch up on

@@ -504,7 +504,7 @@ async fn the_worker_warns_of_expiring_grants_on_its_interval() {
     let user = Uuid::new_v4();
     // Warnings are off until the operator sets a window.
     s.owner
-        .batch_execute("INSERT INTO billing.config (expiry_warning_days) VALUES (3)")
+        .batch_execute("INSERT INTO billing.config (expiry_warning_days) VALUES (3) ON CONFLICT (id) DO UPDATE SET expiry_warning_days = 3")
         .await
         .unwrap();
     // One grant expiring within the window (3 days), one beyond it, one never.

@@ -223,3 +223,88 @@ async fn overage_is_reported_once_when_the_worker_dies_before_stripe_answers() {
 async fn overage_is_reported_once_when_stripe_no_longer_has_the_idempotency_key() {
     killed_after_stripe_recorded_it(true).await;
 }
+
+/// What the doctor prints for this database and emulator.
+async fn doctor(db: &TestDb, emulator: &Emulator) -> String {
+    let out = tokio::process::Command::new(worker_binary())
+        .env_clear()
+        .env("STRIPE_SECRET_KEY", SECRET_KEY)
+        .args([
+            "--database-url",
+            &db.dsn,
+            "--stripe-api-base",
+            &emulator.url,
+        ])
+        .arg("doctor")
+        .output()
+        .await
+        .expect("run the doctor");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Stripe stays down for longer than the request's attempts last: the overage fails, the doctor
+/// says so, and once Stripe is back the operator's `billing.retry_failed_meter_events()` reports
+/// it, as the very event first tried, once.
+#[tokio::test]
+async fn a_meter_event_that_ran_out_of_attempts_is_reported_once_when_the_operator_retries() {
+    let db = TestDb::new().await;
+    let owner = db.owner().await;
+    seed(&owner, true).await;
+    owner
+        .batch_execute(
+            "INSERT INTO billing.config (request_max_attempts) VALUES (1)
+             ON CONFLICT (id) DO UPDATE SET request_max_attempts = 1",
+        )
+        .await
+        .unwrap();
+    let port = free_port();
+    let hook = format!("http://127.0.0.1:{port}/api/stripe/webhook");
+    let emulator = Emulator::start(Some(&hook)).await;
+    let worker = Worker::start_on(port, &db.dsn, Some(&emulator.url), &[]).await;
+    let (user, customer) = subscriber(&db, &owner, &emulator, &worker).await;
+
+    emulator
+        .fault(json!({"path": "/v1/billing/meter_events", "status": 503, "count": 1000}))
+        .await;
+    let (request, identifier) = overspend(&owner, user).await;
+    let done = finished(&owner, request, WAIT).await;
+    assert_eq!(done.status, "failed", "{done:?}\n{}", worker.logs());
+    assert_eq!(overage_status(&owner, &identifier).await, "failed");
+    assert!(recorded(&emulator, &customer).await.is_empty());
+    let report = doctor(&db, &emulator).await;
+    assert!(
+        report.contains(
+            "! failed meter events: 1 overage meter events (200 tokens) failed and were never billed"
+        ),
+        "{report}"
+    );
+    assert!(
+        report.contains("SELECT billing.retry_failed_meter_events();"),
+        "{report}"
+    );
+
+    emulator
+        .control(reqwest::Method::DELETE, "/_emulator/faults", None)
+        .await;
+    let retried: Value = owner
+        .query_one("SELECT billing.retry_failed_meter_events()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(retried["requeued"], 1, "{retried}");
+    let again: Uuid = owner
+        .query_one(
+            "SELECT request_id FROM billing.token_overages WHERE identifier = $1",
+            &[&identifier],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_ne!(again, request);
+    let done = finished(&owner, again, WAIT).await;
+    assert_eq!(done.status, "succeeded", "{done:?}\n{}", worker.logs());
+    assert_the_event(&recorded(&emulator, &customer).await, &identifier);
+    assert_eq!(overage_status(&owner, &identifier).await, "reported");
+    let report = doctor(&db, &emulator).await;
+    assert!(!report.contains("failed meter events"), "{report}");
+}

@@ -2953,10 +2953,8 @@ COMMENT ON FUNCTION billing.await_request(uuid, integer) IS 'For signed-in users
 
 -- Worker API -------------------------------------------------------------------------------
 
--- What a request failing for good sets off, the same whichever way it failed: the worker's answer
--- (fail_request) or a lease that ran out after its last attempt (_give_up_abandoned_requests).
--- Before 0.3.0 only fail_request did this, so a top-up whose worker died on its last attempt left
--- auto top-up on and its user untold.
+-- One follow-up whichever way a request failed for good (fail_request, or a lease run out on the
+-- last attempt): before, a top-up's lease running out left auto top-up on and the user untold.
 CREATE OR REPLACE FUNCTION billing._request_failed(r billing.stripe_requests, code text, message text) RETURNS void
 LANGUAGE plpgsql
 AS $$
@@ -2980,8 +2978,7 @@ DECLARE
     r billing.stripe_requests;
 BEGIN
     -- A worker that died mid-request leaves its row running; once the lease is over the row is
-    -- retried, or failed when it has used all its attempts, with the same follow-up as a failure
-    -- the worker reported.
+    -- retried, or failed (as if the worker had reported it) when it has used all its attempts.
     FOR r IN
         UPDATE billing.stripe_requests s
         SET status = 'failed', error = format('gave up after %s attempts (the worker stopped responding)', s.attempts),

@@ -3698,7 +3698,7 @@ BEGIN
         'too_old', too_old, 'too_old_tokens', too_old_tokens);
 END
 $$;
-COMMENT ON FUNCTION billing.retry_failed_meter_events(integer) IS 'Privileged: queues again, oldest first and at most max_events (1 to 100000), the meter events of overage that failed for good (billing.token_overages status failed) and whose spend is still within Stripe''s window (the past 34 days: Stripe takes timestamps up to 35 calendar days back), each with its first timestamp and identifier, so Stripe bills it once. Returns {requeued, still_failed, too_old, too_old_tokens}: too_old counts failed overage Stripe no longer takes, to bill another way. Run it soon after the cause is fixed: within 24 hours of the failure Stripe refuses a second event with the same identifier.';
+COMMENT ON FUNCTION billing.retry_failed_meter_events(integer) IS 'Privileged: queues again, oldest first and at most max_events (1 to 100000), the meter events of overage that failed for good (billing.token_overages status failed) and whose spend is still within Stripe''s window (the past 34 days: Stripe takes timestamps up to 35 calendar days back), each with its first timestamp and identifier, so Stripe bills it once. Returns {requeued, still_failed, too_old, too_old_tokens}: too_old counts failed overage Stripe no longer takes, to bill another way. Run it soon after the cause is fixed: for 24 hours after an event''s first attempt Stripe refuses a second event with its identifier, so one that did reach Stripe is not billed twice.';
 
 -- sql/events/normalize.sql
 -- Event normalisation, the one implementation both editions run (DESIGN.md, "Events in SQL"):

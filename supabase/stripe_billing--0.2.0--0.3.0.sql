@@ -2779,10 +2779,10 @@ $$;
 COMMENT ON FUNCTION billing._settle_debt() IS 'Internal (trigger): a settlement takes its tokens from its debt, the only way a debt''s remaining changes.';
 
 -- sql/requests/functions.sql
--- The outbound request queue. Users queue Checkout and Portal sessions; effects queue retrievals;
--- the worker claims rows fairly (one user at a time, oldest first), calls Stripe and writes the
--- outcome back. The rules about what may be asked for live here: caps, coupons, redirect origins,
--- one subscription per user, and when a failed attempt is retried.
+-- The outbound request queue, the callers' side. Users queue Checkout and Portal sessions;
+-- effects queue retrievals. The rules about what may be asked for live here: caps, coupons,
+-- redirect origins, one subscription per user. The worker's side (claims, outcomes, retries) is
+-- sql/requests/worker.sql.
 
 CREATE OR REPLACE FUNCTION billing._notify_stripe_request() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -3153,7 +3153,36 @@ END
 $$;
 COMMENT ON FUNCTION billing.await_request(uuid, integer) IS 'For signed-in users: waits up to timeout_ms (default 5000, and never past the statement timeout) for the worker to finish one of the caller''s requests and returns {id, kind, status, url, session_id, error}; status is still pending/running on timeout. It wakes as soon as the worker commits the outcome.';
 
--- Worker API -------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION billing._request_retrieval(kind text, user_id uuid, object_id text) RETURNS void
+LANGUAGE plpgsql
+AS $$
+#variable_conflict use_column
+BEGIN
+    -- One retrieval of an object in flight at a time, however many events ask for it.
+    INSERT INTO billing.stripe_requests (user_id, kind, params)
+    VALUES (_request_retrieval.user_id, _request_retrieval.kind, jsonb_build_object('object_id', _request_retrieval.object_id))
+    ON CONFLICT (kind, (params ->> 'object_id')) WHERE kind IN ('refresh', 'line_items') AND status IN ('pending', 'running')
+    DO NOTHING;
+END
+$$;
+COMMENT ON FUNCTION billing._request_retrieval(text, uuid, text) IS 'Internal: asks the worker to retrieve an object from Stripe (refresh: a subscription, an invoice with its payments, a credit note''s refund, a PaymentIntent''s invoice payments, or a price; line_items: what a Checkout Session sold, or every line of an invoice), once while one is in flight.';
+
+CREATE OR REPLACE FUNCTION billing._record_session_status(request_id text, session_status text) RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    -- A session our checkout made is over (paid or expired): it no longer counts as open.
+    UPDATE billing.stripe_requests r SET result = r.result || jsonb_build_object('session_status', session_status)
+    WHERE r.id = billing._uuid_or_null(request_id) AND r.kind = 'checkout' AND r.status = 'succeeded';
+END
+$$;
+COMMENT ON FUNCTION billing._record_session_status(text, text) IS 'Internal: records on a checkout request that its session completed or expired.';
+
+-- sql/requests/worker.sql
+-- The worker's side of the request queue: claims (fairly: one user at a time, oldest first,
+-- with a lease), outcomes written back under the claim's attempt number, retries with a growing
+-- delay, and what follows a request that failed for good. The callers' side (what may be asked
+-- for) is sql/requests/functions.sql.
 
 -- One follow-up whichever way a request failed for good (fail_request, or a lease run out on the
 -- last attempt): before, a top-up's lease running out left auto top-up on and the user untold.
@@ -3364,31 +3393,6 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION billing.fail_request(uuid, text, text, integer, boolean, text, text) IS 'Worker: records a failed attempt of the claim with this attempt number. A retryable failure (network, 429, 5xx) goes back to the queue after a growing delay until request_max_attempts; Stripe answering that the user''s customer is missing forgets that customer and retries a checkout with a new one; anything else fails for good. Returns the new status, NULL when the claim was lost.';
-
-CREATE OR REPLACE FUNCTION billing._request_retrieval(kind text, user_id uuid, object_id text) RETURNS void
-LANGUAGE plpgsql
-AS $$
-#variable_conflict use_column
-BEGIN
-    -- One retrieval of an object in flight at a time, however many events ask for it.
-    INSERT INTO billing.stripe_requests (user_id, kind, params)
-    VALUES (_request_retrieval.user_id, _request_retrieval.kind, jsonb_build_object('object_id', _request_retrieval.object_id))
-    ON CONFLICT (kind, (params ->> 'object_id')) WHERE kind IN ('refresh', 'line_items') AND status IN ('pending', 'running')
-    DO NOTHING;
-END
-$$;
-COMMENT ON FUNCTION billing._request_retrieval(text, uuid, text) IS 'Internal: asks the worker to retrieve an object from Stripe (refresh: a subscription, an invoice with its payments, a credit note''s refund, a PaymentIntent''s invoice payments, or a price; line_items: what a Checkout Session sold, or every line of an invoice), once while one is in flight.';
-
-CREATE OR REPLACE FUNCTION billing._record_session_status(request_id text, session_status text) RETURNS void
-LANGUAGE plpgsql
-AS $$
-BEGIN
-    -- A session our checkout made is over (paid or expired): it no longer counts as open.
-    UPDATE billing.stripe_requests r SET result = r.result || jsonb_build_object('session_status', session_status)
-    WHERE r.id = billing._uuid_or_null(request_id) AND r.kind = 'checkout' AND r.status = 'succeeded';
-END
-$$;
-COMMENT ON FUNCTION billing._record_session_status(text, text) IS 'Internal: records on a checkout request that its session completed or expired.';
 
 -- sql/accounts/seats.sql
 -- Seats (issue 23, item 2): a team's subscription's quantity is how many members it may have.

@@ -1,4 +1,4 @@
-//! The worker's side of the queue: thin calls of the SQL API in `sql/requests/functions.sql`
+//! The worker's side of the queue: thin calls of the SQL API in `sql/requests/worker.sql`
 //! (`billing.claim_requests`, `claim_request`, `finish_request`, `fail_request`) and
 //! `billing.link_customer`.
 //! The locking (FOR UPDATE SKIP LOCKED, leases) lives in SQL; nothing here decides who owns

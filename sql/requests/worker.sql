@@ -15,10 +15,16 @@ BEGIN
         PERFORM billing._top_up_failed(r.id, code, message);
     ELSIF r.kind = 'checkout' AND r.params ? 'top_up_request' THEN
         PERFORM billing._top_up_link_ready(r);
+    ELSIF r.kind = 'seats' THEN
+        -- Nobody may be awaiting it any more (the worker was down, retries took hours): the
+        -- team's members read why its seats did not change (sql/accounts/seats.sql).
+        PERFORM billing._notify(r.user_id, 'seat_change_failed', 'seats:' || r.id,
+            jsonb_build_object('request_id', r.id, 'quantity', r.params -> 'quantity',
+                               'from_quantity', r.params -> 'from_quantity', 'code', code, 'message', message));
     END IF;
 END
 $$;
-COMMENT ON FUNCTION billing._request_failed(billing.stripe_requests, text, text) IS 'Internal (fail_request, _give_up_abandoned_requests): what a request that failed for good sets off, whichever way it failed: a top_up turns auto top-up off and tells the user (billing._top_up_failed); the Checkout link of a failed top-up tells the user without a link (billing._top_up_link_ready).';
+COMMENT ON FUNCTION billing._request_failed(billing.stripe_requests, text, text) IS 'Internal (fail_request, _give_up_abandoned_requests): what a request that failed for good sets off, whichever way it failed: a top_up turns auto top-up off and tells the user (billing._top_up_failed); the Checkout link of a failed top-up tells the user without a link (billing._top_up_link_ready); a seat change writes a seat_change_failed notification for the team.';
 
 CREATE OR REPLACE FUNCTION billing._give_up_abandoned_requests() RETURNS void
 LANGUAGE plpgsql

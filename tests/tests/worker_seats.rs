@@ -109,7 +109,21 @@ async fn paid_invoice(emulator: &Emulator, reason: &str) -> Value {
         .unwrap_or_else(|| panic!("no paid {reason} invoice"))
 }
 
-async fn seats_lifecycle(version: &str) {
+/// A team (Alice its owner, Bob a member) that bought two seats of pro at Checkout through the
+/// real worker and the emulator speaking `version`.
+struct World {
+    _db: TestDb,
+    owner: Client,
+    emulator: Emulator,
+    worker: Worker,
+    api: Api,
+    alice: Uuid,
+    bob: Uuid,
+    team: Uuid,
+    sub: String,
+}
+
+async fn bought_two_seats(version: &str) -> World {
     let db = TestDb::new().await;
     let owner = db.owner().await;
     seed(&owner, true).await;
@@ -126,7 +140,7 @@ async fn seats_lifecycle(version: &str) {
     let emulator = Emulator::start_with(Some(&hook), &["--api-version", version]).await;
     let worker = Worker::start_on(port, &db.dsn, Some(&emulator.url), &[]).await;
     let mut api = db.api().await;
-    let alice = Uuid::new_v4();
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
     let team: Uuid = api
         .call(
             &Caller::User(alice),
@@ -136,9 +150,13 @@ async fn seats_lifecycle(version: &str) {
         .await
         .unwrap()[0]
         .get(0);
-    add(&mut api, alice, team).await.unwrap();
-
-    // Two seats for Alice and Bob, bought at Checkout: two seats' tokens.
+    api.call(
+        &Caller::User(alice),
+        "SELECT billing.set_team_member($1, $2)",
+        &[&team, &bob],
+    )
+    .await
+    .unwrap();
     let request = request_checkout(
         &mut api,
         alice,
@@ -151,8 +169,43 @@ async fn seats_lifecycle(version: &str) {
     emulator
         .complete_checkout(done.result.unwrap()["session_id"].as_str().unwrap())
         .await;
+    // Two seats' tokens.
     wait_balance(&owner, team, 2 * MONTHLY, &worker).await;
-    assert_eq!(quantity(&owner, team).await, Some(2));
+    let sub: String = owner
+        .query_one(
+            "SELECT stripe_subscription_id FROM billing.subscriptions WHERE user_id = $1",
+            &[&team],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    World {
+        _db: db,
+        owner,
+        emulator,
+        worker,
+        api,
+        alice,
+        bob,
+        team,
+        sub,
+    }
+}
+
+async fn seats_lifecycle(version: &str) {
+    let World {
+        _db,
+        owner,
+        emulator,
+        worker,
+        mut api,
+        alice,
+        team,
+        sub,
+        ..
+    } = bought_two_seats(version).await;
+    let (owner, emulator, worker) = (&owner, &emulator, &worker);
+    assert_eq!(quantity(owner, team).await, Some(2));
     assert_error(
         add(&mut api, alice, team).await,
         "BL022",
@@ -169,14 +222,6 @@ async fn seats_lifecycle(version: &str) {
         Some(4),
         "Stripe's answer is applied"
     );
-    let sub: String = owner
-        .query_one(
-            "SELECT stripe_subscription_id FROM billing.subscriptions WHERE user_id = $1",
-            &[&team],
-        )
-        .await
-        .unwrap()
-        .get(0);
     let path = format!("/v1/subscriptions/{sub}");
     let update: Vec<Value> = emulator
         .requests()
@@ -291,4 +336,65 @@ async fn seats_follow_stripe_through_the_queue_basil() {
 #[tokio::test]
 async fn seats_follow_stripe_through_the_queue_2023_08_16() {
     seats_lifecycle("2023-08-16").await;
+}
+
+/// Stripe ended the subscription while its webhooks were lost, so the database still counts it:
+/// the seat change Stripe refuses fails for good, the seats stay as they were, and every member
+/// reads a `seat_change_failed` notification, also when nobody is awaiting the request any more.
+#[tokio::test]
+async fn a_seat_change_stripe_refuses_is_told_to_the_team() {
+    let World {
+        _db,
+        owner,
+        emulator,
+        worker,
+        mut api,
+        alice,
+        bob,
+        team,
+        sub,
+    } = bought_two_seats("2025-03-31.basil").await;
+    emulator
+        .control(
+            Method::POST,
+            "/_emulator/webhook/drop",
+            Some(json!({"all": true})),
+        )
+        .await;
+    emulator
+        .post(&format!("/_emulator/subscriptions/{sub}/cancel"), json!({}))
+        .await;
+    let id = change(&mut api, alice, team, 3).await.unwrap();
+    let done = finished(&owner, id, WAIT).await;
+    assert_eq!(done.status, "failed", "{done:?}\n{}", worker.logs());
+    let error = done.error.clone().unwrap_or_default();
+    assert!(error.contains("canceled subscription"), "{error}");
+    assert_eq!(quantity(&owner, team).await, Some(2));
+    let read: Vec<Value> = api
+        .call(
+            &Caller::User(bob),
+            "SELECT payload FROM billing.notifications WHERE user_id = $1 AND kind = 'seat_change_failed'",
+            &[&team],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(read.len(), 1, "{read:?}");
+    assert_eq!(read[0]["request_id"], id.to_string().as_str());
+    assert_eq!(
+        (
+            read[0]["quantity"].clone(),
+            read[0]["from_quantity"].clone()
+        ),
+        (json!(3), json!(2))
+    );
+    assert!(
+        read[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("canceled subscription"),
+        "{read:?}"
+    );
 }

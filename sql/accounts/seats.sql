@@ -83,6 +83,7 @@ DECLARE
     sub billing.subscriptions;
     params jsonb;
     key text := billing._idempotency_key();
+    prior billing.stripe_requests;
     request_id uuid;
 BEGIN
     PERFORM billing._check_not_null(account_id, 'account_id');
@@ -91,6 +92,15 @@ BEGIN
     -- The membership lock: a member added meanwhile is counted, and one added after counts the
     -- seats this change asks for (billing._team_seats).
     PERFORM billing._lock_team(account_id);
+    -- The caller asked for a number of seats; the rest is what the request found, which its
+    -- own success changes (the old quantity), so a retry after a lost answer matches on the number.
+    prior := billing._request_by_key(account_id, key);
+    IF prior.id IS NOT NULL THEN
+        IF prior.kind <> 'seats' OR (prior.params ->> 'quantity')::integer IS DISTINCT FROM quantity THEN
+            PERFORM billing._key_reused(key);
+        END IF;
+        RETURN prior.id;
+    END IF;
     PERFORM billing._check_seat_count(account_id, quantity);
     sub := billing._team_subscription(account_id);
     IF sub.stripe_subscription_id IS NULL THEN
@@ -109,10 +119,6 @@ BEGIN
         'quantity', quantity,
         'from_quantity', sub.quantity,
         'proration_behavior', coalesce(cfg.seat_proration_behavior, 'create_prorations'));
-    request_id := billing._replayed_request(account_id, 'seats', params, key);
-    IF request_id IS NOT NULL THEN
-        RETURN request_id;
-    END IF;
     IF EXISTS (SELECT FROM billing.stripe_requests r
                WHERE r.user_id = request_seat_change.account_id AND r.kind = 'seats' AND r.status IN ('pending', 'running')) THEN
         RAISE EXCEPTION 'a seat change of account % is in progress', account_id

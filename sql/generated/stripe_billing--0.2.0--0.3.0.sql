@@ -2692,25 +2692,41 @@ COMMENT ON FUNCTION billing._idempotency_key() IS 'Internal: the caller''s Idemp
 
 -- The key makes a retried HTTP call (a lost answer, a double click) return the request it
 -- made the first time, whatever its state, as Stripe replays an idempotent request.
-CREATE OR REPLACE FUNCTION billing._replayed_request(uid uuid, for_kind text, for_params jsonb, key text) RETURNS uuid
+CREATE OR REPLACE FUNCTION billing._request_by_key(uid uuid, key text) RETURNS billing.stripe_requests
 LANGUAGE plpgsql
 AS $$
 DECLARE
     r billing.stripe_requests;
 BEGIN
-    IF key IS NULL THEN
-        RETURN NULL;
+    IF key IS NOT NULL THEN
+        -- Two calls with one key wait for each other here: the second sees the first one's row.
+        PERFORM billing._lock_user_requests(uid);
+        SELECT * INTO r FROM billing.stripe_requests s WHERE s.user_id = uid AND s.idempotency_key = key;
     END IF;
-    -- Two calls with one key wait for each other here: the second sees the first one's row.
-    PERFORM billing._lock_user_requests(uid);
-    SELECT * INTO r FROM billing.stripe_requests s WHERE s.user_id = uid AND s.idempotency_key = key;
-    IF NOT FOUND THEN
-        RETURN NULL;
-    END IF;
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION billing._request_by_key(uuid, text) IS 'Internal: the request user uid made with this Idempotency-Key (all NULL when none, or no key), after serialising the user''s new requests.';
+
+CREATE OR REPLACE FUNCTION billing._key_reused(key text) RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    RAISE EXCEPTION 'Idempotency-Key % was used for a different request', quote_literal(left(key, 100))
+        USING ERRCODE = 'BL004', HINT = 'Use a new key for a new request.';
+END
+$$;
+COMMENT ON FUNCTION billing._key_reused(text) IS 'Internal: BL004, an Idempotency-Key used before for another request.';
+
+CREATE OR REPLACE FUNCTION billing._replayed_request(uid uuid, for_kind text, for_params jsonb, key text) RETURNS uuid
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    r billing.stripe_requests := billing._request_by_key(uid, key);
+BEGIN
     -- (A replaced subscription checkout carries the session it expires: not the caller's input.)
-    IF r.kind <> for_kind OR r.params - 'expire_session' <> for_params THEN
-        RAISE EXCEPTION 'Idempotency-Key % was used for a different request', quote_literal(left(key, 100))
-            USING ERRCODE = 'BL004', HINT = 'Use a new key for a new checkout or portal session.';
+    IF r.id IS NOT NULL AND (r.kind <> for_kind OR r.params - 'expire_session' <> for_params) THEN
+        PERFORM billing._key_reused(key);
     END IF;
     RETURN r.id;
 END
@@ -3284,6 +3300,7 @@ DECLARE
     sub billing.subscriptions;
     params jsonb;
     key text := billing._idempotency_key();
+    prior billing.stripe_requests;
     request_id uuid;
 BEGIN
     PERFORM billing._check_not_null(account_id, 'account_id');
@@ -3292,6 +3309,15 @@ BEGIN
     -- The membership lock: a member added meanwhile is counted, and one added after counts the
     -- seats this change asks for (billing._team_seats).
     PERFORM billing._lock_team(account_id);
+    -- The caller asked for a number of seats; the rest is what the request found, which its
+    -- own success changes (the old quantity), so a retry after a lost answer matches on the number.
+    prior := billing._request_by_key(account_id, key);
+    IF prior.id IS NOT NULL THEN
+        IF prior.kind <> 'seats' OR (prior.params ->> 'quantity')::integer IS DISTINCT FROM quantity THEN
+            PERFORM billing._key_reused(key);
+        END IF;
+        RETURN prior.id;
+    END IF;
     PERFORM billing._check_seat_count(account_id, quantity);
     sub := billing._team_subscription(account_id);
     IF sub.stripe_subscription_id IS NULL THEN
@@ -3310,10 +3336,6 @@ BEGIN
         'quantity', quantity,
         'from_quantity', sub.quantity,
         'proration_behavior', coalesce(cfg.seat_proration_behavior, 'create_prorations'));
-    request_id := billing._replayed_request(account_id, 'seats', params, key);
-    IF request_id IS NOT NULL THEN
-        RETURN request_id;
-    END IF;
     IF EXISTS (SELECT FROM billing.stripe_requests r
                WHERE r.user_id = request_seat_change.account_id AND r.kind = 'seats' AND r.status IN ('pending', 'running')) THEN
         RAISE EXCEPTION 'a seat change of account % is in progress', account_id

@@ -113,25 +113,41 @@ COMMENT ON FUNCTION billing._idempotency_key() IS 'Internal: the caller''s Idemp
 
 -- The key makes a retried HTTP call (a lost answer, a double click) return the request it
 -- made the first time, whatever its state, as Stripe replays an idempotent request.
-CREATE OR REPLACE FUNCTION billing._replayed_request(uid uuid, for_kind text, for_params jsonb, key text) RETURNS uuid
+CREATE OR REPLACE FUNCTION billing._request_by_key(uid uuid, key text) RETURNS billing.stripe_requests
 LANGUAGE plpgsql
 AS $$
 DECLARE
     r billing.stripe_requests;
 BEGIN
-    IF key IS NULL THEN
-        RETURN NULL;
+    IF key IS NOT NULL THEN
+        -- Two calls with one key wait for each other here: the second sees the first one's row.
+        PERFORM billing._lock_user_requests(uid);
+        SELECT * INTO r FROM billing.stripe_requests s WHERE s.user_id = uid AND s.idempotency_key = key;
     END IF;
-    -- Two calls with one key wait for each other here: the second sees the first one's row.
-    PERFORM billing._lock_user_requests(uid);
-    SELECT * INTO r FROM billing.stripe_requests s WHERE s.user_id = uid AND s.idempotency_key = key;
-    IF NOT FOUND THEN
-        RETURN NULL;
-    END IF;
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION billing._request_by_key(uuid, text) IS 'Internal: the request user uid made with this Idempotency-Key (all NULL when none, or no key), after serialising the user''s new requests.';
+
+CREATE OR REPLACE FUNCTION billing._key_reused(key text) RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    RAISE EXCEPTION 'Idempotency-Key % was used for a different request', quote_literal(left(key, 100))
+        USING ERRCODE = 'BL004', HINT = 'Use a new key for a new request.';
+END
+$$;
+COMMENT ON FUNCTION billing._key_reused(text) IS 'Internal: BL004, an Idempotency-Key used before for another request.';
+
+CREATE OR REPLACE FUNCTION billing._replayed_request(uid uuid, for_kind text, for_params jsonb, key text) RETURNS uuid
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    r billing.stripe_requests := billing._request_by_key(uid, key);
+BEGIN
     -- (A replaced subscription checkout carries the session it expires: not the caller's input.)
-    IF r.kind <> for_kind OR r.params - 'expire_session' <> for_params THEN
-        RAISE EXCEPTION 'Idempotency-Key % was used for a different request', quote_literal(left(key, 100))
-            USING ERRCODE = 'BL004', HINT = 'Use a new key for a new checkout or portal session.';
+    IF r.id IS NOT NULL AND (r.kind <> for_kind OR r.params - 'expire_session' <> for_params) THEN
+        PERFORM billing._key_reused(key);
     END IF;
     RETURN r.id;
 END

@@ -301,27 +301,38 @@ async fn a_pending_decrease_holds_new_members_to_it() {
 async fn an_idempotency_key_returns_the_change_it_made() {
     let (_db, owner, mut api, s, alice, _bob, _item) = subscribed_team(Shape::Basil, 2).await;
     let key = r#"{"idempotency-key": "seats-order-7"}"#;
-    let sql = "SELECT billing.request_seat_change($1, $2)";
-    let ask = |n: i32| (sql, n);
-    let (q, n) = ask(6);
-    let first: Uuid = api
-        .call_with_headers(&Caller::User(alice), key, q, &[&s.user, &n])
-        .await
-        .unwrap()[0]
-        .get(0);
-    let again: Uuid = api
-        .call_with_headers(&Caller::User(alice), key, q, &[&s.user, &n])
-        .await
-        .unwrap()[0]
-        .get(0);
-    assert_eq!(again, first);
-    let (q, n) = ask(7);
+    async fn ask(
+        api: &mut Api,
+        alice: Uuid,
+        team: Uuid,
+        key: &str,
+        seats: i32,
+    ) -> Result<Uuid, tokio_postgres::Error> {
+        let sql = "SELECT billing.request_seat_change($1, $2)";
+        api.call_with_headers(&Caller::User(alice), key, sql, &[&team, &seats])
+            .await
+            .map(|rows| rows[0].get(0))
+    }
+    let team = s.user;
+    let first = ask(&mut api, alice, team, key, 6).await.unwrap();
+    assert_eq!(ask(&mut api, alice, team, key, 6).await.unwrap(), first);
     assert_error(
-        api.call_with_headers(&Caller::User(alice), key, q, &[&s.user, &n])
-            .await,
+        ask(&mut api, alice, team, key, 7).await,
         "BL004",
-        "",
+        "was used for a different request",
     );
+    // The change is made and its answer lost: the retry finds it, though the seats it found
+    // (from_quantity) are now the ones it asked for.
+    owner
+        .batch_execute(&format!(
+            "UPDATE billing.stripe_requests SET status = 'succeeded', result = '{{}}', finished_at = now()
+             WHERE id = '{first}';
+             UPDATE billing.subscriptions SET quantity = 6 WHERE user_id = '{}';",
+            s.user
+        ))
+        .await
+        .unwrap();
+    assert_eq!(ask(&mut api, alice, team, key, 6).await.unwrap(), first);
     assert_eq!(seat_requests(&owner).await.len(), 1);
 }
 

@@ -214,11 +214,11 @@ async fn seats_lifecycle(version: &str) {
 
     // Four seats, invoiced at once: the two added seats' share of the period.
     let id = change(&mut api, alice, team, 4).await.unwrap();
-    let done = finished(&owner, id, WAIT).await;
+    let done = finished(owner, id, WAIT).await;
     assert_eq!(done.status, "succeeded", "{done:?}\n{}", worker.logs());
     assert_eq!(done.result.as_ref().unwrap()["quantity"], 4);
     assert_eq!(
-        quantity(&owner, team).await,
+        quantity(owner, team).await,
         Some(4),
         "Stripe's answer is applied"
     );
@@ -241,11 +241,11 @@ async fn seats_lifecycle(version: &str) {
         .stripe(Method::GET, "/v1/prices/price_pro", "")
         .await;
     let unit = price["unit_amount"].as_i64().unwrap();
-    let invoice = paid_invoice(&emulator, "subscription_update").await;
+    let invoice = paid_invoice(emulator, "subscription_update").await;
     let added = proration_tokens(&invoice, unit);
     assert!(added > 0.0 && added <= 2.0 * MONTHLY as f64, "{added}");
     let after_increase = 2 * MONTHLY + added.floor() as i64;
-    wait_balance(&owner, team, after_increase, &worker).await;
+    wait_balance(owner, team, after_increase, worker).await;
     add(&mut api, alice, team).await.unwrap();
     add(&mut api, alice, team).await.unwrap();
     assert_error(
@@ -295,9 +295,9 @@ async fn seats_lifecycle(version: &str) {
         )
         .await;
     let id = change(&mut api, alice, team, 2).await.unwrap();
-    let done = finished(&owner, id, WAIT).await;
+    let done = finished(owner, id, WAIT).await;
     assert_eq!(done.status, "succeeded", "{done:?}\n{}", worker.logs());
-    assert_eq!(quantity(&owner, team).await, Some(2));
+    assert_eq!(quantity(owner, team).await, Some(2));
     emulator
         .control(Method::DELETE, "/_emulator/webhook/drop", None)
         .await;
@@ -309,9 +309,9 @@ async fn seats_lifecycle(version: &str) {
         );
         emulator.control(Method::POST, &path, Some(json!({}))).await;
     }
-    assert_eq!(quantity(&owner, team).await, Some(2));
+    assert_eq!(quantity(owner, team).await, Some(2));
     assert_eq!(
-        balance(&owner, team).await,
+        balance(owner, team).await,
         after_increase,
         "create_prorations bills later"
     );
@@ -321,11 +321,11 @@ async fn seats_lifecycle(version: &str) {
     emulator
         .post(&format!("/_emulator/subscriptions/{sub}/renew"), json!({}))
         .await;
-    let renewal = paid_invoice(&emulator, "subscription_cycle").await;
+    let renewal = paid_invoice(emulator, "subscription_cycle").await;
     let removed = proration_tokens(&renewal, unit);
     assert!(removed < 0.0, "{removed}");
     let want = after_increase + 2 * MONTHLY - (-removed).ceil() as i64;
-    wait_balance(&owner, team, want, &worker).await;
+    wait_balance(owner, team, want, worker).await;
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use stripe_billing_tests::pg::{Api, Caller};
+pub use stripe_billing_tests::tokens::balance;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
@@ -153,15 +154,6 @@ pub async fn sessions_for(emulator: &Emulator, id: Uuid) -> Vec<String> {
         .filter(|s| s["metadata"]["request_id"] == id.to_string().as_str())
         .filter_map(|s| s["id"].as_str().map(str::to_string))
         .collect()
-}
-
-/// `user`'s token balance.
-pub async fn balance(owner: &Client, user: Uuid) -> i64 {
-    owner
-        .query_one("SELECT billing.token_balance($1)", &[&user])
-        .await
-        .unwrap()
-        .get(0)
 }
 
 /// Waits until `user`'s balance is `want` (the worker applies what it is sent and asked).

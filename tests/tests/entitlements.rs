@@ -271,11 +271,8 @@ async fn the_grace_is_the_same_in_every_delivery_order() {
                 .unwrap()
                 .get(0);
             assert_eq!(got, since, "order {order:?} of {reports:?}");
-            assert_eq!(
-                seen(&mut api, &Caller::User(s.user)).await,
-                expected,
-                "order {order:?}"
-            );
+            let now_seen = seen(&mut api, &Caller::User(s.user)).await;
+            assert_eq!(now_seen, expected, "order {order:?}");
         }
     }
 }
@@ -308,11 +305,8 @@ async fn incomplete_and_paused_subscriptions_grant_nothing() {
                 &s.subscription_event(ty, at, status, "price_pro", p),
             )
             .await;
-            assert_eq!(
-                seen(&mut api, &Caller::User(s.user)).await,
-                expected,
-                "{shape:?}: {status}"
-            );
+            let now_seen = seen(&mut api, &Caller::User(s.user)).await;
+            assert_eq!(now_seen, expected, "{shape:?}: {status}");
         }
     }
 }

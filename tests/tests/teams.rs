@@ -287,32 +287,12 @@ async fn members_spend_concurrently_within_their_monthly_limits() {
     )
     .await
     .unwrap();
-    let first: Value = one(
-        &mut t.api,
-        t.bob,
-        "SELECT billing.spend_account_tokens($1, 10, idempotency_key => 'k')",
-        &[&team],
-    )
-    .await
-    .unwrap();
-    let again: Value = one(
-        &mut t.api,
-        t.bob,
-        "SELECT billing.spend_account_tokens($1, 10, idempotency_key => 'k')",
-        &[&team],
-    )
-    .await
-    .unwrap();
+    let keyed = "SELECT billing.spend_account_tokens($1, 10, idempotency_key => 'k')";
+    let first: Value = one(&mut t.api, t.bob, keyed, &[&team]).await.unwrap();
+    let again: Value = one(&mut t.api, t.bob, keyed, &[&team]).await.unwrap();
     assert_eq!(again["duplicate"], true, "{again}");
     assert_eq!(again["spend_id"], first["spend_id"]);
-    let daves: Value = one(
-        &mut t.api,
-        dave,
-        "SELECT billing.spend_account_tokens($1, 10, idempotency_key => 'k')",
-        &[&team],
-    )
-    .await
-    .unwrap();
+    let daves: Value = one(&mut t.api, dave, keyed, &[&team]).await.unwrap();
     assert_eq!(daves["duplicate"], false, "{daves}");
     assert_error(
         one::<Value>(

@@ -373,7 +373,6 @@ async fn portal_check(client: &Client, mode: Mode) -> Check {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::doctor::Status;
 
     #[test]
     fn ids_cannot_change_the_path() {

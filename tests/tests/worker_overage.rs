@@ -256,8 +256,7 @@ async fn a_meter_event_that_ran_out_of_attempts_is_reported_once_when_the_operat
         .await
         .unwrap();
     let port = free_port();
-    let hook = format!("http://127.0.0.1:{port}/api/stripe/webhook");
-    let emulator = Emulator::start(Some(&hook)).await;
+    let emulator = Emulator::delivering_to(port, &[]).await;
     let worker = Worker::start_on(port, &db.dsn, Some(&emulator.url), &[]).await;
     let (user, customer) = subscriber(&db, &owner, &emulator, &worker).await;
 

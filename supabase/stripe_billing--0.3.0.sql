@@ -1697,7 +1697,7 @@ BEGIN
     RETURNING * INTO g;
     duplicate := NOT FOUND;
     IF NOT duplicate THEN
-        -- Later grants pay off debts first (sql/payments/functions.sql).
+        -- Later grants pay off debts first (sql/payments/reversals.sql).
         IF collect_debts AND (billing._settings()).debt_policy = 'collect' AND billing._collect_debts(g) > 0 THEN
             SELECT * INTO g FROM billing.token_grants t WHERE t.id = g.id;
         END IF;
@@ -2543,6 +2543,9 @@ COMMENT ON FUNCTION billing.warn_expiring_grants(integer) IS 'Privileged: writes
 -- money (in any order, any number of times) updates the facts, then _settle_purchase moves each
 -- grant from what it has to that target: revoking more, or restoring. Applying a report twice,
 -- or reports in another order, ends in the same ledger.
+--
+-- This file holds the facts and the reversed share they give; moving the grants to it (revoking,
+-- restoring, settling) and the debts that leaves are in sql/payments/reversals.sql.
 
 -- A purchase and the reports about its money can arrive in concurrent transactions (a refund
 -- event beside the session's), and neither would see the other's uncommitted rows. Both sides
@@ -2808,6 +2811,12 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION billing._net_revoked(bigint) IS 'Internal: tokens revoked from a grant less those restored.';
+
+-- sql/payments/reversals.sql
+-- Bringing every grant to its purchase's reversed share (the rule: sql/payments/functions.sql,
+-- DESIGN.md, "Refunds and disputes"): taking tokens back, one bookkeeping for revocations and
+-- downgrades; giving them back; settling a purchase or a payment; and the debts left by tokens
+-- already spent, which later grants pay off first.
 
 -- The bookkeeping of taking tokens back, one rule for revocations and downgrades: the tokens
 -- chosen (ids, takes: grants locked in spend order by the caller) leave through one spend of

@@ -34,7 +34,7 @@ BEGIN
     RETURNING * INTO g;
     duplicate := NOT FOUND;
     IF NOT duplicate THEN
-        -- Later grants pay off debts first (sql/payments/functions.sql).
+        -- Later grants pay off debts first (sql/payments/reversals.sql).
         IF collect_debts AND (billing._settings()).debt_policy = 'collect' AND billing._collect_debts(g) > 0 THEN
             SELECT * INTO g FROM billing.token_grants t WHERE t.id = g.id;
         END IF;

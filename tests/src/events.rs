@@ -314,3 +314,16 @@ pub async fn deliver(
         .await?;
     Ok(row.get(0))
 }
+
+/// Normalises `body` with the one event normaliser both editions run
+/// (`billing._normalize_event`): its value, or its error as `SQLSTATE: message`.
+pub async fn normalise(client: &tokio_postgres::Client, body: &str) -> Result<Value, String> {
+    client
+        .query_one("SELECT billing._normalize_event($1::text)", &[&body])
+        .await
+        .map(|row| row.get::<_, Option<Value>>(0).unwrap_or(Value::Null))
+        .map_err(|e| {
+            let db = e.as_db_error().unwrap_or_else(|| panic!("{e}"));
+            format!("{}: {}", db.code().code(), db.message())
+        })
+}

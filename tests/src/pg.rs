@@ -9,6 +9,7 @@
 use crate::edition::{self, Edition};
 use futures_util::StreamExt;
 use std::sync::atomic::{AtomicU32, Ordering};
+use tokio_postgres::types::{FromSqlOwned, ToSql};
 use tokio_postgres::{AsyncMessage, Client, NoTls, Notification};
 use uuid::Uuid;
 
@@ -328,6 +329,40 @@ impl Api {
         self.call_raw(role, claims, "{}", sql, params).await
     }
 
+    /// The first column of the first row an [`Api::call`] returns.
+    pub async fn one<T: FromSqlOwned>(
+        &mut self,
+        caller: &Caller,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<T, tokio_postgres::Error> {
+        self.call(caller, sql, params)
+            .await
+            .map(|rows| rows[0].get(0))
+    }
+
+    /// Asserts that each statement, run with `params` as its caller, fails with its SQLSTATE
+    /// and a message containing its needle: `(caller, sql, sqlstate, needle)`.
+    pub async fn assert_refused(
+        &mut self,
+        params: &[&(dyn ToSql + Sync)],
+        refusals: &[(&Caller, &str, &str, &str)],
+    ) {
+        for (caller, sql, sqlstate, needle) in refusals {
+            match self.call(caller, sql, params).await {
+                Ok(rows) => panic!("{sql} as {caller:?}: expected {sqlstate}, got {rows:?}"),
+                Err(e) => {
+                    let (code, message) = db_error(&e);
+                    assert_eq!(
+                        (code.as_str(), message.contains(needle)),
+                        (*sqlstate, true),
+                        "{sql} as {caller:?}: {message}"
+                    );
+                }
+            }
+        }
+    }
+
     /// One PostgREST-style transaction: role, claims and headers as given, then `sql`.
     async fn call_raw(
         &mut self,
@@ -360,6 +395,26 @@ impl Api {
                 Err(e)
             }
         }
+    }
+}
+
+/// The first column of the one row `sql` returns; panics naming the statement on an error.
+pub async fn one<T: FromSqlOwned>(client: &Client, sql: &str, params: &[&(dyn ToSql + Sync)]) -> T {
+    match client.query_one(sql, params).await {
+        Ok(row) => row.get(0),
+        Err(e) => panic!("{sql}: {e}"),
+    }
+}
+
+/// The first column of every row `sql` returns, in order.
+pub async fn column<T: FromSqlOwned>(
+    client: &Client,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Vec<T> {
+    match client.query(sql, params).await {
+        Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
+        Err(e) => panic!("{sql}: {e}"),
     }
 }
 

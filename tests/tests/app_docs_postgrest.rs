@@ -8,7 +8,7 @@
 //! `Content-Profile` header, a function of that name whose arguments are exactly those the JSON
 //! body names (every one without a default among them), executable by `authenticated`. So a
 //! renamed function or argument, or a missing grant, fails here; what the function then does is
-//! tested through SQL as PostgREST calls it (subscription_status.rs, ledger.rs). A read
+//! tested through SQL as PostgREST calls it (subscription_status.rs, ledger_guards.rs). A read
 //! (`.from()`) must name a relation `anon` may read and columns it has (public_catalog.rs tests
 //! its rows).
 mod app_docs_support;

@@ -1,6 +1,6 @@
 //! Bad input to the privileged and worker-facing functions gets a deliberate SQLSTATE and a
 //! message a user can act on, and changes nothing. (The client-facing functions are covered in
-//! ledger.rs, requests.rs, request_workers.rs, access.rs, webhook_signatures.rs and
+//! ledger_guards.rs, requests.rs, request_workers.rs, access.rs, webhook_signatures.rs and
 //! signature_sql.rs.)
 use stripe_billing_tests::pg::{assert_error, TestDb};
 use tokio_postgres::Client;

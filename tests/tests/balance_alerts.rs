@@ -7,23 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use stripe_billing_tests::pg::{assert_error, listen, Caller, TestDb};
+use stripe_billing_tests::pg::{assert_error, column, listen, one, Caller, TestDb};
+use stripe_billing_tests::tokens::{grant, spend};
 use tokio::sync::Barrier;
 use tokio_postgres::Client;
 use uuid::Uuid;
-
-async fn grant(c: &Client, user: Uuid, tokens: i64) {
-    c.query_one("SELECT billing.grant_tokens($1, $2)", &[&user, &tokens])
-        .await
-        .expect("grant_tokens");
-}
-
-async fn spend(c: &Client, user: Uuid, amount: i64) -> Value {
-    c.query_one("SELECT billing.spend_tokens($1, $2)", &[&user, &amount])
-        .await
-        .expect("spend_tokens")
-        .get(0)
-}
 
 async fn set_alert(c: &Client, user: Uuid, threshold: Option<i64>) {
     c.query_one(
@@ -36,15 +24,12 @@ async fn set_alert(c: &Client, user: Uuid, threshold: Option<i64>) {
 
 /// The payloads of the user's low_balance notifications, oldest first.
 async fn alerts(c: &Client, user: Uuid) -> Vec<Value> {
-    c.query(
+    column(
+        c,
         "SELECT payload FROM billing.notifications WHERE user_id = $1 AND kind = 'low_balance' ORDER BY id",
         &[&user],
     )
     .await
-    .unwrap()
-    .iter()
-    .map(|r| r.get(0))
-    .collect()
 }
 
 #[tokio::test]
@@ -241,24 +226,13 @@ async fn the_operator_default_applies_unless_a_user_sets_or_turns_off_their_own(
     )
     .await
     .unwrap();
-    c.query_one(
+    for sql in [
         "SELECT billing.grant_tokens($1, 10, project_id => $2)",
-        &[&own, &project],
-    )
-    .await
-    .unwrap();
-    c.query_one(
         "SELECT billing.set_low_balance_alert($1, 5, project_id => $2)",
-        &[&own, &project],
-    )
-    .await
-    .unwrap();
-    c.query_one(
         "SELECT billing.spend_tokens($1, 6, project_id => $2)",
-        &[&own, &project],
-    )
-    .await
-    .unwrap();
+    ] {
+        one::<Value>(&c, sql, &[&own, &project]).await;
+    }
     let fired = alerts(&c, own).await;
     assert_eq!(fired.len(), 2);
     assert_eq!(fired[1]["project_id"], project.to_string());
@@ -282,17 +256,13 @@ async fn users_set_and_read_their_own_alerts_under_rls() {
     assert_eq!(row.get::<_, &str>(2), "default");
     assert_eq!(row.get::<_, i32>(4), 7);
 
+    let (mine, anon) = (Caller::User(me), Caller::Anon);
     let set: Value = api
-        .call(
-            &Caller::User(me),
-            "SELECT billing.set_my_low_balance_alert(25)",
-            &[],
-        )
+        .one(&mine, "SELECT billing.set_my_low_balance_alert(25)", &[])
         .await
-        .unwrap()[0]
-        .get(0);
+        .unwrap();
     assert_eq!(set["effective_threshold"], 25);
-    let row = &api.call(&Caller::User(me), settings, &[]).await.unwrap()[0];
+    let row = &api.call(&mine, settings, &[]).await.unwrap()[0];
     assert_eq!(row.get::<_, Option<i64>>(1), Some(25));
     assert_eq!(row.get::<_, &str>(2), "user");
     // Their own row only.
@@ -304,101 +274,86 @@ async fn users_set_and_read_their_own_alerts_under_rls() {
     .await
     .unwrap();
     let seen: i64 = api
-        .call(
-            &Caller::User(me),
-            "SELECT count(*) FROM billing.balance_alerts",
-            &[],
-        )
+        .one(&mine, "SELECT count(*) FROM billing.balance_alerts", &[])
         .await
-        .unwrap()[0]
-        .get(0);
+        .unwrap();
     assert_eq!(seen, 1);
-    assert_error(
-        api.call(
-            &Caller::User(me),
-            "SELECT * FROM billing.credit_settings($1)",
-            &[&other],
-        )
-        .await,
-        "42501",
-        "only read your own",
-    );
-    assert_error(
-        api.call(
-            &Caller::User(me),
-            "SELECT billing.set_low_balance_alert($1, 1)",
-            &[&other],
-        )
-        .await,
-        "42501",
-        "permission denied",
-    );
-    assert_error(
-        api.call(
-            &Caller::User(me),
-            "UPDATE billing.balance_alerts SET threshold = 1",
-            &[],
-        )
-        .await,
-        "42501",
-        "permission denied",
-    );
-    assert_error(
-        api.call(
-            &Caller::Anon,
-            "SELECT billing.set_my_low_balance_alert(1)",
-            &[],
-        )
-        .await,
-        "42501",
-        "permission denied",
-    );
-    assert_error(
-        api.call(
-            &Caller::Anon,
-            "SELECT * FROM billing.my_credit_settings()",
-            &[],
-        )
-        .await,
-        "42501",
-        "permission denied",
-    );
+    let denied = "permission denied";
+    api.assert_refused(
+        &[&other],
+        &[
+            (
+                &mine,
+                "SELECT * FROM billing.credit_settings($1)",
+                "42501",
+                "only read your own",
+            ),
+            (
+                &mine,
+                "SELECT billing.set_low_balance_alert($1, 1)",
+                "42501",
+                denied,
+            ),
+        ],
+    )
+    .await;
+    api.assert_refused(
+        &[],
+        &[
+            (
+                &mine,
+                "UPDATE billing.balance_alerts SET threshold = 1",
+                "42501",
+                denied,
+            ),
+            (
+                &anon,
+                "SELECT billing.set_my_low_balance_alert(1)",
+                "42501",
+                denied,
+            ),
+            (
+                &anon,
+                "SELECT * FROM billing.my_credit_settings()",
+                "42501",
+                denied,
+            ),
+        ],
+    )
+    .await;
     // Bounded values, clear errors, nothing changed.
-    for (threshold, needle) in [
-        (-1_i64, "between 0 and"),
-        (1_000_000_000_001, "between 0 and"),
-    ] {
-        assert_error(
-            api.call(
-                &Caller::User(me),
+    for threshold in [-1_i64, 1_000_000_000_001] {
+        api.assert_refused(
+            &[&threshold],
+            &[(
+                &mine,
                 "SELECT billing.set_my_low_balance_alert($1)",
-                &[&threshold],
-            )
-            .await,
-            "22023",
-            needle,
-        );
+                "22023",
+                "between 0 and",
+            )],
+        )
+        .await;
     }
-    assert_error(
-        api.call(
-            &Caller::User(me),
+    api.assert_refused(
+        &[&Uuid::new_v4()],
+        &[(
+            &mine,
             "SELECT billing.set_my_low_balance_alert(5, project_id => $1)",
-            &[&Uuid::new_v4()],
-        )
-        .await,
-        "P0002",
-        "unknown project",
-    );
-    assert_error(
-        api.call(
-            &Caller::User(me),
+            "P0002",
+            "unknown project",
+        )],
+    )
+    .await;
+    api.assert_refused(
+        &[],
+        &[(
+            &mine,
             "SELECT billing.set_my_low_balance_alert(5, enabled => NULL)",
-            &[],
-        )
-        .await,
-        "22004",
-        "enabled must not be NULL",
-    );
+            "22004",
+            "enabled must not be NULL",
+        )],
+    )
+    .await;
     let threshold: Option<i64> = owner
         .query_one(
             "SELECT threshold FROM billing.balance_alerts WHERE user_id = $1",

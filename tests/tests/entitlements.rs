@@ -18,9 +18,7 @@ use subscription_support::*;
 #[tokio::test]
 async fn features_follow_the_subscription_from_its_webhooks() {
     for shape in [Shape::V2023, Shape::Basil] {
-        let (db, owner) = setup().await;
-        features(&owner).await;
-        let mut api = db.api().await;
+        let (_db, owner, mut api) = setup_with_features().await;
         let s = Subscriber::new(shape);
         let me = Caller::User(s.user);
         let now = unix_now();
@@ -218,9 +216,7 @@ fn orders(n: usize) -> Vec<Vec<usize>> {
 /// arrive in (Stripe delivers in any order): every order gives the same status_since and answer.
 #[tokio::test]
 async fn the_grace_is_the_same_in_every_delivery_order() {
-    let (db, owner) = setup().await;
-    features(&owner).await;
-    let mut api = db.api().await;
+    let (_db, owner, mut api) = setup_with_features().await;
     let now = unix_now();
     let p = period(now - 20 * DAY, 30);
     let scenarios: [Scenario; 2] = [
@@ -275,11 +271,8 @@ async fn the_grace_is_the_same_in_every_delivery_order() {
                 .unwrap()
                 .get(0);
             assert_eq!(got, since, "order {order:?} of {reports:?}");
-            assert_eq!(
-                seen(&mut api, &Caller::User(s.user)).await,
-                expected,
-                "order {order:?}"
-            );
+            let now_seen = seen(&mut api, &Caller::User(s.user)).await;
+            assert_eq!(now_seen, expected, "order {order:?}");
         }
     }
 }
@@ -288,9 +281,7 @@ async fn the_grace_is_the_same_in_every_delivery_order() {
 /// payment method pauses the subscription, and its features stop.
 #[tokio::test]
 async fn incomplete_and_paused_subscriptions_grant_nothing() {
-    let (db, owner) = setup().await;
-    features(&owner).await;
-    let mut api = db.api().await;
+    let (_db, owner, mut api) = setup_with_features().await;
     let now = unix_now();
     let p = period(now - DAY, 30);
     let cases = [
@@ -314,11 +305,8 @@ async fn incomplete_and_paused_subscriptions_grant_nothing() {
                 &s.subscription_event(ty, at, status, "price_pro", p),
             )
             .await;
-            assert_eq!(
-                seen(&mut api, &Caller::User(s.user)).await,
-                expected,
-                "{shape:?}: {status}"
-            );
+            let now_seen = seen(&mut api, &Caller::User(s.user)).await;
+            assert_eq!(now_seen, expected, "{shape:?}: {status}");
         }
     }
 }
@@ -326,9 +314,7 @@ async fn incomplete_and_paused_subscriptions_grant_nothing() {
 /// With several subscriptions the most generous plan decides, and no limit beats any limit.
 #[tokio::test]
 async fn several_subscriptions_give_the_largest_limit() {
-    let (db, owner) = setup().await;
-    features(&owner).await;
-    let mut api = db.api().await;
+    let (_db, owner, mut api) = setup_with_features().await;
     let now = unix_now();
     let first = Subscriber::new(Shape::Basil);
     let mut second = Subscriber::new(Shape::Basil);

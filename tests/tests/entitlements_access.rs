@@ -107,9 +107,7 @@ async fn an_rls_policy_on_an_app_table_follows_the_feature() {
 /// its own SQLSTATE. Only privileged roles write the features.
 #[tokio::test]
 async fn bad_feature_keys_are_refused_and_only_the_operator_writes_features() {
-    let (db, owner) = setup().await;
-    features(&owner).await;
-    let mut api = db.api().await;
+    let (_db, owner, mut api) = setup_with_features().await;
     let me = Caller::User(Uuid::new_v4());
     let rows = api
         .call(&me, "SELECT billing.has_feature('no_such_feature'), billing.feature_limit('no_such_feature')", &[])

@@ -99,8 +99,7 @@ async fn dropped_deliveries_are_caught_up_to_the_state_full_delivery_gives() {
     let a_owner = a.owner().await;
     seed(&a_owner, true).await;
     let port = free_port();
-    let hook = format!("http://127.0.0.1:{port}/api/stripe/webhook");
-    let emulator = Emulator::start(Some(&hook)).await;
+    let emulator = Emulator::delivering_to(port, &[]).await;
     // No periodic catch-up during the story: the test runs it when the damage is done.
     let worker_a = Worker::start_on(
         port,
@@ -240,8 +239,7 @@ async fn the_worker_catches_up_when_it_starts() {
     let owner = db.owner().await;
     seed(&owner, true).await;
     let port = free_port();
-    let hook = format!("http://127.0.0.1:{port}/api/stripe/webhook");
-    let emulator = Emulator::start(Some(&hook)).await;
+    let emulator = Emulator::delivering_to(port, &[]).await;
     let worker = Worker::start_on(port, &db.dsn, Some(&emulator.url), &[]).await;
     let user = Uuid::new_v4();
     let mut api = db.api().await;
@@ -438,16 +436,13 @@ async fn an_event_caught_up_in_an_older_api_version_applies_beside_basil_webhook
     // brings the purchase and a credit note in the 2023-08-16 shape, and all apply: the first
     // period's tokens less the credit, the renewal's, and the subscription keeps the newer
     // report (basil's period).
-    let db = TestDb::new().await;
-    let owner = db.owner().await;
-    seed(&owner, true).await;
-    let port = free_port();
-    let hook = format!("http://127.0.0.1:{port}/api/stripe/webhook");
-    let emulator = Emulator::start_with(Some(&hook), &["--api-version", "2023-08-16"]).await;
-    let worker = Worker::start_on(
-        port,
-        &db.dsn,
-        Some(&emulator.url),
+    let Stack {
+        db,
+        owner,
+        emulator,
+        worker,
+    } = Stack::start(
+        &["--api-version", "2023-08-16"],
         &["--catch-up-interval-seconds", "0"],
     )
     .await;

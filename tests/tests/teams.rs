@@ -47,34 +47,35 @@ async fn owners_and_admins_buy_and_manage_members_and_members_do_not() {
     .unwrap();
     assert_eq!(awaited["status"], "pending", "{awaited}");
     // A member may not buy, open the portal or wait on the owner's request; an outsider neither.
-    for who in [bob, carol] {
-        assert_error(
-            one::<Uuid>(
-                api,
-                who,
-                "SELECT billing.request_checkout('price_pack', account_id => $1)",
-                &[&team],
-            )
-            .await,
-            "42501",
-            "not owner or admin of account",
-        );
-        assert_error(
-            one::<Uuid>(
-                api,
-                who,
-                "SELECT billing.request_portal(account_id => $1)",
-                &[&team],
-            )
-            .await,
-            "42501",
-            "not owner or admin",
-        );
-        assert_error(
-            one::<Value>(api, who, "SELECT billing.await_request($1, 0)", &[&request]).await,
-            "P0002",
-            "not found",
-        );
+    for who in [Caller::User(bob), Caller::User(carol)] {
+        api.assert_refused(
+            &[&team],
+            &[
+                (
+                    &who,
+                    "SELECT billing.request_checkout('price_pack', account_id => $1)",
+                    "42501",
+                    "not owner or admin of account",
+                ),
+                (
+                    &who,
+                    "SELECT billing.request_portal(account_id => $1)",
+                    "42501",
+                    "not owner or admin",
+                ),
+            ],
+        )
+        .await;
+        api.assert_refused(
+            &[&request],
+            &[(
+                &who,
+                "SELECT billing.await_request($1, 0)",
+                "P0002",
+                "not found",
+            )],
+        )
+        .await;
     }
     // The team's customer opens the team's portal for its admins.
     add_customer(&t.owner, team, "cus_team").await;
@@ -139,28 +140,25 @@ async fn owners_and_admins_buy_and_manage_members_and_members_do_not() {
         "only an owner may remove an owner",
     );
     // The last owner stays: neither removed nor demoted.
-    assert_error(
-        one::<bool>(
-            api,
-            alice,
-            "SELECT billing.remove_team_member($1, $2)",
-            &[&team, &alice],
-        )
-        .await,
-        "BL021",
-        "without an owner",
-    );
-    assert_error(
-        one::<Value>(
-            api,
-            alice,
-            "SELECT billing.set_team_member($1, $2, 'admin')",
-            &[&team, &alice],
-        )
-        .await,
-        "BL021",
-        "without an owner",
-    );
+    let as_alice = Caller::User(alice);
+    api.assert_refused(
+        &[&team, &alice],
+        &[
+            (
+                &as_alice,
+                "SELECT billing.remove_team_member($1, $2)",
+                "BL021",
+                "without an owner",
+            ),
+            (
+                &as_alice,
+                "SELECT billing.set_team_member($1, $2, 'admin')",
+                "BL021",
+                "without an owner",
+            ),
+        ],
+    )
+    .await;
     // With a second owner, the first may step down.
     one::<Value>(
         api,
@@ -289,32 +287,12 @@ async fn members_spend_concurrently_within_their_monthly_limits() {
     )
     .await
     .unwrap();
-    let first: Value = one(
-        &mut t.api,
-        t.bob,
-        "SELECT billing.spend_account_tokens($1, 10, idempotency_key => 'k')",
-        &[&team],
-    )
-    .await
-    .unwrap();
-    let again: Value = one(
-        &mut t.api,
-        t.bob,
-        "SELECT billing.spend_account_tokens($1, 10, idempotency_key => 'k')",
-        &[&team],
-    )
-    .await
-    .unwrap();
+    let keyed = "SELECT billing.spend_account_tokens($1, 10, idempotency_key => 'k')";
+    let first: Value = one(&mut t.api, t.bob, keyed, &[&team]).await.unwrap();
+    let again: Value = one(&mut t.api, t.bob, keyed, &[&team]).await.unwrap();
     assert_eq!(again["duplicate"], true, "{again}");
     assert_eq!(again["spend_id"], first["spend_id"]);
-    let daves: Value = one(
-        &mut t.api,
-        dave,
-        "SELECT billing.spend_account_tokens($1, 10, idempotency_key => 'k')",
-        &[&team],
-    )
-    .await
-    .unwrap();
+    let daves: Value = one(&mut t.api, dave, keyed, &[&team]).await.unwrap();
     assert_eq!(daves["duplicate"], false, "{daves}");
     assert_error(
         one::<Value>(
@@ -386,22 +364,25 @@ async fn a_member_removed_mid_spend_can_no_longer_spend_or_read() {
         1
     );
     let api = &mut t.api;
-    assert_error(
-        one::<Value>(
-            api,
-            bob,
-            "SELECT billing.spend_account_tokens($1, 1)",
-            &[&team],
-        )
-        .await,
-        "42501",
-        "not a member of account",
-    );
-    assert_error(
-        one::<i64>(api, bob, "SELECT billing.token_balance($1)", &[&team]).await,
-        "42501",
-        "you can only read your own balance or that of a team",
-    );
+    let as_bob = Caller::User(bob);
+    api.assert_refused(
+        &[&team],
+        &[
+            (
+                &as_bob,
+                "SELECT billing.spend_account_tokens($1, 1)",
+                "42501",
+                "not a member of account",
+            ),
+            (
+                &as_bob,
+                "SELECT billing.token_balance($1)",
+                "42501",
+                "you can only read your own balance or that of a team",
+            ),
+        ],
+    )
+    .await;
     for table in [
         "token_grants",
         "token_spends",

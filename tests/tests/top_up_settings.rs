@@ -2,7 +2,8 @@
 //! deliberate SQLSTATEs, nothing changed by bad input, users only their own row), the spend
 //! that crosses the threshold queueing exactly one top_up request even when many cross at once,
 //! and the monthly limits. The worker's charge and the webhook's grant: worker_top_up.rs.
-use stripe_billing_tests::pg::{assert_error, Api, Caller, TestDb};
+use stripe_billing_tests::pg::{assert_error, one, Api, Caller, TestDb};
+use stripe_billing_tests::tokens::{grant, spend};
 use tokio_postgres::Client;
 use uuid::Uuid;
 
@@ -26,48 +27,26 @@ async fn setup() -> (TestDb, Client, Api) {
     (db, owner, api)
 }
 
-async fn count(owner: &Client, sql: &str) -> i64 {
-    owner.query_one(sql, &[]).await.unwrap().get(0)
-}
-
 async fn set_mine(
     api: &mut Api,
     user: Uuid,
     args: &str,
 ) -> Result<serde_json::Value, tokio_postgres::Error> {
-    api.call(
+    api.one(
         &Caller::User(user),
         &format!("SELECT billing.set_my_auto_top_up({args})"),
         &[],
     )
     .await
-    .map(|rows| rows[0].get(0))
-}
-
-async fn grant(owner: &Client, user: Uuid, tokens: i64) {
-    owner
-        .execute("SELECT billing.grant_tokens($1, $2)", &[&user, &tokens])
-        .await
-        .unwrap();
-}
-
-async fn spend(owner: &Client, user: Uuid, amount: i64) -> serde_json::Value {
-    owner
-        .query_one("SELECT billing.spend_tokens($1, $2)", &[&user, &amount])
-        .await
-        .unwrap()
-        .get(0)
 }
 
 async fn top_ups(owner: &Client, user: Uuid) -> i64 {
-    owner
-        .query_one(
-            "SELECT count(*) FROM billing.stripe_requests WHERE user_id = $1 AND kind = 'top_up'",
-            &[&user],
-        )
-        .await
-        .unwrap()
-        .get(0)
+    one(
+        owner,
+        "SELECT count(*) FROM billing.stripe_requests WHERE user_id = $1 AND kind = 'top_up'",
+        &[&user],
+    )
+    .await
 }
 
 #[tokio::test]
@@ -122,20 +101,21 @@ async fn users_set_their_own_settings_within_bounds() {
         assert_error(set_mine(&mut api, user, args).await, code, needle);
     }
     assert_eq!(
-        count(&owner, "SELECT count(*) FROM billing.auto_top_ups").await,
+        one::<i64>(&owner, "SELECT count(*) FROM billing.auto_top_ups", &[]).await,
         0,
         "bad input changes nothing"
     );
-    assert_error(
-        api.call(
+    let (mine, denied) = (Caller::User(user), "permission denied");
+    api.assert_refused(
+        &[],
+        &[(
             &Caller::Anon,
             "SELECT billing.set_my_auto_top_up('pack', 100, 3, 5000)",
-            &[],
-        )
-        .await,
-        "42501",
-        "permission denied",
-    );
+            "42501",
+            denied,
+        )],
+    )
+    .await;
 
     let set = set_mine(&mut api, user, "'pack', 100, 3, 5000")
         .await
@@ -153,56 +133,46 @@ async fn users_set_their_own_settings_within_bounds() {
         .await
         .unwrap();
     let seen: i64 = api
-        .call(
-            &Caller::User(user),
-            "SELECT count(*) FROM billing.auto_top_ups",
-            &[],
-        )
+        .one(&mine, "SELECT count(*) FROM billing.auto_top_ups", &[])
         .await
-        .unwrap()[0]
-        .get(0);
+        .unwrap();
     assert_eq!(seen, 1, "only their own row");
-    assert_error(
-        api.call(
-            &Caller::User(user),
+    api.assert_refused(
+        &[],
+        &[(
+            &mine,
             "UPDATE billing.auto_top_ups SET threshold = 0",
-            &[],
-        )
-        .await,
-        "42501",
-        "permission denied",
-    );
-    assert_error(
-        api.call(
-            &Caller::User(user),
+            "42501",
+            denied,
+        )],
+    )
+    .await;
+    api.assert_refused(
+        &[&user],
+        &[(
+            &mine,
             "SELECT billing.set_auto_top_up($1, 'pack', 1, 1, 900)",
-            &[&user],
-        )
-        .await,
-        "42501",
-        "permission denied",
-    );
+            "42501",
+            denied,
+        )],
+    )
+    .await;
     let off: serde_json::Value = api
-        .call(
-            &Caller::User(user),
-            "SELECT billing.disable_my_auto_top_up()",
-            &[],
-        )
+        .one(&mine, "SELECT billing.disable_my_auto_top_up()", &[])
         .await
-        .unwrap()[0]
-        .get(0);
+        .unwrap();
     assert_eq!(off["enabled"], false);
     assert_eq!(off["disabled_reason"], "turned off by the user");
-    assert_error(
-        api.call(
+    api.assert_refused(
+        &[],
+        &[(
             &Caller::User(Uuid::new_v4()),
             "SELECT billing.disable_my_auto_top_up()",
-            &[],
-        )
-        .await,
-        "P0002",
-        "auto top-up is not set up",
-    );
+            "P0002",
+            "auto top-up is not set up",
+        )],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -319,20 +289,19 @@ async fn the_monthly_limit_queues_nothing_and_tells_the_user_once() {
         1,
         "past the count limit: nothing queued"
     );
-    let notified = count(
+    let notified: i64 = one(
         &owner,
         "SELECT count(*) FROM billing.notifications WHERE kind = 'top_up_limit_reached'",
+        &[],
     )
     .await;
     assert_eq!(notified, 1, "told once a month");
-    let payload: serde_json::Value = owner
-        .query_one(
-            "SELECT payload FROM billing.notifications WHERE kind = 'top_up_limit_reached'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let payload: serde_json::Value = one(
+        &owner,
+        "SELECT payload FROM billing.notifications WHERE kind = 'top_up_limit_reached'",
+        &[],
+    )
+    .await;
     assert_eq!(payload["count"], 1);
     assert_eq!(payload["monthly_count_limit"], 1);
 

@@ -114,13 +114,12 @@ fn assert_the_event(events: &[Value], identifier: &str) {
 
 #[tokio::test]
 async fn overage_is_reported_once_through_stripe_5xx() {
-    let db = TestDb::new().await;
-    let owner = db.owner().await;
-    seed(&owner, true).await;
-    let port = free_port();
-    let hook = format!("http://127.0.0.1:{port}/api/stripe/webhook");
-    let emulator = Emulator::start(Some(&hook)).await;
-    let worker = Worker::start_on(port, &db.dsn, Some(&emulator.url), &[]).await;
+    let Stack {
+        db,
+        owner,
+        emulator,
+        worker,
+    } = Stack::start(&[], &[]).await;
     let (user, customer) = subscriber(&db, &owner, &emulator, &worker).await;
 
     // Stripe fails the first two calls with a 500 before doing anything.
@@ -151,8 +150,7 @@ async fn killed_after_stripe_recorded_it(forget_keys: bool) {
     let owner = db.owner().await;
     seed(&owner, true).await;
     let port = free_port();
-    let hook = format!("http://127.0.0.1:{port}/api/stripe/webhook");
-    let emulator = Emulator::start(Some(&hook)).await;
+    let emulator = Emulator::delivering_to(port, &[]).await;
     let lease = ["--lease-seconds", "2", "--stripe-timeout-ms", "1000"];
     let mut doomed = Worker::start_on(
         port,
@@ -258,8 +256,7 @@ async fn a_meter_event_that_ran_out_of_attempts_is_reported_once_when_the_operat
         .await
         .unwrap();
     let port = free_port();
-    let hook = format!("http://127.0.0.1:{port}/api/stripe/webhook");
-    let emulator = Emulator::start(Some(&hook)).await;
+    let emulator = Emulator::delivering_to(port, &[]).await;
     let worker = Worker::start_on(port, &db.dsn, Some(&emulator.url), &[]).await;
     let (user, customer) = subscriber(&db, &owner, &emulator, &worker).await;
 

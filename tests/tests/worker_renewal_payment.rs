@@ -13,31 +13,6 @@ use worker_support::*;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-async fn balance(owner: &Client, user: Uuid) -> i64 {
-    owner
-        .query_one("SELECT billing.token_balance($1)", &[&user])
-        .await
-        .unwrap()
-        .get(0)
-}
-
-/// Waits until `user`'s balance is `want` (the worker applies what it is sent and asked).
-async fn wait_balance(owner: &Client, user: Uuid, want: i64, worker: &Worker) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let got = balance(owner, user).await;
-        if got == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "balance {got}, want {want}\n{}",
-            worker.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// The Stripe API calls the worker made (the emulator's log, without the test's own control
 /// calls) whose path starts with `prefix`.
 async fn calls(emulator: &Emulator, prefix: &str) -> Vec<Value> {
@@ -77,19 +52,18 @@ async fn drained(owner: &Client, worker: &Worker) {
 
 #[tokio::test]
 async fn basil_renewals_cost_no_call_and_their_refunds_still_take_tokens() {
-    let db = stripe_billing_tests::pg::TestDb::new().await;
-    let owner = db.owner().await;
-    seed(&owner, true).await;
-    let port = free_port();
-    let hook = format!("http://127.0.0.1:{port}/api/stripe/webhook");
-    let emulator = Emulator::start_with(Some(&hook), &["--api-version", "2025-03-31.basil"]).await;
-    let worker = Worker::start_on(port, &db.dsn, Some(&emulator.url), &[]).await;
+    let Stack {
+        db,
+        owner,
+        emulator,
+        worker,
+    } = Stack::start(&["--api-version", "2025-03-31.basil"], &[]).await;
 
     let mut api = db.api().await;
     let user = Uuid::new_v4();
     let session = checkout_session(&mut api, &owner, user, "price_pro", &worker).await;
     emulator.complete_checkout(&session).await;
-    wait_balance(&owner, user, 1000, &worker).await;
+    wait_balance(&owner, user, 1000, &worker, WAIT).await;
     let sub: String = owner
         .query_one(
             "SELECT stripe_subscription_id FROM billing.subscriptions WHERE user_id = $1",
@@ -105,7 +79,7 @@ async fn basil_renewals_cost_no_call_and_their_refunds_still_take_tokens() {
         emulator
             .post(&format!("/_emulator/subscriptions/{sub}/renew"), json!({}))
             .await;
-        wait_balance(&owner, user, want, &worker).await;
+        wait_balance(&owner, user, want, &worker, WAIT).await;
     }
     drained(&owner, &worker).await;
     assert_eq!(
@@ -136,7 +110,7 @@ async fn basil_renewals_cost_no_call_and_their_refunds_still_take_tokens() {
             json!({"amount": 1000}),
         )
         .await;
-    wait_balance(&owner, user, 2500, &worker).await;
+    wait_balance(&owner, user, 2500, &worker, WAIT).await;
     // A second refund of that payment applies at once: it was looked up.
     emulator
         .post(
@@ -144,7 +118,7 @@ async fn basil_renewals_cost_no_call_and_their_refunds_still_take_tokens() {
             json!({"amount": 500}),
         )
         .await;
-    wait_balance(&owner, user, 2250, &worker).await;
+    wait_balance(&owner, user, 2250, &worker, WAIT).await;
     drained(&owner, &worker).await;
 
     // One lookup, for the refund that needed it, with the parameters Stripe documents.

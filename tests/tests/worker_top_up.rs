@@ -42,8 +42,7 @@ async fn world(version: &str, count_limit: i32) -> World {
         .await
         .unwrap();
     let port = free_port();
-    let hook = format!("http://127.0.0.1:{port}/api/stripe/webhook");
-    let emulator = Emulator::start_with(Some(&hook), &["--api-version", version]).await;
+    let emulator = Emulator::delivering_to(port, &["--api-version", version]).await;
     let worker = Worker::start_on(port, &db.dsn, Some(&emulator.url), &[]).await;
     let mut api = db.api().await;
     let user = Uuid::new_v4();
@@ -62,7 +61,7 @@ async fn world(version: &str, count_limit: i32) -> World {
         "off_session"
     );
     emulator.complete_checkout(&session).await;
-    wait_balance(&owner, user, 500, &worker).await;
+    wait_balance(&owner, user, 500, &worker, WAIT).await;
     let customer: String = owner
         .query_one(
             "SELECT stripe_customer_id FROM billing.customers WHERE user_id = $1",
@@ -78,30 +77,6 @@ async fn world(version: &str, count_limit: i32) -> World {
         worker,
         user,
         customer,
-    }
-}
-
-async fn balance(owner: &Client, user: Uuid) -> i64 {
-    owner
-        .query_one("SELECT billing.token_balance($1)", &[&user])
-        .await
-        .unwrap()
-        .get(0)
-}
-
-async fn wait_balance(owner: &Client, user: Uuid, want: i64, worker: &Worker) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let got = balance(owner, user).await;
-        if got == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "balance {got}, want {want}\n{}",
-            worker.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -188,7 +163,7 @@ async fn top_up_granted(version: &str) {
         t.await.unwrap().unwrap();
     }
     let request = top_up_request(&w).await;
-    wait_balance(&w.owner, w.user, 600, &w.worker).await;
+    wait_balance(&w.owner, w.user, 600, &w.worker, WAIT).await;
     let done = finished(&w.owner, request, WAIT).await;
     assert_eq!(done.status, "succeeded", "{done:?}\n{}", w.worker.logs());
     let intent = done.result.unwrap()["payment_intent"]
@@ -261,7 +236,7 @@ async fn top_up_granted(version: &str) {
     w.emulator
         .post(&format!("/_emulator/charges/{charge}/refund"), json!({}))
         .await;
-    wait_balance(&w.owner, w.user, 100, &w.worker).await;
+    wait_balance(&w.owner, w.user, 100, &w.worker, WAIT).await;
 }
 
 #[tokio::test]
@@ -294,7 +269,7 @@ async fn a_webhook_before_the_worker_s_answer_grants_once() {
     .await
     .unwrap();
     wait_event(&w, "payment_intent.succeeded").await;
-    wait_balance(&w.owner, w.user, 550, &w.worker).await;
+    wait_balance(&w.owner, w.user, 550, &w.worker, WAIT).await;
     assert_eq!(
         row(&w.owner, request).await.status,
         "running",
@@ -397,7 +372,7 @@ async fn past_the_monthly_limit_no_charge_and_one_notification() {
     let w = world(LEGACY, 1).await;
     spend(&w, 450).await;
     let request = top_up_request(&w).await;
-    wait_balance(&w.owner, w.user, 550, &w.worker).await;
+    wait_balance(&w.owner, w.user, 550, &w.worker, WAIT).await;
     finished(&w.owner, request, WAIT).await;
     for _ in 0..2 {
         spend(&w, 500).await; // 50: crosses again, past the limit of one a month
@@ -420,7 +395,7 @@ async fn a_disputed_top_up_takes_its_tokens_back_until_the_dispute_is_won() {
     let w = world(LEGACY, 3).await;
     spend(&w, 450).await;
     let request = top_up_request(&w).await;
-    wait_balance(&w.owner, w.user, 550, &w.worker).await;
+    wait_balance(&w.owner, w.user, 550, &w.worker, WAIT).await;
     let done = finished(&w.owner, request, WAIT).await;
     let intent = done.result.unwrap()["payment_intent"]
         .as_str()
@@ -432,7 +407,7 @@ async fn a_disputed_top_up_takes_its_tokens_back_until_the_dispute_is_won() {
         .post(&format!("/_emulator/charges/{charge}/dispute"), json!({}))
         .await;
     // The funds are withdrawn: the top-up's 500 tokens go back.
-    wait_balance(&w.owner, w.user, 50, &w.worker).await;
+    wait_balance(&w.owner, w.user, 50, &w.worker, WAIT).await;
     let id = dispute["object"]["id"]
         .as_str()
         .or_else(|| dispute["id"].as_str())
@@ -444,5 +419,5 @@ async fn a_disputed_top_up_takes_its_tokens_back_until_the_dispute_is_won() {
             json!({"won": true}),
         )
         .await;
-    wait_balance(&w.owner, w.user, 550, &w.worker).await;
+    wait_balance(&w.owner, w.user, 550, &w.worker, WAIT).await;
 }

@@ -2,7 +2,8 @@
 //! caller sees of them.
 #![allow(dead_code)]
 
-use stripe_billing_tests::pg::{Api, Caller};
+use crate::subscription_support::setup;
+use stripe_billing_tests::pg::{Api, Caller, TestDb};
 use tokio_postgres::Client;
 
 pub const HOUR: i64 = 3600;
@@ -19,6 +20,14 @@ pub async fn features(owner: &Client) {
         )
         .await
         .unwrap();
+}
+
+/// subscription_support's set-up with [`features`] on its plans, and a PostgREST-like connection.
+pub async fn setup_with_features() -> (TestDb, Client, Api) {
+    let (db, owner) = setup().await;
+    features(&owner).await;
+    let api = db.api().await;
+    (db, owner, api)
 }
 
 /// (has export, export limit, has api, api limit) as `caller` sees them.

@@ -69,15 +69,14 @@ pub async fn team(tokens: i64) -> Team {
     }
 }
 
-pub async fn one<T: for<'a> tokio_postgres::types::FromSql<'a>>(
+/// [`Api::one`] as the user `who`.
+pub async fn one<T: tokio_postgres::types::FromSqlOwned>(
     api: &mut Api,
     who: Uuid,
     sql: &str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> Result<T, tokio_postgres::Error> {
-    api.call(&Caller::User(who), sql, params)
-        .await
-        .map(|rows| rows[0].get(0))
+    api.one(&Caller::User(who), sql, params).await
 }
 
 /// What a refused call must leave as it was.
@@ -91,5 +90,5 @@ pub async fn before(c: &Client) -> (i64, i64, i64, i64) {
 }
 
 pub async fn count(client: &Client, sql: &str) -> i64 {
-    client.query_one(sql, &[]).await.unwrap().get(0)
+    stripe_billing_tests::pg::one(client, sql, &[]).await
 }

@@ -1,18 +1,18 @@
 //! The doctor's checks of the Stripe account, made with the worker's own key and client: the
-//! key is accepted, every active plan's price exists and fits the plan, an enabled webhook
-//! endpoint delivers every event type the product applies, and a default Customer Portal
-//! configuration exists.
+//! key is accepted, every active plan's price exists and fits the plan, the webhook endpoints
+//! (endpoints.rs) and the plans' meters (meters.rs) are as they must be, and a default Customer
+//! Portal configuration exists.
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use stripe_billing_core::event::APPLIED_TYPES;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::database::Plan;
+use super::endpoints;
 use super::Check;
-use crate::config::{Config, Secret, VETTED_STRIPE_VERSIONS};
+use crate::config::{Config, Secret};
 use crate::stripe::{Bounds, Rejection, Stripe, StripeError};
 
 /// Test or live mode, as a key's prefix says.
@@ -97,7 +97,6 @@ pub fn describe_key(key: Option<&Secret>) -> String {
 }
 
 const KEY: &str = "Stripe key";
-const ENDPOINT: &str = "webhook endpoint";
 const PORTAL: &str = "customer portal";
 
 /// The Stripe checks, in checklist order. `plans` is the catalog, or the check that says why
@@ -107,7 +106,7 @@ pub async fn checks(config: &Config, key: &Key, plans: Result<Vec<Plan>, Check>)
         vec![
             first,
             Check::skipped("prices", why),
-            Check::skipped(ENDPOINT, why),
+            Check::skipped(endpoints::ENDPOINT, why),
             Check::skipped(PORTAL, why),
         ]
     };
@@ -186,8 +185,11 @@ pub async fn checks(config: &Config, key: &Key, plans: Result<Vec<Plan>, Check>)
             out.extend(super::meters::checks(&client, &plans, mode).await);
         }
     }
-    let version_warning = endpoints.as_ref().ok().and_then(|list| version_check(list));
-    out.push(endpoint_check(endpoints, mode));
+    let version_warning = endpoints
+        .as_ref()
+        .ok()
+        .and_then(|list| endpoints::version_check(list));
+    out.push(endpoints::endpoint_check(endpoints, mode));
     out.extend(version_warning);
     out.push(portal_check(&client, mode).await);
     out
@@ -198,22 +200,6 @@ pub(super) struct Client {
     stripe: Stripe,
     abort: CancellationToken,
     timeout: Duration,
-}
-
-/// Whether an endpoint's `enabled_events` (Stripe's list, where `*` means every event)
-/// delivers `event_type`.
-fn delivers(enabled_events: &[String], event_type: &str) -> bool {
-    enabled_events.iter().any(|e| e == "*" || e == event_type)
-}
-
-/// The applied types an endpoint with `enabled_events` does not deliver, in
-/// [`APPLIED_TYPES`] order.
-fn missing(enabled_events: &[String]) -> Vec<&'static str> {
-    APPLIED_TYPES
-        .iter()
-        .copied()
-        .filter(|t| !delivers(enabled_events, t))
-        .collect()
 }
 
 /// Pages of a list read at most (100 objects each).
@@ -266,7 +252,7 @@ pub(super) fn segment(id: &str) -> String {
 }
 
 /// What Stripe's refusal says, for a check's detail.
-fn refused(r: &Rejection) -> String {
+pub(super) fn refused(r: &Rejection) -> String {
     match r.status {
         Some(403) => format!("the key may not read this (HTTP 403): {}", r.message),
         _ => r.message.clone(),
@@ -351,112 +337,6 @@ async fn price_check(client: &Client, plan: &Plan, mode: Mode) -> Check {
     )
 }
 
-/// A warning for enabled endpoints pinned to an API version the product has not vetted, that
-/// is, one its golden event fixtures do not cover ([`VETTED_STRIPE_VERSIONS`]): the normaliser
-/// reads the 2023-08-16 shape and basil's, and a version between them, or after basil, may
-/// have changed a field it reads. An endpoint without `api_version` sends the account's
-/// default version, which the API does not report; it is not judged here.
-fn version_check(endpoints: &[Value]) -> Option<Check> {
-    let unvetted: Vec<String> = endpoints
-        .iter()
-        .filter(|e| e["status"].as_str().unwrap_or("enabled") == "enabled")
-        .filter_map(|e| {
-            let version = e["api_version"].as_str()?;
-            (!VETTED_STRIPE_VERSIONS.contains(&version))
-                .then(|| format!("{} sends {version}", e["id"].as_str().unwrap_or("?")))
-        })
-        .collect();
-    if unvetted.is_empty() {
-        return None;
-    }
-    Some(Check::warning(
-        "webhook API version",
-        format!(
-            "{}, a version the event normaliser was not tested with (tested: {}); compare its changelog with the fields the product reads, or pin the endpoint to a tested version",
-            unvetted.join("; "),
-            VETTED_STRIPE_VERSIONS.join(", ")
-        ),
-    ))
-}
-
-fn endpoint_check(endpoints: Result<Vec<Value>, StripeError>, mode: Mode) -> Check {
-    let endpoints = match endpoints {
-        Ok(list) => list,
-        Err(StripeError::Rejected(r)) => {
-            return Check::unknown(
-                ENDPOINT,
-                format!("cannot list webhook endpoints: {}", refused(&r)),
-            )
-        }
-        Err(StripeError::Transient(e)) => {
-            return Check::unknown(ENDPOINT, format!("cannot list webhook endpoints: {e}"))
-        }
-    };
-    let events = APPLIED_TYPES.join(", ");
-    let add = format!(
-        "add an endpoint at {} for https://<worker>/api/stripe/webhook (or PostgREST's /rpc/stripe_webhook) with these events: {events}",
-        mode.dashboard("webhooks")
-    );
-    let enabled: Vec<(&str, &str, Vec<String>)> = endpoints
-        .iter()
-        .filter(|e| e["status"].as_str().unwrap_or("enabled") == "enabled")
-        .map(|e| {
-            let types = e["enabled_events"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|t| t.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
-            (
-                e["id"].as_str().unwrap_or("?"),
-                e["url"].as_str().unwrap_or("?"),
-                types,
-            )
-        })
-        .collect();
-    if enabled.is_empty() {
-        return Check::problem(
-            ENDPOINT,
-            format!(
-                "Stripe has no enabled webhook endpoint in {} mode: nothing it reports reaches the database (`stripe listen` forwards without one)",
-                mode.name()
-            ),
-            add,
-        );
-    }
-    if let Some((id, url, _)) = enabled
-        .iter()
-        .find(|(_, _, types)| missing(types).is_empty())
-    {
-        return Check::passed(
-            ENDPOINT,
-            format!(
-                "{id} ({url}) delivers all {} event types the product applies",
-                APPLIED_TYPES.len()
-            ),
-        );
-    }
-    // None covers everything: name what the closest one lacks.
-    let (id, url, types) = enabled
-        .iter()
-        .min_by_key(|(_, _, types)| missing(types).len())
-        .expect("not empty");
-    let lacking = missing(types);
-    Check::problem(
-        ENDPOINT,
-        format!(
-            "no enabled endpoint delivers every event type the product applies; {id} ({url}) lacks {}",
-            lacking.join(", ")
-        ),
-        format!(
-            "enable the missing events on {id} at {}",
-            mode.dashboard("webhooks")
-        ),
-    )
-}
-
 async fn portal_check(client: &Client, mode: Mode) -> Check {
     let params = json!({"is_default": true, "active": true, "limit": 1});
     match client.get("/v1/billing_portal/configurations", params).await {
@@ -493,7 +373,6 @@ async fn portal_check(client: &Client, mode: Mode) -> Check {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::doctor::Status;
 
     #[test]
     fn ids_cannot_change_the_path() {
@@ -518,89 +397,5 @@ mod tests {
             "key of an unrecognised kind"
         );
         assert_eq!(describe_key(None), "no key");
-    }
-
-    fn endpoint(id: &str, status: &str, events: &[&str]) -> Value {
-        json!({"id": id, "url": format!("https://app.example/{id}"), "status": status, "enabled_events": events})
-    }
-
-    #[test]
-    fn wildcards_and_lists_of_types() {
-        assert!(missing(&["*".to_string()]).is_empty());
-        let some = [
-            "invoice.paid".to_string(),
-            "checkout.session.completed".to_string(),
-        ];
-        let gaps = missing(&some);
-        assert_eq!(gaps.len(), APPLIED_TYPES.len() - 2);
-        assert!(!gaps.contains(&"invoice.paid"));
-        assert_eq!(gaps[0], "checkout.session.async_payment_succeeded");
-        assert!(!delivers(&[], "invoice.paid"));
-    }
-
-    #[test]
-    fn an_endpoint_on_an_untested_api_version_is_a_warning() {
-        let on = |version: Value| {
-            let mut e = endpoint("we_1", "enabled", &["*"]);
-            e["api_version"] = version;
-            e
-        };
-        for vetted in ["2023-08-16", "2025-03-31.basil"] {
-            assert_eq!(version_check(&[on(json!(vetted))]), None, "{vetted}");
-        }
-        assert_eq!(
-            version_check(&[on(Value::Null)]),
-            None,
-            "the account default"
-        );
-        let mut off = on(json!("2024-06-20"));
-        off["status"] = json!("disabled");
-        assert_eq!(
-            version_check(&[off]),
-            None,
-            "a disabled endpoint sends nothing"
-        );
-        let w = version_check(&[on(json!("2025-03-31.basil")), on(json!("2024-06-20"))])
-            .expect("a warning");
-        assert_eq!(w.status, Status::Warning);
-        assert!(w.detail.starts_with("we_1 sends 2024-06-20, "), "{w}");
-        assert!(w.to_string().starts_with("! webhook API version: "), "{w}");
-        assert_eq!(
-            crate::doctor::exit_code(std::slice::from_ref(&w)),
-            0,
-            "not a failure"
-        );
-        assert_eq!(crate::doctor::summary(&[w]), "0 passed, 1 warning");
-    }
-
-    #[test]
-    fn an_endpoint_must_deliver_every_applied_type() {
-        let all: Vec<&str> = APPLIED_TYPES.to_vec();
-        let ok = endpoint_check(Ok(vec![endpoint("we_1", "enabled", &all)]), Mode::Test);
-        assert_eq!(ok.status, Status::Passed, "{ok}");
-        let star = endpoint_check(Ok(vec![endpoint("we_1", "enabled", &["*"])]), Mode::Test);
-        assert_eq!(star.status, Status::Passed, "{star}");
-        let disabled = endpoint_check(Ok(vec![endpoint("we_1", "disabled", &["*"])]), Mode::Test);
-        assert_eq!(disabled.status, Status::Problem, "{disabled}");
-        let none = endpoint_check(Ok(vec![]), Mode::Live);
-        assert!(none
-            .fix
-            .unwrap()
-            .contains("https://dashboard.stripe.com/webhooks"));
-        let partial = endpoint_check(
-            Ok(vec![
-                endpoint("we_1", "enabled", &["invoice.paid"]),
-                endpoint("we_2", "enabled", &all[..all.len() - 1]),
-            ]),
-            Mode::Test,
-        );
-        assert_eq!(partial.status, Status::Problem);
-        let last = all[all.len() - 1];
-        assert!(
-            partial
-                .detail
-                .ends_with(&format!("we_2 (https://app.example/we_2) lacks {last}")),
-            "{partial}"
-        );
     }
 }

@@ -4,8 +4,9 @@
 //!
 //! - `database`: the extension version, the webhook signing secrets, the security report, and
 //!   whether NOTIFY reaches a LISTEN connection (the worker's own self-check).
-//! - `account`: the key's mode, every active plan's price, the webhook endpoints' event types
-//!   and the Customer Portal configuration, read from Stripe.
+//! - `account`: the key's mode, every active plan's price and the Customer Portal
+//!   configuration, read from Stripe.
+//! - `endpoints`: the webhook endpoints' event types and API versions.
 //! - `meters`: the Billing Meter and metered price of each plan that allows overage.
 //!
 //! Exit codes: 0 when every check passed, 1 when at least one found a problem, 2 when none
@@ -14,6 +15,7 @@
 
 mod account;
 mod database;
+mod endpoints;
 mod meters;
 
 use std::fmt;

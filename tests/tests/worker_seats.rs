@@ -7,7 +7,7 @@
 //! Both API shapes. The SQL rules alone: seat_changes.rs.
 mod worker_support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -19,30 +19,6 @@ use worker_support::*;
 const WAIT: Duration = Duration::from_secs(30);
 /// Plan pro's monthly tokens (`seed`).
 const MONTHLY: i64 = 1000;
-
-async fn balance(owner: &Client, account: Uuid) -> i64 {
-    owner
-        .query_one("SELECT billing.token_balance($1)", &[&account])
-        .await
-        .unwrap()
-        .get(0)
-}
-
-async fn wait_balance(owner: &Client, account: Uuid, want: i64, worker: &Worker) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let got = balance(owner, account).await;
-        if got == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "balance {got}, want {want}\n{}",
-            worker.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 async fn quantity(owner: &Client, account: Uuid) -> Option<i64> {
     owner
@@ -136,8 +112,7 @@ async fn bought_two_seats(version: &str) -> World {
         .await
         .unwrap();
     let port = free_port();
-    let hook = format!("http://127.0.0.1:{port}/api/stripe/webhook");
-    let emulator = Emulator::start_with(Some(&hook), &["--api-version", version]).await;
+    let emulator = Emulator::delivering_to(port, &["--api-version", version]).await;
     let worker = Worker::start_on(port, &db.dsn, Some(&emulator.url), &[]).await;
     let mut api = db.api().await;
     let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
@@ -170,7 +145,7 @@ async fn bought_two_seats(version: &str) -> World {
         .complete_checkout(done.result.unwrap()["session_id"].as_str().unwrap())
         .await;
     // Two seats' tokens.
-    wait_balance(&owner, team, 2 * MONTHLY, &worker).await;
+    wait_balance(&owner, team, 2 * MONTHLY, &worker, WAIT).await;
     let sub: String = owner
         .query_one(
             "SELECT stripe_subscription_id FROM billing.subscriptions WHERE user_id = $1",
@@ -245,7 +220,7 @@ async fn seats_lifecycle(version: &str) {
     let added = proration_tokens(&invoice, unit);
     assert!(added > 0.0 && added <= 2.0 * MONTHLY as f64, "{added}");
     let after_increase = 2 * MONTHLY + added.floor() as i64;
-    wait_balance(owner, team, after_increase, worker).await;
+    wait_balance(owner, team, after_increase, worker, WAIT).await;
     add(&mut api, alice, team).await.unwrap();
     add(&mut api, alice, team).await.unwrap();
     assert_error(
@@ -325,7 +300,7 @@ async fn seats_lifecycle(version: &str) {
     let removed = proration_tokens(&renewal, unit);
     assert!(removed < 0.0, "{removed}");
     let want = after_increase + 2 * MONTHLY - (-removed).ceil() as i64;
-    wait_balance(owner, team, want, worker).await;
+    wait_balance(owner, team, want, worker, WAIT).await;
 }
 
 #[tokio::test]

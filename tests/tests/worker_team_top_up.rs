@@ -42,8 +42,7 @@ async fn world(version: &str) -> World {
         .await
         .unwrap();
     let port = free_port();
-    let hook = format!("http://127.0.0.1:{port}/api/stripe/webhook");
-    let emulator = Emulator::start_with(Some(&hook), &["--api-version", version]).await;
+    let emulator = Emulator::delivering_to(port, &["--api-version", version]).await;
     let worker = Worker::start_on(port, &db.dsn, Some(&emulator.url), &[]).await;
     let mut api = db.api().await;
     let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
@@ -81,7 +80,7 @@ async fn world(version: &str) -> World {
         "off_session"
     );
     emulator.complete_checkout(&session).await;
-    wait_balance(&owner, team, 500, &worker).await;
+    wait_balance(&owner, team, 500, &worker, WAIT).await;
     let customer: String = owner
         .query_one(
             "SELECT stripe_customer_id FROM billing.customers WHERE user_id = $1",
@@ -99,30 +98,6 @@ async fn world(version: &str) -> World {
         team,
         bob,
         customer,
-    }
-}
-
-async fn balance(owner: &Client, account: Uuid) -> i64 {
-    owner
-        .query_one("SELECT billing.token_balance($1)", &[&account])
-        .await
-        .unwrap()
-        .get(0)
-}
-
-async fn wait_balance(owner: &Client, account: Uuid, want: i64, worker: &Worker) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let got = balance(owner, account).await;
-        if got == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "balance {got}, want {want}\n{}",
-            worker.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -167,7 +142,7 @@ async fn team_top_up_charges_the_teams_card(version: &str) {
     let mut w = world(version).await;
     member_spends(&mut w, 450).await;
     let request = top_up_request(&w).await;
-    wait_balance(&w.owner, w.team, 550, &w.worker).await;
+    wait_balance(&w.owner, w.team, 550, &w.worker, WAIT).await;
     let done = finished(&w.owner, request, WAIT).await;
     assert_eq!(done.status, "succeeded", "{done:?}\n{}", w.worker.logs());
     let calls = intents_created(&w).await;

@@ -341,6 +341,33 @@ impl Api {
             .map(|rows| rows[0].get(0))
     }
 
+    /// A team `owner` creates with `billing.create_team(name)`; its account id.
+    pub async fn create_team(&mut self, owner: Uuid, name: &str) -> Uuid {
+        self.one(
+            &Caller::User(owner),
+            "SELECT billing.create_team($1)",
+            &[&name],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("create_team({name}): {e}"))
+    }
+
+    /// `billing.set_team_member(team, who, role)` called by `by`: the member's JSON.
+    pub async fn set_member(
+        &mut self,
+        by: Uuid,
+        team: Uuid,
+        who: Uuid,
+        role: &str,
+    ) -> Result<serde_json::Value, tokio_postgres::Error> {
+        self.one(
+            &Caller::User(by),
+            "SELECT billing.set_team_member($1, $2, $3)",
+            &[&team, &who, &role],
+        )
+        .await
+    }
+
     /// Asserts that each statement, run with `params` as its caller, fails with its SQLSTATE
     /// and a message containing its needle: `(caller, sql, sqlstate, needle)`.
     pub async fn assert_refused(

@@ -23,17 +23,9 @@ async fn subscribed_team(
     let (db, owner) = setup().await;
     let mut api = db.api().await;
     let alice = Uuid::new_v4();
-    let team: Uuid = api
-        .call(
-            &Caller::User(alice),
-            "SELECT billing.create_team('Acme')",
-            &[],
-        )
-        .await
-        .unwrap()[0]
-        .get(0);
+    let team = api.create_team(alice, "Acme").await;
     let bob = Uuid::new_v4();
-    member(&mut api, alice, team, bob, "member").await.unwrap();
+    api.set_member(alice, team, bob, "member").await.unwrap();
     let mut s = Subscriber::new(shape);
     s.user = team;
     let item = format!("si_{}", &Uuid::new_v4().simple().to_string()[..14]);
@@ -49,22 +41,6 @@ async fn subscribed_team(
     ev["data"]["object"]["items"]["data"][0]["id"] = json!(item);
     deliver(&owner, &ev).await;
     (db, owner, api, s, alice, bob, item)
-}
-
-async fn member(
-    api: &mut Api,
-    by: Uuid,
-    team: Uuid,
-    who: Uuid,
-    role: &str,
-) -> Result<Value, tokio_postgres::Error> {
-    api.call(
-        &Caller::User(by),
-        "SELECT billing.set_team_member($1, $2, $3)",
-        &[&team, &who, &role],
-    )
-    .await
-    .map(|rows| rows[0].get(0))
 }
 
 async fn change(
@@ -220,11 +196,7 @@ async fn what_cannot_be_changed_is_refused_and_queues_nothing() {
         "not a team",
     );
     // A team that has not bought, and one whose item Stripe has not reported.
-    let other: Uuid = api
-        .call(&owner_of, "SELECT billing.create_team('Beta')", &[])
-        .await
-        .unwrap()[0]
-        .get(0);
+    let other = api.create_team(alice, "Beta").await;
     assert_error(
         change(&mut api, &owner_of, Some(other), Some(2)).await,
         "55000",
@@ -251,7 +223,7 @@ async fn what_cannot_be_changed_is_refused_and_queues_nothing() {
         .await
         .unwrap();
     // One change at a time; an admin may ask too.
-    member(&mut api, alice, team, bob, "admin").await.unwrap();
+    api.set_member(alice, team, bob, "admin").await.unwrap();
     change(&mut api, &Caller::User(bob), Some(team), Some(4))
         .await
         .unwrap();
@@ -272,7 +244,7 @@ async fn a_pending_decrease_holds_new_members_to_it() {
         .unwrap();
     // Four seats in Stripe, two once the change is made: Alice and Bob fill them.
     assert_error(
-        member(&mut api, alice, team, Uuid::new_v4(), "member").await,
+        api.set_member(alice, team, Uuid::new_v4(), "member").await,
         "BL022",
         "has 2 seats and 2 members",
     );
@@ -281,17 +253,17 @@ async fn a_pending_decrease_holds_new_members_to_it() {
         .execute("UPDATE billing.stripe_requests SET status = 'failed', error = 'x', finished_at = now() WHERE id = $1", &[&id])
         .await
         .unwrap();
-    member(&mut api, alice, team, Uuid::new_v4(), "member")
+    api.set_member(alice, team, Uuid::new_v4(), "member")
         .await
         .unwrap();
     change(&mut api, &Caller::User(alice), Some(team), Some(9))
         .await
         .unwrap();
-    member(&mut api, alice, team, Uuid::new_v4(), "member")
+    api.set_member(alice, team, Uuid::new_v4(), "member")
         .await
         .unwrap();
     assert_error(
-        member(&mut api, alice, team, Uuid::new_v4(), "member").await,
+        api.set_member(alice, team, Uuid::new_v4(), "member").await,
         "BL022",
         "has 4 seats and 4 members",
     );
@@ -342,16 +314,8 @@ async fn a_team_buys_its_first_seats_at_checkout() {
     let _ = &db;
     let mut api = db.api().await;
     let alice = Uuid::new_v4();
-    let team: Uuid = api
-        .call(
-            &Caller::User(alice),
-            "SELECT billing.create_team('Acme')",
-            &[],
-        )
-        .await
-        .unwrap()[0]
-        .get(0);
-    member(&mut api, alice, team, Uuid::new_v4(), "member")
+    let team = api.create_team(alice, "Acme").await;
+    api.set_member(alice, team, Uuid::new_v4(), "member")
         .await
         .unwrap();
     let checkout = |quantity: i32, account: Option<Uuid>| {
@@ -376,16 +340,8 @@ async fn a_team_buys_its_first_seats_at_checkout() {
         .unwrap()
         .get(0);
     assert_eq!(params["quantity"], 3);
-    let other: Uuid = api
-        .call(
-            &Caller::User(alice),
-            "SELECT billing.create_team('Beta')",
-            &[],
-        )
-        .await
-        .unwrap()[0]
-        .get(0);
-    member(&mut api, alice, other, Uuid::new_v4(), "member")
+    let other = api.create_team(alice, "Beta").await;
+    api.set_member(alice, other, Uuid::new_v4(), "member")
         .await
         .unwrap();
     assert_error(

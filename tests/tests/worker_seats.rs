@@ -32,13 +32,7 @@ async fn quantity(owner: &Client, account: Uuid) -> Option<i64> {
 }
 
 async fn add(api: &mut Api, by: Uuid, team: Uuid) -> Result<Value, tokio_postgres::Error> {
-    api.call(
-        &Caller::User(by),
-        "SELECT billing.set_team_member($1, $2)",
-        &[&team, &Uuid::new_v4()],
-    )
-    .await
-    .map(|rows| rows[0].get(0))
+    api.set_member(by, team, Uuid::new_v4(), "member").await
 }
 
 async fn change(
@@ -116,22 +110,8 @@ async fn bought_two_seats(version: &str) -> World {
     let worker = Worker::start_on(port, &db.dsn, Some(&emulator.url), &[]).await;
     let mut api = db.api().await;
     let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
-    let team: Uuid = api
-        .call(
-            &Caller::User(alice),
-            "SELECT billing.create_team('Acme')",
-            &[],
-        )
-        .await
-        .unwrap()[0]
-        .get(0);
-    api.call(
-        &Caller::User(alice),
-        "SELECT billing.set_team_member($1, $2)",
-        &[&team, &bob],
-    )
-    .await
-    .unwrap();
+    let team = api.create_team(alice, "Acme").await;
+    api.set_member(alice, team, bob, "member").await.unwrap();
     let request = request_checkout(
         &mut api,
         alice,

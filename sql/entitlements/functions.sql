@@ -137,7 +137,7 @@ BEGIN
                    WHERE g.feature = has_feature.feature);
 END
 $$;
-COMMENT ON FUNCTION billing.has_feature(text, uuid) IS 'Whether the signed-in user may use feature through account_id (their own id or a team they belong to; NULL = the active account, billing.active_account()): true when a subscription of that account is active, trialing, or past_due for less than billing.config.past_due_grace_seconds, and its plan has the feature in billing.plan_features. False for unknown features, anon, accounts not the caller''s, and accounts without such a subscription; 22004 for NULL feature, 22023 for a malformed key.';
+COMMENT ON FUNCTION billing.has_feature(text, uuid) IS 'Whether the signed-in user may use feature through account_id (their own id or a team they belong to; NULL = the active account, billing.active_account()): true when a subscription of that account is active, trialing, or past_due for less than billing.config.past_due_grace_seconds, and its plan has the feature in billing.plan_features, or when it paid for a token pack with the feature less than its days ago (billing.pack_passes). False for unknown features, anon, accounts not the caller''s, and accounts without such a subscription; 22004 for NULL feature, 22023 for a malformed key.';
 
 CREATE OR REPLACE FUNCTION billing.has_feature(feature text) RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER

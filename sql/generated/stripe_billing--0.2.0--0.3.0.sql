@@ -191,7 +191,7 @@ CREATE TABLE billing.plan_features (
     -- (plan_id, feature) is the key has_feature's join probes: one index lookup per subscription.
     PRIMARY KEY (plan_id, feature)
 );
-COMMENT ON TABLE billing.plan_features IS 'The features each plan grants its subscribers (while the subscription is active, trialing, or past_due within past_due_grace_seconds), with an optional limit: what billing.has_feature and billing.feature_limit answer from. Privileged roles only.';
+COMMENT ON TABLE billing.plan_features IS 'The features each plan grants: a subscription plan to its subscribers (while the subscription is active, trialing, or past_due within past_due_grace_seconds), a token pack to its buyers for days after each paid purchase (billing.pack_passes); with an optional limit: what billing.has_feature and billing.feature_limit answer from. Privileged roles only.';
 COMMENT ON COLUMN billing.plan_features.plan_id IS 'The plan (billing.plans.id) that grants the feature.';
 COMMENT ON COLUMN billing.plan_features.feature IS 'The feature''s key, your own short identifier: lower-case letter first, then up to 62 of a-z, 0-9, _, . and -, e.g. export or seats.max.';
 COMMENT ON COLUMN billing.plan_features.limit_value IS 'How much of the feature the plan allows (a count of projects, exports a month, ...), for the app to enforce; NULL = no limit. billing.feature_limit returns the largest over the user''s qualifying plans.';
@@ -1152,7 +1152,7 @@ BEGIN
                    WHERE g.feature = has_feature.feature);
 END
 $$;
-COMMENT ON FUNCTION billing.has_feature(text, uuid) IS 'Whether the signed-in user may use feature through account_id (their own id or a team they belong to; NULL = the active account, billing.active_account()): true when a subscription of that account is active, trialing, or past_due for less than billing.config.past_due_grace_seconds, and its plan has the feature in billing.plan_features. False for unknown features, anon, accounts not the caller''s, and accounts without such a subscription; 22004 for NULL feature, 22023 for a malformed key.';
+COMMENT ON FUNCTION billing.has_feature(text, uuid) IS 'Whether the signed-in user may use feature through account_id (their own id or a team they belong to; NULL = the active account, billing.active_account()): true when a subscription of that account is active, trialing, or past_due for less than billing.config.past_due_grace_seconds, and its plan has the feature in billing.plan_features, or when it paid for a token pack with the feature less than its days ago (billing.pack_passes). False for unknown features, anon, accounts not the caller''s, and accounts without such a subscription; 22004 for NULL feature, 22023 for a malformed key.';
 
 CREATE OR REPLACE FUNCTION billing.has_feature(feature text) RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER

@@ -418,3 +418,47 @@ async fn refunding_the_whole_purchase_ends_its_features_in_any_order() {
         }
     }
 }
+
+/// payment_intent.succeeded of an auto top-up of `pack`, as the worker creates it, created at `created`.
+fn top_up(shape: Shape, created: i64) -> Value {
+    let intent = events::object(
+        shape,
+        "payment_intent",
+        json!({"id": ids::long("pi"), "amount": 900, "amount_received": 900, "currency": "usd",
+               "customer": CUSTOMER, "status": "succeeded", "latest_charge": ids::long("ch"),
+               "created": created, "payment_method": ids::long("pm"),
+               "metadata": {"user_id": USER, "plan_id": "pack", "top_up_tokens": "500"}}),
+    );
+    events::event(shape, "payment_intent.succeeded", created, intent)
+}
+
+#[tokio::test]
+async fn an_auto_top_up_gives_the_packs_features_too() {
+    for shape in [Shape::V2023, Shape::Basil] {
+        let (db, owner) = setup_with_pack_features().await;
+        let mut api = db.api().await;
+        let me = Caller::User(USER.parse().unwrap());
+        let now = unix_now();
+        let old = top_up(shape, now - 40 * DAY);
+        applied(&owner, &old).await;
+        assert_eq!(
+            export(&mut api, &me, "{}").await.0,
+            false,
+            "{shape:?}: 40 days ago"
+        );
+        let recent = top_up(shape, now - DAY);
+        for event in [&recent, &recent] {
+            applied(&owner, event).await;
+        }
+        assert_eq!(
+            export(&mut api, &me, "{}").await,
+            (true, Some(5), vec!["export".to_string()])
+        );
+        let intent = recent["data"]["object"]["id"].as_str().unwrap().to_string();
+        assert!(
+            passes(&owner).await.contains(&(intent, now - DAY, false)),
+            "{shape:?}"
+        );
+        assert_eq!(passes(&owner).await.len(), 2);
+    }
+}

@@ -199,14 +199,42 @@ CREATE TABLE billing.plan_features (
     feature text NOT NULL CHECK (feature ~ '^[a-z][a-z0-9_.-]{0,62}$'),
     limit_value bigint CHECK (limit_value >= 0),
     created_at timestamptz NOT NULL DEFAULT now(),
+    -- A token pack's features last this many days after each paid purchase (billing.pack_passes);
+    -- a subscription's last as long as the subscription. The trigger plan_features_days_fit_kind
+    -- (sql/entitlements/triggers.sql) holds the rule, which needs billing.plans.kind.
+    days integer CHECK (days BETWEEN 1 AND 3650),
     -- (plan_id, feature) is the key has_feature's join probes: one index lookup per subscription.
     PRIMARY KEY (plan_id, feature)
 );
-COMMENT ON TABLE billing.plan_features IS 'The features each plan grants its subscribers (while the subscription is active, trialing, or past_due within past_due_grace_seconds), with an optional limit: what billing.has_feature and billing.feature_limit answer from. Privileged roles only.';
+COMMENT ON TABLE billing.plan_features IS 'The features each plan grants: a subscription plan to its subscribers (while the subscription is active, trialing, or past_due within past_due_grace_seconds), a token pack to its buyers for days after each paid purchase (billing.pack_passes); with an optional limit: what billing.has_feature and billing.feature_limit answer from. Privileged roles only.';
 COMMENT ON COLUMN billing.plan_features.plan_id IS 'The plan (billing.plans.id) that grants the feature.';
 COMMENT ON COLUMN billing.plan_features.feature IS 'The feature''s key, your own short identifier: lower-case letter first, then up to 62 of a-z, 0-9, _, . and -, e.g. export or seats.max.';
 COMMENT ON COLUMN billing.plan_features.limit_value IS 'How much of the feature the plan allows (a count of projects, exports a month, ...), for the app to enforce; NULL = no limit. billing.feature_limit returns the largest over the user''s qualifying plans.';
 COMMENT ON COLUMN billing.plan_features.created_at IS 'When the row was added.';
+COMMENT ON COLUMN billing.plan_features.days IS 'For a token pack''s feature (required there): how many days each paid purchase of the pack grants it, from Stripe''s time of payment (billing.pack_passes), 1 to 3650; several purchases overlap, they do not add up. NULL for a subscription plan''s feature (refused otherwise, 22023), which lasts as long as the subscription qualifies.';
+
+
+-- Each paid purchase of a token pack: the time its features (plan_features.days) count from.
+-- One row per purchase and pack, whatever the quantity (five packs in one session do not last
+-- five times as long) and however often Stripe delivers the purchase's events.
+CREATE TABLE billing.pack_passes (
+    purchase_id text NOT NULL REFERENCES billing.purchases (id),
+    plan_id text NOT NULL REFERENCES billing.plans (id) ON UPDATE CASCADE ON DELETE CASCADE,
+    user_id uuid NOT NULL,
+    bought_at timestamptz NOT NULL,
+    ended_at timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (purchase_id, plan_id)
+);
+-- has_feature's pack branch: an account's passes, newest first.
+CREATE INDEX pack_passes_user_idx ON billing.pack_passes (user_id, bought_at);
+COMMENT ON TABLE billing.pack_passes IS 'Each paid purchase of a token pack (a Checkout Session line, an auto top-up): the pack''s features (billing.plan_features rows with days) are the account''s for that many days from bought_at, unless the whole purchase went back. Recorded for every pack purchase, with or without features, so features added to a pack later count for purchases already made. Users read their accounts'' rows.';
+COMMENT ON COLUMN billing.pack_passes.purchase_id IS 'The purchase (billing.purchases.id: the Checkout Session cs_... or the auto top-up''s PaymentIntent pi_...).';
+COMMENT ON COLUMN billing.pack_passes.plan_id IS 'The token pack bought (billing.plans.id).';
+COMMENT ON COLUMN billing.pack_passes.user_id IS 'The account that bought it (a user''s own id or a team''s billing.accounts.id), as billing.purchases.user_id.';
+COMMENT ON COLUMN billing.pack_passes.bought_at IS 'Stripe''s time of payment: the created time of the earliest delivered event that granted the purchase (never later than the truth in any delivery order). The features last plan_features.days from it.';
+COMMENT ON COLUMN billing.pack_passes.ended_at IS 'When the whole purchase was found refunded or disputed (billing._settle_purchase: everything paid went back), which ends its features early; NULL while it stands, and again if that money comes back (a dispute won, a refund failed).';
+COMMENT ON COLUMN billing.pack_passes.created_at IS 'When the row was added.';
 
 ALTER TABLE billing.subscriptions ADD COLUMN status_since timestamptz;
 ALTER TABLE billing.subscriptions ADD COLUMN previous_status_at timestamptz;
@@ -1210,13 +1238,14 @@ END
 $$;
 COMMENT ON FUNCTION billing._check_feature_key(text) IS 'Internal: raises 22004 for a NULL feature and 22023 for one that is not a feature key (the billing.plan_features.feature rule).';
 
--- The one place that says which subscriptions entitle an account (a user's personal account is
--- their id; a team's is its billing.accounts.id): the callers pick the account and the feature.
+-- The one place that says what entitles an account (a user's personal account is their id; a
+-- team's is its billing.accounts.id): its qualifying subscriptions' plans, and the packs it paid
+-- for less than each feature's days ago. The callers pick the account and the feature.
 CREATE OR REPLACE FUNCTION billing._feature_grants(user_id uuid, grace_seconds integer)
 RETURNS TABLE (feature text, plan_id text, limit_value bigint)
 LANGUAGE sql STABLE PARALLEL SAFE
--- A plain SQL body, so the planner inlines it into the callers' queries, where their test of
--- the feature becomes a probe of plan_features' key.
+-- A plain SQL body (one UNION ALL query), so the planner inlines it into the callers' queries,
+-- where their test of the feature becomes a probe of plan_features' key in each branch.
 AS $$
     SELECT f.feature, f.plan_id, f.limit_value
     FROM billing.subscriptions s
@@ -1225,8 +1254,74 @@ AS $$
       AND (s.status IN ('active', 'trialing')
            OR (s.status = 'past_due'
                AND coalesce(s.status_since, s.updated_at) > now() - make_interval(secs => grace_seconds)))
+    UNION ALL
+    SELECT f.feature, f.plan_id, f.limit_value
+    FROM billing.pack_passes p
+    JOIN billing.plan_features f ON f.plan_id = p.plan_id
+    WHERE p.user_id = _feature_grants.user_id
+      AND p.ended_at IS NULL
+      AND p.bought_at > now() - make_interval(days => f.days)
 $$;
-COMMENT ON FUNCTION billing._feature_grants(uuid, integer) IS 'Internal: the plan_features rows of the plans of the subscriptions of account user_id (a user''s own id or a team''s) that are active, trialing, or past_due for less than grace_seconds.';
+COMMENT ON FUNCTION billing._feature_grants(uuid, integer) IS 'Internal: the plan_features rows that entitle account user_id (a user''s own id or a team''s) now: those of the plans of its subscriptions that are active, trialing, or past_due for less than grace_seconds, and those with days of the token packs it bought (billing.pack_passes, not ended) less than days ago.';
+
+-- Recorded wherever a paid pack is granted (sql/effects/checkout.sql, the auto top-up's
+-- PaymentIntent in sql/topups/functions.sql), before the purchase is settled, so that a refund
+-- reported earlier ends the pass in the same transaction.
+CREATE OR REPLACE FUNCTION billing._record_pack_pass(purchase_id text, plan_id text, user_id uuid, bought_at timestamptz)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+#variable_conflict use_column
+BEGIN
+    IF plan_id IS NULL THEN
+        RETURN;  -- a top-up whose pack is not known (an older PaymentIntent without plan_id)
+    END IF;
+    INSERT INTO billing.pack_passes AS p (purchase_id, plan_id, user_id, bought_at)
+    VALUES (_record_pack_pass.purchase_id, _record_pack_pass.plan_id, _record_pack_pass.user_id,
+            coalesce(_record_pack_pass.bought_at, now()))
+    -- The same purchase granted again (a duplicate, or async_payment_succeeded after completed):
+    -- the earliest report's time, so the order of delivery does not move it.
+    ON CONFLICT (purchase_id, plan_id) DO UPDATE SET bought_at = excluded.bought_at
+    WHERE excluded.bought_at < p.bought_at;
+END
+$$;
+COMMENT ON FUNCTION billing._record_pack_pass(text, text, uuid, timestamptz) IS 'Internal: records that purchase_id paid for token pack plan_id of account user_id at bought_at (Stripe''s time, the earliest reported), once per purchase and pack; nothing for a NULL plan_id.';
+
+-- Whether a pass stands follows the purchase's facts, recomputed at every settlement: ended
+-- while everything paid has gone back, standing again if it returns (a dispute won).
+CREATE OR REPLACE FUNCTION billing._settle_pack_passes(purchase_id text, wholly_reversed boolean) RETURNS void
+LANGUAGE plpgsql
+AS $$
+#variable_conflict use_column
+BEGIN
+    UPDATE billing.pack_passes p
+    SET ended_at = CASE WHEN wholly_reversed THEN coalesce(p.ended_at, now()) END
+    WHERE p.purchase_id = _settle_pack_passes.purchase_id
+      AND (p.ended_at IS NULL) = wholly_reversed;
+END
+$$;
+COMMENT ON FUNCTION billing._settle_pack_passes(text, boolean) IS 'Internal: ends the pack passes of a purchase whose payment went back in full (wholly_reversed), or reopens them when it no longer has.';
+
+CREATE OR REPLACE FUNCTION billing._check_feature_days() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    kind text;
+BEGIN
+    SELECT p.kind INTO kind FROM billing.plans p WHERE p.id = NEW.plan_id;
+    IF kind = 'token_pack' AND NEW.days IS NULL THEN
+        RAISE EXCEPTION 'feature % of token pack % needs days', NEW.feature, NEW.plan_id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A pack''s feature lasts days (1 to 3650) after each paid purchase of the pack.';
+    ELSIF kind = 'subscription' AND NEW.days IS NOT NULL THEN
+        RAISE EXCEPTION 'feature % of subscription plan % takes no days', NEW.feature, NEW.plan_id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A subscription''s features last as long as the subscription is active, trialing or past_due within the grace; leave days NULL.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION billing._check_feature_days() IS 'Internal (trigger): a billing.plan_features row of a token pack needs days, one of a subscription plan may not have them (22023).';
 
 -- has_feature/feature_limit answer for an account: the active one (billing.active_account(): the
 -- X-Billing-Account header, else the personal account), or the one named, which must be one of
@@ -1258,7 +1353,7 @@ BEGIN
                    WHERE g.feature = has_feature.feature);
 END
 $$;
-COMMENT ON FUNCTION billing.has_feature(text, uuid) IS 'Whether the signed-in user may use feature through account_id (their own id or a team they belong to; NULL = the active account, billing.active_account()): true when a subscription of that account is active, trialing, or past_due for less than billing.config.past_due_grace_seconds, and its plan has the feature in billing.plan_features. False for unknown features, anon, accounts not the caller''s, and accounts without such a subscription; 22004 for NULL feature, 22023 for a malformed key.';
+COMMENT ON FUNCTION billing.has_feature(text, uuid) IS 'Whether the signed-in user may use feature through account_id (their own id or a team they belong to; NULL = the active account, billing.active_account()): true when a subscription of that account is active, trialing, or past_due for less than billing.config.past_due_grace_seconds, and its plan has the feature in billing.plan_features, or when it paid for a token pack with the feature less than its days ago (billing.pack_passes). False for unknown features, anon, accounts not the caller''s, and accounts without such a subscription; 22004 for NULL feature, 22023 for a malformed key.';
 
 CREATE OR REPLACE FUNCTION billing.has_feature(feature text) RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
@@ -2653,6 +2748,8 @@ BEGIN
     END IF;
     PERFORM billing._request_credit_note_refunds(p);
     reversed := billing._purchase_reversed(p);
+    -- A pack's features go with the whole purchase only: a partial refund leaves them.
+    PERFORM billing._settle_pack_passes(p.id, reversed >= p.amount_paid);
     FOR g IN SELECT * FROM billing.token_grants t
              WHERE t.purchase_id = p.id AND t.source <> 'restored' ORDER BY t.id LOOP
         target := CASE WHEN reversed >= p.amount_paid THEN g.tokens
@@ -2685,7 +2782,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION billing._settle_purchase(text, text, text) IS 'Internal: brings every grant of a purchase to its reversed share (revoking or restoring the difference) and notifies the user; idempotent and independent of the order of the reports.';
+COMMENT ON FUNCTION billing._settle_purchase(text, text, text) IS 'Internal: brings every grant of a purchase to its reversed share (revoking or restoring the difference), ends its pack passes while all of it has gone back (reopens them otherwise), and notifies the user; idempotent and independent of the order of the reports.';
 
 CREATE OR REPLACE FUNCTION billing._settle_payment(charge text, payment_intent text, reason text, event_id text)
 RETURNS void
@@ -4850,6 +4947,7 @@ DECLARE
     tokens bigint := 0;
     project uuid;
     prices text[] := '{}';
+    packs text[] := '{}';
 BEGIN
     SELECT * INTO ours FROM billing.stripe_requests r
     WHERE r.id = billing._uuid_or_null(s -> 'metadata' ->> 'request_id') AND r.user_id = uid AND r.kind = 'checkout';
@@ -4857,6 +4955,7 @@ BEGIN
         tokens := (ours.params ->> 'tokens')::bigint;
         project := billing._uuid_or_null(ours.params ->> 'project_id');
         prices := ARRAY[ours.params ->> 'price_id'];
+        packs := ARRAY[ours.params ->> 'plan_id'];
     ELSE
         IF NOT EXISTS (SELECT FROM billing.checkout_line_items l WHERE l.session_id = s ->> 'id') THEN
             RAISE EXCEPTION 'waiting for the line items of % from Stripe', s ->> 'id'
@@ -4869,6 +4968,7 @@ BEGIN
             IF plan.kind = 'token_pack' THEN
                 tokens := tokens + plan.tokens * greatest(coalesce(line.quantity, 1), 1);
                 prices := prices || line.price_id;
+                packs := packs || plan.id;
             END IF;
         END LOOP;
         IF tokens = 0 THEN
@@ -4886,11 +4986,14 @@ BEGIN
         jsonb_strip_nulls(jsonb_build_object('session_id', s ->> 'id', 'amount_paid', s -> 'amount_total',
             'currency', s -> 'currency', 'price_ids', to_jsonb(prices), 'payment_intent', s -> 'payment_intent',
             'request_id', ours.id, 'event_id', ev ->> 'id')), s ->> 'id');
-    -- A refund or dispute reported before this event takes its share now.
+    -- The packs' features last from Stripe's time of this report (sql/entitlements/functions.sql).
+    PERFORM billing._record_pack_pass(s ->> 'id', pack, uid, billing._unix_time(ev -> 'created'))
+    FROM (SELECT DISTINCT unnest(packs) AS pack) x;
+    -- A refund or dispute reported before this event takes its share now (and ends the passes).
     PERFORM billing._settle_purchase(s ->> 'id', format('payment of session %s', s ->> 'id'), ev ->> 'id');
 END
 $$;
-COMMENT ON FUNCTION billing._grant_pack(uuid, jsonb) IS 'Internal: grants what a paid payment-mode Checkout Session bought, once (keyed by the session id); BL010 while its line items are being retrieved.';
+COMMENT ON FUNCTION billing._grant_pack(uuid, jsonb) IS 'Internal: grants what a paid payment-mode Checkout Session bought, once (keyed by the session id), and records a pack pass per pack sold (billing.pack_passes); BL010 while its line items are being retrieved.';
 
 CREATE OR REPLACE FUNCTION billing._apply_checkout_session(ev jsonb) RETURNS void
 LANGUAGE plpgsql
@@ -5887,11 +5990,14 @@ BEGIN
         jsonb_strip_nulls(jsonb_build_object('payment_intent', pi ->> 'id', 'request_id', r.id,
             'plan_id', pi -> 'metadata' ->> 'plan_id', 'amount_paid', pi -> 'amount_received',
             'currency', pi -> 'currency', 'event_id', ev ->> 'id')), pi ->> 'id');
-    -- A refund or dispute reported before this event takes its share now.
+    -- The pack's features last from Stripe's time of this report (sql/entitlements/functions.sql).
+    PERFORM billing._record_pack_pass(pi ->> 'id', coalesce(r.params ->> 'plan_id', pi -> 'metadata' ->> 'plan_id'),
+                                      uid, billing._unix_time(ev -> 'created'));
+    -- A refund or dispute reported before this event takes its share now (and ends the pass).
     PERFORM billing._settle_purchase(pi ->> 'id', format('payment of auto top-up %s', pi ->> 'id'), ev ->> 'id');
 END
 $$;
-COMMENT ON FUNCTION billing._apply_payment_intent(jsonb) IS 'Internal: payment_intent.succeeded of an auto top-up grants its pack once (grant key = the PaymentIntent, source auto_top_up) and records it as a purchase; payment_intent.payment_failed turns auto top-up off and tells the user (billing._top_up_failed). Other PaymentIntents are ignored.';
+COMMENT ON FUNCTION billing._apply_payment_intent(jsonb) IS 'Internal: payment_intent.succeeded of an auto top-up grants its pack once (grant key = the PaymentIntent, source auto_top_up) and records it as a purchase and a pack pass (billing.pack_passes); payment_intent.payment_failed turns auto top-up off and tells the user (billing._top_up_failed). Other PaymentIntents are ignored.';
 
 -- sql/operations/functions.sql
 -- Operations: the figures an operator watches, in one call, so that "is it keeping up?" needs
@@ -6047,6 +6153,7 @@ SET search_path = pg_catalog, pg_temp AS $$
         ('authenticated', 'billing.balance_alerts', 'SELECT'),
         ('authenticated', 'billing.expiry_warnings', 'SELECT'),
         ('authenticated', 'billing.auto_top_ups', 'SELECT'),
+        ('authenticated', 'billing.pack_passes', 'SELECT'),
         ('authenticated', 'billing.set_my_auto_top_up(text,bigint,integer,bigint,uuid)', 'EXECUTE'),
         ('authenticated', 'billing.disable_my_auto_top_up(uuid)', 'EXECUTE')
 $$;
@@ -6183,6 +6290,13 @@ SELECT billing._protect_table('billing.invoice_lines'::regclass, own_rows => fal
 SELECT billing._protect_table('billing.payment_lookups'::regclass, own_rows => false);
 SELECT billing._protect_table('billing.prices'::regclass, own_rows => false);
 SELECT billing._protect_table('billing.plan_features'::regclass, own_rows => false);
+-- sql/entitlements/triggers.sql
+-- A pack's feature lasts a number of days after each purchase; a subscription's lasts as long as
+-- the subscription. Which one a row is depends on its plan's kind, another table: a trigger.
+
+CREATE TRIGGER plan_features_days_fit_kind BEFORE INSERT OR UPDATE OF plan_id, days ON billing.plan_features
+    FOR EACH ROW EXECUTE FUNCTION billing._check_feature_days();
+SELECT billing._protect_table('billing.pack_passes'::regclass, own_rows => true);
 SELECT billing._protect_table(t::regclass, own_rows => true)
 FROM unnest(ARRAY['billing.customers', 'billing.subscriptions', 'billing.token_grants', 'billing.token_spends',
                   'billing.token_spend_allocations', 'billing.stripe_requests', 'billing.projects',

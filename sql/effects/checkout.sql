@@ -19,6 +19,7 @@ DECLARE
     tokens bigint := 0;
     project uuid;
     prices text[] := '{}';
+    packs text[] := '{}';
 BEGIN
     SELECT * INTO ours FROM billing.stripe_requests r
     WHERE r.id = billing._uuid_or_null(s -> 'metadata' ->> 'request_id') AND r.user_id = uid AND r.kind = 'checkout';
@@ -26,6 +27,7 @@ BEGIN
         tokens := (ours.params ->> 'tokens')::bigint;
         project := billing._uuid_or_null(ours.params ->> 'project_id');
         prices := ARRAY[ours.params ->> 'price_id'];
+        packs := ARRAY[ours.params ->> 'plan_id'];
     ELSE
         IF NOT EXISTS (SELECT FROM billing.checkout_line_items l WHERE l.session_id = s ->> 'id') THEN
             RAISE EXCEPTION 'waiting for the line items of % from Stripe', s ->> 'id'
@@ -38,6 +40,7 @@ BEGIN
             IF plan.kind = 'token_pack' THEN
                 tokens := tokens + plan.tokens * greatest(coalesce(line.quantity, 1), 1);
                 prices := prices || line.price_id;
+                packs := packs || plan.id;
             END IF;
         END LOOP;
         IF tokens = 0 THEN
@@ -55,11 +58,14 @@ BEGIN
         jsonb_strip_nulls(jsonb_build_object('session_id', s ->> 'id', 'amount_paid', s -> 'amount_total',
             'currency', s -> 'currency', 'price_ids', to_jsonb(prices), 'payment_intent', s -> 'payment_intent',
             'request_id', ours.id, 'event_id', ev ->> 'id')), s ->> 'id');
-    -- A refund or dispute reported before this event takes its share now.
+    -- The packs' features last from Stripe's time of this report (sql/entitlements/functions.sql).
+    PERFORM billing._record_pack_pass(s ->> 'id', pack, uid, billing._unix_time(ev -> 'created'))
+    FROM (SELECT DISTINCT unnest(packs) AS pack) x;
+    -- A refund or dispute reported before this event takes its share now (and ends the passes).
     PERFORM billing._settle_purchase(s ->> 'id', format('payment of session %s', s ->> 'id'), ev ->> 'id');
 END
 $$;
-COMMENT ON FUNCTION billing._grant_pack(uuid, jsonb) IS 'Internal: grants what a paid payment-mode Checkout Session bought, once (keyed by the session id); BL010 while its line items are being retrieved.';
+COMMENT ON FUNCTION billing._grant_pack(uuid, jsonb) IS 'Internal: grants what a paid payment-mode Checkout Session bought, once (keyed by the session id), and records a pack pass per pack sold (billing.pack_passes); BL010 while its line items are being retrieved.';
 
 CREATE OR REPLACE FUNCTION billing._apply_checkout_session(ev jsonb) RETURNS void
 LANGUAGE plpgsql

@@ -201,6 +201,8 @@ BEGIN
     END IF;
     PERFORM billing._request_credit_note_refunds(p);
     reversed := billing._purchase_reversed(p);
+    -- A pack's features go with the whole purchase only: a partial refund leaves them.
+    PERFORM billing._settle_pack_passes(p.id, reversed >= p.amount_paid);
     FOR g IN SELECT * FROM billing.token_grants t
              WHERE t.purchase_id = p.id AND t.source <> 'restored' ORDER BY t.id LOOP
         target := CASE WHEN reversed >= p.amount_paid THEN g.tokens
@@ -233,7 +235,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION billing._settle_purchase(text, text, text) IS 'Internal: brings every grant of a purchase to its reversed share (revoking or restoring the difference) and notifies the user; idempotent and independent of the order of the reports.';
+COMMENT ON FUNCTION billing._settle_purchase(text, text, text) IS 'Internal: brings every grant of a purchase to its reversed share (revoking or restoring the difference), ends its pack passes while all of it has gone back (reopens them otherwise), and notifies the user; idempotent and independent of the order of the reports.';
 
 CREATE OR REPLACE FUNCTION billing._settle_payment(charge text, payment_intent text, reason text, event_id text)
 RETURNS void

@@ -92,6 +92,7 @@ SET search_path = pg_catalog, pg_temp AS $$
         ('authenticated', 'billing.balance_alerts', 'SELECT'),
         ('authenticated', 'billing.expiry_warnings', 'SELECT'),
         ('authenticated', 'billing.auto_top_ups', 'SELECT'),
+        ('authenticated', 'billing.pack_passes', 'SELECT'),
         ('authenticated', 'billing.set_my_auto_top_up(text,bigint,integer,bigint,uuid)', 'EXECUTE'),
         ('authenticated', 'billing.disable_my_auto_top_up(uuid)', 'EXECUTE')
 $$;

@@ -7,7 +7,7 @@ FROM unnest(ARRAY['billing.customers', 'billing.subscriptions', 'billing.token_g
                   'billing.notifications', 'billing.purchases', 'billing.token_reversals', 'billing.token_debts',
                   'billing.token_debt_settlements', 'billing.token_overages',
                   'billing.balance_alerts', 'billing.expiry_warnings',
-                  'billing.auto_top_ups']) AS t;
+                  'billing.auto_top_ups', 'billing.pack_passes']) AS t;
 SELECT billing._protect_table(t::regclass, own_rows => false)
 FROM unnest(ARRAY['billing.config', 'billing.webhook_secrets', 'billing.stripe_events', 'billing.plans',
                   'billing.plan_prices', 'billing.deleted_customers', 'billing.checkout_line_items', 'billing.coupons',

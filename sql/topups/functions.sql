@@ -318,8 +318,11 @@ BEGIN
         jsonb_strip_nulls(jsonb_build_object('payment_intent', pi ->> 'id', 'request_id', r.id,
             'plan_id', pi -> 'metadata' ->> 'plan_id', 'amount_paid', pi -> 'amount_received',
             'currency', pi -> 'currency', 'event_id', ev ->> 'id')), pi ->> 'id');
-    -- A refund or dispute reported before this event takes its share now.
+    -- The pack's features last from Stripe's time of this report (sql/entitlements/functions.sql).
+    PERFORM billing._record_pack_pass(pi ->> 'id', coalesce(r.params ->> 'plan_id', pi -> 'metadata' ->> 'plan_id'),
+                                      uid, billing._unix_time(ev -> 'created'));
+    -- A refund or dispute reported before this event takes its share now (and ends the pass).
     PERFORM billing._settle_purchase(pi ->> 'id', format('payment of auto top-up %s', pi ->> 'id'), ev ->> 'id');
 END
 $$;
-COMMENT ON FUNCTION billing._apply_payment_intent(jsonb) IS 'Internal: payment_intent.succeeded of an auto top-up grants its pack once (grant key = the PaymentIntent, source auto_top_up) and records it as a purchase; payment_intent.payment_failed turns auto top-up off and tells the user (billing._top_up_failed). Other PaymentIntents are ignored.';
+COMMENT ON FUNCTION billing._apply_payment_intent(jsonb) IS 'Internal: payment_intent.succeeded of an auto top-up grants its pack once (grant key = the PaymentIntent, source auto_top_up) and records it as a purchase and a pack pass (billing.pack_passes); payment_intent.payment_failed turns auto top-up off and tells the user (billing._top_up_failed). Other PaymentIntents are ignored.';

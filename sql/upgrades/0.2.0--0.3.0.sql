@@ -265,6 +265,8 @@ SELECT billing._protect_table('billing.invoice_lines'::regclass, own_rows => fal
 SELECT billing._protect_table('billing.payment_lookups'::regclass, own_rows => false);
 SELECT billing._protect_table('billing.prices'::regclass, own_rows => false);
 SELECT billing._protect_table('billing.plan_features'::regclass, own_rows => false);
+-- @include sql/entitlements/triggers.sql
+SELECT billing._protect_table('billing.pack_passes'::regclass, own_rows => true);
 SELECT billing._protect_table(t::regclass, own_rows => true)
 FROM unnest(ARRAY['billing.customers', 'billing.subscriptions', 'billing.token_grants', 'billing.token_spends',
                   'billing.token_spend_allocations', 'billing.stripe_requests', 'billing.projects',

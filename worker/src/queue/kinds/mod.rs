@@ -129,6 +129,14 @@ pub async fn execute(
     }
 }
 
+/// Whether `id` has the form of a Stripe id with `prefix` (`sub_`, `si_`, …): one or more ASCII
+/// letters, digits or `_` after it. Ids from a row are checked so before they go into a path.
+pub fn is_stripe_id(id: &str, prefix: &str) -> bool {
+    id.strip_prefix(prefix).is_some_and(|rest| {
+        !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    })
+}
+
 /// The result written to the request row from a Checkout or Portal session: `url`,
 /// `session_id` and `customer`. Err when Stripe's answer lacks them.
 pub fn session_result(session: &Value, customer: &str) -> Result<Value, String> {

@@ -29,11 +29,7 @@ fn object_id<'a>(req: &'a Claimed, prefix: &str) -> Result<&'a str, Outcome> {
     req.params
         .get("object_id")
         .and_then(Value::as_str)
-        .filter(|id| {
-            id.strip_prefix(prefix).is_some_and(|rest| {
-                !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            })
-        })
+        .filter(|id| super::is_stripe_id(id, prefix))
         .ok_or_else(|| {
             Outcome::fail(format!(
                 "invalid retrieval parameters: object_id must be a {prefix}… id"

@@ -29,13 +29,6 @@ pub struct SeatParams {
     pub proration_behavior: String,
 }
 
-/// Whether `id` has the form of a Stripe id with `prefix`, safe to put into a path.
-fn stripe_id(id: &str, prefix: &str) -> bool {
-    id.strip_prefix(prefix).is_some_and(|rest| {
-        !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-    })
-}
-
 impl SeatParams {
     pub fn from_json(params: &Value) -> Result<SeatParams, String> {
         let p = SeatParams::deserialize(params)
@@ -44,8 +37,8 @@ impl SeatParams {
             p.proration_behavior.as_str(),
             "create_prorations" | "always_invoice" | "none"
         );
-        if !stripe_id(&p.subscription_id, "sub_")
-            || !stripe_id(&p.item_id, "si_")
+        if !super::is_stripe_id(&p.subscription_id, "sub_")
+            || !super::is_stripe_id(&p.item_id, "si_")
             || p.quantity < 1
             || !behavior_known
         {
